@@ -1,0 +1,72 @@
+// Package ca defines the contract between the provisioning engine and certificate authorities.
+//
+// A Connector receives a CSR that the device already signed (the adapter never holds the private
+// key) and returns a leaf certificate for exactly that key, or an error classified as permanent,
+// retryable or pending. Each CA lives in its own package and registers a factory under a type name;
+// optional behaviours are small extra interfaces discovered by type assertion.
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/asn1"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/process"
+)
+
+// Request is what the engine asks a CA to sign.
+type Request struct {
+	// Key identifies the request across retries and restarts (the process name). Connectors whose
+	// CA supports idempotency keys should pass it on, so that a repeated call never issues twice.
+	Key string
+
+	CSR    *x509.CertificateRequest // parsed and signature-verified by the engine
+	CSRDER []byte
+
+	Process *process.Process // metadata only: serial, directory ids, e-mail, customer
+
+	// From the adapter profile (or the scepProfile of the process).
+	ProfileName  string
+	TemplateName string        // CA-side template, e.g. an AD CS certificate template
+	Validity     time.Duration // requested lifetime; a CA may shorten it
+
+	// Ticket is set when the engine resumes a request that a previous call left pending; it is
+	// the value the connector returned in PendingError.Ticket.
+	Ticket string
+}
+
+// Issued is a certificate issued for a Request.
+type Issued struct {
+	Leaf  *x509.Certificate
+	Chain []*x509.Certificate // intermediates up to (not necessarily including) the root
+}
+
+// Connector issues certificates from one configured CA connection.
+//
+// Issue must honour ctx cancellation and deadlines, must be safe for concurrent use, and must
+// classify every error it returns with Permanent, Retryable or a *PendingError (an unclassified
+// error is treated as retryable). It must never return a certificate whose public key differs
+// from the CSR's; the engine checks that anyway and treats it as a permanent failure.
+type Connector interface {
+	Issue(ctx context.Context, req *Request) (*Issued, error)
+}
+
+// Pinger is implemented by connectors that can check their CA is reachable and correctly
+// configured without issuing anything (used by health checks and `validate --check-connections`).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Attribute is a PKCS#10 attribute a connector needs inside the CertificationRequestInfo, such as
+// a SCEP challenge password. It must be there before the device signs, so it is asked for first.
+type Attribute struct {
+	Type   asn1.ObjectIdentifier
+	Values []asn1.RawValue
+}
+
+// AttributeContributor is implemented by connectors that need attributes in the signed request.
+// The engine calls it once per process, before signData, and journals the result with the request.
+type AttributeContributor interface {
+	CSRAttributes(ctx context.Context, req *Request) ([]Attribute, error)
+}
