@@ -1,0 +1,313 @@
+// Package chromeapi wraps the Certificate Provisioning methods of the Chrome Management API v1:
+// authentication with the right scope, a client-side rate limit shared by every call, bounded
+// retries of calls that are safe to repeat, and error classification.
+package chromeapi
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"golang.org/x/time/rate"
+	cm "google.golang.org/api/chromemanagement/v1"
+	"google.golang.org/api/option"
+
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/process"
+)
+
+// Scope is the OAuth scope of the provisioning methods. It is missing from the discovery
+// document, so the generated client never asks for it by itself.
+const Scope = "https://www.googleapis.com/auth/chrome.management.certprov.provisioningprocess"
+
+// Options configures a Client.
+type Options struct {
+	Google config.Google
+	// BaseDir resolves a relative credentials file.
+	BaseDir string
+	Logger  *zap.Logger
+	// Attempts bounds inline tries of a repeatable call (default 4); the engine retries beyond that
+	// on its own, slower schedule.
+	Attempts int
+	// MaxInlineWait caps one inline back-off, whatever Retry-After says (default 10s).
+	MaxInlineWait time.Duration
+	// HTTPClient replaces the authenticated client (tests).
+	HTTPClient *http.Client
+}
+
+// Client calls the Certificate Provisioning API. It is safe for concurrent use.
+type Client struct {
+	svc      *cm.CustomersCertificateProvisioningProcessesService
+	limiter  *rate.Limiter
+	timeout  time.Duration
+	attempts int
+	maxWait  time.Duration
+	log      *zap.Logger
+}
+
+// New builds a Client from the google section of the configuration.
+func New(ctx context.Context, o Options) (*Client, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = 4
+	}
+	if o.MaxInlineWait <= 0 {
+		o.MaxInlineWait = 10 * time.Second
+	}
+	g := o.Google
+	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
+	if g.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(g.Endpoint))
+	}
+	switch {
+	case o.HTTPClient != nil:
+		opts = append(opts, option.WithHTTPClient(o.HTTPClient))
+	case g.Credentials.Type == config.CredentialsNone:
+		opts = append(opts, option.WithoutAuthentication())
+	default:
+		ts, err := TokenSource(ctx, g.Credentials, o.BaseDir)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, option.WithHTTPClient(oauth2.NewClient(ctx, ts)))
+	}
+	svc, err := cm.NewService(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("chrome management client: %w", err)
+	}
+	rps, burst := g.RateLimit.RequestsPerSecond, g.RateLimit.Burst
+	if rps <= 0 {
+		rps = 10
+	}
+	if burst < 1 {
+		burst = 1
+	}
+	timeout := g.RequestTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	return &Client{
+		svc:      cm.NewCustomersCertificateProvisioningProcessesService(svc),
+		limiter:  rate.NewLimiter(rate.Limit(rps), burst),
+		timeout:  timeout,
+		attempts: o.Attempts,
+		maxWait:  o.MaxInlineWait,
+		log:      o.Logger,
+	}, nil
+}
+
+// TokenSource builds the OAuth2 token source for the configured credential type.
+func TokenSource(ctx context.Context, c config.Credentials, baseDir string) (oauth2.TokenSource, error) {
+	readKey := func() ([]byte, error) {
+		path := c.File
+		if path != "" && baseDir != "" && !filepath.IsAbs(path) {
+			path = filepath.Join(baseDir, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read credentials file: %w", err)
+		}
+		return b, nil
+	}
+	switch c.Type {
+	case config.CredentialsADC, "":
+		creds, err := google.FindDefaultCredentials(ctx, Scope)
+		if err != nil {
+			return nil, fmt.Errorf("application default credentials: %w", err)
+		}
+		return creds.TokenSource, nil
+	case config.CredentialsServiceAccountKey:
+		key, err := readKey()
+		if err != nil {
+			return nil, err
+		}
+		jc, err := google.JWTConfigFromJSON(key, Scope)
+		if err != nil {
+			return nil, fmt.Errorf("service account key: %w", err)
+		}
+		jc.Subject = c.Subject
+		return jc.TokenSource(ctx), nil
+	case config.CredentialsSelfSignedJWT:
+		key, err := readKey()
+		if err != nil {
+			return nil, err
+		}
+		ts, err := google.JWTAccessTokenSourceWithScope(key, Scope)
+		if err != nil {
+			return nil, fmt.Errorf("self-signed JWT: %w", err)
+		}
+		return ts, nil
+	default:
+		return nil, fmt.Errorf("credentials type %q has no token source", c.Type)
+	}
+}
+
+// call runs fn under the rate limit and a per-request timeout, retrying retryable failures up to
+// the attempt budget when repeatable is true.
+func (c *Client) call(ctx context.Context, method, name string, repeatable bool, fn func(ctx context.Context) error) error {
+	attempts := 1
+	if repeatable {
+		attempts = c.attempts
+	}
+	var err error
+	for i := 0; i < attempts; i++ {
+		if werr := c.limiter.Wait(ctx); werr != nil {
+			return fmt.Errorf("%s %s: rate limit wait: %w", method, name, werr)
+		}
+		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		err = classify(ctx, method, name, fn(rctx))
+		cancel()
+		if err == nil || !IsRetryable(err) || i == attempts-1 {
+			return err
+		}
+		wait := backoff(i, RetryAfter(err), c.maxWait)
+		c.log.Debug("retrying API call", zap.String("method", method), zap.String("process", name),
+			zap.Duration("wait", wait), zap.Error(err))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+	return err
+}
+
+// backoff is exponential with full jitter from 200ms, but never shorter than the server asked.
+func backoff(attempt int, retryAfter, ceiling time.Duration) time.Duration {
+	d := 200 * time.Millisecond << attempt
+	if d > ceiling {
+		d = ceiling
+	}
+	d = time.Duration(rand.Int64N(int64(d)) + 1)
+	if retryAfter > d {
+		d = min(retryAfter, ceiling)
+	}
+	return d
+}
+
+// Get reads a process.
+func (c *Client) Get(ctx context.Context, name string) (*process.Process, error) {
+	var got *cm.GoogleChromeManagementVersionsV1CertificateProvisioningProcess
+	err := c.call(ctx, "get", name, true, func(ctx context.Context) error {
+		var err error
+		got, err = c.svc.Get(name).Context(ctx).Do()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fromAPI(got)
+}
+
+// Claim claims a process for instanceID. It returns ErrClaimedByOther (wrapped) when another
+// instance owns it; Google answers 400 as documented, some deployments may answer 409.
+func (c *Client) Claim(ctx context.Context, name, instanceID string) error {
+	err := c.call(ctx, "claim", name, true, func(ctx context.Context) error {
+		_, err := c.svc.Claim(name, &cm.GoogleChromeManagementVersionsV1ClaimCertificateProvisioningProcessRequest{
+			CallerInstanceId: instanceID,
+		}).Context(ctx).Do()
+		return err
+	})
+	if IsFailedPrecondition(err) {
+		return fmt.Errorf("%w: %w", ErrClaimedByOther, err)
+	}
+	return err
+}
+
+// SignData asks the device to sign data and returns the operation name. It is never retried
+// here: a second request makes the device fail the process, so after a failure the caller must
+// read the process to learn whether the first one landed.
+func (c *Client) SignData(ctx context.Context, name string, data []byte, algorithm string) (string, error) {
+	var op *cm.GoogleLongrunningOperation
+	err := c.call(ctx, "signData", name, false, func(ctx context.Context) error {
+		var err error
+		op, err = c.svc.SignData(name, &cm.GoogleChromeManagementVersionsV1SignDataRequest{
+			SignData:           base64.StdEncoding.EncodeToString(data),
+			SignatureAlgorithm: algorithm,
+		}).Context(ctx).Do()
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return op.Name, nil
+}
+
+// Operation is the state of a signData operation.
+type Operation struct {
+	Done bool
+	// Error is set when the operation failed (the process failed on Google's side).
+	Error string
+	// Process is the process from the operation's response, when present; it may lack the
+	// signature, in which case callers read the process.
+	Process *process.Process
+}
+
+// GetOperation polls a signData operation.
+func (c *Client) GetOperation(ctx context.Context, opName string) (*Operation, error) {
+	var op *cm.GoogleLongrunningOperation
+	err := c.call(ctx, "operations.get", opName, true, func(ctx context.Context) error {
+		var err error
+		op, err = c.svc.Operations.Get(opName).Context(ctx).Do()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &Operation{Done: op.Done}
+	if op.Error != nil {
+		out.Done = true
+		out.Error = fmt.Sprintf("code %d: %s", op.Error.Code, op.Error.Message)
+		return out, nil
+	}
+	if len(op.Response) > 0 {
+		// "@type" is deliberately ignored: the shape is what matters, and it may be absent.
+		var resp struct {
+			Process *cm.GoogleChromeManagementVersionsV1CertificateProvisioningProcess `json:"certificateProvisioningProcess"`
+		}
+		if err := json.Unmarshal(op.Response, &resp); err != nil {
+			return nil, fmt.Errorf("operations.get %s: decode response: %w", opName, err)
+		}
+		if resp.Process != nil {
+			p, err := fromAPI(resp.Process)
+			if err != nil {
+				return nil, fmt.Errorf("operations.get %s: %w", opName, err)
+			}
+			out.Process = p
+		}
+	}
+	return out, nil
+}
+
+// UploadCertificate hands the leaf certificate (PEM) to the device.
+func (c *Client) UploadCertificate(ctx context.Context, name, certPEM string) error {
+	return c.call(ctx, "uploadCertificate", name, true, func(ctx context.Context) error {
+		_, err := c.svc.UploadCertificate(name, &cm.GoogleChromeManagementVersionsV1UploadCertificateRequest{
+			CertificatePem: certPEM,
+		}).Context(ctx).Do()
+		return err
+	})
+}
+
+// SetFailure ends the process with a message the device shows to the user.
+func (c *Client) SetFailure(ctx context.Context, name, message string) error {
+	return c.call(ctx, "setFailure", name, true, func(ctx context.Context) error {
+		_, err := c.svc.SetFailure(name, &cm.GoogleChromeManagementVersionsV1SetFailureRequest{
+			ErrorMessage: message,
+		}).Context(ctx).Do()
+		return err
+	})
+}

@@ -1,0 +1,120 @@
+package journal
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Memory is a Store that lives in the process. It loses everything on exit: use it for tests and
+// demos, never where a restart must not lose claimed processes.
+type Memory struct {
+	mu      sync.Mutex
+	records map[string]*memRecord
+}
+
+type memRecord struct {
+	rec        *Record
+	owner      string
+	leaseUntil time.Time
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory { return &Memory{records: map[string]*memRecord{}} }
+
+func (m *Memory) Create(_ context.Context, rec *Record) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.records[rec.Name]; ok {
+		return false, nil
+	}
+	m.records[rec.Name] = &memRecord{rec: rec.Clone()}
+	return true, nil
+}
+
+func (m *Memory) Get(_ context.Context, name string) (*Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.records[name]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return r.rec.Clone(), nil
+}
+
+func (m *Memory) Lease(_ context.Context, owner string, now time.Time, d time.Duration, limit int) ([]*Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var due []*memRecord
+	for _, r := range m.records {
+		if r.rec.State.Final() || r.rec.NextDue.After(now) {
+			continue
+		}
+		if r.owner != "" && r.leaseUntil.After(now) {
+			continue
+		}
+		due = append(due, r)
+	}
+	// Oldest due first, so a backlog drains in order and nothing starves.
+	sort.Slice(due, func(i, j int) bool { return due[i].rec.NextDue.Before(due[j].rec.NextDue) })
+	if len(due) > limit {
+		due = due[:limit]
+	}
+	out := make([]*Record, len(due))
+	for i, r := range due {
+		r.owner, r.leaseUntil = owner, now.Add(d)
+		out[i] = r.rec.Clone()
+	}
+	return out, nil
+}
+
+func (m *Memory) Update(_ context.Context, owner string, rec *Record, release bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.records[rec.Name]
+	if !ok {
+		return ErrNotFound
+	}
+	if r.owner != owner {
+		return ErrLeaseLost
+	}
+	r.rec = rec.Clone()
+	if release {
+		r.owner, r.leaseUntil = "", time.Time{}
+	}
+	return nil
+}
+
+func (m *Memory) NextDue(context.Context) (time.Time, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var first time.Time
+	found := false
+	for _, r := range m.records {
+		if r.rec.State.Final() || r.owner != "" {
+			continue
+		}
+		if !found || r.rec.NextDue.Before(first) {
+			first, found = r.rec.NextDue, true
+		}
+	}
+	return first, found, nil
+}
+
+func (m *Memory) Unfinished(context.Context) ([]*Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Record
+	for _, r := range m.records {
+		if !r.rec.State.Final() {
+			out = append(out, r.rec.Clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (m *Memory) Close() error { return nil }
