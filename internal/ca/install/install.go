@@ -1,0 +1,7 @@
+// Package install links every built-in CA connector into a binary. Importing it for its side
+// effects is the one place that decides which connector types a build offers.
+package install
+
+import (
+	_ "github.com/certprov/certprov-adapter/internal/ca/local" // type "local": the built-in CA
+)

@@ -1,0 +1,340 @@
+// Package engine runs the per-process state machine: claim, build the request, have the device
+// sign it exactly once, wait for the signature, verify it, ask the CA, check the certificate and
+// upload it — or tell the user why not with setFailure.
+//
+// Every transition is written to the journal before the side effect it leads to, so that a
+// restart resumes each process from what is known to have happened, never repeating signData.
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/chromeapi"
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/process"
+	"github.com/certprov/certprov-adapter/internal/telemetry"
+)
+
+// API is the part of the Certificate Provisioning API the engine uses (*chromeapi.Client).
+type API interface {
+	Get(ctx context.Context, name string) (*process.Process, error)
+	Claim(ctx context.Context, name, instanceID string) error
+	SignData(ctx context.Context, name string, data []byte, algorithm string) (string, error)
+	GetOperation(ctx context.Context, opName string) (*chromeapi.Operation, error)
+	UploadCertificate(ctx context.Context, name, certPEM string) error
+	SetFailure(ctx context.Context, name, message string) error
+}
+
+// Profile is a compiled adapter profile.
+type Profile struct {
+	Template     *csr.Template
+	TemplateName string
+	Validity     time.Duration
+	SignDeadline time.Duration
+}
+
+// CAConnection is a configured CA connector.
+type CAConnection struct {
+	Connector ca.Connector
+	Timeout   time.Duration // bounds one Issue call
+}
+
+// Options configures an Engine. Zero durations take the documented defaults of config.
+type Options struct {
+	InstanceID string
+	API        API
+	Store      journal.Store
+	Profiles   map[string]*Profile      // by profileAdapterConfigReference
+	CAs        map[string]*CAConnection // by caConnectionAdapterConfigReference
+
+	// SCEPValidity and SCEPSignDeadline apply to processes that carry a scepProfile, which names
+	// no adapter profile.
+	SCEPValidity     time.Duration
+	SCEPSignDeadline time.Duration
+
+	Workers         int
+	PollInterval    time.Duration
+	MaxPollInterval time.Duration
+	Retry           config.Retry
+	// LeaseDuration is how long a worker may hold a record before others may take it.
+	LeaseDuration time.Duration
+
+	Logger  *zap.Logger
+	Metrics *telemetry.Counters
+	Now     func() time.Time
+}
+
+// Engine advances claimed processes. Admit is safe to call concurrently with Run.
+type Engine struct {
+	o     Options
+	owner string // lease owner: this instance and this run
+	log   *zap.Logger
+	wake  chan struct{}
+}
+
+// New validates o and returns an Engine.
+func New(o Options) (*Engine, error) {
+	switch {
+	case o.InstanceID == "":
+		return nil, errors.New("engine: instance id is required")
+	case o.API == nil:
+		return nil, errors.New("engine: API client is required")
+	case o.Store == nil:
+		return nil, errors.New("engine: journal store is required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.SCEPValidity, 365*24*time.Hour)
+	def(&o.SCEPSignDeadline, 24*time.Hour)
+	def(&o.PollInterval, 2*time.Second)
+	def(&o.MaxPollInterval, time.Minute)
+	def(&o.Retry.InitialBackoff, time.Second)
+	def(&o.Retry.MaxBackoff, 5*time.Minute)
+	def(&o.Retry.MaxDuration, time.Hour)
+	def(&o.LeaseDuration, 5*time.Minute)
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	var suffix [4]byte
+	_, _ = rand.Read(suffix[:])
+	return &Engine{
+		o:     o,
+		owner: o.InstanceID + "/" + hex.EncodeToString(suffix[:]),
+		log:   o.Logger,
+		wake:  make(chan struct{}, 1),
+	}, nil
+}
+
+func (e *Engine) now() time.Time { return e.o.Now() }
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Admit takes responsibility for a notified process: it reads it, claims it and records the
+// claim. It returns nil when the process is recorded or needs no work from this instance, and an
+// error when the caller should try again later (the notification must not be acked).
+func (e *Engine) Admit(ctx context.Context, name string) error {
+	if _, err := e.o.Store.Get(ctx, name); err == nil {
+		e.o.Metrics.Inc("admissions_total", "duplicate")
+		e.log.Debug("notification for a process already recorded", zap.String("process", name))
+		return nil
+	} else if !errors.Is(err, journal.ErrNotFound) {
+		return fmt.Errorf("admit %s: %w", name, err)
+	}
+	p, err := e.o.API.Get(ctx, name)
+	if chromeapi.IsNotFound(err) {
+		e.o.Metrics.Inc("admissions_total", "not_found")
+		e.log.Warn("notified process does not exist", zap.String("process", name))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("admit %s: %w", name, err)
+	}
+	if p.Finished() {
+		e.o.Metrics.Inc("admissions_total", "already_finished")
+		e.log.Info("notified process already ended", zap.String("process", name))
+		return nil
+	}
+	if err := e.o.API.Claim(ctx, name, e.o.InstanceID); err != nil {
+		if errors.Is(err, chromeapi.ErrClaimedByOther) {
+			e.o.Metrics.Inc("admissions_total", "claimed_by_other")
+			e.log.Info("process is owned by another adapter instance", zap.String("process", name), zap.Error(err))
+			return nil
+		}
+		return fmt.Errorf("admit %s: %w", name, err)
+	}
+	now := e.now()
+	rec := &journal.Record{
+		Name: name, Process: p, State: journal.StateClaimed,
+		StepStarted: now, NextDue: now, Created: now, Updated: now,
+	}
+	if p.SignRequested() {
+		// Our claim survived but our record did not (a lost journal): signData went out already
+		// and must not go out again. Wait for the signature over the bytes Google holds.
+		rec.State, rec.SignData, rec.Algorithm = journal.StateSignRequested, p.SignData, p.SignatureAlgorithm
+		rec.SignDeadline = now.Add(e.o.SCEPSignDeadline)
+	}
+	created, err := e.o.Store.Create(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("admit %s: record claim: %w", name, err)
+	}
+	if created {
+		e.o.Metrics.Inc("admissions_total", "claimed")
+		e.log.Info("claimed process", zap.String("process", name), zap.String("profile", p.ProfileRef),
+			zap.String("ca_connection", p.CAConnectionRef), zap.Bool("user_scope", p.UserScoped()))
+		e.poke()
+	} else {
+		e.o.Metrics.Inc("admissions_total", "duplicate")
+	}
+	return nil
+}
+
+// Run works due records until ctx ends, then waits for workers to finish their current step.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, e.o.Workers)
+	for {
+		if free := cap(slots) - len(slots); free > 0 {
+			recs, err := e.o.Store.Lease(ctx, e.owner, e.now(), e.o.LeaseDuration, free)
+			if err != nil && ctx.Err() == nil {
+				e.log.Error("lease due records", zap.Error(err))
+			}
+			for _, rec := range recs {
+				slots <- struct{}{}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					e.work(ctx, rec)
+					<-slots
+					e.poke()
+				}()
+			}
+		}
+		wait := time.Second
+		if len(slots) < cap(slots) {
+			if next, ok, err := e.o.Store.NextDue(ctx); err == nil && ok {
+				wait = min(wait, max(next.Sub(e.now()), 5*time.Millisecond))
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-e.wake:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// work advances rec while steps are due, then releases it.
+func (e *Engine) work(ctx context.Context, rec *journal.Record) {
+	for ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(e.now()) {
+		before := rec.State
+		e.step(ctx, rec)
+		if ctx.Err() != nil {
+			break // the step was cut short by shutdown; the journal has its last safe state
+		}
+		rec.Updated = e.now()
+		if err := e.o.Store.Update(ctx, e.owner, rec, false); err != nil {
+			e.log.Error("journal update", zap.String("process", rec.Name), zap.Error(err))
+			return
+		}
+		if rec.State != before {
+			e.o.Metrics.Inc("transitions_total", string(before), string(rec.State))
+		}
+	}
+	if err := e.o.Store.Update(context.WithoutCancel(ctx), e.owner, rec, true); err != nil && !errors.Is(err, journal.ErrLeaseLost) {
+		e.log.Error("journal release", zap.String("process", rec.Name), zap.Error(err))
+	}
+}
+
+// step performs the next action for rec's state and updates rec in place.
+func (e *Engine) step(ctx context.Context, rec *journal.Record) {
+	switch rec.State {
+	case journal.StateClaimed:
+		e.requestSignature(ctx, rec)
+	case journal.StateSignRequested:
+		e.awaitSignature(ctx, rec)
+	case journal.StateSigned, journal.StateCAPending:
+		e.issue(ctx, rec)
+	case journal.StateIssued:
+		e.upload(ctx, rec)
+	case journal.StateFailing:
+		e.reportFailure(ctx, rec)
+	default:
+		e.log.Error("record in unknown state", zap.String("process", rec.Name), zap.String("state", string(rec.State)))
+		e.fail(rec, "internal error in the certificate adapter (unknown state)")
+	}
+}
+
+// enter moves rec to state, due now, with a fresh retry budget.
+func (e *Engine) enter(rec *journal.Record, state journal.State) {
+	now := e.now()
+	rec.State, rec.Attempts, rec.StepStarted, rec.NextDue, rec.LastError = state, 0, now, now, ""
+}
+
+// fail decides that the process fails with a message the user will see.
+func (e *Engine) fail(rec *journal.Record, message string) {
+	rec.FailureMessage = userMessage(message)
+	e.enter(rec, journal.StateFailing)
+	e.o.Metrics.Inc("failures_decided_total")
+	e.log.Warn("process will fail", zap.String("process", rec.Name), zap.String("reason", rec.FailureMessage))
+}
+
+// finish ends rec in a final state and writes the process's audit line.
+func (e *Engine) finish(rec *journal.Record, state journal.State, how string) {
+	rec.State, rec.NextDue = state, time.Time{}
+	e.o.Metrics.Inc("processes_finished_total", how)
+	fields := []zap.Field{
+		zap.String("process", rec.Name), zap.String("outcome", how), zap.String("profile", rec.ProfileName),
+		zap.String("ca_connection", rec.CAName), zap.Duration("age", e.now().Sub(rec.Created)),
+	}
+	if rec.FailureMessage != "" {
+		fields = append(fields, zap.String("failure", rec.FailureMessage))
+	}
+	e.log.Info("process finished", fields...)
+}
+
+// retryLater schedules another try of the current step after a transient error, or fails the
+// process once the step has been failing for longer than the retry budget.
+func (e *Engine) retryLater(rec *journal.Record, what string, err error, hint time.Duration) {
+	now := e.now()
+	rec.Attempts++
+	rec.LastError = err.Error()
+	if now.Sub(rec.StepStarted) >= e.o.Retry.MaxDuration {
+		e.o.Metrics.Inc("retries_exhausted_total", string(rec.State))
+		if rec.State == journal.StateFailing {
+			// Nothing more can be done: keep the reason in the record and stop.
+			e.log.Error("could not report failure to Google; giving up", zap.String("process", rec.Name), zap.Error(err))
+			e.finish(rec, journal.StateFailed, "failure_unreported")
+			return
+		}
+		e.fail(rec, fmt.Sprintf("%s kept failing for %s: %v", what, e.o.Retry.MaxDuration, err))
+		return
+	}
+	delay := jitter(e.o.Retry.InitialBackoff, e.o.Retry.MaxBackoff, rec.Attempts)
+	if hint > delay {
+		delay = min(hint, e.o.Retry.MaxBackoff)
+	}
+	rec.NextDue = now.Add(delay)
+	e.o.Metrics.Inc("retries_total", string(rec.State))
+	e.log.Info("step failed, will retry", zap.String("process", rec.Name), zap.String("step", what),
+		zap.Int("attempt", rec.Attempts), zap.Duration("in", delay), zap.Error(err))
+}
+
+// maxMessageLen keeps failure messages readable on the device's settings page.
+const maxMessageLen = 500
+
+func userMessage(s string) string {
+	if len(s) > maxMessageLen {
+		s = s[:maxMessageLen-3] + "..."
+	}
+	return s
+}

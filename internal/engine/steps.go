@@ -1,0 +1,407 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/chromeapi"
+	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/journal"
+)
+
+// resolved is what a process's references point to in this adapter's configuration.
+type resolved struct {
+	profileName  string
+	request      *csr.Request
+	validity     time.Duration
+	signDeadline time.Duration
+	templateName string
+	caName       string
+	ca           *CAConnection
+}
+
+// resolve renders the request for rec's process; the error is the message to show the user.
+func (e *Engine) resolve(rec *journal.Record) (*resolved, error) {
+	p := rec.Process
+	r := &resolved{caName: p.CAConnectionRef}
+	if r.ca = e.o.CAs[p.CAConnectionRef]; r.ca == nil {
+		return nil, fmt.Errorf("the certificate adapter has no CA connection named %q (caConnectionAdapterConfigReference); ask your administrator to configure it", p.CAConnectionRef)
+	}
+	var err error
+	if p.SCEPProfile != nil {
+		r.request, err = csr.FromSCEPProfile(p.SCEPProfile)
+		if err != nil {
+			return nil, fmt.Errorf("the SCEP profile of this request is invalid: %w", err)
+		}
+		r.validity, r.signDeadline, r.templateName = e.o.SCEPValidity, e.o.SCEPSignDeadline, p.SCEPProfile.TemplateName
+		return r, nil
+	}
+	prof := e.o.Profiles[p.ProfileRef]
+	if prof == nil {
+		return nil, fmt.Errorf("the certificate adapter has no profile named %q (profileAdapterConfigReference); ask your administrator to configure it", p.ProfileRef)
+	}
+	r.profileName = p.ProfileRef
+	r.request, err = prof.Template.Render(p)
+	if err != nil {
+		return nil, fmt.Errorf("profile %q cannot describe this request: %w", p.ProfileRef, err)
+	}
+	r.validity, r.signDeadline, r.templateName = prof.Validity, prof.SignDeadline, prof.TemplateName
+	r.request.TemplateName = prof.TemplateName
+	return r, nil
+}
+
+// caRequest builds the connector request for rec.
+func (e *Engine) caRequest(rec *journal.Record, r *resolved, parsed *x509.CertificateRequest) *ca.Request {
+	return &ca.Request{
+		Key:          rec.Name,
+		CSR:          parsed,
+		CSRDER:       rec.CSR,
+		Process:      rec.Process,
+		ProfileName:  r.profileName,
+		TemplateName: r.templateName,
+		Validity:     r.validity,
+		Ticket:       rec.CATicket,
+	}
+}
+
+// requestSignature builds the CertificationRequestInfo and asks the device to sign it.
+func (e *Engine) requestSignature(ctx context.Context, rec *journal.Record) {
+	r, err := e.resolve(rec)
+	if err != nil {
+		e.fail(rec, err.Error())
+		return
+	}
+	rec.ProfileName, rec.CAName = r.profileName, r.caName
+	alg, err := csr.AlgorithmFor(rec.Process.SPKI)
+	if err != nil {
+		e.fail(rec, fmt.Sprintf("the device key is not supported: %v", err))
+		return
+	}
+	if contrib, ok := r.ca.Connector.(ca.AttributeContributor); ok {
+		attrs, err := contrib.CSRAttributes(ctx, &ca.Request{Key: rec.Name, Process: rec.Process,
+			ProfileName: r.profileName, TemplateName: r.templateName, Validity: r.validity})
+		if err != nil {
+			e.classifiedCAError(rec, "preparing the CA request", err)
+			return
+		}
+		r.request.Attributes = append(r.request.Attributes, attrs...)
+	}
+	cri, err := csr.BuildCRI(r.request, rec.Process.SPKI)
+	if err != nil {
+		e.fail(rec, fmt.Sprintf("the certificate request could not be built: %v", err))
+		return
+	}
+	rec.SignData, rec.Algorithm = cri, alg
+	rec.SignDeadline = e.now().Add(r.signDeadline)
+	e.sendSignData(ctx, rec)
+}
+
+// sendSignData journals the intent, then calls signData. Whatever happens afterwards, the
+// record is in StateSignRequested: from there signData is only re-sent when Google's own view of
+// the process shows it was never received.
+func (e *Engine) sendSignData(ctx context.Context, rec *journal.Record) {
+	e.enter(rec, journal.StateSignRequested)
+	rec.Operation = ""
+	if err := e.o.Store.Update(ctx, e.owner, rec, false); err != nil {
+		// Without the intent on record, sending could lead to a second signData after a crash.
+		e.retryLater(rec, "recording the signing request", err, 0)
+		return
+	}
+	e.o.Metrics.Inc("sign_requests_total")
+	op, err := e.o.API.SignData(ctx, rec.Name, rec.SignData, rec.Algorithm)
+	if err != nil {
+		if chromeapi.IsRetryable(err) || ctx.Err() != nil {
+			// The request may have landed; the next poll reads the process to find out.
+			rec.LastError = err.Error()
+			rec.NextDue = e.now().Add(e.o.PollInterval)
+			e.log.Info("signData outcome unknown; will check the process", zap.String("process", rec.Name), zap.Error(err))
+			return
+		}
+		e.googleRefused(ctx, rec, "asking the device to sign", err)
+		return
+	}
+	rec.Operation = op
+	rec.NextDue = e.now().Add(e.o.PollInterval)
+	e.log.Info("asked the device to sign", zap.String("process", rec.Name), zap.String("operation", op),
+		zap.String("algorithm", rec.Algorithm))
+}
+
+// awaitSignature polls until the device signed, the process failed, or the deadline passed.
+func (e *Engine) awaitSignature(ctx context.Context, rec *journal.Record) {
+	if rec.Operation != "" {
+		op, err := e.o.API.GetOperation(ctx, rec.Operation)
+		if err != nil {
+			e.pollError(rec, err)
+			return
+		}
+		if op.Done && op.Error != "" {
+			// Google failed the process (e.g. the device reported an invalid signature); there is
+			// nothing left to report.
+			rec.LastError = "signing operation failed: " + op.Error
+			e.finish(rec, journal.StateFailed, "failed_by_google")
+			return
+		}
+		if op.Done && op.Process != nil && len(op.Process.Signature) > 0 {
+			e.signed(rec, op.Process.Signature)
+			return
+		}
+		if !op.Done {
+			e.pollAgain(rec)
+			return
+		}
+		// Done without a signature in the response: read the process itself.
+	}
+	p, err := e.o.API.Get(ctx, rec.Name)
+	if err != nil {
+		e.pollError(rec, err)
+		return
+	}
+	switch {
+	case p.FailureMessage != "":
+		rec.LastError = "process failed on Google's side: " + p.FailureMessage
+		e.finish(rec, journal.StateFailed, "failed_by_google")
+	case p.IssuedCertificate != "":
+		e.finish(rec, journal.StateUploaded, "issued_before")
+	case len(p.Signature) > 0:
+		if !bytes.Equal(p.SignData, rec.SignData) {
+			e.fail(rec, "the signed data does not match the request this adapter sent")
+			return
+		}
+		e.signed(rec, p.Signature)
+	case p.SignRequested():
+		e.pollAgain(rec)
+	default:
+		// Google never received signData: sending it now is the first request, not a second.
+		e.log.Info("signData was not received by Google; sending it", zap.String("process", rec.Name))
+		e.sendSignData(ctx, rec)
+	}
+}
+
+func (e *Engine) signed(rec *journal.Record, sig []byte) {
+	rec.Signature = sig
+	e.enter(rec, journal.StateSigned)
+	e.log.Info("device signed", zap.String("process", rec.Name))
+}
+
+// pollAgain schedules the next poll, doubling the interval, unless the device ran out of time.
+func (e *Engine) pollAgain(rec *journal.Record) {
+	now := e.now()
+	if !rec.SignDeadline.IsZero() && now.After(rec.SignDeadline) {
+		e.o.Metrics.Inc("sign_deadline_exceeded_total")
+		e.fail(rec, fmt.Sprintf("the device did not sign the certificate request within %s; it will retry later",
+			rec.SignDeadline.Sub(rec.StepStarted).Round(time.Second)))
+		return
+	}
+	rec.Attempts++
+	interval := e.o.PollInterval << min(rec.Attempts-1, 20)
+	if interval <= 0 || interval > e.o.MaxPollInterval {
+		interval = e.o.MaxPollInterval
+	}
+	next := now.Add(interval)
+	if !rec.SignDeadline.IsZero() && next.After(rec.SignDeadline) {
+		next = rec.SignDeadline.Add(time.Millisecond)
+	}
+	rec.NextDue = next
+}
+
+// pollError handles a failed poll: transient errors count against the signing deadline, others
+// end the process.
+func (e *Engine) pollError(rec *journal.Record, err error) {
+	rec.LastError = err.Error()
+	if chromeapi.IsRetryable(err) {
+		e.pollAgain(rec)
+		return
+	}
+	e.fail(rec, fmt.Sprintf("waiting for the device signature failed: %v", err))
+}
+
+// issue verifies the signed request and asks the CA for the certificate.
+func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
+	parsed, err := e.assemble(rec)
+	if err != nil {
+		e.o.Metrics.Inc("bad_signatures_total")
+		e.fail(rec, err.Error())
+		return
+	}
+	r, err := e.resolve(rec)
+	if err != nil {
+		e.fail(rec, err.Error())
+		return
+	}
+	cctx := ctx
+	if r.ca.Timeout > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, r.ca.Timeout)
+		defer cancel()
+	}
+	e.o.Metrics.Inc("ca_requests_total", rec.CAName)
+	issued, err := r.ca.Connector.Issue(cctx, e.caRequest(rec, r, parsed))
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		e.classifiedCAError(rec, "the CA", err)
+		return
+	}
+	leafPEM, err := checkIssued(issued, rec.Process.SPKI, e.now())
+	if err != nil {
+		e.o.Metrics.Inc("ca_bad_certificates_total", rec.CAName)
+		e.log.Error("CA returned an unusable certificate", zap.String("process", rec.Name),
+			zap.String("ca_connection", rec.CAName), zap.Error(err))
+		e.fail(rec, fmt.Sprintf("the CA returned an unusable certificate: %v", err))
+		return
+	}
+	rec.CertificatePEM, rec.CATicket = leafPEM, ""
+	e.enter(rec, journal.StateIssued)
+	e.log.Info("certificate issued", zap.String("process", rec.Name), zap.String("subject", issued.Leaf.Subject.String()),
+		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("not_after", issued.Leaf.NotAfter))
+}
+
+// assemble completes and verifies the CSR from the device's signature.
+func (e *Engine) assemble(rec *journal.Record) (*x509.CertificateRequest, error) {
+	if len(rec.CSR) == 0 {
+		der, err := csr.Assemble(rec.SignData, rec.Algorithm, rec.Signature)
+		if err != nil {
+			return nil, fmt.Errorf("the device returned a malformed signature: %v", err)
+		}
+		rec.CSR = der
+	}
+	parsed, err := csr.Verify(rec.CSR, rec.Process.SPKI)
+	if err != nil {
+		return nil, fmt.Errorf("the device signature does not verify against the device key: %v", err)
+	}
+	return parsed, nil
+}
+
+// classifiedCAError applies a connector error's class to rec.
+func (e *Engine) classifiedCAError(rec *journal.Record, what string, err error) {
+	class, hint := ca.Classify(err)
+	switch class {
+	case ca.ClassPermanent:
+		e.o.Metrics.Inc("ca_errors_total", rec.CAName, "permanent")
+		e.fail(rec, fmt.Sprintf("%s refused the request: %v", what, err))
+	case ca.ClassPending:
+		e.o.Metrics.Inc("ca_errors_total", rec.CAName, "pending")
+		var p *ca.PendingError
+		if errors.As(err, &p) {
+			rec.CATicket = p.Ticket
+		}
+		if rec.State != journal.StateCAPending {
+			e.enter(rec, journal.StateCAPending)
+		}
+		if e.now().Sub(rec.StepStarted) >= e.o.Retry.MaxDuration {
+			e.fail(rec, fmt.Sprintf("%s did not issue the certificate within %s", what, e.o.Retry.MaxDuration))
+			return
+		}
+		if hint <= 0 {
+			hint = e.o.MaxPollInterval
+		}
+		rec.LastError = err.Error()
+		rec.NextDue = e.now().Add(min(hint, e.o.Retry.MaxBackoff))
+	default:
+		e.o.Metrics.Inc("ca_errors_total", rec.CAName, "retryable")
+		e.retryLater(rec, what, err, hint)
+	}
+}
+
+// checkIssued enforces what the device will check anyway, so that a bad CA answer becomes a
+// clear failure instead of a silent one on the device: the leaf carries exactly the device key,
+// is valid now, and goes up alone (never a chain).
+func checkIssued(issued *ca.Issued, spki []byte, now time.Time) (string, error) {
+	if issued == nil || issued.Leaf == nil {
+		return "", errors.New("no certificate")
+	}
+	leaf := issued.Leaf
+	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, spki) {
+		return "", errors.New("it is for a different key than the device's")
+	}
+	const skew = 5 * time.Minute
+	if leaf.NotBefore.After(now.Add(skew)) {
+		return "", fmt.Errorf("it is not valid before %s", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if !leaf.NotAfter.After(now) {
+		return "", fmt.Errorf("it expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if leaf.IsCA {
+		return "", errors.New("it is a CA certificate, not a leaf")
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})), nil
+}
+
+// upload hands the stored certificate to Google.
+func (e *Engine) upload(ctx context.Context, rec *journal.Record) {
+	err := e.o.API.UploadCertificate(ctx, rec.Name, rec.CertificatePEM)
+	if err == nil {
+		e.finish(rec, journal.StateUploaded, "issued")
+		return
+	}
+	if chromeapi.IsRetryable(err) {
+		e.retryLater(rec, "uploading the certificate", err, chromeapi.RetryAfter(err))
+		return
+	}
+	e.googleRefused(ctx, rec, "uploading the certificate", err)
+}
+
+// reportFailure tells Google (and so the user) why the process failed.
+func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record) {
+	err := e.o.API.SetFailure(ctx, rec.Name, rec.FailureMessage)
+	if err == nil {
+		e.finish(rec, journal.StateFailed, "failed")
+		return
+	}
+	if chromeapi.IsRetryable(err) {
+		e.retryLater(rec, "reporting the failure", err, chromeapi.RetryAfter(err))
+		return
+	}
+	e.googleRefused(ctx, rec, "reporting the failure", err)
+}
+
+// googleRefused handles a permanent API error during a mutation. A refusal often means the
+// change already happened (its response was lost) or the process ended meanwhile, so the
+// process is read before deciding.
+func (e *Engine) googleRefused(ctx context.Context, rec *journal.Record, what string, err error) {
+	p, gerr := e.o.API.Get(ctx, rec.Name)
+	if gerr != nil {
+		e.retryLater(rec, what, fmt.Errorf("%w (and reading the process: %v)", err, gerr), chromeapi.RetryAfter(gerr))
+		return
+	}
+	switch {
+	case p.IssuedCertificate != "":
+		e.finish(rec, journal.StateUploaded, "issued")
+	case p.FailureMessage != "":
+		rec.LastError = err.Error()
+		e.finish(rec, journal.StateFailed, "failed_by_google")
+	case rec.State == journal.StateSignRequested && p.SignRequested():
+		// signData landed although the call reported an error; wait for the signature.
+		rec.LastError = err.Error()
+		rec.NextDue = e.now().Add(e.o.PollInterval)
+	case rec.State == journal.StateFailing:
+		e.log.Error("Google refused setFailure", zap.String("process", rec.Name), zap.Error(err))
+		rec.LastError = err.Error()
+		e.finish(rec, journal.StateFailed, "failure_unreported")
+	default:
+		e.fail(rec, fmt.Sprintf("Google refused %s: %v", what, err))
+	}
+}
+
+// jitter is exponential backoff with full jitter: a random delay in [base, base·2^attempt],
+// capped, so that many processes failing together do not retry together.
+func jitter(base, ceiling time.Duration, attempt int) time.Duration {
+	d := base << min(attempt, 30)
+	if d <= 0 || d > ceiling {
+		d = ceiling
+	}
+	if d <= base {
+		return d
+	}
+	return base + time.Duration(rand.Int64N(int64(d-base)))
+}
