@@ -1,0 +1,70 @@
+package config
+
+import "time"
+
+// Defaults of the adapter-wide settings. They are tuned for one replica serving one customer with
+// a few thousand devices; docs/configuration.md explains each.
+const (
+	DefaultRateLimit              = 10.0 // requests per second to the Google API, per replica
+	DefaultRateBurst              = 20
+	DefaultRequestTimeout         = 30 * time.Second
+	DefaultWorkers                = 16
+	DefaultPollInterval           = 2 * time.Second
+	DefaultMaxPollInterval        = time.Minute
+	DefaultInitialBackoff         = time.Second
+	DefaultMaxBackoff             = 5 * time.Minute
+	DefaultRetryMaxDuration       = time.Hour
+	DefaultJournalType            = JournalMemory
+	DefaultLogLevel               = "info"
+	DefaultLogFormat              = "json"
+	DefaultMaxOutstandingMessages = 100
+	DefaultCredentialsType        = CredentialsADC
+
+	// DefaultCATimeout bounds one call to a CA when caConnections.<name>.timeout is omitted.
+	DefaultCATimeout = 30 * time.Second
+	// DefaultValidity is a profile's certificate lifetime when omitted: one year.
+	DefaultValidity = 8760 * time.Hour
+	// DefaultSignDeadline is how long a device has to sign when omitted. Devices poll about
+	// 30 s, 2 min, 8 min and then every 8 h, so a day lets an offline device come back.
+	DefaultSignDeadline = 24 * time.Hour
+)
+
+// JournalMemory is the only journal type supported for now: it keeps processes in memory, so a
+// restart forgets claimed processes. Durable types (embedded file, PostgreSQL) are coming.
+const JournalMemory = "memory"
+
+// Defaults returns the configuration that applies to every key the file and the environment leave
+// unset. Profiles and CA connections are empty: their per-entry defaults come from
+// DefaultProfile and DefaultCAConnection.
+func Defaults() Config {
+	return Config{
+		PubSub: PubSub{MaxOutstandingMessages: DefaultMaxOutstandingMessages},
+		Google: Google{
+			Credentials:    Credentials{Type: DefaultCredentialsType},
+			RateLimit:      RateLimit{RequestsPerSecond: DefaultRateLimit, Burst: DefaultRateBurst},
+			RequestTimeout: DefaultRequestTimeout,
+		},
+		Engine: Engine{
+			Workers:         DefaultWorkers,
+			PollInterval:    DefaultPollInterval,
+			MaxPollInterval: DefaultMaxPollInterval,
+			Retry: Retry{
+				InitialBackoff: DefaultInitialBackoff,
+				MaxBackoff:     DefaultMaxBackoff,
+				MaxDuration:    DefaultRetryMaxDuration,
+			},
+		},
+		Journal: Journal{Type: DefaultJournalType},
+		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+}
+
+// DefaultProfile holds the values a profile gets for the keys it omits.
+func DefaultProfile() Profile {
+	return Profile{Validity: DefaultValidity, SignDeadline: DefaultSignDeadline}
+}
+
+// DefaultCAConnection holds the values a CA connection gets for the keys it omits.
+func DefaultCAConnection() CAConnection {
+	return CAConnection{Timeout: DefaultCATimeout}
+}

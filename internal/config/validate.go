@@ -1,0 +1,368 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/logging"
+)
+
+// Key usage names accepted in profiles.<name>.keyUsage (RFC 5280 §4.2.1.3, camelCase as there).
+const (
+	KeyUsageDigitalSignature  = "digitalSignature"
+	KeyUsageContentCommitment = "contentCommitment"
+	KeyUsageKeyEncipherment   = "keyEncipherment"
+	KeyUsageDataEncipherment  = "dataEncipherment"
+	KeyUsageKeyAgreement      = "keyAgreement"
+)
+
+// Extended key usage names accepted in profiles.<name>.extendedKeyUsage; any other purpose is
+// given as a dotted OID.
+const (
+	ExtKeyUsageClientAuth      = "clientAuth"
+	ExtKeyUsageServerAuth      = "serverAuth"
+	ExtKeyUsageEmailProtection = "emailProtection"
+	ExtKeyUsageCodeSigning     = "codeSigning"
+)
+
+// CustomerMyCustomer stands for the customer that owns the service account.
+const CustomerMyCustomer = "my_customer"
+
+// Limits enforced by Validate.
+const (
+	MaxInstanceIDLength = 128
+	MaxWorkers          = 1024
+	// MaxValidity is ten years: beyond that a client certificate is a liability, and most CAs
+	// refuse anyway.
+	MaxValidity = 10 * 365 * 24 * time.Hour
+	// maxCommonNameLength is ub-common-name from RFC 5280; CAs reject longer names.
+	maxCommonNameLength = 64
+)
+
+var (
+	instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+	// Google customer ids are "C" followed by letters and digits, e.g. C01b2c3d4.
+	customerIDPattern   = regexp.MustCompile(`^C[0-9A-Za-z]{4,32}$`)
+	oidPattern          = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
+	fullSubscription    = regexp.MustCompile(`^projects/[^/]+/subscriptions/[^/]+$`)
+	countryPattern      = regexp.MustCompile(`^[A-Z]{2}$`)
+	dnsNamePattern      = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+)
+
+// The enumerations below are functions rather than package variables so that nothing can
+// change them at run time.
+
+func knownKeyUsages() []string {
+	return []string{KeyUsageDigitalSignature, KeyUsageContentCommitment, KeyUsageKeyEncipherment, KeyUsageDataEncipherment, KeyUsageKeyAgreement}
+}
+
+func knownExtKeyUsages() []string {
+	return []string{ExtKeyUsageClientAuth, ExtKeyUsageServerAuth, ExtKeyUsageEmailProtection, ExtKeyUsageCodeSigning}
+}
+
+func knownCredentials() []string {
+	return []string{CredentialsADC, CredentialsServiceAccountKey, CredentialsSelfSignedJWT, CredentialsNone}
+}
+
+// keyFileCredentials are the credential types that read google.credentials.file.
+func keyFileCredentials() []string {
+	return []string{CredentialsServiceAccountKey, CredentialsSelfSignedJWT}
+}
+
+func knownLogLevels() []string {
+	return []string{logging.LevelDebug, logging.LevelInfo, logging.LevelWarn, logging.LevelError}
+}
+
+func knownLogFormats() []string { return []string{logging.FormatJSON, logging.FormatConsole} }
+
+func knownJournalTypes() []string { return []string{JournalMemory} }
+
+// Validate checks the decoded configuration and returns every problem found, each naming the
+// YAML path at fault; nil means the configuration is usable. It checks what can be checked
+// without the network: the connectors validate their own settings, and package csr compiles the
+// templates (Validate checks only the literal parts of a profile, such as a fixed country code).
+// Relative paths are resolved against BaseDir.
+func (c *Config) Validate() []Problem {
+	var ps problems
+	c.validateIdentity(&ps)
+	c.validatePubSub(&ps)
+	c.validateGoogle(&ps)
+	c.validateEngine(&ps)
+	c.validateJournalAndLog(&ps)
+
+	if len(c.Profiles) == 0 {
+		ps.add(keyProfiles, "at least one profile is required")
+	}
+	for _, name := range sortedKeys(c.Profiles) {
+		p := c.Profiles[name]
+		p.validate(joinPath(keyProfiles, name), &ps)
+	}
+	if len(c.CAConnections) == 0 {
+		ps.add(keyCAConnections, "at least one CA connection is required")
+	}
+	for _, name := range sortedKeys(c.CAConnections) {
+		path := joinPath(keyCAConnections, name)
+		conn := c.CAConnections[name]
+		if strings.TrimSpace(conn.Type) == "" {
+			ps.add(joinPath(path, "type"), "must not be empty: name the connector type")
+		}
+		positive(&ps, joinPath(path, "timeout"), conn.Timeout)
+	}
+	return ps
+}
+
+func (c *Config) validateIdentity(ps *problems) {
+	switch {
+	case c.InstanceID == "":
+		ps.add("instanceId", "must not be empty: it is sent to Google as callerInstanceId when claiming")
+	case len(c.InstanceID) > MaxInstanceIDLength:
+		ps.add("instanceId", "must be at most %d characters", MaxInstanceIDLength)
+	case !instanceIDPattern.MatchString(c.InstanceID):
+		ps.add("instanceId", "%q may contain only letters, digits and - _ . :", c.InstanceID)
+	}
+
+	if len(c.Customers) == 0 {
+		ps.add("customers", "at least one customer id is required (e.g. C01b2c3d4, or my_customer)")
+	}
+	seen := map[string]bool{}
+	for i, id := range c.Customers {
+		path := indexPath("customers", i)
+		switch {
+		case id != CustomerMyCustomer && !customerIDPattern.MatchString(id):
+			ps.add(path, "%q is not a customer id: expected C followed by letters and digits (Admin console > Account settings), or my_customer", id)
+		case seen[id]:
+			ps.add(path, "%q is listed twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+func (c *Config) validatePubSub(ps *problems) {
+	p := c.PubSub
+	if strings.TrimSpace(p.Project) == "" {
+		ps.add("pubsub.project", "must not be empty: the Google Cloud project of the subscription")
+	}
+	switch {
+	case strings.TrimSpace(p.Subscription) == "":
+		ps.add("pubsub.subscription", "must not be empty: the subscription to the customer's certificate provisioning topic")
+	case strings.Contains(p.Subscription, "/") && !fullSubscription.MatchString(p.Subscription):
+		ps.add("pubsub.subscription", "%q must be a subscription id or projects/PROJECT/subscriptions/ID", p.Subscription)
+	}
+	if p.Endpoint != "" {
+		if _, port, err := net.SplitHostPort(p.Endpoint); err != nil || port == "" {
+			ps.add("pubsub.endpoint", "%q must be host:port (gRPC, no scheme)", p.Endpoint)
+		}
+	} else if p.Insecure {
+		ps.add("pubsub.insecure", "only applies with pubsub.endpoint (or %s): the real Pub/Sub needs TLS", EmulatorHostEnv)
+	}
+	if p.MaxOutstandingMessages < 1 {
+		ps.add("pubsub.maxOutstandingMessages", "must be at least 1")
+	}
+}
+
+func (c *Config) validateGoogle(ps *problems) {
+	g := c.Google
+	cred := g.Credentials
+	switch {
+	case !slices.Contains(knownCredentials(), cred.Type):
+		ps.add("google.credentials.type", "%q is not one of %s", cred.Type, strings.Join(knownCredentials(), ", "))
+	case slices.Contains(keyFileCredentials(), cred.Type):
+		if cred.File == "" {
+			ps.add("google.credentials.file", "is required with credentials type %s: the service account's JSON key", cred.Type)
+		} else if err := regularFile(c.ResolvePath(cred.File)); err != nil {
+			ps.add("google.credentials.file", "%v", err)
+		}
+	case cred.File != "":
+		ps.add("google.credentials.file", "is only used with credentials types %s; %s does not read it",
+			strings.Join(keyFileCredentials(), " and "), cred.Type)
+	}
+	if cred.Type == CredentialsNone && g.Endpoint == "" {
+		ps.add("google.credentials.type", "none is only allowed with google.endpoint set (an emulator): the real API needs credentials")
+	}
+	if cred.Subject != "" {
+		if cred.Type == CredentialsNone {
+			ps.add("google.credentials.subject", "needs credentials to impersonate with")
+		} else if !strings.Contains(cred.Subject, "@") {
+			ps.add("google.credentials.subject", "%q must be the e-mail address of the user to impersonate", cred.Subject)
+		}
+	}
+	if g.Endpoint != "" {
+		if err := httpURL(g.Endpoint); err != nil {
+			ps.add("google.endpoint", "%v", err)
+		}
+	}
+	if r := g.RateLimit.RequestsPerSecond; r <= 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		ps.add("google.rateLimit.requestsPerSecond", "must be a positive number")
+	}
+	if g.RateLimit.Burst < 1 {
+		ps.add("google.rateLimit.burst", "must be at least 1")
+	}
+	positive(ps, "google.requestTimeout", g.RequestTimeout)
+}
+
+func (c *Config) validateEngine(ps *problems) {
+	e := c.Engine
+	if e.Workers < 1 || e.Workers > MaxWorkers {
+		ps.add("engine.workers", "must be between 1 and %d, got %d", MaxWorkers, e.Workers)
+	}
+	okPoll := positive(ps, "engine.pollInterval", e.PollInterval)
+	if positive(ps, "engine.maxPollInterval", e.MaxPollInterval) && okPoll && e.MaxPollInterval < e.PollInterval {
+		ps.add("engine.maxPollInterval", "must not be shorter than engine.pollInterval (%s)", e.PollInterval)
+	}
+	r := e.Retry
+	okInit := positive(ps, "engine.retry.initialBackoff", r.InitialBackoff)
+	if positive(ps, "engine.retry.maxBackoff", r.MaxBackoff) && okInit && r.MaxBackoff < r.InitialBackoff {
+		ps.add("engine.retry.maxBackoff", "must not be shorter than engine.retry.initialBackoff (%s)", r.InitialBackoff)
+	}
+	positive(ps, "engine.retry.maxDuration", r.MaxDuration)
+}
+
+func (c *Config) validateJournalAndLog(ps *problems) {
+	if !slices.Contains(knownJournalTypes(), c.Journal.Type) {
+		ps.add("journal.type", "%q is not supported; supported: %s", c.Journal.Type, strings.Join(knownJournalTypes(), ", "))
+	} else if c.Journal.Type == JournalMemory && c.Journal.Path != "" {
+		ps.add("journal.path", "is not used by the memory journal, which keeps nothing across restarts")
+	}
+	if !slices.Contains(knownLogLevels(), c.Log.Level) {
+		ps.add("log.level", "%q is not one of %s", c.Log.Level, strings.Join(knownLogLevels(), ", "))
+	}
+	if !slices.Contains(knownLogFormats(), c.Log.Format) {
+		ps.add("log.format", "%q is not one of %s", c.Log.Format, strings.Join(knownLogFormats(), ", "))
+	}
+}
+
+// validate checks one profile found at path.
+func (p *Profile) validate(path string, ps *problems) {
+	if positive(ps, joinPath(path, "validity"), p.Validity) && p.Validity > MaxValidity {
+		ps.add(joinPath(path, "validity"), "must be at most ten years (%s), got %s", MaxValidity, p.Validity)
+	}
+	positive(ps, joinPath(path, "signDeadline"), p.SignDeadline)
+
+	checkList(ps, joinPath(path, "keyUsage"), p.KeyUsage, func(s string) string {
+		if !slices.Contains(knownKeyUsages(), s) {
+			return fmt.Sprintf("%q is not one of %s", s, strings.Join(knownKeyUsages(), ", "))
+		}
+		return ""
+	})
+	checkList(ps, joinPath(path, "extendedKeyUsage"), p.ExtKeyUsage, func(s string) string {
+		if !slices.Contains(knownExtKeyUsages(), s) && !oidPattern.MatchString(s) {
+			return fmt.Sprintf("%q is neither one of %s nor a dotted OID such as 1.3.6.1.5.5.7.3.2",
+				s, strings.Join(knownExtKeyUsages(), ", "))
+		}
+		return ""
+	})
+
+	subj := joinPath(path, "subject")
+	s := p.Subject
+	if cn := s.CommonName; cn != "" && !isTemplate(cn) && len(cn) > maxCommonNameLength {
+		ps.add(joinPath(subj, "commonName"), "must be at most %d characters", maxCommonNameLength)
+	}
+	if s.Country != "" && !isTemplate(s.Country) && !countryPattern.MatchString(s.Country) {
+		ps.add(joinPath(subj, "country"), "%q must be a two-letter ISO 3166 code in capitals, e.g. DE", s.Country)
+	}
+	checkList(ps, joinPath(subj, "organization"), s.Organization, nil)
+	checkList(ps, joinPath(subj, "organizationalUnit"), s.OrganizationalUnit, nil)
+
+	sans := joinPath(path, "subjectAltNames")
+	san := p.SubjectAltNames
+	checkList(ps, joinPath(sans, "dns"), san.DNS, literal(func(v string) string {
+		if !dnsNamePattern.MatchString(v) {
+			return fmt.Sprintf("%q is not a DNS name", v)
+		}
+		return ""
+	}))
+	checkList(ps, joinPath(sans, "email"), san.Email, literal(func(v string) string {
+		if local, domain, ok := strings.Cut(v, "@"); !ok || local == "" || domain == "" || strings.ContainsAny(v, " <>") {
+			return fmt.Sprintf("%q is not an e-mail address", v)
+		}
+		return ""
+	}))
+	checkList(ps, joinPath(sans, "uri"), san.URI, literal(func(v string) string {
+		if u, err := url.Parse(v); err != nil || u.Scheme == "" {
+			return fmt.Sprintf("%q is not an absolute URI", v)
+		}
+		return ""
+	}))
+	checkList(ps, joinPath(sans, "upn"), san.UPN, literal(func(v string) string {
+		if !strings.Contains(v, "@") {
+			return fmt.Sprintf("%q is not a user principal name (user@domain)", v)
+		}
+		return ""
+	}))
+
+	if strings.TrimSpace(s.CommonName) == "" && len(san.DNS)+len(san.Email)+len(san.URI)+len(san.UPN) == 0 {
+		ps.add(path, "needs a subject.commonName or at least one subjectAltNames entry: a certificate must name someone")
+	}
+}
+
+// checkList reports empty and duplicate entries of a list, and whatever check says of the others.
+func checkList(ps *problems, path string, list []string, check func(string) string) {
+	seen := map[string]bool{}
+	for i, v := range list {
+		p := indexPath(path, i)
+		switch {
+		case strings.TrimSpace(v) == "":
+			ps.add(p, "must not be empty")
+		case seen[v]:
+			ps.add(p, "%q is listed twice", v)
+		case check != nil:
+			if msg := check(v); msg != "" {
+				ps.add(p, "%s", msg)
+			}
+		}
+		seen[v] = true
+	}
+}
+
+// literal applies check only to values without template actions: what a template renders to is
+// known only per process.
+func literal(check func(string) string) func(string) string {
+	return func(v string) string {
+		if isTemplate(v) {
+			return ""
+		}
+		return check(v)
+	}
+}
+
+func isTemplate(s string) bool { return strings.Contains(s, "{{") }
+
+// positive reports a non-positive duration at path and says whether d was positive.
+func positive(ps *problems, path string, d time.Duration) bool {
+	if d <= 0 {
+		ps.add(path, "must be a positive duration such as 30s, 90m or 24h")
+		return false
+	}
+	return true
+}
+
+// regularFile checks that p names a readable regular file.
+func regularFile(p string) error {
+	st, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("cannot use %s: %w", p, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", p)
+	}
+	return nil
+}
+
+// httpURL checks that s is an absolute http or https URL.
+func httpURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q must be an absolute http(s) URL, e.g. http://127.0.0.1:8480/", s)
+	}
+	return nil
+}
