@@ -1,0 +1,126 @@
+package emulator
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"fmt"
+	"math/big"
+
+	"github.com/certprov/certprov-adapter/internal/process"
+)
+
+// deviceKey is the key pair a simulated ChromeOS client holds for one process.
+type deviceKey struct {
+	signer crypto.Signer
+	spki   []byte // DER SubjectPublicKeyInfo of signer's public key
+}
+
+// newDeviceKey generates a fresh RSA-2048 or P-256 key, as a ChromeOS client does per process.
+func newDeviceKey(keyType string) (*deviceKey, error) {
+	var signer crypto.Signer
+	var err error
+	switch keyType {
+	case KeyRSA:
+		signer, err = rsa.GenerateKey(rand.Reader, 2048)
+	case KeyECDSA:
+		signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	default:
+		err = fmt.Errorf("unknown key type %q", keyType)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generate %s key: %w", keyType, err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(signer.Public())
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s public key: %w", keyType, err)
+	}
+	return &deviceKey{signer: signer, spki: spki}, nil
+}
+
+// algorithmFor is the only signature algorithm a device accepts for its key type.
+func algorithmFor(keyType string) string {
+	if keyType == KeyECDSA {
+		return process.AlgorithmECDSASHA256
+	}
+	return process.AlgorithmRSAPKCS1SHA256
+}
+
+// sign produces what the ChromeOS client returns for signData: RSASSA-PKCS1-v1_5 with SHA-256,
+// or ECDSA with SHA-256 as DER SEQUENCE{r,s} (raw 32-byte r || 32-byte s when raw is set).
+func (k *deviceKey) sign(data []byte, raw bool) ([]byte, error) {
+	digest := sha256.Sum256(data)
+	switch key := k.signer.(type) {
+	case *rsa.PrivateKey:
+		sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+		if err != nil {
+			return nil, fmt.Errorf("rsa sign: %w", err)
+		}
+		return sig, nil
+	case *ecdsa.PrivateKey:
+		der, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+		if err != nil {
+			return nil, fmt.Errorf("ecdsa sign: %w", err)
+		}
+		if !raw {
+			return der, nil
+		}
+		return derToRaw(der, 32)
+	default:
+		return nil, fmt.Errorf("unsupported device key %T", k.signer)
+	}
+}
+
+// derToRaw converts an ASN.1 ECDSA signature into the fixed-width r || s form.
+func derToRaw(der []byte, size int) ([]byte, error) {
+	var sig struct{ R, S *big.Int }
+	rest, err := asn1.Unmarshal(der, &sig)
+	if err != nil || len(rest) != 0 {
+		return nil, fmt.Errorf("parse ecdsa signature: %v", err)
+	}
+	if sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.BitLen() > size*8 || sig.S.BitLen() > size*8 {
+		return nil, fmt.Errorf("ecdsa signature component out of range")
+	}
+	out := make([]byte, 2*size)
+	sig.R.FillBytes(out[:size])
+	sig.S.FillBytes(out[size:])
+	return out, nil
+}
+
+// VerifySignature reports whether sig is a valid device signature of data for the public key in
+// spki, as the Certificate Provisioning API defines it: RSASSA-PKCS1-v1_5 SHA-256 for RSA keys,
+// ECDSA SHA-256 for P-256 keys in DER or raw 64-byte r||s form. It is exported for tests that
+// check the emulator's devices and for the adapter's own tests.
+func VerifySignature(spki, data, sig []byte) error {
+	pub, err := x509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return fmt.Errorf("parse spki: %w", err)
+	}
+	digest := sha256.Sum256(data)
+	switch key := pub.(type) {
+	case *rsa.PublicKey:
+		if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], sig); err != nil {
+			return fmt.Errorf("rsa signature: %w", err)
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		if len(sig) == 64 {
+			r := new(big.Int).SetBytes(sig[:32])
+			s := new(big.Int).SetBytes(sig[32:])
+			if ecdsa.Verify(key, digest[:], r, s) {
+				return nil
+			}
+		}
+		if ecdsa.VerifyASN1(key, digest[:], sig) {
+			return nil
+		}
+		return fmt.Errorf("ecdsa signature does not verify")
+	default:
+		return fmt.Errorf("unsupported public key %T", pub)
+	}
+}
