@@ -242,9 +242,10 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 	}
 }
 
-// suggest returns the known key closest to k when k looks like a typo of it.
+// suggest returns the known key closest to k when k looks like a typo of it: the same but for
+// case, or at most two edits away and less than half of k changed (so "ip" suggests nothing).
 func suggest(k string, known map[string]field) string {
-	best, bestDist := "", 3
+	best, bestDist := "", min(3, (len(k)+1)/2)
 	for name := range known {
 		if strings.EqualFold(name, k) {
 			return name

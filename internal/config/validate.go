@@ -49,11 +49,11 @@ const (
 var (
 	instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
 	// Google customer ids are "C" followed by letters and digits, e.g. C01b2c3d4.
-	customerIDPattern   = regexp.MustCompile(`^C[0-9A-Za-z]{4,32}$`)
-	oidPattern          = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
-	fullSubscription    = regexp.MustCompile(`^projects/[^/]+/subscriptions/[^/]+$`)
-	countryPattern      = regexp.MustCompile(`^[A-Z]{2}$`)
-	dnsNamePattern      = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	customerIDPattern = regexp.MustCompile(`^C[0-9A-Za-z]{4,32}$`)
+	oidPattern        = regexp.MustCompile(`^[0-2](\.(0|[1-9][0-9]*))+$`)
+	fullSubscription  = regexp.MustCompile(`^projects/[^/]+/subscriptions/[^/]+$`)
+	countryPattern    = regexp.MustCompile(`^[A-Z]{2}$`)
+	dnsNamePattern    = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 )
 
 // The enumerations below are functions rather than package variables so that nothing can
@@ -358,10 +358,7 @@ func regularFile(p string) error {
 // httpURL checks that s is an absolute http or https URL.
 func httpURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a URL: %w", s, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("%q must be an absolute http(s) URL, e.g. http://127.0.0.1:8480/", s)
 	}
 	return nil
