@@ -659,7 +659,7 @@ caConnections:
 `)
 	paths := []string{
 		"pubsub.topic", "profiles.dev.subject.commonNmae", // unknown keys
-		"engine.pollInterval",                                         // decoding
+		"engine.pollInterval",                                                 // decoding
 		"instanceId", "customers[0]", "pubsub.project", "pubsub.subscription", // validation
 		"engine.workers", "log.level", "profiles.dev.validity", "profiles.dev", "caConnections.ca.type",
 	}

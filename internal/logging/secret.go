@@ -11,7 +11,8 @@ const Redacted = "[redacted]"
 
 // Secret is a string that must never appear in logs or error messages: a password, a SCEP
 // challenge, a token. Every way of printing it — fmt verbs, zap fields (zap.Any, zap.Stringer,
-// zap.Reflect), encoding/json, encoding.TextMarshaler users and slog — yields "[redacted]".
+// zap.Reflect, structs logged whole), encoding/json, encoding.TextMarshaler users and slog —
+// yields "[redacted]".
 // Use Reveal, deliberately, where the value is actually needed.
 //
 // A Secret converted back with string(s) is an ordinary string again; do that only at the call
@@ -46,7 +47,8 @@ func (s Secret) Format(f fmt.State, verb rune) {
 // MarshalJSON redacts, covering zap.Reflect and structs logged whole.
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(Redacted)), nil }
 
-// MarshalText redacts, covering encoders that prefer text (YAML, map keys in JSON).
+// MarshalText redacts, covering encoders that prefer text, such as YAML. (encoding/json writes
+// a string-kinded map key as is: never key a map by a Secret.)
 func (s Secret) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 
 // UnmarshalText accepts the value unchanged, so that a Secret can be decoded from a
