@@ -398,6 +398,17 @@ func TestEnvOverrides(t *testing.T) {
 			},
 		},
 		{
+			name: "a YAML string is a one-item list, commas and all",
+			yaml: strings.Replace(minimalYAML, `subject: {commonName: "{{.Device.SerialNumber}}"}`,
+				`subject: {commonName: x, organization: "Example Corp, Inc.", organizationalUnit: Devices}`, 1),
+			check: func(t *testing.T, c *Config) {
+				s := c.Profiles["dev"].Subject
+				if !slices.Equal(s.Organization, []string{"Example Corp, Inc."}) || !slices.Equal(s.OrganizationalUnit, []string{"Devices"}) {
+					t.Errorf("subject %+v", s)
+				}
+			},
+		},
+		{
 			name: "empty variable is unset",
 			yaml: minimalYAML,
 			env:  map[string]string{"CERTPROV_INSTANCEID": ""},

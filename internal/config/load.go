@@ -31,6 +31,10 @@ const (
 	keyCAConnections = "caConnections"
 )
 
+// extensionPrefix starts top-level keys that the adapter ignores, as in Compose files: a place
+// for YAML anchors shared by several profiles ("x-profile-defaults: &common").
+const extensionPrefix = "x-"
+
 // Load reads the YAML file at path, applies environment overrides and defaults, resolves relative
 // paths against the file's directory and validates the result.
 //
@@ -58,6 +62,11 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 	root := parseYAML(data, &ps)
 	if root == nil {
 		return nil, &ProblemsError{Problems: ps}
+	}
+	for k := range root {
+		if strings.HasPrefix(k, extensionPrefix) {
+			delete(root, k)
+		}
 	}
 	checkKeys(root, reflect.TypeFor[Config](), "", &ps)
 
@@ -99,12 +108,24 @@ func (c *Config) ResolvePath(p string) string {
 // parseYAML decodes the document into a tree of map[string]any, []any and scalars with the keys
 // exactly as written. It returns nil (and records why) when there is no usable mapping.
 func parseYAML(data []byte, ps *problems) map[string]any {
-	var doc any
+	// Decoding into a value first reports syntax errors and duplicate keys, which decoding
+	// into a yaml.Node does not.
+	var check any
+	if err := yaml.Unmarshal(data, &check); err != nil {
+		ps.add("", "invalid YAML: %v", err)
+		return nil
+	}
+	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		ps.add("", "invalid YAML: %v", err)
 		return nil
 	}
-	switch m := normalize(doc).(type) {
+	tree, err := nodeValue(&doc)
+	if err != nil {
+		ps.add("", "invalid YAML: %v", err)
+		return nil
+	}
+	switch m := normalize(tree).(type) {
 	case nil:
 		return map[string]any{}
 	case map[string]any:
@@ -113,6 +134,94 @@ func parseYAML(data []byte, ps *problems) map[string]any {
 		ps.add("", "the configuration must be a YAML mapping, not %s", describe(m))
 		return nil
 	}
+}
+
+// nodeValue converts a YAML node to plain values. It differs from decoding into an `any` in one
+// way: an unquoted date stays the string it was written as, because connectors read their
+// settings as strings and the adapter has no date keys of its own.
+func nodeValue(n *yaml.Node) (any, error) {
+	switch n.Kind {
+	case 0:
+		return nil, nil
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, nil
+		}
+		return nodeValue(n.Content[0])
+	case yaml.AliasNode:
+		return nodeValue(n.Alias)
+	case yaml.ScalarNode:
+		if n.Tag == "!!timestamp" {
+			return n.Value, nil
+		}
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n.Line, err)
+		}
+		return v, nil
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := nodeValue(c)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	case yaml.MappingNode:
+		return mappingValue(n)
+	default:
+		return nil, fmt.Errorf("line %d: unexpected YAML node kind %d", n.Line, n.Kind)
+	}
+}
+
+// mappingValue converts a mapping, honouring merge keys ("<<: *defaults"): keys written in the
+// mapping itself win over merged ones, and earlier merged mappings over later ones.
+func mappingValue(n *yaml.Node) (map[string]any, error) {
+	out := map[string]any{}
+	var merged []map[string]any
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Tag == "!!merge" {
+			val, err := nodeValue(v)
+			if err != nil {
+				return nil, err
+			}
+			switch x := val.(type) {
+			case map[string]any:
+				merged = append(merged, x)
+			case []any:
+				for _, e := range x {
+					m, ok := e.(map[string]any)
+					if !ok {
+						return nil, fmt.Errorf("line %d: a merge key needs mappings", v.Line)
+					}
+					merged = append(merged, m)
+				}
+			default:
+				return nil, fmt.Errorf("line %d: a merge key needs a mapping", v.Line)
+			}
+			continue
+		}
+		key, err := nodeValue(k)
+		if err != nil {
+			return nil, err
+		}
+		val, err := nodeValue(v)
+		if err != nil {
+			return nil, err
+		}
+		out[fmt.Sprint(key)] = val
+	}
+	for _, m := range merged {
+		for k, v := range m {
+			if _, ok := out[k]; !ok {
+				out[k] = v
+			}
+		}
+	}
+	return out, nil
 }
 
 // normalize turns what the YAML decoder produced into string-keyed maps throughout (a key such as
@@ -605,9 +714,11 @@ func decodeStruct(vp *viper.Viper, env map[string]string, out reflect.Value, key
 		if raw == nil {
 			continue
 		}
-		val, msg := decodeValue(raw, f.typ)
+		name := env[key]
+		fromEnv := name != "" && os.Getenv(name) != ""
+		val, msg := decodeValue(raw, f.typ, fromEnv)
 		if msg != "" {
-			if name := env[key]; name != "" && os.Getenv(name) != "" {
+			if fromEnv {
 				msg += " (from environment variable " + name + ")"
 			}
 			ps.add(joinPath(pathPrefix, key), "%s", msg)
@@ -618,8 +729,10 @@ func decodeStruct(vp *viper.Viper, env map[string]string, out reflect.Value, key
 }
 
 // decodeValue converts one raw value (from YAML, the environment or a default) to type t.
-// It returns a message for an operator instead of an error when the value does not fit.
-func decodeValue(raw any, t reflect.Type) (reflect.Value, string) {
+// A list from the environment is comma-separated; in YAML a plain string is a one-item list, so
+// that "organization: Example Corp, Inc." stays whole. It returns a message for an operator
+// instead of an error when the value does not fit.
+func decodeValue(raw any, t reflect.Type, fromEnv bool) (reflect.Value, string) {
 	if t == durationType {
 		switch x := raw.(type) {
 		case time.Duration:
@@ -637,12 +750,13 @@ func decodeValue(raw any, t reflect.Type) (reflect.Value, string) {
 	if f, ok := raw.(float64); ok && isInt(t) && f != math.Trunc(f) {
 		return reflect.Value{}, "must be a whole number, got " + describe(raw)
 	}
+	hooks := []mapstructure.DecodeHookFunc{mapstructure.StringToTimeDurationHookFunc()}
+	if fromEnv {
+		hooks = append(hooks, commaListHook)
+	}
 	out := reflect.New(t)
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
-			commaListHook,
-		),
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(hooks...),
 		// Values from the environment are strings; "16" must become 16 and "true" true.
 		WeaklyTypedInput: true,
 		Result:           out.Interface(),
@@ -656,8 +770,8 @@ func decodeValue(raw any, t reflect.Type) (reflect.Value, string) {
 	return out.Elem(), ""
 }
 
-// commaListHook splits a string into a list of strings at commas, so that
-// CERTPROV_CUSTOMERS="C0abc123,C0def456" and customers: C0abc123 both work.
+// commaListHook splits a string from the environment into a list of strings at commas:
+// CERTPROV_CUSTOMERS="C0abc123, C0def456".
 func commaListHook(from, to reflect.Type, data any) (any, error) {
 	if from.Kind() != reflect.String || to.Kind() != reflect.Slice || to.Elem().Kind() != reflect.String {
 		return data, nil
