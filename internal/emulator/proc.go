@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	cm "google.golang.org/api/chromemanagement/v1"
 	"go.uber.org/zap"
+	cm "google.golang.org/api/chromemanagement/v1"
 )
 
 // Process states reported in Snapshot.State.

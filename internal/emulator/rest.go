@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"google.golang.org/api/googleapi"
 	cm "google.golang.org/api/chromemanagement/v1"
+	"google.golang.org/api/googleapi"
 
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -349,7 +349,7 @@ func (e *Emulator) setFailureLocked(p *proc, message string) (any, *apiError) {
 // parseSingleCertificatePEM accepts exactly one PEM CERTIFICATE block (surrounding whitespace
 // allowed) holding a parseable X.509 certificate.
 func parseSingleCertificatePEM(s string) (*x509.Certificate, error) {
-	block, rest := pem.Decode([]byte(s))
+	block, rest := pem.Decode(bytes.TrimSpace([]byte(s)))
 	if block == nil {
 		return nil, errors.New("no PEM block found")
 	}
@@ -385,7 +385,7 @@ type typedMetadata struct {
 }
 
 type typedResponse struct {
-	Type    string                                                          `json:"@type,omitempty"`
+	Type    string                                                             `json:"@type,omitempty"`
 	Process *cm.GoogleChromeManagementVersionsV1CertificateProvisioningProcess `json:"certificateProvisioningProcess,omitempty"`
 }
 
