@@ -285,7 +285,7 @@ func ParseUPNs(sanValue []byte) ([]string, error) {
 		}
 		var on struct {
 			TypeID asn1.ObjectIdentifier
-			Value  asn1.RawValue `asn1:"explicit,tag:0"`
+			Value  asn1.RawValue // [0] EXPLICIT wrapper around the UTF8String
 		}
 		// The GeneralName's implicit [0] replaces the SEQUENCE tag; put it back to parse.
 		seq, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: n.Bytes})
@@ -298,8 +298,11 @@ func ParseUPNs(sanValue []byte) ([]string, error) {
 		if !on.TypeID.Equal(OIDUPN()) {
 			continue
 		}
+		if on.Value.Class != asn1.ClassContextSpecific || on.Value.Tag != 0 || !on.Value.IsCompound {
+			return nil, errors.New("parse UPN otherName: value is not [0] EXPLICIT")
+		}
 		var s string
-		if rest, err := asn1.UnmarshalWithParams(on.Value.FullBytes, &s, "utf8"); err != nil || len(rest) > 0 {
+		if rest, err := asn1.UnmarshalWithParams(on.Value.Bytes, &s, "utf8"); err != nil || len(rest) > 0 {
 			return nil, fmt.Errorf("parse UPN otherName: value is not a UTF8String")
 		}
 		upns = append(upns, s)

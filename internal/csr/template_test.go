@@ -1,0 +1,467 @@
+package csr
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/process"
+)
+
+// TestHostileSerials renders serial numbers full of DN and template syntax: each must end up in
+// its own attribute, literally, or be refused with an error that names the field and quotes it.
+func TestHostileSerials(t *testing.T) {
+	testKeys(t)
+	tmpl, err := Compile(config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber}}"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		serial  string
+		wantErr string
+	}{
+		{serial: `a,b`},
+		{serial: `CN=evil,O=Attacker`},
+		{serial: `a+CN=b`},
+		{serial: `"quoted"`},
+		{serial: `back\slash\,`},
+		{serial: `#hash; semi<angle>`},
+		{serial: ` leading and trailing `},
+		{serial: `{{.Customer}}`},
+		{serial: `{{ printf "%s" "x" }}`},
+		{serial: `Ünïcødé-序列号`},
+		{serial: "a\nb", wantErr: "control character U+000A"},
+		{serial: "a\rb", wantErr: "control character U+000D"},
+		{serial: "nul\x00byte", wantErr: "control character U+0000"},
+		{serial: "del\x7f", wantErr: "control character U+007F"},
+		{serial: "c1\u0085", wantErr: "control character U+0085"},
+		{serial: "bidi\u202egnp.exe", wantErr: "bidirectional control character U+202E"},
+		{serial: "bad\xffutf8", wantErr: "not valid UTF-8"},
+		{serial: strings.Repeat("x", 65), wantErr: "65 characters, at most 64"},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%q", tc.serial), func(t *testing.T) {
+			req, err := tmpl.Render(deviceProcess(tc.serial))
+			if tc.wantErr != "" {
+				wantErr(t, err, tc.wantErr)
+				wantErr(t, err, fmt.Sprintf("subject.commonName: %q", tc.serial))
+				return
+			}
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			if req.Subject.CommonName != tc.serial {
+				t.Fatalf("CommonName = %q, want %q", req.Subject.CommonName, tc.serial)
+			}
+			cri, err := BuildCRI(req, spkiOf(t, ecKey))
+			if err != nil {
+				t.Fatalf("BuildCRI: %v", err)
+			}
+			der, err := Assemble(cri, process.AlgorithmECDSASHA256, deviceSign(t, ecKey, cri, sigStandard))
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr, err := Verify(der, spkiOf(t, ecKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Exactly one RDN with one attribute: nothing was split at commas or plus signs.
+			var rdns pkix.RDNSequence
+			if _, err := asn1.Unmarshal(csr.RawSubject, &rdns); err != nil {
+				t.Fatal(err)
+			}
+			if len(rdns) != 1 || len(rdns[0]) != 1 || rdns[0][0].Value != tc.serial {
+				t.Fatalf("subject RDNs = %v", rdns)
+			}
+		})
+	}
+}
+
+func TestHostileSANs(t *testing.T) {
+	p := deviceProcess("SERIAL")
+	cases := []struct {
+		name    string
+		sans    config.SANs
+		email   string
+		serial  string
+		dirID   string
+		wantErr string
+	}{
+		{name: "ascii email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "bob.o'neil+tag@example.com"},
+		{name: "non-ASCII email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "jé@example.com", wantErr: `subjectAltNames.email[0]: "jé@example.com": e-mail address must be ASCII`},
+		{name: "non-ASCII email domain", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "j@exämple.com", wantErr: "must be ASCII"},
+		{name: "comma in email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a,b@example.com", wantErr: `local part contains ','`},
+		{name: "quoted email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: `"a b"@example.com`, wantErr: "local part contains"},
+		{name: "two emails in one", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a@example.com,b@example.com", wantErr: "e-mail"},
+		{name: "newline email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a@example.com\n", wantErr: "e-mail"},
+		{name: "empty email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "", wantErr: `subjectAltNames.email[0]: "": empty e-mail address`},
+		{name: "dns from serial", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "5CD-123"},
+		{name: "dns with space", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "a b", wantErr: `subjectAltNames.dns[0]: "a b.example.com"`},
+		{name: "dns non-ASCII", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "ü", wantErr: "punycode"},
+		{name: "dns injection", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "x.com,DNS:evil", wantErr: "contains ','"},
+		{name: "dns empty label", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "", wantErr: "empty label"},
+		{name: "dns trailing hyphen", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}"}}, serial: "abc-", wantErr: "hyphen"},
+		{name: "upn non-ASCII", sans: config.SANs{UPN: []string{"{{.User.Email}}"}}, email: "jé@corp.example.com"},
+		{name: "upn with space", sans: config.SANs{UPN: []string{"{{.User.Email}}"}}, email: "j e@corp", wantErr: "whitespace"},
+		{name: "upn no at", sans: config.SANs{UPN: []string{"{{.User.Email}}"}}, email: "jdoe", wantErr: "user@domain"},
+		{name: "uri", sans: config.SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "abc-123"},
+		{name: "uri https", sans: config.SANs{URI: []string{"https://devices.example.com/{{.Device.DirectoryID}}"}}, dirID: "a%2Fb"},
+		{name: "uri space", sans: config.SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "a b", wantErr: `subjectAltNames.uri[0]: "urn:device:a b"`},
+		{name: "uri non-ASCII", sans: config.SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "é", wantErr: "printable ASCII"},
+		{name: "uri relative", sans: config.SANs{URI: []string{"{{.Device.DirectoryID}}"}}, dirID: "just-a-path", wantErr: "no scheme"},
+		{name: "uri not canonical", sans: config.SANs{URI: []string{"HTTPS://example.com/{{.Device.DirectoryID}}"}}, dirID: "x", wantErr: "canonical"},
+		{name: "uri bad host", sans: config.SANs{URI: []string{"https://{{.Device.DirectoryID}}/"}}, dirID: "a..b", wantErr: "empty label"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl, err := Compile(config.Profile{SubjectAltNames: tc.sans})
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			proc := *p
+			proc.User = &process.User{Email: tc.email}
+			proc.Device = &process.Device{SerialNumber: tc.serial, DirectoryID: tc.dirID}
+			req, err := tmpl.Render(&proc)
+			if tc.wantErr != "" {
+				wantErr(t, err, tc.wantErr)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			testKeys(t)
+			cri, err := BuildCRI(req, spkiOf(t, ecKey))
+			if err != nil {
+				t.Fatalf("BuildCRI: %v", err)
+			}
+			der, err := Assemble(cri, process.AlgorithmECDSASHA256, deviceSign(t, ecKey, cri, sigStandard))
+			if err != nil {
+				t.Fatal(err)
+			}
+			csr, err := Verify(der, spkiOf(t, ecKey))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if csr.Subject.CommonName != "" || len(csr.RawSubject) != 2 {
+				t.Errorf("subject %x, want empty", csr.RawSubject)
+			}
+			// With an empty subject the SAN extension must be critical (RFC 5280 4.2.1.6).
+			for _, e := range csr.Extensions {
+				if e.Id.Equal(oidSubjectAltName()) && !e.Critical {
+					t.Error("SAN not critical with an empty subject")
+				}
+			}
+			got := slices.Concat(csr.DNSNames, csr.EmailAddresses)
+			for _, u := range csr.URIs {
+				got = append(got, u.String())
+			}
+			for _, e := range csr.Extensions {
+				if e.Id.Equal(oidSubjectAltName()) {
+					upns, err := ParseUPNs(e.Value)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, upns...)
+				}
+			}
+			if len(got) != 1 {
+				t.Fatalf("SANs = %q", got)
+			}
+			want := strings.NewReplacer("{{.User.Email}}", tc.email, "{{.Device.SerialNumber}}", tc.serial,
+				"{{.Device.DirectoryID}}", tc.dirID).Replace(slices.Concat(tc.sans.DNS, tc.sans.Email, tc.sans.URI, tc.sans.UPN)[0])
+			if got[0] != want {
+				t.Errorf("SAN = %q, want %q", got[0], want)
+			}
+		})
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	cases := []struct {
+		name    string
+		profile config.Profile
+		want    []string
+	}{
+		{"unknown field", config.Profile{Subject: config.Subject{CommonName: "{{.Device.Nope}}"}},
+			[]string{"subject.commonName: template:", "Nope"}},
+		{"unknown top-level field", config.Profile{Subject: config.Subject{CommonName: "{{.Serial}}"}},
+			[]string{"subject.commonName: template:", "Serial"}},
+		{"syntax error", config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber"}},
+			[]string{"subject.commonName: template:"}},
+		{"unknown function", config.Profile{Subject: config.Subject{CommonName: "{{nope .Customer}}"}},
+			[]string{`function "nope" not defined`}},
+		{"all problems at once", config.Profile{
+			Subject:         config.Subject{CommonName: "{{.X}}", OrganizationalUnit: []string{"ok", "{{.Y}}"}},
+			SubjectAltNames: config.SANs{DNS: []string{""}, Email: []string{"{{.User.Nope}}"}},
+			KeyUsage:        []string{"digitalSignature", "frobnicate", "keyCertSign"},
+			ExtKeyUsage:     []string{"clientAuth", "nope", "1.3.6.1.4.1.311.20.2.2"},
+		}, []string{
+			"subject.commonName:", "subject.organizationalUnit[1]:", "subjectAltNames.dns[0]: empty template",
+			"subjectAltNames.email[0]:", `keyUsage[1]: unknown key usage "frobnicate"`,
+			`keyUsage[2]: "keyCertSign" is for CA certificates`, `extendedKeyUsage[1]: unknown extended key usage "nope"`,
+		}},
+		{"nobody", config.Profile{Subject: config.Subject{Organization: []string{"Example"}}},
+			[]string{"would name nobody"}},
+		{"template name with newline", config.Profile{Subject: config.Subject{CommonName: "x"}, TemplateName: "a\nb"},
+			[]string{`templateName: "a\nb"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Compile(tc.profile)
+			for _, w := range tc.want {
+				wantErr(t, err, w)
+			}
+		})
+	}
+}
+
+func TestCompileKeyUsages(t *testing.T) {
+	tmpl, err := Compile(config.Profile{
+		Subject:     config.Subject{CommonName: "x"},
+		KeyUsage:    []string{"DigitalSignature", "nonRepudiation", "keyAgreement", "digitalSignature"},
+		ExtKeyUsage: []string{"clientAuth", "ClientAuth", "emailProtection", "1.2.3.4", "smartcardLogon"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := tmpl.Render(testProcess())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment | x509.KeyUsageKeyAgreement; req.KeyUsage != want {
+		t.Errorf("KeyUsage = %b, want %b", req.KeyUsage, want)
+	}
+	if want := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageEmailProtection}; !slices.Equal(req.ExtKeyUsage, want) {
+		t.Errorf("ExtKeyUsage = %v, want %v", req.ExtKeyUsage, want)
+	}
+	if len(req.UnknownExtKeyUsage) != 2 || req.UnknownExtKeyUsage[0].String() != "1.2.3.4" || !req.UnknownExtKeyUsage[1].Equal(oidSmartcardLogon()) {
+		t.Errorf("UnknownExtKeyUsage = %v", req.UnknownExtKeyUsage)
+	}
+	for _, bad := range []string{"1", "1.", ".1", "1..2", "3.1", "1.40", "01.2", "1.-2", "1.+2"} {
+		if _, ok := parseOID(bad); ok {
+			t.Errorf("parseOID(%q) accepted", bad)
+		}
+	}
+}
+
+func TestRenderErrors(t *testing.T) {
+	cases := []struct {
+		name    string
+		profile config.Profile
+		proc    *process.Process
+		want    string
+	}{
+		{"fails at render only", config.Profile{Subject: config.Subject{CommonName: "{{index .Device.SerialNumber 5}}"}},
+			deviceProcess("ABC"), "subject.commonName: template: subject.commonName:1:2: executing"},
+		{"user template on a device process", config.Profile{Subject: config.Subject{CommonName: "{{.User.Email}}"}},
+			deviceProcess("ABC"), "rendered empty and no subject alternative names"},
+		{"empty SAN", config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber}}"}, SubjectAltNames: config.SANs{Email: []string{"{{.User.Email}}"}}},
+			deviceProcess("ABC"), `subjectAltNames.email[0]: "": empty e-mail address`},
+		{"bad country", config.Profile{Subject: config.Subject{CommonName: "x", Country: "{{.Device.SerialNumber}}"}},
+			deviceProcess("usa"), `subject.country: "usa": must be a two-letter`},
+		{"long organization", config.Profile{Subject: config.Subject{CommonName: "x", Organization: []string{"{{.Device.SerialNumber}}"}}},
+			deviceProcess(strings.Repeat("o", 70)), "subject.organization[0]:"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl, err := Compile(tc.profile)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			_, err = tmpl.Render(tc.proc)
+			wantErr(t, err, tc.want)
+		})
+	}
+}
+
+func TestRenderHelpersAndEmptySubjectValues(t *testing.T) {
+	tmpl, err := Compile(config.Profile{
+		Subject: config.Subject{
+			CommonName:         `{{.User.Email | emailLocal | upper}}`,
+			Organization:       []string{`{{.User.Email | emailDomain}}`},
+			OrganizationalUnit: []string{`{{.Device.SerialNumber | default "no-device"}}`, `{{.User.DirectoryID}}`},
+			Locality:           `{{.ProcessID | trimPrefix "0123" | trimSuffix "CDEF" | lower}}`,
+			Province:           `{{.ProfileID | replace "-" "_"}}`,
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testProcess()
+	p.Device = nil
+	p.User.DirectoryID = ""
+	req, err := tmpl.Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSubject(t, req.Subject, pkix.Name{
+		CommonName: "ALICE", Organization: []string{"example.com"},
+		OrganizationalUnit: []string{"no-device"}, // the empty user id is left out
+		Locality:           []string{"456789abcdef0123456789ab"}, Province: []string{"wifi_profile"},
+	})
+	if d := DataFor(nil); d != (TemplateData{}) {
+		t.Errorf("DataFor(nil) = %+v", d)
+	}
+	if d := DataFor(testProcess()); d.ProcessName != testProcess().Name || d.ProcessID != testProcess().ID ||
+		d.Device.DirectoryID == "" || d.User.Email != "alice@example.com" {
+		t.Errorf("DataFor = %+v", d)
+	}
+}
+
+func TestFromSCEPProfile(t *testing.T) {
+	testKeys(t)
+	sp := &process.SCEPProfile{
+		CommonName:          "Alice, Example",
+		Organization:        "Example Corp",
+		OrganizationalUnits: []string{"IT", "Devices"},
+		Locality:            "Berlin",
+		State:               "BE",
+		Country:             "DE",
+		TemplateName:        "ChromeOSUser",
+		SANs: []process.SAN{
+			{Type: process.SANEmail, Value: "alice@example.com"},
+			{Type: process.SANDNS, Value: "host.example.com"},
+			{Type: process.SANUPN, Value: "alice@corp.example.com"},
+			{Type: process.SANURI, Value: "urn:uuid:6f1c2c3e-0000-4000-8000-000000000000"},
+		},
+		KeyUsages: []string{process.KeyUsageSigning, process.KeyUsageKeyEncipherment},
+	}
+	req, err := FromSCEPProfile(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSubject(t, req.Subject, pkix.Name{CommonName: "Alice, Example", Organization: []string{"Example Corp"},
+		OrganizationalUnit: []string{"IT", "Devices"}, Locality: []string{"Berlin"}, Province: []string{"BE"}, Country: []string{"DE"}})
+	if req.TemplateName != "ChromeOSUser" || req.KeyUsage != x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment {
+		t.Errorf("TemplateName %q KeyUsage %b", req.TemplateName, req.KeyUsage)
+	}
+	cri, err := BuildCRI(req, spkiOf(t, rsaKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := Assemble(cri, process.AlgorithmRSAPKCS1SHA256, deviceSign(t, rsaKey, cri, sigStandard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := Verify(der, spkiOf(t, rsaKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(csr.EmailAddresses, []string{"alice@example.com"}) || !slices.Equal(csr.DNSNames, []string{"host.example.com"}) ||
+		len(csr.URIs) != 1 || csr.URIs[0].String() != "urn:uuid:6f1c2c3e-0000-4000-8000-000000000000" {
+		t.Errorf("SANs: %q %q %v", csr.EmailAddresses, csr.DNSNames, csr.URIs)
+	}
+	exts := requestedExtensions(t, csr)
+	upns, err := ParseUPNs(exts[oidSubjectAltName().String()].Value)
+	if err != nil || !slices.Equal(upns, []string{"alice@corp.example.com"}) {
+		t.Errorf("UPNs = %q, %v", upns, err)
+	}
+	if got := decodeKeyUsage(t, exts[oidKeyUsage().String()].Value); got != req.KeyUsage {
+		t.Errorf("keyUsage = %b", got)
+	}
+	if _, ok := exts[oidExtKeyUsage().String()]; ok {
+		t.Error("extKeyUsage requested although the scepProfile names none")
+	}
+
+	bad := []struct {
+		name string
+		edit func(*process.SCEPProfile)
+		want string
+	}{
+		{"unknown SAN type", func(p *process.SCEPProfile) { p.SANs = append(p.SANs, process.SAN{Type: "IP_ADDRESS", Value: "10.0.0.1"}) },
+			`scepProfile.subjectAltNames[4]: unsupported subject alternative name type "IP_ADDRESS"`},
+		{"bad email", func(p *process.SCEPProfile) { p.SANs[0].Value = "jé@example.com" },
+			`scepProfile.subjectAltNames[0]: "jé@example.com": e-mail address must be ASCII`},
+		{"bad DNS", func(p *process.SCEPProfile) { p.SANs[1].Value = "a_b.example.com" }, `scepProfile.subjectAltNames[1]: "a_b.example.com"`},
+		{"bad UPN", func(p *process.SCEPProfile) { p.SANs[2].Value = "alice" }, `scepProfile.subjectAltNames[2]: "alice"`},
+		{"bad URI", func(p *process.SCEPProfile) { p.SANs[3].Value = "no scheme" }, `scepProfile.subjectAltNames[3]: "no scheme"`},
+		{"unknown key usage", func(p *process.SCEPProfile) { p.KeyUsages = []string{"KEY_USAGE_CRL_SIGN"} },
+			`scepProfile.keyUsages[0]: unsupported key usage "KEY_USAGE_CRL_SIGN"`},
+		{"newline in CN", func(p *process.SCEPProfile) { p.CommonName = "a\nb" }, `scepProfile.subjectCommonName: "a\nb": contains control character`},
+		{"bad OU", func(p *process.SCEPProfile) { p.OrganizationalUnits[1] = "x\x00" }, `scepProfile.organizationalUnits[1]: "x\x00"`},
+		{"bad country", func(p *process.SCEPProfile) { p.Country = "Germany" }, `scepProfile.country: "Germany"`},
+		{"nobody", func(p *process.SCEPProfile) { p.CommonName = ""; p.SANs = nil }, "would name nobody"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			c := *sp
+			c.SANs = slices.Clone(sp.SANs)
+			c.OrganizationalUnits = slices.Clone(sp.OrganizationalUnits)
+			tc.edit(&c)
+			_, err := FromSCEPProfile(&c)
+			wantErr(t, err, tc.want)
+		})
+	}
+	if _, err := FromSCEPProfile(nil); err == nil {
+		t.Error("nil scepProfile accepted")
+	}
+}
+
+func TestBuildCRIChecksRequest(t *testing.T) {
+	testKeys(t)
+	spki := spkiOf(t, ecKey)
+	cases := []struct {
+		name string
+		req  *Request
+		want string
+	}{
+		{"nil", nil, "no request"},
+		{"newline in hand-made CN", &Request{Subject: pkix.Name{CommonName: "a\nb"}}, `subject.commonName: "a\nb"`},
+		{"bad DNS", &Request{DNSNames: []string{"a b"}}, `dnsNames[0]: "a b"`},
+		{"nil URI", &Request{Subject: pkix.Name{CommonName: "x"}, URIs: []*url.URL{nil}}, "uris[0]: nil URI"},
+		{"unsupported subject field", &Request{Subject: pkix.Name{CommonName: "x", SerialNumber: "1"}}, "only commonName"},
+		{"CA key usage", &Request{Subject: pkix.Name{CommonName: "x"}, KeyUsage: x509.KeyUsageCertSign}, "for CA certificates"},
+		{"unknown EKU", &Request{Subject: pkix.Name{CommonName: "x"}, ExtKeyUsage: []x509.ExtKeyUsage{999}}, "extended key usage 999"},
+		{"extensionRequest from a connector", &Request{Subject: pkix.Name{CommonName: "x"},
+			Attributes: []ca.Attribute{{Type: oidExtensionRequest(), Values: []asn1.RawValue{{Tag: asn1.TagNull}}}}}, "built from the profile"},
+		{"attribute twice", &Request{Subject: pkix.Name{CommonName: "x"},
+			Attributes: []ca.Attribute{mustPassword(t, "a"), mustPassword(t, "b")}}, "given twice"},
+		{"attribute without values", &Request{Subject: pkix.Name{CommonName: "x"},
+			Attributes: []ca.Attribute{{Type: oidChallengePassword()}}}, "no values"},
+		{"attribute with broken DER", &Request{Subject: pkix.Name{CommonName: "x"},
+			Attributes: []ca.Attribute{{Type: oidChallengePassword(), Values: []asn1.RawValue{{FullBytes: []byte{0x13, 0x05, 'a'}}}}}}, "not one DER element"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := BuildCRI(tc.req, spki)
+			wantErr(t, err, tc.want)
+		})
+	}
+	// A connector may also give an attribute value as class/tag/bytes instead of full DER, and a
+	// challenge password that PrintableString cannot hold becomes a UTF8String.
+	pw, err := ChallengePassword("pässword*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw.Values[0].FullBytes[0] != asn1.TagUTF8String {
+		t.Errorf("challengePassword tag %#x, want UTF8String", pw.Values[0].FullBytes[0])
+	}
+	other := ca.Attribute{Type: asn1.ObjectIdentifier{1, 2, 3}, Values: []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte("v")}}}
+	cri, err := BuildCRI(&Request{Subject: pkix.Name{CommonName: "x"}, Attributes: []ca.Attribute{other, pw}}, spki)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := attributes(t, cri)
+	if len(attrs) != 2 || len(attrs["1.2.3"]) != 1 || string(attrs["1.2.3"][0].Bytes) != "v" {
+		t.Errorf("attributes = %v", attrs)
+	}
+	if _, err := ChallengePassword(""); err == nil {
+		t.Error("empty challenge password accepted")
+	}
+}
+
+func mustPassword(t *testing.T, pw string) ca.Attribute {
+	t.Helper()
+	a, err := ChallengePassword(pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
