@@ -1,0 +1,89 @@
+// Command certprov-emulator runs the local Google side of the Certificate Provisioning API (REST
+// plus Pub/Sub) and drives it for demos and load tests.
+//
+//	certprov-emulator serve      serve the REST API, the control API and a pstest Pub/Sub server
+//	certprov-emulator provision  start processes on a running emulator and check what the adapter did
+//	certprov-emulator version    print the build version
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1 // provision: some process was not issued and verified; serve: runtime error
+	exitUsage = 2 // bad command line or setup error
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches a subcommand and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "provision":
+		return runProvision(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "certprov-emulator", version())
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "certprov-emulator: unknown command %q\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: certprov-emulator <command> [flags]
+
+commands:
+  serve      serve the Certificate Provisioning REST API, the control API and Pub/Sub (pstest)
+  provision  start processes through the control API, wait, verify the issued certificates
+  version    print the version
+
+Run "certprov-emulator <command> -h" for the flags of a command.
+`)
+}
+
+// version reports the module version and VCS revision recorded by the Go toolchain.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && s.Value != "" {
+			rev := s.Value
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+			v += " " + rev
+		}
+	}
+	return v + " " + info.GoVersion
+}
