@@ -80,8 +80,11 @@ func (k *deviceKey) sign(data []byte, raw bool) ([]byte, error) {
 func derToRaw(der []byte, size int) ([]byte, error) {
 	var sig struct{ R, S *big.Int }
 	rest, err := asn1.Unmarshal(der, &sig)
-	if err != nil || len(rest) != 0 {
-		return nil, fmt.Errorf("parse ecdsa signature: %v", err)
+	if err != nil {
+		return nil, fmt.Errorf("parse ecdsa signature: %w", err)
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("parse ecdsa signature: %d trailing bytes", len(rest))
 	}
 	if sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.BitLen() > size*8 || sig.S.BitLen() > size*8 {
 		return nil, fmt.Errorf("ecdsa signature component out of range")

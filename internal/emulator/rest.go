@@ -244,8 +244,6 @@ func finishedError(p *proc) *apiError {
 	return failedPrecondition("The certificate provisioning process %s already has an issued certificate.", p.id)
 }
 
-var empty = struct{}{}
-
 func (e *Emulator) claimLocked(p *proc, instance string) (any, *apiError) {
 	if instance == "" {
 		return nil, invalidArgument("callerInstanceId must not be empty.")
@@ -265,7 +263,7 @@ func (e *Emulator) claimLocked(p *proc, instance string) (any, *apiError) {
 		}
 		return nil, failedPrecondition("The certificate provisioning process was already claimed by another adapter instance.")
 	}
-	return empty, nil
+	return struct{}{}, nil
 }
 
 func (e *Emulator) signDataLocked(p *proc, data64, algorithm string) (any, *apiError) {
@@ -329,7 +327,7 @@ func (e *Emulator) uploadLocked(p *proc, certPEM string) (any, *apiError) {
 	p.issuedPEM = certPEM
 	p.finishedAt = e.clock()
 	e.log.Info("certificate uploaded", zap.String("process", p.name), zap.String("subject", cert.Subject.String()))
-	return empty, nil
+	return struct{}{}, nil
 }
 
 func (e *Emulator) setFailureLocked(p *proc, message string) (any, *apiError) {
@@ -343,7 +341,7 @@ func (e *Emulator) setFailureLocked(p *proc, message string) (any, *apiError) {
 		return nil, invalidArgument("errorMessage must not be empty.")
 	}
 	e.failLocked(p, failAdapter, message)
-	return empty, nil
+	return struct{}{}, nil
 }
 
 // parseSingleCertificatePEM accepts exactly one PEM CERTIFICATE block (surrounding whitespace
