@@ -1,0 +1,450 @@
+// Package local is the built-in CA: it signs device certificates itself with an issuer key and
+// certificate read from files. It needs no other service, which makes it the connector for demos,
+// tests and small labs; production deployments normally point the adapter at their own CA.
+//
+// It registers the connector type "local". Settings (under caConnections.<name>):
+//
+//	certificateFile  PEM issuer certificate (further certificates in the file are returned as chain)
+//	keyFile          PEM issuer key: RSA, ECDSA or Ed25519; PKCS#1, SEC1 or PKCS#8, unencrypted
+//	chainFile        optional PEM intermediates returned with every certificate
+//	maxValidity      longest certificate lifetime, default 8760h
+//	backdate         how far notBefore lies before now, for clock skew, default 1m
+//	ledgerFile       optional: one JSON line per issued certificate, for crash tests
+//
+// Relative paths resolve against the configuration file's directory.
+package local
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+)
+
+// Type is the connector type name used in caConnections.<name>.type.
+const Type = "local"
+
+func init() {
+	ca.Register(Type, func(settings ca.Settings, env ca.Env) (ca.Connector, error) {
+		c, err := New(settings, env)
+		if err != nil {
+			return nil, err // not a typed nil inside the interface
+		}
+		return c, nil
+	})
+}
+
+// Defaults for optional settings.
+const (
+	DefaultMaxValidity = 8760 * time.Hour
+	DefaultBackdate    = time.Minute
+)
+
+// settings is the decoded caConnections.<name> block. Durations are pointers so that an explicit
+// zero backdate can be told apart from an absent one.
+type settings struct {
+	CertificateFile string         `mapstructure:"certificateFile"`
+	KeyFile         string         `mapstructure:"keyFile"`
+	ChainFile       string         `mapstructure:"chainFile"`
+	MaxValidity     *time.Duration `mapstructure:"maxValidity"`
+	Backdate        *time.Duration `mapstructure:"backdate"`
+	LedgerFile      string         `mapstructure:"ledgerFile"`
+}
+
+func decodeSettings(raw ca.Settings) (*settings, error) {
+	var s settings
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		ErrorUnused: true,
+		DecodeHook:  mapstructure.StringToTimeDurationHookFunc(),
+		Result:      &s,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("settings decoder: %w", err)
+	}
+	if err := dec.Decode(map[string]any(raw)); err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	var errs []error
+	if s.CertificateFile == "" {
+		errs = append(errs, errors.New("certificateFile: required"))
+	}
+	if s.KeyFile == "" {
+		errs = append(errs, errors.New("keyFile: required"))
+	}
+	if s.MaxValidity == nil {
+		d := DefaultMaxValidity
+		s.MaxValidity = &d
+	} else if *s.MaxValidity <= 0 {
+		errs = append(errs, fmt.Errorf("maxValidity: %v: must be positive", *s.MaxValidity))
+	}
+	if s.Backdate == nil {
+		d := DefaultBackdate
+		s.Backdate = &d
+	} else if *s.Backdate < 0 {
+		errs = append(errs, fmt.Errorf("backdate: %v: must not be negative", *s.Backdate))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Connector is the built-in CA. It is safe for concurrent use.
+type Connector struct {
+	name        string
+	log         *zap.Logger
+	cert        *x509.Certificate
+	signer      crypto.Signer
+	chain       []*x509.Certificate // returned with every leaf: the issuer first, then intermediates
+	authKeyID   []byte
+	maxValidity time.Duration
+	backdate    time.Duration
+	ledgerPath  string
+	now         func() time.Time // swapped in tests to move the clock
+
+	mu     sync.Mutex
+	issued map[string]int // per request Key
+	total  int
+}
+
+var (
+	_ ca.Connector = (*Connector)(nil)
+	_ ca.Pinger    = (*Connector)(nil)
+)
+
+// New builds the connector from its settings. It reads the issuer files once, and refuses an
+// issuer whose key does not match its certificate or whose certificate is not a CA, so that such
+// mistakes show at startup rather than on the first device.
+func New(raw ca.Settings, env ca.Env) (*Connector, error) {
+	s, err := decodeSettings(raw)
+	if err != nil {
+		return nil, err
+	}
+	log := env.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	path := func(p string) string {
+		if p == "" || filepath.IsAbs(p) || env.BaseDir == "" {
+			return p
+		}
+		return filepath.Join(env.BaseDir, p)
+	}
+	certs, err := readCertificates(path(s.CertificateFile))
+	if err != nil {
+		return nil, fmt.Errorf("certificateFile %q: %w", s.CertificateFile, err)
+	}
+	signer, err := readPrivateKey(path(s.KeyFile), log)
+	if err != nil {
+		return nil, fmt.Errorf("keyFile %q: %w", s.KeyFile, err)
+	}
+	issuer := certs[0]
+	if err := checkIssuer(issuer, signer); err != nil {
+		return nil, fmt.Errorf("certificateFile %q and keyFile %q: %w", s.CertificateFile, s.KeyFile, err)
+	}
+	chain := certs
+	if s.ChainFile != "" {
+		more, err := readCertificates(path(s.ChainFile))
+		if err != nil {
+			return nil, fmt.Errorf("chainFile %q: %w", s.ChainFile, err)
+		}
+		for _, c := range more {
+			if !containsCert(chain, c) {
+				chain = append(chain, c)
+			}
+		}
+	}
+	ledger := path(s.LedgerFile)
+	if ledger != "" {
+		// Create it now, so that a wrong path fails at startup and not after signing.
+		f, err := os.OpenFile(ledger, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
+		}
+		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
+		}
+	}
+	authKeyID, err := authorityKeyID(issuer)
+	if err != nil {
+		return nil, fmt.Errorf("certificateFile %q: %w", s.CertificateFile, err)
+	}
+	return &Connector{
+		name:        env.Name,
+		log:         log,
+		cert:        issuer,
+		signer:      signer,
+		chain:       chain,
+		authKeyID:   authKeyID,
+		maxValidity: *s.MaxValidity,
+		backdate:    *s.Backdate,
+		ledgerPath:  ledger,
+		now:         time.Now,
+		issued:      map[string]int{},
+	}, nil
+}
+
+// checkIssuer makes sure the pair can sign certificates that verify.
+func checkIssuer(cert *x509.Certificate, signer crypto.Signer) error {
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return errors.New("the key does not match the certificate (their public keys differ)")
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return fmt.Errorf("certificate %q is not a CA certificate (basicConstraints cA is not set)", cert.Subject)
+	}
+	if cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return fmt.Errorf("certificate %q may not sign certificates (keyUsage lacks keyCertSign)", cert.Subject)
+	}
+	return nil
+}
+
+// authorityKeyID is the issuer's subjectKeyIdentifier; for an issuer without one (old roots) it is
+// derived from the issuer key, so that leaves still carry an authorityKeyIdentifier.
+func authorityKeyID(issuer *x509.Certificate) ([]byte, error) {
+	if len(issuer.SubjectKeyId) > 0 {
+		return issuer.SubjectKeyId, nil
+	}
+	return keyID(issuer.RawSubjectPublicKeyInfo)
+}
+
+// keyID is the RFC 5280 4.2.1.2 method 1 key identifier: SHA-1 of the subjectPublicKey bits.
+func keyID(spki []byte) ([]byte, error) {
+	var info struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(spki, &info); err != nil {
+		return nil, fmt.Errorf("parse issuer public key: %w", err)
+	}
+	sum := sha1.Sum(info.PublicKey.Bytes)
+	return sum[:], nil
+}
+
+func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
+	for _, x := range certs {
+		if x.Equal(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// Certificate returns the issuing CA certificate.
+func (c *Connector) Certificate() *x509.Certificate { return c.cert }
+
+// Issue signs a certificate for the CSR's key. The subject, the subjectAltName extension (as
+// requested, so UPN otherNames survive), key usage and extended key usage are copied from the CSR;
+// other requested extensions are ignored, and a CSR asking for CA key usages is refused. The
+// lifetime is the shorter of req.Validity and maxValidity, clipped to the CA's own validity.
+func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, error) {
+	if req == nil {
+		return nil, ca.Permanentf("local CA: no request")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", req.Key, err)
+	}
+	csr := req.CSR
+	if csr == nil {
+		if len(req.CSRDER) == 0 {
+			return nil, ca.Permanentf("issue certificate for %s: request has no CSR", req.Key)
+		}
+		var err error
+		if csr, err = x509.ParseCertificateRequest(req.CSRDER); err != nil {
+			return nil, ca.Permanentf("issue certificate for %s: parse CSR: %w", req.Key, err)
+		}
+	}
+	// The engine verified the CSR already; a CA checks proof of possession itself all the same.
+	if err := csr.CheckSignature(); err != nil {
+		return nil, ca.Permanentf("issue certificate for %s: CSR signature: %w", req.Key, err)
+	}
+	exts, err := requestedExtensions(csr)
+	if err != nil {
+		return nil, ca.Permanentf("issue certificate for %s: %w", req.Key, err)
+	}
+
+	now := c.now()
+	notBefore, notAfter, err := c.validity(now, req.Validity)
+	if err != nil {
+		return nil, ca.Permanentf("issue certificate for %s: %w", req.Key, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", req.Key, err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		RawSubject:            csr.RawSubject,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		BasicConstraintsValid: true,
+		AuthorityKeyId:        c.authKeyID,
+		ExtraExtensions:       exts,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.signer)
+	if err != nil {
+		return nil, ca.Permanentf("sign certificate for %s: %w", req.Key, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, ca.Permanentf("sign certificate for %s: parse result: %w", req.Key, err)
+	}
+	// crypto/x509 re-encodes the public key; a device compares SPKIs byte for byte.
+	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
+		return nil, ca.Permanentf("sign certificate for %s: the device key's encoding cannot be reproduced", req.Key)
+	}
+	if err := c.record(req.Key, leaf, now); err != nil {
+		return nil, ca.Retryable(fmt.Errorf("sign certificate for %s: %w", req.Key, err), 0)
+	}
+	c.log.Info("issued certificate",
+		zap.String("connector", c.name), zap.String("key", req.Key),
+		zap.String("serial", leaf.SerialNumber.Text(16)), zap.Time("notAfter", leaf.NotAfter))
+	chain := make([]*x509.Certificate, len(c.chain))
+	copy(chain, c.chain)
+	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+}
+
+// validity computes the leaf's lifetime.
+func (c *Connector) validity(now time.Time, requested time.Duration) (notBefore, notAfter time.Time, err error) {
+	if now.After(c.cert.NotAfter) {
+		return notBefore, notAfter, fmt.Errorf("CA certificate %q expired at %s", c.cert.Subject, c.cert.NotAfter.Format(time.RFC3339))
+	}
+	if now.Before(c.cert.NotBefore) {
+		return notBefore, notAfter, fmt.Errorf("CA certificate %q is not valid before %s", c.cert.Subject, c.cert.NotBefore.Format(time.RFC3339))
+	}
+	lifetime := requested
+	if lifetime <= 0 || lifetime > c.maxValidity {
+		lifetime = c.maxValidity
+	}
+	notBefore = now.Add(-c.backdate)
+	if notBefore.Before(c.cert.NotBefore) {
+		notBefore = c.cert.NotBefore
+	}
+	notAfter = notBefore.Add(lifetime)
+	if notAfter.After(c.cert.NotAfter) {
+		notAfter = c.cert.NotAfter
+	}
+	return notBefore, notAfter, nil
+}
+
+// randomSerial returns a positive 128-bit serial number (RFC 5280 allows up to 20 octets).
+func randomSerial() (*big.Int, error) {
+	for {
+		n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+		if err != nil {
+			return nil, fmt.Errorf("serial number: %w", err)
+		}
+		if n.Sign() > 0 {
+			return n, nil
+		}
+	}
+}
+
+func oidSubjectAltName() asn1.ObjectIdentifier { return asn1.ObjectIdentifier{2, 5, 29, 17} }
+func oidKeyUsage() asn1.ObjectIdentifier       { return asn1.ObjectIdentifier{2, 5, 29, 15} }
+func oidExtKeyUsage() asn1.ObjectIdentifier    { return asn1.ObjectIdentifier{2, 5, 29, 37} }
+
+// requestedExtensions picks the extensions a device certificate may take from its CSR. The SAN
+// extension is copied as requested, because crypto/x509 would drop UPN otherNames if it were
+// rebuilt from parsed fields. Anything else a CSR asks for (basicConstraints above all) is ignored.
+func requestedExtensions(csr *x509.CertificateRequest) ([]pkix.Extension, error) {
+	var out []pkix.Extension
+	seen := map[string]bool{}
+	emptySubject := bytes.Equal(csr.RawSubject, []byte{0x30, 0x00})
+	for _, e := range csr.Extensions {
+		id := e.Id.String()
+		if seen[id] {
+			return nil, fmt.Errorf("CSR requests extension %s twice", id)
+		}
+		seen[id] = true
+		switch {
+		case e.Id.Equal(oidSubjectAltName()):
+			// RFC 5280 4.2.1.6: critical when the subject is empty.
+			out = append(out, pkix.Extension{Id: e.Id, Critical: e.Critical || emptySubject, Value: e.Value})
+		case e.Id.Equal(oidKeyUsage()):
+			var bits asn1.BitString
+			if rest, err := asn1.Unmarshal(e.Value, &bits); err != nil || len(rest) > 0 {
+				return nil, errors.New("CSR keyUsage extension is malformed")
+			}
+			// Bits 5 and 6 are keyCertSign and cRLSign.
+			if bits.At(5) != 0 || bits.At(6) != 0 {
+				return nil, errors.New("CSR asks for CA key usages (keyCertSign or cRLSign)")
+			}
+			out = append(out, pkix.Extension{Id: e.Id, Critical: true, Value: e.Value})
+		case e.Id.Equal(oidExtKeyUsage()):
+			var oids []asn1.ObjectIdentifier
+			if rest, err := asn1.Unmarshal(e.Value, &oids); err != nil || len(rest) > 0 || len(oids) == 0 {
+				return nil, errors.New("CSR extKeyUsage extension is malformed")
+			}
+			out = append(out, pkix.Extension{Id: e.Id, Critical: e.Critical, Value: e.Value})
+		}
+	}
+	if emptySubject && !seen[oidSubjectAltName().String()] {
+		return nil, errors.New("CSR has neither a subject nor subject alternative names")
+	}
+	return out, nil
+}
+
+// Ping reports whether the CA certificate is valid now; an expired CA cannot issue anything.
+func (c *Connector) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := c.now()
+	switch {
+	case now.After(c.cert.NotAfter):
+		return ca.Permanentf("local CA: certificate %q expired at %s", c.cert.Subject, c.cert.NotAfter.Format(time.RFC3339))
+	case now.Before(c.cert.NotBefore):
+		return ca.Permanentf("local CA: certificate %q is not valid before %s", c.cert.Subject, c.cert.NotBefore.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Issued reports how many certificates this connector returned for a request key (a process
+// name). Crash tests use it to assert that the CA was asked at most once per process; across
+// restarts, use the ledgerFile and ReadLedger.
+func (c *Connector) Issued(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.issued[key]
+}
+
+// IssuedTotal reports how many certificates this connector returned in all.
+func (c *Connector) IssuedTotal() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
+}
+
+// record counts an issuance and appends it to the ledger. It runs after signing and before the
+// certificate is returned, so every certificate a caller received has its line; a crash between
+// the two loses the line of a certificate nobody received.
+func (c *Connector) record(key string, leaf *x509.Certificate, now time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ledgerPath != "" {
+		e := LedgerEntry{Key: key, Serial: leaf.SerialNumber.Text(16), Time: now.UTC(), NotAfter: leaf.NotAfter.UTC()}
+		if err := appendLedger(c.ledgerPath, e); err != nil {
+			return err
+		}
+	}
+	c.issued[key]++
+	c.total++
+	return nil
+}
