@@ -11,6 +11,29 @@
 // rendered value becomes one attribute or one name on its own, and any value a CA or a relying
 // party could misread (control characters, invalid names) is refused with an error that names the
 // profile field and quotes the value.
+//
+// # Templates
+//
+// Profile strings are text/template templates over TemplateData ({{.Device.SerialNumber}},
+// {{.User.Email}}, …). Every template is executed once at Compile on sample data, so an unknown
+// field fails at startup. Helper functions take the value last, for pipelines:
+//
+//	lower, upper, trimSpace        case and whitespace
+//	trimPrefix P, trimSuffix S     strip a fixed prefix or suffix
+//	replace OLD NEW                replace every OLD by NEW
+//	emailLocal, emailDomain        the parts of user@domain
+//	default D                      D when the value is empty
+//
+// Example: {{.User.Email | emailLocal | lower}}, {{.Device.SerialNumber | default "unknown"}}.
+//
+// # Values
+//
+// Subject values that render empty are left out; a SAN that renders empty is an error. Subject
+// values must be valid UTF-8 without control or bidirectional-override characters and within the
+// RFC 5280 upper bounds (64 characters for commonName, organization, organizationalUnit; 128 for
+// locality and province); country is two upper-case letters. DNS names are LDH ASCII (a leading
+// "*." is allowed), e-mail addresses ASCII dot-atom@host, URIs absolute and printable ASCII in
+// canonical form, UPNs user@domain in UTF-8 without whitespace.
 package csr
 
 import (
@@ -120,9 +143,17 @@ func checkCountry(value string) error {
 }
 
 // checkDNSName accepts a host name in LDH form: ASCII letters, digits and hyphens in dot-separated
-// labels, no wildcard, no trailing dot. Internationalized names must already be in A-label
-// (punycode) form, because dNSName is an IA5String.
+// labels, no trailing dot, optionally a whole-label wildcard on the left ("*.example.com").
+// Internationalized names must already be in A-label (punycode) form: dNSName is an IA5String.
 func checkDNSName(v string) error {
+	if rest, ok := strings.CutPrefix(v, "*."); ok {
+		return checkHostname(rest)
+	}
+	return checkHostname(v)
+}
+
+// checkHostname is checkDNSName without wildcards.
+func checkHostname(v string) error {
 	if v == "" {
 		return errors.New("empty DNS name")
 	}
@@ -188,7 +219,7 @@ func checkEmail(v string) error {
 			}
 		}
 	}
-	if err := checkDNSName(domain); err != nil {
+	if err := checkHostname(domain); err != nil {
 		return fmt.Errorf("e-mail domain: %w", err)
 	}
 	return nil

@@ -103,6 +103,9 @@ func TestHostileSANs(t *testing.T) {
 		{name: "newline email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a@example.com\n", wantErr: "e-mail"},
 		{name: "empty email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "", wantErr: `subjectAltNames.email[0]: "": empty e-mail address`},
 		{name: "dns from serial", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "5CD-123"},
+		{name: "dns wildcard", sans: config.SANs{DNS: []string{"*.{{.Device.SerialNumber}}.example.com"}}, serial: "abc"},
+		{name: "dns wildcard inside", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "a.*", wantErr: `contains '*'`},
+		{name: "email wildcard domain", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a@*.example.com", wantErr: "e-mail domain"},
 		{name: "dns with space", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "a b", wantErr: `subjectAltNames.dns[0]: "a b.example.com"`},
 		{name: "dns non-ASCII", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "ü", wantErr: "punycode"},
 		{name: "dns injection", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "x.com,DNS:evil", wantErr: "contains ','"},
@@ -375,7 +378,9 @@ func TestFromSCEPProfile(t *testing.T) {
 		edit func(*process.SCEPProfile)
 		want string
 	}{
-		{"unknown SAN type", func(p *process.SCEPProfile) { p.SANs = append(p.SANs, process.SAN{Type: "IP_ADDRESS", Value: "10.0.0.1"}) },
+		{"unknown SAN type", func(p *process.SCEPProfile) {
+			p.SANs = append(p.SANs, process.SAN{Type: "IP_ADDRESS", Value: "10.0.0.1"})
+		},
 			`scepProfile.subjectAltNames[4]: unsupported subject alternative name type "IP_ADDRESS"`},
 		{"bad email", func(p *process.SCEPProfile) { p.SANs[0].Value = "jé@example.com" },
 			`scepProfile.subjectAltNames[0]: "jé@example.com": e-mail address must be ASCII`},

@@ -28,6 +28,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -67,11 +68,23 @@ type settings struct {
 	LedgerFile      string         `mapstructure:"ledgerFile"`
 }
 
+// durationHook parses duration strings ("720h", "90m") and quotes the value when it cannot.
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	d, err := time.ParseDuration(data.(string))
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a duration (write e.g. 720h or 90m)", data)
+	}
+	return d, nil
+}
+
 func decodeSettings(raw ca.Settings) (*settings, error) {
 	var s settings
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		ErrorUnused: true,
-		DecodeHook:  mapstructure.StringToTimeDurationHookFunc(),
+		DecodeHook:  durationHook,
 		Result:      &s,
 	})
 	if err != nil {

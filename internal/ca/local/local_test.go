@@ -420,7 +420,7 @@ func TestNewErrors(t *testing.T) {
 		{"encrypted PKCS#8", base("keyFile", "encrypted.key"), []string{"encrypted"}},
 		{"encrypted legacy PEM", base("keyFile", "legacy-encrypted.key"), []string{"encrypted"}},
 		{"X25519 key", base("keyFile", "x25519.key"), []string{"unsupported issuer key type"}},
-		{"bad maxValidity", base("maxValidity", "a year"), []string{"maxValidity"}},
+		{"bad maxValidity", base("maxValidity", "a year"), []string{"maxValidity", `"a year" is not a duration`}},
 		{"negative maxValidity", base("maxValidity", "-1h"), []string{"maxValidity", "must be positive"}},
 		{"negative backdate", base("backdate", "-1m"), []string{"backdate", "must not be negative"}},
 		{"wrong type", base("certificateFile", 42), []string{"certificateFile"}},
@@ -439,6 +439,10 @@ func TestNewErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+	// Viper lower-cases configuration keys; they must still match.
+	if _, err := New(ca.Settings{"certificatefile": "ca.crt", "keyfile": "ca.key", "maxvalidity": "1h"}, ca.Env{BaseDir: dir}); err != nil {
+		t.Errorf("lower-cased keys: %v", err)
 	}
 	if !slices.Contains(ca.Types(), Type) {
 		t.Errorf("ca.Types() = %v, want %q registered", ca.Types(), Type)
