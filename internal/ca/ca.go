@@ -46,10 +46,20 @@ type Issued struct {
 //
 // Issue must honour ctx cancellation and deadlines, must be safe for concurrent use, and must
 // classify every error it returns with Permanent, Retryable or a *PendingError (an unclassified
-// error is treated as retryable). It must never return a certificate whose public key differs
+// error is treated as retryable). An error promises that no certificate was issued for this
+// call: a connector that cannot tell (a timeout after the request was sent) should resolve the
+// doubt itself, or implement Recoverer. It must never return a certificate whose public key differs
 // from the CSR's; the engine checks that anyway and treats it as a permanent failure.
 type Connector interface {
 	Issue(ctx context.Context, req *Request) (*Issued, error)
+}
+
+// Recoverer is implemented by connectors whose CA can say what it already issued for a request
+// key. The engine uses it after a restart that interrupted an Issue call, so that the request is
+// completed without a second certificate.
+type Recoverer interface {
+	// Recover returns the certificate issued for key, or (nil, nil) when the CA issued none.
+	Recover(ctx context.Context, key string) (*Issued, error)
 }
 
 // Pinger is implemented by connectors that can check their CA is reachable and correctly

@@ -172,6 +172,7 @@ func (e *Engine) Admit(ctx context.Context, name string) error {
 		Name: name, Process: p, State: journal.StateClaimed,
 		StepStarted: now, NextDue: now, Created: now, Updated: now,
 	}
+	rec.Log(now, "claimed as "+e.o.InstanceID)
 	if p.SignRequested() {
 		// Our claim survived but our record did not (a lost journal): signData went out already
 		// and must not go out again. Wait for the signature over the bytes Google holds.
@@ -233,26 +234,50 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// work advances rec while steps are due, then releases it.
+// work advances rec while steps are due, then releases it. Each step's outcome is written
+// before the next begins, renewing the lease, so a step must finish within LeaseDuration.
 func (e *Engine) work(ctx context.Context, rec *journal.Record) {
 	for ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(e.now()) {
-		before := rec.State
+		before, attempts := rec.State, rec.Attempts
 		e.step(ctx, rec)
 		if ctx.Err() != nil {
-			break // the step was cut short by shutdown; the journal has its last safe state
+			return // cut short by shutdown; the journal keeps the last safe state and the lease expires
 		}
-		rec.Updated = e.now()
-		if err := e.o.Store.Update(ctx, e.owner, rec, false); err != nil {
+		now := e.now()
+		rec.Updated = now
+		switch {
+		case rec.State != before:
+			rec.Log(now, transitionNote(rec))
+			e.o.Metrics.Inc("transitions_total", string(before), string(rec.State))
+		case rec.Attempts > attempts && rec.LastError != "":
+			rec.Log(now, "retry: "+rec.LastError)
+		}
+		if err := e.o.Store.Update(ctx, e.owner, rec, now, e.o.LeaseDuration); err != nil {
 			e.log.Error("journal update", zap.String("process", rec.Name), zap.Error(err))
 			return
 		}
-		if rec.State != before {
-			e.o.Metrics.Inc("transitions_total", string(before), string(rec.State))
-		}
 	}
-	if err := e.o.Store.Update(context.WithoutCancel(ctx), e.owner, rec, true); err != nil && !errors.Is(err, journal.ErrLeaseLost) {
+	if err := e.o.Store.Update(context.WithoutCancel(ctx), e.owner, rec, e.now(), 0); err != nil && !errors.Is(err, journal.ErrLeaseLost) {
 		e.log.Error("journal release", zap.String("process", rec.Name), zap.Error(err))
 	}
+}
+
+// transitionNote says in a few words why rec entered its state, for `inspect`.
+func transitionNote(rec *journal.Record) string {
+	switch rec.State {
+	case journal.StateFailing, journal.StateFailed:
+		if rec.FailureMessage != "" {
+			return rec.FailureMessage
+		}
+		return rec.LastError
+	case journal.StateSignRequested:
+		if rec.Operation != "" {
+			return "operation " + rec.Operation
+		}
+	case journal.StateCAPending:
+		return rec.LastError
+	}
+	return ""
 }
 
 // step performs the next action for rec's state and updates rec in place.
@@ -290,7 +315,7 @@ func (e *Engine) fail(rec *journal.Record, message string) {
 
 // finish ends rec in a final state and writes the process's audit line.
 func (e *Engine) finish(rec *journal.Record, state journal.State, how string) {
-	rec.State, rec.NextDue = state, time.Time{}
+	rec.State, rec.NextDue, rec.FinishedAt = state, time.Time{}, e.now()
 	e.o.Metrics.Inc("processes_finished_total", how)
 	fields := []zap.Field{
 		zap.String("process", rec.Name), zap.String("outcome", how), zap.String("profile", rec.ProfileName),

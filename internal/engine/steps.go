@@ -111,7 +111,7 @@ func (e *Engine) requestSignature(ctx context.Context, rec *journal.Record) {
 func (e *Engine) sendSignData(ctx context.Context, rec *journal.Record) {
 	e.enter(rec, journal.StateSignRequested)
 	rec.Operation = ""
-	if err := e.o.Store.Update(ctx, e.owner, rec, false); err != nil {
+	if err := e.o.Store.Update(ctx, e.owner, rec, e.now(), e.o.LeaseDuration); err != nil {
 		// Without the intent on record, sending could lead to a second signData after a crash.
 		e.retryLater(rec, "recording the signing request", err, 0)
 		return
@@ -224,7 +224,9 @@ func (e *Engine) pollError(rec *journal.Record, err error) {
 	e.fail(rec, fmt.Sprintf("waiting for the device signature failed: %v", err))
 }
 
-// issue verifies the signed request and asks the CA for the certificate.
+// issue verifies the signed request and asks the CA for the certificate. The CA is asked at
+// most once per process: the call is journaled as in flight first, and a call found in flight
+// after a restart is resolved by asking the CA what it issued, never by asking again blindly.
 func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 	parsed, err := e.assemble(rec)
 	if err != nil {
@@ -243,15 +245,47 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 		cctx, cancel = context.WithTimeout(ctx, r.ca.Timeout)
 		defer cancel()
 	}
-	e.o.Metrics.Inc("ca_requests_total", rec.CAName)
-	issued, err := r.ca.Connector.Issue(cctx, e.caRequest(rec, r, parsed))
-	if err != nil {
-		if ctx.Err() != nil {
+	var issued *ca.Issued
+	if rec.CAInFlight {
+		// A previous run died while the CA was working on this request.
+		recoverer, ok := r.ca.Connector.(ca.Recoverer)
+		if !ok {
+			e.fail(rec, "the certificate adapter restarted while the CA was processing this request; "+
+				"it was stopped to avoid issuing two certificates")
 			return
 		}
-		e.classifiedCAError(rec, "the CA", err)
-		return
+		issued, err = recoverer.Recover(cctx, rec.Name)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.classifiedCAError(rec, "the CA (recovering an interrupted request)", err)
+			}
+			return
+		}
+		if issued != nil {
+			e.o.Metrics.Inc("ca_recovered_total", rec.CAName)
+			e.log.Info("recovered the certificate of an interrupted CA request", zap.String("process", rec.Name))
+		}
 	}
+	if issued == nil {
+		rec.CAInFlight = true
+		if err := e.o.Store.Update(ctx, e.owner, rec, e.now(), e.o.LeaseDuration); err != nil {
+			rec.CAInFlight = false
+			e.retryLater(rec, "recording the CA request", err, 0)
+			return
+		}
+		e.o.Metrics.Inc("ca_requests_total", rec.CAName)
+		issued, err = r.ca.Connector.Issue(cctx, e.caRequest(rec, r, parsed))
+		if ctx.Err() != nil {
+			return // shutdown: the record stays in flight and is recovered on the next start
+		}
+		// The connector answered: by contract an error means nothing was issued.
+		rec.CAInFlight = false
+		if err != nil {
+			e.classifiedCAError(rec, "the CA", err)
+			return
+		}
+	}
+	rec.CAInFlight = false
 	leafPEM, err := checkIssued(issued, rec.Process.SPKI, e.now())
 	if err != nil {
 		e.o.Metrics.Inc("ca_bad_certificates_total", rec.CAName)

@@ -38,33 +38,59 @@ const (
 // Final reports whether no more work is due in state s.
 func (s State) Final() bool { return s == StateUploaded || s == StateFailed }
 
-// Record is one claimed process.
+// Record is one claimed process. It is stored as JSON; the tags are the stable format.
 type Record struct {
-	Name    string
-	Process *process.Process // as read from Google at claim time
+	Name    string           `json:"name"`
+	Process *process.Process `json:"process"` // as read from Google at claim time
 
-	State State
+	State State `json:"state"`
 
-	ProfileName string // the adapter profile used ("" for scepProfile processes)
-	CAName      string // the adapter CA connection used
+	ProfileName string `json:"profileName,omitempty"` // the adapter profile ("" for scepProfile processes)
+	CAName      string `json:"caName,omitempty"`      // the adapter CA connection
 
-	SignData  []byte // the DER CertificationRequestInfo sent for signing
-	Algorithm string
-	Operation string // signData operation name; empty when the response was lost
-	Signature []byte
-	CSR       []byte // assembled and verified
-	CATicket  string // connector handle while the CA reports pending
+	SignData  []byte `json:"signData,omitempty"` // the DER CertificationRequestInfo sent for signing
+	Algorithm string `json:"algorithm,omitempty"`
+	Operation string `json:"operation,omitempty"` // signData operation; empty when the response was lost
+	Signature []byte `json:"signature,omitempty"`
+	CSR       []byte `json:"csr,omitempty"`      // assembled and verified
+	CATicket  string `json:"caTicket,omitempty"` // connector handle while the CA reports pending
+	// CAInFlight is set before the CA is asked and cleared when it answers; found set after a
+	// restart, it means the CA may have issued without the answer being recorded.
+	CAInFlight bool `json:"caInFlight,omitempty"`
 
-	CertificatePEM string // the leaf, stored before upload
-	FailureMessage string // what the user will see, stored before setFailure
+	CertificatePEM string `json:"certificatePem,omitempty"` // the leaf, stored before upload
+	FailureMessage string `json:"failureMessage,omitempty"` // what the user will see, stored before setFailure
 
-	Attempts     int       // failed attempts of the current step
-	StepStarted  time.Time // when the current step began; bounds its retries
-	NextDue      time.Time
-	SignDeadline time.Time
-	LastError    string
+	Attempts     int       `json:"attempts"`    // failed attempts of the current step
+	StepStarted  time.Time `json:"stepStarted"` // when the current step began; bounds its retries
+	NextDue      time.Time `json:"nextDue"`
+	SignDeadline time.Time `json:"signDeadline,omitzero"`
+	LastError    string    `json:"lastError,omitempty"`
 
-	Created, Updated time.Time
+	// History is the record's recent transitions, oldest first, at most MaxHistory of them.
+	History []Event `json:"history,omitempty"`
+
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"` // set on entering a final state
+}
+
+// Event is one entry of a record's history.
+type Event struct {
+	At    time.Time `json:"at"`
+	State State     `json:"state"`
+	Note  string    `json:"note,omitempty"`
+}
+
+// MaxHistory bounds Record.History so a process that retries for hours stays small.
+const MaxHistory = 64
+
+// Log appends an event to the record's history, dropping the oldest beyond MaxHistory.
+func (r *Record) Log(at time.Time, note string) {
+	r.History = append(r.History, Event{At: at, State: r.State, Note: note})
+	if n := len(r.History); n > MaxHistory {
+		r.History = append([]Event(nil), r.History[n-MaxHistory:]...)
+	}
 }
 
 // Clone returns a deep copy, so callers never share a record with a store.
@@ -77,6 +103,7 @@ func (r *Record) Clone() *Record {
 	c.SignData = append([]byte(nil), r.SignData...)
 	c.Signature = append([]byte(nil), r.Signature...)
 	c.CSR = append([]byte(nil), r.CSR...)
+	c.History = append([]Event(nil), r.History...)
 	return &c
 }
 
@@ -88,20 +115,28 @@ var ErrLeaseLost = errors.New("journal: lease lost")
 
 // Store persists records.
 //
-// Implementations are safe for concurrent use. Records passed in and returned are copies.
+// Implementations are safe for concurrent use, and for use by several processes where the
+// backend is shared (PostgreSQL). Records passed in and returned are copies. A record is worked
+// only under a lease: Lease grants it, Update renews or releases it, and a lease that expires
+// (its holder died) lets another owner lease the record again.
 type Store interface {
-	// Create inserts rec unless a record with its name exists; created reports which.
+	// Create inserts rec unless a record with its name exists; created reports which. A new
+	// record is not leased.
 	Create(ctx context.Context, rec *Record) (created bool, err error)
 	// Get returns the record named name, or ErrNotFound.
 	Get(ctx context.Context, name string) (*Record, error)
-	// Lease hands out up to limit unfinished records due at now that no live lease holds, and
-	// leases them to owner for the duration d.
+	// Lease hands out up to limit unfinished records whose NextDue is not after now and that no
+	// unexpired lease holds, oldest NextDue first, and leases them to owner until now+d.
 	Lease(ctx context.Context, owner string, now time.Time, d time.Duration, limit int) ([]*Record, error)
-	// Update writes rec, which owner must hold leased; release ends the lease.
-	Update(ctx context.Context, owner string, rec *Record, release bool) error
-	// NextDue returns the earliest NextDue among unfinished records (ok=false when none).
+	// Update writes rec, which owner must hold leased (else ErrLeaseLost; ErrNotFound if absent).
+	// With renew > 0 the lease is extended to now+renew, with renew == 0 it is released.
+	Update(ctx context.Context, owner string, rec *Record, now time.Time, renew time.Duration) error
+	// NextDue returns the earliest NextDue among unfinished, unleased records (ok=false when none).
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
-	// Unfinished lists every record not in a final state, for operators and tests.
+	// Unfinished lists every record not in a final state, by name.
 	Unfinished(ctx context.Context) ([]*Record, error)
+	// Compact deletes records that reached a final state before the given time and returns how
+	// many it deleted.
+	Compact(ctx context.Context, finishedBefore time.Time) (int, error)
 	Close() error
 }

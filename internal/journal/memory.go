@@ -71,7 +71,7 @@ func (m *Memory) Lease(_ context.Context, owner string, now time.Time, d time.Du
 	return out, nil
 }
 
-func (m *Memory) Update(_ context.Context, owner string, rec *Record, release bool) error {
+func (m *Memory) Update(_ context.Context, owner string, rec *Record, now time.Time, renew time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.records[rec.Name]
@@ -82,7 +82,9 @@ func (m *Memory) Update(_ context.Context, owner string, rec *Record, release bo
 		return ErrLeaseLost
 	}
 	r.rec = rec.Clone()
-	if release {
+	if renew > 0 {
+		r.leaseUntil = now.Add(renew)
+	} else {
 		r.owner, r.leaseUntil = "", time.Time{}
 	}
 	return nil
@@ -95,7 +97,7 @@ func (m *Memory) NextDue(context.Context) (time.Time, bool, error) {
 	found := false
 	for _, r := range m.records {
 		if r.rec.State.Final() || r.owner != "" {
-			continue
+			continue // a leased record is its holder's to schedule
 		}
 		if !found || r.rec.NextDue.Before(first) {
 			first, found = r.rec.NextDue, true
@@ -115,6 +117,19 @@ func (m *Memory) Unfinished(context.Context) ([]*Record, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+func (m *Memory) Compact(_ context.Context, finishedBefore time.Time) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for name, r := range m.records {
+		if r.rec.State.Final() && r.rec.FinishedAt.Before(finishedBefore) {
+			delete(m.records, name)
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (m *Memory) Close() error { return nil }

@@ -15,6 +15,9 @@ type LedgerEntry struct {
 	Serial   string    `json:"serial"` // hexadecimal
 	Time     time.Time `json:"time"`
 	NotAfter time.Time `json:"notAfter"`
+	// Certificate is the DER leaf, so that a request interrupted by a crash can be completed
+	// with the certificate already issued (ca.Recoverer) instead of a second one.
+	Certificate []byte `json:"certificate,omitempty"`
 }
 
 // appendLedger writes one line with O_APPEND, so that several processes (an adapter and the one

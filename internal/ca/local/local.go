@@ -132,13 +132,15 @@ type Connector struct {
 	now         func() time.Time // swapped in tests to move the clock
 
 	mu     sync.Mutex
-	issued map[string]int // per request Key
+	issued map[string]int               // per request Key
+	leaves map[string]*x509.Certificate // last leaf per request Key, for Recover
 	total  int
 }
 
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
+	_ ca.Recoverer = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the issuer files once, and refuses an
@@ -184,6 +186,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		}
 	}
 	ledger := path(s.LedgerFile)
+	leaves := map[string]*x509.Certificate{}
 	if ledger != "" {
 		// Create it now, so that a wrong path fails at startup and not after signing.
 		f, err := os.OpenFile(ledger, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
@@ -191,6 +194,9 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
 		}
 		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
+		}
+		if leaves, err = loadLeaves(ledger); err != nil {
 			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
 		}
 	}
@@ -210,7 +216,44 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		ledgerPath:  ledger,
 		now:         time.Now,
 		issued:      map[string]int{},
+		leaves:      leaves,
 	}, nil
+}
+
+// loadLeaves reads the last certificate issued for each key from a ledger.
+func loadLeaves(path string) (map[string]*x509.Certificate, error) {
+	entries, err := ReadLedger(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*x509.Certificate{}
+	for _, e := range entries {
+		if len(e.Certificate) == 0 {
+			continue
+		}
+		leaf, err := x509.ParseCertificate(e.Certificate)
+		if err != nil {
+			return nil, fmt.Errorf("certificate for %s: %w", e.Key, err)
+		}
+		out[e.Key] = leaf
+	}
+	return out, nil
+}
+
+// Recover returns the certificate this CA already issued for key, from memory or, across
+// restarts, from the ledger; (nil, nil) when there is none. Without a ledgerFile, certificates
+// issued before a restart are unknown, so configure one wherever exactly-once issuance matters.
+func (c *Connector) Recover(ctx context.Context, key string) (*ca.Issued, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("recover certificate for %s: %w", key, err)
+	}
+	c.mu.Lock()
+	leaf := c.leaves[key]
+	c.mu.Unlock()
+	if leaf == nil {
+		return nil, nil
+	}
+	return &ca.Issued{Leaf: leaf, Chain: c.chain}, nil
 }
 
 // checkIssuer makes sure the pair can sign certificates that verify.
@@ -452,12 +495,13 @@ func (c *Connector) record(key string, leaf *x509.Certificate, now time.Time) er
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ledgerPath != "" {
-		e := LedgerEntry{Key: key, Serial: leaf.SerialNumber.Text(16), Time: now.UTC(), NotAfter: leaf.NotAfter.UTC()}
+		e := LedgerEntry{Key: key, Serial: leaf.SerialNumber.Text(16), Time: now.UTC(), NotAfter: leaf.NotAfter.UTC(), Certificate: leaf.Raw}
 		if err := appendLedger(c.ledgerPath, e); err != nil {
 			return err
 		}
 	}
 	c.issued[key]++
+	c.leaves[key] = leaf
 	c.total++
 	return nil
 }

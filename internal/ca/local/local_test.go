@@ -818,3 +818,51 @@ func TestRandomSerial(t *testing.T) {
 		seen[s.String()] = true
 	}
 }
+
+// TestRecoverAcrossRestarts: a request interrupted after the CA issued is completed with that
+// same certificate by a connector built after the restart, never with a second one.
+func TestRecoverAcrossRestarts(t *testing.T) {
+	f := newFixture(t, caSpec{}, ca.Settings{"ledgerFile": "ledger.jsonl"})
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.RSA2048), "RECOVER")
+	ctx := context.Background()
+	if got, err := f.conn.Recover(ctx, req.Key); err != nil || got != nil {
+		t.Fatalf("Recover before any issuance = %v, %v", got, err)
+	}
+	first, err := f.conn.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, conn := range map[string]*Connector{"same process": f.conn, "after restart": mustNew(t, f.dir)} {
+		got, err := conn.Recover(ctx, req.Key)
+		if err != nil || got == nil {
+			t.Fatalf("%s: Recover = %v, %v", name, got, err)
+		}
+		if !got.Leaf.Equal(first.Leaf) {
+			t.Fatalf("%s: recovered serial %s, issued %s", name, got.Leaf.SerialNumber, first.Leaf.SerialNumber)
+		}
+		if len(got.Chain) == 0 || !got.Chain[0].Equal(f.cert) {
+			t.Fatalf("%s: chain not returned", name)
+		}
+		if other, err := conn.Recover(ctx, "customers/C/certificateProvisioningProcesses/OTHER"); err != nil || other != nil {
+			t.Fatalf("%s: Recover of an unknown key = %v, %v", name, other, err)
+		}
+	}
+	counts, err := LedgerCounts(filepath.Join(f.dir, "ledger.jsonl"))
+	if err != nil || counts[req.Key] != 1 {
+		t.Fatalf("ledger counts %v, %v: recovering must not issue", counts, err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := f.conn.Recover(cancelled, req.Key); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Recover with a cancelled context = %v", err)
+	}
+}
+
+func mustNew(t *testing.T, dir string) *Connector {
+	t.Helper()
+	c, err := New(ca.Settings{"certificateFile": "ca.crt", "keyFile": "ca.key", "ledgerFile": "ledger.jsonl"}, ca.Env{BaseDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
