@@ -185,7 +185,7 @@ func TestLoadFull(t *testing.T) {
 			Workers: 4, PollInterval: time.Second, MaxPollInterval: 30 * time.Second,
 			Retry: Retry{InitialBackoff: 500 * time.Millisecond, MaxBackoff: time.Minute, MaxDuration: 2 * time.Hour},
 		},
-		Journal: Journal{Type: JournalMemory},
+		Journal: Journal{Type: JournalMemory, LeaseDuration: DefaultLeaseDuration, Retention: DefaultRetention},
 		Log:     Log{Level: "debug", Format: "console"},
 		Profiles: map[string]Profile{
 			"Device-WiFi": {
@@ -247,7 +247,7 @@ func TestDefaults(t *testing.T) {
 		{"engine.retry.initialBackoff", cfg.Engine.Retry.InitialBackoff, time.Second},
 		{"engine.retry.maxBackoff", cfg.Engine.Retry.MaxBackoff, 5 * time.Minute},
 		{"engine.retry.maxDuration", cfg.Engine.Retry.MaxDuration, time.Hour},
-		{"journal.type", cfg.Journal.Type, "memory"},
+		{"journal.type", cfg.Journal.Type, "sqlite"},
 		{"log.level", cfg.Log.Level, "info"},
 		{"log.format", cfg.Log.Format, "json"},
 		{"pubsub.maxOutstandingMessages", cfg.PubSub.MaxOutstandingMessages, 100},

@@ -14,7 +14,10 @@ const (
 	DefaultInitialBackoff         = time.Second
 	DefaultMaxBackoff             = 5 * time.Minute
 	DefaultRetryMaxDuration       = time.Hour
-	DefaultJournalType            = JournalMemory
+	DefaultJournalType            = JournalSQLite
+	DefaultJournalPath            = "/var/lib/certprov/journal.db" // for sqlite when journal.path is unset
+	DefaultLeaseDuration          = 2 * time.Minute
+	DefaultRetention              = 30 * 24 * time.Hour
 	DefaultLogLevel               = "info"
 	DefaultLogFormat              = "json"
 	DefaultMaxOutstandingMessages = 100
@@ -29,9 +32,16 @@ const (
 	DefaultSignDeadline = 24 * time.Hour
 )
 
-// JournalMemory is the only journal type supported for now: it keeps processes in memory, so a
-// restart forgets claimed processes. Durable types (embedded file, PostgreSQL) are coming.
-const JournalMemory = "memory"
+// Journal types.
+const (
+	// JournalSQLite is a single file owned by one replica: durable across restarts.
+	JournalSQLite = "sqlite"
+	// JournalPostgres is shared by replicas that use one logical instance id.
+	JournalPostgres = "postgres"
+	// JournalMemory keeps processes in memory, so a restart forgets the claimed ones: tests and
+	// demos only.
+	JournalMemory = "memory"
+)
 
 // Defaults returns the configuration that applies to every key the file and the environment leave
 // unset. Profiles and CA connections are empty: their per-entry defaults come from
@@ -54,7 +64,7 @@ func Defaults() Config {
 				MaxDuration:    DefaultRetryMaxDuration,
 			},
 		},
-		Journal: Journal{Type: DefaultJournalType},
+		Journal: Journal{Type: DefaultJournalType, LeaseDuration: DefaultLeaseDuration, Retention: DefaultRetention},
 		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
 }

@@ -81,6 +81,9 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		cfg.PubSub.Insecure = true
 	}
 	cfg.Google.Credentials.File = cfg.ResolvePath(cfg.Google.Credentials.File)
+	if cfg.Journal.Type == JournalSQLite && cfg.Journal.Path == "" {
+		cfg.Journal.Path = DefaultJournalPath
+	}
 	cfg.Journal.Path = cfg.ResolvePath(cfg.Journal.Path)
 
 	for _, p := range cfg.Validate() {

@@ -91,10 +91,21 @@ type Retry struct {
 	MaxDuration time.Duration `mapstructure:"maxDuration"`
 }
 
-// Journal selects where claimed processes are recorded.
+// Journal selects where claimed processes are recorded (see docs/journal.md).
 type Journal struct {
-	Type string `mapstructure:"type"` // "memory" for now
+	// Type is sqlite (one file per replica, the default), postgres (shared by replicas) or
+	// memory (tests and demos: a restart forgets every claimed process).
+	Type string `mapstructure:"type"`
+	// Path is the sqlite file.
 	Path string `mapstructure:"path"`
+	// DSN is the PostgreSQL connection string; it holds a password, so prefer the environment
+	// variable CERTPROV_JOURNAL_DSN to the file.
+	DSN string `mapstructure:"dsn"`
+	// LeaseDuration is how long a replica may work a record before another may take it over; a
+	// replica that dies has its processes resumed by others after this long.
+	LeaseDuration time.Duration `mapstructure:"leaseDuration"`
+	// Retention is how long finished records are kept for audit before they are deleted.
+	Retention time.Duration `mapstructure:"retention"`
 }
 
 // Log configures zap.

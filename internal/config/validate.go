@@ -82,7 +82,7 @@ func knownLogLevels() []string {
 
 func knownLogFormats() []string { return []string{logging.FormatJSON, logging.FormatConsole} }
 
-func knownJournalTypes() []string { return []string{JournalMemory} }
+func knownJournalTypes() []string { return []string{JournalSQLite, JournalPostgres, JournalMemory} }
 
 // Validate checks the decoded configuration and returns every problem found, each naming the
 // YAML path at fault; nil means the configuration is usable. It checks what can be checked
@@ -225,10 +225,32 @@ func (c *Config) validateEngine(ps *problems) {
 }
 
 func (c *Config) validateJournalAndLog(ps *problems) {
-	if !slices.Contains(knownJournalTypes(), c.Journal.Type) {
-		ps.add("journal.type", "%q is not supported; supported: %s", c.Journal.Type, strings.Join(knownJournalTypes(), ", "))
-	} else if c.Journal.Type == JournalMemory && c.Journal.Path != "" {
-		ps.add("journal.path", "is not used by the memory journal, which keeps nothing across restarts")
+	j := c.Journal
+	switch j.Type {
+	case JournalSQLite:
+		if j.Path == "" {
+			ps.add("journal.path", "is required for the sqlite journal")
+		}
+		if j.DSN != "" {
+			ps.add("journal.dsn", "is not used by the sqlite journal")
+		}
+	case JournalPostgres:
+		if j.DSN == "" {
+			ps.add("journal.dsn", "is required for the postgres journal (set CERTPROV_JOURNAL_DSN)")
+		}
+	case JournalMemory:
+		if j.Path != "" {
+			ps.add("journal.path", "is not used by the memory journal, which keeps nothing across restarts")
+		}
+		if j.DSN != "" {
+			ps.add("journal.dsn", "is not used by the memory journal")
+		}
+	default:
+		ps.add("journal.type", "%q is not supported; supported: %s", j.Type, strings.Join(knownJournalTypes(), ", "))
+	}
+	positive(ps, "journal.leaseDuration", j.LeaseDuration)
+	if j.Retention < 0 {
+		ps.add("journal.retention", "must not be negative (0 keeps finished records forever)")
 	}
 	if !slices.Contains(knownLogLevels(), c.Log.Level) {
 		ps.add("log.level", "%q is not one of %s", c.Log.Level, strings.Join(knownLogLevels(), ", "))

@@ -30,6 +30,7 @@ func validConfig(t *testing.T) *Config {
 		SignDeadline: DefaultSignDeadline,
 	}}
 	c.CAConnections = map[string]CAConnection{"ca": {Type: "local", Timeout: DefaultCATimeout}}
+	c.Journal.Type = JournalMemory
 	return &c
 }
 
@@ -95,6 +96,11 @@ func TestValidateRules(t *testing.T) {
 		{"max duration", func(c *Config) { c.Engine.Retry.MaxDuration = 0 }, "engine.retry.maxDuration", "positive"},
 		{"journal type", func(c *Config) { c.Journal.Type = "bolt" }, "journal.type", "not supported"},
 		{"journal path with memory", func(c *Config) { c.Journal.Path = "/var/lib/certprov" }, "journal.path", "not used by the memory journal"},
+		{"sqlite without path", func(c *Config) { c.Journal.Type = JournalSQLite }, "journal.path", "required"},
+		{"sqlite with dsn", func(c *Config) { c.Journal = Journal{Type: JournalSQLite, Path: "/j.db", DSN: "postgres://x", LeaseDuration: time.Minute} }, "journal.dsn", "not used"},
+		{"postgres without dsn", func(c *Config) { c.Journal.Type = JournalPostgres }, "journal.dsn", "CERTPROV_JOURNAL_DSN"},
+		{"zero lease", func(c *Config) { c.Journal.LeaseDuration = 0 }, "journal.leaseDuration", ""},
+		{"negative retention", func(c *Config) { c.Journal.Retention = -time.Hour }, "journal.retention", "negative"},
 		{"log level", func(c *Config) { c.Log.Level = "fatal" }, "log.level", "not one of"},
 		{"log format", func(c *Config) { c.Log.Format = "text" }, "log.format", "not one of"},
 		{"no profiles", func(c *Config) { c.Profiles = nil }, "profiles", "at least one profile"},
