@@ -38,6 +38,27 @@ const (
 // Final reports whether no more work is due in state s.
 func (s State) Final() bool { return s == StateUploaded || s == StateFailed }
 
+// NextStep says in words what the adapter will do next for a record in state s.
+func (s State) NextStep() string {
+	switch s {
+	case StateClaimed:
+		return "ask the device to sign"
+	case StateSignRequested:
+		return "wait for the device signature"
+	case StateSigned:
+		return "ask the CA"
+	case StateCAPending:
+		return "ask the CA again (pending)"
+	case StateIssued:
+		return "upload the certificate"
+	case StateFailing:
+		return "report the failure"
+	case StateUploaded, StateFailed:
+		return "none (finished)"
+	}
+	return "unknown"
+}
+
 // Record is one claimed process. It is stored as JSON; the tags are the stable format.
 type Record struct {
 	Name    string           `json:"name"`

@@ -1,0 +1,42 @@
+package crashtest
+
+import (
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestCrashRecoverySQLite provisions 300 processes while the adapter is killed with SIGKILL at
+// random moments and restarted on the same journal file.
+func TestCrashRecoverySQLite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test runs the adapter binary for about a minute")
+	}
+	const processes, kills = 300, 12
+	w := newWorld(t)
+	cfg := w.writeConfig("adapter", "crash-adapter-1", journalConfig{typ: "sqlite", path: filepath.Join(w.dir, "journal.db")})
+
+	start := time.Now()
+	names := w.startProcesses(processes, 3*time.Second)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	p := w.startAdapter(cfg)
+	for k := range kills {
+		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond)
+		if p.exited() {
+			w.logAdapterErrors(p)
+			t.Fatalf("adapter exited on its own before kill %d", k+1)
+		}
+		p.kill()
+		p = w.startAdapter(cfg)
+	}
+	w.waitAll(names, 3*time.Minute)
+	elapsed := time.Since(start)
+	p.stop()
+	o := w.check(names)
+	t.Logf("sqlite crash test: %d processes, %d SIGKILLs, %s in %s", processes, kills, o, elapsed.Round(time.Millisecond))
+	if o.issued != processes {
+		w.logAdapterErrors(p)
+		t.Errorf("%d of %d processes issued", o.issued, processes)
+	}
+}
