@@ -241,7 +241,7 @@ func loadLeaves(path string) (map[string]*x509.Certificate, error) {
 }
 
 // Recover returns the certificate this CA already issued for key, from memory or, across
-// restarts, from the ledger; (nil, nil) when there is none. Without a ledgerFile, certificates
+// restarts and processes sharing the ledger file, from the ledger; (nil, nil) when there is none. Without a ledgerFile, certificates
 // issued before a restart are unknown, so configure one wherever exactly-once issuance matters.
 func (c *Connector) Recover(ctx context.Context, key string) (*ca.Issued, error) {
 	if err := ctx.Err(); err != nil {
@@ -250,6 +250,15 @@ func (c *Connector) Recover(ctx context.Context, key string) (*ca.Issued, error)
 	c.mu.Lock()
 	leaf := c.leaves[key]
 	c.mu.Unlock()
+	if leaf == nil && c.ledgerPath != "" {
+		// Another process sharing the ledger (a replica that died) may have issued it since
+		// this one started.
+		leaves, err := loadLeaves(c.ledgerPath)
+		if err != nil {
+			return nil, ca.Retryable(fmt.Errorf("recover certificate for %s: %w", key, err), 0)
+		}
+		leaf = leaves[key]
+	}
 	if leaf == nil {
 		return nil, nil
 	}

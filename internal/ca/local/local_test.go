@@ -866,3 +866,19 @@ func mustNew(t *testing.T, dir string) *Connector {
 	}
 	return c
 }
+
+// TestRecoverFromAnotherProcess: a replica that started before another one issued (and died)
+// still finds that certificate in the shared ledger.
+func TestRecoverFromAnotherProcess(t *testing.T) {
+	f := newFixture(t, caSpec{}, ca.Settings{"ledgerFile": "ledger.jsonl"})
+	survivor := mustNew(t, f.dir)
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "TAKEOVER")
+	issued, err := f.conn.Issue(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := survivor.Recover(context.Background(), req.Key)
+	if err != nil || got == nil || !got.Leaf.Equal(issued.Leaf) {
+		t.Fatalf("Recover on a connector started earlier = %v, %v", got, err)
+	}
+}
