@@ -1,6 +1,7 @@
 package crashtest
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -40,3 +41,39 @@ func TestCrashRecoverySQLite(t *testing.T) {
 		t.Errorf("%d of %d processes issued", o.issued, processes)
 	}
 }
+
+// TestReplicasSharePostgres runs three replicas with one logical instance id on a shared
+// PostgreSQL journal; one is killed for good mid-run and the others finish its processes once
+// its leases expire.
+func TestReplicasSharePostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replica test runs three adapter binaries")
+	}
+	dsn := postgresDSN(t)
+	const processes = 300
+	w := newWorld(t)
+	j := journalConfig{typ: "postgres", dsn: withSearchPath(t, dsn, "replicas")}
+	var replicas []*adapterProc
+	for i := range 3 {
+		replicas = append(replicas, w.startAdapter(w.writeConfig(fmt.Sprintf("replica-%d", i), "crash-shared", j)))
+	}
+	start := time.Now()
+	names := w.startProcesses(processes, 3*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	replicas[0].kill() // for good
+	w.waitAll(names, 3*time.Minute)
+	elapsed := time.Since(start)
+	o := w.check(names)
+	t.Logf("postgres replicas: %d processes, 3 replicas, 1 killed for good, %s in %s", processes, o, elapsed.Round(time.Millisecond))
+	if o.issued+o.failed != processes {
+		for _, r := range replicas[1:] {
+			w.logAdapterErrors(r)
+		}
+	}
+	if o.issued+o.interruptedCA != processes {
+		t.Errorf("issued %d, failed %d of %d", o.issued, o.failed, processes)
+	}
+}
+
+// interruptedCA is how the failure set for a CA call cut by a crash begins.
+const interruptedCA = "the certificate adapter restarted while"
