@@ -2,6 +2,8 @@
 //
 //	certprov-adapter run      --config FILE   receive notifications and provision certificates
 //	certprov-adapter validate --config FILE   check a configuration, print every problem
+//	certprov-adapter inspect  --config FILE [--json] [PROCESS]
+//	                                          list unfinished processes, or show one's history
 //	certprov-adapter init-ca  --dir DIR       create a CA for the built-in "local" connector
 //	certprov-adapter version
 package main
@@ -24,7 +26,10 @@ import (
 	_ "github.com/certprov/certprov-adapter/internal/ca/install"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/inspect"
+	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/process"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -44,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "inspect":
+		return cmdInspect(args[1:], stdout, stderr)
 	case "init-ca":
 		return cmdInitCA(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
@@ -65,6 +72,9 @@ func usage(w io.Writer) {
 commands:
   run       --config FILE   receive notifications and provision certificates
   validate  --config FILE   check a configuration and print every problem with its YAML path
+  inspect   --config FILE [--json] [PROCESS]
+                          list unfinished processes (state, age, next step, last error), or
+                          show one process's history; PROCESS is its id or full name
   init-ca   --dir DIR       create a CA certificate and key for the built-in "local" connector
   version                   print the version
 `)
@@ -151,6 +161,73 @@ func printProblems(w io.Writer, path string, err error) {
 	for _, line := range strings.Split(err.Error(), "\n") {
 		fmt.Fprintf(w, "%s: %s\n", path, line)
 	}
+}
+
+func cmdInspect(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintln(stderr, "inspect: at most one process")
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printProblems(stderr, *path, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := adapter.OpenJournal(ctx, cfg.Journal, true)
+	if err != nil {
+		fmt.Fprintf(stderr, "inspect: open journal: %v\n", err)
+		return 1
+	}
+	defer store.Close()
+	now := time.Now()
+	if fs.NArg() == 0 {
+		recs, err := store.Unfinished(ctx)
+		if err == nil {
+			err = inspect.List(stdout, recs, now, *asJSON)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "inspect: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	rec, err := findRecord(ctx, store, cfg.Customers, fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "inspect: %v\n", err)
+		return 1
+	}
+	if err := inspect.Show(stdout, rec, now, *asJSON); err != nil {
+		fmt.Fprintf(stderr, "inspect: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// findRecord accepts a full process name or a bare id, which is looked up under each served
+// customer.
+func findRecord(ctx context.Context, store journal.Store, customers []string, arg string) (*journal.Record, error) {
+	if strings.HasPrefix(arg, "customers/") {
+		return store.Get(ctx, arg)
+	}
+	for _, c := range customers {
+		rec, err := store.Get(ctx, process.Name(c, arg))
+		if err == nil {
+			return rec, nil
+		}
+		if !errors.Is(err, journal.ErrNotFound) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("no process %q in the journal (customers %v)", arg, customers)
 }
 
 func cmdInitCA(args []string, stdout, stderr io.Writer) int {

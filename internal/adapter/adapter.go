@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"go.uber.org/zap"
@@ -23,6 +25,8 @@ import (
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres"
+	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
@@ -92,7 +96,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	store, err := openJournal(cfg.Journal)
+	store, err := OpenJournal(ctx, cfg.Journal, false)
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +111,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		PollInterval:    cfg.Engine.PollInterval,
 		MaxPollInterval: cfg.Engine.MaxPollInterval,
 		Retry:           cfg.Engine.Retry,
+		LeaseDuration:   cfg.Journal.LeaseDuration,
 		Logger:          log.Named("engine"),
 		Metrics:         metrics,
 	})
@@ -125,9 +130,24 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}, nil
 }
 
-func openJournal(j config.Journal) (journal.Store, error) {
+// OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
+// live adapter.
+func OpenJournal(ctx context.Context, j config.Journal, readOnly bool) (journal.Store, error) {
 	switch j.Type {
-	case "", "memory":
+	case config.JournalSQLite:
+		if readOnly {
+			return sqlite.OpenReadOnly(ctx, j.Path)
+		}
+		if err := os.MkdirAll(filepath.Dir(j.Path), 0o700); err != nil {
+			return nil, fmt.Errorf("journal directory: %w", err)
+		}
+		return sqlite.Open(ctx, j.Path)
+	case config.JournalPostgres:
+		return postgres.Open(ctx, j.DSN)
+	case config.JournalMemory, "":
+		if readOnly {
+			return nil, errors.New("the memory journal lives inside the running adapter and cannot be inspected")
+		}
 		return journal.NewMemory(), nil
 	default:
 		return nil, fmt.Errorf("journal type %q is not supported", j.Type)
@@ -167,7 +187,30 @@ func (a *Adapter) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Engine.Run(gctx) })
 	g.Go(func() error { return a.receiver.Run(gctx, sub) })
+	if r := a.cfg.Journal.Retention; r > 0 {
+		g.Go(func() error { a.compact(gctx, r); return nil })
+	}
 	return g.Wait()
+}
+
+// compact deletes finished records older than the retention, now and then every hour.
+func (a *Adapter) compact(ctx context.Context, retention time.Duration) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := a.Store.Compact(ctx, time.Now().Add(-retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.log.Warn("journal compaction", zap.Error(err))
+		case n > 0:
+			a.log.Info("journal compacted", zap.Int("deleted", n), zap.Duration("retention", retention))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close releases connections and the journal.
