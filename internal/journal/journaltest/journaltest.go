@@ -1,0 +1,788 @@
+// Package journaltest is the conformance suite every journal.Store must pass.
+//
+// A backend's test calls Run with a constructor that returns a new, empty store, isolated from
+// every other store the constructor returned (its own file, table or schema), and registers its
+// own cleanup with t.Cleanup:
+//
+//	func TestConformance(t *testing.T) {
+//		journaltest.Run(t, func(t *testing.T) journal.Store { … })
+//	}
+//
+// A shared backend also passes Replicas, so the concurrency test leases through several Store
+// values on one backend, as replicas do.
+//
+// The suite pins down what the engine relies on: records round-trip exactly (times to the
+// nanosecond, compared with time.Time.Equal, since a store need not keep a time's Location),
+// leases are exclusive until they expire, a record is never held by two owners at once, and a
+// closed store fails instead of panicking. It uses the clock values it passes in, never the wall
+// clock, so a store must do the same.
+package journaltest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/process"
+)
+
+// Option adjusts the suite.
+type Option func(*suite)
+
+// Replicas makes the concurrency test use n Store values opened on one backend (as n replicas
+// sharing a database would), instead of one Store used by many goroutines. open must return n
+// stores on a new, empty backend that no other call shares.
+func Replicas(open func(t *testing.T, n int) []journal.Store) Option {
+	return func(s *suite) { s.replicas = open }
+}
+
+type suite struct {
+	open     func(t *testing.T) journal.Store
+	replicas func(t *testing.T, n int) []journal.Store
+}
+
+// T0 is the instant the suite's clock starts from. It carries nanoseconds and a non-UTC
+// location, so a store that truncates times or compares them by their wall-clock fields fails.
+var T0 = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.FixedZone("UTC+2", 2*60*60))
+
+// Run runs the conformance suite against stores made by open.
+func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
+	s := &suite{open: open}
+	for _, o := range opts {
+		o(s)
+	}
+	t.Run("RoundTrip", s.roundTrip)
+	t.Run("Copies", s.copies)
+	t.Run("CreateTwice", s.createTwice)
+	t.Run("GetUnknown", s.getUnknown)
+	t.Run("LeaseSelection", s.leaseSelection)
+	t.Run("LeaseLimit", s.leaseLimit)
+	t.Run("LeaseTakeover", s.leaseTakeover)
+	t.Run("RenewAndRelease", s.renewAndRelease)
+	t.Run("UpdateOwnership", s.updateOwnership)
+	t.Run("UpdateWrites", s.updateWrites)
+	t.Run("NextDue", s.nextDue)
+	t.Run("Unfinished", s.unfinished)
+	t.Run("Compact", s.compact)
+	t.Run("Concurrency", s.concurrency)
+	t.Run("Closed", s.closed)
+}
+
+const lease = 5 * time.Minute
+
+// NewRecord returns an unfinished record named name, due at due, with no optional field set.
+func NewRecord(name string, due time.Time) *journal.Record {
+	return &journal.Record{
+		Name: name, State: journal.StateClaimed,
+		StepStarted: due, NextDue: due, Created: due, Updated: due,
+	}
+}
+
+// FullRecord returns a record with every field set, nested ones included, with byte slices
+// that are not valid UTF-8 and strings that need escaping.
+func FullRecord(name string) *journal.Record {
+	r := &journal.Record{
+		Name: name,
+		Process: &process.Process{
+			Name: name, Customer: "C0abc", ID: "p-1", ProfileID: "wifi",
+			StartTime:          T0.Add(-time.Hour),
+			SPKI:               []byte{0x30, 0x82, 0x00, 0xff, 0xfe, 0x00},
+			Device:             &process.Device{SerialNumber: "5CD1234", DirectoryID: "dev-dir"},
+			User:               &process.User{Email: "ada@example.com", DirectoryID: "user-dir"},
+			CAConnectionKind:   process.CAConnectionSCEP,
+			CAConnectionRef:    "ca-ref",
+			ProfileRef:         "profile-ref",
+			SCEPProfile:        &process.SCEPProfile{CommonName: "ada", OrganizationalUnits: []string{"a", "b"}, SANs: []process.SAN{{Type: process.SANDNS, Value: "x.example"}}, KeyUsages: []string{process.KeyUsageSigning}},
+			SignData:           []byte{1, 2, 3},
+			SignatureAlgorithm: process.AlgorithmECDSASHA256,
+			Signature:          []byte{4, 5, 6},
+			IssuedCertificate:  "-----BEGIN CERTIFICATE-----\n…\n",
+			FailureMessage:     "",
+		},
+		State:          journal.StateIssued,
+		ProfileName:    "wifi",
+		CAName:         "local",
+		SignData:       []byte{0x30, 0x00, 0xff, 0x80, 0x00},
+		Algorithm:      process.AlgorithmRSAPKCS1SHA256,
+		Operation:      "operations/op-1",
+		Signature:      []byte{0xde, 0xad, 0xbe, 0xef},
+		CSR:            []byte{0x30, 0x01, 0x02},
+		CATicket:       "ticket-7",
+		CertificatePEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+		FailureMessage: "",
+		Attempts:       3,
+		StepStarted:    T0.Add(-time.Minute),
+		NextDue:        T0.Add(time.Nanosecond),
+		SignDeadline:   T0.Add(10 * time.Minute).In(time.UTC),
+		LastError:      "quote \" backslash \\ nul \x00 tab \t newline \n emoji 🔐 <html>&amp;",
+		Created:        T0.Add(-2 * time.Hour),
+		Updated:        T0,
+	}
+	r.Log(T0.Add(-2*time.Hour), "claimed")
+	r.Log(T0.Add(-time.Minute+time.Microsecond+time.Nanosecond), "issued by \"local\"")
+	return r
+}
+
+func (s *suite) roundTrip(t *testing.T) {
+	final := NewRecord("customers/C0abc/certificateProvisioningProcesses/final", T0)
+	final.State, final.NextDue, final.FinishedAt = journal.StateUploaded, time.Time{}, T0.Add(time.Second)
+	tests := []struct {
+		name string
+		rec  *journal.Record
+	}{
+		{"full", FullRecord("customers/C0abc/certificateProvisioningProcesses/full")},
+		{"minimal", NewRecord("customers/C0abc/certificateProvisioningProcesses/minimal", T0)},
+		{"zero times", &journal.Record{Name: "zero", State: journal.StateClaimed}},
+		{"final", final},
+		{"unusual name", NewRecord("name with spaces, 'quotes', \"double\", ü and %_", T0)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := s.open(t)
+			ctx := context.Background()
+			want := tt.rec.Clone()
+			created, err := st.Create(ctx, tt.rec)
+			if err != nil || !created {
+				t.Fatalf("Create = %v, %v; want true, nil", created, err)
+			}
+			got, err := st.Get(ctx, tt.rec.Name)
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			AssertEqual(t, got, want)
+		})
+	}
+}
+
+// copies: records passed in and returned are the caller's, not the store's.
+func (s *suite) copies(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	in := FullRecord("copies")
+	want := in.Clone()
+	mustCreate(t, st, in)
+	scribble(in)
+
+	got := mustGet(t, st, "copies")
+	AssertEqual(t, got, want)
+	scribble(got)
+	AssertEqual(t, mustGet(t, st, "copies"), want)
+
+	leased, err := st.Lease(ctx, "w1", T0.Add(time.Hour), lease, 1)
+	if err != nil || len(leased) != 1 {
+		t.Fatalf("Lease = %d records, %v; want 1", len(leased), err)
+	}
+	scribble(leased[0])
+	AssertEqual(t, mustGet(t, st, "copies"), want)
+
+	upd := want.Clone()
+	upd.Attempts = 4
+	if err := st.Update(ctx, "w1", upd, T0.Add(time.Hour), 0); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	wantUpd := upd.Clone()
+	scribble(upd)
+	AssertEqual(t, mustGet(t, st, "copies"), wantUpd)
+}
+
+// scribble changes a record in place: the fields Record.Clone copies deeply, and scalars.
+func scribble(r *journal.Record) {
+	r.State = journal.StateFailing
+	r.Attempts = 99
+	r.NextDue = r.NextDue.Add(time.Hour)
+	for _, b := range [][]byte{r.SignData, r.Signature, r.CSR} {
+		for i := range b {
+			b[i] = 'X'
+		}
+	}
+	for i := range r.History {
+		r.History[i].Note = "scribbled"
+	}
+}
+
+func (s *suite) createTwice(t *testing.T) {
+	st := s.open(t)
+	first := NewRecord("twice", T0)
+	first.ProfileName = "first"
+	mustCreate(t, st, first)
+	second := NewRecord("twice", T0.Add(-time.Hour))
+	second.ProfileName = "second"
+	created, err := st.Create(context.Background(), second)
+	if err != nil || created {
+		t.Fatalf("second Create = %v, %v; want false, nil", created, err)
+	}
+	AssertEqual(t, mustGet(t, st, "twice"), first)
+}
+
+func (s *suite) getUnknown(t *testing.T) {
+	st := s.open(t)
+	mustCreate(t, st, NewRecord("known", T0))
+	if _, err := st.Get(context.Background(), "unknown"); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("Get(unknown) error = %v, want ErrNotFound", err)
+	}
+}
+
+func (s *suite) leaseSelection(t *testing.T) {
+	st := s.open(t)
+	recs := map[string]*journal.Record{
+		"due-3":  NewRecord("due-3", T0.Add(-3*time.Minute)),
+		"due-1":  NewRecord("due-1", T0.Add(-time.Minute)),
+		"due-0":  NewRecord("due-0", T0), // due exactly now
+		"due-2":  NewRecord("due-2", T0.Add(-2*time.Minute)),
+		"future": NewRecord("future", T0.Add(time.Nanosecond)),
+		"final":  NewRecord("final", T0.Add(-time.Hour)),
+		"held":   NewRecord("held", T0.Add(-2*time.Hour)),
+	}
+	recs["final"].State, recs["final"].FinishedAt = journal.StateFailed, T0
+	for _, name := range sortedKeys(recs) {
+		mustCreate(t, st, recs[name])
+	}
+	// "held" is the oldest due: it is the only one a lease at T0-1h can take, and its lease
+	// outlasts T0.
+	held := mustLease(t, st, "other", T0.Add(-time.Hour), 2*time.Hour, 10)
+	assertNames(t, "Lease at T0-1h", held, "held")
+
+	got := mustLease(t, st, "w1", T0, lease, 10)
+	assertNames(t, "Lease at T0", got, "due-3", "due-2", "due-1", "due-0")
+	for _, r := range got {
+		AssertEqual(t, r, recs[r.Name])
+	}
+	assertNames(t, "Lease again at T0", mustLease(t, st, "w2", T0, lease, 10))
+}
+
+func (s *suite) leaseLimit(t *testing.T) {
+	st := s.open(t)
+	for i := range 5 {
+		mustCreate(t, st, NewRecord(fmt.Sprintf("r%d", i), T0.Add(-time.Duration(i)*time.Second)))
+	}
+	assertNames(t, "Lease limit 0", mustLease(t, st, "w1", T0, lease, 0))
+	assertNames(t, "Lease limit 2", mustLease(t, st, "w1", T0, lease, 2), "r4", "r3")
+	assertNames(t, "Lease limit 1", mustLease(t, st, "w2", T0, lease, 1), "r2")
+	assertNames(t, "Lease limit 10", mustLease(t, st, "w3", T0, lease, 10), "r1", "r0")
+}
+
+// leaseTakeover: a replica that dies leaves a lease that expires; another owner takes the record
+// over, and the first owner's late write is refused.
+func (s *suite) leaseTakeover(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	mustCreate(t, st, NewRecord("r", T0))
+	a := mustLease(t, st, "dead", T0, lease, 1)
+	assertNames(t, "dead's Lease", a, "r")
+
+	assertNames(t, "Lease before expiry", mustLease(t, st, "live", T0.Add(lease-time.Nanosecond), lease, 1))
+	b := mustLease(t, st, "live", T0.Add(lease), lease, 1)
+	assertNames(t, "Lease at expiry", b, "r")
+
+	late := a[0].Clone()
+	late.LastError = "late write"
+	if err := st.Update(ctx, "dead", late, T0.Add(lease), lease); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("Update by the expired owner: error = %v, want ErrLeaseLost", err)
+	}
+	if got := mustGet(t, st, "r"); got.LastError != "" {
+		t.Fatalf("the refused Update was written: LastError = %q", got.LastError)
+	}
+	live := b[0].Clone()
+	live.Attempts = 1
+	if err := st.Update(ctx, "live", live, T0.Add(lease), 0); err != nil {
+		t.Fatalf("Update by the new owner: %v", err)
+	}
+	AssertEqual(t, mustGet(t, st, "r"), live)
+}
+
+func (s *suite) renewAndRelease(t *testing.T) {
+	ctx := context.Background()
+	t.Run("renew", func(t *testing.T) {
+		st := s.open(t)
+		mustCreate(t, st, NewRecord("r", T0))
+		got := mustLease(t, st, "w1", T0, lease, 1)
+		assertNames(t, "Lease", got, "r")
+		// Renewed at T0+lease/2 until T0+lease/2+2*lease.
+		renewedAt, renewFor := T0.Add(lease/2), 2*lease
+		if err := st.Update(ctx, "w1", got[0], renewedAt, renewFor); err != nil {
+			t.Fatalf("Update with renew: %v", err)
+		}
+		assertNames(t, "Lease at the first expiry", mustLease(t, st, "w2", T0.Add(lease), lease, 1))
+		assertNames(t, "Lease just before the renewed expiry", mustLease(t, st, "w2", renewedAt.Add(renewFor-time.Nanosecond), lease, 1))
+		if err := st.Update(ctx, "w1", got[0], renewedAt.Add(renewFor-time.Nanosecond), lease); err != nil {
+			t.Fatalf("second renew: %v", err)
+		}
+		assertNames(t, "Lease after the second renew", mustLease(t, st, "w2", renewedAt.Add(renewFor), lease, 1))
+	})
+	t.Run("release", func(t *testing.T) {
+		st := s.open(t)
+		mustCreate(t, st, NewRecord("r", T0))
+		got := mustLease(t, st, "w1", T0, lease, 1)
+		assertNames(t, "Lease", got, "r")
+		if err := st.Update(ctx, "w1", got[0], T0, 0); err != nil {
+			t.Fatalf("Update with release: %v", err)
+		}
+		assertNames(t, "Lease right after release", mustLease(t, st, "w2", T0, lease, 1), "r")
+		if err := st.Update(ctx, "w1", got[0], T0, 0); !errors.Is(err, journal.ErrLeaseLost) {
+			t.Fatalf("Update by the releasing owner after another leased: error = %v, want ErrLeaseLost", err)
+		}
+	})
+}
+
+func (s *suite) updateOwnership(t *testing.T) {
+	ctx := context.Background()
+	created := func(t *testing.T, st journal.Store) { mustCreate(t, st, NewRecord("r", T0)) }
+	leased := func(owner string) func(t *testing.T, st journal.Store) {
+		return func(t *testing.T, st journal.Store) {
+			created(t, st)
+			assertNames(t, "Lease", mustLease(t, st, owner, T0, lease, 1), "r")
+		}
+	}
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, st journal.Store)
+		record string // the record to update
+		now    time.Time
+		want   error
+	}{
+		{"unknown record", created, "missing", T0, journal.ErrNotFound},
+		{"never leased", created, "r", T0, journal.ErrLeaseLost},
+		{"leased by another", leased("w2"), "r", T0, journal.ErrLeaseLost},
+		{"released", func(t *testing.T, st journal.Store) {
+			leased("w1")(t, st)
+			if err := st.Update(ctx, "w1", NewRecord("r", T0), T0, 0); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+		}, "r", T0, journal.ErrLeaseLost},
+		{"held", leased("w1"), "r", T0.Add(lease / 2), nil},
+		// An expired lease that nobody took over still lets its holder write: expiry only
+		// allows a takeover, it does not revoke by itself.
+		{"expired, not taken over", leased("w1"), "r", T0.Add(2 * lease), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := s.open(t)
+			tt.setup(t, st)
+			rec := NewRecord(tt.record, T0)
+			rec.Attempts = 7
+			err := st.Update(ctx, "w1", rec, tt.now, lease)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("Update error = %v, want %v", err, tt.want)
+			}
+			if tt.want == nil {
+				AssertEqual(t, mustGet(t, st, tt.record), rec)
+			} else if got, err := st.Get(ctx, tt.record); err == nil && got.Attempts == 7 {
+				t.Fatal("a refused Update was written")
+			}
+		})
+	}
+}
+
+// updateWrites: Update stores the record, and its NextDue and State steer later leases.
+func (s *suite) updateWrites(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	mustCreate(t, st, NewRecord("r", T0))
+	got := mustLease(t, st, "w1", T0, lease, 1)
+	assertNames(t, "Lease", got, "r")
+
+	rec := got[0]
+	rec.State, rec.SignData, rec.Operation = journal.StateSignRequested, []byte{1, 2, 3}, "operations/1"
+	rec.NextDue = T0.Add(time.Minute)
+	rec.Log(T0, "sign requested")
+	if err := st.Update(ctx, "w1", rec, T0, 0); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	AssertEqual(t, mustGet(t, st, "r"), rec)
+	assertNames(t, "Lease before the new NextDue", mustLease(t, st, "w2", T0.Add(time.Minute-time.Nanosecond), lease, 1))
+	got = mustLease(t, st, "w2", T0.Add(time.Minute), lease, 1)
+	assertNames(t, "Lease at the new NextDue", got, "r")
+	AssertEqual(t, got[0], rec)
+
+	rec = got[0]
+	rec.State, rec.FinishedAt, rec.NextDue = journal.StateUploaded, T0.Add(time.Minute), time.Time{}
+	if err := st.Update(ctx, "w2", rec, T0.Add(time.Minute), 0); err != nil {
+		t.Fatalf("Update to final: %v", err)
+	}
+	assertNames(t, "Lease of a final record", mustLease(t, st, "w3", T0.Add(time.Hour), lease, 1))
+	AssertEqual(t, mustGet(t, st, "r"), rec)
+}
+
+func (s *suite) nextDue(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	assertNextDue(t, st, time.Time{}, false)
+
+	final := NewRecord("final", T0.Add(-time.Hour))
+	final.State, final.FinishedAt = journal.StateUploaded, T0
+	mustCreate(t, st, final)
+	assertNextDue(t, st, time.Time{}, false)
+
+	mustCreate(t, st, NewRecord("held", T0.Add(-time.Minute)))
+	held := mustLease(t, st, "w1", T0.Add(-time.Minute), lease, 1)
+	assertNames(t, "Lease", held, "held")
+	assertNextDue(t, st, time.Time{}, false)
+
+	later, sooner := T0.Add(time.Hour+time.Nanosecond), T0.Add(time.Second+time.Nanosecond)
+	mustCreate(t, st, NewRecord("later", later))
+	mustCreate(t, st, NewRecord("sooner", sooner))
+	assertNextDue(t, st, sooner, true)
+
+	if err := st.Update(ctx, "w1", held[0], T0, 0); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	assertNextDue(t, st, T0.Add(-time.Minute), true)
+}
+
+func (s *suite) unfinished(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	if got, err := st.Unfinished(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("Unfinished on an empty store = %d records, %v", len(got), err)
+	}
+	// Byte order, not a locale's collation: "B" < "a" < "a-1" < "a_1" < "b".
+	for _, name := range []string{"b", "a_1", "B", "a", "a-1"} {
+		mustCreate(t, st, NewRecord(name, T0))
+	}
+	for _, name := range []string{"0-final", "c-final"} {
+		r := NewRecord(name, T0)
+		r.State, r.FinishedAt = journal.StateFailed, T0
+		mustCreate(t, st, r)
+	}
+	mustLease(t, st, "w1", T0, lease, 2) // leased records are still unfinished
+	got, err := st.Unfinished(ctx)
+	if err != nil {
+		t.Fatalf("Unfinished: %v", err)
+	}
+	assertNames(t, "Unfinished", got, "B", "a", "a-1", "a_1", "b")
+	for _, r := range got {
+		AssertEqual(t, r, NewRecord(r.Name, T0))
+	}
+}
+
+func (s *suite) compact(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	finished := func(name string, at time.Time) *journal.Record {
+		r := NewRecord(name, T0.Add(-24*time.Hour))
+		r.State, r.FinishedAt, r.NextDue = journal.StateUploaded, at, time.Time{}
+		return r
+	}
+	for _, r := range []*journal.Record{
+		finished("old", T0.Add(-2*time.Hour)),
+		finished("older", T0.Add(-48*time.Hour)),
+		finished("no-finish-time", time.Time{}), // counts as long ago
+		finished("at-cutoff", T0),
+		finished("recent", T0.Add(time.Nanosecond)),
+		NewRecord("unfinished-old", T0.Add(-72*time.Hour)),
+	} {
+		mustCreate(t, st, r)
+	}
+	n, err := st.Compact(ctx, T0)
+	if err != nil || n != 3 {
+		t.Fatalf("Compact = %d, %v; want 3, nil", n, err)
+	}
+	for _, name := range []string{"old", "older", "no-finish-time"} {
+		if _, err := st.Get(ctx, name); !errors.Is(err, journal.ErrNotFound) {
+			t.Errorf("Get(%s) after Compact: error = %v, want ErrNotFound", name, err)
+		}
+	}
+	for _, name := range []string{"at-cutoff", "recent", "unfinished-old"} {
+		mustGet(t, st, name)
+	}
+	if n, err := st.Compact(ctx, T0); err != nil || n != 0 {
+		t.Fatalf("second Compact = %d, %v; want 0, nil", n, err)
+	}
+}
+
+// concurrency: workers lease and advance records in two steps, releasing in between so that a
+// record usually changes hands. No record may be held by two owners at once, every step must
+// see the previous step's write, and every record must end up processed exactly once.
+func (s *suite) concurrency(t *testing.T) {
+	const (
+		records = 120
+		workers = 8
+	)
+	var stores []journal.Store
+	if s.replicas != nil {
+		stores = s.replicas(t, 2)
+	} else {
+		stores = []journal.Store{s.open(t)}
+	}
+	ctx := context.Background()
+	for i := range records {
+		mustCreate(t, stores[0], NewRecord(fmt.Sprintf("c%03d", i), T0.Add(-time.Duration(i)*time.Millisecond)))
+	}
+
+	var (
+		mu      sync.Mutex
+		holder  = map[string]string{} // record → worker holding it, per the test's bookkeeping
+		steps   = map[string][]string{}
+		done    int
+		idle    int // Lease calls that returned nothing, all workers together
+		maxIdle = 200000
+	)
+	finished := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return done == records || idle > maxIdle || t.Failed()
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		st := stores[w%len(stores)]
+		owner := fmt.Sprintf("replica%d/worker%d", w%len(stores), w)
+		wg.Go(func() {
+			for !finished() {
+				got, err := st.Lease(ctx, owner, T0, time.Hour, 1+w%3)
+				if err != nil {
+					t.Errorf("%s: Lease: %v", owner, err)
+					return
+				}
+				if len(got) == 0 {
+					mu.Lock()
+					idle++
+					mu.Unlock()
+					runtime.Gosched()
+					continue
+				}
+				for _, rec := range got {
+					mu.Lock()
+					if h, ok := holder[rec.Name]; ok {
+						t.Errorf("%s leased %s, which %s holds", owner, rec.Name, h)
+					}
+					holder[rec.Name] = owner
+					steps[rec.Name] = append(steps[rec.Name], string(rec.State))
+					mu.Unlock()
+
+					switch rec.State {
+					case journal.StateClaimed:
+						rec.State, rec.Attempts = journal.StateSigned, 1
+					case journal.StateSigned:
+						if rec.Attempts != 1 {
+							t.Errorf("%s: %s leased with Attempts %d, want the previous step's 1", owner, rec.Name, rec.Attempts)
+						}
+						rec.State, rec.FinishedAt, rec.NextDue = journal.StateUploaded, T0, time.Time{}
+					default:
+						t.Errorf("%s: %s leased in state %s", owner, rec.Name, rec.State)
+					}
+					rec.Log(T0, owner)
+
+					// Forget the holder before the write that releases the lease: after it,
+					// another worker may rightly lease the record.
+					mu.Lock()
+					delete(holder, rec.Name)
+					if rec.State.Final() {
+						done++
+					}
+					mu.Unlock()
+					if err := st.Update(ctx, owner, rec, T0, 0); err != nil {
+						t.Errorf("%s: Update %s: %v", owner, rec.Name, err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if idle > maxIdle {
+		t.Fatalf("gave up after %d empty leases with %d of %d records finished", idle, done, records)
+	}
+	for i := range records {
+		name := fmt.Sprintf("c%03d", i)
+		if got := steps[name]; !reflect.DeepEqual(got, []string{string(journal.StateClaimed), string(journal.StateSigned)}) {
+			t.Errorf("%s was leased in states %v, want [claimed signed]", name, got)
+		}
+		if rec := mustGet(t, stores[len(stores)-1], name); rec.State != journal.StateUploaded || len(rec.History) != 2 {
+			t.Errorf("%s ended in %s with %d history entries, want uploaded with 2", name, rec.State, len(rec.History))
+		}
+	}
+	for _, st := range stores {
+		if got, err := st.Unfinished(ctx); err != nil || len(got) != 0 {
+			t.Errorf("Unfinished after the run = %d records, %v; want none", len(got), err)
+		}
+	}
+}
+
+// closed: every method of a closed store returns an error; none panics.
+func (s *suite) closed(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	rec := NewRecord("r", T0)
+	mustCreate(t, st, rec)
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Create", func() error { _, err := st.Create(ctx, NewRecord("new", T0)); return err }},
+		{"Get", func() error { _, err := st.Get(ctx, "r"); return err }},
+		{"Lease", func() error { _, err := st.Lease(ctx, "w1", T0, lease, 1); return err }},
+		{"Update", func() error { return st.Update(ctx, "w1", rec, T0, 0) }},
+		{"NextDue", func() error { _, _, err := st.NextDue(ctx); return err }},
+		{"Unfinished", func() error { _, err := st.Unfinished(ctx); return err }},
+		{"Compact", func() error { _, err := st.Compact(ctx, T0); return err }},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			if err := noPanic(t, c.call); err == nil {
+				t.Errorf("%s on a closed store succeeded", c.name)
+			}
+		})
+	}
+	t.Run("Close again", func(t *testing.T) {
+		_ = noPanic(t, st.Close) // an error is fine, a panic is not
+	})
+}
+
+// noPanic calls f, failing t if it panics.
+func noPanic(t *testing.T, f func() error) (err error) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Errorf("panic: %v\n%s", p, debug.Stack())
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return f()
+}
+
+// AssertEqual fails t unless got and want are the same record. Times are compared with Equal,
+// and nil and empty slices are the same.
+func AssertEqual(t testing.TB, got, want *journal.Record) {
+	t.Helper()
+	g, w := normalize(got), normalize(want)
+	if reflect.DeepEqual(g, w) {
+		return
+	}
+	gj, _ := json.MarshalIndent(g, "", "  ")
+	wj, _ := json.MarshalIndent(w, "", "  ")
+	t.Fatalf("record %q differs\n got: %s\nwant: %s", want.Name, gj, wj)
+}
+
+func normalize(r *journal.Record) *journal.Record {
+	if r == nil {
+		return nil
+	}
+	c := r.Clone()
+	utc := func(t *time.Time) { *t = t.UTC() }
+	for _, t := range []*time.Time{&c.StepStarted, &c.NextDue, &c.SignDeadline, &c.Created, &c.Updated, &c.FinishedAt} {
+		utc(t)
+	}
+	for i := range c.History {
+		utc(&c.History[i].At)
+	}
+	for _, b := range []*[]byte{&c.SignData, &c.Signature, &c.CSR} {
+		if len(*b) == 0 {
+			*b = nil
+		}
+	}
+	if len(c.History) == 0 {
+		c.History = nil
+	}
+	if c.Process != nil {
+		p := *c.Process
+		utc(&p.StartTime)
+		for _, b := range []*[]byte{&p.SPKI, &p.SignData, &p.Signature} {
+			if len(*b) == 0 {
+				*b = nil
+			} else {
+				*b = append([]byte(nil), *b...)
+			}
+		}
+		c.Process = &p
+	}
+	return c
+}
+
+func mustCreate(t testing.TB, st journal.Store, rec *journal.Record) {
+	t.Helper()
+	created, err := st.Create(context.Background(), rec)
+	if err != nil || !created {
+		t.Fatalf("Create(%s) = %v, %v; want true, nil", rec.Name, created, err)
+	}
+}
+
+func mustGet(t testing.TB, st journal.Store, name string) *journal.Record {
+	t.Helper()
+	r, err := st.Get(context.Background(), name)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", name, err)
+	}
+	return r
+}
+
+func mustLease(t testing.TB, st journal.Store, owner string, now time.Time, d time.Duration, limit int) []*journal.Record {
+	t.Helper()
+	got, err := st.Lease(context.Background(), owner, now, d, limit)
+	if err != nil {
+		t.Fatalf("Lease(%s): %v", owner, err)
+	}
+	if len(got) > max(limit, 0) {
+		t.Fatalf("Lease(%s, limit %d) returned %d records", owner, limit, len(got))
+	}
+	return got
+}
+
+func assertNames(t testing.TB, what string, got []*journal.Record, want ...string) {
+	t.Helper()
+	names := make([]string, len(got))
+	for i, r := range got {
+		names[i] = r.Name
+	}
+	if len(names) == 0 && len(want) == 0 {
+		return
+	}
+	if !reflect.DeepEqual(names, want) {
+		t.Fatalf("%s = %q, want %q", what, names, want)
+	}
+}
+
+func assertNextDue(t testing.TB, st journal.Store, want time.Time, wantOK bool) {
+	t.Helper()
+	got, ok, err := st.NextDue(context.Background())
+	if err != nil {
+		t.Fatalf("NextDue: %v", err)
+	}
+	if ok != wantOK || (ok && !got.Equal(want)) {
+		t.Fatalf("NextDue = %v, %v; want %v, %v", got, ok, want, wantOK)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// BenchmarkLeaseUpdate measures one worker's step on an empty-but-for-the-benchmark store s:
+// lease one due record, write it back, release it. Backends call it from their own benchmark so
+// their numbers compare.
+func BenchmarkLeaseUpdate(b *testing.B, s journal.Store) {
+	ctx := context.Background()
+	for i := range 100 {
+		rec := FullRecord(fmt.Sprintf("bench-%03d", i))
+		rec.NextDue = T0
+		mustCreate(b, s, rec)
+	}
+	for b.Loop() {
+		got, err := s.Lease(ctx, "bench", T0, lease, 1)
+		if err != nil || len(got) != 1 {
+			b.Fatalf("Lease = %d records, %v", len(got), err)
+		}
+		got[0].Attempts++
+		if err := s.Update(ctx, "bench", got[0], T0, 0); err != nil {
+			b.Fatalf("Update: %v", err)
+		}
+	}
+}

@@ -1,0 +1,53 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+)
+
+// The durability and concurrency settings are per connection: check that every connection the
+// store makes has them.
+func TestConnectionSettings(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ro, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenReadOnly: %v", err)
+	}
+	t.Cleanup(func() { _ = ro.Close() })
+
+	tests := []struct {
+		name   string
+		db     *sql.DB
+		pragma string
+		want   string
+	}{
+		{"writer journal mode", s.w, "journal_mode", "wal"},
+		{"writer synchronous", s.w, "synchronous", "2"}, // FULL
+		{"writer busy timeout", s.w, "busy_timeout", "10000"},
+		{"reader query only", s.r, "query_only", "1"},
+		{"reader busy timeout", s.r, "busy_timeout", "10000"},
+		{"read-only store query only", ro.r, "query_only", "1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got string
+			if err := tt.db.QueryRowContext(ctx, "PRAGMA "+tt.pragma).Scan(&got); err != nil {
+				t.Fatalf("PRAGMA %s: %v", tt.pragma, err)
+			}
+			if got != tt.want {
+				t.Errorf("PRAGMA %s = %s, want %s", tt.pragma, got, tt.want)
+			}
+		})
+	}
+	if ro.w != nil {
+		t.Error("a read-only store has a writer connection")
+	}
+}

@@ -1,0 +1,488 @@
+// Package sqlite is the embedded journal: one SQLite file, written by one adapter process.
+//
+// It uses modernc.org/sqlite (pure Go, no cgo). The file is in WAL mode with synchronous=FULL,
+// so a record survives SIGKILL and power loss once Create or Update returns, and other processes
+// may read it while the daemon writes (OpenReadOnly, as `certprov-adapter inspect` does).
+//
+// One process owns the file: Open takes an exclusive lock on a sidecar file (path + ".lock")
+// and fails if another process holds it. Because the owner is the only writer, Open clears the
+// leases left by the previous run, whose holder is dead, so a restart resumes every process at
+// once instead of waiting for old leases to expire.
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/journal"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// ErrReadOnly is returned by the write methods of a store opened with OpenReadOnly.
+var ErrReadOnly = errors.New("journal: store is read-only")
+
+// schemaVersion is stored in PRAGMA user_version; a file with a higher one was written by a
+// newer adapter and is refused rather than misread.
+const schemaVersion = 1
+
+// The columns other than data exist for the queries; data is the record as JSON and is the
+// only thing read back. Times are Unix nanoseconds, compared exactly as the engine's clock gave
+// them.
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS records (
+		name        TEXT    NOT NULL PRIMARY KEY,
+		state       TEXT    NOT NULL,
+		final       INTEGER NOT NULL,
+		next_due    INTEGER NOT NULL,
+		lease_owner TEXT,
+		lease_until INTEGER,
+		finished_at INTEGER,
+		data        BLOB    NOT NULL
+	) STRICT`,
+	`CREATE INDEX IF NOT EXISTS records_due ON records (next_due) WHERE final = 0`,
+	`CREATE INDEX IF NOT EXISTS records_finished ON records (finished_at) WHERE final = 1`,
+	fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion),
+}
+
+// Store is a journal.Store in one SQLite file. It is safe for concurrent use.
+type Store struct {
+	path     string
+	w        *sql.DB // one connection: writes are serialized, so Lease is atomic
+	r        *sql.DB // readers, concurrent with the writer thanks to WAL
+	readOnly bool
+	unlock   func() error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ journal.Store = (*Store)(nil)
+
+// busyTimeout is how long a statement waits for another connection's lock (a checkpoint, a
+// reader recovering the WAL) before failing.
+const busyTimeout = 10 * time.Second
+
+// Open opens (creating if needed) the journal at path for writing by this process, and clears
+// every lease a previous run left. It fails if another process has the journal open for
+// writing.
+func Open(ctx context.Context, path string) (*Store, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	unlock, err := lockFile(abs + ".lock")
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	s, err := open(ctx, abs, false)
+	if err != nil {
+		_ = unlock()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	s.unlock = unlock
+	if err := s.migrate(ctx); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	// The previous owner of the file is dead (we hold the lock), so its leases are void.
+	if _, err := s.w.ExecContext(ctx, `UPDATE records SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL`); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open journal %s: clear leases: %w", path, err)
+	}
+	return s, nil
+}
+
+// OpenReadOnly opens an existing journal for reading, alongside the process that writes it.
+// Its write methods (Create, Lease, Update, Compact) return ErrReadOnly.
+func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s read-only: %w", path, err)
+	}
+	s, err := open(ctx, abs, true)
+	if err != nil {
+		return nil, fmt.Errorf("open journal %s read-only: %w", path, err)
+	}
+	var version int
+	if err := s.r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open journal %s read-only: %w", path, err)
+	}
+	if version == 0 || version > schemaVersion {
+		_ = s.Close()
+		return nil, fmt.Errorf("open journal %s read-only: schema version %d, want 1 to %d (not a journal, or written by a newer adapter)", path, version, schemaVersion)
+	}
+	return s, nil
+}
+
+func open(ctx context.Context, abs string, readOnly bool) (*Store, error) {
+	s := &Store{path: abs, readOnly: readOnly}
+	base := "file:" + (&url.URL{Path: abs}).EscapedPath()
+	common := url.Values{}
+	common.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	common.Add("_pragma", "synchronous(FULL)")
+
+	var err error
+	if !readOnly {
+		q := url.Values{"_pragma": slices.Clone(common["_pragma"])}
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Set("_txlock", "immediate")
+		if s.w, err = sql.Open("sqlite", base+"?"+q.Encode()); err != nil {
+			return nil, err
+		}
+		s.w.SetMaxOpenConns(1)
+		s.w.SetConnMaxIdleTime(0)
+		s.w.SetConnMaxLifetime(0)
+		// The writer connection is made first: it creates the file and switches it to WAL.
+		if err := s.w.PingContext(ctx); err != nil {
+			_ = s.w.Close()
+			return nil, err
+		}
+	}
+	q := url.Values{"_pragma": slices.Clone(common["_pragma"])}
+	q.Add("_pragma", "query_only(1)")
+	if readOnly {
+		q.Set("mode", "ro") // never create the file
+	}
+	if s.r, err = sql.Open("sqlite", base+"?"+q.Encode()); err != nil {
+		if s.w != nil {
+			_ = s.w.Close()
+		}
+		return nil, err
+	}
+	s.r.SetMaxOpenConns(4)
+	if err := s.r.PingContext(ctx); err != nil {
+		_ = s.r.Close()
+		if s.w != nil {
+			_ = s.w.Close()
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	var version int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this adapter's %d", version, schemaVersion)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, stmt := range schema {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	return nil
+}
+
+// Path is the journal file's absolute path.
+func (s *Store) Path() string { return s.path }
+
+// Create inserts rec unless a record with its name exists.
+func (s *Store) Create(ctx context.Context, rec *journal.Record) (bool, error) {
+	if s.readOnly {
+		return false, fmt.Errorf("create %s: %w", rec.Name, ErrReadOnly)
+	}
+	cols, err := columnsOf(rec)
+	if err != nil {
+		return false, fmt.Errorf("create %s: %w", rec.Name, err)
+	}
+	res, err := s.w.ExecContext(ctx, `INSERT INTO records (name, state, final, next_due, finished_at, data)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+		rec.Name, cols.state, cols.final, cols.nextDue, cols.finishedAt, cols.data)
+	if err != nil {
+		return false, fmt.Errorf("create %s: %w", rec.Name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("create %s: %w", rec.Name, err)
+	}
+	return n == 1, nil
+}
+
+// Get returns the record named name, or journal.ErrNotFound.
+func (s *Store) Get(ctx context.Context, name string) (*journal.Record, error) {
+	var data []byte
+	err := s.r.QueryRowContext(ctx, `SELECT data FROM records WHERE name = ?`, name).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get %s: %w", name, journal.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	rec, err := decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	return rec, nil
+}
+
+// Lease leases up to limit due, unfinished, unleased records to owner until now+d, oldest
+// NextDue first. One statement on the single writer connection, so two Lease calls never hand
+// out the same record.
+func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.Duration, limit int) ([]*journal.Record, error) {
+	if s.readOnly {
+		return nil, fmt.Errorf("lease records: %w", ErrReadOnly)
+	}
+	if owner == "" {
+		return nil, errors.New("lease records: empty owner")
+	}
+	if limit <= 0 {
+		if err := s.w.PingContext(ctx); err != nil {
+			return nil, fmt.Errorf("lease records: %w", err)
+		}
+		return nil, nil
+	}
+	n := nanos(now)
+	rows, err := s.w.QueryContext(ctx, `UPDATE records SET lease_owner = ?, lease_until = ?
+		WHERE name IN (
+			SELECT name FROM records
+			WHERE final = 0 AND next_due <= ? AND (lease_owner IS NULL OR lease_until <= ?)
+			ORDER BY next_due, name LIMIT ?)
+		RETURNING next_due, name, data`,
+		owner, nanos(now.Add(d)), n, n, limit)
+	if err != nil {
+		return nil, fmt.Errorf("lease records: %w", err)
+	}
+	out, err := scanDue(rows)
+	if err != nil {
+		return nil, fmt.Errorf("lease records: %w", err)
+	}
+	return out, nil
+}
+
+// Update writes rec if owner holds its lease, then renews the lease to now+renew or, with
+// renew == 0, releases it.
+func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, now time.Time, renew time.Duration) error {
+	if s.readOnly {
+		return fmt.Errorf("update %s: %w", rec.Name, ErrReadOnly)
+	}
+	cols, err := columnsOf(rec)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	var (
+		leaseOwner sql.NullString // NULL releases the lease
+		leaseUntil sql.NullInt64
+	)
+	if renew > 0 {
+		leaseOwner = sql.NullString{String: owner, Valid: true}
+		leaseUntil = sql.NullInt64{Int64: nanos(now.Add(renew)), Valid: true}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	res, err := tx.ExecContext(ctx, `UPDATE records
+		SET state = ?, final = ?, next_due = ?, finished_at = ?, data = ?,
+			lease_owner = ?, lease_until = ?
+		WHERE name = ? AND lease_owner = ?`,
+		cols.state, cols.final, cols.nextDue, cols.finishedAt, cols.data, leaseOwner, leaseUntil, rec.Name, owner)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	if n == 0 {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM records WHERE name = ?`, rec.Name).Scan(&one)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("update %s: %w", rec.Name, journal.ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("update %s: %w", rec.Name, err)
+		default:
+			return fmt.Errorf("update %s by %s: %w", rec.Name, owner, journal.ErrLeaseLost)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	return nil
+}
+
+// NextDue returns the earliest NextDue among unfinished records that no lease holds.
+func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var data []byte
+	err := s.r.QueryRowContext(ctx, `SELECT data FROM records
+		WHERE final = 0 AND lease_owner IS NULL ORDER BY next_due LIMIT 1`).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("next due: %w", err)
+	}
+	rec, err := decode(data)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("next due: %w", err)
+	}
+	return rec.NextDue, true, nil
+}
+
+// Unfinished lists every record not in a final state, leased or not, by name (byte order).
+func (s *Store) Unfinished(ctx context.Context) ([]*journal.Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT data FROM records WHERE final = 0 ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished: %w", err)
+	}
+	defer rows.Close()
+	var out []*journal.Record
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("list unfinished: %w", err)
+		}
+		rec, err := decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("list unfinished: %w", err)
+		}
+		out = append(out, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list unfinished: %w", err)
+	}
+	return out, nil
+}
+
+// Compact deletes the records that reached a final state before finishedBefore.
+func (s *Store) Compact(ctx context.Context, finishedBefore time.Time) (int, error) {
+	if s.readOnly {
+		return 0, fmt.Errorf("compact: %w", ErrReadOnly)
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM records WHERE final = 1 AND finished_at < ?`, nanos(finishedBefore))
+	if err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
+	}
+	return int(n), nil
+}
+
+// Close closes the file and, for a writing store, gives up ownership of it. Leases this store
+// granted stay in the file; the next Open clears them. Later calls return the first's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.r != nil {
+			errs = append(errs, s.r.Close())
+		}
+		if s.w != nil {
+			errs = append(errs, s.w.Close())
+		}
+		if s.unlock != nil {
+			errs = append(errs, s.unlock())
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("close journal %s: %w", s.path, err)
+		}
+	})
+	return s.closeErr
+}
+
+// columns are a record's indexed values.
+type columns struct {
+	state      string
+	final      bool
+	nextDue    int64
+	finishedAt sql.NullInt64
+	data       []byte
+}
+
+func columnsOf(rec *journal.Record) (columns, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return columns{}, fmt.Errorf("encode record: %w", err)
+	}
+	c := columns{state: string(rec.State), final: rec.State.Final(), nextDue: nanos(rec.NextDue), data: data}
+	if c.final {
+		c.finishedAt = sql.NullInt64{Int64: nanos(rec.FinishedAt), Valid: true}
+	}
+	return c, nil
+}
+
+func decode(data []byte) (*journal.Record, error) {
+	var rec journal.Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("decode record: %w", err)
+	}
+	return &rec, nil
+}
+
+// scanDue reads (next_due, name, data) rows, which RETURNING yields in no particular order, and
+// sorts them oldest due first.
+func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
+	defer rows.Close()
+	type due struct {
+		at   int64
+		name string
+		rec  *journal.Record
+	}
+	var ds []due
+	for rows.Next() {
+		var (
+			d    due
+			data []byte
+		)
+		if err := rows.Scan(&d.at, &d.name, &data); err != nil {
+			return nil, err
+		}
+		rec, err := decode(data)
+		if err != nil {
+			return nil, err
+		}
+		d.rec = rec
+		ds = append(ds, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(ds, func(a, b due) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.name, b.name)) })
+	out := make([]*journal.Record, len(ds))
+	for i, d := range ds {
+		out[i] = d.rec
+	}
+	return out, nil
+}
+
+// Unix nanoseconds cover 1678 to 2262; times outside (the zero time among them) are clamped,
+// which keeps their order relative to every time inside.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
