@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"flag"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -29,6 +30,7 @@ const customer = "C0crash"
 var adapterBinary string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	os.Exit(func() int {
 		if testing.Short() {
 			return m.Run()

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(`instanceId: a1
+customers: [C0abc]
+pubsub: {project: p, subscription: s}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: memory}
+engine: {pollInterval: soon}
+profiles:
+  Device-Wifi:
+    subject: {commonNmae: "{{.Device.SerialNumber}}"}
+  broken:
+    subject: {commonName: "{{.Device.Nope}}"}
+caConnections:
+  corp: {type: nosuchtype}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCmd(t, "validate", "--config", bad)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"engine.pollInterval", "profiles.Device-Wifi.subject.commonNmae"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+
+	// A config that loads but whose templates and CA types are wrong: reported by path too.
+	semantic := filepath.Join(dir, "semantic.yaml")
+	if err := os.WriteFile(semantic, []byte(`instanceId: a1
+customers: [C0abc]
+pubsub: {project: p, subscription: s}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: memory}
+profiles:
+  broken:
+    subject: {commonName: "{{.Device.Nope}}"}
+caConnections:
+  corp: {type: nosuchtype}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCmd(t, "validate", "--config", semantic)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"profiles.broken", "Nope", "caConnections.corp", "nosuchtype"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+func TestValidateAcceptsDemoConfigAndInitCA(t *testing.T) {
+	dir := t.TempDir()
+	code, out, stderr := runCmd(t, "init-ca", "--dir", filepath.Join(dir, "ca"), "--key-type", "rsa")
+	if code != 0 {
+		t.Fatalf("init-ca exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(out, "ca.crt") {
+		t.Fatalf("init-ca output %q", out)
+	}
+	if code, _, stderr = runCmd(t, "init-ca", "--dir", filepath.Join(dir, "ca")); code == 0 {
+		t.Fatalf("init-ca overwrote an existing CA: %s", stderr)
+	}
+	cfg := filepath.Join(dir, "adapter.yaml")
+	if err := os.WriteFile(cfg, []byte(`instanceId: a1
+customers: [C0abc]
+pubsub: {project: p, subscription: s}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: sqlite, path: journal.db}
+profiles:
+  device: {subject: {commonName: "{{.Device.SerialNumber}}"}}
+caConnections:
+  builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = runCmd(t, "validate", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("validate exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+}
+
+func TestUsageAndVersion(t *testing.T) {
+	if code, out, _ := runCmd(t, "version"); code != 0 || !strings.HasPrefix(out, "certprov-adapter ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	if code, _, stderr := runCmd(t, "bogus"); code != 2 || !strings.Contains(stderr, "usage") {
+		t.Fatalf("unknown command: %d %q", code, stderr)
+	}
+	if code, _, _ := runCmd(t); code != 2 {
+		t.Fatalf("no command: exit %d", code)
+	}
+}
