@@ -45,9 +45,16 @@ func Replicas(open func(t *testing.T, n int) []journal.Store) Option {
 	return func(s *suite) { s.replicas = open }
 }
 
+// Skip skips the named top-level subtest, reporting why: for a store with a known, reported gap,
+// so the rest of the suite still guards it. Remove it with the gap.
+func Skip(subtest, reason string) Option {
+	return func(s *suite) { s.skip[subtest] = reason }
+}
+
 type suite struct {
 	open     func(t *testing.T) journal.Store
 	replicas func(t *testing.T, n int) []journal.Store
+	skip     map[string]string
 }
 
 // T0 is the instant the suite's clock starts from. It carries nanoseconds and a non-UTC
@@ -56,25 +63,46 @@ var T0 = time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.FixedZone("UTC+2", 2*
 
 // Run runs the conformance suite against stores made by open.
 func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
-	s := &suite{open: open}
+	s := &suite{open: open, skip: map[string]string{}}
 	for _, o := range opts {
 		o(s)
 	}
-	t.Run("RoundTrip", s.roundTrip)
-	t.Run("Copies", s.copies)
-	t.Run("CreateTwice", s.createTwice)
-	t.Run("GetUnknown", s.getUnknown)
-	t.Run("LeaseSelection", s.leaseSelection)
-	t.Run("LeaseLimit", s.leaseLimit)
-	t.Run("LeaseTakeover", s.leaseTakeover)
-	t.Run("RenewAndRelease", s.renewAndRelease)
-	t.Run("UpdateOwnership", s.updateOwnership)
-	t.Run("UpdateWrites", s.updateWrites)
-	t.Run("NextDue", s.nextDue)
-	t.Run("Unfinished", s.unfinished)
-	t.Run("Compact", s.compact)
-	t.Run("Concurrency", s.concurrency)
-	t.Run("Closed", s.closed)
+	tests := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"RoundTrip", s.roundTrip},
+		{"Copies", s.copies},
+		{"CopiesNested", s.copiesNested},
+		{"CreateTwice", s.createTwice},
+		{"GetUnknown", s.getUnknown},
+		{"LeaseSelection", s.leaseSelection},
+		{"LeaseLimit", s.leaseLimit},
+		{"LeaseTakeover", s.leaseTakeover},
+		{"RenewAndRelease", s.renewAndRelease},
+		{"UpdateOwnership", s.updateOwnership},
+		{"UpdateWrites", s.updateWrites},
+		{"NextDue", s.nextDue},
+		{"Unfinished", s.unfinished},
+		{"Compact", s.compact},
+		{"Concurrency", s.concurrency},
+		{"Closed", s.closed},
+	}
+	known := map[string]bool{}
+	for _, tt := range tests {
+		known[tt.name] = true
+		t.Run(tt.name, func(t *testing.T) {
+			if reason, ok := s.skip[tt.name]; ok {
+				t.Skip(reason)
+			}
+			tt.run(t)
+		})
+	}
+	for name := range s.skip {
+		if !known[name] {
+			t.Errorf("journaltest.Skip(%q): no such subtest", name)
+		}
+	}
 }
 
 const lease = 5 * time.Minute
@@ -192,6 +220,33 @@ func (s *suite) copies(t *testing.T) {
 	wantUpd := upd.Clone()
 	scribble(upd)
 	AssertEqual(t, mustGet(t, st, "copies"), wantUpd)
+}
+
+// copiesNested: the Process inside a record is copied too, not shared with the store.
+func (s *suite) copiesNested(t *testing.T) {
+	st := s.open(t)
+	in := FullRecord("nested")
+	want := in.Clone()
+	want.Process = FullRecord("nested").Process // Clone may share Process's insides
+	mustCreate(t, st, in)
+	scribbleProcess(in.Process)
+	AssertEqual(t, mustGet(t, st, "nested"), want)
+	scribbleProcess(mustGet(t, st, "nested").Process)
+	AssertEqual(t, mustGet(t, st, "nested"), want)
+}
+
+func scribbleProcess(p *process.Process) {
+	for _, b := range [][]byte{p.SPKI, p.SignData, p.Signature} {
+		for i := range b {
+			b[i] = 'X'
+		}
+	}
+	p.Device.SerialNumber = "scribbled"
+	p.User.Email = "scribbled"
+	p.SCEPProfile.CommonName = "scribbled"
+	p.SCEPProfile.OrganizationalUnits[0] = "scribbled"
+	p.SCEPProfile.SANs[0].Value = "scribbled"
+	p.SCEPProfile.KeyUsages[0] = "scribbled"
 }
 
 // scribble changes a record in place: the fields Record.Clone copies deeply, and scalars.
@@ -613,8 +668,12 @@ func (s *suite) concurrency(t *testing.T) {
 func (s *suite) closed(t *testing.T) {
 	st := s.open(t)
 	ctx := context.Background()
-	rec := NewRecord("r", T0)
-	mustCreate(t, st, rec)
+	// Every call below would succeed on an open store.
+	mustCreate(t, st, NewRecord("r", T0))
+	mustCreate(t, st, NewRecord("due", T0.Add(time.Second)))
+	held := mustLease(t, st, "w1", T0, lease, 1)
+	assertNames(t, "Lease", held, "r")
+	rec := held[0]
 	if err := st.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -624,7 +683,7 @@ func (s *suite) closed(t *testing.T) {
 	}{
 		{"Create", func() error { _, err := st.Create(ctx, NewRecord("new", T0)); return err }},
 		{"Get", func() error { _, err := st.Get(ctx, "r"); return err }},
-		{"Lease", func() error { _, err := st.Lease(ctx, "w1", T0, lease, 1); return err }},
+		{"Lease", func() error { _, err := st.Lease(ctx, "w1", T0.Add(time.Second), lease, 1); return err }},
 		{"Update", func() error { return st.Update(ctx, "w1", rec, T0, 0) }},
 		{"NextDue", func() error { _, _, err := st.NextDue(ctx); return err }},
 		{"Unfinished", func() error { _, err := st.Unfinished(ctx); return err }},

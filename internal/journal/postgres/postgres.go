@@ -1,0 +1,420 @@
+// Package postgres is the shared journal: one PostgreSQL table that several replicas lease
+// records from, so they can share one logical callerInstanceId.
+//
+// Each record is a row; Lease takes due rows with FOR UPDATE SKIP LOCKED, so concurrent leases
+// from any number of replicas never hand out the same record, and a replica that dies leaves
+// leases that expire, after which the others take its records over. Update writes only while
+// the caller still holds the lease, so a replica that lost its lease cannot overwrite the new
+// holder's work.
+//
+// Every time comes from the caller (the engine's clock), never from the database's, and is
+// stored as Unix nanoseconds. The record itself is a json column, readable with psql.
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/certprov/certprov-adapter/internal/journal"
+)
+
+// DefaultTable is the table Open uses unless WithTable names another.
+const DefaultTable = "certprov_journal"
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	table    string
+	maxConns int32
+}
+
+// WithTable stores records in the named table (in the connection's search_path) instead of
+// DefaultTable, so several journals, or several tests, can share one database. The name must be
+// a plain identifier: a letter or underscore, then letters, digits or underscores, at most 48
+// characters, so the indexes named after it fit PostgreSQL's limit.
+func WithTable(name string) Option { return func(o *options) { o.table = name } }
+
+// WithMaxConns bounds the connection pool (default: pgxpool's, or pool_max_conns in the DSN).
+func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,47}$`)
+
+// Store is a journal.Store in a PostgreSQL table. It is safe for concurrent use, and any number
+// of Stores, in any number of processes, may share one table.
+type Store struct {
+	pool   *pgxpool.Pool
+	table  string
+	closed atomic.Bool
+	q      queries
+}
+
+var _ journal.Store = (*Store)(nil)
+
+// queries are the statements, with the table name filled in.
+type queries struct {
+	create, get, lease, update, exists, nextDue, unfinished, compact string
+}
+
+// Open connects to the database named by dsn (a postgres:// URL or key=value string, as pgx
+// reads them) and creates the journal table and its indexes if they are missing. Replicas may
+// call Open at the same time: a transaction-scoped advisory lock serializes the creation.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	o := options{table: DefaultTable}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if !identifier.MatchString(o.table) {
+		return nil, fmt.Errorf("open journal: table name %q: want a letter or underscore, then letters, digits or underscores, at most 48 characters", o.table)
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err) // pgx redacts the password
+	}
+	if o.maxConns > 0 {
+		cfg.MaxConns = o.maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	s := &Store{pool: pool, table: o.table, q: newQueries(pgx.Identifier{o.table}.Sanitize())}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open journal table %s: %w", o.table, err)
+	}
+	return s, nil
+}
+
+// Table is the name of the table the store uses.
+func (s *Store) Table() string { return s.table }
+
+func newQueries(t string) queries {
+	r := strings.NewReplacer("$TABLE", t)
+	return queries{
+		create: r.Replace(`INSERT INTO $TABLE (name, state, final, next_due, finished_at, data)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING`),
+		get: r.Replace(`SELECT data FROM $TABLE WHERE name = $1`),
+		// RETURNING yields rows in no particular order; Lease sorts them.
+		lease: r.Replace(`UPDATE $TABLE SET lease_owner = $1, lease_until = $2
+			WHERE name IN (
+				SELECT name FROM $TABLE
+				WHERE NOT final AND next_due <= $3 AND (lease_owner IS NULL OR lease_until <= $3)
+				ORDER BY next_due, name COLLATE "C"
+				LIMIT $4
+				FOR UPDATE SKIP LOCKED)
+			RETURNING next_due, name, data`),
+		update: r.Replace(`UPDATE $TABLE
+			SET state = $2, final = $3, next_due = $4, finished_at = $5, data = $6, lease_owner = $7, lease_until = $8
+			WHERE name = $1 AND lease_owner = $9`),
+		exists:     r.Replace(`SELECT EXISTS (SELECT 1 FROM $TABLE WHERE name = $1)`),
+		nextDue:    r.Replace(`SELECT data FROM $TABLE WHERE NOT final AND lease_owner IS NULL ORDER BY next_due LIMIT 1`),
+		unfinished: r.Replace(`SELECT data FROM $TABLE WHERE NOT final ORDER BY name COLLATE "C"`),
+		compact:    r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
+	}
+}
+
+// migrate creates what is missing, and nothing else: a role that may only read and write the
+// table (not create in its schema) can open a journal that exists. Each object is created only
+// after checking it is absent, under an advisory lock, so replicas starting together do not
+// race on the catalog.
+func (s *Store) migrate(ctx context.Context) error {
+	t := pgx.Identifier{s.table}.Sanitize()
+	objects := []struct{ name, ddl string }{
+		{s.table, `CREATE TABLE IF NOT EXISTS ` + t + ` (
+			name        text    PRIMARY KEY,
+			state       text    NOT NULL,
+			final       boolean NOT NULL,
+			next_due    bigint  NOT NULL,
+			lease_owner text,
+			lease_until bigint,
+			finished_at bigint,
+			data        json    NOT NULL
+		)`},
+		// Lease and NextDue scan unfinished records by due time.
+		{s.table + "_due", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.table + "_due"}.Sanitize() +
+			` ON ` + t + ` (next_due) WHERE NOT final`},
+		// Compact scans finished records by finish time.
+		{s.table + "_finished", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.table + "_finished"}.Sanitize() +
+			` ON ` + t + ` (finished_at) WHERE final`},
+	}
+	h := fnv.New64a()
+	h.Write([]byte("certprov-adapter journal schema " + s.table))
+	key := int64(h.Sum64())
+
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key); err != nil {
+			return fmt.Errorf("lock schema: %w", err)
+		}
+		for _, obj := range objects {
+			var exists bool
+			// to_regclass resolves the name through search_path, as the DDL does.
+			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{obj.name}.Sanitize()).Scan(&exists); err != nil {
+				return fmt.Errorf("look up %s: %w", obj.name, err)
+			}
+			if exists {
+				continue
+			}
+			if _, err := tx.Exec(ctx, obj.ddl); err != nil {
+				return fmt.Errorf("create %s: %w", obj.name, err)
+			}
+		}
+		return nil
+	})
+}
+
+var errClosed = errors.New("journal store is closed")
+
+// check fails once Close was called; pgxpool would too, but with a less telling message.
+func (s *Store) check() error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	return nil
+}
+
+// Create inserts rec unless a record with its name exists.
+func (s *Store) Create(ctx context.Context, rec *journal.Record) (bool, error) {
+	if err := s.check(); err != nil {
+		return false, fmt.Errorf("create %s: %w", rec.Name, err)
+	}
+	c, err := columnsOf(rec)
+	if err != nil {
+		return false, fmt.Errorf("create %s: %w", rec.Name, err)
+	}
+	tag, err := s.pool.Exec(ctx, s.q.create, rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data)
+	if err != nil {
+		return false, fmt.Errorf("create %s: %w", rec.Name, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Get returns the record named name, or journal.ErrNotFound.
+func (s *Store) Get(ctx context.Context, name string) (*journal.Record, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	var data []byte
+	err := s.pool.QueryRow(ctx, s.q.get, name).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("get %s: %w", name, journal.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	rec, err := decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", name, err)
+	}
+	return rec, nil
+}
+
+// Lease leases up to limit due, unfinished records that no unexpired lease holds to owner until
+// now+d, oldest NextDue first. Rows another transaction is leasing at the same moment are
+// skipped, not waited for.
+func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.Duration, limit int) ([]*journal.Record, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("lease records: %w", err)
+	}
+	if owner == "" {
+		return nil, errors.New("lease records: empty owner")
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.lease, owner, nanos(now.Add(d)), nanos(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("lease records: %w", err)
+	}
+	type due struct {
+		at   int64
+		name string
+		rec  *journal.Record
+	}
+	var ds []due
+	var data []byte
+	var d0 due
+	_, err = pgx.ForEachRow(rows, []any{&d0.at, &d0.name, &data}, func() error {
+		rec, err := decode(data)
+		if err != nil {
+			return err
+		}
+		ds = append(ds, due{d0.at, d0.name, rec})
+		return nil
+	})
+	if err != nil {
+		// The statement either committed whole or not at all; a decoding error after it
+		// committed leaves leases that expire by themselves.
+		return nil, fmt.Errorf("lease records: %w", err)
+	}
+	slices.SortFunc(ds, func(a, b due) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.name, b.name)) })
+	out := make([]*journal.Record, len(ds))
+	for i, d := range ds {
+		out[i] = d.rec
+	}
+	return out, nil
+}
+
+// Update writes rec if owner holds its lease, then renews the lease to now+renew or, with
+// renew == 0, releases it.
+func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, now time.Time, renew time.Duration) error {
+	if err := s.check(); err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	c, err := columnsOf(rec)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	var (
+		leaseOwner *string // nil releases the lease
+		leaseUntil *int64
+	)
+	if renew > 0 {
+		until := nanos(now.Add(renew))
+		leaseOwner, leaseUntil = &owner, &until
+	}
+	tag, err := s.pool.Exec(ctx, s.q.update, rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, leaseOwner, leaseUntil, owner)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, s.q.exists, rec.Name).Scan(&exists); err != nil {
+		return fmt.Errorf("update %s: %w", rec.Name, err)
+	}
+	if !exists {
+		return fmt.Errorf("update %s: %w", rec.Name, journal.ErrNotFound)
+	}
+	return fmt.Errorf("update %s by %s: %w", rec.Name, owner, journal.ErrLeaseLost)
+}
+
+// NextDue returns the earliest NextDue among unfinished records that no lease holds, expired or
+// not: a replica learns of an expired lease by calling Lease, which it does at least every
+// second.
+func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
+	if err := s.check(); err != nil {
+		return time.Time{}, false, fmt.Errorf("next due: %w", err)
+	}
+	var data []byte
+	err := s.pool.QueryRow(ctx, s.q.nextDue).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("next due: %w", err)
+	}
+	rec, err := decode(data)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("next due: %w", err)
+	}
+	return rec.NextDue, true, nil
+}
+
+// Unfinished lists every record not in a final state, leased or not, by name in byte order
+// (whatever the database's collation).
+func (s *Store) Unfinished(ctx context.Context) ([]*journal.Record, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("list unfinished: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, s.q.unfinished)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished: %w", err)
+	}
+	var out []*journal.Record
+	var data []byte
+	_, err = pgx.ForEachRow(rows, []any{&data}, func() error {
+		rec, err := decode(data)
+		if err != nil {
+			return err
+		}
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished: %w", err)
+	}
+	return out, nil
+}
+
+// Compact deletes the records that reached a final state before finishedBefore.
+func (s *Store) Compact(ctx context.Context, finishedBefore time.Time) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
+	}
+	tag, err := s.pool.Exec(ctx, s.q.compact, nanos(finishedBefore))
+	if err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// Close closes the pool, waiting for calls in progress. Leases this store granted stay until
+// they expire. Calling Close again does nothing.
+func (s *Store) Close() error {
+	if s.closed.CompareAndSwap(false, true) {
+		s.pool.Close()
+	}
+	return nil
+}
+
+// columns are a record's indexed values.
+type columns struct {
+	state      string
+	final      bool
+	nextDue    int64
+	finishedAt *int64
+	data       string
+}
+
+func columnsOf(rec *journal.Record) (columns, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return columns{}, fmt.Errorf("encode record: %w", err)
+	}
+	c := columns{state: string(rec.State), final: rec.State.Final(), nextDue: nanos(rec.NextDue), data: string(data)}
+	if c.final {
+		f := nanos(rec.FinishedAt)
+		c.finishedAt = &f
+	}
+	return c, nil
+}
+
+func decode(data []byte) (*journal.Record, error) {
+	var rec journal.Record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("decode record: %w", err)
+	}
+	return &rec, nil
+}
+
+// Unix nanoseconds cover 1678 to 2262; times outside (the zero time among them) are clamped,
+// which keeps their order relative to every time inside.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}

@@ -1,0 +1,223 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres"
+)
+
+var t0 = journaltest.T0
+
+// testDSN returns the database the tests may create tables in. Without one the tests skip,
+// except in CI, where they must run.
+func testDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("CERTPROV_TEST_POSTGRES_DSN")
+	if dsn != "" {
+		return dsn
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("CERTPROV_TEST_POSTGRES_DSN is required in CI")
+	}
+	t.Skip(`CERTPROV_TEST_POSTGRES_DSN is not set; start a throwaway PostgreSQL with: eval "$(deploy/local/postgres.sh start)"`)
+	return ""
+}
+
+// newTable returns a table name no other test uses, and drops the table when the test ends.
+func newTable(t testing.TB) string {
+	t.Helper()
+	dsn := testDSN(t)
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	table := "certprov_journal_test_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("drop %s: %v", table, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
+			t.Errorf("drop %s: %v", table, err)
+		}
+	})
+	return table
+}
+
+func open(t testing.TB, table string, opts ...postgres.Option) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), testDSN(t), append([]postgres.Option{postgres.WithTable(table)}, opts...)...)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	journaltest.Run(t,
+		func(t *testing.T) journal.Store { return open(t, newTable(t)) },
+		journaltest.Replicas(func(t *testing.T, n int) []journal.Store {
+			table := newTable(t)
+			stores := make([]journal.Store, n)
+			for i := range stores {
+				stores[i] = open(t, table)
+			}
+			return stores
+		}),
+	)
+}
+
+// A replica that dies holding leases: once they expire, another replica takes its records
+// over, and the dead one's writes (should it come back) are refused.
+func TestTakeoverAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	table := newTable(t)
+	a, b := open(t, table), open(t, table)
+	for i := range 3 {
+		if _, err := a.Create(ctx, journaltest.NewRecord(fmt.Sprintf("r%d", i), t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, err := a.Lease(ctx, "replica-a", t0, time.Minute, 10)
+	if err != nil || len(held) != 3 {
+		t.Fatalf("a's Lease = %d, %v; want 3", len(held), err)
+	}
+	if got, err := b.Lease(ctx, "replica-b", t0.Add(time.Minute-time.Nanosecond), time.Minute, 10); err != nil || len(got) != 0 {
+		t.Fatalf("b's Lease before expiry = %d, %v; want none", len(got), err)
+	}
+	if err := a.Close(); err != nil { // dies without releasing
+		t.Fatal(err)
+	}
+	got, err := b.Lease(ctx, "replica-b", t0.Add(time.Minute), time.Minute, 10)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("b's Lease after expiry = %d, %v; want 3", len(got), err)
+	}
+	a2 := open(t, table) // the dead replica restarts
+	if err := a2.Update(ctx, "replica-a", held[0], t0.Add(time.Minute), time.Minute); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("the old holder's Update: error = %v, want ErrLeaseLost", err)
+	}
+}
+
+// Replicas starting together all create (or find) the schema.
+func TestConcurrentOpen(t *testing.T) {
+	table := newTable(t)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			s, err := postgres.Open(context.Background(), testDSN(t), postgres.WithTable(table), postgres.WithMaxConns(2))
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- s.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("concurrent Open: %v", err)
+		}
+	}
+}
+
+// A role that may use the table but not create in its schema can open an existing journal:
+// Open creates only what is missing.
+func TestOpenWithoutCreatePrivilege(t *testing.T) {
+	ctx := context.Background()
+	dsn := testDSN(t)
+	table := newTable(t)
+	open(t, table).Close()
+
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	role := "certprov_test_role_" + hex.EncodeToString(b)
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Close(ctx) })
+	for _, stmt := range []string{
+		"CREATE ROLE " + role + " LOGIN",
+		"GRANT USAGE ON SCHEMA public TO " + role,
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON " + table + " TO " + role,
+	} {
+		if _, err := admin.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(ctx, "DROP OWNED BY "+role); err != nil {
+			t.Errorf("drop owned by %s: %v", role, err)
+		}
+		if _, err := admin.Exec(ctx, "DROP ROLE "+role); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Skipf("the test DSN is not a URL: %v", err)
+	}
+	u.User = url.User(role)
+	if s, err := postgres.Open(ctx, u.String(), postgres.WithTable(newTable(t))); err == nil {
+		_ = s.Close()
+		t.Skip("the test role may create tables in schema public (PostgreSQL before 15, or a changed default), so this test would prove nothing")
+	}
+	s, err := postgres.Open(ctx, u.String(), postgres.WithTable(table))
+	if err != nil {
+		t.Fatalf("Open as a role without CREATE: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Create(ctx, journaltest.NewRecord("r", t0)); err != nil {
+		t.Fatalf("Create as that role: %v", err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	tests := []struct {
+		name, dsn string
+		opts      []postgres.Option
+		want      string
+	}{
+		{"bad table name", "postgres://127.0.0.1:1/x", []postgres.Option{postgres.WithTable("x; DROP TABLE y")}, "table name"},
+		{"table name too long", "postgres://127.0.0.1:1/x", []postgres.Option{postgres.WithTable(strings.Repeat("t", 49))}, "table name"},
+		{"bad dsn", "postgres://user:s3cret-pw@127.0.0.1:notaport/x", nil, "open journal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := postgres.Open(context.Background(), tt.dsn, tt.opts...)
+			if err == nil {
+				_ = s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want it to mention %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "s3cret-pw") {
+				t.Errorf("error = %v reveals the password", err)
+			}
+		})
+	}
+}
+
+func BenchmarkLeaseUpdate(b *testing.B) {
+	journaltest.BenchmarkLeaseUpdate(b, open(b, newTable(b)))
+}
