@@ -44,6 +44,7 @@ type harness struct {
 	local   *local.Connector
 	metrics *telemetry.Counters
 	store   journal.Store
+	api     *chromeapi.Client // the adapter's own client, for tests that set the scene
 }
 
 type harnessOptions struct {
@@ -89,7 +90,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatalf("create CA: %v", err)
 	}
-	conn, err := ca.New("local", ca.Settings{"certificateFile": certPath, "keyFile": keyPath}, ca.Env{Name: "builtin", Logger: log})
+	conn, err := ca.New("local", ca.Settings{"certificateFile": certPath, "keyFile": keyPath, "ledgerFile": filepath.Join(dir, "ledger.jsonl")}, ca.Env{Name: "builtin", Logger: log})
 	if err != nil {
 		t.Fatalf("local CA: %v", err)
 	}
@@ -127,6 +128,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatalf("api client: %v", err)
 	}
+	h.api = api
 	eng, err := engine.New(engine.Options{
 		InstanceID:      instanceID,
 		API:             api,
@@ -271,4 +273,8 @@ func (h *harness) mustIssue(s emulator.Snapshot) *x509.Certificate {
 		h.t.Fatalf("%s: CA issued %d certificates", s.Name, n)
 	}
 	return leaf
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
