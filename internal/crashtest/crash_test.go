@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 )
 
 // TestCrashRecoverySQLite provisions 300 processes while the adapter is killed with SIGKILL at
@@ -49,10 +51,10 @@ func TestReplicasSharePostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("replica test runs three adapter binaries")
 	}
-	dsn := postgresDSN(t)
+	dsn := pgtest.DSN(t)
 	const processes = 300
 	w := newWorld(t)
-	j := journalConfig{typ: "postgres", dsn: withSearchPath(t, dsn, "replicas")}
+	j := journalConfig{typ: "postgres", dsn: pgtest.Schema(t, dsn, "replicas")}
 	var replicas []*adapterProc
 	for i := range 3 {
 		replicas = append(replicas, w.startAdapter(w.writeConfig(fmt.Sprintf("replica-%d", i), "crash-shared", j)))

@@ -1,4 +1,6 @@
-package crashtest
+// Package pgtest gives tests a PostgreSQL database of their own: the DSN of the throwaway
+// cluster (deploy/local/postgres.sh) and a fresh schema per test.
+package pgtest
 
 import (
 	"context"
@@ -11,22 +13,23 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// postgresDSN returns the test cluster's DSN; CI must provide one, a developer machine may not.
-func postgresDSN(t *testing.T) string {
+// DSN returns the test cluster's DSN from CERTPROV_TEST_POSTGRES_DSN. Without one the test is
+// skipped on a developer machine and fails in CI (CI=true), where it must run.
+func DSN(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv("CERTPROV_TEST_POSTGRES_DSN")
 	if dsn == "" {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("CERTPROV_TEST_POSTGRES_DSN is required in CI")
 		}
-		t.Skip(`no PostgreSQL: run eval "$(deploy/local/postgres.sh start)" to enable this test`)
+		t.Skip(`CERTPROV_TEST_POSTGRES_DSN is not set; start a throwaway PostgreSQL with: eval "$(deploy/local/postgres.sh start)"`)
 	}
 	return dsn
 }
 
-// withSearchPath creates a fresh schema for this test and returns a DSN that uses it, so that
-// runs never see each other's tables.
-func withSearchPath(t *testing.T, dsn, prefix string) string {
+// Schema creates a schema that lives as long as the test and returns a DSN whose search_path
+// selects it, so that tests and runs never see each other's tables.
+func Schema(t testing.TB, dsn, prefix string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
