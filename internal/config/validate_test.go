@@ -97,7 +97,9 @@ func TestValidateRules(t *testing.T) {
 		{"journal type", func(c *Config) { c.Journal.Type = "bolt" }, "journal.type", "not supported"},
 		{"journal path with memory", func(c *Config) { c.Journal.Path = "/var/lib/certprov" }, "journal.path", "not used by the memory journal"},
 		{"sqlite without path", func(c *Config) { c.Journal.Type = JournalSQLite }, "journal.path", "required"},
-		{"sqlite with dsn", func(c *Config) { c.Journal = Journal{Type: JournalSQLite, Path: "/j.db", DSN: "postgres://x", LeaseDuration: time.Minute} }, "journal.dsn", "not used"},
+		{"sqlite with dsn", func(c *Config) {
+			c.Journal = Journal{Type: JournalSQLite, Path: "/j.db", DSN: "postgres://x", LeaseDuration: time.Minute}
+		}, "journal.dsn", "not used"},
 		{"postgres without dsn", func(c *Config) { c.Journal.Type = JournalPostgres }, "journal.dsn", "CERTPROV_JOURNAL_DSN"},
 		{"zero lease", func(c *Config) { c.Journal.LeaseDuration = 0 }, "journal.leaseDuration", ""},
 		{"negative retention", func(c *Config) { c.Journal.Retention = -time.Hour }, "journal.retention", "negative"},
