@@ -79,3 +79,40 @@ func TestReplicasSharePostgres(t *testing.T) {
 
 // interruptedCA is how the failure set for a CA call cut by a crash begins.
 const interruptedCA = "the certificate adapter restarted while"
+
+// TestReplicasOwnJournals runs three replicas with their own instance ids and SQLite files on one
+// subscription (a StatefulSet). Duplicate deliveries reach several replicas; Google's claim lets
+// exactly one work each process. One replica is killed and restarted on its own file.
+func TestReplicasOwnJournals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("replica test runs three adapter binaries")
+	}
+	const processes = 150
+	w := newWorld(t)
+	var configs []string
+	var replicas []*adapterProc
+	for i := range 3 {
+		cfg := w.writeConfig(fmt.Sprintf("replica-%d", i), fmt.Sprintf("crash-replica-%d", i),
+			journalConfig{typ: "sqlite", path: filepath.Join(w.dir, fmt.Sprintf("journal-%d.db", i))})
+		configs = append(configs, cfg)
+		replicas = append(replicas, w.startAdapter(cfg))
+	}
+	names := w.startProcesses(processes, 2*time.Second)
+	time.Sleep(time.Second)
+	replicas[1].kill()
+	replicas[1] = w.startAdapter(configs[1])
+	w.waitAll(names, 3*time.Minute)
+	o := w.check(names)
+	owners := map[string]int{}
+	for _, n := range names {
+		s, _ := w.emu.Process(n)
+		owners[s.ClaimedBy]++
+	}
+	t.Logf("own journals: %d processes, 3 replicas, 1 restart, %s, claims by instance %v", processes, o, owners)
+	if o.issued != processes {
+		t.Errorf("%d of %d issued", o.issued, processes)
+	}
+	if len(owners) < 2 {
+		t.Errorf("work was not spread over replicas: %v", owners)
+	}
+}
