@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,24 +17,12 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 )
 
 var t0 = journaltest.T0
 
-// testDSN returns the database the tests may create tables in. Without one the tests skip,
-// except in CI, where they must run.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("CERTPROV_TEST_POSTGRES_DSN")
-	if dsn != "" {
-		return dsn
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CERTPROV_TEST_POSTGRES_DSN is required in CI")
-	}
-	t.Skip(`CERTPROV_TEST_POSTGRES_DSN is not set; start a throwaway PostgreSQL with: eval "$(deploy/local/postgres.sh start)"`)
-	return ""
-}
+func testDSN(t testing.TB) string { return pgtest.DSN(t) }
 
 // newTable returns a table name no other test uses, and drops the table when the test ends.
 func newTable(t testing.TB) string {
@@ -70,6 +57,7 @@ func open(t testing.TB, table string, opts ...postgres.Option) *postgres.Store {
 }
 
 func TestConformance(t *testing.T) {
+	testDSN(t) // skip (or fail in CI) once, not in every subtest
 	journaltest.Run(t,
 		func(t *testing.T) journal.Store { return open(t, newTable(t)) },
 		journaltest.Replicas(func(t *testing.T, n int) []journal.Store {
