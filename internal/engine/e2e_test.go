@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -105,10 +106,10 @@ func TestFailures(t *testing.T) {
 	h := newHarness(t, harnessOptions{
 		signDeadline: 500 * time.Millisecond,
 		retryFor:     time.Second,
-		extraCAs: func(h *harness) map[string]ca.Connector {
+		extraCAs: func(builtin *local.Connector) map[string]ca.Connector {
 			return map[string]ca.Connector{
 				"refusing":  refusingCA{},
-				"wrong-key": &wrongKeyCA{inner: h.local, key: otherKey},
+				"wrong-key": &wrongKeyCA{inner: builtin, key: otherKey},
 				"down":      downCA{},
 			}
 		},
@@ -299,16 +300,5 @@ func TestLROVariantsAndSCEPProfile(t *testing.T) {
 	hostile := h.mustIssue(snaps[names[1]])
 	if hostile.Subject.CommonName != "SN,with=commas+plus \"quoted\" é" || len(hostile.Subject.Names) != 2 {
 		t.Fatalf("hostile serial interpreted: CN %q names %v", hostile.Subject.CommonName, hostile.Subject.Names)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

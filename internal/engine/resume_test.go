@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/journal"
@@ -139,8 +140,8 @@ func TestResumeRecoversInterruptedCACall(t *testing.T) {
 }
 
 func TestResumeInterruptedCACallWithoutRecovery(t *testing.T) {
-	h := newHarness(t, harnessOptions{extraCAs: func(h *harness) map[string]ca.Connector {
-		return map[string]ca.Connector{"opaque": opaqueCA{h.local}}
+	h := newHarness(t, harnessOptions{extraCAs: func(builtin *local.Connector) map[string]ca.Connector {
+		return map[string]ca.Connector{"opaque": opaqueCA{builtin}}
 	}})
 	rec := h.scene(emulator.ProcessSpec{CARef: "opaque"}, true)
 	p, _ := h.api.Get(context.Background(), rec.Name)

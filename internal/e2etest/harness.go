@@ -1,0 +1,320 @@
+// Package e2etest runs the real pieces of the adapter together on loopback for tests: the
+// emulator's REST API over HTTP and its pstest Pub/Sub over gRPC, the Chrome API client, the
+// engine, the intake, an in-memory journal, the built-in CA and whatever other CA connectors a
+// test brings. Connector packages use it to prove the whole flow against their real CA server.
+package e2etest
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/chromeapi"
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/engine"
+	"github.com/certprov/certprov-adapter/internal/intake"
+	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/telemetry"
+)
+
+const (
+	// Customer is the customer the harness serves.
+	Customer = "C0test"
+	// InstanceID is the adapter's callerInstanceId.
+	InstanceID = "adapter-under-test"
+	// BuiltinCA is the name of the local CA connection every harness has.
+	BuiltinCA = "builtin"
+)
+
+// Options shape a Harness. Zero values take test-friendly defaults.
+type Options struct {
+	// SignDeadline of the built-in profiles "device" and "user" (default 30s).
+	SignDeadline time.Duration
+	// RetryFor bounds transient failures of a step (default 20s).
+	RetryFor time.Duration
+	// CAs adds CA connections next to "builtin"; it runs once the built-in CA exists.
+	CAs func(h *Harness) map[string]ca.Connector
+	// Profiles adds or replaces adapter profiles.
+	Profiles map[string]config.Profile
+	// Verbose logs at info level instead of warn.
+	Verbose bool
+}
+
+// Harness is a running adapter against a running emulator.
+type Harness struct {
+	t       testing.TB
+	Emu     *emulator.Emulator
+	Roots   *x509.CertPool // the built-in CA
+	Local   *local.Connector
+	Metrics *telemetry.Counters
+	Store   journal.Store
+	API     *chromeapi.Client // the adapter's own client, for tests that set a scene
+}
+
+// Profile is the profile the built-in "device" and "user" profiles are made from.
+func Profile(cn, sanEmail string, deadline time.Duration) config.Profile {
+	p := config.Profile{
+		Subject:      config.Subject{CommonName: cn, Organization: []string{"Example Corp"}},
+		KeyUsage:     []string{"digitalSignature", "keyEncipherment"},
+		ExtKeyUsage:  []string{"clientAuth"},
+		Validity:     24 * time.Hour,
+		SignDeadline: deadline,
+	}
+	if sanEmail != "" {
+		p.SubjectAltNames.Email = []string{sanEmail}
+	}
+	return p
+}
+
+// New starts everything and stops it when the test ends.
+func New(t testing.TB, o Options) *Harness {
+	t.Helper()
+	if o.SignDeadline == 0 {
+		o.SignDeadline = 30 * time.Second
+	}
+	if o.RetryFor == 0 {
+		o.RetryFor = 20 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	level := zap.WarnLevel
+	if o.Verbose {
+		level = zap.InfoLevel
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(level))
+
+	emu, err := emulator.New(ctx, emulator.Options{Project: "test", Topic: "certprov", Subscription: "adapter", Logger: log.Named("emulator")})
+	if err != nil {
+		t.Fatalf("emulator: %v", err)
+	}
+	rest := httptest.NewServer(emu.Handler())
+
+	dir := t.TempDir()
+	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "test CA", 48*time.Hour)
+	if err != nil {
+		t.Fatalf("create CA: %v", err)
+	}
+	conn, err := ca.New(local.Type, ca.Settings{"certificateFile": certPath, "keyFile": keyPath, "ledgerFile": filepath.Join(dir, "ledger.jsonl")},
+		ca.Env{Name: BuiltinCA, Logger: log})
+	if err != nil {
+		t.Fatalf("local CA: %v", err)
+	}
+	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Metrics: &telemetry.Counters{}, Store: journal.NewMemory()}
+	h.Roots.AddCert(readCert(t, certPath))
+
+	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: 10 * time.Second}}
+	if o.CAs != nil {
+		for name, c := range o.CAs(h) {
+			cas[name] = &engine.CAConnection{Connector: c, Timeout: 10 * time.Second}
+		}
+	}
+	specs := map[string]config.Profile{
+		"device": Profile("{{.Device.SerialNumber}}", "", o.SignDeadline),
+		"user":   Profile("{{.User.Email}}", "{{.User.Email}}", o.SignDeadline),
+	}
+	for name, p := range o.Profiles {
+		specs[name] = p
+	}
+	profiles := map[string]*engine.Profile{}
+	for name, p := range specs {
+		tmpl, err := csr.Compile(p)
+		if err != nil {
+			t.Fatalf("compile profile %s: %v", name, err)
+		}
+		profiles[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline}
+	}
+
+	api, err := chromeapi.New(ctx, chromeapi.Options{
+		Google: config.Google{
+			Endpoint:       rest.URL + "/",
+			Credentials:    config.Credentials{Type: config.CredentialsNone},
+			RateLimit:      config.RateLimit{RequestsPerSecond: 2000, Burst: 200},
+			RequestTimeout: 5 * time.Second,
+		},
+		Logger:        log.Named("chromeapi"),
+		MaxInlineWait: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("api client: %v", err)
+	}
+	h.API = api
+	eng, err := engine.New(engine.Options{
+		InstanceID:      InstanceID,
+		API:             api,
+		Store:           h.Store,
+		Profiles:        profiles,
+		CAs:             cas,
+		Workers:         8,
+		PollInterval:    20 * time.Millisecond,
+		MaxPollInterval: 200 * time.Millisecond,
+		Retry:           config.Retry{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxDuration: o.RetryFor},
+		Logger:          log.Named("engine"),
+		Metrics:         h.Metrics,
+	})
+	if err != nil {
+		t.Fatalf("engine: %v", err)
+	}
+	ps, err := pubsub.NewClient(ctx, "test", option.WithEndpoint(emu.PubSubAddr()), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		t.Fatalf("pubsub client: %v", err)
+	}
+	recv := intake.NewReceiver(eng, []string{Customer}, log.Named("intake"), h.Metrics)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
+	go func() { defer wg.Done(); _ = recv.Run(ctx, ps.Subscriber("adapter")) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = ps.Close()
+		rest.Close()
+		_ = emu.Close()
+	})
+	return h
+}
+
+func readCert(t testing.TB, path string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Start starts a process on the emulator, filling in the customer, the built-in CA and the
+// profile matching the scope where the spec leaves them empty.
+func (h *Harness) Start(spec emulator.ProcessSpec) string {
+	h.t.Helper()
+	if spec.Customer == "" {
+		spec.Customer = Customer
+	}
+	if spec.CARef == "" {
+		spec.CARef = BuiltinCA
+	}
+	if spec.ProfileRef == "" && spec.SCEPProfile == nil {
+		spec.ProfileRef = "device"
+		if spec.Scope == "user" {
+			spec.ProfileRef = "user"
+		}
+	}
+	name, err := h.Emu.StartProcess(context.Background(), spec)
+	if err != nil {
+		h.t.Fatalf("start process: %v", err)
+	}
+	return name
+}
+
+// WaitFinished waits until every named process has ended on the emulator's side.
+func (h *Harness) WaitFinished(names []string, timeout time.Duration) map[string]emulator.Snapshot {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		out := map[string]emulator.Snapshot{}
+		pending := 0
+		for _, n := range names {
+			s, ok := h.Emu.Process(n)
+			if !ok {
+				h.t.Fatalf("emulator lost process %s", n)
+			}
+			if !s.Finished() {
+				pending++
+			}
+			out[n] = s
+		}
+		if pending == 0 {
+			return out
+		}
+		if time.Now().After(deadline) {
+			for _, s := range out {
+				if !s.Finished() {
+					h.t.Errorf("unfinished: %s state=%s calls=%v", s.Name, s.State, s.Calls)
+				}
+			}
+			h.t.Fatalf("%d of %d processes unfinished after %s", pending, len(names), timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitJournalIdle waits until the journal holds no unfinished record.
+func (h *Harness) WaitJournalIdle(timeout time.Duration) {
+	h.t.Helper()
+	WaitFor(h.t, timeout, func() bool {
+		recs, err := h.Store.Unfinished(context.Background())
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		return len(recs) == 0
+	})
+}
+
+// MustIssue asserts that s ended with a certificate that chains to roots (the built-in CA when
+// nil) and carries the device key, and that signData was requested exactly once. For the
+// built-in CA it also asserts that the CA issued exactly once.
+func (h *Harness) MustIssue(s emulator.Snapshot, roots *x509.CertPool) *x509.Certificate {
+	h.t.Helper()
+	builtin := roots == nil
+	if builtin {
+		roots = h.Roots
+	}
+	if s.State != emulator.StateIssued {
+		h.t.Fatalf("%s: state %s, failure %q", s.Name, s.State, s.FailureMessage)
+	}
+	leaf, err := emulator.VerifyIssued(s, roots, nil)
+	if err != nil {
+		h.t.Fatalf("%s: %v", s.Name, err)
+	}
+	if s.SignDataCount != 1 {
+		h.t.Fatalf("%s: signData called %d times", s.Name, s.SignDataCount)
+	}
+	if builtin {
+		if n := h.Local.Issued(s.Name); n != 1 {
+			h.t.Fatalf("%s: CA issued %d certificates", s.Name, n)
+		}
+	}
+	return leaf
+}
+
+// WaitFor polls cond until it holds or the timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// PEM encodes a certificate.
+func PEM(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
