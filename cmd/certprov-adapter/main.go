@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -23,9 +24,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/adapter"
+	"github.com/certprov/certprov-adapter/internal/ca"
 	_ "github.com/certprov/certprov-adapter/internal/ca/install"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/inspect"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/logging"
@@ -71,7 +74,9 @@ func usage(w io.Writer) {
 
 commands:
   run       --config FILE   receive notifications and provision certificates
-  validate  --config FILE   check a configuration and print every problem with its YAML path
+  validate  --config FILE [--check-connections]
+                          check a configuration and print every problem with its YAML path;
+                          with --check-connections also contact every CA
   inspect   --config FILE [--json] [PROCESS]
                           list unfinished processes (state, age, next step, last error), or
                           show one process's history; PROCESS is its id or full name
@@ -131,6 +136,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
+	check := fs.Bool("check-connections", false, "also contact every CA connection (Ping) and report its health")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -140,13 +146,50 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	_, perr := adapter.Profiles(cfg)
-	_, cerr := adapter.Connectors(cfg, zap.NewNop())
+	conns, cerr := adapter.Connectors(cfg, zap.NewNop())
 	if err := errors.Join(perr, cerr); err != nil {
 		printProblems(stderr, *path, err)
 		return 1
 	}
+	if *check {
+		if !checkConnections(stdout, stderr, conns) {
+			return 1
+		}
+	}
 	fmt.Fprintf(stdout, "%s: OK (%d profiles, %d CA connections)\n", *path, len(cfg.Profiles), len(cfg.CAConnections))
 	return 0
+}
+
+// checkConnections pings every connector that can be pinged and reports each; it returns
+// whether all answered.
+func checkConnections(stdout, stderr io.Writer, conns map[string]*engine.CAConnection) bool {
+	names := make([]string, 0, len(conns))
+	for n := range conns {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	ok := true
+	for _, n := range names {
+		pinger, can := conns[n].Connector.(ca.Pinger)
+		if !can {
+			fmt.Fprintf(stdout, "caConnections.%s: no health check for this connector type\n", n)
+			continue
+		}
+		timeout := conns[n].Timeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := pinger.Ping(ctx)
+		cancel()
+		if err != nil {
+			ok = false
+			fmt.Fprintf(stderr, "caConnections.%s: unreachable or misconfigured: %v\n", n, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "caConnections.%s: OK\n", n)
+	}
+	return ok
 }
 
 // printProblems prints one problem per line, each starting with its YAML path.

@@ -112,3 +112,33 @@ func TestUsageAndVersion(t *testing.T) {
 		t.Fatalf("no command: exit %d", code)
 	}
 }
+
+func TestValidateCheckConnections(t *testing.T) {
+	dir := t.TempDir()
+	for _, ca := range []struct{ dir, validity string }{{"good", "24h"}, {"expired", "1ns"}} {
+		if code, _, stderr := runCmd(t, "init-ca", "--dir", filepath.Join(dir, ca.dir), "--validity", ca.validity); code != 0 {
+			t.Fatalf("init-ca: %s", stderr)
+		}
+	}
+	cfg := filepath.Join(dir, "adapter.yaml")
+	if err := os.WriteFile(cfg, []byte(`instanceId: a1
+customers: [C0abc]
+pubsub: {project: p, subscription: s}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: memory}
+profiles:
+  device: {subject: {commonName: "{{.Device.SerialNumber}}"}}
+caConnections:
+  good: {type: local, certificateFile: good/ca.crt, keyFile: good/ca.key}
+  stale: {type: local, certificateFile: expired/ca.crt, keyFile: expired/ca.key}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCmd(t, "validate", "--config", cfg); code != 0 {
+		t.Fatalf("validate without checks: exit %d: %s", code, stderr)
+	}
+	code, out, stderr := runCmd(t, "validate", "--config", cfg, "--check-connections")
+	if code != 1 || !strings.Contains(out, "caConnections.good: OK") || !strings.Contains(stderr, "caConnections.stale") || !strings.Contains(stderr, "expired") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+}

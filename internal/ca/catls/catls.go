@@ -1,0 +1,67 @@
+// Package catls builds the TLS client configuration that CA connectors share: a CA bundle to
+// trust, a client certificate for mutual TLS, and a server name override.
+package catls
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+)
+
+// Options is the `tls:` block of a connector's settings.
+type Options struct {
+	// CAFile is a PEM bundle of the roots to trust for the CA server; empty trusts the system
+	// roots.
+	CAFile string `mapstructure:"caFile"`
+	// CertFile and KeyFile are a client certificate and key for mutual TLS.
+	CertFile string `mapstructure:"certFile"`
+	KeyFile  string `mapstructure:"keyFile"`
+	// ServerName overrides the name checked in the server's certificate.
+	ServerName string `mapstructure:"serverName"`
+}
+
+// Config returns the tls.Config for o; relative paths resolve through env.
+func (o Options) Config(env ca.Env) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.ServerName}
+	if o.CAFile != "" {
+		pemBytes, err := os.ReadFile(env.Path(o.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("tls.caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("tls.caFile %q: no PEM certificates", o.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case o.CertFile != "" && o.KeyFile != "":
+		pair, err := tls.LoadX509KeyPair(env.Path(o.CertFile), env.Path(o.KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("tls.certFile/keyFile: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	case o.CertFile != "" || o.KeyFile != "":
+		return nil, errors.New("tls.certFile and tls.keyFile go together")
+	}
+	return cfg, nil
+}
+
+// HTTPClient returns an HTTP client that uses o and gives up on a call after timeout (the whole
+// exchange, body included).
+func (o Options) HTTPClient(env ca.Env, timeout time.Duration) (*http.Client, error) {
+	cfg, err := o.Config(env)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	tr.Proxy = http.ProxyFromEnvironment
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
