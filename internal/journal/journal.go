@@ -117,19 +117,28 @@ func (r *Record) Log(at time.Time, note string) {
 // Clone returns a deep copy, so callers never share a record with a store.
 func (r *Record) Clone() *Record {
 	c := *r
-	if r.Process != nil {
-		p := *r.Process
-		c.Process = &p
+	c.Process = r.Process.Clone()
+	c.SignData = cloneBytes(r.SignData)
+	c.Signature = cloneBytes(r.Signature)
+	c.CSR = cloneBytes(r.CSR)
+	if r.History != nil {
+		c.History = append([]Event(nil), r.History...)
 	}
-	c.SignData = append([]byte(nil), r.SignData...)
-	c.Signature = append([]byte(nil), r.Signature...)
-	c.CSR = append([]byte(nil), r.CSR...)
-	c.History = append([]Event(nil), r.History...)
 	return &c
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
 }
 
 // ErrNotFound is returned for a name with no record.
 var ErrNotFound = errors.New("journal: no such record")
+
+// ErrClosed is returned by every method of a closed store.
+var ErrClosed = errors.New("journal: store is closed")
 
 // ErrLeaseLost is returned by Update when the caller no longer holds the record's lease.
 var ErrLeaseLost = errors.New("journal: lease lost")

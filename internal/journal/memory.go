@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 // demos, never where a restart must not lose claimed processes.
 type Memory struct {
 	mu      sync.Mutex
+	closed  bool
 	records map[string]*memRecord
 }
 
@@ -22,11 +24,26 @@ type memRecord struct {
 
 var _ Store = (*Memory)(nil)
 
+// errNoOwner keeps Memory as strict as the durable stores: a lease needs an owner.
+var errNoOwner = errors.New("journal: lease owner is empty")
+
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory { return &Memory{records: map[string]*memRecord{}} }
 
-func (m *Memory) Create(_ context.Context, rec *Record) (bool, error) {
+// lock takes the mutex and reports ErrClosed on a closed store (the mutex is then released).
+func (m *Memory) lock() error {
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (m *Memory) Create(_ context.Context, rec *Record) (bool, error) {
+	if err := m.lock(); err != nil {
+		return false, err
+	}
 	defer m.mu.Unlock()
 	if _, ok := m.records[rec.Name]; ok {
 		return false, nil
@@ -36,7 +53,9 @@ func (m *Memory) Create(_ context.Context, rec *Record) (bool, error) {
 }
 
 func (m *Memory) Get(_ context.Context, name string) (*Record, error) {
-	m.mu.Lock()
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
 	defer m.mu.Unlock()
 	r, ok := m.records[name]
 	if !ok {
@@ -46,8 +65,16 @@ func (m *Memory) Get(_ context.Context, name string) (*Record, error) {
 }
 
 func (m *Memory) Lease(_ context.Context, owner string, now time.Time, d time.Duration, limit int) ([]*Record, error) {
-	m.mu.Lock()
+	if owner == "" {
+		return nil, errNoOwner
+	}
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
 	defer m.mu.Unlock()
+	if limit <= 0 {
+		return nil, nil
+	}
 	var due []*memRecord
 	for _, r := range m.records {
 		if r.rec.State.Final() || r.rec.NextDue.After(now) {
@@ -72,7 +99,12 @@ func (m *Memory) Lease(_ context.Context, owner string, now time.Time, d time.Du
 }
 
 func (m *Memory) Update(_ context.Context, owner string, rec *Record, now time.Time, renew time.Duration) error {
-	m.mu.Lock()
+	if owner == "" {
+		return errNoOwner
+	}
+	if err := m.lock(); err != nil {
+		return err
+	}
 	defer m.mu.Unlock()
 	r, ok := m.records[rec.Name]
 	if !ok {
@@ -91,7 +123,9 @@ func (m *Memory) Update(_ context.Context, owner string, rec *Record, now time.T
 }
 
 func (m *Memory) NextDue(context.Context) (time.Time, bool, error) {
-	m.mu.Lock()
+	if err := m.lock(); err != nil {
+		return time.Time{}, false, err
+	}
 	defer m.mu.Unlock()
 	var first time.Time
 	found := false
@@ -107,7 +141,9 @@ func (m *Memory) NextDue(context.Context) (time.Time, bool, error) {
 }
 
 func (m *Memory) Unfinished(context.Context) ([]*Record, error) {
-	m.mu.Lock()
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
 	defer m.mu.Unlock()
 	var out []*Record
 	for _, r := range m.records {
@@ -120,7 +156,9 @@ func (m *Memory) Unfinished(context.Context) ([]*Record, error) {
 }
 
 func (m *Memory) Compact(_ context.Context, finishedBefore time.Time) (int, error) {
-	m.mu.Lock()
+	if err := m.lock(); err != nil {
+		return 0, err
+	}
 	defer m.mu.Unlock()
 	n := 0
 	for name, r := range m.records {
@@ -132,4 +170,10 @@ func (m *Memory) Compact(_ context.Context, finishedBefore time.Time) (int, erro
 	return n, nil
 }
 
-func (m *Memory) Close() error { return nil }
+// Close makes every later call fail with ErrClosed.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}

@@ -14,9 +14,6 @@ func TestMemoryConformance(t *testing.T) {
 			t.Cleanup(func() { _ = s.Close() })
 			return s
 		},
-		// Known gaps of Memory, reported; remove each line with its fix.
-		journaltest.Skip("CopiesNested", "Record.Clone copies Process shallowly: its SPKI, SignData, Signature, Device, User and SCEPProfile stay shared with the store"),
-		journaltest.Skip("Closed", "Memory.Close does nothing: the store keeps working after Close"),
 	)
 }
 

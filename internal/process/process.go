@@ -94,6 +94,41 @@ type Process struct {
 	FailureMessage     string // present once the process failed
 }
 
+// Clone returns a deep copy: journals hand out copies, and a shared byte slice or pointer would
+// let one holder's change leak into another's record.
+func (p *Process) Clone() *Process {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.SPKI = cloneBytes(p.SPKI)
+	c.SignData = cloneBytes(p.SignData)
+	c.Signature = cloneBytes(p.Signature)
+	if p.Device != nil {
+		d := *p.Device
+		c.Device = &d
+	}
+	if p.User != nil {
+		u := *p.User
+		c.User = &u
+	}
+	if p.SCEPProfile != nil {
+		sp := *p.SCEPProfile
+		sp.OrganizationalUnits = append([]string(nil), p.SCEPProfile.OrganizationalUnits...)
+		sp.SANs = append([]SAN(nil), p.SCEPProfile.SANs...)
+		sp.KeyUsages = append([]string(nil), p.SCEPProfile.KeyUsages...)
+		c.SCEPProfile = &sp
+	}
+	return &c
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}
+
 // UserScoped reports whether the process was started in a user session.
 func (p *Process) UserScoped() bool { return p.User != nil }
 
