@@ -67,9 +67,14 @@ func (r *Receiver) Handle(ctx context.Context, msgID string, data []byte) (ack b
 	return true
 }
 
+// serves reports whether notifications for customer are ours. "my_customer" is Google's alias
+// for the customer the credentials belong to; notifications carry the real id, which the alias
+// cannot be compared with, so it serves every customer the subscription delivers.
 func (r *Receiver) serves(customer string) bool {
-	return len(r.customers) == 0 || slices.Contains(r.customers, customer)
+	return len(r.customers) == 0 || slices.Contains(r.customers, customer) || slices.Contains(r.customers, myCustomer)
 }
+
+const myCustomer = "my_customer"
 
 // Run receives from sub until ctx ends. It returns nil on cancellation.
 func (r *Receiver) Run(ctx context.Context, sub *pubsub.Subscriber) error {

@@ -1,0 +1,66 @@
+package intake
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/certprov/certprov-adapter/internal/telemetry"
+)
+
+// recordingAdmitter stands for the engine: it records names and fails on demand.
+type recordingAdmitter struct {
+	mu    sync.Mutex
+	names []string
+	err   error
+}
+
+func (a *recordingAdmitter) Admit(_ context.Context, name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.names = append(a.names, name)
+	return a.err
+}
+
+func TestHandle(t *testing.T) {
+	const pid = "0123456789ABCDEF0123456789ABCDEF"
+	msg := func(customer string) []byte {
+		return []byte(`{"certificateProvisioningProcessId":"` + pid + `","customerId":"` + customer + `"}`)
+	}
+	tests := []struct {
+		name      string
+		customers []string
+		data      []byte
+		admitErr  error
+		wantAck   bool
+		wantAdmit string
+		counter   string
+	}{
+		{"served customer", []string{"C0a"}, msg("C0a"), nil, true, "customers/C0a/certificateProvisioningProcesses/" + pid, "admitted"},
+		{"foreign customer acked, not admitted", []string{"C0a"}, msg("C0b"), nil, true, "", "foreign_customer"},
+		{"my_customer serves any", []string{"my_customer"}, msg("C0b"), nil, true, "customers/C0b/certificateProvisioningProcesses/" + pid, "admitted"},
+		{"malformed acked", []string{"C0a"}, []byte("garbage"), nil, true, "", "malformed"},
+		{"admit failure redelivered", []string{"C0a"}, msg("C0a"), errors.New("journal down"), false, "customers/C0a/certificateProvisioningProcesses/" + pid, "admit_error"},
+		{"shutdown redelivered", []string{"C0a"}, msg("C0a"), context.Canceled, false, "customers/C0a/certificateProvisioningProcesses/" + pid, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &recordingAdmitter{err: tc.admitErr}
+			m := &telemetry.Counters{}
+			r := NewReceiver(a, tc.customers, nil, m)
+			if ack := r.Handle(context.Background(), "m1", tc.data); ack != tc.wantAck {
+				t.Fatalf("ack = %v, want %v", ack, tc.wantAck)
+			}
+			switch {
+			case tc.wantAdmit == "" && len(a.names) != 0:
+				t.Fatalf("admitted %v", a.names)
+			case tc.wantAdmit != "" && (len(a.names) != 1 || a.names[0] != tc.wantAdmit):
+				t.Fatalf("admitted %v, want %s", a.names, tc.wantAdmit)
+			}
+			if tc.counter != "" && m.Get("notifications_total", tc.counter) != 1 {
+				t.Fatalf("counter %s not incremented: %v", tc.counter, m.Snapshot())
+			}
+		})
+	}
+}
