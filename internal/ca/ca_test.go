@@ -1,0 +1,99 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestClassify(t *testing.T) {
+	base := errors.New("boom")
+	tests := []struct {
+		name  string
+		err   error
+		class Class
+		hint  time.Duration
+	}{
+		{"unclassified is retryable", base, ClassRetryable, 0},
+		{"permanent", Permanent(base), ClassPermanent, 0},
+		{"permanent wrapped with context", fmt.Errorf("issue: %w", Permanentf("refused %s", "x")), ClassPermanent, 0},
+		{"retryable with hint", Retryable(base, 3*time.Second), ClassRetryable, 3 * time.Second},
+		{"pending", &PendingError{Ticket: "t", RetryAfter: time.Minute}, ClassPending, time.Minute},
+		{"pending wrapped", fmt.Errorf("ca: %w", &PendingError{}), ClassPending, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			class, hint := Classify(tc.err)
+			if class != tc.class || hint != tc.hint {
+				t.Fatalf("Classify = %s %v, want %s %v", class, hint, tc.class, tc.hint)
+			}
+			if IsPermanent(tc.err) != (tc.class == ClassPermanent) {
+				t.Fatal("IsPermanent disagrees with Classify")
+			}
+		})
+	}
+	if Permanent(nil) != nil || Retryable(nil, time.Second) != nil {
+		t.Fatal("classifying nil must stay nil")
+	}
+	if !errors.Is(Permanent(context.Canceled), context.Canceled) {
+		t.Fatal("classification hides the cause")
+	}
+}
+
+type nopConnector struct{ s Settings }
+
+func (nopConnector) Issue(context.Context, *Request) (*Issued, error) { return nil, errors.New("nop") }
+
+func TestRegistry(t *testing.T) {
+	Register("test-nop", func(s Settings, env Env) (Connector, error) {
+		if s["fail"] == true {
+			return nil, errors.New("bad settings")
+		}
+		return nopConnector{s}, nil
+	})
+	if _, err := New("test-nop", Settings{}, Env{Name: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New("test-nop", Settings{"fail": true}, Env{Name: "c1"})
+	if err == nil || !strings.Contains(err.Error(), `test-nop connector "c1": bad settings`) {
+		t.Fatalf("factory error not named: %v", err)
+	}
+	_, err = New("no-such-type", nil, Env{})
+	if err == nil || !strings.Contains(err.Error(), "unsupported") || !strings.Contains(err.Error(), "test-nop") {
+		t.Fatalf("unknown type error %v should list known types", err)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	var dst struct {
+		URL     string        `mapstructure:"url"`
+		Timeout time.Duration `mapstructure:"timeout"`
+		TLS     struct {
+			CAFile string `mapstructure:"caFile"`
+		} `mapstructure:"tls"`
+	}
+	if err := Decode(Settings{"url": "https://x", "timeout": "45s", "tls": map[string]any{"caFile": "ca.pem"}}, &dst); err != nil {
+		t.Fatal(err)
+	}
+	if dst.URL != "https://x" || dst.Timeout != 45*time.Second || dst.TLS.CAFile != "ca.pem" {
+		t.Fatalf("decoded %+v", dst)
+	}
+	for name, s := range map[string]Settings{
+		"unknown key":        {"url": "x", "uri": "y"},
+		"unknown nested key": {"tls": map[string]any{"cafile2": "x"}},
+		"bad duration":       {"timeout": "soon"},
+	} {
+		if err := Decode(s, &dst); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if got := (Env{BaseDir: "/etc/certprov"}).Path("ca.pem"); got != "/etc/certprov/ca.pem" {
+		t.Fatalf("Path = %s", got)
+	}
+	if got := (Env{BaseDir: "/etc/certprov"}).Path("/abs.pem"); got != "/abs.pem" {
+		t.Fatalf("Path = %s", got)
+	}
+}
