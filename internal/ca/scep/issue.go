@@ -1,0 +1,287 @@
+package scep
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/csr"
+)
+
+// CSRAttributes returns the challenge password attribute, fetched anew for every request (a
+// dynamic NDES password is good for one enrolment only). It is called before the device signs,
+// since the password must be inside the signed request.
+func (c *Connector) CSRAttributes(ctx context.Context, _ *ca.Request) ([]ca.Attribute, error) {
+	if c.challenge == nil {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, ca.Retryable(fmt.Errorf("challenge password: %w", err), 0)
+	}
+	pw, err := c.challenge.challenge(ctx)
+	if err != nil {
+		return nil, err
+	}
+	attr, err := csr.ChallengePassword(pw.Reveal())
+	if err != nil {
+		// csr's messages never quote the password.
+		return nil, ca.Permanent(err)
+	}
+	return []ca.Attribute{attr}, nil
+}
+
+// Ping asks the server for its capabilities and certificates, and checks the fingerprint pin and
+// the RA/CA bundle, without issuing anything.
+func (c *Connector) Ping(ctx context.Context) error {
+	info, err := c.serverInfo(ctx, true)
+	if err != nil {
+		return err
+	}
+	c.log.Info("SCEP server reachable", zap.String("url", c.where()), zap.Stringer("caps", info.caps),
+		zap.Bool("renewal", info.caps.renewal()), zap.String("issuer", info.issuer.Subject.String()),
+		zap.String("recipient", info.recipient.Subject.String()), zap.String("issuer_sha256", fingerprint(info.issuer)))
+	return nil
+}
+
+// serverInfo returns the server's capabilities and certificates, from the cache unless it is
+// stale or fresh is set.
+func (c *Connector) serverInfo(ctx context.Context, fresh bool) (*serverInfo, error) {
+	c.mu.Lock()
+	info := c.info
+	c.mu.Unlock()
+	if info != nil && !fresh && c.now().Sub(info.at) < serverInfoTTL {
+		return info, nil
+	}
+	capsBody, _, err := c.getOperation(ctx, "GetCACaps", c.caIdentifier)
+	var cp caps
+	switch {
+	case err == nil:
+		cp = parseCaps(capsBody)
+	case ca.IsPermanent(err):
+		// A server from before GetCACaps answers 4xx: assume the RFC's minimum (GET, no AES).
+		c.log.Warn("SCEP server answered no GetCACaps; using GET, 3DES and SHA-1", zap.String("url", c.where()), zap.Error(err))
+		cp = parseCaps(nil)
+	default:
+		return nil, err
+	}
+	certBody, _, err := c.getOperation(ctx, "GetCACert", c.caIdentifier)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := parseCACerts(certBody)
+	if err != nil {
+		return nil, ca.Permanentf("GetCACert at %s: %v", c.where(), err)
+	}
+	if info, err = newServerInfo(cp, certs, c.now()); err != nil {
+		return nil, ca.Permanentf("GetCACert at %s: %v", c.where(), err)
+	}
+	if err := checkPin(c.pin, certs); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.info = info
+	c.mu.Unlock()
+	return info, nil
+}
+
+// ticket is what a PENDING answer leaves the engine to resume with: CertPoll needs the
+// transaction, the issuer the server was asked for and the subject of the request.
+type ticket struct {
+	TransactionID string `json:"transactionID"`
+	Issuer        []byte `json:"issuer"`  // DER Name
+	Subject       []byte `json:"subject"` // DER Name
+}
+
+func (t ticket) encode() string {
+	b, _ := json.Marshal(t) // cannot fail: strings and byte slices
+	return "scep1:" + string(b)
+}
+
+func decodeTicket(s string) (ticket, error) {
+	var t ticket
+	body, ok := strings.CutPrefix(s, "scep1:")
+	if !ok {
+		return t, errors.New("not a SCEP ticket")
+	}
+	if err := json.Unmarshal([]byte(body), &t); err != nil {
+		return t, err
+	}
+	if t.TransactionID == "" || len(t.Issuer) == 0 {
+		return t, errors.New("incomplete SCEP ticket")
+	}
+	return t, nil
+}
+
+// transactionID is the hex SHA-256 of the device's public key, as RFC 8894 §3.2.1.1 suggests:
+// stable across retries of one request, distinct between devices.
+func transactionID(spki []byte) string {
+	sum := sha256.Sum256(spki)
+	return strings.ToUpper(hex.EncodeToString(sum[:]))
+}
+
+// Issue sends the device-signed CSR in a PKCSReq, or polls with CertPoll when req.Ticket says the
+// server left the request PENDING.
+func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, ca.Retryable(fmt.Errorf("SCEP request: %w", err), 0)
+	}
+	if req == nil || req.CSR == nil || len(req.CSRDER) == 0 {
+		return nil, ca.Permanentf("SCEP request without a certificate request")
+	}
+	// SCEP servers tend to take the CSR on trust; a bad signature must not get as far.
+	if err := req.CSR.CheckSignature(); err != nil {
+		return nil, ca.Permanentf("the certificate request's signature does not verify: %v", err)
+	}
+	info, err := c.serverInfo(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	msg := &pkiMessage{
+		TransactionID: transactionID(req.CSR.RawSubjectPublicKeyInfo),
+		MessageType:   msgPKCSReq,
+		SenderNonce:   make([]byte, 16),
+	}
+	if _, err := rand.Read(msg.SenderNonce); err != nil {
+		return nil, ca.Retryable(fmt.Errorf("sender nonce: %w", err), 0)
+	}
+	content := req.CSRDER
+	t := ticket{TransactionID: msg.TransactionID, Issuer: info.issuer.RawSubject, Subject: req.CSR.RawSubject}
+	if req.Ticket != "" {
+		if t, err = decodeTicket(req.Ticket); err != nil {
+			return nil, ca.Permanentf("resume the pending SCEP request: ticket %q: %v", req.Ticket, err)
+		}
+		msg.MessageType, msg.TransactionID = msgCertPoll, t.TransactionID
+		if content, err = asn1.Marshal(issuerAndSubject{Issuer: asn1.RawValue{FullBytes: t.Issuer}, Subject: asn1.RawValue{FullBytes: t.Subject}}); err != nil {
+			return nil, ca.Permanentf("encode CertPoll: %v", err)
+		}
+	}
+	alg := info.caps.cipher(c.encryption)
+	if msg.Content, err = envelope(content, info.recipient, alg); err != nil {
+		return nil, ca.Permanentf("encrypt the request to %q: %v", info.recipient.Subject, err)
+	}
+	der, err := signPKIMessage(msg, c.signerCert, c.signerKey, info.caps.digest())
+	if err != nil {
+		return nil, ca.Permanentf("sign the SCEP request: %v", err)
+	}
+	op := "PKCSReq"
+	if msg.MessageType == msgCertPoll {
+		op = "CertPoll"
+	}
+	c.log.Debug("SCEP request", zap.String("process", req.Key), zap.String("message", op),
+		zap.String("transaction", msg.TransactionID), zap.Stringer("cipher", alg), zap.Stringer("digest", info.caps.digest()),
+		zap.Bool("post", info.caps.post()))
+	body, err := c.pkiOperation(ctx, info.caps.post(), der)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := c.certRep(ctx, body, msg, info)
+	if err != nil {
+		return nil, err
+	}
+	switch rep.PKIStatus {
+	case statusSuccess:
+		return c.issued(rep, req, info)
+	case statusPending:
+		c.log.Info("SCEP server left the request pending", zap.String("process", req.Key), zap.String("transaction", msg.TransactionID))
+		return nil, &ca.PendingError{
+			Ticket:     t.encode(),
+			RetryAfter: c.pollInterval,
+			Reason:     fmt.Sprintf("the SCEP server at %s holds the request for approval (transaction %s)", c.url.Host, msg.TransactionID),
+		}
+	case statusFailure:
+		text := ""
+		if rep.FailInfoText != "" {
+			text = fmt.Sprintf(" %q", truncate(rep.FailInfoText, 200))
+		}
+		return nil, ca.Permanentf("the SCEP server refused the %s with failInfo %s%s: %s", op, failInfoName(rep.FailInfo), text, failInfoHint(rep.FailInfo))
+	default:
+		return nil, ca.Permanentf("the SCEP server answered the %s with unknown pkiStatus %q", op, rep.PKIStatus)
+	}
+}
+
+// certRep parses and checks the server's answer to msg: signed by the server, about our
+// transaction and echoing our nonce (so that an old answer cannot be replayed).
+func (c *Connector) certRep(ctx context.Context, body []byte, msg *pkiMessage, info *serverInfo) (*pkiMessage, error) {
+	rep, err := parsePKIMessage(body, info.certs)
+	if errors.Is(err, errBadSignature) {
+		return nil, ca.Permanentf("the SCEP server's answer: %v", err)
+	}
+	if err != nil {
+		// Garbage from a proxy or a server having a bad moment: worth another try.
+		return nil, ca.Retryable(fmt.Errorf("the SCEP server's answer: %w", err), 0)
+	}
+	if !info.trusts(rep.Signer, c.now()) {
+		// The server may have renewed its RA or CA certificate since it was cached.
+		fresh, err := c.serverInfo(ctx, true)
+		if err != nil {
+			return nil, err
+		}
+		if !fresh.trusts(rep.Signer, c.now()) {
+			return nil, ca.Permanentf("the SCEP answer is signed by %q, which is not a certificate of the CA the server's GetCACert names", rep.Signer.Subject)
+		}
+	}
+	switch {
+	case rep.MessageType != msgCertRep:
+		return nil, ca.Permanentf("the SCEP server answered with messageType %q, want CertRep (3)", rep.MessageType)
+	case rep.TransactionID != msg.TransactionID:
+		return nil, ca.Permanentf("the SCEP server answered about transaction %q, not %q", truncate(rep.TransactionID, 80), msg.TransactionID)
+	case !bytes.Equal(rep.RecipientNonce, msg.SenderNonce):
+		return nil, ca.Permanentf("the SCEP server's recipientNonce does not echo the request's senderNonce")
+	}
+	return rep, nil
+}
+
+// issued decrypts a SUCCESS answer and returns the certificate for the device key.
+func (c *Connector) issued(rep *pkiMessage, req *ca.Request, info *serverInfo) (*ca.Issued, error) {
+	plain, err := openEnvelope(rep.Content, c.signerCert, c.signerKey)
+	if err != nil {
+		return nil, ca.Permanentf("the SCEP server's SUCCESS answer cannot be decrypted with the signer key: %v", err)
+	}
+	certs, err := certsOnly(plain)
+	if err != nil {
+		return nil, ca.Permanentf("the SCEP server's SUCCESS answer: %v", err)
+	}
+	var leaf *x509.Certificate
+	others := x509.NewCertPool()
+	for _, cert := range certs {
+		if bytes.Equal(cert.RawSubjectPublicKeyInfo, req.CSR.RawSubjectPublicKeyInfo) && leaf == nil {
+			leaf = cert
+		} else {
+			others.AddCert(cert)
+		}
+	}
+	if leaf == nil {
+		return nil, ca.Permanentf("the SCEP server's SUCCESS answer holds %d certificates, none for the device key", len(certs))
+	}
+	// Only the chain is checked here; whether the leaf is valid now is the engine's check, and
+	// a server clock a little ahead must not turn into a permanent failure.
+	at := c.now()
+	if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
+		at = leaf.NotBefore
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: info.caPool, Intermediates: others, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, ca.Permanentf("the certificate the SCEP server issued (serial %s) does not chain to its CA %q: %v",
+			leaf.SerialNumber.Text(16), info.issuer.Subject, err)
+	}
+	c.log.Info("SCEP certificate issued", zap.String("process", req.Key), zap.String("serial", leaf.SerialNumber.Text(16)))
+	return &ca.Issued{Leaf: leaf, Chain: info.chain}, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
