@@ -149,33 +149,38 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 
 // checkURL accepts https URLs, and http ones to a loopback address (a sidecar on the same host).
 // Credentials in the URL are refused: they belong in headerFiles, where they are not printed.
+// Messages show the URL without its query, which may carry a key.
 func checkURL(raw string) (*url.URL, string, error) {
 	if raw == "" {
 		return nil, "", errors.New("url: required")
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its text repeats the whole URL
+		}
 		return nil, "", fmt.Errorf("url: not a URL: %w", err)
 	}
 	if u.User != nil {
 		return nil, "", errors.New("url: must not carry credentials (user:password@); use headerFiles")
 	}
+	display := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	if u.Host == "" {
-		return nil, "", fmt.Errorf("url %q: no host", raw)
+		return nil, "", fmt.Errorf("url %q: no host", display)
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if !isLoopback(u.Hostname()) {
-			return nil, "", fmt.Errorf("url %q: http is allowed only to a loopback address; use https", raw)
+			return nil, "", fmt.Errorf("url %q: http is allowed only to a loopback address; use https", display)
 		}
 	default:
-		return nil, "", fmt.Errorf("url %q: scheme must be https", raw)
+		return nil, "", fmt.Errorf("url %q: scheme must be https", display)
 	}
 	if u.Fragment != "" {
-		return nil, "", fmt.Errorf("url %q: must not have a #fragment", raw)
+		return nil, "", fmt.Errorf("url %q: must not have a #fragment", display)
 	}
-	display := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	return u, display, nil
 }
 
