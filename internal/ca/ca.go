@@ -8,8 +8,11 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
+	"net/url"
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -79,4 +82,43 @@ type Attribute struct {
 // The engine calls it once per process, before signData, and journals the result with the request.
 type AttributeContributor interface {
 	CSRAttributes(ctx context.Context, req *Request) ([]Attribute, error)
+}
+
+// KeyRequest asks a CA for a certificate for a public key when there is no PKCS#10 request to
+// forward. It is used where proof of possession came from elsewhere: in Verified Access
+// enrollment, Google checked that the device key signed the SPKAC (and the adapter verified that
+// signature itself), so the adapter holds a verified public key but no CSR signed by it, and
+// cannot make one because it never holds the private key.
+type KeyRequest struct {
+	// Key identifies the request in logs and ledgers (for Verified Access: the profile and a hash
+	// of the SPKAC, which is single-use).
+	Key string
+
+	// PublicKey is the key to certify: *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey.
+	// A connector must certify exactly this key and no other.
+	PublicKey crypto.PublicKey
+
+	Subject            pkix.Name
+	DNSNames           []string
+	EmailAddresses     []string
+	URIs               []*url.URL
+	KeyUsage           x509.KeyUsage
+	ExtKeyUsage        []x509.ExtKeyUsage
+	UnknownExtKeyUsage []asn1.ObjectIdentifier // extended key usages crypto/x509 has no constant for
+
+	Validity     time.Duration // requested lifetime; a CA may shorten it
+	ProfileName  string
+	TemplateName string // CA-side template, e.g. an AD CS certificate template
+}
+
+// PublicKeyIssuer is implemented by connectors that can issue for a bare public key, without a
+// CSR signed by that key. CAs that insist on a CSR signed by the subject key (SCEP, EST and most
+// enrollment protocols) cannot implement it, and so cannot serve Verified Access profiles; the
+// adapter checks that at validation.
+//
+// IssueForKey has Issue's contract: it honours ctx, is safe for concurrent use, classifies its
+// errors, promises that an error means nothing was issued, and never returns a certificate for a
+// key other than req.PublicKey.
+type PublicKeyIssuer interface {
+	IssueForKey(ctx context.Context, req *KeyRequest) (*Issued, error)
 }

@@ -10,18 +10,16 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 	"golang.org/x/time/rate"
 	cm "google.golang.org/api/chromemanagement/v1"
 	"google.golang.org/api/option"
 
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -107,50 +105,10 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	}, nil
 }
 
-// TokenSource builds the OAuth2 token source for the configured credential type.
+// TokenSource builds the OAuth2 token source for the configured credential type, with the
+// provisioning scope.
 func TokenSource(ctx context.Context, c config.Credentials, baseDir string) (oauth2.TokenSource, error) {
-	readKey := func() ([]byte, error) {
-		path := c.File
-		if path != "" && baseDir != "" && !filepath.IsAbs(path) {
-			path = filepath.Join(baseDir, path)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read credentials file: %w", err)
-		}
-		return b, nil
-	}
-	switch c.Type {
-	case config.CredentialsADC, "":
-		creds, err := google.FindDefaultCredentials(ctx, Scope)
-		if err != nil {
-			return nil, fmt.Errorf("application default credentials: %w", err)
-		}
-		return creds.TokenSource, nil
-	case config.CredentialsServiceAccountKey:
-		key, err := readKey()
-		if err != nil {
-			return nil, err
-		}
-		jc, err := google.JWTConfigFromJSON(key, Scope)
-		if err != nil {
-			return nil, fmt.Errorf("service account key: %w", err)
-		}
-		jc.Subject = c.Subject
-		return jc.TokenSource(ctx), nil
-	case config.CredentialsSelfSignedJWT:
-		key, err := readKey()
-		if err != nil {
-			return nil, err
-		}
-		ts, err := google.JWTAccessTokenSourceWithScope(key, Scope)
-		if err != nil {
-			return nil, fmt.Errorf("self-signed JWT: %w", err)
-		}
-		return ts, nil
-	default:
-		return nil, fmt.Errorf("credentials type %q has no token source", c.Type)
-	}
+	return googleauth.TokenSource(ctx, c, baseDir, Scope)
 }
 
 // call runs fn under the rate limit and a per-request timeout, retrying retryable failures up to

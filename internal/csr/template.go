@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,7 +110,7 @@ type field struct {
 	tmpl *template.Template
 }
 
-func (f *field) render(data TemplateData) (string, error) {
+func (f *field) render(data any) (string, error) {
 	var b strings.Builder
 	if err := f.tmpl.Execute(&b, data); err != nil {
 		return "", fmt.Errorf("%s: %w", f.name, err)
@@ -128,10 +129,15 @@ type Template struct {
 	extKeyUsage        []x509.ExtKeyUsage
 	unknownExtKeyUsage []asn1.ObjectIdentifier
 	templateName       string
+
+	// dataType is the type templates were compiled against; Render and RenderData refuse data of
+	// another type, whose fields the templates were never checked against.
+	dataType reflect.Type
 }
 
 type compiler struct {
-	errs []error
+	sample any // executed once per template, so that unknown fields fail at Compile
+	errs   []error
 }
 
 func (c *compiler) parse(name, text string) *field {
@@ -141,7 +147,7 @@ func (c *compiler) parse(name, text string) *field {
 		return nil
 	}
 	f := &field{name: name, tmpl: t}
-	if _, err := f.render(sampleData()); err != nil {
+	if _, err := f.render(c.sample); err != nil {
 		c.errs = append(c.errs, err)
 		return nil
 	}
@@ -176,8 +182,21 @@ func (c *compiler) list(name string, texts []string) []field {
 // at once (errors.Join), each naming its configuration key, e.g.
 // `subject.commonName: template: subject.commonName:1: function "nope" not defined`.
 func Compile(p config.Profile) (*Template, error) {
-	c := &compiler{}
-	t := &Template{templateName: p.TemplateName}
+	return CompileData(p, sampleData())
+}
+
+// CompileData is Compile for templates over another data type than TemplateData, such as a
+// Verified Access verify result: the subject, SAN and key usage rules, helper functions and value
+// checks stay the same, only the names templates may use change. sample must be a value of that
+// type (not a pointer to one) whose fields hold plausible values: every template is executed on it
+// once, so that a misspelt field fails here and not on the first device. Render the result with
+// RenderData and values of the same type.
+func CompileData(p config.Profile, sample any) (*Template, error) {
+	if sample == nil {
+		return nil, errors.New("compile templates: no sample data")
+	}
+	c := &compiler{sample: sample}
+	t := &Template{templateName: p.TemplateName, dataType: reflect.TypeOf(sample)}
 	t.commonName = c.optional("subject.commonName", p.Subject.CommonName)
 	t.organization = c.list("subject.organization", p.Subject.Organization)
 	t.organizationalUnit = c.list("subject.organizationalUnit", p.Subject.OrganizationalUnit)
@@ -229,7 +248,15 @@ func Compile(p config.Profile) (*Template, error) {
 // render empty are left out (a profile may serve users and devices); a rendered SAN may not be
 // empty, and the request must name its subject somehow.
 func (t *Template) Render(p *process.Process) (*Request, error) {
-	data := DataFor(p)
+	return t.RenderData(DataFor(p))
+}
+
+// RenderData is Render over data of the type the template was compiled with (CompileData); a
+// Template from Compile takes a TemplateData. The same value checks apply.
+func (t *Template) RenderData(data any) (*Request, error) {
+	if got := reflect.TypeOf(data); got != t.dataType {
+		return nil, fmt.Errorf("render templates: data of type %v, compiled for %v", got, t.dataType)
+	}
 	req := &Request{
 		KeyUsage:           t.keyUsage,
 		ExtKeyUsage:        slices.Clone(t.extKeyUsage),

@@ -18,7 +18,11 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -29,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -141,6 +146,8 @@ var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Recoverer = (*Connector)(nil)
+
+	_ ca.PublicKeyIssuer = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the issuer files once, and refuses an
@@ -344,45 +351,148 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 		return nil, ca.Permanentf("issue certificate for %s: %w", req.Key, err)
 	}
 
-	now := c.now()
-	notBefore, notAfter, err := c.validity(now, req.Validity)
-	if err != nil {
-		return nil, ca.Permanentf("issue certificate for %s: %w", req.Key, err)
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, fmt.Errorf("issue certificate for %s: %w", req.Key, err)
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		RawSubject:            csr.RawSubject,
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		BasicConstraintsValid: true,
-		AuthorityKeyId:        c.authKeyID,
-		ExtraExtensions:       exts,
+		RawSubject:      csr.RawSubject,
+		ExtraExtensions: exts,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.signer)
+	leaf, chain, err := c.sign(req.Key, tmpl, csr.PublicKey, req.Validity)
 	if err != nil {
-		return nil, ca.Permanentf("sign certificate for %s: %w", req.Key, err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, ca.Permanentf("sign certificate for %s: parse result: %w", req.Key, err)
+		return nil, err
 	}
 	// crypto/x509 re-encodes the public key; a device compares SPKIs byte for byte.
 	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
 		return nil, ca.Permanentf("sign certificate for %s: the device key's encoding cannot be reproduced", req.Key)
 	}
-	if err := c.record(req.Key, leaf, now); err != nil {
+	if err := c.record(req.Key, leaf, c.now()); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("sign certificate for %s: %w", req.Key, err), 0)
 	}
-	c.log.Info("issued certificate",
-		zap.String("connector", c.name), zap.String("key", req.Key),
-		zap.String("serial", leaf.SerialNumber.Text(16)), zap.Time("notAfter", leaf.NotAfter))
+	c.logIssued(req.Key, leaf)
+	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+}
+
+// IssueForKey signs a certificate for req.PublicKey with the subject, names and key usages of the
+// request, as the adapter rendered them from its profile (ca.PublicKeyIssuer). The key must be
+// RSA of at least 2048 bits, ECDSA on P-256, P-384 or P-521, or Ed25519; CA key usages and a
+// certificate that names nobody are refused. Lifetime rules are Issue's.
+func (c *Connector) IssueForKey(ctx context.Context, req *ca.KeyRequest) (*ca.Issued, error) {
+	if req == nil {
+		return nil, ca.Permanentf("local CA: no request")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", req.Key, err)
+	}
+	if err := checkSubjectKey(req.PublicKey); err != nil {
+		return nil, ca.Permanentf("issue certificate for %s: %w", req.Key, err)
+	}
+	if req.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 {
+		return nil, ca.Permanentf("issue certificate for %s: CA key usages (keyCertSign or cRLSign) requested", req.Key)
+	}
+	names := len(req.DNSNames) + len(req.EmailAddresses) + len(req.URIs)
+	if isEmptyName(req.Subject) && names == 0 {
+		return nil, ca.Permanentf("issue certificate for %s: neither a subject nor subject alternative names", req.Key)
+	}
+	for i, u := range req.URIs {
+		if u == nil {
+			return nil, ca.Permanentf("issue certificate for %s: URI %d is nil", req.Key, i)
+		}
+	}
+	// crypto/x509 marks the SAN extension critical by itself when the subject is empty
+	// (RFC 5280 4.2.1.6).
+	tmpl := &x509.Certificate{
+		Subject:            req.Subject,
+		DNSNames:           slices.Clone(req.DNSNames),
+		EmailAddresses:     slices.Clone(req.EmailAddresses),
+		URIs:               slices.Clone(req.URIs),
+		KeyUsage:           req.KeyUsage,
+		ExtKeyUsage:        slices.Clone(req.ExtKeyUsage),
+		UnknownExtKeyUsage: slices.Clone(req.UnknownExtKeyUsage),
+	}
+	leaf, chain, err := c.sign(req.Key, tmpl, req.PublicKey, req.Validity)
+	if err != nil {
+		return nil, err
+	}
+	// Never return a certificate for any key but the one asked for.
+	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(req.PublicKey) {
+		return nil, ca.Permanentf("sign certificate for %s: the certificate's key differs from the requested key", req.Key)
+	}
+	if err := c.record(req.Key, leaf, c.now()); err != nil {
+		return nil, ca.Retryable(fmt.Errorf("sign certificate for %s: %w", req.Key, err), 0)
+	}
+	c.logIssued(req.Key, leaf)
+	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+}
+
+// sign completes tmpl with what every leaf of this CA carries (serial, validity, basic
+// constraints, authority key id), signs it for pub and returns the parsed leaf and a copy of the
+// chain. It records nothing: the callers check the result first.
+func (c *Connector) sign(key string, tmpl *x509.Certificate, pub crypto.PublicKey, requested time.Duration) (*x509.Certificate, []*x509.Certificate, error) {
+	notBefore, notAfter, err := c.validity(c.now(), requested)
+	if err != nil {
+		return nil, nil, ca.Permanentf("issue certificate for %s: %w", key, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, nil, fmt.Errorf("issue certificate for %s: %w", key, err)
+	}
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore = notBefore
+	tmpl.NotAfter = notAfter
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = false
+	tmpl.AuthorityKeyId = c.authKeyID
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.signer)
+	if err != nil {
+		return nil, nil, ca.Permanentf("sign certificate for %s: %w", key, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, ca.Permanentf("sign certificate for %s: parse result: %w", key, err)
+	}
 	chain := make([]*x509.Certificate, len(c.chain))
 	copy(chain, c.chain)
-	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+	return leaf, chain, nil
+}
+
+func (c *Connector) logIssued(key string, leaf *x509.Certificate) {
+	c.log.Info("issued certificate",
+		zap.String("connector", c.name), zap.String("key", key),
+		zap.String("serial", leaf.SerialNumber.Text(16)), zap.Time("notAfter", leaf.NotAfter))
+}
+
+// checkSubjectKey accepts the key types and sizes a device certificate may certify.
+func checkSubjectKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k == nil || k.N == nil {
+			return errors.New("empty RSA public key")
+		}
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("RSA key of %d bits: at least 2048 required", k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
+		if k == nil || k.Curve == nil {
+			return errors.New("empty ECDSA public key")
+		}
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+		default:
+			return fmt.Errorf("ECDSA curve %s is not supported (want P-256, P-384 or P-521)", k.Curve.Params().Name)
+		}
+	case ed25519.PublicKey:
+		if len(k) != ed25519.PublicKeySize {
+			return errors.New("malformed Ed25519 public key")
+		}
+	case nil:
+		return errors.New("no public key")
+	default:
+		return fmt.Errorf("unsupported public key type %T", pub)
+	}
+	return nil
+}
+
+// isEmptyName reports whether a subject has no attribute at all.
+func isEmptyName(n pkix.Name) bool {
+	return len(n.ToRDNSequence()) == 0
 }
 
 // validity computes the leaf's lifetime.

@@ -1,0 +1,70 @@
+// Package googleauth turns the google.credentials section of the configuration into OAuth2
+// credentials for one Google API. Every Google client of the adapter (Certificate Provisioning,
+// Verified Access) authenticates the same way and differs only in its scope, so the choice of
+// credential type lives here once.
+package googleauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+
+	"github.com/certprov/certprov-adapter/internal/config"
+)
+
+// TokenSource builds the OAuth2 token source for the configured credential type, asking for
+// scope. A relative key file resolves against baseDir (the configuration file's directory).
+// Credentials type "none" has no token source: callers talk to an emulator without
+// authentication instead.
+func TokenSource(ctx context.Context, c config.Credentials, baseDir, scope string) (oauth2.TokenSource, error) {
+	if scope == "" {
+		return nil, errors.New("token source: no OAuth scope given")
+	}
+	readKey := func() ([]byte, error) {
+		path := c.File
+		if path != "" && baseDir != "" && !filepath.IsAbs(path) {
+			path = filepath.Join(baseDir, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read credentials file: %w", err)
+		}
+		return b, nil
+	}
+	switch c.Type {
+	case config.CredentialsADC, "":
+		creds, err := google.FindDefaultCredentials(ctx, scope)
+		if err != nil {
+			return nil, fmt.Errorf("application default credentials: %w", err)
+		}
+		return creds.TokenSource, nil
+	case config.CredentialsServiceAccountKey:
+		key, err := readKey()
+		if err != nil {
+			return nil, err
+		}
+		jc, err := google.JWTConfigFromJSON(key, scope)
+		if err != nil {
+			return nil, fmt.Errorf("service account key: %w", err)
+		}
+		jc.Subject = c.Subject
+		return jc.TokenSource(ctx), nil
+	case config.CredentialsSelfSignedJWT:
+		key, err := readKey()
+		if err != nil {
+			return nil, err
+		}
+		ts, err := google.JWTAccessTokenSourceWithScope(key, scope)
+		if err != nil {
+			return nil, fmt.Errorf("self-signed JWT: %w", err)
+		}
+		return ts, nil
+	default:
+		return nil, fmt.Errorf("credentials type %q has no token source", c.Type)
+	}
+}
