@@ -10,16 +10,26 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 )
 
-// TestCrashRecoverySQLite provisions 300 processes while the adapter is killed with SIGKILL at
-// random moments and restarted on the same journal file.
-func TestCrashRecoverySQLite(t *testing.T) {
+// TestCrashRecovery provisions 300 processes while the adapter is killed with SIGKILL at random
+// moments and restarted on the same journal, once per durable backend, so the two runs compare.
+func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
-		t.Skip("crash test runs the adapter binary for about a minute")
+		t.Skip("crash test runs the adapter binary for about a minute per backend")
 	}
-	const processes, kills = 300, 12
-	w := newWorld(t)
-	cfg := w.writeConfig("adapter", "crash-adapter-1", journalConfig{typ: "sqlite", path: filepath.Join(w.dir, "journal.db")})
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			w := newWorld(t)
+			j := journalConfig{typ: backend, path: filepath.Join(w.dir, "journal.db")}
+			if backend == "postgres" {
+				j = journalConfig{typ: backend, dsn: pgtest.Schema(t, pgtest.DSN(t), "crash")}
+			}
+			crashRun(t, w, w.writeConfig("adapter", "crash-adapter-1", j), backend)
+		})
+	}
+}
 
+func crashRun(t *testing.T, w *world, cfg, backend string) {
+	const processes, kills = 300, 12
 	start := time.Now()
 	names := w.startProcesses(processes, 3*time.Second)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
@@ -37,7 +47,7 @@ func TestCrashRecoverySQLite(t *testing.T) {
 	elapsed := time.Since(start)
 	p.stop()
 	o := w.check(names)
-	t.Logf("sqlite crash test: %d processes, %d SIGKILLs, %s in %s", processes, kills, o, elapsed.Round(time.Millisecond))
+	t.Logf("%s crash test: %d processes, %d SIGKILLs, %s in %s", backend, processes, kills, o, elapsed.Round(time.Millisecond))
 	if o.issued != processes {
 		w.logAdapterErrors(p)
 		t.Errorf("%d of %d processes issued", o.issued, processes)
