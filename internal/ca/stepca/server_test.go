@@ -1,0 +1,363 @@
+package stepca
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/testservers"
+)
+
+// The real step-ca the integration tests run against (deploy/local/servers/step-ca.sh builds it).
+
+const (
+	// adminProvisioner is the JWK provisioner `step ca init` creates; its key is encrypted with
+	// the CA password, in the format step writes.
+	adminProvisioner = "adapter"
+	// keyFileProvisioner is a JWK provisioner whose private key the test holds (for
+	// provisionerKeyFile); its encrypted key uses the same password.
+	keyFileProvisioner = "keyfile"
+	// restrictedProvisioner signs only names under allowedSuffix: its x509 template fails for
+	// any other SAN, the way a CA operator restricts a provisioner.
+	restrictedProvisioner = "restricted"
+	allowedSuffix         = ".allowed.example.com"
+	caPassword            = "correct horse battery staple"
+)
+
+// restrictedTemplate is the x509 template of the restricted provisioner.
+const restrictedTemplate = `{{- range .SANs }}{{ if not (hasSuffix "` + allowedSuffix + `" .Value) }}{{ fail (printf "%s is outside the names this provisioner may sign (*` + allowedSuffix + `)" .Value) }}{{ end }}{{ end -}}
+{
+	"subject": {{ toJson .Subject }},
+	"sans": {{ toJson .SANs }},
+	"keyUsage": ["digitalSignature"],
+	"extKeyUsage": ["clientAuth"]
+}`
+
+// stepCA is a running step-ca.
+type stepCA struct {
+	URL          string
+	Addr         string
+	Fingerprint  string
+	Root         *x509.Certificate
+	Roots        *x509.CertPool
+	Dir          string // STEPPATH
+	PasswordFile string
+	KeyFile      string // private JWK of keyFileProvisioner
+
+	bins bins
+	dir  string // temp dir holding everything
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *lockedBuffer
+}
+
+type bins struct{ stepCA, step string }
+
+// caOptions change the CA's ca.json before it starts.
+type caOptions struct {
+	// policy is the authority-wide x509 name policy ("allow"/"deny" blocks), nil for none.
+	policy map[string]any
+}
+
+// lockedBuffer collects a server's output for failure messages.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if len(s) > 4000 {
+		s = "…" + s[len(s)-4000:]
+	}
+	return s
+}
+
+func binaries(t testing.TB) bins {
+	t.Helper()
+	return bins{stepCA: testservers.Binary(t, "step-ca"), step: testservers.Binary(t, "step")}
+}
+
+// shared is one CA for the tests that do not need a CA of their own, started on first use and
+// stopped by TestMain: `step ca init` and the CA's startup cost seconds each.
+var shared struct {
+	once sync.Once
+	ca   *stepCA
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.ca != nil {
+		shared.ca.stop()
+		_ = os.RemoveAll(shared.ca.dir)
+	}
+	os.Exit(code)
+}
+
+// sharedCA returns the shared CA (skipping or failing the test when step-ca is not installed).
+func sharedCA(t testing.TB) *stepCA {
+	t.Helper()
+	b := binaries(t)
+	addr := testservers.FreeAddr(t) // unused once the CA runs; cheap
+	shared.once.Do(func() {
+		dir, err := os.MkdirTemp("", "certprov-stepca-")
+		if err != nil {
+			shared.err = err
+			return
+		}
+		shared.ca, shared.err = initCA(b, dir, addr, caOptions{})
+		if shared.err == nil {
+			shared.err = shared.ca.start()
+		}
+	})
+	if shared.err != nil {
+		t.Fatalf("shared step-ca: %v", shared.err)
+	}
+	if shared.ca == nil {
+		t.Fatal("shared step-ca: did not start")
+	}
+	return shared.ca
+}
+
+// newCA initialises and starts a CA of the test's own, stopped when the test ends.
+func newCA(t testing.TB, o caOptions) *stepCA {
+	t.Helper()
+	s, err := initCA(binaries(t), t.TempDir(), testservers.FreeAddr(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// initCA runs `step ca init` in a fresh STEPPATH and adds the test's provisioners to ca.json.
+func initCA(b bins, dir, addr string, o caOptions) (*stepCA, error) {
+	s := &stepCA{
+		URL: "https://" + addr, Addr: addr, Dir: filepath.Join(dir, "step"),
+		PasswordFile: filepath.Join(dir, "password"), KeyFile: filepath.Join(dir, "keyfile.jwk"),
+		bins: b, dir: dir, log: &lockedBuffer{},
+	}
+	// A trailing newline, as an editor leaves it: the connector must ignore it as step does.
+	if err := os.WriteFile(s.PasswordFile, []byte(caPassword+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.step, "ca", "init", "--deployment-type", "standalone", "--name", "certprov test CA",
+		"--dns", "127.0.0.1", "--address", addr, "--provisioner", adminProvisioner,
+		"--password-file", s.PasswordFile, "--provisioner-password-file", s.PasswordFile)
+	cmd.Env = append(os.Environ(), "STEPPATH="+s.Dir, "HOME="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("step ca init: %w\n%s", err, out)
+	}
+	rootPEM, err := os.ReadFile(filepath.Join(s.Dir, "certs", "root_ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(rootPEM)
+	if block == nil {
+		return nil, errors.New("root_ca.crt: no PEM")
+	}
+	if s.Root, err = x509.ParseCertificate(block.Bytes); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(s.Root.Raw)
+	s.Fingerprint = hex.EncodeToString(sum[:])
+	s.Roots = x509.NewCertPool()
+	s.Roots.AddCert(s.Root)
+	if err := s.editConfig(o); err != nil {
+		return nil, fmt.Errorf("edit ca.json: %w", err)
+	}
+	return s, nil
+}
+
+// editConfig adds the keyfile and restricted provisioners and the options to ca.json.
+func (s *stepCA) editConfig(o caOptions) error {
+	path := filepath.Join(s.Dir, "config", "ca.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return err
+	}
+	auth, ok := cfg["authority"].(map[string]any)
+	if !ok {
+		return errors.New("no authority block")
+	}
+	provs, _ := auth["provisioners"].([]any)
+	kf, priv, err := makeProvisioner(keyFileProvisioner, nil)
+	if err != nil {
+		return err
+	}
+	privJSON, err := json.Marshal(priv)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(s.KeyFile, privJSON, 0o600); err != nil {
+		return err
+	}
+	rp, _, err := makeProvisioner(restrictedProvisioner, map[string]any{"x509": map[string]any{"template": restrictedTemplate}})
+	if err != nil {
+		return err
+	}
+	auth["provisioners"] = append(provs, kf, rp)
+	if o.policy != nil {
+		auth["policy"] = map[string]any{"x509": o.policy}
+	}
+	out, err := json.MarshalIndent(cfg, "", "\t")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, out, 0o600)
+}
+
+// makeProvisioner makes a JWK provisioner entry as step would: a P-256 key whose kid is its
+// thumbprint, the private JWK encrypted with the CA password (PBES2, A256GCM).
+func makeProvisioner(name string, options map[string]any) (map[string]any, *jose.JSONWebKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	priv := &jose.JSONWebKey{Key: key, Algorithm: string(jose.ES256), Use: "sig"}
+	tp, err := priv.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, nil, err
+	}
+	priv.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	plain, err := json.Marshal(priv)
+	if err != nil {
+		return nil, nil, err
+	}
+	enc, err := jose.NewEncrypter(jose.A256GCM,
+		jose.Recipient{Algorithm: jose.PBES2_HS256_A128KW, Key: []byte(caPassword), PBES2Count: 100000},
+		(&jose.EncrypterOptions{}).WithContentType("jwk+json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	obj, err := enc.Encrypt(plain)
+	if err != nil {
+		return nil, nil, err
+	}
+	compact, err := obj.CompactSerialize()
+	if err != nil {
+		return nil, nil, err
+	}
+	pub := priv.Public()
+	entry := map[string]any{"type": "JWK", "name": name, "key": pub, "encryptedKey": compact}
+	if options != nil {
+		entry["options"] = options
+	}
+	return entry, priv, nil
+}
+
+// start runs step-ca and waits until it answers /health.
+func (s *stepCA) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cmd := exec.Command(s.bins.stepCA, filepath.Join(s.Dir, "config", "ca.json"), "--password-file", s.PasswordFile)
+	cmd.Env = append(os.Environ(), "STEPPATH="+s.Dir, "HOME="+s.dir)
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start step-ca: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: s.Roots, MinVersion: tls.VersionTLS12},
+	}}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		select {
+		case <-done:
+			return fmt.Errorf("step-ca exited during startup:\n%s", s.log)
+		default:
+		}
+		resp, err := client.Get(s.URL + "/health")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("step-ca did not answer /health at %s (last error %v):\n%s", s.URL, err, s.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop kills step-ca and waits for it; stopping a stopped CA does nothing.
+func (s *stepCA) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// settings are the connector settings for provisioner p of this CA, with a password file.
+func (s *stepCA) settings(p string) ca.Settings {
+	return ca.Settings{
+		"url":                     s.URL,
+		"rootFingerprint":         s.Fingerprint,
+		"provisioner":             p,
+		"provisionerPasswordFile": s.PasswordFile,
+	}
+}
+
+// connector builds a connector for provisioner p, failing the test on error.
+func (s *stepCA) connector(t testing.TB, p string) *Connector {
+	t.Helper()
+	c, err := New(s.settings(p), ca.Env{Name: "stepca-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,416 @@
+package stepca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/testservers"
+)
+
+// Tests against a real step-ca (deploy/local/servers/step-ca.sh).
+
+func TestConformance(t *testing.T) {
+	s := sharedCA(t)
+	catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
+		return s.connector(t, adminProvisioner), s.Roots
+	})
+}
+
+// requestFor builds a request for a CSR made with crypto/x509 (for names package csr does not
+// produce, such as IP addresses), signed by key.
+func requestFor(t *testing.T, key crypto.Signer, tmpl *x509.CertificateRequest, validity time.Duration) *ca.Request {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ca.Request{Key: "test/" + tmpl.Subject.CommonName, CSR: parsed, CSRDER: der, Validity: validity}
+}
+
+// TestIssuedNames proves the token names exactly what the CSR asks for, for every kind of name
+// step-ca compares, with both device key types, and that the requested lifetime is honoured.
+func TestIssuedNames(t *testing.T) {
+	s := sharedCA(t)
+	c := s.connector(t, adminProvisioner)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	uri, _ := url.Parse("spiffe://example.com/device/42")
+	tests := []struct {
+		name     string
+		key      catest.KeyType
+		req      func(t *testing.T, key crypto.Signer) *ca.Request
+		wantCN   string
+		validity time.Duration
+	}{
+		{"catest request RSA", catest.RSA2048, func(t *testing.T, key crypto.Signer) *ca.Request {
+			return catest.NewRequest(t, key, "NAMES0000000000000000000000000001")
+		}, "user-NAMES0000000000000000000000000001@example.com", 24 * time.Hour},
+		{"catest request P-256", catest.P256, func(t *testing.T, key crypto.Signer) *ca.Request {
+			return catest.NewRequest(t, key, "NAMES0000000000000000000000000002")
+		}, "user-NAMES0000000000000000000000000002@example.com", 24 * time.Hour},
+		{"IP and URI, no CN", catest.P256, func(t *testing.T, key crypto.Signer) *ca.Request {
+			return requestFor(t, key, &x509.CertificateRequest{
+				IPAddresses: []net.IP{net.ParseIP("192.0.2.7"), net.ParseIP("2001:db8::7")},
+				URIs:        []*url.URL{uri},
+				DNSNames:    []string{"dev42.example.com"},
+			}, 2*time.Hour)
+		}, "dev42.example.com", 2 * time.Hour},
+		{"CN only", catest.RSA2048, func(t *testing.T, key crypto.Signer) *ca.Request {
+			return requestFor(t, key, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "SERIAL42"}}, 90*time.Minute)
+		}, "SERIAL42", 90 * time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := tc.req(t, catest.DeviceKey(t, tc.key))
+			issued, err := c.Issue(ctx, req)
+			if err != nil {
+				t.Fatalf("Issue: %v", err)
+			}
+			catest.CheckIssued(t, req, issued, s.Roots)
+			leaf := issued.Leaf
+			if leaf.Subject.CommonName != tc.wantCN {
+				t.Errorf("CN %q, want %q", leaf.Subject.CommonName, tc.wantCN)
+			}
+			if len(req.CSR.DNSNames)+len(req.CSR.EmailAddresses)+len(req.CSR.IPAddresses)+len(req.CSR.URIs) > 0 {
+				if !slices.Equal(leaf.DNSNames, req.CSR.DNSNames) || !slices.Equal(leaf.EmailAddresses, req.CSR.EmailAddresses) {
+					t.Errorf("names DNS %v e-mail %v, CSR asked for %v %v", leaf.DNSNames, leaf.EmailAddresses, req.CSR.DNSNames, req.CSR.EmailAddresses)
+				}
+				if len(leaf.IPAddresses) != len(req.CSR.IPAddresses) || len(leaf.URIs) != len(req.CSR.URIs) {
+					t.Errorf("IPs %v URIs %v, CSR asked for %v %v", leaf.IPAddresses, leaf.URIs, req.CSR.IPAddresses, req.CSR.URIs)
+				}
+			}
+			// step-ca backdates notBefore by a minute and adds the requested duration to its own
+			// clock, so the lifetime is exact.
+			if got, want := leaf.NotAfter.Sub(leaf.NotBefore), tc.validity+time.Minute; got != want {
+				t.Errorf("lifetime %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestProvisionerKeyFile uses a decrypted JWK instead of a password.
+func TestProvisionerKeyFile(t *testing.T) {
+	s := sharedCA(t)
+	ctx := ctxTimeout(t, time.Minute)
+	settings := func(p string) ca.Settings {
+		return ca.Settings{"url": s.URL, "rootFingerprint": s.Fingerprint, "provisioner": p, "provisionerKeyFile": s.KeyFile}
+	}
+	c, err := New(settings(keyFileProvisioner), ca.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "KEYFILE00000000000000000000000001")
+	issued, err := c.Issue(ctx, req)
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	catest.CheckIssued(t, req, issued, s.Roots)
+
+	// The same key file for another provisioner: refused before any token is sent.
+	other, err := New(settings(adminProvisioner), ca.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.Issue(ctx, req)
+	wantPermanent(t, err, `provisionerKeyFile`, `does not belong to step-ca provisioner "adapter"`)
+}
+
+// wantPermanent fails unless err is permanent and mentions every want.
+func wantPermanent(t *testing.T, err error, wants ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if !ca.IsPermanent(err) {
+		c, _ := ca.Classify(err)
+		t.Errorf("classified %v, want permanent: %v", c, err)
+	}
+	for _, w := range wants {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+}
+
+// selfSignedCA writes a CA certificate unrelated to step-ca, for tls.caFile cases.
+func selfSignedCA(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not the step-ca root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return cert
+}
+
+// TestBootstrap covers the ways a connection is configured: each case is checked by Ping (as
+// `validate --check-connections` does) and by Issue.
+func TestBootstrap(t *testing.T) {
+	s := sharedCA(t)
+	dir := t.TempDir()
+	wrongPW := filepath.Join(dir, "wrong-password")
+	if err := os.WriteFile(wrongPW, []byte("not the password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	otherCA := filepath.Join(dir, "other-ca.pem")
+	selfSignedCA(t, otherCA)
+	stepRoot := filepath.Join(s.Dir, "certs", "root_ca.crt")
+
+	tests := []struct {
+		name   string
+		change func(ca.Settings)
+		wants  []string // empty: must work
+	}{
+		{"root fingerprint", func(ca.Settings) {}, nil},
+		{"fingerprint with colons, upper case", func(st ca.Settings) {
+			fp := strings.ToUpper(s.Fingerprint)
+			var parts []string
+			for i := 0; i < len(fp); i += 2 {
+				parts = append(parts, fp[i:i+2])
+			}
+			st["rootFingerprint"] = strings.Join(parts, ":")
+		}, nil},
+		{"tls.caFile instead of a fingerprint", func(st ca.Settings) {
+			delete(st, "rootFingerprint")
+			st["tls"] = map[string]any{"caFile": stepRoot}
+		}, nil},
+		{"wrong provisioner password", func(st ca.Settings) { st["provisionerPasswordFile"] = wrongPW },
+			[]string{`cannot decrypt the key of step-ca provisioner "adapter"`, "wrong password?"}},
+		{"wrong root fingerprint", func(st ca.Settings) {
+			st["rootFingerprint"] = strings.Repeat("ab", 32)
+		}, []string{"has no root with rootFingerprint " + strings.Repeat("ab", 32), "HTTP 404"}},
+		{"unknown provisioner", func(st ca.Settings) { st["provisioner"] = "nobody" },
+			[]string{`no provisioner named "nobody"`, adminProvisioner, restrictedProvisioner}},
+		{"tls.caFile of another CA", func(st ca.Settings) {
+			delete(st, "rootFingerprint")
+			st["tls"] = map[string]any{"caFile": otherCA}
+		}, []string{"does not verify against the pinned step-ca root"}},
+		{"fingerprint right, tls.caFile of another CA", func(st ca.Settings) {
+			st["tls"] = map[string]any{"caFile": otherCA}
+		}, []string{"does not verify against the pinned step-ca root"}},
+		{"wrong tls.serverName", func(st ca.Settings) {
+			st["tls"] = map[string]any{"serverName": "ca.invalid"}
+		}, []string{"does not verify", "ca.invalid"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := s.settings(adminProvisioner)
+			tc.change(st)
+			c, err := New(st, ca.Env{})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			ctx := ctxTimeout(t, time.Minute)
+			pingErr := c.Ping(ctx)
+			req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "BOOTSTRAP000000000000000000000001")
+			issued, issueErr := c.Issue(ctx, req)
+			if len(tc.wants) == 0 {
+				if pingErr != nil {
+					t.Fatalf("Ping: %v", pingErr)
+				}
+				if issueErr != nil {
+					t.Fatalf("Issue: %v", issueErr)
+				}
+				catest.CheckIssued(t, req, issued, s.Roots)
+				return
+			}
+			wantPermanent(t, pingErr, tc.wants...)
+			wantPermanent(t, issueErr, tc.wants...)
+			if strings.Contains(issueErr.Error(), caPassword) || strings.Contains(pingErr.Error(), caPassword) {
+				t.Errorf("the password leaks into the error: %v", issueErr)
+			}
+		})
+	}
+}
+
+// TestTokensAreNeverReused shows step-ca refuses a replayed token, and that the connector makes a
+// new one for every call: the same request issued twice gives two certificates.
+func TestTokensAreNeverReused(t *testing.T) {
+	s := sharedCA(t)
+	c := s.connector(t, adminProvisioner)
+	ctx := ctxTimeout(t, time.Minute)
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "REPLAY00000000000000000000000001")
+
+	t.Run("replayed token refused", func(t *testing.T) {
+		sess, err := c.session(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subject, sans, err := tokenNames(req.CSR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ott, err := sess.token(c, subject, sans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := signRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: req.CSRDER})), OTT: ott}
+		var first signResponse
+		if err := c.call(ctx, sess, http.MethodPost, "/1.0/sign", body, &first, ott); err != nil {
+			t.Fatalf("first use of the token: %v", err)
+		}
+		if _, err := first.issued(); err != nil {
+			t.Fatal(err)
+		}
+		var second signResponse
+		err = c.call(ctx, sess, http.MethodPost, "/1.0/sign", body, &second, ott)
+		wantPermanent(t, err, "HTTP 401", "refused the provisioner token")
+		if strings.Contains(err.Error(), ott) {
+			t.Error("the token leaks into the error")
+		}
+	})
+
+	t.Run("each Issue has its own token", func(t *testing.T) {
+		var serials []*big.Int
+		for range 2 {
+			issued, err := c.Issue(ctx, req)
+			if err != nil {
+				t.Fatalf("Issue: %v", err)
+			}
+			catest.CheckIssued(t, req, issued, s.Roots)
+			serials = append(serials, issued.Leaf.SerialNumber)
+		}
+		if serials[0].Cmp(serials[1]) == 0 {
+			t.Fatal("two calls returned the same certificate")
+		}
+	})
+}
+
+// TestRefusedNames: a provisioner's template and an authority policy refuse names outside their
+// domain; the refusal is permanent and carries step-ca's reason, and names inside are signed.
+func TestRefusedNames(t *testing.T) {
+	s := sharedCA(t)
+	policyCA := newCA(t, caOptions{policy: map[string]any{
+		"allow": map[string]any{"dns": []string{"*.devices.example.com"}},
+	}})
+	ctx := ctxTimeout(t, 2*time.Minute)
+	csrFor := func(t *testing.T, dns string) *ca.Request {
+		key := catest.DeviceKey(t, catest.P256)
+		der := catest.SignedCSR(t, key, &csr.Request{
+			Subject:     pkix.Name{CommonName: dns},
+			DNSNames:    []string{dns},
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		})
+		parsed, err := x509.ParseCertificateRequest(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &ca.Request{Key: "refused/" + dns, CSR: parsed, CSRDER: der, Validity: time.Hour}
+	}
+	tests := []struct {
+		name  string
+		ca    *stepCA
+		prov  string
+		dns   string
+		wants []string // empty: issued
+	}{
+		{"template allows", s, restrictedProvisioner, "dev1" + allowedSuffix, nil},
+		{"template refuses", s, restrictedProvisioner, "dev1.elsewhere.example.org", []string{
+			"HTTP 400", "dev1.elsewhere.example.org is outside the names this provisioner may sign"}},
+		{"policy allows", policyCA, adminProvisioner, "dev1.devices.example.com", nil},
+		{"policy refuses", policyCA, adminProvisioner, "dev1.elsewhere.example.org", []string{
+			"HTTP 403", "refused the certificate", "dev1.elsewhere.example.org"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.ca.connector(t, tc.prov)
+			req := csrFor(t, tc.dns)
+			issued, err := c.Issue(ctx, req)
+			if len(tc.wants) == 0 {
+				if err != nil {
+					t.Fatalf("Issue: %v", err)
+				}
+				catest.CheckIssued(t, req, issued, tc.ca.Roots)
+				return
+			}
+			if issued != nil {
+				t.Error("a certificate came back with the error")
+			}
+			wantPermanent(t, err, tc.wants...)
+		})
+	}
+}
+
+// TestCADown: with the CA stopped every call fails as retryable, and the same connector works
+// again once the CA is back; a CA that never answered fails the same way at bootstrap.
+func TestCADown(t *testing.T) {
+	s := newCA(t, caOptions{})
+	c := s.connector(t, adminProvisioner)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	s.stop()
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.RSA2048), "DOWN0000000000000000000000000001")
+	wantRetryable := func(t *testing.T, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatal("no error from a CA that is down")
+		}
+		if c, _ := ca.Classify(err); c != ca.ClassRetryable {
+			t.Fatalf("classified %v, want retryable: %v", c, err)
+		}
+		if !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("error %q does not say the connection was refused", err)
+		}
+	}
+	_, err := c.Issue(ctx, req)
+	wantRetryable(t, err)
+	wantRetryable(t, c.Ping(ctx))
+
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	issued, err := c.Issue(ctx, req)
+	if err != nil {
+		t.Fatalf("Issue after the CA came back: %v", err)
+	}
+	catest.CheckIssued(t, req, issued, s.Roots)
+
+	never, err := New(ca.Settings{
+		"url": "https://" + testservers.FreeAddr(t), "rootFingerprint": s.Fingerprint,
+		"provisioner": adminProvisioner, "provisionerPasswordFile": s.PasswordFile,
+	}, ca.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = never.Issue(ctx, req)
+	wantRetryable(t, err)
+	if strings.Contains(err.Error(), caPassword) {
+		t.Errorf("the password leaks into the error: %v", err)
+	}
+}
