@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
@@ -220,7 +221,7 @@ func (s *webhookCA) settings(path string) ca.Settings {
 // connector builds a connector for this server through the registry, as the adapter does.
 func (s *webhookCA) connector(t testing.TB, name string, settings ca.Settings) ca.Connector {
 	t.Helper()
-	c, err := ca.New(webhook.Type, settings, ca.Env{Name: name, BaseDir: s.dir, Logger: zaptest.NewLogger(t)})
+	c, err := ca.New(webhook.Type, settings, ca.Env{Name: name, BaseDir: s.dir, Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))})
 	if err != nil {
 		t.Fatalf("webhook connector %s: %v", name, err)
 	}
