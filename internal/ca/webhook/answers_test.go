@@ -306,7 +306,6 @@ func errorText(err error) string {
 	return err.Error()
 }
 
-
 // TestSignature checks the X-Certprov-Signature header against an independent computation and
 // the clock the connector uses.
 func TestSignature(t *testing.T) {
