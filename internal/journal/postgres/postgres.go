@@ -14,11 +14,9 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -215,7 +213,7 @@ func (s *Store) Get(ctx context.Context, name string) (*journal.Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", name, err)
 	}
-	rec, err := decode(data)
+	rec, err := journal.Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", name, err)
 	}
@@ -235,7 +233,7 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, s.q.lease, owner, nanos(now.Add(d)), nanos(now), limit)
+	rows, err := s.pool.Query(ctx, s.q.lease, owner, journal.UnixNanos(now.Add(d)), journal.UnixNanos(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("lease records: %w", err)
 	}
@@ -248,7 +246,7 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 	var data []byte
 	var d0 due
 	_, err = pgx.ForEachRow(rows, []any{&d0.at, &d0.name, &data}, func() error {
-		rec, err := decode(data)
+		rec, err := journal.Decode(data)
 		if err != nil {
 			return err
 		}
@@ -283,7 +281,7 @@ func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, n
 		leaseUntil *int64
 	)
 	if renew > 0 {
-		until := nanos(now.Add(renew))
+		until := journal.UnixNanos(now.Add(renew))
 		leaseOwner, leaseUntil = &owner, &until
 	}
 	tag, err := s.pool.Exec(ctx, s.q.update, rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, leaseOwner, leaseUntil, owner)
@@ -318,7 +316,7 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
-	rec, err := decode(data)
+	rec, err := journal.Decode(data)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
@@ -338,7 +336,7 @@ func (s *Store) Unfinished(ctx context.Context) ([]*journal.Record, error) {
 	var out []*journal.Record
 	var data []byte
 	_, err = pgx.ForEachRow(rows, []any{&data}, func() error {
-		rec, err := decode(data)
+		rec, err := journal.Decode(data)
 		if err != nil {
 			return err
 		}
@@ -356,7 +354,7 @@ func (s *Store) Compact(ctx context.Context, finishedBefore time.Time) (int, err
 	if err := s.check(); err != nil {
 		return 0, fmt.Errorf("compact: %w", err)
 	}
-	tag, err := s.pool.Exec(ctx, s.q.compact, nanos(finishedBefore))
+	tag, err := s.pool.Exec(ctx, s.q.compact, journal.UnixNanos(finishedBefore))
 	if err != nil {
 		return 0, fmt.Errorf("compact: %w", err)
 	}
@@ -382,39 +380,16 @@ type columns struct {
 }
 
 func columnsOf(rec *journal.Record) (columns, error) {
-	data, err := json.Marshal(rec)
+	e, err := journal.Encode(rec)
 	if err != nil {
-		return columns{}, fmt.Errorf("encode record: %w", err)
+		return columns{}, err
 	}
-	c := columns{state: string(rec.State), final: rec.State.Final(), nextDue: nanos(rec.NextDue), data: string(data)}
+	c := columns{state: string(e.State), final: e.Final, nextDue: e.NextDue, data: string(e.Data)}
 	if c.final {
-		f := nanos(rec.FinishedAt)
-		c.finishedAt = &f
+		c.finishedAt = &e.FinishedAt
 	}
 	return c, nil
 }
 
-func decode(data []byte) (*journal.Record, error) {
-	var rec journal.Record
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return nil, fmt.Errorf("decode record: %w", err)
-	}
-	return &rec, nil
-}
 
-// Unix nanoseconds cover 1678 to 2262; times outside (the zero time among them) are clamped,
-// which keeps their order relative to every time inside.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
 
-func nanos(t time.Time) int64 {
-	switch {
-	case t.Before(minTime):
-		return math.MinInt64
-	case t.After(maxTime):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}

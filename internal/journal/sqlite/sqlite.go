@@ -14,10 +14,8 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -231,7 +229,7 @@ func (s *Store) Get(ctx context.Context, name string) (*journal.Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", name, err)
 	}
-	rec, err := decode(data)
+	rec, err := journal.Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", name, err)
 	}
@@ -254,14 +252,14 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 		}
 		return nil, nil
 	}
-	n := nanos(now)
+	n := journal.UnixNanos(now)
 	rows, err := s.w.QueryContext(ctx, `UPDATE records SET lease_owner = ?, lease_until = ?
 		WHERE name IN (
 			SELECT name FROM records
 			WHERE final = 0 AND next_due <= ? AND (lease_owner IS NULL OR lease_until <= ?)
 			ORDER BY next_due, name LIMIT ?)
 		RETURNING next_due, name, data`,
-		owner, nanos(now.Add(d)), n, n, limit)
+		owner, journal.UnixNanos(now.Add(d)), n, n, limit)
 	if err != nil {
 		return nil, fmt.Errorf("lease records: %w", err)
 	}
@@ -288,7 +286,7 @@ func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, n
 	)
 	if renew > 0 {
 		leaseOwner = sql.NullString{String: owner, Valid: true}
-		leaseUntil = sql.NullInt64{Int64: nanos(now.Add(renew)), Valid: true}
+		leaseUntil = sql.NullInt64{Int64: journal.UnixNanos(now.Add(renew)), Valid: true}
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -336,7 +334,7 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
-	rec, err := decode(data)
+	rec, err := journal.Decode(data)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
@@ -356,7 +354,7 @@ func (s *Store) Unfinished(ctx context.Context) ([]*journal.Record, error) {
 		if err := rows.Scan(&data); err != nil {
 			return nil, fmt.Errorf("list unfinished: %w", err)
 		}
-		rec, err := decode(data)
+		rec, err := journal.Decode(data)
 		if err != nil {
 			return nil, fmt.Errorf("list unfinished: %w", err)
 		}
@@ -373,7 +371,7 @@ func (s *Store) Compact(ctx context.Context, finishedBefore time.Time) (int, err
 	if s.readOnly {
 		return 0, fmt.Errorf("compact: %w", ErrReadOnly)
 	}
-	res, err := s.w.ExecContext(ctx, `DELETE FROM records WHERE final = 1 AND finished_at < ?`, nanos(finishedBefore))
+	res, err := s.w.ExecContext(ctx, `DELETE FROM records WHERE final = 1 AND finished_at < ?`, journal.UnixNanos(finishedBefore))
 	if err != nil {
 		return 0, fmt.Errorf("compact: %w", err)
 	}
@@ -415,24 +413,17 @@ type columns struct {
 }
 
 func columnsOf(rec *journal.Record) (columns, error) {
-	data, err := json.Marshal(rec)
+	e, err := journal.Encode(rec)
 	if err != nil {
-		return columns{}, fmt.Errorf("encode record: %w", err)
+		return columns{}, err
 	}
-	c := columns{state: string(rec.State), final: rec.State.Final(), nextDue: nanos(rec.NextDue), data: data}
+	c := columns{state: string(e.State), final: e.Final, nextDue: e.NextDue, data: e.Data}
 	if c.final {
-		c.finishedAt = sql.NullInt64{Int64: nanos(rec.FinishedAt), Valid: true}
+		c.finishedAt = sql.NullInt64{Int64: e.FinishedAt, Valid: true}
 	}
 	return c, nil
 }
 
-func decode(data []byte) (*journal.Record, error) {
-	var rec journal.Record
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return nil, fmt.Errorf("decode record: %w", err)
-	}
-	return &rec, nil
-}
 
 // scanDue reads (next_due, name, data) rows, which RETURNING yields in no particular order, and
 // sorts them oldest due first.
@@ -452,7 +443,7 @@ func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
 		if err := rows.Scan(&d.at, &d.name, &data); err != nil {
 			return nil, err
 		}
-		rec, err := decode(data)
+		rec, err := journal.Decode(data)
 		if err != nil {
 			return nil, err
 		}
@@ -470,19 +461,4 @@ func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
 	return out, nil
 }
 
-// Unix nanoseconds cover 1678 to 2262; times outside (the zero time among them) are clamped,
-// which keeps their order relative to every time inside.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
 
-func nanos(t time.Time) int64 {
-	switch {
-	case t.Before(minTime):
-		return math.MinInt64
-	case t.After(maxTime):
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
