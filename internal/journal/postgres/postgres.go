@@ -390,6 +390,3 @@ func columnsOf(rec *journal.Record) (columns, error) {
 	}
 	return c, nil
 }
-
-
-

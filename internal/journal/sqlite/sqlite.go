@@ -424,7 +424,6 @@ func columnsOf(rec *journal.Record) (columns, error) {
 	return c, nil
 }
 
-
 // scanDue reads (next_due, name, data) rows, which RETURNING yields in no particular order, and
 // sorts them oldest due first.
 func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
@@ -460,5 +459,3 @@ func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
 	}
 	return out, nil
 }
-
-
