@@ -5,11 +5,11 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Snapshot is a copy of one process's state as the emulator sees it, for assertions.
@@ -151,24 +151,9 @@ func VerifyIssued(s Snapshot, roots *x509.CertPool, intermediates *x509.CertPool
 // (self-signed certificates) and intermediates (the others). If the bundle has no self-signed
 // certificate, every certificate is a root (trust anchored at an intermediate).
 func CertPoolFromPEM(data []byte) (roots, intermediates *x509.CertPool, err error) {
-	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("parse CA certificate %d: %w", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, nil, errors.New("no PEM CERTIFICATE found")
+	certs, err := pemutil.ParseCertificates(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA certificates: %w", err)
 	}
 	roots, intermediates = x509.NewCertPool(), x509.NewCertPool()
 	selfSigned := 0

@@ -12,35 +12,13 @@ import (
 	"os"
 
 	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
-// readCertificates returns every CERTIFICATE block of a PEM file, in order; other blocks are
-// skipped so that a combined key-and-certificate file works too.
+// readCertificates returns every CERTIFICATE block of a PEM file, in order.
 func readCertificates(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block")
-	}
-	return certs, nil
+	return pemutil.ReadCertificates(path)
 }
 
 // readPrivateKey returns the first private key of a PEM file: PKCS#1 RSA, SEC1 EC or PKCS#8

@@ -1,0 +1,53 @@
+// Package pemutil reads certificates from PEM, the one format every CA, config file and test in
+// this project exchanges them in.
+package pemutil
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// ErrNoCertificates is returned when PEM data holds no CERTIFICATE block.
+var ErrNoCertificates = errors.New("no PEM CERTIFICATE block")
+
+// ParseCertificates returns every CERTIFICATE block of data, in order. Other blocks are skipped,
+// so that a combined key-and-certificate file works too.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, ErrNoCertificates
+	}
+	return certs, nil
+}
+
+// ReadCertificates is ParseCertificates of a file.
+func ReadCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCertificates(data)
+}
+
+// Encode returns the PEM of one certificate.
+func Encode(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
