@@ -74,13 +74,15 @@ type settings struct {
 
 // Connector enrolls CSRs with one EST server. It is safe for concurrent use.
 type Connector struct {
-	name     string
-	log      *zap.Logger
-	client   *http.Client
-	base     string // https://host[/prefix]/.well-known/est[/label]
-	username string
-	password logging.Secret
-	timeout  time.Duration
+	name   string
+	log    *zap.Logger
+	client *http.Client // reads (/cacerts)
+	// enrollClient sends enrollments, each on a new connection.
+	enrollClient *http.Client
+	base         string // https://host[/prefix]/.well-known/est[/label]
+	username     string
+	password     logging.Secret
+	timeout      time.Duration
 	// clientCert says whether tls.certFile is set, for messages about refused handshakes.
 	clientCert bool
 
@@ -158,20 +160,31 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	// A redirect would re-send the CSR, and basic credentials, somewhere the operator did not
 	// configure; the operator should configure the final location instead.
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	tr, ok := client.Transport.(*http.Transport)
+	if !ok {
+		return nil, fmt.Errorf("tls: unexpected HTTP transport %T", client.Transport)
+	}
+	// Enrollments go over a fresh connection each: on a reused one, a server closing it as idle
+	// just as the request goes out looks exactly like a server that took the request and died,
+	// which must not be retried (see transportError). Enrollments are rare enough to afford it.
+	enrollTransport := tr.Clone()
+	enrollTransport.DisableKeepAlives = true
+	enrollClient := &http.Client{Transport: enrollTransport, CheckRedirect: client.CheckRedirect}
 	log := env.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
 	return &Connector{
-		name:       env.Name,
-		log:        log,
-		client:     client,
-		base:       base,
-		username:   s.Username,
-		password:   password,
-		timeout:    timeout,
-		clientCert: s.TLS.CertFile != "",
-		fixed:      fixed,
+		name:         env.Name,
+		log:          log,
+		client:       client,
+		enrollClient: enrollClient,
+		base:         base,
+		username:     s.Username,
+		password:     password,
+		timeout:      timeout,
+		clientCert:   s.TLS.CertFile != "",
+		fixed:        fixed,
 	}, nil
 }
 
@@ -198,6 +211,9 @@ func baseURL(raw, label string) (string, error) {
 	path := strings.TrimSuffix(u.EscapedPath(), "/")
 	// Accept the well-known prefix written out, since server manuals often print it that way.
 	path = strings.TrimSuffix(path, wellKnown)
+	if strings.Contains(path, wellKnown+"/") {
+		return "", fmt.Errorf("url %q: give the server only and put the label in label", raw)
+	}
 	if label != "" {
 		if strings.ContainsAny(label, "/?#%") || label == "." || label == ".." || strings.TrimSpace(label) != label {
 			return "", fmt.Errorf("label %q: must be one path segment (no /, ?, #, %%, spaces at the ends)", label)

@@ -60,6 +60,7 @@ func TestSettings(t *testing.T) {
 		{"credentials in url", ca.Settings{"url": "https://u:secret@est.example.com"}, "must not carry credentials"},
 		{"query", ca.Settings{"url": "https://est.example.com/?a=b"}, "query"},
 		{"label with slash", ca.Settings{"url": "https://est.example.com", "label": "a/b"}, "one path segment"},
+		{"label inside url", ca.Settings{"url": "https://est.example.com/.well-known/est/wifi"}, "put the label in label"},
 		{"label is an operation", ca.Settings{"url": "https://est.example.com", "label": "simpleenroll"}, "operation name"},
 		{"username alone", ca.Settings{"url": "https://est.example.com", "username": "u"}, "passwordFile: required"},
 		{"passwordFile alone", ca.Settings{"url": "https://est.example.com", "passwordFile": pw}, "username: required"},
@@ -331,6 +332,21 @@ func TestStatuses(t *testing.T) {
 				t.Errorf("error leaks the password or control characters: %q", err)
 			}
 		})
+	}
+}
+
+// TestUnauthenticated: a 401 to an adapter configured without credentials says what to set.
+func TestUnauthenticated(t *testing.T) {
+	f := newFakeEST(t)
+	f.set(func(f *fakeEST) {
+		f.enroll = func(w http.ResponseWriter, _ *http.Request, _ *x509.CertificateRequest) {
+			http.Error(w, "401 authorization required", http.StatusUnauthorized)
+		}
+	})
+	_, _, err := issue(t, newConnector(t, "fake", f.settings(nil)))
+	want := "the server requires authentication (HTTP 401 Unauthorized: 401 authorization required); set username and passwordFile"
+	if !ca.IsPermanent(err) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want a permanent one containing %q", err, want)
 	}
 }
 

@@ -51,7 +51,7 @@ func (c *Connector) fetchCACerts(ctx context.Context) ([]*x509.Certificate, erro
 		return nil, err
 	}
 	if resp.status != http.StatusOK {
-		return nil, statusError(u, resp, false)
+		return nil, statusError(u, resp, false, c.hasCredentials())
 	}
 	certs, err := decodeCerts(resp.body)
 	if err != nil {
@@ -76,10 +76,6 @@ func (c *Connector) simpleEnroll(ctx context.Context, csrDER []byte) ([]*x509.Ce
 	req.Header.Set("Content-Type", "application/pkcs10")
 	req.Header.Set("Content-Transfer-Encoding", "base64")
 	req.Header.Set("Accept", "application/pkcs7-mime")
-	// A fresh connection: on a reused one, a server closing it as idle just as the request goes
-	// out looks exactly like a server that received the request and died, which must not be
-	// retried (see transportError).
-	req.Close = true
 	resp, err := c.do(req, false)
 	if err != nil {
 		return nil, err
@@ -93,7 +89,7 @@ func (c *Connector) simpleEnroll(ctx context.Context, csrDER []byte) ([]*x509.Ce
 			Reason:     "the EST server accepted the request for manual or deferred issuance (HTTP 202)",
 		}
 	default:
-		return nil, statusError(u, resp, true)
+		return nil, statusError(u, resp, true, c.hasCredentials())
 	}
 	certs, err := decodeCerts(resp.body)
 	if err != nil {
@@ -125,7 +121,11 @@ func (c *Connector) do(req *http.Request, idempotent bool) (*response, error) {
 	}
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 	op := "EST " + req.URL.Path[strings.LastIndexByte(req.URL.Path, '/')+1:] + " " + req.URL.String()
-	resp, err := c.client.Do(req)
+	client := c.client
+	if !idempotent {
+		client = c.enrollClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, transportError(req.Context(), op, err, wrote.Load() && !idempotent, c.clientCert)
 	}
@@ -212,9 +212,12 @@ func clientCertRefused(err error) (bool, string) {
 	return ok, "TLS alert " + name
 }
 
+// hasCredentials says whether the adapter authenticates itself at all.
+func (c *Connector) hasCredentials() bool { return c.username != "" || c.clientCert }
+
 // statusError classifies an answer other than success. enrollment selects the wording for
-// /simpleenroll.
-func statusError(u string, resp *response, enrollment bool) error {
+// /simpleenroll; credentials says whether the adapter sent any.
+func statusError(u string, resp *response, enrollment, credentials bool) error {
 	op := "EST cacerts " + u
 	if enrollment {
 		op = "EST simpleenroll " + u
@@ -226,6 +229,9 @@ func statusError(u string, resp *response, enrollment bool) error {
 	}
 	wait := retryAfter(resp.header.Get("Retry-After"), time.Now())
 	switch {
+	case resp.status == http.StatusUnauthorized && !credentials:
+		return ca.Permanentf("%s: the server requires authentication (%s%s); set username and passwordFile, or tls.certFile and tls.keyFile",
+			op, status, text)
 	case resp.status == http.StatusUnauthorized:
 		return ca.Permanentf("%s: the server refused the adapter's credentials (%s%s); check username, passwordFile and tls.certFile",
 			op, status, text)
