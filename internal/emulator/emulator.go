@@ -61,8 +61,14 @@ type Options struct {
 	// 600s.
 	AckDeadline time.Duration
 
-	Logger *zap.Logger      // nil => zap.NewNop()
-	Clock  func() time.Time // timestamps in resources and snapshots; nil => time.Now
+	Logger *zap.Logger // nil => zap.NewNop()
+	// Clock stamps resources and snapshots and decides when Verified Access challenges expire;
+	// nil => time.Now.
+	Clock func() time.Time
+
+	// VAChallengeLifetime is how long a Verified Access challenge stays verifiable; 0 means
+	// DefaultVAChallengeLifetime (60 s, as on Google's side). Tests shorten it, or move Clock.
+	VAChallengeLifetime time.Duration
 }
 
 // Emulator is the Google side: processes, devices, REST API and Pub/Sub. All methods are safe for
@@ -89,6 +95,8 @@ type Emulator struct {
 	latency        time.Duration
 	conflictStatus int
 	lro            LROVariant
+
+	va *vaState // Verified Access; has its own lock
 }
 
 // New starts an in-process pstest server, creates the topic and the subscription, and returns an
@@ -116,6 +124,19 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	if ack < 10*time.Second || ack > 600*time.Second {
 		return nil, fmt.Errorf("new emulator: ack deadline %s: want 10s to 600s", ack)
 	}
+
+	lifetime := opts.VAChallengeLifetime
+	if lifetime == 0 {
+		lifetime = DefaultVAChallengeLifetime
+	}
+	if lifetime < 0 {
+		return nil, fmt.Errorf("new emulator: verified access challenge lifetime %s: want a positive duration", lifetime)
+	}
+	va, err := newVAState(lifetime)
+	if err != nil {
+		return nil, fmt.Errorf("new emulator: %w", err)
+	}
+	e.va = va
 
 	ps, err := startPubSub(opts.PubSubListen)
 	if err != nil {

@@ -1,0 +1,983 @@
+package emulator
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+	cm "google.golang.org/api/chromemanagement/v1"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+	va1 "google.golang.org/api/verifiedaccess/v1"
+	va2 "google.golang.org/api/verifiedaccess/v2"
+)
+
+// fakeClock is a settable clock, so expiry is tested without sleeping.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// vaEnv is an emulator on HTTP with both generated Verified Access clients pointed at it.
+type vaEnv struct {
+	emu   *Emulator
+	srv   *httptest.Server
+	v1    *va1.Service
+	v2    *va2.Service
+	clock *fakeClock
+}
+
+func newVAEnv(t *testing.T, lifetime time.Duration) *vaEnv {
+	t.Helper()
+	ctx := context.Background()
+	clock := &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	emu, err := New(ctx, Options{Logger: zaptest.NewLogger(t), Clock: clock.Now, VAChallengeLifetime: lifetime})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	srv := httptest.NewServer(emu.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		if err := emu.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	opts := []option.ClientOption{option.WithEndpoint(srv.URL + "/"), option.WithoutAuthentication()}
+	s1, err := va1.NewService(ctx, opts...)
+	if err != nil {
+		t.Fatalf("v1 NewService: %v", err)
+	}
+	s2, err := va2.NewService(ctx, opts...)
+	if err != nil {
+		t.Fatalf("v2 NewService: %v", err)
+	}
+	return &vaEnv{emu: emu, srv: srv, v1: s1, v2: s2, clock: clock}
+}
+
+// challenge asks the API version for a challenge and returns the bytes the extension gets.
+func (v *vaEnv) challenge(t *testing.T, version string) []byte {
+	t.Helper()
+	switch version {
+	case VAv1:
+		c, err := v.v1.Challenge.Create(&va1.Empty{}).Do()
+		if err != nil {
+			t.Fatalf("v1 challenge: %v", err)
+		}
+		if c.Challenge == nil || c.AlternativeChallenge != nil {
+			t.Fatalf("v1 challenge = %+v, want challenge only", c)
+		}
+		return MarshalSignedData(mustB64(t, c.Challenge.Data), mustB64(t, c.Challenge.Signature))
+	default:
+		c, err := v.v2.Challenge.Generate(&va2.Empty{}).Do()
+		if err != nil {
+			t.Fatalf("v2 generate: %v", err)
+		}
+		return mustB64(t, c.Challenge)
+	}
+}
+
+func (v *vaEnv) respond(t *testing.T, req VARespondRequest) VARespondResult {
+	t.Helper()
+	res, err := v.emu.VARespond(context.Background(), req)
+	if err != nil {
+		t.Fatalf("VARespond: %v", err)
+	}
+	return res
+}
+
+// verifyResult is the union of the v1 and v2 verify results, so one table covers both.
+type verifyResult struct {
+	va2.VerifyChallengeResponseResult
+	VerificationOutput string // v1 only
+}
+
+// verify sends a challenge response through the generated client of the version, as the adapter
+// does: v2 passes the bytes, v1 parses the SignedData into data and signature.
+func (v *vaEnv) verify(t *testing.T, version string, response []byte, expected string) (*verifyResult, error) {
+	t.Helper()
+	if version == VAv1 {
+		data, sig, err := UnmarshalSignedData(response)
+		if err != nil {
+			t.Fatalf("parse response: %v", err)
+		}
+		r, err := v.v1.Challenge.Verify(&va1.VerifyChallengeResponseRequest{
+			ChallengeResponse: &va1.SignedData{Data: b64(data), Signature: b64(sig)},
+			ExpectedIdentity:  expected,
+		}).Do()
+		if err != nil {
+			return nil, err
+		}
+		return &verifyResult{VerifyChallengeResponseResult: va2.VerifyChallengeResponseResult{
+			AttestedDeviceId: r.AttestedDeviceId, DeviceEnrollmentId: r.DeviceEnrollmentId,
+			DevicePermanentId: r.DevicePermanentId, SignedPublicKeyAndChallenge: r.SignedPublicKeyAndChallenge,
+		}, VerificationOutput: r.VerificationOutput}, nil
+	}
+	r, err := v.v2.Challenge.Verify(&va2.VerifyChallengeResponseRequest{
+		ChallengeResponse: b64(response), ExpectedIdentity: expected}).Do()
+	if err != nil {
+		return nil, err
+	}
+	r.ServerResponse = googleapi.ServerResponse{}
+	return &verifyResult{VerifyChallengeResponseResult: *r}, nil
+}
+
+func mustB64(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatalf("base64 %q: %v", s, err)
+	}
+	return b
+}
+
+// checkSPKAC verifies an SPKAC independently of the emulator's parser: DER structure, the SPKI
+// inside equal to wantSPKI, the challenge string, and the signature by that key.
+func checkSPKAC(t *testing.T, spkacB64 string, wantSPKI []byte, wantChallenge string) {
+	t.Helper()
+	der := mustB64(t, spkacB64)
+	var outer struct {
+		PKAC      asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}
+	if rest, err := asn1.Unmarshal(der, &outer); err != nil || len(rest) != 0 {
+		t.Fatalf("spkac DER: %v (%d trailing bytes)", err, len(rest))
+	}
+	var inner struct {
+		SPKI      asn1.RawValue
+		Challenge string `asn1:"ia5"`
+	}
+	if rest, err := asn1.Unmarshal(outer.PKAC.FullBytes, &inner); err != nil || len(rest) != 0 {
+		t.Fatalf("spkac PublicKeyAndChallenge: %v", err)
+	}
+	if !bytes.Equal(inner.SPKI.FullBytes, wantSPKI) {
+		t.Errorf("spkac SPKI differs from the simulated key's")
+	}
+	if inner.Challenge != wantChallenge {
+		t.Errorf("spkac challenge = %q, want %q", inner.Challenge, wantChallenge)
+	}
+	pub, err := x509.ParsePKIXPublicKey(wantSPKI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(outer.PKAC.FullBytes)
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if !outer.Algorithm.Algorithm.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}) {
+			t.Errorf("rsa spkac algorithm %v", outer.Algorithm.Algorithm)
+		}
+		if err := rsa.VerifyPKCS1v15(k, crypto.SHA256, digest[:], outer.Signature.Bytes); err != nil {
+			t.Errorf("spkac signature: %v", err)
+		}
+	case *ecdsa.PublicKey:
+		if !outer.Algorithm.Algorithm.Equal(asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}) {
+			t.Errorf("ecdsa spkac algorithm %v", outer.Algorithm.Algorithm)
+		}
+		if !ecdsa.VerifyASN1(k, digest[:], outer.Signature.Bytes) {
+			t.Errorf("spkac signature does not verify")
+		}
+	default:
+		t.Fatalf("key %T", pub)
+	}
+}
+
+// challengeData is the data field of a challenge as handed to the extension.
+func challengeData(t *testing.T, challenge []byte) []byte {
+	t.Helper()
+	data, _, err := UnmarshalSignedData(challenge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// wantVAError checks a Google error envelope: 400 INVALID_ARGUMENT with the substring.
+func wantVAError(t *testing.T, err error, substr string) {
+	t.Helper()
+	gerr := wantAPIError(t, err, 400, "INVALID_ARGUMENT")
+	if !strings.Contains(gerr.Message, substr) {
+		t.Errorf("message %q lacks %q", gerr.Message, substr)
+	}
+}
+
+// fullSignals sets every DeviceSignals field of the v2 API; a test checks none is left zero, so a
+// field added to the client library shows up here.
+func fullSignals() *va2.DeviceSignals {
+	return &va2.DeviceSignals{
+		AllowScreenLock:                  true,
+		Antivirus:                        &va2.Antivirus{State: "ENABLED"},
+		BrowserVersion:                   "107.0.5286.0",
+		BuiltInDnsClientEnabled:          true,
+		ChromeRemoteDesktopAppBlocked:    true,
+		CrowdStrikeAgent:                 &va2.CrowdStrikeAgent{AgentId: "agent-1", CustomerId: "cs-cust"},
+		DeviceAffiliationIds:             []string{"aff-1", "aff-2"},
+		DeviceEnrollmentDomain:           "corp.example",
+		DeviceManufacturer:               "Acme",
+		DeviceModel:                      "Book 14",
+		DiskEncryption:                   "DISK_ENCRYPTION_DISABLED",
+		DisplayName:                      "Alice's laptop",
+		Hostname:                         "alice-laptop",
+		Imei:                             []string{"490154203237518"},
+		MacAddresses:                     []string{"02:00:00:00:00:01", "02:00:00:00:00:02"},
+		Meid:                             []string{"A0000000000001"},
+		OperatingSystem:                  "WINDOWS",
+		OsFirewall:                       "OS_FIREWALL_DISABLED",
+		OsVersion:                        "10.0.19045.1",
+		PasswordProtectionWarningTrigger: "PASSWORD_PROTECTION_OFF",
+		ProfileAffiliationIds:            []string{"aff-3"},
+		ProfileEnrollmentDomain:          "users.example",
+		RealtimeUrlCheckMode:             "REALTIME_URL_CHECK_MODE_DISABLED",
+		SafeBrowsingProtectionLevel:      "INACTIVE",
+		ScreenLockSecured:                "SCREEN_LOCK_SECURED_DISABLED",
+		SecureBootMode:                   "SECURE_BOOT_MODE_DISABLED",
+		SerialNumber:                     "SN-42",
+		SiteIsolationEnabled:             true,
+		SystemDnsServers:                 []string{"10.0.0.53"},
+		ThirdPartyBlockingEnabled:        true,
+		Trigger:                          "TRIGGER_LOGIN_SCREEN",
+		WindowsMachineDomain:             "AD.CORP",
+		WindowsUserDomain:                "USERS.CORP",
+	}
+}
+
+func TestFullSignalsSetsEveryField(t *testing.T) {
+	t.Parallel()
+	v := reflect.ValueOf(*fullSignals())
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if f.Name == "ForceSendFields" || f.Name == "NullFields" {
+			continue
+		}
+		if v.Field(i).IsZero() {
+			t.Errorf("fullSignals leaves %s unset", f.Name)
+		}
+	}
+}
+
+func TestVAVerifyReportsConfiguredDevice(t *testing.T) {
+	t.Parallel()
+	custom := &VADevice{
+		DevicePermanentID: "PERM-1", DeviceEnrollmentID: "enr-1", AttestedDeviceID: "ADID-1",
+		CustomerID: "C0custom", VirtualDeviceID: "vdev-1", KeyTrustLevel: "CHROME_OS_DEVELOPER_MODE",
+		DeviceSignals: fullSignals(),
+	}
+	tests := []struct {
+		name     string
+		version  string
+		scope    string
+		keyType  string
+		identity string
+		device   *VADevice
+	}{
+		{name: "v1 machine rsa default device", version: VAv1, scope: VAScopeMachine, keyType: KeyRSA},
+		{name: "v1 user ecdsa", version: VAv1, scope: VAScopeUser, keyType: KeyECDSA, identity: "alice@corp.example"},
+		{name: "v1 machine custom device", version: VAv1, scope: VAScopeMachine, keyType: KeyECDSA, identity: "corp.example", device: custom},
+		{name: "v2 machine rsa default device", version: VAv2, scope: VAScopeMachine, keyType: KeyRSA},
+		{name: "v2 machine ecdsa default device", version: VAv2, keyType: KeyECDSA, identity: "corp.example"},
+		{name: "v2 user rsa default device", version: VAv2, scope: VAScopeUser, keyType: KeyRSA},
+		{name: "v2 machine every signal", version: VAv2, scope: VAScopeMachine, keyType: KeyECDSA, identity: "corp.example", device: custom},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v := newVAEnv(t, 0)
+			ch := v.challenge(t, tc.version)
+			res := v.respond(t, VARespondRequest{Challenge: ch, APIVersion: tc.version, Scope: tc.scope,
+				KeyType: tc.keyType, Identity: tc.identity, Device: tc.device})
+			if res.APIVersion != tc.version || res.KeyType != tc.keyType || res.KeyID == "" {
+				t.Errorf("respond result version %q key %q id %q", res.APIVersion, res.KeyType, res.KeyID)
+			}
+			priv, err := x509.ParsePKCS8PrivateKey(res.PrivateKeyPKCS8)
+			if err != nil {
+				t.Fatalf("pkcs8: %v", err)
+			}
+			if spki, _ := x509.MarshalPKIXPublicKey(priv.(crypto.Signer).Public()); !bytes.Equal(spki, res.SPKI) {
+				t.Errorf("private key does not belong to the SPKI")
+			}
+
+			identity := tc.identity
+			scope := tc.scope
+			if scope == "" {
+				scope = VAScopeMachine
+			}
+			if identity == "" {
+				identity = map[string]string{VAScopeMachine: DefaultVADomain, VAScopeUser: DefaultVAUser}[scope]
+			}
+			// Google compares the expected identity case-insensitively.
+			got, err := v.verify(t, tc.version, res.ChallengeResponse, strings.ToUpper(identity))
+			if err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, b64(challengeData(t, ch)))
+
+			want := DefaultVADevice(scope, res.KeyID, identity)
+			if tc.device != nil {
+				want = *tc.device
+			}
+			wantResult := va2.VerifyChallengeResponseResult{
+				AttestedDeviceId: want.AttestedDeviceID, DeviceEnrollmentId: want.DeviceEnrollmentID,
+				DevicePermanentId: want.DevicePermanentID, SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
+			}
+			if tc.version == VAv2 {
+				wantResult.CustomerId = want.CustomerID
+				wantResult.VirtualDeviceId = want.VirtualDeviceID
+				wantResult.KeyTrustLevel = want.KeyTrustLevel
+				wantResult.DeviceSignals = want.DeviceSignals
+				sigJSON, _ := json.Marshal(want.DeviceSignals)
+				wantResult.DeviceSignal = string(sigJSON)
+			}
+			if !reflect.DeepEqual(got.VerifyChallengeResponseResult, wantResult) {
+				gj, _ := json.MarshalIndent(got.VerifyChallengeResponseResult, "", " ")
+				wj, _ := json.MarshalIndent(wantResult, "", " ")
+				t.Errorf("verify result\n got %s\nwant %s", gj, wj)
+			}
+			if tc.version == VAv1 {
+				wantOut := got.SignedPublicKeyAndChallenge
+				if scope == VAScopeMachine {
+					wantOut = want.DevicePermanentID
+				}
+				if got.VerificationOutput != wantOut {
+					t.Errorf("verificationOutput = %q, want %q", got.VerificationOutput, wantOut)
+				}
+			}
+			if scope == VAScopeMachine && tc.device == nil && (got.DevicePermanentId == "" || got.DeviceEnrollmentId == "") {
+				t.Errorf("machine default lacks devicePermanentId or deviceEnrollmentId: %+v", got)
+			}
+			if scope == VAScopeUser && (got.DevicePermanentId != "" || got.DeviceEnrollmentId != "") {
+				t.Errorf("user response carries machine-only ids: %+v", got)
+			}
+
+			st := v.emu.VAStats()
+			if st.Challenges[tc.version] != 1 || st.Responses != 1 || st.VerifyCalls[tc.version] != 1 ||
+				st.Verifies[VAOutcomeVerified] != 1 {
+				t.Errorf("stats = %+v", st)
+			}
+		})
+	}
+}
+
+func TestVAManagedProfileOnUnmanagedBrowser(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	ch := v.challenge(t, VAv2)
+	profile := VAUnmanagedBrowserProfile("browser-key", "bob@corp.example")
+	res := v.respond(t, VARespondRequest{Challenge: ch, Scope: VAScopeUser, KeyType: KeyECDSA,
+		KeyID: "browser-key", Identity: "bob@corp.example", Device: &profile})
+
+	// Look at the raw answer: the device fields must be absent, not merely empty.
+	body, _ := json.Marshal(va2.VerifyChallengeResponseRequest{ChallengeResponse: b64(res.ChallengeResponse),
+		ExpectedIdentity: "bob@corp.example"})
+	resp, err := http.Post(v.srv.URL+VAPathVerifyV2, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("verify: %d %s", resp.StatusCode, raw)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"devicePermanentId", "keyTrustLevel", "virtualDeviceId", "customerId", "deviceEnrollmentId"} {
+		if _, ok := fields[k]; ok {
+			t.Errorf("unmanaged browser profile answer has %s", k)
+		}
+	}
+	var got va2.VerifyChallengeResponseResult
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.ProfileCustomerId != DefaultCustomer || got.ProfileKeyTrustLevel != "CHROME_BROWSER_OS_KEY" ||
+		got.VirtualProfileId == "" || got.ProfilePermanentId == "" {
+		t.Errorf("profile fields = %+v", got)
+	}
+	if got.DeviceSignals == nil || got.DeviceSignals.ProfileEnrollmentDomain != "corp.example" ||
+		got.DeviceSignals.DeviceEnrollmentDomain != "" || got.DeviceSignals.OperatingSystem != "WINDOWS" {
+		t.Errorf("signals = %+v", got.DeviceSignals)
+	}
+	checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, b64(challengeData(t, ch)))
+}
+
+func TestVAVerifyRefusals(t *testing.T) {
+	t.Parallel()
+	type setup struct {
+		v       *vaEnv
+		version string
+	}
+	tests := []struct {
+		name        string
+		lifetime    time.Duration
+		run         func(t *testing.T, s setup) error // returns the error of the verify under test
+		wantMessage string
+		wantOutcome string
+	}{
+		{
+			name: "expired after the default 60s",
+			run: func(t *testing.T, s setup) error {
+				res := s.v.respond(t, VARespondRequest{Challenge: s.v.challenge(t, s.version), KeyType: KeyECDSA})
+				s.v.clock.Advance(DefaultVAChallengeLifetime + time.Nanosecond)
+				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
+				return err
+			},
+			wantMessage: VAMessageExpired, wantOutcome: VAOutcomeExpired,
+		},
+		{
+			name:     "expired after a short configured lifetime",
+			lifetime: 2 * time.Second,
+			run: func(t *testing.T, s setup) error {
+				res := s.v.respond(t, VARespondRequest{Challenge: s.v.challenge(t, s.version), KeyType: KeyECDSA})
+				s.v.clock.Advance(3 * time.Second)
+				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
+				return err
+			},
+			wantMessage: VAMessageExpired, wantOutcome: VAOutcomeExpired,
+		},
+		{
+			name: "same response verified twice",
+			run: func(t *testing.T, s setup) error {
+				res := s.v.respond(t, VARespondRequest{Challenge: s.v.challenge(t, s.version), KeyType: KeyECDSA})
+				if _, err := s.v.verify(t, s.version, res.ChallengeResponse, ""); err != nil {
+					t.Fatalf("first verify: %v", err)
+				}
+				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
+				return err
+			},
+			wantMessage: VAMessageAlreadyUsed, wantOutcome: VAOutcomeAlreadyUsed,
+		},
+		{
+			name: "second response to a used challenge",
+			run: func(t *testing.T, s setup) error {
+				ch := s.v.challenge(t, s.version)
+				first := s.v.respond(t, VARespondRequest{Challenge: ch, KeyType: KeyECDSA})
+				second := s.v.respond(t, VARespondRequest{Challenge: ch, KeyType: KeyECDSA})
+				if _, err := s.v.verify(t, s.version, first.ChallengeResponse, ""); err != nil {
+					t.Fatalf("first verify: %v", err)
+				}
+				_, err := s.v.verify(t, s.version, second.ChallengeResponse, "")
+				return err
+			},
+			wantMessage: VAMessageAlreadyUsed, wantOutcome: VAOutcomeAlreadyUsed,
+		},
+		{
+			name: "unknown response",
+			run: func(t *testing.T, s setup) error {
+				_, err := s.v.verify(t, s.version, MarshalSignedData([]byte("not a response"), []byte("sig")), "")
+				return err
+			},
+			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+		},
+		{
+			name: "response from another emulator",
+			run: func(t *testing.T, s setup) error {
+				other := newVAEnv(t, 0)
+				res := other.respond(t, VARespondRequest{Challenge: other.challenge(t, s.version), KeyType: KeyECDSA})
+				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
+				return err
+			},
+			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+		},
+		{
+			name: "tampered response",
+			run: func(t *testing.T, s setup) error {
+				res := s.v.respond(t, VARespondRequest{Challenge: s.v.challenge(t, s.version), KeyType: KeyRSA, Tamper: true})
+				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
+				return err
+			},
+			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+		},
+		{
+			name: "identity mismatch",
+			run: func(t *testing.T, s setup) error {
+				res := s.v.respond(t, VARespondRequest{Challenge: s.v.challenge(t, s.version), Scope: VAScopeUser,
+					KeyType: KeyECDSA, Identity: "mallory@example.com"})
+				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "alice@example.com")
+				return err
+			},
+			wantMessage: VAMessageIdentityMismatch, wantOutcome: VAOutcomeIdentityMismatch,
+		},
+		{
+			name: "challenge of the other API version",
+			run: func(t *testing.T, s setup) error {
+				other := VAv1
+				if s.version == VAv1 {
+					other = VAv2
+				}
+				res := s.v.respond(t, VARespondRequest{Challenge: s.v.challenge(t, other), KeyType: KeyECDSA})
+				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
+				return err
+			},
+			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+		},
+	}
+	for _, tc := range tests {
+		for _, version := range []string{VAv1, VAv2} {
+			t.Run(version+" "+tc.name, func(t *testing.T) {
+				t.Parallel()
+				v := newVAEnv(t, tc.lifetime)
+				err := tc.run(t, setup{v: v, version: version})
+				wantVAError(t, err, tc.wantMessage)
+				if got := v.emu.VAStats().Verifies[tc.wantOutcome]; got != 1 {
+					t.Errorf("Verifies[%s] = %d, want 1 (%+v)", tc.wantOutcome, got, v.emu.VAStats())
+				}
+			})
+		}
+	}
+}
+
+func TestVAExpiryBoundary(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	res := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv2), KeyType: KeyECDSA})
+	v.clock.Advance(DefaultVAChallengeLifetime)
+	if _, err := v.verify(t, VAv2, res.ChallengeResponse, ""); err != nil {
+		t.Errorf("verify exactly at the lifetime: %v", err)
+	}
+}
+
+// A response that fails verification must not use up the challenge; an authentic one that fails
+// the identity check does, because the challenge was genuinely answered.
+func TestVAChallengeConsumption(t *testing.T) {
+	t.Parallel()
+	for _, version := range []string{VAv1, VAv2} {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			v := newVAEnv(t, 0)
+			ch := v.challenge(t, version)
+			bad := v.respond(t, VARespondRequest{Challenge: ch, KeyType: KeyECDSA, Tamper: true})
+			_, err := v.verify(t, version, bad.ChallengeResponse, "")
+			wantVAError(t, err, VAMessageInvalid)
+			good := v.respond(t, VARespondRequest{Challenge: ch, KeyType: KeyECDSA, KeyID: bad.KeyID})
+			if _, err := v.verify(t, version, good.ChallengeResponse, ""); err != nil {
+				t.Fatalf("verify after a tampered attempt: %v", err)
+			}
+
+			ch2 := v.challenge(t, version)
+			r1 := v.respond(t, VARespondRequest{Challenge: ch2, KeyType: KeyECDSA})
+			_, err = v.verify(t, version, r1.ChallengeResponse, "other.example")
+			wantVAError(t, err, VAMessageIdentityMismatch)
+			r2 := v.respond(t, VARespondRequest{Challenge: ch2, KeyType: KeyECDSA})
+			_, err = v.verify(t, version, r2.ChallengeResponse, DefaultVADomain)
+			wantVAError(t, err, VAMessageAlreadyUsed)
+		})
+	}
+}
+
+// TamperSPKAC leaves Google's check passing and breaks only the SPKAC signature.
+func TestVATamperSPKAC(t *testing.T) {
+	t.Parallel()
+	for _, keyType := range []string{KeyRSA, KeyECDSA} {
+		t.Run(keyType, func(t *testing.T) {
+			t.Parallel()
+			v := newVAEnv(t, 0)
+			res := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv2), KeyType: keyType, TamperSPKAC: true})
+			got, err := v.verify(t, VAv2, res.ChallengeResponse, "")
+			if err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			if _, err := ParseSPKAC(got.SignedPublicKeyAndChallenge); err == nil {
+				t.Errorf("ParseSPKAC accepted a tampered SPKAC")
+			}
+		})
+	}
+}
+
+func TestVAKeyReuse(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	first := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv2), KeyType: KeyECDSA, KeyID: "laptop-1"})
+	again := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv1), KeyID: "laptop-1"})
+	other := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv2), KeyType: KeyECDSA})
+	if first.KeyID != "laptop-1" || again.KeyID != "laptop-1" || again.KeyType != KeyECDSA {
+		t.Errorf("key ids %q %q type %q", first.KeyID, again.KeyID, again.KeyType)
+	}
+	if !bytes.Equal(first.SPKI, again.SPKI) {
+		t.Errorf("reused key id has a different key")
+	}
+	if bytes.Equal(first.SPKI, other.SPKI) || other.KeyID == first.KeyID {
+		t.Errorf("a request without key id reused a key")
+	}
+	// The default device is stable per key: the same key reports the same device ids.
+	r1, err := v.verify(t, VAv2, first.ChallengeResponse, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := v.verify(t, VAv1, again.ChallengeResponse, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.DevicePermanentId == "" || r1.DevicePermanentId != r2.DevicePermanentId {
+		t.Errorf("devicePermanentId %q then %q", r1.DevicePermanentId, r2.DevicePermanentId)
+	}
+	_, err = v.emu.VARespond(context.Background(), VARespondRequest{Challenge: v.challenge(t, VAv2),
+		KeyType: KeyRSA, KeyID: "laptop-1"})
+	var aerr *apiError
+	if !errors.As(err, &aerr) || aerr.code != 400 {
+		t.Errorf("reusing an ecdsa key id as rsa: %v, want a 400 error", err)
+	}
+}
+
+// postJSON sends a raw JSON body and returns the status and body.
+func postJSON(t *testing.T, url, body string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func TestVARespondEndpointRoundTrip(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	ch := v.challenge(t, VAv2)
+	device := VADevice{
+		DevicePermanentID: "PERM-9", DeviceEnrollmentID: "enr-9", AttestedDeviceID: "ADID-9",
+		CustomerID: "C0json", VirtualDeviceID: "vdev-9", KeyTrustLevel: "CHROME_OS_VERIFIED_MODE",
+		DeviceSignals: fullSignals(),
+	}
+	deviceJSON, err := json.Marshal(device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// URL-safe unpadded base64 is accepted as well as the standard form.
+	body := `{"challenge":"` + base64.RawURLEncoding.EncodeToString(ch) + `","apiVersion":"v2","scope":"machine",` +
+		`"keyType":"ecdsa","keyId":"json-key","identity":"corp.example","device":` + string(deviceJSON) + `,"tamper":false}`
+	code, raw := postJSON(t, v.srv.URL+VARespondPath, body)
+	if code != 200 {
+		t.Fatalf("respond: %d %s", code, raw)
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"challengeResponse", "spki", "privateKeyPkcs8", "keyId", "keyType", "apiVersion"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("respond answer lacks %q: %s", k, raw)
+		}
+	}
+	var res VARespondResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.KeyID != "json-key" || res.APIVersion != VAv2 || res.KeyType != KeyECDSA {
+		t.Errorf("respond answer %+v", res)
+	}
+	got, err := v.verify(t, VAv2, res.ChallengeResponse, "corp.example")
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	var gotDevice VADevice
+	gotJSON, _ := json.Marshal(got.VerifyChallengeResponseResult)
+	if err := json.Unmarshal(gotJSON, &gotDevice); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotDevice, device) {
+		t.Errorf("verify reported\n%+v\nwant\n%+v", gotDevice, device)
+	}
+	checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, b64(challengeData(t, ch)))
+
+	// The Go request type encodes to the same contract.
+	req := VARespondRequest{Challenge: ch, APIVersion: VAv2, Scope: VAScopeUser, KeyType: KeyRSA, KeyID: "k",
+		Identity: "a@b", Device: &device, Tamper: true}
+	enc, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back VARespondRequest
+	if err := json.Unmarshal(enc, &back); err != nil {
+		t.Fatalf("decode %s: %v", enc, err)
+	}
+	if !reflect.DeepEqual(back, req) {
+		t.Errorf("round trip\n%+v\nwant\n%+v", back, req)
+	}
+}
+
+func TestVARespondEndpointRefusals(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	ch := b64(v.challenge(t, VAv1))
+	forged := b64(MarshalSignedData([]byte("data"), []byte("not the emulator's mac")))
+	tests := []struct {
+		name, body string
+		wantCode   int
+	}{
+		{name: "unknown key", body: `{"challenge":"` + ch + `","colour":"red"}`, wantCode: 400},
+		{name: "unknown device key", body: `{"challenge":"` + ch + `","device":{"serial":"x"}}`, wantCode: 400},
+		{name: "unknown signal key", body: `{"challenge":"` + ch + `","device":{"deviceSignals":{"colour":"red"}}}`, wantCode: 400},
+		{name: "not json", body: `challenge`, wantCode: 400},
+		{name: "bad base64", body: `{"challenge":"***"}`, wantCode: 400},
+		{name: "no challenge", body: `{}`, wantCode: 400},
+		{name: "challenge not issued here", body: `{"challenge":"` + forged + `"}`, wantCode: 400},
+		{name: "bad scope", body: `{"challenge":"` + ch + `","scope":"device"}`, wantCode: 400},
+		{name: "bad key type", body: `{"challenge":"` + ch + `","keyType":"dsa"}`, wantCode: 400},
+		{name: "bad api version", body: `{"challenge":"` + ch + `","apiVersion":"v3"}`, wantCode: 400},
+		{name: "api version of the other kind", body: `{"challenge":"` + ch + `","apiVersion":"v2"}`, wantCode: 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, raw := postJSON(t, v.srv.URL+VARespondPath, tc.body)
+			if code != tc.wantCode {
+				t.Fatalf("status %d, want %d: %s", code, tc.wantCode, raw)
+			}
+			if !bodyHasStatus(string(raw), "INVALID_ARGUMENT") {
+				t.Errorf("body %s lacks the envelope", raw)
+			}
+		})
+	}
+	if st := v.emu.VAStats(); st.Responses != 0 {
+		t.Errorf("refused requests counted as responses: %+v", st)
+	}
+	resp, err := http.Get(v.srv.URL + VARespondPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET respond: %d", resp.StatusCode)
+	}
+}
+
+func TestVARESTShapes(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	tests := []struct {
+		name, method, path, body string
+		wantCode                 int
+		wantStatus               string
+	}{
+		{name: "GET v1 challenge", method: http.MethodGet, path: VAPathChallengeV1, wantCode: 404, wantStatus: "NOT_FOUND"},
+		{name: "unknown v2 method", method: http.MethodPost, path: "/v2/challenge:create", body: `{}`, wantCode: 404, wantStatus: "NOT_FOUND"},
+		{name: "v1 challenge with a field", method: http.MethodPost, path: VAPathChallengeV1, body: `{"x":1}`, wantCode: 400, wantStatus: "INVALID_ARGUMENT"},
+		{name: "v2 verify with an unknown field", method: http.MethodPost, path: VAPathVerifyV2, body: `{"response":"AA=="}`, wantCode: 400, wantStatus: "INVALID_ARGUMENT"},
+		{name: "v2 verify empty", method: http.MethodPost, path: VAPathVerifyV2, body: `{}`, wantCode: 400, wantStatus: "INVALID_ARGUMENT"},
+		{name: "v1 verify empty", method: http.MethodPost, path: VAPathVerifyV1, body: `{}`, wantCode: 400, wantStatus: "INVALID_ARGUMENT"},
+		{name: "v2 verify not SignedData", method: http.MethodPost, path: VAPathVerifyV2, body: `{"challengeResponse":"/////w=="}`, wantCode: 400, wantStatus: "INVALID_ARGUMENT"},
+		{name: "v1 challenge, empty body", method: http.MethodPost, path: VAPathChallengeV1, wantCode: 200},
+		{name: "v2 generate", method: http.MethodPost, path: VAPathGenerateV2, body: `{}`, wantCode: 200},
+		{name: "stats", method: http.MethodGet, path: VAStatsPath, wantCode: 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, v.srv.URL+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.wantCode {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.wantCode, raw)
+			}
+			if tc.wantStatus != "" && !bodyHasStatus(string(raw), tc.wantStatus) {
+				t.Errorf("body %s, want status %s", raw, tc.wantStatus)
+			}
+		})
+	}
+	// The certificate provisioning API still answers under /v1/.
+	cmSvc, err := cm.NewService(context.Background(), option.WithEndpoint(v.srv.URL+"/"), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cmSvc.Customers.CertificateProvisioningProcesses.Get("customers/my_customer/certificateProvisioningProcesses/NOPE").Do(); err == nil {
+		t.Errorf("get of an unknown process succeeded")
+	} else {
+		wantAPIError(t, err, 404, "NOT_FOUND")
+	}
+	var st VAStats
+	resp, err := http.Get(v.srv.URL + VAStatsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(st, v.emu.VAStats()) || st.Challenges[VAv1] != 1 || st.Challenges[VAv2] != 1 ||
+		st.Verifies[VAOutcomeMalformed] != 1 || st.Verifies[VAOutcomeInvalid] != 3 {
+		t.Errorf("stats endpoint %+v, emulator %+v", st, v.emu.VAStats())
+	}
+}
+
+func TestVAFaultInjection(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	v.emu.FailNext(MethodVAGenerateV2, 1, 503, 2*time.Second)
+	_, err := v.v2.Challenge.Generate(&va2.Empty{}).Do()
+	wantAPIError(t, err, 503, "UNAVAILABLE")
+
+	res := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv1), KeyType: KeyECDSA})
+	v.emu.FailNext(MethodVAVerifyV1, 1, 429, 0)
+	_, err = v.verify(t, VAv1, res.ChallengeResponse, "")
+	wantAPIError(t, err, 429, "RESOURCE_EXHAUSTED")
+
+	// A lost response was applied: the retry finds the challenge used.
+	v.emu.LoseNextResponses(MethodVAVerifyV1, 1)
+	_, err = v.verify(t, VAv1, res.ChallengeResponse, "")
+	wantAPIError(t, err, 503, "UNAVAILABLE")
+	_, err = v.verify(t, VAv1, res.ChallengeResponse, "")
+	wantVAError(t, err, VAMessageAlreadyUsed)
+
+	st := v.emu.VAStats()
+	want := map[string]int{VAOutcomeInjected: 1, VAOutcomeVerified: 1, VAOutcomeAlreadyUsed: 1}
+	if !reflect.DeepEqual(st.Verifies, want) || st.VerifyCalls[VAv1] != 3 || st.Challenges[VAv2] != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestVAConcurrentEnrollments(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			version := []string{VAv1, VAv2}[i%2]
+			// Half the requests share one key id, racing to create it.
+			keyID := ""
+			if i%4 < 2 {
+				keyID = "shared"
+			}
+			var ch []byte
+			if version == VAv1 {
+				c, err := v.v1.Challenge.Create(&va1.Empty{}).Do()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				d, _ := base64.StdEncoding.DecodeString(c.Challenge.Data)
+				s, _ := base64.StdEncoding.DecodeString(c.Challenge.Signature)
+				ch = MarshalSignedData(d, s)
+			} else {
+				c, err := v.v2.Challenge.Generate(&va2.Empty{}).Do()
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				ch, _ = base64.StdEncoding.DecodeString(c.Challenge)
+			}
+			res, err := v.emu.VARespond(context.Background(), VARespondRequest{Challenge: ch, KeyType: KeyECDSA, KeyID: keyID})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			if version == VAv1 {
+				d, s, _ := UnmarshalSignedData(res.ChallengeResponse)
+				_, errs[i] = v.v1.Challenge.Verify(&va1.VerifyChallengeResponseRequest{
+					ChallengeResponse: &va1.SignedData{Data: b64(d), Signature: b64(s)}}).Do()
+			} else {
+				_, errs[i] = v.v2.Challenge.Verify(&va2.VerifyChallengeResponseRequest{
+					ChallengeResponse: b64(res.ChallengeResponse)}).Do()
+			}
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("enrollment %d: %v", i, err)
+		}
+	}
+	st := v.emu.VAStats()
+	if st.Challenges[VAv1] != n/2 || st.Challenges[VAv2] != n/2 || st.Responses != n || st.Verifies[VAOutcomeVerified] != n {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestVAOldChallengesAreForgotten(t *testing.T) {
+	t.Parallel()
+	v := newVAEnv(t, 0)
+	res := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv2), KeyType: KeyECDSA})
+	v.clock.Advance(DefaultVAChallengeLifetime + vaRetention + time.Second)
+	v.challenge(t, VAv2) // issuing purges
+	_, err := v.verify(t, VAv2, res.ChallengeResponse, "")
+	wantVAError(t, err, VAMessageInvalid)
+}
+
+func TestNewRejectsNegativeLifetime(t *testing.T) {
+	t.Parallel()
+	if _, err := New(context.Background(), Options{VAChallengeLifetime: -time.Second}); err == nil {
+		t.Fatal("New accepted a negative challenge lifetime")
+	}
+}
+
+func TestPatchVADevice(t *testing.T) {
+	t.Parallel()
+	base := DefaultVADevice(VAScopeMachine, "k", "corp.example")
+	tests := []struct {
+		name    string
+		patch   string
+		check   func(d VADevice) bool
+		wantErr bool
+	}{
+		{name: "change one signal", patch: `{"deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED"}}`,
+			check: func(d VADevice) bool {
+				return d.DeviceSignals.DiskEncryption == "DISK_ENCRYPTION_DISABLED" &&
+					d.DeviceSignals.OsFirewall == base.DeviceSignals.OsFirewall && d.CustomerID == base.CustomerID
+			}},
+		{name: "remove a field", patch: `{"keyTrustLevel":null,"deviceSignals":{"macAddresses":null}}`,
+			check: func(d VADevice) bool {
+				return d.KeyTrustLevel == "" && d.DeviceSignals.MacAddresses == nil && d.DevicePermanentID == base.DevicePermanentID
+			}},
+		{name: "replace a list", patch: `{"deviceSignals":{"deviceAffiliationIds":["x"]}}`,
+			check: func(d VADevice) bool { return reflect.DeepEqual(d.DeviceSignals.DeviceAffiliationIds, []string{"x"}) }},
+		{name: "misspelt key", patch: `{"deviceSignal":{"diskEncryption":"X"}}`, wantErr: true},
+		{name: "not an object", patch: `[1]`, wantErr: true},
+		{name: "not json", patch: `{`, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := PatchVADevice(base, []byte(tc.patch))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && !tc.check(got) {
+				t.Errorf("patched device %+v", got)
+			}
+		})
+	}
+	if base.DeviceSignals.DiskEncryption != "DISK_ENCRYPTION_ENCRYPTED" || base.KeyTrustLevel == "" {
+		t.Errorf("patching changed the base device")
+	}
+}
