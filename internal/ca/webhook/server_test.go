@@ -168,6 +168,8 @@ func newWebhookCA(t *testing.T) *webhookCA {
 	clientRoots.AddCert(clientCA.Certificate())
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientRoots}
+	// Offer HTTP/2 as production servers do: a refused client certificate must still be named.
+	s.srv.EnableHTTP2 = true
 	s.srv.StartTLS()
 	writeFile(t, dir, serverCAFile, certPEM(s.srv.Certificate()))
 	t.Cleanup(func() {

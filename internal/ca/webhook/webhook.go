@@ -131,6 +131,13 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	// A redirected POST becomes a GET without a body, and our headers would follow it to wherever
 	// it points: refuse redirects and say which URL to configure instead.
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	// HTTP/1.1 only: over HTTP/2 a refused client certificate surfaces as "client conn could not
+	// be established", without the TLS alert that says why, and one request per certificate
+	// gains nothing from multiplexing.
+	if tr, ok := client.Transport.(*http.Transport); ok {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetHTTP1(true)
+	}
 	log := env.Logger
 	if log == nil {
 		log = zap.NewNop()
