@@ -16,7 +16,7 @@ name=estserver
 
 bin_dir=${CERTPROV_TEST_BIN_DIR:-$HOME/.cache/certprov-test-bin}
 stamp="$bin_dir/$name.version"
-want="$module@$version $(go env GOVERSION)"
+want="$module@$version"
 
 log() { echo "estserver.sh: $*" >&2; }
 
@@ -34,7 +34,7 @@ log "building $module/cmd/$name@$version in $work"
 	cd "$work"
 	# GOFLAGS from the caller (e.g. -mod=vendor) must not leak into the scratch module.
 	export GOFLAGS=-buildvcs=false GOWORK=off CGO_ENABLED=0
-	go mod init certprov.test/estserver-build >/dev/null 2>&1
+	go mod init certprov.test/estserver-build 2>/dev/null || { echo "estserver.sh: go mod init failed in $work" >&2; exit 1; }
 	go get "$module/cmd/$name@$version" >&2
 	# Build to a temporary name and rename, so that an interrupted build never leaves a
 	# half-written binary under the final name.

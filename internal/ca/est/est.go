@@ -12,7 +12,8 @@
 //	passwordFile  a file holding the password (a trailing newline is ignored)
 //	caCertsFile   optional PEM trust anchors for the issued certificates; without it they are
 //	              fetched from /cacerts, which the TLS server authentication vouches for
-//	timeout       bound on one exchange when the caller's context has no deadline
+//	timeout       bound on one call; in the adapter's configuration this is the connection's own
+//	              timeout, which the engine applies through the context (default 30s)
 //
 // Channel binding (the tls-unique value in a challengePassword, RFC 7030 3.5) cannot work here:
 // the device signs the CSR long before the adapter opens the TLS session that carries it. The
@@ -275,7 +276,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	}
 	leaf, others, err := selectLeaf(certs, pub, rawSPKI)
 	if err != nil {
-		return nil, ca.Permanentf("%s: %w", c.endpoint("simpleenroll"), err)
+		return nil, ca.Permanentf("EST simpleenroll %s: %w", c.endpoint("simpleenroll"), err)
 	}
 	chain, verr := buildChain(leaf, others, anchors, time.Now())
 	if verr != nil && fromServer {
@@ -289,7 +290,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 		if !fromServer {
 			source = "caCertsFile"
 		}
-		return nil, ca.Permanentf("%s: the issued certificate (serial %s) does not chain to the CA certificates from %s: %w",
+		return nil, ca.Permanentf("EST simpleenroll %s: the issued certificate (serial %s) does not chain to the CA certificates from %s: %w",
 			c.endpoint("simpleenroll"), leaf.SerialNumber.Text(16), source, verr)
 	}
 	c.log.Info("issued certificate",

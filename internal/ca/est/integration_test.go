@@ -181,7 +181,9 @@ func TestEndToEnd(t *testing.T) {
 		"est-trig":   viaFront(triggers, ca.Settings{"label": "triggererrors", "caCertsFile": srv.CACertsFile}),
 		"est-down":   ca.Settings{"url": "https://" + downAddr, "tls": map[string]any{"caFile": srv.TLSCAFile}},
 	}
-	const retryFor = 3 * time.Second
+	// Long enough for a deferred enrollment to come round again on a loaded machine, short enough
+	// for the failure paths to end quickly.
+	const retryFor = 6 * time.Second
 	profiles := map[string]config.Profile{}
 	for _, cn := range []string{"Forbidden", "Deferred", "Unknown"} {
 		profiles["trigger-"+strings.ToLower(cn)] = e2etest.Profile("Trigger Error "+cn, "", 30*time.Second)
