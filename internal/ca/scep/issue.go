@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"go.uber.org/zap"
@@ -132,6 +133,11 @@ func transactionID(spki []byte) string {
 
 // Issue sends the device-signed CSR in a PKCSReq, or polls with CertPoll when req.Ticket says the
 // server left the request PENDING.
+//
+// An error promises that nothing was issued, which a PKCSReq whose answer was lost cannot keep
+// by itself: the server may have issued. So the connector remembers such requests, and the next
+// Issue for the same key first asks with CertPoll for the certificate of that transaction; only
+// when the server has none (or cannot poll, like micromdm's scepserver) is the PKCSReq sent again.
 func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("SCEP request: %w", err), 0)
@@ -147,26 +153,59 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err != nil {
 		return nil, err
 	}
-	msg := &pkiMessage{
-		TransactionID: transactionID(req.CSR.RawSubjectPublicKeyInfo),
-		MessageType:   msgPKCSReq,
-		SenderNonce:   make([]byte, 16),
-	}
-	if _, err := rand.Read(msg.SenderNonce); err != nil {
-		return nil, ca.Retryable(fmt.Errorf("sender nonce: %w", err), 0)
-	}
-	content := req.CSRDER
-	t := ticket{TransactionID: msg.TransactionID, Issuer: info.issuer.RawSubject, Subject: req.CSR.RawSubject}
+	t := ticket{TransactionID: transactionID(req.CSR.RawSubjectPublicKeyInfo), Issuer: info.issuer.RawSubject, Subject: req.CSR.RawSubject}
 	if req.Ticket != "" {
 		if t, err = decodeTicket(req.Ticket); err != nil {
 			return nil, ca.Permanentf("resume the pending SCEP request: ticket %q: %v", req.Ticket, err)
 		}
-		msg.MessageType, msg.TransactionID = msgCertPoll, t.TransactionID
-		if content, err = asn1.Marshal(issuerAndSubject{Issuer: asn1.RawValue{FullBytes: t.Issuer}, Subject: asn1.RawValue{FullBytes: t.Subject}}); err != nil {
-			return nil, ca.Permanentf("encode CertPoll: %v", err)
+		return c.poll(ctx, req, info, t)
+	}
+	if c.inDoubt(req.Key) {
+		issued, err := c.poll(ctx, req, info, t)
+		var pending *ca.PendingError
+		switch {
+		case err == nil || errors.As(err, &pending):
+			c.setDoubt(req.Key, false)
+			return issued, err
+		case ctx.Err() != nil:
+			return nil, err
 		}
+		c.log.Info("the SCEP server has no certificate for the earlier request; sending it again",
+			zap.String("process", req.Key), zap.String("transaction", t.TransactionID), zap.Error(err))
+	}
+	rep, err := c.exchange(ctx, req.Key, info, msgPKCSReq, t.TransactionID, req.CSRDER)
+	if err != nil {
+		if mayHaveArrived(err) {
+			c.setDoubt(req.Key, true)
+		}
+		return nil, err
+	}
+	c.setDoubt(req.Key, false)
+	return c.outcome(rep, req, info, t, "PKCSReq")
+}
+
+// poll asks with CertPoll (GetCertInitial) about the transaction in t.
+func (c *Connector) poll(ctx context.Context, req *ca.Request, info *serverInfo, t ticket) (*ca.Issued, error) {
+	content, err := asn1.Marshal(issuerAndSubject{Issuer: asn1.RawValue{FullBytes: t.Issuer}, Subject: asn1.RawValue{FullBytes: t.Subject}})
+	if err != nil {
+		return nil, ca.Permanentf("encode CertPoll: %v", err)
+	}
+	rep, err := c.exchange(ctx, req.Key, info, msgCertPoll, t.TransactionID, content)
+	if err != nil {
+		return nil, err
+	}
+	return c.outcome(rep, req, info, t, "CertPoll")
+}
+
+// exchange encrypts content to the server, signs it as a pkiMessage of the given type, sends it
+// and returns the checked CertRep.
+func (c *Connector) exchange(ctx context.Context, key string, info *serverInfo, msgType, tid string, content []byte) (*pkiMessage, error) {
+	msg := &pkiMessage{TransactionID: tid, MessageType: msgType, SenderNonce: make([]byte, 16)}
+	if _, err := rand.Read(msg.SenderNonce); err != nil {
+		return nil, ca.Retryable(fmt.Errorf("sender nonce: %w", err), 0)
 	}
 	alg := info.caps.cipher(c.encryption)
+	var err error
 	if msg.Content, err = envelope(content, info.recipient, alg); err != nil {
 		return nil, ca.Permanentf("encrypt the request to %q: %v", info.recipient.Subject, err)
 	}
@@ -174,39 +213,71 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err != nil {
 		return nil, ca.Permanentf("sign the SCEP request: %v", err)
 	}
-	op := "PKCSReq"
-	if msg.MessageType == msgCertPoll {
-		op = "CertPoll"
-	}
-	c.log.Debug("SCEP request", zap.String("process", req.Key), zap.String("message", op),
-		zap.String("transaction", msg.TransactionID), zap.Stringer("cipher", alg), zap.Stringer("digest", info.caps.digest()),
+	c.log.Debug("SCEP request", zap.String("process", key), zap.String("message_type", msgType),
+		zap.String("transaction", tid), zap.Stringer("cipher", alg), zap.Stringer("digest", info.caps.digest()),
 		zap.Bool("post", info.caps.post()))
 	body, err := c.pkiOperation(ctx, info.caps.post(), der)
 	if err != nil {
 		return nil, err
 	}
-	rep, err := c.certRep(ctx, body, msg, info)
-	if err != nil {
-		return nil, err
-	}
+	return c.certRep(ctx, body, msg, info)
+}
+
+// outcome turns a CertRep into a certificate, a pending error with the ticket to resume with, or
+// a permanent refusal naming the server's failInfo.
+func (c *Connector) outcome(rep *pkiMessage, req *ca.Request, info *serverInfo, t ticket, op string) (*ca.Issued, error) {
 	switch rep.PKIStatus {
 	case statusSuccess:
 		return c.issued(rep, req, info)
 	case statusPending:
-		c.log.Info("SCEP server left the request pending", zap.String("process", req.Key), zap.String("transaction", msg.TransactionID))
+		c.log.Info("SCEP server left the request pending", zap.String("process", req.Key), zap.String("transaction", t.TransactionID))
 		return nil, &ca.PendingError{
 			Ticket:     t.encode(),
 			RetryAfter: c.pollInterval,
-			Reason:     fmt.Sprintf("the SCEP server at %s holds the request for approval (transaction %s)", c.url.Host, msg.TransactionID),
+			Reason:     fmt.Sprintf("the SCEP server at %s holds the request for approval (transaction %s)", c.url.Host, t.TransactionID),
 		}
 	case statusFailure:
 		text := ""
 		if rep.FailInfoText != "" {
 			text = fmt.Sprintf(" %q", truncate(rep.FailInfoText, 200))
 		}
-		return nil, ca.Permanentf("the SCEP server refused the %s with failInfo %s%s: %s", op, failInfoName(rep.FailInfo), text, failInfoHint(rep.FailInfo))
+		return nil, ca.Permanentf("the SCEP server refused the %s with failInfo %s%s (%s)", op, failInfoName(rep.FailInfo), text, failInfoHint(rep.FailInfo))
 	default:
 		return nil, ca.Permanentf("the SCEP server answered the %s with unknown pkiStatus %q", op, rep.PKIStatus)
+	}
+}
+
+// maxInDoubt bounds the memory of unanswered requests; beyond it a lost answer may, at worst,
+// lead to a second certificate for the same device key.
+const maxInDoubt = 10000
+
+// mayHaveArrived reports whether a failed PKCSReq may have reached the server: anything but a
+// refusal in so many words (permanent) or a connection that was never made.
+func mayHaveArrived(err error) bool {
+	if ca.IsPermanent(err) {
+		return false
+	}
+	var op *net.OpError
+	return !errors.As(err, &op) || op.Op != "dial"
+}
+
+func (c *Connector) inDoubt(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.doubt[key]
+}
+
+func (c *Connector) setDoubt(key string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !on:
+		delete(c.doubt, key)
+	case len(c.doubt) < maxInDoubt:
+		if c.doubt == nil {
+			c.doubt = map[string]bool{}
+		}
+		c.doubt[key] = true
 	}
 }
 

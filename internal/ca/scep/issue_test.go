@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -244,4 +245,73 @@ func TestPingDown(t *testing.T) {
 	if err == nil || ca.IsPermanent(err) || !errors.As(err, &op) {
 		t.Fatalf("Ping: %v, want a retryable network error", err)
 	}
+}
+
+// TestLostAnswer: when the answer to a PKCSReq is lost, the next Issue asks for the certificate
+// of that transaction with CertPoll instead of having a second one issued; a server that cannot
+// poll gets the request again; a request that never left is simply sent again.
+func TestLostAnswer(t *testing.T) {
+	tests := []struct {
+		name       string
+		r          *responder
+		wantTypes  []string
+		wantIssued int
+	}{
+		{"server polls", &responder{dropAnswers: 1}, []string{msgPKCSReq, msgCertPoll}, 1},
+		{"server cannot poll", &responder{dropAnswers: 1, noPoll: true}, []string{msgPKCSReq, msgCertPoll, msgPKCSReq}, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, srv := newResponder(t, tc.r)
+			c := newTestConnector(t, ca.Settings{"url": srv.URL})
+			req := newRequest(t, catest.DeviceKey(t, catest.P256), "LOST", nil)
+			if _, err := c.Issue(ctxT(t), req); err == nil || ca.IsPermanent(err) {
+				t.Fatalf("first Issue: %v, want a retryable error", err)
+			}
+			issued, err := c.Issue(ctxT(t), req)
+			if err != nil {
+				t.Fatalf("second Issue: %v", err)
+			}
+			catest.CheckIssued(t, req, issued, r.roots())
+			_, _, types, n := r.snapshot()
+			if !slices.Equal(types, tc.wantTypes) || n != tc.wantIssued {
+				t.Fatalf("messages %v, %d issued; want %v, %d", types, n, tc.wantTypes, tc.wantIssued)
+			}
+			if c.inDoubt(req.Key) {
+				t.Error("the request is still in doubt after it was answered")
+			}
+		})
+	}
+	t.Run("never sent", func(t *testing.T) {
+		r, srv := newResponder(t, &responder{})
+		c := newTestConnector(t, ca.Settings{"url": srv.URL})
+		if err := c.Ping(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		req := newRequest(t, catest.DeviceKey(t, catest.P256), "NEVERSENT", nil)
+		good := c.url
+		c.url = mustParseURL(t, "http://"+testservers.FreeAddr(t)+"/scep")
+		if _, err := c.Issue(ctxT(t), req); err == nil || !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("Issue against a closed port: %v", err)
+		}
+		if c.inDoubt(req.Key) {
+			t.Fatal("a refused connection left the request in doubt")
+		}
+		c.url = good
+		if _, err := c.Issue(ctxT(t), req); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, types, _ := r.snapshot(); !slices.Equal(types, []string{msgPKCSReq}) {
+			t.Fatalf("messages %v, want one PKCSReq", types)
+		}
+	})
+}
+
+func mustParseURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -63,17 +63,17 @@ func failInfoName(v string) string {
 func failInfoHint(v string) string {
 	switch v {
 	case "0":
-		return "the server does not accept the encryption or digest algorithm"
+		return "it does not accept the encryption or digest algorithm"
 	case "1":
-		return "the server could not verify the request's signature or decrypt it"
+		return "it could not verify the request's signature or decrypt it"
 	case "2":
-		return "the server refused the request: a wrong, used or expired challenge password, or its policy"
+		return "a wrong, used or expired challenge password, or its policy refused the request"
 	case "3":
 		return "the clocks of the adapter and the server differ too much"
 	case "4":
-		return "the server does not know the request it was asked about"
+		return "it does not know the request it was asked about"
 	default:
-		return "the server refused the request"
+		return "it refused the request"
 	}
 }
 

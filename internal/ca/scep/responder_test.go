@@ -37,6 +37,8 @@ type responder struct {
 	tamperNonce  bool          // answer with a wrong recipientNonce
 	signer       *testCert     // overrides who signs CertReps
 	delay        time.Duration // before answering a PKIOperation
+	dropAnswers  int           // close the connection instead of answering this many processed requests
+	noPoll       bool          // CertPoll is answered with HTTP 500, as scepserver does
 
 	mu       sync.Mutex
 	csrs     map[string]*x509.CertificateRequest
@@ -45,6 +47,7 @@ type responder struct {
 	ciphers  []cipherAlg
 	types    []string
 	issued   map[string]int // per transaction
+	leaves   map[string]*x509.Certificate
 	failures int
 }
 
@@ -58,6 +61,7 @@ func newResponder(t testing.TB, r *responder) (*responder, *httptest.Server) {
 		r.caps = "POSTPKIOperation\nSHA-256\nAES\nDES3\nRenewal"
 	}
 	r.csrs, r.pending, r.issued = map[string]*x509.CertificateRequest{}, map[string]int{}, map[string]int{}
+	r.leaves = map[string]*x509.Certificate{}
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
 	return r, srv
@@ -199,6 +203,10 @@ func (r *responder) pkiOperation(w http.ResponseWriter, req *http.Request) {
 		r.pending[msg.TransactionID] = r.pendingPolls
 		r.mu.Unlock()
 	case msgCertPoll:
+		if r.noPoll {
+			http.Error(w, "scep: not implemented", http.StatusInternalServerError)
+			return
+		}
 		var ias issuerAndSubject
 		if _, err := asn1.Unmarshal(plain, &ias); err != nil || !bytes.Equal(ias.Issuer.FullBytes, r.ca.cert.RawSubject) {
 			rep.PKIStatus, rep.FailInfo = statusFailure, "4"
@@ -226,7 +234,16 @@ func (r *responder) pkiOperation(w http.ResponseWriter, req *http.Request) {
 		case left > 0:
 			rep.PKIStatus = statusPending
 		default:
-			leaf := r.issue(csr)
+			r.mu.Lock()
+			leaf := r.leaves[msg.TransactionID]
+			r.mu.Unlock()
+			if leaf == nil || msg.MessageType == msgPKCSReq {
+				leaf = r.issue(csr)
+				r.mu.Lock()
+				r.leaves[msg.TransactionID] = leaf
+				r.issued[msg.TransactionID]++
+				r.mu.Unlock()
+			}
 			deg, err := degenerate([]*x509.Certificate{leaf, r.ca.cert})
 			if err != nil {
 				r.t.Errorf("responder: degenerate: %v", err)
@@ -237,9 +254,6 @@ func (r *responder) pkiOperation(w http.ResponseWriter, req *http.Request) {
 				return
 			}
 			rep.PKIStatus = statusSuccess
-			r.mu.Lock()
-			r.issued[msg.TransactionID]++
-			r.mu.Unlock()
 		}
 	}
 	if rep.PKIStatus == statusFailure {
@@ -257,6 +271,22 @@ func (r *responder) pkiOperation(w http.ResponseWriter, req *http.Request) {
 	der, err := signPKIMessage(rep, signer.cert, signer.key, digestSHA256)
 	if err != nil {
 		r.t.Errorf("responder: sign: %v", err)
+		return
+	}
+	r.mu.Lock()
+	drop := r.dropAnswers > 0
+	if drop {
+		r.dropAnswers--
+	}
+	r.mu.Unlock()
+	if drop {
+		// The request was processed, but the answer is lost on the way.
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			r.t.Errorf("responder: hijack: %v", err)
+			return
+		}
+		_ = conn.Close()
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-pki-message")

@@ -205,8 +205,9 @@ type Connector struct {
 	caIdentifier string
 	now          func() time.Time
 
-	mu   sync.Mutex
-	info *serverInfo // cached GetCACaps and GetCACert answers
+	mu    sync.Mutex
+	info  *serverInfo     // cached GetCACaps and GetCACert answers
+	doubt map[string]bool // request keys whose PKCSReq may have arrived unanswered
 }
 
 var (
