@@ -223,7 +223,8 @@ func TestLoadFull(t *testing.T) {
 				},
 			},
 		},
-		BaseDir: dir,
+		VerifiedAccess: Defaults().VerifiedAccess,
+		BaseDir:        dir,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", cfg, want)
@@ -256,6 +257,11 @@ func TestDefaults(t *testing.T) {
 		{"profiles.dev.signDeadline", cfg.Profiles["dev"].SignDeadline, 24 * time.Hour},
 		{"caConnections.ca.timeout", cfg.CAConnections["ca"].Timeout, 30 * time.Second},
 		{"caConnections.ca settings", cfg.CAConnections["ca"].Settings, map[string]any(nil)},
+		{"verifiedAccess.enabled", cfg.VerifiedAccess.Enabled, false},
+		{"verifiedAccess.listen", cfg.VerifiedAccess.Listen, "127.0.0.1:8443"},
+		{"verifiedAccess.apiVersion", cfg.VerifiedAccess.APIVersion, "v2"},
+		{"verifiedAccess.challengeLifetime", cfg.VerifiedAccess.ChallengeLifetime, time.Minute},
+		{"verifiedAccess.profiles", cfg.VerifiedAccess.Profiles, map[string]VerifiedAccessProfile(nil)},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {

@@ -30,6 +30,17 @@ const (
 	// DefaultSignDeadline is how long a device has to sign when omitted. Devices poll about
 	// 30 s, 2 min, 8 min and then every 8 h, so a day lets an offline device come back.
 	DefaultSignDeadline = 24 * time.Hour
+
+	// DefaultVAListen is where the Verified Access enrollment server listens: loopback, so that
+	// enabling it exposes nothing until an address is chosen deliberately.
+	DefaultVAListen = "127.0.0.1:8443"
+	// DefaultVAAPIVersion is v2, the version that reports device signals and key trust levels.
+	DefaultVAAPIVersion = VAv2
+	// DefaultChallengeLifetime is Google's: a Verified Access challenge is valid about a minute.
+	DefaultChallengeLifetime = time.Minute
+	// MaxChallengeLifetime bounds verifiedAccess.challengeLifetime: Google refuses older
+	// challenges anyway, and a longer lifetime only keeps more replay state.
+	MaxChallengeLifetime = 10 * time.Minute
 )
 
 // Journal types.
@@ -66,6 +77,11 @@ func Defaults() Config {
 		},
 		Journal: Journal{Type: DefaultJournalType, LeaseDuration: DefaultLeaseDuration, Retention: DefaultRetention},
 		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		VerifiedAccess: VerifiedAccess{
+			Listen:            DefaultVAListen,
+			APIVersion:        DefaultVAAPIVersion,
+			ChallengeLifetime: DefaultChallengeLifetime,
+		},
 	}
 }
 
@@ -77,4 +93,11 @@ func DefaultProfile() Profile {
 // DefaultCAConnection holds the values a CA connection gets for the keys it omits.
 func DefaultCAConnection() CAConnection {
 	return CAConnection{Timeout: DefaultCATimeout}
+}
+
+// DefaultVerifiedAccessProfile holds the values an enrollment profile gets for the keys it omits:
+// machine keys only (user keys must be allowed deliberately), one year of validity. apiVersion is
+// inherited from verifiedAccess.apiVersion when the file leaves it empty.
+func DefaultVerifiedAccessProfile() VerifiedAccessProfile {
+	return VerifiedAccessProfile{Scopes: []string{VAScopeMachine}, Validity: DefaultValidity}
 }

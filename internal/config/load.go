@@ -31,6 +31,16 @@ const (
 	keyCAConnections = "caConnections"
 )
 
+// The Verified Access section and its map of enrollment profiles, whose names keep their case
+// like the two maps above. Signal names inside a profile's policy are camelCase too, so the
+// policy's signals map is read from the YAML tree as well.
+const (
+	keyVerifiedAccess = "verifiedAccess"
+	keyVAProfiles     = "profiles"
+	keyVAPolicy       = "policy"
+	keyVASignals      = "signals"
+)
+
 // extensionPrefix starts top-level keys that the adapter ignores, as in Compose files: a place
 // for YAML anchors shared by several profiles ("x-profile-defaults: &common").
 const extensionPrefix = "x-"
@@ -85,6 +95,14 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		cfg.Journal.Path = DefaultJournalPath
 	}
 	cfg.Journal.Path = cfg.ResolvePath(cfg.Journal.Path)
+	cfg.VerifiedAccess.TLS.CertFile = cfg.ResolvePath(cfg.VerifiedAccess.TLS.CertFile)
+	cfg.VerifiedAccess.TLS.KeyFile = cfg.ResolvePath(cfg.VerifiedAccess.TLS.KeyFile)
+	for name, p := range cfg.VerifiedAccess.Profiles {
+		if p.APIVersion == "" {
+			p.APIVersion = cfg.VerifiedAccess.APIVersion
+			cfg.VerifiedAccess.Profiles[name] = p
+		}
+	}
 
 	for _, p := range cfg.Validate() {
 		// A value that failed to decode was left at its default; do not report it twice.
@@ -396,6 +414,9 @@ func decodeTop(root map[string]any, cfg *Config, ps *problems) {
 	fixed := deepCopy(root).(map[string]any)
 	delete(fixed, keyProfiles)
 	delete(fixed, keyCAConnections)
+	if va, ok := fixed[keyVerifiedAccess].(map[string]any); ok {
+		delete(va, keyVAProfiles)
+	}
 
 	v := viper.New()
 	setDefaults(v, reflect.ValueOf(Defaults()), "")
@@ -434,9 +455,13 @@ type entry struct {
 // Each entry gets its own viper so that its defaults and environment overrides work as for the
 // top-level keys; the environment names its keys as CERTPROV_PROFILES_<NAME>_<KEY>.
 func decodeEntries(root map[string]any, cfg *Config, ps *problems) {
-	profiles := collectEntries(root, keyProfiles, reflect.TypeFor[Profile](), false)
-	conns := collectEntries(root, keyCAConnections, reflect.TypeFor[CAConnection](), true)
-	skip := ambiguousEnv(append(append([]*entry{}, profiles...), conns...), ps)
+	profiles := collectEntries(root, keyProfiles, keyProfiles, reflect.TypeFor[Profile](), false)
+	conns := collectEntries(root, keyCAConnections, keyCAConnections, reflect.TypeFor[CAConnection](), true)
+	var vaProfiles []*entry
+	if va, ok := root[keyVerifiedAccess].(map[string]any); ok {
+		vaProfiles = collectEntries(va, keyVAProfiles, joinPath(keyVerifiedAccess, keyVAProfiles), reflect.TypeFor[VerifiedAccessProfile](), false)
+	}
+	skip := ambiguousEnv(append(append(append([]*entry{}, profiles...), conns...), vaProfiles...), ps)
 
 	if profiles != nil {
 		cfg.Profiles = make(map[string]Profile, len(profiles))
@@ -458,12 +483,63 @@ func decodeEntries(root map[string]any, cfg *Config, ps *problems) {
 		c.Settings = settingsOf(e, v, ps)
 		cfg.CAConnections[e.name] = c
 	}
+
+	if vaProfiles != nil {
+		cfg.VerifiedAccess.Profiles = make(map[string]VerifiedAccessProfile, len(vaProfiles))
+	}
+	for _, e := range vaProfiles {
+		p := DefaultVerifiedAccessProfile()
+		v := entryViper(e, reflect.ValueOf(p), skip, ps)
+		decodeStruct(v, envOf(e.bindings), reflect.ValueOf(&p).Elem(), "", e.path, ps)
+		p.Policy.Signals = signalsOf(e, ps)
+		cfg.VerifiedAccess.Profiles[e.name] = p
+	}
 }
 
-// collectEntries lists the entries of the map at key, sorted by name, with the environment
-// variable of each of their keys. Entries that are not mappings were reported by checkKeys.
-func collectEntries(root map[string]any, key string, t reflect.Type, withSettings bool) []*entry {
-	m, ok := root[key].(map[string]any)
+// signalsOf reads policy.signals of a Verified Access profile from the YAML tree, keeping the
+// signal names' case. A value is a list of scalars (enum names, or true/false for boolean
+// signals); a single scalar is a one-item list, as elsewhere in the file.
+func signalsOf(e *entry, ps *problems) map[string][]string {
+	policy, _ := e.raw[keyVAPolicy].(map[string]any)
+	raw, ok := policy[keyVASignals].(map[string]any)
+	if !ok {
+		return nil // absent, or not a mapping, which checkKeys reported
+	}
+	out := make(map[string][]string, len(raw))
+	for _, name := range sortedKeys(raw) {
+		path := joinPath(joinPath(joinPath(e.path, keyVAPolicy), keyVASignals), name)
+		items, isList := raw[name].([]any)
+		if !isList {
+			items = []any{raw[name]}
+		}
+		values := make([]string, 0, len(items))
+		bad := false
+		for _, it := range items {
+			switch x := it.(type) {
+			case string:
+				values = append(values, x)
+			case bool:
+				values = append(values, strconv.FormatBool(x))
+			default:
+				bad = true
+			}
+		}
+		if bad {
+			ps.add(path, "must be a list of values (enum names, or true/false), got %s", describe(raw[name]))
+			continue
+		}
+		out[name] = values
+	}
+	return out
+}
+
+// collectEntries lists the entries of the map at parent[key], sorted by name, with the environment
+// variable of each of their keys. mapPath is the YAML path of the map ("profiles",
+// "verifiedAccess.profiles"); it names the entries in problems and their environment variables
+// (CERTPROV_VERIFIEDACCESS_PROFILES_<NAME>_<KEY>). Entries that are not mappings were reported by
+// checkKeys.
+func collectEntries(parent map[string]any, key, mapPath string, t reflect.Type, withSettings bool) []*entry {
+	m, ok := parent[key].(map[string]any)
 	if !ok {
 		return nil
 	}
@@ -485,9 +561,9 @@ func collectEntries(root map[string]any, key string, t reflect.Type, withSetting
 			}
 			raw = map[string]any{}
 		}
-		path := joinPath(key, name)
+		path := joinPath(mapPath, name)
 		e := &entry{name: name, path: path, raw: raw}
-		prefix := EnvPrefix + "_" + envSegment(key) + "_" + envSegment(name)
+		prefix := EnvPrefix + "_" + envSegment(mapPath) + "_" + envSegment(name)
 		for _, k := range leafKeys(t, "") {
 			e.bindings = append(e.bindings, binding{key: k, path: joinPath(path, k), env: envName(prefix, k)})
 		}

@@ -22,6 +22,10 @@ type Config struct {
 	// CAConnections are keyed by caConnectionAdapterConfigReference.
 	CAConnections map[string]CAConnection `mapstructure:"caConnections"`
 
+	// VerifiedAccess is the second intake path: the enrollment API for Chrome extensions
+	// (docs/verified-access.md). Off unless enabled.
+	VerifiedAccess VerifiedAccess `mapstructure:"verifiedAccess"`
+
 	// BaseDir is the directory of the config file; relative paths resolve against it.
 	BaseDir string `mapstructure:"-"`
 }
@@ -153,4 +157,100 @@ type CAConnection struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 	// Settings is the connector's own configuration, decoded by its factory.
 	Settings map[string]any `mapstructure:",remain"`
+}
+
+// Verified Access API versions (verifiedAccess.apiVersion, verifiedAccess.profiles.<name>.apiVersion).
+const (
+	VAv1 = "v1"
+	VAv2 = "v2"
+)
+
+// Verified Access key scopes (verifiedAccess.profiles.<name>.scopes).
+const (
+	// VAScopeMachine is the enterprise machine key (EMK): the expected identity is the enrolled domain.
+	VAScopeMachine = "machine"
+	// VAScopeUser is the enterprise user key (EUK): the expected identity is the user's e-mail.
+	VAScopeUser = "user"
+)
+
+// VerifiedAccess configures the enrollment API through which a Chrome extension answers a
+// Verified Access challenge and receives a certificate for the key it registered.
+type VerifiedAccess struct {
+	// Enabled starts the enrollment server with the adapter.
+	Enabled bool `mapstructure:"enabled"`
+	// Listen is the server's host:port.
+	Listen string `mapstructure:"listen"`
+	// TLS is the server certificate; required unless Insecure.
+	TLS ServerTLS `mapstructure:"tls"`
+	// Insecure serves plain HTTP, which is allowed only on a loopback address (demos, tests).
+	Insecure bool `mapstructure:"insecure"`
+	// Endpoint overrides https://verifiedaccess.googleapis.com/ (the emulator's URL). The
+	// credentials are google.credentials, with the Verified Access scope.
+	Endpoint string `mapstructure:"endpoint"`
+	// APIVersion is the Verified Access API version of profiles that do not name one: v1 or v2.
+	APIVersion string `mapstructure:"apiVersion"`
+	// ChallengeLifetime is how long a challenge is good for: what the extension is told, how long
+	// used responses are remembered, and the age past which a challenge this adapter issued is
+	// refused. Google's challenges live about a minute.
+	ChallengeLifetime time.Duration `mapstructure:"challengeLifetime"`
+	// Profiles are keyed by the name the extension sends.
+	Profiles map[string]VerifiedAccessProfile `mapstructure:"profiles"`
+}
+
+// ServerTLS is a server certificate and key, PEM files.
+type ServerTLS struct {
+	CertFile string `mapstructure:"certFile"`
+	KeyFile  string `mapstructure:"keyFile"`
+}
+
+// VerifiedAccessProfile says which devices may enroll under a name and what certificate they get.
+type VerifiedAccessProfile struct {
+	// APIVersion is v1 or v2; empty inherits verifiedAccess.apiVersion. Only v2 reports device
+	// signals, key trust levels and customer ids.
+	APIVersion string `mapstructure:"apiVersion"`
+	// Scopes are the key scopes allowed: machine, user.
+	Scopes []string `mapstructure:"scopes"`
+	// EnrollmentDomain is the expected identity of machine keys: the domain the devices are
+	// enrolled in. Google refuses a device enrolled elsewhere.
+	EnrollmentDomain string `mapstructure:"enrollmentDomain"`
+	// UserDomains are the e-mail domains a user key's identity may have; empty means
+	// EnrollmentDomain only.
+	UserDomains []string `mapstructure:"userDomains"`
+	// CAConnection names the caConnections entry that issues; its connector must be able to issue
+	// for a public key without a CSR (the built-in CA can).
+	CAConnection string `mapstructure:"caConnection"`
+
+	// Subject and SubjectAltNames are templates over the verify result (see docs/verified-access.md).
+	Subject         Subject       `mapstructure:"subject"`
+	SubjectAltNames SANs          `mapstructure:"subjectAltNames"`
+	KeyUsage        []string      `mapstructure:"keyUsage"`
+	ExtKeyUsage     []string      `mapstructure:"extendedKeyUsage"`
+	TemplateName    string        `mapstructure:"templateName"`
+	Validity        time.Duration `mapstructure:"validity"`
+
+	// Policy is the device-trust policy every enrollment must pass.
+	Policy VerifiedAccessPolicy `mapstructure:"policy"`
+}
+
+// VerifiedAccessPolicy is a device-trust policy over a verify result. Every rule that is set must
+// hold; an empty policy admits every device Google verified for the expected identity.
+type VerifiedAccessPolicy struct {
+	// KeyTrustLevels lists the acceptable keyTrustLevel values (v2), e.g. CHROME_OS_VERIFIED_MODE.
+	KeyTrustLevels []string `mapstructure:"keyTrustLevels"`
+	// ProfileKeyTrustLevels lists the acceptable profileKeyTrustLevel values (v2), reported for
+	// managed profiles.
+	ProfileKeyTrustLevels []string `mapstructure:"profileKeyTrustLevels"`
+	// Signals maps a device signal name (v2 DeviceSignals, e.g. diskEncryption) to its acceptable
+	// values (enum names, or true/false for boolean signals).
+	Signals map[string][]string `mapstructure:"signals"`
+	// MinOSVersion and MinBrowserVersion are compared per dotted numeric component with
+	// deviceSignals.osVersion and deviceSignals.browserVersion (v2).
+	MinOSVersion      string `mapstructure:"minOsVersion"`
+	MinBrowserVersion string `mapstructure:"minBrowserVersion"`
+	// CustomerIDs lists the acceptable customer ids (customerId, or profileCustomerId for a
+	// managed profile on an unmanaged browser) (v2).
+	CustomerIDs []string `mapstructure:"customerIds"`
+	// EnrollmentDomains lists the acceptable enrollment domains (deviceSignals.deviceEnrollmentDomain,
+	// or profileEnrollmentDomain for a managed profile on an unmanaged browser) (v2).
+	EnrollmentDomains []string `mapstructure:"enrollmentDomains"`
 }

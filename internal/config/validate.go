@@ -115,6 +115,7 @@ func (c *Config) Validate() []Problem {
 		}
 		positive(&ps, joinPath(path, "timeout"), conn.Timeout)
 	}
+	c.validateVerifiedAccess(&ps)
 	return ps
 }
 
@@ -262,18 +263,24 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 
 // validate checks one profile found at path.
 func (p *Profile) validate(path string, ps *problems) {
-	if positive(ps, joinPath(path, "validity"), p.Validity) && p.Validity > MaxValidity {
-		ps.add(joinPath(path, "validity"), "must be at most ten years (%s), got %s", MaxValidity, p.Validity)
-	}
+	validateCertificate(ps, path, p.Subject, p.SubjectAltNames, p.KeyUsage, p.ExtKeyUsage, p.Validity)
 	positive(ps, joinPath(path, "signDeadline"), p.SignDeadline)
+}
 
-	checkList(ps, joinPath(path, "keyUsage"), p.KeyUsage, func(s string) string {
+// validateCertificate checks what a profile says about the certificate (adapter profiles and
+// Verified Access profiles alike): the literal parts of the subject and SAN templates, key
+// usages and validity.
+func validateCertificate(ps *problems, path string, s Subject, san SANs, keyUsage, extKeyUsage []string, validity time.Duration) {
+	if positive(ps, joinPath(path, "validity"), validity) && validity > MaxValidity {
+		ps.add(joinPath(path, "validity"), "must be at most ten years (%s), got %s", MaxValidity, validity)
+	}
+	checkList(ps, joinPath(path, "keyUsage"), keyUsage, func(s string) string {
 		if !slices.Contains(knownKeyUsages(), s) {
 			return fmt.Sprintf("%q is not one of %s", s, strings.Join(knownKeyUsages(), ", "))
 		}
 		return ""
 	})
-	checkList(ps, joinPath(path, "extendedKeyUsage"), p.ExtKeyUsage, func(s string) string {
+	checkList(ps, joinPath(path, "extendedKeyUsage"), extKeyUsage, func(s string) string {
 		if !slices.Contains(knownExtKeyUsages(), s) && !oidPattern.MatchString(s) {
 			return fmt.Sprintf("%q is neither one of %s nor a dotted OID such as 1.3.6.1.5.5.7.3.2",
 				s, strings.Join(knownExtKeyUsages(), ", "))
@@ -282,7 +289,6 @@ func (p *Profile) validate(path string, ps *problems) {
 	})
 
 	subj := joinPath(path, "subject")
-	s := p.Subject
 	if cn := s.CommonName; cn != "" && !isTemplate(cn) && len(cn) > maxCommonNameLength {
 		ps.add(joinPath(subj, "commonName"), "must be at most %d characters", maxCommonNameLength)
 	}
@@ -293,7 +299,6 @@ func (p *Profile) validate(path string, ps *problems) {
 	checkList(ps, joinPath(subj, "organizationalUnit"), s.OrganizationalUnit, nil)
 
 	sans := joinPath(path, "subjectAltNames")
-	san := p.SubjectAltNames
 	checkList(ps, joinPath(sans, "dns"), san.DNS, literal(func(v string) string {
 		if !dnsNamePattern.MatchString(v) {
 			return fmt.Sprintf("%q is not a DNS name", v)

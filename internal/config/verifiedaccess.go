@@ -1,0 +1,336 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The Verified Access v2 enumerations the policy may name, as in the discovery document of
+// google.golang.org/api/verifiedaccess/v2 (verifiedaccess-api.json). A test in
+// internal/verifiedaccess compares them with the document in the module cache, so that a new
+// API version that adds or renames a value shows up as a failing test, not as a policy that can
+// never match.
+
+// VAKeyTrustLevels lists the KeyTrustLevel values (keyTrustLevel and profileKeyTrustLevel).
+func VAKeyTrustLevels() []string {
+	return []string{
+		"KEY_TRUST_LEVEL_UNSPECIFIED", "CHROME_OS_VERIFIED_MODE", "CHROME_OS_DEVELOPER_MODE",
+		"CHROME_BROWSER_HW_KEY", "CHROME_BROWSER_OS_KEY", "CHROME_BROWSER_NO_KEY", "CHROME_OS_NO_KEY",
+	}
+}
+
+// VABooleanSignal marks a boolean device signal in VASignalValues: its values are "true" and
+// "false".
+const VABooleanSignal = "boolean"
+
+// vaSignals maps each device signal a policy may constrain to its values. Signals that are free
+// text (osVersion, browserVersion, the enrollment domains) have their own rules
+// (minOsVersion, minBrowserVersion, enrollmentDomains); identifiers (serial number, hostname)
+// belong in certificate templates, not in a policy.
+func vaSignals() map[string][]string {
+	boolean := []string{"true", "false"}
+	return map[string][]string{
+		"operatingSystem": {"OPERATING_SYSTEM_UNSPECIFIED", "CHROME_OS", "CHROMIUM_OS", "WINDOWS", "MAC_OS_X", "LINUX", "IOS", "ANDROID"},
+		"diskEncryption":  {"DISK_ENCRYPTION_UNSPECIFIED", "DISK_ENCRYPTION_UNKNOWN", "DISK_ENCRYPTION_DISABLED", "DISK_ENCRYPTION_ENCRYPTED"},
+		"osFirewall":      {"OS_FIREWALL_UNSPECIFIED", "OS_FIREWALL_UNKNOWN", "OS_FIREWALL_DISABLED", "OS_FIREWALL_ENABLED"},
+		"screenLockSecured": {"SCREEN_LOCK_SECURED_UNSPECIFIED", "SCREEN_LOCK_SECURED_UNKNOWN",
+			"SCREEN_LOCK_SECURED_DISABLED", "SCREEN_LOCK_SECURED_ENABLED"},
+		"secureBootMode":              {"SECURE_BOOT_MODE_UNSPECIFIED", "SECURE_BOOT_MODE_UNKNOWN", "SECURE_BOOT_MODE_DISABLED", "SECURE_BOOT_MODE_ENABLED"},
+		"safeBrowsingProtectionLevel": {"SAFE_BROWSING_PROTECTION_LEVEL_UNSPECIFIED", "INACTIVE", "STANDARD", "ENHANCED"},
+		"passwordProtectionWarningTrigger": {"PASSWORD_PROTECTION_WARNING_TRIGGER_UNSPECIFIED", "POLICY_UNSET",
+			"PASSWORD_PROTECTION_OFF", "PASSWORD_REUSE", "PHISHING_REUSE"},
+		"realtimeUrlCheckMode": {"REALTIME_URL_CHECK_MODE_UNSPECIFIED", "REALTIME_URL_CHECK_MODE_DISABLED",
+			"REALTIME_URL_CHECK_MODE_ENABLED_MAIN_FRAME"},
+		"trigger":         {"TRIGGER_UNSPECIFIED", "TRIGGER_BROWSER_NAVIGATION", "TRIGGER_LOGIN_SCREEN"},
+		"antivirus.state": {"STATE_UNSPECIFIED", "MISSING", "DISABLED", "ENABLED"},
+
+		"allowScreenLock":               boolean,
+		"builtInDnsClientEnabled":       boolean,
+		"chromeRemoteDesktopAppBlocked": boolean,
+		"siteIsolationEnabled":          boolean,
+		"thirdPartyBlockingEnabled":     boolean,
+	}
+}
+
+// VASignalNames lists the signal names policy.signals accepts, sorted.
+func VASignalNames() []string {
+	names := make([]string, 0, len(vaSignals()))
+	for n := range vaSignals() {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// VASignalValues returns the values signal name may take ("true"/"false" for a boolean signal),
+// and whether the signal is known. The slice is a copy.
+func VASignalValues(name string) ([]string, bool) {
+	v, ok := vaSignals()[name]
+	return slices.Clone(v), ok
+}
+
+// VASignalIsBoolean reports whether signal name is a boolean signal.
+func VASignalIsBoolean(name string) bool {
+	v := vaSignals()[name]
+	return slices.Equal(v, []string{"true", "false"})
+}
+
+// ParseVersion parses a dotted numeric version ("107.0.5286.0") into its components. Versions
+// are compared per component, numerically, so "108.0.1.0" is above "107.0.5286.0"; anything that
+// is not digits separated by single dots is refused rather than guessed at.
+func ParseVersion(s string) ([]uint64, error) {
+	if s == "" {
+		return nil, fmt.Errorf("empty version")
+	}
+	parts := strings.Split(s, ".")
+	out := make([]uint64, len(parts))
+	for i, p := range parts {
+		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
+			return nil, fmt.Errorf("%q is not a dotted numeric version such as 107.0.5286.0", s)
+		}
+		n, err := strconv.ParseUint(p, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q: component %q is too large", s, p)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// CompareVersions compares two parsed versions per component; missing trailing components count
+// as zero, so "108" equals "108.0.0.0".
+func CompareVersions(a, b []uint64) int {
+	for i := range max(len(a), len(b)) {
+		var x, y uint64
+		if i < len(a) {
+			x = a[i]
+		}
+		if i < len(b) {
+			y = b[i]
+		}
+		if x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+func knownVAVersions() []string { return []string{VAv1, VAv2} }
+func knownVAScopes() []string   { return []string{VAScopeMachine, VAScopeUser} }
+
+// validateVerifiedAccess checks the verifiedAccess section. The server settings matter only when
+// it is enabled; enrollment profiles are checked whenever they are written, so that enabling the
+// section later holds no surprise.
+func (c *Config) validateVerifiedAccess(ps *problems) {
+	va := c.VerifiedAccess
+	const sec = keyVerifiedAccess
+	if !slices.Contains(knownVAVersions(), va.APIVersion) {
+		ps.add(joinPath(sec, "apiVersion"), "%q is not one of %s", va.APIVersion, strings.Join(knownVAVersions(), ", "))
+	}
+	if positive(ps, joinPath(sec, "challengeLifetime"), va.ChallengeLifetime) && va.ChallengeLifetime > MaxChallengeLifetime {
+		ps.add(joinPath(sec, "challengeLifetime"), "must be at most %s: Google refuses older challenges anyway", MaxChallengeLifetime)
+	}
+	if va.Endpoint != "" {
+		if err := httpURL(va.Endpoint); err != nil {
+			ps.add(joinPath(sec, "endpoint"), "%v", err)
+		}
+	}
+	if va.Enabled {
+		c.validateVAServer(ps)
+		if len(va.Profiles) == 0 {
+			ps.add(joinPath(sec, keyVAProfiles), "at least one enrollment profile is required when verifiedAccess is enabled")
+		}
+		if c.Google.Credentials.Type == CredentialsNone && va.Endpoint == "" {
+			ps.add(joinPath(sec, "endpoint"), "is required with google.credentials.type none (an emulator): the real Verified Access API needs credentials")
+		}
+	}
+	for _, name := range sortedKeys(va.Profiles) {
+		p := va.Profiles[name]
+		p.validate(c, joinPath(joinPath(sec, keyVAProfiles), name), ps)
+	}
+}
+
+// validateVAServer checks the listener: TLS, or plain HTTP on loopback only.
+func (c *Config) validateVAServer(ps *problems) {
+	va := c.VerifiedAccess
+	const sec = keyVerifiedAccess
+	host, port, err := net.SplitHostPort(va.Listen)
+	if err != nil || port == "" {
+		ps.add(joinPath(sec, "listen"), "%q must be host:port, e.g. 127.0.0.1:8443 or :8443", va.Listen)
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		ps.add(joinPath(sec, "listen"), "%q: port %q is not a port number", va.Listen, port)
+	}
+	tlsPath := joinPath(sec, "tls")
+	if va.Insecure {
+		if err == nil && !isLoopback(host) {
+			ps.add(joinPath(sec, "insecure"), "plain HTTP is only allowed on a loopback listen address (127.0.0.1, ::1, localhost), not %q: enrollment carries device identities and certificates", va.Listen)
+		}
+		if va.TLS.CertFile != "" || va.TLS.KeyFile != "" {
+			ps.add(joinPath(sec, "insecure"), "contradicts %s: remove one", tlsPath)
+		}
+		return
+	}
+	for _, f := range []struct{ key, path string }{{"certFile", va.TLS.CertFile}, {"keyFile", va.TLS.KeyFile}} {
+		switch {
+		case f.path == "":
+			ps.add(joinPath(tlsPath, f.key), "is required: the enrollment API is served over TLS (insecure: true is for loopback demos only)")
+		default:
+			if err := regularFile(c.ResolvePath(f.path)); err != nil {
+				ps.add(joinPath(tlsPath, f.key), "%v", err)
+			}
+		}
+	}
+}
+
+// isLoopback reports whether a listen host is a loopback address. An empty host (":8443") listens
+// on every interface and is not loopback.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// validate checks one enrollment profile found at path.
+func (p *VerifiedAccessProfile) validate(c *Config, path string, ps *problems) {
+	version := p.APIVersion
+	if version == "" {
+		version = c.VerifiedAccess.APIVersion
+	}
+	if !slices.Contains(knownVAVersions(), version) {
+		ps.add(joinPath(path, "apiVersion"), "%q is not one of %s", version, strings.Join(knownVAVersions(), ", "))
+	}
+
+	if len(p.Scopes) == 0 {
+		ps.add(joinPath(path, "scopes"), "must list at least one of %s", strings.Join(knownVAScopes(), ", "))
+	}
+	checkList(ps, joinPath(path, "scopes"), p.Scopes, func(s string) string {
+		if !slices.Contains(knownVAScopes(), s) {
+			return fmt.Sprintf("%q is not one of %s", s, strings.Join(knownVAScopes(), ", "))
+		}
+		return ""
+	})
+	domain := func(v string) string {
+		if !dnsNamePattern.MatchString(v) || strings.HasPrefix(v, "*.") {
+			return fmt.Sprintf("%q is not a domain name", v)
+		}
+		return ""
+	}
+	if p.EnrollmentDomain != "" {
+		if msg := domain(p.EnrollmentDomain); msg != "" {
+			ps.add(joinPath(path, "enrollmentDomain"), "%s", msg)
+		}
+	} else if slices.Contains(p.Scopes, VAScopeMachine) {
+		ps.add(joinPath(path, "enrollmentDomain"), "is required for machine keys: it is the identity Google checks the device against")
+	}
+	checkList(ps, joinPath(path, "userDomains"), p.UserDomains, domain)
+	if slices.Contains(p.Scopes, VAScopeUser) && len(p.UserDomains) == 0 && p.EnrollmentDomain == "" {
+		ps.add(joinPath(path, "userDomains"), "user keys need userDomains or enrollmentDomain: the e-mail domains users may enroll from")
+	}
+	if len(p.UserDomains) > 0 && !slices.Contains(p.Scopes, VAScopeUser) {
+		ps.add(joinPath(path, "userDomains"), "is only used with the user scope")
+	}
+
+	switch {
+	case strings.TrimSpace(p.CAConnection) == "":
+		ps.add(joinPath(path, "caConnection"), "must name the CA connection that issues (an entry of caConnections)")
+	case c.CAConnections != nil:
+		if _, ok := c.CAConnections[p.CAConnection]; !ok {
+			ps.add(joinPath(path, "caConnection"), "%q is not in caConnections (known: %s)", p.CAConnection, strings.Join(sortedKeys(c.CAConnections), ", "))
+		}
+	}
+
+	validateCertificate(ps, path, p.Subject, p.SubjectAltNames, p.KeyUsage, p.ExtKeyUsage, p.Validity)
+	if len(p.SubjectAltNames.UPN) > 0 {
+		ps.add(joinPath(joinPath(path, "subjectAltNames"), "upn"), "is not supported for Verified Access profiles: the CA builds these certificates from names, and UPN otherNames travel only in a CSR")
+	}
+	p.Policy.validate(version, joinPath(path, keyVAPolicy), ps)
+}
+
+// validate checks a policy for API version version: names and enum values against the v2
+// discovery document, versions parseable, and no rule that a v1 result cannot answer.
+func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
+	v1 := version == VAv1
+	needsV2 := func(key string, set bool) bool {
+		if set && v1 {
+			ps.add(joinPath(path, key), "needs apiVersion v2: v1 verify results carry no %s", key)
+			return false
+		}
+		return set
+	}
+	enum := func(values []string) func(string) string {
+		return func(s string) string {
+			if !slices.Contains(values, s) {
+				return fmt.Sprintf("%q is not one of %s", s, strings.Join(values, ", "))
+			}
+			return ""
+		}
+	}
+	if needsV2("keyTrustLevels", len(p.KeyTrustLevels) > 0) {
+		checkList(ps, joinPath(path, "keyTrustLevels"), p.KeyTrustLevels, enum(VAKeyTrustLevels()))
+	}
+	if needsV2("profileKeyTrustLevels", len(p.ProfileKeyTrustLevels) > 0) {
+		checkList(ps, joinPath(path, "profileKeyTrustLevels"), p.ProfileKeyTrustLevels, enum(VAKeyTrustLevels()))
+	}
+	if needsV2("customerIds", len(p.CustomerIDs) > 0) {
+		checkList(ps, joinPath(path, "customerIds"), p.CustomerIDs, func(s string) string {
+			if !customerIDPattern.MatchString(s) {
+				return fmt.Sprintf("%q is not a customer id: expected C followed by letters and digits", s)
+			}
+			return ""
+		})
+	}
+	if needsV2("enrollmentDomains", len(p.EnrollmentDomains) > 0) {
+		checkList(ps, joinPath(path, "enrollmentDomains"), p.EnrollmentDomains, func(v string) string {
+			if !dnsNamePattern.MatchString(v) || strings.HasPrefix(v, "*.") {
+				return fmt.Sprintf("%q is not a domain name", v)
+			}
+			return ""
+		})
+	}
+	for _, k := range []struct{ key, value string }{{"minOsVersion", p.MinOSVersion}, {"minBrowserVersion", p.MinBrowserVersion}} {
+		if needsV2(k.key, k.value != "") {
+			if _, err := ParseVersion(k.value); err != nil {
+				ps.add(joinPath(path, k.key), "%v", err)
+			}
+		}
+	}
+	if !needsV2("signals", len(p.Signals) > 0) {
+		return
+	}
+	names := VASignalNames()
+	for _, name := range sortedKeys(p.Signals) {
+		sp := joinPath(joinPath(path, "signals"), name)
+		values, ok := VASignalValues(name)
+		if !ok {
+			msg := fmt.Sprintf("unknown device signal; policy signals are %s", strings.Join(names, ", "))
+			if s := suggestName(name, names); s != "" {
+				msg = fmt.Sprintf("unknown device signal (did you mean %q?)", s)
+			}
+			ps.add(sp, "%s", msg)
+			continue
+		}
+		if len(p.Signals[name]) == 0 {
+			ps.add(sp, "must list at least one acceptable value")
+			continue
+		}
+		checkList(ps, sp, p.Signals[name], enum(values))
+	}
+}
+
+// suggestName is suggest over a list of names.
+func suggestName(k string, names []string) string {
+	known := make(map[string]field, len(names))
+	for _, n := range names {
+		known[n] = field{name: n}
+	}
+	return suggest(k, known)
+}
