@@ -62,6 +62,10 @@ type stepCA struct {
 	Fingerprint  string
 	Root         *x509.Certificate
 	Roots        *x509.CertPool
+	Intermediate *x509.Certificate // step-ca's issuing CA, below Root
+	// Anchors trusts root and intermediate, for checks of a lone uploaded leaf (the adapter
+	// uploads no chain); use Roots with Intermediate to prove the whole path.
+	Anchors      *x509.CertPool
 	Dir          string // STEPPATH
 	PasswordFile string
 	KeyFile      string // private JWK of keyFileProvisioner
@@ -183,25 +187,36 @@ func initCA(b bins, dir, addr string, o caOptions) (*stepCA, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("step ca init: %w\n%s", err, out)
 	}
-	rootPEM, err := os.ReadFile(filepath.Join(s.Dir, "certs", "root_ca.crt"))
-	if err != nil {
+	var err error
+	if s.Root, err = readCert(filepath.Join(s.Dir, "certs", "root_ca.crt")); err != nil {
 		return nil, err
 	}
-	block, _ := pem.Decode(rootPEM)
-	if block == nil {
-		return nil, errors.New("root_ca.crt: no PEM")
-	}
-	if s.Root, err = x509.ParseCertificate(block.Bytes); err != nil {
+	if s.Intermediate, err = readCert(filepath.Join(s.Dir, "certs", "intermediate_ca.crt")); err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(s.Root.Raw)
 	s.Fingerprint = hex.EncodeToString(sum[:])
 	s.Roots = x509.NewCertPool()
 	s.Roots.AddCert(s.Root)
+	s.Anchors = x509.NewCertPool()
+	s.Anchors.AddCert(s.Root)
+	s.Anchors.AddCert(s.Intermediate)
 	if err := s.editConfig(o); err != nil {
 		return nil, fmt.Errorf("edit ca.json: %w", err)
 	}
 	return s, nil
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM", path)
+	}
+	return x509.ParseCertificate(block.Bytes)
 }
 
 // editConfig adds the keyfile and restricted provisioners and the options to ca.json.

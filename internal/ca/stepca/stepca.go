@@ -334,7 +334,7 @@ func tokenNames(csr *x509.CertificateRequest) (string, []string, error) {
 func (c *Connector) Ping(ctx context.Context) error {
 	s, err := c.session(ctx)
 	if err != nil {
-		return fmt.Errorf("step-ca %s: %w", c.base, err)
+		return err // bootstrap errors name the CA already
 	}
 	var health struct {
 		Status string `json:"status"`
@@ -409,15 +409,15 @@ func (c *Connector) call(ctx context.Context, s *session, method, path string, i
 	if in != nil {
 		hreq.Header.Set("Content-Type", "application/json")
 	}
-	return do(s.client, hreq, out, secret)
+	return do(s.client, hreq, method+" "+path, out, secret)
 }
 
-// do sends hreq and decodes the JSON answer into out, classifying failures.
-func do(client *http.Client, hreq *http.Request, out any, secret string) error {
-	what := hreq.Method + " " + hreq.URL.Path
+// do sends hreq and decodes the JSON answer into out, classifying failures; what names the call
+// in messages.
+func do(client *http.Client, hreq *http.Request, what string, out any, secret string) error {
 	resp, err := client.Do(hreq)
 	if err != nil {
-		return transportError(what, hreq.URL.Host, err)
+		return transportError(what, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -436,15 +436,21 @@ func do(client *http.Client, hreq *http.Request, out any, secret string) error {
 // transportError classifies an error from the HTTP client. A server certificate that does not
 // verify against the pinned root will not verify on the next try either; anything else
 // (refused, reset, timed out, cancelled) is transient.
-func transportError(what, host string, err error) error {
+func transportError(what string, err error) error {
+	// The *url.Error around it repeats method and URL, which what says already; unwrapping keeps
+	// errors.Is(err, context.Canceled) working.
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
 	var (
 		verr *tls.CertificateVerificationError
-		uerr x509.UnknownAuthorityError
+		aerr x509.UnknownAuthorityError
 		herr x509.HostnameError
 		ierr x509.CertificateInvalidError
 	)
-	if errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &ierr) {
-		return ca.Permanentf("%s: the TLS certificate of %s does not verify against the pinned step-ca root (wrong url, rootFingerprint, tls.caFile or tls.serverName?): %w", what, host, err)
+	if errors.As(err, &verr) || errors.As(err, &aerr) || errors.As(err, &herr) || errors.As(err, &ierr) {
+		return ca.Permanentf("%s: the CA's TLS certificate does not verify against the step-ca root (from rootFingerprint or tls.caFile; check those, url and tls.serverName): %w", what, err)
 	}
 	return ca.Retryable(fmt.Errorf("%s: %w", what, err), 0)
 }
@@ -459,28 +465,39 @@ type stepError struct {
 // are at most 500 bytes in all.
 const maxMessage = 300
 
+// httpError is a non-2xx answer, for callers that treat one status specially.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
 // statusError turns a non-2xx answer into an error that carries step-ca's own reason.
 func statusError(what string, resp *http.Response, body []byte, secret string) error {
 	msg := caMessage(body, secret)
 	code := resp.StatusCode
-	status := fmt.Sprintf("HTTP %d", code)
+	text := func(format string) *httpError {
+		return &httpError{code: code, msg: fmt.Sprintf("%s: "+format, what, fmt.Sprintf("HTTP %d", code), msg)}
+	}
+	after := retryAfter(resp.Header.Get("Retry-After"))
 	switch {
 	case code == http.StatusUnauthorized:
-		return ca.Permanentf("%s: step-ca refused the provisioner token (%s): %s (check the provisioner's name and key, and the clocks of adapter and CA)", what, status, msg)
+		return ca.Permanent(text("step-ca refused the provisioner token (%s): %s (check the provisioner's key, and the clocks of adapter and CA)"))
 	case code == http.StatusForbidden:
-		return ca.Permanentf("%s: step-ca refused the certificate (%s): %s", what, status, msg)
+		return ca.Permanent(text("step-ca refused the certificate (%s): %s"))
 	case code == http.StatusBadRequest:
-		return ca.Permanentf("%s: step-ca rejected the request (%s): %s", what, status, msg)
+		return ca.Permanent(text("step-ca rejected the request (%s): %s"))
 	case code == http.StatusTooManyRequests:
-		return ca.Retryable(fmt.Errorf("%s: step-ca is rate limiting (%s): %s", what, status, msg), retryAfter(resp.Header.Get("Retry-After")))
+		return ca.Retryable(text("step-ca is rate limiting (%s): %s"), after)
 	case code == http.StatusRequestTimeout:
-		return ca.Retryable(fmt.Errorf("%s: step-ca timed out (%s): %s", what, status, msg), 0)
+		return ca.Retryable(text("step-ca timed out (%s): %s"), 0)
 	case code >= 500:
-		return ca.Retryable(fmt.Errorf("%s: step-ca failed (%s): %s", what, status, msg), retryAfter(resp.Header.Get("Retry-After")))
+		return ca.Retryable(text("step-ca failed (%s): %s"), after)
 	case code >= 400:
-		return ca.Permanentf("%s: step-ca answered %s: %s (is url the step-ca server?)", what, status, msg)
+		return ca.Permanent(text("step-ca answered %s: %s (is url the step-ca server?)"))
 	default:
-		return ca.Retryable(fmt.Errorf("%s: unexpected %s from step-ca: %s", what, status, msg), 0)
+		return ca.Retryable(text("unexpected %s from step-ca: %s"), 0)
 	}
 }
 
