@@ -258,6 +258,15 @@ type answer struct {
 }
 
 func reply(w http.ResponseWriter, a answer) {
+	if a.code == 0 {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		a = answer{http.StatusServiceUnavailable, "hung up"}
+	}
 	if raw, ok := a.body.(string); ok {
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(a.code)
@@ -510,7 +519,7 @@ func (s *webhookCA) issue(r *http.Request, req srvIssue) answer {
 		case <-r.Context().Done():
 		case <-s.closing:
 		}
-		return answer{http.StatusServiceUnavailable, "too late"}
+		return answer{} // hang up: a late answer could still reach a client closing the connection
 	}
 	return answer{http.StatusOK, map[string]any{"status": "issued", "certificate": certPEM(issued.Leaf), "chain": chain}}
 }
