@@ -131,6 +131,7 @@ type reply struct {
 	location   string        // of a redirect, for the message
 	body       *response     // nil when the body is not a JSON object
 	snippet    string        // the start of a body that is not JSON, cleaned, for messages
+	jsonErr    error         // why the body is not a JSON answer
 }
 
 // post sends one request. Transport failures come back as retryable errors (wrapping the
@@ -191,9 +192,15 @@ func (c *Connector) post(ctx context.Context, op, requestID string, v any) (*rep
 		location:   resp.Header.Get("Location"),
 	}
 	var body response
-	if err := json.Unmarshal(data, &body); err == nil && bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")) {
+	switch err := json.Unmarshal(data, &body); {
+	case err != nil:
+		r.jsonErr = err
+	case !bytes.HasPrefix(bytes.TrimSpace(data), []byte("{")):
+		r.jsonErr = errors.New("not a JSON object")
+	default:
 		r.body = &body
-	} else {
+	}
+	if r.body == nil {
 		r.snippet = c.clean(string(data[:min(len(data), 200)]))
 	}
 	c.log.Debug("webhook call", zap.String("connector", c.name), zap.String("op", op), zap.String("request_id", requestID),
@@ -238,7 +245,8 @@ func (c *Connector) unexpected(what string, r *reply) error {
 	}
 	if r.code/100 == 2 {
 		if r.body == nil {
-			return ca.Retryable(fmt.Errorf("%s: answered HTTP %d with a body that is not JSON: %q", c.label(), r.code, r.snippet), r.hint())
+			return ca.Retryable(fmt.Errorf("%s: answered HTTP %d with a body that is not a JSON answer (%v): %q",
+				c.label(), r.code, r.jsonErr, r.snippet), r.hint())
 		}
 		return ca.Retryable(fmt.Errorf("%s: answered HTTP %d with status %q, which is not an answer to %s in %s",
 			c.label(), r.code, c.clean(r.body.Status), what, APIVersion), r.hint())

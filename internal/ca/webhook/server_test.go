@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -170,6 +171,7 @@ func newWebhookCA(t *testing.T) *webhookCA {
 	s.srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientRoots}
 	// Offer HTTP/2 as production servers do: a refused client certificate must still be named.
 	s.srv.EnableHTTP2 = true
+	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are part of the tests
 	s.srv.StartTLS()
 	writeFile(t, dir, serverCAFile, certPEM(s.srv.Certificate()))
 	t.Cleanup(func() {
