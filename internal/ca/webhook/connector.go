@@ -204,7 +204,7 @@ func (c *Connector) post(ctx context.Context, op, requestID string, v any) (*rep
 		r.snippet = c.clean(string(data[:min(len(data), 200)]))
 	}
 	c.log.Debug("webhook call", zap.String("connector", c.name), zap.String("op", op), zap.String("request_id", requestID),
-		zap.Int("http_status", r.code), zap.String("status", body.Status), zap.Duration("took", time.Since(start)))
+		zap.Int("http_status", r.code), zap.String("status", c.clean(body.Status)), zap.Duration("took", time.Since(start)))
 	return r, nil
 }
 
