@@ -165,6 +165,10 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if !ok {
 		return nil, fmt.Errorf("tls: unexpected HTTP transport %T", client.Transport)
 	}
+	// HTTP/1.1, as RFC 7030 specifies; over HTTP/2 Go reports a refused client certificate only
+	// as "client conn could not be established", without the TLS alert that says why.
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
 	// Enrollments go over a fresh connection each: on a reused one, a server closing it as idle
 	// just as the request goes out looks exactly like a server that took the request and died,
 	// which must not be retried (see transportError). Enrollments are rare enough to afford it.

@@ -41,7 +41,9 @@ type estServer struct {
 	// from a CA it does not know.
 	ClientCert, ClientKey           string
 	OtherClientCert, OtherClientKey string
-	ClientCA                        *x509.Certificate
+	// An expired client certificate from the accepted client CA.
+	ExpiredClientCert, ExpiredClientKey string
+	ClientCA                            *x509.Certificate
 
 	tlsCA *testCA
 	log   string
@@ -68,6 +70,7 @@ func startESTServer(t *testing.T) *estServer {
 	clientCAFile := writeCerts(t, dir, "client-ca.crt", clientCA.cert)
 	s.ClientCert, s.ClientKey = clientCA.tlsPair(t, dir, "adapter", false)
 	s.OtherClientCert, s.OtherClientKey = otherCA.tlsPair(t, dir, "stranger", false)
+	s.ExpiredClientCert, s.ExpiredClientKey = clientCA.expiredClientPair(t, dir, "expired")
 
 	addr := testservers.FreeAddr(t)
 	s.URL = "https://" + addr
@@ -215,6 +218,9 @@ func newFront(t *testing.T, target *estServer, configure func(*front)) *front {
 	f.srv = httptest.NewUnstartedServer(f)
 	if f.clientCAs != nil {
 		f.srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: f.clientCAs}
+		// Offer HTTP/2 as estserver and production servers do: a refused client certificate
+		// must still be named.
+		f.srv.EnableHTTP2 = true
 		// Refused handshakes are what the tests provoke; the connector's errors report them.
 		f.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	}

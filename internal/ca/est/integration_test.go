@@ -67,6 +67,8 @@ func TestIssueRealServer(t *testing.T) {
 		{name: "client certificate required and given", settings: viaMTLS(srv.ClientCert, srv.ClientKey)},
 		{name: "client certificate from an unknown CA", settings: viaMTLS(srv.OtherClientCert, srv.OtherClientKey),
 			wantClass: ca.ClassPermanent, want: "refused the adapter's TLS client certificate"},
+		{name: "client certificate expired", settings: viaMTLS(srv.ExpiredClientCert, srv.ExpiredClientKey),
+			wantClass: ca.ClassPermanent, want: "refused the adapter's TLS client certificate (TLS alert certificate expired)"},
 		{name: "client certificate missing", settings: viaMTLS("", ""),
 			wantClass: ca.ClassPermanent, want: "the server requires a TLS client certificate (TLS alert certificate required); set tls.certFile"},
 		{name: "server certificate not trusted", settings: srv.settings(ca.Settings{"tls": map[string]any{}}),

@@ -121,6 +121,20 @@ func (p *testCA) tlsPair(t testing.TB, dir, name string, server bool) (certFile,
 	return certFile, keyFile
 }
 
+// expiredClientPair writes a client certificate from p that expired an hour ago.
+func (p *testCA) expiredClientPair(t testing.TB, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	key := newKey(t)
+	cert := sign(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		NotBefore:   time.Now().Add(-48 * time.Hour),
+		NotAfter:    time.Now().Add(-time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, key.Public(), p, nil)
+	return writeCerts(t, dir, name+".crt", cert, p.cert), writeKey(t, dir, name+".key", key)
+}
+
 func writeCerts(t testing.TB, dir, name string, certs ...*x509.Certificate) string {
 	t.Helper()
 	var b []byte

@@ -155,7 +155,7 @@ func transportError(ctx context.Context, op string, err error, received, clientC
 		// Go's TLS client sends no certificate at all when the server's list of acceptable CAs
 		// does not name the configured one's issuer; the message covers both.
 		return ca.Permanentf("%s: the server refused the adapter's TLS client certificate (%s); "+
-			"check that tls.certFile is issued by a CA the server accepts clients from", op, code)
+			"check that tls.certFile is valid and issued by a CA the server accepts clients from", op, code)
 	}
 	var verr *tls.CertificateVerificationError
 	if errors.As(err, &verr) {
