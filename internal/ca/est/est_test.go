@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -224,6 +225,13 @@ func TestAnswers(t *testing.T) {
 		{"PEM", func(t *testing.T, leaf *x509.Certificate) []byte {
 			return pem.EncodeToMemory(&pem.Block{Type: "PKCS7", Bytes: certsOnly(t, leaf)})
 		}, ""},
+		{"BER with indefinite lengths", func(t *testing.T, leaf *x509.Certificate) []byte {
+			ber := indefinite(t, certsOnly(t, leaf), 3)
+			if ber[1] != 0x80 {
+				t.Fatalf("not re-encoded with an indefinite length: % x", ber[:4])
+			}
+			return []byte(base64.StdEncoding.EncodeToString(ber))
+		}, ""},
 		{"whole chain, leaf last", func(t *testing.T, leaf *x509.Certificate) []byte {
 			return []byte(base64.StdEncoding.EncodeToString(certsOnly(t, f.root.cert, f.issuer.cert, leaf)))
 		}, ""},
@@ -259,6 +267,29 @@ func TestAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// indefinite re-encodes a DER structure and its constructed children down to depth with BER
+// indefinite lengths, as some Java EST servers send PKCS#7.
+func indefinite(t *testing.T, der []byte, depth int) []byte {
+	t.Helper()
+	var v asn1.RawValue
+	if rest, err := asn1.Unmarshal(der, &v); err != nil || len(rest) > 0 {
+		t.Fatalf("indefinite: %v (%d bytes left)", err, len(rest))
+	}
+	if !v.IsCompound || depth == 0 {
+		return der
+	}
+	out := []byte{v.FullBytes[0], 0x80}
+	for inner := v.Bytes; len(inner) > 0; {
+		var c asn1.RawValue
+		var err error
+		if inner, err = asn1.Unmarshal(inner, &c); err != nil {
+			t.Fatalf("indefinite: %v", err)
+		}
+		out = append(out, indefinite(t, c.FullBytes, depth-1)...)
+	}
+	return append(out, 0, 0)
 }
 
 func wrap(s string, n int, sep string) string {
