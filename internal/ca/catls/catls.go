@@ -63,5 +63,10 @@ func (o Options) HTTPClient(env ca.Env, timeout time.Duration) (*http.Client, er
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = cfg
 	tr.Proxy = http.ProxyFromEnvironment
+	// HTTP/1.1 only: CA calls are few and small, and over HTTP/2 a refused client certificate
+	// surfaces as "client conn could not be established" instead of the TLS alert an operator
+	// needs to see.
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }

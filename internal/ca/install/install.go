@@ -3,5 +3,6 @@
 package install
 
 import (
-	_ "github.com/certprov/certprov-adapter/internal/ca/local" // type "local": the built-in CA
+	_ "github.com/certprov/certprov-adapter/internal/ca/local"   // type "local": the built-in CA
+	_ "github.com/certprov/certprov-adapter/internal/ca/webhook" // type "webhook": an in-house CA behind an HTTPS service
 )
