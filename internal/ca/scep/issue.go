@@ -346,7 +346,7 @@ func (c *Connector) issued(rep *pkiMessage, req *ca.Request, info *serverInfo) (
 		return nil, ca.Permanentf("the certificate the SCEP server issued (serial %s) does not chain to its CA %q: %v",
 			leaf.SerialNumber.Text(16), info.issuer.Subject, err)
 	}
-	c.log.Info("SCEP certificate issued", zap.String("process", req.Key), zap.String("serial", leaf.SerialNumber.Text(16)))
+	c.log.Debug("SCEP certificate issued", zap.String("process", req.Key), zap.String("serial", leaf.SerialNumber.Text(16)))
 	return &ca.Issued{Leaf: leaf, Chain: info.chain}, nil
 }
 

@@ -205,7 +205,8 @@ func TestTransportFailures(t *testing.T) {
 
 // TestCancelledDuringRequest: a context cancelled while the server thinks is reported as such.
 func TestCancelledDuringRequest(t *testing.T) {
-	_, srv := newResponder(t, &responder{delay: time.Minute})
+	arrived := make(chan struct{})
+	_, srv := newResponder(t, &responder{delay: time.Minute, arrived: arrived})
 	c := newTestConnector(t, ca.Settings{"url": srv.URL})
 	req := newRequest(t, catest.DeviceKey(t, catest.P256), "CANCEL", nil)
 	if err := c.Ping(ctxT(t)); err != nil { // the cached server info leaves only PKIOperation
@@ -217,6 +218,7 @@ func TestCancelledDuringRequest(t *testing.T) {
 		_, err := c.Issue(ctx, req)
 		done <- err
 	}()
+	<-arrived // the request is at the server, which takes its time
 	cancel()
 	err := <-done
 	if !errors.Is(err, context.Canceled) || ca.IsPermanent(err) {

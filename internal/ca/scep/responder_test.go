@@ -39,6 +39,8 @@ type responder struct {
 	delay        time.Duration // before answering a PKIOperation
 	dropAnswers  int           // close the connection instead of answering this many processed requests
 	noPoll       bool          // CertPoll is answered with HTTP 500, as scepserver does
+	arrived      chan struct{} // optional: closed when the first PKIOperation arrives
+	arrivedOnce  sync.Once
 
 	mu       sync.Mutex
 	csrs     map[string]*x509.CertificateRequest
@@ -126,12 +128,8 @@ func (r *responder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *responder) pkiOperation(w http.ResponseWriter, req *http.Request) {
-	if r.delay > 0 {
-		select {
-		case <-time.After(r.delay):
-		case <-req.Context().Done():
-			return
-		}
+	if r.arrived != nil {
+		r.arrivedOnce.Do(func() { close(r.arrived) })
 	}
 	r.mu.Lock()
 	r.methods = append(r.methods, req.Method)
@@ -159,6 +157,14 @@ func (r *responder) pkiOperation(w http.ResponseWriter, req *http.Request) {
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	// Delay only once the body is read: from then on the server notices a client that hangs up.
+	if r.delay > 0 {
+		select {
+		case <-time.After(r.delay):
+		case <-req.Context().Done():
+			return
+		}
 	}
 	msg, err := parsePKIMessage(body, nil)
 	if err != nil {
