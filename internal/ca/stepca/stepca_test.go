@@ -92,7 +92,12 @@ func TestIssuedNames(t *testing.T) {
 			if leaf.Subject.CommonName != tc.wantCN {
 				t.Errorf("CN %q, want %q", leaf.Subject.CommonName, tc.wantCN)
 			}
-			if len(req.CSR.DNSNames)+len(req.CSR.EmailAddresses)+len(req.CSR.IPAddresses)+len(req.CSR.URIs) > 0 {
+			if len(req.CSR.DNSNames)+len(req.CSR.EmailAddresses)+len(req.CSR.IPAddresses)+len(req.CSR.URIs) == 0 {
+				// step-ca's default template: a token without SANs gets its subject as SAN.
+				if !slices.Equal(leaf.DNSNames, []string{tc.wantCN}) {
+					t.Errorf("DNS names %v, want the CN as the only one", leaf.DNSNames)
+				}
+			} else {
 				if !slices.Equal(leaf.DNSNames, req.CSR.DNSNames) || !slices.Equal(leaf.EmailAddresses, req.CSR.EmailAddresses) {
 					t.Errorf("names DNS %v e-mail %v, CSR asked for %v %v", leaf.DNSNames, leaf.EmailAddresses, req.CSR.DNSNames, req.CSR.EmailAddresses)
 				}
@@ -310,46 +315,65 @@ func TestTokensAreNeverReused(t *testing.T) {
 	})
 }
 
-// TestRefusedNames: a provisioner's template and an authority policy refuse names outside their
-// domain; the refusal is permanent and carries step-ca's reason, and names inside are signed.
-func TestRefusedNames(t *testing.T) {
+// TestRefusals: a provisioner's template and an authority policy refuse names outside their
+// domain, and a provisioner refuses a lifetime above its maximum; each refusal is permanent and
+// carries step-ca's reason, and what is allowed is signed.
+func TestRefusals(t *testing.T) {
 	s := sharedCA(t)
 	policyCA := newCA(t, caOptions{policy: map[string]any{
-		"allow": map[string]any{"dns": []string{"*.devices.example.com"}},
+		"allow": map[string]any{"dns": []string{"*.devices.example.com"}, "email": []string{"@example.com"}},
 	}})
 	ctx := ctxTimeout(t, 2*time.Minute)
-	csrFor := func(t *testing.T, dns string) *ca.Request {
+	// name is a DNS name, or an e-mail address (which then is the CN too); cn overrides the CN.
+	csrFor := func(t *testing.T, cn, name string, validity time.Duration) *ca.Request {
 		key := catest.DeviceKey(t, catest.P256)
-		der := catest.SignedCSR(t, key, &csr.Request{
-			Subject:     pkix.Name{CommonName: dns},
-			DNSNames:    []string{dns},
+		r := &csr.Request{
+			Subject:     pkix.Name{CommonName: name},
 			KeyUsage:    x509.KeyUsageDigitalSignature,
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		})
+		}
+		if strings.Contains(name, "@") {
+			r.EmailAddresses = []string{name}
+		} else {
+			r.DNSNames = []string{name}
+		}
+		if cn != "" {
+			r.Subject.CommonName = cn
+		}
+		der := catest.SignedCSR(t, key, r)
 		parsed, err := x509.ParseCertificateRequest(der)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &ca.Request{Key: "refused/" + dns, CSR: parsed, CSRDER: der, Validity: time.Hour}
+		return &ca.Request{Key: "refused/" + name, CSR: parsed, CSRDER: der, Validity: validity}
 	}
 	tests := []struct {
-		name  string
-		ca    *stepCA
-		prov  string
-		dns   string
-		wants []string // empty: issued
+		name     string
+		ca       *stepCA
+		prov     string
+		cn, san  string
+		validity time.Duration
+		wants    []string // empty: issued
 	}{
-		{"template allows", s, restrictedProvisioner, "dev1" + allowedSuffix, nil},
-		{"template refuses", s, restrictedProvisioner, "dev1.elsewhere.example.org", []string{
+		{"template allows", s, restrictedProvisioner, "", "dev1" + allowedSuffix, time.Hour, nil},
+		{"template refuses", s, restrictedProvisioner, "", "dev1.elsewhere.example.org", time.Hour, []string{
 			"HTTP 400", "dev1.elsewhere.example.org is outside the names this provisioner may sign"}},
-		{"policy allows", policyCA, adminProvisioner, "dev1.devices.example.com", nil},
-		{"policy refuses", policyCA, adminProvisioner, "dev1.elsewhere.example.org", []string{
-			"HTTP 403", "refused the certificate", "dev1.elsewhere.example.org"}},
+		{"policy allows a DNS name", policyCA, adminProvisioner, "", "dev1.devices.example.com", time.Hour, nil},
+		{"policy allows an e-mail address", policyCA, adminProvisioner, "", "user1@example.com", time.Hour, nil},
+		{"policy refuses a DNS name", policyCA, adminProvisioner, "", "dev1.elsewhere.example.org", time.Hour, []string{
+			"HTTP 403", "refused the certificate", `dns name "dev1.elsewhere.example.org" not allowed`}},
+		{"policy refuses an e-mail address", policyCA, adminProvisioner, "", "user1@elsewhere.example.org", time.Hour, []string{
+			"HTTP 403", "refused the certificate", "user1@elsewhere.example.org"}},
+		{"policy checks the CN too", policyCA, adminProvisioner, "SERIAL1", "serial1.devices.example.com", time.Hour, []string{
+			"HTTP 403", "SERIAL1"}},
+		{"lifetime at the default maximum (24h)", s, adminProvisioner, "", "dev2.example.com", 24 * time.Hour, nil},
+		{"lifetime above the maximum", s, adminProvisioner, "", "dev3.example.com", 48 * time.Hour, []string{
+			"HTTP 403", "more than the authorized maximum certificate duration of 24h1m0s"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.ca.connector(t, tc.prov)
-			req := csrFor(t, tc.dns)
+			req := csrFor(t, tc.cn, tc.san, tc.validity)
 			issued, err := c.Issue(ctx, req)
 			if len(tc.wants) == 0 {
 				if err != nil {

@@ -2,10 +2,12 @@ package stepca
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/csr"
 )
 
 // Tests against fakeCA and of the settings: no step-ca needed.
@@ -357,14 +360,47 @@ func TestCancelWhileBootstrapping(t *testing.T) {
 	<-c.bootLock
 }
 
+// TestTokenNames: the token names what step-ca compares with the CSR (DNS, e-mail, IP, URI),
+// and its subject is the CN or else the first SAN.
 func TestTokenNames(t *testing.T) {
-	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "NAMES00000000000000000000000000001")
-	sub, sans, err := tokenNames(req.CSR)
-	if err != nil || sub != req.CSR.Subject.CommonName || len(sans) != 2 {
-		t.Fatalf("tokenNames = %q %v %v", sub, sans, err)
+	key := catest.DeviceKey(t, catest.P256)
+	csrOf := func(r *csr.Request) *x509.CertificateRequest {
+		t.Helper()
+		parsed, err := x509.ParseCertificateRequest(catest.SignedCSR(t, key, r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return parsed
 	}
-	raw, _ := json.Marshal(sans)
-	if strings.Contains(string(raw), "corp.example.com") {
-		t.Errorf("the UPN (an otherName step-ca does not compare) is in the token: %s", raw)
+	uri, _ := url.Parse("urn:example:device:1")
+	tests := []struct {
+		name     string
+		req      *csr.Request
+		wantSub  string
+		wantSANs []string
+		wantErr  string
+	}{
+		{"CN, DNS, e-mail and UPN", &csr.Request{
+			Subject: pkix.Name{CommonName: "u@example.com"}, DNSNames: []string{"d.example.com"},
+			EmailAddresses: []string{"u@example.com"}, UPNs: []string{"u@corp.example.com"},
+		}, "u@example.com", []string{"d.example.com", "u@example.com"}, ""},
+		{"CN only", &csr.Request{Subject: pkix.Name{CommonName: "SERIAL1"}}, "SERIAL1", nil, ""},
+		{"no CN: the first SAN", &csr.Request{DNSNames: []string{"a.example.com", "b.example.com"}, URIs: []*url.URL{uri}},
+			"a.example.com", []string{"a.example.com", "b.example.com", "urn:example:device:1"}, ""},
+		{"UPN only", &csr.Request{UPNs: []string{"u@corp.example.com"}}, "", nil, "neither a common name nor"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sub, sans, err := tokenNames(csrOf(tc.req))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || sub != tc.wantSub || !slices.Equal(sans, tc.wantSANs) {
+				t.Fatalf("tokenNames = %q %q %v, want %q %q", sub, sans, err, tc.wantSub, tc.wantSANs)
+			}
+		})
 	}
 }
