@@ -1,8 +1,9 @@
 // Command certprov-emulator runs the local Google side of the Certificate Provisioning API (REST
-// plus Pub/Sub) and drives it for demos and load tests.
+// plus Pub/Sub) and of the Verified Access API, and drives them for demos and load tests.
 //
 //	certprov-emulator serve      serve the REST API, the control API and a pstest Pub/Sub server
 //	certprov-emulator provision  start processes on a running emulator and check what the adapter did
+//	certprov-emulator va-enroll  play the Chrome extension once against the adapter's enrollment API
 //	certprov-emulator version    print the build version
 package main
 
@@ -19,7 +20,7 @@ import (
 // Exit codes.
 const (
 	exitOK    = 0
-	exitFail  = 1 // provision: some process was not issued and verified; serve: runtime error
+	exitFail  = 1 // provision: some process was not issued and verified; va-enroll: refused or unverified; serve: runtime error
 	exitUsage = 2 // bad command line or setup error
 )
 
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "provision":
 		return runProvision(ctx, args[1:], stdout, stderr)
+	case "va-enroll":
+		return runVAEnroll(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "certprov-emulator", version())
 		return exitOK
@@ -60,6 +63,7 @@ func usage(w io.Writer) {
 commands:
   serve      serve the Certificate Provisioning REST API, the control API and Pub/Sub (pstest)
   provision  start processes through the control API, wait, verify the issued certificates
+  va-enroll  Verified Access enrollment against the adapter, with the emulator as device and Google
   version    print the version
 
 Run "certprov-emulator <command> -h" for the flags of a command.

@@ -88,12 +88,14 @@ func (e *Emulator) vaHandler(method, version string, apply vaApply) http.Handler
 		lost := takeRuleLocked(&e.loseRules, method) != nil
 		e.mu.Unlock()
 
-		if aerr != nil {
-			e.log.Debug("verified access call", zap.String("method", method), zap.String("outcome", outcome),
-				zap.String("error", aerr.Error()))
-		} else {
-			e.log.Debug("verified access call", zap.String("method", method), zap.String("outcome", outcome))
+		fields := []zap.Field{zap.String("method", method)}
+		if outcome != "" {
+			fields = append(fields, zap.String("outcome", outcome))
 		}
+		if aerr != nil {
+			fields = append(fields, zap.String("error", aerr.Error()))
+		}
+		e.log.Debug("verified access call", fields...)
 		switch {
 		case lost:
 			writeError(w, &apiError{code: 503, status: "UNAVAILABLE",

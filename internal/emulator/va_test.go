@@ -648,8 +648,8 @@ func TestVAKeyReuse(t *testing.T) {
 	}
 }
 
-// postJSON sends a raw JSON body and returns the status and body.
-func postJSON(t *testing.T, url, body string) (int, []byte) {
+// postRaw sends a raw JSON body and returns the status and body.
+func postRaw(t *testing.T, url, body string) (int, []byte) {
 	t.Helper()
 	resp, err := http.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
@@ -679,7 +679,7 @@ func TestVARespondEndpointRoundTrip(t *testing.T) {
 	// URL-safe unpadded base64 is accepted as well as the standard form.
 	body := `{"challenge":"` + base64.RawURLEncoding.EncodeToString(ch) + `","apiVersion":"v2","scope":"machine",` +
 		`"keyType":"ecdsa","keyId":"json-key","identity":"corp.example","device":` + string(deviceJSON) + `,"tamper":false}`
-	code, raw := postJSON(t, v.srv.URL+VARespondPath, body)
+	code, raw := postRaw(t, v.srv.URL+VARespondPath, body)
 	if code != 200 {
 		t.Fatalf("respond: %d %s", code, raw)
 	}
@@ -752,7 +752,7 @@ func TestVARespondEndpointRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, raw := postJSON(t, v.srv.URL+VARespondPath, tc.body)
+			code, raw := postRaw(t, v.srv.URL+VARespondPath, tc.body)
 			if code != tc.wantCode {
 				t.Fatalf("status %d, want %d: %s", code, tc.wantCode, raw)
 			}

@@ -1,0 +1,310 @@
+package emulator
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
+)
+
+// Paths of the adapter's enrollment API (docs/verified-access-api.md, section 2).
+const (
+	EnrollChallengePath = "/v1/verifiedaccess/challenge"
+	EnrollPath          = "/v1/verifiedaccess/enroll"
+)
+
+// Enrollment API error codes, as the adapter answers them.
+const (
+	EnrollCodeBadRequest        = "BAD_REQUEST"
+	EnrollCodeUnknownProfile    = "UNKNOWN_PROFILE"
+	EnrollCodeBadChallenge      = "BAD_CHALLENGE"
+	EnrollCodeChallengeExpired  = "CHALLENGE_EXPIRED"
+	EnrollCodeChallengeReplayed = "CHALLENGE_REPLAYED"
+	EnrollCodeIdentityMismatch  = "IDENTITY_MISMATCH"
+	EnrollCodePolicyDenied      = "POLICY_DENIED"
+	EnrollCodeCAFailure         = "CA_FAILURE"
+	EnrollCodeUnavailable       = "UNAVAILABLE"
+)
+
+// EnrollChallengeRequest and the other Enroll* types are the JSON bodies of the adapter's
+// enrollment API, shared by the reference client and the stand-in adapter.
+type EnrollChallengeRequest struct {
+	Profile string `json:"profile"`
+}
+
+// EnrollChallengeResponse answers POST /v1/verifiedaccess/challenge.
+type EnrollChallengeResponse struct {
+	Challenge        string `json:"challenge"` // base64 of the bytes the extension gets
+	APIVersion       string `json:"apiVersion"`
+	ExpiresInSeconds int    `json:"expiresInSeconds"`
+}
+
+// EnrollRequest is the body of POST /v1/verifiedaccess/enroll.
+type EnrollRequest struct {
+	Profile           string `json:"profile"`
+	Scope             string `json:"scope"`
+	ChallengeResponse string `json:"challengeResponse"` // base64
+	Identity          string `json:"identity,omitempty"`
+}
+
+// EnrollResponse answers a successful enrollment.
+type EnrollResponse struct {
+	Certificate string   `json:"certificate"` // PEM leaf
+	Chain       []string `json:"chain"`       // PEM, leaf's issuer first
+}
+
+// EnrollErrorBody is the adapter's error envelope.
+type EnrollErrorBody struct {
+	Error struct {
+		Code        string   `json:"code"`
+		Message     string   `json:"message"`
+		FailedRules []string `json:"failedRules,omitempty"`
+	} `json:"error"`
+}
+
+// AdapterError is a refusal by the adapter's enrollment API: its HTTP status and error envelope.
+// Code is empty when the answer was not the adapter's JSON envelope (a proxy error page, say).
+type AdapterError struct {
+	Step        string // "challenge" or "enroll"
+	Status      int
+	Code        string
+	Message     string
+	FailedRules []string
+}
+
+func (e *AdapterError) Error() string {
+	s := fmt.Sprintf("adapter refused %s: HTTP %d", e.Step, e.Status)
+	if e.Code != "" {
+		s += " " + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	if len(e.FailedRules) > 0 {
+		s += " (failed rules: " + strings.Join(e.FailedRules, ", ") + ")"
+	}
+	return s
+}
+
+// ErrCertificateNotVerified is wrapped by Enroll's error when the adapter issued a certificate
+// that does not chain to the given roots or does not carry the simulated key.
+var ErrCertificateNotVerified = errors.New("issued certificate not verified")
+
+// EnrollOptions configure Enroll, the reference client.
+type EnrollOptions struct {
+	AdapterURL    string       // base URL of the adapter's enrollment API, e.g. https://127.0.0.1:8443
+	AdapterClient *http.Client // carries the TLS trust for the adapter; nil means http.DefaultClient
+	EmulatorURL   string       // base URL of the emulator, e.g. http://127.0.0.1:8480
+	// EmulatorClient calls the emulator's respond endpoint; nil means http.DefaultClient.
+	EmulatorClient *http.Client
+
+	Profile string // enrollment profile name
+	Scope   string // VAScopeMachine (default) or VAScopeUser
+	// Identity is, for user scope, the e-mail sent to the adapter (the expected identity);
+	// for both scopes it is what the simulated device or user is enrolled as, unless
+	// DeviceIdentity says otherwise. Empty means DefaultVADomain or DefaultVAUser.
+	Identity string
+	// DeviceIdentity overrides what the emulator says the device or user is enrolled as, to
+	// provoke an identity mismatch.
+	DeviceIdentity string
+
+	KeyType string    // KeyRSA (default) or KeyECDSA
+	KeyID   string    // reuse or name the simulated key; empty creates a fresh one
+	Device  *VADevice // what Google reports; nil means the emulator's default device
+
+	Tamper      bool // corrupt the challenge response (Google refuses it)
+	TamperSPKAC bool // corrupt only the SPKAC (the adapter must refuse it)
+
+	// Roots and Intermediates verify the issued certificate; Roots is required. Certificates in
+	// the adapter's chain are used as further intermediates.
+	Roots, Intermediates *x509.CertPool
+}
+
+// EnrollResult is a verified enrollment, or with ErrCertificateNotVerified the certificate that
+// failed verification.
+type EnrollResult struct {
+	APIVersion      string
+	KeyID, KeyType  string
+	SPKI            []byte // the simulated key
+	PrivateKeyPKCS8 []byte
+
+	Certificate    *x509.Certificate
+	CertificatePEM string
+	Chain          []*x509.Certificate // as the adapter returned it
+	Verified       []*x509.Certificate // the verified path, leaf to root; nil when not verified
+}
+
+// Enroll plays the Chrome extension against the adapter's enrollment API, with the emulator as
+// the device: it asks the adapter for a challenge, has the emulator answer it as
+// enterprise.platformKeys.challengeKey would, sends the response to the adapter's enroll call,
+// and verifies that the certificate chains to opts.Roots and carries the simulated key's SPKI.
+//
+// A refusal by the adapter is an *AdapterError (wrapped); a certificate that does not verify is
+// ErrCertificateNotVerified (wrapped), returned together with the result so that callers can
+// show what was issued.
+func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
+	if opts.Roots == nil {
+		return nil, errors.New("enroll: no roots to verify the certificate against")
+	}
+	if opts.Profile == "" {
+		return nil, errors.New("enroll: no profile")
+	}
+	scope := opts.Scope
+	if scope == "" {
+		scope = VAScopeMachine
+	}
+	if scope != VAScopeMachine && scope != VAScopeUser {
+		return nil, fmt.Errorf("enroll: scope %q: want %q or %q", scope, VAScopeMachine, VAScopeUser)
+	}
+	identity := opts.Identity
+	if identity == "" && scope == VAScopeUser {
+		identity = DefaultVAUser
+	}
+	deviceIdentity := opts.DeviceIdentity
+	if deviceIdentity == "" {
+		deviceIdentity = identity
+	}
+	adapter := strings.TrimRight(opts.AdapterURL, "/")
+	emulator := strings.TrimRight(opts.EmulatorURL, "/")
+
+	var ch EnrollChallengeResponse
+	if err := postJSON(ctx, opts.AdapterClient, adapter+EnrollChallengePath, "challenge",
+		EnrollChallengeRequest{Profile: opts.Profile}, &ch, adapterRefusal); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	challenge, err := base64.StdEncoding.DecodeString(ch.Challenge)
+	if err != nil || len(challenge) == 0 {
+		return nil, fmt.Errorf("enroll: adapter challenge is not base64: %q", ch.Challenge)
+	}
+	if ch.APIVersion != VAv1 && ch.APIVersion != VAv2 {
+		return nil, fmt.Errorf("enroll: adapter challenge for API version %q, want v1 or v2", ch.APIVersion)
+	}
+
+	var resp VARespondResult
+	if err := postJSON(ctx, opts.EmulatorClient, emulator+VARespondPath, "respond", VARespondRequest{
+		Challenge: challenge, APIVersion: ch.APIVersion, Scope: scope, KeyType: opts.KeyType, KeyID: opts.KeyID,
+		Identity: deviceIdentity, Device: opts.Device, Tamper: opts.Tamper, TamperSPKAC: opts.TamperSPKAC,
+	}, &resp, emulatorRefusal); err != nil {
+		return nil, fmt.Errorf("enroll: emulator: %w", err)
+	}
+	res := &EnrollResult{APIVersion: ch.APIVersion, KeyID: resp.KeyID, KeyType: resp.KeyType,
+		SPKI: resp.SPKI, PrivateKeyPKCS8: resp.PrivateKeyPKCS8}
+
+	req := EnrollRequest{Profile: opts.Profile, Scope: scope,
+		ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
+	if scope == VAScopeUser {
+		req.Identity = identity
+	}
+	var issued EnrollResponse
+	if err := postJSON(ctx, opts.AdapterClient, adapter+EnrollPath, "enroll", req, &issued, adapterRefusal); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+
+	if res.Certificate, err = parseSingleCertificatePEM(issued.Certificate); err != nil {
+		return nil, fmt.Errorf("enroll: %w: certificate: %v", ErrCertificateNotVerified, err)
+	}
+	res.CertificatePEM = issued.Certificate
+	for i, p := range issued.Chain {
+		certs, err := pemutil.ParseCertificates([]byte(p))
+		if err != nil {
+			return res, fmt.Errorf("enroll: %w: chain[%d]: %v", ErrCertificateNotVerified, i, err)
+		}
+		res.Chain = append(res.Chain, certs...)
+	}
+	if err := res.verify(opts.Roots, opts.Intermediates); err != nil {
+		return res, fmt.Errorf("enroll: %w: %v", ErrCertificateNotVerified, err)
+	}
+	return res, nil
+}
+
+// verify checks the leaf against the simulated key and the roots, and records the path.
+func (r *EnrollResult) verify(roots, intermediates *x509.CertPool) error {
+	if !bytes.Equal(r.Certificate.RawSubjectPublicKeyInfo, r.SPKI) {
+		return errors.New("the certificate's public key is not the simulated key")
+	}
+	pool := x509.NewCertPool()
+	if intermediates != nil {
+		pool = intermediates.Clone()
+	}
+	for _, c := range r.Chain {
+		pool.AddCert(c)
+	}
+	chains, err := r.Certificate.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: pool, CurrentTime: time.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return fmt.Errorf("chain: %w", err)
+	}
+	r.Verified = chains[0]
+	return nil
+}
+
+// postJSON posts v as JSON and decodes a 200 answer into out; refusal turns any other status and
+// its body into the error.
+func postJSON(ctx context.Context, client *http.Client, url, step string, v, out any,
+	refusal func(step string, status int, body []byte) error) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%s: encode request: %w", step, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("%s: read answer: %w", step, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return refusal(step, resp.StatusCode, data)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s: decode answer: %w", step, err)
+	}
+	return nil
+}
+
+// adapterRefusal is an *AdapterError carrying the adapter's envelope, or the start of the body
+// if there is none.
+func adapterRefusal(step string, status int, body []byte) error {
+	aerr := &AdapterError{Step: step, Status: status}
+	var env EnrollErrorBody
+	if json.Unmarshal(body, &env) == nil && (env.Error.Code != "" || env.Error.Message != "") {
+		aerr.Code, aerr.Message, aerr.FailedRules = env.Error.Code, env.Error.Message, env.Error.FailedRules
+	} else {
+		aerr.Message = snippet(body)
+	}
+	return aerr
+}
+
+// emulatorRefusal reads the emulator's Google-style envelope.
+func emulatorRefusal(step string, status int, body []byte) error {
+	var env errorEnvelope
+	if json.Unmarshal(body, &env) == nil && env.Error.Message != "" {
+		return fmt.Errorf("%s: HTTP %d %s: %s", step, status, env.Error.Status, env.Error.Message)
+	}
+	return fmt.Errorf("%s: HTTP %d: %s", step, status, snippet(body))
+}
+
+func snippet(b []byte) string {
+	return strings.ToValidUTF8(strings.TrimSpace(string(b[:min(len(b), 200)])), "?")
+}
