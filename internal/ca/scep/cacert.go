@@ -203,7 +203,8 @@ func checkPin(pin []byte, certs []*x509.Certificate) error {
 		}
 		offered = append(offered, fmt.Sprintf("%q %s", c.Subject.CommonName, fingerprint(c)))
 	}
-	return ca.Permanentf("caCertFingerprint %s matches no certificate from GetCACert (the server offered %s): the server is not the CA you pinned, or its CA was renewed",
+	// The explanation comes before the list, which failure messages may cut short.
+	return ca.Permanentf("caCertFingerprint %s matches no certificate from GetCACert: the server is not the CA you pinned, or its CA was renewed (it offered %s)",
 		hex.EncodeToString(pin), strings.Join(offered, ", "))
 }
 

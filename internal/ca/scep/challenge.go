@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -125,6 +126,8 @@ var (
 		"it needs Enroll (and Read) on the certificate template and must be allowed to use the NDES admin page (local administrator on the NDES server, or CA administrator when NDES runs on the CA)")
 	errNDESNoPassword = errors.New("no challenge password found in the NDES admin page: " +
 		"check dynamicChallenge.url (…/certsrv/mscep_admin/), and whether NDES is set to use a single static password instead")
+	errNDESNotAPage  = errors.New("the answer is not an NDES admin page")
+	errNDESAmbiguous = errors.New("the NDES admin page shows several password-like values; cannot tell which is the challenge")
 )
 
 var (
@@ -138,7 +141,6 @@ var (
 	reNDESPermission = regexp.MustCompile(`(?i)do\s+not\s+have\s+sufficient\s+permission`)
 	reNDESThumbprint = regexp.MustCompile(`(?i)thumbprint`)
 	reHTMLTag        = regexp.MustCompile(`<[^>]*>`)
-	errNDESNotAPage  = errors.New("the answer is not an NDES admin page")
 )
 
 // parseNDESAdminPage extracts the challenge password from the mscep_admin page. NDES writes the
@@ -161,11 +163,16 @@ func parseNDESAdminPage(body []byte, contentType string) (logging.Secret, error)
 			candidates = append(candidates, v)
 		}
 	}
+	if len(candidates) > 1 {
+		// A thumbprint written without blanks is an MD5 or SHA-1 hash (32 or 40 digits); NDES
+		// passwords are shorter.
+		candidates = slices.DeleteFunc(candidates, func(v string) bool { return len(v) == 32 || len(v) == 40 })
+	}
 	switch {
 	case len(candidates) == 1:
 		return logging.Secret(candidates[0]), nil
 	case len(candidates) > 1:
-		return "", errors.New("the NDES admin page shows several password-like values; cannot tell which is the challenge")
+		return "", errNDESAmbiguous
 	case !strings.Contains(strings.ToLower(text), "<html") && !reNDESThumbprint.MatchString(text):
 		return "", errNDESNotAPage
 	default:

@@ -39,6 +39,12 @@ func TestParseNDESAdminPage(t *testing.T) {
 		{file: "ndes_admin_de.html", contentType: "text/html; charset=utf-8", want: "0C5D83B2A97E14F6"},
 		{file: "ndes_admin_de_utf16le_nobom.html", contentType: "text/html", want: "0C5D83B2A97E14F6"},
 		{file: "ndes_admin_de_utf16le_nobom.html", contentType: "text/html; charset=UTF-16", want: "0C5D83B2A97E14F6"},
+		{file: "ndes_admin_de.html", body: func(b []byte) []byte { // a thumbprint without blanks
+			return bytes.Replace(b, []byte("4A1B7C2D 9E3F5A6B 8C0D2E4F 6A8B0C1D"), []byte("4A1B7C2D9E3F5A6B8C0D2E4F6A8B0C1D"), 1)
+		}, want: "0C5D83B2A97E14F6"},
+		{file: "ndes_admin_de.html", body: func(b []byte) []byte { // two password-like values
+			return bytes.Replace(b, []byte("<B> 0C5D83B2A97E14F6 </B>"), []byte("<B> 0C5D83B2A97E14F6 </B> <B>ABCDEF0123</B>"), 1)
+		}, wantErr: errNDESAmbiguous},
 		{file: "ndes_admin_cache_full.html", wantErr: errNDESCacheFull},
 		{file: "ndes_admin_no_permission.html", wantErr: errNDESNoPermission},
 		{file: "ndes_admin_en.html", body: func(b []byte) []byte {
