@@ -365,7 +365,7 @@ func (e *Emulator) vaVerify(version string, data, signature []byte, expectedIden
 // builds the SPKAC over base64(challenge data) signed by that key, and returns the challenge
 // response, remembering what challenge:verify must check and report for it. Invalid input (an
 // unknown scope or key type, a challenge this emulator did not issue, a key id reused with another
-// key type) is an error wrapping an *apiError with status 400.
+// key type) is an error; over HTTP it is 400 INVALID_ARGUMENT, other failures 500.
 func (e *Emulator) VARespond(ctx context.Context, req VARespondRequest) (VARespondResult, error) {
 	res, err := e.vaRespond(ctx, req)
 	if err != nil {

@@ -250,7 +250,7 @@ func (e *Emulator) serveVARespond(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var aerr *apiError
 		if errors.As(err, &aerr) {
-			writeError(w, &apiError{code: aerr.code, status: aerr.status, message: err.Error()}, 0)
+			writeError(w, &apiError{code: aerr.code, status: aerr.status, message: "respond: " + aerr.message}, 0)
 			return
 		}
 		writeError(w, internalError(err), 0)
