@@ -59,7 +59,7 @@ func (c *Connector) session(ctx context.Context) (*session, error) {
 }
 
 // bootstrap pins the root, then finds the provisioner and makes its signer.
-func (c *Connector) bootstrap(ctx context.Context) (*session, error) {
+func (c *Connector) bootstrap(ctx context.Context) (_ *session, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("connect to step-ca: %w", err), 0)
 	}
@@ -76,6 +76,11 @@ func (c *Connector) bootstrap(ctx context.Context) (*session, error) {
 		}
 	}
 	s := &session{client: newClient(cfg), sha: c.fingerprint}
+	defer func() {
+		if err != nil { // the next attempt makes its own client: free this one's connections
+			s.client.CloseIdleConnections()
+		}
+	}()
 	jwk, err := c.findProvisioner(ctx, s.client)
 	if err != nil {
 		return nil, err

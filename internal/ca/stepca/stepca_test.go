@@ -213,6 +213,9 @@ func TestBootstrap(t *testing.T) {
 			delete(st, "rootFingerprint")
 			st["tls"] = map[string]any{"caFile": stepRoot}
 		}, nil},
+		{"fingerprint checked over tls.caFile", func(st ca.Settings) {
+			st["tls"] = map[string]any{"caFile": stepRoot, "serverName": "127.0.0.1"}
+		}, nil},
 		{"wrong provisioner password", func(st ca.Settings) { st["provisionerPasswordFile"] = wrongPW },
 			[]string{`cannot decrypt the key of step-ca provisioner "adapter"`, "wrong password?"}},
 		{"wrong root fingerprint", func(st ca.Settings) {
