@@ -3,7 +3,14 @@ package scep
 import (
 	"context"
 	"crypto/x509"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,4 +130,48 @@ func colonHex(h string) string {
 		parts = append(parts, strings.ToUpper(h[i:i+2]))
 	}
 	return strings.Join(parts, ":")
+}
+
+// TestGETAgainstSCEPServer hides POSTPKIOperation from scepserver's GetCACaps (through a proxy
+// that also counts methods), so that the request goes base64 in a GET to the real server.
+func TestGETAgainstSCEPServer(t *testing.T) {
+	srv := startSCEPServer(t, "")
+	target, err := url.Parse(srv.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var methods []string
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: target.Scheme, Host: target.Host})
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		q := resp.Request.URL.Query()
+		switch q.Get("operation") {
+		case "GetCACaps":
+			resp.Body = io.NopCloser(strings.NewReader("SHA-256\nAES\nDES3\n"))
+			resp.ContentLength = -1
+			resp.Header.Del("Content-Length")
+		case "PKIOperation":
+			mu.Lock()
+			methods = append(methods, resp.Request.Method)
+			mu.Unlock()
+		}
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+
+	c := newTestConnector(t, ca.Settings{"url": front.URL + "/scep"})
+	for _, kt := range []catest.KeyType{catest.RSA2048, catest.P256} {
+		req := newRequest(t, catest.DeviceKey(t, kt), "GET"+strings.ReplaceAll(string(kt), "-", ""), nil)
+		issued, err := c.Issue(ctxT(t), req)
+		if err != nil {
+			t.Fatalf("%s: Issue: %v", kt, err)
+		}
+		catest.CheckIssued(t, req, issued, srv.roots)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(methods, []string{"GET", "GET"}) {
+		t.Fatalf("PKIOperation methods %v, want two GETs", methods)
+	}
 }
