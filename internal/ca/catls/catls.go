@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
@@ -69,4 +71,20 @@ func (o Options) HTTPClient(env ca.Env, timeout time.Duration) (*http.Client, er
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
+// Do sends req with client and also reports whether the whole request was written to the
+// server. A connector uses it for requests that make a CA issue: when such a request failed
+// after it was delivered, the CA may have issued, and asking again could issue twice.
+func Do(client *http.Client, req *http.Request) (resp *http.Response, delivered bool, err error) {
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				wrote.Store(true)
+			}
+		},
+	}
+	resp, err = client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	return resp, wrote.Load(), err
 }

@@ -12,18 +12,17 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode"
 
 	"github.com/smallstep/pkcs7"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/catls"
 )
 
 // maxBody bounds what the adapter reads from the server: a certificate chain is a few KiB.
@@ -111,23 +110,14 @@ func (c *Connector) do(req *http.Request, idempotent bool) (*response, error) {
 	if c.username != "" {
 		req.SetBasicAuth(c.username, c.password.Reveal())
 	}
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{
-		WroteRequest: func(i httptrace.WroteRequestInfo) {
-			if i.Err == nil {
-				wrote.Store(true)
-			}
-		},
-	}
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 	op := "EST " + req.URL.Path[strings.LastIndexByte(req.URL.Path, '/')+1:] + " " + req.URL.String()
 	client := c.client
 	if !idempotent {
 		client = c.enrollClient
 	}
-	resp, err := client.Do(req)
+	resp, delivered, err := catls.Do(client, req)
 	if err != nil {
-		return nil, transportError(req.Context(), op, err, wrote.Load() && !idempotent, c.clientCert)
+		return nil, transportError(req.Context(), op, err, delivered && !idempotent, c.clientCert)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))

@@ -132,7 +132,7 @@ func (c *Connector) fetchRoot(ctx context.Context) (*x509.Certificate, error) {
 	var resp struct {
 		CA string `json:"ca"`
 	}
-	if err := do(client, hreq, "GET /root", &resp, ""); err != nil {
+	if err := do(client, hreq, "GET /root", &resp, "", true); err != nil {
 		var herr *httpError
 		if errors.As(err, &herr) && herr.code == http.StatusNotFound {
 			return nil, ca.Permanentf("step-ca %s has no root with fingerprint %s: check rootFingerprint (step certificate fingerprint root_ca.crt)", c.base, c.fingerprint)
@@ -192,7 +192,7 @@ func (c *Connector) findProvisioner(ctx context.Context, client *http.Client) (*
 			Provisioners []provisionerEntry `json:"provisioners"`
 			NextCursor   string             `json:"nextCursor"`
 		}
-		if err := do(client, hreq, "GET /provisioners", &page, ""); err != nil {
+		if err := do(client, hreq, "GET /provisioners", &page, "", true); err != nil {
 			return nil, fmt.Errorf("list the provisioners of step-ca %s: %w", c.base, err)
 		}
 		for _, p := range page.Provisioners {

@@ -409,19 +409,28 @@ func (c *Connector) call(ctx context.Context, s *session, method, path string, i
 	if in != nil {
 		hreq.Header.Set("Content-Type", "application/json")
 	}
-	return do(s.client, hreq, method+" "+path, out, secret)
+	// Only /1.0/sign makes the CA issue; the other calls are safe to repeat.
+	return do(s.client, hreq, method+" "+path, out, secret, path != "/1.0/sign")
 }
 
 // do sends hreq and decodes the JSON answer into out, classifying failures; what names the call
-// in messages.
-func do(client *http.Client, hreq *http.Request, what string, out any, secret string) error {
-	resp, err := client.Do(hreq)
+// in messages. A request that is not idempotent and failed after it reached the CA is not
+// repeated: step-ca may have signed, and has no way to say so afterwards.
+func do(client *http.Client, hreq *http.Request, what string, out any, secret string, idempotent bool) error {
+	resp, delivered, err := catls.Do(client, hreq)
 	if err != nil {
+		if delivered && !idempotent && !errors.Is(err, context.Canceled) {
+			return ca.Permanentf("%s: the request reached step-ca but its answer was lost (%v); "+
+				"not asking again, since step-ca may have signed", what, err)
+		}
 		return transportError(what, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
+		if !idempotent && resp.StatusCode/100 == 2 {
+			return ca.Permanentf("%s: reading the signed certificate: %v (step-ca signed it; not asking again)", what, err)
+		}
 		return ca.Retryable(fmt.Errorf("%s: read answer: %w", what, err), 0)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {

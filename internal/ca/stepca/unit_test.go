@@ -244,6 +244,18 @@ func TestAnswers(t *testing.T) {
 		{"no certificate", func(w http.ResponseWriter, _ string) {
 			writeJSON(w, 201, map[string]any{"certChain": []string{}})
 		}, ca.ClassPermanent, 0, []string{"no certificate"}},
+		{"connection lost after the request arrived", func(w http.ResponseWriter, _ string) {
+			// step-ca may have signed: asking again could issue a second certificate.
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+		}, ca.ClassPermanent, 0, []string{"answer was lost", "not asking again"}},
+		{"signed answer cut short", func(w http.ResponseWriter, _ string) {
+			w.Header().Set("Content-Length", "1000")
+			w.WriteHeader(201)
+			_, _ = w.Write([]byte(`{"crt":`))
+		}, ca.ClassPermanent, 0, []string{"step-ca signed it", "not asking again"}},
 		{"garbage certificate", func(w http.ResponseWriter, _ string) {
 			writeJSON(w, 201, map[string]any{"certChain": []string{"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}})
 		}, ca.ClassPermanent, 0, []string{"certificate 0 of the chain"}},
