@@ -66,3 +66,15 @@ func Types() []string {
 	sort.Strings(out)
 	return out
 }
+
+// RegisterNew registers a constructor that returns its concrete connector type. It wraps it so
+// that a failed construction never yields a typed nil inside the Connector interface.
+func RegisterNew[C Connector](typ string, newConnector func(Settings, Env) (C, error)) {
+	Register(typ, func(s Settings, env Env) (Connector, error) {
+		c, err := newConnector(s, env)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+}

@@ -39,6 +39,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Type is the connector type name used in caConnections.<name>.type.
@@ -52,15 +53,7 @@ const DefaultTimeout = 30 * time.Second
 // wellKnown is the path every EST operation lives under (RFC 7030 3.2.2).
 const wellKnown = "/.well-known/est"
 
-func init() {
-	ca.Register(Type, func(settings ca.Settings, env ca.Env) (ca.Connector, error) {
-		c, err := New(settings, env)
-		if err != nil {
-			return nil, err // not a typed nil inside the interface
-		}
-		return c, nil
-	})
-}
+func init() { ca.RegisterNew(Type, New) }
 
 // settings is the decoded caConnections.<name> block.
 type settings struct {
@@ -150,7 +143,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		if err != nil {
 			return nil, fmt.Errorf("caCertsFile: %w", err)
 		}
-		if fixed, err = parsePEMCertificates(b); err != nil {
+		if fixed, err = pemutil.ParseCertificates(b); err != nil {
 			return nil, fmt.Errorf("caCertsFile %q: %w", s.CACertsFile, err)
 		}
 	}

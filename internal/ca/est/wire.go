@@ -321,27 +321,3 @@ func unarmor(body []byte) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("the answer is neither base64 nor DER: %w", err)
 }
-
-// parsePEMCertificates reads every CERTIFICATE block of a PEM file.
-func parsePEMCertificates(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificates")
-	}
-	return out, nil
-}

@@ -6,13 +6,13 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // serverInfo is what the adapter learnt from GetCACaps and GetCACert.
@@ -37,26 +37,7 @@ func parseCACerts(body []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("empty answer")
 	}
 	if bytes.HasPrefix(bytes.TrimSpace(body), []byte("-----BEGIN")) {
-		var certs []*x509.Certificate
-		for rest := body; ; {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("PEM certificate %d: %w", len(certs)+1, err)
-			}
-			certs = append(certs, c)
-		}
-		if len(certs) == 0 {
-			return nil, errors.New("PEM answer without certificates")
-		}
-		return certs, nil
+		return pemutil.ParseCertificates(body)
 	}
 	return certsOnly(body)
 }

@@ -48,15 +48,7 @@ import (
 // Type is the connector type name used in caConnections.<name>.type.
 const Type = "scep"
 
-func init() {
-	ca.Register(Type, func(settings ca.Settings, env ca.Env) (ca.Connector, error) {
-		c, err := New(settings, env)
-		if err != nil {
-			return nil, err // not a typed nil inside the interface
-		}
-		return c, nil
-	})
-}
+func init() { ca.RegisterNew(Type, New) }
 
 // Defaults for optional settings.
 const (

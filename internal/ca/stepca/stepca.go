@@ -51,15 +51,7 @@ import (
 // Type is the connector type name used in caConnections.<name>.type.
 const Type = "stepca"
 
-func init() {
-	ca.Register(Type, func(settings ca.Settings, env ca.Env) (ca.Connector, error) {
-		c, err := New(settings, env)
-		if err != nil {
-			return nil, err // not a typed nil inside the interface
-		}
-		return c, nil
-	})
-}
+func init() { ca.RegisterNew(Type, New) }
 
 // httpTimeout is a backstop for one HTTP exchange. The engine bounds each call with the
 // connection's own caConnections.<name>.timeout through the context, which is normally shorter.
