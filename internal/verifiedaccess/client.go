@@ -1,0 +1,309 @@
+package verifiedaccess
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+	"golang.org/x/time/rate"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+	va1 "google.golang.org/api/verifiedaccess/v1"
+	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
+)
+
+// Scope is the OAuth scope of the Verified Access API.
+const Scope = "https://www.googleapis.com/auth/verifiedaccess"
+
+// Google is the part of the Verified Access API the enrollment server uses. Implementations are
+// safe for concurrent use and return *Error values classified with the enrollment API's codes.
+type Google interface {
+	// Challenge asks Google for a fresh challenge of API version version ("v1" or "v2").
+	Challenge(ctx context.Context, version string) (*Challenge, error)
+	// Verify has Google verify a challenge response for expectedIdentity (the enrolled domain
+	// for a machine key, the user's e-mail for a user key). response is what challengeKey
+	// returned: for v1 a serialized SignedData, for v2 the bytes Google expects as they are.
+	// It is never retried here: Google may treat a response as used once it saw it.
+	Verify(ctx context.Context, version string, response []byte, expectedIdentity string) (*Result, error)
+}
+
+// Challenge is a challenge as the extension receives it.
+type Challenge struct {
+	// Bytes go to challengeKey: the serialized SignedData (v1: built from Google's data and
+	// signature; v2: as Google returned it).
+	Bytes []byte
+	// Data is the SignedData's data, which devices echo (base64) in the SPKAC's challenge field;
+	// nil when the v2 bytes do not parse.
+	Data []byte
+}
+
+// Result is a successful verification, normalised over v1 and v2. v1 fills only the device ids
+// and the SPKAC. Managed profiles on unmanaged browsers (v2) get the profile fields instead of the
+// device ones.
+type Result struct {
+	APIVersion string
+
+	DevicePermanentID  string
+	DeviceEnrollmentID string
+	AttestedDeviceID   string
+	VirtualDeviceID    string
+	CustomerID         string
+	KeyTrustLevel      string
+
+	ProfileCustomerID    string
+	ProfilePermanentID   string
+	VirtualProfileID     string
+	ProfileKeyTrustLevel string
+
+	// SignedPublicKeyAndChallenge is the base64 SPKAC; empty when the device did not register a
+	// key (challengeKey without registerKey).
+	SignedPublicKeyAndChallenge string
+
+	// Signals are the device signals (v2); nil for v1 and when Google sent none.
+	Signals *va2.DeviceSignals
+}
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	// Endpoint overrides https://verifiedaccess.googleapis.com/ (the emulator).
+	Endpoint string
+	// Credentials authenticate as google.credentials does, with the Verified Access scope;
+	// type none talks to an emulator without authentication.
+	Credentials config.Credentials
+	BaseDir     string
+	// RequestTimeout bounds one call (default 30s).
+	RequestTimeout time.Duration
+	// RateLimit bounds calls per second to Google across the server (default 10/s, burst 20),
+	// so that a flood of /challenge requests cannot spend the project's quota.
+	RateLimit config.RateLimit
+	// HTTPClient replaces the authenticated client (tests).
+	HTTPClient *http.Client
+	Logger     *zap.Logger
+}
+
+// Client calls the Verified Access API, v1 and v2. It is safe for concurrent use.
+type Client struct {
+	v1      *va1.ChallengeService
+	v2      *va2.ChallengeService
+	limiter *rate.Limiter
+	timeout time.Duration
+	log     *zap.Logger
+}
+
+var _ Google = (*Client)(nil)
+
+// NewClient builds a Client.
+func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
+	if o.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(o.Endpoint))
+	}
+	switch {
+	case o.HTTPClient != nil:
+		opts = append(opts, option.WithHTTPClient(o.HTTPClient))
+	case o.Credentials.Type == config.CredentialsNone:
+		opts = append(opts, option.WithoutAuthentication())
+	default:
+		ts, err := googleauth.TokenSource(ctx, o.Credentials, o.BaseDir, Scope)
+		if err != nil {
+			return nil, fmt.Errorf("verified access credentials: %w", err)
+		}
+		opts = append(opts, option.WithHTTPClient(oauth2.NewClient(ctx, ts)))
+	}
+	s1, err := va1.NewService(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("verified access v1 client: %w", err)
+	}
+	s2, err := va2.NewService(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("verified access v2 client: %w", err)
+	}
+	rps, burst := o.RateLimit.RequestsPerSecond, o.RateLimit.Burst
+	if rps <= 0 {
+		rps = config.DefaultRateLimit
+	}
+	if burst < 1 {
+		burst = config.DefaultRateBurst
+	}
+	timeout := o.RequestTimeout
+	if timeout <= 0 {
+		timeout = config.DefaultRequestTimeout
+	}
+	return &Client{
+		v1:      va1.NewChallengeService(s1),
+		v2:      va2.NewChallengeService(s2),
+		limiter: rate.NewLimiter(rate.Limit(rps), burst),
+		timeout: timeout,
+		log:     o.Logger,
+	}, nil
+}
+
+// call runs fn under the rate limit and the per-request timeout.
+func (c *Client) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	if err := c.limiter.Wait(ctx); err != nil {
+		return fmt.Errorf("rate limit: %w", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return fn(rctx)
+}
+
+// Challenge implements Google.
+func (c *Client) Challenge(ctx context.Context, version string) (*Challenge, error) {
+	switch version {
+	case config.VAv1:
+		var got *va1.Challenge
+		err := c.call(ctx, func(ctx context.Context) (err error) {
+			got, err = c.v1.Create(&va1.Empty{}).Context(ctx).Do()
+			return err
+		})
+		if err != nil {
+			return nil, c.challengeError(version, err)
+		}
+		if got.Challenge == nil {
+			return nil, fail(CodeUnavailable, errors.New("v1 challenge: response without challenge"), "Google returned no challenge")
+		}
+		data, derr := base64.StdEncoding.DecodeString(got.Challenge.Data)
+		sig, serr := base64.StdEncoding.DecodeString(got.Challenge.Signature)
+		if err := errors.Join(derr, serr); err != nil || len(data) == 0 {
+			return nil, fail(CodeUnavailable, fmt.Errorf("v1 challenge: malformed: %v", err), "Google returned a malformed challenge")
+		}
+		return &Challenge{Bytes: marshalSignedData(data, sig), Data: data}, nil
+	case config.VAv2:
+		var got *va2.Challenge
+		err := c.call(ctx, func(ctx context.Context) (err error) {
+			got, err = c.v2.Generate(&va2.Empty{}).Context(ctx).Do()
+			return err
+		})
+		if err != nil {
+			return nil, c.challengeError(version, err)
+		}
+		b, err := base64.StdEncoding.DecodeString(got.Challenge)
+		if err != nil || len(b) == 0 {
+			return nil, fail(CodeUnavailable, fmt.Errorf("v2 challenge: malformed: %v", err), "Google returned a malformed challenge")
+		}
+		ch := &Challenge{Bytes: b}
+		if data, _, err := unmarshalSignedData(b); err == nil {
+			ch.Data = data
+		}
+		return ch, nil
+	default:
+		return nil, fail(CodeUnavailable, fmt.Errorf("unknown API version %q", version), "internal error")
+	}
+}
+
+// challengeError classifies a failed challenge request: the client sent nothing Google could
+// refuse, so every failure is the adapter's or Google's.
+func (c *Client) challengeError(version string, err error) error {
+	c.log.Warn("verified access challenge failed", zap.String("api_version", version), zap.Error(err))
+	return fail(CodeUnavailable, fmt.Errorf("%s challenge: %w", version, err), "Google could not provide a challenge; try again later")
+}
+
+// Verify implements Google.
+func (c *Client) Verify(ctx context.Context, version string, response []byte, expectedIdentity string) (*Result, error) {
+	switch version {
+	case config.VAv1:
+		data, sig, err := unmarshalSignedData(response)
+		if err != nil {
+			return nil, fail(CodeBadChallenge, err, "the challenge response is not a serialized SignedData")
+		}
+		var got *va1.VerifyChallengeResponseResult
+		err = c.call(ctx, func(ctx context.Context) (err error) {
+			got, err = c.v1.Verify(&va1.VerifyChallengeResponseRequest{
+				ChallengeResponse: &va1.SignedData{
+					Data:      base64.StdEncoding.EncodeToString(data),
+					Signature: base64.StdEncoding.EncodeToString(sig),
+				},
+				ExpectedIdentity: expectedIdentity,
+			}).Context(ctx).Do()
+			return err
+		})
+		if err != nil {
+			return nil, c.verifyError(version, expectedIdentity, err)
+		}
+		return &Result{
+			APIVersion:                  config.VAv1,
+			DevicePermanentID:           got.DevicePermanentId,
+			DeviceEnrollmentID:          got.DeviceEnrollmentId,
+			AttestedDeviceID:            got.AttestedDeviceId,
+			SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
+		}, nil
+	case config.VAv2:
+		var got *va2.VerifyChallengeResponseResult
+		err := c.call(ctx, func(ctx context.Context) (err error) {
+			got, err = c.v2.Verify(&va2.VerifyChallengeResponseRequest{
+				ChallengeResponse: base64.StdEncoding.EncodeToString(response),
+				ExpectedIdentity:  expectedIdentity,
+			}).Context(ctx).Do()
+			return err
+		})
+		if err != nil {
+			return nil, c.verifyError(version, expectedIdentity, err)
+		}
+		return &Result{
+			APIVersion:                  config.VAv2,
+			DevicePermanentID:           got.DevicePermanentId,
+			DeviceEnrollmentID:          got.DeviceEnrollmentId,
+			AttestedDeviceID:            got.AttestedDeviceId,
+			VirtualDeviceID:             got.VirtualDeviceId,
+			CustomerID:                  got.CustomerId,
+			KeyTrustLevel:               got.KeyTrustLevel,
+			ProfileCustomerID:           got.ProfileCustomerId,
+			ProfilePermanentID:          got.ProfilePermanentId,
+			VirtualProfileID:            got.VirtualProfileId,
+			ProfileKeyTrustLevel:        got.ProfileKeyTrustLevel,
+			SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
+			Signals:                     got.DeviceSignals,
+		}, nil
+	default:
+		return nil, fail(CodeUnavailable, fmt.Errorf("unknown API version %q", version), "internal error")
+	}
+}
+
+// verifyError classifies a failed verification (docs/verified-access-api.md, section 1):
+// unreachable, 5xx, 429 and the adapter's own authentication failing are UNAVAILABLE; a 400 is
+// mapped by the substrings Google's (and the emulator's) messages contain; anything else Google
+// refused is BAD_CHALLENGE. Google's message goes to the log, not to the client.
+func (c *Client) verifyError(version, identity string, err error) error {
+	err = fmt.Errorf("%s challenge:verify: %w", version, err)
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) {
+		c.log.Warn("verified access verify failed", zap.String("api_version", version), zap.Error(err))
+		return fail(CodeUnavailable, err, "Google could not be reached; try again later")
+	}
+	msg := strings.ToLower(gerr.Message + " " + gerr.Body)
+	switch {
+	case gerr.Code == http.StatusTooManyRequests || gerr.Code == http.StatusRequestTimeout || gerr.Code >= 500:
+		c.log.Warn("verified access verify failed", zap.String("api_version", version), zap.Error(err))
+		return fail(CodeUnavailable, err, "Google could not verify the response now; try again later")
+	case gerr.Code == http.StatusUnauthorized || gerr.Code == http.StatusNotFound:
+		// The adapter's credentials or endpoint are wrong: not the device's fault.
+		c.log.Error("verified access verify refused the adapter: check verifiedAccess.endpoint and google.credentials",
+			zap.String("api_version", version), zap.Error(err))
+		return fail(CodeUnavailable, err, "the adapter cannot use the Verified Access API; tell the administrator")
+	case gerr.Code == http.StatusBadRequest && strings.Contains(msg, "challenge expired"):
+		return fail(CodeChallengeExpired, err, "the challenge has expired; ask for a new one")
+	case gerr.Code == http.StatusBadRequest && strings.Contains(msg, "identity mismatch"):
+		return fail(CodeIdentityMismatch, err, "the key does not belong to %q", identity)
+	case gerr.Code == http.StatusBadRequest && strings.Contains(msg, "challenge already used"):
+		return fail(CodeChallengeReplayed, err, "the challenge was already used; ask for a new one")
+	default:
+		if gerr.Code == http.StatusForbidden {
+			c.log.Warn("verified access verify forbidden: if every device sees this, the service account may lack Verified Access permission",
+				zap.String("api_version", version), zap.Error(err))
+		}
+		return fail(CodeBadChallenge, err, "Google refused the challenge response")
+	}
+}

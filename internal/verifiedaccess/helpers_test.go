@@ -1,0 +1,134 @@
+package verifiedaccess
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"sync"
+	"testing"
+)
+
+// Test keys are expensive to generate (RSA); share them across tests.
+var (
+	keysOnce sync.Once
+	rsaKey   *rsa.PrivateKey
+	rsaSmall *rsa.PrivateKey
+	ecKey    *ecdsa.PrivateKey
+	ec384Key *ecdsa.PrivateKey
+)
+
+func testKeys(t testing.TB) {
+	t.Helper()
+	keysOnce.Do(func() {
+		var err error
+		if rsaKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			panic(err)
+		}
+		if rsaSmall, err = rsa.GenerateKey(rand.Reader, 1024); err != nil {
+			panic(err)
+		}
+		if ecKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			panic(err)
+		}
+		if ec384Key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader); err != nil {
+			panic(err)
+		}
+	})
+}
+
+func newECKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// spkacSpec describes an SPKAC for tests; zero values take the right ones for the key.
+type spkacSpec struct {
+	key       crypto.Signer
+	challenge string
+	alg       asn1.ObjectIdentifier
+	params    asn1.RawValue
+	hash      crypto.Hash // default SHA-256
+	// challengeTag overrides the challenge's ASN.1 tag (default IA5String).
+	challengeTag int
+	tamper       bool
+	trailing     bool
+}
+
+// makeSPKAC builds a DER SPKAC as Chrome (or a forger) would.
+func makeSPKAC(t testing.TB, s spkacSpec) []byte {
+	t.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(s.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := s.challengeTag
+	if tag == 0 {
+		tag = asn1.TagIA5String
+	}
+	pkac, err := asn1.Marshal(struct {
+		SPKI      asn1.RawValue
+		Challenge asn1.RawValue
+	}{
+		SPKI:      asn1.RawValue{FullBytes: spki},
+		Challenge: asn1.RawValue{Class: asn1.ClassUniversal, Tag: tag, Bytes: []byte(s.challenge)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := s.hash
+	if hash == 0 {
+		hash = crypto.SHA256
+	}
+	h := hash.New()
+	h.Write(pkac)
+	digest := h.Sum(nil)
+	alg := pkix.AlgorithmIdentifier{Algorithm: s.alg, Parameters: s.params}
+	var sig []byte
+	switch k := s.key.(type) {
+	case *rsa.PrivateKey:
+		if alg.Algorithm == nil {
+			alg = pkix.AlgorithmIdentifier{Algorithm: oidSHA256WithRSA, Parameters: asn1.NullRawValue}
+		}
+		sig, err = rsa.SignPKCS1v15(rand.Reader, k, hash, digest)
+	case *ecdsa.PrivateKey:
+		if alg.Algorithm == nil {
+			alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}
+		}
+		sig, err = ecdsa.SignASN1(rand.Reader, k, digest)
+	default:
+		t.Fatalf("key %T", s.key)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.tamper {
+		sig[len(sig)/2] ^= 0x01
+	}
+	der, err := asn1.Marshal(struct {
+		PKAC      asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: pkac}, alg, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.trailing {
+		der = append(der, 0)
+	}
+	return der
+}
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}

@@ -1,0 +1,171 @@
+package verifiedaccess
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Signature algorithms of an SPKAC (RFC 4055, RFC 5758, RFC 8017).
+var (
+	oidSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
+	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+	oidMD5WithRSA      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
+	oidSHA1WithRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
+	oidECDSAWithSHA1   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
+)
+
+// maxSPKAC bounds the DER size: an RSA-4096 SPKAC with a long challenge is under 2 KiB.
+const maxSPKAC = 16 << 10
+
+// minRSABits is the smallest RSA key certified; Chrome registers RSA-2048 keys.
+const minRSABits = 2048
+
+// SPKAC is a SignedPublicKeyAndChallenge whose signature verified with the key inside it.
+type SPKAC struct {
+	// SPKI is the DER SubjectPublicKeyInfo exactly as the device encoded it.
+	SPKI []byte
+	// PublicKey is the parsed key: *rsa.PublicKey or *ecdsa.PublicKey (P-256).
+	PublicKey crypto.PublicKey
+	// Challenge is the challenge string the device signed along with its key.
+	Challenge string
+	// Algorithm is the signature algorithm: "SHA256-RSA" or "ECDSA-SHA256".
+	Algorithm string
+}
+
+// signedPublicKeyAndChallenge is the outer SEQUENCE.
+type signedPublicKeyAndChallenge struct {
+	PublicKeyAndChallenge asn1.RawValue
+	Algorithm             pkix.AlgorithmIdentifier
+	Signature             asn1.BitString
+}
+
+// publicKeyAndChallenge is the signed part. The challenge stays raw so that its type can be
+// checked: IA5String and nothing else.
+type publicKeyAndChallenge struct {
+	SPKI      asn1.RawValue
+	Challenge asn1.RawValue
+}
+
+// ParseSPKAC decodes a DER SignedPublicKeyAndChallenge and verifies that the key inside it made
+// the signature — the proof that whoever answered the challenge holds the private key. Only
+// RSA (at least 2048 bits) with PKCS#1 v1.5 and SHA-256, and ECDSA on P-256 with SHA-256 are
+// accepted: what Chrome produces. MD5 and SHA-1 signatures are refused by name, since an
+// attacker can forge them. Trailing bytes, a challenge that is not an IA5String and
+// parameters on an ECDSA algorithm are errors.
+func ParseSPKAC(der []byte) (*SPKAC, error) {
+	if len(der) == 0 {
+		return nil, errors.New("spkac: empty")
+	}
+	if len(der) > maxSPKAC {
+		return nil, fmt.Errorf("spkac: %d bytes, at most %d allowed", len(der), maxSPKAC)
+	}
+	var s signedPublicKeyAndChallenge
+	rest, err := asn1.Unmarshal(der, &s)
+	if err != nil {
+		return nil, fmt.Errorf("spkac: %w", err)
+	}
+	if len(rest) > 0 {
+		return nil, errors.New("spkac: trailing data after the structure")
+	}
+	var pkac publicKeyAndChallenge
+	rest, err = asn1.Unmarshal(s.PublicKeyAndChallenge.FullBytes, &pkac)
+	if err != nil {
+		return nil, fmt.Errorf("spkac: public key and challenge: %w", err)
+	}
+	if len(rest) > 0 {
+		return nil, errors.New("spkac: trailing data in the public key and challenge")
+	}
+	if pkac.Challenge.Class != asn1.ClassUniversal || pkac.Challenge.Tag != asn1.TagIA5String || pkac.Challenge.IsCompound {
+		return nil, fmt.Errorf("spkac: challenge is not an IA5String (tag %d)", pkac.Challenge.Tag)
+	}
+	for _, c := range pkac.Challenge.Bytes {
+		if c >= 0x80 {
+			return nil, errors.New("spkac: challenge is not ASCII")
+		}
+	}
+	pub, err := x509.ParsePKIXPublicKey(pkac.SPKI.FullBytes)
+	if err != nil {
+		return nil, fmt.Errorf("spkac: public key: %w", err)
+	}
+	if s.Signature.BitLength%8 != 0 {
+		return nil, errors.New("spkac: signature is not a whole number of bytes")
+	}
+	algorithm, err := verifySPKAC(pub, s.Algorithm, s.PublicKeyAndChallenge.FullBytes, s.Signature.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return &SPKAC{
+		SPKI:      pkac.SPKI.FullBytes,
+		PublicKey: pub,
+		Challenge: string(pkac.Challenge.Bytes),
+		Algorithm: algorithm,
+	}, nil
+}
+
+// verifySPKAC checks the signature over signed with the algorithm the SPKAC names, which must
+// fit the key.
+func verifySPKAC(pub crypto.PublicKey, alg pkix.AlgorithmIdentifier, signed, sig []byte) (string, error) {
+	switch {
+	case alg.Algorithm.Equal(oidMD5WithRSA):
+		return "", errors.New("spkac: md5WithRSAEncryption is refused: MD5 signatures can be forged (Chrome signs with SHA-256)")
+	case alg.Algorithm.Equal(oidSHA1WithRSA), alg.Algorithm.Equal(oidECDSAWithSHA1):
+		return "", errors.New("spkac: SHA-1 signatures are refused (Chrome signs with SHA-256)")
+	}
+	digest := sha256.Sum256(signed)
+	switch key := pub.(type) {
+	case *rsa.PublicKey:
+		if !alg.Algorithm.Equal(oidSHA256WithRSA) {
+			return "", fmt.Errorf("spkac: signature algorithm %v does not fit an RSA key (want sha256WithRSAEncryption)", alg.Algorithm)
+		}
+		// RFC 4055: the parameters are NULL; some encoders omit them.
+		if p := alg.Parameters; len(p.FullBytes) > 0 && !(p.Tag == asn1.TagNull && len(p.Bytes) == 0) {
+			return "", errors.New("spkac: sha256WithRSAEncryption with parameters other than NULL")
+		}
+		if key.N.BitLen() < minRSABits {
+			return "", fmt.Errorf("spkac: RSA key of %d bits, at least %d required", key.N.BitLen(), minRSABits)
+		}
+		if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], sig); err != nil {
+			return "", errors.New("spkac: the signature does not verify with the key inside")
+		}
+		return "SHA256-RSA", nil
+	case *ecdsa.PublicKey:
+		if !alg.Algorithm.Equal(oidECDSAWithSHA256) {
+			return "", fmt.Errorf("spkac: signature algorithm %v does not fit an ECDSA key (want ecdsa-with-SHA256)", alg.Algorithm)
+		}
+		if len(alg.Parameters.FullBytes) > 0 {
+			return "", errors.New("spkac: ecdsa-with-SHA256 must have no parameters")
+		}
+		if key.Curve != elliptic.P256() {
+			return "", fmt.Errorf("spkac: ECDSA curve %s, want P-256", key.Curve.Params().Name)
+		}
+		if !ecdsa.VerifyASN1(key, digest[:], sig) {
+			return "", errors.New("spkac: the signature does not verify with the key inside")
+		}
+		return "ECDSA-SHA256", nil
+	default:
+		return "", fmt.Errorf("spkac: unsupported public key type %T (want RSA or ECDSA P-256)", pub)
+	}
+}
+
+// decodeBase64 accepts standard or URL-safe base64, padded or not, ignoring surrounding space:
+// Google's JSON uses standard base64, clients and tools vary.
+func decodeBase64(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("empty")
+	}
+	if strings.ContainsAny(s, "-_") {
+		return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	}
+	return base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+}
