@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
@@ -81,6 +82,9 @@ type Engine struct {
 	owner string // lease owner: this instance and this run
 	log   *zap.Logger
 	wake  chan struct{}
+	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
+	// twice at once), so that a duplicate waits for the first instead of claiming again.
+	admitting singleflight.Group
 }
 
 // New validates o and returns an Engine.
@@ -138,6 +142,15 @@ func (e *Engine) poke() {
 // claim. It returns nil when the process is recorded or needs no work from this instance, and an
 // error when the caller should try again later (the notification must not be acked).
 func (e *Engine) Admit(ctx context.Context, name string) error {
+	ran := false
+	_, err, _ := e.admitting.Do(name, func() (any, error) { ran = true; return nil, e.admit(ctx, name) })
+	if !ran {
+		e.o.Metrics.Inc("admissions_total", "coalesced")
+	}
+	return err
+}
+
+func (e *Engine) admit(ctx context.Context, name string) error {
 	if _, err := e.o.Store.Get(ctx, name); err == nil {
 		e.o.Metrics.Inc("admissions_total", "duplicate")
 		e.log.Debug("notification for a process already recorded", zap.String("process", name))
