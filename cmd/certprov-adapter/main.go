@@ -147,7 +147,13 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	_, perr := adapter.Profiles(cfg)
 	conns, cerr := adapter.Connectors(cfg, zap.NewNop())
-	if err := errors.Join(perr, cerr); err != nil {
+	// Enrollment profiles are checked whether or not the section is enabled, so that enabling
+	// it later holds no surprise.
+	var vaerr error
+	if len(cfg.VerifiedAccess.Profiles) > 0 {
+		_, vaerr = adapter.VerifiedAccessProfiles(cfg, conns)
+	}
+	if err := errors.Join(perr, cerr, vaerr); err != nil {
 		printProblems(stderr, *path, err)
 		return 1
 	}
@@ -155,6 +161,10 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		if !checkConnections(stdout, stderr, conns) {
 			return 1
 		}
+	}
+	if n := len(cfg.VerifiedAccess.Profiles); n > 0 {
+		fmt.Fprintf(stdout, "%s: OK (%d profiles, %d CA connections, %d Verified Access profiles)\n", *path, len(cfg.Profiles), len(cfg.CAConnections), n)
+		return 0
 	}
 	fmt.Fprintf(stdout, "%s: OK (%d profiles, %d CA connections)\n", *path, len(cfg.Profiles), len(cfg.CAConnections))
 	return 0

@@ -1,5 +1,6 @@
 // Package adapter assembles the daemon from its configuration: the API client, the CA
-// connectors, the compiled profiles, the journal, the engine and the Pub/Sub intake.
+// connectors, the compiled profiles, the journal, the engine and the Pub/Sub intake, and, when
+// enabled, the Verified Access enrollment server.
 package adapter
 
 import (
@@ -28,6 +29,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
 
 // Adapter is a running daemon's object graph.
@@ -39,6 +41,8 @@ type Adapter struct {
 	Store    journal.Store
 	receiver *intake.Receiver
 	pubsub   *pubsub.Client
+	// va is the Verified Access enrollment server; nil unless verifiedAccess.enabled.
+	va *verifiedaccess.Server
 }
 
 // Profiles compiles every profile; the error joins every problem, each naming its YAML path.
@@ -73,6 +77,51 @@ func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConne
 	return out, errors.Join(errs...)
 }
 
+// VerifiedAccessProfiles compiles every Verified Access enrollment profile and binds it to its CA
+// connection. A connection whose connector cannot issue for a bare public key is a problem at
+// verifiedAccess.profiles.<name>.caConnection; the error joins every problem, each naming its
+// YAML path.
+func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConnection) (map[string]*verifiedaccess.Profile, error) {
+	cas := make(map[string]verifiedaccess.CAConnection, len(cfg.CAConnections))
+	for name, c := range cfg.CAConnections {
+		vc := verifiedaccess.CAConnection{Type: c.Type}
+		if built := conns[name]; built != nil {
+			vc.Connector, vc.Timeout = built.Connector, built.Timeout
+		}
+		cas[name] = vc // without a Connector when it failed to build, which Connectors reported
+	}
+	return verifiedaccess.Profiles(cfg, cas)
+}
+
+// verifiedAccessServer builds the enrollment server, or nil when the section is off.
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger) (*verifiedaccess.Server, error) {
+	va := cfg.VerifiedAccess
+	if !va.Enabled {
+		return nil, nil
+	}
+	profiles, err := VerifiedAccessProfiles(cfg, conns)
+	if err != nil {
+		return nil, err
+	}
+	client, err := verifiedaccess.NewClient(ctx, verifiedaccess.ClientOptions{
+		Endpoint:       va.Endpoint,
+		Credentials:    cfg.Google.Credentials,
+		BaseDir:        cfg.BaseDir,
+		RequestTimeout: cfg.Google.RequestTimeout,
+		RateLimit:      cfg.Google.RateLimit,
+		Logger:         log.Named("verifiedaccess"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return verifiedaccess.NewServer(verifiedaccess.ServerOptions{
+		Config:   va,
+		Profiles: profiles,
+		Google:   client,
+		Logger:   log.Named("verifiedaccess"),
+	})
+}
+
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -93,6 +142,10 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		return nil, err
 	}
 	api, err := chromeapi.New(ctx, chromeapi.Options{Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi")})
+	if err != nil {
+		return nil, err
+	}
+	vaServer, err := verifiedAccessServer(ctx, cfg, cas, log)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +178,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		return nil, err
 	}
 	return &Adapter{
-		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, pubsub: psClient,
+		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, pubsub: psClient, va: vaServer,
 		receiver: intake.NewReceiver(eng, cfg.Customers, log.Named("intake"), metrics),
 	}, nil
 }
@@ -176,7 +229,8 @@ func pubsubClient(ctx context.Context, cfg *config.Config) (*pubsub.Client, erro
 	return c, nil
 }
 
-// Run receives notifications and works processes until ctx ends.
+// Run receives notifications and works processes until ctx ends; with Verified Access enabled it
+// also serves the enrollment API. Any part failing stops the others.
 func (a *Adapter) Run(ctx context.Context) error {
 	sub := a.pubsub.Subscriber(a.cfg.PubSub.Subscription)
 	if n := a.cfg.PubSub.MaxOutstandingMessages; n > 0 {
@@ -187,6 +241,9 @@ func (a *Adapter) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Engine.Run(gctx) })
 	g.Go(func() error { return a.receiver.Run(gctx, sub) })
+	if a.va != nil {
+		g.Go(func() error { return a.va.Run(gctx) })
+	}
 	if r := a.cfg.Journal.Retention; r > 0 {
 		g.Go(func() error { a.compact(gctx, r); return nil })
 	}

@@ -108,9 +108,11 @@ func prefixLines(prefix string, err error) error {
 	return errors.New(strings.Join(lines, "\n"))
 }
 
-// CAConnection is a built CA connection as the profiles see it.
+// CAConnection is a CA connection as the profiles see it.
 type CAConnection struct {
-	Type      string // the connector type, for messages
+	Type string // the connector type, for messages
+	// Connector is nil when the connection failed to build: its profiles are compiled (so that
+	// their own problems are reported) but not bound, and no problem is added for it.
 	Connector ca.Connector
 	Timeout   time.Duration
 }
@@ -141,6 +143,9 @@ func Profiles(cfg *config.Config, cas map[string]CAConnection) (map[string]*Prof
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s.caConnection: %q is not a CA connection", path, p.CAConnection))
 			continue
+		}
+		if conn.Connector == nil {
+			continue // the connection failed to build; that is its own problem, reported with it
 		}
 		issuer, ok := conn.Connector.(ca.PublicKeyIssuer)
 		if !ok {

@@ -1,0 +1,160 @@
+package adapter
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	_ "github.com/certprov/certprov-adapter/internal/ca/install"
+	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/emulator"
+)
+
+// freeLoopbackAddr returns a loopback address with a port that was free a moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// TestRunServesVerifiedAccess builds the daemon from a configuration with Verified Access
+// enabled and enrolls a simulated device through it: the enrollment server is wired into Run and
+// stops with it.
+func TestRunServesVerifiedAccess(t *testing.T) {
+	ctx := context.Background()
+	log := zaptest.NewLogger(t)
+	emu, err := emulator.New(ctx, emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	rest := httptest.NewServer(emu.Handler())
+	t.Cleanup(rest.Close)
+
+	dir := t.TempDir()
+	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "adapter test CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := freeLoopbackAddr(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+instanceId: a1
+customers: [C0demo]
+pubsub: {project: p, subscription: s, endpoint: %q, insecure: true}
+google: {credentials: {type: none}, endpoint: %q}
+journal: {type: memory}
+profiles:
+  device: {subject: {commonName: "{{.Device.SerialNumber}}"}}
+caConnections:
+  builtin: {type: local, certificateFile: %q, keyFile: %q}
+verifiedAccess:
+  enabled: true
+  insecure: true
+  listen: %q
+  endpoint: %q
+  profiles:
+    wifi:
+      enrollmentDomain: example.com
+      caConnection: builtin
+      subject: {commonName: "{{.Signals.SerialNumber}}"}
+      extendedKeyUsage: [clientAuth]
+      policy: {keyTrustLevels: [CHROME_OS_VERIFIED_MODE], signals: {diskEncryption: [DISK_ENCRYPTION_ENCRYPTED]}}
+`, emu.PubSubAddr(), rest.URL+"/", certPath, keyPath, listen, rest.URL+"/")), dir)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	a, err := New(ctx, cfg, log)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	t.Cleanup(func() { _ = a.Close() })
+
+	roots := x509.NewCertPool()
+	issuer, err := local.New(ca.Settings{"certificateFile": certPath, "keyFile": keyPath}, ca.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.AddCert(issuer.Certificate())
+	var res *emulator.EnrollResult
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err = emulator.Enroll(rctx, emulator.EnrollOptions{
+			AdapterURL: "http://" + listen, EmulatorURL: rest.URL, Profile: "wifi", KeyType: emulator.KeyECDSA, Roots: roots,
+		})
+		cancel()
+		var aerr *emulator.AdapterError
+		if err == nil || errors.As(err, &aerr) || time.Now().After(deadline) || !strings.Contains(err.Error(), "connection refused") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the server is still starting
+	}
+	if err != nil {
+		t.Fatalf("enroll through the daemon: %v", err)
+	}
+	if res.Certificate.Subject.CommonName == "" {
+		t.Errorf("certificate %v", res.Certificate.Subject)
+	}
+
+	stop()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if _, err := http.Post("http://"+listen+"/v1/verifiedaccess/challenge", "application/json", strings.NewReader(`{"profile":"wifi"}`)); err == nil {
+		t.Error("the enrollment server still answers after Run returned")
+	}
+}
+
+// TestNewRefusesVerifiedAccessOnCSRConnectors: a profile on a connector that cannot issue for a
+// bare key stops the daemon at startup, naming the key.
+func TestNewRefusesVerifiedAccessOnCSRConnectors(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(`
+instanceId: a1
+customers: [C0demo]
+pubsub: {project: p, subscription: s, endpoint: "127.0.0.1:1", insecure: true}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: memory}
+profiles:
+  device: {subject: {commonName: "{{.Device.SerialNumber}}"}}
+caConnections:
+  corp: {type: webhook, url: "https://ca.example.com/issue"}
+verifiedAccess:
+  enabled: true
+  insecure: true
+  endpoint: "http://127.0.0.1:1/"
+  profiles:
+    wifi: {enrollmentDomain: example.com, caConnection: corp, subject: {commonName: x}}
+`), dir)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	_, err = New(context.Background(), cfg, zaptest.NewLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "verifiedAccess.profiles.wifi.caConnection") {
+		t.Fatalf("New: %v", err)
+	}
+}

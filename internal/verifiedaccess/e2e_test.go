@@ -1,0 +1,416 @@
+package verifiedaccess
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/emulator"
+)
+
+// The end-to-end tests run the enrollment server against the real emulator (the Verified Access
+// v1 and v2 REST API and its stand-in for enterprise.platformKeys.challengeKey) and the built-in
+// CA, with the emulator's reference client playing the extension.
+
+// e2eProfiles: a strict v2 machine profile using every rule type (the emulator's default device
+// passes it), a v1 machine profile, a v2 user profile that admits managed profiles on unmanaged
+// browsers.
+func e2eProfiles() map[string]config.VerifiedAccessProfile {
+	base := func(p config.VerifiedAccessProfile) config.VerifiedAccessProfile {
+		p.CAConnection = "builtin"
+		p.KeyUsage = []string{"digitalSignature"}
+		p.ExtKeyUsage = []string{"clientAuth"}
+		p.Validity = 24 * time.Hour
+		return p
+	}
+	return map[string]config.VerifiedAccessProfile{
+		"wifi-v2": base(config.VerifiedAccessProfile{
+			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
+			Subject:         config.Subject{CommonName: "{{.Signals.SerialNumber}}", Organization: []string{"Example Corp"}},
+			SubjectAltNames: config.SANs{DNS: []string{"{{.Signals.Hostname}}.devices.example.com"}, URI: []string{"urn:chromeos:{{.DevicePermanentID}}"}},
+			Policy: config.VerifiedAccessPolicy{
+				KeyTrustLevels:    []string{"CHROME_OS_VERIFIED_MODE"},
+				CustomerIDs:       []string{emulator.DefaultCustomer},
+				EnrollmentDomains: []string{emulator.DefaultVADomain},
+				MinOSVersion:      "15000",
+				MinBrowserVersion: "100.0.0.0",
+				Signals: map[string][]string{
+					"diskEncryption":              {"DISK_ENCRYPTION_ENCRYPTED"},
+					"osFirewall":                  {"OS_FIREWALL_ENABLED"},
+					"screenLockSecured":           {"SCREEN_LOCK_SECURED_ENABLED"},
+					"secureBootMode":              {"SECURE_BOOT_MODE_ENABLED"},
+					"safeBrowsingProtectionLevel": {"STANDARD", "ENHANCED"},
+					"siteIsolationEnabled":        {"true"},
+				},
+			},
+		}),
+		"wifi-v1": base(config.VerifiedAccessProfile{
+			APIVersion: config.VAv1, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
+			Subject: config.Subject{CommonName: "{{.DevicePermanentID}}"},
+		}),
+		"users": base(config.VerifiedAccessProfile{
+			APIVersion: config.VAv2, Scopes: []string{"user"}, UserDomains: []string{"example.com"},
+			Subject:         config.Subject{CommonName: "{{.Identity}}"},
+			SubjectAltNames: config.SANs{Email: []string{"{{.Identity}}"}},
+			Policy: config.VerifiedAccessPolicy{
+				CustomerIDs:           []string{emulator.DefaultCustomer},
+				ProfileKeyTrustLevels: []string{"CHROME_BROWSER_HW_KEY", "CHROME_BROWSER_OS_KEY", "KEY_TRUST_LEVEL_UNSPECIFIED"},
+				EnrollmentDomains:     []string{"example.com"},
+				Signals:               map[string][]string{"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}},
+			},
+		}),
+	}
+}
+
+// clock is a settable clock shared by the emulator or the adapter and the test.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type e2e struct {
+	t          *testing.T
+	emu        *emulator.Emulator
+	emuURL     string
+	emuClock   *clock
+	adapterURL string
+	adapterNow *clock
+	ca         *testCA
+	client     *Client
+}
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	x := &e2e{t: t, emuClock: &clock{t: time.Now()}, adapterNow: &clock{t: time.Now()}, ca: newTestCA(t)}
+	emu, err := emulator.New(context.Background(), emulator.Options{Project: "va", Logger: log.Named("emulator"), Clock: x.emuClock.now})
+	if err != nil {
+		t.Fatalf("emulator: %v", err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	rest := httptest.NewServer(emu.Handler())
+	t.Cleanup(rest.Close)
+	x.emu, x.emuURL = emu, rest.URL
+	x.client, err = NewClient(context.Background(), ClientOptions{
+		Endpoint: rest.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
+		RequestTimeout: 10 * time.Second, Logger: log.Named("client"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.adapterURL = x.newServer()
+	return x
+}
+
+// newServer starts an enrollment server (fresh replay state) on the shared emulator and CA.
+func (x *e2e) newServer() string {
+	x.t.Helper()
+	cfg := &config.Config{VerifiedAccess: config.VerifiedAccess{Profiles: e2eProfiles()}}
+	profiles, err := Profiles(cfg, map[string]CAConnection{"builtin": {Type: "local", Connector: x.ca.conn, Timeout: 10 * time.Second}})
+	if err != nil {
+		x.t.Fatalf("profiles: %v", err)
+	}
+	srv, err := NewServer(ServerOptions{
+		Config:   config.VerifiedAccess{Insecure: true, ChallengeLifetime: time.Minute},
+		Profiles: profiles, Google: x.client, Logger: zaptest.NewLogger(x.t).Named("adapter"), Now: x.adapterNow.now,
+	})
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	x.t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+func (x *e2e) enroll(o emulator.EnrollOptions) (*emulator.EnrollResult, error) {
+	x.t.Helper()
+	o.AdapterURL, o.EmulatorURL, o.Roots = x.adapterURL, x.emuURL, x.ca.roots
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return emulator.Enroll(ctx, o)
+}
+
+// refused asserts that err is the adapter's refusal with code, and that the CA issued nothing
+// more than before.
+func (x *e2e) refused(err error, code Code, issuedBefore int) *emulator.AdapterError {
+	x.t.Helper()
+	var aerr *emulator.AdapterError
+	if !errors.As(err, &aerr) {
+		x.t.Fatalf("err %v; want the adapter's refusal %s", err, code)
+	}
+	if aerr.Code != string(code) || aerr.Status != code.Status() {
+		x.t.Fatalf("refusal %d %s (%s); want %d %s", aerr.Status, aerr.Code, aerr.Message, code.Status(), code)
+	}
+	if n := x.ca.conn.IssuedTotal(); n != issuedBefore {
+		x.t.Errorf("CA issued %d certificates; want %d", n, issuedBefore)
+	}
+	return aerr
+}
+
+// challenge, respond and post run the extension's steps one at a time, for tests that act in
+// between.
+func (x *e2e) challenge(adapterURL, profile string) emulator.EnrollChallengeResponse {
+	x.t.Helper()
+	var out emulator.EnrollChallengeResponse
+	if status := x.postJSON(adapterURL+ChallengePath, emulator.EnrollChallengeRequest{Profile: profile}, &out); status != http.StatusOK {
+		x.t.Fatalf("challenge: HTTP %d", status)
+	}
+	return out
+}
+
+func (x *e2e) respond(ch emulator.EnrollChallengeResponse, req emulator.VARespondRequest) emulator.VARespondResult {
+	x.t.Helper()
+	b, err := base64.StdEncoding.DecodeString(ch.Challenge)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	req.Challenge, req.APIVersion = b, ch.APIVersion
+	res, err := x.emu.VARespond(context.Background(), req)
+	if err != nil {
+		x.t.Fatalf("respond: %v", err)
+	}
+	return res
+}
+
+// postEnroll returns the status and the error code ("" on success).
+func (x *e2e) postEnroll(adapterURL string, req emulator.EnrollRequest) (int, emulator.EnrollErrorBody) {
+	x.t.Helper()
+	var out emulator.EnrollErrorBody
+	status := x.postJSON(adapterURL+EnrollPath, req, &out)
+	return status, out
+}
+
+func (x *e2e) postJSON(url string, in, out any) int {
+	x.t.Helper()
+	b, err := json.Marshal(in)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		x.t.Fatalf("decode answer: %v", err)
+	}
+	return resp.StatusCode
+}
+
+func TestE2EIssues(t *testing.T) {
+	x := newE2E(t)
+	tests := []struct {
+		name    string
+		opts    emulator.EnrollOptions
+		wantCN  string
+		wantSAN func(t *testing.T, r *emulator.EnrollResult)
+	}{
+		{name: "v2 machine, RSA", opts: emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyRSA}},
+		{name: "v2 machine, ECDSA", opts: emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA}},
+		{name: "v1 machine, RSA", opts: emulator.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyRSA}},
+		{name: "v1 machine, ECDSA", opts: emulator.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyECDSA}},
+		{name: "v2 user", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", KeyType: emulator.KeyECDSA},
+			wantCN: "alice@example.com"},
+		{name: "v2 user, managed profile on an unmanaged browser", opts: emulator.EnrollOptions{
+			Profile: "users", Scope: "user", Identity: "bob@example.com", KeyType: emulator.KeyECDSA,
+			Device: ptr(emulator.VAUnmanagedBrowserProfile("bob-key", "bob@example.com")),
+		}, wantCN: "bob@example.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := x.ca.conn.IssuedTotal()
+			res, err := x.enroll(tt.opts)
+			if err != nil {
+				t.Fatalf("enroll: %v", err)
+			}
+			// Enroll verified that the leaf carries the simulated key and chains to the CA.
+			if len(res.Verified) < 2 || !res.Verified[len(res.Verified)-1].Equal(x.ca.conn.Certificate()) {
+				t.Errorf("verified path %v", res.Verified)
+			}
+			if !bytes.Equal(res.Certificate.RawSubjectPublicKeyInfo, res.SPKI) {
+				t.Error("the certificate does not carry the simulated key")
+			}
+			if tt.wantCN != "" && res.Certificate.Subject.CommonName != tt.wantCN {
+				t.Errorf("CN %q", res.Certificate.Subject.CommonName)
+			}
+			if tt.opts.Scope == "user" && !slices.Equal(res.Certificate.EmailAddresses, []string{tt.wantCN}) {
+				t.Errorf("e-mail SANs %v", res.Certificate.EmailAddresses)
+			}
+			if tt.opts.Profile == "wifi-v2" {
+				c := res.Certificate
+				if c.Subject.CommonName == "" || len(c.DNSNames) != 1 || !strings.HasSuffix(c.DNSNames[0], ".devices.example.com") || len(c.URIs) != 1 {
+					t.Errorf("names from the device signals: CN %q DNS %v URI %v", c.Subject.CommonName, c.DNSNames, c.URIs)
+				}
+			}
+			if n := x.ca.conn.IssuedTotal(); n != before+1 {
+				t.Errorf("CA issued %d, want 1", n-before)
+			}
+		})
+	}
+	st := x.emu.VAStats()
+	if st.Verifies[emulator.VAOutcomeVerified] != len(tests) || st.Challenges["v1"] != 2 || st.Challenges["v2"] != 4 {
+		t.Errorf("emulator saw %+v", st)
+	}
+}
+
+func TestE2ERefusals(t *testing.T) {
+	x := newE2E(t)
+	strict := emulator.DefaultVADevice(emulator.VAScopeMachine, "weak", emulator.DefaultVADomain)
+	weak, err := emulator.PatchVADevice(strict, []byte(`{"keyTrustLevel":"CHROME_OS_DEVELOPER_MODE","deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED","browserVersion":"99.0.4844.51"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		opts        emulator.EnrollOptions
+		code        Code
+		failedRules []string
+		outcome     string // the emulator's verify outcome, "" when verify must not be called
+	}{
+		{name: "unknown profile", opts: emulator.EnrollOptions{Profile: "nope"}, code: CodeUnknownProfile},
+		{name: "identity mismatch, machine v2", opts: emulator.EnrollOptions{Profile: "wifi-v2", DeviceIdentity: "other.example"},
+			code: CodeIdentityMismatch, outcome: emulator.VAOutcomeIdentityMismatch},
+		{name: "identity mismatch, machine v1", opts: emulator.EnrollOptions{Profile: "wifi-v1", DeviceIdentity: "other.example"},
+			code: CodeIdentityMismatch, outcome: emulator.VAOutcomeIdentityMismatch},
+		{name: "identity mismatch, user", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
+			code: CodeIdentityMismatch, outcome: emulator.VAOutcomeIdentityMismatch},
+		{name: "tampered SPKAC, v2", opts: emulator.EnrollOptions{Profile: "wifi-v2", TamperSPKAC: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
+		{name: "tampered SPKAC, v1", opts: emulator.EnrollOptions{Profile: "wifi-v1", TamperSPKAC: true, KeyType: emulator.KeyECDSA}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
+		{name: "tampered response", opts: emulator.EnrollOptions{Profile: "wifi-v2", Tamper: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeInvalid},
+		{name: "policy denied", opts: emulator.EnrollOptions{Profile: "wifi-v2", Device: &weak}, code: CodePolicyDenied, outcome: emulator.VAOutcomeVerified,
+			failedRules: []string{
+				"keyTrustLevels: got CHROME_OS_DEVELOPER_MODE, want one of [CHROME_OS_VERIFIED_MODE]",
+				"minBrowserVersion: got 99.0.4844.51, want at least 100.0.0.0",
+				"signals.diskEncryption: got DISK_ENCRYPTION_DISABLED, want one of [DISK_ENCRYPTION_ENCRYPTED]",
+			}},
+		{name: "unmanaged browser on a machine profile", opts: emulator.EnrollOptions{Profile: "wifi-v2",
+			Device: ptr(emulator.VAUnmanagedBrowserProfile("k", emulator.DefaultVADomain))}, code: CodePolicyDenied, outcome: emulator.VAOutcomeVerified,
+			failedRules: []string{
+				"keyTrustLevels: got KEY_TRUST_LEVEL_UNSPECIFIED, want one of [CHROME_OS_VERIFIED_MODE]",
+				"minOsVersion: got 10.0.22631.4890, want at least 15000",
+			}},
+		{name: "user from another domain", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "eve@evil.example"},
+			code: CodePolicyDenied, failedRules: []string{"userDomains: got evil.example, want one of [example.com]"}},
+		{name: "user scope on a machine profile", opts: emulator.EnrollOptions{Profile: "wifi-v2", Scope: "user", Identity: "alice@example.com"},
+			code: CodePolicyDenied, failedRules: []string{"scopes: got user, want one of [machine]"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := x.ca.conn.IssuedTotal()
+			statsBefore := x.emu.VAStats()
+			res, err := x.enroll(tt.opts)
+			if res != nil {
+				t.Fatalf("issued %v", res.Certificate.Subject)
+			}
+			aerr := x.refused(err, tt.code, before)
+			if !slices.Equal(aerr.FailedRules, tt.failedRules) {
+				t.Errorf("failedRules:\n got %q\nwant %q", aerr.FailedRules, tt.failedRules)
+			}
+			st := x.emu.VAStats()
+			calls := st.VerifyCalls["v1"] + st.VerifyCalls["v2"] - statsBefore.VerifyCalls["v1"] - statsBefore.VerifyCalls["v2"]
+			switch {
+			case tt.outcome == "" && calls != 0:
+				t.Errorf("Google's verify was called %d times", calls)
+			case tt.outcome != "" && (calls != 1 || st.Verifies[tt.outcome] != statsBefore.Verifies[tt.outcome]+1):
+				t.Errorf("verify calls %d, outcomes %v; want one %s", calls, st.Verifies, tt.outcome)
+			}
+		})
+	}
+	t.Run("unknown profile at enroll", func(t *testing.T) {
+		status, out := x.postEnroll(x.adapterURL, emulator.EnrollRequest{Profile: "nope", Scope: "machine", ChallengeResponse: "AAAA"})
+		if status != http.StatusNotFound || out.Error.Code != string(CodeUnknownProfile) {
+			t.Errorf("%d %+v", status, out)
+		}
+	})
+}
+
+func TestE2EExpired(t *testing.T) {
+	for _, version := range []string{"wifi-v1", "wifi-v2"} {
+		t.Run("Google says expired, "+version, func(t *testing.T) {
+			x := newE2E(t)
+			ch := x.challenge(x.adapterURL, version)
+			if ch.ExpiresInSeconds != 60 {
+				t.Errorf("expiresInSeconds %d", ch.ExpiresInSeconds)
+			}
+			resp := x.respond(ch, emulator.VARespondRequest{})
+			x.emuClock.advance(61 * time.Second)
+			status, out := x.postEnroll(x.adapterURL, emulator.EnrollRequest{Profile: version, Scope: "machine",
+				ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
+			if status != http.StatusBadRequest || out.Error.Code != string(CodeChallengeExpired) {
+				t.Fatalf("%d %+v", status, out)
+			}
+			if x.ca.conn.IssuedTotal() != 0 || x.emu.VAStats().Verifies[emulator.VAOutcomeExpired] != 1 {
+				t.Errorf("issued %d, emulator %v", x.ca.conn.IssuedTotal(), x.emu.VAStats().Verifies)
+			}
+		})
+	}
+	t.Run("older than the adapter's lifetime", func(t *testing.T) {
+		x := newE2E(t)
+		ch := x.challenge(x.adapterURL, "wifi-v2")
+		resp := x.respond(ch, emulator.VARespondRequest{})
+		x.adapterNow.advance(61 * time.Second) // Google's clock has not moved: only the adapter knows
+		status, out := x.postEnroll(x.adapterURL, emulator.EnrollRequest{Profile: "wifi-v2", Scope: "machine",
+			ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
+		if status != http.StatusBadRequest || out.Error.Code != string(CodeChallengeExpired) || x.ca.conn.IssuedTotal() != 0 {
+			t.Fatalf("%d %+v, issued %d", status, out, x.ca.conn.IssuedTotal())
+		}
+	})
+}
+
+func TestE2EReplayed(t *testing.T) {
+	x := newE2E(t)
+	ch := x.challenge(x.adapterURL, "wifi-v2")
+	resp := x.respond(ch, emulator.VARespondRequest{KeyType: emulator.KeyECDSA})
+	req := emulator.EnrollRequest{Profile: "wifi-v2", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
+	if status, out := x.postEnroll(x.adapterURL, req); status != http.StatusOK {
+		t.Fatalf("first enrollment: %d %+v", status, out)
+	}
+	t.Run("same adapter", func(t *testing.T) {
+		status, out := x.postEnroll(x.adapterURL, req)
+		if status != http.StatusConflict || out.Error.Code != string(CodeChallengeReplayed) {
+			t.Fatalf("%d %+v", status, out)
+		}
+		if calls := x.emu.VAStats().VerifyCalls["v2"]; calls != 1 {
+			t.Errorf("the replay reached Google: %d verify calls", calls)
+		}
+	})
+	t.Run("another replica, Google remembers", func(t *testing.T) {
+		other := x.newServer() // no memory of the first use
+		status, out := x.postEnroll(other, req)
+		if status != http.StatusConflict || out.Error.Code != string(CodeChallengeReplayed) {
+			t.Fatalf("%d %+v", status, out)
+		}
+		if n := x.emu.VAStats().Verifies[emulator.VAOutcomeAlreadyUsed]; n != 1 {
+			t.Errorf("emulator already-used verifies: %d", n)
+		}
+	})
+	if n := x.ca.conn.IssuedTotal(); n != 1 {
+		t.Errorf("CA issued %d certificates for one challenge", n)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
