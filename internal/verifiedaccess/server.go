@@ -161,7 +161,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	if s.tls != nil {
 		srv.TLSConfig = s.tls.Clone()
@@ -187,13 +186,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.usedKeys.purgeExpired()
 			s.challenges.purgeExpired()
 		case <-ctx.Done():
+			// Enrollments in flight may finish (a certificate the CA issued should reach its
+			// device) for a grace period; then the connections are closed.
 			sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-			err := srv.Shutdown(sctx)
+			if err := srv.Shutdown(sctx); err != nil {
+				s.log.Warn("verified access server: enrollments still running at shutdown were cut off", zap.Error(err))
+				_ = srv.Close()
+			}
 			cancel()
 			<-errc
-			if err != nil {
-				return fmt.Errorf("verified access server shutdown: %w", err)
-			}
 			return nil
 		}
 	}
