@@ -23,10 +23,6 @@ func VAKeyTrustLevels() []string {
 	}
 }
 
-// VABooleanSignal marks a boolean device signal in VASignalValues: its values are "true" and
-// "false".
-const VABooleanSignal = "boolean"
-
 // vaSignals maps each device signal a policy may constrain to its values. Signals that are free
 // text (osVersion, browserVersion, the enrollment domains) have their own rules
 // (minOsVersion, minBrowserVersion, enrollmentDomains); identifiers (serial number, hostname)
