@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 
 REST_PORT=${DEMO_REST_PORT:-8480}
 PUBSUB_PORT=${DEMO_PUBSUB_PORT:-8481}
+VA_PORT=${DEMO_VA_PORT:-8443}
 COUNT=${DEMO_COUNT:-24}
 work=.demo
 bin=bin
@@ -36,6 +37,8 @@ grep -q "emulator ready" "$work/emulator.log" || { echo "emulator did not start:
 
 export CERTPROV_GOOGLE_ENDPOINT="http://127.0.0.1:$REST_PORT/"
 export CERTPROV_PUBSUB_ENDPOINT="127.0.0.1:$PUBSUB_PORT"
+export CERTPROV_VERIFIEDACCESS_ENDPOINT="http://127.0.0.1:$REST_PORT/"
+export CERTPROV_VERIFIEDACCESS_LISTEN="127.0.0.1:$VA_PORT"
 echo "==> validating configs/demo.yaml"
 "$bin/certprov-adapter" validate --config configs/demo.yaml
 
@@ -54,5 +57,27 @@ if [ $rc -ne 0 ]; then
   echo "demo FAILED; last adapter log lines:"
   tail -n 30 "$work/adapter.log"
   exit $rc
+fi
+
+echo "==> Verified Access enrollment (the emulator plays the Chrome extension)"
+va() {
+  "$bin/certprov-emulator" va-enroll --adapter "http://127.0.0.1:$VA_PORT" --emulator "http://127.0.0.1:$REST_PORT" \
+    --ca-cert "$work/ca/ca.crt" "$@"
+}
+va_failed=0
+echo "--- v2, machine key (RSA), healthy device:"
+va --profile machine --scope machine --identity example.com --key rsa || va_failed=1
+echo "--- v1, user key (P-256):"
+va --profile user --scope user --identity alice@example.com --key ecdsa || va_failed=1
+echo "--- v2, machine key on a device without disk encryption (the policy must refuse it):"
+set +e
+out=$(va --profile machine --scope machine --identity example.com --signals '{"deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED"}}' 2>&1)
+set -e
+echo "$out"
+echo "$out" | grep -q POLICY_DENIED || { echo "expected POLICY_DENIED"; va_failed=1; }
+if [ $va_failed -ne 0 ]; then
+  echo "demo FAILED (Verified Access); last adapter log lines:"
+  tail -n 30 "$work/adapter.log"
+  exit 1
 fi
 echo "demo OK"
