@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -118,17 +119,8 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	e.mu.Lock()
-	latency := e.latency
-	e.mu.Unlock()
-	if latency > 0 {
-		t := time.NewTimer(latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
+	if !e.waitLatency(r.Context()) {
+		return
 	}
 
 	var body []byte
@@ -453,4 +445,22 @@ func writeError(w http.ResponseWriter, aerr *apiError, retryAfter time.Duration)
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	writeJSON(w, aerr.code, errorEnvelope{Error: errorBody{Code: aerr.code, Message: aerr.message, Status: aerr.status}})
+}
+
+// waitLatency sleeps the injected latency; false means the client gave up meanwhile.
+func (e *Emulator) waitLatency(ctx context.Context) bool {
+	e.mu.Lock()
+	latency := e.latency
+	e.mu.Unlock()
+	if latency <= 0 {
+		return true
+	}
+	t := time.NewTimer(latency)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"time"
 
 	"go.uber.org/zap"
 	va1 "google.golang.org/api/verifiedaccess/v1"
@@ -49,17 +48,8 @@ func (e *Emulator) vaHandler(method, version string, apply vaApply) http.Handler
 			writeError(w, notFound("no such API method: %s %s", r.Method, r.URL.Path), 0)
 			return
 		}
-		e.mu.Lock()
-		latency := e.latency
-		e.mu.Unlock()
-		if latency > 0 {
-			t := time.NewTimer(latency)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			}
+		if !e.waitLatency(r.Context()) {
+			return
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
 		if err != nil {
