@@ -98,15 +98,14 @@ func testProfiles() map[string]config.VerifiedAccessProfile {
 
 // harness is an enrollment server against the fake Google API and the built-in CA.
 type harness struct {
-	t      *testing.T
-	api    *fakeAPI
-	ca     *testCA
-	srv    *Server
-	http   *httptest.Server
-	logs   *observer.ObservedLogs
-	mu     sync.Mutex
-	clock  time.Time
-	issuer ca.PublicKeyIssuer
+	t     *testing.T
+	api   *fakeAPI
+	ca    *testCA
+	srv   *Server
+	http  *httptest.Server
+	logs  *observer.ObservedLogs
+	mu    sync.Mutex
+	clock time.Time
 }
 
 type harnessOptions struct {

@@ -323,7 +323,10 @@ func envelope(content []byte, recipient *x509.Certificate, alg cipherAlg) ([]byt
 	ciphertext := append(bytes.Clone(content), bytes.Repeat([]byte{byte(pad)}, pad)...)
 	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ciphertext, ciphertext)
 
-	encryptedKey, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key)
+	// RFC 8894 key transport is rsaEncryption (PKCS #1 v1.5): SCEP servers, NDES among them,
+	// accept nothing else.
+	encryptedKey, err := rsa.EncryptPKCS1v15(rand.Reader, pub, key) //lint:ignore SA1019 the SCEP wire format requires it
+
 	if err != nil {
 		return nil, fmt.Errorf("encrypt the content key: %w", err)
 	}

@@ -239,7 +239,7 @@ func (c *Connector) privateKey(p *jwkProvisioner) (*jose.JSONWebKey, error) {
 		if p.encryptedKey == "" {
 			return nil, ca.Permanentf("step-ca provisioner %q publishes no encrypted key; configure provisionerKeyFile with its decrypted JWK instead of provisionerPasswordFile", c.provisioner)
 		}
-		jwe, err := jose.ParseEncrypted(p.encryptedKey, keyAlgorithms, contentEncryptions)
+		jwe, err := jose.ParseEncryptedCompact(p.encryptedKey, keyAlgorithms, contentEncryptions)
 		if err != nil {
 			return nil, ca.Permanentf("step-ca provisioner %q: encrypted key: %w", c.provisioner, err)
 		}
