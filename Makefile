@@ -6,7 +6,9 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Static, reproducible binaries: the same build the Dockerfile performs.
 export CGO_ENABLED ?= 0
 
-.PHONY: all build demo test test-short fuzz vet fmt-check clean
+STATICCHECK_VERSION := v0.8.2
+
+.PHONY: all build demo test test-short fuzz vet lint fmt-check clean
 
 all: build
 
@@ -32,6 +34,12 @@ fuzz:
 
 vet: fmt-check
 	$(GO) vet ./...
+
+# staticcheck at a pinned version, installed into GOPATH/bin on first use.
+lint: vet
+	@command -v staticcheck >/dev/null 2>&1 && staticcheck -version | grep -q '$(STATICCHECK_VERSION:v%=%)' || \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	staticcheck ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -126,4 +126,3 @@ func makeSPKAC(t testing.TB, s spkacSpec) []byte {
 	}
 	return der
 }
-
