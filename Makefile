@@ -36,10 +36,11 @@ vet: fmt-check
 	$(GO) vet ./...
 
 # staticcheck at a pinned version, installed into GOPATH/bin on first use.
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 lint: vet
-	@command -v staticcheck >/dev/null 2>&1 && staticcheck -version | grep -q '$(STATICCHECK_VERSION:v%=%)' || \
+	@$(STATICCHECK) -version 2>/dev/null | grep -q '($(STATICCHECK_VERSION:v%=%))' || \
 		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
-	staticcheck ./...
+	$(STATICCHECK) ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
