@@ -244,22 +244,6 @@ func TestErrorClassificationAndRetries(t *testing.T) {
 	}
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for in, want := range map[string]time.Duration{
-		"":                              0,
-		"7":                             7 * time.Second,
-		"-3":                            0,
-		"soon":                          0,
-		"Thu, 01 Jan 2026 00:00:30 GMT": 30 * time.Second,
-		"Wed, 31 Dec 2025 23:00:00 GMT": 0,
-	} {
-		if got := parseRetryAfter(in, now); got != want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
-		}
-	}
-}
-
 func TestBackoffHonoursRetryAfterUpToCeiling(t *testing.T) {
 	for attempt := range 10 {
 		if d := backoff(attempt, 0, time.Second); d <= 0 || d > time.Second {

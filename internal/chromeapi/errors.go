@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/retryafter"
 	"google.golang.org/api/googleapi"
 )
 
@@ -87,7 +87,7 @@ func classify(parent context.Context, method, name string, err error) error {
 			e.Message = strings.TrimSpace(gerr.Body)
 		}
 		e.Status = envelopeStatus(gerr)
-		e.RetryAfter = parseRetryAfter(gerr.Header.Get("Retry-After"), time.Now())
+		e.RetryAfter = retryafter.FromHeader(gerr.Header)
 		switch {
 		case gerr.Code == http.StatusTooManyRequests, gerr.Code == http.StatusRequestTimeout, gerr.Code >= 500:
 			e.Retryable = true
@@ -131,22 +131,4 @@ func envelopeStatus(gerr *googleapi.Error) string {
 		return rest[:j]
 	}
 	return ""
-}
-
-// parseRetryAfter accepts both forms of the header: delta-seconds and an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
-			return 0
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

@@ -516,22 +516,3 @@ func TestPing(t *testing.T) {
 		t.Fatalf("Ping without trusting the server: %v", err)
 	}
 }
-
-func TestRetryAfter(t *testing.T) {
-	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-	}{
-		{"", 0}, {"0", 0}, {"-5", 0}, {"120", 2 * time.Minute}, {" 5 ", 5 * time.Second},
-		{"99999999999", 30 * 24 * time.Hour},
-		{now.Add(time.Hour).Format(http.TimeFormat), time.Hour},
-		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
-		{"soon", 0},
-	}
-	for _, tc := range tests {
-		if got := retryAfter(tc.in, now); got != tc.want {
-			t.Errorf("retryAfter(%q) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-}

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
+	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
 // maxBody bounds what the adapter reads from the server: a certificate chain is a few KiB.
@@ -84,7 +84,7 @@ func (c *Connector) simpleEnroll(ctx context.Context, csrDER []byte) ([]*x509.Ce
 	case http.StatusAccepted:
 		// RFC 7030 4.2.3: the request is being processed; ask again with the same CSR.
 		return nil, &ca.PendingError{
-			RetryAfter: retryAfter(resp.header.Get("Retry-After"), time.Now()),
+			RetryAfter: retryafter.Parse(resp.header.Get("Retry-After"), time.Now()),
 			Reason:     "the EST server accepted the request for manual or deferred issuance (HTTP 202)",
 		}
 	default:
@@ -217,7 +217,7 @@ func statusError(u string, resp *response, enrollment, credentials bool) error {
 	if text != "" {
 		text = ": " + text
 	}
-	wait := retryAfter(resp.header.Get("Retry-After"), time.Now())
+	wait := retryafter.Parse(resp.header.Get("Retry-After"), time.Now())
 	switch {
 	case resp.status == http.StatusUnauthorized && !credentials:
 		return ca.Permanentf("%s: the server requires authentication (%s%s); set username and passwordFile, or tls.certFile and tls.keyFile",
@@ -260,26 +260,6 @@ func serverText(body []byte) string {
 }
 
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
-
-// retryAfter parses a Retry-After header: delay seconds or an HTTP date (RFC 9110 10.2.3).
-// Zero means no usable hint.
-func retryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		// Cap absurd values instead of overflowing; the engine caps its waits anyway.
-		return time.Duration(min(secs, int64(30*24*time.Hour/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}
 
 // decodeCerts reads a PKCS#7 certs-only structure from an EST answer. RFC 7030 asks for base64
 // (with or without line breaks); RFC 8951 tells clients to accept it whatever the

@@ -11,10 +11,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
 // maxResponse bounds what is read from a server: certificate bundles and CertReps are a few KB.
@@ -76,7 +76,7 @@ func statusError(op, where string, resp *http.Response, body []byte) error {
 	err := fmt.Errorf("%s at %s: HTTP %s%s", op, where, resp.Status, bodyHint(resp.Header, body))
 	switch {
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout:
-		return ca.Retryable(err, retryAfter(resp.Header))
+		return ca.Retryable(err, retryafter.FromHeader(resp.Header))
 	case resp.StatusCode == http.StatusNotFound:
 		return ca.Permanent(fmt.Errorf("%w (check the url setting)", err))
 	case resp.StatusCode == http.StatusRequestURITooLong:
@@ -103,23 +103,6 @@ func bodyHint(h http.Header, body []byte) string {
 		return r
 	}, text)
 	return ": " + strconv.Quote(text)
-}
-
-// retryAfter reads Retry-After in seconds or as an HTTP date; zero when absent or unreadable.
-func retryAfter(h http.Header) time.Duration {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
 }
 
 // getOperation performs a GET operation such as GetCACaps or GetCACert.

@@ -46,6 +46,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
 // Type is the connector type name used in caConnections.<name>.type.
@@ -481,7 +482,7 @@ func statusError(what string, resp *http.Response, body []byte, secret string) e
 	text := func(format string) *httpError {
 		return &httpError{code: code, msg: fmt.Sprintf("%s: "+format, what, fmt.Sprintf("HTTP %d", code), msg)}
 	}
-	after := retryAfter(resp.Header.Get("Retry-After"))
+	after := retryafter.FromHeader(resp.Header)
 	switch {
 	case code == http.StatusUnauthorized:
 		return ca.Permanent(text("step-ca refused the provisioner token (%s): %s (check the provisioner's key, and the clocks of adapter and CA)"))
@@ -528,20 +529,4 @@ func caMessage(body []byte, secret string) string {
 		msg = "no reason given"
 	}
 	return msg
-}
-
-// retryAfter parses a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if d, err := time.ParseDuration(strings.TrimSpace(v) + "s"); err == nil && d > 0 {
-		return d
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
 }

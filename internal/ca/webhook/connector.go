@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
 // Issue posts the signed request and turns the answer into a certificate or a classified error.
@@ -188,7 +188,7 @@ func (c *Connector) post(ctx context.Context, op, requestID string, v any) (*rep
 	}
 	r := &reply{
 		code:       resp.StatusCode,
-		retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now()),
+		retryAfter: min(retryafter.Parse(resp.Header.Get("Retry-After"), c.now()), maxRetryAfter),
 		location:   resp.Header.Get("Location"),
 	}
 	var body response
@@ -279,20 +279,6 @@ func (r *reply) hint() time.Duration {
 		return time.Duration(s * float64(time.Second))
 	}
 	return r.retryAfter
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	var d time.Duration
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		d = time.Duration(min(max(n, 0), int64(maxRetryAfter/time.Second))) * time.Second
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	return min(max(d, 0), maxRetryAfter)
 }
 
 // certificates parses an "issued" answer: the first block of certificate is the leaf; further
