@@ -97,3 +97,26 @@ func TestDecode(t *testing.T) {
 		t.Fatalf("Path = %s", got)
 	}
 }
+
+func TestServerText(t *testing.T) {
+	tests := []struct {
+		name, in string
+		max      int
+		secrets  []string
+		want     string
+	}{
+		{"one line", "bad\r\nrequest\t here", 0, nil, "bad request here"},
+		{"invalid UTF-8", "a\xffb", 0, nil, "a?b"},
+		{"bidi override hidden", "ok\u202etxt.exe", 0, nil, "ok txt.exe"},
+		{"cut on a rune boundary", "ééé", 3, nil, "é…"},
+		{"secret echoed back", "token s3cr3t refused", 0, []string{"s3cr3t", ""}, "token [redacted] refused"},
+		{"no limit", strings.Repeat("x", 600), 0, nil, strings.Repeat("x", 600)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ServerText(tc.in, tc.max, tc.secrets...); got != tc.want {
+				t.Fatalf("ServerText(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -16,7 +16,6 @@ import (
 	"reflect"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/smallstep/pkcs7"
 
@@ -241,25 +240,7 @@ func statusError(u string, resp *response, enrollment, credentials bool) error {
 }
 
 // serverText is the server's error text fit for a failure message: one line, printable, short.
-func serverText(body []byte) string {
-	s := strings.Map(func(r rune) rune {
-		if unicode.IsPrint(r) {
-			return r
-		}
-		return ' '
-	}, string(bytes.ToValidUTF8(body, []byte("?"))))
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > maxServerText {
-		cut := maxServerText
-		for cut > 0 && !utf8Start(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
-}
-
-func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+func serverText(body []byte) string { return ca.ServerText(string(body), maxServerText) }
 
 // decodeCerts reads a PKCS#7 certs-only structure from an EST answer. RFC 7030 asks for base64
 // (with or without line breaks); RFC 8951 tells clients to accept it whatever the

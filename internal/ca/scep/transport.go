@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/retryafter"
@@ -92,17 +91,7 @@ func bodyHint(h http.Header, body []byte) string {
 	if !strings.HasPrefix(h.Get("Content-Type"), "text/plain") || len(body) == 0 {
 		return ""
 	}
-	text := strings.TrimSpace(string(body))
-	if len(text) > 160 {
-		text = text[:160] + "…"
-	}
-	text = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return ' '
-		}
-		return r
-	}, text)
-	return ": " + strconv.Quote(text)
+	return ": " + strconv.Quote(ca.ServerText(string(body), 160))
 }
 
 // getOperation performs a GET operation such as GetCACaps or GetCACert.

@@ -516,15 +516,7 @@ func caMessage(body []byte, secret string) string {
 	if secret != "" {
 		msg = strings.ReplaceAll(msg, secret, "[token]")
 	}
-	msg = strings.Join(strings.FieldsFunc(msg, func(r rune) bool { return r < 0x20 || r == 0x7f }), " ")
-	msg = strings.TrimSpace(msg)
-	if len(msg) > maxMessage {
-		cut := maxMessage
-		for cut > 0 && msg[cut]&0xc0 == 0x80 { // do not split a UTF-8 sequence
-			cut--
-		}
-		msg = msg[:cut] + "…"
-	}
+	msg = ca.ServerText(msg, maxMessage)
 	if msg == "" {
 		msg = "no reason given"
 	}

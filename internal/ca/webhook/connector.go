@@ -11,9 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
-	"unicode"
 
 	"go.uber.org/zap"
 
@@ -331,24 +329,11 @@ func parseCertificates(s string) ([]*x509.Certificate, error) {
 // no control characters, bounded, and without any configured secret (in case a server echoes
 // the request's headers).
 func (c *Connector) clean(s string) string {
+	secrets := []string{c.secret.Reveal()}
 	for _, h := range c.headers {
-		s = strings.ReplaceAll(s, h.value.Reveal(), "[redacted]")
+		secrets = append(secrets, h.value.Reveal())
 	}
-	if c.secret != "" {
-		s = strings.ReplaceAll(s, c.secret.Reveal(), "[redacted]")
-	}
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.Join(strings.Fields(s), " ")
-	if runes := []rune(s); len(runes) > maxMessageRunes {
-		s = string(runes[:maxMessageRunes]) + "…"
-	}
-	return s
+	return ca.ServerText(s, maxMessageBytes, secrets...)
 }
 
 // displayLocation shows a redirect target without its query, which may carry a key.

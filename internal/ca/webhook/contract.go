@@ -35,7 +35,7 @@ const (
 const (
 	maxResponseBytes = 1 << 20
 	maxTicketBytes   = 4096
-	maxMessageRunes  = 300
+	maxMessageBytes  = 300
 	// maxRetryAfter keeps a server's hint from overflowing a Duration; the engine caps it anyway.
 	maxRetryAfter = 24 * time.Hour
 )
