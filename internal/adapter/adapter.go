@@ -244,30 +244,11 @@ func (a *Adapter) Run(ctx context.Context) error {
 	if a.va != nil {
 		g.Go(func() error { return a.va.Run(gctx) })
 	}
-	if r := a.cfg.Journal.Retention; r > 0 {
-		g.Go(func() error { a.compact(gctx, r); return nil })
-	}
+	g.Go(func() error {
+		journal.Retain(gctx, a.Store, a.cfg.Journal.Retention, time.Hour, a.log.Named("journal"))
+		return nil
+	})
 	return g.Wait()
-}
-
-// compact deletes finished records older than the retention, now and then every hour.
-func (a *Adapter) compact(ctx context.Context, retention time.Duration) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		n, err := a.Store.Compact(ctx, time.Now().Add(-retention))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			a.log.Warn("journal compaction", zap.Error(err))
-		case n > 0:
-			a.log.Info("journal compacted", zap.Int("deleted", n), zap.Duration("retention", retention))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // Close releases connections and the journal.
