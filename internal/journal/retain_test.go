@@ -14,9 +14,9 @@ func TestRetain(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	recs := map[string]*journal.Record{
-		"old-finished":     {Name: "old-finished", State: journal.StateUploaded, FinishedAt: now.Add(-48 * time.Hour)},
-		"recent-finished":  {Name: "recent-finished", State: journal.StateFailed, FinishedAt: now.Add(-time.Hour)},
-		"old-unfinished":   {Name: "old-unfinished", State: journal.StateSignRequested, Created: now.Add(-72 * time.Hour)},
+		"old-finished":        {Name: "old-finished", State: journal.StateUploaded, FinishedAt: now.Add(-48 * time.Hour)},
+		"recent-finished":     {Name: "recent-finished", State: journal.StateFailed, FinishedAt: now.Add(-time.Hour)},
+		"old-unfinished":      {Name: "old-unfinished", State: journal.StateSignRequested, Created: now.Add(-72 * time.Hour)},
 		"just-past-retention": {Name: "just-past-retention", State: journal.StateUploaded, FinishedAt: now.Add(-25 * time.Hour)},
 	}
 	for _, r := range recs {
