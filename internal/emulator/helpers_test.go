@@ -172,12 +172,18 @@ type testCA struct {
 
 func newTestCA(t *testing.T, cn string) *testCA {
 	t.Helper()
+	return newCA(t, cn, 1, nil)
+}
+
+// newCA creates a CA certificate; parent signs it, or it signs itself when parent is nil.
+func newCA(t *testing.T, cn string, serial int64, parent *testCA) *testCA {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
+		SerialNumber:          big.NewInt(serial),
 		Subject:               pkix.Name{CommonName: cn},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
@@ -185,7 +191,11 @@ func newTestCA(t *testing.T, cn string) *testCA {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	issuer, signer := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		t.Fatal(err)
 	}
