@@ -28,15 +28,8 @@ import (
 // passes it), a v1 machine profile, a v2 user profile that admits managed profiles on unmanaged
 // browsers.
 func e2eProfiles() map[string]config.VerifiedAccessProfile {
-	base := func(p config.VerifiedAccessProfile) config.VerifiedAccessProfile {
-		p.CAConnection = "builtin"
-		p.KeyUsage = []string{"digitalSignature"}
-		p.ExtKeyUsage = []string{"clientAuth"}
-		p.Validity = 24 * time.Hour
-		return p
-	}
 	return map[string]config.VerifiedAccessProfile{
-		"wifi-v2": base(config.VerifiedAccessProfile{
+		"wifi-v2": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
 			Subject:         config.Subject{CommonName: "{{.Signals.SerialNumber}}", Organization: []string{"Example Corp"}},
 			SubjectAltNames: config.SANs{DNS: []string{"{{.Signals.Hostname}}.devices.example.com"}, URI: []string{"urn:chromeos:{{.DevicePermanentID}}"}},
@@ -56,11 +49,11 @@ func e2eProfiles() map[string]config.VerifiedAccessProfile {
 				},
 			},
 		}),
-		"wifi-v1": base(config.VerifiedAccessProfile{
+		"wifi-v1": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv1, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
 			Subject: config.Subject{CommonName: "{{.DevicePermanentID}}"},
 		}),
-		"users": base(config.VerifiedAccessProfile{
+		"users": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"user"}, UserDomains: []string{"example.com"},
 			Subject:         config.Subject{CommonName: "{{.Identity}}"},
 			SubjectAltNames: config.SANs{Email: []string{"{{.Identity}}"}},

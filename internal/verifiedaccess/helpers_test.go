@@ -11,6 +11,9 @@ import (
 	"encoding/asn1"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/config"
 )
 
 // Test keys are expensive to generate (RSA); share them across tests.
@@ -125,4 +128,14 @@ func makeSPKAC(t testing.TB, s spkacSpec) []byte {
 		der = append(der, 0)
 	}
 	return der
+}
+
+// withCA completes a test enrollment profile with the built-in CA and a client certificate's
+// usages and lifetime.
+func withCA(p config.VerifiedAccessProfile) config.VerifiedAccessProfile {
+	p.CAConnection = "builtin"
+	p.KeyUsage = []string{"digitalSignature"}
+	p.ExtKeyUsage = []string{"clientAuth"}
+	p.Validity = 24 * time.Hour
+	return p
 }

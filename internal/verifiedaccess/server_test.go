@@ -55,15 +55,8 @@ func newTestCA(t *testing.T) *testCA {
 
 // testProfiles are the enrollment profiles of the unit tests.
 func testProfiles() map[string]config.VerifiedAccessProfile {
-	cert := func(p config.VerifiedAccessProfile) config.VerifiedAccessProfile {
-		p.CAConnection = "builtin"
-		p.KeyUsage = []string{"digitalSignature"}
-		p.ExtKeyUsage = []string{"clientAuth"}
-		p.Validity = 24 * time.Hour
-		return p
-	}
 	return map[string]config.VerifiedAccessProfile{
-		"wifi": cert(config.VerifiedAccessProfile{
+		"wifi": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
 			Subject:         config.Subject{CommonName: "{{.Signals.SerialNumber}}", Organization: []string{"Example Corp"}},
 			SubjectAltNames: config.SANs{DNS: []string{"{{.Signals.Hostname}}.devices.example.com"}, URI: []string{"urn:device:{{.DevicePermanentID}}"}},
@@ -77,18 +70,18 @@ func testProfiles() map[string]config.VerifiedAccessProfile {
 				},
 			},
 		}),
-		"legacy": cert(config.VerifiedAccessProfile{
+		"legacy": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv1, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
 			Subject: config.Subject{CommonName: "{{.DevicePermanentID}}"},
 		}),
-		"users": cert(config.VerifiedAccessProfile{
+		"users": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"user"}, EnrollmentDomain: "example.com",
 			UserDomains:     []string{"example.com", "corp.example.com"},
 			Subject:         config.Subject{CommonName: "{{.Identity}}"},
 			SubjectAltNames: config.SANs{Email: []string{"{{.Identity}}"}},
 			Policy:          config.VerifiedAccessPolicy{CustomerIDs: []string{"C0abc123"}},
 		}),
-		"badnames": cert(config.VerifiedAccessProfile{
+		"badnames": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
 			Subject:         config.Subject{CommonName: "x"},
 			SubjectAltNames: config.SANs{DNS: []string{"{{.Signals.Hostname}}"}},
