@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,6 +71,8 @@ type Options struct {
 	Retry           config.Retry
 	// LeaseDuration is how long a worker may hold a record before others may take it.
 	LeaseDuration time.Duration
+	// ShutdownGracePeriod is how long in-flight steps may finish once Run's context ended.
+	ShutdownGracePeriod time.Duration
 
 	Logger  *zap.Logger
 	Metrics *telemetry.Counters
@@ -82,6 +85,8 @@ type Engine struct {
 	owner string // lease owner: this instance and this run
 	log   *zap.Logger
 	wake  chan struct{}
+	// working counts the records workers hold now.
+	working atomic.Int64
 	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
 	// twice at once), so that a duplicate waits for the first instead of claiming again.
 	admitting singleflight.Group
@@ -130,6 +135,10 @@ func New(o Options) (*Engine, error) {
 }
 
 func (e *Engine) now() time.Time { return e.o.Now() }
+
+// InFlight is the number of records being worked now, each in the middle of a step or between
+// two steps of one run.
+func (e *Engine) InFlight() int { return int(e.working.Load()) }
 
 func (e *Engine) poke() {
 	select {
@@ -221,8 +230,10 @@ func (e *Engine) Run(ctx context.Context) error {
 			for _, rec := range recs {
 				slots <- struct{}{}
 				wg.Add(1)
+				e.working.Add(1)
 				go func() {
 					defer wg.Done()
+					defer e.working.Add(-1)
 					e.work(ctx, rec)
 					<-slots
 					e.poke()
