@@ -112,13 +112,33 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: "+w.Message, zap.String("path", w.Path))
+	}
+
+	// The first SIGINT or SIGTERM stops taking work and lets in-flight steps finish; a second
+	// one stops waiting for them.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	quit := make(chan struct{})
+	defer close(quit)
+	again := make(chan struct{})
+	go watchSignals(log, sigs, quit, stop, again)
 	a, err := adapter.New(ctx, cfg, log)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
+	go func() {
+		select {
+		case <-again:
+			a.Interrupt()
+		case <-quit:
+		}
+	}()
 	log.Info("starting", zap.String("version", version), zap.String("config", *path))
 	runErr := a.Run(ctx)
 	if err := a.Close(); err != nil {
@@ -130,6 +150,24 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// watchSignals calls stop on the first signal from sigs and closes again on the second, until
+// quit is closed.
+func watchSignals(log *zap.Logger, sigs <-chan os.Signal, quit <-chan struct{}, stop func(), again chan<- struct{}) {
+	select {
+	case s := <-sigs:
+		log.Info("signal received; stopping", zap.Stringer("signal", s))
+		stop()
+	case <-quit:
+		return
+	}
+	select {
+	case s := <-sigs:
+		log.Warn("second signal; stopping without waiting for in-flight steps", zap.Stringer("signal", s))
+		close(again)
+	case <-quit:
+	}
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -144,6 +182,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		printProblems(stderr, *path, err)
 		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "%s: %s: warning: %s\n", *path, w.Path, w.Message)
 	}
 	_, perr := adapter.Profiles(cfg)
 	conns, cerr := adapter.Connectors(cfg, zap.NewNop())
