@@ -173,7 +173,6 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	metrics := &telemetry.Counters{}
 	eng, err := engine.New(engine.Options{
-		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
 		InstanceID:      cfg.InstanceID,
 		API:             api,
 		Store:           store,
@@ -186,6 +185,8 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		LeaseDuration:   cfg.Journal.LeaseDuration,
 		Logger:          log.Named("engine"),
 		Metrics:         metrics,
+		// How long a stop lets in-flight steps finish (Run).
+		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
 	})
 	if err != nil {
 		_ = store.Close()
