@@ -57,10 +57,10 @@ var ErrInterrupted = errors.New("stop interrupted before in-flight steps finishe
 const (
 	// stopMargin is how long Run waits past the grace period before it gives up on the parts
 	// still running: the engine needs a moment after its grace period to release its leases.
-	stopMargin = 5 * time.Second
+	stopMargin = 2 * time.Second
 	// closeTimeout bounds closing the Pub/Sub client, which may wait on a connection that is
 	// still trying to reach Pub/Sub.
-	closeTimeout = 5 * time.Second
+	closeTimeout = 2 * time.Second
 )
 
 // Profiles compiles every profile; the error joins every problem, each naming its YAML path.
