@@ -113,7 +113,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	defer func() { _ = log.Sync() }()
 
 	for _, w := range cfg.Warnings() {
-		log.Warn("configuration: "+w.Message, zap.String("path", w.Path))
+		log.Warn("configuration warning", zap.String("path", w.Path), zap.String("warning", w.Message))
 	}
 
 	// The first SIGINT or SIGTERM stops taking work and lets in-flight steps finish; a second
