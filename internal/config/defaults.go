@@ -41,6 +41,25 @@ const (
 	// MaxChallengeLifetime bounds verifiedAccess.challengeLifetime: Google refuses older
 	// challenges anyway, and a longer lifetime only keeps more replay state.
 	MaxChallengeLifetime = 10 * time.Minute
+
+	// Limits of the enrollment API per client address and in all (docs/verified-access.md,
+	// "Limits", explains the choice). One enrollment is two requests; 5/s per address is half
+	// of google.rateLimit's default, so one address cannot spend the whole Google budget, and
+	// still lets a NAT of thousands of devices enroll within the hour.
+	DefaultVARateLimit = 5.0
+	// DefaultVARateBurst admits ten enrollments from one address at once (a classroom cart).
+	DefaultVARateBurst = 20
+	// DefaultVAMaxConcurrentChallenges: a challenge is one Google call; 16 in flight exceed
+	// what google.rateLimit's default lets through, so the cap only bites in a flood.
+	DefaultVAMaxConcurrentChallenges = 16
+	// DefaultVAMaxConcurrentEnrollments: an enrollment is a Google call and a CA call, which
+	// may take seconds.
+	DefaultVAMaxConcurrentEnrollments = 32
+	DefaultVAMaxConcurrentPerClient   = 4
+	DefaultVAQueueTimeout             = 5 * time.Second
+	// MaxVAConcurrency and MaxVAQueueTimeout bound the keys above.
+	MaxVAConcurrency  = 10_000
+	MaxVAQueueTimeout = 30 * time.Second
 )
 
 // Journal types.
@@ -81,6 +100,12 @@ func Defaults() Config {
 			Listen:            DefaultVAListen,
 			APIVersion:        DefaultVAAPIVersion,
 			ChallengeLifetime: DefaultChallengeLifetime,
+			RateLimit:         RateLimit{RequestsPerSecond: DefaultVARateLimit, Burst: DefaultVARateBurst},
+
+			MaxConcurrentChallenges:  DefaultVAMaxConcurrentChallenges,
+			MaxConcurrentEnrollments: DefaultVAMaxConcurrentEnrollments,
+			MaxConcurrentPerClient:   DefaultVAMaxConcurrentPerClient,
+			QueueTimeout:             DefaultVAQueueTimeout,
 		},
 	}
 }
