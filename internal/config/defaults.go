@@ -43,12 +43,11 @@ const (
 	MaxChallengeLifetime = 10 * time.Minute
 
 	// Limits of the enrollment API per client address and in all (docs/verified-access.md,
-	// "Limits", explains the choice). One enrollment is two requests; 5/s per address is half
-	// of google.rateLimit's default, so one address cannot spend the whole Google budget, and
-	// still lets a NAT of thousands of devices enroll within the hour.
+	// "Limits", explains the choice). One address may spend at most half of google.rateLimit's
+	// default budget, sustained (5 of 10/s) and at once (10 of 20): one enrollment is two
+	// requests, so a NAT of thousands of devices still enrolls within the hour.
 	DefaultVARateLimit = 5.0
-	// DefaultVARateBurst admits ten enrollments from one address at once (a classroom cart).
-	DefaultVARateBurst = 20
+	DefaultVARateBurst = 10
 	// DefaultVAMaxConcurrentChallenges: a challenge is one Google call; 16 in flight exceed
 	// what google.rateLimit's default lets through, so the cap only bites in a flood.
 	DefaultVAMaxConcurrentChallenges = 16

@@ -29,6 +29,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // testCA is the built-in CA in a temporary directory.
@@ -37,7 +38,7 @@ type testCA struct {
 	roots *x509.CertPool
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	dir := t.TempDir()
 	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "VA test CA", 48*time.Hour)
@@ -96,19 +97,22 @@ type harness struct {
 	ca    *testCA
 	srv   *Server
 	http  *httptest.Server
-	logs  *observer.ObservedLogs
-	mu    sync.Mutex
+	logs    *observer.ObservedLogs
+	metrics *telemetry.Counters
+	mu      sync.Mutex
 	clock time.Time
 }
 
 type harnessOptions struct {
 	issuer     func(h *harness) ca.PublicKeyIssuer // replaces the built-in CA
 	maxTracked int
+	// limits holds the limit keys; nil lifts the rate limit (unlimitedRate).
+	limits *config.VerifiedAccess
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now()}
+	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), metrics: &telemetry.Counters{}}
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logs = logs
 	log := zap.New(core)
@@ -128,9 +132,13 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatalf("Profiles: %v", err)
 	}
+	va := config.VerifiedAccess{RateLimit: unlimitedRate}
+	if o.limits != nil {
+		va = *o.limits
+	}
+	va.Insecure, va.ChallengeLifetime = true, time.Minute
 	h.srv, err = NewServer(ServerOptions{
-		Config:   config.VerifiedAccess{Insecure: true, ChallengeLifetime: time.Minute},
-		Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked,
+		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Metrics: h.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
