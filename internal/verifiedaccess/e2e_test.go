@@ -127,10 +127,16 @@ func newE2E(t testing.TB) *e2e {
 // send many requests from one address on a clock that stands still.
 var unlimitedRate = config.RateLimit{RequestsPerSecond: 1e6, Burst: 1e6}
 
+// noLimits lifts the rate limit and the per-client share of slots, for tests that are not about
+// them (limit_test.go is).
+func noLimits() config.VerifiedAccess {
+	return config.VerifiedAccess{RateLimit: unlimitedRate, MaxConcurrentChallenges: 1000, MaxConcurrentEnrollments: 1000, MaxConcurrentPerClient: 999}
+}
+
 // newServer starts an enrollment server (fresh replay state) on the shared emulator and CA.
 func (x *e2e) newServer() string {
 	x.t.Helper()
-	url, _ := x.startServer(serverSetup{limits: config.VerifiedAccess{RateLimit: unlimitedRate}})
+	url, _ := x.startServer(serverSetup{limits: noLimits()})
 	return url
 }
 

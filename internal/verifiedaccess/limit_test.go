@@ -760,7 +760,9 @@ func BenchmarkEnrollDuringFlood(b *testing.B) {
 				flooder := loopbackClient(b, "127.0.0.1")
 				flood := make(chan answer, bb.flood)
 				for range bb.flood {
-					go func() { flood <- postFrom(flooder, counting.URL+ChallengePath, "", challengeRequest{Profile: "wifi-v2"}) }()
+					go func() {
+						flood <- postFrom(flooder, counting.URL+ChallengePath, "", challengeRequest{Profile: "wifi-v2"})
+					}()
 				}
 				waitFor(b, "the flood to arrive", func() bool { return arrived.Load() >= int64(bb.flood) })
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -92,21 +92,21 @@ func testProfiles() map[string]config.VerifiedAccessProfile {
 
 // harness is an enrollment server against the fake Google API and the built-in CA.
 type harness struct {
-	t     *testing.T
-	api   *fakeAPI
-	ca    *testCA
-	srv   *Server
-	http  *httptest.Server
+	t       *testing.T
+	api     *fakeAPI
+	ca      *testCA
+	srv     *Server
+	http    *httptest.Server
 	logs    *observer.ObservedLogs
 	metrics *telemetry.Counters
 	mu      sync.Mutex
-	clock time.Time
+	clock   time.Time
 }
 
 type harnessOptions struct {
 	issuer     func(h *harness) ca.PublicKeyIssuer // replaces the built-in CA
 	maxTracked int
-	// limits holds the limit keys; nil lifts the rate limit (unlimitedRate).
+	// limits holds the limit keys; nil lifts them (noLimits).
 	limits *config.VerifiedAccess
 }
 
@@ -132,7 +132,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatalf("Profiles: %v", err)
 	}
-	va := config.VerifiedAccess{RateLimit: unlimitedRate}
+	va := noLimits()
 	if o.limits != nil {
 		va = *o.limits
 	}
