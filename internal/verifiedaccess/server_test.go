@@ -481,7 +481,7 @@ func TestErrorCodes(t *testing.T) {
 	want := map[Code]int{
 		CodeBadRequest: 400, CodeUnknownProfile: 404, CodeBadChallenge: 400, CodeChallengeExpired: 400,
 		CodeChallengeReplayed: 409, CodeIdentityMismatch: 403, CodePolicyDenied: 403, CodeCAFailure: 502,
-		CodeUnavailable: 503,
+		CodeUnavailable: 503, CodeRateLimited: 429, CodeBusy: 503,
 	}
 	for code, status := range want {
 		if code.Status() != status {
