@@ -1,0 +1,60 @@
+package journaltest_test
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
+)
+
+// TestFaultyConformance: without a fault, the wrapper is the store it wraps.
+func TestFaultyConformance(t *testing.T) {
+	journaltest.Run(t, func(t *testing.T) journal.Store { return journaltest.NewFaulty(journal.NewMemory()) })
+}
+
+func TestFaultyFailsWritesAndWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	f := journaltest.NewFaulty(journal.NewMemory())
+	t0 := journaltest.T0
+	rec := journaltest.NewRecord("p", t0)
+	f.FailWrites(1, journaltest.ErrDiskFull, journaltest.OpCreate)
+	if _, err := f.Create(ctx, rec); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Create = %v, want ENOSPC", err)
+	}
+	if _, err := f.Get(ctx, "p"); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("Get after a failed Create = %v, want ErrNotFound", err)
+	}
+	if created, err := f.Create(ctx, rec); err != nil || !created {
+		t.Fatalf("Create once the fault is used up = %v, %v", created, err)
+	}
+
+	leased, err := f.Lease(ctx, "w", t0, time.Minute, 1)
+	if err != nil || len(leased) != 1 {
+		t.Fatalf("Lease = %d, %v", len(leased), err)
+	}
+	f.FailWrites(-1, journaltest.ErrDiskFull, journaltest.OpUpdate)
+	upd := leased[0].Clone()
+	upd.State = journal.StateSignRequested
+	for range 3 {
+		if err := f.Update(ctx, "w", upd, t0, time.Minute); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Update = %v, want ENOSPC", err)
+		}
+	}
+	if got, _ := f.Get(ctx, "p"); got.State != journal.StateClaimed {
+		t.Fatalf("a failed Update wrote state %s", got.State)
+	}
+	if got := f.Refused(); got[journaltest.OpCreate] != 1 || got[journaltest.OpUpdate] != 3 || got[journaltest.OpLease] != 0 {
+		t.Errorf("Refused = %v, want 1 Create and 3 Updates", got)
+	}
+	f.Heal()
+	if err := f.Update(ctx, "w", upd, t0, 0); err != nil {
+		t.Fatalf("Update after Heal: %v", err)
+	}
+	if got, _ := f.Get(ctx, "p"); got.State != journal.StateSignRequested {
+		t.Errorf("state after Heal = %s", got.State)
+	}
+}
