@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -138,7 +139,8 @@ func SignedCSR(t testing.TB, key crypto.Signer, req *csr.Request) []byte {
 }
 
 // CheckIssued fails t unless issued is a leaf for the request's key that chains to roots (through
-// the returned chain) for client authentication, and is not itself a CA.
+// the returned chain) for client authentication, and is not itself a CA; and unless it passes the
+// engine's own check (leafcheck), which verifies it to the roots the connector reported, if any.
 func CheckIssued(t testing.TB, req *ca.Request, issued *ca.Issued, roots *x509.CertPool) {
 	t.Helper()
 	if err := checkIssued(req, issued, roots); err != nil {
@@ -170,6 +172,9 @@ func checkIssued(req *ca.Request, issued *ca.Issued, roots *x509.CertPool) error
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return fmt.Errorf("leaf %s does not chain to the roots for clientAuth: %w", leaf.Subject, err)
+	}
+	if _, err := leafcheck.Check(issued, leafcheck.Expectations{SPKI: req.CSR.RawSubjectPublicKeyInfo}); err != nil {
+		return fmt.Errorf("leaf %s fails the engine's check (rule %s): %w", leaf.Subject, leafcheck.RuleOf(err), err)
 	}
 	return nil
 }
