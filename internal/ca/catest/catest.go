@@ -179,6 +179,23 @@ func checkIssued(req *ca.Request, issued *ca.Issued, roots *x509.CertPool) error
 	return nil
 }
 
+// CheckRoots fails t unless the connector reported the roots of its connection with issued
+// (ca.Issued.Roots), and the leaf verifies to them through the returned chain: the engine can then
+// check the chain itself. Connectors that know their CA call it in their own tests; a connector
+// that knows no roots may leave them out, so the conformance suite does not demand them.
+func CheckRoots(t testing.TB, issued *ca.Issued) {
+	t.Helper()
+	if issued == nil || issued.Leaf == nil {
+		t.Fatal("no certificate returned")
+	}
+	if issued.Roots == nil {
+		t.Fatalf("leaf %s: the connector reported no roots", issued.Leaf.Subject)
+	}
+	if _, err := leafcheck.VerifyChain(issued.Leaf, issued.Chain, issued.Roots, time.Now()); err != nil {
+		t.Fatalf("leaf %s does not chain to the roots the connector reported: %v", issued.Leaf.Subject, err)
+	}
+}
+
 // Run runs the conformance suite. newConnector is called once per subtest and must return a fresh
 // connector and the pool of roots its certificates chain to.
 func Run(t *testing.T, newConnector func(t *testing.T) (ca.Connector, *x509.CertPool)) {
