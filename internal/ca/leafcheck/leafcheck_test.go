@@ -100,7 +100,9 @@ func TestRules(t *testing.T) {
 			return p.leaf(t, func(c *x509.Certificate) { c.NotBefore = time.Now().Add(ca.MaxClockSkew + time.Minute) })
 		}, leafcheck.RuleValidity, "not valid before"},
 		{"expired", func() *ca.Issued {
-			return p.leaf(t, func(c *x509.Certificate) { c.NotBefore, c.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Minute) })
+			return p.leaf(t, func(c *x509.Certificate) {
+				c.NotBefore, c.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Minute)
+			})
 		}, leafcheck.RuleValidity, "expired at"},
 		{"a CA certificate", func() *ca.Issued {
 			return p.leaf(t, func(c *x509.Certificate) { c.IsCA, c.KeyUsage = true, x509.KeyUsageCertSign })

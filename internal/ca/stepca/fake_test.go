@@ -46,7 +46,7 @@ type fakeCA struct {
 	rootCert    *x509.Certificate
 	issuer      *x509.Certificate // the intermediate
 	issuerKey   crypto.Signer
-	issuerRoots *x509.CertPool // the root
+	issuerRoots *x509.CertPool   // the root
 	provKey     *jose.JSONWebKey // private
 	password    string
 	pageSize    int
