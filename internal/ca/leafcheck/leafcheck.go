@@ -2,8 +2,9 @@
 // anybody receives it: the leaf carries the requested key byte for byte, is valid now, is not a
 // CA, chains to the roots its CA connection knows (ca.Issued.Roots) through the chain the
 // connector returned, and carries the subject alternative names and extended key usages the
-// request asked for. The provisioning engine runs it on every issuance; the Verified Access
-// enrollment path runs the same rules on its certificates.
+// request asked for. The provisioning engine runs it on every issuance. It needs nothing the
+// Verified Access enrollment path lacks (without a CSR, names and usages are simply not
+// compared), so that path can apply the same rules.
 //
 // A CA that drops or adds names or usages is common (CA templates rewrite requests), so a
 // difference is reported as a Mismatch for the caller to log, and refused only when the caller

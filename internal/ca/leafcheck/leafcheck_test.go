@@ -310,3 +310,24 @@ func TestIntermediateUsageNesting(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCheck measures the check of one certificate as the engine runs it: a leaf under an
+// intermediate under a root, every name and usage compared.
+func BenchmarkCheck(b *testing.B) {
+	root := catest.NewRoot(b, "bench root")
+	issuing := root.NewIntermediate(b, "bench issuing CA")
+	req := catest.NewRequest(b, catest.DeviceKey(b, catest.P256), "BENCH000000000000000000000000000")
+	tmpl := &x509.Certificate{Subject: req.CSR.Subject, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, e := range req.CSR.Extensions {
+		if e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 17}) {
+			tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, e)
+		}
+	}
+	issued := &ca.Issued{Leaf: issuing.Sign(b, tmpl, req.CSR.PublicKey), Chain: []*x509.Certificate{issuing.Cert}, Roots: root.Pool()}
+	want := leafcheck.Expectations{SPKI: req.CSR.RawSubjectPublicKeyInfo, CSR: req.CSR, Strict: true}
+	for b.Loop() {
+		if _, err := leafcheck.Check(issued, want); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
