@@ -110,6 +110,8 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),
+
+		InsecureAllowCleartext: va.InsecureAllowCleartext,
 	})
 	if err != nil {
 		return nil, err
@@ -151,7 +153,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	store, err := OpenJournal(ctx, cfg.Journal, false)
+	store, err := openJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +189,11 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 // OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
 // live adapter.
 func OpenJournal(ctx context.Context, j config.Journal, readOnly bool) (journal.Store, error) {
+	return openJournal(ctx, j, readOnly, zap.NewNop())
+}
+
+// openJournal is OpenJournal with a logger for the journal's start-up warnings.
+func openJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.Logger) (journal.Store, error) {
 	switch j.Type {
 	case config.JournalSQLite:
 		if readOnly {
@@ -197,7 +204,7 @@ func OpenJournal(ctx context.Context, j config.Journal, readOnly bool) (journal.
 		}
 		return sqlite.Open(ctx, j.Path)
 	case config.JournalPostgres:
-		return postgres.Open(ctx, j.DSN)
+		return postgres.Open(ctx, j.DSN, postgres.WithInsecureAllowCleartext(j.InsecureAllowCleartext), postgres.WithLogger(log))
 	case config.JournalMemory, "":
 		if readOnly {
 			return nil, errors.New("the memory journal lives inside the running adapter and cannot be inspected")

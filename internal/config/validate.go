@@ -197,6 +197,9 @@ func (c *Config) validateGoogle(ps *problems) {
 	if g.Endpoint != "" {
 		if err := httpURL(g.Endpoint); err != nil {
 			ps.add("google.endpoint", "%v", err)
+		} else {
+			_, err := EndpointCleartext(SectionGoogle, g.Endpoint, cred, g.InsecureAllowCleartext)
+			cleartextProblem(ps, "google.endpoint", err)
 		}
 	}
 	if r := g.RateLimit.RequestsPerSecond; r <= 0 || math.IsNaN(r) || math.IsInf(r, 0) {
@@ -238,6 +241,9 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 	case JournalPostgres:
 		if j.DSN == "" {
 			ps.add("journal.dsn", "is required for the postgres journal (set CERTPROV_JOURNAL_DSN)")
+		} else {
+			_, err := DSNCleartext(j.DSN, j.InsecureAllowCleartext)
+			cleartextProblem(ps, "journal.dsn", err)
 		}
 	case JournalMemory:
 		if j.Path != "" {
@@ -306,7 +312,10 @@ func validateCertificate(ps *problems, path string, s Subject, san SANs, keyUsag
 		return ""
 	}))
 	checkList(ps, joinPath(sans, "email"), san.Email, literal(func(v string) string {
-		if local, domain, ok := strings.Cut(v, "@"); !ok || local == "" || domain == "" || strings.ContainsAny(v, " <>") {
+		// Only what is plainly no address: the full RFC 5321 syntax, quoted local parts
+		// ("john doe"@example.com) included, is package csr's, which checks literal values when
+		// it compiles the profile.
+		if at := strings.LastIndexByte(v, '@'); at <= 0 || at == len(v)-1 {
 			return fmt.Sprintf("%q is not an e-mail address", v)
 		}
 		return ""

@@ -25,7 +25,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
 
+	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/journal"
 )
 
@@ -36,8 +38,10 @@ const DefaultTable = "certprov_journal"
 type Option func(*options)
 
 type options struct {
-	table    string
-	maxConns int32
+	table          string
+	maxConns       int32
+	allowCleartext bool
+	log            *zap.Logger
 }
 
 // WithTable stores records in the named table (in the connection's search_path) instead of
@@ -48,6 +52,17 @@ func WithTable(name string) Option { return func(o *options) { o.table = name } 
 
 // WithMaxConns bounds the connection pool (default: pgxpool's, or pool_max_conns in the DSN).
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+// WithInsecureAllowCleartext(true) accepts a DSN that reaches a host other than this machine
+// without TLS that verifies the server (journal.insecureAllowCleartext); Open logs a warning then.
+// Without it Open refuses such a DSN: the password and every journal record would travel in
+// clear, or to whoever answers for the host.
+func WithInsecureAllowCleartext(allowed bool) Option {
+	return func(o *options) { o.allowCleartext = allowed }
+}
+
+// WithLogger receives Open's start-up warnings (default: none are logged).
+func WithLogger(log *zap.Logger) Option { return func(o *options) { o.log = log } }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,47}$`)
 
@@ -71,12 +86,20 @@ type queries struct {
 // reads them) and creates the journal table and its indexes if they are missing. Replicas may
 // call Open at the same time: a transaction-scoped advisory lock serializes the creation.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	o := options{table: DefaultTable}
+	o := options{table: DefaultTable, log: zap.NewNop()}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if !identifier.MatchString(o.table) {
 		return nil, fmt.Errorf("open journal: table name %q: want a letter or underscore, then letters, digits or underscores, at most 48 characters", o.table)
+	}
+	// The same rule as the configuration's validation, for a DSN that reaches Open another way.
+	warning, err := config.DSNCleartext(dsn, o.allowCleartext)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	if warning != nil {
+		warning.Warn(o.log)
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
