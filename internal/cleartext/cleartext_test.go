@@ -259,3 +259,12 @@ func TestPostgresDSNParseErrorsHideTheString(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPostgresDSN measures the check Validate and Open run once per start.
+func BenchmarkPostgresDSN(b *testing.B) {
+	for b.Loop() {
+		if _, err := dsnRule.PostgresDSN("postgres://u:pw@db.example.com:5432/db?sslmode=verify-full", false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -380,3 +380,16 @@ func FuzzCheckEmail(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCheckEmail measures the per-address check that every rendered e-mail SAN passes.
+func BenchmarkCheckEmail(b *testing.B) {
+	for _, v := range []string{"john.doe@example.com", `"john doe"@example.com`} {
+		b.Run(v, func(b *testing.B) {
+			for b.Loop() {
+				if err := checkEmail(v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
