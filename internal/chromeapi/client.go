@@ -69,9 +69,7 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if warning != nil {
-		warning.Warn(o.Logger)
-	}
+	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if g.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(g.Endpoint))

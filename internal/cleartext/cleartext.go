@@ -66,8 +66,12 @@ func (e *Exposure) Message() string {
 // Error is the refusal, starting with the setting's path.
 func (e *Exposure) Error() string { return e.Setting + ": " + e.Message() }
 
-// Warn logs the exposure as accepted: the opt-out is in effect.
+// Warn logs the exposure as accepted: the opt-out is in effect. A nil exposure (nothing to
+// accept) logs nothing, so callers may pass on what a check returned.
 func (e *Exposure) Warn(log *zap.Logger) {
+	if e == nil || log == nil {
+		return
+	}
 	log.Warn("secrets travel unprotected: "+e.OptOut+" is set",
 		zap.String("setting", e.Setting), zap.String("host", e.Host), zap.String("problem", e.Problem))
 }

@@ -111,6 +111,8 @@ func TestWarnLogsTheAcceptedExposure(t *testing.T) {
 		t.Fatal(err)
 	}
 	warning.Warn(zap.New(core))
+	var none *Exposure // what a check returns for a protected connection
+	none.Warn(zap.New(core))
 	entries := logs.All()
 	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel {
 		t.Fatalf("log entries %+v, want one warning", entries)

@@ -113,9 +113,7 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if warning != nil {
-		warning.Warn(o.Logger)
-	}
+	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if o.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(o.Endpoint))

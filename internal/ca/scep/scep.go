@@ -248,9 +248,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.dynamicCleartext != nil {
-		s.dynamicCleartext.Warn(log)
-	}
+	s.dynamicCleartext.Warn(log)
 	if u.Scheme == "http" && s.CACertFingerprint == "" {
 		log.Warn("SCEP over plain http without caCertFingerprint: the CA certificate is not authenticated",
 			zap.String("url", s.URL))

@@ -98,9 +98,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	if warning != nil {
-		warning.Warn(o.log)
-	}
+	warning.Warn(o.log)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err) // pgx redacts the password
