@@ -55,7 +55,7 @@ func TestCreatedPrivate(t *testing.T) {
 	var logs *observer.ObservedLogs
 	var s *sqlite.Store
 	withUmask(t, 0, func() { s, logs = openLogged(t, path) }) // umask 0 would give 0755 and 0644
-	create(t, s, journaltest.FullRecord("a"))                  // the WAL holds a write now
+	create(t, s, journaltest.FullRecord("a"))                 // the WAL holds a write now
 
 	if got := perm(t, dir); got != 0o700 {
 		t.Errorf("directory mode %04o, want 0700", got)
