@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -62,6 +63,8 @@ type Options struct {
 	ShutdownGracePeriod time.Duration
 	// Store wraps the in-memory journal, for tests that inject journal faults (default: none).
 	Store func(journal.Store) journal.Store
+	// REST wraps the emulator's REST API handler, for faults the emulator has no switch for.
+	REST func(http.Handler) http.Handler
 }
 
 // Harness is a running adapter against a running emulator.
@@ -120,7 +123,11 @@ func New(t testing.TB, o Options) *Harness {
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
 	}
-	rest := httptest.NewServer(emu.Handler())
+	var handler http.Handler = emu.Handler()
+	if o.REST != nil {
+		handler = o.REST(handler)
+	}
+	rest := httptest.NewServer(handler)
 
 	dir := t.TempDir()
 	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "test CA", 48*time.Hour)

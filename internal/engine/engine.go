@@ -332,6 +332,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	release := true
 	defer func() {
 		h.stop()
+		h.cancel(nil)
 		if !release {
 			return
 		}
@@ -359,6 +360,8 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		renew := time.Duration(0)
 		if more {
 			renew = e.o.LeaseDuration
+		} else {
+			h.stop() // this write releases the lease
 		}
 		wctx, cancel := h.writeContext()
 		err := e.o.Store.Update(wctx, e.owner, rec, now, renew)

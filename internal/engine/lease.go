@@ -36,8 +36,9 @@ type holder struct {
 	mu    sync.Mutex
 	until time.Time // when the lease runs out, as far as this holder knows (engine clock)
 
-	quit chan struct{}
-	done chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 // hold starts the heartbeat for rec, just leased at leasedAt, under parent.
@@ -76,11 +77,13 @@ func (h *holder) writeContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(h.ctx), max(h.left(), time.Millisecond))
 }
 
-// stop ends the heartbeat and waits for it, before the lease is released.
+// stop ends the heartbeat and waits for it, before the lease is released (a renewal racing
+// the release would be refused, and read as a lost lease). Later calls do nothing.
 func (h *holder) stop() {
-	close(h.quit)
-	<-h.done
-	h.cancel(nil)
+	h.stopOnce.Do(func() {
+		close(h.quit)
+		<-h.done
+	})
 }
 
 func (h *holder) run() {
