@@ -258,3 +258,7 @@ func TestOpenErrors(t *testing.T) {
 func BenchmarkLeaseUpdate(b *testing.B) {
 	journaltest.BenchmarkLeaseUpdate(b, open(b, newTable(b)))
 }
+
+func BenchmarkRenew(b *testing.B) {
+	journaltest.BenchmarkRenew(b, open(b, newTable(b)))
+}

@@ -384,3 +384,7 @@ func BenchmarkLeaseUpdate(b *testing.B) {
 	s := open(b, filepath.Join(b.TempDir(), "journal.db"))
 	journaltest.BenchmarkLeaseUpdate(b, s)
 }
+
+func BenchmarkRenew(b *testing.B) {
+	journaltest.BenchmarkRenew(b, open(b, filepath.Join(b.TempDir(), "journal.db")))
+}
