@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -153,7 +152,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	store, err := openJournal(ctx, cfg.Journal, false, log.Named("journal"))
+	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
 		return nil, err
 	}
@@ -187,22 +186,17 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 }
 
 // OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
-// live adapter.
-func OpenJournal(ctx context.Context, j config.Journal, readOnly bool) (journal.Store, error) {
-	return openJournal(ctx, j, readOnly, zap.NewNop())
-}
-
-// openJournal is OpenJournal with a logger for the journal's start-up warnings.
-func openJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.Logger) (journal.Store, error) {
+// live adapter. log (nil for none) hears about a journal others may read.
+func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.Logger) (journal.Store, error) {
 	switch j.Type {
 	case config.JournalSQLite:
 		if readOnly {
 			return sqlite.OpenReadOnly(ctx, j.Path)
 		}
-		if err := os.MkdirAll(filepath.Dir(j.Path), 0o700); err != nil {
-			return nil, fmt.Errorf("journal directory: %w", err)
+		if log == nil {
+			log = zap.NewNop()
 		}
-		return sqlite.Open(ctx, j.Path)
+		return sqlite.Open(ctx, j.Path, sqlite.WithLogger(log)) // creates its directory, private
 	case config.JournalPostgres:
 		return postgres.Open(ctx, j.DSN, postgres.WithInsecureAllowCleartext(j.InsecureAllowCleartext), postgres.WithLogger(log))
 	case config.JournalMemory, "":

@@ -119,6 +119,14 @@ func (c *Config) Validate() []Problem {
 	return ps
 }
 
+// Warnings are Problems that do not stop the adapter: a configuration that works, but less
+// safely than the operator may think. `validate` prints them, `run` logs them at warn.
+func (c *Config) Warnings() []Problem {
+	var ps problems
+	c.warnLease(&ps)
+	return ps
+}
+
 func (c *Config) validateIdentity(ps *problems) {
 	switch {
 	case c.InstanceID == "":
@@ -264,6 +272,36 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 	}
 	if !slices.Contains(knownLogFormats(), c.Log.Format) {
 		ps.add("log.format", "%q is not one of %s", c.Log.Format, strings.Join(knownLogFormats(), ", "))
+	}
+}
+
+// warnLease warns about calls that may outlast journal.leaseDuration. A worker's lease is
+// renewed before each such call and then by a heartbeat every third of the lease, so a longer
+// call still completes while the journal accepts renewals; but it then depends on them: if the
+// journal cannot be written for about a lease, the call is abandoned, and a CA connector that
+// cannot look up what it issued (est, scep, stepca) fails the process. The rule: one call fits
+// in one lease. A CA call is bounded by its connection's timeout; a Google call by
+// google.requestTimeout plus its wait for the rate limit, up to engine.workers calls queued
+// ahead of it at google.rateLimit.requestsPerSecond.
+func (c *Config) warnLease(ps *problems) {
+	lease := c.Journal.LeaseDuration
+	if lease <= 0 {
+		return // an error already
+	}
+	for _, name := range sortedKeys(c.CAConnections) {
+		if t := c.CAConnections[name].Timeout; t > lease {
+			ps.add(joinPath(joinPath(keyCAConnections, name), "timeout"),
+				"%s is longer than journal.leaseDuration (%s): such a CA call holds its process only while the journal accepts lease renewals (every %s); if it cannot be written for about %s, the call is abandoned and a connector that cannot look up what it issued fails the process. Raise journal.leaseDuration to at least %s, or lower the timeout",
+				t, lease, lease/3, lease, t)
+		}
+	}
+	if rps := c.Google.RateLimit.RequestsPerSecond; rps > 0 && c.Engine.Workers > 0 && c.Google.RequestTimeout > 0 {
+		queued := time.Duration(float64(c.Engine.Workers) / rps * float64(time.Second))
+		if worst := c.Google.RequestTimeout + queued; worst > lease {
+			ps.add("google.requestTimeout",
+				"%s plus up to %s waiting for the rate limit (engine.workers %d at google.rateLimit.requestsPerSecond %g) is longer than journal.leaseDuration (%s): such a Google API call holds its process only while the journal accepts lease renewals (every %s). Raise journal.leaseDuration to at least %s",
+				c.Google.RequestTimeout, queued.Round(time.Millisecond), c.Engine.Workers, rps, lease, lease/3, worst.Round(time.Second))
+		}
 	}
 }
 
