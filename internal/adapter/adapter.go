@@ -188,13 +188,13 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 // OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
 // live adapter. log (nil for none) hears about a journal others may read.
 func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.Logger) (journal.Store, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
 	switch j.Type {
 	case config.JournalSQLite:
 		if readOnly {
 			return sqlite.OpenReadOnly(ctx, j.Path)
-		}
-		if log == nil {
-			log = zap.NewNop()
 		}
 		return sqlite.Open(ctx, j.Path, sqlite.WithLogger(log)) // creates its directory, private
 	case config.JournalPostgres:
