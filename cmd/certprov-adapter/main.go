@@ -112,8 +112,21 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	defer func() { _ = log.Sync() }()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration warning", zap.String("path", w.Path), zap.String("warning", w.Message))
+	}
+
+	// The first SIGINT or SIGTERM stops taking work and lets in-flight steps finish; a second
+	// one stops waiting for them.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	quit := make(chan struct{})
+	defer close(quit)
+	again := make(chan struct{})
+	go watchSignals(log, sigs, quit, stop, again)
 	a, err := adapter.New(ctx, cfg, log)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
@@ -122,6 +135,13 @@ func cmdRun(args []string, stderr io.Writer) int {
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration", zap.String("path", w.Path), zap.String("warning", w.Message))
 	}
+	go func() {
+		select {
+		case <-again:
+			a.Interrupt()
+		case <-quit:
+		}
+	}()
 	log.Info("starting", zap.String("version", version), zap.String("config", *path))
 	runErr := a.Run(ctx)
 	if err := a.Close(); err != nil {
@@ -133,6 +153,24 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// watchSignals calls stop on the first signal from sigs and closes again on the second, until
+// quit is closed.
+func watchSignals(log *zap.Logger, sigs <-chan os.Signal, quit <-chan struct{}, stop func(), again chan<- struct{}) {
+	select {
+	case s := <-sigs:
+		log.Info("signal received; stopping", zap.Stringer("signal", s))
+		stop()
+	case <-quit:
+		return
+	}
+	select {
+	case s := <-sigs:
+		log.Warn("second signal; stopping without waiting for in-flight steps", zap.Stringer("signal", s))
+		close(again)
+	case <-quit:
+	}
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
@@ -147,6 +185,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		printProblems(stderr, *path, err)
 		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "%s: %s: warning: %s\n", *path, w.Path, w.Message)
 	}
 	_, perr := adapter.Profiles(cfg)
 	conns, cerr := adapter.Connectors(cfg, zap.NewNop())

@@ -171,3 +171,31 @@ caConnections:
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
 	}
 }
+
+func TestValidateWarnsAboutALongGracePeriod(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runCmd(t, "init-ca", "--dir", filepath.Join(dir, "ca")); code != 0 {
+		t.Fatalf("init-ca: %s", stderr)
+	}
+	cfg := filepath.Join(dir, "adapter.yaml")
+	if err := os.WriteFile(cfg, []byte(`instanceId: a1
+customers: [C0abc]
+shutdownGracePeriod: 45s
+pubsub: {project: p, subscription: s}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: memory}
+profiles:
+  device: {subject: {commonName: "{{.Device.SerialNumber}}"}}
+caConnections:
+  builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCmd(t, "validate", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("a long grace period is allowed: exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "shutdownGracePeriod: warning:") || !strings.Contains(stderr, "terminationGracePeriodSeconds") {
+		t.Fatalf("no warning on stderr:\n%s", stderr)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -42,7 +44,23 @@ type Adapter struct {
 	pubsub   *pubsub.Client
 	// va is the Verified Access enrollment server; nil unless verifiedAccess.enabled.
 	va *verifiedaccess.Server
+
+	interrupt     chan struct{} // closed by Interrupt
+	interruptOnce sync.Once
 }
+
+// ErrInterrupted is returned by Run when Interrupt cut its stop short.
+var ErrInterrupted = errors.New("stop interrupted before in-flight steps finished")
+
+// Timing of a stop beyond the grace period.
+const (
+	// stopMargin is how long Run waits past the grace period before it gives up on the parts
+	// still running: the engine needs a moment after its grace period to release its leases.
+	stopMargin = 2 * time.Second
+	// closeTimeout bounds closing the Pub/Sub client, which may wait on a connection that is
+	// still trying to reach Pub/Sub.
+	closeTimeout = 2 * time.Second
+)
 
 // Profiles compiles every profile; the error joins every problem, each naming its YAML path.
 func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
@@ -169,19 +187,25 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		LeaseDuration:   cfg.Journal.LeaseDuration,
 		Logger:          log.Named("engine"),
 		Metrics:         metrics,
+		// How long a stop lets in-flight steps finish (Run).
+		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
 	})
 	if err != nil {
 		_ = store.Close()
 		return nil, err
 	}
-	psClient, err := pubsubClient(ctx, cfg)
+	receiver := intake.NewReceiver(intake.ReceiverOptions{
+		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Metrics: metrics,
+		StopTimeout: cfg.ShutdownGracePeriod,
+	})
+	psClient, err := pubsubClient(ctx, cfg, receiver.ClientOptions())
 	if err != nil {
 		_ = store.Close()
 		return nil, err
 	}
 	return &Adapter{
 		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, pubsub: psClient, va: vaServer,
-		receiver: intake.NewReceiver(eng, cfg.Customers, log.Named("intake"), metrics),
+		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
 }
 
@@ -209,11 +233,10 @@ func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.
 	}
 }
 
-// pubsubClient connects to Pub/Sub; an endpoint marked insecure is an emulator (plaintext gRPC,
-// no credentials).
-func pubsubClient(ctx context.Context, cfg *config.Config) (*pubsub.Client, error) {
+// pubsubClient connects to Pub/Sub with opts and the configured endpoint and credentials; an
+// endpoint marked insecure is an emulator (plaintext gRPC, no credentials).
+func pubsubClient(ctx context.Context, cfg *config.Config, opts []option.ClientOption) (*pubsub.Client, error) {
 	ps := cfg.PubSub
-	var opts []option.ClientOption
 	if ps.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(ps.Endpoint))
 	}
@@ -233,29 +256,127 @@ func pubsubClient(ctx context.Context, cfg *config.Config) (*pubsub.Client, erro
 
 // Run receives notifications and works processes until ctx ends; with Verified Access enabled it
 // also serves the enrollment API. Any part failing stops the others.
+//
+// When ctx ends the adapter stops taking new work: the Pub/Sub receive and the admissions in
+// progress stop (their messages come again), the enrollment server stops accepting, and the
+// engine stops leasing. In-flight steps — a CA call, an upload — may finish for up to
+// shutdownGracePeriod and are journaled; the engine then releases its leases. Run returns nil
+// once every part stopped, an error if a part failed or was still running shortly after the
+// grace period, and ErrInterrupted at once if Interrupt is called meanwhile. Close comes next.
 func (a *Adapter) Run(ctx context.Context) error {
 	sub := a.pubsub.Subscriber(a.cfg.PubSub.Subscription)
 	if n := a.cfg.PubSub.MaxOutstandingMessages; n > 0 {
 		sub.ReceiveSettings.MaxOutstandingMessages = n
 	}
 	a.log.Info("adapter running", zap.String("instance_id", a.cfg.InstanceID),
-		zap.Strings("customers", a.cfg.Customers), zap.String("subscription", sub.String()))
+		zap.Strings("customers", a.cfg.Customers), zap.String("subscription", sub.String()),
+		zap.Duration("shutdown_grace_period", a.cfg.ShutdownGracePeriod))
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.Engine.Run(gctx) })
-	g.Go(func() error { return a.receiver.Run(gctx, sub) })
-	if a.va != nil {
-		g.Go(func() error { return a.va.Run(gctx) })
+	running := &parts{}
+	start := func(name string, run func(context.Context) error) {
+		running.add(name)
+		g.Go(func() error {
+			defer running.done(name)
+			if err := run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
 	}
-	g.Go(func() error {
-		journal.Retain(gctx, a.Store, a.cfg.Journal.Retention, time.Hour, a.log.Named("journal"))
+	start("engine", a.Engine.Run)
+	start("pubsub receive", func(ctx context.Context) error { return a.receiver.Run(ctx, sub) })
+	if a.va != nil {
+		start("verified access server", a.va.Run)
+	}
+	start("journal retention", func(ctx context.Context) error {
+		journal.Retain(ctx, a.Store, a.cfg.Journal.Retention, time.Hour, a.log.Named("journal"))
 		return nil
 	})
-	return g.Wait()
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.Wait() }()
+
+	var err error
+	select {
+	case err = <-stopped:
+		return err
+	case <-gctx.Done():
+	}
+	grace := a.cfg.ShutdownGracePeriod
+	a.log.Info(fmt.Sprintf("shutting down, waiting up to %s for %d in-flight steps", grace, a.Engine.InFlight()),
+		zap.Duration("grace_period", grace), zap.Int("in_flight_steps", a.Engine.InFlight()))
+	limit := time.NewTimer(grace + stopMargin)
+	defer limit.Stop()
+	select {
+	case err = <-stopped:
+	case <-limit.C:
+		err = fmt.Errorf("still running %s after the grace period of %s: %s", stopMargin, grace, strings.Join(running.names(), ", "))
+	case <-a.interrupt:
+		err = ErrInterrupted
+	}
+	left := a.Engine.InFlight()
+	if err != nil {
+		a.log.Warn(fmt.Sprintf("stopped with %d steps still in flight; they resume from the journal on the next start", left),
+			zap.Int("in_flight_steps", left), zap.Strings("still_running", running.names()), zap.Error(err))
+		return err
+	}
+	a.log.Info("all in-flight steps finished; leases released", zap.Int("in_flight_steps", left))
+	return nil
 }
 
-// Close releases connections and the journal.
+// Interrupt cuts a stop short: Run returns ErrInterrupted without waiting for in-flight steps,
+// which resume from the journal on the next start. It is safe to call at any time, more than
+// once.
+func (a *Adapter) Interrupt() {
+	a.interruptOnce.Do(func() { close(a.interrupt) })
+}
+
+// Receiving reports whether a stream to Pub/Sub is open, so that notifications can arrive, and
+// when none is, why the latest attempt to open one failed.
+func (a *Adapter) Receiving() (open bool, lastErr error) {
+	return a.receiver.StreamOpen()
+}
+
+// Close releases connections and the journal. It does not wait more than a few seconds for the
+// Pub/Sub client, which may be stuck trying to reach Pub/Sub.
 func (a *Adapter) Close() error {
-	return errors.Join(a.pubsub.Close(), a.Store.Close())
+	closed := make(chan error, 1)
+	go func() { closed <- a.pubsub.Close() }()
+	var psErr error
+	t := time.NewTimer(closeTimeout)
+	defer t.Stop()
+	select {
+	case psErr = <-closed:
+	case <-t.C:
+		psErr = fmt.Errorf("pubsub client still closing after %s; left behind", closeTimeout)
+	}
+	return errors.Join(psErr, a.Store.Close())
+}
+
+// parts tracks which parts of a running adapter have not returned yet.
+type parts struct {
+	mu  sync.Mutex
+	set map[string]bool
+}
+
+func (p *parts) add(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.set == nil {
+		p.set = map[string]bool{}
+	}
+	p.set[name] = true
+}
+
+func (p *parts) done(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.set, name)
+}
+
+func (p *parts) names() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return sortedKeys(p.set)
 }
 
 func resolvePath(base, p string) string {

@@ -15,6 +15,7 @@ import (
 const fullYAML = `
 instanceId: adapter-1.prod:eu
 customers: [C01b2c3d4, my_customer]
+shutdownGracePeriod: 20s
 pubsub:
   project: corp
   subscription: projects/corp/subscriptions/certprov
@@ -167,8 +168,9 @@ func TestLoadFull(t *testing.T) {
 	}
 	dir := filepath.Dir(path)
 	want := &Config{
-		InstanceID: "adapter-1.prod:eu",
-		Customers:  []string{"C01b2c3d4", "my_customer"},
+		InstanceID:          "adapter-1.prod:eu",
+		Customers:           []string{"C01b2c3d4", "my_customer"},
+		ShutdownGracePeriod: 20 * time.Second,
 		PubSub: PubSub{
 			Project: "corp", Subscription: "projects/corp/subscriptions/certprov",
 			Endpoint: "pubsub.internal:8085", MaxOutstandingMessages: 50,
@@ -251,6 +253,7 @@ func TestDefaults(t *testing.T) {
 		{"engine.retry.maxBackoff", cfg.Engine.Retry.MaxBackoff, 5 * time.Minute},
 		{"engine.retry.maxDuration", cfg.Engine.Retry.MaxDuration, time.Hour},
 		{"journal.type", cfg.Journal.Type, "sqlite"},
+		{"shutdownGracePeriod", cfg.ShutdownGracePeriod, 25 * time.Second},
 		{"log.level", cfg.Log.Level, "info"},
 		{"log.format", cfg.Log.Format, "json"},
 		{"pubsub.maxOutstandingMessages", cfg.PubSub.MaxOutstandingMessages, 100},
@@ -381,6 +384,16 @@ func TestEnvOverrides(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				if c.InstanceID != "from-env" || c.PubSub.Subscription != "sub-env" {
 					t.Errorf("instanceId %q, subscription %q", c.InstanceID, c.PubSub.Subscription)
+				}
+			},
+		},
+		{
+			name: "top-level duration",
+			yaml: minimalYAML,
+			env:  map[string]string{"CERTPROV_SHUTDOWNGRACEPERIOD": "10s"},
+			check: func(t *testing.T, c *Config) {
+				if c.ShutdownGracePeriod != 10*time.Second {
+					t.Errorf("shutdownGracePeriod %s", c.ShutdownGracePeriod)
 				}
 			},
 		},

@@ -22,6 +22,9 @@ const (
 	DefaultLogFormat              = "json"
 	DefaultMaxOutstandingMessages = 100
 	DefaultCredentialsType        = CredentialsADC
+	// DefaultShutdownGracePeriod leaves a few seconds of Kubernetes' default 30 s
+	// terminationGracePeriodSeconds for closing the journal and exiting.
+	DefaultShutdownGracePeriod = 25 * time.Second
 
 	// DefaultCATimeout bounds one call to a CA when caConnections.<name>.timeout is omitted.
 	DefaultCATimeout = 30 * time.Second
@@ -77,7 +80,8 @@ const (
 // DefaultProfile and DefaultCAConnection.
 func Defaults() Config {
 	return Config{
-		PubSub: PubSub{MaxOutstandingMessages: DefaultMaxOutstandingMessages},
+		ShutdownGracePeriod: DefaultShutdownGracePeriod,
+		PubSub:              PubSub{MaxOutstandingMessages: DefaultMaxOutstandingMessages},
 		Google: Google{
 			Credentials:    Credentials{Type: DefaultCredentialsType},
 			RateLimit:      RateLimit{RequestsPerSecond: DefaultRateLimit, Burst: DefaultRateBurst},

@@ -10,6 +10,10 @@ type Config struct {
 	InstanceID string `mapstructure:"instanceId"`
 	// Customers are the customer ids served; notifications for others are acked and ignored.
 	Customers []string `mapstructure:"customers"`
+	// ShutdownGracePeriod is how long a stopping adapter (SIGTERM, SIGINT) lets in-flight CA
+	// calls and uploads finish after it stopped taking new work. Keep it below the time the
+	// supervisor waits before SIGKILL (Kubernetes: terminationGracePeriodSeconds, 30 s).
+	ShutdownGracePeriod time.Duration `mapstructure:"shutdownGracePeriod"`
 
 	PubSub  PubSub  `mapstructure:"pubsub"`
 	Google  Google  `mapstructure:"google"`

@@ -96,6 +96,7 @@ func (c *Config) Validate() []Problem {
 	c.validateGoogle(&ps)
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
+	positive(&ps, keyShutdownGracePeriod, c.ShutdownGracePeriod)
 
 	if len(c.Profiles) == 0 {
 		ps.add(keyProfiles, "at least one profile is required")
@@ -119,11 +120,22 @@ func (c *Config) Validate() []Problem {
 	return ps
 }
 
-// Warnings are Problems that do not stop the adapter: a configuration that works, but less
-// safely than the operator may think. `validate` prints them, `run` logs them at warn.
+// keyShutdownGracePeriod is the YAML path of Config.ShutdownGracePeriod.
+const keyShutdownGracePeriod = "shutdownGracePeriod"
+
+// KubernetesTerminationGrace is Kubernetes' default terminationGracePeriodSeconds: after it
+// the kubelet sends SIGKILL, so a longer shutdown grace period is cut short there.
+const KubernetesTerminationGrace = 30 * time.Second
+
+// Warnings returns what is allowed but probably unintended, each naming its YAML path. Unlike
+// Validate's problems they do not stop the adapter: `run` logs them and `validate` prints them.
 func (c *Config) Warnings() []Problem {
 	var ps problems
 	c.warnLease(&ps)
+	if c.ShutdownGracePeriod >= KubernetesTerminationGrace {
+		ps.add(keyShutdownGracePeriod, "%s is not below Kubernetes' default terminationGracePeriodSeconds (%s): "+
+			"raise that too, or the adapter is killed before in-flight steps finish", c.ShutdownGracePeriod, KubernetesTerminationGrace)
+	}
 	return ps
 }
 

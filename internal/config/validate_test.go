@@ -103,6 +103,8 @@ func TestValidateRules(t *testing.T) {
 		{"postgres without dsn", func(c *Config) { c.Journal.Type = JournalPostgres }, "journal.dsn", "CERTPROV_JOURNAL_DSN"},
 		{"zero lease", func(c *Config) { c.Journal.LeaseDuration = 0 }, "journal.leaseDuration", ""},
 		{"negative retention", func(c *Config) { c.Journal.Retention = -time.Hour }, "journal.retention", "negative"},
+		{"shutdown grace zero", func(c *Config) { c.ShutdownGracePeriod = 0 }, "shutdownGracePeriod", "positive"},
+		{"shutdown grace negative", func(c *Config) { c.ShutdownGracePeriod = -time.Second }, "shutdownGracePeriod", "positive"},
 		{"log level", func(c *Config) { c.Log.Level = "fatal" }, "log.level", "not one of"},
 		{"log format", func(c *Config) { c.Log.Format = "text" }, "log.format", "not one of"},
 		{"no profiles", func(c *Config) { c.Profiles = nil }, "profiles", "at least one profile"},
@@ -230,6 +232,37 @@ func TestWarningsLease(t *testing.T) {
 				}
 			}
 			t.Fatalf("warnings %v, want one at %s mentioning %q", ws, tt.path, tt.msg)
+		})
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		grace time.Duration
+		warn  bool
+	}{
+		{DefaultShutdownGracePeriod, false},
+		{KubernetesTerminationGrace - time.Millisecond, false},
+		{KubernetesTerminationGrace, true},
+		{2 * time.Minute, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.grace.String(), func(t *testing.T) {
+			c := validConfig(t)
+			c.ShutdownGracePeriod = tt.grace
+			if ps := c.Validate(); len(ps) != 0 {
+				t.Fatalf("a long grace period is allowed, got problems %v", ps)
+			}
+			ws := c.Warnings()
+			if !tt.warn {
+				if len(ws) != 0 {
+					t.Fatalf("unexpected warnings %v", ws)
+				}
+				return
+			}
+			if len(ws) != 1 || ws[0].Path != "shutdownGracePeriod" || !strings.Contains(ws[0].Message, "terminationGracePeriodSeconds") {
+				t.Fatalf("warnings %v; want one at shutdownGracePeriod naming terminationGracePeriodSeconds", ws)
+			}
 		})
 	}
 }

@@ -166,6 +166,14 @@ type adapterProc struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	stderr *bytes.Buffer
+	out    *syncWriter // stderr's writer, for reading the log while the adapter runs
+}
+
+// output is what the adapter logged so far.
+func (p *adapterProc) output() string {
+	p.out.mu.Lock()
+	defer p.out.mu.Unlock()
+	return p.out.w.String()
 }
 
 func (w *world) startAdapter(config string) *adapterProc {
@@ -179,7 +187,7 @@ func (w *world) startAdapter(config string) *adapterProc {
 	if err := cmd.Start(); err != nil {
 		w.t.Fatalf("start adapter: %v", err)
 	}
-	p := &adapterProc{cmd: cmd, done: make(chan struct{}), stderr: &stderr}
+	p := &adapterProc{cmd: cmd, done: make(chan struct{}), stderr: &stderr, out: out}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	w.mu.Lock()
 	w.adapters = append(w.adapters, p)
@@ -360,7 +368,7 @@ func (w *world) startProcesses(n int, maxDelay time.Duration) []string {
 }
 
 func (w *world) logAdapterErrors(p *adapterProc) {
-	out := p.stderr.String()
+	out := p.output()
 	var lines []string
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, `"level":"error"`) || strings.Contains(l, "panic") {

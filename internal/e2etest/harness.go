@@ -201,12 +201,12 @@ func New(t testing.TB, o Options) *Harness {
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	ps, err := pubsub.NewClient(ctx, "test", option.WithEndpoint(emu.PubSubAddr()), option.WithoutAuthentication(),
-		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	recv := intake.NewReceiver(intake.ReceiverOptions{Admitter: eng, Customers: []string{Customer}, Logger: log.Named("intake"), Metrics: h.Metrics})
+	ps, err := pubsub.NewClient(ctx, "test", append(recv.ClientOptions(), option.WithEndpoint(emu.PubSubAddr()), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))...)
 	if err != nil {
 		t.Fatalf("pubsub client: %v", err)
 	}
-	recv := intake.NewReceiver(eng, []string{Customer}, log.Named("intake"), h.Metrics)
 
 	var wg sync.WaitGroup
 	wg.Add(1)

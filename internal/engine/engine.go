@@ -126,7 +126,7 @@ func New(o Options) (*Engine, error) {
 	def(&o.Retry.MaxBackoff, config.DefaultMaxBackoff)
 	def(&o.Retry.MaxDuration, config.DefaultRetryMaxDuration)
 	def(&o.LeaseDuration, config.DefaultLeaseDuration)
-	def(&o.ShutdownGracePeriod, DefaultShutdownGracePeriod)
+	def(&o.ShutdownGracePeriod, config.DefaultShutdownGracePeriod)
 	if o.Workers <= 0 {
 		o.Workers = config.DefaultWorkers
 	}
@@ -147,11 +147,15 @@ func New(o Options) (*Engine, error) {
 	}, nil
 }
 
-// DefaultShutdownGracePeriod is Options.ShutdownGracePeriod when unset: below the 30 s a
-// Kubernetes pod gets between SIGTERM and SIGKILL.
-const DefaultShutdownGracePeriod = 25 * time.Second
-
 func (e *Engine) now() time.Time { return e.o.Now() }
+
+// InFlight is the number of records being worked now, each in the middle of a step or between
+// two steps of one run.
+func (e *Engine) InFlight() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.active)
+}
 
 func (e *Engine) poke() {
 	select {

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"cloud.google.com/go/pubsub/v2"
 	"go.uber.org/zap"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/certprov/certprov-adapter/internal/process"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
@@ -26,14 +30,74 @@ type Receiver struct {
 	customers []string // empty serves every customer
 	log       *zap.Logger
 	metrics   *telemetry.Counters
+	stop      time.Duration
+	connect   time.Duration
+	streams   *streamWatch
 }
 
-// NewReceiver returns a Receiver serving customers.
-func NewReceiver(a Admitter, customers []string, log *zap.Logger, metrics *telemetry.Counters) *Receiver {
-	if log == nil {
-		log = zap.NewNop()
+// ReceiverOptions configure a Receiver.
+type ReceiverOptions struct {
+	Admitter Admitter
+	// Customers are the customers served; empty serves every customer.
+	Customers []string
+	Logger    *zap.Logger
+	Metrics   *telemetry.Counters
+	// StopTimeout bounds how long Run waits, once its context ended, for the Pub/Sub client to
+	// stop; default DefaultStopTimeout.
+	StopTimeout time.Duration
+	// WarnInterval is the least time between two warnings about a stream that cannot open;
+	// default DefaultWarnInterval.
+	WarnInterval time.Duration
+	// ConnectTimeout bounds one connection attempt to Pub/Sub, TLS and HTTP/2 handshakes
+	// included; zero keeps gRPC's (20 s).
+	ConnectTimeout time.Duration
+	// Now replaces the clock of the warning rate limit (tests).
+	Now func() time.Time
+}
+
+// DefaultStopTimeout is ReceiverOptions.StopTimeout when unset.
+const DefaultStopTimeout = 10 * time.Second
+
+// NewReceiver returns a Receiver. The Pub/Sub client it receives through must be built with
+// ClientOptions.
+func NewReceiver(o ReceiverOptions) *Receiver {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
 	}
-	return &Receiver{admit: a, customers: customers, log: log, metrics: metrics}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = DefaultStopTimeout
+	}
+	if o.WarnInterval <= 0 {
+		o.WarnInterval = DefaultWarnInterval
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Receiver{
+		admit: o.Admitter, customers: o.Customers, log: o.Logger, metrics: o.Metrics,
+		stop: o.StopTimeout, connect: o.ConnectTimeout,
+		streams: newStreamWatch(o.Logger, o.Metrics, o.WarnInterval, o.Now),
+	}
+}
+
+// ClientOptions are the options the Pub/Sub client must be built with, so that the receiver
+// sees its streams open and fail. They act on the connections the client dials, so they do
+// nothing for a client given a ready connection (option.WithGRPCConn).
+func (r *Receiver) ClientOptions() []option.ClientOption {
+	opts := []option.ClientOption{option.WithGRPCDialOption(grpc.WithChainStreamInterceptor(r.streams.intercept))}
+	if r.connect > 0 {
+		opts = append(opts, option.WithGRPCDialOption(grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.DefaultConfig, MinConnectTimeout: r.connect,
+		})))
+	}
+	return opts
+}
+
+// StreamOpen reports whether a stream to Pub/Sub is open now, i.e. whether notifications can
+// arrive. When none is, lastErr says why the latest attempt to open one failed; it is nil
+// before the first attempt ended and between a stream closing cleanly and the next opening.
+func (r *Receiver) StreamOpen() (open bool, lastErr error) {
+	return r.streams.state()
 }
 
 // Handle processes one message and reports whether to ack it. Messages that can never succeed
@@ -54,6 +118,9 @@ func (r *Receiver) Handle(ctx context.Context, msgID string, data []byte) (ack b
 		return true
 	}
 	name := process.Name(n.CustomerID, n.ProcessID)
+	if ctx.Err() != nil {
+		return false // stopping: no new work; Pub/Sub delivers the message again
+	}
 	if err := r.admit.Admit(ctx, name); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return false
@@ -76,17 +143,41 @@ func (r *Receiver) serves(customer string) bool {
 
 const myCustomer = "my_customer"
 
-// Run receives from sub until ctx ends. It returns nil on cancellation.
+// Run receives from sub until ctx ends, and returns nil then; it returns an error when Pub/Sub
+// refuses to serve the subscription. When ctx ends, receiving stops at once and admissions in
+// progress are cancelled, so that their messages come again. Run waits at most StopTimeout for
+// the Pub/Sub client to stop: it may not, while it is still trying to reach Pub/Sub. Run sets
+// sub.ReceiveSettings.ShutdownOptions.
 func (r *Receiver) Run(ctx context.Context, sub *pubsub.Subscriber) error {
-	err := sub.Receive(ctx, func(ctx context.Context, m *pubsub.Message) {
-		if r.Handle(ctx, m.ID, m.Data) {
-			m.Ack()
-		} else {
-			m.Nack()
+	// The client's default, untimed stop waits for its stream, which cannot end while the
+	// client is still trying to open it; a timed stop cancels the stream first.
+	sub.ReceiveSettings.ShutdownOptions = &pubsub.ShutdownOptions{Behavior: pubsub.ShutdownBehaviorWaitForProcessing, Timeout: r.stop}
+	done := make(chan error, 1)
+	go func() {
+		done <- sub.Receive(ctx, func(ctx context.Context, m *pubsub.Message) {
+			if r.Handle(ctx, m.ID, m.Data) {
+				m.Ack()
+			} else {
+				m.Nack()
+			}
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("receive from %s: %w", sub, err)
 		}
-	})
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("receive from %s: %w", sub, err)
+		return nil
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(r.stop)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		r.metrics.Inc("pubsub_receive_stop_timeouts_total")
+		r.log.Warn("the Pub/Sub client did not stop in time; leaving it", zap.String("subscription", sub.String()),
+			zap.Duration("waited", r.stop))
 	}
 	return nil
 }

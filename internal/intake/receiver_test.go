@@ -48,7 +48,7 @@ func TestHandle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &recordingAdmitter{err: tc.admitErr}
 			m := &telemetry.Counters{}
-			r := NewReceiver(a, tc.customers, nil, m)
+			r := NewReceiver(ReceiverOptions{Admitter: a, Customers: tc.customers, Metrics: m})
 			if ack := r.Handle(context.Background(), "m1", tc.data); ack != tc.wantAck {
 				t.Fatalf("ack = %v, want %v", ack, tc.wantAck)
 			}
