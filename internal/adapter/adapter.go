@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -128,6 +127,8 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),
+
+		InsecureAllowCleartext: va.InsecureAllowCleartext,
 	})
 	if err != nil {
 		return nil, err
@@ -169,7 +170,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	store, err := OpenJournal(ctx, cfg.Journal, false)
+	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
 		return nil, err
 	}
@@ -209,19 +210,19 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 }
 
 // OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
-// live adapter.
-func OpenJournal(ctx context.Context, j config.Journal, readOnly bool) (journal.Store, error) {
+// live adapter. log (nil for none) hears about a journal others may read.
+func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.Logger) (journal.Store, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
 	switch j.Type {
 	case config.JournalSQLite:
 		if readOnly {
 			return sqlite.OpenReadOnly(ctx, j.Path)
 		}
-		if err := os.MkdirAll(filepath.Dir(j.Path), 0o700); err != nil {
-			return nil, fmt.Errorf("journal directory: %w", err)
-		}
-		return sqlite.Open(ctx, j.Path)
+		return sqlite.Open(ctx, j.Path, sqlite.WithLogger(log)) // creates its directory, private
 	case config.JournalPostgres:
-		return postgres.Open(ctx, j.DSN)
+		return postgres.Open(ctx, j.DSN, postgres.WithInsecureAllowCleartext(j.InsecureAllowCleartext), postgres.WithLogger(log))
 	case config.JournalMemory, "":
 		if readOnly {
 			return nil, errors.New("the memory journal lives inside the running adapter and cannot be inspected")

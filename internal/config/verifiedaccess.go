@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/certprov/certprov-adapter/internal/cleartext"
 )
 
 // The Verified Access v2 enumerations the policy may name, as in the discovery document of
@@ -137,6 +139,9 @@ func (c *Config) validateVerifiedAccess(ps *problems) {
 	if va.Endpoint != "" {
 		if err := httpURL(va.Endpoint); err != nil {
 			ps.add(joinPath(sec, "endpoint"), "%v", err)
+		} else {
+			_, err := EndpointCleartext(SectionVerifiedAccess, va.Endpoint, c.Google.Credentials, va.InsecureAllowCleartext)
+			cleartextProblem(ps, joinPath(sec, "endpoint"), err)
 		}
 	}
 	if va.Enabled {
@@ -167,7 +172,8 @@ func (c *Config) validateVAServer(ps *problems) {
 	}
 	tlsPath := joinPath(sec, "tls")
 	if va.Insecure {
-		if err == nil && !isLoopback(host) {
+		// An empty host (":8443") listens on every interface and is not loopback.
+		if err == nil && !cleartext.LoopbackHost(host) {
 			ps.add(joinPath(sec, "insecure"), "plain HTTP is only allowed on a loopback listen address (127.0.0.1, ::1, localhost), not %q: enrollment carries device identities and certificates", va.Listen)
 		}
 		if va.TLS.CertFile != "" || va.TLS.KeyFile != "" {
@@ -253,16 +259,6 @@ func ParseTrustedProxy(s string) (netip.Prefix, error) {
 		}
 	}
 	return p, nil
-}
-
-// isLoopback reports whether a listen host is a loopback address. An empty host (":8443") listens
-// on every interface and is not loopback.
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }
 
 // validate checks one enrollment profile found at path.

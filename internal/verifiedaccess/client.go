@@ -76,6 +76,9 @@ type Result struct {
 type ClientOptions struct {
 	// Endpoint overrides https://verifiedaccess.googleapis.com/ (the emulator).
 	Endpoint string
+	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback
+	// (verifiedAccess.insecureAllowCleartext); NewClient refuses one otherwise.
+	InsecureAllowCleartext bool
 	// Credentials authenticate as google.credentials does, with the Verified Access scope;
 	// type none talks to an emulator without authentication.
 	Credentials config.Credentials
@@ -106,6 +109,11 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	warning, err := config.EndpointCleartext(config.SectionVerifiedAccess, o.Endpoint, o.Credentials, o.InsecureAllowCleartext)
+	if err != nil {
+		return nil, err
+	}
+	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if o.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(o.Endpoint))

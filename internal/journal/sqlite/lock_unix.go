@@ -13,7 +13,10 @@ import (
 // belongs to the open file description, so a second lockFile on the same path fails even in
 // the same process; the kernel drops it when the process dies.
 func lockFile(path string) (unlock func() error, err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err := createPrivateFile(path); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
