@@ -47,6 +47,9 @@ func TestFaultyFailsWritesAndWritesNothing(t *testing.T) {
 	if got, _ := f.Get(ctx, "p"); got.State != journal.StateClaimed {
 		t.Fatalf("a failed Update wrote state %s", got.State)
 	}
+	if n := f.Unwritten("p", journal.StateSignRequested); n != 3 {
+		t.Errorf("Unwritten(sign_requested) = %d, want 3", n)
+	}
 	if got := f.Refused(); got[journaltest.OpCreate] != 1 || got[journaltest.OpUpdate] != 3 || got[journaltest.OpLease] != 0 {
 		t.Errorf("Refused = %v, want 1 Create and 3 Updates", got)
 	}
