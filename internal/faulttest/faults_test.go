@@ -154,7 +154,7 @@ func scenarios() []scenario {
 			name:  "CA times out after issuing, without lookup",
 			n:     4,
 			world: worldOptions{caTimeout: 500 * time.Millisecond, link: caLink{hangAfterIssue: true, noLookup: true}},
-			want:  func(int) want { return want{failure: "CA"} },
+			want:  func(int) want { return want{failure: "the CA did not answer within 500ms"} },
 			after: func(w *world, names []string) {
 				for _, n := range names {
 					if calls, _, issued := w.ca.stats(n); calls != 1 || len(issued) != 1 {
