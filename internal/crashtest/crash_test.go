@@ -122,13 +122,23 @@ func TestReplicasSharePostgres(t *testing.T) {
 		replicas = append(replicas, w.startAdapter(w.writeConfigLevel(fmt.Sprintf("replica-%d", i), "crash-shared", j, level)))
 	}
 	victim := replicas[0].leaseOwner(t)
+	// Every API call takes a moment, so that a replica holds leases through its steps, not only
+	// between two polls.
+	w.emu.SetLatency(100 * time.Millisecond)
 	start := time.Now()
 	names := w.startProcesses(processes, 3*time.Second)
 	time.Sleep(1500 * time.Millisecond)
+	var before []string
+	deadline := time.Now().Add(time.Minute)
+	for len(before) < 3 && time.Now().Before(deadline) {
+		before = leasesHeld(t, j.dsn, victim, time.Now())
+	}
 	replicas[0].kill() // for good
-	// Read right after the kill: a dead replica renews and releases nothing, and no other may
-	// take its records before their leases expire, so these are exactly the leases it died with.
+	// Read again right after the kill: a dead replica renews and releases nothing, and no other
+	// may take its records before their leases expire, so these are exactly the leases it died
+	// with.
 	held := leasesHeld(t, j.dsn, victim, time.Now())
+	t.Logf("the victim held %d leases right before the kill, %d when it died", len(before), len(held))
 	w.waitAll(names, 3*time.Minute)
 	elapsed := time.Since(start)
 	o := w.check(names)
