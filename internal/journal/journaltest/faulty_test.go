@@ -61,3 +61,39 @@ func TestFaultyFailsWritesAndWritesNothing(t *testing.T) {
 		t.Errorf("state after Heal = %s", got.State)
 	}
 }
+
+// TestFaultyCountsStoreErrors: errors of the wrapped store are counted by op; the answers
+// ErrNotFound and ErrLeaseLost are not errors.
+func TestFaultyCountsStoreErrors(t *testing.T) {
+	ctx := context.Background()
+	mem := journal.NewMemory()
+	f := journaltest.NewFaulty(mem)
+	if _, err := f.Get(ctx, "absent"); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("Get = %v, want ErrNotFound", err)
+	}
+	rec := journaltest.NewRecord("p", journaltest.T0)
+	if _, err := f.Create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Update(ctx, "nobody", rec, journaltest.T0, 0); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("Update without the lease = %v, want ErrLeaseLost", err)
+	}
+	if got := f.StoreErrors(); len(got) != 0 {
+		t.Fatalf("StoreErrors = %v after answers only, want none", got)
+	}
+	if n := f.Unwritten("p", journal.StateClaimed); n != 1 {
+		t.Errorf("Unwritten(claimed) = %d after a refused Update, want 1", n)
+	}
+	if err := mem.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Get(ctx, "p"); !errors.Is(err, journal.ErrClosed) {
+		t.Fatalf("Get on a closed store = %v", err)
+	}
+	if _, _, err := f.NextDue(ctx); err == nil {
+		t.Fatal("NextDue on a closed store = nil")
+	}
+	if got := f.StoreErrors(); got[journaltest.OpGet] != 1 || got[journaltest.OpNextDue] != 1 {
+		t.Errorf("StoreErrors = %v, want one Get and one NextDue", got)
+	}
+}
