@@ -124,20 +124,20 @@ func TestReplicasSharePostgres(t *testing.T) {
 	victim := replicas[0].leaseOwner(t)
 	// Every API call takes a moment, so that a replica holds leases through its steps, not only
 	// between two polls.
-	w.emu.SetLatency(100 * time.Millisecond)
+	w.emu.SetLatency(200 * time.Millisecond)
 	start := time.Now()
 	names := w.startProcesses(processes, 3*time.Second)
 	time.Sleep(1500 * time.Millisecond)
+	leases := newLeaseReader(t, j.dsn)
 	var before []string
-	deadline := time.Now().Add(time.Minute)
-	for len(before) < 3 && time.Now().Before(deadline) {
-		before = leasesHeld(t, j.dsn, victim, time.Now())
+	for deadline := time.Now().Add(time.Minute); len(before) == 0 && time.Now().Before(deadline); {
+		before = leases.held(victim, time.Now())
 	}
 	replicas[0].kill() // for good
 	// Read again right after the kill: a dead replica renews and releases nothing, and no other
 	// may take its records before their leases expire, so these are exactly the leases it died
 	// with.
-	held := leasesHeld(t, j.dsn, victim, time.Now())
+	held := leases.held(victim, time.Now())
 	t.Logf("the victim held %d leases right before the kill, %d when it died", len(before), len(held))
 	w.waitAll(names, 3*time.Minute)
 	elapsed := time.Since(start)
@@ -155,7 +155,21 @@ func TestReplicasSharePostgres(t *testing.T) {
 	if len(held) == 0 {
 		t.Fatalf("the killed replica (lease owner %s) held no lease when it died: the test proved no takeover", victim)
 	}
-	rows := journalRows(t, j.dsn, held)
+	// Google's side ends a moment before the journal records it.
+	var rows map[string]journalRow
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		rows = leases.rows(held)
+		final := 0
+		for _, r := range rows {
+			if r.final {
+				final++
+			}
+		}
+		if final == len(held) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, n := range held {
 		if s, _ := w.emu.Process(n); !s.Finished() {
 			t.Errorf("%s, leased by the killed replica, is unfinished on Google's side (%s)", n, s.State)

@@ -484,9 +484,14 @@ func (p *adapterProc) leaseOwner(t *testing.T) string {
 	return ""
 }
 
-// leasesHeld lists the unfinished journal records that owner holds under a lease unexpired at
-// now, in the PostgreSQL journal at dsn.
-func leasesHeld(t *testing.T, dsn, owner string, now time.Time) []string {
+// leaseReader reads the leases in a PostgreSQL journal, on one connection so that a poll is
+// quick.
+type leaseReader struct {
+	t    *testing.T
+	conn *pgx.Conn
+}
+
+func newLeaseReader(t *testing.T, dsn string) *leaseReader {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -494,15 +499,23 @@ func leasesHeld(t *testing.T, dsn, owner string, now time.Time) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT name FROM `+postgres.DefaultTable+
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return &leaseReader{t: t, conn: conn}
+}
+
+// held lists the unfinished records that owner holds under a lease unexpired at now.
+func (l *leaseReader) held(owner string, now time.Time) []string {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rows, err := l.conn.Query(ctx, `SELECT name FROM `+postgres.DefaultTable+
 		` WHERE NOT final AND lease_owner = $1 AND lease_until > $2 ORDER BY name`, owner, now.UnixNano())
 	if err != nil {
-		t.Fatal(err)
+		l.t.Fatal(err)
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		t.Fatal(err)
+		l.t.Fatal(err)
 	}
 	return names
 }
@@ -513,20 +526,15 @@ type journalRow struct {
 	final        bool
 }
 
-// journalRows reads the named records' rows from the PostgreSQL journal at dsn.
-func journalRows(t *testing.T, dsn string, names []string) map[string]journalRow {
-	t.Helper()
+// rows reads the named records' rows.
+func (l *leaseReader) rows(names []string) map[string]journalRow {
+	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT name, state, final, coalesce(lease_owner, '') FROM `+postgres.DefaultTable+
+	rows, err := l.conn.Query(ctx, `SELECT name, state, final, coalesce(lease_owner, '') FROM `+postgres.DefaultTable+
 		` WHERE name = ANY($1)`, names)
 	if err != nil {
-		t.Fatal(err)
+		l.t.Fatal(err)
 	}
 	defer rows.Close()
 	out := map[string]journalRow{}
@@ -534,12 +542,12 @@ func journalRows(t *testing.T, dsn string, names []string) map[string]journalRow
 		var name string
 		var r journalRow
 		if err := rows.Scan(&name, &r.state, &r.final, &r.owner); err != nil {
-			t.Fatal(err)
+			l.t.Fatal(err)
 		}
 		out[name] = r
 	}
 	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+		l.t.Fatal(err)
 	}
 	return out
 }
