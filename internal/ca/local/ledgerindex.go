@@ -36,6 +36,9 @@ type ledger struct {
 	indexPath string
 	log       *zap.Logger
 	db        *sql.DB
+	// The statements of the frequent paths, prepared once: SQLite spends more time compiling
+	// these than running them.
+	lookupStmt, progressStmt *sql.Stmt
 	// session tells this connector's rows from those of other connectors sharing the ledger,
 	// for Issued.
 	session int64
@@ -97,6 +100,13 @@ func openLedger(ctx context.Context, path string, log *zap.Logger) (*ledger, err
 		return nil, fmt.Errorf("index %s: %w (delete it to rebuild it from the ledger)", l.indexPath, err)
 	}
 	l.db = db
+	if l.lookupStmt, err = db.PrepareContext(ctx, `SELECT pos, length, serial FROM entries WHERE key = ? ORDER BY pos DESC LIMIT 1`); err == nil {
+		l.progressStmt, err = db.PrepareContext(ctx, `SELECT indexed_to FROM progress`)
+	}
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("index %s: %w", l.indexPath, err)
+	}
 	start := time.Now()
 	n, err := l.catchUp(ctx)
 	if err != nil {
@@ -150,7 +160,10 @@ func migrateIndex(ctx context.Context, db *sql.DB) error {
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	if version > indexSchemaVersion {
+	switch {
+	case version == indexSchemaVersion:
+		return nil
+	case version > indexSchemaVersion:
 		return fmt.Errorf("schema version %d is newer than this adapter's %d", version, indexSchemaVersion)
 	}
 	tx, err := db.BeginTx(ctx, nil)
@@ -205,7 +218,9 @@ func warnIfShared(dir string, log *zap.Logger) {
 		zap.String("dir", dir), zap.Stringer("mode", fi.Mode().Perm()))
 }
 
-func (l *ledger) close() error { return l.db.Close() }
+func (l *ledger) close() error {
+	return errors.Join(l.lookupStmt.Close(), l.progressStmt.Close(), l.db.Close())
+}
 
 // add appends the certificate to the file (synced) and indexes it. Once the line is synced the
 // certificate is issued, so an index failure is logged, not returned: refusing the certificate
@@ -289,8 +304,7 @@ func (l *ledger) lookup(ctx context.Context, key string) (*x509.Certificate, err
 		length int
 		serial string
 	)
-	err := l.db.QueryRowContext(ctx, `SELECT pos, length, serial FROM entries WHERE key = ? ORDER BY pos DESC LIMIT 1`, key).
-		Scan(&pos, &length, &serial)
+	err := l.lookupStmt.QueryRowContext(ctx, key).Scan(&pos, &length, &serial)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -382,7 +396,7 @@ func (l *ledger) indexChunk(ctx context.Context, f *os.File) (lines int, more bo
 	size := fi.Size()
 	var from int64
 	// Looked at before taking the write lock: a lookup that misses usually finds nothing new.
-	if err := l.db.QueryRowContext(ctx, `SELECT indexed_to FROM progress`).Scan(&from); err != nil {
+	if err := l.progressStmt.QueryRowContext(ctx).Scan(&from); err != nil {
 		return 0, false, fmt.Errorf("ledger index %s: %w", l.indexPath, err)
 	}
 	if from == size {
