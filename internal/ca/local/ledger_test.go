@@ -359,17 +359,18 @@ func TestLedgerIndexRebuilt(t *testing.T) {
 	})
 }
 
-// TestLedgerFilesArePrivate: the ledger and its index are created 0600, and existing ones that
-// others may read are made private; a directory others may enter is reported.
+// TestLedgerFilesArePrivate: the ledger and its index are created 0600; a directory or files
+// that group or others may access are reported, path by path, and left as they are.
 func TestLedgerFilesArePrivate(t *testing.T) {
 	f := newFixture(t, caSpec{}, nil)
-	paths := []string{"ledger.jsonl", "ledger.jsonl" + IndexSuffix, "ledger.jsonl" + IndexSuffix + "-wal", "ledger.jsonl" + IndexSuffix + "-shm"}
-	checkModes := func(t *testing.T) {
+	ledgerPath := filepath.Join(f.dir, "ledger.jsonl")
+	files := []string{ledgerPath, ledgerPath + IndexSuffix, ledgerPath + IndexSuffix + "-wal", ledgerPath + IndexSuffix + "-shm"}
+	checkModes := func(t *testing.T, want map[string]os.FileMode) {
 		t.Helper()
-		for _, p := range paths {
-			fi, err := os.Stat(filepath.Join(f.dir, p))
-			if err != nil || fi.Mode().Perm() != 0o600 {
-				t.Errorf("%s: %v, %v; want mode 0600", p, fi, err)
+		for p, mode := range want {
+			fi, err := os.Stat(p)
+			if err != nil || fi.Mode().Perm() != mode {
+				t.Errorf("%s: %v, %v; want mode %04o", p, fi, err, mode)
 			}
 		}
 	}
@@ -378,30 +379,33 @@ func TestLedgerFilesArePrivate(t *testing.T) {
 	}
 	log, logs := observedLogger()
 	c := openLedgerConn(t, f.dir, log) // the index is in WAL mode: -wal and -shm exist while open
-	checkModes(t)
+	checkModes(t, map[string]os.FileMode{files[0]: 0o600, files[1]: 0o600, files[2]: 0o600, files[3]: 0o600})
 	if logs.Len() != 0 {
-		t.Errorf("warnings for a private directory: %v", logs.All())
+		t.Errorf("warnings for private files: %v", logs.All())
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	for _, p := range paths[:2] {
-		if err := os.Chmod(filepath.Join(f.dir, p), 0o644); err != nil {
+	for _, p := range files[:2] {
+		if err := os.Chmod(p, 0o640); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Chmod(f.dir, 0o755); err != nil {
+	if err := os.Chmod(f.dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	log, logs = observedLogger()
 	openLedgerConn(t, f.dir, log)
-	checkModes(t)
-	if n := logs.FilterMessageSnippet("made it private").Len(); n != 2 {
-		t.Errorf("%d warnings about readable files, want 2: %v", n, logs.All())
+	checkModes(t, map[string]os.FileMode{f.dir: 0o750, files[0]: 0o640, files[1]: 0o640})
+	warned := map[string]bool{}
+	for _, e := range logs.FilterMessageSnippet("accessible to group or others").All() {
+		warned[e.ContextMap()["path"].(string)] = true
 	}
-	if n := logs.FilterMessageSnippet("directory is accessible").Len(); n != 1 {
-		t.Errorf("%d warnings about the directory, want 1: %v", n, logs.All())
+	for _, p := range []string{f.dir, files[0], files[1]} {
+		if !warned[p] {
+			t.Errorf("no warning for %s: %v", p, logs.All())
+		}
 	}
 }
 

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,17 +91,17 @@ var errStaleIndex = errors.New("ledger index does not match the ledger file")
 // file holds beyond the index: everything, the first time an existing ledger is opened with an
 // index (a ledger written before the index existed is migrated so, and stays as it is).
 func openLedger(ctx context.Context, path string, log *zap.Logger) (*ledger, error) {
-	warnIfShared(filepath.Dir(path), log)
 	// Created now, so that a wrong path fails at startup and not after signing.
-	if err := createPrivate(path, log); err != nil {
+	if err := createPrivate(path); err != nil {
 		return nil, err
 	}
 	l := &ledger{path: path, indexPath: path + IndexSuffix, log: log, session: rand.Int64()}
-	db, err := openIndex(ctx, l.indexPath, log)
+	db, err := openIndex(ctx, l.indexPath)
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w (delete it to rebuild it from the ledger)", l.indexPath, err)
 	}
 	l.db = db
+	warnIfShared(path, log)
 	if l.lookupStmt, err = db.PrepareContext(ctx, `SELECT pos, length, serial FROM entries WHERE key = ? ORDER BY pos DESC LIMIT 1`); err == nil {
 		l.progressStmt, err = db.PrepareContext(ctx, `SELECT indexed_to FROM progress`)
 	}
@@ -119,18 +121,11 @@ func openLedger(ctx context.Context, path string, log *zap.Logger) (*ledger, err
 	return l, nil
 }
 
-func openIndex(ctx context.Context, path string, log *zap.Logger) (*sql.DB, error) {
-	// SQLite gives its -wal and -shm files the mode of the database file, so creating that
-	// first keeps all three private.
-	if err := createPrivate(path, log); err != nil {
+func openIndex(ctx context.Context, path string) (*sql.DB, error) {
+	// SQLite gives the -wal and -shm files it creates the mode of the database file, so
+	// creating that first keeps all three private.
+	if err := createPrivate(path); err != nil {
 		return nil, err
-	}
-	for _, p := range []string{path + "-wal", path + "-shm"} {
-		if _, err := os.Stat(p); err == nil {
-			if err := createPrivate(p, log); err != nil {
-				return nil, err
-			}
-		}
 	}
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", indexBusyTimeout.Milliseconds()))
@@ -182,40 +177,38 @@ func migrateIndex(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// createPrivate creates path with mode 0600 if it does not exist, and takes group and other
-// permissions away from an existing file: the ledger names every device the CA served.
-func createPrivate(path string, log *zap.Logger) error {
+// createPrivate creates path empty with mode 0600 (the umask can only take bits away) unless it
+// exists.
+func createPrivate(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	fi, err := f.Stat()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		if err := os.Chmod(path, perm&0o700); err != nil {
-			return fmt.Errorf("make %s private: %w", path, err)
-		}
-		log.Warn("ledger file was readable by group or others; made it private",
-			zap.String("path", path), zap.Stringer("was", perm), zap.Stringer("now", perm&0o700))
-	}
-	return nil
+	return f.Close()
 }
 
-// warnIfShared logs a directory others may enter: whoever can write it can replace the ledger
-// (and so make the CA issue twice). The adapter does not change it, since it may be a mounted
-// volume shared with the journal; give it mode 0700.
-func warnIfShared(dir string, log *zap.Logger) {
-	fi, err := os.Stat(dir)
-	if err != nil || fi.Mode().Perm()&0o077 == 0 {
-		return // a missing directory fails the ledger's creation, with its own message
+// warnIfShared logs, at warn, the ledger's directory and files that group or others may access:
+// the ledger names every device and user the CA served, and whoever can write the directory can
+// replace the ledger (and so make the CA issue twice). Like the journal's check, it changes
+// nothing: the operator may have meant it (a backup group, a mounted volume) and must decide.
+func warnIfShared(path string, log *zap.Logger) {
+	if runtime.GOOS == "windows" {
+		return // modes there do not describe who may read a file
 	}
-	log.Warn("ledger directory is accessible by group or others; give it mode 0700",
-		zap.String("dir", dir), zap.Stringer("mode", fi.Mode().Perm()))
+	check := func(p, what string, want fs.FileMode) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return // a sidecar that does not exist (yet) exposes nothing
+		}
+		if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+			log.Warn("ledger "+what+" is accessible to group or others; it names every device and user the CA served",
+				zap.String("path", p), zap.String("mode", fmt.Sprintf("%04o", mode)), zap.String("want", fmt.Sprintf("%04o", want)))
+		}
+	}
+	check(filepath.Dir(path), "directory", 0o700)
+	for _, p := range []string{path, path + IndexSuffix, path + IndexSuffix + "-wal", path + IndexSuffix + "-shm"} {
+		check(p, "file", 0o600)
+	}
 }
 
 func (l *ledger) close() error {
