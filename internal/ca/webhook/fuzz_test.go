@@ -149,4 +149,3 @@ func abs(n int) int {
 	}
 	return n
 }
-
