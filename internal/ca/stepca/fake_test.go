@@ -36,7 +36,7 @@ import (
 // It serves /root/{sha}, /provisioners (paginated, pageSize entries per page), /health and
 // /1.0/sign, and signs with its own issuer.
 type fakeCA struct {
-	t           *testing.T
+	t           testing.TB
 	srv         *httptest.Server
 	fingerprint string // of the TLS certificate, which serves as the root
 	issuer      *x509.Certificate
@@ -69,7 +69,7 @@ type verifiedToken struct {
 const fakeProvisioner = "certprov"
 
 // newFakeCA starts a fake whose provisioner key is key (nil: a P-256 key with alg ES256).
-func newFakeCA(t *testing.T, key crypto.Signer, alg string) *fakeCA {
+func newFakeCA(t testing.TB, key crypto.Signer, alg string) *fakeCA {
 	t.Helper()
 	if key == nil {
 		var err error
@@ -178,7 +178,7 @@ func (f *fakeCA) provisioners(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"provisioners": all[start:end], "nextCursor": next})
 }
 
-func encryptJWK(t *testing.T, k *jose.JSONWebKey, password string) string {
+func encryptJWK(t testing.TB, k *jose.JSONWebKey, password string) string {
 	t.Helper()
 	plain, err := json.Marshal(k)
 	if err != nil {
