@@ -224,7 +224,8 @@ func (c *Connector) decodeReply(code int, h http.Header, data []byte) *reply {
 		r.body = &body
 	}
 	if r.body == nil {
-		r.snippet = c.clean(string(data[:min(len(data), 200)]))
+		// Cleaned before it is cut, so that a cut cannot keep part of an echoed secret.
+		r.snippet = c.cleanMax(string(data), 200)
 	}
 	return r
 }
@@ -351,12 +352,15 @@ func parseCertificates(s string) ([]*x509.Certificate, error) {
 // clean makes server-supplied text fit for a failure message shown on a device: valid UTF-8,
 // no control characters, bounded, and without any configured secret (in case a server echoes
 // the request's headers).
-func (c *Connector) clean(s string) string {
+func (c *Connector) clean(s string) string { return c.cleanMax(s, maxMessageBytes) }
+
+// cleanMax is clean with another bound.
+func (c *Connector) cleanMax(s string, max int) string {
 	secrets := []string{c.secret.Reveal()}
 	for _, h := range c.headers {
 		secrets = append(secrets, h.value.Reveal())
 	}
-	return ca.ServerText(s, maxMessageBytes, secrets...)
+	return ca.ServerText(s, max, secrets...)
 }
 
 // displayLocation shows a redirect target without its query, which may carry a key.

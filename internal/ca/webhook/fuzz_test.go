@@ -149,3 +149,16 @@ func abs(n int) int {
 	}
 	return n
 }
+
+// TestSnippetKeepsNoPartOfASecret: a body that is not JSON is quoted only in part; the part must
+// not end in the start of a secret the server echoed across the cut.
+func TestSnippetKeepsNoPartOfASecret(t *testing.T) {
+	const secret = "7f3a9c1e5b2d8f4a6c0e1b3d5f7a9c2e"
+	c := &Connector{name: "snippet", log: zap.NewNop(), secret: logging.Secret(secret), now: time.Now}
+	for _, lead := range []int{0, 190, 195, 199} {
+		r := c.decodeReply(http.StatusBadGateway, http.Header{}, []byte(strings.Repeat("x", lead)+secret+" echoed"))
+		if r.body != nil || strings.Contains(r.snippet, secret[:5]) {
+			t.Errorf("%d bytes before the secret: snippet %q", lead, r.snippet)
+		}
+	}
+}
