@@ -95,7 +95,7 @@ func FuzzEnrollment(f *testing.F) {
 		if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, req.CSR.RawSubjectPublicKeyInfo) || len(others) != len(certs)-1 {
 			t.Fatalf("selected a certificate for another key, or lost %d others", len(certs)-1-len(others))
 		}
-		chain, err := buildChain(leaf, others, anchors, now)
+		chain, roots, err := buildChain(leaf, others, anchors, now)
 		if err != nil {
 			return
 		}
@@ -108,6 +108,6 @@ func FuzzEnrollment(f *testing.F) {
 				t.Fatalf("chain holds the self-signed %q", c.Subject)
 			}
 		}
-		catest.CheckIssued(t, req, &ca.Issued{Leaf: leaf, Chain: chain}, pool(anchors...))
+		catest.CheckIssued(t, req, &ca.Issued{Leaf: leaf, Chain: chain, Roots: roots}, roots)
 	})
 }
