@@ -32,14 +32,14 @@ type scenario struct {
 }
 
 // claimOutage is how long the journal refuses claims in "journal cannot record claims for a
-// while", and maxClaimAttempts the most attempts a process may make meanwhile. The redeliveries
-// back off from the harness's engine.retry.initialBackoff (20ms), doubling with jitter above
-// the doubled floor up to maxBackoff (500ms): the floors alone add up to 2s after 8 attempts,
-// so 20 leaves room for a slow heal; without a backoff Pub/Sub redelivers at once, about 60
-// times a second.
+// while", and maxClaimAttempts the most attempts a process may make meanwhile. Redeliveries
+// back off from the harness's engine.retry.initialBackoff (20ms), doubling, with jitter above
+// each doubled floor, up to its maxBackoff (500ms): the floors alone add up to 6.1s over 16
+// attempts, so a bound of 16 in 4s holds however fast the machine, and leaves 2s for a slow
+// heal. Without a backoff each redelivery came at once: 6 to 60 a second, by machine.
 const (
-	claimOutage      = 2 * time.Second
-	maxClaimAttempts = 20
+	claimOutage      = 4 * time.Second
+	maxClaimAttempts = 16
 )
 
 // unknownProfile is a profile reference the adapter has no profile for: the process fails at
