@@ -193,6 +193,7 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	if p != nil {
 		// Only the record failed last time: Google knows the claim is ours.
 		e.o.Metrics.Inc("admission_claims_reused_total")
+		e.log.Debug("recording a claim made before, without claiming again", zap.String("process", name))
 	} else {
 		var done bool
 		var err error
