@@ -11,20 +11,18 @@ import (
 )
 
 // commit journals rec under h's lease, extending the lease by renew or releasing it (renew 0),
-// and returns when the write landed, with the time it was written at.
+// and returns the time it was written at.
 //
-// A write the journal fails (a connection cut, a database restarting, a full disk) is retried
-// with backoff, under the same lease, for as long as the lease may be relied on and at most one
-// lease duration: rec holds what a step learned from a side effect that already happened — the
-// certificate the CA issued, the operation signData answered, an upload or a setFailure that
-// landed — and dropping it would fail the process (a CA request found in flight cannot be
-// repeated) or repeat the side effect, and would leave the record leased, untouched, until the
-// lease ran out. The step itself is never repeated. A retry stops when the journal refuses the
-// lease (journal.ErrLeaseLost, ErrNotFound: another worker may hold the record) or h's context
-// ends (the lease lost or expired, the shutdown grace period over); commit then returns that
-// error, or the journal's last one. Giving up, the worker holds a lease about to run out (or,
-// while renewals pass and writes fail, one that the heartbeat stops renewing), so the record is
-// leased again soon after the journal is back.
+// rec may hold what a step learned from a side effect that already happened (the CA's
+// certificate, signData's operation, an upload or a setFailure that landed): dropping it would
+// fail the process or repeat the side effect, and leave the record leased until the lease ran
+// out. So a write the journal fails (a connection cut, a full disk) is retried with backoff
+// under the same lease, while the lease may be relied on and for at most one lease duration;
+// the step itself is never repeated. commit stops on a refused lease (journal.ErrLeaseLost,
+// ErrNotFound: another worker may hold the record) or when h's context ends (the lease lost or
+// expired, the grace period over), and returns that error or the journal's last one. By then
+// the lease is about to run out (or no longer renewed), so the record is leased again soon
+// after the journal is back.
 func (e *Engine) commit(h *holder, rec *journal.Record, renew time.Duration) (time.Time, error) {
 	var first time.Time
 	// Spread the retries over the lease rather than spend it waiting on one long backoff.
@@ -51,7 +49,7 @@ func (e *Engine) commit(h *holder, rec *journal.Record, renew time.Duration) (ti
 		delay := jitter(min(e.o.Retry.InitialBackoff, ceiling), ceiling, attempt)
 		if h.ctx.Err() != nil || h.left() <= delay || at.Add(delay).Sub(first) > e.o.LeaseDuration {
 			e.o.Metrics.Inc("journal_writes_dropped_total")
-			e.log.Error("journal write failed until the lease ran short; the outcome of the step is dropped",
+			e.log.Error("journal write kept failing for as long as the lease allows; the outcome of the step is dropped",
 				zap.String("process", rec.Name), zap.String("state", string(rec.State)), zap.Int("attempts", attempt+1),
 				zap.Duration("for", at.Sub(first)), zap.Error(err))
 			return at, err
