@@ -350,9 +350,11 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 			e.log.Error("journal release", zap.String("process", rec.Name), zap.Error(err))
 		}
 	}()
+	resumed := true // the first step of a lease may repeat a side effect a previous holder made
 	for run.Err() == nil && h.ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(e.now()) {
 		before, attempts := rec.State, rec.Attempts
-		e.step(h.ctx, rec)
+		e.step(h.ctx, rec, resumed)
+		resumed = false
 		now := e.now()
 		rec.Updated = now
 		switch {
@@ -430,7 +432,9 @@ func transitionNote(rec *journal.Record) string {
 }
 
 // step performs the next action for rec's state and updates rec in place.
-func (e *Engine) step(ctx context.Context, rec *journal.Record) {
+// resumed says that rec was just leased in its state, so the step may have been taken before
+// (its holder died or was stopped before journaling the outcome).
+func (e *Engine) step(ctx context.Context, rec *journal.Record, resumed bool) {
 	switch rec.State {
 	case journal.StateClaimed:
 		e.requestSignature(ctx, rec)
@@ -439,9 +443,9 @@ func (e *Engine) step(ctx context.Context, rec *journal.Record) {
 	case journal.StateSigned, journal.StateCAPending:
 		e.issue(ctx, rec)
 	case journal.StateIssued:
-		e.upload(ctx, rec)
+		e.upload(ctx, rec, resumed)
 	case journal.StateFailing:
-		e.reportFailure(ctx, rec)
+		e.reportFailure(ctx, rec, resumed)
 	default:
 		e.log.Error("record in unknown state", zap.String("process", rec.Name), zap.String("state", string(rec.State)))
 		e.fail(rec, "internal error in the certificate adapter (unknown state)")

@@ -409,9 +409,12 @@ func (e *Engine) classifiedCAError(rec *journal.Record, what string, err error) 
 }
 
 // upload hands the stored certificate to Google.
-func (e *Engine) upload(ctx context.Context, rec *journal.Record) {
+func (e *Engine) upload(ctx context.Context, rec *journal.Record, resumed bool) {
 	if ctx.Err() != nil {
 		return // the lease is gone or the stop cut the step: act on nothing
+	}
+	if (resumed || rec.Attempts > 0) && e.endedOnGoogle(ctx, rec, "uploading the certificate") {
+		return
 	}
 	err := e.o.API.UploadCertificate(ctx, rec.Name, rec.CertificatePEM)
 	if err == nil {
@@ -428,10 +431,43 @@ func (e *Engine) upload(ctx context.Context, rec *journal.Record) {
 	e.googleRefused(ctx, rec, "uploading the certificate", err)
 }
 
+// endedOnGoogle is asked before repeating an upload or setFailure that may have landed (an
+// earlier attempt's answer was lost, or its holder died before journaling it): it reads the
+// process and ends rec when Google already holds its outcome, so the mutation is sent once. It
+// reports whether rec needs nothing more now (ended, or the read failed and was rescheduled).
+func (e *Engine) endedOnGoogle(ctx context.Context, rec *journal.Record, what string) bool {
+	p, err := e.o.API.Get(ctx, rec.Name)
+	switch {
+	case ctx.Err() != nil:
+		return true // act on nothing; the next holder reads again
+	case err != nil:
+		if !chromeapi.IsRetryable(err) {
+			return false // the mutation's own answer will say more
+		}
+		e.retryLater(rec, what+" (reading the process first)", err, chromeapi.RetryAfter(err))
+		return true
+	case p.IssuedCertificate != "":
+		e.finish(rec, journal.StateUploaded, "issued")
+		return true
+	case p.FailureMessage != "":
+		rec.LastError = "process failed on Google's side: " + p.FailureMessage
+		if rec.State == journal.StateFailing {
+			e.finish(rec, journal.StateFailed, "failed")
+		} else {
+			e.finish(rec, journal.StateFailed, "failed_by_google")
+		}
+		return true
+	}
+	return false
+}
+
 // reportFailure tells Google (and so the user) why the process failed.
-func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record) {
+func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record, resumed bool) {
 	if ctx.Err() != nil {
 		return // the lease is gone or the stop cut the step: act on nothing
+	}
+	if (resumed || rec.Attempts > 0) && e.endedOnGoogle(ctx, rec, "reporting the failure") {
+		return
 	}
 	err := e.o.API.SetFailure(ctx, rec.Name, rec.FailureMessage)
 	if err == nil {
