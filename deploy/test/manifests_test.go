@@ -201,16 +201,16 @@ func TestStrictDecoding(t *testing.T) {
 // TestHelmRefusesBadValues: values that would deploy something broken fail rendering with a
 // message naming the value.
 func TestHelmRefusesBadValues(t *testing.T) {
-	for _, tt := range []struct{ values, want string }{
-		{"journal: {type: memory}", "journal"},
-		{"image: {tag: latest}", "latest"},
-		{"persistence: {enabled: false}", "persistence.enabled"},
-		{"config: {instanceId: a}", "instanceId"},
-		{"verifiedAccess: {enabled: true}\nconfig: {customers: [C0]}", "verifiedAccess.profiles"},
-		{"journal: {type: postgres, postgres: {existingSecret: ''}}", "journal.postgres.existingSecret"},
-		{"replica: 3", "replica"},
+	for _, tt := range []struct{ name, values, want string }{
+		{"unknown journal", "journal: {type: memory}", "journal"},
+		{"image latest", "image: {tag: latest}", "latest"},
+		{"sqlite without a volume", "persistence: {enabled: false}", "persistence.enabled"},
+		{"instance id in config", "config: {instanceId: a}", "instanceId"},
+		{"verified access without profiles", "verifiedAccess: {enabled: true}\nconfig: {customers: [C0]}", "verifiedAccess.profiles"},
+		{"postgres without its secret", "journal: {type: postgres, postgres: {existingSecret: ''}}", "journal.postgres.existingSecret"},
+		{"misspelt value", "replica: 3", "replica"},
 	} {
-		t.Run(tt.values, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			out, err := helmTemplate(t, tt.values)
 			if err == nil {
