@@ -67,7 +67,8 @@ image-emulator:
 	$(DOCKER_BUILD) --target emulator -t $(IMAGE)-emulator:$(IMAGE_TAG) .
 
 # Release archives for Linux: dist/certprov-adapter_VERSION_linux_ARCH.tar.gz and SHA256SUMS.
-# Reproducible: the same commit gives the same bytes (file times are the commit's).
+# Reproducible: the same commit gives the same bytes (no VCS stamp beyond COMMIT and DATE; file
+# times are the commit's).
 DIST       ?= dist
 PLATFORMS  ?= linux/amd64 linux/arm64
 EPOCH      := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
@@ -76,7 +77,7 @@ release:
 	rm -rf $(DIST) && mkdir -p $(DIST)
 	set -e; for p in $(PLATFORMS); do \
 		os=$${p%/*}; arch=$${p#*/}; name=certprov-adapter_$(VERSION)_$${os}_$${arch}; \
-		GOOS=$$os GOARCH=$$arch $(MAKE) --no-print-directory build BIN=$(DIST)/$$name; \
+		GOFLAGS=-buildvcs=false GOOS=$$os GOARCH=$$arch $(MAKE) --no-print-directory build BIN=$(DIST)/$$name; \
 		cp $(RELEASE_FILES) $(DIST)/$$name/; \
 		tar -C $(DIST) --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(EPOCH) \
 			-cf - $$name | gzip -9n > $(DIST)/$$name.tar.gz; \
