@@ -41,15 +41,52 @@ func renderings() []rendering {
 			e.mode, e.verifiedAccess, e.serviceMonitor = "postgres", true, true
 		})},
 		{"helm/defaults", h(""), expect{mode: "sqlite", pdb: true}},
-		{"helm/postgres", h(`
-journal: {type: postgres}
-serviceAccount: {gcpServiceAccount: certprov-adapter@my-project.iam.gserviceaccount.com}
-`), expect{mode: "postgres", pdb: true, workloadIdentity: true}},
+		{"helm/postgres", h(helmPostgres), expect{mode: "postgres", pdb: true, workloadIdentity: true}},
 		{"helm/everything", h(helmEverything), expect{mode: "sqlite", verifiedAccess: true, serviceMonitor: true, workloadIdentity: true}},
-		{"helm/postgres+verified-access", h("journal: {type: postgres}\n" + helmEverything),
+		{"helm/postgres+verified-access", h(helmPostgres + "verifiedAccess: {enabled: true}\nserviceMonitor: {enabled: true}\npodDisruptionBudget: {enabled: false}\n"),
 			expect{mode: "postgres", verifiedAccess: true, serviceMonitor: true, workloadIdentity: true}},
 	}
 }
+
+// helmPostgres is the shared-journal mode with a CA connection that recovers from the CA itself.
+const helmPostgres = `
+journal: {type: postgres}
+serviceAccount: {gcpServiceAccount: certprov-adapter@my-project.iam.gserviceaccount.com}
+secretMounts:
+  - {name: ca, secretName: certprov-ca, mountPath: /var/run/secrets/certprov/ca}
+  - {name: ca-webhook, secretName: certprov-ca-webhook, mountPath: /var/run/secrets/certprov/ca-webhook}
+config:
+  customers: [C01abc2de]
+  pubsub: {project: my-project, subscription: certprov-adapter}
+  google: {credentials: {type: adc}}
+  profiles:
+    wifi-device:
+      subject: {commonName: "{{.Device.SerialNumber}}"}
+      extendedKeyUsage: [clientAuth]
+  caConnections:
+    corp-ca:
+      type: webhook
+      # Helm merges these values into the chart's defaults: null drops the local CA's keys.
+      certificateFile: null
+      keyFile: null
+      ledgerFile: null
+      url: https://ca-webhook.pki.svc.cluster.local/v1/certificates
+      tls: {caFile: /var/run/secrets/certprov/ca-webhook/tls-ca.crt}
+      hmacSecretFile: /var/run/secrets/certprov/ca-webhook/hmac.key
+      caCertsFile: /var/run/secrets/certprov/ca-webhook/ca-certs.pem
+    enroll-ca:
+      type: local
+      certificateFile: /var/run/secrets/certprov/ca/ca.crt
+      keyFile: /var/run/secrets/certprov/ca/ca.key
+  verifiedAccess:
+    profiles:
+      wifi-machine:
+        scopes: [machine]
+        enrollmentDomain: example.com
+        caConnection: enroll-ca
+        subject: {commonName: "{{.Signals.SerialNumber}}"}
+        extendedKeyUsage: [clientAuth]
+`
 
 // helmEverything turns on every optional part of the chart.
 const helmEverything = `
@@ -204,10 +241,10 @@ func TestHelmRefusesBadValues(t *testing.T) {
 	for _, tt := range []struct{ name, values, want string }{
 		{"unknown journal", "journal: {type: memory}", "journal"},
 		{"image latest", "image: {tag: latest}", "latest"},
-		{"sqlite without a volume", "persistence: {enabled: false}", "persistence.enabled"},
+		{"postgres with the local CA's ledger", "journal: {type: postgres}", "caConnections.corp-ca"},
 		{"instance id in config", "config: {instanceId: a}", "instanceId"},
 		{"verified access without profiles", "verifiedAccess: {enabled: true}\nconfig: {customers: [C0]}", "verifiedAccess.profiles"},
-		{"postgres without its secret", "journal: {type: postgres, postgres: {existingSecret: ''}}", "journal.postgres.existingSecret"},
+		{"postgres without its secret", "journal: {type: postgres, postgres: {existingSecret: ''}}\nconfig: {caConnections: {corp-ca: {ledgerFile: null}}}", "journal.postgres.existingSecret"},
 		{"misspelt value", "replica: 3", "replica"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

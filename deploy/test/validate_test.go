@@ -144,6 +144,18 @@ func writeSecret(t *testing.T, adapter, name, dir string) {
 		if out, err := exec.Command(adapter, "init-ca", "--dir", dir).CombinedOutput(); err != nil {
 			t.Fatalf("init-ca: %v\n%s", err, out)
 		}
+	case "certprov-ca-webhook": // tls-ca.crt, hmac.key, ca-certs.pem: the webhook CA connection
+		ca := filepath.Join(t.TempDir(), "ca")
+		if out, err := exec.Command(adapter, "init-ca", "--dir", ca).CombinedOutput(); err != nil {
+			t.Fatalf("init-ca: %v\n%s", err, out)
+		}
+		root, err := os.ReadFile(filepath.Join(ca, "ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "tls-ca.crt"), root)
+		writeFile(t, filepath.Join(dir, "ca-certs.pem"), root)
+		writeFile(t, filepath.Join(dir, "hmac.key"), []byte(strings.Repeat("0123456789abcdef", 4)+"\n"))
 	case "certprov-verified-access-tls": // kubernetes.io/tls: tls.crt, tls.key
 		certPEM, keyPEM := selfSigned(t)
 		writeFile(t, filepath.Join(dir, corev1.TLSCertKey), certPEM)
@@ -172,6 +184,36 @@ func writeSecret(t *testing.T, adapter, name, dir string) {
 		writeFile(t, filepath.Join(dir, "sa.json"), b)
 	default:
 		t.Fatalf("Secret %q: not documented in deploy/kubernetes/README.md (and unknown to this test)", name)
+	}
+	checkSecretDocumented(t, name, dir)
+}
+
+// checkSecretDocumented fails unless deploy/kubernetes/README.md has a row for the Secret in its
+// table that names every key this test wrote for it, so that the table an operator follows
+// cannot drift from what the configuration reads.
+func checkSecretDocumented(t *testing.T, name, dir string) {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join(kubernetesDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for line := range strings.Lines(string(readme)) {
+		if strings.HasPrefix(line, "| `"+name+"`") {
+			row = line
+		}
+	}
+	if row == "" {
+		t.Fatalf("Secret %s: no row in deploy/kubernetes/README.md's table", name)
+	}
+	keys, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.Contains(row, "`"+k.Name()+"`") {
+			t.Errorf("Secret %s: key %s is not in its row of deploy/kubernetes/README.md", name, k.Name())
+		}
 	}
 }
 

@@ -40,17 +40,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{/* The journal's access modes: one writer per volume with sqlite, shared with postgres. */}}
-{{- define "certprov.accessModes" -}}
-{{- if .Values.persistence.accessModes -}}
-{{- toYaml .Values.persistence.accessModes -}}
-{{- else if eq .Values.journal.type "postgres" -}}
-[ReadWriteMany]
-{{- else -}}
-[ReadWriteOnce]
-{{- end -}}
-{{- end -}}
-
 {{/* The pod template, shared by the StatefulSet (sqlite) and the Deployment (postgres). */}}
 {{- define "certprov.podTemplate" -}}
 metadata:
@@ -144,7 +133,7 @@ spec:
         capabilities: {drop: [ALL]}
       volumeMounts:
         - {name: config, mountPath: /etc/certprov, readOnly: true}
-        {{- if .Values.persistence.enabled }}
+        {{- if eq .Values.journal.type "sqlite" }}
         - {name: data, mountPath: /var/lib/certprov}
         {{- end }}
         - {name: tmp, mountPath: /tmp}
@@ -157,10 +146,6 @@ spec:
   volumes:
     - name: config
       configMap: {name: {{ include "certprov.fullname" . }}-config}
-    {{- if and .Values.persistence.enabled (eq .Values.journal.type "postgres") }}
-    - name: data
-      persistentVolumeClaim: {claimName: {{ default (printf "%s-data" (include "certprov.fullname" .)) .Values.persistence.existingClaim }}}
-    {{- end }}
     - name: tmp
       emptyDir: {sizeLimit: 64Mi}
     {{- range .Values.secretMounts }}
