@@ -226,7 +226,8 @@ func envValue(t *testing.T, w *workload, e corev1.EnvVar) string {
 	case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
 		return w.name + "-0"
 	case e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == "certprov-postgres" && e.ValueFrom.SecretKeyRef.Key == "dsn":
-		return "postgres://certprov@127.0.0.1:5432/certprov?sslmode=disable"
+		// As deploy/kubernetes/README.md creates it: not loopback, so it must verify the server.
+		return "postgres://certprov:PASSWORD@db.example.com:5432/certprov?sslmode=verify-full"
 	}
 	t.Fatalf("env %s: source %s is not documented in deploy/kubernetes/README.md", e.Name, show(e.ValueFrom))
 	return ""
