@@ -2,10 +2,12 @@ package deploytest
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -48,7 +50,7 @@ type workload struct {
 }
 
 // check returns every way the rendering breaks the contract; none means it keeps it.
-func check(o *objects, e expect, ep opsEndpoints) []string {
+func check(o *objects, e expect, ep opsEndpoints, d daemonDefaults) []string {
 	var ps []string
 	add := func(format string, args ...any) { ps = append(ps, fmt.Sprintf(format, args...)) }
 
@@ -114,7 +116,7 @@ func check(o *objects, e expect, ep opsEndpoints) []string {
 			add("volumeMount %q at %s: no such volume or claim template", m.Name, m.MountPath)
 		}
 	}
-	ps = append(ps, checkConfig(o, w, c, mounts, e)...)
+	ps = append(ps, checkConfig(o, w, c, mounts, e, d)...)
 
 	// Verified Access: served exactly when asked for.
 	hasVAPort := slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == vaPortName && p.ContainerPort == vaPort })
@@ -346,7 +348,7 @@ func mountOf(mounts map[string]mount, p string) (string, bool) {
 // checkConfig: the ConfigMap holds the file the container is told to read, and every file the
 // configuration names is on a volume: the journal and the CA ledger on a durable one (an image
 // layer or emptyDir would forget them), certificates and keys on a mounted Secret.
-func checkConfig(o *objects, w *workload, c *corev1.Container, mounts map[string]mount, e expect) []string {
+func checkConfig(o *objects, w *workload, c *corev1.Container, mounts map[string]mount, e expect, d daemonDefaults) []string {
 	var ps []string
 	cfgPath := configFlag(c.Args)
 	mp, ok := mountOf(mounts, cfgPath)
@@ -365,6 +367,15 @@ func checkConfig(o *objects, w *workload, c *corev1.Container, mounts map[string
 	if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
 		return []string{fmt.Sprintf("ConfigMap %s: %s: %v", cm.Name, configKey, err)}
 	}
+	ps = append(ps, checkShutdownGrace(cfg, envMap(c), w, d)...)
+	if e.mode == "postgres" {
+		conns, _ := cfg["caConnections"].(map[string]any)
+		for _, n := range slices.Sorted(maps.Keys(conns)) {
+			if cc, _ := conns[n].(map[string]any); cc["type"] == "local" && cc["ledgerFile"] != nil {
+				ps = append(ps, fmt.Sprintf("postgres: caConnections.%s.ledgerFile: a ledger on one pod's disk cannot tell a replica that takes the process over what was issued; use a CA connection that recovers from the CA (webhook)", n))
+			}
+		}
+	}
 	writable, readable := configFiles(cfg, envMap(c), e)
 	for _, f := range writable {
 		if mp, ok := mountOf(mounts, f.path); !ok || !mounts[mp].durable {
@@ -377,6 +388,39 @@ func checkConfig(o *objects, w *workload, c *corev1.Container, mounts map[string
 		}
 	}
 	return ps
+}
+
+// checkShutdownGrace: the kubelet waits terminationGracePeriodSeconds after SIGTERM before it
+// kills the pod; the adapter must be done by then, so that period must exceed the adapter's
+// shutdownGracePeriod (as the configuration or the environment sets it, or the daemon's
+// default) by a few seconds for releasing leases and closing the journal.
+func checkShutdownGrace(cfg map[string]any, env map[string]corev1.EnvVar, w *workload, d daemonDefaults) []string {
+	const margin = 3 * time.Second
+	grace, from := d.ShutdownGrace, "the daemon's default"
+	if v, ok := cfg["shutdownGracePeriod"].(string); ok {
+		grace, from = 0, "shutdownGracePeriod"
+		if g, err := time.ParseDuration(v); err == nil {
+			grace = g
+		}
+	}
+	if v := env["CERTPROV_SHUTDOWNGRACEPERIOD"].Value; v != "" {
+		grace, from = 0, "CERTPROV_SHUTDOWNGRACEPERIOD"
+		if g, err := time.ParseDuration(v); err == nil {
+			grace = g
+		}
+	}
+	if grace <= 0 {
+		return []string{fmt.Sprintf("%s: not a positive duration", from)}
+	}
+	term := time.Duration(deref(w.tpl.Spec.TerminationGracePeriodSeconds)) * time.Second
+	if w.tpl.Spec.TerminationGracePeriodSeconds == nil {
+		term = 30 * time.Second // Kubernetes' default
+	}
+	if term < grace+margin {
+		return []string{fmt.Sprintf("terminationGracePeriodSeconds %s does not exceed shutdownGracePeriod %s (%s) by %s: the kubelet would kill the adapter before in-flight steps finish",
+			term, grace, from, margin)}
+	}
+	return nil
 }
 
 type configFile struct{ key, path string }

@@ -1,6 +1,7 @@
 package deploytest
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -143,7 +144,7 @@ func TestRenderings(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n--- rendering:\n%s", err, out)
 			}
-			for _, p := range check(o, r.expect, ep) {
+			for _, p := range check(o, r.expect, ep, defaults(t)) {
 				t.Error(p)
 			}
 		})
@@ -153,7 +154,7 @@ func TestRenderings(t *testing.T) {
 // TestChecksCatchMistakes breaks a good rendering in the ways the issue reported (and a few
 // more) and expects the checks to say so: a check that cannot fail proves nothing.
 func TestChecksCatchMistakes(t *testing.T) {
-	ep := ops(t)
+	ep, d := ops(t), defaults(t)
 	good, err := kustomizeWith(t, overlaySQLite)
 	if err != nil {
 		t.Fatal(err)
@@ -193,6 +194,12 @@ func TestChecksCatchMistakes(t *testing.T) {
 		}, "ledgerFile /var/lib/certprov/ca-ledger.jsonl: not on a durable"},
 		{"instance id not from the pod name", func(o *objects) { ctr(o).Env[0] = corev1.EnvVar{Name: "CERTPROV_INSTANCEID", Value: "one"} }, "CERTPROV_INSTANCEID"},
 		{"short grace period", func(o *objects) { g := int64(10); pod(o).TerminationGracePeriodSeconds = &g }, "terminationGracePeriodSeconds"},
+		{"shutdown grace raised in the config alone", func(o *objects) {
+			o.ConfigMaps[0].Data[configKey] += "shutdownGracePeriod: 45s\n"
+		}, "does not exceed shutdownGracePeriod 45s (shutdownGracePeriod)"},
+		{"shutdown grace raised in the environment alone", func(o *objects) {
+			ctr(o).Env = append(ctr(o).Env, corev1.EnvVar{Name: "CERTPROV_SHUTDOWNGRACEPERIOD", Value: "29s"})
+		}, "does not exceed shutdownGracePeriod 29s (CERTPROV_SHUTDOWNGRACEPERIOD)"},
 		{"Service selects nothing", func(o *objects) { o.Services[0].Spec.Selector = map[string]string{"app": "other"} }, "does not select the pods"},
 		{"headless Service missing", func(o *objects) { o.StatefulSets[0].Spec.ServiceName = "nope" }, "serviceName"},
 		{"namespace not restricted", func(o *objects) { delete(o.Namespaces[0].Labels, "pod-security.kubernetes.io/enforce") }, "pod-security.kubernetes.io/enforce"},
@@ -206,11 +213,11 @@ func TestChecksCatchMistakes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ps := check(o, e, ep); len(ps) != 0 {
+			if ps := check(o, e, ep, d); len(ps) != 0 {
 				t.Fatalf("the good rendering fails already: %v", ps)
 			}
 			tt.breaks(o)
-			ps := check(o, e, ep)
+			ps := check(o, e, ep, d)
 			for _, p := range ps {
 				if strings.Contains(p, tt.want) {
 					return
@@ -218,6 +225,34 @@ func TestChecksCatchMistakes(t *testing.T) {
 			}
 			t.Errorf("no problem mentions %q; got %q", tt.want, ps)
 		})
+	}
+}
+
+// TestChecksCatchSharedLedger: in the shared-journal mode a local CA ledger (which would be
+// per pod) is reported, with the key that names it.
+func TestChecksCatchSharedLedger(t *testing.T) {
+	good, err := kustomizeWith(t, overlayPostgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := decodeAll(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := expect{mode: "postgres", namespace: true, workloadIdentity: true, pdb: true}
+	if ps := check(o, e, ops(t), defaults(t)); len(ps) != 0 {
+		t.Fatalf("the good rendering fails already: %v", ps)
+	}
+	cm := o.ConfigMaps[0]
+	before := cm.Data[configKey]
+	cm.Data[configKey] = strings.Replace(before, "    keyFile: /var/run/secrets/certprov/ca/ca.key\n",
+		"    keyFile: /var/run/secrets/certprov/ca/ca.key\n    ledgerFile: /var/lib/certprov/ca-ledger.jsonl\n", 1)
+	if cm.Data[configKey] == before {
+		t.Fatal("the overlay's configuration has no local CA to give a ledger to")
+	}
+	ps := check(o, e, ops(t), defaults(t))
+	if !slices.ContainsFunc(ps, func(p string) bool { return strings.Contains(p, "postgres: caConnections.enroll-ca.ledgerFile") }) {
+		t.Errorf("no problem names caConnections.enroll-ca.ledgerFile; got %q", ps)
 	}
 }
 
