@@ -9,17 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/privatefile"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -92,7 +92,7 @@ var errStaleIndex = errors.New("ledger index does not match the ledger file")
 // index (a ledger written before the index existed is migrated so, and stays as it is).
 func openLedger(ctx context.Context, path string, log *zap.Logger) (*ledger, error) {
 	// Created now, so that a wrong path fails at startup and not after signing.
-	if err := createPrivate(path); err != nil {
+	if err := privatefile.Create(path); err != nil {
 		return nil, err
 	}
 	l := &ledger{path: path, indexPath: path + IndexSuffix, log: log, session: rand.Int64()}
@@ -124,7 +124,7 @@ func openLedger(ctx context.Context, path string, log *zap.Logger) (*ledger, err
 func openIndex(ctx context.Context, path string) (*sql.DB, error) {
 	// SQLite gives the -wal and -shm files it creates the mode of the database file, so
 	// creating that first keeps all three private.
-	if err := createPrivate(path); err != nil {
+	if err := privatefile.Create(path); err != nil {
 		return nil, err
 	}
 	q := url.Values{}
@@ -177,38 +177,12 @@ func migrateIndex(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// createPrivate creates path empty with mode 0600 (the umask can only take bits away) unless it
-// exists.
-func createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	return f.Close()
-}
-
 // warnIfShared logs, at warn, the ledger's directory and files that group or others may access:
 // the ledger names every device and user the CA served, and whoever can write the directory can
-// replace the ledger (and so make the CA issue twice). Like the journal's check, it changes
-// nothing: the operator may have meant it (a backup group, a mounted volume) and must decide.
+// replace the ledger (and so make the CA issue twice).
 func warnIfShared(path string, log *zap.Logger) {
-	if runtime.GOOS == "windows" {
-		return // modes there do not describe who may read a file
-	}
-	check := func(p, what string, want fs.FileMode) {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return // a sidecar that does not exist (yet) exposes nothing
-		}
-		if mode := fi.Mode().Perm(); mode&0o077 != 0 {
-			log.Warn("ledger "+what+" is accessible to group or others; it names every device and user the CA served",
-				zap.String("path", p), zap.String("mode", fmt.Sprintf("%04o", mode)), zap.String("want", fmt.Sprintf("%04o", want)))
-		}
-	}
-	check(filepath.Dir(path), "directory", 0o700)
-	for _, p := range []string{path, path + IndexSuffix, path + IndexSuffix + "-wal", path + IndexSuffix + "-shm"} {
-		check(p, "file", 0o600)
-	}
+	privatefile.WarnIfShared(log, "ledger", "every device and user the CA served", filepath.Dir(path),
+		path, path+IndexSuffix, path+IndexSuffix+"-wal", path+IndexSuffix+"-shm")
 }
 
 func (l *ledger) close() error {
