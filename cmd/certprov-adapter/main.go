@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/adapter"
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	_ "github.com/certprov/certprov-adapter/internal/ca/install"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
@@ -34,9 +35,6 @@ import (
 	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -57,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "init-ca":
 		return cmdInitCA(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "certprov-adapter", version)
+		fmt.Fprintln(stdout, "certprov-adapter", buildinfo.Get())
 		return 0
 	case "help", "-h", "--help":
 		usage(stdout)
@@ -81,7 +79,7 @@ commands:
                           list unfinished processes (state, age, next step, last error), or
                           show one process's history; PROCESS is its id or full name
   init-ca   --dir DIR       create a CA certificate and key for the built-in "local" connector
-  version                   print the version
+  version                   print the version, commit, build date and Go version
 `)
 }
 
@@ -139,7 +137,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		case <-quit:
 		}
 	}()
-	log.Info("starting", zap.String("version", version), zap.String("config", *path))
+	bi := buildinfo.Get()
+	log.Info("starting", zap.String("version", bi.Version), zap.String("commit", bi.Commit), zap.String("config", *path))
 	runErr := a.Run(ctx)
 	if err := a.Close(); err != nil {
 		log.Warn("close", zap.Error(err))
