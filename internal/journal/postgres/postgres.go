@@ -149,7 +149,7 @@ func newQueries(t string) queries {
 		// The partial index on finished_at (WHERE final) serves it.
 		finished: r.Replace(`SELECT data FROM $TABLE WHERE final AND ($1 = '' OR state = $1)
 			ORDER BY finished_at DESC, name COLLATE "C" LIMIT $2`),
-		compact:    r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
+		compact: r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
 	}
 }
 
