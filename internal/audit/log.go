@@ -42,7 +42,7 @@ type Log struct {
 	f      *os.File   // the file; nil for a stream
 	out    io.Writer
 	opened *os.File // what open opened (the file, a FIFO or a device), closed with the log
-	torn   bool // the sink may end in a partial line, so the next event starts a new one
+	torn   bool     // the sink may end in a partial line, so the next event starts a new one
 	closed bool
 	log    *zap.Logger
 }
