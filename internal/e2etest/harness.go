@@ -5,8 +5,10 @@
 package e2etest
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
@@ -65,6 +68,9 @@ type Options struct {
 	Store func(journal.Store) journal.Store
 	// REST wraps the emulator's REST API handler, for faults the emulator has no switch for.
 	REST func(http.Handler) http.Handler
+	// Audit wraps the audit log (a file in the test's directory), for tests that inject audit
+	// faults (default: none).
+	Audit func(*audit.Log) engine.Auditor
 }
 
 // Harness is a running adapter against a running emulator.
@@ -78,6 +84,8 @@ type Harness struct {
 	API     *chromeapi.Client // the adapter's own client, for tests that set a scene
 	// Logs holds every entry the adapter's components logged, at the harness's level.
 	Logs *observer.ObservedLogs
+	// AuditPath is the file the engine writes its audit events to.
+	AuditPath string
 
 	ctx        context.Context
 	engineOpts engine.Options
@@ -143,7 +151,16 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Store != nil {
 		store = o.Store(store)
 	}
-	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Metrics: &telemetry.Counters{}, Store: store, Logs: logs, ctx: ctx}
+	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Metrics: &telemetry.Counters{}, Store: store, Logs: logs, ctx: ctx,
+		AuditPath: filepath.Join(dir, "audit.jsonl")}
+	auditLog, err := audit.Open(h.AuditPath, log.Named("audit"))
+	if err != nil {
+		t.Fatalf("audit log: %v", err)
+	}
+	var auditor engine.Auditor = auditLog
+	if o.Audit != nil {
+		auditor = o.Audit(auditLog)
+	}
 	h.Roots.AddCert(readCert(t, certPath))
 
 	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: 10 * time.Second}}
@@ -194,6 +211,7 @@ func New(t testing.TB, o Options) *Harness {
 		Retry:               config.Retry{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxDuration: o.RetryFor},
 		LeaseDuration:       o.LeaseDuration,
 		ShutdownGracePeriod: o.ShutdownGracePeriod,
+		Audit:               auditor,
 		Logger:              log.Named("engine"),
 		Metrics:             h.Metrics,
 	}
@@ -219,6 +237,7 @@ func New(t testing.TB, o Options) *Harness {
 		_ = ps.Close()
 		rest.Close()
 		_ = emu.Close()
+		_ = auditLog.Close()
 	})
 	return h
 }
@@ -373,6 +392,27 @@ func (h *Harness) MustIssue(s emulator.Snapshot, roots *x509.CertPool) *x509.Cer
 		}
 	}
 	return leaf
+}
+
+// AuditEvents reads the audit file: every event, in order.
+func (h *Harness) AuditEvents() []audit.Event {
+	h.t.Helper()
+	data, err := os.ReadFile(h.AuditPath)
+	if err != nil {
+		h.t.Fatalf("read audit log: %v", err)
+	}
+	var out []audit.Event
+	for i, line := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var ev audit.Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			h.t.Fatalf("audit log line %d is not an event: %v\n%s", i+1, err, line)
+		}
+		out = append(out, ev)
+	}
+	return out
 }
 
 // WaitFor polls cond until it holds or the timeout passes.
