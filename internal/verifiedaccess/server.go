@@ -2,8 +2,10 @@ package verifiedaccess
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
@@ -25,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
@@ -74,6 +77,16 @@ type ServerOptions struct {
 	MaxClients int
 	// Metrics counts what the limits turn away; nil counts nothing.
 	Metrics *telemetry.Counters
+	// Audit receives one event per enrollment request that passed the limits, issued or
+	// refused, before the answer is sent; nil writes none. InstanceID goes into each event.
+	Audit      Recorder
+	InstanceID string
+}
+
+// Recorder stores audit events (*audit.Log). It is safe for concurrent use.
+type Recorder interface {
+	// Write stores ev; a nil error means it is durable.
+	Write(ev *audit.Event) error
 }
 
 // Server is the enrollment API. Create it with NewServer; serve it with Run, Serve or Handler.
@@ -82,7 +95,9 @@ type Server struct {
 	profiles map[string]*Profile
 	google   Google
 	log      *zap.Logger
-	audit    *zap.Logger
+	enrolled *zap.Logger // one operational line per enrollment request
+	recorder Recorder
+	instance string
 	now      func() time.Time
 	lifetime time.Duration
 	listen   string
@@ -136,7 +151,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 		profiles:      o.Profiles,
 		google:        o.Google,
 		log:           o.Logger,
-		audit:         o.Logger.Named("audit"),
+		enrolled:      o.Logger.Named("enrollment"),
+		recorder:      o.Audit,
+		instance:      o.InstanceID,
 		now:           o.Now,
 		lifetime:      lifetime,
 		listen:        o.Config.Listen,
@@ -301,20 +318,22 @@ type enrollResponse struct {
 	Chain       []string `json:"chain"`
 }
 
-// enrollment collects what the audit line reports about one request.
+// enrollment collects what the audit event and the log line report about one request.
 type enrollment struct {
-	profile, scope, identity, apiVersion string
-	result                               *Result
-	spkiSHA256                           string
-	issued                               *ca.Issued
+	id                                           string
+	profile, scope, identity, apiVersion, caName string
+	result                                       *Result
+	spkiSHA256                                   string
+	issued                                       *ca.Issued
 }
 
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	e := &enrollment{}
+	e := &enrollment{id: newEnrollmentID()}
 	err := s.enroll(ctx, w, r, e)
+	err = s.record(e, err, start)
 	s.auditLine(r, e, err, s.now().Sub(start))
 	if err != nil {
 		s.writeError(w, err)
@@ -349,7 +368,7 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if !ok {
 		return unknownProfile(req.Profile)
 	}
-	e.apiVersion = p.APIVersion
+	e.apiVersion, e.caName = p.APIVersion, p.CAName
 	response, err := decodeBase64(req.ChallengeResponse)
 	if err != nil {
 		return fail(CodeBadRequest, err, "challengeResponse is not base64")
@@ -479,6 +498,55 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	e.issued = issued
 	return nil
+}
+
+// newEnrollmentID names one enrollment request in the audit trail and the log: 128 random bits
+// in hex.
+func newEnrollmentID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// record writes the audit event of enrollment e, which ended with err, and returns the error the
+// client gets. A certificate is handed out only once its event is stored: if the event cannot
+// be written the client is told to try again (the certificate the CA made is then never
+// delivered; the log line names it).
+func (s *Server) record(e *enrollment, err error, start time.Time) error {
+	if s.recorder == nil {
+		return err
+	}
+	end := s.now()
+	ev := &audit.Event{
+		SchemaVersion: audit.SchemaVersion, ID: e.id, Kind: audit.KindEnrollment, Time: end.UTC(), InstanceID: s.instance,
+		Scope: e.scope, Profile: e.profile, CAConnection: e.caName, Outcome: "issued", SPKISHA256: e.spkiSHA256,
+		DurationMS: max(end.Sub(start).Milliseconds(), 0),
+	}
+	if res := e.result; res != nil {
+		ev.Customer = cmp.Or(res.CustomerID, res.ProfileCustomerID)
+	}
+	if err != nil {
+		ev.Outcome = string(CodeOf(err))
+		var ve *Error
+		if errors.As(err, &ve) {
+			// The message the client got, never the cause behind it.
+			ev.Failure, ev.FailedRules = ve.Message, ve.FailedRules
+		} else {
+			ev.Failure = "internal error"
+		}
+	} else if e.issued != nil {
+		ev.Certificate = audit.CertificateOf(e.issued.Leaf)
+	}
+	werr := s.recorder.Write(ev)
+	if werr == nil {
+		return err
+	}
+	s.metrics.Inc("audit_write_errors_total")
+	s.log.Error("enrollment audit event not written", zap.String("enrollment_id", e.id), zap.Error(werr))
+	if err != nil {
+		return err
+	}
+	return fail(CodeUnavailable, werr, "the enrollment could not be recorded; try again")
 }
 
 // requestKey names an issuance in CA logs and ledgers: the profile and a hash of the SPKAC,
@@ -619,14 +687,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// auditLine logs one line per enrollment request, whatever its outcome: who asked, what Google
-// said about the device, what was decided, and which certificate was issued.
+// auditLine logs one operational line per enrollment request, whatever its outcome: who asked,
+// what Google said about the device, what was decided, and which certificate was issued. The
+// audit trail proper is the event record wrote.
 func (s *Server) auditLine(r *http.Request, e *enrollment, err error, took time.Duration) {
 	outcome := "issued"
 	if err != nil {
 		outcome = string(CodeOf(err))
 	}
 	fields := []zap.Field{
+		zap.String("enrollment_id", e.id),
 		zap.String("outcome", outcome),
 		zap.String("profile", e.profile),
 		zap.String("scope", e.scope),
@@ -670,9 +740,9 @@ func (s *Server) auditLine(r *http.Request, e *enrollment, err error, took time.
 	switch CodeOf(err) {
 	case CodeUnavailable, CodeCAFailure:
 		if err != nil {
-			s.audit.Warn("verified access enrollment", fields...)
+			s.enrolled.Warn("verified access enrollment", fields...)
 			return
 		}
 	}
-	s.audit.Info("verified access enrollment", fields...)
+	s.enrolled.Info("verified access enrollment", fields...)
 }
