@@ -61,7 +61,9 @@ func TestAuditEventCarriesNoSecret(t *testing.T) {
 // failingRecorder is an audit sink that refuses every event (a full disk).
 type failingRecorder struct{}
 
-func (failingRecorder) Write(*audit.Event) error { return errors.New("injected: no space left on device") }
+func (failingRecorder) Write(*audit.Event) error {
+	return errors.New("injected: no space left on device")
+}
 
 // A certificate is never handed out without its audit event: when the event cannot be written
 // the client is told to try again, and gets no certificate.

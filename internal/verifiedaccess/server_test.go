@@ -108,7 +108,7 @@ type harness struct {
 
 type harnessOptions struct {
 	// recorder wraps the audit log, to inject faults.
-	recorder func(*audit.Log) Recorder
+	recorder   func(*audit.Log) Recorder
 	issuer     func(h *harness) ca.PublicKeyIssuer // replaces the built-in CA
 	maxTracked int
 	// limits holds the limit keys; nil lifts them (noLimits).
