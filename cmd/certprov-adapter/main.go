@@ -2,8 +2,8 @@
 //
 //	certprov-adapter run      --config FILE   receive notifications and provision certificates
 //	certprov-adapter validate --config FILE   check a configuration, print every problem
-//	certprov-adapter inspect  --config FILE [--json] [PROCESS]
-//	                                          list unfinished processes, or show one's history
+//	certprov-adapter inspect  --config FILE [--json] [--all | --state S] [--limit N] [--pem] [PROCESS]
+//	                                          list processes, or show one's history and certificate
 //	certprov-adapter init-ca  --dir DIR       create a CA for the built-in "local" connector
 //	certprov-adapter version
 package main
@@ -77,9 +77,11 @@ commands:
   validate  --config FILE [--check-connections]
                           check a configuration and print every problem with its YAML path;
                           with --check-connections also contact every CA
-  inspect   --config FILE [--json] [PROCESS]
-                          list unfinished processes (state, age, next step, last error), or
-                          show one process's history; PROCESS is its id or full name
+  inspect   --config FILE [--json] [--all | --state S] [--limit N] [--pem] [PROCESS]
+                          list unfinished processes (state, age, next step, last error), with
+                          --all finished ones too, with --state those in one state; or show one
+                          process's history and certificate (--pem: the PEM too); PROCESS is its
+                          id or full name
   init-ca   --dir DIR       create a CA certificate and key for the built-in "local" connector
   version                   print the version
 `)
@@ -269,12 +271,25 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	all := fs.Bool("all", false, "list finished processes too, most recent first")
+	stateName := fs.String("state", "", "list only processes in this state (uploaded and failed: finished ones)")
+	limit := fs.Int("limit", inspect.DefaultLimit, "list at most this many finished processes")
+	withPEM := fs.Bool("pem", false, "with PROCESS: print the certificate's PEM too")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() > 1 {
 		fmt.Fprintln(stderr, "inspect: at most one process")
 		return 2
+	}
+	filter := inspect.Filter{All: *all, Limit: *limit}
+	if *stateName != "" {
+		st, err := inspect.ParseState(*stateName)
+		if err != nil {
+			fmt.Fprintf(stderr, "inspect: --state: %v\n", err)
+			return 2
+		}
+		filter.State = st
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -291,11 +306,7 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	defer store.Close()
 	now := time.Now()
 	if fs.NArg() == 0 {
-		recs, err := store.Unfinished(ctx)
-		if err == nil {
-			err = inspect.List(stdout, recs, now, *asJSON)
-		}
-		if err != nil {
+		if err := inspect.Run(ctx, stdout, store, filter, now, *asJSON); err != nil {
 			fmt.Fprintf(stderr, "inspect: %v\n", err)
 			return 1
 		}
@@ -306,7 +317,11 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "inspect: %v\n", err)
 		return 1
 	}
-	if err := inspect.Show(stdout, rec, now, *asJSON); err != nil {
+	var opts []inspect.ShowOption
+	if *withPEM {
+		opts = append(opts, inspect.WithPEM())
+	}
+	if err := inspect.Show(stdout, rec, now, *asJSON, opts...); err != nil {
 		fmt.Fprintf(stderr, "inspect: %v\n", err)
 		return 1
 	}
