@@ -135,6 +135,7 @@ engine:
 journal:
 %s  leaseDuration: 4s
 log: {level: warn, format: json}
+audit: {path: %s-audit.jsonl}
 profiles:
   device:
     subject: {commonName: "{{.Device.SerialNumber}}"}
@@ -153,7 +154,7 @@ caConnections:
     certificateFile: ca/ca.crt
     keyFile: ca/ca.key
     ledgerFile: ca/ledger.jsonl
-`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy)
+`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy, name)
 	path := filepath.Join(w.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		w.t.Fatal(err)
