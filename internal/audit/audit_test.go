@@ -371,7 +371,7 @@ func TestWarnsAboutSharedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if !strings.Contains(buf.String(), "can be read by others") {
+	if !strings.Contains(buf.String(), "audit log file is accessible to group or others") {
 		t.Fatalf("no warning for a 0644 audit log: %q", buf.String())
 	}
 }

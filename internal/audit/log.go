@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/privatefile"
 )
 
 // Stdout is the audit.path that selects standard output, as an empty one does.
@@ -70,10 +72,14 @@ func (l *Log) open(path string) error {
 		l.path, l.f, l.out, l.torn, l.opened = "", nil, os.Stdout, false, nil
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("open audit log %s: %w", path, err)
+	dir := filepath.Dir(path)
+	if err := privatefile.MkdirAll(dir); err != nil {
+		return fmt.Errorf("open audit log: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err := privatefile.Create(path); err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
 		return fmt.Errorf("open audit log %s: %w", path, err)
 	}
@@ -87,10 +93,7 @@ func (l *Log) open(path string) error {
 		l.path, l.f, l.out, l.torn, l.opened = "", nil, f, false, f
 		return nil
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		l.log.Warn("the audit log can be read by others than its owner; it names users, devices and certificates",
-			zap.String("path", path), zap.Stringer("mode", st.Mode().Perm()))
-	}
+	privatefile.WarnIfShared(l.log, "audit log", "the names of the users, devices and certificates served", dir, path)
 	torn, err := endsTorn(f, st.Size())
 	if err != nil {
 		_ = f.Close()
