@@ -91,6 +91,7 @@ type Harness struct {
 	engineOpts engine.Options
 	mu         sync.Mutex
 	stopEngine func() error // stops the running engine and waits for Run to return
+	eng        *engine.Engine
 }
 
 // Profile is the profile the built-in "device" and "user" profiles are made from.
@@ -250,6 +251,30 @@ func (h *Harness) runEngine(ctx context.Context, eng *engine.Engine) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopEngine = func() error { stop(); return <-done }
+	h.eng = eng
+}
+
+// Engine is the engine running now.
+func (h *Harness) Engine() *engine.Engine {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.eng
+}
+
+// NewLocalCA creates another built-in CA in the test's directory, for tests that change CAs.
+func (h *Harness) NewLocalCA(name string) (*local.Connector, *x509.CertPool) {
+	h.t.Helper()
+	certPath, keyPath, err := local.CreateCA(filepath.Join(h.t.TempDir(), name), "ecdsa", name, 48*time.Hour)
+	if err != nil {
+		h.t.Fatalf("create CA: %v", err)
+	}
+	conn, err := local.New(ca.Settings{"certificateFile": certPath, "keyFile": keyPath}, ca.Env{Name: name})
+	if err != nil {
+		h.t.Fatalf("local CA: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(conn.Certificate())
+	return conn, roots
 }
 
 // StopEngine stops the engine as a SIGTERM would and returns once its Run returned (so after

@@ -27,6 +27,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/process"
+	"github.com/certprov/certprov-adapter/internal/swap"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
@@ -72,8 +73,9 @@ type Options struct {
 	InstanceID string
 	API        API
 	Store      journal.Store
-	Profiles   map[string]*Profile      // by profileAdapterConfigReference
-	CAs        map[string]*CAConnection // by caConnectionAdapterConfigReference
+	// Profiles and CAs are what processes' references resolve to, until Reconfigure.
+	Profiles map[string]*Profile      // by profileAdapterConfigReference
+	CAs      map[string]*CAConnection // by caConnectionAdapterConfigReference
 
 	// SCEPValidity and SCEPSignDeadline apply to processes that carry a scepProfile, which names
 	// no adapter profile.
@@ -117,6 +119,22 @@ type Engine struct {
 	// engine a record's steps never overlap, whatever the journal does.
 	mu     sync.Mutex
 	active map[string]chan struct{}
+
+	// catalog is Profiles and CAs, replaced by Reconfigure; each step uses one throughout.
+	catalog *swap.Value[*catalog]
+}
+
+// catalog is what processes' references resolve to.
+type catalog struct {
+	profiles map[string]*Profile
+	cas      map[string]*CAConnection
+}
+
+// Reconfigure makes profiles and cas what the steps that start from now on resolve processes'
+// references to; a step in flight finishes with what it started with. The channel is closed
+// once no step uses the previous set any more, when its connectors may be closed.
+func (e *Engine) Reconfigure(profiles map[string]*Profile, cas map[string]*CAConnection) <-chan struct{} {
+	return e.catalog.Replace(&catalog{profiles: profiles, cas: cas})
 }
 
 // New validates o and returns an Engine.
@@ -160,6 +178,8 @@ func New(o Options) (*Engine, error) {
 		log:    o.Logger,
 		wake:   make(chan struct{}, 1),
 		active: map[string]chan struct{}{},
+
+		catalog: swap.New(&catalog{profiles: o.Profiles, cas: o.CAs}),
 	}, nil
 }
 
@@ -505,15 +525,18 @@ func transitionNote(rec *journal.Record) string {
 	return ""
 }
 
-// step performs the next action for rec's state and updates rec in place.
+// step performs the next action for rec's state and updates rec in place, with the profiles
+// and CA connections current when it starts.
 func (e *Engine) step(ctx context.Context, rec *journal.Record) {
+	cat, release := e.catalog.Acquire()
+	defer release()
 	switch rec.State {
 	case journal.StateClaimed:
-		e.requestSignature(ctx, rec)
+		e.requestSignature(ctx, cat, rec)
 	case journal.StateSignRequested:
 		e.awaitSignature(ctx, rec)
 	case journal.StateSigned, journal.StateCAPending:
-		e.issue(ctx, rec)
+		e.issue(ctx, cat, rec)
 	case journal.StateIssued:
 		e.upload(ctx, rec)
 	case journal.StateFailing:
