@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,6 +31,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/swap"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
@@ -92,7 +94,9 @@ type Recorder interface {
 // Server is the enrollment API. Create it with NewServer; serve it with Run, Serve or Handler.
 // It is safe for concurrent use.
 type Server struct {
-	profiles map[string]*Profile
+	// profiles are the enrollment profiles, replaced by Reconfigure; a request uses one set
+	// throughout.
+	profiles *swap.Value[map[string]*Profile]
 	google   Google
 	log      *zap.Logger
 	enrolled *zap.Logger // one operational line per enrollment request
@@ -102,6 +106,8 @@ type Server struct {
 	lifetime time.Duration
 	listen   string
 	tls      *tls.Config
+	// cert is the TLS certificate served (tls.GetCertificate), replaced by Reconfigure.
+	cert atomic.Pointer[tls.Certificate]
 
 	usedResponses *ttlSet // challenge responses sent to Google
 	usedKeys      *ttlSet // (SPKI, challenge) pairs certified
@@ -135,10 +141,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if lifetime <= 0 {
 		lifetime = config.DefaultChallengeLifetime
 	}
-	for name, p := range o.Profiles {
-		if p == nil || p.CA == nil || p.Template == nil || p.Policy == nil {
-			return nil, fmt.Errorf("verified access server: profile %q is not compiled and bound to a CA", name)
-		}
+	if err := checkCompiled(o.Profiles); err != nil {
+		return nil, err
 	}
 	lim, err := limitsOf(o.Config)
 	if err != nil {
@@ -148,7 +152,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		o.MaxClients = DefaultMaxClients
 	}
 	s := &Server{
-		profiles:      o.Profiles,
+		profiles:      swap.New(o.Profiles),
 		google:        o.Google,
 		log:           o.Logger,
 		enrolled:      o.Logger.Named("enrollment"),
@@ -169,16 +173,65 @@ func NewServer(o ServerOptions) (*Server, error) {
 		metrics:        o.Metrics,
 	}
 	if !o.Config.Insecure {
-		if o.Config.TLS.CertFile == "" || o.Config.TLS.KeyFile == "" {
-			return nil, errors.New("verified access server: TLS certificate and key are required (insecure is for loopback demos only)")
-		}
-		pair, err := tls.LoadX509KeyPair(o.Config.TLS.CertFile, o.Config.TLS.KeyFile)
+		pair, err := loadPair(o.Config.TLS)
 		if err != nil {
-			return nil, fmt.Errorf("verified access server TLS: %w", err)
+			return nil, err
 		}
-		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+		s.cert.Store(pair)
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		}}
 	}
 	return s, nil
+}
+
+func checkCompiled(profiles map[string]*Profile) error {
+	for name, p := range profiles {
+		if p == nil || p.CA == nil || p.Template == nil || p.Policy == nil {
+			return fmt.Errorf("verified access server: profile %q is not compiled and bound to a CA", name)
+		}
+	}
+	return nil
+}
+
+// loadPair reads the TLS certificate and key, refusing a pair that does not match.
+func loadPair(c config.ServerTLS) (*tls.Certificate, error) {
+	if c.CertFile == "" || c.KeyFile == "" {
+		return nil, errors.New("verified access server: TLS certificate and key are required (insecure is for loopback demos only)")
+	}
+	pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("verified access server TLS: %w", err)
+	}
+	return &pair, nil
+}
+
+// Reconfigure applies a reloaded verifiedAccess section: the enrollment profiles (bound to their
+// CA connections), the TLS certificate and key, read now and served to the next handshakes, and
+// the per-client rate limit. When the pair cannot be loaded nothing changes. A request in flight
+// finishes with the profiles it started with; the channel is closed once none uses the previous
+// set. The listen address, insecure, the challenge lifetime, the concurrency limits and the
+// trusted proxies take a restart.
+func (s *Server) Reconfigure(c config.VerifiedAccess, profiles map[string]*Profile) (<-chan struct{}, error) {
+	if err := checkCompiled(profiles); err != nil {
+		return nil, err
+	}
+	var pair *tls.Certificate
+	if s.tls != nil {
+		var err error
+		if pair, err = loadPair(c.TLS); err != nil {
+			return nil, err
+		}
+	}
+	lim, err := limitsOf(c)
+	if err != nil {
+		return nil, err
+	}
+	if pair != nil {
+		s.cert.Store(pair)
+	}
+	s.buckets.setLimit(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst)
+	return s.profiles.Replace(profiles), nil
 }
 
 // Handler serves the enrollment API (the two POST routes), behind the limits.
@@ -219,7 +272,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		scheme = "http"
 	}
 	s.log.Info("verified access enrollment server listening", zap.String("address", ln.Addr().String()),
-		zap.String("scheme", scheme), zap.Int("profiles", len(s.profiles)))
+		zap.String("scheme", scheme), zap.Int("profiles", len(s.profiles.Load())))
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -277,7 +330,9 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, fail(CodeBadRequest, nil, "profile is required"))
 		return
 	}
-	p, ok := s.profiles[req.Profile]
+	profiles, release := s.profiles.Acquire()
+	defer release()
+	p, ok := profiles[req.Profile]
 	if !ok {
 		s.writeError(w, unknownProfile(req.Profile))
 		return
@@ -364,7 +419,9 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return fail(CodeBadRequest, nil, "challengeResponse is required")
 	}
 	e.profile, e.scope = req.Profile, req.Scope
-	p, ok := s.profiles[req.Profile]
+	profiles, release := s.profiles.Acquire()
+	defer release()
+	p, ok := profiles[req.Profile]
 	if !ok {
 		return unknownProfile(req.Profile)
 	}
