@@ -107,7 +107,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		printProblems(stderr, *path, err)
 		return 1
 	}
-	log, err := logging.New(cfg.Log.Level, cfg.Log.Format)
+	log, level, err := logging.NewLeveled(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintf(stderr, "logger: %v\n", err)
 		return 1
@@ -123,6 +123,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP reloads the configuration (registered now: unhandled, it would end the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	quit := make(chan struct{})
@@ -139,6 +143,18 @@ func cmdRun(args []string, stderr io.Writer) int {
 		case <-again:
 			a.Interrupt()
 		case <-quit:
+		}
+	}()
+	a.LogLevel = level
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration", zap.String("config", *path))
+				_ = a.ReloadFile(*path) // logged by the adapter; a refused reload keeps running
+			case <-quit:
+				return
+			}
 		}
 	}()
 	log.Info("starting", zap.String("version", version), zap.String("config", *path))

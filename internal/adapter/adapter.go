@@ -30,6 +30,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
+	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
@@ -48,6 +49,14 @@ type Adapter struct {
 	// Audit is the audit trail's sink (audit.path), shared by the engine and the enrollment
 	// server.
 	Audit *audit.Log
+	// LogLevel, when set, is the handle through which a reload changes log.level.
+	LogLevel *logging.Level
+
+	// What a reload changes (reload.go); reloading serializes reloads.
+	reloading sync.Mutex
+	api       *chromeapi.Client
+	vaClient  *verifiedaccess.Client
+	conns     map[string]*engine.CAConnection
 
 	interrupt     chan struct{} // closed by Interrupt
 	interruptOnce sync.Once
@@ -115,14 +124,14 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 }
 
 // verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, metrics *telemetry.Counters, trail *audit.Log) (*verifiedaccess.Server, error) {
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, metrics *telemetry.Counters, trail *audit.Log) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
-		return nil, nil
+		return nil, nil, nil
 	}
 	profiles, err := VerifiedAccessProfiles(cfg, conns)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	client, err := verifiedaccess.NewClient(ctx, verifiedaccess.ClientOptions{
 		Endpoint:       va.Endpoint,
@@ -135,9 +144,9 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		InsecureAllowCleartext: va.InsecureAllowCleartext,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return verifiedaccess.NewServer(verifiedaccess.ServerOptions{
+	srv, err := verifiedaccess.NewServer(verifiedaccess.ServerOptions{
 		Config:   va,
 		Profiles: profiles,
 		Google:   client,
@@ -147,6 +156,7 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		Audit:      trail,
 		InstanceID: cfg.InstanceID,
 	})
+	return srv, client, err
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -177,7 +187,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	vaServer, err := verifiedAccessServer(ctx, cfg, cas, log, metrics, trail)
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, metrics, trail)
 	if err != nil {
 		_ = trail.Close()
 		return nil, err
@@ -221,6 +231,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	return &Adapter{
 		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
+		api: api, vaClient: vaClient, conns: cas,
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
 }

@@ -261,16 +261,36 @@ func encode(v any) ([]byte, error) {
 // after logrotate moved the file, or a reload changed audit.path. The new sink is opened first;
 // if that fails the log keeps the old one and says why.
 func (l *Log) Reopen(path string) error {
-	next := &Log{log: l.log}
-	if err := next.open(path); err != nil {
+	p, err := l.Prepare(path)
+	if err != nil {
 		return err
 	}
+	return p.Apply()
+}
+
+// Prepared is a sink opened for a Log, not in use yet: a reload opens it before it applies
+// anything, so that a path that cannot be opened refuses the whole reload.
+type Prepared struct {
+	l    *Log
+	next *Log
+}
+
+// Prepare opens the sink at path for l, without switching to it.
+func (l *Log) Prepare(path string) (*Prepared, error) {
+	next := &Log{log: l.log}
+	if err := next.open(path); err != nil {
+		return nil, err
+	}
+	return &Prepared{l: l, next: next}, nil
+}
+
+// Apply switches the log to the prepared sink and closes the old one.
+func (p *Prepared) Apply() error {
+	l, next := p.l, p.next
 	l.swap.Lock()
 	defer l.swap.Unlock()
 	if l.closed {
-		if next.opened != nil {
-			_ = next.opened.Close()
-		}
+		p.Discard()
 		return ErrClosed
 	}
 	old := l.opened
@@ -281,6 +301,13 @@ func (l *Log) Reopen(path string) error {
 		}
 	}
 	return nil
+}
+
+// Discard closes the prepared sink unused.
+func (p *Prepared) Discard() {
+	if p.next.opened != nil {
+		_ = p.next.opened.Close()
+	}
 }
 
 // Close closes the file; later calls to Write fail with ErrClosed.

@@ -21,10 +21,10 @@ func servedSerial(t *testing.T, addr string) int64 {
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 }
 
-// Reconfigure serves a new TLS certificate to the next handshakes without a restart, and
+// A reload serves a new TLS certificate to the next handshakes without a restart, and
 // refuses a pair it cannot load (a missing file, a key of another certificate), keeping the one
 // it serves and the profiles it has.
-func TestReconfigureTLS(t *testing.T) {
+func TestReloadTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := writeServerCertSerial(t, dir, 1)
 	h := newHarness(t, harnessOptions{})
@@ -49,9 +49,14 @@ func TestReconfigureTLS(t *testing.T) {
 	}
 
 	writeServerCertSerial(t, dir, 2)
-	if _, err := srv.Reconfigure(va, profiles); err != nil {
-		t.Fatalf("Reconfigure: %v", err)
+	r, err := srv.Prepare(va, profiles)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
 	}
+	if got := servedSerial(t, addr); got != 1 {
+		t.Fatalf("serving serial %d before Apply, want 1", got)
+	}
+	r.Apply()
 	if got := servedSerial(t, addr); got != 2 {
 		t.Fatalf("after the reload serving serial %d, want 2", got)
 	}
@@ -63,8 +68,8 @@ func TestReconfigureTLS(t *testing.T) {
 	mismatched := va
 	mismatched.TLS.KeyFile = otherKey
 	for name, c := range map[string]config.VerifiedAccess{"missing certificate file": missing, "key of another certificate": mismatched} {
-		if _, err := srv.Reconfigure(c, map[string]*Profile{}); err == nil {
-			t.Errorf("%s: Reconfigure accepted it", name)
+		if _, err := srv.Prepare(c, map[string]*Profile{}); err == nil {
+			t.Errorf("%s: Prepare accepted it", name)
 		}
 		if got := servedSerial(t, addr); got != 2 {
 			t.Errorf("%s: serving serial %d after a refused reload, want 2", name, got)

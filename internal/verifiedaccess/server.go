@@ -206,32 +206,46 @@ func loadPair(c config.ServerTLS) (*tls.Certificate, error) {
 	return &pair, nil
 }
 
-// Reconfigure applies a reloaded verifiedAccess section: the enrollment profiles (bound to their
-// CA connections), the TLS certificate and key, read now and served to the next handshakes, and
-// the per-client rate limit. When the pair cannot be loaded nothing changes. A request in flight
-// finishes with the profiles it started with; the channel is closed once none uses the previous
-// set. The listen address, insecure, the challenge lifetime, the concurrency limits and the
-// trusted proxies take a restart.
-func (s *Server) Reconfigure(c config.VerifiedAccess, profiles map[string]*Profile) (<-chan struct{}, error) {
+// Reconfiguration is a reloaded verifiedAccess section, checked and read, ready to apply.
+type Reconfiguration struct {
+	s        *Server
+	profiles map[string]*Profile
+	pair     *tls.Certificate
+	lim      limits
+}
+
+// Prepare checks and reads a reloaded verifiedAccess section: the enrollment profiles (bound to
+// their CA connections), the TLS certificate and key (a missing file, or a key of another
+// certificate, is an error), and the per-client rate limit. Nothing changes until Apply. The
+// listen address, insecure, the challenge lifetime, the concurrency limits and the trusted
+// proxies take a restart.
+func (s *Server) Prepare(c config.VerifiedAccess, profiles map[string]*Profile) (*Reconfiguration, error) {
 	if err := checkCompiled(profiles); err != nil {
 		return nil, err
 	}
-	var pair *tls.Certificate
+	r := &Reconfiguration{s: s, profiles: profiles}
 	if s.tls != nil {
 		var err error
-		if pair, err = loadPair(c.TLS); err != nil {
+		if r.pair, err = loadPair(c.TLS); err != nil {
 			return nil, err
 		}
 	}
-	lim, err := limitsOf(c)
-	if err != nil {
+	var err error
+	if r.lim, err = limitsOf(c); err != nil {
 		return nil, err
 	}
-	if pair != nil {
-		s.cert.Store(pair)
+	return r, nil
+}
+
+// Apply serves the new certificate to the next handshakes, the new profiles to the next
+// requests (one in flight finishes with those it started with) and the new rate limit. The
+// channel is closed once no request uses the previous profiles.
+func (r *Reconfiguration) Apply() <-chan struct{} {
+	if r.pair != nil {
+		r.s.cert.Store(r.pair)
 	}
-	s.buckets.setLimit(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst)
-	return s.profiles.Replace(profiles), nil
+	r.s.buckets.setLimit(rate.Limit(r.lim.rate.RequestsPerSecond), r.lim.rate.Burst)
+	return r.s.profiles.Replace(r.profiles)
 }
 
 // Handler serves the enrollment API (the two POST routes), behind the limits.
