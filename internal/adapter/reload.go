@@ -97,12 +97,16 @@ func (a *Adapter) reload(cfg *config.Config) error {
 	if va != nil {
 		idle = append(idle, va.Apply())
 	}
-	go func() {
-		for _, c := range idle {
-			<-c
-		}
-		closeConnectors(a.log, old, conns)
-	}()
+	if a.va == nil || va != nil {
+		go func() {
+			for _, c := range idle {
+				<-c
+			}
+			closeConnectors(a.log, old, conns)
+		}()
+	}
+	// Else the enrollment server runs on (verifiedAccess.enabled takes a restart) with the
+	// profiles it has, bound to the old connectors, which therefore stay open.
 	if err := trail.Apply(); err != nil {
 		a.log.Warn("audit log", zap.Error(err))
 	}
