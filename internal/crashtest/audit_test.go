@@ -101,7 +101,11 @@ func (w *world) checkAudit(names []string, files ...string) (crossFileRepeats in
 		}
 		switch s.State {
 		case emulator.StateIssued:
-			leaf, err := emulator.VerifyIssued(s, w.roots, nil)
+			roots := w.roots
+			if w.caOf[n] == "scep" {
+				roots = poolOf(w.scep.CA)
+			}
+			leaf, err := emulator.VerifyIssued(s, roots, nil)
 			if err != nil {
 				w.t.Errorf("%s: %v", n, err)
 				continue
