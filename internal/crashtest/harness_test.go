@@ -169,6 +169,7 @@ engine:
 journal:
 %s  leaseDuration: 4s
 log: {level: %s, format: json}
+audit: {path: %s-audit.jsonl}
 profiles:
   device:
     subject: {commonName: "{{.Device.SerialNumber}}"}
@@ -187,7 +188,7 @@ caConnections:
     certificateFile: ca/ca.crt
     keyFile: ca/ca.key
     ledgerFile: ca/ledger.jsonl
-`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy, level)
+`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy, level, name)
 	if w.scepProxy != nil {
 		cfg += fmt.Sprintf(`  scep:
     type: scep
