@@ -112,7 +112,7 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 }
 
 // verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger) (*verifiedaccess.Server, error) {
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, metrics *telemetry.Counters) (*verifiedaccess.Server, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
 		return nil, nil
@@ -137,6 +137,7 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		Profiles: profiles,
 		Google:   client,
 		Logger:   log.Named("verifiedaccess"),
+		Metrics:  metrics,
 	})
 }
 
@@ -163,7 +164,8 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	vaServer, err := verifiedAccessServer(ctx, cfg, cas, log)
+	metrics := &telemetry.Counters{}
+	vaServer, err := verifiedAccessServer(ctx, cfg, cas, log, metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +173,6 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	metrics := &telemetry.Counters{}
 	eng, err := engine.New(engine.Options{
 		InstanceID:      cfg.InstanceID,
 		API:             api,

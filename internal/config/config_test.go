@@ -265,6 +265,12 @@ func TestDefaults(t *testing.T) {
 		{"verifiedAccess.apiVersion", cfg.VerifiedAccess.APIVersion, "v2"},
 		{"verifiedAccess.challengeLifetime", cfg.VerifiedAccess.ChallengeLifetime, time.Minute},
 		{"verifiedAccess.profiles", cfg.VerifiedAccess.Profiles, map[string]VerifiedAccessProfile(nil)},
+		{"verifiedAccess.rateLimit", cfg.VerifiedAccess.RateLimit, RateLimit{RequestsPerSecond: 5, Burst: 10}},
+		{"verifiedAccess.maxConcurrentChallenges", cfg.VerifiedAccess.MaxConcurrentChallenges, 16},
+		{"verifiedAccess.maxConcurrentEnrollments", cfg.VerifiedAccess.MaxConcurrentEnrollments, 32},
+		{"verifiedAccess.maxConcurrentPerClient", cfg.VerifiedAccess.MaxConcurrentPerClient, 4},
+		{"verifiedAccess.queueTimeout", cfg.VerifiedAccess.QueueTimeout, 5 * time.Second},
+		{"verifiedAccess.trustedProxies", len(cfg.VerifiedAccess.TrustedProxies), 0},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {

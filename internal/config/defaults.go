@@ -44,6 +44,24 @@ const (
 	// MaxChallengeLifetime bounds verifiedAccess.challengeLifetime: Google refuses older
 	// challenges anyway, and a longer lifetime only keeps more replay state.
 	MaxChallengeLifetime = 10 * time.Minute
+
+	// Limits of the enrollment API per client address and in all (docs/verified-access.md,
+	// "Limits", explains the choice). One address may spend at most half of google.rateLimit's
+	// default budget, sustained (5 of 10/s) and at once (10 of 20): one enrollment is two
+	// requests, so a NAT of thousands of devices still enrolls within the hour.
+	DefaultVARateLimit = 5.0
+	DefaultVARateBurst = 10
+	// DefaultVAMaxConcurrentChallenges: a challenge is one Google call; 16 in flight exceed
+	// what google.rateLimit's default lets through, so the cap only bites in a flood.
+	DefaultVAMaxConcurrentChallenges = 16
+	// DefaultVAMaxConcurrentEnrollments: an enrollment is a Google call and a CA call, which
+	// may take seconds.
+	DefaultVAMaxConcurrentEnrollments = 32
+	DefaultVAMaxConcurrentPerClient   = 4
+	DefaultVAQueueTimeout             = 5 * time.Second
+	// MaxVAConcurrency and MaxVAQueueTimeout bound the keys above.
+	MaxVAConcurrency  = 10_000
+	MaxVAQueueTimeout = 30 * time.Second
 )
 
 // Journal types.
@@ -85,6 +103,12 @@ func Defaults() Config {
 			Listen:            DefaultVAListen,
 			APIVersion:        DefaultVAAPIVersion,
 			ChallengeLifetime: DefaultChallengeLifetime,
+			RateLimit:         RateLimit{RequestsPerSecond: DefaultVARateLimit, Burst: DefaultVARateBurst},
+
+			MaxConcurrentChallenges:  DefaultVAMaxConcurrentChallenges,
+			MaxConcurrentEnrollments: DefaultVAMaxConcurrentEnrollments,
+			MaxConcurrentPerClient:   DefaultVAMaxConcurrentPerClient,
+			QueueTimeout:             DefaultVAQueueTimeout,
 		},
 	}
 }

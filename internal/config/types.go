@@ -197,6 +197,20 @@ type VerifiedAccess struct {
 	// used responses are remembered, and the age past which a challenge this adapter issued is
 	// refused. Google's challenges live about a minute.
 	ChallengeLifetime time.Duration `mapstructure:"challengeLifetime"`
+	// RateLimit is a token bucket per client address, over both endpoints, so that one client
+	// cannot spend the google.rateLimit budget that every device shares.
+	RateLimit RateLimit `mapstructure:"rateLimit"`
+	// MaxConcurrentChallenges and MaxConcurrentEnrollments bound the /challenge and /enroll
+	// requests at work at once; as many again may wait up to QueueTimeout for a slot.
+	MaxConcurrentChallenges  int `mapstructure:"maxConcurrentChallenges"`
+	MaxConcurrentEnrollments int `mapstructure:"maxConcurrentEnrollments"`
+	// MaxConcurrentPerClient bounds the slots (held or waited for) of one client address per
+	// endpoint, so that one client cannot take them all.
+	MaxConcurrentPerClient int           `mapstructure:"maxConcurrentPerClient"`
+	QueueTimeout           time.Duration `mapstructure:"queueTimeout"`
+	// TrustedProxies are the addresses or CIDRs of reverse proxies whose X-Forwarded-For header
+	// names the client; without them the header is ignored.
+	TrustedProxies []string `mapstructure:"trustedProxies"`
 	// Profiles are keyed by the name the extension sends.
 	Profiles map[string]VerifiedAccessProfile `mapstructure:"profiles"`
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -153,10 +154,11 @@ func (c *Config) validateVerifiedAccess(ps *problems) {
 	}
 }
 
-// validateVAServer checks the listener: TLS, or plain HTTP on loopback only.
+// validateVAServer checks the listener: TLS, or plain HTTP on loopback only; and its limits.
 func (c *Config) validateVAServer(ps *problems) {
 	va := c.VerifiedAccess
 	const sec = keyVerifiedAccess
+	c.validateVALimits(ps)
 	host, port, err := net.SplitHostPort(va.Listen)
 	if err != nil || port == "" {
 		ps.add(joinPath(sec, "listen"), "%q must be host:port, e.g. 127.0.0.1:8443 or :8443", va.Listen)
@@ -183,6 +185,74 @@ func (c *Config) validateVAServer(ps *problems) {
 			}
 		}
 	}
+}
+
+// validateVALimits checks the per-client rate limit, the concurrency caps and the trusted proxies.
+func (c *Config) validateVALimits(ps *problems) {
+	va := c.VerifiedAccess
+	const sec = keyVerifiedAccess
+	rl := joinPath(sec, "rateLimit")
+	if r := va.RateLimit.RequestsPerSecond; r <= 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		ps.add(joinPath(rl, "requestsPerSecond"), "must be a positive number")
+	}
+	if va.RateLimit.Burst < 2 {
+		ps.add(joinPath(rl, "burst"), "must be at least 2: one enrollment is two requests (challenge, then enroll) in quick succession")
+	}
+	caps := []struct {
+		key string
+		n   int
+	}{{"maxConcurrentChallenges", va.MaxConcurrentChallenges}, {"maxConcurrentEnrollments", va.MaxConcurrentEnrollments}}
+	for _, k := range caps {
+		if k.n < 2 || k.n > MaxVAConcurrency {
+			ps.add(joinPath(sec, k.key), "must be between 2 and %d, got %d", MaxVAConcurrency, k.n)
+		}
+	}
+	if n := va.MaxConcurrentPerClient; n < 1 {
+		ps.add(joinPath(sec, "maxConcurrentPerClient"), "must be at least 1, got %d", n)
+	} else {
+		for _, k := range caps {
+			if n >= k.n && k.n >= 2 {
+				ps.add(joinPath(sec, "maxConcurrentPerClient"), "must be less than %s (%d), or one client could hold every slot", k.key, k.n)
+				break
+			}
+		}
+	}
+	if positive(ps, joinPath(sec, "queueTimeout"), va.QueueTimeout) && va.QueueTimeout > MaxVAQueueTimeout {
+		ps.add(joinPath(sec, "queueTimeout"), "must be at most %s: a request that waits longer is better told to come back", MaxVAQueueTimeout)
+	}
+	checkList(ps, joinPath(sec, "trustedProxies"), va.TrustedProxies, func(s string) string {
+		if _, err := ParseTrustedProxy(s); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+}
+
+// ParseTrustedProxy parses an entry of verifiedAccess.trustedProxies: an IP address or a CIDR
+// prefix. A prefix with host bits set (10.1.2.3/8) is refused as the typo it usually is.
+func ParseTrustedProxy(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix such as 10.0.0.0/8", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix such as 10.0.0.0/8", s)
+	}
+	if m := p.Masked(); m != p {
+		return netip.Prefix{}, fmt.Errorf("%q has bits set past the prefix length; did you mean %s?", s, m)
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		if p.Bits() < 0 {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix such as 10.0.0.0/8", s)
+		}
+	}
+	return p, nil
 }
 
 // isLoopback reports whether a listen host is a loopback address. An empty host (":8443") listens

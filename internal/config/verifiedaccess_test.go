@@ -19,6 +19,12 @@ verifiedAccess:
   apiVersion: v1
   challengeLifetime: 45s
   endpoint: http://127.0.0.1:8480/
+  rateLimit: {requestsPerSecond: 2.5, burst: 10}
+  maxConcurrentChallenges: 8
+  maxConcurrentEnrollments: 12
+  maxConcurrentPerClient: 2
+  queueTimeout: 3s
+  trustedProxies: [10.0.0.0/8, 192.0.2.7, "2001:db8::/32"]
   profiles:
     WiFi-Machine:
       apiVersion: v2
@@ -78,6 +84,11 @@ func TestVerifiedAccessLoad(t *testing.T) {
 		va.Endpoint != "http://127.0.0.1:8480/" || va.Insecure {
 		t.Errorf("section: %+v", va)
 	}
+	if va.RateLimit != (RateLimit{RequestsPerSecond: 2.5, Burst: 10}) || va.MaxConcurrentChallenges != 8 || va.MaxConcurrentEnrollments != 12 ||
+		va.MaxConcurrentPerClient != 2 || va.QueueTimeout != 3*time.Second ||
+		!reflect.DeepEqual(va.TrustedProxies, []string{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32"}) {
+		t.Errorf("limits: %+v", va)
+	}
 	if va.TLS.CertFile != filepath.Join(dir, "tls", "server.crt") || va.TLS.KeyFile != filepath.Join(dir, "tls", "server.key") {
 		t.Errorf("TLS paths not resolved against the file's directory: %+v", va.TLS)
 	}
@@ -129,6 +140,8 @@ func TestVerifiedAccessEnv(t *testing.T) {
 	cleanEnv(t)
 	t.Setenv("CERTPROV_VERIFIEDACCESS_ENABLED", "false")
 	t.Setenv("CERTPROV_VERIFIEDACCESS_CHALLENGELIFETIME", "30s")
+	t.Setenv("CERTPROV_VERIFIEDACCESS_RATELIMIT_BURST", "40")
+	t.Setenv("CERTPROV_VERIFIEDACCESS_TRUSTEDPROXIES", "10.1.0.0/16,10.2.0.9")
 	t.Setenv("CERTPROV_VERIFIEDACCESS_PROFILES_WIFI_MACHINE_POLICY_MINOSVERSION", "15300")
 	t.Setenv("CERTPROV_VERIFIEDACCESS_PROFILES_WIFI_MACHINE_POLICY_CUSTOMERIDS", "C0abc123, C0def456")
 	cfg, err := Load(writeVAConfig(t, vaYAML))
@@ -137,6 +150,9 @@ func TestVerifiedAccessEnv(t *testing.T) {
 	}
 	va := cfg.VerifiedAccess
 	p := va.Profiles["WiFi-Machine"]
+	if va.RateLimit.Burst != 40 || !reflect.DeepEqual(va.TrustedProxies, []string{"10.1.0.0/16", "10.2.0.9"}) {
+		t.Errorf("limit overrides not applied: burst %d, trusted proxies %q", va.RateLimit.Burst, va.TrustedProxies)
+	}
 	if va.Enabled || va.ChallengeLifetime != 30*time.Second || p.Policy.MinOSVersion != "15300" ||
 		!reflect.DeepEqual(p.Policy.CustomerIDs, []string{"C0abc123", "C0def456"}) {
 		t.Errorf("environment overrides not applied: enabled %v, lifetime %s, policy %+v", va.Enabled, va.ChallengeLifetime, p.Policy)
@@ -178,6 +194,17 @@ func TestVerifiedAccessProblems(t *testing.T) {
 		{"insecure off loopback", "  tls: {certFile: tls/server.crt, keyFile: tls/server.key}\n", "  insecure: true\n", "verifiedAccess.insecure", "only allowed on a loopback"},
 		{"insecure on all interfaces", "  listen: 0.0.0.0:9443\n  tls: {certFile: tls/server.crt, keyFile: tls/server.key}\n", "  listen: :9443\n  insecure: true\n", "verifiedAccess.insecure", "only allowed on a loopback"},
 		{"insecure with tls", "  listen: 0.0.0.0:9443\n", "  listen: 127.0.0.1:9443\n  insecure: true\n", "verifiedAccess.insecure", "contradicts verifiedAccess.tls"},
+		{"rate zero", "requestsPerSecond: 2.5", "requestsPerSecond: 0", "verifiedAccess.rateLimit.requestsPerSecond", "positive"},
+		{"burst one", "burst: 10}", "burst: 1}", "verifiedAccess.rateLimit.burst", "two requests"},
+		{"challenge cap", "maxConcurrentChallenges: 8", "maxConcurrentChallenges: 1", "verifiedAccess.maxConcurrentChallenges", "between 2 and 10000, got 1"},
+		{"enrollment cap", "maxConcurrentEnrollments: 12", "maxConcurrentEnrollments: 20000", "verifiedAccess.maxConcurrentEnrollments", "between 2 and 10000"},
+		{"per client zero", "maxConcurrentPerClient: 2", "maxConcurrentPerClient: 0", "verifiedAccess.maxConcurrentPerClient", "at least 1"},
+		{"per client takes all", "maxConcurrentPerClient: 2", "maxConcurrentPerClient: 8", "verifiedAccess.maxConcurrentPerClient", "less than maxConcurrentChallenges (8)"},
+		{"queue timeout zero", "queueTimeout: 3s", "queueTimeout: 0s", "verifiedAccess.queueTimeout", "positive"},
+		{"queue timeout long", "queueTimeout: 3s", "queueTimeout: 1m", "verifiedAccess.queueTimeout", "at most 30s"},
+		{"proxy not an address", "192.0.2.7,", "proxy.example.com,", "verifiedAccess.trustedProxies[1]", "not an IP address or CIDR"},
+		{"proxy host bits", "10.0.0.0/8,", "10.1.2.3/8,", "verifiedAccess.trustedProxies[0]", "did you mean 10.0.0.0/8"},
+		{"proxy twice", "192.0.2.7,", "10.0.0.0/8,", "verifiedAccess.trustedProxies[1]", "twice"},
 		{"no scopes", "scopes: [machine, user]", "scopes: []", base + ".scopes", "at least one"},
 		{"bad scope", "scopes: [machine, user]", "scopes: [machine, device]", base + ".scopes[1]", `"device" is not one of machine, user`},
 		{"scope twice", "scopes: [machine, user]", "scopes: [machine, machine]", base + ".scopes[1]", "twice"},
@@ -253,6 +280,23 @@ func TestVerifiedAccessInsecureLoopback(t *testing.T) {
 			mustLoad(t, minimalYAML+"verifiedAccess:\n  enabled: true\n  insecure: true\n  listen: \""+listen+"\"\n"+
 				"  profiles: {p: {enrollmentDomain: example.com, caConnection: ca, subject: {commonName: x}}}\n")
 		})
+	}
+}
+
+func TestParseTrustedProxy(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.0/8": "10.0.0.0/8", "192.0.2.7": "192.0.2.7/32", "2001:db8::/32": "2001:db8::/32",
+		"::ffff:192.0.2.7": "192.0.2.7/32", "::ffff:10.0.0.0/104": "10.0.0.0/8", "::1": "::1/128",
+	} {
+		got, err := ParseTrustedProxy(in)
+		if err != nil || got.String() != want {
+			t.Errorf("ParseTrustedProxy(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "10.0.0.0/33", "fe80::1%eth0", "::ffff:10.0.0.0/8", "10.0.0.1/8", "example.com"} {
+		if got, err := ParseTrustedProxy(in); err == nil {
+			t.Errorf("ParseTrustedProxy(%q) = %v; want an error", in, got)
+		}
 	}
 }
 

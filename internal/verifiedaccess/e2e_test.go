@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // The end-to-end tests run the enrollment server against the real emulator (the Verified Access
@@ -86,8 +88,9 @@ func (c *clock) advance(d time.Duration) {
 }
 
 type e2e struct {
-	t          *testing.T
+	t          testing.TB
 	emu        *emulator.Emulator
+	google     *googleProbe // in front of the emulator's REST API
 	emuURL     string
 	emuClock   *clock
 	adapterURL string
@@ -96,7 +99,7 @@ type e2e struct {
 	client     *Client
 }
 
-func newE2E(t *testing.T) *e2e {
+func newE2E(t testing.TB) *e2e {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	x := &e2e{t: t, emuClock: &clock{t: time.Now()}, adapterNow: &clock{t: time.Now()}, ca: newTestCA(t)}
@@ -105,7 +108,8 @@ func newE2E(t *testing.T) *e2e {
 		t.Fatalf("emulator: %v", err)
 	}
 	t.Cleanup(func() { _ = emu.Close() })
-	rest := httptest.NewServer(emu.Handler())
+	x.google = &googleProbe{next: emu.Handler()}
+	rest := httptest.NewServer(x.google)
 	t.Cleanup(rest.Close)
 	x.emu, x.emuURL = emu, rest.URL
 	x.client, err = NewClient(context.Background(), ClientOptions{
@@ -119,24 +123,56 @@ func newE2E(t *testing.T) *e2e {
 	return x
 }
 
+// unlimitedRate lifts the per-client rate limit for tests about enrollment, not limits: they
+// send many requests from one address on a clock that stands still.
+var unlimitedRate = config.RateLimit{RequestsPerSecond: 1e6, Burst: 1e6}
+
+// noLimits lifts the rate limit and the per-client share of slots, for tests that are not about
+// them (limit_test.go is).
+func noLimits() config.VerifiedAccess {
+	return config.VerifiedAccess{RateLimit: unlimitedRate, MaxConcurrentChallenges: 1000, MaxConcurrentEnrollments: 1000, MaxConcurrentPerClient: 999}
+}
+
 // newServer starts an enrollment server (fresh replay state) on the shared emulator and CA.
 func (x *e2e) newServer() string {
+	x.t.Helper()
+	url, _ := x.startServer(serverSetup{limits: noLimits()})
+	return url
+}
+
+// serverSetup varies the enrollment servers of startServer.
+type serverSetup struct {
+	limits  config.VerifiedAccess // the limit keys; the rest is set by startServer
+	google  Google                // default x.client
+	log     *zap.Logger           // default the test's
+	metrics *telemetry.Counters
+}
+
+// startServer starts an enrollment server on the shared emulator and CA and returns its URL.
+func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	x.t.Helper()
 	cfg := &config.Config{VerifiedAccess: config.VerifiedAccess{Profiles: e2eProfiles()}}
 	profiles, err := Profiles(cfg, map[string]CAConnection{"builtin": {Type: "local", Connector: x.ca.conn, Timeout: 10 * time.Second}})
 	if err != nil {
 		x.t.Fatalf("profiles: %v", err)
 	}
+	if o.google == nil {
+		o.google = x.client
+	}
+	if o.log == nil {
+		o.log = zaptest.NewLogger(x.t).Named("adapter")
+	}
+	va := o.limits
+	va.Insecure, va.ChallengeLifetime = true, time.Minute
 	srv, err := NewServer(ServerOptions{
-		Config:   config.VerifiedAccess{Insecure: true, ChallengeLifetime: time.Minute},
-		Profiles: profiles, Google: x.client, Logger: zaptest.NewLogger(x.t).Named("adapter"), Now: x.adapterNow.now,
+		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: x.adapterNow.now, Metrics: o.metrics,
 	})
 	if err != nil {
 		x.t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	x.t.Cleanup(hs.Close)
-	return hs.URL
+	return hs.URL, srv
 }
 
 func (x *e2e) enroll(o emulator.EnrollOptions) (*emulator.EnrollResult, error) {

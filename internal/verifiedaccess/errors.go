@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Code is a stable error code of the enrollment API (docs/verified-access-api.md, section 2).
@@ -21,6 +22,10 @@ const (
 	CodePolicyDenied      Code = "POLICY_DENIED"
 	CodeCAFailure         Code = "CA_FAILURE"
 	CodeUnavailable       Code = "UNAVAILABLE"
+	// CodeRateLimited: this client address sent more requests, or more at once, than its share.
+	CodeRateLimited Code = "RATE_LIMITED"
+	// CodeBusy: every slot of the endpoint and its queue were taken, whoever the client.
+	CodeBusy Code = "BUSY"
 )
 
 // Status is the HTTP status that goes with the code.
@@ -36,6 +41,8 @@ func (c Code) Status() int {
 		return http.StatusForbidden
 	case CodeCAFailure:
 		return http.StatusBadGateway
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
 	default:
 		return http.StatusServiceUnavailable
 	}
@@ -49,6 +56,8 @@ type Error struct {
 	Message     string
 	FailedRules []string
 	cause       error
+	// retryAfter, when set, is sent as the Retry-After header (whole seconds, at least one).
+	retryAfter time.Duration
 }
 
 func (e *Error) Error() string {

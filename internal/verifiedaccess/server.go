@@ -13,16 +13,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // Paths of the enrollment API (docs/verified-access-api.md, section 2).
@@ -65,6 +70,10 @@ type ServerOptions struct {
 	// MaxTracked bounds the replay sets (default DefaultMaxTracked); when full of unexpired
 	// entries, enrollment answers UNAVAILABLE instead of forgetting a used response.
 	MaxTracked int
+	// MaxClients bounds the per-client token buckets (default DefaultMaxClients).
+	MaxClients int
+	// Metrics counts what the limits turn away; nil counts nothing.
+	Metrics *telemetry.Counters
 }
 
 // Server is the enrollment API. Create it with NewServer; serve it with Run, Serve or Handler.
@@ -82,6 +91,14 @@ type Server struct {
 	usedResponses *ttlSet // challenge responses sent to Google
 	usedKeys      *ttlSet // (SPKI, challenge) pairs certified
 	challenges    *ttlSet // challenge data this server handed out, with the time
+
+	// The limits (limit.go).
+	trustedProxies []netip.Prefix
+	buckets        *buckets
+	challengeSlots *gate
+	enrollSlots    *gate
+	rejections     *rejectionLog
+	metrics        *telemetry.Counters
 }
 
 // NewServer builds the server. With TLS configured it loads the certificate and key now, so
@@ -108,6 +125,13 @@ func NewServer(o ServerOptions) (*Server, error) {
 			return nil, fmt.Errorf("verified access server: profile %q is not compiled and bound to a CA", name)
 		}
 	}
+	lim, err := limitsOf(o.Config)
+	if err != nil {
+		return nil, err
+	}
+	if o.MaxClients <= 0 {
+		o.MaxClients = DefaultMaxClients
+	}
 	s := &Server{
 		profiles:      o.Profiles,
 		google:        o.Google,
@@ -119,6 +143,13 @@ func NewServer(o ServerOptions) (*Server, error) {
 		usedResponses: newTTLSet(o.MaxTracked, o.Now),
 		usedKeys:      newTTLSet(o.MaxTracked, o.Now),
 		challenges:    newTTLSet(o.MaxTracked, o.Now),
+
+		trustedProxies: lim.trustedProxies,
+		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, o.Metrics),
+		challengeSlots: newGate(lim.challenges, lim.perClient, lim.queueTimeout),
+		enrollSlots:    newGate(lim.enrollments, lim.perClient, lim.queueTimeout),
+		rejections:     newRejectionLog(o.Logger.Named("limits"), o.Now),
+		metrics:        o.Metrics,
 	}
 	if !o.Config.Insecure {
 		if o.Config.TLS.CertFile == "" || o.Config.TLS.KeyFile == "" {
@@ -133,11 +164,11 @@ func NewServer(o ServerOptions) (*Server, error) {
 	return s, nil
 }
 
-// Handler serves the enrollment API (the two POST routes).
+// Handler serves the enrollment API (the two POST routes), behind the limits.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+ChallengePath, s.handleChallenge)
-	mux.HandleFunc("POST "+EnrollPath, s.handleEnroll)
+	mux.HandleFunc("POST "+ChallengePath, s.limited(endpointChallenge, s.challengeSlots, s.handleChallenge))
+	mux.HandleFunc("POST "+EnrollPath, s.limited(endpointEnroll, s.enrollSlots, s.handleEnroll))
 	return mux
 }
 
@@ -177,6 +208,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- srv.Serve(ln) }()
 	sweep := time.NewTicker(s.lifetime)
 	defer sweep.Stop()
+	logTick := time.NewTicker(rejectionLogInterval)
+	defer logTick.Stop()
+	defer s.rejections.flush(true)
 	for {
 		select {
 		case err := <-errc:
@@ -185,6 +219,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			s.usedResponses.purgeExpired()
 			s.usedKeys.purgeExpired()
 			s.challenges.purgeExpired()
+			s.buckets.sweep()
+		case <-logTick.C:
+			s.rejections.flush(false)
 		case <-ctx.Done():
 			// Enrollments in flight may finish (a certificate the CA issued should reach its
 			// device) for a grace period; then the connections are closed.
@@ -215,7 +252,7 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	var req challengeRequest
-	if err := decodeBody(w, r, &req); err != nil {
+	if err := decodeBody(r, &req); err != nil {
 		s.writeError(w, err)
 		return
 	}
@@ -294,7 +331,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 // *Error with the code the client sees.
 func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Request, e *enrollment) error {
 	var req enrollRequest
-	if err := decodeBody(w, r, &req); err != nil {
+	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
 	switch {
@@ -488,19 +525,41 @@ func emailDomain(id string) (string, error) {
 	return strings.ToLower(id[at+1:]), nil
 }
 
-// decodeBody reads a JSON object of at most maxRequestBody bytes into v, refusing unknown
-// fields and trailing data.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+// readBody reads the request body, at most maxRequestBody bytes, into memory and puts it back
+// for decodeBody. A body that cannot be read is replaced by one that fails with the refusal, so
+// that the handler answers (and audits) it like any other malformed request.
+func readBody(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		e := fail(CodeBadRequest, err, "the request body could not be read")
+		if errors.As(err, &tooBig) {
+			e = fail(CodeBadRequest, err, "request body larger than %d bytes", maxRequestBody)
+		}
+		r.Body = failedBody{e}
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+}
+
+// failedBody is a request body that could not be read: every read returns why.
+type failedBody struct{ err *Error }
+
+func (b failedBody) Read([]byte) (int, error) { return 0, b.err }
+func (b failedBody) Close() error             { return nil }
+
+// decodeBody decodes the JSON object readBody read into v, refusing unknown fields and trailing
+// data.
+func decodeBody(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 		return fail(CodeBadRequest, nil, "Content-Type must be application/json")
 	}
-	body := http.MaxBytesReader(w, r.Body, maxRequestBody)
-	dec := json.NewDecoder(body)
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return fail(CodeBadRequest, err, "request body larger than %d bytes", maxRequestBody)
+		var unread *Error
+		if errors.As(err, &unread) {
+			return unread
 		}
 		return fail(CodeBadRequest, err, "malformed JSON: %v", jsonProblem(err))
 	}
@@ -545,6 +604,9 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 		s.log.Error("enrollment failed unexpectedly", zap.Error(err))
 		e = fail(CodeUnavailable, err, "internal error")
 	}
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(e.retryAfter.Seconds())))))
+	}
 	writeJSON(w, e.Code.Status(), errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, FailedRules: e.FailedRules}})
 }
 
@@ -571,6 +633,7 @@ func (s *Server) auditLine(r *http.Request, e *enrollment, err error, took time.
 		zap.String("api_version", e.apiVersion),
 		zap.String("identity", e.identity),
 		zap.String("remote_addr", r.RemoteAddr),
+		zap.String("client", requestClient(r).String()),
 		zap.Duration("duration", took),
 	}
 	if res := e.result; res != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // testCA is the built-in CA in a temporary directory.
@@ -37,7 +38,7 @@ type testCA struct {
 	roots *x509.CertPool
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t testing.TB) *testCA {
 	t.Helper()
 	dir := t.TempDir()
 	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "VA test CA", 48*time.Hour)
@@ -91,24 +92,27 @@ func testProfiles() map[string]config.VerifiedAccessProfile {
 
 // harness is an enrollment server against the fake Google API and the built-in CA.
 type harness struct {
-	t     *testing.T
-	api   *fakeAPI
-	ca    *testCA
-	srv   *Server
-	http  *httptest.Server
-	logs  *observer.ObservedLogs
-	mu    sync.Mutex
-	clock time.Time
+	t       *testing.T
+	api     *fakeAPI
+	ca      *testCA
+	srv     *Server
+	http    *httptest.Server
+	logs    *observer.ObservedLogs
+	metrics *telemetry.Counters
+	mu      sync.Mutex
+	clock   time.Time
 }
 
 type harnessOptions struct {
 	issuer     func(h *harness) ca.PublicKeyIssuer // replaces the built-in CA
 	maxTracked int
+	// limits holds the limit keys; nil lifts them (noLimits).
+	limits *config.VerifiedAccess
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now()}
+	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), metrics: &telemetry.Counters{}}
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logs = logs
 	log := zap.New(core)
@@ -128,9 +132,13 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatalf("Profiles: %v", err)
 	}
+	va := noLimits()
+	if o.limits != nil {
+		va = *o.limits
+	}
+	va.Insecure, va.ChallengeLifetime = true, time.Minute
 	h.srv, err = NewServer(ServerOptions{
-		Config:   config.VerifiedAccess{Insecure: true, ChallengeLifetime: time.Minute},
-		Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked,
+		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Metrics: h.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -473,7 +481,7 @@ func TestErrorCodes(t *testing.T) {
 	want := map[Code]int{
 		CodeBadRequest: 400, CodeUnknownProfile: 404, CodeBadChallenge: 400, CodeChallengeExpired: 400,
 		CodeChallengeReplayed: 409, CodeIdentityMismatch: 403, CodePolicyDenied: 403, CodeCAFailure: 502,
-		CodeUnavailable: 503,
+		CodeUnavailable: 503, CodeRateLimited: 429, CodeBusy: 503,
 	}
 	for code, status := range want {
 		if code.Status() != status {
