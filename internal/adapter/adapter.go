@@ -74,7 +74,7 @@ func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 			errs = append(errs, fmt.Errorf("profiles.%s: %w", name, err))
 			continue
 		}
-		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline}
+		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
 	}
 	return out, errors.Join(errs...)
 }

@@ -43,7 +43,22 @@ type Request struct {
 type Issued struct {
 	Leaf  *x509.Certificate
 	Chain []*x509.Certificate // intermediates up to (not necessarily including) the root
+
+	// Roots are the trust anchors of the CA connection that issued Leaf, when it knows them:
+	// certificates from its configuration or pinned by it (the built-in CA's certificate, the
+	// step-ca root matching rootFingerprint, an EST or webhook caCertsFile), or CA certificates it
+	// fetched over the channel it trusts for that purpose (SCEP GetCACert, checked against
+	// caCertFingerprint when set; EST /cacerts over the authenticated TLS connection). They must
+	// never come from the issuance answer itself, which would then vouch for itself. A connector
+	// sets Roots on every Issued it returns (Issue, Recover, IssueForKey), from what it already
+	// holds, so that checking needs no further call to the CA once the certificate exists. nil
+	// means the connection knows no roots: the chain is then not verified (package leafcheck).
+	Roots *x509.CertPool
 }
+
+// MaxClockSkew is how far in the future a fresh certificate's notBefore may lie and still be
+// accepted: a CA's clock may run a little ahead of the adapter's.
+const MaxClockSkew = 5 * time.Minute
 
 // Connector issues certificates from one configured CA connection.
 //

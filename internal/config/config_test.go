@@ -64,6 +64,7 @@ profiles:
     templateName: ChromeOSDevice
     validity: 720h
     signDeadline: 90m
+    strict: true
   user:
     subject:
       commonName: "{{.User.Email}}"
@@ -206,6 +207,7 @@ func TestLoadFull(t *testing.T) {
 				TemplateName: "ChromeOSDevice",
 				Validity:     720 * time.Hour,
 				SignDeadline: 90 * time.Minute,
+				Strict:       true,
 			},
 			"user": {
 				Subject:      Subject{CommonName: "{{.User.Email}}"},
@@ -643,6 +645,16 @@ journal: {type: {name: memory}}
 		if p := problemAt(t, ps, path); p.Message != msg {
 			t.Errorf("%s: %q; want %q", path, p.Message, msg)
 		}
+	}
+}
+
+func TestStrictIsABoolean(t *testing.T) {
+	cleanEnv(t)
+	ps := loadProblems(t, strings.Replace(minimalYAML, `subject: {commonName: "{{.Device.SerialNumber}}"}`,
+		`subject: {commonName: "{{.Device.SerialNumber}}"}
+    strict: maybe`, 1))
+	if p := problemAt(t, ps, "profiles.dev.strict"); !strings.Contains(p.Message, "true or false") {
+		t.Errorf("profiles.dev.strict: %q", p.Message)
 	}
 }
 

@@ -134,6 +134,9 @@ type Profile struct {
 	Validity time.Duration `mapstructure:"validity"`
 	// SignDeadline is how long the device has to sign before the process fails.
 	SignDeadline time.Duration `mapstructure:"signDeadline"`
+	// Strict refuses a certificate whose subject alternative names or extended key usages differ
+	// from what the profile asked for; otherwise the difference is logged and the certificate used.
+	Strict bool `mapstructure:"strict"`
 }
 
 // Subject holds text/template strings rendered over the process (see csr.TemplateData).

@@ -137,7 +137,7 @@ func New(t testing.TB, o Options) *Harness {
 		if err != nil {
 			t.Fatalf("compile profile %s: %v", name, err)
 		}
-		profiles[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline}
+		profiles[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
 	}
 
 	api, err := chromeapi.New(ctx, chromeapi.Options{

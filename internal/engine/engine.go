@@ -44,6 +44,8 @@ type Profile struct {
 	TemplateName string
 	Validity     time.Duration
 	SignDeadline time.Duration
+	// Strict refuses a certificate whose names or extended key usages differ from the request.
+	Strict bool
 }
 
 // CAConnection is a configured CA connector.

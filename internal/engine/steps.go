@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,9 +12,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // resolved is what a process's references point to in this adapter's configuration.
@@ -286,15 +287,32 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 		}
 	}
 	rec.CAInFlight = false
-	leafPEM, err := checkIssued(issued, rec.Process.SPKI, e.now())
+	// What the device will check anyway (its key, validity, a leaf) and what it cannot: the chain
+	// to the connection's roots, and the names and usages the request asked for. SCEP profiles
+	// state no extended key usages and carry no strict setting (docs/configuration.md).
+	prof := e.o.Profiles[r.profileName]
+	mismatches, err := leafcheck.Check(issued, leafcheck.Expectations{
+		SPKI: rec.Process.SPKI, Now: e.now(), CSR: parsed,
+		CAChoosesUsages: rec.Process.SCEPProfile != nil,
+		Strict:          rec.Process.SCEPProfile == nil && prof != nil && prof.Strict,
+	})
 	if err != nil {
-		e.o.Metrics.Inc("ca_bad_certificates_total", rec.CAName)
+		e.o.Metrics.Inc("ca_bad_certificates_total", rec.CAName, string(leafcheck.RuleOf(err)))
 		e.log.Error("CA returned an unusable certificate", zap.String("process", rec.Name),
-			zap.String("ca_connection", rec.CAName), zap.Error(err))
+			zap.String("ca_connection", rec.CAName), zap.String("rule", string(leafcheck.RuleOf(err))), zap.Error(err))
 		e.fail(rec, fmt.Sprintf("the CA returned an unusable certificate: %v", err))
 		return
 	}
-	rec.CertificatePEM, rec.CATicket = leafPEM, ""
+	for _, m := range mismatches {
+		e.o.Metrics.Inc("ca_certificate_mismatches_total", rec.CAName, m.Field)
+		fields := []zap.Field{zap.String("process", rec.Name), zap.String("ca_connection", rec.CAName),
+			zap.String("profile", r.profileName), zap.String("field", m.Field), zap.Strings("asked", m.Asked), zap.Strings("got", m.Got)}
+		if m.Intermediate != "" {
+			fields = append(fields, zap.String("intermediate", m.Intermediate))
+		}
+		e.log.Warn("CA certificate differs from the request", fields...)
+	}
+	rec.CertificatePEM, rec.CATicket = string(pemutil.Encode(issued.Leaf)), ""
 	e.enter(rec, journal.StateIssued)
 	e.log.Info("certificate issued", zap.String("process", rec.Name), zap.String("subject", issued.Leaf.Subject.String()),
 		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("not_after", issued.Leaf.NotAfter))
@@ -345,30 +363,6 @@ func (e *Engine) classifiedCAError(rec *journal.Record, what string, err error) 
 		e.o.Metrics.Inc("ca_errors_total", rec.CAName, "retryable")
 		e.retryLater(rec, what, err, hint)
 	}
-}
-
-// checkIssued enforces what the device will check anyway, so that a bad CA answer becomes a
-// clear failure instead of a silent one on the device: the leaf carries exactly the device key,
-// is valid now, and goes up alone (never a chain).
-func checkIssued(issued *ca.Issued, spki []byte, now time.Time) (string, error) {
-	if issued == nil || issued.Leaf == nil {
-		return "", errors.New("no certificate")
-	}
-	leaf := issued.Leaf
-	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, spki) {
-		return "", errors.New("it is for a different key than the device's")
-	}
-	const skew = 5 * time.Minute
-	if leaf.NotBefore.After(now.Add(skew)) {
-		return "", fmt.Errorf("it is not valid before %s", leaf.NotBefore.UTC().Format(time.RFC3339))
-	}
-	if !leaf.NotAfter.After(now) {
-		return "", fmt.Errorf("it expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if leaf.IsCA {
-		return "", errors.New("it is a CA certificate, not a leaf")
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})), nil
 }
 
 // upload hands the stored certificate to Google.

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -138,7 +139,8 @@ func SignedCSR(t testing.TB, key crypto.Signer, req *csr.Request) []byte {
 }
 
 // CheckIssued fails t unless issued is a leaf for the request's key that chains to roots (through
-// the returned chain) for client authentication, and is not itself a CA.
+// the returned chain) for client authentication, and is not itself a CA; and unless it passes the
+// engine's own check (leafcheck), which verifies it to the roots the connector reported, if any.
 func CheckIssued(t testing.TB, req *ca.Request, issued *ca.Issued, roots *x509.CertPool) {
 	t.Helper()
 	if err := checkIssued(req, issued, roots); err != nil {
@@ -171,7 +173,27 @@ func checkIssued(req *ca.Request, issued *ca.Issued, roots *x509.CertPool) error
 	}); err != nil {
 		return fmt.Errorf("leaf %s does not chain to the roots for clientAuth: %w", leaf.Subject, err)
 	}
+	if _, err := leafcheck.Check(issued, leafcheck.Expectations{SPKI: req.CSR.RawSubjectPublicKeyInfo}); err != nil {
+		return fmt.Errorf("leaf %s fails the engine's check (rule %s): %w", leaf.Subject, leafcheck.RuleOf(err), err)
+	}
 	return nil
+}
+
+// CheckRoots fails t unless the connector reported the roots of its connection with issued
+// (ca.Issued.Roots), and the leaf verifies to them through the returned chain: the engine can then
+// check the chain itself. Connectors that know their CA call it in their own tests; a connector
+// that knows no roots may leave them out, so the conformance suite does not demand them.
+func CheckRoots(t testing.TB, issued *ca.Issued) {
+	t.Helper()
+	if issued == nil || issued.Leaf == nil {
+		t.Fatal("no certificate returned")
+	}
+	if issued.Roots == nil {
+		t.Fatalf("leaf %s: the connector reported no roots", issued.Leaf.Subject)
+	}
+	if _, err := leafcheck.VerifyChain(issued.Leaf, issued.Chain, issued.Roots, time.Now()); err != nil {
+		t.Fatalf("leaf %s does not chain to the roots the connector reported: %v", issued.Leaf.Subject, err)
+	}
 }
 
 // Run runs the conformance suite. newConnector is called once per subtest and must return a fresh

@@ -38,6 +38,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
+	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
@@ -275,11 +276,11 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err != nil {
 		return nil, ca.Permanentf("EST simpleenroll %s: %w", c.endpoint("simpleenroll"), err)
 	}
-	chain, verr := buildChain(leaf, others, anchors, time.Now())
+	chain, roots, verr := buildChain(leaf, others, anchors, time.Now())
 	if verr != nil && fromServer {
 		// The CA may have rolled over to a new issuer since /cacerts was last read.
 		if fresh, _, err := c.anchors(ctx, true); err == nil {
-			chain, verr = buildChain(leaf, others, fresh, time.Now())
+			chain, roots, verr = buildChain(leaf, others, fresh, time.Now())
 		}
 	}
 	if verr != nil {
@@ -293,7 +294,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	c.log.Info("issued certificate",
 		zap.String("connector", c.name), zap.String("key", req.Key),
 		zap.String("serial", leaf.SerialNumber.Text(16)), zap.Time("notAfter", leaf.NotAfter))
-	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+	return &ca.Issued{Leaf: leaf, Chain: chain, Roots: roots}, nil
 }
 
 // bound applies the connector's timeout, or the default one when the caller set no deadline,
@@ -370,23 +371,22 @@ func selectLeaf(certs []*x509.Certificate, pub crypto.PublicKey, spki []byte) (*
 	return nil, nil, fmt.Errorf("the server returned %d certificate(s), none for the device key", len(certs))
 }
 
-// maxSkew is how far in the future a fresh certificate's notBefore may lie (the server's clock
-// may run ahead of the adapter's); the engine allows the same.
-const maxSkew = 5 * time.Minute
-
 // buildChain verifies leaf against the anchors, with the enrollment answer's other certificates
 // and the non-self-signed anchors as intermediates, and returns the path above the leaf without
-// its self-signed root. Anchors with no self-signed certificate among them are all trusted as
-// they are (trust anchored at an issuing CA).
-func buildChain(leaf *x509.Certificate, others, anchors []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
-	roots, inters := x509.NewCertPool(), x509.NewCertPool()
+// its self-signed root, and the roots it verified to (which go with the certificate, for the
+// engine's own check). Anchors with no self-signed certificate among them are all trusted as
+// they are (trust anchored at an issuing CA). Whether the leaf is valid now is the engine's
+// check, so a leaf dated ahead is verified as of its notBefore.
+func buildChain(leaf *x509.Certificate, others, anchors []*x509.Certificate, now time.Time) ([]*x509.Certificate, *x509.CertPool, error) {
+	roots := x509.NewCertPool()
+	var inters []*x509.Certificate
 	haveRoot := false
 	for _, a := range anchors {
 		if selfSigned(a) {
 			roots.AddCert(a)
 			haveRoot = true
 		} else {
-			inters.AddCert(a)
+			inters = append(inters, a)
 		}
 	}
 	if !haveRoot {
@@ -394,27 +394,16 @@ func buildChain(leaf *x509.Certificate, others, anchors []*x509.Certificate, now
 			roots.AddCert(a)
 		}
 	}
-	for _, o := range others {
-		inters.AddCert(o)
-	}
-	at := now
-	if leaf.NotBefore.After(now) && leaf.NotBefore.Sub(now) <= maxSkew {
-		at = leaf.NotBefore
-	}
-	chains, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         roots,
-		Intermediates: inters,
-		CurrentTime:   at,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	})
+	inters = append(inters, others...)
+	chains, err := leafcheck.VerifyChain(leaf, inters, roots, now)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := chains[0][1:]
 	if n := len(path); n > 0 && selfSigned(path[n-1]) {
 		path = path[:n-1]
 	}
-	return append([]*x509.Certificate(nil), path...), nil
+	return append([]*x509.Certificate(nil), path...), roots, nil
 }
 
 func selfSigned(c *x509.Certificate) bool {

@@ -102,6 +102,7 @@ func TestIssueRealServer(t *testing.T) {
 					t.Fatalf("Issue: %v", err)
 				}
 				catest.CheckIssued(t, req, issued, srv.roots())
+				catest.CheckRoots(t, issued)
 				if len(issued.Chain) != 1 || !issued.Chain[0].Equal(srv.Issuing) {
 					t.Fatalf("chain %v, want the issuing CA only", subjects(issued.Chain))
 				}

@@ -122,6 +122,7 @@ type Connector struct {
 	cert        *x509.Certificate
 	signer      crypto.Signer
 	chain       []*x509.Certificate // returned with every leaf: the issuer first, then intermediates
+	roots       *x509.CertPool      // the issuer itself: what this connection trusts its leaves by
 	authKeyID   []byte
 	maxValidity time.Duration
 	backdate    time.Duration
@@ -203,12 +204,15 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("certificateFile %q: %w", s.CertificateFile, err)
 	}
+	roots := x509.NewCertPool()
+	roots.AddCert(issuer)
 	return &Connector{
 		name:        env.Name,
 		log:         log,
 		cert:        issuer,
 		signer:      signer,
 		chain:       chain,
+		roots:       roots,
 		authKeyID:   authKeyID,
 		maxValidity: *s.MaxValidity,
 		backdate:    *s.Backdate,
@@ -261,7 +265,7 @@ func (c *Connector) Recover(ctx context.Context, key string) (*ca.Issued, error)
 	if leaf == nil {
 		return nil, nil
 	}
-	return &ca.Issued{Leaf: leaf, Chain: c.chain}, nil
+	return &ca.Issued{Leaf: leaf, Chain: c.chain, Roots: c.roots}, nil
 }
 
 // checkIssuer makes sure the pair can sign certificates that verify.
@@ -359,7 +363,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 		return nil, ca.Retryable(fmt.Errorf("sign certificate for %s: %w", req.Key, err), 0)
 	}
 	c.logIssued(req.Key, leaf)
-	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+	return &ca.Issued{Leaf: leaf, Chain: chain, Roots: c.roots}, nil
 }
 
 // IssueForKey signs a certificate for req.PublicKey with the subject, names and key usages of the
@@ -411,7 +415,7 @@ func (c *Connector) IssueForKey(ctx context.Context, req *ca.KeyRequest) (*ca.Is
 		return nil, ca.Retryable(fmt.Errorf("sign certificate for %s: %w", req.Key, err), 0)
 	}
 	c.logIssued(req.Key, leaf)
-	return &ca.Issued{Leaf: leaf, Chain: chain}, nil
+	return &ca.Issued{Leaf: leaf, Chain: chain, Roots: c.roots}, nil
 }
 
 // sign completes tmpl with what every leaf of this CA carries (serial, validity, basic

@@ -213,6 +213,7 @@ func TestIssueCopiesTheRequest(t *testing.T) {
 				t.Fatalf("Issue: %v", err)
 			}
 			catest.CheckIssued(t, req, issued, pool(f.cert))
+			catest.CheckRoots(t, issued)
 			leaf := issued.Leaf
 			spki, _ := x509.MarshalPKIXPublicKey(device.Public())
 			if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, spki) {

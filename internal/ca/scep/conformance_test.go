@@ -65,6 +65,7 @@ func TestStaticChallengeSCEPServer(t *testing.T) {
 					t.Fatalf("Issue: %v", err)
 				}
 				catest.CheckIssued(t, req, issued, srv.roots)
+				catest.CheckRoots(t, issued)
 				return
 			}
 			if err == nil {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -313,7 +314,8 @@ func (c *Connector) certRep(ctx context.Context, body []byte, msg *pkiMessage, i
 	return rep, nil
 }
 
-// issued decrypts a SUCCESS answer and returns the certificate for the device key.
+// issued decrypts a SUCCESS answer and returns the certificate for the device key, with the CA
+// certificates of GetCACert as roots: the engine's leaf check verifies the chain to them.
 func (c *Connector) issued(rep *pkiMessage, req *ca.Request, info *serverInfo) (*ca.Issued, error) {
 	plain, err := openEnvelope(rep.Content, c.signerCert, c.signerKey)
 	if err != nil {
@@ -324,30 +326,21 @@ func (c *Connector) issued(rep *pkiMessage, req *ca.Request, info *serverInfo) (
 		return nil, ca.Permanentf("the SCEP server's SUCCESS answer: %v", err)
 	}
 	var leaf *x509.Certificate
-	others := x509.NewCertPool()
+	chain := slices.Clone(info.chain)
 	for _, cert := range certs {
-		if bytes.Equal(cert.RawSubjectPublicKeyInfo, req.CSR.RawSubjectPublicKeyInfo) && leaf == nil {
+		switch {
+		case bytes.Equal(cert.RawSubjectPublicKeyInfo, req.CSR.RawSubjectPublicKeyInfo) && leaf == nil:
 			leaf = cert
-		} else {
-			others.AddCert(cert)
+		case isCA(cert) && !slices.ContainsFunc(chain, cert.Equal):
+			// An intermediate the answer carries but GetCACert does not list.
+			chain = append(chain, cert)
 		}
 	}
 	if leaf == nil {
 		return nil, ca.Permanentf("the SCEP server's SUCCESS answer holds %d certificates, none for the device key", len(certs))
 	}
-	// Only the chain is checked here; whether the leaf is valid now is the engine's check, and
-	// a server clock a little ahead must not turn into a permanent failure.
-	at := c.now()
-	if at.Before(leaf.NotBefore) || at.After(leaf.NotAfter) {
-		at = leaf.NotBefore
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: info.caPool, Intermediates: others, CurrentTime: at,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, ca.Permanentf("the certificate the SCEP server issued (serial %s) does not chain to its CA %q: %v",
-			leaf.SerialNumber.Text(16), info.issuer.Subject, err)
-	}
 	c.log.Debug("SCEP certificate issued", zap.String("process", req.Key), zap.String("serial", leaf.SerialNumber.Text(16)))
-	return &ca.Issued{Leaf: leaf, Chain: info.chain}, nil
+	return &ca.Issued{Leaf: leaf, Chain: chain, Roots: info.caPool}, nil
 }
 
 func truncate(s string, n int) string {

@@ -29,7 +29,10 @@ import (
 // session is what a successful bootstrap established; it never changes afterwards.
 type session struct {
 	client *http.Client // trusts only the pinned root (or tls.caFile)
-	signer jose.Signer  // the provisioner key, with kid and alg set
+	// roots are what issued certificates must chain to: the root matching rootFingerprint, or
+	// without one the roots of tls.caFile.
+	roots  *x509.CertPool
+	signer jose.Signer // the provisioner key, with kid and alg set
 	kid    string
 	sha    string // the root fingerprint for the token's sha claim; may be empty
 }
@@ -64,18 +67,20 @@ func (c *Connector) bootstrap(ctx context.Context) (_ *session, err error) {
 		return nil, ca.Retryable(fmt.Errorf("connect to step-ca: %w", err), 0)
 	}
 	cfg := c.tlsConfig.Clone()
+	roots := cfg.RootCAs
 	if c.fingerprint != "" {
 		root, err := c.fetchRoot(ctx)
 		if err != nil {
 			return nil, err
 		}
+		roots = x509.NewCertPool()
+		roots.AddCert(root)
 		if cfg.RootCAs == nil {
 			// Pin: from now on the CA must present a chain to exactly this root.
-			cfg.RootCAs = x509.NewCertPool()
-			cfg.RootCAs.AddCert(root)
+			cfg.RootCAs = roots
 		}
 	}
-	s := &session{client: newClient(cfg), sha: c.fingerprint}
+	s := &session{client: newClient(cfg), roots: roots, sha: c.fingerprint}
 	defer func() {
 		if err != nil { // the next attempt makes its own client: free this one's connections
 			s.client.CloseIdleConnections()

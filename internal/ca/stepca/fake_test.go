@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -16,6 +17,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,19 +31,22 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/catest"
 )
 
 // fakeCA is an httptest stand-in for step-ca's API, for what a real step-ca cannot be made to do
 // (rate limiting, a tampered root, odd answers) and to look inside the tokens the connector sends.
 // It serves /root/{sha}, /provisioners (paginated, pageSize entries per page), /health and
-// /1.0/sign, and signs with its own issuer.
+// /1.0/sign. Like step-ca, it has one root and an intermediate under it that signs both its TLS
+// certificate and the certificates it issues.
 type fakeCA struct {
 	t           *testing.T
 	srv         *httptest.Server
-	fingerprint string // of the TLS certificate, which serves as the root
-	issuer      *x509.Certificate
-	issuerKey   *ecdsa.PrivateKey
-	issuerRoots *x509.CertPool
+	fingerprint string // of the root
+	rootCert    *x509.Certificate
+	issuer      *x509.Certificate // the intermediate
+	issuerKey   crypto.Signer
+	issuerRoots *x509.CertPool   // the root
 	provKey     *jose.JSONWebKey // private
 	password    string
 	pageSize    int
@@ -85,22 +90,17 @@ func newFakeCA(t *testing.T, key crypto.Signer, alg string) *fakeCA {
 		t.Fatal(err)
 	}
 	f.provKey.KeyID = base64.RawURLEncoding.EncodeToString(tp)
-	f.issuerKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	root := catest.NewRoot(t, "fake step-ca root")
+	issuer := root.NewIntermediate(t, "fake step-ca issuer")
+	f.rootCert, f.issuer, f.issuerKey, f.issuerRoots = root.Cert, issuer.Cert, issuer.Key, root.Pool()
+	tlsKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fake step-ca issuer"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, f.issuerKey.Public(), f.issuerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.issuer, _ = x509.ParseCertificate(der)
-	f.issuerRoots = x509.NewCertPool()
-	f.issuerRoots.AddCert(f.issuer)
+	tlsCert := issuer.Sign(t, &x509.Certificate{
+		Subject: pkix.Name{CommonName: "127.0.0.1"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}, tlsKey.Public())
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /root/{sha}", f.root)
@@ -109,9 +109,11 @@ func newFakeCA(t *testing.T, key crypto.Signer, alg string) *fakeCA {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("POST /1.0/sign", f.sign)
-	f.srv = httptest.NewTLSServer(mux)
+	f.srv = httptest.NewUnstartedServer(mux)
+	f.srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{tlsCert.Raw, issuer.Cert.Raw}, PrivateKey: tlsKey, Leaf: tlsCert}}}
+	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
-	sum := sha256.Sum256(f.srv.Certificate().Raw)
+	sum := sha256.Sum256(root.Cert.Raw)
 	f.fingerprint = hex.EncodeToString(sum[:])
 	return f
 }
@@ -135,7 +137,7 @@ func (f *fakeCA) root(w http.ResponseWriter, r *http.Request) {
 		stepErr(w, http.StatusNotFound, fmt.Sprintf("root certificate with fingerprint %q was not found", r.PathValue("sha")))
 		return
 	}
-	cert := f.srv.Certificate()
+	cert := f.rootCert
 	if wrongRoot {
 		cert = f.issuer
 	}

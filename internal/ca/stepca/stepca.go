@@ -278,6 +278,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err != nil {
 		return nil, ca.Permanentf("sign certificate for %s: step-ca answer: %w", req.Key, err)
 	}
+	issued.Roots = s.roots
 	if !bytes.Equal(issued.Leaf.RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
 		return nil, ca.Permanentf("sign certificate for %s: step-ca returned certificate %s for a different key than the CSR's",
 			req.Key, issued.Leaf.SerialNumber.Text(16))

@@ -88,6 +88,7 @@ func TestIssuedNames(t *testing.T) {
 				t.Fatalf("Issue: %v", err)
 			}
 			catest.CheckIssued(t, req, issued, s.Roots)
+			catest.CheckRoots(t, issued)
 			leaf := issued.Leaf
 			if leaf.Subject.CommonName != tc.wantCN {
 				t.Errorf("CN %q, want %q", leaf.Subject.CommonName, tc.wantCN)

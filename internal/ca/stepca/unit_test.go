@@ -126,6 +126,7 @@ func TestToken(t *testing.T) {
 					t.Fatalf("Issue: %v", err)
 				}
 				catest.CheckIssued(t, req, issued, f.issuerRoots)
+				catest.CheckRoots(t, issued)
 			}
 			roots, pages, tokens := f.counts()
 			if roots != 1 || pages != 2 || tokens != calls {

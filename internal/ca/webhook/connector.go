@@ -280,13 +280,14 @@ func (r *reply) hint() time.Duration {
 }
 
 // certificates parses an "issued" answer: the first block of certificate is the leaf; further
-// blocks there and every block of chain are the chain, in order.
+// blocks there and every block of chain are the chain, in order. The roots are caCertsFile's,
+// never the answer's: a chain cannot vouch for itself.
 func (c *Connector) certificates(body *response) (*ca.Issued, error) {
 	leafs, err := parseCertificates(body.Certificate)
 	if err != nil {
 		return nil, ca.Permanentf("%s: the issued certificate cannot be used: %w", c.label(), err)
 	}
-	issued := &ca.Issued{Leaf: leafs[0], Chain: leafs[1:]}
+	issued := &ca.Issued{Leaf: leafs[0], Chain: leafs[1:], Roots: c.roots}
 	for i, p := range body.Chain {
 		certs, err := parseCertificates(p)
 		if err != nil {

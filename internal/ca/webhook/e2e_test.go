@@ -30,9 +30,12 @@ func TestEndToEnd(t *testing.T) {
 			badHMAC["hmacSecretFile"] = wrongSecret
 			down := s.settings("/")
 			down["url"] = downURL
+			wrongRoot := s.settings("/")
+			wrongRoot["caCertsFile"] = otherCAFile
 			out := map[string]ca.Connector{
-				"webhook-bad-hmac": s.connector(t, "webhook-bad-hmac", badHMAC),
-				"webhook-down":     s.connector(t, "webhook-down", down),
+				"webhook-bad-hmac":   s.connector(t, "webhook-bad-hmac", badHMAC),
+				"webhook-down":       s.connector(t, "webhook-down", down),
+				"webhook-wrong-root": s.connector(t, "webhook-wrong-root", wrongRoot),
 			}
 			for name, path := range map[string]string{
 				"webhook":           "/",
@@ -68,13 +71,16 @@ func TestEndToEnd(t *testing.T) {
 		start("webhook-flaky", i, want{errors: 3})
 	}
 	failures := []struct {
-		caRef, wantMessage string
-		wantCalls          int
+		caRef, wantMessage    string
+		wantCalls, wantSigned int
 	}{
-		{"webhook-refusing", "the CA refused the request: webhook webhook-refusing: " + permanentMessage + " (HTTP 403)", 1},
-		{"webhook-wrong-key", "webhook webhook-wrong-key returned a certificate for a different key", 1},
-		{"webhook-bad-hmac", "the CA refused the request: webhook webhook-bad-hmac: signature mismatch (HTTP 401)", 0},
-		{"webhook-down", "the CA kept failing for " + retryFor.String() + ": webhook webhook-down: POST " + downURL, 0},
+		{"webhook-refusing", "the CA refused the request: webhook webhook-refusing: " + permanentMessage + " (HTTP 403)", 1, 0},
+		{"webhook-wrong-key", "webhook webhook-wrong-key returned a certificate for a different key", 1, 0},
+		{"webhook-bad-hmac", "the CA refused the request: webhook webhook-bad-hmac: signature mismatch (HTTP 401)", 0, 0},
+		{"webhook-down", "the CA kept failing for " + retryFor.String() + ": webhook webhook-down: POST " + downURL, 0, 0},
+		// caCertsFile names another CA than the one the service issues from: the certificate the
+		// service signed (once) is refused, never uploaded.
+		{"webhook-wrong-root", `the CA returned an unusable certificate: it was issued by "CN=webhook test CA issuing" and does not chain to the CA certificates this CA connection trusts`, 1, 1},
 	}
 	var failed []string
 	for i, f := range failures {
@@ -126,8 +132,8 @@ func TestEndToEnd(t *testing.T) {
 			if s0.SignDataCount != 1 {
 				t.Errorf("signData called %d times", s0.SignDataCount)
 			}
-			if n, e := s.ca.Issued(name), s.entry(name); n != 0 || e.calls != f.wantCalls {
-				t.Errorf("CA signed %d, server saw %d issue calls; want 0 and %d", n, e.calls, f.wantCalls)
+			if n, e := s.ca.Issued(name), s.entry(name); n != f.wantSigned || e.calls != f.wantCalls {
+				t.Errorf("CA signed %d, server saw %d issue calls; want %d and %d", n, e.calls, f.wantSigned, f.wantCalls)
 			}
 		})
 	}

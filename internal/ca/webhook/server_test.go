@@ -44,6 +44,8 @@ const (
 	secretFile     = "hmac.secret"
 	wrongSecret    = "wrong.secret"
 	apiKeyFile     = "api.key"
+	caCertsFile    = "issuing-ca.pem" // the CA the server issues from: the connection's roots
+	otherCAFile    = "other-ca.pem"   // a CA the server does not issue from
 
 	apiKey      = "api-key-5a1e7c0d9b"
 	hmacSecret  = "0123456789abcdef0123456789abcdef"
@@ -164,6 +166,8 @@ func newWebhookCA(t *testing.T) *webhookCA {
 	writeFile(t, dir, secretFile, hmacSecret+"\n")
 	writeFile(t, dir, wrongSecret, "not-the-secret-the-server-knows\n")
 	writeFile(t, dir, apiKeyFile, apiKey+"\n")
+	writeFile(t, dir, caCertsFile, certPEM(issuing.Certificate()))
+	writeFile(t, dir, otherCAFile, certPEM(clientCA.Certificate()))
 
 	clientRoots := x509.NewCertPool()
 	clientRoots.AddCert(clientCA.Certificate())
@@ -210,8 +214,8 @@ func writeFile(t *testing.T, dir, name, content string) {
 	}
 }
 
-// settings are a connector's settings for this server, complete with mutual TLS, HMAC and the
-// headers it requires; path selects a script.
+// settings are a connector's settings for this server, complete with mutual TLS, HMAC, the
+// headers it requires and the CA it issues from as roots; path selects a script.
 func (s *webhookCA) settings(path string) ca.Settings {
 	return ca.Settings{
 		"url":            s.srv.URL + path,
@@ -219,6 +223,7 @@ func (s *webhookCA) settings(path string) ca.Settings {
 		"hmacSecretFile": secretFile,
 		"headers":        map[string]any{"X-Tenant": tenant},
 		"headerFiles":    map[string]any{"X-Api-Key": apiKeyFile},
+		"caCertsFile":    caCertsFile,
 	}
 }
 

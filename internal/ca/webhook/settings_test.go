@@ -39,6 +39,8 @@ func TestSettings(t *testing.T) {
 		{"http to loopback", with("url", "http://127.0.0.1:8443/certprov"), nil},
 		{"http to localhost", with("url", "http://localhost/"), nil},
 		{"url missing", with("url", nil), []string{"url: required"}},
+		{"caCertsFile missing", with("caCertsFile", "nope.pem"), []string{`caCertsFile "nope.pem"`, "no such file"}},
+		{"caCertsFile without certificates", with("caCertsFile", apiKeyFile), []string{`caCertsFile "api.key"`, "no PEM CERTIFICATE block"}},
 		{"http elsewhere", with("url", "http://ca.example.com/?key=hunter2"), []string{`url "http://ca.example.com/": http is allowed only to a loopback address`}},
 		{"not a URL", with("url", "https://ca.example.com/%zz?key=hunter2"), []string{"url: not a URL"}},
 		{"other scheme", with("url", "ftp://ca.example.com/"), []string{"scheme must be https"}},

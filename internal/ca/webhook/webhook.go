@@ -10,12 +10,14 @@
 //	hmacSecretFile  optional: sign every body with HMAC-SHA256 (X-Certprov-Signature)
 //	headers         optional static headers, e.g. {X-Tenant: corp}
 //	headerFiles     optional headers whose values are read from files, e.g. {X-Api-Key: /run/secrets/key}
+//	caCertsFile     optional PEM trust anchors the issued certificates must chain to
 //
 // The connection's own `timeout` key (read by the adapter) bounds every call; header values and
 // the HMAC secret are never logged nor put in error messages.
 package webhook
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +34,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Type is the connector type name used in caConnections.<name>.type.
@@ -65,6 +68,7 @@ type settings struct {
 	HMACSecretFile string            `mapstructure:"hmacSecretFile"`
 	Headers        map[string]string `mapstructure:"headers"`
 	HeaderFiles    map[string]string `mapstructure:"headerFiles"`
+	CACertsFile    string            `mapstructure:"caCertsFile"`
 }
 
 // header is one configured extra header. Its value may be a credential, so it stays a Secret.
@@ -82,6 +86,7 @@ type Connector struct {
 	client  *http.Client
 	secret  logging.Secret // HMAC key; empty when requests are not signed
 	headers []header
+	roots   *x509.CertPool // from caCertsFile; nil when the service's CA is not configured
 	now     func() time.Time
 }
 
@@ -117,6 +122,18 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	var roots *x509.CertPool
+	if s.CACertsFile != "" {
+		certs, err := pemutil.ReadCertificates(env.Path(s.CACertsFile))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("caCertsFile %q: %w", s.CACertsFile, err))
+		} else {
+			roots = x509.NewCertPool()
+			for _, c := range certs {
+				roots.AddCert(c)
+			}
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -142,6 +159,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		client:  client,
 		secret:  secret,
 		headers: headers,
+		roots:   roots,
 		now:     time.Now,
 	}, nil
 }

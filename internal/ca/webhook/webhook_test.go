@@ -42,6 +42,7 @@ func TestIssueSendsTheContract(t *testing.T) {
 				t.Fatalf("Issue: %v", err)
 			}
 			catest.CheckIssued(t, req, issued, s.roots)
+			catest.CheckRoots(t, issued)
 			e := s.entry(req.Key)
 			if e.calls != 1 || e.issued != 1 || s.ca.Issued(req.Key) != 1 {
 				t.Errorf("server: %d calls, %d issued answers, CA signed %d; want 1 each", e.calls, e.issued, s.ca.Issued(req.Key))
