@@ -15,6 +15,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
 // EnvPrefix starts the name of every environment variable that overrides a configuration key.
@@ -348,7 +350,7 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 				}
 				continue
 			}
-			if s := suggest(k, known); s != "" {
+			if s := suggest.Closest(k, sortedKeys(known)); s != "" {
 				ps.add(p, "unknown key (did you mean %q?)", s)
 			} else {
 				ps.add(p, "unknown key")
@@ -370,42 +372,6 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 			checkKeys(m[k], t.Elem(), joinPath(path, k), ps)
 		}
 	}
-}
-
-// suggest returns the known key closest to k when k looks like a typo of it: the same but for
-// case, or at most two edits away and less than half of k changed (so "ip" suggests nothing).
-func suggest(k string, known map[string]field) string {
-	best, bestDist := "", min(3, (len(k)+1)/2)
-	for name := range known {
-		if strings.EqualFold(name, k) {
-			return name
-		}
-		if d := editDistance(strings.ToLower(name), strings.ToLower(k)); d < bestDist || (d == bestDist && name < best) {
-			best, bestDist = name, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // decodeTop decodes everything but the two maps through viper: defaults, then the file, then the

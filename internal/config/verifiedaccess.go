@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
 // The Verified Access v2 enumerations the policy may name, as in the discovery document of
@@ -378,7 +380,7 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		values, ok := VASignalValues(name)
 		if !ok {
 			msg := fmt.Sprintf("unknown device signal; policy signals are %s", strings.Join(names, ", "))
-			if s := suggestName(name, names); s != "" {
+			if s := suggest.Closest(name, names); s != "" {
 				msg = fmt.Sprintf("unknown device signal (did you mean %q?)", s)
 			}
 			ps.add(sp, "%s", msg)
@@ -390,13 +392,4 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		}
 		checkList(ps, sp, p.Signals[name], enum(values))
 	}
-}
-
-// suggestName is suggest over a list of names.
-func suggestName(k string, names []string) string {
-	known := make(map[string]field, len(names))
-	for _, n := range names {
-		known[n] = field{name: n}
-	}
-	return suggest(k, known)
 }
