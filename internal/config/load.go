@@ -52,7 +52,17 @@ const extensionPrefix = "x-"
 //
 // It returns a *ProblemsError listing every problem when the content is wrong (unknown keys, bad
 // values, failed validation), and a plain wrapped error when the file cannot be read.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, Options{}) }
+
+// Options changes what LoadWith and ParseWith check.
+type Options struct {
+	// Offline validates with ValidateOffline: the files the configuration names are not looked
+	// at (the configuration file itself is read, of course).
+	Offline bool
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o Options) (*Config, error) {
 	if path == "" {
 		return nil, errors.New("config: no file given")
 	}
@@ -64,12 +74,15 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, filepath.Dir(abs))
+	return ParseWith(data, filepath.Dir(abs), o)
 }
 
 // Parse is Load for a document already in memory; baseDir plays the role of the file's directory
 // (relative paths resolve against it, and an empty one means the working directory).
-func Parse(data []byte, baseDir string) (*Config, error) {
+func Parse(data []byte, baseDir string) (*Config, error) { return ParseWith(data, baseDir, Options{}) }
+
+// ParseWith is Parse with options.
+func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 	var ps problems
 	root := parseYAML(data, &ps)
 	if root == nil {
@@ -106,7 +119,7 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		}
 	}
 
-	for _, p := range cfg.Validate() {
+	for _, p := range cfg.validate(o.Offline) {
 		// A value that failed to decode was left at its default; do not report it twice.
 		if !ps.has(p.Path) {
 			ps = append(ps, p)

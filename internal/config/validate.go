@@ -89,11 +89,18 @@ func knownJournalTypes() []string { return []string{JournalSQLite, JournalPostgr
 // without the network: the connectors validate their own settings, and package csr compiles the
 // templates (Validate checks only the literal parts of a profile, such as a fixed country code).
 // Relative paths are resolved against BaseDir.
-func (c *Config) Validate() []Problem {
+func (c *Config) Validate() []Problem { return c.validate(false) }
+
+// ValidateOffline is Validate without the checks that read the file system: it does not look
+// at the files the configuration names (Files lists them), so that a production configuration
+// can be checked where those files do not exist (CI).
+func (c *Config) ValidateOffline() []Problem { return c.validate(true) }
+
+func (c *Config) validate(offline bool) []Problem {
 	var ps problems
 	c.validateIdentity(&ps)
 	c.validatePubSub(&ps)
-	c.validateGoogle(&ps)
+	c.validateGoogle(&ps, offline)
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
 	positive(&ps, keyShutdownGracePeriod, c.ShutdownGracePeriod)
@@ -116,8 +123,32 @@ func (c *Config) Validate() []Problem {
 		}
 		positive(&ps, joinPath(path, "timeout"), conn.Timeout)
 	}
-	c.validateVerifiedAccess(&ps)
+	c.validateVerifiedAccess(&ps, offline)
 	return ps
+}
+
+// NamedFile is a file the configuration names, at its YAML path.
+type NamedFile struct {
+	Path string // e.g. google.credentials.file
+	File string // resolved against BaseDir
+}
+
+// Files lists the files the configuration names outside the CA connections (whose files their
+// connectors read) and that the adapter reads at start: the service account key and the
+// enrollment server's certificate and key, when they are used.
+func (c *Config) Files() []NamedFile {
+	var out []NamedFile
+	if cred := c.Google.Credentials; slices.Contains(keyFileCredentials(), cred.Type) && cred.File != "" {
+		out = append(out, NamedFile{"google.credentials.file", c.ResolvePath(cred.File)})
+	}
+	if va := c.VerifiedAccess; va.Enabled && !va.Insecure {
+		for _, f := range []struct{ key, file string }{{"certFile", va.TLS.CertFile}, {"keyFile", va.TLS.KeyFile}} {
+			if f.file != "" {
+				out = append(out, NamedFile{joinPath(joinPath(keyVerifiedAccess, "tls"), f.key), c.ResolvePath(f.file)})
+			}
+		}
+	}
+	return out
 }
 
 // keyShutdownGracePeriod is the YAML path of Config.ShutdownGracePeriod.
@@ -187,7 +218,7 @@ func (c *Config) validatePubSub(ps *problems) {
 	}
 }
 
-func (c *Config) validateGoogle(ps *problems) {
+func (c *Config) validateGoogle(ps *problems, offline bool) {
 	g := c.Google
 	cred := g.Credentials
 	switch {
@@ -196,8 +227,10 @@ func (c *Config) validateGoogle(ps *problems) {
 	case slices.Contains(keyFileCredentials(), cred.Type):
 		if cred.File == "" {
 			ps.add("google.credentials.file", "is required with credentials type %s: the service account's JSON key", cred.Type)
-		} else if err := regularFile(c.ResolvePath(cred.File)); err != nil {
-			ps.add("google.credentials.file", "%v", err)
+		} else if !offline {
+			if err := regularFile(c.ResolvePath(cred.File)); err != nil {
+				ps.add("google.credentials.file", "%v", err)
+			}
 		}
 	case cred.File != "":
 		ps.add("google.credentials.file", "is only used with credentials types %s; %s does not read it",
