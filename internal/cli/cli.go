@@ -94,11 +94,7 @@ Every command that reads a configuration takes --config FILE (default: $CERTPROV
 		SilenceUsage:  true,
 		Args:          noArgs,
 		// Without a command there is nothing to do: say how to use it, as a usage error.
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cmd.SetOut(o.Stderr)
-			_ = cmd.Usage()
-			return usagef("a command is required")
-		},
+		RunE: groupRunE(o, "a command is required"),
 	}
 	root.SetOut(o.Stdout)
 	root.SetErr(o.Stderr)
@@ -116,7 +112,24 @@ Every command that reads a configuration takes --config FILE (default: $CERTPROV
 		newInitCACmd(o),
 		newVersionCmd(o),
 	)
+	// cobra's completion command (bash, zsh, fish, powershell), made to refuse an unknown shell
+	// as a usage error instead of printing its help.
+	root.InitDefaultCompletionCmd()
+	if comp, _, err := root.Find([]string{"completion"}); err == nil && comp != root {
+		comp.Args = noArgs
+		comp.RunE = groupRunE(o, "a shell is required")
+	}
 	return root
+}
+
+// groupRunE is the RunE of a command that only groups others: without one of them it is a
+// usage error, with the usage on standard error.
+func groupRunE(o Options, msg string) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		cmd.SetOut(o.Stderr)
+		_ = cmd.Usage()
+		return usagef("%s", msg)
+	}
 }
 
 // noArgs refuses arguments with cobra's wording for an unknown command.

@@ -11,11 +11,7 @@ func newConfigCmd(o Options) *cobra.Command {
 		Use:   "config",
 		Short: "Work with the configuration",
 		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cmd.SetOut(o.Stderr)
-			_ = cmd.Usage()
-			return usagef("a subcommand is required")
-		},
+		RunE:  groupRunE(o, "a subcommand is required"),
 	}
 	cmd.AddCommand(newConfigPrintCmd(o))
 	return cmd

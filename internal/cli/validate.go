@@ -47,12 +47,18 @@ configuration whose key and certificate files exist only in production. It says 
 }
 
 func validate(o Options, path string, check bool) error {
-	cfg, err := config.Load(path)
+	// Loaded offline, so that the files the configuration names are checked below with
+	// everything else, and all problems come out at once.
+	cfg, err := config.LoadWith(path, config.Options{Offline: true})
 	if err != nil {
 		printProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
 	printWarnings(o.Stderr, path, cfg)
+	var ferr error
+	if ps := cfg.CheckFiles(); len(ps) > 0 {
+		ferr = &config.ProblemsError{Problems: ps}
+	}
 	_, perr := adapter.Profiles(cfg)
 	conns, cerr := adapter.Connectors(cfg, zap.NewNop())
 	// Enrollment profiles are checked whether or not the section is enabled, so that enabling
@@ -61,7 +67,7 @@ func validate(o Options, path string, check bool) error {
 	if len(cfg.VerifiedAccess.Profiles) > 0 {
 		_, vaerr = adapter.VerifiedAccessProfiles(cfg, conns)
 	}
-	if err := errors.Join(perr, cerr, vaerr); err != nil {
+	if err := errors.Join(ferr, perr, cerr, vaerr); err != nil {
 		printProblems(o.Stderr, path, err)
 		return fail(nil)
 	}

@@ -57,7 +57,7 @@ func Load(path string) (*Config, error) { return LoadWith(path, Options{}) }
 // Options changes what LoadWith and ParseWith check.
 type Options struct {
 	// Offline validates with ValidateOffline: the files the configuration names are not looked
-	// at (the configuration file itself is read, of course).
+	// at (CheckFiles is not run; the configuration file itself is read, of course).
 	Offline bool
 }
 
@@ -119,7 +119,11 @@ func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 		}
 	}
 
-	for _, p := range cfg.validate(o.Offline) {
+	found := cfg.ValidateOffline()
+	if !o.Offline {
+		found = append(found, cfg.CheckFiles()...)
+	}
+	for _, p := range found {
 		// A value that failed to decode was left at its default; do not report it twice.
 		if !ps.has(p.Path) {
 			ps = append(ps, p)

@@ -89,18 +89,16 @@ func knownJournalTypes() []string { return []string{JournalSQLite, JournalPostgr
 // without the network: the connectors validate their own settings, and package csr compiles the
 // templates (Validate checks only the literal parts of a profile, such as a fixed country code).
 // Relative paths are resolved against BaseDir.
-func (c *Config) Validate() []Problem { return c.validate(false) }
+func (c *Config) Validate() []Problem { return append(c.ValidateOffline(), c.CheckFiles()...) }
 
 // ValidateOffline is Validate without the checks that read the file system: it does not look
-// at the files the configuration names (Files lists them), so that a production configuration
-// can be checked where those files do not exist (CI).
-func (c *Config) ValidateOffline() []Problem { return c.validate(true) }
-
-func (c *Config) validate(offline bool) []Problem {
+// at the files the configuration names (Files lists them, CheckFiles checks them), so that a
+// production configuration can be checked where those files do not exist (CI).
+func (c *Config) ValidateOffline() []Problem {
 	var ps problems
 	c.validateIdentity(&ps)
 	c.validatePubSub(&ps)
-	c.validateGoogle(&ps, offline)
+	c.validateGoogle(&ps)
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
 	positive(&ps, keyShutdownGracePeriod, c.ShutdownGracePeriod)
@@ -123,7 +121,7 @@ func (c *Config) validate(offline bool) []Problem {
 		}
 		positive(&ps, joinPath(path, "timeout"), conn.Timeout)
 	}
-	c.validateVerifiedAccess(&ps, offline)
+	c.validateVerifiedAccess(&ps)
 	return ps
 }
 
@@ -149,6 +147,17 @@ func (c *Config) Files() []NamedFile {
 		}
 	}
 	return out
+}
+
+// CheckFiles reports every file of Files that is not a regular file this process can see.
+func (c *Config) CheckFiles() []Problem {
+	var ps problems
+	for _, f := range c.Files() {
+		if err := regularFile(f.File); err != nil {
+			ps.add(f.Path, "%v", err)
+		}
+	}
+	return ps
 }
 
 // keyShutdownGracePeriod is the YAML path of Config.ShutdownGracePeriod.
@@ -218,7 +227,7 @@ func (c *Config) validatePubSub(ps *problems) {
 	}
 }
 
-func (c *Config) validateGoogle(ps *problems, offline bool) {
+func (c *Config) validateGoogle(ps *problems) {
 	g := c.Google
 	cred := g.Credentials
 	switch {
@@ -227,10 +236,6 @@ func (c *Config) validateGoogle(ps *problems, offline bool) {
 	case slices.Contains(keyFileCredentials(), cred.Type):
 		if cred.File == "" {
 			ps.add("google.credentials.file", "is required with credentials type %s: the service account's JSON key", cred.Type)
-		} else if !offline {
-			if err := regularFile(c.ResolvePath(cred.File)); err != nil {
-				ps.add("google.credentials.file", "%v", err)
-			}
 		}
 	case cred.File != "":
 		ps.add("google.credentials.file", "is only used with credentials types %s; %s does not read it",

@@ -127,7 +127,7 @@ func knownVAScopes() []string   { return []string{VAScopeMachine, VAScopeUser} }
 // validateVerifiedAccess checks the verifiedAccess section. The server settings matter only when
 // it is enabled; enrollment profiles are checked whenever they are written, so that enabling the
 // section later holds no surprise.
-func (c *Config) validateVerifiedAccess(ps *problems, offline bool) {
+func (c *Config) validateVerifiedAccess(ps *problems) {
 	va := c.VerifiedAccess
 	const sec = keyVerifiedAccess
 	if !slices.Contains(knownVAVersions(), va.APIVersion) {
@@ -142,7 +142,7 @@ func (c *Config) validateVerifiedAccess(ps *problems, offline bool) {
 		}
 	}
 	if va.Enabled {
-		c.validateVAServer(ps, offline)
+		c.validateVAServer(ps)
 		if len(va.Profiles) == 0 {
 			ps.add(joinPath(sec, keyVAProfiles), "at least one enrollment profile is required when verifiedAccess is enabled")
 		}
@@ -157,7 +157,7 @@ func (c *Config) validateVerifiedAccess(ps *problems, offline bool) {
 }
 
 // validateVAServer checks the listener: TLS, or plain HTTP on loopback only; and its limits.
-func (c *Config) validateVAServer(ps *problems, offline bool) {
+func (c *Config) validateVAServer(ps *problems) {
 	va := c.VerifiedAccess
 	const sec = keyVerifiedAccess
 	c.validateVALimits(ps)
@@ -178,13 +178,8 @@ func (c *Config) validateVAServer(ps *problems, offline bool) {
 		return
 	}
 	for _, f := range []struct{ key, path string }{{"certFile", va.TLS.CertFile}, {"keyFile", va.TLS.KeyFile}} {
-		switch {
-		case f.path == "":
+		if f.path == "" {
 			ps.add(joinPath(tlsPath, f.key), "is required: the enrollment API is served over TLS (insecure: true is for loopback demos only)")
-		case !offline:
-			if err := regularFile(c.ResolvePath(f.path)); err != nil {
-				ps.add(joinPath(tlsPath, f.key), "%v", err)
-			}
 		}
 	}
 }
