@@ -54,7 +54,7 @@ func TestOfflineChecks(t *testing.T) {
 		{"scep",
 			ca.Settings{"url": "https://ndes.example.com/certsrv/mscep/mscep.dll", "signerKeyFile": f("s.key"), "signerCertFile": f("s.crt"),
 				"dynamicChallenge": map[string]any{"url": "https://ndes.example.com/certsrv/mscep_admin/", "username": "svc", "passwordFile": f("pw")},
-				"tls": map[string]any{"caFile": f("root.pem")}},
+				"tls":              map[string]any{"caFile": f("root.pem")}},
 			ca.Settings{"url": "ftp://x", "challenge": "c", "challengeFile": f("c"), "signerCertFile": f("s.crt"),
 				"dynamicChallenge": map[string]any{"url": "https://ndes.example.com/", "username": "svc", "passwordFile": f("pw"), "tls": map[string]any{"certFile": f("c.crt")}}},
 			[]string{"url", "challenge", "signerKeyFile", "dynamicChallenge.tls.keyFile"}},
