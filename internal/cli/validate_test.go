@@ -218,3 +218,17 @@ caConnections:
 		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
 	}
 }
+
+// TestShippedConfigsValidOffline: the configurations in configs/ pass offline validation, where
+// their key files do not exist.
+func TestShippedConfigsValidOffline(t *testing.T) {
+	for _, name := range []string{"example.yaml", "demo.yaml"} {
+		path := filepath.Join("..", "..", "configs", name)
+		if code, out, stderr := runCLI(t, "validate", "--offline", "--config", path); code != ExitOK || !strings.Contains(out, "OK offline") {
+			t.Errorf("%s: exit %d\n%s%s", name, code, out, stderr)
+		}
+		if code, out, stderr := runCLI(t, "config", "print", "--config", path); code != ExitOK || !strings.Contains(out, "caConnections:") {
+			t.Errorf("config print %s: exit %d\n%s%s", name, code, out, stderr)
+		}
+	}
+}

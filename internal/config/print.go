@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -28,7 +29,16 @@ func (c *Config) MarshalRedacted() ([]byte, error) {
 	if dsn := findKey(root, "journal", "dsn"); dsn != nil {
 		dsn.Value = redactDSN(dsn.Value)
 	}
-	return yaml.Marshal(root)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(root); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // structNode renders a struct of the schema as a mapping in field order.

@@ -453,3 +453,17 @@ func TestPermissionToPull(t *testing.T) {
 		t.Errorf("fails with the permission: %+v", r.Checks)
 	}
 }
+
+// TestNoCredentials: Application Default Credentials that are not there: the fix says where
+// they come from; the API is not tried without a token.
+func TestNoCredentials(t *testing.T) {
+	w := newWorld(t)
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(w.dir, "missing.json"))
+	r := runDoctor(t, w.load(t, cfgEdit{credentials: "{type: adc}"}))
+	wantCheck(t, r, "google.credentials", doctor.Fail, []string{"missing.json"},
+		[]string{"GOOGLE_APPLICATION_CREDENTIALS", "google.credentials.type serviceAccountKey"})
+	wantCheck(t, r, "provisioning API customers/"+customer, doctor.Skip, []string{"needs a token"}, nil)
+	if r.OK {
+		t.Error("missing credentials pass")
+	}
+}

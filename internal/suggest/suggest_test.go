@@ -51,3 +51,16 @@ func TestClosest(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkClosest: one lookup among as many names as the largest section of the
+// configuration schema has keys.
+func BenchmarkClosest(b *testing.B) {
+	names := []string{"enabled", "listen", "tls", "insecure", "endpoint", "apiVersion", "challengeLifetime", "rateLimit",
+		"maxConcurrentChallenges", "maxConcurrentEnrollments", "maxConcurrentPerClient", "queueTimeout", "trustedProxies", "profiles",
+		"instanceId", "customers", "shutdownGracePeriod", "pubsub", "google", "engine", "journal", "log", "caConnections"}
+	for b.Loop() {
+		if Closest("maxConcurentEnrollments", names) != "maxConcurrentEnrollments" {
+			b.Fatal("wrong suggestion")
+		}
+	}
+}
