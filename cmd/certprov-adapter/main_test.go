@@ -101,6 +101,35 @@ caConnections:
 	}
 }
 
+// A warning (a CA call that may outlast the journal lease) is printed with its path, and the
+// configuration still validates.
+func TestValidatePrintsWarnings(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runCmd(t, "init-ca", "--dir", filepath.Join(dir, "ca")); code != 0 {
+		t.Fatalf("init-ca: %s", stderr)
+	}
+	cfg := filepath.Join(dir, "adapter.yaml")
+	if err := os.WriteFile(cfg, []byte(`instanceId: a1
+customers: [C0abc]
+pubsub: {project: p, subscription: s}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: memory, leaseDuration: 1m}
+profiles:
+  device: {subject: {commonName: "{{.Device.SerialNumber}}"}}
+caConnections:
+  builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key, timeout: 90s}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCmd(t, "validate", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("validate exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	if n := strings.Count(stderr, "caConnections.builtin.timeout: warning: 1m30s is longer than journal.leaseDuration (1m0s)"); n != 1 {
+		t.Fatalf("the warning is printed %d times, want once:\n%s", n, stderr)
+	}
+}
+
 func TestUsageAndVersion(t *testing.T) {
 	if code, out, _ := runCmd(t, "version"); code != 0 || !strings.HasPrefix(out, "certprov-adapter ") {
 		t.Fatalf("version: %d %q", code, out)

@@ -7,7 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -97,6 +97,20 @@ func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConne
 	return out, problemsError(ps)
 }
 
+// CloseConnectors closes the connectors that hold resources (io.Closer: the built-in CA's
+// ledger index), for callers that build connections without running them (validate, doctor).
+func CloseConnectors(conns map[string]*engine.CAConnection) error {
+	var errs []error
+	for _, name := range sortedKeys(conns) {
+		if c, ok := conns[name].Connector.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close caConnections.%s: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // CheckConnectors checks every CA connection's settings like Connectors, but without reading
 // their files or building anything (ca.CheckSettings), for `validate --offline`. unchecked
 // names the connections whose type has no offline check.
@@ -155,6 +169,8 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),
+
+		InsecureAllowCleartext: va.InsecureAllowCleartext,
 	})
 	if err != nil {
 		return nil, err
@@ -196,7 +212,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	store, err := OpenJournal(ctx, cfg.Journal, false)
+	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
 		return nil, err
 	}
@@ -236,19 +252,19 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 }
 
 // OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
-// live adapter.
-func OpenJournal(ctx context.Context, j config.Journal, readOnly bool) (journal.Store, error) {
+// live adapter. log (nil for none) hears about a journal others may read.
+func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.Logger) (journal.Store, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
 	switch j.Type {
 	case config.JournalSQLite:
 		if readOnly {
 			return sqlite.OpenReadOnly(ctx, j.Path)
 		}
-		if err := os.MkdirAll(filepath.Dir(j.Path), 0o700); err != nil {
-			return nil, fmt.Errorf("journal directory: %w", err)
-		}
-		return sqlite.Open(ctx, j.Path)
+		return sqlite.Open(ctx, j.Path, sqlite.WithLogger(log)) // creates its directory, private
 	case config.JournalPostgres:
-		return postgres.Open(ctx, j.DSN)
+		return postgres.Open(ctx, j.DSN, postgres.WithInsecureAllowCleartext(j.InsecureAllowCleartext), postgres.WithLogger(log))
 	case config.JournalMemory, "":
 		if readOnly {
 			return nil, errors.New("the memory journal lives inside the running adapter and cannot be inspected")

@@ -37,6 +37,25 @@ func SettingErrorf(key, format string, args ...any) error {
 	return &SettingError{Key: key, Err: fmt.Errorf(format, args...)}
 }
 
+// SettingProblem is err as a problem at key, for errors that name their setting themselves
+// (cleartext.Exposure: "dynamicChallenge.url: … is plain http"): the message drops that leading
+// "key: ", and errors.As still finds err.
+func SettingProblem(key string, err error) error {
+	return &SettingError{Key: key, Err: keyTrimmed{err: err, key: key}}
+}
+
+type keyTrimmed struct {
+	err error
+	key string
+}
+
+func (t keyTrimmed) Error() string {
+	s, _ := strings.CutPrefix(t.err.Error(), t.key+": ")
+	return s
+}
+
+func (t keyTrimmed) Unwrap() error { return t.err }
+
 // WithinSetting places the setting problems of err below prefix: a nested block checked on its
 // own (a dynamicChallenge's tls block) reports "tls.caFile", its parent "dynamicChallenge.tls.caFile".
 // Other errors in err become problems at prefix itself.

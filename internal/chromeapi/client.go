@@ -64,6 +64,12 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		o.MaxInlineWait = 10 * time.Second
 	}
 	g := o.Google
+	// Validate refused this already; a client built another way must not send a token in clear.
+	warning, err := config.EndpointCleartext(config.SectionGoogle, g.Endpoint, g.Credentials, g.InsecureAllowCleartext)
+	if err != nil {
+		return nil, err
+	}
+	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if g.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(g.Endpoint))
@@ -225,6 +231,11 @@ func (c *Client) GetOperation(ctx context.Context, opName string) (*Operation, e
 	if err != nil {
 		return nil, err
 	}
+	return operationFromAPI(opName, op)
+}
+
+// operationFromAPI converts a signData operation as Google returned it.
+func operationFromAPI(opName string, op *cm.GoogleLongrunningOperation) (*Operation, error) {
 	out := &Operation{Done: op.Done}
 	if op.Error != nil {
 		out.Done = true

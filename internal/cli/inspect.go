@@ -49,7 +49,7 @@ or not. Works beside a running adapter, for SQLite and PostgreSQL journals.`,
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), inspectTimeout)
 		defer cancel()
-		store, err := adapter.OpenJournal(ctx, cfg.Journal, true)
+		store, err := adapter.OpenJournal(ctx, cfg.Journal, true, nil)
 		if err != nil {
 			return fail(fmt.Errorf("open journal: %w", err))
 		}
@@ -86,7 +86,7 @@ func unfinishedIDs(path string) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	store, err := adapter.OpenJournal(ctx, cfg.Journal, true)
+	store, err := adapter.OpenJournal(ctx, cfg.Journal, true, nil)
 	if err != nil {
 		return nil
 	}

@@ -47,27 +47,27 @@ configuration whose key and certificate files exist only in production. It says 
 }
 
 func validate(o Options, path string, check bool) error {
-	// Loaded offline, so that the files the configuration names are checked below with
-	// everything else, and all problems come out at once.
-	cfg, err := config.LoadWith(path, config.Options{Offline: true})
-	if err != nil {
-		printProblems(o.Stderr, path, err)
-		return fail(nil)
+	cfg, loadErr := config.Load(path)
+	if loadErr != nil {
+		// When only the checks that read files failed, the rest is checked too, so that every
+		// problem comes out at once; problems of the file itself stop here.
+		var err error
+		if cfg, err = config.LoadWith(path, config.Options{Offline: true}); err != nil {
+			printProblems(o.Stderr, path, loadErr)
+			return fail(nil)
+		}
 	}
 	printWarnings(o.Stderr, path, cfg)
-	var ferr error
-	if ps := cfg.CheckFiles(); len(ps) > 0 {
-		ferr = &config.ProblemsError{Problems: ps}
-	}
 	_, perr := adapter.Profiles(cfg)
 	conns, cerr := adapter.Connectors(cfg, zap.NewNop())
+	defer func() { _ = adapter.CloseConnectors(conns) }()
 	// Enrollment profiles are checked whether or not the section is enabled, so that enabling
 	// it later holds no surprise.
 	var vaerr error
 	if len(cfg.VerifiedAccess.Profiles) > 0 {
 		_, vaerr = adapter.VerifiedAccessProfiles(cfg, conns)
 	}
-	if err := errors.Join(ferr, perr, cerr, vaerr); err != nil {
+	if err := errors.Join(loadErr, perr, cerr, vaerr); err != nil {
 		printProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
@@ -109,6 +109,9 @@ func offlineSkips(cfg *config.Config, unchecked []string) []string {
 	var out []string
 	for _, f := range cfg.Files() {
 		out = append(out, fmt.Sprintf("%s: the file %s is not opened", f.Path, f.File))
+	}
+	if cfg.Journal.Type == config.JournalPostgres && cfg.Journal.DSN != "" {
+		out = append(out, "journal.dsn: whether it protects the connection (telling reads sslrootcert and the PostgreSQL service and password files)")
 	}
 	for _, name := range sortedKeys(cfg.CAConnections) {
 		c := cfg.CAConnections[name]

@@ -80,7 +80,7 @@ func TestValidateOffline(t *testing.T) {
 customers: [C0abc]
 pubsub: {project: corp, subscription: certprov}
 google: {credentials: {type: serviceAccountKey, file: /etc/certprov/sa.json}}
-journal: {type: postgres, dsn: "postgres://certprov@db.internal/certprov"}
+journal: {type: postgres, dsn: "postgres://certprov@db.internal/certprov"} # no sslmode: refused online only
 profiles:
   wifi: {subject: {commonName: "{{.Device.SerialNumber}}"}}
 caConnections:
@@ -105,7 +105,7 @@ verifiedAccess:
 	if code != ExitFailure {
 		t.Fatalf("online validation of missing files: exit %d", code)
 	}
-	for _, want := range []string{"google.credentials.file", "verifiedAccess.tls.certFile", "caConnections.issuing.certificateFile", "caConnections.ndes.tls.caFile"} {
+	for _, want := range []string{"google.credentials.file", "verifiedAccess.tls.certFile", "caConnections.issuing.certificateFile", "caConnections.ndes.tls.caFile", "journal.dsn: sslmode=prefer"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("online: stderr lacks %q:\n%s", want, stderr)
 		}
@@ -126,6 +126,7 @@ verifiedAccess:
 		"not checked offline: caConnections.issuing: the files of certificateFile, keyFile are not opened",
 		"not checked offline: caConnections.ndes: the files of dynamicChallenge.passwordFile, signerCertFile, signerKeyFile, tls.caFile are not opened",
 		"whether the connection can issue for a public key",
+		"not checked offline: journal.dsn: whether it protects the connection",
 		"no CA, Google API or Pub/Sub endpoint is contacted",
 	} {
 		if !strings.Contains(out, want) {
@@ -150,7 +151,7 @@ verifiedAccess:
 // whose key files do not exist here.
 func TestConfigPrint(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("CERTPROV_JOURNAL_DSN", "postgres://certprov:pg-Secret-1@db.internal/certprov")
+	t.Setenv("CERTPROV_JOURNAL_DSN", "postgres://certprov:pg-Secret-1@db.internal/certprov?sslmode=verify-full")
 	t.Setenv("CERTPROV_CACONNECTIONS_NDES_CHALLENGE", "env-Secret-2")
 	t.Setenv("CERTPROV_ENGINE_WORKERS", "3")
 	cfg := writeFile(t, filepath.Join(dir, "prod.yaml"), `instanceId: a1
@@ -177,7 +178,7 @@ caConnections:
 		t.Errorf("a secret is printed:\n%s", out)
 	}
 	for _, want := range []string{
-		"dsn: postgres://certprov:[redacted]@db.internal/certprov",
+		"dsn: postgres://certprov:[redacted]@db.internal/certprov?sslmode=verify-full",
 		"challenge: '[redacted]'",
 		"Authorization: '[redacted]'",
 		"workers: 3",

@@ -59,6 +59,9 @@ type Google struct {
 	Credentials Credentials `mapstructure:"credentials"`
 	// Endpoint overrides https://chromemanagement.googleapis.com/ (the emulator's URL).
 	Endpoint string `mapstructure:"endpoint"`
+	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback, to
+	// which the access token then travels in clear; refused without it (see EndpointCleartext).
+	InsecureAllowCleartext bool `mapstructure:"insecureAllowCleartext"`
 	// RateLimit bounds calls per second to the API across this replica (the quota is per project).
 	RateLimit RateLimit `mapstructure:"rateLimit"`
 	// RequestTimeout bounds one HTTP call.
@@ -109,6 +112,10 @@ type Journal struct {
 	// DSN is the PostgreSQL connection string; it holds a password, so prefer the environment
 	// variable CERTPROV_JOURNAL_DSN to the file.
 	DSN string `mapstructure:"dsn"`
+	// InsecureAllowCleartext accepts a DSN that reaches a host other than this machine without
+	// TLS that verifies the server (sslmode other than verify-ca and verify-full); refused
+	// without it (see DSNCleartext).
+	InsecureAllowCleartext bool `mapstructure:"insecureAllowCleartext"`
 	// LeaseDuration is how long a replica may work a record before another may take it over; a
 	// replica that dies has its processes resumed by others after this long.
 	LeaseDuration time.Duration `mapstructure:"leaseDuration"`
@@ -194,6 +201,10 @@ type VerifiedAccess struct {
 	// Endpoint overrides https://verifiedaccess.googleapis.com/ (the emulator's URL). The
 	// credentials are google.credentials, with the Verified Access scope.
 	Endpoint string `mapstructure:"endpoint"`
+	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback, as
+	// google.insecureAllowCleartext does for google.endpoint. It says nothing about the
+	// enrollment server's own listener (Insecure).
+	InsecureAllowCleartext bool `mapstructure:"insecureAllowCleartext"`
 	// APIVersion is the Verified Access API version of profiles that do not name one: v1 or v2.
 	APIVersion string `mapstructure:"apiVersion"`
 	// ChallengeLifetime is how long a challenge is good for: what the extension is told, how long

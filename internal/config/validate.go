@@ -149,13 +149,19 @@ func (c *Config) Files() []NamedFile {
 	return out
 }
 
-// CheckFiles reports every file of Files that is not a regular file this process can see.
+// CheckFiles makes the checks that read the file system: every file of Files must be a regular
+// file this process can see, and journal.dsn must protect the connection (DSNCleartext), which
+// pgx can only tell after reading sslrootcert and the PostgreSQL service and password files.
 func (c *Config) CheckFiles() []Problem {
 	var ps problems
 	for _, f := range c.Files() {
 		if err := regularFile(f.File); err != nil {
 			ps.add(f.Path, "%v", err)
 		}
+	}
+	if j := c.Journal; j.Type == JournalPostgres && j.DSN != "" {
+		_, err := DSNCleartext(j.DSN, j.InsecureAllowCleartext)
+		cleartextProblem(&ps, "journal.dsn", err)
 	}
 	return ps
 }
@@ -171,6 +177,7 @@ const KubernetesTerminationGrace = 30 * time.Second
 // Validate's problems they do not stop the adapter: `run` logs them and `validate` prints them.
 func (c *Config) Warnings() []Problem {
 	var ps problems
+	c.warnLease(&ps)
 	if c.ShutdownGracePeriod >= KubernetesTerminationGrace {
 		ps.add(keyShutdownGracePeriod, "%s is not below Kubernetes' default terminationGracePeriodSeconds (%s): "+
 			"raise that too, or the adapter is killed before in-flight steps finish", c.ShutdownGracePeriod, KubernetesTerminationGrace)
@@ -254,6 +261,9 @@ func (c *Config) validateGoogle(ps *problems) {
 	if g.Endpoint != "" {
 		if err := httpURL(g.Endpoint); err != nil {
 			ps.add("google.endpoint", "%v", err)
+		} else {
+			_, err := EndpointCleartext(SectionGoogle, g.Endpoint, cred, g.InsecureAllowCleartext)
+			cleartextProblem(ps, "google.endpoint", err)
 		}
 	}
 	if r := g.RateLimit.RequestsPerSecond; r <= 0 || math.IsNaN(r) || math.IsInf(r, 0) {
@@ -296,6 +306,8 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 		if j.DSN == "" {
 			ps.add("journal.dsn", "is required for the postgres journal (set CERTPROV_JOURNAL_DSN)")
 		}
+		// Whether the DSN protects the connection is checked by CheckFiles: pgx reads
+		// sslrootcert and the PostgreSQL service and password files to tell.
 	case JournalMemory:
 		if j.Path != "" {
 			ps.add("journal.path", "is not used by the memory journal, which keeps nothing across restarts")
@@ -315,6 +327,36 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 	}
 	if !slices.Contains(knownLogFormats(), c.Log.Format) {
 		ps.add("log.format", "%q is not one of %s", c.Log.Format, strings.Join(knownLogFormats(), ", "))
+	}
+}
+
+// warnLease warns about calls that may outlast journal.leaseDuration. A worker's lease is
+// renewed before each such call and then by a heartbeat every third of the lease, so a longer
+// call still completes while the journal accepts renewals; but it then depends on them: if the
+// journal cannot be written for about a lease, the call is abandoned, and a CA connector that
+// cannot look up what it issued (est, scep, stepca) fails the process. The rule: one call fits
+// in one lease. A CA call is bounded by its connection's timeout; a Google call by
+// google.requestTimeout plus its wait for the rate limit, up to engine.workers calls queued
+// ahead of it at google.rateLimit.requestsPerSecond.
+func (c *Config) warnLease(ps *problems) {
+	lease := c.Journal.LeaseDuration
+	if lease <= 0 {
+		return // an error already
+	}
+	for _, name := range sortedKeys(c.CAConnections) {
+		if t := c.CAConnections[name].Timeout; t > lease {
+			ps.add(joinPath(joinPath(keyCAConnections, name), "timeout"),
+				"%s is longer than journal.leaseDuration (%s): such a CA call holds its process only while the journal accepts lease renewals (every %s); if it cannot be written for about %s, the call is abandoned and a connector that cannot look up what it issued fails the process. Raise journal.leaseDuration to at least %s, or lower the timeout",
+				t, lease, lease/3, lease, t)
+		}
+	}
+	if rps := c.Google.RateLimit.RequestsPerSecond; rps > 0 && c.Engine.Workers > 0 && c.Google.RequestTimeout > 0 {
+		queued := time.Duration(float64(c.Engine.Workers) / rps * float64(time.Second))
+		if worst := c.Google.RequestTimeout + queued; worst > lease {
+			ps.add("google.requestTimeout",
+				"%s plus up to %s waiting for the rate limit (engine.workers %d at google.rateLimit.requestsPerSecond %g) is longer than journal.leaseDuration (%s): such a Google API call holds its process only while the journal accepts lease renewals (every %s). Raise journal.leaseDuration to at least %s",
+				c.Google.RequestTimeout, queued.Round(time.Millisecond), c.Engine.Workers, rps, lease, lease/3, worst.Round(time.Second))
+		}
 	}
 }
 
@@ -363,7 +405,10 @@ func validateCertificate(ps *problems, path string, s Subject, san SANs, keyUsag
 		return ""
 	}))
 	checkList(ps, joinPath(sans, "email"), san.Email, literal(func(v string) string {
-		if local, domain, ok := strings.Cut(v, "@"); !ok || local == "" || domain == "" || strings.ContainsAny(v, " <>") {
+		// Only what is plainly no address: the full RFC 5321 syntax, quoted local parts
+		// ("john doe"@example.com) included, is package csr's, which checks literal values when
+		// it compiles the profile.
+		if at := strings.LastIndexByte(v, '@'); at <= 0 || at == len(v)-1 {
 			return fmt.Sprintf("%q is not an e-mail address", v)
 		}
 		return ""

@@ -194,6 +194,51 @@ func TestValidateAccepts(t *testing.T) {
 	}
 }
 
+// Calls that may outlast the journal lease are warned about, not refused: the heartbeat keeps
+// them going while the journal works.
+func TestWarningsLease(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(c *Config)
+		path string // "" for no warning
+		msg  string
+	}{
+		{"defaults", func(*Config) {}, "", ""},
+		{"CA timeout longer than the lease", func(c *Config) {
+			c.CAConnections["ca"] = CAConnection{Type: "est", Timeout: 5 * time.Minute}
+		}, "caConnections.ca.timeout", "longer than journal.leaseDuration (2m0s)"},
+		{"CA timeout equal to the lease", func(c *Config) {
+			c.CAConnections["ca"] = CAConnection{Type: "est", Timeout: DefaultLeaseDuration}
+		}, "", ""},
+		{"short lease", func(c *Config) { c.Journal.LeaseDuration = 20 * time.Second }, "caConnections.ca.timeout", "at least 30s"},
+		{"rate-limit queue", func(c *Config) {
+			c.Engine.Workers, c.Google.RateLimit.RequestsPerSecond = 1000, 5 // 200 s in line
+		}, "google.requestTimeout", "up to 3m20s waiting for the rate limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig(t)
+			tt.edit(c)
+			if ps := c.Validate(); len(ps) != 0 {
+				t.Fatalf("a warning case is an error: %v", ps)
+			}
+			ws := c.Warnings()
+			if tt.path == "" {
+				if len(ws) != 0 {
+					t.Fatalf("warnings %v, want none", ws)
+				}
+				return
+			}
+			for _, w := range ws {
+				if w.Path == tt.path && strings.Contains(w.Message, tt.msg) {
+					return
+				}
+			}
+			t.Fatalf("warnings %v, want one at %s mentioning %q", ws, tt.path, tt.msg)
+		})
+	}
+}
+
 func TestWarnings(t *testing.T) {
 	tests := []struct {
 		grace time.Duration

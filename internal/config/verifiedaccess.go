@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
@@ -139,6 +140,9 @@ func (c *Config) validateVerifiedAccess(ps *problems) {
 	if va.Endpoint != "" {
 		if err := httpURL(va.Endpoint); err != nil {
 			ps.add(joinPath(sec, "endpoint"), "%v", err)
+		} else {
+			_, err := EndpointCleartext(SectionVerifiedAccess, va.Endpoint, c.Google.Credentials, va.InsecureAllowCleartext)
+			cleartextProblem(ps, joinPath(sec, "endpoint"), err)
 		}
 	}
 	if va.Enabled {
@@ -169,7 +173,8 @@ func (c *Config) validateVAServer(ps *problems) {
 	}
 	tlsPath := joinPath(sec, "tls")
 	if va.Insecure {
-		if err == nil && !isLoopback(host) {
+		// An empty host (":8443") listens on every interface and is not loopback.
+		if err == nil && !cleartext.LoopbackHost(host) {
 			ps.add(joinPath(sec, "insecure"), "plain HTTP is only allowed on a loopback listen address (127.0.0.1, ::1, localhost), not %q: enrollment carries device identities and certificates", va.Listen)
 		}
 		if va.TLS.CertFile != "" || va.TLS.KeyFile != "" {
@@ -250,16 +255,6 @@ func ParseTrustedProxy(s string) (netip.Prefix, error) {
 		}
 	}
 	return p, nil
-}
-
-// isLoopback reports whether a listen host is a loopback address. An empty host (":8443") listens
-// on every interface and is not loopback.
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }
 
 // validate checks one enrollment profile found at path.

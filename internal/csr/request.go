@@ -32,8 +32,10 @@
 // values must be valid UTF-8 without control or bidirectional-override characters and within the
 // RFC 5280 upper bounds (64 characters for commonName, organization, organizationalUnit; 128 for
 // locality and province); country is two upper-case letters. DNS names are LDH ASCII (a leading
-// "*." is allowed), e-mail addresses ASCII dot-atom@host, URIs absolute and printable ASCII in
-// canonical form, UPNs user@domain in UTF-8 without whitespace.
+// "*." is allowed), e-mail addresses ASCII RFC 5321 mailboxes (a dot-atom or quoted local part,
+// @, a host name; see checkEmail), URIs absolute and printable ASCII in canonical form, UPNs
+// user@domain in UTF-8 without whitespace. SAN values without template actions are checked at
+// Compile.
 package csr
 
 import (
@@ -183,46 +185,110 @@ func checkHostname(v string) error {
 	return nil
 }
 
-// isAtext reports whether c may appear in an RFC 5322 dot-atom.
+// isAtext reports whether c may appear in an RFC 5321 Atom (atext, RFC 5322 section 3.2.3).
 func isAtext(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 		strings.IndexByte("!#$%&'*+/=?^_`{|}~-", c) >= 0
 }
 
-// checkEmail accepts local@domain with a dot-atom local part and an LDH domain. rfc822Name is an
-// IA5String, so internationalized addresses are refused rather than mangled.
+// Limits of an RFC 5321 Mailbox (section 4.5.3.1): a local part of at most 64 octets, and 254 in
+// all (a path is at most 256 octets with its angle brackets).
+const (
+	maxEmailLocal = 64
+	maxEmail      = 254
+)
+
+// checkEmail accepts what an RFC 5280 rfc822Name holds: an RFC 5321 Mailbox in ASCII. The local
+// part is a Dot-string (john.doe+tag) or a Quoted-string ("john doe", "a@b", "\"q\"", in which
+// a backslash escapes the next character); the domain is an LDH host name. The value is kept
+// exactly as written, quotes and backslashes included: it is data in an IA5String of its own,
+// so nothing is escaped.
+//
+// Refused, each with its reason: characters outside ASCII (the rfc822Name is an IA5String; an
+// SMTPUTF8 address would need RFC 8398's SmtpUTF8Mailbox, which is not supported, and a domain
+// must be in its A-label form), control characters, an unbalanced quote, a backslash or quote
+// outside a quoted local part, an empty local part (quoted or not), an address literal
+// (user@[192.0.2.1]: no ChromeOS user has one, and e-mail name constraints cannot match it),
+// and more than 64 octets of local part or 254 in all.
 func checkEmail(v string) error {
 	if v == "" {
 		return errors.New("empty e-mail address")
 	}
-	if !isASCII(v) {
-		return errors.New("e-mail address must be ASCII: rfc822Name cannot carry internationalized addresses")
-	}
-	at := strings.LastIndexByte(v, '@')
-	if at < 0 {
-		return errors.New("e-mail address has no @")
-	}
-	local, domain := v[:at], v[at+1:]
-	if local == "" {
-		return errors.New("e-mail address has an empty local part")
-	}
-	if len(local) > 64 {
-		return errors.New("e-mail local part longer than 64 characters")
-	}
-	for _, atom := range strings.Split(local, ".") {
-		if atom == "" {
-			return errors.New("e-mail local part has an empty dot-separated part")
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c >= utf8.RuneSelf:
+			return errors.New("e-mail address must be ASCII: rfc822Name cannot carry internationalized addresses (give the domain in its punycode A-label form)")
+		case c < ' ' || c == 0x7f:
+			return fmt.Errorf("e-mail address contains control character %U", rune(c))
 		}
-		for i := 0; i < len(atom); i++ {
-			if !isAtext(atom[i]) {
-				return fmt.Errorf("e-mail local part contains %q", atom[i])
-			}
-		}
+	}
+	if len(v) > maxEmail {
+		return fmt.Errorf("e-mail address longer than %d characters", maxEmail)
+	}
+	local, domain, err := splitMailbox(v)
+	if err != nil {
+		return err
+	}
+	if len(local) > maxEmailLocal {
+		return fmt.Errorf("e-mail local part longer than %d characters", maxEmailLocal)
+	}
+	if strings.HasPrefix(domain, "[") {
+		return errors.New("e-mail domain: address literals such as [192.0.2.1] are not accepted; use a host name")
 	}
 	if err := checkHostname(domain); err != nil {
 		return fmt.Errorf("e-mail domain: %w", err)
 	}
 	return nil
+}
+
+// splitMailbox splits an ASCII address without control characters into its local part, as
+// written, and its domain, checking the local part's syntax. A quoted local part ends at its
+// closing quote, which must be followed by the @; an unquoted one at the last @, since neither a
+// Dot-string nor a domain contains one.
+func splitMailbox(v string) (local, domain string, err error) {
+	if v[0] == '"' {
+		end := -1
+	scan:
+		for i := 1; i < len(v); i++ {
+			switch v[i] {
+			case '\\':
+				i++ // quoted-pairSMTP: a backslash and any printable character or space
+			case '"':
+				end = i
+				break scan
+			}
+		}
+		switch {
+		case end < 0:
+			return "", "", errors.New("e-mail local part has an unbalanced quote")
+		case end == 1:
+			return "", "", errors.New("e-mail address has an empty local part")
+		case end+1 == len(v):
+			return "", "", errors.New("e-mail address has no @")
+		case v[end+1] != '@':
+			return "", "", errors.New("e-mail local part has text after its closing quote: quote the whole local part")
+		}
+		return v[:end+1], v[end+2:], nil
+	}
+	at := strings.LastIndexByte(v, '@')
+	if at < 0 {
+		return "", "", errors.New("e-mail address has no @")
+	}
+	local, domain = v[:at], v[at+1:]
+	if local == "" {
+		return "", "", errors.New("e-mail address has an empty local part")
+	}
+	for _, atom := range strings.Split(local, ".") {
+		if atom == "" {
+			return "", "", errors.New("e-mail local part has an empty dot-separated part")
+		}
+		for i := 0; i < len(atom); i++ {
+			if !isAtext(atom[i]) {
+				return "", "", fmt.Errorf("e-mail local part contains %q: only a quoted local part (\"john doe\"@example.com) may hold it", atom[i])
+			}
+		}
+	}
+	return local, domain, nil
 }
 
 // checkURI accepts an absolute URI of printable ASCII (uniformResourceIdentifier is an IA5String)

@@ -164,7 +164,9 @@ func (c *compiler) optional(name, text string) *field {
 }
 
 // list compiles a list key; an empty entry is a mistake in the configuration, not "unset".
-func (c *compiler) list(name string, texts []string) []field {
+// check, when not nil, is applied now to entries without template actions: a literal value that
+// Render would refuse for every process is a mistake in the configuration.
+func (c *compiler) list(name string, texts []string, check func(string) error) []field {
 	var out []field
 	for i, text := range texts {
 		n := fmt.Sprintf("%s[%d]", name, i)
@@ -172,9 +174,17 @@ func (c *compiler) list(name string, texts []string) []field {
 			c.errs = append(c.errs, &FieldError{Field: n, Err: errors.New("empty template")})
 			continue
 		}
-		if f := c.parse(n, text); f != nil {
-			out = append(out, *f)
+		f := c.parse(n, text)
+		if f == nil {
+			continue
 		}
+		if check != nil && !strings.Contains(text, "{{") {
+			if err := check(text); err != nil {
+				c.errs = append(c.errs, fieldError(n, text, err))
+				continue
+			}
+		}
+		out = append(out, *f)
 	}
 	return out
 }
@@ -199,15 +209,15 @@ func CompileData(p config.Profile, sample any) (*Template, error) {
 	c := &compiler{sample: sample}
 	t := &Template{templateName: p.TemplateName, dataType: reflect.TypeOf(sample)}
 	t.commonName = c.optional("subject.commonName", p.Subject.CommonName)
-	t.organization = c.list("subject.organization", p.Subject.Organization)
-	t.organizationalUnit = c.list("subject.organizationalUnit", p.Subject.OrganizationalUnit)
+	t.organization = c.list("subject.organization", p.Subject.Organization, nil)
+	t.organizationalUnit = c.list("subject.organizationalUnit", p.Subject.OrganizationalUnit, nil)
 	t.locality = c.optional("subject.locality", p.Subject.Locality)
 	t.province = c.optional("subject.province", p.Subject.Province)
 	t.country = c.optional("subject.country", p.Subject.Country)
-	t.dns = c.list("subjectAltNames.dns", p.SubjectAltNames.DNS)
-	t.email = c.list("subjectAltNames.email", p.SubjectAltNames.Email)
-	t.uri = c.list("subjectAltNames.uri", p.SubjectAltNames.URI)
-	t.upn = c.list("subjectAltNames.upn", p.SubjectAltNames.UPN)
+	t.dns = c.list("subjectAltNames.dns", p.SubjectAltNames.DNS, checkDNSName)
+	t.email = c.list("subjectAltNames.email", p.SubjectAltNames.Email, checkEmail)
+	t.uri = c.list("subjectAltNames.uri", p.SubjectAltNames.URI, func(v string) error { _, err := checkURI(v); return err })
+	t.upn = c.list("subjectAltNames.upn", p.SubjectAltNames.UPN, checkUPN)
 
 	for i, name := range p.KeyUsage {
 		ku, err := parseKeyUsage(name)

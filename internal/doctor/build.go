@@ -61,6 +61,7 @@ func FromConfig(ctx context.Context, cfg *config.Config, log *zap.Logger) (o Opt
 	}
 
 	conns, err := adapter.Connectors(cfg, log)
+	closers = append(closers, func() error { return adapter.CloseConnectors(conns) })
 	problems := config.ProblemsIn(err)
 	o.CAs = make(map[string]CAConnection, len(cfg.CAConnections))
 	for name, c := range cfg.CAConnections {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -17,7 +18,9 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,6 +58,13 @@ type Options struct {
 	Profiles map[string]config.Profile
 	// Verbose logs at info level instead of warn.
 	Verbose bool
+	// LeaseDuration and ShutdownGracePeriod go to the engine (default: the engine's).
+	LeaseDuration       time.Duration
+	ShutdownGracePeriod time.Duration
+	// Store wraps the in-memory journal, for tests that inject journal faults (default: none).
+	Store func(journal.Store) journal.Store
+	// REST wraps the emulator's REST API handler, for faults the emulator has no switch for.
+	REST func(http.Handler) http.Handler
 }
 
 // Harness is a running adapter against a running emulator.
@@ -66,6 +76,13 @@ type Harness struct {
 	Metrics *telemetry.Counters
 	Store   journal.Store
 	API     *chromeapi.Client // the adapter's own client, for tests that set a scene
+	// Logs holds every entry the adapter's components logged, at the harness's level.
+	Logs *observer.ObservedLogs
+
+	ctx        context.Context
+	engineOpts engine.Options
+	mu         sync.Mutex
+	stopEngine func() error // stops the running engine and waits for Run to return
 }
 
 // Profile is the profile the built-in "device" and "user" profiles are made from.
@@ -97,13 +114,20 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Verbose {
 		level = zap.InfoLevel
 	}
-	log := zaptest.NewLogger(t, zaptest.Level(level))
+	observed, logs := observer.New(level)
+	log := zaptest.NewLogger(t, zaptest.Level(level), zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewTee(c, observed)
+	})))
 
 	emu, err := emulator.New(ctx, emulator.Options{Project: "test", Topic: "certprov", Subscription: "adapter", Logger: log.Named("emulator")})
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
 	}
-	rest := httptest.NewServer(emu.Handler())
+	var handler http.Handler = emu.Handler()
+	if o.REST != nil {
+		handler = o.REST(handler)
+	}
+	rest := httptest.NewServer(handler)
 
 	dir := t.TempDir()
 	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "test CA", 48*time.Hour)
@@ -115,7 +139,11 @@ func New(t testing.TB, o Options) *Harness {
 	if err != nil {
 		t.Fatalf("local CA: %v", err)
 	}
-	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Metrics: &telemetry.Counters{}, Store: journal.NewMemory()}
+	var store journal.Store = journal.NewMemory()
+	if o.Store != nil {
+		store = o.Store(store)
+	}
+	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Metrics: &telemetry.Counters{}, Store: store, Logs: logs, ctx: ctx}
 	h.Roots.AddCert(readCert(t, certPath))
 
 	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: 10 * time.Second}}
@@ -154,19 +182,22 @@ func New(t testing.TB, o Options) *Harness {
 		t.Fatalf("api client: %v", err)
 	}
 	h.API = api
-	eng, err := engine.New(engine.Options{
-		InstanceID:      InstanceID,
-		API:             api,
-		Store:           h.Store,
-		Profiles:        profiles,
-		CAs:             cas,
-		Workers:         8,
-		PollInterval:    20 * time.Millisecond,
-		MaxPollInterval: 200 * time.Millisecond,
-		Retry:           config.Retry{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxDuration: o.RetryFor},
-		Logger:          log.Named("engine"),
-		Metrics:         h.Metrics,
-	})
+	h.engineOpts = engine.Options{
+		InstanceID:          InstanceID,
+		API:                 api,
+		Store:               h.Store,
+		Profiles:            profiles,
+		CAs:                 cas,
+		Workers:             8,
+		PollInterval:        20 * time.Millisecond,
+		MaxPollInterval:     200 * time.Millisecond,
+		Retry:               config.Retry{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxDuration: o.RetryFor},
+		LeaseDuration:       o.LeaseDuration,
+		ShutdownGracePeriod: o.ShutdownGracePeriod,
+		Logger:              log.Named("engine"),
+		Metrics:             h.Metrics,
+	}
+	eng, err := engine.New(h.engineOpts)
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
@@ -178,17 +209,59 @@ func New(t testing.TB, o Options) *Harness {
 	}
 
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = eng.Run(ctx) }()
+	wg.Add(1)
+	h.runEngine(ctx, eng)
 	go func() { defer wg.Done(); _ = recv.Run(ctx, ps.Subscriber("adapter")) }()
 	t.Cleanup(func() {
 		cancel()
+		_ = h.StopEngine()
 		wg.Wait()
 		_ = ps.Close()
 		rest.Close()
 		_ = emu.Close()
 	})
 	return h
+}
+
+// runEngine runs eng until StopEngine or the end of ctx.
+func (h *Harness) runEngine(ctx context.Context, eng *engine.Engine) {
+	ectx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ectx) }()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopEngine = func() error { stop(); return <-done }
+}
+
+// StopEngine stops the engine as a SIGTERM would and returns once its Run returned (so after
+// its shutdown grace period at the latest). The intake keeps running. Calling it again, or
+// with no engine running, does nothing.
+func (h *Harness) StopEngine() error {
+	h.mu.Lock()
+	stop := h.stopEngine
+	h.stopEngine = nil
+	h.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	return stop()
+}
+
+// RestartEngine starts a new engine, as a restarted adapter would: same configuration and
+// journal, a new lease owner. The previous one must have been stopped.
+func (h *Harness) RestartEngine() {
+	h.t.Helper()
+	h.mu.Lock()
+	running := h.stopEngine != nil
+	h.mu.Unlock()
+	if running {
+		h.t.Fatal("RestartEngine: the engine is still running; call StopEngine first")
+	}
+	eng, err := engine.New(h.engineOpts)
+	if err != nil {
+		h.t.Fatalf("engine: %v", err)
+	}
+	h.runEngine(h.ctx, eng)
 }
 
 func readCert(t testing.TB, path string) *x509.Certificate {

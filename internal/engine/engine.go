@@ -4,6 +4,8 @@
 //
 // Every transition is written to the journal before the side effect it leads to, so that a
 // restart resumes each process from what is known to have happened, never repeating signData.
+// A worker holds its record under a journal lease that a heartbeat renews while a step runs,
+// and abandons the step if the lease is lost, so no step ever runs twice at once.
 package engine
 
 import (
@@ -13,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,7 +55,7 @@ type CAConnection struct {
 	Timeout   time.Duration // bounds one Issue call
 }
 
-// Options configures an Engine. Zero durations take the documented defaults of config.
+// Options configures an Engine. Zero values take the defaults of package config (Default*).
 type Options struct {
 	InstanceID string
 	API        API
@@ -71,9 +72,13 @@ type Options struct {
 	PollInterval    time.Duration
 	MaxPollInterval time.Duration
 	Retry           config.Retry
-	// LeaseDuration is how long a worker may hold a record before others may take it.
+	// LeaseDuration is how long a worker holds a record without renewing its lease before
+	// others may take it. While a step runs, a heartbeat renews the lease every third of it;
+	// a step whose lease is lost is abandoned before its next side effect.
 	LeaseDuration time.Duration
-	// ShutdownGracePeriod is how long in-flight steps may finish once Run's context ended.
+	// ShutdownGracePeriod is how long, once Run's ctx ends, the steps in flight may take to
+	// finish and be journaled (default 25s). Steps still running then are cancelled, and their
+	// records stay as last journaled.
 	ShutdownGracePeriod time.Duration
 
 	Logger  *zap.Logger
@@ -87,11 +92,15 @@ type Engine struct {
 	owner string // lease owner: this instance and this run
 	log   *zap.Logger
 	wake  chan struct{}
-	// working counts the records workers hold now.
-	working atomic.Int64
 	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
 	// twice at once), so that a duplicate waits for the first instead of claiming again.
 	admitting singleflight.Group
+
+	// active maps a record to the done channel of the worker on it. Should a lease lapse while
+	// its worker still winds down, the next worker on that record waits for it: within one
+	// engine a record's steps never overlap, whatever the journal does.
+	mu     sync.Mutex
+	active map[string]chan struct{}
 }
 
 // New validates o and returns an Engine.
@@ -109,16 +118,17 @@ func New(o Options) (*Engine, error) {
 			*d = v
 		}
 	}
-	def(&o.SCEPValidity, 365*24*time.Hour)
-	def(&o.SCEPSignDeadline, 24*time.Hour)
-	def(&o.PollInterval, 2*time.Second)
-	def(&o.MaxPollInterval, time.Minute)
-	def(&o.Retry.InitialBackoff, time.Second)
-	def(&o.Retry.MaxBackoff, 5*time.Minute)
-	def(&o.Retry.MaxDuration, time.Hour)
-	def(&o.LeaseDuration, 5*time.Minute)
+	def(&o.SCEPValidity, config.DefaultValidity)
+	def(&o.SCEPSignDeadline, config.DefaultSignDeadline)
+	def(&o.PollInterval, config.DefaultPollInterval)
+	def(&o.MaxPollInterval, config.DefaultMaxPollInterval)
+	def(&o.Retry.InitialBackoff, config.DefaultInitialBackoff)
+	def(&o.Retry.MaxBackoff, config.DefaultMaxBackoff)
+	def(&o.Retry.MaxDuration, config.DefaultRetryMaxDuration)
+	def(&o.LeaseDuration, config.DefaultLeaseDuration)
+	def(&o.ShutdownGracePeriod, config.DefaultShutdownGracePeriod)
 	if o.Workers <= 0 {
-		o.Workers = 16
+		o.Workers = config.DefaultWorkers
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -129,10 +139,11 @@ func New(o Options) (*Engine, error) {
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
 	return &Engine{
-		o:     o,
-		owner: o.InstanceID + "/" + hex.EncodeToString(suffix[:]),
-		log:   o.Logger,
-		wake:  make(chan struct{}, 1),
+		o:      o,
+		owner:  o.InstanceID + "/" + hex.EncodeToString(suffix[:]),
+		log:    o.Logger,
+		wake:   make(chan struct{}, 1),
+		active: map[string]chan struct{}{},
 	}, nil
 }
 
@@ -140,7 +151,11 @@ func (e *Engine) now() time.Time { return e.o.Now() }
 
 // InFlight is the number of records being worked now, each in the middle of a step or between
 // two steps of one run.
-func (e *Engine) InFlight() int { return int(e.working.Load()) }
+func (e *Engine) InFlight() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.active)
+}
 
 func (e *Engine) poke() {
 	select {
@@ -218,28 +233,34 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	return nil
 }
 
-// Run works due records until ctx ends, then waits for workers to finish their current step.
+// Run works due records until ctx ends. Then it leases nothing more, lets the steps in flight
+// finish and be journaled for up to ShutdownGracePeriod, cancels those still running, and
+// returns once every worker has released its lease.
 func (e *Engine) Run(ctx context.Context) error {
+	// Steps run under their own context, which outlives ctx by the grace period, so that a stop
+	// does not cut a CA call or an upload that is about to finish.
+	steps, cut := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cut(nil)
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	slots := make(chan struct{}, e.o.Workers)
-	for {
+	for ctx.Err() == nil {
 		if free := cap(slots) - len(slots); free > 0 {
-			recs, err := e.o.Store.Lease(ctx, e.owner, e.now(), e.o.LeaseDuration, free)
+			// Not cancelled by ctx: a lease granted as the stop begins is still handed to a
+			// worker, which releases it, instead of being left to expire.
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.o.LeaseDuration)
+			leasedAt := e.now()
+			recs, err := e.o.Store.Lease(lctx, e.owner, leasedAt, e.o.LeaseDuration, free)
+			cancel()
 			if err != nil && ctx.Err() == nil {
 				e.log.Error("lease due records", zap.Error(err))
 			}
 			for _, rec := range recs {
 				slots <- struct{}{}
-				wg.Add(1)
-				e.working.Add(1)
-				go func() {
-					defer wg.Done()
-					defer e.working.Add(-1)
-					e.work(ctx, rec)
-					<-slots
-					e.poke()
-				}()
+				prev, done := e.activate(rec.Name)
+				wg.Go(func() {
+					defer func() { e.deactivate(rec.Name, done); <-slots; e.poke() }()
+					e.work(ctx, steps, rec, leasedAt, prev)
+				})
 			}
 		}
 		wait := time.Second
@@ -251,40 +272,138 @@ func (e *Engine) Run(ctx context.Context) error {
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return nil
 		case <-e.wake:
-			t.Stop()
 		case <-t.C:
 		}
+		t.Stop()
+	}
+	e.drain(&wg, len(slots), cut)
+	return nil
+}
+
+// drain waits for the workers in flight after a stop, for up to the grace period.
+func (e *Engine) drain(wg *sync.WaitGroup, inFlight int, cut context.CancelCauseFunc) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	if inFlight > 0 {
+		e.log.Info("stopping: letting the steps in flight finish", zap.Int("in_flight", inFlight),
+			zap.Duration("grace_period", e.o.ShutdownGracePeriod))
+	}
+	t := time.NewTimer(e.o.ShutdownGracePeriod)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		e.log.Warn("shutdown grace period over; cancelling the steps still running (their records stay as journaled)",
+			zap.Duration("grace_period", e.o.ShutdownGracePeriod))
+		e.o.Metrics.Inc("shutdown_steps_cut_total")
+		cut(errGraceOver)
+		<-done
 	}
 }
 
-// work advances rec while steps are due, then releases it. Each step's outcome is written
-// before the next begins, renewing the lease, so a step must finish within LeaseDuration.
-func (e *Engine) work(ctx context.Context, rec *journal.Record) {
-	for ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(e.now()) {
-		before, attempts := rec.State, rec.Attempts
-		e.step(ctx, rec)
-		if ctx.Err() != nil {
-			return // cut short by shutdown; the journal keeps the last safe state and the lease expires
+// activate registers a worker for name and returns the done channel of the worker before it,
+// if one is still running.
+func (e *Engine) activate(name string) (prev, done chan struct{}) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	prev, done = e.active[name], make(chan struct{})
+	e.active[name] = done
+	return prev, done
+}
+
+func (e *Engine) deactivate(name string, done chan struct{}) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	close(done)
+	if e.active[name] == done {
+		delete(e.active, name)
+	}
+}
+
+// work advances rec, leased at leasedAt, while steps are due and the engine is not stopping,
+// then releases it. Each step's outcome is written before the next begins; every write is
+// fenced by the lease token, so a worker that lost its lease writes nothing. prev, when not nil,
+// is closed once the previous worker on this record has finished.
+func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt time.Time, prev <-chan struct{}) {
+	h := e.hold(steps, rec, leasedAt)
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-h.ctx.Done():
 		}
+	}
+	release := true
+	defer func() {
+		h.stop()
+		h.cancel(nil)
+		if !release {
+			return
+		}
+		wctx, cancel := h.writeContext()
+		defer cancel()
+		if err := e.o.Store.Update(wctx, e.owner, rec, e.now(), 0); err != nil && !errors.Is(err, journal.ErrLeaseLost) {
+			e.log.Error("journal release", zap.String("process", rec.Name), zap.Error(err))
+		}
+	}()
+	for run.Err() == nil && h.ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(e.now()) {
+		before, attempts := rec.State, rec.Attempts
+		e.step(h.ctx, rec)
 		now := e.now()
 		rec.Updated = now
 		switch {
 		case rec.State != before:
 			rec.Log(now, transitionNote(rec))
-			e.o.Metrics.Inc("transitions_total", string(before), string(rec.State))
 		case rec.Attempts > attempts && rec.LastError != "":
 			rec.Log(now, "retry: "+rec.LastError)
 		}
-		if err := e.o.Store.Update(ctx, e.owner, rec, now, e.o.LeaseDuration); err != nil {
+		// One write journals the outcome and either keeps the lease for the next step or
+		// releases it. A step that was interrupted (stop, lost lease) left rec as journaled,
+		// plus what it learned for certain; the fence refuses the write if the lease is gone.
+		more := run.Err() == nil && h.ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(now)
+		renew := time.Duration(0)
+		if more {
+			renew = e.o.LeaseDuration
+		} else {
+			h.stop() // this write releases the lease
+		}
+		wctx, cancel := h.writeContext()
+		err := e.o.Store.Update(wctx, e.owner, rec, now, renew)
+		cancel()
+		if err != nil {
+			release = false
+			if errors.Is(err, journal.ErrLeaseLost) {
+				e.o.Metrics.Inc("steps_abandoned_total", "lease_lost")
+				e.log.Warn("journal lease lost; the outcome of the last step is dropped, the new holder carries on",
+					zap.String("process", rec.Name), zap.String("state", string(rec.State)), zap.Error(err))
+				return
+			}
 			e.log.Error("journal update", zap.String("process", rec.Name), zap.Error(err))
 			return
 		}
+		e.committed(rec, before)
+		if cause := context.Cause(h.ctx); cause != nil {
+			e.o.Metrics.Inc("steps_interrupted_total")
+			e.log.Info("step interrupted; the record stays as journaled", zap.String("process", rec.Name),
+				zap.String("state", string(rec.State)), zap.String("cause", cause.Error()))
+		}
+		if !more {
+			release = false // the write released it
+			return
+		}
+		h.extended(now)
 	}
-	if err := e.o.Store.Update(context.WithoutCancel(ctx), e.owner, rec, e.now(), 0); err != nil && !errors.Is(err, journal.ErrLeaseLost) {
-		e.log.Error("journal release", zap.String("process", rec.Name), zap.Error(err))
+}
+
+// committed reports what a journaled step decided: only once written does a decision count.
+func (e *Engine) committed(rec *journal.Record, before journal.State) {
+	if rec.State == before {
+		return
+	}
+	e.o.Metrics.Inc("transitions_total", string(before), string(rec.State))
+	if rec.State == journal.StateFailing {
+		e.o.Metrics.Inc("failures_decided_total")
+		e.log.Warn("process will fail", zap.String("process", rec.Name), zap.String("reason", rec.FailureMessage))
 	}
 }
 
@@ -331,12 +450,11 @@ func (e *Engine) enter(rec *journal.Record, state journal.State) {
 	rec.State, rec.Attempts, rec.StepStarted, rec.NextDue, rec.LastError = state, 0, now, now, ""
 }
 
-// fail decides that the process fails with a message the user will see.
+// fail decides that the process fails with a message the user will see; the decision is
+// logged once journaled (committed).
 func (e *Engine) fail(rec *journal.Record, message string) {
 	rec.FailureMessage = userMessage(message)
 	e.enter(rec, journal.StateFailing)
-	e.o.Metrics.Inc("failures_decided_total")
-	e.log.Warn("process will fail", zap.String("process", rec.Name), zap.String("reason", rec.FailureMessage))
 }
 
 // finish ends rec in a final state and writes the process's audit line.

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"crypto/x509"
+	"net/http"
 	"testing"
 	"time"
 
@@ -35,11 +36,18 @@ type harnessOptions struct {
 	retryFor     time.Duration
 	// extraCAs are added next to the built-in local CA, which they may wrap.
 	extraCAs func(builtin *local.Connector) map[string]ca.Connector
+	lease    time.Duration // journal lease (default: the engine's)
+	grace    time.Duration // shutdown grace period (default: the engine's)
+	// store wraps the journal, to inject journal faults.
+	store func(journal.Store) journal.Store
+	// rest wraps the emulator's REST API, to inject faults.
+	rest func(http.Handler) http.Handler
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	opts := e2etest.Options{SignDeadline: o.signDeadline, RetryFor: o.retryFor}
+	opts := e2etest.Options{SignDeadline: o.signDeadline, RetryFor: o.retryFor,
+		LeaseDuration: o.lease, ShutdownGracePeriod: o.grace, Store: o.store, REST: o.rest}
 	if o.extraCAs != nil {
 		opts.CAs = func(h *e2etest.Harness) map[string]ca.Connector { return o.extraCAs(h.Local) }
 	}

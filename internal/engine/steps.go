@@ -91,6 +91,9 @@ func (e *Engine) requestSignature(ctx context.Context, rec *journal.Record) {
 		attrs, err := contrib.CSRAttributes(ctx, &ca.Request{Key: rec.Name, Process: rec.Process,
 			ProfileName: r.profileName, TemplateName: r.templateName, Validity: r.validity})
 		if err != nil {
+			if ctx.Err() != nil {
+				return // interrupted: nothing was decided
+			}
 			e.classifiedCAError(rec, "preparing the CA request", err)
 			return
 		}
@@ -112,9 +115,8 @@ func (e *Engine) requestSignature(ctx context.Context, rec *journal.Record) {
 func (e *Engine) sendSignData(ctx context.Context, rec *journal.Record) {
 	e.enter(rec, journal.StateSignRequested)
 	rec.Operation = ""
-	if err := e.o.Store.Update(ctx, e.owner, rec, e.now(), e.o.LeaseDuration); err != nil {
-		// Without the intent on record, sending could lead to a second signData after a crash.
-		e.retryLater(rec, "recording the signing request", err, 0)
+	// Without the intent on record, sending could lead to a second signData after a crash.
+	if !e.journalIntent(ctx, rec, "recording the signing request") {
 		return
 	}
 	e.o.Metrics.Inc("sign_requests_total")
@@ -141,7 +143,7 @@ func (e *Engine) awaitSignature(ctx context.Context, rec *journal.Record) {
 	if rec.Operation != "" {
 		op, err := e.o.API.GetOperation(ctx, rec.Operation)
 		if err != nil {
-			e.pollError(rec, err)
+			e.pollError(ctx, rec, err)
 			return
 		}
 		if op.Done && op.Error != "" {
@@ -163,7 +165,7 @@ func (e *Engine) awaitSignature(ctx context.Context, rec *journal.Record) {
 	}
 	p, err := e.o.API.Get(ctx, rec.Name)
 	if err != nil {
-		e.pollError(rec, err)
+		e.pollError(ctx, rec, err)
 		return
 	}
 	switch {
@@ -215,8 +217,11 @@ func (e *Engine) pollAgain(rec *journal.Record) {
 }
 
 // pollError handles a failed poll: transient errors count against the signing deadline, others
-// end the process.
-func (e *Engine) pollError(rec *journal.Record, err error) {
+// end the process. A poll cut short by the stop or a lost lease decides nothing.
+func (e *Engine) pollError(ctx context.Context, rec *journal.Record, err error) {
+	if ctx.Err() != nil {
+		return
+	}
 	rec.LastError = err.Error()
 	if chromeapi.IsRetryable(err) {
 		e.pollAgain(rec)
@@ -269,15 +274,17 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 	}
 	if issued == nil {
 		rec.CAInFlight = true
-		if err := e.o.Store.Update(ctx, e.owner, rec, e.now(), e.o.LeaseDuration); err != nil {
+		if !e.journalIntent(ctx, rec, "recording the CA request") {
 			rec.CAInFlight = false
-			e.retryLater(rec, "recording the CA request", err, 0)
 			return
 		}
 		e.o.Metrics.Inc("ca_requests_total", rec.CAName)
 		issued, err = r.ca.Connector.Issue(cctx, e.caRequest(rec, r, parsed))
-		if ctx.Err() != nil {
-			return // shutdown: the record stays in flight and is recovered on the next start
+		if err != nil && ctx.Err() != nil {
+			// Cut short (the grace period ended, or the lease was lost): the record stays in
+			// flight, to be recovered by whoever works it next. A certificate that did arrive
+			// is kept below, whatever happened meanwhile.
+			return
 		}
 		// The connector answered: by contract an error means nothing was issued.
 		rec.CAInFlight = false
@@ -316,6 +323,23 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 	e.enter(rec, journal.StateIssued)
 	e.log.Info("certificate issued", zap.String("process", rec.Name), zap.String("subject", issued.Leaf.Subject.String()),
 		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("not_after", issued.Leaf.NotAfter))
+}
+
+// journalIntent writes rec before a side effect that must not happen unrecorded, and reports
+// whether the caller may go ahead. The write is fenced by the lease, so it also proves the
+// record is still this worker's: after a refusal (or an interruption) the step must act on
+// nothing, and the work loop's own write is refused likewise.
+func (e *Engine) journalIntent(ctx context.Context, rec *journal.Record, what string) bool {
+	err := e.o.Store.Update(ctx, e.owner, rec, e.now(), e.o.LeaseDuration)
+	switch {
+	case err == nil:
+		return true
+	case ctx.Err() != nil, errors.Is(err, journal.ErrLeaseLost), errors.Is(err, journal.ErrNotFound):
+		return false
+	default:
+		e.retryLater(rec, what, err, 0)
+		return false
+	}
 }
 
 // assemble completes and verifies the CSR from the device's signature.
@@ -367,10 +391,16 @@ func (e *Engine) classifiedCAError(rec *journal.Record, what string, err error) 
 
 // upload hands the stored certificate to Google.
 func (e *Engine) upload(ctx context.Context, rec *journal.Record) {
+	if ctx.Err() != nil {
+		return // the lease is gone or the stop cut the step: act on nothing
+	}
 	err := e.o.API.UploadCertificate(ctx, rec.Name, rec.CertificatePEM)
 	if err == nil {
 		e.finish(rec, journal.StateUploaded, "issued")
 		return
+	}
+	if ctx.Err() != nil {
+		return // the upload may have landed; the next attempt finds out
 	}
 	if chromeapi.IsRetryable(err) {
 		e.retryLater(rec, "uploading the certificate", err, chromeapi.RetryAfter(err))
@@ -381,10 +411,16 @@ func (e *Engine) upload(ctx context.Context, rec *journal.Record) {
 
 // reportFailure tells Google (and so the user) why the process failed.
 func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record) {
+	if ctx.Err() != nil {
+		return // the lease is gone or the stop cut the step: act on nothing
+	}
 	err := e.o.API.SetFailure(ctx, rec.Name, rec.FailureMessage)
 	if err == nil {
 		e.finish(rec, journal.StateFailed, "failed")
 		return
+	}
+	if ctx.Err() != nil {
+		return // setFailure may have landed; the next attempt finds out
 	}
 	if chromeapi.IsRetryable(err) {
 		e.retryLater(rec, "reporting the failure", err, chromeapi.RetryAfter(err))
@@ -399,6 +435,9 @@ func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record) {
 func (e *Engine) googleRefused(ctx context.Context, rec *journal.Record, what string, err error) {
 	p, gerr := e.o.API.Get(ctx, rec.Name)
 	if gerr != nil {
+		if ctx.Err() != nil {
+			return
+		}
 		e.retryLater(rec, what, fmt.Errorf("%w (and reading the process: %v)", err, gerr), chromeapi.RetryAfter(gerr))
 		return
 	}

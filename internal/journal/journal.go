@@ -3,6 +3,8 @@
 //
 // The engine is the only writer. A Store hands records to workers through leases, so that a
 // shared store can spread processes over replicas and a record is worked by one worker at a time.
+// Every write is fenced by the lease's token: a holder whose lease expired, or was granted again
+// since (even to the same owner), cannot write past the new holder.
 package journal
 
 import (
@@ -94,6 +96,12 @@ type Record struct {
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"` // set on entering a final state
+
+	// LeaseToken names the grant of the lease under which Lease handed out this copy: it grows
+	// with every grant of the record's lease, and Update and Renew are refused unless it is the
+	// current one. It is not part of the stored record; copies from Get and Unfinished carry 0,
+	// which no grant has.
+	LeaseToken int64 `json:"-"`
 }
 
 // Event is one entry of a record's history.
@@ -140,15 +148,20 @@ var ErrNotFound = errors.New("journal: no such record")
 // ErrClosed is returned by every method of a closed store.
 var ErrClosed = errors.New("journal: store is closed")
 
-// ErrLeaseLost is returned by Update when the caller no longer holds the record's lease.
+// ErrLeaseLost is returned by Update and Renew when the caller no longer holds the record's
+// lease: it expired, it was released, or it was granted again (to anyone, the caller included)
+// after the grant the caller has.
 var ErrLeaseLost = errors.New("journal: lease lost")
 
 // Store persists records.
 //
 // Implementations are safe for concurrent use, and for use by several processes where the
 // backend is shared (PostgreSQL). Records passed in and returned are copies. A record is worked
-// only under a lease: Lease grants it, Update renews or releases it, and a lease that expires
-// (its holder died) lets another owner lease the record again.
+// only under a lease: Lease grants it with a new token, Update and Renew extend it, Update
+// releases it, and a lease that expires (its holder died or stalled) lets another owner lease
+// the record again. A holder writes only while its lease is unexpired (lease until > now) and
+// its token is the record's latest grant: a compare-and-set, so two holders never both write.
+// Every time is the caller's clock, never the backend's.
 type Store interface {
 	// Create inserts rec unless a record with its name exists; created reports which. A new
 	// record is not leased.
@@ -156,11 +169,17 @@ type Store interface {
 	// Get returns the record named name, or ErrNotFound.
 	Get(ctx context.Context, name string) (*Record, error)
 	// Lease hands out up to limit unfinished records whose NextDue is not after now and that no
-	// unexpired lease holds, oldest NextDue first, and leases them to owner until now+d.
+	// unexpired lease holds (whoever holds it, owner included), oldest NextDue first, and leases
+	// them to owner until now+d, each under a new LeaseToken.
 	Lease(ctx context.Context, owner string, now time.Time, d time.Duration, limit int) ([]*Record, error)
-	// Update writes rec, which owner must hold leased (else ErrLeaseLost; ErrNotFound if absent).
-	// With renew > 0 the lease is extended to now+renew, with renew == 0 it is released.
+	// Update writes rec if owner holds its lease under rec.LeaseToken and the lease is unexpired
+	// at now (else ErrLeaseLost, and nothing is written; ErrNotFound if absent). With renew > 0
+	// the lease is extended to now+renew, with renew == 0 it is released.
 	Update(ctx context.Context, owner string, rec *Record, now time.Time, renew time.Duration) error
+	// Renew extends the lease on the record named name to now+d (d > 0) without writing the
+	// record, under the same conditions as Update: owner holds it under token, unexpired at now
+	// (else ErrLeaseLost; ErrNotFound if absent). It is the heartbeat of a long step.
+	Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error
 	// NextDue returns the earliest NextDue among unfinished, unleased records (ok=false when none).
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
 	// Unfinished lists every record not in a final state, by name.

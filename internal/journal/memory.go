@@ -20,12 +20,16 @@ type memRecord struct {
 	rec        *Record
 	owner      string
 	leaseUntil time.Time
+	token      int64 // the latest grant; kept across releases so that tokens only grow
 }
 
 var _ Store = (*Memory)(nil)
 
 // errNoOwner keeps Memory as strict as the durable stores: a lease needs an owner.
 var errNoOwner = errors.New("journal: lease owner is empty")
+
+// errNoRenewal is Renew's answer to a duration that would not extend anything.
+var errNoRenewal = errors.New("journal: renew needs a positive duration")
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory { return &Memory{records: map[string]*memRecord{}} }
@@ -48,7 +52,9 @@ func (m *Memory) Create(_ context.Context, rec *Record) (bool, error) {
 	if _, ok := m.records[rec.Name]; ok {
 		return false, nil
 	}
-	m.records[rec.Name] = &memRecord{rec: rec.Clone()}
+	c := rec.Clone()
+	c.LeaseToken = 0
+	m.records[rec.Name] = &memRecord{rec: c}
 	return true, nil
 }
 
@@ -93,9 +99,16 @@ func (m *Memory) Lease(_ context.Context, owner string, now time.Time, d time.Du
 	out := make([]*Record, len(due))
 	for i, r := range due {
 		r.owner, r.leaseUntil = owner, now.Add(d)
+		r.token++
 		out[i] = r.rec.Clone()
+		out[i].LeaseToken = r.token
 	}
 	return out, nil
+}
+
+// held reports whether owner holds r's lease under token, unexpired at now.
+func (r *memRecord) held(owner string, token int64, now time.Time) bool {
+	return r.owner != "" && r.owner == owner && r.token == token && r.leaseUntil.After(now)
 }
 
 func (m *Memory) Update(_ context.Context, owner string, rec *Record, now time.Time, renew time.Duration) error {
@@ -110,15 +123,38 @@ func (m *Memory) Update(_ context.Context, owner string, rec *Record, now time.T
 	if !ok {
 		return ErrNotFound
 	}
-	if r.owner != owner {
+	if !r.held(owner, rec.LeaseToken, now) {
 		return ErrLeaseLost
 	}
 	r.rec = rec.Clone()
+	r.rec.LeaseToken = 0
 	if renew > 0 {
 		r.leaseUntil = now.Add(renew)
 	} else {
 		r.owner, r.leaseUntil = "", time.Time{}
 	}
+	return nil
+}
+
+func (m *Memory) Renew(_ context.Context, owner, name string, token int64, now time.Time, d time.Duration) error {
+	if owner == "" {
+		return errNoOwner
+	}
+	if d <= 0 {
+		return errNoRenewal
+	}
+	if err := m.lock(); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	r, ok := m.records[name]
+	if !ok {
+		return ErrNotFound
+	}
+	if !r.held(owner, token, now) {
+		return ErrLeaseLost
+	}
+	r.leaseUntil = now.Add(d)
 	return nil
 }
 

@@ -20,3 +20,7 @@ func TestMemoryConformance(t *testing.T) {
 func BenchmarkMemoryLeaseUpdate(b *testing.B) {
 	journaltest.BenchmarkLeaseUpdate(b, journal.NewMemory())
 }
+
+func BenchmarkMemoryRenew(b *testing.B) {
+	journaltest.BenchmarkRenew(b, journal.NewMemory())
+}

@@ -76,6 +76,9 @@ type Result struct {
 type ClientOptions struct {
 	// Endpoint overrides https://verifiedaccess.googleapis.com/ (the emulator).
 	Endpoint string
+	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback
+	// (verifiedAccess.insecureAllowCleartext); NewClient refuses one otherwise.
+	InsecureAllowCleartext bool
 	// Credentials authenticate as google.credentials does, with the Verified Access scope;
 	// type none talks to an emulator without authentication.
 	Credentials config.Credentials
@@ -106,6 +109,11 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	warning, err := config.EndpointCleartext(config.SectionVerifiedAccess, o.Endpoint, o.Credentials, o.InsecureAllowCleartext)
+	if err != nil {
+		return nil, err
+	}
+	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if o.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(o.Endpoint))
@@ -233,13 +241,7 @@ func (c *Client) Verify(ctx context.Context, version string, response []byte, ex
 		if err != nil {
 			return nil, c.verifyError(version, expectedIdentity, err)
 		}
-		return &Result{
-			APIVersion:                  config.VAv1,
-			DevicePermanentID:           got.DevicePermanentId,
-			DeviceEnrollmentID:          got.DeviceEnrollmentId,
-			AttestedDeviceID:            got.AttestedDeviceId,
-			SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
-		}, nil
+		return resultFromV1(got), nil
 	case config.VAv2:
 		var got *va2.VerifyChallengeResponseResult
 		err := c.call(ctx, func(ctx context.Context) (err error) {
@@ -252,23 +254,39 @@ func (c *Client) Verify(ctx context.Context, version string, response []byte, ex
 		if err != nil {
 			return nil, c.verifyError(version, expectedIdentity, err)
 		}
-		return &Result{
-			APIVersion:                  config.VAv2,
-			DevicePermanentID:           got.DevicePermanentId,
-			DeviceEnrollmentID:          got.DeviceEnrollmentId,
-			AttestedDeviceID:            got.AttestedDeviceId,
-			VirtualDeviceID:             got.VirtualDeviceId,
-			CustomerID:                  got.CustomerId,
-			KeyTrustLevel:               got.KeyTrustLevel,
-			ProfileCustomerID:           got.ProfileCustomerId,
-			ProfilePermanentID:          got.ProfilePermanentId,
-			VirtualProfileID:            got.VirtualProfileId,
-			ProfileKeyTrustLevel:        got.ProfileKeyTrustLevel,
-			SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
-			Signals:                     got.DeviceSignals,
-		}, nil
+		return resultFromV2(got), nil
 	default:
 		return nil, fail(CodeUnavailable, fmt.Errorf("unknown API version %q", version), "internal error")
+	}
+}
+
+// resultFromV1 normalises a v1 verify result.
+func resultFromV1(got *va1.VerifyChallengeResponseResult) *Result {
+	return &Result{
+		APIVersion:                  config.VAv1,
+		DevicePermanentID:           got.DevicePermanentId,
+		DeviceEnrollmentID:          got.DeviceEnrollmentId,
+		AttestedDeviceID:            got.AttestedDeviceId,
+		SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
+	}
+}
+
+// resultFromV2 normalises a v2 verify result.
+func resultFromV2(got *va2.VerifyChallengeResponseResult) *Result {
+	return &Result{
+		APIVersion:                  config.VAv2,
+		DevicePermanentID:           got.DevicePermanentId,
+		DeviceEnrollmentID:          got.DeviceEnrollmentId,
+		AttestedDeviceID:            got.AttestedDeviceId,
+		VirtualDeviceID:             got.VirtualDeviceId,
+		CustomerID:                  got.CustomerId,
+		KeyTrustLevel:               got.KeyTrustLevel,
+		ProfileCustomerID:           got.ProfileCustomerId,
+		ProfilePermanentID:          got.ProfilePermanentId,
+		VirtualProfileID:            got.VirtualProfileId,
+		ProfileKeyTrustLevel:        got.ProfileKeyTrustLevel,
+		SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
+		Signals:                     got.DeviceSignals,
 	}
 }
 

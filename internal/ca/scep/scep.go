@@ -14,7 +14,9 @@
 //	challenge          static challenge password, or
 //	challengeFile      file holding it (read for every request, so it can rotate), or
 //	dynamicChallenge   NDES admin page fetched once per request:
-//	                   {url, username, passwordFile, tls (default: the tls block above)}
+//	                   {url, username, passwordFile, tls (default: the tls block above),
+//	                   insecureAllowCleartext (accept a plain-http url on a host that is not
+//	                   loopback, which sends the account's password in clear; refused otherwise)}
 //	signerKeyFile      adapter-owned RSA key (PEM); created with mode 0600 when absent
 //	signerCertFile     its self-signed certificate (PEM); created when absent
 //	caCertFingerprint  optional SHA-256 of the CA or RA certificate GetCACert must return
@@ -42,6 +44,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
+	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/logging"
 )
 
@@ -83,6 +86,10 @@ type settings struct {
 	PollInterval      time.Duration    `mapstructure:"pollInterval"`
 	Encryption        string           `mapstructure:"encryption"`
 	CAIdentifier      string           `mapstructure:"caIdentifier"`
+
+	// dynamicCleartext is the exposure of dynamicChallenge.url that its opt-out accepted, for New
+	// to log.
+	dynamicCleartext *cleartext.Exposure
 }
 
 // dynamicSettings is the dynamicChallenge block: where NDES hands out one-time passwords.
@@ -91,6 +98,18 @@ type dynamicSettings struct {
 	Username     string         `mapstructure:"username"`
 	PasswordFile string         `mapstructure:"passwordFile"`
 	TLS          *catls.Options `mapstructure:"tls"`
+	// InsecureAllowCleartext accepts a plain-http URL on a host that is not loopback.
+	InsecureAllowCleartext bool `mapstructure:"insecureAllowCleartext"`
+}
+
+// dynamicChallengeRule: the admin page is fetched with the account's password in an
+// Authorization header, and answers with a password that enrolls a certificate.
+func dynamicChallengeRule() cleartext.Rule {
+	return cleartext.Rule{
+		Setting: "dynamicChallenge.url",
+		OptOut:  "dynamicChallenge.insecureAllowCleartext",
+		Secret:  "the NDES account's password (HTTP basic authentication) and the challenge passwords",
+	}
 }
 
 func decodeSettings(raw ca.Settings) (*settings, error) {
@@ -128,6 +147,10 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 			errs = append(errs, ca.SettingErrorf("dynamicChallenge.url", "required"))
 		} else if err := checkHTTPURL(d.URL); err != nil {
 			errs = append(errs, ca.SettingErrorf("dynamicChallenge.url", "%w", err))
+		} else if warning, err := dynamicChallengeRule().URL(d.URL, d.InsecureAllowCleartext); err != nil {
+			errs = append(errs, ca.SettingProblem("dynamicChallenge.url", err))
+		} else {
+			s.dynamicCleartext = warning
 		}
 		if d.Username == "" {
 			errs = append(errs, ca.SettingErrorf("dynamicChallenge.username", "required (NDES admin pages need an account)"))
@@ -239,6 +262,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.dynamicCleartext.Warn(log)
 	if u.Scheme == "http" && s.CACertFingerprint == "" {
 		log.Warn("SCEP over plain http without caCertFingerprint: the CA certificate is not authenticated",
 			zap.String("url", s.URL))

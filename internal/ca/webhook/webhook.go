@@ -20,7 +20,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
+	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
@@ -206,7 +206,7 @@ func checkURL(raw string) (*url.URL, string, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !isLoopback(u.Hostname()) {
+		if !cleartext.LoopbackHost(u.Hostname()) {
 			return nil, "", ca.SettingErrorf("url", "%q: http is allowed only to a loopback address; use https", display)
 		}
 	default:
@@ -216,14 +216,6 @@ func checkURL(raw string) (*url.URL, string, error) {
 		return nil, "", ca.SettingErrorf("url", "%q: must not have a #fragment", display)
 	}
 	return u, display, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // readSecret reads a file whose content, without surrounding whitespace (editors add a final

@@ -13,8 +13,9 @@
 //
 // The suite pins down what the engine relies on: records round-trip exactly (times to the
 // nanosecond, compared with time.Time.Equal, since a store need not keep a time's Location),
-// leases are exclusive until they expire, a record is never held by two owners at once, and a
-// closed store fails instead of panicking. It uses the clock values it passes in, never the wall
+// leases are exclusive until they expire, a record is never held by two owners at once, every
+// write is fenced by the lease's token (a holder whose lease expired or was granted again, even
+// to the same owner, writes nothing), and a closed store fails instead of panicking. It uses the clock values it passes in, never the wall
 // clock, so a store must do the same.
 package journaltest
 
@@ -79,8 +80,13 @@ func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
 		{"LeaseSelection", s.leaseSelection},
 		{"LeaseLimit", s.leaseLimit},
 		{"LeaseTakeover", s.leaseTakeover},
+		{"LeaseSkipsHeld", s.leaseSkipsHeld},
+		{"LeaseTokens", s.leaseTokens},
+		{"StaleTokenRefused", s.staleTokenRefused},
 		{"RenewAndRelease", s.renewAndRelease},
+		{"Renew", s.renew},
 		{"UpdateOwnership", s.updateOwnership},
+		{"ConcurrentHolders", s.concurrentHolders},
 		{"UpdateWrites", s.updateWrites},
 		{"NextDue", s.nextDue},
 		{"Unfinished", s.unfinished},
@@ -214,6 +220,7 @@ func (s *suite) copies(t *testing.T) {
 
 	upd := want.Clone()
 	upd.Attempts = 4
+	upd.LeaseToken = leased[0].LeaseToken
 	if err := st.Update(ctx, "w1", upd, T0.Add(time.Hour), 0); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -390,16 +397,19 @@ func (s *suite) renewAndRelease(t *testing.T) {
 
 func (s *suite) updateOwnership(t *testing.T) {
 	ctx := context.Background()
-	created := func(t *testing.T, st journal.Store) { mustCreate(t, st, NewRecord("r", T0)) }
-	leased := func(owner string) func(t *testing.T, st journal.Store) {
-		return func(t *testing.T, st journal.Store) {
+	// Each setup returns the lease token w1's Update presents.
+	created := func(t *testing.T, st journal.Store) int64 { mustCreate(t, st, NewRecord("r", T0)); return 0 }
+	leased := func(owner string) func(t *testing.T, st journal.Store) int64 {
+		return func(t *testing.T, st journal.Store) int64 {
 			created(t, st)
-			assertNames(t, "Lease", mustLease(t, st, owner, T0, lease, 1), "r")
+			got := mustLease(t, st, owner, T0, lease, 1)
+			assertNames(t, "Lease", got, "r")
+			return got[0].LeaseToken
 		}
 	}
 	tests := []struct {
 		name   string
-		setup  func(t *testing.T, st journal.Store)
+		setup  func(t *testing.T, st journal.Store) int64
 		record string // the record to update
 		now    time.Time
 		want   error
@@ -407,23 +417,30 @@ func (s *suite) updateOwnership(t *testing.T) {
 		{"unknown record", created, "missing", T0, journal.ErrNotFound},
 		{"never leased", created, "r", T0, journal.ErrLeaseLost},
 		{"leased by another", leased("w2"), "r", T0, journal.ErrLeaseLost},
-		{"released", func(t *testing.T, st journal.Store) {
-			leased("w1")(t, st)
-			if err := st.Update(ctx, "w1", NewRecord("r", T0), T0, 0); err != nil {
+		{"released", func(t *testing.T, st journal.Store) int64 {
+			token := leased("w1")(t, st)
+			rel := NewRecord("r", T0)
+			rel.LeaseToken = token
+			if err := st.Update(ctx, "w1", rel, T0, 0); err != nil {
 				t.Fatalf("release: %v", err)
 			}
+			return token
 		}, "r", T0, journal.ErrLeaseLost},
 		{"held", leased("w1"), "r", T0.Add(lease / 2), nil},
-		// An expired lease that nobody took over still lets its holder write: expiry only
-		// allows a takeover, it does not revoke by itself.
-		{"expired, not taken over", leased("w1"), "r", T0.Add(2 * lease), nil},
+		{"held, no token", func(t *testing.T, st journal.Store) int64 { leased("w1")(t, st); return 0 }, "r", T0, journal.ErrLeaseLost},
+		{"held, wrong token", func(t *testing.T, st journal.Store) int64 { return leased("w1")(t, st) + 1 }, "r", T0, journal.ErrLeaseLost},
+		{"at expiry", leased("w1"), "r", T0.Add(lease), journal.ErrLeaseLost},
+		// Expiry revokes: a holder that stalled past its lease must not write, whether or not
+		// another owner took the record yet (it may be about to).
+		{"expired, not taken over", leased("w1"), "r", T0.Add(2 * lease), journal.ErrLeaseLost},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := s.open(t)
-			tt.setup(t, st)
+			token := tt.setup(t, st)
 			rec := NewRecord(tt.record, T0)
 			rec.Attempts = 7
+			rec.LeaseToken = token
 			err := st.Update(ctx, "w1", rec, tt.now, lease)
 			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 				t.Fatalf("Update error = %v, want %v", err, tt.want)
@@ -434,6 +451,225 @@ func (s *suite) updateOwnership(t *testing.T) {
 				t.Fatal("a refused Update was written")
 			}
 		})
+	}
+}
+
+// leaseSkipsHeld: Lease never hands out a record under an unexpired lease, not even to the
+// owner that holds it (a worker re-leasing its own record would run its step twice at once).
+func (s *suite) leaseSkipsHeld(t *testing.T) {
+	st := s.open(t)
+	mustCreate(t, st, NewRecord("r", T0))
+	first := mustLease(t, st, "w1", T0, lease, 1)
+	assertNames(t, "Lease", first, "r")
+	assertNames(t, "the holder's Lease while held", mustLease(t, st, "w1", T0.Add(lease-time.Nanosecond), lease, 1))
+	assertNames(t, "another owner's Lease while held", mustLease(t, st, "w2", T0.Add(lease/2), lease, 1))
+	again := mustLease(t, st, "w1", T0.Add(lease), lease, 1)
+	assertNames(t, "the holder's Lease at expiry", again, "r")
+	if again[0].LeaseToken == first[0].LeaseToken {
+		t.Fatalf("a new grant kept the token %d of the expired one", first[0].LeaseToken)
+	}
+}
+
+// leaseTokens: every grant carries a token no earlier grant of the record had, growing, whether
+// the previous lease was released or expired; copies not handed out by Lease carry none.
+func (s *suite) leaseTokens(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	mustCreate(t, st, NewRecord("r", T0))
+	if got := mustGet(t, st, "r"); got.LeaseToken != 0 {
+		t.Fatalf("Get after Create: LeaseToken %d, want 0", got.LeaseToken)
+	}
+	var last int64
+	now := T0
+	for i := range 4 {
+		owner := fmt.Sprintf("w%d", i%2)
+		got := mustLease(t, st, owner, now, lease, 1)
+		assertNames(t, fmt.Sprintf("grant %d", i), got, "r")
+		if got[0].LeaseToken <= last {
+			t.Fatalf("grant %d: token %d after %d, want it to grow", i, got[0].LeaseToken, last)
+		}
+		last = got[0].LeaseToken
+		if i%2 == 0 { // released, then granted again
+			if err := st.Update(ctx, owner, got[0], now, 0); err != nil {
+				t.Fatalf("release: %v", err)
+			}
+		} else { // expired, then granted again
+			now = now.Add(lease)
+		}
+	}
+	if got := mustGet(t, st, "r"); got.LeaseToken != 0 {
+		t.Fatalf("Get of a leased record: LeaseToken %d, want 0", got.LeaseToken)
+	}
+	unfinished, err := st.Unfinished(ctx)
+	if err != nil || len(unfinished) != 1 || unfinished[0].LeaseToken != 0 {
+		t.Fatalf("Unfinished = %v, %v; want r without a LeaseToken", unfinished, err)
+	}
+}
+
+// staleTokenRefused: a holder whose lease expired and was granted again, to the same owner,
+// writes nothing and renews nothing: the token, not the owner's name, says who holds it.
+func (s *suite) staleTokenRefused(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	mustCreate(t, st, NewRecord("r", T0))
+	stale := mustLease(t, st, "w1", T0, lease, 1)
+	assertNames(t, "first Lease", stale, "r")
+	fresh := mustLease(t, st, "w1", T0.Add(lease), lease, 1)
+	assertNames(t, "Lease at expiry, same owner", fresh, "r")
+
+	now := T0.Add(lease + time.Second)
+	late := stale[0].Clone()
+	late.LastError = "stale write"
+	if err := st.Update(ctx, "w1", late, now, lease); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("Update with the stale token: error = %v, want ErrLeaseLost", err)
+	}
+	if err := st.Update(ctx, "w1", late, now, 0); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("release with the stale token: error = %v, want ErrLeaseLost", err)
+	}
+	if err := st.Renew(ctx, "w1", "r", stale[0].LeaseToken, now, lease); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("Renew with the stale token: error = %v, want ErrLeaseLost", err)
+	}
+	if got := mustGet(t, st, "r"); got.LastError != "" {
+		t.Fatalf("the stale holder's write landed: LastError = %q", got.LastError)
+	}
+	// The refused calls changed nothing: the fresh grant still holds, until its own expiry.
+	assertNames(t, "Lease while the fresh grant holds", mustLease(t, st, "w2", T0.Add(2*lease-time.Nanosecond), lease, 1))
+	cur := fresh[0].Clone()
+	cur.LastError = "fresh write"
+	if err := st.Update(ctx, "w1", cur, now, lease); err != nil {
+		t.Fatalf("Update with the fresh token: %v", err)
+	}
+	AssertEqual(t, mustGet(t, st, "r"), cur)
+}
+
+// renew: Renew extends a held lease without writing the record, and is fenced like Update.
+func (s *suite) renew(t *testing.T) {
+	ctx := context.Background()
+	full := FullRecord("r")
+	full.NextDue = T0
+	setup := func(t *testing.T) (journal.Store, *journal.Record) {
+		st := s.open(t)
+		mustCreate(t, st, full.Clone())
+		got := mustLease(t, st, "w1", T0, lease, 1)
+		assertNames(t, "Lease", got, "r")
+		return st, got[0]
+	}
+	t.Run("extends", func(t *testing.T) {
+		st, held := setup(t)
+		at := T0.Add(lease / 2)
+		if err := st.Renew(ctx, "w1", "r", held.LeaseToken, at, lease); err != nil {
+			t.Fatalf("Renew: %v", err)
+		}
+		assertNames(t, "Lease at the first expiry", mustLease(t, st, "w2", T0.Add(lease), lease, 1))
+		assertNames(t, "Lease just before the renewed expiry", mustLease(t, st, "w2", at.Add(lease-time.Nanosecond), lease, 1))
+		// Renewing again from within the renewed lease keeps it going; Update works under it.
+		if err := st.Renew(ctx, "w1", "r", held.LeaseToken, at.Add(lease-time.Nanosecond), lease); err != nil {
+			t.Fatalf("second Renew: %v", err)
+		}
+		AssertEqual(t, mustGet(t, st, "r"), full) // Renew writes no record
+		upd := held.Clone()
+		upd.Attempts = 11
+		if err := st.Update(ctx, "w1", upd, at.Add(lease), 0); err != nil {
+			t.Fatalf("Update after Renew: %v", err)
+		}
+		AssertEqual(t, mustGet(t, st, "r"), upd)
+	})
+	t.Run("after expiry", func(t *testing.T) {
+		st, held := setup(t)
+		if err := st.Renew(ctx, "w1", "r", held.LeaseToken, T0.Add(lease), lease); !errors.Is(err, journal.ErrLeaseLost) {
+			t.Fatalf("Renew at expiry, not taken over: error = %v, want ErrLeaseLost", err)
+		}
+		assertNames(t, "Lease after the refused Renew", mustLease(t, st, "w2", T0.Add(lease), lease, 1), "r")
+	})
+	t.Run("refused", func(t *testing.T) {
+		st, held := setup(t)
+		mustCreate(t, st, NewRecord("q", T0.Add(time.Hour)))
+		tests := []struct {
+			name, owner, record string
+			token               int64
+			want                error
+		}{
+			{"unknown record", "w1", "missing", held.LeaseToken, journal.ErrNotFound},
+			{"another owner", "w2", "r", held.LeaseToken, journal.ErrLeaseLost},
+			{"wrong token", "w1", "r", held.LeaseToken + 1, journal.ErrLeaseLost},
+			{"no token", "w1", "r", 0, journal.ErrLeaseLost},
+			{"never leased", "w1", "q", held.LeaseToken, journal.ErrLeaseLost},
+		}
+		for _, tt := range tests {
+			if err := st.Renew(ctx, tt.owner, tt.record, tt.token, T0.Add(time.Second), lease); !errors.Is(err, tt.want) {
+				t.Errorf("%s: Renew error = %v, want %v", tt.name, err, tt.want)
+			}
+		}
+		if err := st.Renew(ctx, "w1", "r", held.LeaseToken, T0.Add(time.Second), 0); err == nil {
+			t.Error("Renew for 0 succeeded; it must refuse a duration that extends nothing")
+		}
+		// None of those touched the lease: it ends when it did.
+		assertNames(t, "Lease before expiry", mustLease(t, st, "w2", T0.Add(lease-time.Nanosecond), lease, 1))
+		assertNames(t, "Lease at expiry", mustLease(t, st, "w2", T0.Add(lease), lease, 1), "r")
+	})
+	t.Run("after release", func(t *testing.T) {
+		st, held := setup(t)
+		if err := st.Update(ctx, "w1", held, T0, 0); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		if err := st.Renew(ctx, "w1", "r", held.LeaseToken, T0, lease); !errors.Is(err, journal.ErrLeaseLost) {
+			t.Fatalf("Renew after release: error = %v, want ErrLeaseLost", err)
+		}
+		assertNames(t, "Lease after the refused Renew", mustLease(t, st, "w2", T0, lease, 1), "r")
+	})
+}
+
+// concurrentHolders: of several holders that each got the record in turn (the same owner name
+// every time, as one engine re-leasing its own record would) and now write at once, only the
+// latest grant's write lands; every other one is refused and leaves no trace.
+func (s *suite) concurrentHolders(t *testing.T) {
+	const holders = 6
+	var stores []journal.Store
+	if s.replicas != nil {
+		stores = s.replicas(t, 2)
+	} else {
+		stores = []journal.Store{s.open(t)}
+	}
+	ctx := context.Background()
+	mustCreate(t, stores[0], NewRecord("r", T0))
+	grants := make([]*journal.Record, holders)
+	for i := range grants {
+		got := mustLease(t, stores[i%len(stores)], "w1", T0.Add(time.Duration(i)*lease), lease, 1)
+		assertNames(t, fmt.Sprintf("grant %d", i), got, "r")
+		grants[i] = got[0]
+	}
+	now := T0.Add(time.Duration(holders-1)*lease + lease/2) // inside the last grant only
+	errs := make([]error, holders)
+	renewErrs := make([]error, holders)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, g := range grants {
+		st := stores[i%len(stores)]
+		wg.Go(func() {
+			<-start
+			rec := g.Clone()
+			rec.LastError = fmt.Sprintf("written by grant %d", i)
+			rec.Attempts = i
+			renewErrs[i] = st.Renew(ctx, "w1", "r", g.LeaseToken, now, lease)
+			errs[i] = st.Update(ctx, "w1", rec, now, lease)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range grants {
+		want := error(journal.ErrLeaseLost)
+		if i == holders-1 {
+			want = nil
+		}
+		if !errors.Is(errs[i], want) || (want == nil) != (errs[i] == nil) {
+			t.Errorf("grant %d: Update error = %v, want %v", i, errs[i], want)
+		}
+		if !errors.Is(renewErrs[i], want) || (want == nil) != (renewErrs[i] == nil) {
+			t.Errorf("grant %d: Renew error = %v, want %v", i, renewErrs[i], want)
+		}
+	}
+	if got := mustGet(t, stores[0], "r"); got.Attempts != holders-1 || got.LastError != fmt.Sprintf("written by grant %d", holders-1) {
+		t.Fatalf("stored record written by %q (attempts %d), want only the latest grant's write", got.LastError, got.Attempts)
 	}
 }
 
@@ -685,6 +921,7 @@ func (s *suite) closed(t *testing.T) {
 		{"Get", func() error { _, err := st.Get(ctx, "r"); return err }},
 		{"Lease", func() error { _, err := st.Lease(ctx, "w1", T0.Add(time.Second), lease, 1); return err }},
 		{"Update", func() error { return st.Update(ctx, "w1", rec, T0, 0) }},
+		{"Renew", func() error { return st.Renew(ctx, "w1", "r", rec.LeaseToken, T0, lease) }},
 		{"NextDue", func() error { _, _, err := st.NextDue(ctx); return err }},
 		{"Unfinished", func() error { _, err := st.Unfinished(ctx); return err }},
 		{"Compact", func() error { _, err := st.Compact(ctx, T0); return err }},
@@ -714,7 +951,8 @@ func noPanic(t *testing.T, f func() error) (err error) {
 }
 
 // AssertEqual fails t unless got and want are the same record. Times are compared with Equal,
-// and nil and empty slices are the same.
+// nil and empty slices are the same, and LeaseToken (which says how a copy was handed out, not
+// what the record holds) is ignored.
 func AssertEqual(t testing.TB, got, want *journal.Record) {
 	t.Helper()
 	g, w := normalize(got), normalize(want)
@@ -731,6 +969,7 @@ func normalize(r *journal.Record) *journal.Record {
 		return nil
 	}
 	c := r.Clone()
+	c.LeaseToken = 0 // not part of the stored record; the tests that care check it themselves
 	utc := func(t *time.Time) { *t = t.UTC() }
 	for _, t := range []*time.Time{&c.StepStarted, &c.NextDue, &c.SignDeadline, &c.Created, &c.Updated, &c.FinishedAt} {
 		utc(t)
@@ -842,6 +1081,24 @@ func BenchmarkLeaseUpdate(b *testing.B, s journal.Store) {
 		got[0].Attempts++
 		if err := s.Update(ctx, "bench", got[0], T0, 0); err != nil {
 			b.Fatalf("Update: %v", err)
+		}
+	}
+}
+
+// BenchmarkRenew measures one heartbeat: renewing a held lease, as the engine does every third
+// of the lease duration for each step in flight.
+func BenchmarkRenew(b *testing.B, s journal.Store) {
+	ctx := context.Background()
+	rec := FullRecord("bench-renew")
+	rec.NextDue = T0
+	mustCreate(b, s, rec)
+	got, err := s.Lease(ctx, "bench", T0, lease, 1)
+	if err != nil || len(got) != 1 {
+		b.Fatalf("Lease = %d records, %v", len(got), err)
+	}
+	for b.Loop() {
+		if err := s.Renew(ctx, "bench", rec.Name, got[0].LeaseToken, T0, lease); err != nil {
+			b.Fatalf("Renew: %v", err)
 		}
 	}
 }

@@ -25,7 +25,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
 
+	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/journal"
 )
 
@@ -36,8 +38,10 @@ const DefaultTable = "certprov_journal"
 type Option func(*options)
 
 type options struct {
-	table    string
-	maxConns int32
+	table          string
+	maxConns       int32
+	allowCleartext bool
+	log            *zap.Logger
 }
 
 // WithTable stores records in the named table (in the connection's search_path) instead of
@@ -48,6 +52,17 @@ func WithTable(name string) Option { return func(o *options) { o.table = name } 
 
 // WithMaxConns bounds the connection pool (default: pgxpool's, or pool_max_conns in the DSN).
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+// WithInsecureAllowCleartext(true) accepts a DSN that reaches a host other than this machine
+// without TLS that verifies the server (journal.insecureAllowCleartext); Open logs a warning then.
+// Without it Open refuses such a DSN: the password and every journal record would travel in
+// clear, or to whoever answers for the host.
+func WithInsecureAllowCleartext(allowed bool) Option {
+	return func(o *options) { o.allowCleartext = allowed }
+}
+
+// WithLogger receives Open's start-up warnings (default: none are logged).
+func WithLogger(log *zap.Logger) Option { return func(o *options) { o.log = log } }
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,47}$`)
 
@@ -64,20 +79,26 @@ var _ journal.Store = (*Store)(nil)
 
 // queries are the statements, with the table name filled in.
 type queries struct {
-	create, get, lease, update, exists, nextDue, unfinished, compact string
+	create, get, lease, update, renew, exists, nextDue, unfinished, compact string
 }
 
 // Open connects to the database named by dsn (a postgres:// URL or key=value string, as pgx
 // reads them) and creates the journal table and its indexes if they are missing. Replicas may
 // call Open at the same time: a transaction-scoped advisory lock serializes the creation.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	o := options{table: DefaultTable}
+	o := options{table: DefaultTable, log: zap.NewNop()}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if !identifier.MatchString(o.table) {
 		return nil, fmt.Errorf("open journal: table name %q: want a letter or underscore, then letters, digits or underscores, at most 48 characters", o.table)
 	}
+	// The same rule as the configuration's validation, for a DSN that reaches Open another way.
+	warning, err := config.DSNCleartext(dsn, o.allowCleartext)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	warning.Warn(o.log)
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err) // pgx redacts the password
@@ -107,17 +128,21 @@ func newQueries(t string) queries {
 			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING`),
 		get: r.Replace(`SELECT data FROM $TABLE WHERE name = $1`),
 		// RETURNING yields rows in no particular order; Lease sorts them.
-		lease: r.Replace(`UPDATE $TABLE SET lease_owner = $1, lease_until = $2
+		lease: r.Replace(`UPDATE $TABLE SET lease_owner = $1, lease_until = $2, lease_token = lease_token + 1
 			WHERE name IN (
 				SELECT name FROM $TABLE
 				WHERE NOT final AND next_due <= $3 AND (lease_owner IS NULL OR lease_until <= $3)
 				ORDER BY next_due, name COLLATE "C"
 				LIMIT $4
 				FOR UPDATE SKIP LOCKED)
-			RETURNING next_due, name, data`),
+			RETURNING next_due, name, lease_token, data`),
+		// Update and renew are compare-and-set on the caller's grant: the owner check alone
+		// also keeps a replica of an adapter from before lease tokens from writing past a new one.
 		update: r.Replace(`UPDATE $TABLE
 			SET state = $2, final = $3, next_due = $4, finished_at = $5, data = $6, lease_owner = $7, lease_until = $8
-			WHERE name = $1 AND lease_owner = $9`),
+			WHERE name = $1 AND lease_owner = $9 AND lease_token = $10 AND lease_until > $11`),
+		renew: r.Replace(`UPDATE $TABLE SET lease_until = $5
+			WHERE name = $1 AND lease_owner = $2 AND lease_token = $3 AND lease_until > $4`),
 		exists:     r.Replace(`SELECT EXISTS (SELECT 1 FROM $TABLE WHERE name = $1)`),
 		nextDue:    r.Replace(`SELECT data FROM $TABLE WHERE NOT final AND lease_owner IS NULL ORDER BY next_due LIMIT 1`),
 		unfinished: r.Replace(`SELECT data FROM $TABLE WHERE NOT final ORDER BY name COLLATE "C"`),
@@ -139,6 +164,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			next_due    bigint  NOT NULL,
 			lease_owner text,
 			lease_until bigint,
+			lease_token bigint  NOT NULL DEFAULT 0,
 			finished_at bigint,
 			data        json    NOT NULL
 		)`},
@@ -168,6 +194,18 @@ func (s *Store) migrate(ctx context.Context) error {
 			}
 			if _, err := tx.Exec(ctx, obj.ddl); err != nil {
 				return fmt.Errorf("create %s: %w", obj.name, err)
+			}
+		}
+		// A table created before lease tokens lacks the column; adding it takes the table's
+		// owner, once (a constant default rewrites nothing).
+		var hasToken bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+			WHERE attrelid = to_regclass($1) AND attname = 'lease_token' AND NOT attisdropped)`, t).Scan(&hasToken); err != nil {
+			return fmt.Errorf("look up %s.lease_token: %w", s.table, err)
+		}
+		if !hasToken {
+			if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0`); err != nil {
+				return fmt.Errorf("add %s.lease_token (run the adapter once as the table's owner): %w", s.table, err)
 			}
 		}
 		return nil
@@ -245,11 +283,13 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 	var ds []due
 	var data []byte
 	var d0 due
-	_, err = pgx.ForEachRow(rows, []any{&d0.at, &d0.name, &data}, func() error {
+	var token int64
+	_, err = pgx.ForEachRow(rows, []any{&d0.at, &d0.name, &token, &data}, func() error {
 		rec, err := journal.Decode(data)
 		if err != nil {
 			return err
 		}
+		rec.LeaseToken = token
 		ds = append(ds, due{d0.at, d0.name, rec})
 		return nil
 	})
@@ -266,8 +306,8 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 	return out, nil
 }
 
-// Update writes rec if owner holds its lease, then renews the lease to now+renew or, with
-// renew == 0, releases it.
+// Update writes rec if owner holds its lease under rec.LeaseToken, unexpired at now, then
+// renews the lease to now+renew or, with renew == 0, releases it.
 func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, now time.Time, renew time.Duration) error {
 	if err := s.check(); err != nil {
 		return fmt.Errorf("update %s: %w", rec.Name, err)
@@ -284,21 +324,44 @@ func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, n
 		until := journal.UnixNanos(now.Add(renew))
 		leaseOwner, leaseUntil = &owner, &until
 	}
-	tag, err := s.pool.Exec(ctx, s.q.update, rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, leaseOwner, leaseUntil, owner)
+	tag, err := s.pool.Exec(ctx, s.q.update, rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, leaseOwner, leaseUntil,
+		owner, rec.LeaseToken, journal.UnixNanos(now))
 	if err != nil {
 		return fmt.Errorf("update %s: %w", rec.Name, err)
 	}
-	if tag.RowsAffected() == 1 {
+	return s.fenced(ctx, "update", rec.Name, owner, tag.RowsAffected())
+}
+
+// Renew extends owner's lease on the record named name to now+d, if owner holds it under token,
+// unexpired at now.
+func (s *Store) Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error {
+	if err := s.check(); err != nil {
+		return fmt.Errorf("renew %s: %w", name, err)
+	}
+	if d <= 0 {
+		return fmt.Errorf("renew %s: duration %s is not positive", name, d)
+	}
+	tag, err := s.pool.Exec(ctx, s.q.renew, name, owner, token, journal.UnixNanos(now), journal.UnixNanos(now.Add(d)))
+	if err != nil {
+		return fmt.Errorf("renew %s: %w", name, err)
+	}
+	return s.fenced(ctx, "renew", name, owner, tag.RowsAffected())
+}
+
+// fenced turns the row count of a compare-and-set on the caller's lease into its answer: nil,
+// journal.ErrNotFound or journal.ErrLeaseLost.
+func (s *Store) fenced(ctx context.Context, what, name, owner string, rows int64) error {
+	if rows == 1 {
 		return nil
 	}
 	var exists bool
-	if err := s.pool.QueryRow(ctx, s.q.exists, rec.Name).Scan(&exists); err != nil {
-		return fmt.Errorf("update %s: %w", rec.Name, err)
+	if err := s.pool.QueryRow(ctx, s.q.exists, name).Scan(&exists); err != nil {
+		return fmt.Errorf("%s %s: %w", what, name, err)
 	}
 	if !exists {
-		return fmt.Errorf("update %s: %w", rec.Name, journal.ErrNotFound)
+		return fmt.Errorf("%s %s: %w", what, name, journal.ErrNotFound)
 	}
-	return fmt.Errorf("update %s by %s: %w", rec.Name, owner, journal.ErrLeaseLost)
+	return fmt.Errorf("%s %s by %s: %w", what, name, owner, journal.ErrLeaseLost)
 }
 
 // NextDue returns the earliest NextDue among unfinished records that no lease holds, expired or

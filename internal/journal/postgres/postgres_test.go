@@ -102,6 +102,55 @@ func TestTakeoverAcrossReplicas(t *testing.T) {
 	}
 }
 
+// A table made by an adapter from before lease tokens gets the column on the first Open, keeps
+// its rows, and fences writes from then on.
+func TestUpgradeAddsLeaseToken(t *testing.T) {
+	ctx := context.Background()
+	table := newTable(t)
+	admin, err := pgx.Connect(ctx, testDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Close(ctx) })
+	enc, err := journal.Encode(journaltest.FullRecord("old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `CREATE TABLE `+table+` (name text PRIMARY KEY, state text NOT NULL, final boolean NOT NULL,
+		next_due bigint NOT NULL, lease_owner text, lease_until bigint, finished_at bigint, data json NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `INSERT INTO `+table+` (name, state, final, next_due, data) VALUES ($1, $2, false, $3, $4)`,
+		"old", string(enc.State), enc.NextDue, string(enc.Data)); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, table)
+	journaltest.AssertEqual(t, mustGet(t, s, "old"), journaltest.FullRecord("old"))
+	got, err := s.Lease(ctx, "new", t0.Add(time.Minute), time.Minute, 10)
+	if err != nil || len(got) != 1 || got[0].LeaseToken == 0 {
+		t.Fatalf("Lease after the upgrade = %v, %v; want the old record under a token", got, err)
+	}
+	stale := got[0].Clone()
+	stale.LeaseToken = 0
+	if err := s.Update(ctx, "new", stale, t0.Add(time.Minute), 0); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("Update without the token: error = %v, want ErrLeaseLost", err)
+	}
+	if err := s.Update(ctx, "new", got[0], t0.Add(time.Minute), 0); err != nil {
+		t.Fatalf("Update under the token: %v", err)
+	}
+	open(t, table) // a second Open finds the column and changes nothing
+}
+
+func mustGet(t testing.TB, s journal.Store, name string) *journal.Record {
+	t.Helper()
+	r, err := s.Get(context.Background(), name)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", name, err)
+	}
+	return r
+}
+
 // Replicas starting together all create (or find) the schema.
 func TestConcurrentOpen(t *testing.T) {
 	table := newTable(t)
@@ -208,4 +257,8 @@ func TestOpenErrors(t *testing.T) {
 
 func BenchmarkLeaseUpdate(b *testing.B) {
 	journaltest.BenchmarkLeaseUpdate(b, open(b, newTable(b)))
+}
+
+func BenchmarkRenew(b *testing.B) {
+	journaltest.BenchmarkRenew(b, open(b, newTable(b)))
 }

@@ -7,7 +7,11 @@
 // One process owns the file: Open takes an exclusive lock on a sidecar file (path + ".lock")
 // and fails if another process holds it. Because the owner is the only writer, Open clears the
 // leases left by the previous run, whose holder is dead, so a restart resumes every process at
-// once instead of waiting for old leases to expire.
+// once instead of waiting for old leases to expire. Writes are fenced by lease tokens, as the
+// journal.Store contract says, so a worker of this process that outlived its lease cannot write
+// past the one that took the record next.
+//
+// The file and its sidecars are created private (0600, directory 0700) whatever the umask.
 package sqlite
 
 import (
@@ -22,6 +26,8 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/certprov/certprov-adapter/internal/journal"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -31,12 +37,12 @@ import (
 var ErrReadOnly = errors.New("journal: store is read-only")
 
 // schemaVersion is stored in PRAGMA user_version; a file with a higher one was written by a
-// newer adapter and is refused rather than misread.
-const schemaVersion = 1
+// newer adapter and is refused rather than misread. Version 2 added lease_token (fencing).
+const schemaVersion = 2
 
 // The columns other than data exist for the queries; data is the record as JSON and is the
 // only thing read back. Times are Unix nanoseconds, compared exactly as the engine's clock gave
-// them.
+// them. lease_token counts the grants of a record's lease: every write names the grant it holds.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS records (
 		name        TEXT    NOT NULL PRIMARY KEY,
@@ -45,12 +51,17 @@ var schema = []string{
 		next_due    INTEGER NOT NULL,
 		lease_owner TEXT,
 		lease_until INTEGER,
+		lease_token INTEGER NOT NULL DEFAULT 0,
 		finished_at INTEGER,
 		data        BLOB    NOT NULL
 	) STRICT`,
 	`CREATE INDEX IF NOT EXISTS records_due ON records (next_due) WHERE final = 0`,
 	`CREATE INDEX IF NOT EXISTS records_finished ON records (finished_at) WHERE final = 1`,
-	fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion),
+}
+
+// upgrades[v] turns a version v file into version v+1.
+var upgrades = map[int][]string{
+	1: {`ALTER TABLE records ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0`},
 }
 
 // Store is a journal.Store in one SQLite file. It is safe for concurrent use.
@@ -60,6 +71,7 @@ type Store struct {
 	r        *sql.DB // readers, concurrent with the writer thanks to WAL
 	readOnly bool
 	unlock   func() error
+	log      *zap.Logger
 
 	closeOnce sync.Once
 	closeErr  error
@@ -71,12 +83,35 @@ var _ journal.Store = (*Store)(nil)
 // reader recovering the WAL) before failing.
 const busyTimeout = 10 * time.Second
 
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	log *zap.Logger
+}
+
+// WithLogger is where Open reports a journal that others may read (at warn); the default
+// discards.
+func WithLogger(l *zap.Logger) Option { return func(o *options) { o.log = l } }
+
 // Open opens (creating if needed) the journal at path for writing by this process, and clears
 // every lease a previous run left. It fails if another process has the journal open for
 // writing.
-func Open(ctx context.Context, path string) (*Store, error) {
+//
+// The journal holds e-mail addresses, serial numbers, CSRs and certificates, so what Open
+// creates is private whatever the umask: the directory 0700, the file and its -wal, -shm and
+// .lock sidecars 0600. What exists already is left as it is, and logged at warn when group or
+// others have any access.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	o := options{log: zap.NewNop()}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	if err := preparePrivate(abs); err != nil {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	unlock, err := lockFile(abs + ".lock")
@@ -88,16 +123,19 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = unlock()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	s.unlock = unlock
+	s.unlock, s.log = unlock, o.log
 	if err := s.migrate(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	// The previous owner of the file is dead (we hold the lock), so its leases are void.
+	// The previous owner of the file is dead (we hold the lock), so its leases are void. Their
+	// tokens stay: a token only grows.
 	if _, err := s.w.ExecContext(ctx, `UPDATE records SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL`); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("open journal %s: clear leases: %w", path, err)
 	}
+	// The writes above created the sidecars, so every file can be checked now.
+	warnIfShared(abs, s.log)
 	return s, nil
 }
 
@@ -183,13 +221,23 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("create schema: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	for _, stmt := range schema {
+	stmts := schema
+	if version > 0 {
+		// An existing file: bring it up to date first (CREATE … IF NOT EXISTS then no-ops).
+		stmts = nil
+		for v := version; v < schemaVersion; v++ {
+			stmts = append(stmts, upgrades[v]...)
+		}
+		stmts = append(stmts, schema...)
+	}
+	stmts = append(stmts, fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion))
+	for _, stmt := range stmts {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("create schema: %w", err)
+			return fmt.Errorf("migrate schema from version %d: %w", version, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("create schema: %w", err)
+		return fmt.Errorf("migrate schema from version %d: %w", version, err)
 	}
 	return nil
 }
@@ -253,12 +301,12 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 		return nil, nil
 	}
 	n := journal.UnixNanos(now)
-	rows, err := s.w.QueryContext(ctx, `UPDATE records SET lease_owner = ?, lease_until = ?
+	rows, err := s.w.QueryContext(ctx, `UPDATE records SET lease_owner = ?, lease_until = ?, lease_token = lease_token + 1
 		WHERE name IN (
 			SELECT name FROM records
 			WHERE final = 0 AND next_due <= ? AND (lease_owner IS NULL OR lease_until <= ?)
 			ORDER BY next_due, name LIMIT ?)
-		RETURNING next_due, name, data`,
+		RETURNING next_due, name, lease_token, data`,
 		owner, journal.UnixNanos(now.Add(d)), n, n, limit)
 	if err != nil {
 		return nil, fmt.Errorf("lease records: %w", err)
@@ -270,8 +318,8 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 	return out, nil
 }
 
-// Update writes rec if owner holds its lease, then renews the lease to now+renew or, with
-// renew == 0, releases it.
+// Update writes rec if owner holds its lease under rec.LeaseToken, unexpired at now, then
+// renews the lease to now+renew or, with renew == 0, releases it.
 func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, now time.Time, renew time.Duration) error {
 	if s.readOnly {
 		return fmt.Errorf("update %s: %w", rec.Name, ErrReadOnly)
@@ -288,37 +336,59 @@ func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, n
 		leaseOwner = sql.NullString{String: owner, Valid: true}
 		leaseUntil = sql.NullInt64{Int64: journal.UnixNanos(now.Add(renew)), Valid: true}
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("update %s: %w", rec.Name, err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	res, err := tx.ExecContext(ctx, `UPDATE records
+	return s.fenced(ctx, "update", rec.Name, owner, `UPDATE records
 		SET state = ?, final = ?, next_due = ?, finished_at = ?, data = ?,
 			lease_owner = ?, lease_until = ?
-		WHERE name = ? AND lease_owner = ?`,
-		cols.state, cols.final, cols.nextDue, cols.finishedAt, cols.data, leaseOwner, leaseUntil, rec.Name, owner)
+		WHERE name = ? AND lease_owner = ? AND lease_token = ? AND lease_until > ?`,
+		cols.state, cols.final, cols.nextDue, cols.finishedAt, cols.data, leaseOwner, leaseUntil,
+		rec.Name, owner, rec.LeaseToken, journal.UnixNanos(now))
+}
+
+// Renew extends owner's lease on the record named name to now+d, if owner holds it under token,
+// unexpired at now.
+func (s *Store) Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error {
+	if s.readOnly {
+		return fmt.Errorf("renew %s: %w", name, ErrReadOnly)
+	}
+	if d <= 0 {
+		return fmt.Errorf("renew %s: duration %s is not positive", name, d)
+	}
+	return s.fenced(ctx, "renew", name, owner, `UPDATE records SET lease_until = ?
+		WHERE name = ? AND lease_owner = ? AND lease_token = ? AND lease_until > ?`,
+		journal.UnixNanos(now.Add(d)), name, owner, token, journal.UnixNanos(now))
+}
+
+// fenced runs a compare-and-set statement that touches the row named name only while the
+// caller's lease holds, and tells journal.ErrNotFound from journal.ErrLeaseLost when it did
+// not. One transaction, so the answer is about the row the statement saw.
+func (s *Store) fenced(ctx context.Context, what, name, owner, query string, args ...any) error {
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("update %s: %w", rec.Name, err)
+		return fmt.Errorf("%s %s: %w", what, name, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, name, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("update %s: %w", rec.Name, err)
+		return fmt.Errorf("%s %s: %w", what, name, err)
 	}
 	if n == 0 {
 		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM records WHERE name = ?`, rec.Name).Scan(&one)
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM records WHERE name = ?`, name).Scan(&one)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("update %s: %w", rec.Name, journal.ErrNotFound)
+			return fmt.Errorf("%s %s: %w", what, name, journal.ErrNotFound)
 		case err != nil:
-			return fmt.Errorf("update %s: %w", rec.Name, err)
+			return fmt.Errorf("%s %s: %w", what, name, err)
 		default:
-			return fmt.Errorf("update %s by %s: %w", rec.Name, owner, journal.ErrLeaseLost)
+			return fmt.Errorf("%s %s by %s: %w", what, name, owner, journal.ErrLeaseLost)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("update %s: %w", rec.Name, err)
+		return fmt.Errorf("%s %s: %w", what, name, err)
 	}
 	return nil
 }
@@ -424,8 +494,8 @@ func columnsOf(rec *journal.Record) (columns, error) {
 	return c, nil
 }
 
-// scanDue reads (next_due, name, data) rows, which RETURNING yields in no particular order, and
-// sorts them oldest due first.
+// scanDue reads (next_due, name, lease_token, data) rows, which RETURNING yields in no
+// particular order, and sorts them oldest due first.
 func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
 	defer rows.Close()
 	type due struct {
@@ -439,13 +509,15 @@ func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
 			d    due
 			data []byte
 		)
-		if err := rows.Scan(&d.at, &d.name, &data); err != nil {
+		var token int64
+		if err := rows.Scan(&d.at, &d.name, &token, &data); err != nil {
 			return nil, err
 		}
 		rec, err := journal.Decode(data)
 		if err != nil {
 			return nil, err
 		}
+		rec.LeaseToken = token
 		d.rec = rec
 		ds = append(ds, d)
 	}

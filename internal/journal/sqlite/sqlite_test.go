@@ -150,6 +150,7 @@ func TestReadOnlyAlongsideWriter(t *testing.T) {
 		{"Create", func() error { _, err := r.Create(ctx, journaltest.NewRecord("x", t0)); return err }},
 		{"Lease", func() error { _, err := r.Lease(ctx, "inspect", t0.Add(time.Hour), time.Hour, 10); return err }},
 		{"Update", func() error { return r.Update(ctx, "daemon", leased[0], t0, 0) }},
+		{"Renew", func() error { return r.Renew(ctx, "daemon", leased[0].Name, leased[0].LeaseToken, t0, time.Hour) }},
 		{"Compact", func() error { _, err := r.Compact(ctx, t0.Add(time.Hour)); return err }},
 	}
 	for _, tt := range writes {
@@ -232,6 +233,55 @@ func TestOpenReadOnlyErrors(t *testing.T) {
 		_ = s.Close()
 		t.Error("Open of a journal with a newer schema succeeded")
 	}
+}
+
+// A journal written by an adapter from before lease tokens (schema version 1) is upgraded in
+// place: its records are kept, its leases fenced from then on.
+func TestUpgradeFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := journal.Encode(journaltest.FullRecord("old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`CREATE TABLE records (name TEXT NOT NULL PRIMARY KEY, state TEXT NOT NULL, final INTEGER NOT NULL,
+			next_due INTEGER NOT NULL, lease_owner TEXT, lease_until INTEGER, finished_at INTEGER, data BLOB NOT NULL) STRICT`,
+		`PRAGMA user_version = 1`,
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO records (name, state, final, next_due, lease_owner, lease_until, data) VALUES (?, ?, 0, ?, 'old-run', ?, ?)`,
+		"old", string(enc.State), enc.NextDue, journal.UnixNanos(t0.Add(time.Hour)), enc.Data); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+
+	s := open(t, path)
+	journaltest.AssertEqual(t, mustGet(t, s, "old"), journaltest.FullRecord("old"))
+	got := lease(t, s, "new-run", t0.Add(time.Minute), 10)
+	if len(got) != 1 || got[0].LeaseToken == 0 {
+		t.Fatalf("Lease after the upgrade = %v; want the old record under a token", got)
+	}
+	stale := got[0].Clone()
+	stale.LeaseToken = 0 // what the old run's lease amounted to
+	if err := s.Update(ctx, "new-run", stale, t0.Add(time.Minute), 0); !errors.Is(err, journal.ErrLeaseLost) {
+		t.Fatalf("Update without the token after the upgrade: error = %v, want ErrLeaseLost", err)
+	}
+	if err := s.Update(ctx, "new-run", got[0], t0.Add(time.Minute), 0); err != nil {
+		t.Fatalf("Update under the token: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := openReadOnly(t, path) // reads the version it was upgraded to
+	mustGet(t, r, "old")
 }
 
 // Paths that need escaping in a SQLite URI still name the file they say.
@@ -333,4 +383,8 @@ func childWrites(path string) {
 func BenchmarkLeaseUpdate(b *testing.B) {
 	s := open(b, filepath.Join(b.TempDir(), "journal.db"))
 	journaltest.BenchmarkLeaseUpdate(b, s)
+}
+
+func BenchmarkRenew(b *testing.B) {
+	journaltest.BenchmarkRenew(b, open(b, filepath.Join(b.TempDir(), "journal.db")))
 }

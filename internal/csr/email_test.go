@@ -1,0 +1,395 @@
+package csr
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/process"
+)
+
+func TestCheckEmail(t *testing.T) {
+	accepted := []string{
+		"john.doe@example.com",
+		"bob.o'neil+tag@example.com",
+		"!#$%&'*+-/=?^_`{|}~@example.com",
+		`"john doe"@example.com`,
+		`"a@b"@example.com`,
+		`"\"q\""@example.com`,
+		`"back\\slash"@example.com`,
+		`"john..doe"@example.com`,
+		`".leading.dot"@example.com`,
+		`"<angle>,comma;semi:colon[]"@example.com`,
+		`"\a"@example.com`, // a needless quoted-pair is still a quoted-pair
+		"user@localhost",
+		strings.Repeat("l", 64) + "@example.com",
+		`"` + strings.Repeat("q", 62) + `"@example.com`,
+		"a@" + strings.Repeat("d", 63) + "." + strings.Repeat("e", 63) + "." + strings.Repeat("f", 63) + "." + strings.Repeat("g", 60), // 254 in all
+	}
+	for _, v := range accepted {
+		if err := checkEmail(v); err != nil {
+			t.Errorf("checkEmail(%q) = %v, want nil", v, err)
+		}
+	}
+	refused := []struct{ v, want string }{
+		{"", "empty e-mail address"},
+		{"john", "no @"},
+		{"@example.com", "empty local part"},
+		{`""@example.com`, "empty local part"},
+		{`"john@example.com`, "unbalanced quote"},
+		{`john"@example.com`, `contains '"'`},
+		{`"a"b@example.com`, "text after its closing quote"},
+		{`"a\"@example.com`, "unbalanced quote"}, // the quote is escaped: the string never closes
+		{`"a\`, "unbalanced quote"},
+		{`"a"`, "no @"},
+		{`a\b@example.com`, `contains '\\'`},
+		{"john doe@example.com", "contains ' '"},
+		{"a@b@example.com", "contains '@'"},
+		{"john..doe@example.com", "empty dot-separated part"},
+		{".john@example.com", "empty dot-separated part"},
+		{"john.@example.com", "empty dot-separated part"},
+		{"\"tab\there\"@example.com", "control character U+0009"},
+		{"\"nul\x00\"@example.com", "control character U+0000"},
+		{"del\x7f@example.com", "control character U+007F"},
+		{"john@example.com\n", "control character U+000A"},
+		{"jé@example.com", "must be ASCII"},
+		{`"jé"@example.com`, "must be ASCII"},
+		{"j@exämple.com", "punycode"},
+		{"a@[192.0.2.1]", "address literals"},
+		{"a@[IPv6:2001:db8::1]", "address literals"},
+		{strings.Repeat("l", 65) + "@example.com", "local part longer than 64"},
+		{`"` + strings.Repeat("q", 63) + `"@example.com`, "local part longer than 64"},
+		{"a@" + strings.Repeat("d", 63) + "." + strings.Repeat("e", 63) + "." + strings.Repeat("f", 63) + "." + strings.Repeat("g", 61), "longer than 254"},
+		{"a@", "e-mail domain: empty DNS name"},
+		{`"a"@`, "e-mail domain: empty DNS name"},
+		{"a@example..com", "e-mail domain"},
+		{"a@-x.example.com", "hyphen"},
+		{"a@*.example.com", "e-mail domain"},
+		{"a@example.com.", "e-mail domain"},
+	}
+	for _, tc := range refused {
+		err := checkEmail(tc.v)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkEmail(%q) = %v, want an error containing %q", tc.v, err, tc.want)
+		}
+	}
+}
+
+// quotedAddresses are the RFC 5321 Quoted-string forms the brief names.
+var quotedAddresses = []string{`"john doe"@example.com`, `"a@b"@example.com`, `"\"q\""@example.com`}
+
+// constrainedCA is a local CA whose certificate permits (or excludes) e-mail addresses at
+// example.com, so that Go's verifier has to parse every rfc822Name it issues.
+type constrainedCA struct {
+	conn *local.Connector
+	cert *x509.Certificate
+}
+
+func newConstrainedCA(t testing.TB, permitted, excluded []string) *constrainedCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "constrained test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		PermittedEmailAddresses: permitted, ExcludedEmailAddresses: excluded, PermittedDNSDomainsCritical: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := local.New(ca.Settings{"certificateFile": certFile, "keyFile": keyFile}, ca.Env{Name: "constrained"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &constrainedCA{conn: conn, cert: conn.Certificate()}
+}
+
+// issue has the device sign the CRI for req and the CA issue the certificate.
+func (c *constrainedCA) issue(t testing.TB, req *Request, key crypto.Signer, id string) (*x509.CertificateRequest, *x509.Certificate) {
+	t.Helper()
+	spki := spkiOf(t, key)
+	cri, err := BuildCRI(req, spki)
+	if err != nil {
+		t.Fatalf("BuildCRI: %v", err)
+	}
+	alg := algorithmOf(key)
+	der, err := Assemble(cri, alg, deviceSign(t, key, cri, sigStandard))
+	if err != nil {
+		t.Fatalf("Assemble: %v", err)
+	}
+	csr, err := Verify(der, spki)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	issued, err := c.conn.Issue(context.Background(), &ca.Request{Key: id, CSR: csr, CSRDER: der, Validity: time.Hour})
+	if err != nil {
+		t.Fatalf("Issue: %v", err)
+	}
+	// What a relying party sees: the certificate as it travels, parsed afresh.
+	leaf, err := x509.ParseCertificate(issued.Leaf.Raw)
+	if err != nil {
+		t.Fatalf("ParseCertificate: %v", err)
+	}
+	return csr, leaf
+}
+
+func (c *constrainedCA) verify(leaf *x509.Certificate) error {
+	roots := x509.NewCertPool()
+	roots.AddCert(c.cert)
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return err
+}
+
+// rfc822Names returns the rfc822Name entries of a subjectAltName extension as their raw
+// IA5String contents.
+func rfc822Names(t testing.TB, exts []pkix.Extension) []string {
+	t.Helper()
+	var out []string
+	for _, e := range exts {
+		if !e.Id.Equal(oidSubjectAltName()) {
+			continue
+		}
+		var names []asn1.RawValue
+		if rest, err := asn1.Unmarshal(e.Value, &names); err != nil || len(rest) > 0 {
+			t.Fatalf("SAN extension: %v", err)
+		}
+		for _, n := range names {
+			if n.Class == asn1.ClassContextSpecific && n.Tag == tagRFC822 {
+				out = append(out, string(n.Bytes))
+			}
+		}
+	}
+	return out
+}
+
+// TestQuotedEmailThroughLocalCA renders a profile over users whose address has a quoted local
+// part, has the device sign, the built-in CA issue under e-mail name constraints, and checks that
+// the certificate carries exactly the address, byte for byte, in the SAN and in the commonName,
+// that the key is the device's, and that Go's verifier (which parses every rfc822Name against the
+// constraints) accepts it.
+func TestQuotedEmailThroughLocalCA(t *testing.T) {
+	testKeys(t)
+	tmpl, err := Compile(config.Profile{
+		Subject:         config.Subject{CommonName: "{{.User.Email}}"},
+		SubjectAltNames: config.SANs{Email: []string{"{{.User.Email}}"}},
+		KeyUsage:        []string{"digitalSignature"},
+		ExtKeyUsage:     []string{"clientAuth"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	permitted := newConstrainedCA(t, []string{"example.com"}, nil)
+	excluded := newConstrainedCA(t, nil, []string{"example.com"})
+	for i, addr := range quotedAddresses {
+		t.Run(addr, func(t *testing.T) {
+			p := testProcess()
+			p.User.Email = addr
+			req, err := tmpl.Render(p)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			key := []crypto.Signer{ecKey, rsaKey, ecKey2}[i%3]
+			csr, leaf := permitted.issue(t, req, key, p.Name)
+
+			if !slices.Equal(csr.EmailAddresses, []string{addr}) {
+				t.Errorf("CSR EmailAddresses %q, want exactly %q", csr.EmailAddresses, addr)
+			}
+			if !slices.Equal(leaf.EmailAddresses, []string{addr}) {
+				t.Errorf("certificate EmailAddresses %q, want exactly %q", leaf.EmailAddresses, addr)
+			}
+			if got := rfc822Names(t, leaf.Extensions); !slices.Equal(got, []string{addr}) {
+				t.Errorf("rfc822Name DER contents %q, want exactly %q (no escaping inside the IA5String)", got, addr)
+			}
+			if leaf.Subject.CommonName != addr {
+				t.Errorf("commonName %q, want %q", leaf.Subject.CommonName, addr)
+			}
+			if !slices.Equal(leaf.RawSubjectPublicKeyInfo, spkiOf(t, key)) {
+				t.Error("the certificate does not carry the device key")
+			}
+			if err := permitted.verify(leaf); err != nil {
+				t.Errorf("verify under permitted example.com: %v", err)
+			}
+
+			// The same request under a CA that excludes example.com must fail on the constraint:
+			// proof that the verifier parsed the quoted address, not skipped it.
+			_, other := excluded.issue(t, req, key, p.Name)
+			var inv x509.CertificateInvalidError
+			if err := excluded.verify(other); err == nil || !asCertificateInvalid(err, &inv) || inv.Reason != x509.CANotAuthorizedForThisName {
+				t.Errorf("verify under excluded example.com: %v, want CANotAuthorizedForThisName", err)
+			}
+		})
+	}
+}
+
+func asCertificateInvalid(err error, target *x509.CertificateInvalidError) bool {
+	inv, ok := err.(x509.CertificateInvalidError)
+	if ok {
+		*target = inv
+	}
+	return ok
+}
+
+// A DN string shows the address with RFC 4514 escaping; the attribute itself holds it unescaped.
+func TestQuotedEmailInSubjectDisplay(t *testing.T) {
+	testKeys(t)
+	tmpl, err := Compile(config.Profile{Subject: config.Subject{CommonName: "{{.User.Email}}"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testProcess()
+	p.User.Email = `"john doe"@example.com`
+	req, err := tmpl.Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, leaf := newConstrainedCA(t, nil, nil).issue(t, req, ecKey, p.Name)
+	if got, want := leaf.Subject.String(), `CN=\"john doe\"@example.com`; got != want {
+		t.Errorf("subject %q, want %q", got, want)
+	}
+	var rdns pkix.RDNSequence
+	if _, err := asn1.Unmarshal(leaf.RawSubject, &rdns); err != nil || len(rdns) != 1 || rdns[0][0].Value != p.User.Email {
+		t.Errorf("subject RDNs %v (%v), want one commonName %q", rdns, err, p.User.Email)
+	}
+}
+
+// Literal addresses are checked when the profile compiles, not on the first device.
+func TestCompileChecksLiteralSANs(t *testing.T) {
+	if _, err := Compile(config.Profile{SubjectAltNames: config.SANs{Email: []string{`"ops team"@example.com`}}}); err != nil {
+		t.Errorf("quoted literal refused: %v", err)
+	}
+	for _, tc := range []struct {
+		sans config.SANs
+		want string
+	}{
+		{config.SANs{Email: []string{`"ops team@example.com`}}, `subjectAltNames.email[0]: "\"ops team@example.com": e-mail local part has an unbalanced quote`},
+		{config.SANs{Email: []string{"ops team@example.com"}}, "subjectAltNames.email[0]"},
+		{config.SANs{DNS: []string{"a_b.example.com"}}, "subjectAltNames.dns[0]"},
+		{config.SANs{URI: []string{"no-scheme"}}, "subjectAltNames.uri[0]"},
+		{config.SANs{UPN: []string{"no at"}}, "subjectAltNames.upn[0]"},
+	} {
+		_, err := Compile(config.Profile{SubjectAltNames: tc.sans})
+		wantErr(t, err, tc.want)
+	}
+}
+
+var (
+	fuzzCAOnce sync.Once
+	fuzzCAKey  *ecdsa.PrivateKey
+)
+
+// FuzzCheckEmail: whatever checkEmail accepts goes into a CSR and a certificate unchanged, and Go's
+// RFC 2821 mailbox parser (run by name-constraint verification) reads it with the same domain.
+func FuzzCheckEmail(f *testing.F) {
+	testKeys(f)
+	for _, s := range append(slices.Clone(quotedAddresses), "john.doe@example.com", `"a\"@example.com`, `""@x`, "a@[1.2.3.4]",
+		`"\\"@example.com`, `"a b"@exa-mple.com`, "a@b@c", "jé@example.com", "\"x\x00\"@e.com", `"@"@e`) {
+		f.Add(s)
+	}
+	fuzzCAOnce.Do(func() { fuzzCAKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader) })
+	spki := spkiOf(f, ecKey)
+	f.Fuzz(func(t *testing.T, v string) {
+		if checkEmail(v) != nil {
+			return
+		}
+		if len(v) > maxEmail || !isASCII(v) || strings.ContainsFunc(v, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			t.Fatalf("accepted %q", v)
+		}
+		req := &Request{EmailAddresses: []string{v}}
+		cri, err := BuildCRI(req, spki)
+		if err != nil {
+			t.Fatalf("BuildCRI refused %q: %v", v, err)
+		}
+		der, err := Assemble(cri, process.AlgorithmECDSASHA256, deviceSign(t, ecKey, cri, sigStandard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := Verify(der, spki)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(csr.EmailAddresses, []string{v}) {
+			t.Fatalf("CSR carries %q for %q", csr.EmailAddresses, v)
+		}
+		// A CA that permits exactly the domain checkEmail found; Go's verifier must parse the
+		// address and agree on that domain.
+		domain := v[strings.LastIndexByte(v, '@')+1:]
+		caTmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fuzz CA"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+			PermittedEmailAddresses: []string{domain},
+		}
+		caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, fuzzCAKey.Public(), fuzzCAKey)
+		if err != nil {
+			t.Fatalf("CA for domain %q: %v", domain, err)
+		}
+		caCert, err := x509.ParseCertificate(caDER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: caTmpl.NotBefore, NotAfter: caTmpl.NotAfter,
+			EmailAddresses: []string{v}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, csr.PublicKey, fuzzCAKey)
+		if err != nil {
+			t.Fatalf("certificate for %q: %v", v, err)
+		}
+		leaf, err := x509.ParseCertificate(leafDER)
+		if err != nil {
+			t.Fatalf("ParseCertificate for %q: %v", v, err)
+		}
+		if !slices.Equal(leaf.EmailAddresses, []string{v}) {
+			t.Fatalf("certificate carries %q for %q", leaf.EmailAddresses, v)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(caCert)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Fatalf("Go's verifier disagrees on %q (domain %q): %v", v, domain, err)
+		}
+	})
+}
+
+// BenchmarkCheckEmail measures the per-address check that every rendered e-mail SAN passes.
+func BenchmarkCheckEmail(b *testing.B) {
+	for _, v := range []string{"john.doe@example.com", `"john doe"@example.com`} {
+		b.Run(v, func(b *testing.B) {
+			for b.Loop() {
+				if err := checkEmail(v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
