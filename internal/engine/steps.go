@@ -286,6 +286,10 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 			// is kept below, whatever happened meanwhile.
 			return
 		}
+		if err != nil && cctx.Err() != nil {
+			e.caTimedOut(rec, r, err)
+			return
+		}
 		// The connector answered: by contract an error means nothing was issued.
 		rec.CAInFlight = false
 		if err != nil {
@@ -323,6 +327,21 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 	e.enter(rec, journal.StateIssued)
 	e.log.Info("certificate issued", zap.String("process", rec.Name), zap.String("subject", issued.Leaf.Subject.String()),
 		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("not_after", issued.Leaf.NotAfter))
+}
+
+// caTimedOut handles a CA call that the connection's timeout cut: the CA may have issued, its
+// answer lost on the way. Asking again could issue a second certificate, so the request stays in
+// flight: the next attempt asks a CA that can say what it issued (ca.Recoverer), and with one
+// that cannot the process fails now.
+func (e *Engine) caTimedOut(rec *journal.Record, r *resolved, err error) {
+	e.o.Metrics.Inc("ca_errors_total", rec.CAName, "timeout")
+	if _, ok := r.ca.Connector.(ca.Recoverer); ok {
+		e.retryLater(rec, "the CA", err, 0)
+		return
+	}
+	rec.CAInFlight = false
+	e.fail(rec, fmt.Sprintf("the CA did not answer within %s; it may have issued a certificate, so the request "+
+		"was stopped to avoid issuing two", r.ca.Timeout))
 }
 
 // journalIntent writes rec before a side effect that must not happen unrecorded, and reports
