@@ -6,16 +6,14 @@ import (
 	"io"
 	"os"
 
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/cli"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	return cli.Run(args, cli.Options{Version: version, Stdout: stdout, Stderr: stderr})
+	return cli.Run(args, cli.Options{Build: buildinfo.Get(), Stdout: stdout, Stderr: stderr})
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
@@ -30,6 +31,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
+	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/telemetry"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
@@ -45,6 +47,17 @@ type Adapter struct {
 	pubsub   *pubsub.Client
 	// va is the Verified Access enrollment server; nil unless verifiedAccess.enabled.
 	va *verifiedaccess.Server
+	// Audit is the audit trail's sink (audit.path), shared by the engine and the enrollment
+	// server.
+	Audit *audit.Log
+	// LogLevel, when set, is the handle through which a reload changes log.level.
+	LogLevel *logging.Level
+
+	// What a reload changes (reload.go); reloading serializes reloads.
+	reloading sync.Mutex
+	api       *chromeapi.Client
+	vaClient  *verifiedaccess.Client
+	conns     map[string]*engine.CAConnection
 
 	interrupt     chan struct{} // closed by Interrupt
 	interruptOnce sync.Once
@@ -153,14 +166,14 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 }
 
 // verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, metrics *telemetry.Counters) (*verifiedaccess.Server, error) {
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, metrics *telemetry.Counters, trail *audit.Log) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
-		return nil, nil
+		return nil, nil, nil
 	}
 	profiles, err := VerifiedAccessProfiles(cfg, conns)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	client, err := verifiedaccess.NewClient(ctx, verifiedaccess.ClientOptions{
 		Endpoint:       va.Endpoint,
@@ -173,15 +186,19 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		InsecureAllowCleartext: va.InsecureAllowCleartext,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return verifiedaccess.NewServer(verifiedaccess.ServerOptions{
+	srv, err := verifiedaccess.NewServer(verifiedaccess.ServerOptions{
 		Config:   va,
 		Profiles: profiles,
 		Google:   client,
 		Logger:   log.Named("verifiedaccess"),
 		Metrics:  metrics,
+
+		Audit:      trail,
+		InstanceID: cfg.InstanceID,
 	})
+	return srv, client, err
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -208,12 +225,18 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		return nil, err
 	}
 	metrics := &telemetry.Counters{}
-	vaServer, err := verifiedAccessServer(ctx, cfg, cas, log, metrics)
+	trail, err := audit.Open(cfg.Audit.Path, log.Named("audit"))
 	if err != nil {
+		return nil, err
+	}
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, metrics, trail)
+	if err != nil {
+		_ = trail.Close()
 		return nil, err
 	}
 	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
+		_ = trail.Close()
 		return nil, err
 	}
 	eng, err := engine.New(engine.Options{
@@ -227,6 +250,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		MaxPollInterval: cfg.Engine.MaxPollInterval,
 		Retry:           cfg.Engine.Retry,
 		LeaseDuration:   cfg.Journal.LeaseDuration,
+		Audit:           trail,
 		Logger:          log.Named("engine"),
 		Metrics:         metrics,
 		// How long a stop lets in-flight steps finish (Run).
@@ -234,6 +258,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	})
 	if err != nil {
 		_ = store.Close()
+		_ = trail.Close()
 		return nil, err
 	}
 	receiver := intake.NewReceiver(intake.ReceiverOptions{
@@ -243,10 +268,12 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	psClient, err := PubSubClient(ctx, cfg, receiver.ClientOptions())
 	if err != nil {
 		_ = store.Close()
+		_ = trail.Close()
 		return nil, err
 	}
 	return &Adapter{
-		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, pubsub: psClient, va: vaServer,
+		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
+		api: api, vaClient: vaClient, conns: cas,
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
 }
@@ -391,7 +418,7 @@ func (a *Adapter) Close() error {
 	case <-t.C:
 		psErr = fmt.Errorf("pubsub client still closing after %s; left behind", closeTimeout)
 	}
-	return errors.Join(psErr, a.Store.Close())
+	return errors.Join(psErr, a.Store.Close(), a.Audit.Close())
 }
 
 // parts tracks which parts of a running adapter have not returned yet.

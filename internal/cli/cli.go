@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	_ "github.com/certprov/certprov-adapter/internal/ca/install" // the connector types this binary offers
 	"github.com/certprov/certprov-adapter/internal/suggest"
 )
@@ -29,10 +30,10 @@ const (
 
 // Options are what the command tree needs from main.
 type Options struct {
-	// Version is printed by `version` and `--version`, and logged by `run`.
-	Version string
-	Stdout  io.Writer
-	Stderr  io.Writer
+	// Build is printed by `version` and `--version`, and logged by `run`.
+	Build  buildinfo.Info
+	Stdout io.Writer
+	Stderr io.Writer
 }
 
 // failed is the error of a command that found problems or failed at run time. The command has
@@ -89,7 +90,7 @@ a certificate request, gets the certificate from a configured CA and hands it ba
 
 Every command that reads a configuration takes --config FILE (default: $CERTPROV_CONFIG, else
 /etc/certprov/adapter.yaml). Exit codes: 0 success, 1 problems found or a failure, 2 usage error.`,
-		Version:       o.Version,
+		Version:       o.Build.String(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          noArgs,
@@ -153,10 +154,10 @@ func noArgs(cmd *cobra.Command, args []string) error {
 func newVersionCmd(o Options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
+		Short: "Print the version, commit, build date and Go version",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintln(cmd.OutOrStdout(), "certprov-adapter", o.Version)
+			fmt.Fprintln(cmd.OutOrStdout(), "certprov-adapter", o.Build)
 			return nil
 		},
 	}

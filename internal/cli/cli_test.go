@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/inspect"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
@@ -22,7 +23,7 @@ import (
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = Run(args, Options{Version: "1.2.3-test", Stdout: &out, Stderr: &errOut})
+	code = Run(args, Options{Build: testBuild, Stdout: &out, Stderr: &errOut})
 	return code, out.String(), errOut.String()
 }
 
@@ -106,9 +107,13 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// testBuild is the build the tests' command tree reports.
+var testBuild = buildinfo.Info{Version: "v1.2.3-test", Commit: "0123abcd", Date: "2030-01-02T03:04:05Z", GoVersion: "go1.26.0", Platform: "linux/amd64"}
+
 func TestVersion(t *testing.T) {
+	const want = "certprov-adapter v1.2.3-test (commit 0123abcd, built 2030-01-02T03:04:05Z, go1.26.0 linux/amd64)\n"
 	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
-		if code, out, _ := runCLI(t, args...); code != ExitOK || out != "certprov-adapter 1.2.3-test\n" {
+		if code, out, _ := runCLI(t, args...); code != ExitOK || out != want {
 			t.Errorf("%v: exit %d, %q", args, code, out)
 		}
 	}

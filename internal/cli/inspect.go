@@ -22,10 +22,13 @@ const inspectTimeout = 30 * time.Second
 func newInspectCmd(o Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "inspect [PROCESS]",
-		Short: "List unfinished processes, or show one process's history",
+		Short: "List processes, or show one process's history and certificate",
 		Long: `Without PROCESS, list the unfinished processes of the journal: state, age, next step, due in,
-attempts, last error. With PROCESS (its id or full name), show that process's history, finished
-or not. Works beside a running adapter, for SQLite and PostgreSQL journals.`,
+attempts, last error; with --all the finished ones too (outcome, serial, failure; newest first,
+at most --limit), with --state only those in one state. With PROCESS (its id or full name), show
+that process's history, finished or not, and its certificate (subject, issuer, serial, SANs,
+validity, SPKI SHA-256; --pem the PEM too). Works beside a running adapter, for SQLite and
+PostgreSQL journals.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("at most one process")
@@ -35,6 +38,18 @@ or not. Works beside a running adapter, for SQLite and PostgreSQL journals.`,
 	}
 	path := configFlag(cmd)
 	asJSON := cmd.Flags().Bool("json", false, "print JSON for scripts")
+	all := cmd.Flags().Bool("all", false, "list finished processes too, most recent first")
+	stateName := cmd.Flags().String("state", "", "list only processes in this state (uploaded and failed: finished ones)")
+	limit := cmd.Flags().Int("limit", inspect.DefaultLimit, "list at most this many finished processes")
+	withPEM := cmd.Flags().Bool("pem", false, "with PROCESS: print the certificate's PEM too")
+	cmd.MarkFlagsMutuallyExclusive("all", "state")
+	_ = cmd.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		var names []string
+		for _, st := range journal.States() {
+			names = append(names, string(st))
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
 	cmd.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
@@ -42,6 +57,14 @@ or not. Works beside a running adapter, for SQLite and PostgreSQL journals.`,
 		return unfinishedIDs(*path), cobra.ShellCompDirectiveNoFileComp
 	}
 	cmd.RunE = func(_ *cobra.Command, args []string) error {
+		filter := inspect.Filter{All: *all, Limit: *limit}
+		if *stateName != "" {
+			st, err := inspect.ParseState(*stateName)
+			if err != nil {
+				return usagef("--state: %v", err)
+			}
+			filter.State = st
+		}
 		cfg, err := config.Load(*path)
 		if err != nil {
 			printProblems(o.Stderr, *path, err)
@@ -56,11 +79,7 @@ or not. Works beside a running adapter, for SQLite and PostgreSQL journals.`,
 		defer store.Close()
 		now := time.Now()
 		if len(args) == 0 {
-			recs, err := store.Unfinished(ctx)
-			if err == nil {
-				err = inspect.List(o.Stdout, recs, now, *asJSON)
-			}
-			if err != nil {
+			if err := inspect.Run(ctx, o.Stdout, store, filter, now, *asJSON); err != nil {
 				return fail(err)
 			}
 			return nil
@@ -69,7 +88,11 @@ or not. Works beside a running adapter, for SQLite and PostgreSQL journals.`,
 		if err != nil {
 			return fail(err)
 		}
-		if err := inspect.Show(o.Stdout, rec, now, *asJSON); err != nil {
+		var opts []inspect.ShowOption
+		if *withPEM {
+			opts = append(opts, inspect.WithPEM())
+		}
+		if err := inspect.Show(o.Stdout, rec, now, *asJSON, opts...); err != nil {
 			return fail(err)
 		}
 		return nil

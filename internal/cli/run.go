@@ -20,7 +20,11 @@ func newRunCmd(o Options) *cobra.Command {
 		Short: "Receive notifications and provision certificates (the daemon)",
 		Long: `Run the adapter until SIGTERM or SIGINT. The first signal stops taking work and lets in-flight
 CA calls and uploads finish for shutdownGracePeriod, then exits 0; a second signal stops at once
-(exit 1), and what was cut off resumes from the journal on the next start.`,
+(exit 1), and what was cut off resumes from the journal on the next start.
+
+SIGHUP reloads the configuration and the files it names, all checked first: profiles, CA
+connections, customers, rate limits, log level and the Verified Access TLS certificate change
+live; a configuration that does not load is refused (logged) and the old one goes on.`,
 		Args: noArgs,
 	}
 	path := configFlag(cmd)
@@ -36,7 +40,7 @@ func runDaemon(o Options, path string) error {
 		printProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
-	log, err := logging.New(cfg.Log.Level, cfg.Log.Format)
+	log, level, err := logging.NewLeveled(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return fail(err)
 	}
@@ -51,6 +55,10 @@ func runDaemon(o Options, path string) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP reloads the configuration (registered now: unhandled, it would end the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	quit := make(chan struct{})
@@ -69,7 +77,19 @@ func runDaemon(o Options, path string) error {
 		case <-quit:
 		}
 	}()
-	log.Info("starting", zap.String("version", o.Version), zap.String("config", path))
+	a.LogLevel = level
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration", zap.String("config", path))
+				_ = a.ReloadFile(path) // logged by the adapter; a refused reload keeps running
+			case <-quit:
+				return
+			}
+		}
+	}()
+	log.Info("starting", zap.String("version", o.Build.Version), zap.String("commit", o.Build.Commit), zap.String("config", path))
 	runErr := a.Run(ctx)
 	if err := a.Close(); err != nil {
 		log.Warn("close", zap.Error(err))

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
@@ -110,6 +111,9 @@ func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 		cfg.Journal.Path = DefaultJournalPath
 	}
 	cfg.Journal.Path = cfg.ResolvePath(cfg.Journal.Path)
+	if cfg.Audit.Path != audit.Stdout {
+		cfg.Audit.Path = cfg.ResolvePath(cfg.Audit.Path)
+	}
 	cfg.VerifiedAccess.TLS.CertFile = cfg.ResolvePath(cfg.VerifiedAccess.TLS.CertFile)
 	cfg.VerifiedAccess.TLS.KeyFile = cfg.ResolvePath(cfg.VerifiedAccess.TLS.KeyFile)
 	for name, p := range cfg.VerifiedAccess.Profiles {
