@@ -91,6 +91,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"validate", "extra"}, `unknown command "extra"`},
 		{[]string{"validate", "--offline", "--check-connections", "--config", cfg}, "exclude each other"},
 		{[]string{"inspect", "--config", cfg, "A", "B"}, "at most one process"},
+		{[]string{"inspect", "--config", cfg, "--all", "--state", "failed"}, "none of the others can be"},
+		{[]string{"inspect", "--config", cfg, "--state", "done"}, `unknown state "done"`},
 		{[]string{"init-ca"}, "--dir is required"},
 		{[]string{"init-ca", "--validity", "forever"}, "invalid argument"},
 		{[]string{"config"}, "a subcommand is required"},
@@ -191,6 +193,9 @@ func TestCompletion(t *testing.T) {
 	}
 	if got := complete("init-ca", "--key-type", ""); !equal(got, []string{"ecdsa", "rsa"}) {
 		t.Errorf("--key-type: %v", got)
+	}
+	if got := complete("inspect", "--state", ""); !slices.Contains(got, "uploaded") || !slices.Contains(got, "failed") || !slices.Contains(got, "sign_requested") {
+		t.Errorf("inspect --state completes %v", got)
 	}
 	if got := complete("config", ""); !equal(got, []string{"print"}) {
 		t.Errorf("config: %v", got)
