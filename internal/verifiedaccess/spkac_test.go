@@ -10,6 +10,44 @@ import (
 	"testing"
 )
 
+// TestParseSPKACAsChromeOSBuildsIt: what CryptoUtilityImpl::CreateSPKACInternal produces — a
+// random hex challenge of 20 (TPM 1.2) or 32 (TPM 2.0) bytes, NULL parameters for both
+// algorithms, and for ECDSA a DER or a raw r||s signature — is accepted, and the challenge read
+// back as the device wrote it.
+func TestParseSPKACAsChromeOSBuildsIt(t *testing.T) {
+	testKeys(t)
+	for _, tpm := range []struct {
+		name  string
+		bytes int
+	}{{"TPM 1.2", 20}, {"TPM 2.0", 32}} {
+		for _, k := range []struct {
+			name    string
+			key     crypto.Signer
+			raw     bool
+			wantAlg string
+		}{
+			{"RSA", rsaKey, false, "SHA256-RSA"},
+			{"ECDSA, DER signature", ecKey, false, "ECDSA-SHA256"},
+			{"ECDSA, raw r||s signature", ecKey, true, "ECDSA-SHA256"},
+		} {
+			t.Run(tpm.name+", "+k.name, func(t *testing.T) {
+				challenge := chromeOSChallenge(t, tpm.bytes)
+				if len(challenge) != 2*tpm.bytes {
+					t.Fatalf("challenge %q", challenge)
+				}
+				got, err := ParseSPKAC(makeSPKAC(t, chromeOSSPKAC(k.key, challenge, k.raw)))
+				if err != nil {
+					t.Fatalf("a ChromeOS SPKAC is refused: %v", err)
+				}
+				want, _ := x509.MarshalPKIXPublicKey(k.key.Public())
+				if got.Algorithm != k.wantAlg || got.Challenge != challenge || !bytes.Equal(got.SPKI, want) {
+					t.Errorf("algorithm %s challenge %q SPKI equal %v", got.Algorithm, got.Challenge, bytes.Equal(got.SPKI, want))
+				}
+			})
+		}
+	}
+}
+
 func TestParseSPKAC(t *testing.T) {
 	testKeys(t)
 	tests := []struct {
@@ -29,7 +67,12 @@ func TestParseSPKAC(t *testing.T) {
 		{name: "SHA-1 with RSA refused", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA1WithRSA, params: asn1.NullRawValue, hash: crypto.SHA1}, wantErr: "SHA-1"},
 		{name: "ECDSA algorithm on RSA key", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidECDSAWithSHA256}, wantErr: "does not fit an RSA key"},
 		{name: "RSA algorithm on ECDSA key", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.NullRawValue}, wantErr: "does not fit an ECDSA key"},
-		{name: "ECDSA with parameters", spec: spkacSpec{key: ecKey, challenge: "c", params: asn1.NullRawValue, alg: oidECDSAWithSHA256}, wantErr: "no parameters"},
+		{name: "ECDSA without parameters (RFC 5758)", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256}, wantAlg: "ECDSA-SHA256"},
+		{name: "ECDSA raw r||s", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true}, wantAlg: "ECDSA-SHA256"},
+		{name: "tampered raw ECDSA", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true, tamper: true}, wantErr: "does not verify"},
+		{name: "ECDSA signature neither DER nor raw", spec: spkacSpec{key: ecKey, challenge: "c", trailingSig: true}, wantErr: "neither DER"},
+		{name: "ECDSA with odd parameters", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256, params: asn1.RawValue{FullBytes: []byte{0x06, 0x03, 0x2a, 0x03, 0x04}}}, wantErr: "other than NULL"},
+		{name: "ECDSA with SHA-1 refused", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA1, hash: crypto.SHA1}, wantErr: "SHA-1"},
 		{name: "RSA with odd parameters", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.RawValue{FullBytes: []byte{0x02, 0x01, 0x00}}}, wantErr: "other than NULL"},
 		{name: "unknown algorithm", spec: spkacSpec{key: rsaKey, challenge: "c", alg: asn1.ObjectIdentifier{1, 2, 3}}, wantErr: "does not fit"},
 		{name: "small RSA key", spec: spkacSpec{key: rsaSmall, challenge: "c"}, wantErr: "at least 2048"},
