@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -404,6 +405,8 @@ func TestChallengeErrors(t *testing.T) {
 	h.api.failNextCall(http.StatusServiceUnavailable, "backend down")
 	h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "wifi"}))
 	h.api.failNextCall(http.StatusForbidden, "no permission")
+	h.refuse(CodeMisconfigured)(h.post(ChallengePath, map[string]string{"profile": "legacy"}))
+	h.api.failNextCall(http.StatusTooManyRequests, "quota")
 	h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "legacy"}))
 }
 
@@ -456,20 +459,26 @@ func TestEnrollRefusals(t *testing.T) {
 		{name: "user domain not allowed", do: raw(`{"profile":"users","scope":"user","challengeResponse":"AA==","identity":"eve@evil.example"}`),
 			code: CodePolicyDenied, failedRules: []string{"userDomains: got evil.example, want one of [example.com, corp.example.com]"}},
 
-		{name: "Google refuses the response", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "refused", verifies: 1},
-		{name: "v1 response not a SignedData", do: raw(`{"profile":"legacy","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "SignedData"},
-		{name: "identity mismatch, machine", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "other.com"}), code: CodeIdentityMismatch, msg: "example.com", verifies: 1},
-		{name: "identity mismatch, user", do: enroll("users", "user", "alice@example.com", &fakeDevice{key: ecKey, identity: "mallory@example.com"}), code: CodeIdentityMismatch, msg: "alice@example.com", verifies: 1},
-		{name: "Google says expired", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{400, "challenge expired: issued 61s ago"}}), code: CodeChallengeExpired, verifies: 1},
-		{name: "Google says used", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{400, "challenge already used"}}), code: CodeChallengeReplayed, verifies: 1},
-		{name: "Google forbids", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{403, "denied"}}), code: CodeBadChallenge, verifies: 1},
-		{name: "Google unavailable", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{503, "down"}}), code: CodeUnavailable, verifies: 1},
-		{name: "Google rate limits", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{429, "quota"}}), code: CodeUnavailable, verifies: 1},
-		{name: "adapter credentials refused", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{401, "bad token"}}), code: CodeUnavailable, verifies: 1},
+		{name: "not a challenge response", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "not an answer"},
+		{name: "v1 response not a SignedData", do: raw(`{"profile":"legacy","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "not an answer"},
+		{name: "response without its challenge", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"` +
+			base64.StdEncoding.EncodeToString(marshalSignedData([]byte{0x12, 0x01, 0x00}, []byte("sig"))) + `"}`), code: CodeBadChallenge, msg: "no challenge"},
+		{name: "answer to a challenge the adapter did not hand out", do: func(h *harness) (int, map[string]any) {
+			foreign := base64.StdEncoding.EncodeToString(marshalSignedData(randomBytes(t, 32), []byte("google-sig")))
+			resp := (&fakeDevice{key: ecKey, identity: "example.com"}).respond(h.t, h.api, foreign, "v2")
+			return h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+		}, code: CodeBadChallenge, msg: "did not hand out"},
+		{name: "Google refuses the response", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", unregistered: true}), code: CodeBadChallenge, msg: "refused", verifies: 1},
+		{name: "identity mismatch, machine", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "other.com"}), code: CodeBadChallenge, msg: `for "example.com"`, verifies: 1},
+		{name: "identity mismatch, user", do: enroll("users", "user", "alice@example.com", &fakeDevice{key: ecKey, identity: "mallory@example.com"}), code: CodeBadChallenge, msg: `for "alice@example.com"`, verifies: 1},
 
 		{name: "no SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", noSPKAC: true}), code: CodeBadChallenge, msg: "registerKey", verifies: 1},
 		{name: "tampered SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", spkac: spkacSpec{tamper: true}}), code: CodeBadChallenge, msg: "does not verify", verifies: 1},
-		{name: "MD5 SPKAC", do: enroll("legacy", "machine", "", &fakeDevice{key: rsaKey, identity: "example.com", spkac: spkacSpec{alg: oidMD5WithRSA, hash: crypto.MD5}}), code: CodeBadChallenge, msg: "MD5", verifies: 1},
+		{name: "MD5 SPKAC", do: enroll("legacy", "machine", "", &fakeDevice{key: rsaKey, identity: "example.com", spkac: spkacSpec{alg: oidMD5WithRSA, params: asn1.NullRawValue, hash: crypto.MD5}}), code: CodeBadChallenge, msg: "MD5", verifies: 1},
+		{name: "SHA-1 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: rsaKey, identity: "example.com", spkac: spkacSpec{alg: oidSHA1WithRSA, params: asn1.NullRawValue, hash: crypto.SHA1}}), code: CodeBadChallenge, msg: "SHA-1", verifies: 1},
+		{name: "ECDSA SHA-1 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", spkac: spkacSpec{alg: oidECDSAWithSHA1, params: asn1.NullRawValue, hash: crypto.SHA1}}), code: CodeBadChallenge, msg: "SHA-1", verifies: 1},
+		{name: "P-384 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ec384Key, identity: "example.com"}), code: CodeBadChallenge, msg: "want P-256", verifies: 1},
+		{name: "RSA-1024 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: rsaSmall, identity: "example.com"}), code: CodeBadChallenge, msg: "at least 2048", verifies: 1},
 
 		{name: "policy: developer mode, unencrypted, old OS", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) {
 			m["keyTrustLevel"] = "CHROME_OS_DEVELOPER_MODE"
@@ -526,8 +535,8 @@ func TestEnrollRefusals(t *testing.T) {
 func TestErrorCodes(t *testing.T) {
 	want := map[Code]int{
 		CodeBadRequest: 400, CodeUnknownProfile: 404, CodeBadChallenge: 400, CodeChallengeExpired: 400,
-		CodeChallengeReplayed: 409, CodeIdentityMismatch: 403, CodePolicyDenied: 403, CodeCAFailure: 502,
-		CodeUnavailable: 503, CodeRateLimited: 429, CodeBusy: 503,
+		CodeChallengeReplayed: 409, CodePolicyDenied: 403, CodeCAFailure: 502,
+		CodeUnavailable: 503, CodeMisconfigured: 500, CodeRateLimited: 429, CodeBusy: 503,
 	}
 	for code, status := range want {
 		if code.Status() != status {
@@ -536,6 +545,75 @@ func TestErrorCodes(t *testing.T) {
 	}
 	if CodeOf(fmt.Errorf("plain")) != CodeUnavailable || CodeOf(fmt.Errorf("wrapped: %w", fail(CodeBadChallenge, nil, "x"))) != CodeBadChallenge {
 		t.Error("CodeOf")
+	}
+}
+
+// TestGoogleRefusals: each answer Google can give to challenge:verify maps to its documented
+// code by its HTTP status, never by its message (the messages below say the opposite of the
+// status on purpose); a refusal Google never judged leaves the challenge usable, one it judged
+// uses it up.
+func TestGoogleRefusals(t *testing.T) {
+	testKeys(t)
+	tests := []struct {
+		name           string
+		fail           fakeFailure
+		code           Code
+		msg            string
+		wantRetryAfter string
+		reason         string // the ErrorInfo reason logged
+		sameAnswerOK   bool   // the same answer enrolls once Google is back
+	}{
+		{name: "400", fail: fakeFailure{status: 400, message: "service unavailable, try again"}, code: CodeBadChallenge, msg: "refused"},
+		{name: "400 saying expired", fail: fakeFailure{status: 400, message: "challenge expired"}, code: CodeBadChallenge, msg: "refused"},
+		{name: "401", fail: fakeFailure{status: 401, message: "invalid challenge response"}, code: CodeMisconfigured, msg: "credentials", sameAnswerOK: true},
+		{name: "403", fail: fakeFailure{status: 403, message: "challenge already used"}, code: CodeMisconfigured,
+			msg: "service account is not allowed", reason: "SERVICE_DISABLED", sameAnswerOK: true},
+		{name: "404", fail: fakeFailure{status: 404, message: "identity mismatch"}, code: CodeMisconfigured, msg: "cannot reach", sameAnswerOK: true},
+		{name: "429 with Retry-After", fail: fakeFailure{status: 429, message: "invalid challenge response", retryAfter: "7"}, code: CodeUnavailable,
+			msg: "try again later", wantRetryAfter: "7", reason: "RATE_LIMIT_EXCEEDED", sameAnswerOK: true},
+		{name: "500", fail: fakeFailure{status: 500, message: "identity mismatch"}, code: CodeUnavailable, msg: "try again later", sameAnswerOK: true},
+		{name: "503 with Retry-After", fail: fakeFailure{status: 503, message: "challenge expired", retryAfter: "2"}, code: CodeUnavailable,
+			msg: "try again later", wantRetryAfter: "2", sameAnswerOK: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, harnessOptions{})
+			resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
+			f := tt.fail
+			h.api.mu.Lock()
+			h.api.failNext = append(h.api.failNext, f)
+			h.api.mu.Unlock()
+			b, _ := json.Marshal(enrollBody("wifi", "machine", resp, ""))
+			r, err := http.Post(h.http.URL+EnrollPath, "application/json", bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out map[string]any
+			_ = json.NewDecoder(r.Body).Decode(&out)
+			r.Body.Close()
+			e := h.mustRefuse(r.StatusCode, out, tt.code)
+			if msg, _ := e["message"].(string); !strings.Contains(msg, tt.msg) || strings.Contains(msg, f.message) {
+				t.Errorf("message %q; want it to mention %q and not Google's text", msg, tt.msg)
+			}
+			if got := r.Header.Get("Retry-After"); got != tt.wantRetryAfter {
+				t.Errorf("Retry-After %q, want %q", got, tt.wantRetryAfter)
+			}
+			if tt.reason != "" {
+				var logged bool
+				for _, l := range h.logs.All() {
+					logged = logged || l.ContextMap()["reason"] == tt.reason
+				}
+				if !logged {
+					t.Errorf("no log line with reason %s", tt.reason)
+				}
+			}
+			status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+			if tt.sameAnswerOK {
+				h.issued(ecKey)(status, out)
+			} else if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
+				t.Errorf("the answer Google judged was accepted again: %d %v", status, out)
+			}
+		})
 	}
 }
 
@@ -568,17 +646,20 @@ func TestReplay(t *testing.T) {
 			t.Fatalf("%d %v", status, out)
 		}
 	})
-	t.Run("same key and challenge in a new response", func(t *testing.T) {
+	t.Run("a second answer to the same challenge", func(t *testing.T) {
+		// A device may answer one challenge twice, with two keys: each answer is new, its
+		// challenge is not.
 		h := newHarness(t, harnessOptions{})
 		chal := h.challenge("wifi")
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
 		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", d.respond(t, h.api, chal, "v2"), "")))
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", d.respond(t, h.api, chal, "v2"), ""))
+		other := &fakeDevice{key: newECKey(t), identity: "example.com"}
+		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", other.respond(t, h.api, chal, "v2"), ""))
 		if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
 			t.Fatalf("%d %v", status, out)
 		}
-		if h.ca.conn.IssuedTotal() != 1 {
-			t.Errorf("issued %d", h.ca.conn.IssuedTotal())
+		if h.ca.conn.IssuedTotal() != 1 || h.api.verifyCalls() != 1 {
+			t.Errorf("issued %d, verify calls %d", h.ca.conn.IssuedTotal(), h.api.verifyCalls())
 		}
 	})
 	t.Run("concurrent duplicates issue once", func(t *testing.T) {
@@ -630,40 +711,62 @@ func TestReplay(t *testing.T) {
 	t.Run("a refused response stays used", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "other.com"})
-		h.refuse(CodeIdentityMismatch)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	})
-	t.Run("used responses are kept until they would have expired", func(t *testing.T) {
+	t.Run("challenges are remembered until long after they expired", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "other.com"})
-		h.refuse(CodeIdentityMismatch)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		h.advance(time.Minute + replayGrace - time.Second)
 		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		h.advance(2 * time.Second)
-		h.srv.usedResponses.purgeExpired()
-		if n := h.srv.usedResponses.len(); n != 0 {
-			t.Errorf("%d used responses kept after their lifetime", n)
+		h.srv.purgeChallenges(context.Background())
+		if n := h.srv.challenges.(*MemoryChallenges).Len(); n != 0 {
+			t.Errorf("%d challenges kept after their lifetime", n)
 		}
-		// Google now judges it again (and says what it says).
-		h.refuse(CodeIdentityMismatch)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		// Forgotten now: the adapter no longer knows it handed it out, and Google is not asked.
+		e := h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		if !strings.Contains(e["message"].(string), "did not hand out") || h.api.verifyCalls() != 1 {
+			t.Errorf("%v, %d verify calls", e, h.api.verifyCalls())
+		}
 	})
-	t.Run("full replay set refuses instead of forgetting", func(t *testing.T) {
+	t.Run("a full store refuses new challenges instead of forgetting", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{maxTracked: 1})
-		h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", "AAAA", "")))
-		h.refuse(CodeUnavailable)(h.post(EnrollPath, enrollBody("wifi", "machine", "AAAB", "")))
-		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", "AAAA", "")))
+		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
+		h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "wifi"}))
+		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		if status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")); status != http.StatusConflict {
+			t.Errorf("replay of a remembered challenge: %d %v", status, out)
+		}
 	})
 }
 
+// TestAdapterSideExpiry: an answer to a challenge older than the adapter's lifetime is refused
+// although Google (whose clock has not moved) would accept it. The SPKAC carries ChromeOS's
+// random challenge, so only the challenge response says how old the answer is.
 func TestAdapterSideExpiry(t *testing.T) {
 	testKeys(t)
-	h := newHarness(t, harnessOptions{})
-	resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-	h.advance(time.Minute + time.Second)
-	e := h.refuse(CodeChallengeExpired)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
-	if !strings.Contains(e["message"].(string), "older than 1m0s") {
-		t.Errorf("message %q", e["message"])
+	for _, tt := range []struct {
+		profile string
+		key     crypto.Signer
+	}{{"wifi", ecKey}, {"legacy", rsaKey}} {
+		t.Run(tt.profile, func(t *testing.T) {
+			h := newHarness(t, harnessOptions{})
+			resp := h.respond(tt.profile, &fakeDevice{key: tt.key, identity: "example.com"})
+			h.advance(time.Minute + time.Second)
+			e := h.refuse(CodeChallengeExpired)(h.post(EnrollPath, enrollBody(tt.profile, "machine", resp, "")))
+			if !strings.Contains(e["message"].(string), "older than 1m0s") || h.api.verifyCalls() != 0 {
+				t.Errorf("message %q, %d verify calls", e["message"], h.api.verifyCalls())
+			}
+		})
 	}
+	t.Run("within the lifetime", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
+		h.advance(time.Minute)
+		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+	})
 }
 
 // otherKeyCA issues with the real CA, but for another key than asked.
@@ -702,7 +805,7 @@ func TestCAFailures(t *testing.T) {
 			return failingCA{ca.Permanentf("subject refused by policy module at https://secret.internal")}
 		}, "could not issue"},
 		{"pending", func(*harness) ca.PublicKeyIssuer { return failingCA{&ca.PendingError{Ticket: "t"}} }, "approval"},
-		{"certificate for another key", func(h *harness) ca.PublicKeyIssuer { return otherKeyCA{h.ca.conn} }, "another key"},
+		{"certificate for another key", func(h *harness) ca.PublicKeyIssuer { return otherKeyCA{h.ca.conn} }, "different key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
