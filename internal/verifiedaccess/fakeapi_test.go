@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	va1 "google.golang.org/api/verifiedaccess/v1"
-	"google.golang.org/protobuf/encoding/protowire"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // fakeAPI is an httptest stand-in for Google's Verified Access REST API, for unit tests: it

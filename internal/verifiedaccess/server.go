@@ -154,16 +154,16 @@ func NewServer(o ServerOptions) (*Server, error) {
 		o.MaxClients = DefaultMaxClients
 	}
 	s := &Server{
-		profiles:      swap.New(o.Profiles),
-		google:        o.Google,
-		log:           o.Logger,
-		enrolled:      o.Logger.Named("enrollment"),
-		recorder:      o.Audit,
-		instance:      o.InstanceID,
-		now:           o.Now,
-		lifetime:      lifetime,
-		listen:        o.Config.Listen,
-		challenges:    o.Challenges,
+		profiles:   swap.New(o.Profiles),
+		google:     o.Google,
+		log:        o.Logger,
+		enrolled:   o.Logger.Named("enrollment"),
+		recorder:   o.Audit,
+		instance:   o.InstanceID,
+		now:        o.Now,
+		lifetime:   lifetime,
+		listen:     o.Config.Listen,
+		challenges: o.Challenges,
 
 		trustedProxies: lim.trustedProxies,
 		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, o.Metrics),
