@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -29,8 +30,7 @@ import (
 // CA, with the emulator's reference client playing the extension.
 
 // e2eProfiles: a strict v2 machine profile using every rule type (the emulator's default device
-// passes it), a v1 machine profile, a v2 user profile that admits managed profiles on unmanaged
-// browsers.
+// passes it), a v1 machine profile, a v2 user profile.
 func e2eProfiles() map[string]config.VerifiedAccessProfile {
 	return map[string]config.VerifiedAccessProfile{
 		"wifi-v2": withCA(config.VerifiedAccessProfile{
@@ -62,10 +62,10 @@ func e2eProfiles() map[string]config.VerifiedAccessProfile {
 			Subject:         config.Subject{CommonName: "{{.Identity}}"},
 			SubjectAltNames: config.SANs{Email: []string{"{{.Identity}}"}},
 			Policy: config.VerifiedAccessPolicy{
-				CustomerIDs:           []string{emulator.DefaultCustomer},
-				ProfileKeyTrustLevels: []string{"CHROME_BROWSER_HW_KEY", "CHROME_BROWSER_OS_KEY", "KEY_TRUST_LEVEL_UNSPECIFIED"},
-				EnrollmentDomains:     []string{"example.com"},
-				Signals:               map[string][]string{"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}},
+				KeyTrustLevels:    []string{"CHROME_OS_VERIFIED_MODE"},
+				CustomerIDs:       []string{emulator.DefaultCustomer},
+				EnrollmentDomains: []string{"example.com"},
+				Signals:           map[string][]string{"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}},
 			},
 		}),
 	}
@@ -150,6 +150,8 @@ type serverSetup struct {
 	google  Google                // default x.client
 	log     *zap.Logger           // default the test's
 	metrics *telemetry.Counters
+	// challenges is the replay store; nil keeps one in the server's memory.
+	challenges ChallengeStore
 }
 
 // startServer starts an enrollment server on the shared emulator and CA and returns its URL.
@@ -175,7 +177,7 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	x.t.Cleanup(func() { _ = auditLog.Close() })
 	srv, err := NewServer(ServerOptions{
 		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: x.adapterNow.now, Metrics: o.metrics,
-		Audit: auditLog, InstanceID: "va-e2e",
+		Audit: auditLog, InstanceID: "va-e2e", Challenges: o.challenges,
 	})
 	if err != nil {
 		x.t.Fatal(err)
@@ -274,9 +276,9 @@ func TestE2EIssues(t *testing.T) {
 		{name: "v1 machine, ECDSA", opts: emulator.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyECDSA}},
 		{name: "v2 user", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", KeyType: emulator.KeyECDSA},
 			wantCN: "alice@example.com"},
-		{name: "v2 user, managed profile on an unmanaged browser", opts: emulator.EnrollOptions{
+		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: emulator.EnrollOptions{
 			Profile: "users", Scope: "user", Identity: "bob@example.com", KeyType: emulator.KeyECDSA,
-			Device: ptr(emulator.VAUnmanagedBrowserProfile("bob-key", "bob@example.com")),
+			TPMVersion: emulator.TPM12, RawSignatures: true,
 		}, wantCN: "bob@example.com"},
 	}
 	for _, tt := range tests {
@@ -326,6 +328,33 @@ func TestE2EIssues(t *testing.T) {
 	}
 }
 
+// TestE2EChromeOSShapes: answers shaped exactly as ChromeOS makes them — an SPKAC with a random
+// hex challenge of 20 (TPM 1.2) or 32 (TPM 2.0) bytes and NULL algorithm parameters, RSA and
+// ECDSA keys, ECDSA signatures in DER and raw r||s, inside an encrypted KeyInfo — enroll end to
+// end through both API versions, and each certificate carries its device's key.
+func TestE2EChromeOSShapes(t *testing.T) {
+	x := newE2E(t)
+	for _, profile := range []string{"wifi-v1", "wifi-v2"} {
+		for _, tpm := range []string{emulator.TPM12, emulator.TPM20} {
+			for _, k := range []struct {
+				keyType string
+				raw     bool
+			}{{emulator.KeyRSA, false}, {emulator.KeyECDSA, false}, {emulator.KeyECDSA, true}} {
+				t.Run(fmt.Sprintf("%s, TPM %s, %s, raw %v", profile, tpm, k.keyType, k.raw), func(t *testing.T) {
+					before := x.ca.conn.IssuedTotal()
+					res, err := x.enroll(emulator.EnrollOptions{Profile: profile, KeyType: k.keyType, TPMVersion: tpm, RawSignatures: k.raw})
+					if err != nil {
+						t.Fatalf("a ChromeOS-shaped answer was refused: %v", err)
+					}
+					if !bytes.Equal(res.Certificate.RawSubjectPublicKeyInfo, res.SPKI) || x.ca.conn.IssuedTotal() != before+1 {
+						t.Errorf("certificate for the device key %v, issued %d", bytes.Equal(res.Certificate.RawSubjectPublicKeyInfo, res.SPKI), x.ca.conn.IssuedTotal()-before)
+					}
+				})
+			}
+		}
+	}
+}
+
 func TestE2ERefusals(t *testing.T) {
 	x := newE2E(t)
 	strict := emulator.DefaultVADevice(emulator.VAScopeMachine, "weak", emulator.DefaultVADomain)
@@ -355,12 +384,6 @@ func TestE2ERefusals(t *testing.T) {
 				"keyTrustLevels: got CHROME_OS_DEVELOPER_MODE, want one of [CHROME_OS_VERIFIED_MODE]",
 				"minBrowserVersion: got 99.0.4844.51, want at least 100.0.0.0",
 				"signals.diskEncryption: got DISK_ENCRYPTION_DISABLED, want one of [DISK_ENCRYPTION_ENCRYPTED]",
-			}},
-		{name: "unmanaged browser on a machine profile", opts: emulator.EnrollOptions{Profile: "wifi-v2",
-			Device: ptr(emulator.VAUnmanagedBrowserProfile("k", emulator.DefaultVADomain))}, code: CodePolicyDenied, outcome: emulator.VAOutcomeVerified,
-			failedRules: []string{
-				"keyTrustLevels: got KEY_TRUST_LEVEL_UNSPECIFIED, want one of [CHROME_OS_VERIFIED_MODE]",
-				"minOsVersion: got 10.0.22631.4890, want at least 15000",
 			}},
 		{name: "user from another domain", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "eve@evil.example"},
 			code: CodePolicyDenied, failedRules: []string{"userDomains: got evil.example, want one of [example.com]"}},
