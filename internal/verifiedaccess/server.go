@@ -523,7 +523,13 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return denied(failed...)
 	}
 
-	certReq, err := p.Template.RenderData(templateData(p.Name, req.Scope, expected, result))
+	data := templateData(p.Name, req.Scope, expected, result)
+	// A name built around a value Google did not return ("urn:device:") is refused, with why,
+	// rather than certified; templates say what is optional with default, or, if or with.
+	if missing := p.Template.NeededEmpty(data); len(missing) > 0 {
+		return fail(CodeCAFailure, nil, "the certificate cannot be built for this device: %s", missingValues(missing))
+	}
+	certReq, err := p.Template.RenderData(data)
 	if err != nil {
 		return fail(CodeCAFailure, err, "the certificate cannot be built for this device: %v", err)
 	}

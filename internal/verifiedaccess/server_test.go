@@ -84,6 +84,15 @@ func testProfiles() map[string]config.VerifiedAccessProfile {
 			SubjectAltNames: config.SANs{Email: []string{"{{.Identity}}"}},
 			Policy:          config.VerifiedAccessPolicy{CustomerIDs: []string{"C0abc123"}},
 		}),
+		"bysignals": withCA(config.VerifiedAccessProfile{
+			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
+			Subject: config.Subject{CommonName: "{{.AttestedDeviceID}}", OrganizationalUnit: []string{"{{.Signals.CrowdStrikeAgent.AgentId}}"}},
+			SubjectAltNames: config.SANs{URI: []string{"urn:mac:{{.Signals.MacAddresses.First | lower}}", "urn:affiliation:{{.Signals.DeviceAffiliationIds.Join \"+\"}}"}},
+			Policy: config.VerifiedAccessPolicy{Signals: map[string][]string{
+				"deviceAffiliationIds": {"aff-corp"}, "systemDnsServers": {"10.0.0.0/8"},
+				"crowdStrikeAgent.customerId": {"FEDCBA9876543210FEDCBA9876543210"},
+			}},
+		}),
 		"badnames": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
 			Subject:         config.Subject{CommonName: "x"},
@@ -298,6 +307,7 @@ func TestEnrollIssues(t *testing.T) {
 		wantDNS                        []string
 		wantEmail                      []string
 		wantExpected                   string
+		wantOU, wantURI                []string
 	}{
 		{name: "v2 machine, ECDSA", profile: "wifi", scope: "machine", device: &fakeDevice{key: ecKey, identity: "example.com"},
 			wantCN: "5CD0001", wantDNS: []string{"chromebook-1.devices.example.com"}, wantExpected: "example.com"},
@@ -310,12 +320,10 @@ func TestEnrollIssues(t *testing.T) {
 		{name: "v2 user", profile: "users", scope: "user", identity: "alice@corp.example.com",
 			device: &fakeDevice{key: ecKey, identity: "alice@corp.example.com"}, wantCN: "alice@corp.example.com",
 			wantEmail: []string{"alice@corp.example.com"}, wantExpected: "alice@corp.example.com"},
-		{name: "v2 user, managed profile on an unmanaged browser", profile: "users", scope: "user", identity: "bob@example.com",
-			device: &fakeDevice{key: ecKey, identity: "bob@example.com", result: map[string]any{
-				"profileCustomerId": "C0abc123", "profilePermanentId": "pp-1", "virtualProfileId": "vp-1",
-				"profileKeyTrustLevel": "CHROME_BROWSER_OS_KEY",
-				"deviceSignals":        map[string]any{"operatingSystem": "WINDOWS", "profileEnrollmentDomain": "example.com"},
-			}}, wantCN: "bob@example.com", wantEmail: []string{"bob@example.com"}, wantExpected: "bob@example.com"},
+		{name: "v2 machine, policy and names from the list and object signals", profile: "bysignals", scope: "machine",
+			device: &fakeDevice{key: rsaKey, identity: "example.com", result: listSignalsDevice()},
+			wantCN: "5CD0001", wantExpected: "example.com",
+			wantOU: []string{"0123456789abcdef0123456789abcdef"}, wantURI: []string{"urn:mac:02:00:5e:10:00:01", "urn:affiliation:aff-corp+aff-lab"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -325,6 +333,13 @@ func TestEnrollIssues(t *testing.T) {
 			leaf := h.mustIssue(status, out, tt.device.key)
 			if leaf.Subject.CommonName != tt.wantCN || !slices.Equal(leaf.DNSNames, tt.wantDNS) || !slices.Equal(leaf.EmailAddresses, tt.wantEmail) {
 				t.Errorf("names: CN %q DNS %v email %v", leaf.Subject.CommonName, leaf.DNSNames, leaf.EmailAddresses)
+			}
+			var uris []string
+			for _, u := range leaf.URIs {
+				uris = append(uris, u.String())
+			}
+			if tt.wantURI != nil && (!slices.Equal(uris, tt.wantURI) || !slices.Equal(leaf.Subject.OrganizationalUnit, tt.wantOU)) {
+				t.Errorf("names from the signals: URI %v OU %v", uris, leaf.Subject.OrganizationalUnit)
 			}
 			if got := leaf.NotAfter.Sub(leaf.NotBefore); got != 24*time.Hour {
 				t.Errorf("validity %s", got)
@@ -491,10 +506,25 @@ func TestEnrollRefusals(t *testing.T) {
 		}},
 		{name: "policy: foreign customer", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) { m["customerId"] = "C0evil99" })),
 			code: CodePolicyDenied, verifies: 1, failedRules: []string{"customerIds: got C0evil99, want one of [C0abc123]"}},
-		{name: "policy: unmanaged browser has no device trust level", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", result: map[string]any{
-			"profileCustomerId": "C0abc123", "profileKeyTrustLevel": "CHROME_BROWSER_OS_KEY",
-			"deviceSignals": map[string]any{"osVersion": "15200", "diskEncryption": "DISK_ENCRYPTION_ENCRYPTED", "screenLockSecured": "SCREEN_LOCK_SECURED_ENABLED"},
-		}}), code: CodePolicyDenied, verifies: 1, failedRules: []string{"keyTrustLevels: got KEY_TRUST_LEVEL_UNSPECIFIED, want one of [CHROME_OS_VERIFIED_MODE]"}},
+		{name: "policy: list signals", do: enroll("bysignals", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", result: func() map[string]any {
+			m := listSignalsDevice()
+			sig := m["deviceSignals"].(map[string]any)
+			sig["systemDnsServers"] = []string{"10.0.0.53", "8.8.8.8"}
+			delete(sig, "crowdStrikeAgent")
+			return m
+		}()}), code: CodePolicyDenied, verifies: 1, failedRules: []string{
+			"signals.crowdStrikeAgent.customerId: got nothing, want one of [FEDCBA9876543210FEDCBA9876543210]",
+			"signals.systemDnsServers: got [10.0.0.53, 8.8.8.8], want each in [10.0.0.0/8]",
+		}},
+		{name: "template needs devicePermanentId, which Google did not return", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) { delete(m, "devicePermanentId") })),
+			code: CodeCAFailure, msg: "subjectAltNames.uri[0] needs .DevicePermanentID,", verifies: 1},
+		{name: "template needs devicePermanentId: why", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) { delete(m, "devicePermanentId") })),
+			code: CodeCAFailure, msg: "needs .DevicePermanentID, which Google did not return: Google returns devicePermanentId for machine keys only, and only to a service account it has allowlisted for it", verifies: 1},
+		{name: "template needs a MAC address Google did not report", do: enroll("bysignals", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", result: func() map[string]any {
+			m := listSignalsDevice()
+			delete(m["deviceSignals"].(map[string]any), "macAddresses")
+			return m
+		}()}), code: CodeCAFailure, msg: "Google reported no macAddresses for this device", verifies: 1},
 
 		{name: "names that cannot go in a certificate", do: enroll("badnames", "machine", "", withResult(func(m map[string]any) { signals(m)["hostname"] = "bad host" })),
 			code: CodeCAFailure, msg: "subjectAltNames.dns[0]", verifies: 1},
@@ -529,6 +559,18 @@ func TestEnrollRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// listSignalsDevice is healthyDevice with the list and object signals the "bysignals" profile
+// reads and demands.
+func listSignalsDevice() map[string]any {
+	m := healthyDevice()
+	sig := m["deviceSignals"].(map[string]any)
+	sig["deviceAffiliationIds"] = []string{"aff-corp", "aff-lab"}
+	sig["macAddresses"] = []string{"02:00:5E:10:00:01"}
+	sig["systemDnsServers"] = []string{"10.0.0.53", "10.1.0.53"}
+	sig["crowdStrikeAgent"] = map[string]any{"agentId": "0123456789abcdef0123456789abcdef", "customerId": "FEDCBA9876543210FEDCBA9876543210"}
+	return m
 }
 
 // TestErrorCodes pins the contract's table of codes and statuses.
