@@ -144,7 +144,9 @@ func TestPolicy(t *testing.T) {
 		{"enrollment domain, any case", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"EXAMPLE.com"}},
 			edit(chromeOS(), func(r *Result) { r.Signals.DeviceEnrollmentDomain = "Example.COM" }), nil},
 		{"a profile's enrollment domain is not the device's", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"example.com"}},
-			edit(chromeOS(), func(r *Result) { r.Signals.DeviceEnrollmentDomain, r.Signals.ProfileEnrollmentDomain = "", "example.com" }),
+			edit(chromeOS(), func(r *Result) {
+				r.Signals.DeviceEnrollmentDomain, r.Signals.ProfileEnrollmentDomain = "", "example.com"
+			}),
 			[]string{"enrollmentDomains: got nothing, want one of [example.com]"}},
 		{"enrollment domain denies", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"corp.example.com"}}, chromeOS(),
 			[]string{"enrollmentDomains: got example.com, want one of [corp.example.com]"}},

@@ -86,7 +86,7 @@ func testProfiles() map[string]config.VerifiedAccessProfile {
 		}),
 		"bysignals": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
-			Subject: config.Subject{CommonName: "{{.AttestedDeviceID}}", OrganizationalUnit: []string{"{{.Signals.CrowdStrikeAgent.AgentId}}"}},
+			Subject:         config.Subject{CommonName: "{{.AttestedDeviceID}}", OrganizationalUnit: []string{"{{.Signals.CrowdStrikeAgent.AgentId}}"}},
 			SubjectAltNames: config.SANs{URI: []string{"urn:mac:{{.Signals.MacAddresses.First | lower}}", "urn:affiliation:{{.Signals.DeviceAffiliationIds.Join \"+\"}}"}},
 			Policy: config.VerifiedAccessPolicy{Signals: map[string][]string{
 				"deviceAffiliationIds": {"aff-corp"}, "systemDnsServers": {"10.0.0.0/8"},
