@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
@@ -29,15 +31,20 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/ops"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
 
 // Adapter is a running daemon's object graph.
 type Adapter struct {
-	cfg      *config.Config
-	log      *zap.Logger
-	Metrics  *telemetry.Counters
+	cfg *config.Config
+	log *zap.Logger
+	// Registry holds every metric the adapter exports on /metrics (package metrics).
+	Registry *prometheus.Registry
+	// Ops is the ops listener (/metrics, /healthz, /readyz); Register adds pages to it, and
+	// Readiness reads the checks' latest results.
+	Ops      *ops.Server
 	Engine   *engine.Engine
 	Store    journal.Store
 	receiver *intake.Receiver
@@ -111,14 +118,14 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 }
 
 // verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, metrics *telemetry.Counters) (*verifiedaccess.Server, error) {
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
-		return nil, nil
+		return nil, nil, nil
 	}
 	profiles, err := VerifiedAccessProfiles(cfg, conns)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	client, err := verifiedaccess.NewClient(ctx, verifiedaccess.ClientOptions{
 		Endpoint:       va.Endpoint,
@@ -127,19 +134,21 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),
+		Registerer:     reg,
 
 		InsecureAllowCleartext: va.InsecureAllowCleartext,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return verifiedaccess.NewServer(verifiedaccess.ServerOptions{
-		Config:   va,
-		Profiles: profiles,
-		Google:   client,
-		Logger:   log.Named("verifiedaccess"),
-		Metrics:  metrics,
+	srv, err := verifiedaccess.NewServer(verifiedaccess.ServerOptions{
+		Config:     va,
+		Profiles:   profiles,
+		Google:     client,
+		Logger:     log.Named("verifiedaccess"),
+		Registerer: reg,
 	})
+	return srv, client, err
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -161,12 +170,14 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	api, err := chromeapi.New(ctx, chromeapi.Options{Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi")})
+	reg := prometheus.NewRegistry()
+	bi := buildinfo.Get()
+	metrics.RegisterProcess(reg, metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion})
+	api, err := chromeapi.New(ctx, chromeapi.Options{Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi"), Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
-	metrics := &telemetry.Counters{}
-	vaServer, err := verifiedAccessServer(ctx, cfg, cas, log, metrics)
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +197,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		Retry:           cfg.Engine.Retry,
 		LeaseDuration:   cfg.Journal.LeaseDuration,
 		Logger:          log.Named("engine"),
-		Metrics:         metrics,
+		Registerer:      reg,
 		// How long a stop lets in-flight steps finish (Run).
 		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
 	})
@@ -195,16 +206,36 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		return nil, err
 	}
 	receiver := intake.NewReceiver(intake.ReceiverOptions{
-		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Metrics: metrics,
+		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Registerer: reg,
 		StopTimeout: cfg.ShutdownGracePeriod,
 	})
-	psClient, err := pubsubClient(ctx, cfg, receiver.ClientOptions())
+	checks := readiness{cfg: cfg, store: store, records: metrics.NewJournal(reg), intake: receiver,
+		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
+	var vaCerts interface{ Certificates() []ca.HeldCertificate }
+	if vaServer != nil {
+		checks.va, vaCerts = vaClient.TokenSource(), vaServer
+	}
+	certificates(reg, cas, vaCerts)
+	opsServer, err := ops.New(ops.Options{
+		Listen: cfg.Ops.Listen, Pprof: cfg.Ops.Pprof, Gatherer: reg, Registerer: reg,
+		Checks: checks.checks(), CheckInterval: cfg.Ops.CheckInterval, CheckTimeout: cfg.Ops.CheckTimeout,
+		Logger: log.Named("ops"),
+	})
+	if err == nil {
+		err = opsServer.Listen() // a port in use stops the start
+	}
 	if err != nil {
 		_ = store.Close()
 		return nil, err
 	}
+	psClient, err := pubsubClient(ctx, cfg, receiver.ClientOptions())
+	if err != nil {
+		_ = opsServer.Close()
+		_ = store.Close()
+		return nil, err
+	}
 	return &Adapter{
-		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, pubsub: psClient, va: vaServer,
+		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: eng, Store: store, pubsub: psClient, va: vaServer,
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
 }
@@ -271,7 +302,28 @@ func (a *Adapter) Run(ctx context.Context) error {
 	a.log.Info("adapter running", zap.String("instance_id", a.cfg.InstanceID),
 		zap.Strings("customers", a.cfg.Customers), zap.String("subscription", sub.String()),
 		zap.Duration("shutdown_grace_period", a.cfg.ShutdownGracePeriod))
-	g, gctx := errgroup.WithContext(ctx)
+	// The ops listener outlives the other parts: it reports not ready as soon as the stop
+	// begins, and serves /metrics and /healthz until everything else stopped.
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	runCtx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
+	opsDone := make(chan error, 1)
+	go func() {
+		err := a.Ops.Serve(opsCtx)
+		if err != nil {
+			failed(err)
+		}
+		opsDone <- err
+	}()
+	finish := func(err error) error {
+		stopOps()
+		if oerr := <-opsDone; oerr != nil && err == nil {
+			err = fmt.Errorf("ops listener: %w", oerr)
+		}
+		return err
+	}
+	g, gctx := errgroup.WithContext(runCtx)
 	running := &parts{}
 	start := func(name string, run func(context.Context) error) {
 		running.add(name)
@@ -298,9 +350,10 @@ func (a *Adapter) Run(ctx context.Context) error {
 	var err error
 	select {
 	case err = <-stopped:
-		return err
+		return finish(err)
 	case <-gctx.Done():
 	}
+	a.Ops.Stopping("the adapter is shutting down")
 	grace := a.cfg.ShutdownGracePeriod
 	a.log.Info(fmt.Sprintf("shutting down, waiting up to %s for %d in-flight steps", grace, a.Engine.InFlight()),
 		zap.Duration("grace_period", grace), zap.Int("in_flight_steps", a.Engine.InFlight()))
@@ -317,10 +370,10 @@ func (a *Adapter) Run(ctx context.Context) error {
 	if err != nil {
 		a.log.Warn(fmt.Sprintf("stopped with %d steps still in flight; they resume from the journal on the next start", left),
 			zap.Int("in_flight_steps", left), zap.Strings("still_running", running.names()), zap.Error(err))
-		return err
+		return finish(err)
 	}
 	a.log.Info("all in-flight steps finished; leases released", zap.Int("in_flight_steps", left))
-	return nil
+	return finish(nil)
 }
 
 // Interrupt cuts a stop short: Run returns ErrInterrupted without waiting for in-flight steps,
@@ -349,7 +402,7 @@ func (a *Adapter) Close() error {
 	case <-t.C:
 		psErr = fmt.Errorf("pubsub client still closing after %s; left behind", closeTimeout)
 	}
-	return errors.Join(psErr, a.Store.Close())
+	return errors.Join(psErr, a.Ops.Close(), a.Store.Close())
 }
 
 // parts tracks which parts of a running adapter have not returned yet.

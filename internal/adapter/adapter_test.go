@@ -57,6 +57,7 @@ func TestRunServesVerifiedAccess(t *testing.T) {
 instanceId: a1
 customers: [C0demo]
 pubsub: {project: p, subscription: s, endpoint: %q, insecure: true}
+ops: {listen: "127.0.0.1:0"}
 google: {credentials: {type: none}, endpoint: %q}
 journal: {type: memory}
 profiles:
@@ -137,6 +138,7 @@ func TestNewRefusesVerifiedAccessOnCSRConnectors(t *testing.T) {
 instanceId: a1
 customers: [C0demo]
 pubsub: {project: p, subscription: s, endpoint: "127.0.0.1:1", insecure: true}
+ops: {listen: "127.0.0.1:0"}
 google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
 journal: {type: memory}
 profiles:

@@ -96,6 +96,7 @@ func (c *Config) Validate() []Problem {
 	c.validateGoogle(&ps)
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
+	c.validateOps(&ps)
 	positive(&ps, keyShutdownGracePeriod, c.ShutdownGracePeriod)
 
 	if len(c.Profiles) == 0 {

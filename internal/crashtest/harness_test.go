@@ -135,6 +135,7 @@ engine:
 journal:
 %s  leaseDuration: 4s
 log: {level: warn, format: json}
+ops: {listen: "127.0.0.1:0"}
 profiles:
   device:
     subject: {commonName: "{{.Device.SerialNumber}}"}

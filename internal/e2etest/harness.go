@@ -12,11 +12,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -34,7 +36,6 @@ import (
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 const (
@@ -73,8 +74,9 @@ type Harness struct {
 	Emu     *emulator.Emulator
 	Roots   *x509.CertPool // the built-in CA
 	Local   *local.Connector
-	Metrics *telemetry.Counters
-	Store   journal.Store
+	// Registry holds every metric the adapter's components export (package metrics).
+	Registry *prometheus.Registry
+	Store    journal.Store
 	API     *chromeapi.Client // the adapter's own client, for tests that set a scene
 	// Logs holds every entry the adapter's components logged, at the harness's level.
 	Logs *observer.ObservedLogs
@@ -143,7 +145,7 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Store != nil {
 		store = o.Store(store)
 	}
-	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Metrics: &telemetry.Counters{}, Store: store, Logs: logs, ctx: ctx}
+	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Registry: prometheus.NewRegistry(), Store: store, Logs: logs, ctx: ctx}
 	h.Roots.AddCert(readCert(t, certPath))
 
 	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: 10 * time.Second}}
@@ -195,13 +197,13 @@ func New(t testing.TB, o Options) *Harness {
 		LeaseDuration:       o.LeaseDuration,
 		ShutdownGracePeriod: o.ShutdownGracePeriod,
 		Logger:              log.Named("engine"),
-		Metrics:             h.Metrics,
+		Registerer:          h.Registry,
 	}
 	eng, err := engine.New(h.engineOpts)
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	recv := intake.NewReceiver(intake.ReceiverOptions{Admitter: eng, Customers: []string{Customer}, Logger: log.Named("intake"), Metrics: h.Metrics})
+	recv := intake.NewReceiver(intake.ReceiverOptions{Admitter: eng, Customers: []string{Customer}, Logger: log.Named("intake"), Registerer: h.Registry})
 	ps, err := pubsub.NewClient(ctx, "test", append(recv.ClientOptions(), option.WithEndpoint(emu.PubSubAddr()), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))...)
 	if err != nil {
@@ -390,4 +392,76 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 // PEM encodes a certificate.
 func PEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// Metric is the sum of the samples of the metric family name (a counter, a gauge, or a
+// histogram's sample count) whose labels include each name and value pair of labels.
+func (h *Harness) Metric(name string, labels ...string) float64 {
+	h.t.Helper()
+	total := 0.0
+	for _, s := range h.samples(name) {
+		if s.has(labels) {
+			total += s.value
+		}
+	}
+	return total
+}
+
+// Series lists the samples of the metric family name, by their labels written as
+// name=value pairs in label order, comma-separated.
+func (h *Harness) Series(name string) map[string]float64 {
+	h.t.Helper()
+	out := map[string]float64{}
+	for _, s := range h.samples(name) {
+		out[s.key] = s.value
+	}
+	return out
+}
+
+type sample struct {
+	labels map[string]string
+	key    string
+	value  float64
+}
+
+func (s sample) has(pairs []string) bool {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if s.labels[pairs[i]] != pairs[i+1] {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *Harness) samples(name string) []sample {
+	h.t.Helper()
+	families, err := h.Registry.Gather()
+	if err != nil {
+		h.t.Fatalf("gather metrics: %v", err)
+	}
+	var out []sample
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			s := sample{labels: map[string]string{}}
+			var parts []string
+			for _, l := range m.GetLabel() {
+				s.labels[l.GetName()] = l.GetValue()
+				parts = append(parts, l.GetName()+"="+l.GetValue())
+			}
+			s.key = strings.Join(parts, ",")
+			switch {
+			case m.Counter != nil:
+				s.value = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				s.value = m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				s.value = float64(m.GetHistogram().GetSampleCount())
+			}
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
@@ -25,8 +26,8 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // API is the part of the Certificate Provisioning API the engine uses (*chromeapi.Client).
@@ -81,9 +82,10 @@ type Options struct {
 	// records stay as last journaled.
 	ShutdownGracePeriod time.Duration
 
-	Logger  *zap.Logger
-	Metrics *telemetry.Counters
-	Now     func() time.Time
+	Logger *zap.Logger
+	// Registerer receives the engine's metrics (metrics.Engine, metrics.CA); nil exports none.
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 // Engine advances claimed processes. Admit is safe to call concurrently with Run.
@@ -91,6 +93,8 @@ type Engine struct {
 	o     Options
 	owner string // lease owner: this instance and this run
 	log   *zap.Logger
+	m     *metrics.Engine
+	cam   *metrics.CA
 	wake  chan struct{}
 	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
 	// twice at once), so that a duplicate waits for the first instead of claiming again.
@@ -142,6 +146,8 @@ func New(o Options) (*Engine, error) {
 		o:      o,
 		owner:  o.InstanceID + "/" + hex.EncodeToString(suffix[:]),
 		log:    o.Logger,
+		m:      metrics.NewEngine(o.Registerer),
+		cam:    metrics.NewCA(o.Registerer),
 		wake:   make(chan struct{}, 1),
 		active: map[string]chan struct{}{},
 	}, nil
@@ -171,14 +177,15 @@ func (e *Engine) Admit(ctx context.Context, name string) error {
 	ran := false
 	_, err, _ := e.admitting.Do(name, func() (any, error) { ran = true; return nil, e.admit(ctx, name) })
 	if !ran {
-		e.o.Metrics.Inc("admissions_total", "coalesced")
+		e.m.Admissions.WithLabelValues("coalesced").Inc()
 	}
 	return err
 }
 
 func (e *Engine) admit(ctx context.Context, name string) error {
+	start := e.now()
 	if _, err := e.o.Store.Get(ctx, name); err == nil {
-		e.o.Metrics.Inc("admissions_total", "duplicate")
+		e.m.Admissions.WithLabelValues("duplicate").Inc()
 		e.log.Debug("notification for a process already recorded", zap.String("process", name))
 		return nil
 	} else if !errors.Is(err, journal.ErrNotFound) {
@@ -186,7 +193,7 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	}
 	p, err := e.o.API.Get(ctx, name)
 	if chromeapi.IsNotFound(err) {
-		e.o.Metrics.Inc("admissions_total", "not_found")
+		e.m.Admissions.WithLabelValues("not_found").Inc()
 		e.log.Warn("notified process does not exist", zap.String("process", name))
 		return nil
 	}
@@ -194,13 +201,13 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 		return fmt.Errorf("admit %s: %w", name, err)
 	}
 	if p.Finished() {
-		e.o.Metrics.Inc("admissions_total", "already_finished")
+		e.m.Admissions.WithLabelValues("already_finished").Inc()
 		e.log.Info("notified process already ended", zap.String("process", name))
 		return nil
 	}
 	if err := e.o.API.Claim(ctx, name, e.o.InstanceID); err != nil {
 		if errors.Is(err, chromeapi.ErrClaimedByOther) {
-			e.o.Metrics.Inc("admissions_total", "claimed_by_other")
+			e.m.Admissions.WithLabelValues("claimed_by_other").Inc()
 			e.log.Info("process is owned by another adapter instance", zap.String("process", name), zap.Error(err))
 			return nil
 		}
@@ -223,12 +230,13 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 		return fmt.Errorf("admit %s: record claim: %w", name, err)
 	}
 	if created {
-		e.o.Metrics.Inc("admissions_total", "claimed")
+		e.m.Admissions.WithLabelValues("claimed").Inc()
+		e.m.Step(metrics.StepClaim, e.now().Sub(start))
 		e.log.Info("claimed process", zap.String("process", name), zap.String("profile", p.ProfileRef),
 			zap.String("ca_connection", p.CAConnectionRef), zap.Bool("user_scope", p.UserScoped()))
 		e.poke()
 	} else {
-		e.o.Metrics.Inc("admissions_total", "duplicate")
+		e.m.Admissions.WithLabelValues("duplicate").Inc()
 	}
 	return nil
 }
@@ -296,7 +304,7 @@ func (e *Engine) drain(wg *sync.WaitGroup, inFlight int, cut context.CancelCause
 	case <-t.C:
 		e.log.Warn("shutdown grace period over; cancelling the steps still running (their records stay as journaled)",
 			zap.Duration("grace_period", e.o.ShutdownGracePeriod))
-		e.o.Metrics.Inc("shutdown_steps_cut_total")
+		e.m.ShutdownStepsCut.Inc()
 		cut(errGraceOver)
 		<-done
 	}
@@ -347,8 +355,11 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		}
 	}()
 	for run.Err() == nil && h.ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(e.now()) {
-		before, attempts := rec.State, rec.Attempts
+		before, attempts, started := rec.State, rec.Attempts, rec.StepStarted
+		running := e.m.InFlight.WithLabelValues(string(before))
+		running.Inc()
 		e.step(h.ctx, rec)
+		running.Dec()
 		now := e.now()
 		rec.Updated = now
 		switch {
@@ -373,7 +384,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		if err != nil {
 			release = false
 			if errors.Is(err, journal.ErrLeaseLost) {
-				e.o.Metrics.Inc("steps_abandoned_total", "lease_lost")
+				e.m.StepsAbandoned.WithLabelValues("lease_lost").Inc()
 				e.log.Warn("journal lease lost; the outcome of the last step is dropped, the new holder carries on",
 					zap.String("process", rec.Name), zap.String("state", string(rec.State)), zap.Error(err))
 				return
@@ -381,9 +392,9 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 			e.log.Error("journal update", zap.String("process", rec.Name), zap.Error(err))
 			return
 		}
-		e.committed(rec, before)
+		e.committed(rec, before, started)
 		if cause := context.Cause(h.ctx); cause != nil {
-			e.o.Metrics.Inc("steps_interrupted_total")
+			e.m.StepsInterrupted.Inc()
 			e.log.Info("step interrupted; the record stays as journaled", zap.String("process", rec.Name),
 				zap.String("state", string(rec.State)), zap.String("cause", cause.Error()))
 		}
@@ -396,15 +407,36 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 }
 
 // committed reports what a journaled step decided: only once written does a decision count.
-func (e *Engine) committed(rec *journal.Record, before journal.State) {
+// started is when the step began (the record's StepStarted before it).
+func (e *Engine) committed(rec *journal.Record, before journal.State, started time.Time) {
 	if rec.State == before {
 		return
 	}
-	e.o.Metrics.Inc("transitions_total", string(before), string(rec.State))
+	e.m.Transitions.WithLabelValues(string(before), string(rec.State)).Inc()
+	if step := succeeded(before, rec.State); step != "" {
+		e.m.Step(step, rec.Updated.Sub(started))
+	}
 	if rec.State == journal.StateFailing {
-		e.o.Metrics.Inc("failures_decided_total")
 		e.log.Warn("process will fail", zap.String("process", rec.Name), zap.String("reason", rec.FailureMessage))
 	}
+}
+
+// succeeded names the step that a move from state before to after completes, or "" when the
+// move is no success (a failure decided, a process Google ended).
+func succeeded(before, after journal.State) string {
+	switch {
+	case before == journal.StateClaimed && after == journal.StateSignRequested:
+		return metrics.StepSignRequest
+	case before == journal.StateSignRequested && after == journal.StateSigned:
+		return metrics.StepSignWait
+	case (before == journal.StateSigned || before == journal.StateCAPending) && after == journal.StateIssued:
+		return metrics.StepCAIssue
+	case before == journal.StateIssued && after == journal.StateUploaded:
+		return metrics.StepUpload
+	case before == journal.StateFailing && after == journal.StateFailed:
+		return metrics.StepReportFailure
+	}
+	return ""
 }
 
 // transitionNote says in a few words why rec entered its state, for `inspect`.
@@ -460,7 +492,7 @@ func (e *Engine) fail(rec *journal.Record, message string) {
 // finish ends rec in a final state and writes the process's audit line.
 func (e *Engine) finish(rec *journal.Record, state journal.State, how string) {
 	rec.State, rec.NextDue, rec.FinishedAt = state, time.Time{}, e.now()
-	e.o.Metrics.Inc("processes_finished_total", how)
+	e.m.Finished(how, rec.ProfileName, rec.CAName, e.now().Sub(rec.Created))
 	fields := []zap.Field{
 		zap.String("process", rec.Name), zap.String("outcome", how), zap.String("profile", rec.ProfileName),
 		zap.String("ca_connection", rec.CAName), zap.Duration("age", e.now().Sub(rec.Created)),
@@ -478,7 +510,7 @@ func (e *Engine) retryLater(rec *journal.Record, what string, err error, hint ti
 	rec.Attempts++
 	rec.LastError = err.Error()
 	if now.Sub(rec.StepStarted) >= e.o.Retry.MaxDuration {
-		e.o.Metrics.Inc("retries_exhausted_total", string(rec.State))
+		e.m.RetriesExhausted.WithLabelValues(string(rec.State)).Inc()
 		if rec.State == journal.StateFailing {
 			// Nothing more can be done: keep the reason in the record and stop.
 			e.log.Error("could not report failure to Google; giving up", zap.String("process", rec.Name), zap.Error(err))
@@ -493,7 +525,7 @@ func (e *Engine) retryLater(rec *journal.Record, what string, err error, hint ti
 		delay = min(hint, e.o.Retry.MaxBackoff)
 	}
 	rec.NextDue = now.Add(delay)
-	e.o.Metrics.Inc("retries_total", string(rec.State))
+	e.m.Retries.WithLabelValues(string(rec.State)).Inc()
 	e.log.Info("step failed, will retry", zap.String("process", rec.Name), zap.String("step", what),
 		zap.Int("attempt", rec.Attempts), zap.Duration("in", delay), zap.Error(err))
 }

@@ -6,7 +6,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // recordingAdmitter stands for the engine: it records names and fails on demand.
@@ -42,13 +45,13 @@ func TestHandle(t *testing.T) {
 		{"my_customer serves any", []string{"my_customer"}, msg("C0b"), nil, true, "customers/C0b/certificateProvisioningProcesses/" + pid, "admitted"},
 		{"malformed acked", []string{"C0a"}, []byte("garbage"), nil, true, "", "malformed"},
 		{"admit failure redelivered", []string{"C0a"}, msg("C0a"), errors.New("journal down"), false, "customers/C0a/certificateProvisioningProcesses/" + pid, "admit_error"},
-		{"shutdown redelivered", []string{"C0a"}, msg("C0a"), context.Canceled, false, "customers/C0a/certificateProvisioningProcesses/" + pid, ""},
+		{"shutdown redelivered", []string{"C0a"}, msg("C0a"), context.Canceled, false, "customers/C0a/certificateProvisioningProcesses/" + pid, "deferred"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &recordingAdmitter{err: tc.admitErr}
-			m := &telemetry.Counters{}
-			r := NewReceiver(ReceiverOptions{Admitter: a, Customers: tc.customers, Metrics: m})
+			reg := prometheus.NewRegistry()
+			r := NewReceiver(ReceiverOptions{Admitter: a, Customers: tc.customers, Registerer: reg})
 			if ack := r.Handle(context.Background(), "m1", tc.data); ack != tc.wantAck {
 				t.Fatalf("ack = %v, want %v", ack, tc.wantAck)
 			}
@@ -58,8 +61,13 @@ func TestHandle(t *testing.T) {
 			case tc.wantAdmit != "" && (len(a.names) != 1 || a.names[0] != tc.wantAdmit):
 				t.Fatalf("admitted %v, want %s", a.names, tc.wantAdmit)
 			}
-			if tc.counter != "" && m.Get("notifications_total", tc.counter) != 1 {
-				t.Fatalf("counter %s not incremented: %v", tc.counter, m.Snapshot())
+			// Every message is counted once, under its result.
+			m := metrics.NewIntake(reg)
+			if got := testutil.ToFloat64(m.Messages.WithLabelValues(tc.counter)); got != 1 {
+				t.Fatalf("certprov_pubsub_messages_total{result=%q} = %v, want 1", tc.counter, got)
+			}
+			if n := testutil.CollectAndCount(m.Messages); n != 1 {
+				t.Fatalf("%d result series, want 1", n)
 			}
 		})
 	}

@@ -37,6 +37,11 @@ const (
 	StateFailed State = "failed"
 )
 
+// States lists every state, in the order a process passes them.
+func States() []State {
+	return []State{StateClaimed, StateSignRequested, StateSigned, StateCAPending, StateIssued, StateFailing, StateUploaded, StateFailed}
+}
+
 // Final reports whether no more work is due in state s.
 func (s State) Final() bool { return s == StateUploaded || s == StateFailed }
 
@@ -188,4 +193,19 @@ type Store interface {
 	// many it deleted.
 	Compact(ctx context.Context, finishedBefore time.Time) (int, error)
 	Close() error
+}
+
+// Pinger is implemented by stores that can prove cheaply that they accept writes now, for the
+// readiness check: the journal is written before every side effect, so a journal that cannot be
+// written stops all work.
+type Pinger interface {
+	// Ping returns nil when a write would succeed now, without changing any record.
+	Ping(ctx context.Context) error
+}
+
+// Counter is implemented by stores that count their records by state without reading them,
+// for the journal metrics.
+type Counter interface {
+	// Count returns how many records are in each state; states without records may be absent.
+	Count(ctx context.Context) (map[State]int, error)
 }

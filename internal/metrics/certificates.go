@@ -1,10 +1,11 @@
 package metrics
 
 import (
-	"crypto/x509"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
 )
 
 // Kinds of certificate holders, as values of the kind label.
@@ -13,19 +14,10 @@ const (
 	KindVerifiedAccess = "verified_access" // name: "server", the enrollment server's TLS certificate
 )
 
-// Certificate is one certificate the adapter relies on, and what for.
-type Certificate struct {
-	// Role is issuer (the CA that signs leaves), root (a trust anchor leaves are checked
-	// against), client (a TLS client certificate), server (a TLS server certificate) or
-	// signer (e.g. the SCEP message signer).
-	Role string
-	Cert *x509.Certificate
-}
-
 // CertificateSource returns the certificates a component holds now. It is called on every
 // scrape, so it must be cheap and must not wait on the network: it returns what the component
 // already holds (a CA certificate fetched earlier, a TLS certificate reloaded since).
-type CertificateSource func() []Certificate
+type CertificateSource func() []ca.HeldCertificate
 
 // Certificates exports when the certificates the adapter relies on expire, as
 // certprov_certificate_expiry_timestamp_seconds{kind,name,role,subject,serial}: the CA

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/certprov/certprov-adapter/internal/config"
 )
 
@@ -139,3 +142,6 @@ func withCA(p config.VerifiedAccessProfile) config.VerifiedAccessProfile {
 	p.Validity = 24 * time.Hour
 	return p
 }
+
+// count is the value of a counter or gauge, as an integer.
+func count(c prometheus.Collector) int { return int(testutil.ToFloat64(c)) }

@@ -22,12 +22,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // Paths of the enrollment API (docs/verified-access-api.md, section 2).
@@ -72,8 +73,9 @@ type ServerOptions struct {
 	MaxTracked int
 	// MaxClients bounds the per-client token buckets (default DefaultMaxClients).
 	MaxClients int
-	// Metrics counts what the limits turn away; nil counts nothing.
-	Metrics *telemetry.Counters
+	// Registerer receives the server's metrics (metrics.VerifiedAccess, metrics.CA); nil
+	// exports none.
+	Registerer prometheus.Registerer
 }
 
 // Server is the enrollment API. Create it with NewServer; serve it with Run, Serve or Handler.
@@ -98,7 +100,8 @@ type Server struct {
 	challengeSlots *gate
 	enrollSlots    *gate
 	rejections     *rejectionLog
-	metrics        *telemetry.Counters
+	m              *metrics.VerifiedAccess
+	cam            *metrics.CA
 }
 
 // NewServer builds the server. With TLS configured it loads the certificate and key now, so
@@ -132,6 +135,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MaxClients <= 0 {
 		o.MaxClients = DefaultMaxClients
 	}
+	m := metrics.NewVerifiedAccess(o.Registerer)
 	s := &Server{
 		profiles:      o.Profiles,
 		google:        o.Google,
@@ -145,11 +149,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 		challenges:    newTTLSet(o.MaxTracked, o.Now),
 
 		trustedProxies: lim.trustedProxies,
-		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, o.Metrics),
+		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, m.BucketsEvicted),
 		challengeSlots: newGate(lim.challenges, lim.perClient, lim.queueTimeout),
 		enrollSlots:    newGate(lim.enrollments, lim.perClient, lim.queueTimeout),
 		rejections:     newRejectionLog(o.Logger.Named("limits"), o.Now),
-		metrics:        o.Metrics,
+		m:              m,
+		cam:            metrics.NewCA(o.Registerer),
 	}
 	if !o.Config.Insecure {
 		if o.Config.TLS.CertFile == "" || o.Config.TLS.KeyFile == "" {
@@ -251,25 +256,36 @@ type challengeResponse struct {
 func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	var req challengeRequest
-	if err := decodeBody(r, &req); err != nil {
+	profile := ""
+	out, err := s.challenge(ctx, r, &profile)
+	outcome, code := outcomeOf(err)
+	s.m.Challenges.WithLabelValues(profile, outcome, code).Inc()
+	if err != nil {
 		s.writeError(w, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// challenge answers one /challenge request; *profile is set once the request named a
+// configured profile.
+func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*challengeResponse, error) {
+	var req challengeRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
 	if req.Profile == "" {
-		s.writeError(w, fail(CodeBadRequest, nil, "profile is required"))
-		return
+		return nil, fail(CodeBadRequest, nil, "profile is required")
 	}
 	p, ok := s.profiles[req.Profile]
 	if !ok {
-		s.writeError(w, unknownProfile(req.Profile))
-		return
+		return nil, unknownProfile(req.Profile)
 	}
+	*profile = p.Name
 	ch, err := s.google.Challenge(ctx, p.APIVersion)
 	if err != nil {
 		s.log.Warn("challenge failed", zap.String("profile", p.Name), zap.Error(err))
-		s.writeError(w, err)
-		return
+		return nil, err
 	}
 	if len(ch.Data) > 0 {
 		// Remember when it was handed out, so that an answer older than the lifetime is refused
@@ -277,11 +293,24 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 		s.challenges.claim(challengeKey(base64.StdEncoding.EncodeToString(ch.Data)), s.lifetime+replayGrace)
 	}
 	s.log.Debug("challenge issued", zap.String("profile", p.Name), zap.String("api_version", p.APIVersion))
-	writeJSON(w, http.StatusOK, challengeResponse{
+	return &challengeResponse{
 		Challenge:        base64.StdEncoding.EncodeToString(ch.Bytes),
 		APIVersion:       p.APIVersion,
 		ExpiresInSeconds: int(s.lifetime / time.Second),
-	})
+	}, nil
+}
+
+// outcomeOf labels a request's result for the metrics: the outcome and the API's code (OK on
+// success).
+func outcomeOf(err error) (outcome, code string) {
+	if err == nil {
+		return metrics.VAIssued, "OK"
+	}
+	c := CodeOf(err)
+	if c.Status() >= 500 {
+		return metrics.VAFailed, string(c)
+	}
+	return metrics.VARefused, string(c)
 }
 
 // challengeKey keys the issued-challenges set by the challenge string an SPKAC carries (the
@@ -316,6 +345,12 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	e := &enrollment{}
 	err := s.enroll(ctx, w, r, e)
 	s.auditLine(r, e, err, s.now().Sub(start))
+	profile := ""
+	if _, ok := s.profiles[e.profile]; ok {
+		profile = e.profile // never a name a client made up
+	}
+	outcome, code := outcomeOf(err)
+	s.m.Enrolled(profile, outcome, code, s.now().Sub(start))
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -444,6 +479,7 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		cctx, cancel = context.WithTimeout(ctx, p.CATimeout)
 		defer cancel()
 	}
+	caStart := time.Now()
 	issued, err := p.CA.IssueForKey(cctx, &ca.KeyRequest{
 		Key:                requestKey(p.Name, der),
 		PublicKey:          spkac.PublicKey,
@@ -458,6 +494,7 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		ProfileName:        p.Name,
 		TemplateName:       certReq.TemplateName,
 	})
+	s.cam.Observe(ctx, p.CAName, metrics.CAIssueForKey, time.Since(caStart), err)
 	if err != nil {
 		var pending *ca.PendingError
 		if errors.As(err, &pending) {

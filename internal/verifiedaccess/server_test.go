@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -29,7 +30,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // testCA is the built-in CA in a temporary directory.
@@ -98,7 +99,8 @@ type harness struct {
 	srv     *Server
 	http    *httptest.Server
 	logs    *observer.ObservedLogs
-	metrics *telemetry.Counters
+	reg     *prometheus.Registry
+	metrics *metrics.VerifiedAccess
 	mu      sync.Mutex
 	clock   time.Time
 }
@@ -112,7 +114,8 @@ type harnessOptions struct {
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), metrics: &telemetry.Counters{}}
+	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), reg: prometheus.NewRegistry()}
+	h.metrics = metrics.NewVerifiedAccess(h.reg)
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logs = logs
 	log := zap.New(core)
@@ -138,7 +141,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	va.Insecure, va.ChallengeLifetime = true, time.Minute
 	h.srv, err = NewServer(ServerOptions{
-		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Metrics: h.metrics,
+		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Registerer: h.reg,
 	})
 	if err != nil {
 		t.Fatal(err)

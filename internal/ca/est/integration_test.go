@@ -293,8 +293,8 @@ func TestEndToEnd(t *testing.T) {
 	if n := basic.refusals(); n != 1 {
 		t.Errorf("wrong password: refused %d times, want once (refused credentials are not retried)", n)
 	}
-	if n := h.Metrics.Get("ca_errors_total", "est-down", "retryable"); n < 2 {
-		t.Errorf("CA down: %d retryable errors counted, want retries", n)
+	if n := h.Metric("certprov_ca_requests_total", "ca_connection", "est-down", "operation", "issue", "outcome", "retryable"); n < 2 {
+		t.Errorf("CA down: %v retryable errors counted, want retries", n)
 	}
 	for _, p := range triggers.seenPaths() {
 		if !strings.HasPrefix(p, "/.well-known/est/triggererrors/") {
