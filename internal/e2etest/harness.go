@@ -70,14 +70,14 @@ type Options struct {
 
 // Harness is a running adapter against a running emulator.
 type Harness struct {
-	t       testing.TB
-	Emu     *emulator.Emulator
-	Roots   *x509.CertPool // the built-in CA
-	Local   *local.Connector
+	t     testing.TB
+	Emu   *emulator.Emulator
+	Roots *x509.CertPool // the built-in CA
+	Local *local.Connector
 	// Registry holds every metric the adapter's components export (package metrics).
 	Registry *prometheus.Registry
 	Store    journal.Store
-	API     *chromeapi.Client // the adapter's own client, for tests that set a scene
+	API      *chromeapi.Client // the adapter's own client, for tests that set a scene
 	// Logs holds every entry the adapter's components logged, at the harness's level.
 	Logs *observer.ObservedLogs
 
