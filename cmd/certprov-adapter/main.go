@@ -132,9 +132,6 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	for _, w := range cfg.Warnings() {
-		log.Warn("configuration", zap.String("path", w.Path), zap.String("warning", w.Message))
-	}
 	go func() {
 		select {
 		case <-again:
@@ -200,10 +197,6 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if err := errors.Join(perr, cerr, vaerr); err != nil {
 		printProblems(stderr, *path, err)
 		return 1
-	}
-	// Warnings do not fail validation: the configuration works, less safely than it may seem.
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(stderr, "%s: %s: warning: %s\n", *path, w.Path, w.Message)
 	}
 	if *check {
 		if !checkConnections(stdout, stderr, conns) {

@@ -176,7 +176,7 @@ func (r readiness) caPing(name string, conn ca.Connector) func(context.Context) 
 	return func(ctx context.Context) (string, error) {
 		start := time.Now()
 		err := p.Ping(ctx)
-		r.calls.Observe(ctx, name, metrics.CAPing, time.Since(start), err)
+		r.calls.Observe(context.WithoutCancel(ctx), ctx, name, metrics.CAPing, time.Since(start), err) // a cut ping is a timeout
 		if err != nil {
 			return "", err
 		}

@@ -66,7 +66,8 @@ const MaxClockSkew = 5 * time.Minute
 // classify every error it returns with Permanent, Retryable or a *PendingError (an unclassified
 // error is treated as retryable). An error promises that no certificate was issued for this
 // call: a connector that cannot tell (a timeout after the request was sent) should resolve the
-// doubt itself, or implement Recoverer. It must never return a certificate whose public key differs
+// doubt itself, or implement Recoverer. An error returned once ctx's deadline passed carries no
+// such promise: the engine then asks Recover, or fails the request, and never calls Issue again. It must never return a certificate whose public key differs
 // from the CSR's; the engine checks that anyway and treats it as a permanent failure.
 type Connector interface {
 	Issue(ctx context.Context, req *Request) (*Issued, error)

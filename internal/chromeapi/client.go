@@ -270,6 +270,11 @@ func (c *Client) GetOperation(ctx context.Context, opName string) (*Operation, e
 	if err != nil {
 		return nil, err
 	}
+	return operationFromAPI(opName, op)
+}
+
+// operationFromAPI converts a signData operation as Google returned it.
+func operationFromAPI(opName string, op *cm.GoogleLongrunningOperation) (*Operation, error) {
 	out := &Operation{Done: op.Done}
 	if op.Error != nil {
 		out.Done = true

@@ -2,6 +2,7 @@ package chromeapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -114,21 +115,17 @@ func isConnectionError(err error) bool {
 	return false
 }
 
-// envelopeStatus digs the canonical status ("FAILED_PRECONDITION") out of the error envelope;
-// googleapi.Error does not expose it as a field.
+// envelopeStatus reads the canonical status ("FAILED_PRECONDITION") from the error envelope;
+// googleapi.Error does not expose it as a field. A body that is not an envelope (a proxy's page)
+// has none, whatever text it contains.
 func envelopeStatus(gerr *googleapi.Error) string {
-	const key = `"status":`
-	i := strings.Index(gerr.Body, key)
-	if i < 0 {
+	var env struct {
+		Error struct {
+			Status string `json:"status"`
+		} `json:"error"`
+	}
+	if json.Unmarshal([]byte(gerr.Body), &env) != nil {
 		return ""
 	}
-	rest := strings.TrimLeft(gerr.Body[i+len(key):], " ")
-	if !strings.HasPrefix(rest, `"`) {
-		return ""
-	}
-	rest = rest[1:]
-	if j := strings.IndexByte(rest, '"'); j >= 0 {
-		return rest[:j]
-	}
-	return ""
+	return env.Error.Status
 }

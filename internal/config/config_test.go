@@ -82,7 +82,7 @@ caConnections:
 
 // cleanEnv blanks every variable Load reads, so that the tests do not depend on the environment
 // they run in (an empty variable counts as unset).
-func cleanEnv(t *testing.T) {
+func cleanEnv(t testing.TB) {
 	t.Helper()
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")

@@ -3,7 +3,9 @@ package crashtest
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -12,33 +14,68 @@ import (
 
 // TestCrashRecovery provisions 300 processes while the adapter is killed with SIGKILL at random
 // moments and restarted on the same journal, once per durable backend, so the two runs compare.
+// A quarter of the processes go to a slow SCEP CA, a connector that cannot say what it issued,
+// so that kills land during CA calls that cannot be recovered; the rest go to the built-in CA,
+// which recovers them from its ledger.
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test runs the adapter binary for about a minute per backend")
 	}
-	for _, backend := range []string{"sqlite", "postgres"} {
+	seed := crashSeed(t)
+	for i, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			w := newWorld(t)
+			w.addSlowSCEP(time.Second)
 			j := journalConfig{typ: backend, path: filepath.Join(w.dir, "journal.db")}
 			if backend == "postgres" {
 				j = journalConfig{typ: backend, dsn: pgtest.Schema(t, pgtest.DSN(t), "crash")}
 			}
-			crashRun(t, w, w.writeConfig("adapter", "crash-adapter-1", j), backend)
+			crashRun(t, w, w.writeConfig("adapter", "crash-adapter-1", j), backend, seed+uint64(i))
 		})
 	}
 }
 
-func crashRun(t *testing.T, w *world, cfg, backend string) {
+// crashSeedEnv replays a failed crash run: set it to the seed the run logged.
+const crashSeedEnv = "CERTPROV_CRASH_SEED"
+
+// crashSeed is the seed of the run's kill schedule: from crashSeedEnv, or the clock.
+func crashSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(crashSeedEnv); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("%s=%q: want an unsigned integer: %v", crashSeedEnv, v, err)
+		}
+	}
+	t.Logf("crash seed %d (replay with %s=%d; the sqlite run uses the seed, the postgres run seed+1)", seed, crashSeedEnv, seed)
+	return seed
+}
+
+func crashRun(t *testing.T, w *world, cfg, backend string, seed uint64) {
 	const processes, kills = 300, 12
 	start := time.Now()
-	names := w.startProcesses(processes, 3*time.Second)
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	names := w.startProcessesOn(processes, 3*time.Second, func(i int) string {
+		if i%4 == 3 {
+			return "scep"
+		}
+		return "builtin"
+	})
+	rng := rand.New(rand.NewPCG(seed, 1))
 	p := w.startAdapter(cfg)
+	killsDuringCA := 0
 	for k := range kills {
 		time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond)
+		if killsDuringCA == 0 {
+			// Until one kill has landed during a slow CA call, wait for one to be in flight.
+			w.scepProxy.waitEnrolling(10 * time.Second)
+		}
 		if p.exited() {
 			w.logAdapterErrors(p)
 			t.Fatalf("adapter exited on its own before kill %d", k+1)
+		}
+		if w.scepProxy.enrolling.Load() > 0 {
+			killsDuringCA++
 		}
 		p.kill()
 		p = w.startAdapter(cfg)
@@ -47,16 +84,26 @@ func crashRun(t *testing.T, w *world, cfg, backend string) {
 	elapsed := time.Since(start)
 	p.stop()
 	o := w.check(names)
-	t.Logf("%s crash test: %d processes, %d SIGKILLs, %s in %s", backend, processes, kills, o, elapsed.Round(time.Millisecond))
-	if o.issued != processes {
+	t.Logf("%s crash test (seed %d): %d processes, %d SIGKILLs (%d during a SCEP call), %s in %s",
+		backend, seed, processes, kills, killsDuringCA, o, elapsed.Round(time.Millisecond))
+	if want := processes - processes/4; o.byCA["builtin issued"] != want {
 		w.logAdapterErrors(p)
-		t.Errorf("%d of %d processes issued", o.issued, processes)
+		t.Errorf("%d of %d processes on the built-in CA issued; it recovers interrupted calls", o.byCA["builtin issued"], want)
+	}
+	// The only failure allowed is the safe one for an interrupted SCEP call, and a kill must have
+	// caused at least one, or the test did not test what it is for.
+	if o.issued+o.interruptedCA != processes {
+		t.Errorf("issued %d, failed because of an interrupted CA call %d, of %d", o.issued, o.interruptedCA, processes)
+	}
+	if o.interruptedCA == 0 || o.byCA["scep failed"] != o.interruptedCA {
+		t.Errorf("%d SCEP processes failed because a kill interrupted their CA call, %d in all; want at least one, all of them SCEP",
+			o.byCA["scep failed"], o.interruptedCA)
 	}
 }
 
 // TestReplicasSharePostgres runs three replicas with one logical instance id on a shared
-// PostgreSQL journal; one is killed for good mid-run and the others finish its processes once
-// its leases expire.
+// PostgreSQL journal; one is killed for good mid-run while it holds leases, and the others
+// finish its processes once its leases expire.
 func TestReplicasSharePostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("replica test runs three adapter binaries")
@@ -67,16 +114,36 @@ func TestReplicasSharePostgres(t *testing.T) {
 	j := journalConfig{typ: "postgres", dsn: pgtest.Schema(t, dsn, "replicas")}
 	var replicas []*adapterProc
 	for i := range 3 {
-		replicas = append(replicas, w.startAdapter(w.writeConfig(fmt.Sprintf("replica-%d", i), "crash-shared", j)))
+		// The victim logs at info, so that its lease owner can be read from its start-up line.
+		level := "warn"
+		if i == 0 {
+			level = "info"
+		}
+		replicas = append(replicas, w.startAdapter(w.writeConfigLevel(fmt.Sprintf("replica-%d", i), "crash-shared", j, level)))
 	}
+	victim := replicas[0].leaseOwner(t)
+	// Every API call takes a moment, so that a replica holds leases through its steps, not only
+	// between two polls.
+	w.emu.SetLatency(200 * time.Millisecond)
 	start := time.Now()
 	names := w.startProcesses(processes, 3*time.Second)
 	time.Sleep(1500 * time.Millisecond)
+	leases := newLeaseReader(t, j.dsn)
+	var before []string
+	for deadline := time.Now().Add(time.Minute); len(before) == 0 && time.Now().Before(deadline); {
+		before = leases.held(victim, time.Now())
+	}
 	replicas[0].kill() // for good
+	// Read again right after the kill: a dead replica renews and releases nothing, and no other
+	// may take its records before their leases expire, so these are exactly the leases it died
+	// with.
+	held := leases.held(victim, time.Now())
+	t.Logf("the victim held %d leases right before the kill, %d when it died", len(before), len(held))
 	w.waitAll(names, 3*time.Minute)
 	elapsed := time.Since(start)
 	o := w.check(names)
-	t.Logf("postgres replicas: %d processes, 3 replicas, 1 killed for good, %s in %s", processes, o, elapsed.Round(time.Millisecond))
+	t.Logf("postgres replicas: %d processes, 3 replicas, 1 killed for good holding %d leases (owner %s), %s in %s",
+		processes, len(held), victim, o, elapsed.Round(time.Millisecond))
 	if o.issued+o.failed != processes {
 		for _, r := range replicas[1:] {
 			w.logAdapterErrors(r)
@@ -84,6 +151,33 @@ func TestReplicasSharePostgres(t *testing.T) {
 	}
 	if o.issued+o.interruptedCA != processes {
 		t.Errorf("issued %d, failed %d of %d", o.issued, o.failed, processes)
+	}
+	if len(held) == 0 {
+		t.Fatalf("the killed replica (lease owner %s) held no lease when it died: the test proved no takeover", victim)
+	}
+	// Google's side ends a moment before the journal records it.
+	var rows map[string]journalRow
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		rows = leases.rows(held)
+		final := 0
+		for _, r := range rows {
+			if r.final {
+				final++
+			}
+		}
+		if final == len(held) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, n := range held {
+		if s, _ := w.emu.Process(n); !s.Finished() {
+			t.Errorf("%s, leased by the killed replica, is unfinished on Google's side (%s)", n, s.State)
+		}
+		if r := rows[n]; !r.final || r.owner != "" {
+			t.Errorf("%s, leased by the killed replica: journal state %s, final %v, lease owner %q; want finished by the others",
+				n, r.state, r.final, r.owner)
+		}
 	}
 }
 

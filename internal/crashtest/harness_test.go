@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http/httptest"
@@ -17,11 +18,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/ca/scep"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres"
+	"github.com/certprov/certprov-adapter/internal/testservers"
 )
 
 const customer = "C0crash"
@@ -63,6 +69,13 @@ type world struct {
 	ledger  string
 	roots   *x509.CertPool
 
+	// scep, when set, is a second CA connection ("scep") the adapters get: a real scepserver
+	// behind a proxy, a connector that cannot say what it issued (no ca.Recoverer).
+	scep      *testservers.SCEPServer
+	scepProxy *scepProxy
+	// caOf is the CA connection each started process names.
+	caOf map[string]string
+
 	mu       sync.Mutex
 	adapters []*adapterProc
 }
@@ -89,7 +102,8 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, emu: emu, restURL: rest.URL, dir: dir, caCert: caCert, ledger: filepath.Join(dir, "ca", "ledger.jsonl"), roots: roots}
+	w := &world{t: t, emu: emu, restURL: rest.URL, dir: dir, caCert: caCert, ledger: filepath.Join(dir, "ca", "ledger.jsonl"), roots: roots,
+		caOf: map[string]string{}}
 	t.Cleanup(func() {
 		w.stopAll()
 		rest.Close()
@@ -99,6 +113,21 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
+// addSlowSCEP gives the world's adapters a CA connection "scep": scepserver behind a proxy
+// that holds each answer for delay after the CA issued. The adapter's SCEP signer pair is made
+// here, once, so that no kill can tear it while an adapter creates it.
+func (w *world) addSlowSCEP(delay time.Duration) {
+	w.t.Helper()
+	w.scep = testservers.StartSCEP(w.t, scepChallenge)
+	w.scepProxy = newDelayProxy(w.t, w.scep.URL, delay)
+	if _, err := ca.New(scep.Type, ca.Settings{
+		"url": w.scepProxy.URL, "challenge": scepChallenge,
+		"signerKeyFile": "scep-signer.key", "signerCertFile": "scep-signer.crt",
+	}, ca.Env{Name: "scep", BaseDir: w.dir}); err != nil {
+		w.t.Fatalf("scep signer: %v", err)
+	}
+}
+
 // journalConfig is the journal section of an adapter's YAML.
 type journalConfig struct {
 	typ, path, dsn string
@@ -106,6 +135,11 @@ type journalConfig struct {
 
 // writeConfig writes an adapter configuration and returns its path.
 func (w *world) writeConfig(name, instanceID string, j journalConfig) string {
+	return w.writeConfigLevel(name, instanceID, j, "warn")
+}
+
+// writeConfigLevel is writeConfig with the adapter's log level.
+func (w *world) writeConfigLevel(name, instanceID string, j journalConfig, level string) string {
 	w.t.Helper()
 	var jy string
 	switch j.typ {
@@ -134,7 +168,7 @@ engine:
   retry: {initialBackoff: 100ms, maxBackoff: 1s, maxDuration: 5m}
 journal:
 %s  leaseDuration: 4s
-log: {level: warn, format: json}
+log: {level: %s, format: json}
 ops: {listen: "127.0.0.1:0"}
 profiles:
   device:
@@ -154,7 +188,17 @@ caConnections:
     certificateFile: ca/ca.crt
     keyFile: ca/ca.key
     ledgerFile: ca/ledger.jsonl
-`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy)
+`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy, level)
+	if w.scepProxy != nil {
+		cfg += fmt.Sprintf(`  scep:
+    type: scep
+    url: %s
+    challenge: %s
+    signerKeyFile: scep-signer.key
+    signerCertFile: scep-signer.crt
+    timeout: 30s
+`, w.scepProxy.URL, scepChallenge)
+	}
 	path := filepath.Join(w.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		w.t.Fatal(err)
@@ -265,11 +309,17 @@ type outcome struct {
 	// interruptedCA counts failures set because a CA call was cut by a crash and the CA could not
 	// say what it issued: the one failure these tests accept, since it is the safe choice.
 	interruptedCA int
+	// byCA counts processes by CA connection and end: "builtin issued", "scep failed", …
+	byCA map[string]int
+	// reuploads counts issued processes with a second uploadCertificate call, which Google
+	// refused because the first had landed: a kill between an upload and its journal write.
+	reuploads int
 }
 
 func (o outcome) String() string {
-	return fmt.Sprintf("issued=%d failed=%d unfinished=%d max signData/process=%d max CA issuance/process=%d failures=%v",
-		o.issued, o.failed, o.unfinished, o.maxSignData, o.maxCA, o.failures)
+	return fmt.Sprintf("issued=%d failed=%d unfinished=%d max signData/process=%d max CA issuance/process=%d "+
+		"refused re-uploads=%d by CA=%v failures=%v",
+		o.issued, o.failed, o.unfinished, o.maxSignData, o.maxCA, o.reuploads, o.byCA, o.failures)
 }
 
 // waitAll waits until every process has ended on the emulator's side or the timeout passes.
@@ -289,7 +339,10 @@ func (w *world) waitAll(names []string, timeout time.Duration) {
 	}
 }
 
-// check verifies the invariants for every process and returns the figures.
+// check verifies the invariants for every process and returns the figures: signData at most
+// once, at most one certificate issued by the CA the process names (the local CA's ledger,
+// scepserver's depot), an issued process uploaded exactly once with a certificate that chains to
+// that CA and carries the device key, and no process left unfinished.
 func (w *world) check(names []string) outcome {
 	w.t.Helper()
 	counts := map[string]int{}
@@ -299,34 +352,57 @@ func (w *world) check(names []string) outcome {
 			w.t.Fatal(err)
 		}
 	}
-	o := outcome{failures: map[string]int{}}
+	var depot map[string]int
+	if w.scep != nil {
+		depot = depotCounts(w.t, w.scep.Depot)
+	}
+	o := outcome{failures: map[string]int{}, byCA: map[string]int{}}
 	for _, n := range names {
 		s, ok := w.emu.Process(n)
 		if !ok {
 			w.t.Fatalf("emulator lost %s", n)
 		}
+		caName, roots, issued := "builtin", w.roots, counts[n]
+		if w.caOf[n] == "scep" {
+			caName, roots, issued = "scep", poolOf(w.scep.CA), depot[string(s.SPKI)]
+		}
 		o.maxSignData = max(o.maxSignData, s.SignDataCount)
-		o.maxCA = max(o.maxCA, counts[n])
+		o.maxCA = max(o.maxCA, issued)
 		if s.SignDataCount > 1 {
 			w.t.Errorf("%s: signData requested %d times", n, s.SignDataCount)
 		}
-		if counts[n] > 1 {
-			w.t.Errorf("%s: the CA issued %d certificates", n, counts[n])
+		if issued > 1 {
+			w.t.Errorf("%s: the %s CA issued %d certificates", n, caName, issued)
 		}
+		uploads := s.Calls[emulator.MethodUploadCertificate]
 		switch s.State {
 		case emulator.StateIssued:
 			o.issued++
-			if _, err := emulator.VerifyIssued(s, w.roots, nil); err != nil {
+			o.byCA[caName+" issued"]++
+			if _, err := emulator.VerifyIssued(s, roots, nil); err != nil {
 				w.t.Errorf("%s: %v", n, err)
 			}
-			if counts[n] != 1 {
-				w.t.Errorf("%s: uploaded a certificate the CA ledger does not show (%d)", n, counts[n])
+			if issued != 1 {
+				w.t.Errorf("%s: uploaded a certificate the %s CA's log does not show (%d)", n, caName, issued)
+			}
+			// Google accepts one upload and refuses any after it, so a second call is harmless;
+			// it happens only when a kill fell between an upload and its journal write.
+			switch uploads {
+			case 1:
+			case 2:
+				o.reuploads++
+			default:
+				w.t.Errorf("%s: uploadCertificate called %d times", n, uploads)
 			}
 		case emulator.StateFailed:
 			o.failed++
+			o.byCA[caName+" failed"]++
 			o.failures[firstWords(s.FailureMessage)]++
 			if strings.HasPrefix(s.FailureMessage, interruptedCA) {
 				o.interruptedCA++
+			}
+			if uploads != 0 {
+				w.t.Errorf("%s: failed after %d uploadCertificate calls", n, uploads)
 			}
 		default:
 			o.unfinished++
@@ -344,8 +420,14 @@ func firstWords(s string) string {
 	return strings.Join(f, " ")
 }
 
-// startProcesses starts n processes with a mix of scopes, keys, encodings and device delays.
+// startProcesses starts n processes with a mix of scopes, keys, encodings and device delays,
+// all on the built-in CA.
 func (w *world) startProcesses(n int, maxDelay time.Duration) []string {
+	return w.startProcessesOn(n, maxDelay, func(int) string { return "builtin" })
+}
+
+// startProcessesOn is startProcesses with the CA connection of process i chosen by caOf(i).
+func (w *world) startProcessesOn(n int, maxDelay time.Duration, caOf func(i int) string) []string {
 	w.t.Helper()
 	var names []string
 	for i := range n {
@@ -354,7 +436,7 @@ func (w *world) startProcesses(n int, maxDelay time.Duration) []string {
 			Scope:      []string{"device", "user"}[i%2],
 			KeyType:    []string{"rsa", "ecdsa", "ecdsa"}[i%3],
 			Encoding:   []string{"camel", "snake", "proto"}[i%3],
-			CARef:      "builtin",
+			CARef:      caOf(i),
 			SignDelay:  time.Duration(i*7919%1000) * maxDelay / 1000,
 			Duplicates: i % 5 / 4,
 		}
@@ -364,6 +446,7 @@ func (w *world) startProcesses(n int, maxDelay time.Duration) []string {
 			w.t.Fatal(err)
 		}
 		names = append(names, name)
+		w.caOf[name] = spec.CARef
 	}
 	return names
 }
@@ -383,4 +466,89 @@ func (w *world) logAdapterErrors(p *adapterProc) {
 	for _, l := range lines {
 		w.t.Logf("adapter: %s", l)
 	}
+}
+
+// leaseOwner reads the engine's lease owner (instance id and a per-run suffix) from the
+// adapter's start-up log line, which needs log level info.
+func (p *adapterProc) leaseOwner(t *testing.T) string {
+	t.Helper()
+	p.waitLog(t, `"lease_owner"`, 30*time.Second)
+	for _, line := range strings.Split(p.output(), "\n") {
+		var entry struct {
+			LeaseOwner string `json:"lease_owner"`
+		}
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.LeaseOwner != "" {
+			return entry.LeaseOwner
+		}
+	}
+	t.Fatalf("no lease_owner in the adapter's log:\n%s", p.output())
+	return ""
+}
+
+// leaseReader reads the leases in a PostgreSQL journal, on one connection so that a poll is
+// quick.
+type leaseReader struct {
+	t    *testing.T
+	conn *pgx.Conn
+}
+
+func newLeaseReader(t *testing.T, dsn string) *leaseReader {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return &leaseReader{t: t, conn: conn}
+}
+
+// held lists the unfinished records that owner holds under a lease unexpired at now.
+func (l *leaseReader) held(owner string, now time.Time) []string {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rows, err := l.conn.Query(ctx, `SELECT name FROM `+postgres.DefaultTable+
+		` WHERE NOT final AND lease_owner = $1 AND lease_until > $2 ORDER BY name`, owner, now.UnixNano())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return names
+}
+
+// journalRow is a journal record as its columns show it.
+type journalRow struct {
+	state, owner string
+	final        bool
+}
+
+// rows reads the named records' rows.
+func (l *leaseReader) rows(names []string) map[string]journalRow {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rows, err := l.conn.Query(ctx, `SELECT name, state, final, coalesce(lease_owner, '') FROM `+postgres.DefaultTable+
+		` WHERE name = ANY($1)`, names)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]journalRow{}
+	for rows.Next() {
+		var name string
+		var r journalRow
+		if err := rows.Scan(&name, &r.state, &r.final, &r.owner); err != nil {
+			l.t.Fatal(err)
+		}
+		out[name] = r
+	}
+	if err := rows.Err(); err != nil {
+		l.t.Fatal(err)
+	}
+	return out
 }

@@ -1,19 +1,13 @@
 package crashtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,76 +18,6 @@ import (
 
 // scepChallenge is the static challenge password the test scepserver wants.
 const scepChallenge = "5D2C8E4F1A3B6C7D"
-
-// holdingProxy stands between the adapter and scepserver and holds each enrolment answer
-// (operation PKIOperation) once the server has issued: the CA has signed, the adapter does not
-// know yet, which is the moment a stop must not lose. Everything else passes straight through.
-type holdingProxy struct {
-	URL      string
-	upstream string
-	held     chan struct{} // one value per answer held
-	release  chan struct{} // closed to let every held answer go
-	once     sync.Once
-}
-
-func newHoldingProxy(t *testing.T, upstream string) *holdingProxy {
-	t.Helper()
-	p := &holdingProxy{upstream: upstream, held: make(chan struct{}, 16), release: make(chan struct{})}
-	srv := httptest.NewServer(p)
-	p.URL = srv.URL + "/scep"
-	t.Cleanup(func() { p.releaseAll(); srv.Close() })
-	return p
-}
-
-func (p *holdingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	// The answer is made on a context of its own: the CA issues whatever the adapter does.
-	req, err := http.NewRequestWithContext(context.Background(), r.Method, p.upstream+"?"+r.URL.RawQuery, bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	req.Header = r.Header.Clone()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	answer, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	if r.URL.Query().Get("operation") == "PKIOperation" {
-		p.held <- struct{}{}
-		select {
-		case <-p.release:
-		case <-r.Context().Done():
-			return // the adapter gave up on the call; the certificate stays issued
-		}
-	}
-	for k, vs := range resp.Header {
-		w.Header()[k] = vs
-	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(answer)
-}
-
-func (p *holdingProxy) waitHeld(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-p.held:
-	case <-time.After(timeout):
-		t.Fatalf("no enrolment reached the CA within %s", timeout)
-	}
-}
-
-func (p *holdingProxy) releaseAll() { p.once.Do(func() { close(p.release) }) }
 
 // writeShutdownConfig writes the configuration of an adapter that enrols through the SCEP
 // connector at scepURL (a connector that cannot recover an interrupted request) on a SQLite
@@ -175,34 +99,6 @@ func (p *adapterProc) waitExit(t *testing.T, timeout time.Duration) int {
 	}
 }
 
-// issuedFor counts the certificates in the scepserver depot that carry spki.
-func issuedFor(t *testing.T, depot string, spki []byte) int {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(depot, "*.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		block, _ := pem.Decode(b)
-		if block == nil || block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if bytes.Equal(c.RawSubjectPublicKeyInfo, spki) {
-			n++
-		}
-	}
-	return n
-}
-
 // stopScene is a running adapter whose one process has its CA answer held by the proxy.
 type stopScene struct {
 	w       *world
@@ -247,7 +143,7 @@ func (s *stopScene) finish(t *testing.T) emulator.Snapshot {
 	if snap.SignDataCount != 1 {
 		t.Errorf("signData requested %d times", snap.SignDataCount)
 	}
-	if n := issuedFor(t, s.scep.Depot, snap.SPKI); n != 1 {
+	if n := depotCounts(t, s.scep.Depot)[string(snap.SPKI)]; n != 1 {
 		t.Errorf("the CA issued %d certificates for the device key, want 1", n)
 	}
 	t.Cleanup(func() {

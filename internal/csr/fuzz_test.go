@@ -5,7 +5,10 @@ import (
 	"crypto"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -108,5 +111,71 @@ func FuzzRenderSerial(f *testing.F) {
 				}
 			}
 		}
+	})
+}
+
+// FuzzTemplate compiles arbitrary subject templates and renders them, and a fixed set of SAN
+// templates, over arbitrary process values: no panic; whatever renders holds only printable text
+// (no control or bidirectional-control character), carries the process values it names
+// unchanged, and encodes into a request; every render error reads as printable lines.
+func FuzzTemplate(f *testing.F) {
+	testKeys(f)
+	spki := spkiOf(f, ecKey)
+	for _, tmpl := range []string{"{{.Device.SerialNumber}}", "{{.User.Email | emailLocal | lower}}",
+		`{{default "none" .Device.SerialNumber}}-{{.Customer}}`, `{{replace "@" "." .User.Email | upper}}`,
+		`{{trimSuffix "@example.com" .User.Email}}`, "CN=x,O=y+{{.ProcessID}}", "{{.ProcessName}}", "{{.Nope}}", "{{",
+		`{{printf "%c" 10}}`, "{{.User.DirectoryID | trimSpace}}"} {
+		f.Add(tmpl, "5CD1234", "user@example.com", "d-1")
+	}
+	f.Add("{{.Device.SerialNumber}}", "a\nb", "us\u202eer@example.com", " d-1 ")
+	f.Add("x", "SN", "user@exa mple.com", "d/1?x#y")
+	f.Fuzz(func(t *testing.T, tmpl, serial, email, dirID string) {
+		compiled, err := Compile(config.Profile{
+			Subject: config.Subject{CommonName: tmpl, OrganizationalUnit: []string{tmpl}},
+			SubjectAltNames: config.SANs{
+				DNS:   []string{"{{.Device.SerialNumber | lower}}.devices.example.com"},
+				Email: []string{"{{.User.Email}}"},
+				URI:   []string{"urn:device:{{.Device.DirectoryID}}"},
+				UPN:   []string{"{{.User.Email}}"},
+			},
+		})
+		if err != nil {
+			return
+		}
+		p := testProcess()
+		p.Device.SerialNumber, p.Device.DirectoryID, p.User.Email = serial, dirID, email
+		req, err := compiled.Render(p)
+		if err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !printable(line) {
+					t.Fatalf("render error not printable: %q", line)
+				}
+			}
+			return
+		}
+		values := append([]string{req.Subject.CommonName}, req.Subject.OrganizationalUnit...)
+		values = append(append(append(values, req.DNSNames...), req.EmailAddresses...), req.UPNs...)
+		for _, u := range req.URIs {
+			values = append(values, u.String())
+		}
+		for _, v := range values {
+			if !printable(v) {
+				t.Fatalf("rendered value %q", v)
+			}
+		}
+		if len(req.DNSNames) != 1 || req.DNSNames[0] != strings.ToLower(serial)+".devices.example.com" ||
+			len(req.EmailAddresses) != 1 || req.EmailAddresses[0] != email || len(req.UPNs) != 1 || req.UPNs[0] != email {
+			t.Fatalf("SANs %q %q %q for serial %q, e-mail %q", req.DNSNames, req.EmailAddresses, req.UPNs, serial, email)
+		}
+		if _, err := BuildCRI(req, spki); err != nil {
+			t.Fatalf("BuildCRI refused what Render accepted: %v", err)
+		}
+	})
+}
+
+// printable reports whether s is valid UTF-8 without control or bidirectional-control characters.
+func printable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 	})
 }

@@ -62,8 +62,13 @@ type Options struct {
 	// LeaseDuration and ShutdownGracePeriod go to the engine (default: the engine's).
 	LeaseDuration       time.Duration
 	ShutdownGracePeriod time.Duration
-	// Store wraps the in-memory journal, for tests that inject journal faults (default: none).
+	// Journal opens the journal (default: in memory), e.g. a SQLite file or a PostgreSQL schema
+	// of the test's own; it closes the store through t.Cleanup.
+	Journal func(t testing.TB) journal.Store
+	// Store wraps the journal, for tests that inject journal faults (default: none).
 	Store func(journal.Store) journal.Store
+	// CATimeout bounds one call of every CA connection (default 10s).
+	CATimeout time.Duration
 	// REST wraps the emulator's REST API handler, for faults the emulator has no switch for.
 	REST func(http.Handler) http.Handler
 }
@@ -111,6 +116,9 @@ func New(t testing.TB, o Options) *Harness {
 	if o.RetryFor == 0 {
 		o.RetryFor = 20 * time.Second
 	}
+	if o.CATimeout == 0 {
+		o.CATimeout = 10 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	level := zap.WarnLevel
 	if o.Verbose {
@@ -142,16 +150,19 @@ func New(t testing.TB, o Options) *Harness {
 		t.Fatalf("local CA: %v", err)
 	}
 	var store journal.Store = journal.NewMemory()
+	if o.Journal != nil {
+		store = o.Journal(t)
+	}
 	if o.Store != nil {
 		store = o.Store(store)
 	}
 	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Registry: prometheus.NewRegistry(), Store: store, Logs: logs, ctx: ctx}
 	h.Roots.AddCert(readCert(t, certPath))
 
-	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: 10 * time.Second}}
+	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: o.CATimeout}}
 	if o.CAs != nil {
 		for name, c := range o.CAs(h) {
-			cas[name] = &engine.CAConnection{Connector: c, Timeout: 10 * time.Second}
+			cas[name] = &engine.CAConnection{Connector: c, Timeout: o.CATimeout}
 		}
 	}
 	specs := map[string]config.Profile{

@@ -325,6 +325,7 @@ func (e *Emulator) newProc(spec ProcessSpec) (*proc, error) {
 		profileID: profileID(spec),
 		created:   e.clock(),
 		calls:     map[string]int{},
+		injected:  map[string]int{},
 	}
 	if spec.Behaviour == BehaviourWrongKey {
 		if p.wrongKey, err = newDeviceKey(spec.KeyType); err != nil {

@@ -3,6 +3,7 @@ package emulator
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,6 +55,7 @@ type proc struct {
 	online        bool
 	timer         *time.Timer
 	calls         map[string]int
+	injected      map[string]int // calls answered by an injected fault, by method
 	signDataCount int
 }
 
@@ -84,10 +86,8 @@ func (p *proc) stopTimer() {
 }
 
 func (p *proc) snapshot() Snapshot {
-	calls := make(map[string]int, len(p.calls))
-	for k, v := range p.calls {
-		calls[k] = v
-	}
+	calls := maps.Clone(p.calls)
+	injected := maps.Clone(p.injected)
 	s := Snapshot{
 		Name:           p.name,
 		Customer:       p.customer,
@@ -96,6 +96,7 @@ func (p *proc) snapshot() Snapshot {
 		KeyType:        p.spec.KeyType,
 		ClaimedBy:      p.claimedBy,
 		Calls:          calls,
+		Injected:       injected,
 		SignDataCount:  p.signDataCount,
 		CertificatePEM: p.issuedPEM,
 		FailureMessage: p.failure,

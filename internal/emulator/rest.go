@@ -139,10 +139,15 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 
 	e.mu.Lock()
 	p := e.lookupLocked(call.customer, call.id)
+	target := process.Name(call.customer, call.id)
 	if p != nil {
 		p.calls[call.method]++
+		target = p.name
 	}
-	if rule := takeRuleLocked(&e.failRules, call.method); rule != nil {
+	if rule := takeRuleLocked(&e.failRules, call.method, target); rule != nil {
+		if p != nil {
+			p.injected[call.method]++
+		}
 		e.mu.Unlock()
 		e.log.Debug("injected failure", zap.String("method", call.method), zap.Int("status", rule.status))
 		writeError(w, &apiError{code: rule.status, status: statusName(rule.status),
@@ -155,7 +160,10 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	} else {
 		resp, aerr = e.applyLocked(call, p, body)
 	}
-	lost := takeRuleLocked(&e.loseRules, call.method) != nil
+	lost := takeRuleLocked(&e.loseRules, call.method, target)
+	if lost != nil && p != nil {
+		p.injected[call.method]++
+	}
 	e.mu.Unlock()
 
 	logFields := []zap.Field{zap.String("method", call.method), zap.String("id", call.id)}
@@ -163,9 +171,9 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		logFields = append(logFields, zap.String("error", aerr.Error()))
 	}
 	e.log.Debug("api call", logFields...)
-	if lost {
-		writeError(w, &apiError{code: 503, status: "UNAVAILABLE",
-			message: "The service is currently unavailable (emulator: response lost)."}, 0)
+	if lost != nil {
+		writeError(w, &apiError{code: lost.status, status: statusName(lost.status),
+			message: "The service is currently unavailable (emulator: response lost)."}, lost.retryAfter)
 		return
 	}
 	if aerr != nil {

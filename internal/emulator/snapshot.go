@@ -23,6 +23,9 @@ type Snapshot struct {
 	// MethodOperationsGet, MethodUploadCertificate, MethodSetFailure), including calls that
 	// failed or were answered by injected faults.
 	Calls map[string]int
+	// Injected counts, by method, the calls in Calls that an injected fault answered (Inject,
+	// FailNext, LoseNextResponses): Calls[m] - Injected[m] is how many were answered truthfully.
+	Injected map[string]int
 	// SignDataCount counts the proof-of-possession requests that reached the device (valid
 	// signData calls on a claimed, unfinished process); anything above 1 failed the process.
 	SignDataCount int
@@ -56,6 +59,7 @@ type snapshotJSON struct {
 	KeyType        string         `json:"keyType"`
 	ClaimedBy      string         `json:"claimedBy,omitempty"`
 	Calls          map[string]int `json:"calls"`
+	Injected       map[string]int `json:"injected,omitempty"`
 	SignDataCount  int            `json:"signDataCount"`
 	CertificatePEM string         `json:"certificatePem,omitempty"`
 	FailureMessage string         `json:"failureMessage,omitempty"`
@@ -69,7 +73,7 @@ type snapshotJSON struct {
 func (s Snapshot) MarshalJSON() ([]byte, error) {
 	w := snapshotJSON{
 		Name: s.Name, Customer: s.Customer, State: s.State, Scope: s.Scope, KeyType: s.KeyType,
-		ClaimedBy: s.ClaimedBy, Calls: s.Calls, SignDataCount: s.SignDataCount,
+		ClaimedBy: s.ClaimedBy, Calls: s.Calls, Injected: s.Injected, SignDataCount: s.SignDataCount,
 		CertificatePEM: s.CertificatePEM, FailureMessage: s.FailureMessage, SPKI: s.SPKI, Created: s.Created,
 	}
 	if !s.FinishedAt.IsZero() {
@@ -87,7 +91,7 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 	}
 	out := Snapshot{
 		Name: w.Name, Customer: w.Customer, State: w.State, Scope: w.Scope, KeyType: w.KeyType,
-		ClaimedBy: w.ClaimedBy, Calls: w.Calls, SignDataCount: w.SignDataCount,
+		ClaimedBy: w.ClaimedBy, Calls: w.Calls, Injected: w.Injected, SignDataCount: w.SignDataCount,
 		CertificatePEM: w.CertificatePEM, FailureMessage: w.FailureMessage, SPKI: w.SPKI, Created: w.Created,
 	}
 	if w.FinishedAt != nil {

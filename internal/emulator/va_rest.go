@@ -62,7 +62,7 @@ func (e *Emulator) vaHandler(method, version string, apply vaApply) http.Handler
 		}
 
 		e.mu.Lock()
-		rule := takeRuleLocked(&e.failRules, method)
+		rule := takeRuleLocked(&e.failRules, method, "")
 		e.mu.Unlock()
 		if rule != nil {
 			e.countVA(version, isVerify, VAOutcomeInjected)
@@ -75,7 +75,7 @@ func (e *Emulator) vaHandler(method, version string, apply vaApply) http.Handler
 		resp, outcome, aerr := apply(body)
 		e.countVA(version, isVerify, outcome)
 		e.mu.Lock()
-		lost := takeRuleLocked(&e.loseRules, method) != nil
+		lost := takeRuleLocked(&e.loseRules, method, "")
 		e.mu.Unlock()
 
 		fields := []zap.Field{zap.String("method", method)}
@@ -87,9 +87,9 @@ func (e *Emulator) vaHandler(method, version string, apply vaApply) http.Handler
 		}
 		e.log.Debug("verified access call", fields...)
 		switch {
-		case lost:
-			writeError(w, &apiError{code: 503, status: "UNAVAILABLE",
-				message: "The service is currently unavailable (emulator: response lost)."}, 0)
+		case lost != nil:
+			writeError(w, &apiError{code: lost.status, status: statusName(lost.status),
+				message: "The service is currently unavailable (emulator: response lost)."}, lost.retryAfter)
 		case aerr != nil:
 			writeError(w, aerr, 0)
 		default:

@@ -251,6 +251,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer cut(nil)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, e.o.Workers)
+	// The owner names this run's leases in the journal: what an operator (or a test) looks for
+	// to see what a replica held when it died.
+	e.log.Info("engine running", zap.String("lease_owner", e.owner), zap.Int("workers", e.o.Workers),
+		zap.Duration("lease_duration", e.o.LeaseDuration))
 	for ctx.Err() == nil {
 		if free := cap(slots) - len(slots); free > 0 {
 			// Not cancelled by ctx: a lease granted as the stop begins is still handed to a

@@ -92,7 +92,7 @@ func (e *Engine) requestSignature(ctx context.Context, rec *journal.Record) {
 		start := time.Now()
 		attrs, err := contrib.CSRAttributes(ctx, &ca.Request{Key: rec.Name, Process: rec.Process,
 			ProfileName: r.profileName, TemplateName: r.templateName, Validity: r.validity})
-		e.cam.Observe(ctx, r.caName, metrics.CAAttributes, time.Since(start), err)
+		e.cam.Observe(ctx, ctx, r.caName, metrics.CAAttributes, time.Since(start), err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return // interrupted: nothing was decided
@@ -265,7 +265,7 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 		}
 		start := time.Now()
 		issued, err = recoverer.Recover(cctx, rec.Name)
-		e.cam.Observe(ctx, rec.CAName, metrics.CARecover, time.Since(start), err)
+		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CARecover, time.Since(start), err)
 		if err != nil {
 			if ctx.Err() == nil {
 				e.classifiedCAError(rec, "the CA (recovering an interrupted request)", err)
@@ -285,11 +285,15 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 		}
 		start := time.Now()
 		issued, err = r.ca.Connector.Issue(cctx, e.caRequest(rec, r, parsed))
-		e.cam.Observe(ctx, rec.CAName, metrics.CAIssue, time.Since(start), err)
+		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CAIssue, time.Since(start), err)
 		if err != nil && ctx.Err() != nil {
 			// Cut short (the grace period ended, or the lease was lost): the record stays in
 			// flight, to be recovered by whoever works it next. A certificate that did arrive
 			// is kept below, whatever happened meanwhile.
+			return
+		}
+		if err != nil && cctx.Err() != nil {
+			e.caTimedOut(rec, r, err)
 			return
 		}
 		// The connector answered: by contract an error means nothing was issued.
@@ -329,6 +333,20 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 	e.enter(rec, journal.StateIssued)
 	e.log.Info("certificate issued", zap.String("process", rec.Name), zap.String("subject", issued.Leaf.Subject.String()),
 		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("not_after", issued.Leaf.NotAfter))
+}
+
+// caTimedOut handles a CA call that the connection's timeout cut: the CA may have issued, its
+// answer lost on the way. Asking again could issue a second certificate, so the request stays in
+// flight: the next attempt asks a CA that can say what it issued (ca.Recoverer), and with one
+// that cannot the process fails now.
+func (e *Engine) caTimedOut(rec *journal.Record, r *resolved, err error) {
+	if _, ok := r.ca.Connector.(ca.Recoverer); ok {
+		e.retryLater(rec, "the CA", err, 0)
+		return
+	}
+	rec.CAInFlight = false
+	e.fail(rec, fmt.Sprintf("the CA did not answer within %s; it may have issued a certificate, so the request "+
+		"was stopped to avoid issuing two", r.ca.Timeout))
 }
 
 // journalIntent writes rec before a side effect that must not happen unrecorded, and reports

@@ -19,9 +19,11 @@ const (
 )
 
 // Outcomes of a CA call, as values of the outcome label: ok, the error class (permanent,
-// retryable, pending), or canceled when the caller gave up first.
+// retryable, pending), timeout when the connection's timeout cut the call, or canceled when
+// the caller gave up first (a stop, a lost lease).
 const (
 	CAOutcomeOK       = "ok"
+	CAOutcomeTimeout  = "timeout"
 	CAOutcomeCanceled = "canceled"
 )
 
@@ -40,7 +42,7 @@ type CA struct {
 func NewCA(reg prometheus.Registerer) *CA {
 	return &CA{
 		Requests: counterVec(reg, "ca_requests_total",
-			"Calls to CA connectors, by CA connection, operation and outcome (ok, permanent, retryable, pending, canceled).",
+			"Calls to CA connectors, by CA connection, operation and outcome (ok, permanent, retryable, pending, timeout, canceled).",
 			"ca_connection", "operation", "outcome"),
 		RequestDuration: histogramVec(reg, "ca_request_duration_seconds",
 			"Time a call to a CA connector took, by CA connection and operation.", callBuckets, "ca_connection", "operation"),
@@ -49,20 +51,23 @@ func NewCA(reg prometheus.Registerer) *CA {
 	}
 }
 
-// Observe records a call of operation on connection that took d and returned err; ctx is the
-// caller's, which tells a call given up from a CA that failed.
-func (m *CA) Observe(ctx context.Context, connection, operation string, d time.Duration, err error) {
-	m.Requests.WithLabelValues(connection, operation, CAOutcome(ctx, err)).Inc()
+// Observe records a call of operation on connection that took d and returned err. ctx is the
+// caller's and call the call's own (ctx bounded by the connection's timeout), which tell a call
+// given up or cut by its timeout from a CA that failed.
+func (m *CA) Observe(ctx, call context.Context, connection, operation string, d time.Duration, err error) {
+	m.Requests.WithLabelValues(connection, operation, CAOutcome(ctx, call, err)).Inc()
 	m.RequestDuration.WithLabelValues(connection, operation).Observe(max(d, 0).Seconds())
 }
 
-// CAOutcome classifies a CA call's error as an outcome label value.
-func CAOutcome(ctx context.Context, err error) string {
+// CAOutcome classifies a CA call's error as an outcome label value (see Observe).
+func CAOutcome(ctx, call context.Context, err error) string {
 	switch {
 	case err == nil:
 		return CAOutcomeOK
 	case ctx.Err() != nil:
 		return CAOutcomeCanceled
+	case call.Err() != nil:
+		return CAOutcomeTimeout
 	}
 	class, _ := ca.Classify(err)
 	return class.String()

@@ -269,13 +269,7 @@ func (c *Client) Verify(ctx context.Context, version string, response []byte, ex
 		if err != nil {
 			return nil, c.verifyError(version, expectedIdentity, err)
 		}
-		return &Result{
-			APIVersion:                  config.VAv1,
-			DevicePermanentID:           got.DevicePermanentId,
-			DeviceEnrollmentID:          got.DeviceEnrollmentId,
-			AttestedDeviceID:            got.AttestedDeviceId,
-			SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
-		}, nil
+		return resultFromV1(got), nil
 	case config.VAv2:
 		var got *va2.VerifyChallengeResponseResult
 		err := c.call(ctx, func(ctx context.Context) (err error) {
@@ -288,23 +282,39 @@ func (c *Client) Verify(ctx context.Context, version string, response []byte, ex
 		if err != nil {
 			return nil, c.verifyError(version, expectedIdentity, err)
 		}
-		return &Result{
-			APIVersion:                  config.VAv2,
-			DevicePermanentID:           got.DevicePermanentId,
-			DeviceEnrollmentID:          got.DeviceEnrollmentId,
-			AttestedDeviceID:            got.AttestedDeviceId,
-			VirtualDeviceID:             got.VirtualDeviceId,
-			CustomerID:                  got.CustomerId,
-			KeyTrustLevel:               got.KeyTrustLevel,
-			ProfileCustomerID:           got.ProfileCustomerId,
-			ProfilePermanentID:          got.ProfilePermanentId,
-			VirtualProfileID:            got.VirtualProfileId,
-			ProfileKeyTrustLevel:        got.ProfileKeyTrustLevel,
-			SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
-			Signals:                     got.DeviceSignals,
-		}, nil
+		return resultFromV2(got), nil
 	default:
 		return nil, fail(CodeUnavailable, fmt.Errorf("unknown API version %q", version), "internal error")
+	}
+}
+
+// resultFromV1 normalises a v1 verify result.
+func resultFromV1(got *va1.VerifyChallengeResponseResult) *Result {
+	return &Result{
+		APIVersion:                  config.VAv1,
+		DevicePermanentID:           got.DevicePermanentId,
+		DeviceEnrollmentID:          got.DeviceEnrollmentId,
+		AttestedDeviceID:            got.AttestedDeviceId,
+		SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
+	}
+}
+
+// resultFromV2 normalises a v2 verify result.
+func resultFromV2(got *va2.VerifyChallengeResponseResult) *Result {
+	return &Result{
+		APIVersion:                  config.VAv2,
+		DevicePermanentID:           got.DevicePermanentId,
+		DeviceEnrollmentID:          got.DeviceEnrollmentId,
+		AttestedDeviceID:            got.AttestedDeviceId,
+		VirtualDeviceID:             got.VirtualDeviceId,
+		CustomerID:                  got.CustomerId,
+		KeyTrustLevel:               got.KeyTrustLevel,
+		ProfileCustomerID:           got.ProfileCustomerId,
+		ProfilePermanentID:          got.ProfilePermanentId,
+		VirtualProfileID:            got.VirtualProfileId,
+		ProfileKeyTrustLevel:        got.ProfileKeyTrustLevel,
+		SignedPublicKeyAndChallenge: got.SignedPublicKeyAndChallenge,
+		Signals:                     got.DeviceSignals,
 	}
 }
 

@@ -494,7 +494,7 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		ProfileName:        p.Name,
 		TemplateName:       certReq.TemplateName,
 	})
-	s.cam.Observe(ctx, p.CAName, metrics.CAIssueForKey, time.Since(caStart), err)
+	s.cam.Observe(ctx, cctx, p.CAName, metrics.CAIssueForKey, time.Since(caStart), err)
 	if err != nil {
 		var pending *ca.PendingError
 		if errors.As(err, &pending) {

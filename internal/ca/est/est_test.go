@@ -271,7 +271,7 @@ func TestAnswers(t *testing.T) {
 
 // indefinite re-encodes a DER structure and its constructed children down to depth with BER
 // indefinite lengths, as some Java EST servers send PKCS#7.
-func indefinite(t *testing.T, der []byte, depth int) []byte {
+func indefinite(t testing.TB, der []byte, depth int) []byte {
 	t.Helper()
 	var v asn1.RawValue
 	if rest, err := asn1.Unmarshal(der, &v); err != nil || len(rest) > 0 {

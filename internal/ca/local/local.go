@@ -9,7 +9,8 @@
 //	chainFile        optional PEM intermediates returned with every certificate
 //	maxValidity      longest certificate lifetime, default 8760h
 //	backdate         how far notBefore lies before now, for clock skew, default 1m
-//	ledgerFile       optional: one JSON line per issued certificate, for crash tests
+//	ledgerFile       optional: one JSON line per issued certificate, indexed beside it
+//	                 (ledgerFile + ".index"), so that Recover finds certificates across restarts
 //
 // Relative paths resolve against the configuration file's directory.
 package local
@@ -29,12 +30,12 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -126,19 +127,17 @@ type Connector struct {
 	authKeyID   []byte
 	maxValidity time.Duration
 	backdate    time.Duration
-	ledgerPath  string
 	now         func() time.Time // swapped in tests to move the clock
 
-	mu     sync.Mutex
-	issued map[string]int               // per request Key
-	leaves map[string]*x509.Certificate // last leaf per request Key, for Recover
-	total  int
+	issuances issuances
+	total     atomic.Int64
 }
 
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Recoverer = (*Connector)(nil)
+	_ io.Closer    = (*Connector)(nil)
 
 	_ ca.PublicKeyIssuer   = (*Connector)(nil)
 	_ ca.CertificateHolder = (*Connector)(nil)
@@ -186,27 +185,20 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 			}
 		}
 	}
-	ledger := path(s.LedgerFile)
-	leaves := map[string]*x509.Certificate{}
-	if ledger != "" {
-		// Create it now, so that a wrong path fails at startup and not after signing.
-		f, err := os.OpenFile(ledger, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
-		}
-		if err := f.Close(); err != nil {
-			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
-		}
-		if leaves, err = loadLeaves(ledger); err != nil {
-			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
-		}
-	}
 	authKeyID, err := authorityKeyID(issuer)
 	if err != nil {
 		return nil, fmt.Errorf("certificateFile %q: %w", s.CertificateFile, err)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(issuer)
+	var record issuances = newMemoryIssuances()
+	if s.LedgerFile != "" {
+		l, err := openLedger(context.Background(), path(s.LedgerFile), log)
+		if err != nil {
+			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
+		}
+		record = l
+	}
 	return &Connector{
 		name:        env.Name,
 		log:         log,
@@ -217,51 +209,25 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		authKeyID:   authKeyID,
 		maxValidity: *s.MaxValidity,
 		backdate:    *s.Backdate,
-		ledgerPath:  ledger,
 		now:         time.Now,
-		issued:      map[string]int{},
-		leaves:      leaves,
+		issuances:   record,
 	}, nil
 }
 
-// loadLeaves reads the last certificate issued for each key from a ledger.
-func loadLeaves(path string) (map[string]*x509.Certificate, error) {
-	entries, err := ReadLedger(path)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]*x509.Certificate{}
-	for _, e := range entries {
-		if len(e.Certificate) == 0 {
-			continue
-		}
-		leaf, err := x509.ParseCertificate(e.Certificate)
-		if err != nil {
-			return nil, fmt.Errorf("certificate for %s: %w", e.Key, err)
-		}
-		out[e.Key] = leaf
-	}
-	return out, nil
-}
+// Close releases the ledger's index. The connector must not be used afterwards.
+func (c *Connector) Close() error { return c.issuances.close() }
 
-// Recover returns the certificate this CA already issued for key, from memory or, across
-// restarts and processes sharing the ledger file, from the ledger; (nil, nil) when there is none. Without a ledgerFile, certificates
-// issued before a restart are unknown, so configure one wherever exactly-once issuance matters.
+// Recover returns the last certificate this CA issued for key, (nil, nil) when there is none.
+// With a ledgerFile it looks in the ledger, so it finds certificates issued before a restart and
+// by other processes sharing the file (a replica that died). Without one, certificates issued
+// before a restart are unknown, so configure one wherever exactly-once issuance matters.
 func (c *Connector) Recover(ctx context.Context, key string) (*ca.Issued, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("recover certificate for %s: %w", key, err)
 	}
-	c.mu.Lock()
-	leaf := c.leaves[key]
-	c.mu.Unlock()
-	if leaf == nil && c.ledgerPath != "" {
-		// Another process sharing the ledger (a replica that died) may have issued it since
-		// this one started.
-		leaves, err := loadLeaves(c.ledgerPath)
-		if err != nil {
-			return nil, ca.Retryable(fmt.Errorf("recover certificate for %s: %w", key, err), 0)
-		}
-		leaf = leaves[key]
+	leaf, err := c.issuances.last(ctx, key)
+	if err != nil {
+		return nil, ca.Retryable(fmt.Errorf("recover certificate for %s: %w", key, err), 0)
 	}
 	if leaf == nil {
 		return nil, nil
@@ -360,7 +326,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if !bytes.Equal(leaf.RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
 		return nil, ca.Permanentf("sign certificate for %s: the device key's encoding cannot be reproduced", req.Key)
 	}
-	if err := c.record(req.Key, leaf, c.now()); err != nil {
+	if err := c.record(ctx, req.Key, leaf, c.now()); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("sign certificate for %s: %w", req.Key, err), 0)
 	}
 	c.logIssued(req.Key, leaf)
@@ -412,7 +378,7 @@ func (c *Connector) IssueForKey(ctx context.Context, req *ca.KeyRequest) (*ca.Is
 	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(req.PublicKey) {
 		return nil, ca.Permanentf("sign certificate for %s: the certificate's key differs from the requested key", req.Key)
 	}
-	if err := c.record(req.Key, leaf, c.now()); err != nil {
+	if err := c.record(ctx, req.Key, leaf, c.now()); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("sign certificate for %s: %w", req.Key, err), 0)
 	}
 	c.logIssued(req.Key, leaf)
@@ -601,34 +567,28 @@ func (c *Connector) Certificates() []ca.HeldCertificate {
 
 // Issued reports how many certificates this connector returned for a request key (a process
 // name). Crash tests use it to assert that the CA was asked at most once per process; across
-// restarts, use the ledgerFile and ReadLedger.
+// restarts, use the ledgerFile and ReadLedger. With a ledgerFile the count comes from the
+// ledger's index, so that it costs no memory per certificate; should the index fail, the
+// failure is logged and 0 returned.
 func (c *Connector) Issued(key string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.issued[key]
+	n, err := c.issuances.issued(context.Background(), key)
+	if err != nil {
+		c.log.Warn("count issued certificates", zap.String("connector", c.name), zap.String("key", key), zap.Error(err))
+	}
+	return n
 }
 
 // IssuedTotal reports how many certificates this connector returned in all.
-func (c *Connector) IssuedTotal() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.total
-}
+func (c *Connector) IssuedTotal() int { return int(c.total.Load()) }
 
-// record counts an issuance and appends it to the ledger. It runs after signing and before the
-// certificate is returned, so every certificate a caller received has its line; a crash between
-// the two loses the line of a certificate nobody received.
-func (c *Connector) record(key string, leaf *x509.Certificate, now time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ledgerPath != "" {
-		e := LedgerEntry{Key: key, Serial: leaf.SerialNumber.Text(16), Time: now.UTC(), NotAfter: leaf.NotAfter.UTC(), Certificate: leaf.Raw}
-		if err := appendLedger(c.ledgerPath, e); err != nil {
-			return err
-		}
+// record counts an issuance and records it (in the ledger, synced, when there is one). It runs
+// after signing and before the certificate is returned, so every certificate a caller received
+// has its line; a crash between the two loses the line of a certificate nobody received. A
+// cancelled ctx does not stop it half-way: the certificate exists by then.
+func (c *Connector) record(ctx context.Context, key string, leaf *x509.Certificate, now time.Time) error {
+	if err := c.issuances.add(context.WithoutCancel(ctx), key, leaf, now); err != nil {
+		return err
 	}
-	c.issued[key]++
-	c.leaves[key] = leaf
-	c.total++
+	c.total.Add(1)
 	return nil
 }

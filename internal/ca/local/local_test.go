@@ -41,7 +41,7 @@ type caSpec struct {
 	parentKey crypto.Signer
 }
 
-func makeCert(t *testing.T, s caSpec) *x509.Certificate {
+func makeCert(t testing.TB, s caSpec) *x509.Certificate {
 	t.Helper()
 	if s.notBefore.IsZero() {
 		s.notBefore = time.Now().Add(-time.Hour)
@@ -82,7 +82,7 @@ func makeCert(t *testing.T, s caSpec) *x509.Certificate {
 
 func certPEM(c *x509.Certificate) *pem.Block { return &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw} }
 
-func pkcs8PEM(t *testing.T, key crypto.Signer) *pem.Block {
+func pkcs8PEM(t testing.TB, key crypto.Signer) *pem.Block {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -91,7 +91,7 @@ func pkcs8PEM(t *testing.T, key crypto.Signer) *pem.Block {
 	return &pem.Block{Type: "PRIVATE KEY", Bytes: der}
 }
 
-func writePEM(t *testing.T, path string, blocks ...*pem.Block) {
+func writePEM(t testing.TB, path string, blocks ...*pem.Block) {
 	t.Helper()
 	var buf bytes.Buffer
 	for _, b := range blocks {
@@ -104,7 +104,7 @@ func writePEM(t *testing.T, path string, blocks ...*pem.Block) {
 	}
 }
 
-func ecKey(t *testing.T) *ecdsa.PrivateKey {
+func ecKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -122,7 +122,7 @@ type fixture struct {
 
 // newFixture writes an issuer from spec to a temporary directory and builds a connector with
 // relative paths; extra settings are merged in.
-func newFixture(t *testing.T, spec caSpec, extra ca.Settings) *fixture {
+func newFixture(t testing.TB, spec caSpec, extra ca.Settings) *fixture {
 	t.Helper()
 	if spec.key == nil {
 		spec.key = ecKey(t)

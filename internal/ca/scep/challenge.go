@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -154,7 +155,10 @@ func parseNDESAdminPage(body []byte, contentType string) (logging.Secret, error)
 		return "", errNDESNoPermission
 	}
 	if m := reNDESEnglish.FindStringSubmatch(text); m != nil {
-		return logging.Secret(html.UnescapeString(m[1])), nil
+		// An entity may decode to a blank or a control character, which no password has.
+		if pw := html.UnescapeString(m[1]); !strings.ContainsFunc(pw, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+			return logging.Secret(pw), nil
+		}
 	}
 	var candidates []string
 	for _, m := range reBold.FindAllStringSubmatch(text, -1) {

@@ -16,6 +16,8 @@ import (
 	"math/big"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
 )
 
 // SCEP message attributes (RFC 8894 §3.2.1), signed attributes of the PKCS#7 SignedData.
@@ -168,7 +170,9 @@ func parsePKIMessage(der []byte, known []*x509.Certificate) (m *pkiMessage, err 
 		return nil, errors.New("the signer's certificate is neither in the message nor known")
 	}
 	if err := p7.Verify(); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadSignature, err)
+		// The library's text runs over several lines (expected and actual digests); the message
+		// may end up on a device.
+		return nil, fmt.Errorf("%w: %s", errBadSignature, ca.ServerText(err.Error(), 200))
 	}
 	required := []struct {
 		oid asn1.ObjectIdentifier

@@ -40,7 +40,7 @@ import (
 // /1.0/sign. Like step-ca, it has one root and an intermediate under it that signs both its TLS
 // certificate and the certificates it issues.
 type fakeCA struct {
-	t           *testing.T
+	t           testing.TB
 	srv         *httptest.Server
 	fingerprint string // of the root
 	rootCert    *x509.Certificate
@@ -74,7 +74,7 @@ type verifiedToken struct {
 const fakeProvisioner = "certprov"
 
 // newFakeCA starts a fake whose provisioner key is key (nil: a P-256 key with alg ES256).
-func newFakeCA(t *testing.T, key crypto.Signer, alg string) *fakeCA {
+func newFakeCA(t testing.TB, key crypto.Signer, alg string) *fakeCA {
 	t.Helper()
 	if key == nil {
 		var err error
@@ -180,7 +180,7 @@ func (f *fakeCA) provisioners(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"provisioners": all[start:end], "nextCursor": next})
 }
 
-func encryptJWK(t *testing.T, k *jose.JSONWebKey, password string) string {
+func encryptJWK(t testing.TB, k *jose.JSONWebKey, password string) string {
 	t.Helper()
 	plain, err := json.Marshal(k)
 	if err != nil {

@@ -427,6 +427,12 @@ func do(client *http.Client, hreq *http.Request, what string, out any, secret st
 		}
 		return ca.Retryable(fmt.Errorf("%s: read answer: %w", what, err), 0)
 	}
+	return decodeAnswer(what, resp, b, out, secret)
+}
+
+// decodeAnswer decodes the body b of a 2xx answer into out; any other answer becomes the
+// classified error statusError makes of it.
+func decodeAnswer(what string, resp *http.Response, b []byte, out any, secret string) error {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return statusError(what, resp, b, secret)
 	}

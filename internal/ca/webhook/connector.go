@@ -64,6 +64,12 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err != nil {
 		return nil, err
 	}
+	return c.issueAnswer(r, csr.RawSubjectPublicKeyInfo)
+}
+
+// issueAnswer turns the answer to an issue request for the key spki into a certificate or a
+// classified error.
+func (c *Connector) issueAnswer(r *reply, spki []byte) (*ca.Issued, error) {
 	if r.code/100 == 2 && r.body != nil {
 		switch r.body.Status {
 		case StatusIssued:
@@ -71,7 +77,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 			if err != nil {
 				return nil, err
 			}
-			if !bytes.Equal(issued.Leaf.RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
+			if !bytes.Equal(issued.Leaf.RawSubjectPublicKeyInfo, spki) {
 				return nil, ca.Permanentf("%s returned a certificate for a different key than the CSR's (serial %s)",
 					c.label(), issued.Leaf.SerialNumber.Text(16))
 			}
@@ -94,6 +100,12 @@ func (c *Connector) Recover(ctx context.Context, key string) (*ca.Issued, error)
 	if err != nil {
 		return nil, err
 	}
+	return c.lookupAnswer(r)
+}
+
+// lookupAnswer turns the answer to a lookup into the certificate issued, nil when there is none
+// yet, or a classified error.
+func (c *Connector) lookupAnswer(r *reply) (*ca.Issued, error) {
 	if (r.code/100 == 2 || r.code == http.StatusNotFound) && r.body != nil {
 		switch r.body.Status {
 		case StatusIssued:
@@ -184,10 +196,23 @@ func (c *Connector) post(ctx context.Context, op, requestID string, v any) (*rep
 	if len(data) > maxResponseBytes {
 		return nil, ca.Retryable(fmt.Errorf("%s: the HTTP %d answer is larger than %d bytes", c.label(), resp.StatusCode, maxResponseBytes), 0)
 	}
+	r := c.decodeReply(resp.StatusCode, resp.Header, data)
+	status := ""
+	if r.body != nil {
+		status = c.clean(r.body.Status)
+	}
+	c.log.Debug("webhook call", zap.String("connector", c.name), zap.String("op", op), zap.String("request_id", requestID),
+		zap.Int("http_status", r.code), zap.String("status", status), zap.Duration("took", time.Since(start)))
+	return r, nil
+}
+
+// decodeReply reads an HTTP answer: status, retry hint, redirect target and the JSON body, or a
+// cleaned snippet of a body that is not a JSON object.
+func (c *Connector) decodeReply(code int, h http.Header, data []byte) *reply {
 	r := &reply{
-		code:       resp.StatusCode,
-		retryAfter: min(retryafter.Parse(resp.Header.Get("Retry-After"), c.now()), maxRetryAfter),
-		location:   resp.Header.Get("Location"),
+		code:       code,
+		retryAfter: min(retryafter.Parse(h.Get("Retry-After"), c.now()), maxRetryAfter),
+		location:   h.Get("Location"),
 	}
 	var body response
 	switch err := json.Unmarshal(data, &body); {
@@ -199,11 +224,10 @@ func (c *Connector) post(ctx context.Context, op, requestID string, v any) (*rep
 		r.body = &body
 	}
 	if r.body == nil {
-		r.snippet = c.clean(string(data[:min(len(data), 200)]))
+		// Cleaned before it is cut, so that a cut cannot keep part of an echoed secret.
+		r.snippet = c.cleanMax(string(data), 200)
 	}
-	c.log.Debug("webhook call", zap.String("connector", c.name), zap.String("op", op), zap.String("request_id", requestID),
-		zap.Int("http_status", r.code), zap.String("status", c.clean(body.Status)), zap.Duration("took", time.Since(start)))
-	return r, nil
+	return r
 }
 
 // pending turns a "pending" answer into the engine's PendingError.
@@ -329,12 +353,15 @@ func parseCertificates(s string) ([]*x509.Certificate, error) {
 // clean makes server-supplied text fit for a failure message shown on a device: valid UTF-8,
 // no control characters, bounded, and without any configured secret (in case a server echoes
 // the request's headers).
-func (c *Connector) clean(s string) string {
+func (c *Connector) clean(s string) string { return c.cleanMax(s, maxMessageBytes) }
+
+// cleanMax is clean with another bound.
+func (c *Connector) cleanMax(s string, max int) string {
 	secrets := []string{c.secret.Reveal()}
 	for _, h := range c.headers {
 		secrets = append(secrets, h.value.Reveal())
 	}
-	return ca.ServerText(s, maxMessageBytes, secrets...)
+	return ca.ServerText(s, max, secrets...)
 }
 
 // displayLocation shows a redirect target without its query, which may carry a key.

@@ -7,13 +7,15 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+
+	"github.com/certprov/certprov-adapter/internal/privatefile"
 )
 
 // lockFile takes an exclusive advisory lock on path, creating it, without waiting. The lock
 // belongs to the open file description, so a second lockFile on the same path fails even in
 // the same process; the kernel drops it when the process dies.
 func lockFile(path string) (unlock func() error, err error) {
-	if err := createPrivateFile(path); err != nil {
+	if err := privatefile.Create(path); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

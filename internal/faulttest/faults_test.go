@@ -1,0 +1,311 @@
+package faulttest
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
+)
+
+// scenario is one fault over the whole flow.
+type scenario struct {
+	name     string
+	journals []string // backends it runs on (default: SQLite)
+	world    worldOptions
+	n        int                              // processes (default 6)
+	spec     func(i int) emulator.ProcessSpec // nil: the suite's mix
+	want     func(i int) want                 // nil: every process issued
+	// inject aims faults at the processes before their notifications go out.
+	inject func(w *world, names []string)
+	// order is the sequence notifications are published in, duplicates included (default: each
+	// once, in creation order).
+	order func(names []string) []string
+	// during runs beside the flow, from the first notification until every process ended
+	// (done is closed then); for faults that follow the flow's progress.
+	during func(w *world, names []string, done <-chan struct{})
+	// after asserts what is particular to the scenario, once every process ended.
+	after func(w *world, names []string)
+}
+
+// unknownProfile is a profile reference the adapter has no profile for: the process fails at
+// once, which is how the suite gets processes whose failure must be reported.
+const unknownProfile = "no-such-profile"
+
+func scenarios() []scenario {
+	return []scenario{
+		{
+			name: "429 bursts with Retry-After",
+			inject: func(w *world, names []string) {
+				for _, n := range names {
+					w.inject(
+						emulator.Fault{Method: emulator.MethodClaim, Process: n, Times: 2, Status: 429, RetryAfter: time.Second},
+						emulator.Fault{Method: emulator.MethodSignData, Process: n, Times: 1, Status: 429, RetryAfter: time.Second},
+						emulator.Fault{Method: emulator.MethodOperationsGet, Process: n, Times: 2, Status: 429, RetryAfter: time.Second},
+						emulator.Fault{Method: emulator.MethodUploadCertificate, Process: n, Times: 3, Status: 429, RetryAfter: 2 * time.Second},
+					)
+				}
+				// And the whole project over quota for a moment: whatever comes next.
+				w.inject(emulator.Fault{Times: 12, Status: 429, RetryAfter: time.Second})
+			},
+		},
+		{
+			name: "5xx from every method",
+			inject: func(w *world, names []string) {
+				for _, n := range names {
+					w.inject(
+						emulator.Fault{Method: emulator.MethodGet, Process: n, Times: 1, Status: 503},
+						emulator.Fault{Method: emulator.MethodClaim, Process: n, Times: 1, Status: 500},
+						emulator.Fault{Method: emulator.MethodSignData, Process: n, Times: 1, Status: 503},
+						emulator.Fault{Method: emulator.MethodOperationsGet, Process: n, Times: 2, Status: 502},
+						emulator.Fault{Method: emulator.MethodUploadCertificate, Process: n, Times: 1, Status: 500},
+					)
+				}
+			},
+		},
+		{
+			// The change happened, the adapter cannot know: it must find out from the process
+			// instead of doing it again (a second signData fails the process on the device).
+			name:     "responses lost after the change was applied",
+			journals: []string{sqliteJournal, postgresJournal},
+			spec: func(i int) emulator.ProcessSpec {
+				s := emulator.ProcessSpec{KeyType: emulator.KeyECDSA, Scope: []string{emulator.ScopeDevice, emulator.ScopeUser}[i%2]}
+				if i >= 4 {
+					s.ProfileRef = unknownProfile
+				}
+				return s
+			},
+			want: func(i int) want {
+				if i >= 4 {
+					return want{failure: `no profile named "` + unknownProfile + `"`}
+				}
+				return want{}
+			},
+			inject: func(w *world, names []string) {
+				for i, n := range names {
+					lost := func(m string) emulator.Fault {
+						return emulator.Fault{Method: m, Process: n, Times: 1, AfterApply: true}
+					}
+					if i >= 4 {
+						w.inject(lost(emulator.MethodClaim), lost(emulator.MethodSetFailure))
+						continue
+					}
+					w.inject(lost(emulator.MethodClaim), lost(emulator.MethodSignData), lost(emulator.MethodUploadCertificate))
+				}
+			},
+		},
+		{
+			name:     "duplicate and out-of-order deliveries",
+			journals: []string{sqliteJournal, postgresJournal},
+			n:        8,
+			order: func(names []string) []string {
+				rev := slices.Clone(names)
+				slices.Reverse(rev)
+				return slices.Concat(rev, rev, names) // newest first, each three times
+			},
+			after: func(w *world, names []string) {
+				// A late duplicate of each, once everything ended: recognised from the journal.
+				w.deliver(names)
+				w.waitUntil("every notification handled", 30*time.Second, func() bool {
+					return w.Metric("certprov_pubsub_messages_total", "result", "admitted") == float64(4*len(names))
+				})
+				for _, n := range names {
+					if s, _ := w.Emu.Process(n); s.Calls[emulator.MethodClaim] != 1 {
+						w.t.Errorf("%s: claimed %d times for 4 deliveries, want 1", n, s.Calls[emulator.MethodClaim])
+					}
+				}
+			},
+		},
+		{
+			// Before heartbeats the engine re-leased its own record mid-call and asked the CA
+			// again; the lease must hold for as long as the call takes.
+			name:     "slow CA longer than the lease",
+			journals: []string{sqliteJournal, postgresJournal},
+			n:        3,
+			world:    worldOptions{lease: time.Second, link: caLink{delay: 3 * time.Second, noLookup: true}},
+			after: func(w *world, names []string) {
+				for _, n := range names {
+					if calls, most, _ := w.ca.stats(n); calls != 1 || most != 1 {
+						w.t.Errorf("%s: the CA was asked %d times, %d at once; want once", n, calls, most)
+					}
+				}
+			},
+		},
+		{
+			// The CA signed, the answer did not arrive before the adapter's CA timeout: the CA
+			// can say what it issued, so the adapter recovers that certificate instead of asking
+			// for another.
+			name:  "CA times out after issuing, with lookup",
+			n:     4,
+			world: worldOptions{caTimeout: 500 * time.Millisecond, link: caLink{hangAfterIssue: true}},
+			after: func(w *world, names []string) {
+				for _, n := range names {
+					if calls, _, _ := w.ca.stats(n); calls != 1 {
+						w.t.Errorf("%s: the CA was asked %d times, want once (then looked up)", n, calls)
+					}
+				}
+			},
+		},
+		{
+			// Same, with a CA that cannot say what it issued: asking again could issue a second
+			// certificate, so the process fails, and the one certificate issued is never used.
+			name:  "CA times out after issuing, without lookup",
+			n:     4,
+			world: worldOptions{caTimeout: 500 * time.Millisecond, link: caLink{hangAfterIssue: true, noLookup: true}},
+			want:  func(int) want { return want{failure: "the CA did not answer within 500ms"} },
+			after: func(w *world, names []string) {
+				for _, n := range names {
+					if calls, _, issued := w.ca.stats(n); calls != 1 || len(issued) != 1 {
+						w.t.Errorf("%s: the CA was asked %d times and issued %d certificates; want once, one", n, calls, len(issued))
+					}
+				}
+			},
+		},
+		{
+			// A full disk: first the claims cannot be recorded (the notifications come again),
+			// then every write fails for a while — intents, outcomes, lease grants and renewals.
+			name:     "journal disk full",
+			journals: []string{sqliteJournal, postgresJournal},
+			world:    worldOptions{lease: time.Second},
+			// Devices that take a moment to sign keep processes mid-flow when the disk fills.
+			spec: func(i int) emulator.ProcessSpec {
+				return emulator.ProcessSpec{KeyType: emulator.KeyECDSA, SignDelay: 2 * time.Second}
+			},
+			inject: func(w *world, names []string) {
+				w.faulty.FailWrites(2*len(names), journaltest.ErrDiskFull, journaltest.OpCreate)
+			},
+			during: func(w *world, names []string, done <-chan struct{}) {
+				// The disk fills once every claim is recorded and every device asked to sign,
+				// while the adapter polls: each poll's outcome is a write.
+				if !w.waitUntil("every process waiting for its device", 30*time.Second, func() bool {
+					for _, n := range names {
+						if s, _ := w.Emu.Process(n); s.State != emulator.StateSigning {
+							return false
+						}
+					}
+					return true
+				}) {
+					return
+				}
+				// First the outcomes and lease renewals cannot be written: each step's result is
+				// lost and its lease runs out. Then nothing can, not even a lease grant.
+				defer w.faulty.Heal()
+				w.faulty.FailWrites(-1, journaltest.ErrDiskFull, journaltest.OpUpdate, journaltest.OpRenew)
+				if !w.waitUntil("outcomes refused", 30*time.Second, func() bool {
+					return w.faulty.Refused()[journaltest.OpUpdate] >= 2*len(names)
+				}) {
+					return
+				}
+				w.faulty.FailWrites(-1, journaltest.ErrDiskFull)
+				w.waitUntil("lease grants refused", 30*time.Second, func() bool {
+					return w.faulty.Refused()[journaltest.OpLease] >= 3
+				})
+			},
+			after: func(w *world, names []string) {
+				w.t.Logf("journal writes refused: %v", w.faulty.Refused())
+			},
+		},
+		{
+			// What a PostgreSQL restart does to its clients, without restarting the server other
+			// tests share: every backend of the adapter's journal is terminated, again and again,
+			// while the flow runs.
+			name:     "PostgreSQL connections terminated mid-run",
+			journals: []string{postgresJournal},
+			n:        8,
+			// A step whose outcome could not be written keeps its lease until it expires.
+			world: worldOptions{lease: time.Second},
+			during: func(w *world, names []string, done <-chan struct{}) {
+				terminated, rounds := 0, 0
+				for rounds < 6 {
+					select {
+					case <-done:
+						rounds = 6
+						continue
+					default:
+					}
+					errs := sum(w.faulty.StoreErrors())
+					terminated += w.terminateJournalConnections()
+					rounds++
+					// Let the adapter run into the cut connections before the next round.
+					deadline := time.Now().Add(2 * time.Second)
+					for sum(w.faulty.StoreErrors()) == errs && time.Now().Before(deadline) {
+						select {
+						case <-done:
+							deadline = time.Now()
+						case <-time.After(20 * time.Millisecond):
+						}
+					}
+				}
+				w.t.Logf("terminated %d journal connections in %d rounds", terminated, rounds)
+				if terminated == 0 {
+					w.t.Error("no journal connection was terminated")
+				}
+			},
+			after: func(w *world, names []string) {
+				errs := w.faulty.StoreErrors()
+				w.t.Logf("journal calls the database failed: %v", errs)
+				if sum(errs) == 0 {
+					w.t.Error("no journal call failed: the terminated connections were never hit")
+				}
+			},
+		},
+	}
+}
+
+// TestFaults runs every scenario on each of its journals. The scenarios run in parallel: most
+// of their time is spent waiting out Retry-After, slow CAs and leases.
+func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the fault suite runs the whole flow under faults for a minute")
+	}
+	for _, sc := range scenarios() {
+		journals := sc.journals
+		if len(journals) == 0 {
+			journals = []string{sqliteJournal}
+		}
+		for _, j := range journals {
+			t.Run(sc.name+"/"+j, func(t *testing.T) {
+				t.Parallel()
+				run(t, sc, j)
+			})
+		}
+	}
+}
+
+func run(t *testing.T, sc scenario, backend string) {
+	start := time.Now()
+	w := newWorld(t, backend, sc.world)
+	n := sc.n
+	if n == 0 {
+		n = 6
+	}
+	names := w.startProcesses(n, sc.spec)
+	if sc.inject != nil {
+		sc.inject(w, names)
+	}
+	order := names
+	if sc.order != nil {
+		order = sc.order(names)
+	}
+	done, during := make(chan struct{}), make(chan struct{})
+	var finish sync.Once
+	end := func() { finish.Do(func() { close(done) }); <-during }
+	go func() {
+		defer close(during)
+		if sc.during != nil {
+			sc.during(w, names, done)
+		}
+	}()
+	t.Cleanup(end) // also when the test fails before the flow ends
+	w.deliver(order)
+	w.WaitFinished(names, 90*time.Second)
+	end()
+	w.WaitJournalIdle(30 * time.Second)
+	f := w.check(names, sc.want)
+	if sc.after != nil {
+		sc.after(w, names)
+	}
+	t.Logf("%s on %s: %d processes, %s, in %s", sc.name, backend, n, f, time.Since(start).Round(time.Millisecond))
+}
