@@ -190,6 +190,7 @@ func New(t testing.TB, o Options) *Harness {
 		},
 		Logger:        log.Named("chromeapi"),
 		MaxInlineWait: 300 * time.Millisecond,
+		Registerer:    h.Registry,
 	})
 	if err != nil {
 		t.Fatalf("api client: %v", err)
