@@ -115,7 +115,7 @@ func (r readiness) pubsub(context.Context) (string, error) {
 	case lastErr != nil:
 		return "", fmt.Errorf("no Pub/Sub stream open: %w", lastErr)
 	default:
-		return "", errors.New("no Pub/Sub stream open yet")
+		return "", errors.New("no Pub/Sub stream open: none opened yet, or the last one closed and none reopened")
 	}
 }
 

@@ -346,7 +346,8 @@ func (s *Server) record(i int, detail string, err error, took time.Duration) {
 		detail = err.Error()
 	}
 	now := s.o.Now()
-	changed := r.Checked.IsZero() || r.Ready != ready
+	first := r.Checked.IsZero()
+	changed := first || r.Ready != ready
 	if changed {
 		r.Since = now
 	}
@@ -356,6 +357,9 @@ func (s *Server) record(i int, detail string, err error, took time.Duration) {
 	switch {
 	case changed && ready:
 		s.log.Info("readiness check passes", zap.String("check", r.Name), zap.String("detail", detail))
+	case first:
+		// Starting up: a Pub/Sub stream takes a moment to open.
+		s.log.Info("readiness check fails", zap.String("check", r.Name), zap.String("reason", detail))
 	case changed:
 		s.log.Warn("readiness check fails", zap.String("check", r.Name), zap.String("reason", detail))
 	}
