@@ -2,6 +2,7 @@ package verifiedaccess
 
 import (
 	"bytes"
+	"maps"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -121,7 +122,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	log := zap.New(core)
 	client, err := NewClient(context.Background(), ClientOptions{
 		Endpoint: h.api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
-		RequestTimeout: 5 * time.Second, Logger: log,
+		RequestTimeout: 5 * time.Second, Logger: log, Registerer: h.reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -319,6 +320,24 @@ func TestEnrollIssues(t *testing.T) {
 			if n := h.ca.conn.IssuedTotal(); n != 1 {
 				t.Errorf("CA issued %d", n)
 			}
+			version := "v2"
+			if tt.profile == "legacy" {
+				version = "v1"
+			}
+			challenge := map[string]string{"v1": "v1/challenge", "v2": "v2/challenge:generate"}[version]
+			for family, want := range map[string]map[string]float64{
+				"certprov_verifiedaccess_enrollments_total": {"code=OK,outcome=issued,profile=" + tt.profile: 1},
+				"certprov_verifiedaccess_challenges_total":  {"code=OK,outcome=issued,profile=" + tt.profile: 1},
+				"certprov_ca_requests_total":                {"ca_connection=builtin,operation=issue_for_key,outcome=ok": 1},
+				"certprov_google_api_requests_total": {
+					"api=verifiedaccess,code=200,method=" + challenge:                    1,
+					"api=verifiedaccess,code=200,method=" + version + "/challenge:verify": 1,
+				},
+			} {
+				if got := series(t, h.reg, family); !maps.Equal(got, want) {
+					t.Errorf("%s = %v, want %v", family, got, want)
+				}
+			}
 		})
 	}
 }
@@ -474,6 +493,24 @@ func TestEnrollRefusals(t *testing.T) {
 			lines := h.auditLines()
 			if len(lines) != 1 || lines[0].ContextMap()["outcome"] != string(tt.code) {
 				t.Errorf("audit lines: %v", lines)
+			}
+			// Counted once, under its code, and under a profile only when one is configured.
+			got := series(t, h.reg, "certprov_verifiedaccess_enrollments_total")
+			outcome := "refused"
+			if tt.code.Status() >= 500 {
+				outcome = "failed"
+			}
+			matched := 0
+			for k, v := range got {
+				if strings.HasPrefix(k, "code="+string(tt.code)+",outcome="+outcome+",profile=") && v == 1 {
+					matched++
+					if p := strings.TrimPrefix(k, "code="+string(tt.code)+",outcome="+outcome+",profile="); p != "" && testProfiles()[p].CAConnection == "" {
+						t.Errorf("enrollment counted under profile %q, which is not configured", p)
+					}
+				}
+			}
+			if len(got) != 1 || matched != 1 {
+				t.Errorf("enrollments counted %v, want one with code %s", got, tt.code)
 			}
 		})
 	}
