@@ -2,7 +2,6 @@ package verifiedaccess
 
 import (
 	"bytes"
-	"maps"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -14,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -330,7 +330,7 @@ func TestEnrollIssues(t *testing.T) {
 				"certprov_verifiedaccess_challenges_total":  {"code=OK,outcome=issued,profile=" + tt.profile: 1},
 				"certprov_ca_requests_total":                {"ca_connection=builtin,operation=issue_for_key,outcome=ok": 1},
 				"certprov_google_api_requests_total": {
-					"api=verifiedaccess,code=200,method=" + challenge:                    1,
+					"api=verifiedaccess,code=200,method=" + challenge:                     1,
 					"api=verifiedaccess,code=200,method=" + version + "/challenge:verify": 1,
 				},
 			} {
