@@ -160,5 +160,6 @@ const (
 	RoleRoot         = "root"         // a trust anchor leaves are checked against
 	RoleClient       = "client"       // a TLS client certificate the connector authenticates with
 	RoleSigner       = "signer"       // a certificate that signs protocol messages (the SCEP signer)
+	RoleRecipient    = "recipient"    // a certificate requests are encrypted to (a SCEP RA)
 	RoleServer       = "server"       // a TLS server certificate the adapter serves with
 )
