@@ -298,6 +298,10 @@ func TestMetricsScrape(t *testing.T) {
 		t.Errorf("emulator counted %v uploads", calls[emulator.MethodUploadCertificate])
 	}
 
+	if code, _ := d.get("/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without ops.pprof: %d, want 404", code)
+	}
+
 	// Build info, the Go runtime and the process.
 	info := families["certprov_build_info"]
 	if info == nil || len(info.GetMetric()) != 1 || info.GetMetric()[0].GetGauge().GetValue() != 1 {
@@ -390,5 +394,16 @@ func waitFinished(t *testing.T, emu *emulator.Emulator, name string) {
 			t.Fatal(errors.New(name + " unfinished in state " + s.State))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPprofEnabled: ops.pprof (here from the environment, as an operator would set it for a
+// session) serves the profiler on the ops listener.
+func TestPprofEnabled(t *testing.T) {
+	t.Setenv("CERTPROV_OPS_PPROF", "true")
+	d := startDaemon(t, "")
+	code, body := d.get("/debug/pprof/goroutine?debug=1")
+	if code != http.StatusOK || !strings.Contains(string(body), "goroutine profile:") {
+		t.Fatalf("/debug/pprof/goroutine = %d:\n%.300s", code, body)
 	}
 }
