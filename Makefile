@@ -1,14 +1,18 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 GO      ?= go
 BIN     := bin
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# Stamped into both binaries (internal/buildinfo); the Dockerfile passes them as build args.
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)
+BUILDINFO := github.com/certprov/certprov-adapter/internal/buildinfo
+LDFLAGS := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(DATE)
 # Static, reproducible binaries: the same build the Dockerfile performs.
 export CGO_ENABLED ?= 0
 
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build demo test test-short fuzz vet lint fmt-check clean
+.PHONY: all build demo test test-short test-deploy fuzz vet lint fmt-check clean image image-emulator release
 
 all: build
 
@@ -20,9 +24,15 @@ build:
 demo: build
 	bash deploy/local/demo.sh
 
-# Every test, under the race detector (which needs cgo).
+# Every test, under the race detector (which needs cgo), then the deployment tests.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 25m ./...
+	$(MAKE) test-deploy
+
+# Dockerfile build, Kubernetes manifests, Helm chart, systemd unit, release archives
+# (deploy/test, a module of its own so that the daemon's go.mod does not pull Helm).
+test-deploy:
+	cd deploy/test && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
 
 test-short:
 	CGO_ENABLED=1 $(GO) test -race -short -count=1 ./...
@@ -59,5 +69,34 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# The container image (needs a Docker engine). IMAGE_TAG defaults to the version without its "v".
+IMAGE     ?= certprov-adapter
+IMAGE_TAG ?= $(VERSION:v%=%)
+DOCKER    ?= docker
+DOCKER_BUILD = $(DOCKER) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE)
+image:
+	$(DOCKER_BUILD) --target adapter -t $(IMAGE):$(IMAGE_TAG) .
+image-emulator:
+	$(DOCKER_BUILD) --target emulator -t $(IMAGE)-emulator:$(IMAGE_TAG) .
+
+# Release archives for Linux: dist/certprov-adapter_VERSION_linux_ARCH.tar.gz and SHA256SUMS.
+# Reproducible: the same commit gives the same bytes (no VCS stamp beyond COMMIT and DATE; file
+# times are the commit's).
+DIST       ?= dist
+PLATFORMS  ?= linux/amd64 linux/arm64
+EPOCH      := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+RELEASE_FILES := LICENSE README.md configs/example.yaml deploy/systemd/certprov-adapter.service
+release:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; name=certprov-adapter_$(VERSION)_$${os}_$${arch}; \
+		GOFLAGS=-buildvcs=false GOOS=$$os GOARCH=$$arch $(MAKE) --no-print-directory build BIN=$(DIST)/$$name; \
+		cp $(RELEASE_FILES) $(DIST)/$$name/; \
+		tar -C $(DIST) --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(EPOCH) \
+			-cf - $$name | gzip -9n > $(DIST)/$$name.tar.gz; \
+		rm -rf $(DIST)/$$name; \
+	done
+	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS
+
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo $(DIST)

@@ -2,8 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,13 +44,40 @@ func seedJournal(t *testing.T, store journal.Store) (unfinished, finished string
 		rec.State, rec.LastError = journal.StateSignRequested, "HTTP 503: try later"
 		rec.Log(now.Add(-50*time.Second), "operation op-1")
 		if id == finished {
-			rec.State, rec.FinishedAt = journal.StateUploaded, now
+			rec.State, rec.FinishedAt, rec.Outcome, rec.CertificatePEM = journal.StateUploaded, now, "issued", testCertificatePEM(t)
 		}
 		if _, err := store.Create(ctx, rec); err != nil {
 			t.Fatal(err)
 		}
 	}
+	failed := process.Name(inspectCustomer, failedID)
+	rec := &journal.Record{
+		Name: failed, Process: &process.Process{ID: failedID, Customer: inspectCustomer},
+		State: journal.StateFailed, Outcome: "failed", FailureMessage: "the CA refused the request: not allowed",
+		Created: now.Add(-time.Hour), FinishedAt: now.Add(-time.Minute),
+	}
+	if _, err := store.Create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
 	return unfinished, finished
+}
+
+const failedID = "EEEE0000BBBB1111CCCC2222DDDD3333"
+
+// testCertificatePEM is a self-signed certificate with serial 0xc0ffee and CN inspect-me.
+func testCertificatePEM(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0xc0ffee), Subject: pkix.Name{CommonName: "inspect-me"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), EmailAddresses: []string{"ada@example.com"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 func inspectConfig(t *testing.T, journalYAML string) string {
@@ -94,6 +128,29 @@ func checkInspect(t *testing.T, cfg, unfinished, finished string) {
 	}
 	if code, _, stderr = runCmd(t, "inspect", "--config", cfg, "NOSUCHPROCESS"); code != 1 || !strings.Contains(stderr, "no process") {
 		t.Fatalf("unknown process: exit %d %s", code, stderr)
+	}
+
+	// Finished processes: listed with --all (newest first) or by state, each with its certificate.
+	code, out, stderr = runCmd(t, "inspect", "--config", cfg, "--all")
+	if code != 0 || !strings.Contains(out, unfinished) || !strings.Contains(out, finished) || !strings.Contains(out, failedID) ||
+		!strings.Contains(out, "c0ffee") || !strings.Contains(out, "2 finished") || strings.Index(out, finished) > strings.Index(out, failedID) {
+		t.Fatalf("--all exit %d:\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = runCmd(t, "inspect", "--config", cfg, "--state", "failed", "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 1 || rows[0].ProcessID != failedID || rows[0].Outcome != "failed" {
+		t.Fatalf("--state failed exit %d rows %+v\n%s%s", code, rows, out, stderr)
+	}
+	code, out, _ = runCmd(t, "inspect", "--config", cfg, "--state", "uploaded", "--limit", "1")
+	if code != 0 || !strings.Contains(out, finished) || strings.Contains(out, failedID) || strings.Contains(out, unfinished) {
+		t.Fatalf("--state uploaded exit %d:\n%s", code, out)
+	}
+	code, out, stderr = runCmd(t, "inspect", "--config", cfg, "--pem", finished)
+	if code != 0 || !strings.Contains(out, "CN=inspect-me") || !strings.Contains(out, "c0ffee") || !strings.Contains(out, "email: ada@example.com") ||
+		!strings.Contains(out, "SPKI SHA-256") || !strings.Contains(out, "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("show --pem exit %d:\n%s%s", code, out, stderr)
+	}
+	if code, _, stderr = runCmd(t, "inspect", "--config", cfg, "--state", "done"); code != 2 || !strings.Contains(stderr, "unknown state") {
+		t.Fatalf("--state done: exit %d %s", code, stderr)
 	}
 }
 

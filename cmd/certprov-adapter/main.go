@@ -2,8 +2,8 @@
 //
 //	certprov-adapter run      --config FILE   receive notifications and provision certificates
 //	certprov-adapter validate --config FILE   check a configuration, print every problem
-//	certprov-adapter inspect  --config FILE [--json] [PROCESS]
-//	                                          list unfinished processes, or show one's history
+//	certprov-adapter inspect  --config FILE [--json] [--all | --state S] [--limit N] [--pem] [PROCESS]
+//	                                          list processes, or show one's history and certificate
 //	certprov-adapter init-ca  --dir DIR       create a CA for the built-in "local" connector
 //	certprov-adapter version
 package main
@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/adapter"
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	_ "github.com/certprov/certprov-adapter/internal/ca/install"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
@@ -34,9 +35,6 @@ import (
 	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -57,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "init-ca":
 		return cmdInitCA(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "certprov-adapter", version)
+		fmt.Fprintln(stdout, "certprov-adapter", buildinfo.Get())
 		return 0
 	case "help", "-h", "--help":
 		usage(stdout)
@@ -77,11 +75,13 @@ commands:
   validate  --config FILE [--check-connections]
                           check a configuration and print every problem with its YAML path;
                           with --check-connections also contact every CA
-  inspect   --config FILE [--json] [PROCESS]
-                          list unfinished processes (state, age, next step, last error), or
-                          show one process's history; PROCESS is its id or full name
+  inspect   --config FILE [--json] [--all | --state S] [--limit N] [--pem] [PROCESS]
+                          list unfinished processes (state, age, next step, last error), with
+                          --all finished ones too, with --state those in one state; or show one
+                          process's history and certificate (--pem: the PEM too); PROCESS is its
+                          id or full name
   init-ca   --dir DIR       create a CA certificate and key for the built-in "local" connector
-  version                   print the version
+  version                   print the version, commit, build date and Go version
 `)
 }
 
@@ -105,7 +105,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		printProblems(stderr, *path, err)
 		return 1
 	}
-	log, err := logging.New(cfg.Log.Level, cfg.Log.Format)
+	log, level, err := logging.NewLeveled(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		fmt.Fprintf(stderr, "logger: %v\n", err)
 		return 1
@@ -121,6 +121,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP reloads the configuration (registered now: unhandled, it would end the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	quit := make(chan struct{})
@@ -139,7 +143,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 		case <-quit:
 		}
 	}()
-	log.Info("starting", zap.String("version", version), zap.String("config", *path))
+	a.LogLevel = level
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration", zap.String("config", *path))
+				_ = a.ReloadFile(*path) // logged by the adapter; a refused reload keeps running
+			case <-quit:
+				return
+			}
+		}
+	}()
+	bi := buildinfo.Get()
+	log.Info("starting", zap.String("version", bi.Version), zap.String("commit", bi.Commit), zap.String("config", *path))
 	runErr := a.Run(ctx)
 	if err := a.Close(); err != nil {
 		log.Warn("close", zap.Error(err))
@@ -262,12 +279,25 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	all := fs.Bool("all", false, "list finished processes too, most recent first")
+	stateName := fs.String("state", "", "list only processes in this state (uploaded and failed: finished ones)")
+	limit := fs.Int("limit", inspect.DefaultLimit, "list at most this many finished processes")
+	withPEM := fs.Bool("pem", false, "with PROCESS: print the certificate's PEM too")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() > 1 {
 		fmt.Fprintln(stderr, "inspect: at most one process")
 		return 2
+	}
+	filter := inspect.Filter{All: *all, Limit: *limit}
+	if *stateName != "" {
+		st, err := inspect.ParseState(*stateName)
+		if err != nil {
+			fmt.Fprintf(stderr, "inspect: --state: %v\n", err)
+			return 2
+		}
+		filter.State = st
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -284,11 +314,7 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 	defer store.Close()
 	now := time.Now()
 	if fs.NArg() == 0 {
-		recs, err := store.Unfinished(ctx)
-		if err == nil {
-			err = inspect.List(stdout, recs, now, *asJSON)
-		}
-		if err != nil {
+		if err := inspect.Run(ctx, stdout, store, filter, now, *asJSON); err != nil {
 			fmt.Fprintf(stderr, "inspect: %v\n", err)
 			return 1
 		}
@@ -299,7 +325,11 @@ func cmdInspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "inspect: %v\n", err)
 		return 1
 	}
-	if err := inspect.Show(stdout, rec, now, *asJSON); err != nil {
+	var opts []inspect.ShowOption
+	if *withPEM {
+		opts = append(opts, inspect.WithPEM())
+	}
+	if err := inspect.Show(stdout, rec, now, *asJSON, opts...); err != nil {
 		fmt.Fprintf(stderr, "inspect: %v\n", err)
 		return 1
 	}

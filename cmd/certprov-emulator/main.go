@@ -13,8 +13,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
+
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 )
 
 // Exit codes.
@@ -45,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "va-enroll":
 		return runVAEnroll(ctx, args[1:], stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "certprov-emulator", version())
+		fmt.Fprintln(stdout, "certprov-emulator", buildinfo.Get())
 		return exitOK
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
@@ -68,26 +69,4 @@ commands:
 
 Run "certprov-emulator <command> -h" for the flags of a command.
 `)
-}
-
-// version reports the module version and VCS revision recorded by the Go toolchain.
-func version() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := info.Main.Version
-	if v == "" {
-		v = "(devel)"
-	}
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" && s.Value != "" {
-			rev := s.Value
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			v += " " + rev
-		}
-	}
-	return v + " " + info.GoVersion
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
@@ -31,6 +32,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
+	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/ops"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
@@ -51,6 +53,20 @@ type Adapter struct {
 	pubsub   *pubsub.Client
 	// va is the Verified Access enrollment server; nil unless verifiedAccess.enabled.
 	va *verifiedaccess.Server
+	// Audit is the audit trail's sink (audit.path), shared by the engine and the enrollment
+	// server.
+	Audit *audit.Log
+	// LogLevel, when set, is the handle through which a reload changes log.level.
+	LogLevel *logging.Level
+
+	// What a reload changes (reload.go); reloading serializes reloads.
+	reloading sync.Mutex
+	api       *chromeapi.Client
+	vaClient  *verifiedaccess.Client
+	conns     map[string]*engine.CAConnection
+	checks    readiness             // the readiness checks' inputs, for SetChecks after a reload
+	certs     *metrics.Certificates // certificate expiry, re-pointed after a reload
+	m         *metrics.Adapter
 
 	interrupt     chan struct{} // closed by Interrupt
 	interruptOnce sync.Once
@@ -118,7 +134,7 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 }
 
 // verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer, trail *audit.Log) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
 		return nil, nil, nil
@@ -147,6 +163,9 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		Google:     client,
 		Logger:     log.Named("verifiedaccess"),
 		Registerer: reg,
+
+		Audit:      trail,
+		InstanceID: cfg.InstanceID,
 	})
 	return srv, client, err
 }
@@ -177,12 +196,18 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg)
+	trail, err := audit.Open(cfg.Audit.Path, log.Named("audit"))
 	if err != nil {
+		return nil, err
+	}
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail)
+	if err != nil {
+		_ = trail.Close()
 		return nil, err
 	}
 	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
+		_ = trail.Close()
 		return nil, err
 	}
 	eng, err := engine.New(engine.Options{
@@ -196,6 +221,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		MaxPollInterval: cfg.Engine.MaxPollInterval,
 		Retry:           cfg.Engine.Retry,
 		LeaseDuration:   cfg.Journal.LeaseDuration,
+		Audit:           trail,
 		Logger:          log.Named("engine"),
 		Registerer:      reg,
 		// How long a stop lets in-flight steps finish (Run).
@@ -203,6 +229,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	})
 	if err != nil {
 		_ = store.Close()
+		_ = trail.Close()
 		return nil, err
 	}
 	receiver := intake.NewReceiver(intake.ReceiverOptions{
@@ -211,11 +238,12 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	})
 	checks := readiness{cfg: cfg, store: store, records: metrics.NewJournal(reg), intake: receiver,
 		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
-	var vaCerts interface{ Certificates() []ca.HeldCertificate }
+	certs := metrics.NewCertificates(reg)
+	caCertificates(certs, cas)
 	if vaServer != nil {
-		checks.va, vaCerts = vaClient.TokenSource(), vaServer
+		checks.va = vaClient.TokenSource()
+		certs.Add(metrics.KindVerifiedAccess, "server", vaServer.Certificates)
 	}
-	certificates(reg, cas, vaCerts)
 	opsServer, err := ops.New(ops.Options{
 		Listen: cfg.Ops.Listen, Pprof: cfg.Ops.Pprof, Gatherer: reg, Registerer: reg,
 		Checks: checks.checks(), CheckInterval: cfg.Ops.CheckInterval, CheckTimeout: cfg.Ops.CheckTimeout,
@@ -226,16 +254,19 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	if err != nil {
 		_ = store.Close()
+		_ = trail.Close()
 		return nil, err
 	}
 	psClient, err := pubsubClient(ctx, cfg, receiver.ClientOptions())
 	if err != nil {
 		_ = opsServer.Close()
 		_ = store.Close()
+		_ = trail.Close()
 		return nil, err
 	}
 	return &Adapter{
-		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: eng, Store: store, pubsub: psClient, va: vaServer,
+		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
+		api: api, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
 }
@@ -402,7 +433,7 @@ func (a *Adapter) Close() error {
 	case <-t.C:
 		psErr = fmt.Errorf("pubsub client still closing after %s; left behind", closeTimeout)
 	}
-	return errors.Join(psErr, a.Ops.Close(), a.Store.Close())
+	return errors.Join(psErr, a.Ops.Close(), a.Store.Close(), a.Audit.Close())
 }
 
 // parts tracks which parts of a running adapter have not returned yet.

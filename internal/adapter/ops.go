@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
@@ -184,16 +184,24 @@ func (r readiness) caPing(name string, conn ca.Connector) func(context.Context) 
 	}
 }
 
-// certificates exports the expiry of the certificates the CA connections and the enrollment
-// server hold.
-func certificates(reg prometheus.Registerer, cas map[string]*engine.CAConnection, va interface{ Certificates() []ca.HeldCertificate }) {
-	c := metrics.NewCertificates(reg)
-	for _, name := range sortedKeys(cas) {
-		if h, ok := cas[name].Connector.(ca.CertificateHolder); ok {
-			c.Add(metrics.KindCAConnection, name, h.Certificates)
+// caCertificates exports the expiry of the certificates the CA connections conns hold,
+// replacing those of the connections before (a reload).
+func caCertificates(c *metrics.Certificates, conns map[string]*engine.CAConnection) {
+	sources := map[string]metrics.CertificateSource{}
+	for name, conn := range conns {
+		if h, ok := conn.Connector.(ca.CertificateHolder); ok {
+			sources[name] = h.Certificates
 		}
 	}
-	if va != nil {
-		c.Add(metrics.KindVerifiedAccess, "server", va.Certificates)
+	c.SetKind(metrics.KindCAConnection, sources)
+}
+
+// opsReconfigured points the readiness checks and the certificate metrics at the CA
+// connections a reload swapped in.
+func (a *Adapter) opsReconfigured(conns map[string]*engine.CAConnection) {
+	a.checks.cas = conns
+	if err := a.Ops.SetChecks(a.checks.checks()); err != nil {
+		a.log.Error("readiness checks not replaced", zap.Error(err)) // names come from a validated config
 	}
+	caCertificates(a.certs, conns)
 }

@@ -98,20 +98,14 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chrome management client: %w", err)
 	}
-	rps, burst := g.RateLimit.RequestsPerSecond, g.RateLimit.Burst
-	if rps <= 0 {
-		rps = 10
-	}
-	if burst < 1 {
-		burst = 1
-	}
+	rps, burst := rateOf(g.RateLimit)
 	timeout := g.RequestTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
 	return &Client{
 		svc:      cm.NewCustomersCertificateProvisioningProcessesService(svc),
-		limiter:  rate.NewLimiter(rate.Limit(rps), burst),
+		limiter:  rate.NewLimiter(rps, burst),
 		timeout:  timeout,
 		attempts: o.Attempts,
 		maxWait:  o.MaxInlineWait,
@@ -318,4 +312,24 @@ func (c *Client) SetFailure(ctx context.Context, name, message string) error {
 		}).Context(ctx).Do()
 		return err
 	})
+}
+
+// rateOf is the token bucket of google.rateLimit, with its floors.
+func rateOf(r config.RateLimit) (rate.Limit, int) {
+	rps, burst := r.RequestsPerSecond, r.Burst
+	if rps <= 0 {
+		rps = 10
+	}
+	if burst < 1 {
+		burst = 1
+	}
+	return rate.Limit(rps), burst
+}
+
+// SetRateLimit changes the client's rate limit (a configuration reload); calls waiting for a
+// token wait by the new one.
+func (c *Client) SetRateLimit(r config.RateLimit) {
+	rps, burst := rateOf(r)
+	c.limiter.SetLimit(rps)
+	c.limiter.SetBurst(burst)
 }

@@ -817,3 +817,30 @@ func TestShippedConfigs(t *testing.T) {
 		}
 	})
 }
+
+func TestAuditPath(t *testing.T) {
+	cleanEnv(t)
+	if cfg := mustLoad(t, minimalYAML); cfg.Audit.Path != "" {
+		t.Errorf("default audit.path %q; want empty (standard output)", cfg.Audit.Path)
+	}
+	if cfg := mustLoad(t, minimalYAML+"audit: {path: \"-\"}\n"); cfg.Audit.Path != "-" {
+		t.Errorf("audit.path - became %q", cfg.Audit.Path)
+	}
+	path := writeConfig(t, minimalYAML+"audit: {path: logs/audit.jsonl}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(filepath.Dir(path), "logs", "audit.jsonl"); cfg.Audit.Path != want {
+		t.Errorf("audit.path %q; want %q (relative to the file)", cfg.Audit.Path, want)
+	}
+	t.Setenv("CERTPROV_AUDIT_PATH", "/var/log/certprov/audit.jsonl")
+	if cfg := mustLoad(t, minimalYAML); cfg.Audit.Path != "/var/log/certprov/audit.jsonl" {
+		t.Errorf("CERTPROV_AUDIT_PATH gave %q", cfg.Audit.Path)
+	}
+	t.Setenv("CERTPROV_AUDIT_PATH", "")
+	p := problemAt(t, loadProblems(t, minimalYAML+"journal: {path: /var/lib/certprov/j.db}\naudit: {path: /var/lib/certprov/j.db}\n"), "audit.path")
+	if !strings.Contains(p.Message, "journal.path") {
+		t.Errorf("message %q", p.Message)
+	}
+}

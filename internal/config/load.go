@@ -15,6 +15,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/certprov/certprov-adapter/internal/audit"
 )
 
 // EnvPrefix starts the name of every environment variable that overrides a configuration key.
@@ -95,6 +97,9 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		cfg.Journal.Path = DefaultJournalPath
 	}
 	cfg.Journal.Path = cfg.ResolvePath(cfg.Journal.Path)
+	if cfg.Audit.Path != audit.Stdout {
+		cfg.Audit.Path = cfg.ResolvePath(cfg.Audit.Path)
+	}
 	cfg.VerifiedAccess.TLS.CertFile = cfg.ResolvePath(cfg.VerifiedAccess.TLS.CertFile)
 	cfg.VerifiedAccess.TLS.KeyFile = cfg.ResolvePath(cfg.VerifiedAccess.TLS.KeyFile)
 	for name, p := range cfg.VerifiedAccess.Profiles {

@@ -21,6 +21,7 @@ type Config struct {
 	Journal Journal `mapstructure:"journal"`
 	Log     Log     `mapstructure:"log"`
 	Ops     Ops     `mapstructure:"ops"`
+	Audit   Audit   `mapstructure:"audit"`
 
 	// Profiles are keyed by profileAdapterConfigReference.
 	Profiles map[string]Profile `mapstructure:"profiles"`
@@ -122,6 +123,14 @@ type Journal struct {
 	LeaseDuration time.Duration `mapstructure:"leaseDuration"`
 	// Retention is how long finished records are kept for audit before they are deleted.
 	Retention time.Duration `mapstructure:"retention"`
+}
+
+// Audit says where the audit trail goes: one JSON line per finished process and per
+// Verified Access enrollment (docs/audit.md).
+type Audit struct {
+	// Path is a file, appended to (created 0600) and synced after every event, or "-" (the
+	// default, as is empty) for standard output. Relative to the config file's directory.
+	Path string `mapstructure:"path"`
 }
 
 // Log configures zap.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/logging"
 )
 
@@ -279,6 +280,9 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 	positive(ps, "journal.leaseDuration", j.LeaseDuration)
 	if j.Retention < 0 {
 		ps.add("journal.retention", "must not be negative (0 keeps finished records forever)")
+	}
+	if c.Audit.Path != "" && c.Audit.Path != audit.Stdout && c.Audit.Path == j.Path {
+		ps.add("audit.path", "must not be the journal's file (journal.path)")
 	}
 	if !slices.Contains(knownLogLevels(), c.Log.Level) {
 		ps.add("log.level", "%q is not one of %s", c.Log.Level, strings.Join(knownLogLevels(), ", "))

@@ -82,8 +82,11 @@ func crashRun(t *testing.T, w *world, cfg, backend string, seed uint64) {
 	}
 	w.waitAll(names, 3*time.Minute)
 	elapsed := time.Since(start)
+	trail := w.auditFile("adapter")
+	w.waitAudited(names, []string{trail}, 30*time.Second)
 	p.stop()
 	o := w.check(names)
+	w.checkAudit(names, trail) // one event per process, though kills fell between writing it and journaling that
 	t.Logf("%s crash test (seed %d): %d processes, %d SIGKILLs (%d during a SCEP call), %s in %s",
 		backend, seed, processes, kills, killsDuringCA, o, elapsed.Round(time.Millisecond))
 	if want := processes - processes/4; o.byCA["builtin issued"] != want {
@@ -141,7 +144,12 @@ func TestReplicasSharePostgres(t *testing.T) {
 	t.Logf("the victim held %d leases right before the kill, %d when it died", len(before), len(held))
 	w.waitAll(names, 3*time.Minute)
 	elapsed := time.Since(start)
+	trails := []string{w.auditFile("replica-0"), w.auditFile("replica-1"), w.auditFile("replica-2")}
+	w.waitAudited(names, trails, 30*time.Second)
 	o := w.check(names)
+	if n := w.checkAudit(names, trails...); n > 0 {
+		t.Logf("%d audit events in two replicas' files (the killed one wrote them, the others found no record of that)", n)
+	}
 	t.Logf("postgres replicas: %d processes, 3 replicas, 1 killed for good holding %d leases (owner %s), %s in %s",
 		processes, len(held), victim, o, elapsed.Round(time.Millisecond))
 	if o.issued+o.failed != processes {
@@ -206,7 +214,12 @@ func TestReplicasOwnJournals(t *testing.T) {
 	replicas[1].kill()
 	replicas[1] = w.startAdapter(configs[1])
 	w.waitAll(names, 3*time.Minute)
+	trails := []string{w.auditFile("replica-0"), w.auditFile("replica-1"), w.auditFile("replica-2")}
+	w.waitAudited(names, trails, 30*time.Second)
 	o := w.check(names)
+	if n := w.checkAudit(names, trails...); n > 0 {
+		t.Errorf("%d processes audited by two replicas with their own journals", n)
+	}
 	owners := map[string]int{}
 	for _, n := range names {
 		s, _ := w.emu.Process(n)

@@ -5,9 +5,18 @@
 package e2etest
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,6 +36,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
@@ -71,6 +81,9 @@ type Options struct {
 	CATimeout time.Duration
 	// REST wraps the emulator's REST API handler, for faults the emulator has no switch for.
 	REST func(http.Handler) http.Handler
+	// Audit wraps the audit log (a file in the test's directory), for tests that inject audit
+	// faults (default: none).
+	Audit func(*audit.Log) engine.Auditor
 }
 
 // Harness is a running adapter against a running emulator.
@@ -85,11 +98,14 @@ type Harness struct {
 	API      *chromeapi.Client // the adapter's own client, for tests that set a scene
 	// Logs holds every entry the adapter's components logged, at the harness's level.
 	Logs *observer.ObservedLogs
+	// AuditPath is the file the engine writes its audit events to.
+	AuditPath string
 
 	ctx        context.Context
 	engineOpts engine.Options
 	mu         sync.Mutex
 	stopEngine func() error // stops the running engine and waits for Run to return
+	eng        *engine.Engine
 }
 
 // Profile is the profile the built-in "device" and "user" profiles are made from.
@@ -156,7 +172,16 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Store != nil {
 		store = o.Store(store)
 	}
-	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Registry: prometheus.NewRegistry(), Store: store, Logs: logs, ctx: ctx}
+	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Registry: prometheus.NewRegistry(), Store: store, Logs: logs, ctx: ctx,
+		AuditPath: filepath.Join(dir, "audit.jsonl")}
+	auditLog, err := audit.Open(h.AuditPath, log.Named("audit"))
+	if err != nil {
+		t.Fatalf("audit log: %v", err)
+	}
+	var auditor engine.Auditor = auditLog
+	if o.Audit != nil {
+		auditor = o.Audit(auditLog)
+	}
 	h.Roots.AddCert(readCert(t, certPath))
 
 	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: o.CATimeout}}
@@ -208,6 +233,7 @@ func New(t testing.TB, o Options) *Harness {
 		Retry:               config.Retry{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxDuration: o.RetryFor},
 		LeaseDuration:       o.LeaseDuration,
 		ShutdownGracePeriod: o.ShutdownGracePeriod,
+		Audit:               auditor,
 		Logger:              log.Named("engine"),
 		Registerer:          h.Registry,
 	}
@@ -233,6 +259,7 @@ func New(t testing.TB, o Options) *Harness {
 		_ = ps.Close()
 		rest.Close()
 		_ = emu.Close()
+		_ = auditLog.Close()
 	})
 	return h
 }
@@ -245,6 +272,30 @@ func (h *Harness) runEngine(ctx context.Context, eng *engine.Engine) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopEngine = func() error { stop(); return <-done }
+	h.eng = eng
+}
+
+// Engine is the engine running now.
+func (h *Harness) Engine() *engine.Engine {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.eng
+}
+
+// NewLocalCA creates another built-in CA in the test's directory, for tests that change CAs.
+func (h *Harness) NewLocalCA(name string) (*local.Connector, *x509.CertPool) {
+	h.t.Helper()
+	certPath, keyPath, err := local.CreateCA(filepath.Join(h.t.TempDir(), name), "ecdsa", name, 48*time.Hour)
+	if err != nil {
+		h.t.Fatalf("create CA: %v", err)
+	}
+	conn, err := local.New(ca.Settings{"certificateFile": certPath, "keyFile": keyPath}, ca.Env{Name: name})
+	if err != nil {
+		h.t.Fatalf("local CA: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(conn.Certificate())
+	return conn, roots
 }
 
 // StopEngine stops the engine as a SIGTERM would and returns once its Run returned (so after
@@ -389,6 +440,27 @@ func (h *Harness) MustIssue(s emulator.Snapshot, roots *x509.CertPool) *x509.Cer
 	return leaf
 }
 
+// AuditEvents reads the audit file: every event, in order.
+func (h *Harness) AuditEvents() []audit.Event {
+	h.t.Helper()
+	data, err := os.ReadFile(h.AuditPath)
+	if err != nil {
+		h.t.Fatalf("read audit log: %v", err)
+	}
+	var out []audit.Event
+	for i, line := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var ev audit.Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			h.t.Fatalf("audit log line %d is not an event: %v\n%s", i+1, err, line)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
 // WaitFor polls cond until it holds or the timeout passes.
 func WaitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 	t.Helper()
@@ -476,4 +548,49 @@ func (h *Harness) samples(name string) []sample {
 		}
 	}
 	return out
+}
+
+// WriteServerCert writes a self-signed TLS server certificate for 127.0.0.1 with the given
+// serial, and its key, as server.crt and server.key in dir (over what is there), for tests that
+// check which certificate a server serves.
+func WriteServerCert(t testing.TB, dir string, serial int64) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "enrollment"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// ServedSerial makes a TLS handshake with addr and returns the serial of the certificate it
+// serves.
+func ServedSerial(t testing.TB, addr string) int64 {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // only which certificate is served matters
+	if err != nil {
+		t.Fatalf("TLS handshake with %s: %v", addr, err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 }

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
@@ -28,6 +29,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
+	"github.com/certprov/certprov-adapter/internal/swap"
 )
 
 // API is the part of the Certificate Provisioning API the engine uses (*chromeapi.Client).
@@ -38,6 +40,17 @@ type API interface {
 	GetOperation(ctx context.Context, opName string) (*chromeapi.Operation, error)
 	UploadCertificate(ctx context.Context, name, certPEM string) error
 	SetFailure(ctx context.Context, name, message string) error
+}
+
+// Auditor receives the audit event of every process that reaches its final state
+// (*audit.Log). It is safe for concurrent use.
+type Auditor interface {
+	// Write stores ev; a nil error means it is durable (on a file: synced to disk). After an
+	// error the event may or may not be stored.
+	Write(ev *audit.Event) error
+	// Written reports whether an event with id is stored already, so that a write retried after
+	// a crash (or an error) is not doubled. A sink that cannot tell (a stream) says false.
+	Written(id string) (bool, error)
 }
 
 // Profile is a compiled adapter profile.
@@ -61,8 +74,9 @@ type Options struct {
 	InstanceID string
 	API        API
 	Store      journal.Store
-	Profiles   map[string]*Profile      // by profileAdapterConfigReference
-	CAs        map[string]*CAConnection // by caConnectionAdapterConfigReference
+	// Profiles and CAs are what processes' references resolve to, until Reconfigure.
+	Profiles map[string]*Profile      // by profileAdapterConfigReference
+	CAs      map[string]*CAConnection // by caConnectionAdapterConfigReference
 
 	// SCEPValidity and SCEPSignDeadline apply to processes that carry a scepProfile, which names
 	// no adapter profile.
@@ -82,6 +96,10 @@ type Options struct {
 	// records stay as last journaled.
 	ShutdownGracePeriod time.Duration
 
+	// Audit receives one event per process that reaches a final state, written after the final
+	// state is journaled and journaled as written (Record.AuditPending) in turn; nil writes none.
+	Audit Auditor
+
 	Logger *zap.Logger
 	// Registerer receives the engine's metrics (metrics.Engine, metrics.CA); nil exports none.
 	Registerer prometheus.Registerer
@@ -95,6 +113,7 @@ type Engine struct {
 	log   *zap.Logger
 	m     *metrics.Engine
 	cam   *metrics.CA
+	aud   *metrics.Audit
 	wake  chan struct{}
 	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
 	// twice at once), so that a duplicate waits for the first instead of claiming again.
@@ -105,6 +124,22 @@ type Engine struct {
 	// engine a record's steps never overlap, whatever the journal does.
 	mu     sync.Mutex
 	active map[string]chan struct{}
+
+	// catalog is Profiles and CAs, replaced by Reconfigure; each step uses one throughout.
+	catalog *swap.Value[*catalog]
+}
+
+// catalog is what processes' references resolve to.
+type catalog struct {
+	profiles map[string]*Profile
+	cas      map[string]*CAConnection
+}
+
+// Reconfigure makes profiles and cas what the steps that start from now on resolve processes'
+// references to; a step in flight finishes with what it started with. The channel is closed
+// once no step uses the previous set any more, when its connectors may be closed.
+func (e *Engine) Reconfigure(profiles map[string]*Profile, cas map[string]*CAConnection) <-chan struct{} {
+	return e.catalog.Replace(&catalog{profiles: profiles, cas: cas})
 }
 
 // New validates o and returns an Engine.
@@ -148,8 +183,11 @@ func New(o Options) (*Engine, error) {
 		log:    o.Logger,
 		m:      metrics.NewEngine(o.Registerer),
 		cam:    metrics.NewCA(o.Registerer),
+		aud:    metrics.NewAudit(o.Registerer),
 		wake:   make(chan struct{}, 1),
 		active: map[string]chan struct{}{},
+
+		catalog: swap.New(&catalog{profiles: o.Profiles, cas: o.CAs}),
 	}, nil
 }
 
@@ -358,15 +396,26 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 			e.log.Error("journal release", zap.String("process", rec.Name), zap.Error(err))
 		}
 	}()
-	for run.Err() == nil && h.ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(e.now()) {
+	// fresh: this worker journaled the record's final state, so its audit event cannot have been
+	// written yet; a record leased in a final state may have had it written by a holder that
+	// died before journaling that.
+	fresh := false
+	resumed := true // the first step of a lease may repeat a side effect a previous holder made
+	for h.ctx.Err() == nil && e.due(run, rec, e.now()) {
 		before, attempts, started := rec.State, rec.Attempts, rec.StepStarted
-		running := e.m.InFlight.WithLabelValues(string(before))
-		running.Inc()
-		e.step(h.ctx, rec)
-		running.Dec()
+		if rec.State.Final() {
+			e.writeAudit(h.ctx, rec, fresh)
+		} else {
+			running := e.m.InFlight.WithLabelValues(string(before))
+			running.Inc()
+			e.step(h.ctx, rec, resumed)
+			running.Dec()
+		}
+		resumed = false
 		now := e.now()
 		rec.Updated = now
 		switch {
+		case before.Final(): // the audit step notes its own outcome
 		case rec.State != before:
 			rec.Log(now, transitionNote(rec))
 		case rec.Attempts > attempts && rec.LastError != "":
@@ -375,7 +424,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		// One write journals the outcome and either keeps the lease for the next step or
 		// releases it. A step that was interrupted (stop, lost lease) left rec as journaled,
 		// plus what it learned for certain; the fence refuses the write if the lease is gone.
-		more := run.Err() == nil && h.ctx.Err() == nil && !rec.State.Final() && !rec.NextDue.After(now)
+		more := h.ctx.Err() == nil && e.due(run, rec, now)
 		renew := time.Duration(0)
 		if more {
 			renew = e.o.LeaseDuration
@@ -397,6 +446,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 			return
 		}
 		e.committed(rec, before, started)
+		fresh = fresh || (rec.State.Final() && !before.Final())
 		if cause := context.Cause(h.ctx); cause != nil {
 			e.m.StepsInterrupted.Inc()
 			e.log.Info("step interrupted; the record stays as journaled", zap.String("process", rec.Name),
@@ -410,6 +460,60 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	}
 }
 
+// due reports whether rec has a step due at now for a worker of run: its audit event even when
+// the engine is stopping, since that is written in a moment and would otherwise wait for the
+// next start.
+func (e *Engine) due(run context.Context, rec *journal.Record, now time.Time) bool {
+	if rec.Done() || rec.NextDue.After(now) {
+		return false
+	}
+	return run.Err() == nil || rec.State.Final()
+}
+
+// writeAudit writes the audit event of rec, which is in a final state, and clears AuditPending.
+// The event is written only once the final state is journaled, and AuditPending is cleared only
+// once the event is durable: a crash between the two leaves the record pending, and whoever
+// takes it next first looks for the event in the sink (Auditor.Written), unless fresh says this
+// worker journaled the final state itself. A failure is retried with backoff, without limit:
+// the process is over, but its event must not be lost.
+func (e *Engine) writeAudit(ctx context.Context, rec *journal.Record, fresh bool) {
+	if ctx.Err() != nil {
+		return // the lease is gone: the next holder writes it
+	}
+	ev := audit.Provisioning(rec, e.o.InstanceID)
+	if !fresh {
+		written, err := e.o.Audit.Written(ev.ID)
+		if err != nil {
+			e.auditFailed(rec, err)
+			return
+		}
+		if written {
+			e.log.Info("audit event already written before a restart", zap.String("process", rec.Name))
+			rec.AuditPending = false
+			rec.Log(e.now(), "audit event found written")
+			return
+		}
+	}
+	if err := e.o.Audit.Write(ev); err != nil {
+		e.auditFailed(rec, err)
+		return
+	}
+	rec.AuditPending = false
+	rec.Log(e.now(), "audit event written")
+}
+
+// auditFailed schedules another try at rec's audit event. LastError is left alone: it holds why
+// the process failed, which the event reports.
+func (e *Engine) auditFailed(rec *journal.Record, err error) {
+	rec.Attempts++
+	delay := jitter(e.o.Retry.InitialBackoff, e.o.Retry.MaxBackoff, rec.Attempts)
+	rec.NextDue = e.now().Add(delay)
+	rec.Log(e.now(), "audit event not written: "+err.Error())
+	e.aud.WriteErrors.WithLabelValues(metrics.AuditProvisioning).Inc()
+	e.log.Error("audit event not written; will retry", zap.String("process", rec.Name),
+		zap.Int("attempt", rec.Attempts), zap.Duration("in", delay), zap.Error(err))
+}
+
 // committed reports what a journaled step decided: only once written does a decision count.
 // started is when the step began (the record's StepStarted before it).
 func (e *Engine) committed(rec *journal.Record, before journal.State, started time.Time) {
@@ -417,6 +521,9 @@ func (e *Engine) committed(rec *journal.Record, before journal.State, started ti
 		return
 	}
 	e.m.Transitions.WithLabelValues(string(before), string(rec.State)).Inc()
+	if rec.State.Final() && !before.Final() {
+		e.m.Finished(rec.Outcome, rec.ProfileName, rec.CAName, rec.FinishedAt.Sub(rec.Created))
+	}
 	if step := succeeded(before, rec.State); step != "" {
 		e.m.Step(step, rec.Updated.Sub(started))
 	}
@@ -461,19 +568,24 @@ func transitionNote(rec *journal.Record) string {
 	return ""
 }
 
-// step performs the next action for rec's state and updates rec in place.
-func (e *Engine) step(ctx context.Context, rec *journal.Record) {
+// step performs the next action for rec's state and updates rec in place, with the profiles
+// and CA connections current when it starts. resumed says that rec was just leased in its
+// state, so the step may have been taken before (its holder died or was stopped before
+// journaling the outcome).
+func (e *Engine) step(ctx context.Context, rec *journal.Record, resumed bool) {
+	cat, release := e.catalog.Acquire()
+	defer release()
 	switch rec.State {
 	case journal.StateClaimed:
-		e.requestSignature(ctx, rec)
+		e.requestSignature(ctx, cat, rec)
 	case journal.StateSignRequested:
 		e.awaitSignature(ctx, rec)
 	case journal.StateSigned, journal.StateCAPending:
-		e.issue(ctx, rec)
+		e.issue(ctx, cat, rec)
 	case journal.StateIssued:
-		e.upload(ctx, rec)
+		e.upload(ctx, rec, resumed)
 	case journal.StateFailing:
-		e.reportFailure(ctx, rec)
+		e.reportFailure(ctx, rec, resumed)
 	default:
 		e.log.Error("record in unknown state", zap.String("process", rec.Name), zap.String("state", string(rec.State)))
 		e.fail(rec, "internal error in the certificate adapter (unknown state)")
@@ -493,10 +605,14 @@ func (e *Engine) fail(rec *journal.Record, message string) {
 	e.enter(rec, journal.StateFailing)
 }
 
-// finish ends rec in a final state and writes the process's audit line.
+// finish ends rec in a final state, due at once for its audit event (work writes it once the
+// final state is journaled).
 func (e *Engine) finish(rec *journal.Record, state journal.State, how string) {
-	rec.State, rec.NextDue, rec.FinishedAt = state, time.Time{}, e.now()
-	e.m.Finished(how, rec.ProfileName, rec.CAName, e.now().Sub(rec.Created))
+	now := e.now()
+	rec.State, rec.NextDue, rec.FinishedAt, rec.Outcome, rec.Attempts = state, time.Time{}, now, how, 0
+	if e.o.Audit != nil {
+		rec.AuditPending, rec.NextDue = true, now
+	}
 	fields := []zap.Field{
 		zap.String("process", rec.Name), zap.String("outcome", how), zap.String("profile", rec.ProfileName),
 		zap.String("ca_connection", rec.CAName), zap.Duration("age", e.now().Sub(rec.Created)),

@@ -9,11 +9,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 )
@@ -48,12 +50,14 @@ type harnessOptions struct {
 	store func(journal.Store) journal.Store
 	// rest wraps the emulator's REST API, to inject faults.
 	rest func(http.Handler) http.Handler
+	// Audit wraps the audit log, to inject audit faults.
+	Audit func(*audit.Log) engine.Auditor
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
 	opts := e2etest.Options{SignDeadline: o.signDeadline, RetryFor: o.retryFor,
-		LeaseDuration: o.lease, ShutdownGracePeriod: o.grace, Store: o.store, REST: o.rest}
+		LeaseDuration: o.lease, ShutdownGracePeriod: o.grace, Store: o.store, REST: o.rest, Audit: o.Audit}
 	if o.extraCAs != nil {
 		opts.CAs = func(h *e2etest.Harness) map[string]ca.Connector { return o.extraCAs(h.Local) }
 	}

@@ -29,13 +29,15 @@ type resolved struct {
 	templateName string
 	caName       string
 	ca           *CAConnection
+	profile      *Profile // nil for a scepProfile process
 }
 
-// resolve renders the request for rec's process; the error is the message to show the user.
-func (e *Engine) resolve(rec *journal.Record) (*resolved, error) {
+// resolve renders the request for rec's process from cat; the error is the message to show
+// the user.
+func (e *Engine) resolve(cat *catalog, rec *journal.Record) (*resolved, error) {
 	p := rec.Process
 	r := &resolved{caName: p.CAConnectionRef}
-	if r.ca = e.o.CAs[p.CAConnectionRef]; r.ca == nil {
+	if r.ca = cat.cas[p.CAConnectionRef]; r.ca == nil {
 		return nil, fmt.Errorf("the certificate adapter has no CA connection named %q (caConnectionAdapterConfigReference); ask your administrator to configure it", p.CAConnectionRef)
 	}
 	var err error
@@ -47,11 +49,11 @@ func (e *Engine) resolve(rec *journal.Record) (*resolved, error) {
 		r.validity, r.signDeadline, r.templateName = e.o.SCEPValidity, e.o.SCEPSignDeadline, p.SCEPProfile.TemplateName
 		return r, nil
 	}
-	prof := e.o.Profiles[p.ProfileRef]
+	prof := cat.profiles[p.ProfileRef]
 	if prof == nil {
 		return nil, fmt.Errorf("the certificate adapter has no profile named %q (profileAdapterConfigReference); ask your administrator to configure it", p.ProfileRef)
 	}
-	r.profileName = p.ProfileRef
+	r.profileName, r.profile = p.ProfileRef, prof
 	r.request, err = prof.Template.Render(p)
 	if err != nil {
 		return nil, fmt.Errorf("profile %q cannot describe this request: %w", p.ProfileRef, err)
@@ -76,8 +78,8 @@ func (e *Engine) caRequest(rec *journal.Record, r *resolved, parsed *x509.Certif
 }
 
 // requestSignature builds the CertificationRequestInfo and asks the device to sign it.
-func (e *Engine) requestSignature(ctx context.Context, rec *journal.Record) {
-	r, err := e.resolve(rec)
+func (e *Engine) requestSignature(ctx context.Context, cat *catalog, rec *journal.Record) {
+	r, err := e.resolve(cat, rec)
 	if err != nil {
 		e.fail(rec, err.Error())
 		return
@@ -236,14 +238,14 @@ func (e *Engine) pollError(ctx context.Context, rec *journal.Record, err error) 
 // issue verifies the signed request and asks the CA for the certificate. The CA is asked at
 // most once per process: the call is journaled as in flight first, and a call found in flight
 // after a restart is resolved by asking the CA what it issued, never by asking again blindly.
-func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
+func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 	parsed, err := e.assemble(rec)
 	if err != nil {
 		e.m.BadSignatures.Inc()
 		e.fail(rec, err.Error())
 		return
 	}
-	r, err := e.resolve(rec)
+	r, err := e.resolve(cat, rec)
 	if err != nil {
 		e.fail(rec, err.Error())
 		return
@@ -307,11 +309,10 @@ func (e *Engine) issue(ctx context.Context, rec *journal.Record) {
 	// What the device will check anyway (its key, validity, a leaf) and what it cannot: the chain
 	// to the connection's roots, and the names and usages the request asked for. SCEP profiles
 	// state no extended key usages and carry no strict setting (docs/configuration.md).
-	prof := e.o.Profiles[r.profileName]
 	mismatches, err := leafcheck.Check(issued, leafcheck.Expectations{
 		SPKI: rec.Process.SPKI, Now: e.now(), CSR: parsed,
 		CAChoosesUsages: rec.Process.SCEPProfile != nil,
-		Strict:          rec.Process.SCEPProfile == nil && prof != nil && prof.Strict,
+		Strict:          r.profile != nil && r.profile.Strict,
 	})
 	if err != nil {
 		e.m.CertificatesRejected.WithLabelValues(rec.CAName, string(leafcheck.RuleOf(err))).Inc()
@@ -411,9 +412,12 @@ func (e *Engine) classifiedCAError(rec *journal.Record, what string, err error) 
 }
 
 // upload hands the stored certificate to Google.
-func (e *Engine) upload(ctx context.Context, rec *journal.Record) {
+func (e *Engine) upload(ctx context.Context, rec *journal.Record, resumed bool) {
 	if ctx.Err() != nil {
 		return // the lease is gone or the stop cut the step: act on nothing
+	}
+	if (resumed || rec.Attempts > 0) && e.endedOnGoogle(ctx, rec, "uploading the certificate") {
+		return
 	}
 	err := e.o.API.UploadCertificate(ctx, rec.Name, rec.CertificatePEM)
 	if err == nil {
@@ -430,10 +434,43 @@ func (e *Engine) upload(ctx context.Context, rec *journal.Record) {
 	e.googleRefused(ctx, rec, "uploading the certificate", err)
 }
 
+// endedOnGoogle is asked before repeating an upload or setFailure that may have landed (an
+// earlier attempt's answer was lost, or its holder died before journaling it): it reads the
+// process and ends rec when Google already holds its outcome, so the mutation is sent once. It
+// reports whether rec needs nothing more now (ended, or the read failed and was rescheduled).
+func (e *Engine) endedOnGoogle(ctx context.Context, rec *journal.Record, what string) bool {
+	p, err := e.o.API.Get(ctx, rec.Name)
+	switch {
+	case ctx.Err() != nil:
+		return true // act on nothing; the next holder reads again
+	case err != nil:
+		if !chromeapi.IsRetryable(err) {
+			return false // the mutation's own answer will say more
+		}
+		e.retryLater(rec, what+" (reading the process first)", err, chromeapi.RetryAfter(err))
+		return true
+	case p.IssuedCertificate != "":
+		e.finish(rec, journal.StateUploaded, "issued")
+		return true
+	case p.FailureMessage != "":
+		rec.LastError = "process failed on Google's side: " + p.FailureMessage
+		if rec.State == journal.StateFailing {
+			e.finish(rec, journal.StateFailed, "failed")
+		} else {
+			e.finish(rec, journal.StateFailed, "failed_by_google")
+		}
+		return true
+	}
+	return false
+}
+
 // reportFailure tells Google (and so the user) why the process failed.
-func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record) {
+func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record, resumed bool) {
 	if ctx.Err() != nil {
 		return // the lease is gone or the stop cut the step: act on nothing
+	}
+	if (resumed || rec.Attempts > 0) && e.endedOnGoogle(ctx, rec, "reporting the failure") {
+		return
 	}
 	err := e.o.API.SetFailure(ctx, rec.Name, rec.FailureMessage)
 	if err == nil {

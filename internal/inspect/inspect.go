@@ -1,16 +1,20 @@
-// Package inspect renders journal records for operators: a table of unfinished processes and the
-// history of one, as text or JSON.
+// Package inspect renders journal records for operators: tables of unfinished and finished
+// processes, and one process with its history and certificate, as text or JSON.
 package inspect
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Summary is one row of the unfinished list; its JSON form is stable for scripts.
@@ -27,14 +31,21 @@ type Summary struct {
 	LastError string        `json:"lastError,omitempty"`
 	Created   time.Time     `json:"created"`
 	NextDue   time.Time     `json:"nextDue"`
+	// Set once the process ended.
+	Outcome    string    `json:"outcome,omitempty"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	Serial     string    `json:"serial,omitempty"` // of the certificate, when one was issued
 }
 
 // Summarise turns a record into a row, with ages relative to now.
 func Summarise(r *journal.Record, now time.Time) Summary {
 	s := Summary{
-		Name: r.Name, State: r.State, NextStep: r.State.NextStep(), Attempts: r.Attempts,
+		Name: r.Name, State: r.State, NextStep: r.NextStep(), Attempts: r.Attempts,
 		Profile: r.ProfileName, CA: r.CAName, LastError: r.LastError, Created: r.Created, NextDue: r.NextDue,
-		Age: roundDuration(now.Sub(r.Created)),
+		Age: roundDuration(now.Sub(r.Created)), Outcome: r.Outcome, FinishedAt: r.FinishedAt,
+	}
+	if c := certificateOf(r); c != nil {
+		s.Serial = c.Serial
 	}
 	if r.Process != nil {
 		s.ProcessID = r.Process.ID
@@ -85,24 +96,160 @@ func List(w io.Writer, recs []*journal.Record, now time.Time, asJSON bool) error
 	return err
 }
 
+// ListFinished writes finished records (newest first, as Store.Finished lists them) as a table
+// or, with asJSON, a JSON array.
+func ListFinished(w io.Writer, recs []*journal.Record, now time.Time, asJSON bool) error {
+	rows := make([]Summary, 0, len(recs))
+	for _, r := range recs {
+		rows = append(rows, Summarise(r, now))
+	}
+	if asJSON {
+		return writeJSON(w, rows)
+	}
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(w, "no finished processes")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROCESS\tSTATE\tOUTCOME\tFINISHED\tPROFILE\tCA CONNECTION\tSERIAL\tFAILURE")
+	for i, s := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ProcessID, s.State, s.Outcome, s.FinishedAt.UTC().Format(time.RFC3339),
+			s.Profile, s.CA, s.Serial, truncate(recs[i].FailureMessage, 80))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%d finished (most recent first)\n", len(rows))
+	return err
+}
+
+// Filter says which records Run lists.
+type Filter struct {
+	// All lists finished records after the unfinished ones.
+	All bool
+	// State, when set, lists only records in that state (finished ones for a final state).
+	State journal.State
+	// Limit bounds the finished records listed (default DefaultLimit).
+	Limit int
+}
+
+// DefaultLimit is how many finished records Run lists unless Filter.Limit says otherwise.
+const DefaultLimit = 100
+
+// ParseState checks the name of a state, as --state gives it.
+func ParseState(name string) (journal.State, error) {
+	var names []string
+	for _, st := range journal.States() {
+		if string(st) == name {
+			return st, nil
+		}
+		names = append(names, string(st))
+	}
+	return "", fmt.Errorf("unknown state %q; want one of %s", name, strings.Join(names, ", "))
+}
+
+// Run lists what f selects from store: the unfinished records (the default), finished ones
+// (All, or a final State), or those in one state. With All and asJSON, the unfinished and the
+// finished rows form one array.
+func Run(ctx context.Context, w io.Writer, store journal.Store, f Filter, now time.Time, asJSON bool) error {
+	if f.State != "" && f.All {
+		return errors.New("--all and --state do not go together: --state uploaded or failed lists finished records")
+	}
+	if f.Limit <= 0 {
+		f.Limit = DefaultLimit
+	}
+	var unfinished, finished []*journal.Record
+	wantUnfinished := f.State == "" || !f.State.Final()
+	wantFinished := f.All || f.State.Final()
+	if wantUnfinished {
+		recs, err := store.Unfinished(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if f.State == "" || r.State == f.State {
+				unfinished = append(unfinished, r)
+			}
+		}
+	}
+	if wantFinished {
+		var err error
+		if finished, err = store.Finished(ctx, f.State, f.Limit); err != nil {
+			return err
+		}
+	}
+	switch {
+	case asJSON && wantUnfinished && wantFinished:
+		return writeJSON(w, append(summaries(unfinished, now), summaries(finished, now)...))
+	case wantFinished && !wantUnfinished:
+		return ListFinished(w, finished, now, asJSON)
+	case !wantFinished:
+		return List(w, unfinished, now, asJSON)
+	}
+	if err := List(w, unfinished, now, false); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	return ListFinished(w, finished, now, false)
+}
+
+func summaries(recs []*journal.Record, now time.Time) []Summary {
+	out := make([]Summary, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, Summarise(r, now))
+	}
+	return out
+}
+
 // Detail is one process with its history; its JSON form is stable for scripts.
 type Detail struct {
 	Summary
-	FailureMessage string          `json:"failureMessage,omitempty"`
-	Operation      string          `json:"operation,omitempty"`
-	SignDeadline   time.Time       `json:"signDeadline,omitzero"`
-	CAInFlight     bool            `json:"caInFlight,omitempty"`
-	HasCertificate bool            `json:"hasCertificate"`
-	FinishedAt     time.Time       `json:"finishedAt,omitzero"`
-	History        []journal.Event `json:"history"`
+	FailureMessage string    `json:"failureMessage,omitempty"`
+	Operation      string    `json:"operation,omitempty"`
+	SignDeadline   time.Time `json:"signDeadline,omitzero"`
+	CAInFlight     bool      `json:"caInFlight,omitempty"`
+	AuditPending   bool      `json:"auditPending,omitempty"`
+	HasCertificate bool      `json:"hasCertificate"`
+	// Certificate describes the certificate the CA issued, in the audit trail's terms;
+	// CertificatePEM is the certificate itself, with WithPEM.
+	Certificate    *audit.Certificate `json:"certificate,omitempty"`
+	CertificatePEM string             `json:"certificatePem,omitempty"`
+	History        []journal.Event    `json:"history"`
 }
 
-// Show writes one record and its history.
-func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool) error {
+// ShowOption adjusts Show.
+type ShowOption func(*showOptions)
+
+type showOptions struct{ pem bool }
+
+// WithPEM adds the certificate's PEM (certificatePem in JSON).
+func WithPEM() ShowOption { return func(o *showOptions) { o.pem = true } }
+
+// certificateOf parses the certificate of r, if it has one.
+func certificateOf(r *journal.Record) *audit.Certificate {
+	if r.CertificatePEM == "" {
+		return nil
+	}
+	certs, err := pemutil.ParseCertificates([]byte(r.CertificatePEM))
+	if err != nil || len(certs) == 0 {
+		return nil
+	}
+	return audit.CertificateOf(certs[0])
+}
+
+// Show writes one record, its certificate and its history.
+func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool, opts ...ShowOption) error {
+	var o showOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	d := Detail{
 		Summary: Summarise(r, now), FailureMessage: r.FailureMessage, Operation: r.Operation,
-		SignDeadline: r.SignDeadline, CAInFlight: r.CAInFlight, HasCertificate: r.CertificatePEM != "",
-		FinishedAt: r.FinishedAt, History: r.History,
+		SignDeadline: r.SignDeadline, CAInFlight: r.CAInFlight, AuditPending: r.AuditPending,
+		HasCertificate: r.CertificatePEM != "", Certificate: certificateOf(r), History: r.History,
+	}
+	if o.pem {
+		d.CertificatePEM = r.CertificatePEM
 	}
 	if asJSON {
 		return writeJSON(w, d)
@@ -119,7 +266,7 @@ func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool) error {
 	field("profile", r.ProfileName)
 	field("CA connection", r.CAName)
 	field("age", d.Age)
-	if !r.State.Final() {
+	if !r.Done() {
 		field("due in", d.DueIn)
 	}
 	field("operation", r.Operation)
@@ -134,6 +281,23 @@ func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool) error {
 	if !r.FinishedAt.IsZero() {
 		field("finished", r.FinishedAt.UTC().Format(time.RFC3339))
 	}
+	field("outcome", r.Outcome)
+	if r.AuditPending {
+		field("audit event", "pending (written on the next step)")
+	}
+	if c := d.Certificate; c != nil {
+		field("certificate subject", c.Subject)
+		field("issuer", c.Issuer)
+		field("serial", c.Serial)
+		if c.SANs != nil {
+			field("SANs", describeSANs(c.SANs))
+		}
+		field("not before", c.NotBefore.Format(time.RFC3339))
+		field("not after", c.NotAfter.Format(time.RFC3339))
+		field("SPKI SHA-256", c.SPKISHA256)
+	} else if r.CertificatePEM != "" {
+		field("certificate", "stored, but it does not parse")
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -142,7 +306,27 @@ func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool) error {
 	for _, e := range r.History {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", e.At.UTC().Format("2006-01-02T15:04:05.000Z"), e.State, truncate(e.Note, 120))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if o.pem && r.CertificatePEM != "" {
+		_, err := fmt.Fprintf(w, "\n%s", r.CertificatePEM)
+		return err
+	}
+	return nil
+}
+
+func describeSANs(s *audit.SANs) string {
+	var parts []string
+	for _, kind := range []struct {
+		name  string
+		names []string
+	}{{"dns", s.DNS}, {"email", s.Email}, {"uri", s.URI}, {"ip", s.IP}} {
+		if len(kind.names) > 0 {
+			parts = append(parts, kind.name+": "+strings.Join(kind.names, ", "))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func writeJSON(w io.Writer, v any) error {

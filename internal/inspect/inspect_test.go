@@ -2,12 +2,24 @@ package inspect
 
 import (
 	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"io"
+	"math/big"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -75,5 +87,144 @@ func TestShowHistory(t *testing.T) {
 	}
 	if len(d.History) != 2 || d.History[0].State != journal.StateClaimed || d.Operation != "op/1" {
 		t.Fatalf("detail %+v", d)
+	}
+}
+
+// certificate makes a self-signed certificate with names of every kind, and returns its PEM.
+func certificate(t *testing.T) (*x509.Certificate, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("urn:chromeos:device:dir-1")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0xc0ffee), Subject: pkix.Name{CommonName: "5CD1234"},
+		NotBefore: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2027, 11, 1, 0, 0, 0, 0, time.UTC),
+		DNSNames: []string{"dev.example.com"}, EmailAddresses: []string{"ada@example.com"}, URIs: []*url.URL{u}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, string(pemutil.Encode(c))
+}
+
+func finished(now time.Time, id string, state journal.State, at time.Duration) *journal.Record {
+	r := record(now)
+	r.Name, r.Process.ID = process.Name("C0x", id), id
+	r.State, r.FinishedAt, r.NextDue, r.Outcome = state, now.Add(-at), time.Time{}, map[journal.State]string{journal.StateUploaded: "issued", journal.StateFailed: "failed"}[state]
+	if state == journal.StateFailed {
+		r.FailureMessage = "the CA refused the request: template DeviceAuth is not allowed"
+	}
+	return r
+}
+
+func TestShowCertificate(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	leaf, pemText := certificate(t)
+	r := finished(now, "ABCDEF0123456789ABCDEF0123456789", journal.StateUploaded, time.Minute)
+	r.CertificatePEM = pemText
+	var buf bytes.Buffer
+	if err := Show(&buf, r, now, false); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	spki := audit.SPKISHA256(leaf.RawSubjectPublicKeyInfo)
+	for _, want := range []string{"CN=5CD1234", "c0ffee", "dns: dev.example.com; email: ada@example.com; uri: urn:chromeos:device:dir-1",
+		"2026-11-01T00:00:00Z", "2027-11-01T00:00:00Z", spki, "outcome:", "issued", "finished:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("detail lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "BEGIN CERTIFICATE") || strings.Contains(out, "due in") {
+		t.Errorf("without --pem, no PEM; finished, no due time:\n%s", out)
+	}
+	buf.Reset()
+	if err := Show(&buf, r, now, false, WithPEM()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(buf.String(), pemText) {
+		t.Errorf("--pem output does not end with the PEM:\n%s", buf.String())
+	}
+	buf.Reset()
+	if err := Show(&buf, r, now, true, WithPEM()); err != nil {
+		t.Fatal(err)
+	}
+	var d Detail
+	if err := json.Unmarshal(buf.Bytes(), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Certificate == nil || d.Certificate.Serial != "c0ffee" || d.Certificate.SPKISHA256 != spki || d.CertificatePEM != pemText ||
+		d.Serial != "c0ffee" || d.Outcome != "issued" || !d.FinishedAt.Equal(r.FinishedAt) {
+		t.Fatalf("detail %+v", d)
+	}
+}
+
+func TestRunFilters(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	st := journal.NewMemory()
+	_, pemText := certificate(t)
+	up := finished(now, "UP000000000000000000000000000001", journal.StateUploaded, time.Minute)
+	up.CertificatePEM = pemText
+	older := finished(now, "UP000000000000000000000000000002", journal.StateUploaded, time.Hour)
+	fail := finished(now, "FA000000000000000000000000000001", journal.StateFailed, 2*time.Minute)
+	pending := finished(now, "PE000000000000000000000000000001", journal.StateUploaded, time.Second)
+	pending.AuditPending = true
+	for _, r := range []*journal.Record{record(now), up, older, fail, pending} {
+		if _, err := st.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(f Filter, asJSON bool) string {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := Run(ctx, &buf, st, f, now, asJSON); err != nil {
+			t.Fatalf("Run(%+v): %v", f, err)
+		}
+		return buf.String()
+	}
+	ids := func(out string) []string {
+		t.Helper()
+		var rows []Summary
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var got []string
+		for _, r := range rows {
+			got = append(got, r.ProcessID[:4])
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		f    Filter
+		want []string
+	}{
+		{Filter{}, []string{"ABCD", "PE00"}}, // the audit-pending record is not done yet
+		{Filter{All: true}, []string{"ABCD", "PE00", "UP00", "FA00", "UP00"}},
+		{Filter{All: true, Limit: 1}, []string{"ABCD", "PE00", "UP00"}},
+		{Filter{State: journal.StateUploaded}, []string{"UP00", "UP00"}},
+		{Filter{State: journal.StateFailed}, []string{"FA00"}},
+		{Filter{State: journal.StateSignRequested}, []string{"ABCD"}},
+		{Filter{State: journal.StateIssued}, nil},
+	} {
+		if got := ids(run(tc.f, true)); !slices.Equal(got, tc.want) {
+			t.Errorf("Run(%+v) = %v, want %v", tc.f, got, tc.want)
+		}
+	}
+	out := run(Filter{All: true}, false)
+	for _, want := range []string{"2 unfinished", "write the audit event", "3 finished", "OUTCOME", "c0ffee", "template DeviceAuth is not allowed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--all table lacks %q:\n%s", want, out)
+		}
+	}
+	if err := Run(ctx, io.Discard, st, Filter{All: true, State: journal.StateFailed}, now, false); err == nil {
+		t.Error("--all with --state accepted")
+	}
+	if _, err := ParseState("done"); err == nil || !strings.Contains(err.Error(), "uploaded") {
+		t.Errorf("ParseState(done) = %v", err)
+	}
+	if st, err := ParseState("failed"); err != nil || st != journal.StateFailed {
+		t.Errorf("ParseState(failed) = %v, %v", st, err)
 	}
 }

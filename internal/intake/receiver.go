@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -28,7 +29,7 @@ type Admitter interface {
 // Receiver turns notifications into admitted processes.
 type Receiver struct {
 	admit     Admitter
-	customers []string // empty serves every customer
+	customers atomic.Pointer[[]string] // empty serves every customer; SetCustomers replaces it
 	log       *zap.Logger
 	m         *metrics.Intake
 	stop      time.Duration
@@ -76,11 +77,20 @@ func NewReceiver(o ReceiverOptions) *Receiver {
 		o.Now = time.Now
 	}
 	m := metrics.NewIntake(o.Registerer)
-	return &Receiver{
-		admit: o.Admitter, customers: o.Customers, log: o.Logger, m: m,
+	r := &Receiver{
+		admit: o.Admitter, log: o.Logger, m: m,
 		stop: o.StopTimeout, connect: o.ConnectTimeout,
 		streams: newStreamWatch(o.Logger, m, o.WarnInterval, o.Now),
 	}
+	r.SetCustomers(o.Customers)
+	return r
+}
+
+// SetCustomers replaces the customers served (a configuration reload), for the notifications
+// that arrive from now on.
+func (r *Receiver) SetCustomers(customers []string) {
+	c := slices.Clone(customers)
+	r.customers.Store(&c)
 }
 
 // ClientOptions are the options the Pub/Sub client must be built with, so that the receiver
@@ -143,7 +153,8 @@ func (r *Receiver) Handle(ctx context.Context, msgID string, data []byte) (ack b
 // for the customer the credentials belong to; notifications carry the real id, which the alias
 // cannot be compared with, so it serves every customer the subscription delivers.
 func (r *Receiver) serves(customer string) bool {
-	return len(r.customers) == 0 || slices.Contains(r.customers, customer) || slices.Contains(r.customers, myCustomer)
+	customers := *r.customers.Load()
+	return len(customers) == 0 || slices.Contains(customers, customer) || slices.Contains(customers, myCustomer)
 }
 
 const myCustomer = "my_customer"

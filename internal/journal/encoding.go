@@ -9,7 +9,9 @@ import (
 
 // Columns are what a durable store indexes of a record besides the record itself.
 type Columns struct {
-	State      State
+	State State
+	// Final is Record.Done: a record in a final state that still owes its audit event is not
+	// final to the stores, so that it is leased again until the event is written.
 	Final      bool
 	NextDue    int64 // UnixNanos
 	FinishedAt int64 // UnixNanos; meaningful only when Final
@@ -22,7 +24,7 @@ func Encode(rec *Record) (Columns, error) {
 	if err != nil {
 		return Columns{}, fmt.Errorf("encode record: %w", err)
 	}
-	c := Columns{State: rec.State, Final: rec.State.Final(), NextDue: UnixNanos(rec.NextDue), Data: data}
+	c := Columns{State: rec.State, Final: rec.Done(), NextDue: UnixNanos(rec.NextDue), Data: data}
 	if c.Final {
 		c.FinishedAt = UnixNanos(rec.FinishedAt)
 	}

@@ -37,13 +37,17 @@ const (
 	StateFailed State = "failed"
 )
 
-// States lists every state, in the order a process passes them.
+// Final reports whether the process has ended in state s: nothing more is sent to Google or
+// a CA. The record may still owe its audit event (Record.Done).
+func (s State) Final() bool { return s == StateUploaded || s == StateFailed }
+
+// FinalStates are the states a process ends in.
+func FinalStates() []State { return []State{StateUploaded, StateFailed} }
+
+// States lists every state, in the order a process goes through them.
 func States() []State {
 	return []State{StateClaimed, StateSignRequested, StateSigned, StateCAPending, StateIssued, StateFailing, StateUploaded, StateFailed}
 }
-
-// Final reports whether no more work is due in state s.
-func (s State) Final() bool { return s == StateUploaded || s == StateFailed }
 
 // NextStep says in words what the adapter will do next for a record in state s.
 func (s State) NextStep() string {
@@ -101,12 +105,32 @@ type Record struct {
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"` // set on entering a final state
+	// Outcome says how the process ended (issued, failed, failed_by_google, …), set with
+	// FinishedAt; the audit event reports it.
+	Outcome string `json:"outcome,omitempty"`
+	// AuditPending is set on entering a final state when the process's audit event is still to
+	// be written, and cleared once it was: until then the record is not Done, so it is leased
+	// again (after a crash too) until the event is written.
+	AuditPending bool `json:"auditPending,omitempty"`
 
 	// LeaseToken names the grant of the lease under which Lease handed out this copy: it grows
 	// with every grant of the record's lease, and Update and Renew are refused unless it is the
 	// current one. It is not part of the stored record; copies from Get and Unfinished carry 0,
 	// which no grant has.
 	LeaseToken int64 `json:"-"`
+}
+
+// Done reports whether nothing more is due for r: it is in a final state and owes no audit
+// event. Stores lease, schedule and list as unfinished every record that is not Done, and
+// compact and list as finished only those that are.
+func (r *Record) Done() bool { return r.State.Final() && !r.AuditPending }
+
+// NextStep says in words what the adapter will do next for r.
+func (r *Record) NextStep() string {
+	if r.State.Final() && r.AuditPending {
+		return "write the audit event"
+	}
+	return r.State.NextStep()
 }
 
 // Event is one entry of a record's history.
@@ -167,6 +191,10 @@ var ErrLeaseLost = errors.New("journal: lease lost")
 // the record again. A holder writes only while its lease is unexpired (lease until > now) and
 // its token is the record's latest grant: a compare-and-set, so two holders never both write.
 // Every time is the caller's clock, never the backend's.
+//
+// "Unfinished" below means not Done: a record in a final state whose audit event is pending is
+// leased, scheduled and listed like any unfinished one, so that the event is written even if
+// the adapter dies right after the final state was journaled.
 type Store interface {
 	// Create inserts rec unless a record with its name exists; created reports which. A new
 	// record is not leased.
@@ -187,10 +215,14 @@ type Store interface {
 	Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error
 	// NextDue returns the earliest NextDue among unfinished, unleased records (ok=false when none).
 	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
-	// Unfinished lists every record not in a final state, by name.
+	// Unfinished lists every unfinished record, by name.
 	Unfinished(ctx context.Context) ([]*Record, error)
-	// Compact deletes records that reached a final state before the given time and returns how
-	// many it deleted.
+	// Finished lists up to limit Done records, most recently finished first (FinishedAt
+	// descending, then by name); only those in state when state is not empty. A limit below 1
+	// lists nothing. It is `inspect`'s view of what the adapter completed.
+	Finished(ctx context.Context, state State, limit int) ([]*Record, error)
+	// Compact deletes Done records that reached a final state before the given time and returns
+	// how many it deleted.
 	Compact(ctx context.Context, finishedBefore time.Time) (int, error)
 	Close() error
 }

@@ -87,7 +87,7 @@ func (m *Memory) Lease(_ context.Context, owner string, now time.Time, d time.Du
 	}
 	var due []*memRecord
 	for _, r := range m.records {
-		if r.rec.State.Final() || r.rec.NextDue.After(now) {
+		if r.rec.Done() || r.rec.NextDue.After(now) {
 			continue
 		}
 		if r.owner != "" && r.leaseUntil.After(now) {
@@ -170,7 +170,7 @@ func (m *Memory) NextDue(context.Context) (time.Time, bool, error) {
 	var first time.Time
 	found := false
 	for _, r := range m.records {
-		if r.rec.State.Final() || r.owner != "" {
+		if r.rec.Done() || r.owner != "" {
 			continue // a leased record is its holder's to schedule
 		}
 		if !found || r.rec.NextDue.Before(first) {
@@ -187,12 +187,45 @@ func (m *Memory) Unfinished(context.Context) ([]*Record, error) {
 	defer m.mu.Unlock()
 	var out []*Record
 	for _, r := range m.records {
-		if !r.rec.State.Final() {
+		if !r.rec.Done() {
 			out = append(out, r.rec.Clone())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+func (m *Memory) Finished(_ context.Context, state State, limit int) ([]*Record, error) {
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []*Record
+	for _, r := range m.records {
+		if r.rec.Done() && (state == "" || r.rec.State == state) {
+			out = append(out, r.rec)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return listedFirst(out[i], out[j]) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	for i, r := range out {
+		out[i] = r.Clone()
+	}
+	return out, nil
+}
+
+// listedFirst is Finished's order: the later FinishedAt first (compared as the durable stores
+// compare it, in Unix nanoseconds), then by name in byte order.
+func listedFirst(a, b *Record) bool {
+	if x, y := UnixNanos(a.FinishedAt), UnixNanos(b.FinishedAt); x != y {
+		return x > y
+	}
+	return a.Name < b.Name
 }
 
 func (m *Memory) Compact(_ context.Context, finishedBefore time.Time) (int, error) {
@@ -202,7 +235,7 @@ func (m *Memory) Compact(_ context.Context, finishedBefore time.Time) (int, erro
 	defer m.mu.Unlock()
 	n := 0
 	for name, r := range m.records {
-		if r.rec.State.Final() && r.rec.FinishedAt.Before(finishedBefore) {
+		if r.rec.Done() && r.rec.FinishedAt.Before(finishedBefore) {
 			delete(m.records, name)
 			n++
 		}

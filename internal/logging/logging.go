@@ -32,15 +32,38 @@ const (
 // must not be dropped however many processes run at once. Stack traces are attached from error
 // level on, and DPanic never panics, so that a logging call cannot take the daemon down.
 func New(level, format string) (*zap.Logger, error) {
+	log, _, err := build(level, format, zapcore.Lock(os.Stderr))
+	return log, err
+}
+
+// NewLeveled is New, and the handle that changes its level while it runs (a reload).
+func NewLeveled(level, format string) (*zap.Logger, *Level, error) {
 	return build(level, format, zapcore.Lock(os.Stderr))
 }
 
-// build is New with the output chosen by the caller (tests capture it).
-func build(level, format string, out zapcore.WriteSyncer) (*zap.Logger, error) {
+// Level is the level of a running logger.
+type Level struct{ a zap.AtomicLevel }
+
+// Set changes the level to one of the documented ones; another leaves it as it is.
+func (l *Level) Set(level string) error {
 	lvl, err := parseLevel(level)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	l.a.SetLevel(lvl)
+	return nil
+}
+
+// String is the level's name.
+func (l *Level) String() string { return l.a.Level().String() }
+
+// build is NewLeveled with the output chosen by the caller (tests capture it).
+func build(level, format string, out zapcore.WriteSyncer) (*zap.Logger, *Level, error) {
+	parsed, err := parseLevel(level)
+	if err != nil {
+		return nil, nil, err
+	}
+	lvl := zap.NewAtomicLevelAt(parsed)
 	var enc zapcore.Encoder
 	switch format {
 	case FormatJSON:
@@ -52,14 +75,14 @@ func build(level, format string, out zapcore.WriteSyncer) (*zap.Logger, error) {
 		ec.EncodeTime = zapcore.ISO8601TimeEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
 	default:
-		return nil, fmt.Errorf("log format %q: want %s or %s", format, FormatJSON, FormatConsole)
+		return nil, nil, fmt.Errorf("log format %q: want %s or %s", format, FormatJSON, FormatConsole)
 	}
 	core := zapcore.NewCore(enc, out, lvl)
 	return zap.New(core,
 		zap.AddCaller(),
 		zap.AddStacktrace(zapcore.ErrorLevel),
 		zap.ErrorOutput(zapcore.Lock(os.Stderr)),
-	), nil
+	), &Level{a: lvl}, nil
 }
 
 // parseLevel accepts exactly the documented levels; zap's own parser also knows dpanic, panic

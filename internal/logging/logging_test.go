@@ -49,11 +49,31 @@ func TestNewRejects(t *testing.T) {
 func capture(t *testing.T, level, format string) (*zap.Logger, *bytes.Buffer) {
 	t.Helper()
 	var buf bytes.Buffer
-	log, err := build(level, format, zapcore.AddSync(&buf))
+	log, _, err := build(level, format, zapcore.AddSync(&buf))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return log, &buf
+}
+
+// A reload changes the level of the running logger; an unknown level changes nothing.
+func TestLevelSet(t *testing.T) {
+	var buf bytes.Buffer
+	log, lvl, err := build(LevelWarn, FormatJSON, zapcore.AddSync(&buf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("before")
+	if err := lvl.Set(LevelDebug); err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("after")
+	if err := lvl.Set("fatal"); err == nil || lvl.String() != LevelDebug {
+		t.Fatalf("Set(fatal) = %v, level %s", err, lvl)
+	}
+	if out := buf.String(); strings.Contains(out, "before") || !strings.Contains(out, "after") {
+		t.Fatalf("output %q", out)
+	}
 }
 
 var iso8601 = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(Z|[+-]\d{4})$`)

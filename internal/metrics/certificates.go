@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,32 @@ func (c *Certificates) Add(kind, name string, get CertificateSource) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sources = append(c.sources, certificateSource{kind: kind, name: name, get: get})
+}
+
+// SetKind replaces every source of kind with sources, by name: a reload that changed the CA
+// connections.
+func (c *Certificates) SetKind(kind string, sources map[string]CertificateSource) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.sources[:0]
+	for _, s := range c.sources {
+		if s.kind != kind {
+			kept = append(kept, s)
+		}
+	}
+	c.sources = kept
+	for _, name := range sortedNames(sources) {
+		c.sources = append(c.sources, certificateSource{kind: kind, name: name, get: sources[name]})
+	}
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Describe implements prometheus.Collector.

@@ -101,7 +101,7 @@ func NewEngine(reg prometheus.Registerer) *Engine {
 	}
 }
 
-// Finished records a process that reached a final state after age.
+// Finished records a process that reached a final state after age (once journaled).
 func (m *Engine) Finished(outcome, profile, caConnection string, age time.Duration) {
 	m.ProcessesFinished.WithLabelValues(outcome, profile, caConnection).Inc()
 	m.ProcessDuration.WithLabelValues(outcome).Observe(age.Seconds())

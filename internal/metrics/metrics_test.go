@@ -33,6 +33,8 @@ func every(reg prometheus.Registerer) {
 	NewVerifiedAccess(reg)
 	NewReadiness(reg)
 	NewCertificates(reg)
+	NewAudit(reg)
+	NewAdapter(reg)
 }
 
 // TestDeclarationsLint: every metric passes Prometheus' naming lint and carries the namespace.
@@ -210,5 +212,10 @@ certprov_certificate_expiry_timestamp_seconds{kind="ca_connection",name="corp",r
 	current = testCert(t, "adapter", 10, at.Add(48*time.Hour)) // renewed
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want("a", current.NotAfter.Unix())), "certprov_certificate_expiry_timestamp_seconds"); err != nil {
 		t.Fatal(err)
+	}
+	// A reload that drops the connection drops its certificates.
+	c.SetKind(KindCAConnection, nil)
+	if n := testutil.CollectAndCount(c); n != 0 {
+		t.Fatalf("%d certificates after the connection was removed", n)
 	}
 }

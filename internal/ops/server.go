@@ -84,7 +84,7 @@ type Options struct {
 	// Registerer receives the server's own metrics (readiness, and the scrape handler's
 	// promhttp_metric_handler_*); nil exports none.
 	Registerer prometheus.Registerer
-	// Checks are the readiness checks, run every CheckInterval.
+	// Checks are the readiness checks, run every CheckInterval (SetChecks replaces them).
 	Checks        []Check
 	CheckInterval time.Duration
 	CheckTimeout  time.Duration
@@ -106,8 +106,13 @@ type Server struct {
 
 	mu       sync.Mutex
 	paths    map[string]bool
-	results  []CheckResult // in the order of o.Checks
-	stopping string        // why the server reports not ready whatever the checks say
+	checks   []Check
+	results  []CheckResult // in the order of checks
+	gen      int           // counts SetChecks: a result of an older set is dropped
+	running  context.Context
+	stopGen  context.CancelFunc // ends the loops of the current set
+	loops    sync.WaitGroup
+	stopping string // why the server reports not ready whatever the checks say
 	ln       net.Listener
 }
 
@@ -134,19 +139,10 @@ func New(o Options) (*Server, error) {
 	def(&o.CheckTimeout, DefaultCheckTimeout)
 	def(&o.ShutdownTimeout, DefaultShutdownTimeout)
 	s := &Server{o: o, log: o.Logger, m: metrics.NewReadiness(o.Registerer), mux: http.NewServeMux(), paths: map[string]bool{}}
-	seen := map[string]bool{}
-	for _, c := range o.Checks {
-		if c.Name == "" || c.Run == nil {
-			return nil, fmt.Errorf("ops server: check %q has no name or no function", c.Name)
-		}
-		if seen[c.Name] {
-			return nil, fmt.Errorf("ops server: two checks named %q", c.Name)
-		}
-		seen[c.Name] = true
-		s.results = append(s.results, CheckResult{Name: c.Name, Detail: "not checked yet"})
-		s.m.Check.WithLabelValues(c.Name).Set(0)
-	}
 	s.m.Ready.Set(0)
+	if err := s.SetChecks(o.Checks); err != nil {
+		return nil, err
+	}
 
 	scrape := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
 		ErrorLog:            zap.NewStdLog(o.Logger.Named("metrics")),
@@ -253,13 +249,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 	}
 	s.log.Info("ops listener serving", zap.String("address", ln.Addr().String()),
-		zap.Bool("pprof", s.o.Pprof), zap.Int("readiness_checks", len(s.o.Checks)))
+		zap.Bool("pprof", s.o.Pprof), zap.Int("readiness_checks", len(s.Readiness())))
 
 	cctx, stopChecks := context.WithCancel(ctx)
-	var checks sync.WaitGroup
-	for i, c := range s.o.Checks {
-		checks.Go(func() { s.runCheck(cctx, i, c) })
-	}
+	s.mu.Lock()
+	s.running = cctx
+	s.startLocked()
+	s.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error
@@ -274,18 +270,73 @@ func (s *Server) Serve(ctx context.Context) error {
 		cancel()
 		<-errc
 	}
-	stopChecks()
-	checks.Wait()
 	s.mu.Lock()
-	s.ln = nil
+	s.ln, s.running = nil, nil // SetChecks starts no loop from now on
 	s.mu.Unlock()
+	stopChecks()
+	s.loops.Wait()
 	return err
+}
+
+// SetChecks replaces the readiness checks, before or while the server runs (a configuration
+// reload that adds or removes a CA connection). A check keeps its latest result under the
+// same name until it runs again; checks no longer in checks are dropped from /readyz and the
+// metrics.
+func (s *Server) SetChecks(checks []Check) error {
+	seen := map[string]bool{}
+	for _, c := range checks {
+		if c.Name == "" || c.Run == nil {
+			return fmt.Errorf("ops server: check %q has no name or no function", c.Name)
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("ops server: two checks named %q", c.Name)
+		}
+		seen[c.Name] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	before := map[string]CheckResult{}
+	for _, r := range s.results {
+		before[r.Name] = r
+		if !seen[r.Name] {
+			s.m.Check.DeleteLabelValues(r.Name)
+		}
+	}
+	s.checks, s.results = append([]Check(nil), checks...), make([]CheckResult, len(checks))
+	for i, c := range checks {
+		r, ok := before[c.Name]
+		if !ok {
+			r = CheckResult{Name: c.Name, Detail: "not checked yet"}
+			s.m.Check.WithLabelValues(c.Name).Set(0)
+		}
+		s.results[i] = r
+	}
+	s.gen++
+	if s.stopGen != nil {
+		s.stopGen()
+		s.stopGen = nil
+	}
+	if s.running != nil {
+		s.startLocked()
+	}
+	s.m.Ready.Set(boolFloat(s.readyLocked()))
+	return nil
+}
+
+// startLocked starts a loop for every check of the current set.
+func (s *Server) startLocked() {
+	ctx, cancel := context.WithCancel(s.running)
+	s.stopGen = cancel
+	gen := s.gen
+	for i, c := range s.checks {
+		s.loops.Go(func() { s.runCheck(ctx, gen, i, c) })
+	}
 }
 
 // runCheck runs check i every interval until ctx ends. A run that outlasts its timeout is
 // reported as not ready at once, and the next run starts only once it returned, so that a
 // check that ignores its context cannot pile up; the server's stop waits for no check.
-func (s *Server) runCheck(ctx context.Context, i int, c Check) {
+func (s *Server) runCheck(ctx context.Context, gen, i int, c Check) {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = s.o.CheckTimeout
@@ -319,13 +370,13 @@ func (s *Server) runCheck(ctx context.Context, i int, c Check) {
 			if o.err != nil && overran {
 				o.err = fmt.Errorf("no answer within %s: %w", timeout, o.err)
 			}
-			s.record(i, o.detail, o.err, time.Since(start))
+			s.record(gen, i, o.detail, o.err, time.Since(start))
 		case <-rctx.Done():
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
-			s.record(i, "", fmt.Errorf("no answer within %s", timeout), time.Since(start))
+			s.record(gen, i, "", fmt.Errorf("no answer within %s", timeout), time.Since(start))
 			select { // a late answer is not trusted, but the next run waits for it
 			case <-done:
 			case <-ctx.Done():
@@ -337,9 +388,12 @@ func (s *Server) runCheck(ctx context.Context, i int, c Check) {
 }
 
 // record stores a check's outcome and logs a change between ready and not ready.
-func (s *Server) record(i int, detail string, err error, took time.Duration) {
+func (s *Server) record(gen, i int, detail string, err error, took time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if gen != s.gen {
+		return // the set was replaced meanwhile
+	}
 	r := &s.results[i]
 	ready := err == nil
 	if !ready {
@@ -384,7 +438,7 @@ func (s *Server) readyLocked() bool {
 	return true
 }
 
-// Readiness returns the latest result of every check, in the order of Options.Checks.
+// Readiness returns the latest result of every check, in the order they were set.
 func (s *Server) Readiness() []CheckResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()

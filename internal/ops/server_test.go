@@ -282,3 +282,34 @@ func TestServeStopsBounded(t *testing.T) {
 		t.Fatal("Serve did not return after its shutdown timeout")
 	}
 }
+
+// TestSetChecks: replacing the checks while serving keeps the result of a check that stays,
+// starts the new ones and drops the removed ones from /readyz and the metrics.
+func TestSetChecks(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ok := func(detail string) func(context.Context) (string, error) {
+		return func(context.Context) (string, error) { return detail, nil }
+	}
+	s, base := serve(t, Options{Gatherer: reg, Registerer: reg, CheckInterval: 10 * time.Millisecond,
+		Checks: []Check{{Name: "kept", Run: ok("kept")}, {Name: "removed", Run: ok("removed")}}})
+	waitReady(t, base, http.StatusOK)
+	if err := s.SetChecks([]Check{{Name: "kept", Run: ok("kept")}, {Name: "added", Run: func(context.Context) (string, error) {
+		return "", errors.New("not yet")
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	body := waitReady(t, base, http.StatusServiceUnavailable)
+	for body.Checks[1].Detail != "not yet" {
+		_, body = readyz(t, base)
+	}
+	if len(body.Checks) != 2 || body.Checks[0].Name != "kept" || !body.Checks[0].Ready || body.Checks[1].Name != "added" {
+		t.Fatalf("checks after SetChecks: %+v", body.Checks)
+	}
+	m := metrics.NewReadiness(reg)
+	if n := testutil.CollectAndCount(m.Check); n != 2 {
+		t.Errorf("%d readiness_check series, want 2 (kept, added)", n)
+	}
+	if err := s.SetChecks([]Check{{Name: "dup", Run: ok("")}, {Name: "dup", Run: ok("")}}); err == nil {
+		t.Error("two checks of one name accepted")
+	}
+}

@@ -6,16 +6,17 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 )
 
-// Certificates returns the TLS certificate the server serves with, for the certificate expiry
-// metric; none when it serves plain HTTP.
+// Certificates returns the TLS certificate the server serves with now (a reload may have
+// replaced it), for the certificate expiry metric; none when it serves plain HTTP.
 func (s *Server) Certificates() []ca.HeldCertificate {
-	if s.tls == nil || len(s.tls.Certificates) == 0 || len(s.tls.Certificates[0].Certificate) == 0 {
+	pair := s.cert.Load()
+	if pair == nil || len(pair.Certificate) == 0 {
 		return nil
 	}
-	leaf := s.tls.Certificates[0].Leaf
+	leaf := pair.Leaf
 	if leaf == nil {
 		var err error
-		if leaf, err = x509.ParseCertificate(s.tls.Certificates[0].Certificate[0]); err != nil {
+		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
 			return nil
 		}
 	}

@@ -144,13 +144,7 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verified access v2 client: %w", err)
 	}
-	rps, burst := o.RateLimit.RequestsPerSecond, o.RateLimit.Burst
-	if rps <= 0 {
-		rps = config.DefaultRateLimit
-	}
-	if burst < 1 {
-		burst = config.DefaultRateBurst
-	}
+	rps, burst := rateOf(o.RateLimit)
 	timeout := o.RequestTimeout
 	if timeout <= 0 {
 		timeout = config.DefaultRequestTimeout
@@ -158,7 +152,7 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	return &Client{
 		v1:      va1.NewChallengeService(s1),
 		v2:      va2.NewChallengeService(s2),
-		limiter: rate.NewLimiter(rate.Limit(rps), burst),
+		limiter: rate.NewLimiter(rps, burst),
 		timeout: timeout,
 		log:     o.Logger,
 		m:       m,
@@ -352,4 +346,23 @@ func (c *Client) verifyError(version, identity string, err error) error {
 		}
 		return fail(CodeBadChallenge, err, "Google refused the challenge response")
 	}
+}
+
+// rateOf is the token bucket of google.rateLimit, with the defaults for unset values.
+func rateOf(r config.RateLimit) (rate.Limit, int) {
+	rps, burst := r.RequestsPerSecond, r.Burst
+	if rps <= 0 {
+		rps = config.DefaultRateLimit
+	}
+	if burst < 1 {
+		burst = config.DefaultRateBurst
+	}
+	return rate.Limit(rps), burst
+}
+
+// SetRateLimit changes the client's share of google.rateLimit (a configuration reload).
+func (c *Client) SetRateLimit(r config.RateLimit) {
+	rps, burst := rateOf(r)
+	c.limiter.SetLimit(rps)
+	c.limiter.SetBurst(burst)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 )
@@ -97,12 +99,14 @@ type e2e struct {
 	adapterNow *clock
 	ca         *testCA
 	client     *Client
+	auditPath  string // the audit file of the servers startServer starts
 }
 
 func newE2E(t testing.TB) *e2e {
 	t.Helper()
 	log := zaptest.NewLogger(t)
-	x := &e2e{t: t, emuClock: &clock{t: time.Now()}, adapterNow: &clock{t: time.Now()}, ca: newTestCA(t)}
+	x := &e2e{t: t, emuClock: &clock{t: time.Now()}, adapterNow: &clock{t: time.Now()}, ca: newTestCA(t),
+		auditPath: filepath.Join(t.TempDir(), "audit.jsonl")}
 	emu, err := emulator.New(context.Background(), emulator.Options{Project: "va", Logger: log.Named("emulator"), Clock: x.emuClock.now})
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
@@ -165,8 +169,14 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	}
 	va := o.limits
 	va.Insecure, va.ChallengeLifetime = true, time.Minute
+	auditLog, err := audit.Open(x.auditPath, nil)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	x.t.Cleanup(func() { _ = auditLog.Close() })
 	srv, err := NewServer(ServerOptions{
 		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: x.adapterNow.now, Registerer: o.registerer,
+		Audit: auditLog, InstanceID: "va-e2e",
 	})
 	if err != nil {
 		x.t.Fatal(err)
@@ -272,7 +282,7 @@ func TestE2EIssues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := x.ca.conn.IssuedTotal()
+			before, eventsBefore := x.ca.conn.IssuedTotal(), len(readEvents(t, x.auditPath))
 			res, err := x.enroll(tt.opts)
 			if err != nil {
 				t.Fatalf("enroll: %v", err)
@@ -298,6 +308,16 @@ func TestE2EIssues(t *testing.T) {
 			}
 			if n := x.ca.conn.IssuedTotal(); n != before+1 {
 				t.Errorf("CA issued %d, want 1", n-before)
+			}
+			// One enrollment, one audit event, naming the certificate the extension received.
+			evs := readEvents(t, x.auditPath)
+			if len(evs) != eventsBefore+1 {
+				t.Fatalf("%d audit events for one enrollment", len(evs)-eventsBefore)
+			}
+			ev := evs[len(evs)-1]
+			if ev.Outcome != "issued" || ev.Profile != tt.opts.Profile || ev.InstanceID != "va-e2e" || ev.Certificate == nil ||
+				ev.Certificate.Serial != res.Certificate.SerialNumber.Text(16) || ev.SPKISHA256 != audit.SPKISHA256(res.SPKI) {
+				t.Errorf("audit event %+v", ev)
 			}
 		})
 	}

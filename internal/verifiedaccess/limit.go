@@ -486,3 +486,16 @@ func (l *rejectionLog) write(now time.Time) {
 	clear(l.reasons)
 	clear(l.clients)
 }
+
+// setLimit changes the rate and burst of every client's bucket, present and future (a reload).
+func (b *buckets) setLimit(limit rate.Limit, burst int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	b.limit, b.burst = limit, burst
+	for el := b.lru.Front(); el != nil; el = el.Next() {
+		lim := el.Value.(*bucket).lim
+		lim.SetLimitAt(now, limit)
+		lim.SetBurstAt(now, burst)
+	}
+}

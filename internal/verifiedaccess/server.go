@@ -2,8 +2,10 @@ package verifiedaccess
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
@@ -20,15 +22,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/swap"
 )
 
 // Paths of the enrollment API (docs/verified-access-api.md, section 2).
@@ -76,19 +81,35 @@ type ServerOptions struct {
 	// Registerer receives the server's metrics (metrics.VerifiedAccess, metrics.CA); nil
 	// exports none.
 	Registerer prometheus.Registerer
+	// Audit receives one event per enrollment request that passed the limits, issued or
+	// refused, before the answer is sent; nil writes none. InstanceID goes into each event.
+	Audit      Recorder
+	InstanceID string
+}
+
+// Recorder stores audit events (*audit.Log). It is safe for concurrent use.
+type Recorder interface {
+	// Write stores ev; a nil error means it is durable.
+	Write(ev *audit.Event) error
 }
 
 // Server is the enrollment API. Create it with NewServer; serve it with Run, Serve or Handler.
 // It is safe for concurrent use.
 type Server struct {
-	profiles map[string]*Profile
+	// profiles are the enrollment profiles, replaced by Reconfigure; a request uses one set
+	// throughout.
+	profiles *swap.Value[map[string]*Profile]
 	google   Google
 	log      *zap.Logger
-	audit    *zap.Logger
+	enrolled *zap.Logger // one operational line per enrollment request
+	recorder Recorder
+	instance string
 	now      func() time.Time
 	lifetime time.Duration
 	listen   string
 	tls      *tls.Config
+	// cert is the TLS certificate served (tls.GetCertificate), replaced by Reconfigure.
+	cert atomic.Pointer[tls.Certificate]
 
 	usedResponses *ttlSet // challenge responses sent to Google
 	usedKeys      *ttlSet // (SPKI, challenge) pairs certified
@@ -102,6 +123,7 @@ type Server struct {
 	rejections     *rejectionLog
 	m              *metrics.VerifiedAccess
 	cam            *metrics.CA
+	aud            *metrics.Audit
 }
 
 // NewServer builds the server. With TLS configured it loads the certificate and key now, so
@@ -123,10 +145,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if lifetime <= 0 {
 		lifetime = config.DefaultChallengeLifetime
 	}
-	for name, p := range o.Profiles {
-		if p == nil || p.CA == nil || p.Template == nil || p.Policy == nil {
-			return nil, fmt.Errorf("verified access server: profile %q is not compiled and bound to a CA", name)
-		}
+	if err := checkCompiled(o.Profiles); err != nil {
+		return nil, err
 	}
 	lim, err := limitsOf(o.Config)
 	if err != nil {
@@ -137,10 +157,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	m := metrics.NewVerifiedAccess(o.Registerer)
 	s := &Server{
-		profiles:      o.Profiles,
+		profiles:      swap.New(o.Profiles),
 		google:        o.Google,
 		log:           o.Logger,
-		audit:         o.Logger.Named("audit"),
+		enrolled:      o.Logger.Named("enrollment"),
+		recorder:      o.Audit,
+		instance:      o.InstanceID,
 		now:           o.Now,
 		lifetime:      lifetime,
 		listen:        o.Config.Listen,
@@ -155,18 +177,82 @@ func NewServer(o ServerOptions) (*Server, error) {
 		rejections:     newRejectionLog(o.Logger.Named("limits"), o.Now),
 		m:              m,
 		cam:            metrics.NewCA(o.Registerer),
+		aud:            metrics.NewAudit(o.Registerer),
 	}
 	if !o.Config.Insecure {
-		if o.Config.TLS.CertFile == "" || o.Config.TLS.KeyFile == "" {
-			return nil, errors.New("verified access server: TLS certificate and key are required (insecure is for loopback demos only)")
-		}
-		pair, err := tls.LoadX509KeyPair(o.Config.TLS.CertFile, o.Config.TLS.KeyFile)
+		pair, err := loadPair(o.Config.TLS)
 		if err != nil {
-			return nil, fmt.Errorf("verified access server TLS: %w", err)
+			return nil, err
 		}
-		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+		s.cert.Store(pair)
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		}}
 	}
 	return s, nil
+}
+
+func checkCompiled(profiles map[string]*Profile) error {
+	for name, p := range profiles {
+		if p == nil || p.CA == nil || p.Template == nil || p.Policy == nil {
+			return fmt.Errorf("verified access server: profile %q is not compiled and bound to a CA", name)
+		}
+	}
+	return nil
+}
+
+// loadPair reads the TLS certificate and key, refusing a pair that does not match.
+func loadPair(c config.ServerTLS) (*tls.Certificate, error) {
+	if c.CertFile == "" || c.KeyFile == "" {
+		return nil, errors.New("verified access server: TLS certificate and key are required (insecure is for loopback demos only)")
+	}
+	pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("verified access server TLS: %w", err)
+	}
+	return &pair, nil
+}
+
+// Reconfiguration is a reloaded verifiedAccess section, checked and read, ready to apply.
+type Reconfiguration struct {
+	s        *Server
+	profiles map[string]*Profile
+	pair     *tls.Certificate
+	lim      limits
+}
+
+// Prepare checks and reads a reloaded verifiedAccess section: the enrollment profiles (bound to
+// their CA connections), the TLS certificate and key (a missing file, or a key of another
+// certificate, is an error), and the per-client rate limit. Nothing changes until Apply. The
+// listen address, insecure, the challenge lifetime, the concurrency limits and the trusted
+// proxies take a restart.
+func (s *Server) Prepare(c config.VerifiedAccess, profiles map[string]*Profile) (*Reconfiguration, error) {
+	if err := checkCompiled(profiles); err != nil {
+		return nil, err
+	}
+	r := &Reconfiguration{s: s, profiles: profiles}
+	if s.tls != nil {
+		var err error
+		if r.pair, err = loadPair(c.TLS); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if r.lim, err = limitsOf(c); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Apply serves the new certificate to the next handshakes, the new profiles to the next
+// requests (one in flight finishes with those it started with) and the new rate limit. The
+// channel is closed once no request uses the previous profiles.
+func (r *Reconfiguration) Apply() <-chan struct{} {
+	if r.pair != nil {
+		r.s.cert.Store(r.pair)
+	}
+	r.s.buckets.setLimit(rate.Limit(r.lim.rate.RequestsPerSecond), r.lim.rate.Burst)
+	return r.s.profiles.Replace(r.profiles)
 }
 
 // Handler serves the enrollment API (the two POST routes), behind the limits.
@@ -207,7 +293,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		scheme = "http"
 	}
 	s.log.Info("verified access enrollment server listening", zap.String("address", ln.Addr().String()),
-		zap.String("scheme", scheme), zap.Int("profiles", len(s.profiles)))
+		zap.String("scheme", scheme), zap.Int("profiles", len(s.profiles.Load())))
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -277,7 +363,9 @@ func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string
 	if req.Profile == "" {
 		return nil, fail(CodeBadRequest, nil, "profile is required")
 	}
-	p, ok := s.profiles[req.Profile]
+	profiles, release := s.profiles.Acquire()
+	defer release()
+	p, ok := profiles[req.Profile]
 	if !ok {
 		return nil, unknownProfile(req.Profile)
 	}
@@ -330,24 +418,26 @@ type enrollResponse struct {
 	Chain       []string `json:"chain"`
 }
 
-// enrollment collects what the audit line reports about one request.
+// enrollment collects what the audit event and the log line report about one request.
 type enrollment struct {
-	profile, scope, identity, apiVersion string
-	result                               *Result
-	spkiSHA256                           string
-	issued                               *ca.Issued
+	id                                           string
+	profile, scope, identity, apiVersion, caName string
+	result                                       *Result
+	spkiSHA256                                   string
+	issued                                       *ca.Issued
 }
 
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	e := &enrollment{}
+	e := &enrollment{id: newEnrollmentID()}
 	err := s.enroll(ctx, w, r, e)
+	err = s.record(e, err, start)
 	s.auditLine(r, e, err, s.now().Sub(start))
 	profile := ""
-	if _, ok := s.profiles[e.profile]; ok {
-		profile = e.profile // never a name a client made up
+	if e.apiVersion != "" {
+		profile = e.profile // a configured profile: never a name a client made up
 	}
 	outcome, code := outcomeOf(err)
 	s.m.Enrolled(profile, outcome, code, s.now().Sub(start))
@@ -380,11 +470,13 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return fail(CodeBadRequest, nil, "challengeResponse is required")
 	}
 	e.profile, e.scope = req.Profile, req.Scope
-	p, ok := s.profiles[req.Profile]
+	profiles, release := s.profiles.Acquire()
+	defer release()
+	p, ok := profiles[req.Profile]
 	if !ok {
 		return unknownProfile(req.Profile)
 	}
-	e.apiVersion = p.APIVersion
+	e.apiVersion, e.caName = p.APIVersion, p.CAName
 	response, err := decodeBase64(req.ChallengeResponse)
 	if err != nil {
 		return fail(CodeBadRequest, err, "challengeResponse is not base64")
@@ -516,6 +608,55 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	e.issued = issued
 	return nil
+}
+
+// newEnrollmentID names one enrollment request in the audit trail and the log: 128 random bits
+// in hex.
+func newEnrollmentID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// record writes the audit event of enrollment e, which ended with err, and returns the error the
+// client gets. A certificate is handed out only once its event is stored: if the event cannot
+// be written the client is told to try again (the certificate the CA made is then never
+// delivered; the log line names it).
+func (s *Server) record(e *enrollment, err error, start time.Time) error {
+	if s.recorder == nil {
+		return err
+	}
+	end := s.now()
+	ev := &audit.Event{
+		SchemaVersion: audit.SchemaVersion, ID: e.id, Kind: audit.KindEnrollment, Time: end.UTC(), InstanceID: s.instance,
+		Scope: e.scope, Profile: e.profile, CAConnection: e.caName, Outcome: "issued", SPKISHA256: e.spkiSHA256,
+		DurationMS: max(end.Sub(start).Milliseconds(), 0),
+	}
+	if res := e.result; res != nil {
+		ev.Customer = cmp.Or(res.CustomerID, res.ProfileCustomerID)
+	}
+	if err != nil {
+		ev.Outcome = string(CodeOf(err))
+		var ve *Error
+		if errors.As(err, &ve) {
+			// The message the client got, never the cause behind it.
+			ev.Failure, ev.FailedRules = ve.Message, ve.FailedRules
+		} else {
+			ev.Failure = "internal error"
+		}
+	} else if e.issued != nil {
+		ev.Certificate = audit.CertificateOf(e.issued.Leaf)
+	}
+	werr := s.recorder.Write(ev)
+	if werr == nil {
+		return err
+	}
+	s.aud.WriteErrors.WithLabelValues(metrics.AuditEnrollment).Inc()
+	s.log.Error("enrollment audit event not written", zap.String("enrollment_id", e.id), zap.Error(werr))
+	if err != nil {
+		return err
+	}
+	return fail(CodeUnavailable, werr, "the enrollment could not be recorded; try again")
 }
 
 // requestKey names an issuance in CA logs and ledgers: the profile and a hash of the SPKAC,
@@ -656,14 +797,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// auditLine logs one line per enrollment request, whatever its outcome: who asked, what Google
-// said about the device, what was decided, and which certificate was issued.
+// auditLine logs one operational line per enrollment request, whatever its outcome: who asked,
+// what Google said about the device, what was decided, and which certificate was issued. The
+// audit trail proper is the event record wrote.
 func (s *Server) auditLine(r *http.Request, e *enrollment, err error, took time.Duration) {
 	outcome := "issued"
 	if err != nil {
 		outcome = string(CodeOf(err))
 	}
 	fields := []zap.Field{
+		zap.String("enrollment_id", e.id),
 		zap.String("outcome", outcome),
 		zap.String("profile", e.profile),
 		zap.String("scope", e.scope),
@@ -707,9 +850,9 @@ func (s *Server) auditLine(r *http.Request, e *enrollment, err error, took time.
 	switch CodeOf(err) {
 	case CodeUnavailable, CodeCAFailure:
 		if err != nil {
-			s.audit.Warn("verified access enrollment", fields...)
+			s.enrolled.Warn("verified access enrollment", fields...)
 			return
 		}
 	}
-	s.audit.Info("verified access enrollment", fields...)
+	s.enrolled.Info("verified access enrollment", fields...)
 }

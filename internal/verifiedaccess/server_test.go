@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
@@ -104,9 +105,13 @@ type harness struct {
 	metrics *metrics.VerifiedAccess
 	mu      sync.Mutex
 	clock   time.Time
+	// auditPath is the file the server writes its audit events to.
+	auditPath string
 }
 
 type harnessOptions struct {
+	// recorder wraps the audit log, to inject faults.
+	recorder   func(*audit.Log) Recorder
 	issuer     func(h *harness) ca.PublicKeyIssuer // replaces the built-in CA
 	maxTracked int
 	// limits holds the limit keys; nil lifts them (noLimits).
@@ -141,8 +146,19 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		va = *o.limits
 	}
 	va.Insecure, va.ChallengeLifetime = true, time.Minute
+	h.auditPath = filepath.Join(t.TempDir(), "audit.jsonl")
+	auditLog, err := audit.Open(h.auditPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = auditLog.Close() })
+	var recorder Recorder = auditLog
+	if o.recorder != nil {
+		recorder = o.recorder(auditLog)
+	}
 	h.srv, err = NewServer(ServerOptions{
 		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Registerer: h.reg,
+		Audit: recorder, InstanceID: "va-test",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -265,9 +281,15 @@ func (h *harness) mustRefuse(status int, out map[string]any, code Code) map[stri
 	return e
 }
 
-// auditLines returns the audit lines logged so far.
+// auditLines returns the enrollment lines of the operational log so far.
 func (h *harness) auditLines() []observer.LoggedEntry {
-	return h.logs.FilterLoggerName("audit").All()
+	return h.logs.FilterLoggerName("enrollment").All()
+}
+
+// events returns the audit events written so far.
+func (h *harness) events() []audit.Event {
+	h.t.Helper()
+	return readEvents(h.t, h.auditPath)
 }
 
 func TestEnrollIssues(t *testing.T) {
@@ -316,6 +338,25 @@ func TestEnrollIssues(t *testing.T) {
 			lines := h.auditLines()
 			if len(lines) != 1 || lines[0].ContextMap()["outcome"] != "issued" || lines[0].ContextMap()["serial"] != leaf.SerialNumber.Text(16) {
 				t.Errorf("audit: %+v", lines)
+			}
+			evs := h.events()
+			if len(evs) != 1 {
+				t.Fatalf("%d audit events for one enrollment", len(evs))
+			}
+			spki, _ := x509.MarshalPKIXPublicKey(tt.device.key.Public())
+			ev, c := evs[0], evs[0].Certificate
+			wantCustomer := "C0abc123"
+			if tt.profile == "legacy" {
+				wantCustomer = "" // v1 does not say
+			}
+			if ev.Kind != audit.KindEnrollment || ev.Outcome != "issued" || ev.Profile != tt.profile || ev.Scope != tt.scope ||
+				ev.CAConnection != "builtin" || ev.InstanceID != "va-test" || ev.Customer != wantCustomer || ev.Failure != "" ||
+				ev.SPKISHA256 != audit.SPKISHA256(spki) || len(ev.ID) != 32 || ev.ID != lines[0].ContextMap()["enrollment_id"] {
+				t.Errorf("event %+v", ev)
+			}
+			if c == nil || c.Serial != leaf.SerialNumber.Text(16) || c.Issuer != leaf.Issuer.String() || c.Subject != leaf.Subject.String() ||
+				!c.NotAfter.Equal(leaf.NotAfter) || c.SPKISHA256 != ev.SPKISHA256 {
+				t.Errorf("event certificate %+v, issued serial %s", c, leaf.SerialNumber.Text(16))
 			}
 			if n := h.ca.conn.IssuedTotal(); n != 1 {
 				t.Errorf("CA issued %d", n)
@@ -511,6 +552,11 @@ func TestEnrollRefusals(t *testing.T) {
 			}
 			if len(got) != 1 || matched != 1 {
 				t.Errorf("enrollments counted %v, want one with code %s", got, tt.code)
+			}
+			evs := h.events()
+			if len(evs) != 1 || evs[0].Outcome != string(tt.code) || evs[0].Failure != e["message"] ||
+				!slices.Equal(evs[0].FailedRules, tt.failedRules) || evs[0].Certificate != nil {
+				t.Errorf("audit events %+v; want one %s with the message %q", evs, tt.code, e["message"])
 			}
 		})
 	}

@@ -20,12 +20,18 @@ import (
 // writeServerCert writes a self-signed server certificate for 127.0.0.1 and its key.
 func writeServerCert(t *testing.T, dir string) (certFile, keyFile string) {
 	t.Helper()
+	return writeServerCertSerial(t, dir, 1)
+}
+
+// writeServerCertSerial is writeServerCert with the given serial number, over any files there.
+func writeServerCertSerial(t *testing.T, dir string, serial int64) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "enrollment"},
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "enrollment"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		KeyUsage: x509.KeyUsageDigitalSignature,

@@ -92,6 +92,8 @@ func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
 		{"Unfinished", s.unfinished},
 		{"Compact", s.compact},
 		{"PingAndCount", s.pingAndCount},
+		{"Finished", s.finished},
+		{"AuditPending", s.auditPending},
 		{"Concurrency", s.concurrency},
 		{"Closed", s.closed},
 	}
@@ -832,6 +834,116 @@ func (s *suite) compact(t *testing.T) {
 	}
 }
 
+// finished: done records, newest first, by state, bounded; never an unfinished record or one
+// whose audit event is pending.
+func (s *suite) finished(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	if got, err := st.Finished(ctx, "", 10); err != nil || len(got) != 0 {
+		t.Fatalf("Finished on an empty store = %d records, %v", len(got), err)
+	}
+	ended := func(name string, state journal.State, at time.Time) *journal.Record {
+		r := NewRecord(name, T0.Add(-time.Hour))
+		r.State, r.FinishedAt, r.NextDue, r.Outcome = state, at, time.Time{}, "outcome of "+name
+		return r
+	}
+	recs := []*journal.Record{
+		ended("up-old", journal.StateUploaded, T0.Add(-time.Hour)),
+		ended("up-new", journal.StateUploaded, T0.Add(time.Nanosecond)),
+		// Same instant: by name, byte order ("B" < "a").
+		ended("a-tie", journal.StateFailed, T0),
+		ended("B-tie", journal.StateUploaded, T0),
+		ended("failed-old", journal.StateFailed, T0.Add(-48*time.Hour)),
+		NewRecord("unfinished", T0),
+	}
+	pending := ended("audit-pending", journal.StateUploaded, T0.Add(time.Hour))
+	pending.AuditPending = true
+	recs = append(recs, pending)
+	for _, r := range recs {
+		mustCreate(t, st, r)
+	}
+	list := func(state journal.State, limit int) []*journal.Record {
+		t.Helper()
+		got, err := st.Finished(ctx, state, limit)
+		if err != nil {
+			t.Fatalf("Finished(%q, %d): %v", state, limit, err)
+		}
+		return got
+	}
+	got := list("", 10)
+	assertNames(t, `Finished("", 10)`, got, "up-new", "B-tie", "a-tie", "up-old", "failed-old")
+	for _, r := range got {
+		for _, w := range recs {
+			if w.Name == r.Name {
+				AssertEqual(t, r, w)
+			}
+		}
+	}
+	assertNames(t, `Finished("", 2)`, list("", 2), "up-new", "B-tie")
+	assertNames(t, `Finished(uploaded, 10)`, list(journal.StateUploaded, 10), "up-new", "B-tie", "up-old")
+	assertNames(t, `Finished(failed, 1)`, list(journal.StateFailed, 1), "a-tie")
+	assertNames(t, `Finished(claimed, 10)`, list(journal.StateClaimed, 10))
+	assertNames(t, `Finished("", 0)`, list("", 0))
+}
+
+// auditPending: a record in a final state whose audit event is pending is not done: it is
+// leased (at once, after a crash too), scheduled and listed as unfinished, and neither compacted
+// nor listed as finished, until a write clears AuditPending.
+func (s *suite) auditPending(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	rec := NewRecord("r", T0)
+	mustCreate(t, st, rec)
+	held := mustLease(t, st, "w1", T0, lease, 1)
+	assertNames(t, "Lease", held, "r")
+	rec = held[0]
+	rec.State, rec.FinishedAt, rec.NextDue, rec.Outcome, rec.AuditPending = journal.StateUploaded, T0, T0, "issued", true
+	// The final state is journaled, then the holder dies before writing the audit event.
+	if err := st.Update(ctx, "w1", rec, T0, lease); err != nil {
+		t.Fatalf("Update to final, audit pending: %v", err)
+	}
+	AssertEqual(t, mustGet(t, st, "r"), rec)
+	assertNames(t, "Lease while held", mustLease(t, st, "w2", T0.Add(time.Second), lease, 1))
+	got, err := st.Unfinished(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNames(t, "Unfinished", got, "r")
+	if n, err := st.Compact(ctx, T0.Add(time.Hour)); err != nil || n != 0 {
+		t.Fatalf("Compact = %d, %v; want 0: the audit event is pending", n, err)
+	}
+	if got, err := st.Finished(ctx, "", 10); err != nil || len(got) != 0 {
+		t.Fatalf("Finished = %d records, %v; want none while the audit event is pending", len(got), err)
+	}
+
+	// The lease expires: another owner takes the record over to write the event.
+	taken := mustLease(t, st, "w2", T0.Add(lease), lease, 1)
+	assertNames(t, "Lease after expiry", taken, "r")
+	AssertEqual(t, taken[0], rec)
+	taken[0].AuditPending = false
+	if err := st.Update(ctx, "w2", taken[0], T0.Add(lease), 0); err != nil {
+		t.Fatalf("Update clearing AuditPending: %v", err)
+	}
+	assertNames(t, "Lease of a done record", mustLease(t, st, "w3", T0.Add(2*lease), lease, 1))
+	assertNextDue(t, st, time.Time{}, false)
+	if got, err := st.Unfinished(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("Unfinished = %d records, %v; want none", len(got), err)
+	}
+	assertNames(t, "Finished", mustFinished(t, st), "r")
+	if n, err := st.Compact(ctx, T0.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("Compact = %d, %v; want 1", n, err)
+	}
+}
+
+func mustFinished(t testing.TB, st journal.Store) []*journal.Record {
+	t.Helper()
+	got, err := st.Finished(context.Background(), "", 100)
+	if err != nil {
+		t.Fatalf("Finished: %v", err)
+	}
+	return got
+}
+
 // concurrency: workers lease and advance records in two steps, releasing in between so that a
 // record usually changes hands. No record may be held by two owners at once, every step must
 // see the previous step's write, and every record must end up processed exactly once.
@@ -966,6 +1078,7 @@ func (s *suite) closed(t *testing.T) {
 		{"Renew", func() error { return st.Renew(ctx, "w1", "r", rec.LeaseToken, T0, lease) }},
 		{"NextDue", func() error { _, _, err := st.NextDue(ctx); return err }},
 		{"Unfinished", func() error { _, err := st.Unfinished(ctx); return err }},
+		{"Finished", func() error { _, err := st.Finished(ctx, "", 10); return err }},
 		{"Compact", func() error { _, err := st.Compact(ctx, T0); return err }},
 	}
 	if p, ok := st.(journal.Pinger); ok {

@@ -83,7 +83,7 @@ var (
 
 // queries are the statements, with the table name filled in.
 type queries struct {
-	create, get, lease, update, renew, exists, nextDue, unfinished, compact, ping, count string
+	create, get, lease, update, renew, exists, nextDue, unfinished, finished, compact, ping, count string
 }
 
 // Open connects to the database named by dsn (a postgres:// URL or key=value string, as pgx
@@ -150,7 +150,10 @@ func newQueries(t string) queries {
 		exists:     r.Replace(`SELECT EXISTS (SELECT 1 FROM $TABLE WHERE name = $1)`),
 		nextDue:    r.Replace(`SELECT data FROM $TABLE WHERE NOT final AND lease_owner IS NULL ORDER BY next_due LIMIT 1`),
 		unfinished: r.Replace(`SELECT data FROM $TABLE WHERE NOT final ORDER BY name COLLATE "C"`),
-		compact:    r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
+		// The partial index on finished_at (WHERE final) serves it.
+		finished: r.Replace(`SELECT data FROM $TABLE WHERE final AND ($1 = '' OR state = $1)
+			ORDER BY finished_at DESC, name COLLATE "C" LIMIT $2`),
+		compact: r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
 		// An UPDATE that matches nothing still needs the privilege and a server that accepts
 		// writes (a standby refuses it), and needs no table of its own that a role limited to
 		// this one could not create.
@@ -395,15 +398,40 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	return rec.NextDue, true, nil
 }
 
-// Unfinished lists every record not in a final state, leased or not, by name in byte order
+// Unfinished lists every record that is not done, leased or not, by name in byte order
 // (whatever the database's collation).
 func (s *Store) Unfinished(ctx context.Context) ([]*journal.Record, error) {
 	if err := s.check(); err != nil {
 		return nil, fmt.Errorf("list unfinished: %w", err)
 	}
-	rows, err := s.pool.Query(ctx, s.q.unfinished)
+	out, err := s.list(ctx, s.q.unfinished)
 	if err != nil {
 		return nil, fmt.Errorf("list unfinished: %w", err)
+	}
+	return out, nil
+}
+
+// Finished lists up to limit done records, in state unless it is empty, most recently finished
+// first (then by name, byte order).
+func (s *Store) Finished(ctx context.Context, state journal.State, limit int) ([]*journal.Record, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("list finished: %w", err)
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	out, err := s.list(ctx, s.q.finished, string(state), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list finished: %w", err)
+	}
+	return out, nil
+}
+
+// list runs a query whose rows are one data column and decodes them, in their order.
+func (s *Store) list(ctx context.Context, query string, args ...any) ([]*journal.Record, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
 	}
 	var out []*journal.Record
 	var data []byte
@@ -416,7 +444,7 @@ func (s *Store) Unfinished(ctx context.Context) ([]*journal.Record, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list unfinished: %w", err)
+		return nil, err
 	}
 	return out, nil
 }

@@ -417,29 +417,53 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	return rec.NextDue, true, nil
 }
 
-// Unfinished lists every record not in a final state, leased or not, by name (byte order).
+// Unfinished lists every record that is not done, leased or not, by name (byte order).
 func (s *Store) Unfinished(ctx context.Context) ([]*journal.Record, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT data FROM records WHERE final = 0 ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list unfinished: %w", err)
 	}
+	out, err := scanData(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished: %w", err)
+	}
+	return out, nil
+}
+
+// Finished lists up to limit done records, in state unless it is empty, most recently finished
+// first (then by name, byte order). The records_finished index serves it.
+func (s *Store) Finished(ctx context.Context, state journal.State, limit int) ([]*journal.Record, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT data FROM records
+		WHERE final = 1 AND (? = '' OR state = ?) ORDER BY finished_at DESC, name LIMIT ?`, string(state), string(state), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list finished: %w", err)
+	}
+	out, err := scanData(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list finished: %w", err)
+	}
+	return out, nil
+}
+
+// scanData decodes rows of one data column, in their order.
+func scanData(rows *sql.Rows) ([]*journal.Record, error) {
 	defer rows.Close()
 	var out []*journal.Record
 	for rows.Next() {
 		var data []byte
 		if err := rows.Scan(&data); err != nil {
-			return nil, fmt.Errorf("list unfinished: %w", err)
+			return nil, err
 		}
 		rec, err := journal.Decode(data)
 		if err != nil {
-			return nil, fmt.Errorf("list unfinished: %w", err)
+			return nil, err
 		}
 		out = append(out, rec)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list unfinished: %w", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // Ping rewrites the probe row, so that it fails when the file cannot be written (a full or
