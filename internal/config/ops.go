@@ -24,7 +24,8 @@ type Ops struct {
 }
 
 // DefaultOpsListen keeps the ops listener on loopback unless an address is chosen; the
-// container image sets CERTPROV_OPS_LISTEN=:9090 so that probes and scrapes reach it.
+// container image sets CERTPROV_OPS_LISTEN=:9090 so that probes and scrapes reach it. The port
+// is ops.DefaultPort, which the deployment manifests probe (a test in package ops checks).
 const DefaultOpsListen = "127.0.0.1:9090"
 
 // Defaults of the readiness checks: a change shows on /readyz within a check interval.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
@@ -311,5 +313,13 @@ func TestSetChecks(t *testing.T) {
 	}
 	if err := s.SetChecks([]Check{{Name: "dup", Run: ok("")}, {Name: "dup", Run: ok("")}}); err == nil {
 		t.Error("two checks of one name accepted")
+	}
+}
+
+// TestDefaultListenMatchesPort: the configuration's default ops.listen uses the port the
+// deployment manifests probe (DefaultPort).
+func TestDefaultListenMatchesPort(t *testing.T) {
+	if want := "127.0.0.1:" + strconv.Itoa(DefaultPort); config.DefaultOpsListen != want {
+		t.Fatalf("config.DefaultOpsListen = %q, want %q", config.DefaultOpsListen, want)
 	}
 }
