@@ -43,6 +43,8 @@ const (
 	writeTimeout      = 40 * time.Second
 	idleTimeout       = 60 * time.Second
 	maxHeaderBytes    = 16 << 10
+	// startupRecheck is how soon a check that never passed runs again.
+	startupRecheck = time.Second
 	// scrapeTimeout bounds gathering the metrics for one scrape.
 	scrapeTimeout = 10 * time.Second
 )
@@ -347,6 +349,7 @@ func (s *Server) runCheck(ctx context.Context, gen, i int, c Check) {
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
+	passed := false // at start-up a dependency is often a moment late: look again soon until it passes once
 	for {
 		select {
 		case <-ctx.Done():
@@ -371,6 +374,7 @@ func (s *Server) runCheck(ctx context.Context, gen, i int, c Check) {
 				o.err = fmt.Errorf("no answer within %s: %w", timeout, o.err)
 			}
 			s.record(gen, i, o.detail, o.err, time.Since(start))
+			passed = passed || o.err == nil
 		case <-rctx.Done():
 			cancel()
 			if ctx.Err() != nil {
@@ -383,7 +387,11 @@ func (s *Server) runCheck(ctx context.Context, gen, i int, c Check) {
 				return
 			}
 		}
-		t.Reset(s.o.CheckInterval)
+		next := s.o.CheckInterval
+		if !passed {
+			next = min(next, startupRecheck)
+		}
+		t.Reset(next)
 	}
 }
 

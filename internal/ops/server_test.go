@@ -323,3 +323,19 @@ func TestDefaultListenMatchesPort(t *testing.T) {
 		t.Fatalf("config.DefaultOpsListen = %q, want %q", config.DefaultOpsListen, want)
 	}
 }
+
+// TestStartupRecheck: a check that has not passed yet runs again soon, not a whole interval
+// later, so that a Pub/Sub stream opening a moment after the start is seen at once.
+func TestStartupRecheck(t *testing.T) {
+	var runs atomic.Int32
+	_, base := serve(t, Options{CheckInterval: time.Hour, Checks: []Check{{Name: "late", Run: func(context.Context) (string, error) {
+		if runs.Add(1) == 1 {
+			return "", errors.New("not yet")
+		}
+		return "up", nil
+	}}}})
+	waitReady(t, base, http.StatusOK) // within the poll's deadline, far below the hour
+	if n := runs.Load(); n != 2 {
+		t.Errorf("%d runs, want 2 (the first failed, the second passed)", n)
+	}
+}
