@@ -4,6 +4,7 @@
 package adapter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/ops"
+	"github.com/certprov/certprov-adapter/internal/statuspage"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
 
@@ -250,6 +252,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		Logger: log.Named("ops"),
 	})
 	if err == nil {
+		err = registerStatusPage(opsServer, cfg, store, eng, bi, log)
+	}
+	if err == nil {
 		err = opsServer.Listen() // a port in use stops the start
 	}
 	if err != nil {
@@ -269,6 +274,19 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		api: api, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
+}
+
+// registerStatusPage serves the operator's status page (package statuspage) on the ops listener.
+func registerStatusPage(srv *ops.Server, cfg *config.Config, store journal.Store, eng *engine.Engine, bi buildinfo.Info, log *zap.Logger) error {
+	page, err := statuspage.New(statuspage.Options{
+		Journal: store, Readiness: srv, JournalType: cmp.Or(cfg.Journal.Type, config.JournalMemory),
+		InstanceID: cfg.InstanceID, Build: bi, Started: time.Now(), StepsRunning: eng.InFlight,
+		Logger: log.Named("status"),
+	})
+	if err != nil {
+		return err
+	}
+	return srv.Register(ops.PathStatus, page)
 }
 
 // OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
