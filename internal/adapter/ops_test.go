@@ -65,6 +65,7 @@ journal: {type: sqlite, path: journal.db}
 ops: {listen: "127.0.0.1:0", checkInterval: 50ms, checkTimeout: 2s}
 profiles:
   device: {subject: {commonName: "{{.Device.SerialNumber}}"}, extendedKeyUsage: [clientAuth]}
+  user: {subject: {commonName: "{{.User.Email}}"}, subjectAltNames: {email: ["{{.User.Email}}"]}, extendedKeyUsage: [clientAuth]}
 caConnections:
   builtin: {type: local, certificateFile: %q, keyFile: %q, ledgerFile: ledger.jsonl}
 `, emulator.DefaultCustomer, emu.PubSubAddr(), rest.URL+"/", certPath, keyPath) + strings.ReplaceAll(extra, "%[1]s", dir)

@@ -224,7 +224,8 @@ type outcomeRow struct {
 // reference is a profile or CA connection as a process named it.
 type reference struct {
 	Name string
-	// Unresolved: the adapter has no such name (the process failed for it); Name is the
+	// Unresolved: the process did not resolve to the adapter's profiles and CA connections (one
+	// of the two it names is not configured; its failure message says which); Name is the
 	// reference the Admin console sent.
 	Unresolved bool
 	// SCEP: the process carried its own scepProfile instead of naming a profile.

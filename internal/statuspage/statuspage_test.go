@@ -216,7 +216,7 @@ func TestPageShowsJournalAndReadiness(t *testing.T) {
 		t.Errorf("outcomes %q, want the Outcomes=5 latest, newest first: %q", got, want)
 	}
 	x1 := outcomes[2]
-	if x1.Attrs["data-success"] != "false" || x1.Cell("profile") != "nosuch (not configured)" || !strings.Contains(x1.Cell("failure"), `no profile named "nosuch"`) {
+	if x1.Attrs["data-success"] != "false" || x1.Cell("profile") != "nosuch (not resolved)" || !strings.Contains(x1.Cell("failure"), `no profile named "nosuch"`) {
 		t.Errorf("unresolved outcome shown as %v", x1.Cells)
 	}
 	if outcomes[0].Cell("profile") != "scepProfile" || outcomes[0].Cell("failure") != "" {
@@ -273,7 +273,7 @@ func TestPageEscapesProcessValues(t *testing.T) {
 		}
 	}
 	out := page.Rows("outcomes")
-	if len(out) != 1 || out[0].Cell("failure") != "CA said: "+evil || out[0].Cell("profile") != "prof"+evil+" (not configured)" || out[0].Attrs["data-process"] != p.Name {
+	if len(out) != 1 || out[0].Cell("failure") != "CA said: "+evil || out[0].Cell("profile") != "prof"+evil+" (not resolved)" || out[0].Attrs["data-process"] != p.Name {
 		t.Errorf("outcome row %v %v: not the literal values", out, out[0].Attrs)
 	}
 	in := page.Rows("oldest")
