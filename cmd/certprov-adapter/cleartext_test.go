@@ -70,7 +70,7 @@ caConnections:
 
 	// ...the connector's when it is built.
 	code, _, stderr = runCmd(t, "validate", "--config", write(map[string]bool{"google": true, "verifiedAccess": true, "journal": true}))
-	if code != 1 || !strings.Contains(stderr, `caConnections.ndes: scep connector "ndes": dynamicChallenge.url: http://ndes.corp.example/certsrv/mscep_admin/ is plain http`) {
+	if code != 1 || !strings.Contains(stderr, `caConnections.ndes.dynamicChallenge.url: http://ndes.corp.example/certsrv/mscep_admin/ is plain http`) {
 		t.Fatalf("exit %d, want 1 naming the dynamic challenge:\n%s", code, stderr)
 	}
 

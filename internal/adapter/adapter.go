@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -87,36 +88,77 @@ const (
 	closeTimeout = 2 * time.Second
 )
 
-// Profiles compiles every profile; the error joins every problem, each naming its YAML path.
+// Profiles compiles every profile; the error is a *config.ProblemsError with every problem at
+// its YAML path (profiles.wifi.subject.commonName).
 func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 	out := map[string]*engine.Profile{}
-	var errs []error
+	var ps []config.Problem
 	for _, name := range sortedKeys(cfg.Profiles) {
 		p := cfg.Profiles[name]
 		tmpl, err := csr.Compile(p)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("profiles.%s: %w", name, err))
+			ps = append(ps, config.ProblemsAt("profiles."+name, err)...)
 			continue
 		}
 		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
 	}
-	return out, errors.Join(errs...)
+	return out, problemsError(ps)
 }
 
-// Connectors builds every CA connection.
+// Connectors builds every CA connection; the error is a *config.ProblemsError with every
+// problem at its YAML path (caConnections.corp.url).
 func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConnection, error) {
 	out := map[string]*engine.CAConnection{}
-	var errs []error
+	var ps []config.Problem
 	for _, name := range sortedKeys(cfg.CAConnections) {
 		c := cfg.CAConnections[name]
 		conn, err := ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("caConnections.%s: %w", name, err))
+			ps = append(ps, config.ProblemsAt("caConnections."+name, err)...)
 			continue
 		}
 		out[name] = &engine.CAConnection{Connector: conn, Timeout: c.Timeout}
 	}
-	return out, errors.Join(errs...)
+	return out, problemsError(ps)
+}
+
+// CloseConnectors closes the connectors that hold resources (io.Closer: the built-in CA's
+// ledger index), for callers that build connections without running them (validate, doctor).
+func CloseConnectors(conns map[string]*engine.CAConnection) error {
+	var errs []error
+	for _, name := range sortedKeys(conns) {
+		if c, ok := conns[name].Connector.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close caConnections.%s: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckConnectors checks every CA connection's settings like Connectors, but without reading
+// their files or building anything (ca.CheckSettings), for `validate --offline`. unchecked
+// names the connections whose type has no offline check.
+func CheckConnectors(cfg *config.Config) (unchecked []string, err error) {
+	var ps []config.Problem
+	for _, name := range sortedKeys(cfg.CAConnections) {
+		c := cfg.CAConnections[name]
+		checked, err := ca.CheckSettings(c.Type, ca.Settings(c.Settings))
+		if err != nil {
+			ps = append(ps, config.ProblemsAt("caConnections."+name, err)...)
+		} else if !checked {
+			unchecked = append(unchecked, name)
+		}
+	}
+	return unchecked, problemsError(ps)
+}
+
+// problemsError is nil for no problems, so that callers can test err != nil.
+func problemsError(ps []config.Problem) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	return &config.ProblemsError{Problems: ps}
 }
 
 // VerifiedAccessProfiles compiles every Verified Access enrollment profile and binds it to its CA
@@ -262,7 +304,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		_ = trail.Close()
 		return nil, err
 	}
-	psClient, err := pubsubClient(ctx, cfg, receiver.ClientOptions())
+	psClient, err := PubSubClient(ctx, cfg, receiver.ClientOptions())
 	if err != nil {
 		_ = opsServer.Close()
 		_ = store.Close()
@@ -313,9 +355,9 @@ func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.
 	}
 }
 
-// pubsubClient connects to Pub/Sub with opts and the configured endpoint and credentials; an
+// PubSubClient connects to Pub/Sub with opts and the configured endpoint and credentials; an
 // endpoint marked insecure is an emulator (plaintext gRPC, no credentials).
-func pubsubClient(ctx context.Context, cfg *config.Config, opts []option.ClientOption) (*pubsub.Client, error) {
+func PubSubClient(ctx context.Context, cfg *config.Config, opts []option.ClientOption) (*pubsub.Client, error) {
 	ps := cfg.PubSub
 	if ps.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(ps.Endpoint))

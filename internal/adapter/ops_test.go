@@ -7,21 +7,19 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 	"github.com/certprov/certprov-adapter/internal/ops"
 	"github.com/certprov/certprov-adapter/internal/testservers"
 )
@@ -43,13 +41,7 @@ func startDaemon(t *testing.T, extra string) *daemon {
 	t.Helper()
 	ctx := context.Background()
 	log := zaptest.NewLogger(t)
-	emu, err := emulator.New(ctx, emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	rest := httptest.NewServer(emu.Handler())
-	t.Cleanup(rest.Close)
+	emu, rest := startEmulator(t, log)
 	dir := t.TempDir()
 	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "ops test CA", 24*time.Hour)
 	if err != nil {
@@ -341,43 +333,16 @@ func (d *daemon) scrape() map[string]*dto.MetricFamily {
 	if code != 200 {
 		d.t.Fatalf("/metrics %d: %s", code, body)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		d.t.Fatalf("parse /metrics: %v", err)
-	}
-	return families
+	return metricstest.Parse(d.t, string(body))
 }
 
-// value sums the samples of family name whose labels include want: counter, gauge, or a
-// histogram's sample count.
+// value sums the samples of family name whose labels include want (metricstest.Sum).
 func value(families map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	f := families[name]
-	if f == nil {
-		return 0
+	var pairs []string
+	for k, v := range want {
+		pairs = append(pairs, k, v)
 	}
-	total := 0.0
-samples:
-	for _, m := range f.GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if got[k] != v {
-				continue samples
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			total += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			total += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			total += float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return total
+	return metricstest.Sum(families, name, pairs...)
 }
 
 func waitFinished(t *testing.T, emu *emulator.Emulator, name string) {

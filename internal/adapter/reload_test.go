@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -101,13 +101,7 @@ func newReloadScene(t *testing.T) *reloadScene {
 	ctx := context.Background()
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zaptest.NewLogger(t, zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewTee(c, core) })))
-	emu, err := emulator.New(ctx, emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	rest := httptest.NewServer(emu.Handler())
-	t.Cleanup(rest.Close)
+	emu, rest := startEmulator(t, log)
 	dir := t.TempDir()
 	s := &reloadScene{t: t, emu: emu, logs: logs, dir: dir, path: filepath.Join(dir, "adapter.yaml"),
 		pubsub: emu.PubSubAddr(), rest: rest.URL, listen: freeLoopbackAddr(t),
@@ -228,21 +222,8 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	expiry := map[string]string{}
-	families, err := s.a.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "certprov_certificate_expiry_timestamp_seconds" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			l := map[string]string{}
-			for _, p := range m.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			expiry[l["kind"]+"/"+l["name"]+"/"+l["role"]] = l["serial"]
-		}
+	for _, l := range metricstest.Labels(metricstest.Gather(t, s.a.Registry), "certprov_certificate_expiry_timestamp_seconds") {
+		expiry[l["kind"]+"/"+l["name"]+"/"+l["role"]] = l["serial"]
 	}
 	if got := expiry["ca_connection/builtin/issuer"]; got != ca2[0].SerialNumber.Text(16) {
 		t.Errorf("builtin issuer serial %q after the reload, want CA 2's %s (all: %v)", got, ca2[0].SerialNumber.Text(16), expiry)

@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
 // EnvPrefix starts the name of every environment variable that overrides a configuration key.
@@ -52,7 +53,17 @@ const extensionPrefix = "x-"
 //
 // It returns a *ProblemsError listing every problem when the content is wrong (unknown keys, bad
 // values, failed validation), and a plain wrapped error when the file cannot be read.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, Options{}) }
+
+// Options changes what LoadWith and ParseWith check.
+type Options struct {
+	// Offline validates with ValidateOffline: the files the configuration names are not looked
+	// at (CheckFiles is not run; the configuration file itself is read, of course).
+	Offline bool
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o Options) (*Config, error) {
 	if path == "" {
 		return nil, errors.New("config: no file given")
 	}
@@ -64,12 +75,15 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, filepath.Dir(abs))
+	return ParseWith(data, filepath.Dir(abs), o)
 }
 
 // Parse is Load for a document already in memory; baseDir plays the role of the file's directory
 // (relative paths resolve against it, and an empty one means the working directory).
-func Parse(data []byte, baseDir string) (*Config, error) {
+func Parse(data []byte, baseDir string) (*Config, error) { return ParseWith(data, baseDir, Options{}) }
+
+// ParseWith is Parse with options.
+func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 	var ps problems
 	root := parseYAML(data, &ps)
 	if root == nil {
@@ -109,7 +123,11 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		}
 	}
 
-	for _, p := range cfg.Validate() {
+	found := cfg.ValidateOffline()
+	if !o.Offline {
+		found = append(found, cfg.CheckFiles()...)
+	}
+	for _, p := range found {
 		// A value that failed to decode was left at its default; do not report it twice.
 		if !ps.has(p.Path) {
 			ps = append(ps, p)
@@ -353,7 +371,7 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 				}
 				continue
 			}
-			if s := suggest(k, known); s != "" {
+			if s := suggest.Closest(k, sortedKeys(known)); s != "" {
 				ps.add(p, "unknown key (did you mean %q?)", s)
 			} else {
 				ps.add(p, "unknown key")
@@ -375,42 +393,6 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 			checkKeys(m[k], t.Elem(), joinPath(path, k), ps)
 		}
 	}
-}
-
-// suggest returns the known key closest to k when k looks like a typo of it: the same but for
-// case, or at most two edits away and less than half of k changed (so "ip" suggests nothing).
-func suggest(k string, known map[string]field) string {
-	best, bestDist := "", min(3, (len(k)+1)/2)
-	for name := range known {
-		if strings.EqualFold(name, k) {
-			return name
-		}
-		if d := editDistance(strings.ToLower(name), strings.ToLower(k)); d < bestDist || (d == bestDist && name < best) {
-			best, bestDist = name, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // decodeTop decodes everything but the two maps through viper: defaults, then the file, then the

@@ -4,6 +4,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/cleartext"
 )
 
 // Ops configures the operations listener: /metrics, /healthz, /readyz and, when enabled,
@@ -34,7 +36,10 @@ const (
 	DefaultOpsCheckTimeout  = 5 * time.Second
 )
 
-const keyOpsListen = "ops.listen"
+const (
+	keyOpsListen = "ops.listen"
+	keyOpsPprof  = "ops.pprof"
+)
 
 func (c *Config) validateOps(ps *problems) {
 	positive(ps, "ops.checkInterval", c.Ops.CheckInterval)
@@ -46,5 +51,35 @@ func (c *Config) validateOps(ps *problems) {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		ps.add(keyOpsListen, "%q: port %q is not a port number", c.Ops.Listen, port)
+		return
+	}
+	// Caught here rather than as "address already in use" at start-up.
+	if c.VerifiedAccess.Enabled && sameSocket(c.Ops.Listen, c.VerifiedAccess.Listen) {
+		ps.add(keyOpsListen, "%q is also verifiedAccess.listen (%q): the two listeners need different ports", c.Ops.Listen, c.VerifiedAccess.Listen)
 	}
 }
+
+// warnOps warns of a profiler that anyone reaching the ops port can read: stacks, heap and
+// command line show what the adapter holds.
+func (c *Config) warnOps(ps *problems) {
+	if !c.Ops.Pprof {
+		return
+	}
+	if host, _, err := net.SplitHostPort(c.Ops.Listen); err == nil && !cleartext.LoopbackHost(host) {
+		ps.add(keyOpsPprof, "the Go profiler (stacks, heap, command line) is served on %q, beyond this machine: "+
+			"enable it only while diagnosing, or set ops.listen to a loopback address", c.Ops.Listen)
+	}
+}
+
+// sameSocket reports whether listening on a and on b would collide: the same port, on the same
+// host or with either on every interface. Port 0 picks a free port and never collides.
+func sameSocket(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	return ha == hb || anyHost(ha) || anyHost(hb)
+}
+
+func anyHost(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }

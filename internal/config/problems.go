@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -65,4 +66,73 @@ func joinPath(prefix, key string) string {
 // indexPath names element i of the list at path.
 func indexPath(path string, i int) string {
 	return fmt.Sprintf("%s[%d]", path, i)
+}
+
+// keyed is an error about one key below some section: ca.SettingError ("url" of a CA
+// connection), csr.FieldError ("subject.commonName" of a profile). Unwrap gives the message
+// without the key.
+type keyed interface {
+	error
+	Path() string
+	Unwrap() error
+}
+
+// ProblemsAt turns err, the problems of the section at path (caConnections.corp,
+// profiles.wifi), into Problems with full YAML paths: every error joined in err that names its
+// key (a Path method) becomes a Problem at path.key, any other one a Problem at path. Wrapping
+// around a keyed error, such as a connector's type and name, is dropped: the path says it.
+func ProblemsAt(path string, err error) []Problem {
+	var out []Problem
+	for _, e := range leaves(err) {
+		var k keyed
+		if errors.As(e, &k) {
+			out = append(out, Problem{Path: joinPath(path, k.Path()), Message: k.Unwrap().Error()})
+			continue
+		}
+		out = append(out, Problem{Path: path, Message: e.Error()})
+	}
+	return out
+}
+
+// ProblemsIn lists the problems in err: those of every *ProblemsError joined in it, and one
+// Problem per line of anything else (such messages start with their path already).
+func ProblemsIn(err error) []Problem {
+	var out []Problem
+	for _, e := range leaves(err) {
+		var pe *ProblemsError
+		if errors.As(e, &pe) {
+			out = append(out, pe.Problems...)
+			continue
+		}
+		for _, line := range strings.Split(e.Error(), "\n") {
+			out = append(out, Problem{Message: line})
+		}
+	}
+	return out
+}
+
+// leaves lists the errors joined in err, looking through wrappers for joins (fmt.Errorf("%w")
+// around errors.Join) but stopping at a keyed error or a *ProblemsError, which are leaves.
+func leaves(err error) []error {
+	if err == nil {
+		return nil
+	}
+	var k keyed
+	var pe *ProblemsError
+	if (errors.As(err, &k) && error(k) == err) || (errors.As(err, &pe) && error(pe) == err) {
+		return []error{err}
+	}
+	switch x := err.(type) {
+	case interface{ Unwrap() []error }:
+		var out []error
+		for _, e := range x.Unwrap() {
+			out = append(out, leaves(e)...)
+		}
+		return out
+	case interface{ Unwrap() error }:
+		if inner := leaves(x.Unwrap()); len(inner) > 1 {
+			return inner
+		}
+	}
+	return []error{err}
 }

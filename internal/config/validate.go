@@ -90,7 +90,12 @@ func knownJournalTypes() []string { return []string{JournalSQLite, JournalPostgr
 // without the network: the connectors validate their own settings, and package csr compiles the
 // templates (Validate checks only the literal parts of a profile, such as a fixed country code).
 // Relative paths are resolved against BaseDir.
-func (c *Config) Validate() []Problem {
+func (c *Config) Validate() []Problem { return append(c.ValidateOffline(), c.CheckFiles()...) }
+
+// ValidateOffline is Validate without the checks that read the file system: it does not look
+// at the files the configuration names (Files lists them, CheckFiles checks them), so that a
+// production configuration can be checked where those files do not exist (CI).
+func (c *Config) ValidateOffline() []Problem {
 	var ps problems
 	c.validateIdentity(&ps)
 	c.validatePubSub(&ps)
@@ -122,6 +127,47 @@ func (c *Config) Validate() []Problem {
 	return ps
 }
 
+// NamedFile is a file the configuration names, at its YAML path.
+type NamedFile struct {
+	Path string // e.g. google.credentials.file
+	File string // resolved against BaseDir
+}
+
+// Files lists the files the configuration names outside the CA connections (whose files their
+// connectors read) and that the adapter reads at start: the service account key and the
+// enrollment server's certificate and key, when they are used.
+func (c *Config) Files() []NamedFile {
+	var out []NamedFile
+	if cred := c.Google.Credentials; slices.Contains(keyFileCredentials(), cred.Type) && cred.File != "" {
+		out = append(out, NamedFile{"google.credentials.file", c.ResolvePath(cred.File)})
+	}
+	if va := c.VerifiedAccess; va.Enabled && !va.Insecure {
+		for _, f := range []struct{ key, file string }{{"certFile", va.TLS.CertFile}, {"keyFile", va.TLS.KeyFile}} {
+			if f.file != "" {
+				out = append(out, NamedFile{joinPath(joinPath(keyVerifiedAccess, "tls"), f.key), c.ResolvePath(f.file)})
+			}
+		}
+	}
+	return out
+}
+
+// CheckFiles makes the checks that read the file system: every file of Files must be a regular
+// file this process can see, and journal.dsn must protect the connection (DSNCleartext), which
+// pgx can only tell after reading sslrootcert and the PostgreSQL service and password files.
+func (c *Config) CheckFiles() []Problem {
+	var ps problems
+	for _, f := range c.Files() {
+		if err := regularFile(f.File); err != nil {
+			ps.add(f.Path, "%v", err)
+		}
+	}
+	if j := c.Journal; j.Type == JournalPostgres && j.DSN != "" {
+		_, err := DSNCleartext(j.DSN, j.InsecureAllowCleartext)
+		cleartextProblem(&ps, "journal.dsn", err)
+	}
+	return ps
+}
+
 // keyShutdownGracePeriod is the YAML path of Config.ShutdownGracePeriod.
 const keyShutdownGracePeriod = "shutdownGracePeriod"
 
@@ -134,6 +180,7 @@ const KubernetesTerminationGrace = 30 * time.Second
 func (c *Config) Warnings() []Problem {
 	var ps problems
 	c.warnLease(&ps)
+	c.warnOps(&ps)
 	if c.ShutdownGracePeriod >= KubernetesTerminationGrace {
 		ps.add(keyShutdownGracePeriod, "%s is not below Kubernetes' default terminationGracePeriodSeconds (%s): "+
 			"raise that too, or the adapter is killed before in-flight steps finish", c.ShutdownGracePeriod, KubernetesTerminationGrace)
@@ -199,8 +246,6 @@ func (c *Config) validateGoogle(ps *problems) {
 	case slices.Contains(keyFileCredentials(), cred.Type):
 		if cred.File == "" {
 			ps.add("google.credentials.file", "is required with credentials type %s: the service account's JSON key", cred.Type)
-		} else if err := regularFile(c.ResolvePath(cred.File)); err != nil {
-			ps.add("google.credentials.file", "%v", err)
 		}
 	case cred.File != "":
 		ps.add("google.credentials.file", "is only used with credentials types %s; %s does not read it",
@@ -263,10 +308,9 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 	case JournalPostgres:
 		if j.DSN == "" {
 			ps.add("journal.dsn", "is required for the postgres journal (set CERTPROV_JOURNAL_DSN)")
-		} else {
-			_, err := DSNCleartext(j.DSN, j.InsecureAllowCleartext)
-			cleartextProblem(ps, "journal.dsn", err)
 		}
+		// Whether the DSN protects the connection is checked by CheckFiles: pgx reads
+		// sslrootcert and the PostgreSQL service and password files to tell.
 	case JournalMemory:
 		if j.Path != "" {
 			ps.add("journal.path", "is not used by the memory journal, which keeps nothing across restarts")

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +272,100 @@ func TestWarnings(t *testing.T) {
 				t.Fatalf("warnings %v; want one at shutdownGracePeriod naming terminationGracePeriodSeconds", ws)
 			}
 		})
+	}
+}
+
+// TestValidateOffline: offline validation finds every problem but those of the files the
+// configuration names, which it does not look at; Files lists them.
+func TestValidateOffline(t *testing.T) {
+	c := validConfig(t)
+	c.Google.Credentials.File = "missing.json"
+	c.VerifiedAccess.Enabled = true
+	c.VerifiedAccess.Listen = "0.0.0.0:8443"
+	c.VerifiedAccess.TLS = ServerTLS{CertFile: "/nonexistent/tls.crt", KeyFile: "tls.key"}
+	c.VerifiedAccess.Profiles = map[string]VerifiedAccessProfile{"m": {
+		APIVersion: VAv2, Scopes: []string{VAScopeMachine}, EnrollmentDomain: "example.com", CAConnection: "ca",
+		Subject: Subject{CommonName: "x"}, Validity: DefaultValidity,
+	}}
+	online := c.Validate()
+	for _, path := range []string{"google.credentials.file", "verifiedAccess.tls.certFile", "verifiedAccess.tls.keyFile"} {
+		problemAt(t, online, path)
+	}
+	if ps := c.ValidateOffline(); len(ps) != 0 {
+		t.Errorf("offline: %v", ps)
+	}
+	c.InstanceID = ""
+	if ps := c.ValidateOffline(); len(ps) != 1 || ps[0].Path != "instanceId" {
+		t.Errorf("offline validation misses other problems: %v", ps)
+	}
+	want := []NamedFile{
+		{"google.credentials.file", filepath.Join(c.BaseDir, "missing.json")},
+		{"verifiedAccess.tls.certFile", "/nonexistent/tls.crt"},
+		{"verifiedAccess.tls.keyFile", filepath.Join(c.BaseDir, "tls.key")},
+	}
+	if got := c.Files(); !slices.Equal(got, want) {
+		t.Errorf("Files() = %v, want %v", got, want)
+	}
+	c.VerifiedAccess.Enabled = false
+	c.Google.Credentials = Credentials{Type: CredentialsADC}
+	if got := c.Files(); len(got) != 0 {
+		t.Errorf("unused files listed: %v", got)
+	}
+}
+
+// keyedErr is an error about one key, as ca.SettingError and csr.FieldError are.
+type keyedErr struct {
+	key string
+	err error
+}
+
+func (e *keyedErr) Error() string { return e.key + ": " + e.err.Error() }
+func (e *keyedErr) Unwrap() error { return e.err }
+func (e *keyedErr) Path() string  { return e.key }
+
+func TestProblemsAt(t *testing.T) {
+	err := fmt.Errorf("scep connector %q: %w", "corp", errors.Join(
+		&keyedErr{"url", errors.New("required")},
+		&keyedErr{"tls.caFile", errors.New("no PEM certificates")},
+		errors.New("something without a key"),
+	))
+	got := ProblemsAt("caConnections.corp", err)
+	want := []Problem{
+		{"caConnections.corp.url", "required"},
+		{"caConnections.corp.tls.caFile", "no PEM certificates"},
+		{"caConnections.corp", "something without a key"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("ProblemsAt = %v, want %v", got, want)
+	}
+	// One keyed problem under a wrapper keeps no wrapper text either.
+	one := fmt.Errorf("local connector %q: %w", "x", &keyedErr{"keyFile", errors.New("required")})
+	if got := ProblemsAt("caConnections.x", one); !slices.Equal(got, []Problem{{"caConnections.x.keyFile", "required"}}) {
+		t.Errorf("ProblemsAt = %v", got)
+	}
+	// A plain error stays whole, at the section.
+	if got := ProblemsAt("caConnections.x", errors.New("a: b")); !slices.Equal(got, []Problem{{"caConnections.x", "a: b"}}) {
+		t.Errorf("ProblemsAt = %v", got)
+	}
+}
+
+func TestProblemsIn(t *testing.T) {
+	err := errors.Join(
+		&ProblemsError{Problems: []Problem{{"profiles.a.subject.commonName", "template: x"}}},
+		nil,
+		errors.New("verifiedAccess.profiles.m.caConnection: cannot issue\nverifiedAccess.profiles.m.scopes: none"),
+		&ProblemsError{Problems: []Problem{{"caConnections.c.url", "required"}}},
+	)
+	want := []Problem{
+		{"profiles.a.subject.commonName", "template: x"},
+		{"", "verifiedAccess.profiles.m.caConnection: cannot issue"},
+		{"", "verifiedAccess.profiles.m.scopes: none"},
+		{"caConnections.c.url", "required"},
+	}
+	if got := ProblemsIn(err); !slices.Equal(got, want) {
+		t.Errorf("ProblemsIn = %v, want %v", got, want)
+	}
+	if got := ProblemsIn(nil); got != nil {
+		t.Errorf("ProblemsIn(nil) = %v", got)
 	}
 }

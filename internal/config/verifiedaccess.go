@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/certprov/certprov-adapter/internal/cleartext"
+	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
 // The Verified Access v2 enumerations the policy may name, as in the discovery document of
@@ -182,13 +183,8 @@ func (c *Config) validateVAServer(ps *problems) {
 		return
 	}
 	for _, f := range []struct{ key, path string }{{"certFile", va.TLS.CertFile}, {"keyFile", va.TLS.KeyFile}} {
-		switch {
-		case f.path == "":
+		if f.path == "" {
 			ps.add(joinPath(tlsPath, f.key), "is required: the enrollment API is served over TLS (insecure: true is for loopback demos only)")
-		default:
-			if err := regularFile(c.ResolvePath(f.path)); err != nil {
-				ps.add(joinPath(tlsPath, f.key), "%v", err)
-			}
 		}
 	}
 }
@@ -374,7 +370,7 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		values, ok := VASignalValues(name)
 		if !ok {
 			msg := fmt.Sprintf("unknown device signal; policy signals are %s", strings.Join(names, ", "))
-			if s := suggestName(name, names); s != "" {
+			if s := suggest.Closest(name, names); s != "" {
 				msg = fmt.Sprintf("unknown device signal (did you mean %q?)", s)
 			}
 			ps.add(sp, "%s", msg)
@@ -386,13 +382,4 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		}
 		checkList(ps, sp, p.Signals[name], enum(values))
 	}
-}
-
-// suggestName is suggest over a list of names.
-func suggestName(k string, names []string) string {
-	known := make(map[string]field, len(names))
-	for _, n := range names {
-		known[n] = field{name: n}
-	}
-	return suggest(k, known)
 }

@@ -122,7 +122,7 @@ func isASCII(v string) bool {
 
 // fieldError names the profile field and quotes the offending value.
 func fieldError(field, value string, err error) error {
-	return fmt.Errorf("%s: %q: %w", field, value, err)
+	return &FieldError{Field: field, Err: fmt.Errorf("%q: %w", value, err)}
 }
 
 // checkSubjectValue checks one subject attribute value; empty values are the caller's business.

@@ -113,7 +113,7 @@ type field struct {
 func (f *field) render(data any) (string, error) {
 	var b strings.Builder
 	if err := f.tmpl.Execute(&b, data); err != nil {
-		return "", fmt.Errorf("%s: %w", f.name, err)
+		return "", &FieldError{Field: f.name, Err: err}
 	}
 	return b.String(), nil
 }
@@ -143,12 +143,13 @@ type compiler struct {
 func (c *compiler) parse(name, text string) *field {
 	t, err := template.New(name).Option("missingkey=error").Funcs(templateFuncs()).Parse(text)
 	if err != nil {
-		c.errs = append(c.errs, fmt.Errorf("%s: %w", name, err))
+		c.errs = append(c.errs, &FieldError{Field: name, Err: explainParse(err)})
 		return nil
 	}
 	f := &field{name: name, tmpl: t}
-	if _, err := f.render(c.sample); err != nil {
-		c.errs = append(c.errs, err)
+	var b strings.Builder
+	if err := t.Execute(&b, c.sample); err != nil {
+		c.errs = append(c.errs, &FieldError{Field: name, Err: explainExec(t.Tree, c.sample, err)})
 		return nil
 	}
 	return f
@@ -170,7 +171,7 @@ func (c *compiler) list(name string, texts []string, check func(string) error) [
 	for i, text := range texts {
 		n := fmt.Sprintf("%s[%d]", name, i)
 		if text == "" {
-			c.errs = append(c.errs, fmt.Errorf("%s: empty template", n))
+			c.errs = append(c.errs, &FieldError{Field: n, Err: errors.New("empty template")})
 			continue
 		}
 		f := c.parse(n, text)
@@ -221,7 +222,7 @@ func CompileData(p config.Profile, sample any) (*Template, error) {
 	for i, name := range p.KeyUsage {
 		ku, err := parseKeyUsage(name)
 		if err != nil {
-			c.errs = append(c.errs, fmt.Errorf("keyUsage[%d]: %w", i, err))
+			c.errs = append(c.errs, &FieldError{Field: fmt.Sprintf("keyUsage[%d]", i), Err: err})
 			continue
 		}
 		t.keyUsage |= ku
@@ -230,7 +231,7 @@ func CompileData(p config.Profile, sample any) (*Template, error) {
 		eku, oid, err := parseExtKeyUsage(name)
 		switch {
 		case err != nil:
-			c.errs = append(c.errs, fmt.Errorf("extendedKeyUsage[%d]: %w", i, err))
+			c.errs = append(c.errs, &FieldError{Field: fmt.Sprintf("extendedKeyUsage[%d]", i), Err: err})
 		case oid != nil:
 			if !slices.ContainsFunc(t.unknownExtKeyUsage, oid.Equal) {
 				t.unknownExtKeyUsage = append(t.unknownExtKeyUsage, oid)
@@ -246,7 +247,7 @@ func CompileData(p config.Profile, sample any) (*Template, error) {
 	}
 	if p.Subject.CommonName == "" && len(p.SubjectAltNames.DNS)+len(p.SubjectAltNames.Email)+
 		len(p.SubjectAltNames.URI)+len(p.SubjectAltNames.UPN) == 0 {
-		c.errs = append(c.errs, errors.New("subject.commonName: empty and no subjectAltNames: the certificate would name nobody"))
+		c.errs = append(c.errs, &FieldError{Field: "subject.commonName", Err: errors.New("empty and no subjectAltNames: the certificate would name nobody")})
 	}
 	if err := errors.Join(c.errs...); err != nil {
 		return nil, err
@@ -347,7 +348,7 @@ func (t *Template) RenderData(data any) (*Request, error) {
 		}
 	}
 	if len(errs) == 0 && req.Subject.CommonName == "" && !req.hasSANs() {
-		errs = append(errs, errors.New("subject.commonName: rendered empty and no subject alternative names: the certificate would name nobody"))
+		errs = append(errs, &FieldError{Field: "subject.commonName", Err: errors.New("rendered empty and no subject alternative names: the certificate would name nobody")})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

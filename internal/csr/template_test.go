@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -470,4 +471,57 @@ func mustPassword(t *testing.T, pw string) ca.Attribute {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// TestCompileSuggestsFields: a misspelt field or function is named with what it should have
+// been, taken from the data templates really get, and the error carries its key.
+func TestCompileSuggestsFields(t *testing.T) {
+	type signals struct{ SerialNumber, Hostname string }
+	type vaData struct {
+		Identity string
+		Signals  signals
+		Labels   map[string]string
+	}
+	vaSample := vaData{Identity: "example.com", Signals: signals{SerialNumber: "5CD", Hostname: "h"}, Labels: map[string]string{"site": "x", "floor": "1"}}
+	cases := []struct {
+		name   string
+		text   string
+		sample any
+		want   string
+	}{
+		{"nested field", "{{.Device.SerialNumbr}}", sampleData(),
+			`subject.commonName: template: no field "SerialNumbr" in .Device; did you mean "SerialNumber"?`},
+		{"top-level field", "{{.Devcie.SerialNumber}}", sampleData(),
+			`subject.commonName: template: no field "Devcie" in .; did you mean "Device"?`},
+		{"case only", "{{.user.Email}}", sampleData(),
+			`subject.commonName: template: no field "user" in .; did you mean "User"?`},
+		{"nothing close", "{{.User.Phone}}", sampleData(),
+			`subject.commonName: template: no field "Phone" in .User (it has Email, DirectoryID)`},
+		{"inside a pipeline", `{{.User.Emial | emailLocal | lower}}`, sampleData(),
+			`subject.commonName: template: no field "Emial" in .User; did you mean "Email"?`},
+		{"as a function argument", `{{default .Device.SerialNumber .Device.DirectoryId}}`, sampleData(),
+			`subject.commonName: template: no field "DirectoryId" in .Device; did you mean "DirectoryID"?`},
+		{"in a condition", `{{if .Devce.SerialNumber}}x{{end}}`, sampleData(),
+			`subject.commonName: template: no field "Devce" in .; did you mean "Device"?`},
+		{"through $", `{{$.Customr}}`, sampleData(),
+			`subject.commonName: template: no field "Customr" in .; did you mean "Customer"?`},
+		{"other data", "{{.Signals.SerialNumbr}}", vaSample,
+			`subject.commonName: template: no field "SerialNumbr" in .Signals; did you mean "SerialNumber"?`},
+		{"map key", "{{.Labels.flor}}", vaSample,
+			`subject.commonName: template: no field "flor" in .Labels; did you mean "floor"?`},
+		{"function", "{{.User.Email | lowr}}", sampleData(),
+			`subject.commonName: template: function "lowr" not defined; did you mean "lower"?`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := CompileData(config.Profile{Subject: config.Subject{CommonName: tc.text}}, tc.sample)
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("error\n %v\nwant\n %s", err, tc.want)
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != "subject.commonName" {
+				t.Errorf("error %v does not carry its field", err)
+			}
+		})
+	}
 }

@@ -21,7 +21,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,6 +45,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 )
 
 const (
@@ -482,72 +482,14 @@ func PEM(c *x509.Certificate) []byte {
 // histogram's sample count) whose labels include each name and value pair of labels.
 func (h *Harness) Metric(name string, labels ...string) float64 {
 	h.t.Helper()
-	total := 0.0
-	for _, s := range h.samples(name) {
-		if s.has(labels) {
-			total += s.value
-		}
-	}
-	return total
+	return metricstest.Sum(metricstest.Gather(h.t, h.Registry), name, labels...)
 }
 
 // Series lists the samples of the metric family name, by their labels written as
 // name=value pairs in label order, comma-separated.
 func (h *Harness) Series(name string) map[string]float64 {
 	h.t.Helper()
-	out := map[string]float64{}
-	for _, s := range h.samples(name) {
-		out[s.key] = s.value
-	}
-	return out
-}
-
-type sample struct {
-	labels map[string]string
-	key    string
-	value  float64
-}
-
-func (s sample) has(pairs []string) bool {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if s.labels[pairs[i]] != pairs[i+1] {
-			return false
-		}
-	}
-	return true
-}
-
-func (h *Harness) samples(name string) []sample {
-	h.t.Helper()
-	families, err := h.Registry.Gather()
-	if err != nil {
-		h.t.Fatalf("gather metrics: %v", err)
-	}
-	var out []sample
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			s := sample{labels: map[string]string{}}
-			var parts []string
-			for _, l := range m.GetLabel() {
-				s.labels[l.GetName()] = l.GetValue()
-				parts = append(parts, l.GetName()+"="+l.GetValue())
-			}
-			s.key = strings.Join(parts, ",")
-			switch {
-			case m.Counter != nil:
-				s.value = m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				s.value = m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				s.value = float64(m.GetHistogram().GetSampleCount())
-			}
-			out = append(out, s)
-		}
-	}
-	return out
+	return metricstest.Series(metricstest.Gather(h.t, h.Registry), name)
 }
 
 // WriteServerCert writes a self-signed TLS server certificate for 127.0.0.1 with the given

@@ -128,8 +128,9 @@ func hasNote(rec *journal.Record, note string) bool {
 }
 
 // crashingStore is the journal with one crash injected: the first write of a record that
-// matches at lands (or not, per landed) and then the worker "dies": the write reports an error,
-// so the engine does nothing more with the record, whose lease stays until it expires.
+// matches at lands (or not, per landed) and then the worker "dies": that write and every later
+// write or renewal of the record by the same owner report an error and write nothing, so the
+// record's lease stays until it expires (a failed write alone is retried by the engine).
 type crashingStore struct {
 	journal.Store
 	at     func(*journal.Record) bool
@@ -137,15 +138,37 @@ type crashingStore struct {
 
 	mu      sync.Mutex
 	crashed map[string]bool
+	dead    map[string]string // record → the owner that died holding it
 }
 
 var errCrash = errors.New("injected: the adapter died here")
 
+// gone reports whether owner died holding the record named name.
+func (s *crashingStore) gone(owner, name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dead[name] == owner
+}
+
+func (s *crashingStore) Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error {
+	if s.gone(owner, name) {
+		return errCrash
+	}
+	return s.Store.Renew(ctx, owner, name, token, now, d)
+}
+
 func (s *crashingStore) Update(ctx context.Context, owner string, rec *journal.Record, now time.Time, renew time.Duration) error {
+	if s.gone(owner, rec.Name) {
+		return errCrash
+	}
 	s.mu.Lock()
 	crash := s.at(rec) && !s.crashed[rec.Name]
 	if crash {
 		s.crashed[rec.Name] = true
+		if s.dead == nil {
+			s.dead = map[string]string{}
+		}
+		s.dead[rec.Name] = owner
 	}
 	s.mu.Unlock()
 	if !crash {

@@ -118,6 +118,8 @@ type Engine struct {
 	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
 	// twice at once), so that a duplicate waits for the first instead of claiming again.
 	admitting singleflight.Group
+	// admissions remembers failed admissions: their backoff, and claims not yet recorded.
+	admissions admissions
 
 	// active maps a record to the done channel of the worker on it. Should a lease lapse while
 	// its worker still winds down, the next worker on that record waits for it: within one
@@ -210,10 +212,13 @@ func (e *Engine) poke() {
 
 // Admit takes responsibility for a notified process: it reads it, claims it and records the
 // claim. It returns nil when the process is recorded or needs no work from this instance, and an
-// error when the caller should try again later (the notification must not be acked).
+// error when the caller should try again later (the notification must not be acked). The error
+// has a method RetryAfter() time.Duration, how long to wait first, which grows with the failed
+// admissions of the process in a row. After a failure to record a claim that landed, the next
+// admission of the process records it without reading and claiming it again.
 func (e *Engine) Admit(ctx context.Context, name string) error {
 	ran := false
-	_, err, _ := e.admitting.Do(name, func() (any, error) { ran = true; return nil, e.admit(ctx, name) })
+	_, err, _ := e.admitting.Do(name, func() (any, error) { ran = true; return nil, e.settle(ctx, name, e.admit(ctx, name)) })
 	if !ran {
 		e.m.Admissions.WithLabelValues("coalesced").Inc()
 	}
@@ -229,27 +234,17 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	} else if !errors.Is(err, journal.ErrNotFound) {
 		return fmt.Errorf("admit %s: %w", name, err)
 	}
-	p, err := e.o.API.Get(ctx, name)
-	if chromeapi.IsNotFound(err) {
-		e.m.Admissions.WithLabelValues("not_found").Inc()
-		e.log.Warn("notified process does not exist", zap.String("process", name))
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("admit %s: %w", name, err)
-	}
-	if p.Finished() {
-		e.m.Admissions.WithLabelValues("already_finished").Inc()
-		e.log.Info("notified process already ended", zap.String("process", name))
-		return nil
-	}
-	if err := e.o.API.Claim(ctx, name, e.o.InstanceID); err != nil {
-		if errors.Is(err, chromeapi.ErrClaimedByOther) {
-			e.m.Admissions.WithLabelValues("claimed_by_other").Inc()
-			e.log.Info("process is owned by another adapter instance", zap.String("process", name), zap.Error(err))
-			return nil
+	p := e.admissions.claimedByUs(name)
+	if p != nil {
+		// Only the record failed last time: Google knows the claim is ours.
+		e.m.AdmissionClaimsReused.Inc()
+		e.log.Debug("recording a claim made before, without claiming again", zap.String("process", name))
+	} else {
+		var done bool
+		var err error
+		if p, done, err = e.readAndClaim(ctx, name); done || err != nil {
+			return err
 		}
-		return fmt.Errorf("admit %s: %w", name, err)
 	}
 	now := e.now()
 	rec := &journal.Record{
@@ -265,6 +260,7 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	}
 	created, err := e.o.Store.Create(ctx, rec)
 	if err != nil {
+		e.admissions.claimed(name, p, now)
 		return fmt.Errorf("admit %s: record claim: %w", name, err)
 	}
 	if created {
@@ -277,6 +273,34 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 		e.m.Admissions.WithLabelValues("duplicate").Inc()
 	}
 	return nil
+}
+
+// readAndClaim reads the process and claims it. done reports that it needs no work from this
+// instance (gone, ended, another instance's).
+func (e *Engine) readAndClaim(ctx context.Context, name string) (p *process.Process, done bool, err error) {
+	p, err = e.o.API.Get(ctx, name)
+	if chromeapi.IsNotFound(err) {
+		e.m.Admissions.WithLabelValues("not_found").Inc()
+		e.log.Warn("notified process does not exist", zap.String("process", name))
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("admit %s: %w", name, err)
+	}
+	if p.Finished() {
+		e.m.Admissions.WithLabelValues("already_finished").Inc()
+		e.log.Info("notified process already ended", zap.String("process", name))
+		return nil, true, nil
+	}
+	if err := e.o.API.Claim(ctx, name, e.o.InstanceID); err != nil {
+		if errors.Is(err, chromeapi.ErrClaimedByOther) {
+			e.m.Admissions.WithLabelValues("claimed_by_other").Inc()
+			e.log.Info("process is owned by another adapter instance", zap.String("process", name), zap.Error(err))
+			return nil, true, nil
+		}
+		return nil, false, fmt.Errorf("admit %s: %w", name, err)
+	}
+	return p, false, nil
 }
 
 // Run works due records until ctx ends. Then it leases nothing more, lets the steps in flight
@@ -386,13 +410,11 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	release := true
 	defer func() {
 		h.stop()
-		h.cancel(nil)
+		defer h.cancel(nil) // after the release, which retries only while h.ctx lives
 		if !release {
 			return
 		}
-		wctx, cancel := h.writeContext()
-		defer cancel()
-		if err := e.o.Store.Update(wctx, e.owner, rec, e.now(), 0); err != nil && !errors.Is(err, journal.ErrLeaseLost) {
+		if _, err := e.commit(h, rec, 0); err != nil && !errors.Is(err, journal.ErrLeaseLost) {
 			e.log.Error("journal release", zap.String("process", rec.Name), zap.Error(err))
 		}
 	}()
@@ -431,9 +453,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		} else {
 			h.stop() // this write releases the lease
 		}
-		wctx, cancel := h.writeContext()
-		err := e.o.Store.Update(wctx, e.owner, rec, now, renew)
-		cancel()
+		at, err := e.commit(h, rec, renew) // retried while the lease holds: rec may carry a side effect's outcome
 		if err != nil {
 			release = false
 			if errors.Is(err, journal.ErrLeaseLost) {
@@ -442,8 +462,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 					zap.String("process", rec.Name), zap.String("state", string(rec.State)), zap.Error(err))
 				return
 			}
-			e.log.Error("journal update", zap.String("process", rec.Name), zap.Error(err))
-			return
+			return // commit logged it; the lease is left to run out
 		}
 		e.committed(rec, before, started)
 		fresh = fresh || (rec.State.Final() && !before.Final())
@@ -456,7 +475,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 			release = false // the write released it
 			return
 		}
-		h.extended(now)
+		h.extended(at)
 	}
 }
 

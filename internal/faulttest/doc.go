@@ -3,7 +3,8 @@
 // wired as in the daemon (internal/e2etest), with faults injected at every boundary — 429 bursts
 // with Retry-After, 5xx, responses lost after the change was applied, duplicate and out-of-order
 // notifications, a CA slower than the journal lease, a CA that times out after issuing, a full
-// disk under the journal, PostgreSQL connections cut mid-run.
+// disk under the journal, a journal that fails the write after each side effect, claims that
+// cannot be recorded, PostgreSQL connections cut mid-run.
 //
 // Every scenario asserts the same invariants on the emulator's counts (Snapshot.Calls and
 // Snapshot.Injected, per method and process) and on the CA's issuance log: nothing is lost

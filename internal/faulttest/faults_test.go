@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
 )
 
@@ -29,6 +30,17 @@ type scenario struct {
 	// after asserts what is particular to the scenario, once every process ended.
 	after func(w *world, names []string)
 }
+
+// claimOutage is how long the journal refuses claims in "journal cannot record claims for a
+// while", and maxClaimAttempts the most attempts a process may make meanwhile. Redeliveries
+// back off from the harness's engine.retry.initialBackoff (20ms), doubling, with jitter above
+// each doubled floor, up to its maxBackoff (500ms): the floors alone add up to 6.1s over 16
+// attempts, so a bound of 16 in 4s holds however fast the machine, and leaves 2s for a slow
+// heal. Without a backoff each redelivery came at once: 6 to 60 a second, by machine.
+const (
+	claimOutage      = 4 * time.Second
+	maxClaimAttempts = 16
+)
 
 // unknownProfile is a profile reference the adapter has no profile for: the process fails at
 // once, which is how the suite gets processes whose failure must be reported.
@@ -205,6 +217,139 @@ func scenarios() []scenario {
 			},
 			after: func(w *world, names []string) {
 				w.t.Logf("journal writes refused: %v", w.faulty.Refused())
+			},
+		},
+		{
+			// The journal fails the write that follows each side effect, twice: the operation
+			// name signData answered, the certificate the CA issued (a CA that cannot say what
+			// it issued), the upload and the setFailure that landed. The worker must keep what
+			// it holds and write it again under the same lease, not drop it: a dropped
+			// certificate failed the process as if the adapter had restarted mid-call, and a
+			// dropped write kept the record leased, untouched, until the lease (here the
+			// default two minutes) ran out.
+			name:     "journal blip after every side effect",
+			journals: []string{sqliteJournal, postgresJournal},
+			world: worldOptions{link: caLink{noLookup: true}, aimTimes: 2, aim: func(rec *journal.Record) bool {
+				switch rec.State {
+				case journal.StateSignRequested:
+					return rec.Operation != "" // signData answered
+				case journal.StateIssued, journal.StateUploaded, journal.StateFailed:
+					return true
+				}
+				return false
+			}},
+			spec: func(i int) emulator.ProcessSpec {
+				s := emulator.ProcessSpec{KeyType: emulator.KeyECDSA, Scope: []string{emulator.ScopeDevice, emulator.ScopeUser}[i%2]}
+				if i >= 4 {
+					s.ProfileRef = unknownProfile
+				}
+				return s
+			},
+			want: func(i int) want {
+				if i >= 4 {
+					return want{failure: `no profile named "` + unknownProfile + `"`}
+				}
+				return want{}
+			},
+			after: func(w *world, names []string) {
+				refused, blips := 0, 0
+				for i, n := range names {
+					states := []journal.State{journal.StateSignRequested, journal.StateIssued, journal.StateUploaded}
+					if i >= 4 {
+						states = []journal.State{journal.StateFailed}
+					}
+					for _, st := range states {
+						got := w.aimed.refusedIn(n, st)
+						if got != 2 {
+							w.t.Errorf("%s: %d writes in state %s refused, want 2: the fault missed", n, got, st)
+						}
+						refused += got
+						blips++
+					}
+					for _, f := range w.aimed.followUps(n) {
+						if f.landed != f.refusedToken {
+							w.t.Errorf("%s: the outcome refused in state %s under lease grant %d was journaled only under grant %d: "+
+								"the worker let it go and the record waited for its lease to run out", n, f.state, f.refusedToken, f.landed)
+						}
+					}
+					s, _ := w.Emu.Process(n)
+					if i < 4 {
+						if calls, _, _ := w.ca.stats(n); calls != 1 || s.Calls[emulator.MethodUploadCertificate] != 1 {
+							w.t.Errorf("%s: the CA was asked %d times, %d uploads; want once each", n, calls, s.Calls[emulator.MethodUploadCertificate])
+						}
+					} else if s.Calls[emulator.MethodSetFailure] != 1 {
+						w.t.Errorf("%s: %d setFailure calls, want 1", n, s.Calls[emulator.MethodSetFailure])
+					}
+				}
+				// Each refused write was retried under its lease, each blip ended in a write that
+				// landed, and none was given up.
+				retried, recovered, dropped := w.Metric("certprov_journal_write_retries_total"),
+					w.Metric("certprov_journal_writes_recovered_total"), w.Metric("certprov_journal_writes_dropped_total")
+				if retried != float64(refused) || recovered != float64(blips) || dropped != 0 {
+					w.t.Errorf("journal writes retried %v, recovered %v, dropped %v; want %d, %d, 0", retried, recovered, dropped, refused, blips)
+				}
+			},
+		},
+		{
+			// The claims cannot be recorded for a while (disk full): every notification is
+			// nacked and comes again. Each redelivery used to read and claim the process again
+			// at once, tens of times a second per process. The claim is known to be this
+			// instance's after the first, and the redeliveries back off.
+			name:     "journal cannot record claims for a while",
+			journals: []string{sqliteJournal, postgresJournal},
+			n:        4,
+			inject: func(w *world, names []string) {
+				w.faulty.FailWrites(-1, journaltest.ErrDiskFull, journaltest.OpCreate)
+			},
+			during: func(w *world, names []string, done <-chan struct{}) {
+				defer w.faulty.Heal()
+				attempts := func(n string) int { return w.faulty.Unwritten(n, journal.StateClaimed) }
+				if !w.waitUntil("every claim refused once", 30*time.Second, func() bool {
+					for _, n := range names {
+						if attempts(n) == 0 {
+							return false
+						}
+					}
+					return true
+				}) {
+					return
+				}
+				before := map[string]int{}
+				for _, n := range names {
+					before[n] = attempts(n)
+				}
+				// The outage lasts a while whatever the adapter does; what is counted is how
+				// often it tried meanwhile.
+				select {
+				case <-time.After(claimOutage):
+				case <-done:
+				}
+				w.measured = map[string]int{}
+				for _, n := range names {
+					w.measured[n] = attempts(n) - before[n]
+				}
+			},
+			after: func(w *world, names []string) {
+				refused := 0
+				for _, n := range names {
+					refused += w.faulty.Unwritten(n, journal.StateClaimed)
+					s, _ := w.Emu.Process(n)
+					if s.Calls[emulator.MethodGet] != 1 || s.Calls[emulator.MethodClaim] != 1 {
+						w.t.Errorf("%s: %d gets and %d claims, want one each: a claim this instance holds is not asked for again",
+							n, s.Calls[emulator.MethodGet], s.Calls[emulator.MethodClaim])
+					}
+					if got := w.measured[n]; got > maxClaimAttempts {
+						w.t.Errorf("%s: %d attempts to record the claim in %s, want at most %d", n, got, claimOutage, maxClaimAttempts)
+					}
+					w.t.Logf("%s: %d attempts to record the claim in %s; %d gets, %d claims in all",
+						n, w.measured[n], claimOutage, s.Calls[emulator.MethodGet], s.Calls[emulator.MethodClaim])
+				}
+				// Every refused record was a failed admission, and every admission after the
+				// first of a process (the one that landed included) reused its claim.
+				failures, reused := w.Metric("certprov_admission_failures_total"), w.Metric("certprov_admission_claims_reused_total")
+				if failures != float64(refused) || reused != float64(refused) {
+					w.t.Errorf("admission failures %v, claims reused %v; want %d each (the claims refused)", failures, reused, refused)
+				}
 			},
 		},
 		{

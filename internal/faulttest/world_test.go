@@ -123,10 +123,13 @@ type world struct {
 	t       *testing.T
 	journal string
 	faulty  *journaltest.Faulty
+	aimed   *aimedStore // nil unless the scenario aims journal faults (worldOptions.aim)
 	ca      *testCA
 	// pgDSN and appName, on PostgreSQL: the journal's DSN and the application_name of its
 	// connections, which the suite terminates through adminDSN.
 	pgDSN, appName, adminDSN string
+	// measured holds what a scenario's during measured, by process, for its after.
+	measured map[string]int
 }
 
 // worldOptions are what a scenario changes in the adapter.
@@ -134,6 +137,10 @@ type worldOptions struct {
 	lease     time.Duration // journal.leaseDuration (default: the engine's)
 	caTimeout time.Duration // caConnections.*.timeout (default: the harness's)
 	link      caLink
+	// aim, when set, fails the first aimTimes writes of each record in each state it selects
+	// (aimedStore), beneath journaltest.Faulty.
+	aim      func(*journal.Record) bool
+	aimTimes int
 }
 
 func newWorld(t *testing.T, backend string, o worldOptions) *world {
@@ -145,7 +152,14 @@ func newWorld(t *testing.T, backend string, o worldOptions) *world {
 		LeaseDuration: o.lease,
 		CATimeout:     o.caTimeout,
 		Journal:       w.openJournal,
-		Store:         func(s journal.Store) journal.Store { w.faulty = journaltest.NewFaulty(s); return w.faulty },
+		Store: func(s journal.Store) journal.Store {
+			if o.aim != nil {
+				w.aimed = newAimedStore(s, o.aimTimes, o.aim)
+				s = w.aimed
+			}
+			w.faulty = journaltest.NewFaulty(s)
+			return w.faulty
+		},
 		CAs: func(h *e2etest.Harness) map[string]ca.Connector {
 			w.ca = newTestCA(h.Local, o.link.delay, o.link.hangAfterIssue)
 			if o.link.noLookup {

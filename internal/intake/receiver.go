@@ -21,9 +21,16 @@ import (
 
 // Admitter takes responsibility for a process: it returns nil once the process is recorded for
 // work or known to need none (finished, owned by another instance, already recorded). A
-// returned error means nothing durable happened and the notification should come again.
+// returned error means nothing durable happened and the notification should come again; if the
+// error (or one it wraps) has a method RetryAfter() time.Duration, not before that long.
 type Admitter interface {
 	Admit(ctx context.Context, name string) error
+}
+
+// retryHint is an Admitter's error that says when to try again.
+type retryHint interface {
+	error
+	RetryAfter() time.Duration
 }
 
 // Receiver turns notifications into admitted processes.
@@ -115,7 +122,9 @@ func (r *Receiver) StreamOpen() (open bool, lastErr error) {
 
 // Handle processes one message and reports whether to ack it. Messages that can never succeed
 // (malformed, foreign customer) are acked so they do not come back forever; a failure to admit
-// is not, so Pub/Sub redelivers it.
+// is not, so Pub/Sub redelivers it. Pub/Sub redelivers a nacked message at once, so after a
+// failure Handle first holds the message for as long as the Admitter asked (RetryAfter), or
+// until ctx ends; Pub/Sub extends its ack deadline meanwhile.
 func (r *Receiver) Handle(ctx context.Context, msgID string, data []byte) (ack bool) {
 	n, err := Decode(data)
 	if err != nil {
@@ -140,9 +149,21 @@ func (r *Receiver) Handle(ctx context.Context, msgID string, data []byte) (ack b
 			r.m.Messages.WithLabelValues(metrics.MessageDeferred).Inc()
 			return false
 		}
+		var wait time.Duration
+		if h, ok := errors.AsType[retryHint](err); ok {
+			wait = h.RetryAfter()
+		}
 		r.m.Messages.WithLabelValues(metrics.MessageAdmitError).Inc()
 		r.log.Warn("could not admit process; the notification will be redelivered",
-			zap.String("message_id", msgID), zap.String("process", name), zap.Error(err))
+			zap.String("message_id", msgID), zap.String("process", name), zap.Duration("in", wait), zap.Error(err))
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
 		return false
 	}
 	r.m.Messages.WithLabelValues(metrics.MessageAdmitted).Inc()

@@ -3,8 +3,10 @@ package intake
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -70,5 +72,59 @@ func TestHandle(t *testing.T) {
 				t.Fatalf("%d result series, want 1", n)
 			}
 		})
+	}
+}
+
+// hintedError is a failed admission that says when to try again, as the engine's does.
+type hintedError struct{ after time.Duration }
+
+func (e hintedError) Error() string             { return "record claim: no space left on device" }
+func (e hintedError) RetryAfter() time.Duration { return e.after }
+
+// cancellingAdmitter fails, asking for a long wait, and the adapter stops meanwhile.
+type cancellingAdmitter struct{ cancel context.CancelFunc }
+
+func (a cancellingAdmitter) Admit(context.Context, string) error {
+	a.cancel()
+	return fmt.Errorf("admit: %w", hintedError{time.Hour})
+}
+
+var servedMessage = []byte(`{"certificateProvisioningProcessId":"0123456789ABCDEF0123456789ABCDEF","customerId":"C0a"}`)
+
+// A failed admission whose error says when to try again holds its message at least that long
+// before the nack: Pub/Sub would redeliver it at once, and the admission would fail again at
+// once, tens of times a second.
+func TestHandleHoldsMessageAfterFailure(t *testing.T) {
+	const hold = 150 * time.Millisecond
+	a := &recordingAdmitter{err: fmt.Errorf("admit: %w", hintedError{hold})}
+	reg := prometheus.NewRegistry()
+	r := NewReceiver(ReceiverOptions{Admitter: a, Customers: []string{"C0a"}, Registerer: reg})
+	start := time.Now()
+	if r.Handle(context.Background(), "m1", servedMessage) {
+		t.Fatal("a failed admission was acked")
+	}
+	// A timer never fires early: this bound cannot fail by a slow machine.
+	if waited := time.Since(start); waited < hold {
+		t.Fatalf("nacked after %s, want a hold of at least %s", waited, hold)
+	}
+	if got := testutil.ToFloat64(metrics.NewIntake(reg).Messages.WithLabelValues(metrics.MessageAdmitError)); len(a.names) != 1 || got != 1 {
+		t.Fatalf("admitted %v, certprov_pubsub_messages_total{result=admit_error} = %v, want 1", a.names, got)
+	}
+}
+
+// A stop ends the hold at once: the message is nacked, to come again to whoever runs next.
+func TestHandleHoldEndsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := NewReceiver(ReceiverOptions{Admitter: cancellingAdmitter{cancel}, Customers: []string{"C0a"}})
+	done := make(chan bool, 1)
+	go func() { done <- r.Handle(ctx, "m1", servedMessage) }()
+	select {
+	case ack := <-done:
+		if ack {
+			t.Fatal("a failed admission was acked")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Handle held the message for the hour the admitter asked, past the end of its context")
 	}
 }

@@ -35,6 +35,12 @@ type Engine struct {
 	StepDuration *prometheus.HistogramVec
 	// Admissions counts notified processes by what Admit made of them.
 	Admissions *prometheus.CounterVec
+	// AdmissionFailures counts admissions that failed and are tried again after a backoff (the
+	// notification is held, then redelivered).
+	AdmissionFailures prometheus.Counter
+	// AdmissionClaimsReused counts claims recorded without a new get and claim: an earlier
+	// admission claimed the process and only its record failed.
+	AdmissionClaimsReused prometheus.Counter
 	// Transitions counts journaled state changes.
 	Transitions *prometheus.CounterVec
 	// InFlight is the number of records this replica's workers are running a step for, by the
@@ -51,6 +57,13 @@ type Engine struct {
 	StepsAbandoned       *prometheus.CounterVec
 	StepsInterrupted     prometheus.Counter
 	ShutdownStepsCut     prometheus.Counter
+	// JournalWriteRetries counts journal writes of a step's outcome that failed and were tried
+	// again under the same lease; JournalWritesRecovered those that landed after retries,
+	// JournalWritesDropped those given up (the lease ran out or the step was cut): the record
+	// resumes from its last journaled state once the lease lapses.
+	JournalWriteRetries    prometheus.Counter
+	JournalWritesRecovered prometheus.Counter
+	JournalWritesDropped   prometheus.Counter
 	// CertificatesRejected counts certificates a CA returned that the adapter refused, by the
 	// rule they broke (package leafcheck).
 	CertificatesRejected *prometheus.CounterVec
@@ -70,6 +83,10 @@ func NewEngine(reg prometheus.Registerer) *Engine {
 			"Time a step of a process took until it succeeded, waits and retries included, by step.", stepBuckets, "step"),
 		Admissions: counterVec(reg, "admissions_total",
 			"Notified processes by what the adapter made of them.", "result"),
+		AdmissionFailures: counter(reg, "admission_failures_total",
+			"Admissions that failed and are tried again after a backoff (the notification held, then redelivered)."),
+		AdmissionClaimsReused: counter(reg, "admission_claims_reused_total",
+			"Claims recorded without a new get and claim, after only the record of an earlier claim failed."),
 		Transitions: counterVec(reg, "transitions_total",
 			"Journaled state changes of processes, by state before and after.", "from", "to"),
 		InFlight: gaugeVec(reg, "processes_in_flight",
@@ -94,6 +111,12 @@ func NewEngine(reg prometheus.Registerer) *Engine {
 			"Steps cut short (stop, lost lease) whose record stays as last journaled."),
 		ShutdownStepsCut: counter(reg, "shutdown_steps_cut_total",
 			"Stops whose grace period ended with steps still running."),
+		JournalWriteRetries: counter(reg, "journal_write_retries_total",
+			"Journal writes of a step's outcome that failed and were tried again under the same lease."),
+		JournalWritesRecovered: counter(reg, "journal_writes_recovered_total",
+			"Journal writes of a step's outcome that landed after retries."),
+		JournalWritesDropped: counter(reg, "journal_writes_dropped_total",
+			"Journal writes of a step's outcome given up (the lease ran out or the step was cut); the record resumes from its last journaled state."),
 		CertificatesRejected: counterVec(reg, "ca_certificates_rejected_total",
 			"Certificates a CA returned that the adapter refused, by CA connection and rule.", "ca_connection", "rule"),
 		CertificateMismatches: counterVec(reg, "ca_certificate_mismatches_total",

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 )
 
 // Test keys are expensive to generate (RSA); share them across tests.
@@ -147,30 +147,8 @@ func withCA(p config.VerifiedAccessProfile) config.VerifiedAccessProfile {
 // count is the value of a counter or gauge, as an integer.
 func count(c prometheus.Collector) int { return int(testutil.ToFloat64(c)) }
 
-// series lists the samples of the counter or gauge family name gathered from reg, by their
-// labels written as name=value pairs in label order, comma-separated.
+// series lists the samples of family name gathered from reg (metricstest.Series).
 func series(t *testing.T, reg prometheus.Gatherer, name string) map[string]float64 {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			var parts []string
-			for _, l := range m.GetLabel() {
-				parts = append(parts, l.GetName()+"="+l.GetValue())
-			}
-			v := m.GetCounter().GetValue()
-			if m.Gauge != nil {
-				v = m.GetGauge().GetValue()
-			}
-			out[strings.Join(parts, ",")] = v
-		}
-	}
-	return out
+	return metricstest.Series(metricstest.Gather(t, reg), name)
 }

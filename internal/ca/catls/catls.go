@@ -5,8 +5,6 @@ package catls
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -28,29 +26,43 @@ type Options struct {
 	ServerName string `mapstructure:"serverName"`
 }
 
-// Config returns the tls.Config for o; relative paths resolve through env.
+// Check reports what is wrong with o without reading its files (ca.Check), as *ca.SettingError
+// at "tls.<key>".
+func (o Options) Check() error {
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		missing := "tls.keyFile"
+		if o.CertFile == "" {
+			missing = "tls.certFile"
+		}
+		return ca.SettingErrorf(missing, "required: tls.certFile and tls.keyFile go together")
+	}
+	return nil
+}
+
+// Config returns the tls.Config for o; relative paths resolve through env. Problems are
+// *ca.SettingError at "tls.<key>".
 func (o Options) Config(env ca.Env) (*tls.Config, error) {
+	if err := o.Check(); err != nil {
+		return nil, err
+	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.ServerName}
 	if o.CAFile != "" {
 		pemBytes, err := os.ReadFile(env.Path(o.CAFile))
 		if err != nil {
-			return nil, fmt.Errorf("tls.caFile: %w", err)
+			return nil, ca.SettingErrorf("tls.caFile", "%w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("tls.caFile %q: no PEM certificates", o.CAFile)
+			return nil, ca.SettingErrorf("tls.caFile", "%q: no PEM certificates", o.CAFile)
 		}
 		cfg.RootCAs = pool
 	}
-	switch {
-	case o.CertFile != "" && o.KeyFile != "":
+	if o.CertFile != "" {
 		pair, err := tls.LoadX509KeyPair(env.Path(o.CertFile), env.Path(o.KeyFile))
 		if err != nil {
-			return nil, fmt.Errorf("tls.certFile/keyFile: %w", err)
+			return nil, ca.SettingErrorf("tls.certFile", "with tls.keyFile: %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
-	case o.CertFile != "" || o.KeyFile != "":
-		return nil, errors.New("tls.certFile and tls.keyFile go together")
 	}
 	return cfg, nil
 }

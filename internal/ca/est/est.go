@@ -54,7 +54,44 @@ const DefaultTimeout = 30 * time.Second
 // wellKnown is the path every EST operation lives under (RFC 7030 3.2.2).
 const wellKnown = "/.well-known/est"
 
-func init() { ca.RegisterNew(Type, New) }
+func init() {
+	ca.RegisterNew(Type, New)
+	ca.RegisterCheck(Type, Check)
+}
+
+// Check validates settings without reading the password, trust anchor or TLS files (ca.Check).
+func Check(raw ca.Settings) error {
+	_, _, err := decodeSettings(raw)
+	return err
+}
+
+// decodeSettings decodes and checks the settings, and joins url and label into the operations'
+// common prefix. It reads no file.
+func decodeSettings(raw ca.Settings) (*settings, string, error) {
+	var s settings
+	if err := ca.Decode(raw, &s); err != nil {
+		return nil, "", err
+	}
+	base, err := baseURL(s.URL, s.Label)
+	errs := []error{err}
+	if s.Timeout != nil && *s.Timeout <= 0 {
+		errs = append(errs, ca.SettingErrorf("timeout", "%v: must be positive", *s.Timeout))
+	}
+	switch {
+	case s.Username != "" && s.PasswordFile == "":
+		errs = append(errs, ca.SettingErrorf("passwordFile", "required with username"))
+	case s.Username == "" && s.PasswordFile != "":
+		errs = append(errs, ca.SettingErrorf("username", "required with passwordFile"))
+	case strings.Contains(s.Username, ":"):
+		// RFC 7617: the user-id ends at the first colon, so the server would read another user.
+		errs = append(errs, ca.SettingErrorf("username", "must not contain a colon"))
+	}
+	errs = append(errs, s.TLS.Check())
+	if err := errors.Join(errs...); err != nil {
+		return nil, "", err
+	}
+	return &s, base, nil
+}
 
 // settings is the decoded caConnections.<name> block.
 type settings struct {
@@ -99,44 +136,24 @@ var (
 // read once here, so that a wrong path or an unreadable file stops the adapter at startup and
 // not on the first device.
 func New(raw ca.Settings, env ca.Env) (*Connector, error) {
-	var s settings
-	if err := ca.Decode(raw, &s); err != nil {
-		return nil, err
-	}
-	base, err := baseURL(s.URL, s.Label)
+	s, base, err := decodeSettings(raw)
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
 	timeout := time.Duration(0)
 	if s.Timeout != nil {
-		if *s.Timeout <= 0 {
-			errs = append(errs, fmt.Errorf("timeout: %v: must be positive", *s.Timeout))
-		}
 		timeout = *s.Timeout
-	}
-	switch {
-	case s.Username != "" && s.PasswordFile == "":
-		errs = append(errs, errors.New("passwordFile: required with username"))
-	case s.Username == "" && s.PasswordFile != "":
-		errs = append(errs, errors.New("username: required with passwordFile"))
-	case strings.Contains(s.Username, ":"):
-		// RFC 7617: the user-id ends at the first colon, so the server would read another user.
-		errs = append(errs, errors.New("username: must not contain a colon"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
 	}
 	var password logging.Secret
 	if s.PasswordFile != "" {
 		b, err := os.ReadFile(env.Path(s.PasswordFile))
 		if err != nil {
-			return nil, fmt.Errorf("passwordFile: %w", err)
+			return nil, ca.SettingErrorf("passwordFile", "%w", err)
 		}
 		// Secret files written by editors and `echo` end with a newline that is not part of it.
 		p := strings.TrimRight(string(b), "\r\n")
 		if p == "" {
-			return nil, fmt.Errorf("passwordFile %q: empty", s.PasswordFile)
+			return nil, ca.SettingErrorf("passwordFile", "%q: empty", s.PasswordFile)
 		}
 		password = logging.Secret(p)
 	}
@@ -144,10 +161,10 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if s.CACertsFile != "" {
 		b, err := os.ReadFile(env.Path(s.CACertsFile))
 		if err != nil {
-			return nil, fmt.Errorf("caCertsFile: %w", err)
+			return nil, ca.SettingErrorf("caCertsFile", "%w", err)
 		}
 		if fixed, err = pemutil.ParseCertificates(b); err != nil {
-			return nil, fmt.Errorf("caCertsFile %q: %w", s.CACertsFile, err)
+			return nil, ca.SettingErrorf("caCertsFile", "%q: %w", s.CACertsFile, err)
 		}
 	}
 	client, err := s.TLS.HTTPClient(env, 0) // bounded per call by the context instead
@@ -192,37 +209,38 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 // baseURL checks the url and label settings and joins them into the operations' common prefix.
 func baseURL(raw, label string) (string, error) {
 	if raw == "" {
-		return "", errors.New("url: required (e.g. https://est.example.com)")
+		return "", ca.SettingErrorf("url", "required (e.g. https://est.example.com)")
 	}
-	u, err := url.Parse(raw)
+	u, err := ca.ParseURL(raw)
 	if err != nil {
-		return "", fmt.Errorf("url: %w", err)
+		return "", ca.SettingErrorf("url", "%w", err)
 	}
 	switch {
-	case u.Scheme != "https":
-		return "", fmt.Errorf("url %q: must start with https:// (EST runs over TLS only, RFC 7030 3.3)", raw)
-	case u.Host == "":
-		return "", fmt.Errorf("url %q: no host", raw)
 	case u.User != nil:
-		// Credentials in a URL end up in logs and failure messages.
-		return "", fmt.Errorf("url: must not carry credentials; use username and passwordFile")
+		// Credentials in a URL end up in logs and failure messages; checked first so that the
+		// messages below, which quote the URL, never show them.
+		return "", ca.SettingErrorf("url", "must not carry credentials; use username and passwordFile")
+	case u.Scheme != "https":
+		return "", ca.SettingErrorf("url", "%q: must start with https:// (EST runs over TLS only, RFC 7030 3.3)", raw)
+	case u.Host == "":
+		return "", ca.SettingErrorf("url", "%q: no host", raw)
 	case u.RawQuery != "" || u.Fragment != "":
-		return "", fmt.Errorf("url %q: must not have a query or fragment", raw)
+		return "", ca.SettingErrorf("url", "%q: must not have a query or fragment", raw)
 	}
 	path := strings.TrimSuffix(u.EscapedPath(), "/")
 	// Accept the well-known prefix written out, since server manuals often print it that way.
 	path = strings.TrimSuffix(path, wellKnown)
 	if strings.Contains(path, wellKnown+"/") {
-		return "", fmt.Errorf("url %q: give the server only and put the label in label", raw)
+		return "", ca.SettingErrorf("url", "%q: give the server only and put the label in label", raw)
 	}
 	if label != "" {
 		if strings.ContainsAny(label, "/?#%") || label == "." || label == ".." || strings.TrimSpace(label) != label {
-			return "", fmt.Errorf("label %q: must be one path segment (no /, ?, #, %%, spaces at the ends)", label)
+			return "", ca.SettingErrorf("label", "%q: must be one path segment (no /, ?, #, %%, spaces at the ends)", label)
 		}
 		if strings.EqualFold(label, "cacerts") || strings.EqualFold(label, "simpleenroll") ||
 			strings.EqualFold(label, "simplereenroll") || strings.EqualFold(label, "csrattrs") ||
 			strings.EqualFold(label, "serverkeygen") {
-			return "", fmt.Errorf("label %q: is an EST operation name, not a label", label)
+			return "", ca.SettingErrorf("label", "%q: is an EST operation name, not a label", label)
 		}
 		path += wellKnown + "/" + url.PathEscape(label)
 	} else {

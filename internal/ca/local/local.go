@@ -33,12 +33,10 @@ import (
 	"io"
 	"math/big"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-viper/mapstructure/v2"
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
@@ -47,7 +45,16 @@ import (
 // Type is the connector type name used in caConnections.<name>.type.
 const Type = "local"
 
-func init() { ca.RegisterNew(Type, New) }
+func init() {
+	ca.RegisterNew(Type, New)
+	ca.RegisterCheck(Type, Check)
+}
+
+// Check validates settings without reading the issuer files (ca.Check).
+func Check(raw ca.Settings) error {
+	_, err := decodeSettings(raw)
+	return err
+}
 
 // Defaults for optional settings.
 const (
@@ -66,49 +73,29 @@ type settings struct {
 	LedgerFile      string         `mapstructure:"ledgerFile"`
 }
 
-// durationHook parses duration strings ("720h", "90m") and quotes the value when it cannot.
-func durationHook(from, to reflect.Type, data any) (any, error) {
-	if from.Kind() != reflect.String || to != reflect.TypeFor[time.Duration]() {
-		return data, nil
-	}
-	d, err := time.ParseDuration(data.(string))
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a duration (write e.g. 720h or 90m)", data)
-	}
-	return d, nil
-}
-
 func decodeSettings(raw ca.Settings) (*settings, error) {
 	var s settings
-	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		ErrorUnused: true,
-		DecodeHook:  durationHook,
-		Result:      &s,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("settings decoder: %w", err)
-	}
-	if err := dec.Decode(map[string]any(raw)); err != nil {
-		return nil, fmt.Errorf("settings: %w", err)
+	if err := ca.Decode(raw, &s); err != nil {
+		return nil, err
 	}
 	var errs []error
 	if s.CertificateFile == "" {
-		errs = append(errs, errors.New("certificateFile: required"))
+		errs = append(errs, ca.SettingErrorf("certificateFile", "required"))
 	}
 	if s.KeyFile == "" {
-		errs = append(errs, errors.New("keyFile: required"))
+		errs = append(errs, ca.SettingErrorf("keyFile", "required"))
 	}
 	if s.MaxValidity == nil {
 		d := DefaultMaxValidity
 		s.MaxValidity = &d
 	} else if *s.MaxValidity <= 0 {
-		errs = append(errs, fmt.Errorf("maxValidity: %v: must be positive", *s.MaxValidity))
+		errs = append(errs, ca.SettingErrorf("maxValidity", "%v: must be positive", *s.MaxValidity))
 	}
 	if s.Backdate == nil {
 		d := DefaultBackdate
 		s.Backdate = &d
 	} else if *s.Backdate < 0 {
-		errs = append(errs, fmt.Errorf("backdate: %v: must not be negative", *s.Backdate))
+		errs = append(errs, ca.SettingErrorf("backdate", "%v: must not be negative", *s.Backdate))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -163,21 +150,21 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	}
 	certs, err := readCertificates(path(s.CertificateFile))
 	if err != nil {
-		return nil, fmt.Errorf("certificateFile %q: %w", s.CertificateFile, err)
+		return nil, ca.SettingErrorf("certificateFile", "%q: %w", s.CertificateFile, err)
 	}
 	signer, err := readPrivateKey(path(s.KeyFile), log)
 	if err != nil {
-		return nil, fmt.Errorf("keyFile %q: %w", s.KeyFile, err)
+		return nil, ca.SettingErrorf("keyFile", "%q: %w", s.KeyFile, err)
 	}
 	issuer := certs[0]
 	if err := checkIssuer(issuer, signer); err != nil {
-		return nil, fmt.Errorf("certificateFile %q and keyFile %q: %w", s.CertificateFile, s.KeyFile, err)
+		return nil, ca.SettingErrorf("certificateFile", "%q with keyFile %q: %w", s.CertificateFile, s.KeyFile, err)
 	}
 	chain := certs
 	if s.ChainFile != "" {
 		more, err := readCertificates(path(s.ChainFile))
 		if err != nil {
-			return nil, fmt.Errorf("chainFile %q: %w", s.ChainFile, err)
+			return nil, ca.SettingErrorf("chainFile", "%q: %w", s.ChainFile, err)
 		}
 		for _, c := range more {
 			if !containsCert(chain, c) {
@@ -187,7 +174,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	}
 	authKeyID, err := authorityKeyID(issuer)
 	if err != nil {
-		return nil, fmt.Errorf("certificateFile %q: %w", s.CertificateFile, err)
+		return nil, ca.SettingErrorf("certificateFile", "%q: %w", s.CertificateFile, err)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(issuer)
@@ -195,7 +182,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if s.LedgerFile != "" {
 		l, err := openLedger(context.Background(), path(s.LedgerFile), log)
 		if err != nil {
-			return nil, fmt.Errorf("ledgerFile %q: %w", s.LedgerFile, err)
+			return nil, ca.SettingErrorf("ledgerFile", "%q: %w", s.LedgerFile, err)
 		}
 		record = l
 	}

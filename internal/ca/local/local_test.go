@@ -408,13 +408,13 @@ func TestNewErrors(t *testing.T) {
 		settings ca.Settings
 		want     []string
 	}{
-		{"unknown key", base("certificateFlie", "x.crt"), []string{"invalid keys", "certificateFlie"}},
+		{"unknown key", base("certificateFlie", "x.crt"), []string{"certificateFlie: unknown key", `did you mean "certificateFile"`}},
 		{"missing certificateFile", base("certificateFile", nil), []string{"certificateFile: required"}},
 		{"missing keyFile", base("keyFile", nil), []string{"keyFile: required"}},
-		{"certificate file does not exist", base("certificateFile", "nope.crt"), []string{`certificateFile "nope.crt"`, "no such file"}},
-		{"key file does not exist", base("keyFile", "nope.key"), []string{`keyFile "nope.key"`, "no such file"}},
-		{"no certificate in file", base("certificateFile", "empty.pem"), []string{`certificateFile "empty.pem"`, "no PEM CERTIFICATE"}},
-		{"no key in file", base("keyFile", "ca.crt"), []string{`keyFile "ca.crt"`, "no PEM private key"}},
+		{"certificate file does not exist", base("certificateFile", "nope.crt"), []string{`certificateFile: "nope.crt"`, "no such file"}},
+		{"key file does not exist", base("keyFile", "nope.key"), []string{`keyFile: "nope.key"`, "no such file"}},
+		{"no certificate in file", base("certificateFile", "empty.pem"), []string{`certificateFile: "empty.pem"`, "no PEM CERTIFICATE"}},
+		{"no key in file", base("keyFile", "ca.crt"), []string{`keyFile: "ca.crt"`, "no PEM private key"}},
 		{"key does not match", base("keyFile", "other.key"), []string{`keyFile "other.key"`, "does not match the certificate"}},
 		{"not a CA", base("certificateFile", "leaf.crt"), []string{"not a CA certificate"}},
 		{"no keyCertSign", base("certificateFile", "nosign.crt"), []string{"keyCertSign"}},
@@ -425,8 +425,17 @@ func TestNewErrors(t *testing.T) {
 		{"negative maxValidity", base("maxValidity", "-1h"), []string{"maxValidity", "must be positive"}},
 		{"negative backdate", base("backdate", "-1m"), []string{"backdate", "must not be negative"}},
 		{"wrong type", base("certificateFile", 42), []string{"certificateFile"}},
-		{"missing chainFile", base("chainFile", "chain.pem"), []string{`chainFile "chain.pem"`}},
-		{"ledger in a missing directory", base("ledgerFile", "no/such/dir/ledger.jsonl"), []string{`ledgerFile "no/such/dir/ledger.jsonl"`}},
+		{"missing chainFile", base("chainFile", "chain.pem"), []string{`chainFile: "chain.pem"`}},
+		{"ledger in a missing directory", base("ledgerFile", "no/such/dir/ledger.jsonl"), []string{`ledgerFile: "no/such/dir/ledger.jsonl"`}},
+	}
+	settingOf := map[string]string{
+		"unknown key": "certificateFlie", "missing certificateFile": "certificateFile", "missing keyFile": "keyFile",
+		"certificate file does not exist": "certificateFile", "key file does not exist": "keyFile",
+		"no certificate in file": "certificateFile", "no key in file": "keyFile", "key does not match": "certificateFile",
+		"not a CA": "certificateFile", "no keyCertSign": "certificateFile", "encrypted PKCS#8": "keyFile",
+		"encrypted legacy PEM": "keyFile", "X25519 key": "keyFile", "bad maxValidity": "maxValidity",
+		"negative maxValidity": "maxValidity", "negative backdate": "backdate", "wrong type": "certificateFile",
+		"missing chainFile": "chainFile", "ledger in a missing directory": "ledgerFile",
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -438,6 +447,12 @@ func TestNewErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
+			}
+			// Every settings problem names its key, so that validate reports it at
+			// caConnections.<name>.<key>.
+			var se *ca.SettingError
+			if !errors.As(err, &se) || se.Key != settingOf[tc.name] {
+				t.Errorf("error %q: not a setting error at %q", err, settingOf[tc.name])
 			}
 		})
 	}

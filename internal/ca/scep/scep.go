@@ -51,7 +51,16 @@ import (
 // Type is the connector type name used in caConnections.<name>.type.
 const Type = "scep"
 
-func init() { ca.RegisterNew(Type, New) }
+func init() {
+	ca.RegisterNew(Type, New)
+	ca.RegisterCheck(Type, Check)
+}
+
+// Check validates settings without reading the signer, challenge or TLS files (ca.Check).
+func Check(raw ca.Settings) error {
+	_, err := decodeSettings(raw)
+	return err
+}
 
 // Defaults for optional settings.
 const (
@@ -110,19 +119,19 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 	}
 	var errs []error
 	if s.URL == "" {
-		errs = append(errs, errors.New("url: required"))
+		errs = append(errs, ca.SettingErrorf("url", "required"))
 	} else if err := checkHTTPURL(s.URL); err != nil {
-		errs = append(errs, fmt.Errorf("url: %q: %w", s.URL, err))
+		errs = append(errs, ca.SettingErrorf("url", "%w", err))
 	}
 	if s.Timeout == 0 {
 		s.Timeout = DefaultTimeout
 	} else if s.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("timeout: %v: must be positive", s.Timeout))
+		errs = append(errs, ca.SettingErrorf("timeout", "%v: must be positive", s.Timeout))
 	}
 	if s.PollInterval == 0 {
 		s.PollInterval = DefaultPollInterval
 	} else if s.PollInterval < 0 {
-		errs = append(errs, fmt.Errorf("pollInterval: %v: must be positive", s.PollInterval))
+		errs = append(errs, ca.SettingErrorf("pollInterval", "%v: must be positive", s.PollInterval))
 	}
 	n := 0
 	if s.Challenge != "" {
@@ -135,37 +144,41 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 		n++
 		d := s.DynamicChallenge
 		if d.URL == "" {
-			errs = append(errs, errors.New("dynamicChallenge.url: required"))
+			errs = append(errs, ca.SettingErrorf("dynamicChallenge.url", "required"))
 		} else if err := checkHTTPURL(d.URL); err != nil {
-			errs = append(errs, fmt.Errorf("dynamicChallenge.url: %q: %w", d.URL, err))
+			errs = append(errs, ca.SettingErrorf("dynamicChallenge.url", "%w", err))
 		} else if warning, err := dynamicChallengeRule().URL(d.URL, d.InsecureAllowCleartext); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, ca.SettingProblem("dynamicChallenge.url", err))
 		} else {
 			s.dynamicCleartext = warning
 		}
 		if d.Username == "" {
-			errs = append(errs, errors.New("dynamicChallenge.username: required (NDES admin pages need an account)"))
+			errs = append(errs, ca.SettingErrorf("dynamicChallenge.username", "required (NDES admin pages need an account)"))
 		}
 		if d.PasswordFile == "" {
-			errs = append(errs, errors.New("dynamicChallenge.passwordFile: required"))
+			errs = append(errs, ca.SettingErrorf("dynamicChallenge.passwordFile", "required"))
 		}
 	}
 	if n > 1 {
-		errs = append(errs, errors.New("challenge, challengeFile and dynamicChallenge: set at most one"))
+		errs = append(errs, ca.SettingErrorf("challenge", "challenge, challengeFile and dynamicChallenge: set at most one"))
 	}
 	if s.SignerKeyFile == "" {
-		errs = append(errs, errors.New("signerKeyFile: required (it is created when absent)"))
+		errs = append(errs, ca.SettingErrorf("signerKeyFile", "required (it is created when absent)"))
 	}
 	if s.SignerCertFile == "" {
-		errs = append(errs, errors.New("signerCertFile: required (it is created when absent)"))
+		errs = append(errs, ca.SettingErrorf("signerCertFile", "required (it is created when absent)"))
 	}
 	if s.CACertFingerprint != "" {
 		if _, err := parseFingerprint(s.CACertFingerprint); err != nil {
-			errs = append(errs, fmt.Errorf("caCertFingerprint: %q: %w", s.CACertFingerprint, err))
+			errs = append(errs, ca.SettingErrorf("caCertFingerprint", "%q: %w", s.CACertFingerprint, err))
 		}
 	}
 	if _, err := parseCipher(s.Encryption); err != nil {
-		errs = append(errs, fmt.Errorf("encryption: %q: %w", s.Encryption, err))
+		errs = append(errs, ca.SettingErrorf("encryption", "%q: %w", s.Encryption, err))
+	}
+	errs = append(errs, s.TLS.Check())
+	if d := s.DynamicChallenge; d != nil && d.TLS != nil {
+		errs = append(errs, ca.WithinSetting("dynamicChallenge", d.TLS.Check()))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -173,19 +186,20 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 	return &s, nil
 }
 
+// checkHTTPURL accepts an http or https URL without credentials. Its messages quote the URL only
+// once it is known to carry none.
 func checkHTTPURL(raw string) error {
-	u, err := url.Parse(raw)
+	u, err := ca.ParseURL(raw)
 	if err != nil {
 		return err
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return errors.New("must be an http or https URL")
-	}
-	if u.Host == "" {
-		return errors.New("has no host")
-	}
-	if u.User != nil {
+	switch {
+	case u.User != nil:
 		return errors.New("must not carry credentials")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: must be an http or https URL", raw)
+	case u.Host == "":
+		return fmt.Errorf("%q: has no host", raw)
 	}
 	return nil
 }
@@ -286,7 +300,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		}
 		adminClient, err := tlsOpts.HTTPClient(env, s.Timeout)
 		if err != nil {
-			return nil, fmt.Errorf("dynamicChallenge.%w", err)
+			return nil, ca.WithinSetting("dynamicChallenge", err)
 		}
 		// Never follow a redirect with the credentials to another host; NDES does not redirect.
 		adminClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/ca"
 )
 
 // Signer key and certificate parameters. The certificate only identifies the adapter to the SCEP
@@ -34,28 +36,28 @@ func loadOrCreateSigner(keyPath, certPath, name string, log *zap.Logger) (*rsa.P
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if _, statErr := os.Stat(certPath); statErr == nil {
-			return nil, nil, fmt.Errorf("signerKeyFile %q is missing but signerCertFile %q exists: restore the key, or delete both to have a new pair created", keyPath, certPath)
+			return nil, nil, ca.SettingErrorf("signerKeyFile", "%q is missing but signerCertFile %q exists: restore the key, or delete both to have a new pair created", keyPath, certPath)
 		}
 		if key, err = rsa.GenerateKey(rand.Reader, signerKeyBits); err != nil {
-			return nil, nil, fmt.Errorf("signerKeyFile: generate key: %w", err)
+			return nil, nil, ca.SettingErrorf("signerKeyFile", "generate key: %w", err)
 		}
 		der, err := x509.MarshalPKCS8PrivateKey(key)
 		if err != nil {
-			return nil, nil, fmt.Errorf("signerKeyFile: %w", err)
+			return nil, nil, ca.SettingErrorf("signerKeyFile", "%w", err)
 		}
 		created, err := createFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 		if err != nil {
-			return nil, nil, fmt.Errorf("signerKeyFile %q: %w", keyPath, err)
+			return nil, nil, ca.SettingErrorf("signerKeyFile", "%q: %w", keyPath, err)
 		}
 		if !created { // another adapter replica was quicker: use its key
 			if key, err = readSignerKey(keyPath); err != nil {
-				return nil, nil, fmt.Errorf("signerKeyFile %q: %w", keyPath, err)
+				return nil, nil, ca.SettingErrorf("signerKeyFile", "%q: %w", keyPath, err)
 			}
 		} else {
 			log.Info("created the SCEP signer key", zap.String("path", keyPath))
 		}
 	case err != nil:
-		return nil, nil, fmt.Errorf("signerKeyFile %q: %w", keyPath, err)
+		return nil, nil, ca.SettingErrorf("signerKeyFile", "%q: %w", keyPath, err)
 	default:
 		if fi, err := os.Stat(keyPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			log.Warn("SCEP signer key file is readable by group or others", zap.String("path", keyPath), zap.Stringer("mode", fi.Mode().Perm()))
@@ -66,27 +68,27 @@ func loadOrCreateSigner(keyPath, certPath, name string, log *zap.Logger) (*rsa.P
 	if errors.Is(err, fs.ErrNotExist) {
 		der, err := selfSigned(key, name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("signerCertFile: %w", err)
+			return nil, nil, ca.SettingErrorf("signerCertFile", "%w", err)
 		}
 		created, err := createFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 		if err != nil {
-			return nil, nil, fmt.Errorf("signerCertFile %q: %w", certPath, err)
+			return nil, nil, ca.SettingErrorf("signerCertFile", "%q: %w", certPath, err)
 		}
 		if created {
 			log.Info("created the SCEP signer certificate", zap.String("path", certPath))
 		}
 		cert, err = readSignerCert(certPath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("signerCertFile %q: %w", certPath, err)
+			return nil, nil, ca.SettingErrorf("signerCertFile", "%q: %w", certPath, err)
 		}
 	} else if err != nil {
-		return nil, nil, fmt.Errorf("signerCertFile %q: %w", certPath, err)
+		return nil, nil, ca.SettingErrorf("signerCertFile", "%q: %w", certPath, err)
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, nil, fmt.Errorf("signerCertFile %q does not belong to signerKeyFile %q", certPath, keyPath)
+		return nil, nil, ca.SettingErrorf("signerCertFile", "%q does not belong to signerKeyFile %q", certPath, keyPath)
 	}
 	if now := time.Now(); now.After(cert.NotAfter) {
-		return nil, nil, fmt.Errorf("signerCertFile %q expired on %s: delete it to have a new one created for the same key", certPath, cert.NotAfter.Format(time.DateOnly))
+		return nil, nil, ca.SettingErrorf("signerCertFile", "%q expired on %s: delete it to have a new one created for the same key", certPath, cert.NotAfter.Format(time.DateOnly))
 	}
 	return key, cert, nil
 }

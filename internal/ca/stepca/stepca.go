@@ -52,7 +52,10 @@ import (
 // Type is the connector type name used in caConnections.<name>.type.
 const Type = "stepca"
 
-func init() { ca.RegisterNew(Type, New) }
+func init() {
+	ca.RegisterNew(Type, New)
+	ca.RegisterCheck(Type, Check)
+}
 
 // httpTimeout is a backstop for one HTTP exchange. The engine bounds each call with the
 // connection's own caConnections.<name>.timeout through the context, which is normally shorter.
@@ -98,8 +101,8 @@ var (
 // material) so that a wrong path or a malformed key stops the adapter at startup, but does not
 // contact the CA: a CA that is down at startup only delays issuance.
 func New(raw ca.Settings, env ca.Env) (*Connector, error) {
-	var s settings
-	if err := ca.Decode(raw, &s); err != nil {
+	s, err := decodeSettings(raw)
+	if err != nil {
 		return nil, err
 	}
 	log := env.Logger
@@ -113,41 +116,24 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		now:         time.Now,
 		bootLock:    make(chan struct{}, 1),
 	}
-	var errs []error
-	base, audience, err := parseURL(s.URL, s.TLS.ServerName)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	c.base, c.audience = base, audience
+	c.base, c.audience, _ = parseURL(s.URL, s.TLS.ServerName) // checked by decodeSettings
 	if s.RootFingerprint != "" {
-		fp, err := normalizeFingerprint(s.RootFingerprint)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		c.fingerprint = fp
-	} else if s.TLS.CAFile == "" {
-		errs = append(errs, errors.New("rootFingerprint: required unless tls.caFile names the CA's root (get it with: step certificate fingerprint root_ca.crt)"))
+		c.fingerprint, _ = normalizeFingerprint(s.RootFingerprint)
 	}
-	if s.Provisioner == "" {
-		errs = append(errs, errors.New("provisioner: required (the name of a JWK provisioner on the CA)"))
-	}
+	var errs []error
 	switch {
-	case s.ProvisionerPasswordFile != "" && s.ProvisionerKeyFile != "":
-		errs = append(errs, errors.New("provisionerPasswordFile and provisionerKeyFile: set only one"))
 	case s.ProvisionerPasswordFile != "":
 		pw, err := readPassword(env.Path(s.ProvisionerPasswordFile))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("provisionerPasswordFile %q: %w", s.ProvisionerPasswordFile, err))
+			errs = append(errs, ca.SettingErrorf("provisionerPasswordFile", "%q: %w", s.ProvisionerPasswordFile, err))
 		}
 		c.password = logging.Secret(pw)
 	case s.ProvisionerKeyFile != "":
 		key, err := readJWK(env.Path(s.ProvisionerKeyFile))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("provisionerKeyFile %q: %w", s.ProvisionerKeyFile, err))
+			errs = append(errs, ca.SettingErrorf("provisionerKeyFile", "%q: %w", s.ProvisionerKeyFile, err))
 		}
 		c.fileKey = key
-	default:
-		errs = append(errs, errors.New("provisionerPasswordFile or provisionerKeyFile: one is required (the provisioner's key password, or its decrypted JWK)"))
 	}
 	cfg, err := s.TLS.Config(env)
 	if err != nil {
@@ -160,26 +146,67 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	return c, nil
 }
 
+// Check validates settings without reading the provisioner or TLS files (ca.Check).
+func Check(raw ca.Settings) error {
+	_, err := decodeSettings(raw)
+	return err
+}
+
+// decodeSettings decodes and checks the settings. It reads no file.
+func decodeSettings(raw ca.Settings) (*settings, error) {
+	var s settings
+	if err := ca.Decode(raw, &s); err != nil {
+		return nil, err
+	}
+	var errs []error
+	if _, _, err := parseURL(s.URL, s.TLS.ServerName); err != nil {
+		errs = append(errs, err)
+	}
+	if s.RootFingerprint != "" {
+		if _, err := normalizeFingerprint(s.RootFingerprint); err != nil {
+			errs = append(errs, err)
+		}
+	} else if s.TLS.CAFile == "" {
+		errs = append(errs, ca.SettingErrorf("rootFingerprint", "required unless tls.caFile names the CA's root (get it with: step certificate fingerprint root_ca.crt)"))
+	}
+	if s.Provisioner == "" {
+		errs = append(errs, ca.SettingErrorf("provisioner", "required (the name of a JWK provisioner on the CA)"))
+	}
+	switch {
+	case s.ProvisionerPasswordFile != "" && s.ProvisionerKeyFile != "":
+		errs = append(errs, ca.SettingErrorf("provisionerPasswordFile", "provisionerPasswordFile and provisionerKeyFile: set only one"))
+	case s.ProvisionerPasswordFile == "" && s.ProvisionerKeyFile == "":
+		errs = append(errs, ca.SettingErrorf("provisionerPasswordFile", "provisionerPasswordFile or provisionerKeyFile: one is required (the provisioner's key password, or its decrypted JWK)"))
+	}
+	errs = append(errs, s.TLS.Check())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
 // parseURL checks the CA URL and derives the token audience. step-ca compares audiences without
 // the port, against the names in its own configuration, so the audience uses tls.serverName when
 // the adapter reaches the CA under another name.
 func parseURL(raw, serverName string) (*url.URL, string, error) {
 	if raw == "" {
-		return nil, "", errors.New("url: required (e.g. https://ca.example.com:9000)")
+		return nil, "", ca.SettingErrorf("url", "required (e.g. https://ca.example.com:9000)")
 	}
-	u, err := url.Parse(raw)
+	u, err := ca.ParseURL(raw)
 	if err != nil {
-		return nil, "", fmt.Errorf("url %q: %w", raw, err)
+		return nil, "", ca.SettingErrorf("url", "%w", err)
 	}
 	switch {
+	case u.User != nil:
+		return nil, "", ca.SettingErrorf("url", "must not carry credentials; write only https://host:port")
 	case u.Scheme != "https":
-		return nil, "", fmt.Errorf("url %q: the scheme must be https (step-ca serves only TLS)", raw)
+		return nil, "", ca.SettingErrorf("url", "%q: the scheme must be https (step-ca serves only TLS)", raw)
 	case u.Host == "" || u.Hostname() == "":
-		return nil, "", fmt.Errorf("url %q: no host", raw)
-	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return nil, "", fmt.Errorf("url %q: write only https://host:port", raw)
+		return nil, "", ca.SettingErrorf("url", "%q: no host", raw)
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, "", ca.SettingErrorf("url", "must not have a query or fragment: write only https://host:port")
 	case u.Path != "" && u.Path != "/":
-		return nil, "", fmt.Errorf("url %q: a path is not supported; step-ca serves its API at /1.0/ on the host", raw)
+		return nil, "", ca.SettingErrorf("url", "%q: a path is not supported; step-ca serves its API at /1.0/ on the host", raw)
 	}
 	base := &url.URL{Scheme: "https", Host: u.Host}
 	aud := &url.URL{Scheme: "https", Host: u.Host, Path: "/1.0/sign"}
@@ -198,7 +225,7 @@ func normalizeFingerprint(raw string) (string, error) {
 	fp := strings.ToLower(strings.NewReplacer(":", "", "-", "", " ", "").Replace(raw))
 	b, err := hex.DecodeString(fp)
 	if err != nil || len(b) != 32 {
-		return "", fmt.Errorf("rootFingerprint %q: want the SHA-256 of the root certificate as 64 hex digits (step certificate fingerprint root_ca.crt)", raw)
+		return "", ca.SettingErrorf("rootFingerprint", "%q: want the SHA-256 of the root certificate as 64 hex digits (step certificate fingerprint root_ca.crt)", raw)
 	}
 	return fp, nil
 }

@@ -60,21 +60,21 @@ func TestNewSettings(t *testing.T) {
 		{"no url", func(s ca.Settings) { delete(s, "url") }, []string{"url: required"}},
 		{"http url", func(s ca.Settings) { s["url"] = "http://ca:9000" }, []string{"must be https"}},
 		{"url with a path", func(s ca.Settings) { s["url"] = "https://ca:9000/step" }, []string{"a path is not supported"}},
-		{"bad fingerprint", func(s ca.Settings) { s["rootFingerprint"] = "abc" }, []string{`rootFingerprint "abc"`, "64 hex digits"}},
+		{"bad fingerprint", func(s ca.Settings) { s["rootFingerprint"] = "abc" }, []string{`rootFingerprint: "abc"`, "64 hex digits"}},
 		{"no fingerprint, no caFile", func(s ca.Settings) { delete(s, "rootFingerprint") }, []string{"rootFingerprint: required unless tls.caFile"}},
 		{"no provisioner", func(s ca.Settings) { delete(s, "provisioner") }, []string{"provisioner: required"}},
 		{"no key material", func(s ca.Settings) { delete(s, "provisionerPasswordFile") }, []string{"provisionerPasswordFile or provisionerKeyFile: one is required"}},
 		{"both", func(s ca.Settings) { s["provisionerKeyFile"] = "private.jwk" }, []string{"set only one"}},
-		{"missing password file", func(s ca.Settings) { s["provisionerPasswordFile"] = "nope" }, []string{`provisionerPasswordFile "nope"`, "no such file"}},
-		{"empty password file", func(s ca.Settings) { s["provisionerPasswordFile"] = "empty" }, []string{`provisionerPasswordFile "empty"`, "empty"}},
+		{"missing password file", func(s ca.Settings) { s["provisionerPasswordFile"] = "nope" }, []string{`provisionerPasswordFile: "nope"`, "no such file"}},
+		{"empty password file", func(s ca.Settings) { s["provisionerPasswordFile"] = "empty" }, []string{`provisionerPasswordFile: "empty"`, "empty"}},
 		{"public key file", func(s ca.Settings) {
 			delete(s, "provisionerPasswordFile")
 			s["provisionerKeyFile"] = "public.jwk"
-		}, []string{`provisionerKeyFile "public.jwk"`, "only a public key"}},
+		}, []string{`provisionerKeyFile: "public.jwk"`, "only a public key"}},
 		{"encrypted key file", func(s ca.Settings) {
 			delete(s, "provisionerPasswordFile")
 			s["provisionerKeyFile"] = "garbage.jwk"
-		}, []string{`provisionerKeyFile "garbage.jwk"`, "needs provisionerPasswordFile"}},
+		}, []string{`provisionerKeyFile: "garbage.jwk"`, "needs provisionerPasswordFile"}},
 		{"several problems at once", func(s ca.Settings) {
 			delete(s, "url")
 			delete(s, "provisioner")

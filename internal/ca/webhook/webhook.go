@@ -40,7 +40,22 @@ import (
 // Type is the connector type name used in caConnections.<name>.type.
 const Type = "webhook"
 
-func init() { ca.RegisterNew(Type, New) }
+func init() {
+	ca.RegisterNew(Type, New)
+	ca.RegisterCheck(Type, Check)
+}
+
+// Check validates settings without reading the secret, header or TLS files (ca.Check): the URL,
+// the header names, the static header values and the tls block.
+func Check(raw ca.Settings) error {
+	var s settings
+	if err := ca.Decode(raw, &s); err != nil {
+		return err
+	}
+	_, _, urlErr := checkURL(s.URL)
+	_, headerErr := readHeaders(s.Headers, s.HeaderFiles, nil)
+	return errors.Join(urlErr, headerErr, s.TLS.Check())
+}
 
 const (
 	// DefaultTimeout bounds a call whose context has no deadline. The engine and
@@ -118,10 +133,16 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	var secret logging.Secret
 	if s.HMACSecretFile != "" {
 		if secret, err = readSecret(env.Path(s.HMACSecretFile)); err != nil {
-			errs = append(errs, fmt.Errorf("hmacSecretFile %q: %w", s.HMACSecretFile, err))
+			errs = append(errs, ca.SettingErrorf("hmacSecretFile", "%q: %w", s.HMACSecretFile, err))
 		}
 	}
-	headers, err := readHeaders(s.Headers, s.HeaderFiles, env)
+	headers, err := readHeaders(s.Headers, s.HeaderFiles, func(path string) (string, error) {
+		b, err := os.ReadFile(env.Path(path))
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(b)), nil
+	})
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -130,7 +151,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if s.CACertsFile != "" {
 		certs, err := pemutil.ReadCertificates(env.Path(s.CACertsFile))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("caCertsFile %q: %w", s.CACertsFile, err))
+			errs = append(errs, ca.SettingErrorf("caCertsFile", "%q: %w", s.CACertsFile, err))
 		} else {
 			roots, rootCerts = x509.NewCertPool(), certs
 			for _, c := range certs {
@@ -174,34 +195,30 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 // Messages show the URL without its query, which may carry a key.
 func checkURL(raw string) (*url.URL, string, error) {
 	if raw == "" {
-		return nil, "", errors.New("url: required")
+		return nil, "", ca.SettingErrorf("url", "required")
 	}
-	u, err := url.Parse(raw)
+	u, err := ca.ParseURL(raw)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // its text repeats the whole URL
-		}
-		return nil, "", fmt.Errorf("url: not a URL: %w", err)
+		return nil, "", ca.SettingErrorf("url", "%w", err)
 	}
 	if u.User != nil {
-		return nil, "", errors.New("url: must not carry credentials (user:password@); use headerFiles")
+		return nil, "", ca.SettingErrorf("url", "must not carry credentials (user:password@); use headerFiles")
 	}
 	display := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	if u.Host == "" {
-		return nil, "", fmt.Errorf("url %q: no host", display)
+		return nil, "", ca.SettingErrorf("url", "%q: no host", display)
 	}
 	switch u.Scheme {
 	case "https":
 	case "http":
 		if !cleartext.LoopbackHost(u.Hostname()) {
-			return nil, "", fmt.Errorf("url %q: http is allowed only to a loopback address; use https", display)
+			return nil, "", ca.SettingErrorf("url", "%q: http is allowed only to a loopback address; use https", display)
 		}
 	default:
-		return nil, "", fmt.Errorf("url %q: scheme must be https", display)
+		return nil, "", ca.SettingErrorf("url", "%q: scheme must be https", display)
 	}
 	if u.Fragment != "" {
-		return nil, "", fmt.Errorf("url %q: must not have a #fragment", display)
+		return nil, "", ca.SettingErrorf("url", "%q: must not have a #fragment", display)
 	}
 	return u, display, nil
 }
@@ -220,9 +237,10 @@ func readSecret(path string) (logging.Secret, error) {
 	return logging.Secret(s), nil
 }
 
-// readHeaders validates the static headers and reads the file-backed ones. Messages name the
-// header and the file, never the value.
-func readHeaders(static, files map[string]string, env ca.Env) ([]header, error) {
+// readHeaders validates the static headers and reads the file-backed ones with read. Messages
+// name the header and the file, never the value. With read nil, files are not read and only
+// their names are checked (Check).
+func readHeaders(static, files map[string]string, read func(path string) (string, error)) ([]header, error) {
 	var (
 		out  []header
 		errs []error
@@ -232,27 +250,27 @@ func readHeaders(static, files map[string]string, env ca.Env) ([]header, error) 
 		canon := http.CanonicalHeaderKey(name)
 		switch {
 		case !httpguts.ValidHeaderFieldName(name):
-			errs = append(errs, fmt.Errorf("%s.%s: not a valid header name", key, name))
+			errs = append(errs, ca.SettingErrorf(key+"."+name, "not a valid header name"))
 			return
 		case reservedHeaders[canon]:
-			errs = append(errs, fmt.Errorf("%s.%s: set by the connector itself; remove it", key, name))
+			errs = append(errs, ca.SettingErrorf(key+"."+name, "set by the connector itself; remove it"))
 			return
 		case seen[canon] != "":
-			errs = append(errs, fmt.Errorf("%s.%s: also set in %s", key, name, seen[canon]))
+			errs = append(errs, ca.SettingErrorf(key+"."+name, "also set in %s", seen[canon]))
 			return
 		}
 		seen[canon] = key
 		v, err := value()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.%s: %w", key, name, err))
+			errs = append(errs, ca.SettingErrorf(key+"."+name, "%w", err))
 			return
 		}
 		if v == "" {
-			errs = append(errs, fmt.Errorf("%s.%s: empty value", key, name))
+			errs = append(errs, ca.SettingErrorf(key+"."+name, "empty value"))
 			return
 		}
 		if !httpguts.ValidHeaderFieldValue(v) {
-			errs = append(errs, fmt.Errorf("%s.%s: the value is not a valid header value (control characters)", key, name))
+			errs = append(errs, ca.SettingErrorf(key+"."+name, "the value is not a valid header value (control characters)"))
 			return
 		}
 		out = append(out, header{name: canon, value: logging.Secret(v)})
@@ -263,14 +281,13 @@ func readHeaders(static, files map[string]string, env ca.Env) ([]header, error) 
 	for _, name := range sortedKeys(files) {
 		path := files[name]
 		add("headerFiles", name, func() (string, error) {
-			if path == "" {
+			switch {
+			case path == "":
 				return "", errors.New("no file named")
+			case read == nil:
+				return "unread", nil // a placeholder that passes the value checks
 			}
-			b, err := os.ReadFile(env.Path(path))
-			if err != nil {
-				return "", err
-			}
-			return strings.TrimSpace(string(b)), nil
+			return read(path)
 		})
 	}
 	return out, errors.Join(errs...)

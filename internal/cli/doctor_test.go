@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/doctor"
+	"github.com/certprov/certprov-adapter/internal/emulator"
+)
+
+// TestDoctorCommand runs `doctor` against the emulator: one line per check, the fix on the line
+// of a failure, JSON with --json, exit 1 on any failure.
+func TestDoctorCommand(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	emu, err := emulator.New(ctx, emulator.Options{Project: "doc", Subscription: "certprov-adapter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	srv := httptest.NewServer(emu.Handler())
+	defer srv.Close()
+	dir := t.TempDir()
+	if _, _, err := local.CreateCA(filepath.Join(dir, "ca"), "ecdsa", "doctor CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	config := func(subscription string) string {
+		return writeFile(t, filepath.Join(dir, subscription+".yaml"), fmt.Sprintf(`instanceId: a1
+customers: [C0abc]
+pubsub: {project: doc, subscription: %s, endpoint: %q, insecure: true}
+google: {credentials: {type: none}, endpoint: %q}
+journal: {type: memory}
+profiles: {d: {subject: {commonName: x}}}
+caConnections: {builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}}
+`, subscription, emu.PubSubAddr(), srv.URL+"/"))
+	}
+
+	code, out, stderr := runCLI(t, "doctor", "--config", config("certprov-adapter"))
+	if code != ExitOK {
+		t.Fatalf("healthy: exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, want := range []string{
+		"skip google.credentials: ",
+		"ok   pubsub.subscription: projects/doc/subscriptions/certprov-adapter exists",
+		"skip pubsub.permissions: ",
+		"ok   provisioning API customers/C0abc: ",
+		"ok   caConnections.builtin: ",
+		"3 ok, 0 failed, 2 skipped",
+	} {
+		found := false
+		for _, l := range lines {
+			found = found || strings.HasPrefix(l, want)
+		}
+		if !found {
+			t.Errorf("no line %q in\n%s", want, out)
+		}
+	}
+	if len(lines) != 6 {
+		t.Errorf("%d lines:\n%s", len(lines), out)
+	}
+
+	code, out, _ = runCLI(t, "doctor", "--config", config("certprov-adaptr"))
+	if code != ExitFailure {
+		t.Fatalf("wrong subscription: exit %d\n%s", code, out)
+	}
+	if !strings.Contains(out, `FAIL pubsub.subscription: projects/doc/subscriptions/certprov-adaptr does not exist -- fix: did you mean "certprov-adapter"?`) {
+		t.Errorf("output:\n%s", out)
+	}
+
+	code, out, _ = runCLI(t, "doctor", "--json", "--config", config("certprov-adaptr"))
+	var r doctor.Report
+	if code != ExitFailure || json.Unmarshal([]byte(out), &r) != nil || r.OK || len(r.Checks) != 5 {
+		t.Fatalf("--json: exit %d\n%s", code, out)
+	}
+	for _, c := range r.Checks {
+		if c.Name == "pubsub.subscription" && (c.Status != doctor.Fail || !strings.Contains(c.Fix, "gcloud pubsub subscriptions create")) {
+			t.Errorf("--json: %+v", c)
+		}
+	}
+
+	// A configuration with problems is reported as validate would.
+	code, _, stderr = runCLI(t, "doctor", "--config", writeFile(t, filepath.Join(dir, "bad.yaml"), "instanceId: [x]\n"))
+	if code != ExitFailure || !strings.Contains(stderr, "instanceId") {
+		t.Errorf("bad config: exit %d: %s", code, stderr)
+	}
+}

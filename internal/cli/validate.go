@@ -1,0 +1,219 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/adapter"
+	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/engine"
+)
+
+func newValidateCmd(o Options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "validate",
+		Short: "Check a configuration and print every problem with its YAML path",
+		Long: `Load a configuration and check everything that can go wrong before the adapter starts: unknown
+keys, bad values, templates, CA connection settings and the files they name. Every problem is
+printed with its YAML path; the exit code is 1 if there is any.
+
+--check-connections also contacts every CA (the connector's health check).
+--offline reads nothing but the configuration file and contacts nobody: for CI of a production
+configuration whose key and certificate files exist only in production. It says what it skipped.`,
+		Args: noArgs,
+	}
+	path := configFlag(cmd)
+	check := cmd.Flags().Bool("check-connections", false, "also contact every CA connection and report its health")
+	offline := cmd.Flags().Bool("offline", false, "do not open the files the configuration names nor contact anything")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *check && *offline {
+			return usagef("--check-connections and --offline exclude each other")
+		}
+		if *offline {
+			return validateOffline(o, *path)
+		}
+		return validate(o, *path, *check)
+	}
+	return cmd
+}
+
+func validate(o Options, path string, check bool) error {
+	cfg, loadErr := config.Load(path)
+	if loadErr != nil {
+		// When only the checks that read files failed, the rest is checked too, so that every
+		// problem comes out at once; problems of the file itself stop here.
+		var err error
+		if cfg, err = config.LoadWith(path, config.Options{Offline: true}); err != nil {
+			printProblems(o.Stderr, path, loadErr)
+			return fail(nil)
+		}
+	}
+	printWarnings(o.Stderr, path, cfg)
+	_, perr := adapter.Profiles(cfg)
+	conns, cerr := adapter.Connectors(cfg, zap.NewNop())
+	defer func() { _ = adapter.CloseConnectors(conns) }()
+	// Enrollment profiles are checked whether or not the section is enabled, so that enabling
+	// it later holds no surprise.
+	var vaerr error
+	if len(cfg.VerifiedAccess.Profiles) > 0 {
+		_, vaerr = adapter.VerifiedAccessProfiles(cfg, conns)
+	}
+	if err := errors.Join(loadErr, perr, cerr, vaerr); err != nil {
+		printProblems(o.Stderr, path, err)
+		return fail(nil)
+	}
+	if check && !checkConnections(o.Stdout, o.Stderr, conns) {
+		return fail(nil)
+	}
+	fmt.Fprintf(o.Stdout, "%s: OK (%s)\n", path, counts(cfg))
+	return nil
+}
+
+// validateOffline checks what can be checked from the file alone and says what it left out.
+func validateOffline(o Options, path string) error {
+	cfg, err := config.LoadWith(path, config.Options{Offline: true})
+	if err != nil {
+		printProblems(o.Stderr, path, err)
+		return fail(nil)
+	}
+	printWarnings(o.Stderr, path, cfg)
+	_, perr := adapter.Profiles(cfg)
+	unchecked, cerr := adapter.CheckConnectors(cfg)
+	var vaerr error
+	if len(cfg.VerifiedAccess.Profiles) > 0 {
+		// Without built connectors the profiles are compiled but not bound to their CA.
+		_, vaerr = adapter.VerifiedAccessProfiles(cfg, nil)
+	}
+	if err := errors.Join(perr, cerr, vaerr); err != nil {
+		printProblems(o.Stderr, path, err)
+		return fail(nil)
+	}
+	fmt.Fprintf(o.Stdout, "%s: OK offline (%s)\n", path, counts(cfg))
+	for _, s := range offlineSkips(cfg, unchecked) {
+		fmt.Fprintf(o.Stdout, "%s: not checked offline: %s\n", path, s)
+	}
+	return nil
+}
+
+// offlineSkips lists what validate checks and validate --offline does not.
+func offlineSkips(cfg *config.Config, unchecked []string) []string {
+	var out []string
+	for _, f := range cfg.Files() {
+		out = append(out, fmt.Sprintf("%s: the file %s is not opened", f.Path, f.File))
+	}
+	if cfg.Journal.Type == config.JournalPostgres && cfg.Journal.DSN != "" {
+		out = append(out, "journal.dsn: whether it protects the connection (telling reads sslrootcert and the PostgreSQL service and password files)")
+	}
+	for _, name := range sortedKeys(cfg.CAConnections) {
+		c := cfg.CAConnections[name]
+		p := "caConnections." + name
+		if files := settingFiles(c.Settings, ""); len(files) > 0 {
+			out = append(out, fmt.Sprintf("%s: the files of %s are not opened", p, strings.Join(files, ", ")))
+		}
+		if slices.Contains(unchecked, name) {
+			out = append(out, fmt.Sprintf("%s: the %s connector has no offline check; its settings are checked only when it is built", p, c.Type))
+		}
+	}
+	if len(cfg.VerifiedAccess.Profiles) > 0 {
+		out = append(out, "verifiedAccess.profiles.*.caConnection: whether the connection can issue for a public key (known only once its connector is built)")
+	}
+	out = append(out, "no CA, Google API or Pub/Sub endpoint is contacted (see validate --check-connections and doctor)")
+	return out
+}
+
+// settingFiles lists the settings of a CA connection that name files (keys ending in File or
+// Files, as ca.Settings documents), as dotted keys.
+func settingFiles(settings map[string]any, prefix string) []string {
+	var out []string
+	for _, k := range sortedKeys(settings) {
+		key := k
+		if prefix != "" {
+			key = prefix + "." + k
+		}
+		switch v := settings[k].(type) {
+		case map[string]any:
+			if strings.HasSuffix(k, "Files") {
+				for _, name := range sortedKeys(v) {
+					out = append(out, key+"."+name)
+				}
+				continue
+			}
+			out = append(out, settingFiles(v, key)...)
+		case string:
+			if strings.HasSuffix(k, "File") && v != "" {
+				out = append(out, key)
+			}
+		}
+	}
+	return out
+}
+
+func counts(cfg *config.Config) string {
+	s := fmt.Sprintf("%d profiles, %d CA connections", len(cfg.Profiles), len(cfg.CAConnections))
+	if n := len(cfg.VerifiedAccess.Profiles); n > 0 {
+		s += fmt.Sprintf(", %d Verified Access profiles", n)
+	}
+	return s
+}
+
+func printWarnings(w io.Writer, path string, cfg *config.Config) {
+	for _, p := range cfg.Warnings() {
+		fmt.Fprintf(w, "%s: %s: warning: %s\n", path, p.Path, p.Message)
+	}
+}
+
+// checkConnections pings every connector that can be pinged and reports each; it returns
+// whether all answered.
+func checkConnections(stdout, stderr io.Writer, conns map[string]*engine.CAConnection) bool {
+	ok := true
+	for _, n := range sortedKeys(conns) {
+		pinger, can := conns[n].Connector.(ca.Pinger)
+		if !can {
+			fmt.Fprintf(stdout, "caConnections.%s: no health check for this connector type\n", n)
+			continue
+		}
+		timeout := conns[n].Timeout
+		if timeout <= 0 {
+			timeout = config.DefaultCATimeout
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := pinger.Ping(ctx)
+		cancel()
+		if err != nil {
+			ok = false
+			fmt.Fprintf(stderr, "caConnections.%s: unreachable or misconfigured: %v\n", n, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "caConnections.%s: OK\n", n)
+	}
+	return ok
+}
+
+// printProblems prints one problem per line, each starting with the file and its YAML path.
+func printProblems(w io.Writer, path string, err error) {
+	for _, p := range config.ProblemsIn(err) {
+		if p.Path == "" {
+			fmt.Fprintf(w, "%s: %s\n", path, p.Message)
+			continue
+		}
+		fmt.Fprintf(w, "%s: %s: %s\n", path, p.Path, p.Message)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
