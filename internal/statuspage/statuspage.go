@@ -38,7 +38,7 @@ const (
 	// journal busy; a request beyond it is answered 503 at once.
 	DefaultConcurrency = 2
 	// RefreshSeconds is how often a browser reloads the page (a meta refresh, not a script).
-	RefreshSeconds = 15
+	RefreshSeconds = 30
 )
 
 // Journal is what the page reads from the journal (journal.Store satisfies it). Both methods
