@@ -298,3 +298,32 @@ func TestDashboardReferencesDeclaredMetrics(t *testing.T) {
 		t.Errorf("%d queries naming %d metrics: the dashboard was not read", len(queries), len(referenced))
 	}
 }
+
+// TestOperatorGuideNamesEveryMetric: docs/operator-guide.md names every certprov_ metric
+// internal/metrics declares, and no other.
+func TestOperatorGuideNamesEveryMetric(t *testing.T) {
+	b, err := os.ReadFile("../../docs/operator-guide.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := catalogue()
+	named := map[string]bool{}
+	for _, n := range metricNames(string(b)) {
+		named[n] = true
+		if _, ok := cat[n]; !ok && strings.HasPrefix(n, Namespace+"_") {
+			t.Errorf("docs/operator-guide.md names %s, which no code declares", n)
+		}
+	}
+	n := 0
+	for name := range cat {
+		if strings.HasPrefix(name, Namespace+"_") {
+			n++
+			if !named[name] {
+				t.Errorf("docs/operator-guide.md does not name %s", name)
+			}
+		}
+	}
+	if n < 30 {
+		t.Fatalf("only %d metrics declared: the catalogue is not read", n)
+	}
+}
