@@ -8,12 +8,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -23,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -31,7 +35,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // testCA is the built-in CA in a temporary directory.
@@ -109,7 +113,8 @@ type harness struct {
 	srv     *Server
 	http    *httptest.Server
 	logs    *observer.ObservedLogs
-	metrics *telemetry.Counters
+	reg     *prometheus.Registry
+	metrics *metrics.VerifiedAccess
 	mu      sync.Mutex
 	clock   time.Time
 	// auditPath is the file the server writes its audit events to.
@@ -127,13 +132,14 @@ type harnessOptions struct {
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), metrics: &telemetry.Counters{}}
+	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), reg: prometheus.NewRegistry()}
+	h.metrics = metrics.NewVerifiedAccess(h.reg)
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logs = logs
 	log := zap.New(core)
 	client, err := NewClient(context.Background(), ClientOptions{
 		Endpoint: h.api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
-		RequestTimeout: 5 * time.Second, Logger: log,
+		RequestTimeout: 5 * time.Second, Logger: log, Registerer: h.reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +169,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		recorder = o.recorder(auditLog)
 	}
 	h.srv, err = NewServer(ServerOptions{
-		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Metrics: h.metrics,
+		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Registerer: h.reg,
 		Audit: recorder, InstanceID: "va-test",
 	})
 	if err != nil {
@@ -373,6 +379,24 @@ func TestEnrollIssues(t *testing.T) {
 			if n := h.ca.conn.IssuedTotal(); n != 1 {
 				t.Errorf("CA issued %d", n)
 			}
+			version := "v2"
+			if tt.profile == "legacy" {
+				version = "v1"
+			}
+			challenge := map[string]string{"v1": "v1/challenge", "v2": "v2/challenge:generate"}[version]
+			for family, want := range map[string]map[string]float64{
+				"certprov_verifiedaccess_enrollments_total": {"code=OK,outcome=issued,profile=" + tt.profile: 1},
+				"certprov_verifiedaccess_challenges_total":  {"code=OK,outcome=issued,profile=" + tt.profile: 1},
+				"certprov_ca_requests_total":                {"ca_connection=builtin,operation=issue_for_key,outcome=ok": 1},
+				"certprov_google_api_requests_total": {
+					"api=verifiedaccess,code=200,method=" + challenge:                     1,
+					"api=verifiedaccess,code=200,method=" + version + "/challenge:verify": 1,
+				},
+			} {
+				if got := series(t, h.reg, family); !maps.Equal(got, want) {
+					t.Errorf("%s = %v, want %v", family, got, want)
+				}
+			}
 		})
 	}
 }
@@ -551,6 +575,24 @@ func TestEnrollRefusals(t *testing.T) {
 			lines := h.auditLines()
 			if len(lines) != 1 || lines[0].ContextMap()["outcome"] != string(tt.code) {
 				t.Errorf("audit lines: %v", lines)
+			}
+			// Counted once, under its code, and under a profile only when one is configured.
+			got := series(t, h.reg, "certprov_verifiedaccess_enrollments_total")
+			outcome := "refused"
+			if tt.code.Status() >= 500 {
+				outcome = "failed"
+			}
+			matched := 0
+			for k, v := range got {
+				if strings.HasPrefix(k, "code="+string(tt.code)+",outcome="+outcome+",profile=") && v == 1 {
+					matched++
+					if p := strings.TrimPrefix(k, "code="+string(tt.code)+",outcome="+outcome+",profile="); p != "" && testProfiles()[p].CAConnection == "" {
+						t.Errorf("enrollment counted under profile %q, which is not configured", p)
+					}
+				}
+			}
+			if len(got) != 1 || matched != 1 {
+				t.Errorf("enrollments counted %v, want one with code %s", got, tt.code)
 			}
 			evs := h.events()
 			if len(evs) != 1 || evs[0].Outcome != string(tt.code) || evs[0].Failure != e["message"] ||
@@ -828,6 +870,54 @@ func (c otherKeyCA) IssueForKey(ctx context.Context, req *ca.KeyRequest) (*ca.Is
 	return c.inner.IssueForKey(ctx, &r)
 }
 
+// craftedCA issues from a CA of its own, letting the test edit each certificate before it is
+// signed, and reports roots (its own certificate unless the test replaces them).
+type craftedCA struct {
+	key   *ecdsa.PrivateKey
+	cert  *x509.Certificate
+	roots *x509.CertPool
+	edit  func(*x509.Certificate)
+}
+
+func newCraftedCA(t *testing.T, edit func(*x509.Certificate)) *craftedCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "crafted CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	return &craftedCA{key: key, cert: cert, roots: roots, edit: edit}
+}
+
+func (c *craftedCA) Issue(context.Context, *ca.Request) (*ca.Issued, error) {
+	return nil, ca.Permanentf("not used")
+}
+
+func (c *craftedCA) IssueForKey(_ context.Context, req *ca.KeyRequest) (*ca.Issued, error) {
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: req.Subject, NotBefore: time.Now().Add(-time.Minute),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if c.edit != nil {
+		c.edit(tmpl)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, req.PublicKey, c.key)
+	if err != nil {
+		return nil, ca.Permanentf("crafted: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, ca.Permanentf("crafted: %v", err)
+	}
+	return &ca.Issued{Leaf: leaf, Roots: c.roots}, nil
+}
+
 // failingCA refuses everything.
 type failingCA struct{ err error }
 
@@ -848,10 +938,31 @@ func TestCAFailures(t *testing.T) {
 		}, "could not issue"},
 		{"pending", func(*harness) ca.PublicKeyIssuer { return failingCA{&ca.PendingError{Ticket: "t"}} }, "approval"},
 		{"certificate for another key", func(h *harness) ca.PublicKeyIssuer { return otherKeyCA{h.ca.conn} }, "different key"},
+		{"a CA certificate", func(h *harness) ca.PublicKeyIssuer {
+			return newCraftedCA(t, func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true })
+		}, "a CA certificate, not a leaf"},
+		{"expired", func(h *harness) ca.PublicKeyIssuer {
+			return newCraftedCA(t, func(c *x509.Certificate) {
+				c.NotBefore, c.NotAfter = h.now().Add(-2*time.Hour), h.now().Add(-time.Hour)
+			})
+		}, "it expired at"},
+		{"from a CA the connection does not trust", func(h *harness) ca.PublicKeyIssuer {
+			c := newCraftedCA(t, nil)
+			c.roots = h.ca.roots
+			return c
+		}, "does not chain"},
 	}
+	rules := map[string]string{"certificate for another key": "key", "a CA certificate": "ca", "expired": "validity", "from a CA the connection does not trust": "chain"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{issuer: tt.issuer})
+			defer func() {
+				if rule := rules[tt.name]; rule != "" {
+					if got := count(h.metrics.CertificatesRejected.WithLabelValues("builtin", rule)); got != 1 {
+						t.Errorf("ca_certificates_rejected_total{builtin,%s} = %d", rule, got)
+					}
+				}
+			}()
 			resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
 			status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
 			e, _ := out["error"].(map[string]any)
