@@ -30,7 +30,7 @@ import (
 // CA, with the emulator's reference client playing the extension.
 
 // e2eProfiles: a strict v2 machine profile using every rule type (the emulator's default device
-// passes it), a v1 machine profile, a v2 user profile.
+// passes it), a v1 machine profile, a v2 user profile, and one no device passes.
 func e2eProfiles() map[string]config.VerifiedAccessProfile {
 	return map[string]config.VerifiedAccessProfile{
 		"wifi-v2": withCA(config.VerifiedAccessProfile{
@@ -56,6 +56,12 @@ func e2eProfiles() map[string]config.VerifiedAccessProfile {
 		"wifi-v1": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv1, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
 			Subject: config.Subject{CommonName: "{{.DevicePermanentID}}"},
+		}),
+		// locked admits no device the emulator reports: its ChromeOS is too old.
+		"locked": withCA(config.VerifiedAccessProfile{
+			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
+			Subject: config.Subject{CommonName: "{{.Signals.SerialNumber}}"},
+			Policy:  config.VerifiedAccessPolicy{MinOSVersion: "99999"},
 		}),
 		"users": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"user"}, UserDomains: []string{"example.com"},
@@ -153,6 +159,9 @@ type serverSetup struct {
 	registerer prometheus.Registerer
 	// challenges is the replay store; nil keeps one in the server's memory.
 	challenges ChallengeStore
+	// realClock runs the server on time.Now instead of the test's clock (a rate limit that
+	// must refill).
+	realClock bool
 }
 
 // startServer starts an enrollment server on the shared emulator and CA and returns its URL.
@@ -171,13 +180,17 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	}
 	va := o.limits
 	va.Insecure, va.ChallengeLifetime = true, time.Minute
+	now := x.adapterNow.now
+	if o.realClock {
+		now = time.Now
+	}
 	auditLog, err := audit.Open(x.auditPath, nil)
 	if err != nil {
 		x.t.Fatal(err)
 	}
 	x.t.Cleanup(func() { _ = auditLog.Close() })
 	srv, err := NewServer(ServerOptions{
-		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: x.adapterNow.now, Registerer: o.registerer,
+		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: now, Registerer: o.registerer,
 		Audit: auditLog, InstanceID: "va-e2e", Challenges: o.challenges,
 	})
 	if err != nil {
