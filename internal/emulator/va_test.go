@@ -224,16 +224,6 @@ func checkSPKAC(t *testing.T, spkacB64 string, wantSPKI []byte, challengeBytes i
 	}
 }
 
-// challengeData is the data field of a challenge as handed to the extension.
-func challengeData(t *testing.T, challenge []byte) []byte {
-	t.Helper()
-	data, _, err := UnmarshalSignedData(challenge)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
 // wantVAError checks a Google error envelope: 400 INVALID_ARGUMENT with a BadRequest detail,
 // and the substring in the message (for people: clients branch on the status).
 func wantVAError(t *testing.T, err error, substr string) {

@@ -500,5 +500,3 @@ func TestE2EReplayed(t *testing.T) {
 		t.Errorf("CA issued %d certificates for one challenge", n)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

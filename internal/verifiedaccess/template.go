@@ -55,10 +55,11 @@ type TemplateSignals struct {
 	ThirdPartyBlockingEnabled        bool
 }
 
-// TemplateCrowdStrikeAgent is deviceSignals.crowdStrikeAgent ({{.Signals.CrowdStrikeAgent.AgentId}}).
+// TemplateCrowdStrikeAgent is deviceSignals.crowdStrikeAgent ({{.Signals.CrowdStrikeAgent.AgentId}}),
+// its fields named as Google's (and the policy's crowdStrikeAgent.agentId) are.
 type TemplateCrowdStrikeAgent struct {
-	AgentId    string //nolint:revive // named as Google's field
-	CustomerId string //nolint:revive // named as Google's field
+	AgentId    string
+	CustomerId string
 }
 
 // TemplateList is a list signal as templates see it: {{.Signals.MacAddresses.First}} is its
