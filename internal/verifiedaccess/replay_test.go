@@ -37,3 +37,7 @@ func TestMemoryChallengesBounded(t *testing.T) {
 		t.Error("the live challenge was forgotten")
 	}
 }
+
+func BenchmarkMemoryChallenges(b *testing.B) {
+	challengetest.Benchmark(b, verifiedaccess.NewMemoryChallenges(1<<30))
+}

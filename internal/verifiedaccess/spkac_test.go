@@ -175,6 +175,55 @@ func TestSignedData(t *testing.T) {
 	}
 }
 
+// TestAnsweredChallenge: the challenge an answer names is read from field 1 of its
+// ChallengeResponse, whatever else the message holds; anything else is refused.
+func TestAnsweredChallenge(t *testing.T) {
+	challenge := marshalSignedData([]byte("challenge-data"), []byte("google-sig"))
+	answer := marshalSignedData(marshalChallengeResponse(challenge, []byte("nonce"), []byte("key info")), []byte("sig"))
+	if got, err := answeredChallenge(answer); err != nil || string(got) != "challenge-data" {
+		t.Fatalf("answeredChallenge = %q, %v", got, err)
+	}
+	// Fields the adapter does not know (a later ChromeOS may add some) are skipped.
+	extra := append(marshalChallengeResponse(challenge, []byte("n"), nil), 0x20, 0x07, 0x3a, 0x01, 'x')
+	if got, err := answeredChallenge(marshalSignedData(extra, nil)); err != nil || string(got) != "challenge-data" {
+		t.Errorf("with unknown fields: %q, %v", got, err)
+	}
+	for name, in := range map[string][]byte{
+		"not a SignedData":          []byte("AAAA"),
+		"no challenge":              marshalSignedData([]byte{0x12, 0x01, 0x00}, nil),
+		"challenge twice":           marshalSignedData(append(marshalChallengeResponse(challenge, nil, nil), 0x0a, 0x00), nil),
+		"challenge a varint":        marshalSignedData([]byte{0x08, 0x01}, nil),
+		"challenge not signed data": marshalSignedData(marshalChallengeResponse([]byte("plain"), nil, nil), nil),
+		"truncated":                 marshalSignedData([]byte{0x0a, 0x05, 0x01}, nil),
+	} {
+		if got, err := answeredChallenge(in); err == nil {
+			t.Errorf("%s: answeredChallenge = %q", name, got)
+		}
+	}
+}
+
+// FuzzAnsweredChallenge: arbitrary input never panics; what is accepted names a challenge with
+// data, the data a server could have handed out (a SignedData around it answers to it again).
+func FuzzAnsweredChallenge(f *testing.F) {
+	challenge := marshalSignedData([]byte("challenge-data"), []byte("google-sig"))
+	f.Add(marshalSignedData(marshalChallengeResponse(challenge, []byte("nonce"), []byte("key info")), []byte("sig")))
+	f.Add(marshalSignedData([]byte{0x12, 0x01, 0x00}, nil))
+	f.Add([]byte("AAAA"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		data, err := answeredChallenge(in)
+		if err != nil {
+			return
+		}
+		if len(data) == 0 {
+			t.Fatal("accepted an answer to a challenge without data")
+		}
+		again := marshalSignedData(marshalChallengeResponse(marshalSignedData(data, nil), nil, nil), nil)
+		if got, err := answeredChallenge(again); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("the named challenge does not round-trip: %v", err)
+		}
+	})
+}
+
 // FuzzParseSPKAC: arbitrary input never panics, and whatever parses came with a signature that
 // verifies, so re-parsing it gives the same key.
 func FuzzParseSPKAC(f *testing.F) {
@@ -182,6 +231,8 @@ func FuzzParseSPKAC(f *testing.F) {
 	f.Add(makeSPKAC(f, spkacSpec{key: rsaKey, challenge: "c"}))
 	f.Add(makeSPKAC(f, spkacSpec{key: ecKey, challenge: "Y2hhbGxlbmdl"}))
 	f.Add(makeSPKAC(f, spkacSpec{key: ecKey, challenge: "c", tamper: true}))
+	f.Add(makeSPKAC(f, chromeOSSPKAC(ecKey, "00112233445566778899aabbccddeeff00112233", true)))
+	f.Add(makeSPKAC(f, chromeOSSPKAC(rsaKey, "00112233445566778899aabbccddeeff0011223344556677889900aabbccddee", false)))
 	f.Add([]byte{0x30, 0x03, 0x30, 0x01, 0x00})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, der []byte) {

@@ -74,3 +74,18 @@ func TestChallengesTableAndClose(t *testing.T) {
 		t.Error("Use on a closed store succeeded")
 	}
 }
+
+// BenchmarkChallenges: the two round trips an enrollment adds in the shared mode.
+func BenchmarkChallenges(b *testing.B) {
+	dsn := pgtest.Schema(b, pgtest.DSN(b), "certprov_challenges_bench")
+	s, err := postgres.Open(context.Background(), dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	c, err := s.Challenges(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	challengetest.Benchmark(b, c)
+}

@@ -160,3 +160,27 @@ func mustIssue(t *testing.T, s verifiedaccess.ChallengeStore, id []byte, issued,
 		t.Fatalf("Issue: %v", err)
 	}
 }
+
+// Benchmark measures one enrollment's use of the store: the Issue of /challenge and the Use of
+// /enroll, on ids that are all different, as they are in service.
+func Benchmark(b *testing.B, s verifiedaccess.ChallengeStore) {
+	ctx := context.Background()
+	now := time.Now()
+	id := make([]byte, 32)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		binaryID(id, i)
+		if err := s.Issue(ctx, id, now, now.Add(6*time.Minute)); err != nil {
+			b.Fatal(err)
+		}
+		if _, first, err := s.Use(ctx, id, now.Add(time.Second)); err != nil || !first {
+			b.Fatal(first, err)
+		}
+	}
+}
+
+func binaryID(id []byte, i int) {
+	for j := range 8 {
+		id[j] = byte(i >> (8 * j))
+	}
+}
