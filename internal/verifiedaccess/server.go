@@ -2,7 +2,6 @@ package verifiedaccess
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -659,7 +658,7 @@ func (s *Server) record(e *enrollment, err error, start time.Time) error {
 		DurationMS: max(end.Sub(start).Milliseconds(), 0),
 	}
 	if res := e.result; res != nil {
-		ev.Customer = cmp.Or(res.CustomerID, res.ProfileCustomerID)
+		ev.Customer = res.CustomerID
 	}
 	if err != nil {
 		ev.Outcome = string(CodeOf(err))
