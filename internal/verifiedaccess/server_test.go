@@ -35,6 +35,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
@@ -1000,7 +1001,7 @@ func TestAuditNeverLogsTheResponse(t *testing.T) {
 func TestServerTLS(t *testing.T) {
 	testKeys(t)
 	dir := t.TempDir()
-	certFile, keyFile := writeServerCert(t, dir)
+	certFile, keyFile := e2etest.WriteServerCert(t, dir, 1)
 	api := newFakeAPI(t)
 	client, err := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
 	if err != nil {
