@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strings"
 	"time"
 
@@ -61,7 +60,7 @@ func (s *Store) Challenges(ctx context.Context) (*Challenges, error) {
 // migrate creates the table and its index if they are missing, under an advisory lock.
 func (c *Challenges) migrate(ctx context.Context) error {
 	t := pgx.Identifier{c.table}.Sanitize()
-	objects := []struct{ name, ddl string }{
+	objects := []schemaObject{
 		{c.table, `CREATE TABLE IF NOT EXISTS ` + t + ` (
 			id         bytea  PRIMARY KEY,
 			issued_at  bigint NOT NULL,
@@ -71,27 +70,7 @@ func (c *Challenges) migrate(ctx context.Context) error {
 		// Purge deletes by expiry.
 		{c.table + "_exp", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{c.table + "_exp"}.Sanitize() + ` ON ` + t + ` (expires_at)`},
 	}
-	h := fnv.New64a()
-	h.Write([]byte("certprov-adapter challenge schema " + c.table))
-	key := int64(h.Sum64())
-	return pgx.BeginFunc(ctx, c.store.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key); err != nil {
-			return fmt.Errorf("lock schema: %w", err)
-		}
-		for _, obj := range objects {
-			var exists bool
-			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{obj.name}.Sanitize()).Scan(&exists); err != nil {
-				return fmt.Errorf("look up %s: %w", obj.name, err)
-			}
-			if exists {
-				continue
-			}
-			if _, err := tx.Exec(ctx, obj.ddl); err != nil {
-				return fmt.Errorf("create %s: %w", obj.name, err)
-			}
-		}
-		return nil
-	})
+	return createMissing(ctx, c.store.pool, "certprov-adapter challenge schema "+c.table, objects, nil)
 }
 
 // Table is the name of the challenge table.

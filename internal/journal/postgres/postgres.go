@@ -162,13 +162,11 @@ func newQueries(t string) queries {
 	}
 }
 
-// migrate creates what is missing, and nothing else: a role that may only read and write the
-// table (not create in its schema) can open a journal that exists. Each object is created only
-// after checking it is absent, under an advisory lock, so replicas starting together do not
-// race on the catalog.
+// migrate creates what is missing, and nothing else (createMissing), and adds the columns later
+// versions need to a table an earlier one created.
 func (s *Store) migrate(ctx context.Context) error {
 	t := pgx.Identifier{s.table}.Sanitize()
-	objects := []struct{ name, ddl string }{
+	objects := []schemaObject{
 		{s.table, `CREATE TABLE IF NOT EXISTS ` + t + ` (
 			name        text    PRIMARY KEY,
 			state       text    NOT NULL,
@@ -187,11 +185,35 @@ func (s *Store) migrate(ctx context.Context) error {
 		{s.table + "_finished", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.table + "_finished"}.Sanitize() +
 			` ON ` + t + ` (finished_at) WHERE final`},
 	}
-	h := fnv.New64a()
-	h.Write([]byte("certprov-adapter journal schema " + s.table))
-	key := int64(h.Sum64())
+	return createMissing(ctx, s.pool, "certprov-adapter journal schema "+s.table, objects, func(tx pgx.Tx) error {
+		// A table created before lease tokens lacks the column; adding it takes the table's
+		// owner, once (a constant default rewrites nothing).
+		var hasToken bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+			WHERE attrelid = to_regclass($1) AND attname = 'lease_token' AND NOT attisdropped)`, t).Scan(&hasToken); err != nil {
+			return fmt.Errorf("look up %s.lease_token: %w", s.table, err)
+		}
+		if !hasToken {
+			if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0`); err != nil {
+				return fmt.Errorf("add %s.lease_token (run the adapter once as the table's owner): %w", s.table, err)
+			}
+		}
+		return nil
+	})
+}
 
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// schemaObject is a table or index migrate creates when it is missing.
+type schemaObject struct{ name, ddl string }
+
+// createMissing creates each of objects that does not exist yet, then runs then (nil: nothing
+// more), in one transaction under an advisory lock named by lockName, so that replicas starting
+// together do not race on the catalog, and a role that may not create in the schema can open
+// objects that exist.
+func createMissing(ctx context.Context, pool *pgxpool.Pool, lockName string, objects []schemaObject, then func(pgx.Tx) error) error {
+	h := fnv.New64a()
+	h.Write([]byte(lockName))
+	key := int64(h.Sum64())
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key); err != nil {
 			return fmt.Errorf("lock schema: %w", err)
 		}
@@ -208,19 +230,10 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("create %s: %w", obj.name, err)
 			}
 		}
-		// A table created before lease tokens lacks the column; adding it takes the table's
-		// owner, once (a constant default rewrites nothing).
-		var hasToken bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
-			WHERE attrelid = to_regclass($1) AND attname = 'lease_token' AND NOT attisdropped)`, t).Scan(&hasToken); err != nil {
-			return fmt.Errorf("look up %s.lease_token: %w", s.table, err)
+		if then == nil {
+			return nil
 		}
-		if !hasToken {
-			if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0`); err != nil {
-				return fmt.Errorf("add %s.lease_token (run the adapter once as the table's owner): %w", s.table, err)
-			}
-		}
-		return nil
+		return then(tx)
 	})
 }
 
