@@ -380,11 +380,8 @@ func childWrites(path string) {
 	os.Exit(3)
 }
 
-func BenchmarkLeaseUpdate(b *testing.B) {
-	s := open(b, filepath.Join(b.TempDir(), "journal.db"))
-	journaltest.BenchmarkLeaseUpdate(b, s)
-}
-
-func BenchmarkRenew(b *testing.B) {
-	journaltest.BenchmarkRenew(b, open(b, filepath.Join(b.TempDir(), "journal.db")))
+func BenchmarkJournal(b *testing.B) {
+	journaltest.Bench(b, func(b *testing.B) journal.Store {
+		return open(b, filepath.Join(b.TempDir(), "journal.db"))
+	}, diskCounts)
 }
