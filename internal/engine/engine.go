@@ -413,6 +413,9 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	// died before journaling that.
 	fresh := false
 	resumed := true // the first step of a lease may repeat a side effect a previous holder made
+	// unjournaled is the state rec left without a write, when a step's outcome was carried on to
+	// the next step's write (journal.StateSignRequested: see below); "" when rec is as journaled.
+	var unjournaled journal.State
 	for h.ctx.Err() == nil && e.due(run, rec, e.now()) {
 		before, attempts := rec.State, rec.Attempts
 		if rec.State.Final() {
@@ -434,6 +437,13 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		// releases it. A step that was interrupted (stop, lost lease) left rec as journaled,
 		// plus what it learned for certain; the fence refuses the write if the lease is gone.
 		more := h.ctx.Err() == nil && e.due(run, rec, now)
+		if more && before == journal.StateSignRequested && rec.State == journal.StateSigned {
+			// The signature came from a poll, a read: the CA step, due now, journals it with
+			// its intent before it asks the CA, which saves a write per certificate. Should
+			// the adapter die in between, the next holder polls again and gets it again.
+			unjournaled = before
+			continue
+		}
 		renew := time.Duration(0)
 		if more {
 			renew = e.o.LeaseDuration
@@ -450,6 +460,10 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 				return
 			}
 			return // commit logged it; the lease is left to run out
+		}
+		if unjournaled != "" { // journaled now, with what followed it
+			e.o.Metrics.Inc("transitions_total", string(unjournaled), string(journal.StateSigned))
+			before, unjournaled = journal.StateSigned, ""
 		}
 		e.committed(rec, before)
 		fresh = fresh || (rec.State.Final() && !before.Final())

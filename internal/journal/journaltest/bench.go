@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,8 +27,8 @@ type Counter func() map[string]int64
 //   - Step: one step's outcome written under a held lease, renewing it (a worker's commit).
 //   - Renew: one heartbeat.
 //   - Certificate/workers=N: every journal call of whole certificates, from the admission to
-//     the audit event, by N workers at once as the engine's workers make them (see
-//     CertificateWrites); one operation is one certificate.
+//     the audit event, made as the engine makes them with N workers (see CertificateWrites);
+//     one operation is one certificate.
 func Bench(b *testing.B, open func(b *testing.B) journal.Store, count Counter) {
 	b.Run("Admit", func(b *testing.B) { benchAdmit(b, open(b), count) })
 	b.Run("LeaseRelease", func(b *testing.B) { benchLeaseRelease(b, open(b), count) })
@@ -127,48 +126,68 @@ func benchRenew(b *testing.B, s journal.Store, count Counter) {
 	done()
 }
 
-// benchCertificates takes b.N certificates through the journal with the given number of
-// workers. Each worker admits the next process while any is left, and works whatever record a
-// Lease of one hands it, as an engine worker freed by its last step does.
+// benchCertificates takes b.N certificates through the journal as the engine does, with the
+// given number of workers: as many admissions at once (Pub/Sub delivers a burst in parallel),
+// and a loop that leases due records for the workers that are free whenever an admission or a
+// worker's last write may have made one due, and hands each to a worker of its own.
 func benchCertificates(b *testing.B, s journal.Store, count Counter, workers int) {
 	ctx := context.Background()
 	var (
-		admitted, finished atomic.Int64
-		failed             = make(chan error, workers)
-		wg                 sync.WaitGroup
+		n        = int64(b.N)
+		admitted atomic.Int64
+		finished atomic.Int64
+		poke     = make(chan struct{}, 1)
+		slots    = make(chan struct{}, workers)
+		failed   = make(chan error, 2*workers)
+		wg       sync.WaitGroup
 	)
-	n := int64(b.N)
+	wake := func() {
+		select {
+		case poke <- struct{}{}:
+		default:
+		}
+	}
+	fail := func(err error) {
+		failed <- err
+		finished.Store(n) // stop everyone
+		wake()
+	}
 	done := measure(b, count)
 	b.ResetTimer()
-	for w := range workers {
-		owner := fmt.Sprintf("bench/worker%d", w)
+	for range workers {
 		wg.Go(func() {
-			for finished.Load() < n {
-				if i := admitted.Add(1); i <= n {
-					if err := admit(ctx, s, fmt.Sprintf("customers/C0bench/certificateProvisioningProcesses/cert-%08d", i)); err != nil {
-						failed <- err
-						return
-					}
-				}
-				got, err := s.Lease(ctx, owner, T0, lease, 1)
-				if err != nil {
-					failed <- fmt.Errorf("lease: %w", err)
+			for i := admitted.Add(1); i <= n && finished.Load() < n; i = admitted.Add(1) {
+				if err := admit(ctx, s, fmt.Sprintf("customers/C0bench/certificateProvisioningProcesses/cert-%08d", i)); err != nil {
+					fail(err)
 					return
 				}
-				if len(got) == 0 {
-					runtime.Gosched()
-					continue
-				}
-				ended, err := CertificateSteps(ctx, s, owner, got[0], T0)
-				if err != nil {
-					failed <- err
-					return
-				}
-				if ended {
-					finished.Add(1)
-				}
+				wake()
 			}
 		})
+	}
+	for finished.Load() < n {
+		if free := cap(slots) - len(slots); free > 0 {
+			recs, err := s.Lease(ctx, "bench", T0, lease, free)
+			if err != nil {
+				fail(fmt.Errorf("lease: %w", err))
+				break
+			}
+			for _, rec := range recs {
+				slots <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-slots; wake() }()
+					ended, err := CertificateSteps(ctx, s, "bench", rec, T0)
+					if err != nil {
+						fail(err)
+						return
+					}
+					if ended {
+						finished.Add(1)
+					}
+				})
+			}
+		}
+		<-poke
 	}
 	wg.Wait()
 	b.StopTimer()
@@ -197,13 +216,13 @@ func admit(ctx context.Context, s journal.Store, name string) error {
 // signs at once, besides its two leases: the Create of the claim and the Updates of
 // CertificateSteps. internal/engine's tests hold the engine to it, so that the benchmarks
 // measure what the engine does.
-var CertificateWrites = map[string]int{OpCreate: 1, OpUpdate: 7}
+var CertificateWrites = map[string]int{OpCreate: 1, OpUpdate: 6}
 
 // CertificateSteps makes the writes the engine makes for rec, just leased by owner at now,
 // until it releases the lease: for a claimed record, the intent to have the device sign and,
 // once signData answered, the operation to poll (released until the poll is due, which here
-// is at once); for one whose device signed, the signature, the CA intent, the certificate,
-// the final state and the audit event's, which releases it. It reports
+// is at once); for one whose device signed, the CA intent (which carries the signature the
+// poll found), the certificate, the final state and the audit event's, which releases it. It reports
 // whether the record is done.
 func CertificateSteps(ctx context.Context, s journal.Store, owner string, rec *journal.Record, now time.Time) (done bool, err error) {
 	write := func(renew time.Duration) error {
@@ -226,9 +245,6 @@ func CertificateSteps(ctx context.Context, s journal.Store, owner string, rec *j
 		rec.Signature = benchBlob(256)
 		rec.State, rec.StepStarted, rec.NextDue = journal.StateSigned, now, now
 		rec.Log(now, "")
-		if err := write(lease); err != nil {
-			return false, err
-		}
 		rec.CSR, rec.CAInFlight = benchBlob(900), true
 		if err := write(lease); err != nil {
 			return false, err
