@@ -120,6 +120,12 @@ func (l *Loop[O]) run() {
 	var batch, live []*Call[O]
 	for {
 		select {
+		case <-l.quit: // before another batch, however many calls wait
+			l.drain()
+			return
+		default:
+		}
+		select {
 		case c := <-l.calls:
 			batch = append(batch[:0], c)
 		case <-l.quit:

@@ -87,6 +87,7 @@ func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
 		{"Renew", s.renew},
 		{"UpdateOwnership", s.updateOwnership},
 		{"ConcurrentHolders", s.concurrentHolders},
+		{"FencedAtOnce", s.fencedAtOnce},
 		{"UpdateWrites", s.updateWrites},
 		{"NextDue", s.nextDue},
 		{"Unfinished", s.unfinished},
@@ -672,6 +673,62 @@ func (s *suite) concurrentHolders(t *testing.T) {
 	}
 	if got := mustGet(t, stores[0], "r"); got.Attempts != holders-1 || got.LastError != fmt.Sprintf("written by grant %d", holders-1) {
 		t.Fatalf("stored record written by %q (attempts %d), want only the latest grant's write", got.LastError, got.Attempts)
+	}
+}
+
+// fencedAtOnce: holders of many records write at once, each record by its latest grant and by
+// a stale one, as the writes that one commit gathers may be: each write is fenced on its own,
+// so exactly the latest grants' writes land, and the stale ones are refused without a trace.
+func (s *suite) fencedAtOnce(t *testing.T) {
+	const records = 40
+	var stores []journal.Store
+	if s.replicas != nil {
+		stores = s.replicas(t, 2)
+	} else {
+		stores = []journal.Store{s.open(t)}
+	}
+	ctx := context.Background()
+	for i := range records {
+		mustCreate(t, stores[0], NewRecord(fmt.Sprintf("r%02d", i), T0))
+	}
+	stale := mustLease(t, stores[0], "w1", T0, lease, records)
+	fresh := mustLease(t, stores[len(stores)-1], "w1", T0.Add(lease), lease, records)
+	if len(stale) != records || len(fresh) != records {
+		t.Fatalf("Lease = %d then %d records, want %d each", len(stale), len(fresh), records)
+	}
+	now := T0.Add(lease + lease/2)
+	type write struct {
+		rec   *journal.Record
+		store journal.Store
+		err   error
+	}
+	var writes []*write
+	for i := range records {
+		for j, g := range []*journal.Record{stale[i], fresh[i]} {
+			rec := g.Clone()
+			rec.LastError = []string{"stale", "fresh"}[j]
+			writes = append(writes, &write{rec: rec, store: stores[(i+j)%len(stores)]})
+		}
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, w := range writes {
+		wg.Go(func() {
+			<-start
+			w.err = w.store.Update(ctx, "w1", w.rec, now, lease)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, w := range writes {
+		if want := w.rec.LastError == "fresh"; want != (w.err == nil) || (!want && !errors.Is(w.err, journal.ErrLeaseLost)) {
+			t.Errorf("%s, %s grant: Update error = %v", w.rec.Name, w.rec.LastError, w.err)
+		}
+	}
+	for i := range records {
+		if got := mustGet(t, stores[0], fresh[i].Name); got.LastError != "fresh" {
+			t.Errorf("%s holds the %q write, want only the latest grant's", got.Name, got.LastError)
+		}
 	}
 }
 

@@ -20,7 +20,8 @@ import (
 // loss would leave on disk: each write applies to it only once the file was synced after it.
 //
 // The shim copies the unix VFS and the io_methods of the files it opens, replacing xOpen, and
-// xWrite, xTruncate, xSync and xClose, with Go functions that then call the originals, as
+// xDelete, and xWrite, xTruncate, xSync and xClose, with Go functions that then call the
+// originals, as
 // modernc.org/sqlite/vfs installs its own methods. Nothing else changes: the database files,
 // their locks and the WAL index are the unix VFS's.
 
@@ -76,6 +77,7 @@ func init() {
 	*shimVFS = *at[sqlite3.Tsqlite3_vfs](unixVFS)
 	shimVFS.FpNext, shimVFS.FzName = 0, shimName
 	*(*func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32)(unsafe.Pointer(&shimVFS.FxOpen)) = shimOpen
+	*(*func(*libc.TLS, uintptr, uintptr, int32) int32)(unsafe.Pointer(&shimVFS.FxDelete)) = shimDelete
 	if rc := sqlite3.Xsqlite3_vfs_register(tls, p, 1); rc != sqlite3.SQLITE_OK {
 		panic(fmt.Sprintf("register the shim VFS: rc %d", rc))
 	}
@@ -121,6 +123,22 @@ func shimOpen(tls *libc.TLS, pVfs, zName, pFile uintptr, flags int32, pOutFlags 
 	}
 	disk.files[pFile] = f
 	file.FpMethods = uintptr(unsafe.Pointer(m))
+	return rc
+}
+
+// shimDelete deletes a file (a rollback journal once its transaction committed): a power loss
+// after it leaves no such file, since the unix VFS syncs the directory when SQLite asks.
+func shimDelete(tls *libc.TLS, pVfs, zPath uintptr, dirSync int32) int32 {
+	u := at[sqlite3.Tsqlite3_vfs](unixVFS)
+	rc := (*(*func(*libc.TLS, uintptr, uintptr, int32) int32)(unsafe.Pointer(&struct{ uintptr }{u.FxDelete})))(tls, pVfs, zPath, dirSync)
+	if rc == sqlite3.SQLITE_OK {
+		path := libc.GoString(zPath)
+		disk.mu.Lock()
+		defer disk.mu.Unlock()
+		for _, w := range disk.watched {
+			delete(w.images, path)
+		}
+	}
 	return rc
 }
 
