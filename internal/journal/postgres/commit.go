@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/certprov/certprov-adapter/internal/journal/groupcommit"
 )
@@ -50,6 +51,13 @@ func (s *Store) commit(batch []*groupcommit.Call[*op]) {
 	}
 	ctx, cancel := batchContext(live)
 	defer cancel()
+	if len(live) == 1 { // the same round trip, without a batch's pipeline
+		o := live[0].Op
+		if live[0].Err = o.alone(ctx, s.pool); live[0].Err != nil {
+			o.wrote, o.exists = false, false
+		}
+		return
+	}
 	b := &pgx.Batch{}
 	for _, call := range live {
 		b.Queue(call.Op.query, call.Op.args...)
@@ -68,7 +76,7 @@ func (s *Store) commit(batch []*groupcommit.Call[*op]) {
 		return
 	}
 	var pgErr *pgconn.PgError
-	if len(live) == 1 || !errors.As(failed, &pgErr) {
+	if !errors.As(failed, &pgErr) {
 		for _, call := range live {
 			call.Op.wrote, call.Op.exists = false, false
 			call.Err = failed
@@ -79,6 +87,16 @@ func (s *Store) commit(batch []*groupcommit.Call[*op]) {
 		call.Op.wrote, call.Op.exists = false, false
 		s.commit([]*groupcommit.Call[*op]{call})
 	}
+}
+
+// alone runs o on its own.
+func (o *op) alone(ctx context.Context, pool *pgxpool.Pool) error {
+	if o.exec {
+		tag, err := pool.Exec(ctx, o.query, o.args...)
+		o.wrote = tag.RowsAffected() == 1
+		return err
+	}
+	return pool.QueryRow(ctx, o.query, o.args...).Scan(&o.wrote, &o.exists)
 }
 
 // read takes o's result from the batch.
