@@ -55,7 +55,10 @@ func (s *Store) commit(batch []*groupcommit.Call[*op]) {
 		o := live[0].Op
 		if live[0].Err = o.alone(ctx, s.pool); live[0].Err != nil {
 			o.wrote, o.exists = false, false
+			return
 		}
+		s.commits.Add(1)
+		s.writes.Add(1)
 		return
 	}
 	b := &pgx.Batch{}
@@ -73,6 +76,8 @@ func (s *Store) commit(batch []*groupcommit.Call[*op]) {
 		failed = err
 	}
 	if failed == nil {
+		s.commits.Add(1)
+		s.writes.Add(uint64(len(live)))
 		return
 	}
 	var pgErr *pgconn.PgError
@@ -98,6 +103,11 @@ func (o *op) alone(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	return pool.QueryRow(ctx, o.query, o.args...).Scan(&o.wrote, &o.exists)
 }
+
+// CommitStats reports the transactions the store's writes were committed in so far, each one
+// commit (one WAL flush) on the server, and the writes they carried: writes ÷ commits is how
+// many writes shared a commit. Leases are not among them.
+func (s *Store) CommitStats() (commits, writes uint64) { return s.commits.Load(), s.writes.Load() }
 
 // read takes o's result from the batch.
 func (o *op) read(r pgx.BatchResults) error {

@@ -64,7 +64,12 @@ func TestBatchWithAFailingWrite(t *testing.T) {
 	// state is NOT NULL: the server refuses the row.
 	broken := &groupcommit.Call[*op]{Ctx: ctx, Op: &op{query: s.q.create, args: []any{"broken", nil, false, int64(0), nil, "{}"}, exec: true}}
 	batch := []*groupcommit.Call[*op]{update(held[0]), broken, update(held[1])}
+	commits, writes := s.CommitStats()
 	s.commit(batch)
+	// The batch did not commit; its two good writes did, one transaction each.
+	if c, w := s.CommitStats(); c-commits != 2 || w-writes != 2 {
+		t.Errorf("CommitStats moved by %d commits, %d writes; want 2 and 2", c-commits, w-writes)
+	}
 
 	var pgErr *pgconn.PgError
 	if !errors.As(broken.Err, &pgErr) || pgErr.Code != "23502" {

@@ -20,6 +20,8 @@ type committer struct {
 	conn   *sql.Conn
 	stmt   statements
 	leases map[string]*lease
+
+	commits, writes atomic.Uint64 // transactions committed, and the write calls they carried
 }
 
 // lease is a grant of a record's lease. Granted and renewed in memory, it is gone when the
@@ -38,8 +40,8 @@ var grants atomic.Int64
 type statements struct {
 	begin, commit, rollback *sql.Stmt
 
-	create, update, exists, compact *sql.Stmt
-	due, data, nextDue              *sql.Stmt
+	create, update, exists, compact, ping *sql.Stmt
+	due, data, nextDue                    *sql.Stmt
 }
 
 func newCommitter(ctx context.Context, w *sql.DB) (*committer, error) {
@@ -60,6 +62,7 @@ func newCommitter(ctx context.Context, w *sql.DB) (*committer, error) {
 		{&c.stmt.update, `UPDATE records SET state = ?, final = ?, next_due = ?, finished_at = ?, data = ? WHERE name = ?`},
 		{&c.stmt.exists, `SELECT 1 FROM records WHERE name = ?`},
 		{&c.stmt.compact, `DELETE FROM records WHERE final = 1 AND finished_at < ?`},
+		{&c.stmt.ping, `INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at`},
 		// Due records, oldest first; those leased are skipped in Go, so the limit leaves room
 		// for them.
 		{&c.stmt.due, `SELECT rowid, name FROM records WHERE final = 0 AND next_due <= ? ORDER BY next_due, name LIMIT ?`},
@@ -79,7 +82,7 @@ func newCommitter(ctx context.Context, w *sql.DB) (*committer, error) {
 func (c *committer) close() error {
 	var errs []error
 	for _, s := range []*sql.Stmt{c.stmt.begin, c.stmt.commit, c.stmt.rollback, c.stmt.create, c.stmt.update,
-		c.stmt.exists, c.stmt.compact, c.stmt.due, c.stmt.data, c.stmt.nextDue} {
+		c.stmt.exists, c.stmt.compact, c.stmt.ping, c.stmt.due, c.stmt.data, c.stmt.nextDue} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -97,10 +100,11 @@ const (
 	opLease
 	opNextDue
 	opCompact
+	opPing
 )
 
 // writes reports whether k writes to the file.
-func (k opKind) writes() bool { return k == opCreate || k == opUpdate || k == opCompact }
+func (k opKind) writes() bool { return k == opCreate || k == opUpdate || k == opCompact || k == opPing }
 
 // op is one call of a Store method, run by the committer. Records come encoded and leave
 // undecoded, so that JSON is the callers' work, not the loop's.
@@ -110,7 +114,7 @@ type op struct {
 	cols  columns
 	owner string
 	token int64
-	now   int64 // the caller's now; Compact: its finishedBefore
+	now   int64 // the caller's now; Compact: its finishedBefore; Ping: the probe's value
 	until int64 // the lease's new end; 0 releases it (Update)
 	limit int
 
@@ -187,6 +191,13 @@ func (c *committer) commit(batch []*groupcommit.Call[*op]) {
 	if tx {
 		if _, err := c.stmt.commit.ExecContext(ctx); err != nil {
 			c.fail(batch, u, true, err)
+			return
+		}
+		c.commits.Add(1)
+		for _, call := range batch {
+			if call.Op.kind.writes() {
+				c.writes.Add(1)
+			}
 		}
 	}
 }
@@ -277,6 +288,10 @@ func (c *committer) run(ctx context.Context, o *op, u undo) (answer, err error) 
 
 	case opNextDue:
 		return nil, c.nextDue(ctx, o)
+
+	case opPing:
+		_, err := c.stmt.ping.ExecContext(ctx, o.now)
+		return nil, err
 
 	case opCompact:
 		res, err := c.stmt.compact.ExecContext(ctx, o.now)

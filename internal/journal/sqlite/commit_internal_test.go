@@ -61,7 +61,12 @@ func TestBatchWithAFailingWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	batch := []*groupcommit.Call[*op]{update(held[0]), {Ctx: ctx, Op: &op{kind: opCreate, name: big.Name, cols: cols}}, update(held[1])}
+	commits, writes := s.CommitStats()
 	s.c.commit(batch)
+	// The batch did not commit; its two good writes did, one transaction each.
+	if c, w := s.CommitStats(); c-commits != 2 || w-writes != 2 {
+		t.Errorf("CommitStats moved by %d commits, %d writes; want 2 and 2", c-commits, w-writes)
+	}
 
 	if err := batch[1].Err; err == nil || !strings.Contains(err.Error(), "full") {
 		t.Errorf("Create beyond the file's limit: error %v, want the database's full error", err)
