@@ -294,6 +294,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Registerer: reg,
 		StopTimeout: cfg.ShutdownGracePeriod,
 	})
+	if c, ok := store.(interface{ CommitStats() (uint64, uint64) }); ok {
+		metrics.RegisterJournalCommits(reg, c.CommitStats)
+	}
 	checks := readiness{cfg: cfg, store: store, records: metrics.NewJournal(reg), intake: receiver,
 		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
 	certs := metrics.NewCertificates(reg)

@@ -423,6 +423,13 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	// died before journaling that.
 	fresh := false
 	resumed := true // the first step of a lease may repeat a side effect a previous holder made
+	// unjournaled is a step whose outcome was carried on to the next step's write (see below):
+	// rec as it ended, and the state and start it had. It counts once that write landed.
+	var unjournaled struct {
+		rec     *journal.Record
+		before  journal.State
+		started time.Time
+	}
 	for h.ctx.Err() == nil && e.due(run, rec, e.now()) {
 		before, attempts, started := rec.State, rec.Attempts, rec.StepStarted
 		if rec.State.Final() {
@@ -447,6 +454,14 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		// releases it. A step that was interrupted (stop, lost lease) left rec as journaled,
 		// plus what it learned for certain; the fence refuses the write if the lease is gone.
 		more := h.ctx.Err() == nil && e.due(run, rec, now)
+		if more && before == journal.StateSignRequested && rec.State == journal.StateSigned {
+			// The signature came from a poll, a read: the CA step, due now, journals it with
+			// its intent before it asks the CA, which saves a write per certificate. Should
+			// the adapter die in between, the next holder polls again and gets it again.
+			signed := *rec
+			unjournaled.rec, unjournaled.before, unjournaled.started = &signed, before, started
+			continue
+		}
 		renew := time.Duration(0)
 		if more {
 			renew = e.o.LeaseDuration
@@ -463,6 +478,10 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 				return
 			}
 			return // commit logged it; the lease is left to run out
+		}
+		if unjournaled.rec != nil { // journaled now, with what followed it
+			e.committed(unjournaled.rec, unjournaled.before, unjournaled.started)
+			unjournaled.rec = nil
 		}
 		e.committed(rec, before, started)
 		fresh = fresh || (rec.State.Final() && !before.Final())

@@ -30,6 +30,7 @@ func every(reg prometheus.Registerer) {
 	NewGoogleAPI(reg)
 	NewCA(reg)
 	NewJournal(reg)
+	RegisterJournalCommits(reg, func() (uint64, uint64) { return 0, 0 })
 	NewVerifiedAccess(reg)
 	NewReadiness(reg)
 	NewCertificates(reg)
