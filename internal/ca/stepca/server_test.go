@@ -16,6 +16,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -254,6 +256,8 @@ func (s *stepCA) editConfig(o caOptions) error {
 	if o.policy != nil {
 		auth["policy"] = map[string]any{"x509": o.policy}
 	}
+	// A CRL at /1.0/crl, signed again on every revocation: where the tests see what was revoked.
+	cfg["crl"] = map[string]any{"enabled": true, "generateOnRevoke": true}
 	out, err := json.MarshalIndent(cfg, "", "\t")
 	if err != nil {
 		return err
@@ -348,6 +352,38 @@ func (s *stepCA) stop() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
+}
+
+// crlStatus fetches the CA's CRL, as a relying party would, checks it is signed by the issuing
+// CA, and says whether serial is on it and why.
+func (s *stepCA) crlStatus(t testing.TB, serial *big.Int) (bool, ca.Reason) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: s.Roots, MinVersion: tls.VersionTLS12},
+	}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(s.URL + "/1.0/crl")
+	if err != nil {
+		t.Fatalf("GET /1.0/crl: %v", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /1.0/crl: HTTP %d %s %v", resp.StatusCode, b, err)
+	}
+	rl, err := x509.ParseRevocationList(b)
+	if err != nil {
+		t.Fatalf("step-ca CRL: %v", err)
+	}
+	if err := rl.CheckSignatureFrom(s.Intermediate); err != nil {
+		t.Fatalf("step-ca CRL not signed by the intermediate: %v", err)
+	}
+	for _, e := range rl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return true, ca.Reason(e.ReasonCode)
+		}
+	}
+	return false, 0
 }
 
 // settings are the connector settings for provisioner p of this CA, with a password file.

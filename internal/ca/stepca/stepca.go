@@ -77,7 +77,8 @@ type Connector struct {
 	name        string
 	log         *zap.Logger
 	base        *url.URL // scheme and host of the CA, no path
-	audience    string   // the token's aud: https://HOST:PORT/1.0/sign
+	audience    string   // the sign token's aud: https://HOST:PORT/1.0/sign
+	revokeAud   string   // the revoke token's aud: https://HOST:PORT/1.0/revoke
 	fingerprint string   // lower-case hex SHA-256 of the root; "" when only tls.caFile is set
 	provisioner string
 	password    logging.Secret   // from provisionerPasswordFile; empty with provisionerKeyFile
@@ -93,6 +94,7 @@ type Connector struct {
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
+	_ ca.Revoker   = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the local files (password, key, TLS
@@ -115,6 +117,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		bootLock:    make(chan struct{}, 1),
 	}
 	c.base, c.audience, _ = parseURL(s.URL, s.TLS.ServerName) // checked by decodeSettings
+	c.revokeAud = strings.TrimSuffix(c.audience, "/sign") + "/revoke"
 	if s.RootFingerprint != "" {
 		c.fingerprint, _ = normalizeFingerprint(s.RootFingerprint)
 	}
@@ -284,7 +287,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate for %s: %w", req.Key, err)
 	}
-	ott, err := s.token(c, subject, sans)
+	ott, err := s.token(c, c.audience, subject, sans)
 	if err != nil {
 		return nil, ca.Permanentf("sign certificate for %s: %w", req.Key, err)
 	}
@@ -430,7 +433,8 @@ func (c *Connector) call(ctx context.Context, s *session, method, path string, i
 	if in != nil {
 		hreq.Header.Set("Content-Type", "application/json")
 	}
-	// Only /1.0/sign makes the CA issue; the other calls are safe to repeat.
+	// Only /1.0/sign makes the CA issue; the other calls are safe to repeat (a revocation
+	// repeated is answered "already revoked", which Revoke takes as done).
 	return do(s.client, hreq, method+" "+path, out, secret, path != "/1.0/sign")
 }
 

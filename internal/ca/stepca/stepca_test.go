@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -29,8 +30,18 @@ import (
 
 func TestConformance(t *testing.T) {
 	s := sharedCA(t)
-	catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
-		return s.connector(t, adminProvisioner), s.Roots
+	catest.RunTarget(t, func(t *testing.T) *catest.Target {
+		return &catest.Target{
+			Connector: s.connector(t, adminProvisioner),
+			Roots:     s.Roots,
+			Revocation: &catest.Revocation{
+				Status: func(t testing.TB, cert *x509.Certificate) (bool, ca.Reason) {
+					return s.crlStatus(t, cert.SerialNumber)
+				},
+				// step-ca records a revocation of any serial; only a certificate given can be checked.
+				UnknownSerialAccepted: true,
+			},
+		}
 	})
 }
 
@@ -283,7 +294,7 @@ func TestTokensAreNeverReused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ott, err := sess.token(c, subject, sans)
+		ott, err := sess.token(c, c.audience, subject, sans)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -441,5 +452,51 @@ func TestCADown(t *testing.T) {
 	wantRetryable(t, err)
 	if strings.Contains(err.Error(), caPassword) {
 		t.Errorf("the password leaks into the error: %v", err)
+	}
+}
+
+// TestRevokeAgainstStepCA pins what Revoke relies on in step-ca's answers: a second revocation
+// is refused with "already revoked" (which Revoke takes as done), a revoke token for another
+// serial is refused permanently, and the revocation appears on step-ca's CRL with its reason.
+func TestRevokeAgainstStepCA(t *testing.T) {
+	s := sharedCA(t)
+	c := s.connector(t, adminProvisioner)
+	ctx := ctxTimeout(t, time.Minute)
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "REVOKEWORDING000000000000000001")
+	issued, err := c.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := issued.Leaf.SerialNumber
+	if err := c.Revoke(ctx, &ca.RevokeRequest{Serial: serial, Reason: ca.ReasonAffiliationChanged}); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if ok, reason := s.crlStatus(t, serial); !ok || reason != ca.ReasonAffiliationChanged {
+		t.Fatalf("CRL: revoked %v reason %v", ok, reason)
+	}
+	sess, err := c.session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(tokenSubject string) error {
+		ott, err := sess.token(c, c.revokeAud, tokenSubject, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{}
+		return c.call(ctx, sess, http.MethodPost, "/1.0/revoke",
+			revokeRequest{Serial: serial.String(), OTT: ott, ReasonCode: 1, Passive: true}, &out, ott)
+	}
+	err = post(serial.String())
+	var he *httpError
+	if !errors.As(err, &he) || he.code != http.StatusBadRequest || !strings.Contains(he.msg, "already revoked") {
+		t.Fatalf("second revocation: %v; want HTTP 400 saying already revoked", err)
+	}
+	wantPermanent(t, post("12345"), "HTTP 403", "do not match")
+	if err := c.Revoke(ctx, &ca.RevokeRequest{Serial: serial, Certificate: issued.Leaf, Reason: ca.ReasonKeyCompromise}); err != nil {
+		t.Fatalf("Revoke again: %v", err)
+	}
+	if _, reason := s.crlStatus(t, serial); reason != ca.ReasonAffiliationChanged {
+		t.Errorf("revoking again changed the reason to %v", reason)
 	}
 }
