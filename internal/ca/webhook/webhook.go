@@ -109,6 +109,7 @@ var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Recoverer = (*Connector)(nil)
+	_ ca.Revoker   = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the TLS files, the HMAC secret and the
