@@ -84,8 +84,8 @@ type webhookCA struct {
 	entries     map[string]*entry
 	authRefused int // requests refused for their signature, API key or headers
 	pings       int
-	problems    []string // contract violations by the client
-	holding     bool     // answer every new issue request pending, as an approval queue does
+	problems    []string                 // contract violations by the client
+	holding     bool                     // answer every new issue request pending, as an approval queue does
 	revoked     map[string]srvRevocation // by lower-case hex serial
 }
 
