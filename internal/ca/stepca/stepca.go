@@ -95,6 +95,8 @@ var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Revoker   = (*Connector)(nil)
+
+	_ ca.CertificateHolder = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the local files (password, key, TLS
