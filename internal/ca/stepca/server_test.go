@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -44,6 +45,8 @@ const (
 	// restrictedProvisioner signs only names under allowedSuffix: its x509 template fails for
 	// any other SAN, the way a CA operator restricts a provisioner.
 	restrictedProvisioner = "restricted"
+	// x5cProvisioner is an X5C provisioner: tokens signed by a certificate under x5cRoot.
+	x5cProvisioner        = "x5c-devices"
 	allowedSuffix         = ".allowed.example.com"
 	caPassword            = "correct horse battery staple"
 )
@@ -71,6 +74,10 @@ type stepCA struct {
 	Dir          string // STEPPATH
 	PasswordFile string
 	KeyFile      string // private JWK of keyFileProvisioner
+	// X5C credentials: under the X5C provisioner's root, and under a root it does not trust.
+	X5CCertFile, X5CKeyFile     string
+	ShortCertFile, ShortKeyFile string // under the provisioner's root, valid for two hours
+	ForeignCertFile, ForeignKey string
 
 	bins bins
 	dir  string // temp dir holding everything
@@ -252,7 +259,12 @@ func (s *stepCA) editConfig(o caOptions) error {
 	if err != nil {
 		return err
 	}
-	auth["provisioners"] = append(provs, kf, rp)
+	x5cRoot, err := s.writeX5C()
+	if err != nil {
+		return err
+	}
+	x5c := map[string]any{"type": "X5C", "name": x5cProvisioner, "roots": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x5cRoot.Raw})}
+	auth["provisioners"] = append(provs, kf, rp, x5c)
 	if o.policy != nil {
 		auth["policy"] = map[string]any{"x509": o.policy}
 	}
@@ -263,6 +275,68 @@ func (s *stepCA) editConfig(o caOptions) error {
 		return err
 	}
 	return os.WriteFile(path, out, 0o600)
+}
+
+// writeX5C makes the X5C provisioner's root and writes two credentials: one under that root, one
+// under a root of its own (which step-ca must refuse). It returns the provisioner's root.
+func (s *stepCA) writeX5C() (*x509.Certificate, error) {
+	s.X5CCertFile, s.X5CKeyFile = filepath.Join(s.dir, "x5c.crt"), filepath.Join(s.dir, "x5c.key")
+	s.ShortCertFile, s.ShortKeyFile = filepath.Join(s.dir, "short.crt"), filepath.Join(s.dir, "short.key")
+	s.ForeignCertFile, s.ForeignKey = filepath.Join(s.dir, "foreign.crt"), filepath.Join(s.dir, "foreign.key")
+	var (
+		root    *x509.Certificate
+		rootKey *ecdsa.PrivateKey
+	)
+	for i, files := range [][2]string{{s.X5CCertFile, s.X5CKeyFile}, {s.ShortCertFile, s.ShortKeyFile}, {s.ForeignCertFile, s.ForeignKey}} {
+		now := time.Now()
+		if i == 1 { // the short credential: the same root, two hours
+			if err := writeX5CLeaf(files, root, rootKey, now, 2*time.Hour); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		key0, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		rootTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "adapter X5C root"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}
+		rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, key0.Public(), key0)
+		if err != nil {
+			return nil, err
+		}
+		r, _ := x509.ParseCertificate(rootDER)
+		if root == nil {
+			root, rootKey = r, key0
+		}
+		if err := writeX5CLeaf(files, r, key0, now, 47*time.Hour); err != nil {
+			return nil, err
+		}
+	}
+	return root, nil
+}
+
+// writeX5CLeaf writes a clientAuth credential issued by root, valid for lifetime from now.
+func writeX5CLeaf(files [2]string, root *x509.Certificate, rootKey *ecdsa.PrivateKey, now time.Time, lifetime time.Duration) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()),
+		Subject: pkix.Name{CommonName: "certprov-adapter"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(lifetime),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, root, key.Public(), rootKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(files[0], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(files[1], pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
 
 // makeProvisioner makes a JWK provisioner entry as step would: a P-256 key whose kid is its

@@ -500,3 +500,84 @@ func TestRevokeAgainstStepCA(t *testing.T) {
 		t.Errorf("revoking again changed the reason to %v", reason)
 	}
 }
+
+// TestX5CProvisioner: with an X5C provisioner the connector signs its tokens with a certificate
+// under the provisioner's roots and passes the whole suite, revocation included; a certificate
+// under another root, or X5C credentials for a JWK provisioner, are refused permanently.
+func TestX5CProvisioner(t *testing.T) {
+	s := sharedCA(t)
+	x5cSettings := func(prov, cert, key string) ca.Settings {
+		return ca.Settings{"url": s.URL, "rootFingerprint": s.Fingerprint, "provisioner": prov, "x5cCertFile": cert, "x5cKeyFile": key}
+	}
+	catest.RunTarget(t, func(t *testing.T) *catest.Target {
+		c, err := New(x5cSettings(x5cProvisioner, s.X5CCertFile, s.X5CKeyFile), ca.Env{Name: "stepca-x5c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &catest.Target{
+			Connector: c,
+			Roots:     s.Roots,
+			Revocation: &catest.Revocation{
+				Status:                func(t testing.TB, cert *x509.Certificate) (bool, ca.Reason) { return s.crlStatus(t, cert.SerialNumber) },
+				UnknownSerialAccepted: true,
+			},
+		}
+	})
+
+	ctx := ctxTimeout(t, time.Minute)
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "X5CREFUSED0000000000000000000001")
+	for _, tc := range []struct {
+		name     string
+		settings ca.Settings
+		wants    []string
+	}{
+		{"certificate under another root", x5cSettings(x5cProvisioner, s.ForeignCertFile, s.ForeignKey),
+			[]string{"HTTP 401", "refused the provisioner token"}},
+		{"X5C credentials for a JWK provisioner", x5cSettings(adminProvisioner, s.X5CCertFile, s.X5CKeyFile),
+			[]string{`provisioner "adapter" is of type JWK; x5cCertFile needs an X5C provisioner`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(tc.settings, ca.Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			issued, err := c.Issue(ctx, req)
+			if issued != nil {
+				t.Error("a certificate came back with the error")
+			}
+			wantPermanent(t, err, tc.wants...)
+		})
+	}
+
+	// A credential that expires before the requested lifetime: the certificate ends with it
+	// (step-ca would refuse a longer one), and is issued.
+	short, err := New(x5cSettings(x5cProvisioner, s.ShortCertFile, s.ShortKeyFile), ca.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortReq := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "X5CSHORT00000000000000000000001")
+	issued, err := short.Issue(ctx, shortReq)
+	if err != nil {
+		t.Fatalf("Issue with a credential shorter than the lifetime: %v", err)
+	}
+	catest.CheckIssued(t, shortReq, issued, s.Roots)
+	if !issued.Leaf.NotAfter.Before(short.x5c.Leaf.NotAfter) || issued.Leaf.NotAfter.Before(short.x5c.Leaf.NotAfter.Add(-5*time.Minute)) {
+		t.Errorf("certificate notAfter %s, want just before the credential's %s", issued.Leaf.NotAfter, short.x5c.Leaf.NotAfter)
+	}
+
+	// Settings: one credential, both halves, and a certificate step-ca would refuse.
+	for _, tc := range []struct {
+		settings ca.Settings
+		want     string
+	}{
+		{ca.Settings{"url": s.URL, "rootFingerprint": s.Fingerprint, "provisioner": "p", "x5cCertFile": s.X5CCertFile}, "x5cCertFile and x5cKeyFile: set both"},
+		{ca.Settings{"url": s.URL, "rootFingerprint": s.Fingerprint, "provisioner": "p", "x5cCertFile": s.X5CCertFile, "x5cKeyFile": s.X5CKeyFile,
+			"provisionerPasswordFile": s.PasswordFile}, "set only one"},
+		{x5cSettings("p", s.X5CCertFile, s.ForeignKey), "private key does not match public key"},
+	} {
+		_, err := New(tc.settings, ca.Env{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%v) = %v, want %q", tc.settings, err, tc.want)
+		}
+	}
+}

@@ -30,6 +30,10 @@ func (s *session) token(c *Connector, aud, subject string, sans []string) (strin
 		return "", fmt.Errorf("token id: %w", err)
 	}
 	now := c.now()
+	if c.x5c != nil && now.After(c.x5c.Leaf.NotAfter) {
+		return "", fmt.Errorf("the x5cCertFile certificate %q expired at %s; renew it (step-ca refuses tokens it signs)",
+			c.x5c.Leaf.Subject, c.x5c.Leaf.NotAfter.Format(time.RFC3339))
+	}
 	claims := tokenClaims{
 		Claims: jwt.Claims{
 			Issuer:    c.provisioner,
