@@ -46,9 +46,9 @@ const (
 	// any other SAN, the way a CA operator restricts a provisioner.
 	restrictedProvisioner = "restricted"
 	// x5cProvisioner is an X5C provisioner: tokens signed by a certificate under x5cRoot.
-	x5cProvisioner        = "x5c-devices"
-	allowedSuffix         = ".allowed.example.com"
-	caPassword            = "correct horse battery staple"
+	x5cProvisioner = "x5c-devices"
+	allowedSuffix  = ".allowed.example.com"
+	caPassword     = "correct horse battery staple"
 )
 
 // restrictedTemplate is the x509 template of the restricted provisioner.
