@@ -1,27 +1,22 @@
 package stepca
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
 	"math/big"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -60,31 +55,16 @@ const restrictedTemplate = `{{- range .SANs }}{{ if not (hasSuffix "` + allowedS
 	"extKeyUsage": ["clientAuth"]
 }`
 
-// stepCA is a running step-ca.
+// stepCA is a running step-ca with the provisioners these tests use.
 type stepCA struct {
-	URL          string
-	Addr         string
-	Fingerprint  string
-	Root         *x509.Certificate
-	Roots        *x509.CertPool
-	Intermediate *x509.Certificate // step-ca's issuing CA, below Root
-	// Anchors trusts root and intermediate, for checks of a lone uploaded leaf (the adapter
-	// uploads no chain); use Roots with Intermediate to prove the whole path.
-	Anchors      *x509.CertPool
-	Dir          string // STEPPATH
-	PasswordFile string
-	KeyFile      string // private JWK of keyFileProvisioner
+	*testservers.StepCA
+	KeyFile string // private JWK of keyFileProvisioner
 	// X5C credentials: under the X5C provisioner's root, and under a root it does not trust.
 	X5CCertFile, X5CKeyFile     string
 	ShortCertFile, ShortKeyFile string // under the provisioner's root, valid for two hours
 	ForeignCertFile, ForeignKey string
 
-	bins bins
-	dir  string // temp dir holding everything
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *lockedBuffer
+	dir string // temp dir holding everything
 }
 
 type bins struct{ stepCA, step string }
@@ -93,28 +73,6 @@ type bins struct{ stepCA, step string }
 type caOptions struct {
 	// policy is the authority-wide x509 name policy ("allow"/"deny" blocks), nil for none.
 	policy map[string]any
-}
-
-// lockedBuffer collects a server's output for failure messages.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 4000 {
-		s = "…" + s[len(s)-4000:]
-	}
-	return s
 }
 
 func binaries(t testing.TB) bins {
@@ -180,65 +138,18 @@ func newCA(t testing.TB, o caOptions) *stepCA {
 
 // initCA runs `step ca init` in a fresh STEPPATH and adds the test's provisioners to ca.json.
 func initCA(b bins, dir, addr string, o caOptions) (*stepCA, error) {
-	s := &stepCA{
-		URL: "https://" + addr, Addr: addr, Dir: filepath.Join(dir, "step"),
-		PasswordFile: filepath.Join(dir, "password"), KeyFile: filepath.Join(dir, "keyfile.jwk"),
-		bins: b, dir: dir, log: &lockedBuffer{},
-	}
-	// A trailing newline, as an editor leaves it: the connector must ignore it as step does.
-	if err := os.WriteFile(s.PasswordFile, []byte(caPassword+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(b.step, "ca", "init", "--deployment-type", "standalone", "--name", "certprov test CA",
-		"--dns", "127.0.0.1", "--address", addr, "--provisioner", adminProvisioner,
-		"--password-file", s.PasswordFile, "--provisioner-password-file", s.PasswordFile)
-	cmd.Env = append(os.Environ(), "STEPPATH="+s.Dir, "HOME="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("step ca init: %w\n%s", err, out)
-	}
+	s := &stepCA{KeyFile: filepath.Join(dir, "keyfile.jwk"), dir: dir}
 	var err error
-	if s.Root, err = readCert(filepath.Join(s.Dir, "certs", "root_ca.crt")); err != nil {
+	s.StepCA, err = testservers.InitStepCA(b.stepCA, b.step, dir, addr, adminProvisioner, caPassword,
+		func(_ *testservers.StepCA, cfg map[string]any) error { return s.editConfig(cfg, o) })
+	if err != nil {
 		return nil, err
-	}
-	if s.Intermediate, err = readCert(filepath.Join(s.Dir, "certs", "intermediate_ca.crt")); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(s.Root.Raw)
-	s.Fingerprint = hex.EncodeToString(sum[:])
-	s.Roots = x509.NewCertPool()
-	s.Roots.AddCert(s.Root)
-	s.Anchors = x509.NewCertPool()
-	s.Anchors.AddCert(s.Root)
-	s.Anchors.AddCert(s.Intermediate)
-	if err := s.editConfig(o); err != nil {
-		return nil, fmt.Errorf("edit ca.json: %w", err)
 	}
 	return s, nil
 }
 
-func readCert(path string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM", path)
-	}
-	return x509.ParseCertificate(block.Bytes)
-}
-
-// editConfig adds the keyfile and restricted provisioners and the options to ca.json.
-func (s *stepCA) editConfig(o caOptions) error {
-	path := filepath.Join(s.Dir, "config", "ca.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return err
-	}
+// editConfig adds the keyfile, restricted and X5C provisioners, a CRL and the options to ca.json.
+func (s *stepCA) editConfig(cfg map[string]any, o caOptions) error {
 	auth, ok := cfg["authority"].(map[string]any)
 	if !ok {
 		return errors.New("no authority block")
@@ -270,11 +181,7 @@ func (s *stepCA) editConfig(o caOptions) error {
 	}
 	// A CRL at /1.0/crl, signed again on every revocation: where the tests see what was revoked.
 	cfg["crl"] = map[string]any{"enabled": true, "generateOnRevoke": true}
-	out, err := json.MarshalIndent(cfg, "", "\t")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, out, 0o600)
+	return nil
 }
 
 // writeX5C makes the X5C provisioner's root and writes two credentials: one under that root, one
@@ -378,55 +285,8 @@ func makeProvisioner(name string, options map[string]any) (map[string]any, *jose
 	return entry, priv, nil
 }
 
-// start runs step-ca and waits until it answers /health.
-func (s *stepCA) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cmd := exec.Command(s.bins.stepCA, filepath.Join(s.Dir, "config", "ca.json"), "--password-file", s.PasswordFile)
-	cmd.Env = append(os.Environ(), "STEPPATH="+s.Dir, "HOME="+s.dir)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start step-ca: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	s.cmd, s.done = cmd, done
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: s.Roots, MinVersion: tls.VersionTLS12},
-	}}
-	defer client.CloseIdleConnections()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case <-done:
-			return fmt.Errorf("step-ca exited during startup:\n%s", s.log)
-		default:
-		}
-		resp, err := client.Get(s.URL + "/health")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("step-ca did not answer /health at %s (last error %v):\n%s", s.URL, err, s.log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop kills step-ca and waits for it; stopping a stopped CA does nothing.
-func (s *stepCA) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	<-s.done
-	s.cmd = nil
-}
+func (s *stepCA) start() error { return s.Start() }
+func (s *stepCA) stop()        { s.Stop() }
 
 // crlStatus fetches the CA's CRL, as a relying party would, checks it is signed by the issuing
 // CA, and says whether serial is on it and why.
