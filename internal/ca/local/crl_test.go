@@ -331,3 +331,68 @@ func TestRevokeRefusals(t *testing.T) {
 		t.Errorf("with the certificate after a restart: %v", err)
 	}
 }
+
+// TestRevokeWriteFailure: when the CRL cannot be written, Revoke fails as retryable, the
+// published CRL is the previous one, whole, and a retry once the fault is gone revokes.
+func TestRevokeWriteFailure(t *testing.T) {
+	f := newFixture(t, caSpec{}, ca.Settings{"crlFile": "ca.crl"})
+	path := filepath.Join(f.dir, "ca.crl")
+	leaf := issueOne(t, f.conn, "WRITEFAIL").Leaf
+	before, _ := os.ReadFile(path)
+	// The fault: a directory stands where the CRL was, so it can be neither read nor replaced
+	// (permission bits would not stop root, which the tests may run as).
+	if err := os.Rename(path, path+".saved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := f.conn.Revoke(context.Background(), &ca.RevokeRequest{Serial: leaf.SerialNumber, Certificate: leaf, Reason: ca.ReasonKeyCompromise})
+	if err == nil || ca.IsPermanent(err) {
+		t.Fatalf("Revoke with an unwritable CRL: %v; want a retryable error", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".saved", path); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatal("the failed revocation changed the CRL")
+	}
+	if err := f.conn.Revoke(context.Background(), &ca.RevokeRequest{Serial: leaf.SerialNumber, Certificate: leaf, Reason: ca.ReasonKeyCompromise}); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if ok, reason := crlStatus(t, path, f.cert, leaf.SerialNumber); !ok || reason != ca.ReasonKeyCompromise {
+		t.Errorf("after the retry: revoked %v reason %v", ok, reason)
+	}
+}
+
+// TestWriteAtomic: the file is replaced whole or not at all, and a failed replacement leaves no
+// temporary file behind.
+func TestWriteAtomic(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.crl")
+	if err := writeAtomic(path, []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAtomic(path, []byte("two"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "two" {
+		t.Fatalf("content %q", b)
+	}
+	blocked := filepath.Join(dir, "blocked")
+	if err := os.MkdirAll(filepath.Join(blocked, "child"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAtomic(blocked, []byte("three"), 0o644); err == nil {
+		t.Fatal("replacing a non-empty directory succeeded")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}
