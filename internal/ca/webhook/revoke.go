@@ -35,6 +35,12 @@ func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 	if err != nil {
 		return err
 	}
+	return c.revokeAnswer(r, serial)
+}
+
+// revokeAnswer turns the answer to a revoke request for serial into nil (revoked) or a
+// classified error; never a *ca.PendingError.
+func (c *Connector) revokeAnswer(r *reply, serial string) error {
 	if r.body != nil && (r.code/100 == 2 || r.code == http.StatusNotFound) {
 		switch r.body.Status {
 		case StatusRevoked:
