@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/adapter"
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/logging"
@@ -159,7 +160,17 @@ func revoke(o Options, cfg *config.Config, name string, req *ca.RevokeRequest) e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout)
 	defer cancel()
-	if err := rv.Revoke(ctx, req); err != nil {
+	err = rv.Revoke(ctx, req)
+	// The audit trail records every attempt that reached the CA connection, refused or not.
+	trail, aerr := audit.Open(cfg.Audit.Path, log.Named("audit"))
+	if aerr == nil {
+		aerr = trail.Write(audit.Revocation(time.Now(), cfg.InstanceID, name, req.Serial.Text(16), req.Certificate, req.Reason.String(), err))
+		aerr = errors.Join(aerr, trail.Close())
+	}
+	if aerr != nil {
+		log.Error("audit event of the revocation not written", zap.String("serial", req.Serial.Text(16)), zap.Error(aerr))
+	}
+	if err != nil {
 		hint := "the CA refused; this will not change by trying again"
 		if c, _ := ca.Classify(err); c != ca.ClassPermanent {
 			hint = "temporary: try again"

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
@@ -34,7 +36,7 @@ const (
 	procID     = "REVOKE00000000000000000000000001"
 	pendingID  = "REVOKE00000000000000000000000002"
 	corpLocal  = "corp: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key, ledgerFile: ledger.jsonl, crlFile: ca.crl}"
-	revokeBase = "profiles: {d: {subject: {commonName: x}}}\n"
+	revokeBase = "profiles: {d: {subject: {commonName: x}}}\naudit: {path: audit.jsonl}\n"
 )
 
 func newRevokeFixture(t *testing.T, conns ...string) *revokeFixture {
@@ -151,6 +153,50 @@ func TestRevoke(t *testing.T) {
 	}
 	if ok, reason := f.onCRL(t, f.other.SerialNumber); !ok || reason != ca.ReasonSuperseded {
 		t.Fatalf("after revoke --serial the CRL says revoked=%v reason=%v", ok, reason)
+	}
+	// A refused one: the attempt is audited too.
+	if code, _, _ := runCLI(t, "revoke", "--config", f.cfg, "--serial", "4242", "--reason", "superseded"); code != ExitFailure {
+		t.Fatalf("unknown serial: exit %d", code)
+	}
+
+	// The audit trail has one event per attempt, with the certificate when it was known.
+	b, err := os.ReadFile(filepath.Join(f.dir, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []audit.Event
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ev audit.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		events = append(events, ev)
+	}
+	type seen struct{ outcome, reason, serial string }
+	want := []seen{
+		{"revoked", "keyCompromise", f.journaled.SerialNumber.Text(16)},
+		{"revoked", "superseded", f.journaled.SerialNumber.Text(16)},
+		{"revoked", "superseded", f.other.SerialNumber.Text(16)},
+		{"failed", "superseded", "4242"},
+	}
+	if len(events) != len(want) {
+		t.Fatalf("%d audit events, want %d: %s", len(events), len(want), b)
+	}
+	for i, ev := range events {
+		serial := ""
+		if ev.Certificate != nil {
+			serial = ev.Certificate.Serial
+		}
+		if ev.Kind != audit.KindRevocation || ev.CAConnection != "corp" || ev.InstanceID != "a1" ||
+			ev.Outcome != want[i].outcome || ev.Reason != want[i].reason || !strings.Contains(ev.ID, "/"+want[i].serial+"/") {
+			t.Errorf("event %d: %+v, want %+v", i, ev, want[i])
+		}
+		if i == 0 && (serial != f.journaled.SerialNumber.Text(16) || ev.Certificate.Subject != f.journaled.Subject.String()) {
+			t.Errorf("event 0 certificate %+v, want the journal's", ev.Certificate)
+		}
+		if i == 3 && (ev.Certificate != nil || !strings.Contains(ev.Failure, "issued no certificate")) {
+			t.Errorf("refused event: certificate %+v, failure %q", ev.Certificate, ev.Failure)
+		}
 	}
 }
 
