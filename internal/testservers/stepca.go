@@ -190,8 +190,10 @@ func (s *StepCA) IntermediateKey(password string) (crypto.Signer, error) {
 		return nil, errors.New("intermediate_ca_key: no PEM")
 	}
 	der := block.Bytes
-	if x509.IsEncryptedPEMBlock(block) { //nolint:staticcheck // the format step writes
-		if der, err = x509.DecryptPEMBlock(block, []byte(password)); err != nil { //nolint:staticcheck
+	//lint:ignore SA1019 legacy PEM encryption is the format `step ca init` writes
+	if x509.IsEncryptedPEMBlock(block) {
+		//lint:ignore SA1019 as above
+		if der, err = x509.DecryptPEMBlock(block, []byte(password)); err != nil {
 			return nil, fmt.Errorf("intermediate_ca_key: %w", err)
 		}
 	}

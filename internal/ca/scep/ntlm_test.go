@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	//lint:ignore SA1019 NTLM's password hash is MD4 by definition (MS-NLMP 3.3.2)
 	"golang.org/x/crypto/md4"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
