@@ -8,6 +8,11 @@
 //	func TestConformance(t *testing.T) {
 //		catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) { … })
 //	}
+//
+// or RunTarget with a *Target, which also opts into the parts that need the test's help: a CA
+// that holds requests for approval (Pending), what the CA revoked (Revocation, required for a
+// ca.Revoker), an idempotency key. Parts for ca.Recoverer, ca.Pinger and ca.PublicKeyIssuer run
+// whenever the connector implements them.
 package catest
 
 import (
