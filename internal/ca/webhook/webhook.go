@@ -110,6 +110,7 @@ var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Recoverer = (*Connector)(nil)
+	_ ca.Revoker   = (*Connector)(nil)
 
 	_ ca.CertificateHolder = (*Connector)(nil)
 )
