@@ -47,6 +47,10 @@ func TestOfflineChecks(t *testing.T) {
 		bad      ca.Settings
 		wantKeys []string
 	}{
+		{"cas",
+			ca.Settings{"caPool": "projects/p/locations/us-central1/caPools/pool", "certificateTemplate": "wifi", "credentialsFile": f("sa.json"), "caCertsFile": f("roots.pem")},
+			ca.Settings{"caPool": "pool", "lifetime": "-1h", "endpoint": "https://privateca.googleapis.com"},
+			[]string{"caPool", "lifetime", "endpoint"}},
 		{"local",
 			ca.Settings{"certificateFile": f("ca.crt"), "keyFile": f("ca.key"), "ledgerFile": f("ledger.jsonl")},
 			ca.Settings{"maxValidity": "-1h"},
