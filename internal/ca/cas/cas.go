@@ -517,7 +517,9 @@ func chainsTo(issued *ca.Issued, roots *x509.CertPool) bool {
 }
 
 // parseCertificates reads the PEM certificates of s.
-func parseCertificates(s string) ([]*x509.Certificate, error) { return pemutil.ParseCertificates([]byte(s)) }
+func parseCertificates(s string) ([]*x509.Certificate, error) {
+	return pemutil.ParseCertificates([]byte(s))
+}
 
 func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
