@@ -15,7 +15,7 @@
 //	certificateAuthority  optional: the ID of the CA in the pool that issues
 //	certificateTemplate   optional: a template ID in the pool's project and location, or its
 //	                      full name; a profile's templateName overrides it
-//	lifetime              optional: the longest lifetime asked for (default: the profile's validity)
+//	maxLifetime           optional: the longest lifetime asked for (default: the profile's validity)
 //	credentialsFile       optional: a service-account key; default Application Default Credentials
 //	endpoint              optional: host:port of the API (Private Service Connect)
 //	caCertsFile           optional: PEM roots the certificates chain to, instead of FetchCaCerts
@@ -74,7 +74,7 @@ type settings struct {
 	CAPool               string        `mapstructure:"caPool"`
 	CertificateAuthority string        `mapstructure:"certificateAuthority"`
 	CertificateTemplate  string        `mapstructure:"certificateTemplate"`
-	Lifetime             time.Duration `mapstructure:"lifetime"`
+	MaxLifetime          time.Duration `mapstructure:"maxLifetime"`
 	CredentialsFile      string        `mapstructure:"credentialsFile"`
 	Endpoint             string        `mapstructure:"endpoint"`
 	CACertsFile          string        `mapstructure:"caCertsFile"`
@@ -137,7 +137,7 @@ func New(raw ca.Settings, env ca.Env, o Options) (*Connector, error) {
 		pool:     s.CAPool,
 		location: s.CAPool[:strings.Index(s.CAPool, "/caPools/")],
 		issuer:   s.CertificateAuthority,
-		lifetime: s.Lifetime,
+		lifetime: s.MaxLifetime,
 	}
 	c.template = c.templateName(s.CertificateTemplate)
 	var (
@@ -210,8 +210,8 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 	if t := s.CertificateTemplate; t != "" && !resourceID.MatchString(t) && !templateName.MatchString(t) {
 		errs = append(errs, ca.SettingErrorf("certificateTemplate", "%q: write a template ID, or projects/PROJECT/locations/LOCATION/certificateTemplates/ID", t))
 	}
-	if s.Lifetime < 0 || (s.Lifetime > 0 && s.Lifetime < time.Second) {
-		errs = append(errs, ca.SettingErrorf("lifetime", "must be at least 1s"))
+	if s.MaxLifetime < 0 || (s.MaxLifetime > 0 && s.MaxLifetime < time.Second) {
+		errs = append(errs, ca.SettingErrorf("maxLifetime", "must be at least 1s"))
 	}
 	if s.Endpoint != "" && (strings.Contains(s.Endpoint, "/") || !strings.Contains(s.Endpoint, ":")) {
 		errs = append(errs, ca.SettingErrorf("endpoint", "%q: write host:port (e.g. privateca.googleapis.com:443), without a scheme", s.Endpoint))
@@ -308,7 +308,7 @@ func (c *Connector) create(ctx context.Context, key string, cert *privatecapb.Ce
 		lifetime = c.lifetime
 	}
 	if lifetime <= 0 {
-		return nil, ca.Permanentf("%s: no lifetime: the profile states no validity and the connection no lifetime", what)
+		return nil, ca.Permanentf("%s: no lifetime: the profile states no validity and the connection no maxLifetime", what)
 	}
 	cert.Lifetime = durationpb.New(lifetime.Truncate(time.Second))
 	cert.CertificateTemplate = c.template

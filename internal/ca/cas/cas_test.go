@@ -70,7 +70,7 @@ func TestConformance(t *testing.T) {
 // them; the lifetime is the profile's validity, capped by the connection's lifetime.
 func TestIssueReportsRootsFromThePool(t *testing.T) {
 	f := newFakeCAS(t)
-	c := connector(t, f, ca.Settings{"lifetime": "1h"})
+	c := connector(t, f, ca.Settings{"maxLifetime": "1h"})
 	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "ROOTS")
 	issued, err := c.Issue(ctx(t), req)
 	if err != nil {
@@ -472,8 +472,8 @@ func TestDevOpsTier(t *testing.T) {
 // TestSettings: every problem is reported at its key, without a file read or a call.
 func TestSettings(t *testing.T) {
 	err := cas.Check(ca.Settings{"caPool": "my-pool", "certificateAuthority": "projects/p/locations/l/caPools/x/certificateAuthorities/y",
-		"certificateTemplate": "a/b", "lifetime": "10ms", "endpoint": "https://privateca.googleapis.com"})
-	for _, key := range []string{"caPool:", "certificateAuthority:", "certificateTemplate:", "lifetime:", "endpoint:"} {
+		"certificateTemplate": "a/b", "maxLifetime": "10ms", "endpoint": "https://privateca.googleapis.com"})
+	for _, key := range []string{"caPool:", "certificateAuthority:", "certificateTemplate:", "maxLifetime:", "endpoint:"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("no problem at %s: %v", key, err)
 		}
@@ -481,7 +481,7 @@ func TestSettings(t *testing.T) {
 	if err := cas.Check(ca.Settings{}); err == nil || !strings.Contains(err.Error(), "caPool: required") {
 		t.Errorf("empty: %v", err)
 	}
-	if err := cas.Check(ca.Settings{"caPool": fakePool, "certificateTemplate": fakeLocation + "/certificateTemplates/t", "lifetime": "720h"}); err != nil {
+	if err := cas.Check(ca.Settings{"caPool": fakePool, "certificateTemplate": fakeLocation + "/certificateTemplates/t", "maxLifetime": "720h"}); err != nil {
 		t.Errorf("good settings: %v", err)
 	}
 	_, err = cas.New(ca.Settings{"caPool": fakePool, "credentialsFile": "/nonexistent/sa.json"}, ca.Env{}, cas.Options{})
