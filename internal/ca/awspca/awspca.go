@@ -119,10 +119,9 @@ type Connector struct {
 	now         func() time.Time
 	pinned      *x509.CertPool // from caCertsFile
 
-	mu       sync.Mutex
-	caCert   *x509.Certificate // the CA's certificate, read once
-	roots    *x509.CertPool
-	attempts map[string]*attempt // by request key
+	mu        sync.Mutex
+	authority *authority          // nil until read
+	attempts  map[string]*attempt // by request key
 }
 
 // attempt is one request's IssueCertificate, kept so that a repeat reuses its token while PCA
@@ -267,12 +266,6 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("%s: %w", what, err), 0)
 	}
-	if req.Ticket != "" {
-		if !certARNRE.MatchString(req.Ticket) {
-			return nil, ca.Permanentf("%s: the pending ticket is not a PCA certificate ARN", what)
-		}
-		return c.fetch(ctx, what, req.Ticket, req)
-	}
 	csr := req.CSR
 	if csr == nil {
 		var err error
@@ -283,8 +276,14 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := csr.CheckSignature(); err != nil {
 		return nil, ca.Permanentf("%s: CSR signature: %w", what, err)
 	}
-	if err := c.prepare(ctx); err != nil {
+	if _, err := c.prepare(ctx); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if req.Ticket != "" {
+		if !certARNRE.MatchString(req.Ticket) || !strings.HasPrefix(req.Ticket, c.arn+"/certificate/") {
+			return nil, ca.Permanentf("%s: the pending ticket is not a certificate ARN of %s", what, c.arn)
+		}
+		return c.fetch(ctx, what, req.Ticket, req.Key, csr.RawSubjectPublicKeyInfo)
 	}
 	a, err := c.attemptFor(what, req, csr)
 	if err != nil {
@@ -296,6 +295,12 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 		out, err := c.client.IssueCertificate(cctx, a.input)
 		cancel()
 		if err != nil {
+			if refused(err) {
+				// PCA answered with a refusal: nothing was issued, and a repeat is a new request.
+				c.mu.Lock()
+				delete(c.attempts, req.Key)
+				c.mu.Unlock()
+			}
 			return nil, classify(ctx, what, err)
 		}
 		arn = aws.ToString(out.CertificateArn)
@@ -304,7 +309,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 		c.mu.Unlock()
 		c.log.Info("PCA accepted the request", zap.String("connector", c.name), zap.String("key", req.Key), zap.String("certificate_arn", arn))
 	}
-	return c.fetch(ctx, what, arn, req)
+	return c.fetch(ctx, what, arn, req.Key, csr.RawSubjectPublicKeyInfo)
 }
 
 // attemptFor returns the request's attempt: the one made before, while its token holds or once
@@ -362,8 +367,9 @@ func (c *Connector) validity(v time.Duration, now time.Time) (*types.Validity, e
 	}
 }
 
-// fetch asks for the certificate arn names; PCA still signing is a pending answer.
-func (c *Connector) fetch(ctx context.Context, what, arn string, req *ca.Request) (*ca.Issued, error) {
+// fetch asks for the certificate arn names, which must carry spki; PCA still signing is a
+// pending answer.
+func (c *Connector) fetch(ctx context.Context, what, arn, key string, spki []byte) (*ca.Issued, error) {
 	cctx, cancel := withTimeout(ctx)
 	defer cancel()
 	out, err := c.client.GetCertificate(cctx, &acmpca.GetCertificateInput{
@@ -387,38 +393,58 @@ func (c *Connector) fetch(ctx context.Context, what, arn string, req *ca.Request
 			return nil, ca.Retryable(fmt.Errorf("%s: the chain PCA returned for %s: %w", what, arn, err), 0)
 		}
 	}
-	if err := c.prepare(ctx); err != nil {
+	authority, err := c.prepare(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	issued.Roots = c.trust()
-	if req.CSR != nil && !bytes.Equal(issued.Leaf.RawSubjectPublicKeyInfo, req.CSR.RawSubjectPublicKeyInfo) {
+	issued.Roots = authority.roots
+	if c.pinned != nil {
+		issued.Roots = c.pinned
+	}
+	if !bytes.Equal(issued.Leaf.RawSubjectPublicKeyInfo, spki) {
 		return nil, ca.Permanentf("%s: PCA returned certificate %s for another key than the CSR's", what, arn)
 	}
-	c.log.Info("PCA issued certificate", zap.String("connector", c.name), zap.String("key", req.Key), zap.String("certificate_arn", arn),
+	c.log.Info("PCA issued certificate", zap.String("connector", c.name), zap.String("key", key), zap.String("certificate_arn", arn),
 		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("notAfter", issued.Leaf.NotAfter))
 	return issued, nil
 }
 
+// authority is what the connector read from the CA: its certificate and the roots above it.
+type authority struct {
+	cert  *x509.Certificate
+	roots *x509.CertPool
+}
+
 // prepare reads, once, what issuance needs from the CA: its signing algorithm (unless
 // configured) and its certificate and roots (the certificate always, to tell its own
-// certificates from others' when revoking; the roots unless caCertsFile pins them).
-func (c *Connector) prepare(ctx context.Context) error {
+// certificates from others' when revoking).
+func (c *Connector) prepare(ctx context.Context) (*authority, error) {
 	c.mu.Lock()
-	ready := c.caCert != nil && c.algorithm != ""
+	a := c.authority
 	c.mu.Unlock()
-	if ready {
-		return nil
+	if a != nil {
+		return a, nil
 	}
-	if c.algorithm == "" {
+	return c.readCA(ctx)
+}
+
+// readCA reads the signing algorithm (unless known) and the CA certificate and chain.
+func (c *Connector) readCA(ctx context.Context) (*authority, error) {
+	c.mu.Lock()
+	alg := c.algorithm
+	c.mu.Unlock()
+	if alg == "" {
 		cctx, cancel := withTimeout(ctx)
 		out, err := c.client.DescribeCertificateAuthority(cctx, &acmpca.DescribeCertificateAuthorityInput{CertificateAuthorityArn: aws.String(c.arn)})
 		cancel()
 		if err != nil {
-			return classify(ctx, "describe the CA", err)
+			return nil, classify(ctx, "describe the CA", err)
 		}
-		alg := out.CertificateAuthority.CertificateAuthorityConfiguration.SigningAlgorithm
+		if cfg := out.CertificateAuthority.CertificateAuthorityConfiguration; cfg != nil {
+			alg = cfg.SigningAlgorithm
+		}
 		if alg == "" {
-			return ca.Permanentf("the CA states no signing algorithm; set signingAlgorithm")
+			return nil, ca.Permanentf("the CA states no signing algorithm; set signingAlgorithm")
 		}
 		c.mu.Lock()
 		c.algorithm = alg
@@ -428,37 +454,27 @@ func (c *Connector) prepare(ctx context.Context) error {
 	out, err := c.client.GetCertificateAuthorityCertificate(cctx, &acmpca.GetCertificateAuthorityCertificateInput{CertificateAuthorityArn: aws.String(c.arn)})
 	cancel()
 	if err != nil {
-		return classify(ctx, "read the CA certificate", err)
+		return nil, classify(ctx, "read the CA certificate", err)
 	}
 	caCert, err := pemutil.ParseCertificates([]byte(aws.ToString(out.Certificate)))
 	if err != nil {
-		return ca.Retryable(fmt.Errorf("the CA certificate PCA returned: %w", err), 0)
+		return nil, ca.Retryable(fmt.Errorf("the CA certificate PCA returned: %w", err), 0)
 	}
 	// The chain "chains up to the root"; a root CA has none, and is its own root.
 	top := caCert[0]
 	if chain := aws.ToString(out.CertificateChain); chain != "" {
 		certs, err := pemutil.ParseCertificates([]byte(chain))
 		if err != nil {
-			return ca.Retryable(fmt.Errorf("the CA chain PCA returned: %w", err), 0)
+			return nil, ca.Retryable(fmt.Errorf("the CA chain PCA returned: %w", err), 0)
 		}
 		top = certs[len(certs)-1]
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(top)
+	a := &authority{cert: caCert[0], roots: x509.NewCertPool()}
+	a.roots.AddCert(top)
 	c.mu.Lock()
-	c.caCert, c.roots = caCert[0], roots
+	c.authority = a
 	c.mu.Unlock()
-	return nil
-}
-
-// trust is the roots reported with every certificate: caCertsFile's, else the CA's.
-func (c *Connector) trust() *x509.CertPool {
-	if c.pinned != nil {
-		return c.pinned
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.roots
+	return a, nil
 }
 
 // Ping reads the CA and its certificate: ACTIVE, and every permission but the one to issue.
@@ -475,10 +491,7 @@ func (c *Connector) Ping(ctx context.Context) error {
 	if st := out.CertificateAuthority.Status; st != types.CertificateAuthorityStatusActive {
 		return ca.Permanentf("%s: the CA is %s, not ACTIVE: it cannot issue", c.label(), st)
 	}
-	c.mu.Lock()
-	c.caCert = nil // read it afresh
-	c.mu.Unlock()
-	if err := c.prepare(ctx); err != nil {
+	if _, err := c.readCA(ctx); err != nil { // afresh: a renewed CA certificate shows here
 		return fmt.Errorf("%s: %w", c.label(), err)
 	}
 	return nil
@@ -511,13 +524,11 @@ func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 		return ca.Permanentf("%s: AWS Private CA has no revocation reason %s", what, req.Reason)
 	}
 	if req.Certificate != nil {
-		if err := c.prepare(ctx); err != nil {
+		authority, err := c.prepare(ctx)
+		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		c.mu.Lock()
-		caCert := c.caCert
-		c.mu.Unlock()
-		if req.Certificate.CheckSignatureFrom(caCert) != nil || req.Certificate.SerialNumber.Cmp(req.Serial) != 0 {
+		if req.Certificate.CheckSignatureFrom(authority.cert) != nil || req.Certificate.SerialNumber.Cmp(req.Serial) != 0 {
 			return ca.Permanentf("%s: the certificate was not issued by %s", what, c.arn)
 		}
 	}

@@ -185,6 +185,22 @@ func TestLostAnswer(t *testing.T) {
 			t.Errorf("%d certificates", m)
 		}
 	})
+	t.Run("RefusedThenFixed", func(t *testing.T) {
+		f := newFakePCA(t, "EC_prime256v1")
+		c := connector(t, f, nil, false)
+		f.fail["IssueCertificate"] = fakeError{400, "AccessDeniedException", "not authorized"}
+		req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "REFUSED")
+		if _, err := c.Issue(ctx(t), req); !ca.IsPermanent(err) {
+			t.Fatalf("refused: %v", err)
+		}
+		delete(f.fail, "IssueCertificate")
+		f.advance(6 * time.Minute) // a refusal leaves no doubt: no "lost answer" to refuse later
+		issued, err := c.Issue(ctx(t), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		catest.CheckIssued(t, req, issued, f.rootPool())
+	})
 	t.Run("TokenForgotten", func(t *testing.T) {
 		f := newFakePCA(t, "EC_prime256v1")
 		c := connector(t, f, nil, false)

@@ -11,6 +11,17 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 )
 
+// refused reports whether err is PCA's answer refusing the request (a client fault), after which
+// nothing was issued; a server fault or no answer leaves that in doubt.
+func refused(err error) bool {
+	var api smithy.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	var re *awshttp.ResponseError
+	return api.ErrorFault() == smithy.FaultClient || (errors.As(err, &re) && re.HTTPStatusCode() >= 400 && re.HTTPStatusCode() < 500)
+}
+
 // classify turns an SDK error into a classified one that says what the operator can do. An
 // error after ctx ended wraps ctx's error, so that the engine sees a cancellation as one.
 func classify(ctx context.Context, what string, err error) error {

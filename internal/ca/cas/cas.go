@@ -335,6 +335,10 @@ func (c *Connector) create(ctx context.Context, key string, cert *privatecapb.Ce
 	if err != nil {
 		return nil, classify(ctx, what, err)
 	}
+	if got.GetRevocationDetails() != nil {
+		return nil, ca.Permanentf("%s: CAS holds certificate %s for this request key, revoked since (%s)",
+			what, got.GetName(), got.GetRevocationDetails().GetRevocationState())
+	}
 	issued, err := c.issued(ctx, got)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -385,10 +389,7 @@ func (c *Connector) Ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return ca.Retryable(fmt.Errorf("%s: ping: %w", c.label(), err), 0)
 	}
-	c.mu.Lock()
-	c.tier, c.roots = privatecapb.CaPool_TIER_UNSPECIFIED, nil // read them afresh
-	c.mu.Unlock()
-	if _, err := c.session(ctx); err != nil {
+	if _, err := c.readPool(ctx); err != nil { // afresh: a new CA in the pool shows here
 		return fmt.Errorf("%s: %w", c.label(), err)
 	}
 	if c.issuer != "" {
@@ -421,6 +422,11 @@ func (c *Connector) session(ctx context.Context) (privatecapb.CaPool_Tier, error
 	if tier != privatecapb.CaPool_TIER_UNSPECIFIED {
 		return tier, nil
 	}
+	return c.readPool(ctx)
+}
+
+// readPool reads the pool's tier and, unless pinned, its roots.
+func (c *Connector) readPool(ctx context.Context) (privatecapb.CaPool_Tier, error) {
 	cctx, cancel := withTimeout(ctx)
 	defer cancel()
 	pool, err := c.client.GetCaPool(cctx, &privatecapb.GetCaPoolRequest{Name: c.pool})
