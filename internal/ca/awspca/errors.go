@@ -33,6 +33,8 @@ func classify(ctx context.Context, what string, err error) error {
 		// No answer from PCA: the network, or no credentials in the default chain.
 		return ca.Retryable(fmt.Errorf("%s: %s", what, ca.ServerText(err.Error(), maxMessage)), 0)
 	}
+	// The code is the server's text too (a proxy's, for one).
+	code := ca.ServerText(api.ErrorCode(), 100)
 	msg := ca.ServerText(api.ErrorMessage(), maxMessage)
 	if msg == "" {
 		msg = "no reason given"
@@ -44,11 +46,11 @@ func classify(ctx context.Context, what string, err error) error {
 	}
 	e := func(hint string) error {
 		if hint != "" {
-			return fmt.Errorf("%s: PCA answered %s: %s (%s)", what, api.ErrorCode(), msg, hint)
+			return fmt.Errorf("%s: PCA answered %s: %s (%s)", what, code, msg, hint)
 		}
-		return fmt.Errorf("%s: PCA answered %s: %s", what, api.ErrorCode(), msg)
+		return fmt.Errorf("%s: PCA answered %s: %s", what, code, msg)
 	}
-	switch api.ErrorCode() {
+	switch code {
 	case "MalformedCSRException":
 		return ca.Permanent(e("PCA refused the CSR"))
 	case "InvalidArgsException", "InvalidRequestException", "ValidationException", "InvalidParameterException":

@@ -82,5 +82,5 @@ func retryDelay(err error) time.Duration {
 	if !ok || ae.Details().RetryInfo == nil {
 		return 0
 	}
-	return min(ae.Details().RetryInfo.GetRetryDelay().AsDuration(), maxRetryAfter)
+	return min(max(ae.Details().RetryInfo.GetRetryDelay().AsDuration(), 0), maxRetryAfter)
 }
