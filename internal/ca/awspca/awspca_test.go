@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"math/big"
 	"net/http"
@@ -28,7 +29,7 @@ import (
 
 // awsEnv gives the SDK's default credential chain the fake's access key through the
 // environment, and nothing else to find.
-func awsEnv(t *testing.T) {
+func awsEnv(t testing.TB) {
 	t.Helper()
 	t.Setenv("AWS_ACCESS_KEY_ID", fakeAKID)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", fakeSecret)
@@ -43,7 +44,7 @@ func awsEnv(t *testing.T) {
 
 // connector builds an awspca connector for the fake. retries keeps the SDK's own retryer;
 // otherwise each call is made once, so that the test sees each answer's class.
-func connector(t *testing.T, f *fakePCA, extra ca.Settings, retries bool) *awspca.Connector {
+func connector(t testing.TB, f *fakePCA, extra ca.Settings, retries bool) *awspca.Connector {
 	t.Helper()
 	s := ca.Settings{"certificateAuthorityArn": f.arn, "endpoint": f.srv.URL}
 	maps.Copy(s, extra)
@@ -496,3 +497,22 @@ func ioNopCloser(b []byte) *nopCloser { return &nopCloser{bytes.NewReader(b)} }
 type nopCloser struct{ *bytes.Reader }
 
 func (nopCloser) Close() error { return nil }
+
+// BenchmarkIssue measures one issuance (IssueCertificate, then GetCertificate) through the SDK
+// and the SigV4-checking fake over TLS, the fake's signing included, for P-256 device keys.
+func BenchmarkIssue(b *testing.B) {
+	awsEnv(b)
+	f := newFakePCA(b, "EC_prime256v1")
+	c := connector(b, f, nil, false)
+	reqs := make([]*ca.Request, b.N)
+	for i := range reqs {
+		reqs[i] = catest.NewRequest(b, catest.DeviceKey(b, catest.P256), fmt.Sprintf("BENCH%d", i))
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := c.Issue(ctx, reqs[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -82,7 +82,7 @@ const (
 	fakeCAArn  = "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555"
 )
 
-func newFakePCA(t *testing.T, keyAlg string) *fakePCA {
+func newFakePCA(t testing.TB, keyAlg string) *fakePCA {
 	t.Helper()
 	f := &fakePCA{
 		region:  fakeRegion,

@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"maps"
 	"math/big"
 	"os"
@@ -40,7 +41,7 @@ func (f *fakeCAS) clientOptions(token string) []option.ClientOption {
 }
 
 // connector builds a cas connector for the fake, with extra settings.
-func connector(t *testing.T, f *fakeCAS, extra ca.Settings) *cas.Connector {
+func connector(t testing.TB, f *fakeCAS, extra ca.Settings) *cas.Connector {
 	t.Helper()
 	s := ca.Settings{"caPool": f.pool, "endpoint": f.addr}
 	maps.Copy(s, extra)
@@ -488,5 +489,23 @@ func TestSettings(t *testing.T) {
 	var se *ca.SettingError
 	if !errors.As(err, &se) || se.Key != "credentialsFile" {
 		t.Errorf("missing credentials file: %v", err)
+	}
+}
+
+// BenchmarkIssue measures one issuance through the SDK client and the in-process CAS over TLS,
+// the fake's own signing included, for P-256 device keys (keys and CSRs made before the timer).
+func BenchmarkIssue(b *testing.B) {
+	f := newFakeCAS(b)
+	c := connector(b, f, nil)
+	reqs := make([]*ca.Request, b.N)
+	for i := range reqs {
+		reqs[i] = catest.NewRequest(b, catest.DeviceKey(b, catest.P256), fmt.Sprintf("BENCH%d", i))
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := c.Issue(ctx, reqs[i]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -77,7 +77,7 @@ const (
 	fakePool     = fakeLocation + "/caPools/test-pool"
 )
 
-func newFakeCAS(t *testing.T) *fakeCAS {
+func newFakeCAS(t testing.TB) *fakeCAS {
 	t.Helper()
 	f := &fakeCAS{
 		token:     fakeToken,
@@ -118,7 +118,7 @@ func newFakeCAS(t *testing.T) *fakeCAS {
 }
 
 // addCA adds a CA, under a root of its own, to the pool.
-func (f *fakeCAS) addCA(t *testing.T, id string, state privatecapb.CertificateAuthority_State) *fakeIssuer {
+func (f *fakeCAS) addCA(t testing.TB, id string, state privatecapb.CertificateAuthority_State) *fakeIssuer {
 	t.Helper()
 	root := catest.NewRoot(t, "fake CAS root "+id)
 	iss := &fakeIssuer{id: id, state: state, root: root, ca: root.NewIntermediate(t, "fake CAS issuing "+id)}
