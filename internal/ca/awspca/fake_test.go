@@ -55,6 +55,13 @@ type fakePCA struct {
 	inputs  map[string][]byte    // operation -> last body
 	minted  int
 	revoked map[string]string // ARN -> reason
+	// holdCalls makes GetCertificate answer in progress that many times per certificate before
+	// PCA has signed it; loseFirstAnswers answers the first IssueCertificate of each token with
+	// a 500 after issuing; hangAfterIssue leaves it unanswered until the caller gives up.
+	holdCalls                        int
+	loseFirstAnswers, hangAfterIssue bool
+	tokenCalls                       map[string]int
+	mintedFor                        map[string]int // idempotency token -> certificates signed
 }
 
 type tokenUse struct {
@@ -67,6 +74,8 @@ type fakeCert struct {
 	serial *big.Int
 	tmpl   *x509.Certificate
 	pub    crypto.PublicKey
+	token  string
+	asked  int // GetCertificate calls while unsigned
 }
 
 type fakeError struct {
@@ -85,20 +94,22 @@ const (
 func newFakePCA(t testing.TB, keyAlg string) *fakePCA {
 	t.Helper()
 	f := &fakePCA{
-		region:  fakeRegion,
-		arn:     fakeCAArn,
-		secrets: map[string]string{fakeAKID: fakeSecret},
-		clock:   time.Now(),
-		status:  "ACTIVE",
-		keyAlg:  keyAlg,
-		root:    catest.NewRoot(t, "fake PCA root"),
-		tokens:  map[string]tokenUse{},
-		certs:   map[string]*fakeCert{},
-		calls:   map[string]int{},
-		fail:    map[string]fakeError{},
-		lose:    map[string]bool{},
-		inputs:  map[string][]byte{},
-		revoked: map[string]string{},
+		region:     fakeRegion,
+		arn:        fakeCAArn,
+		secrets:    map[string]string{fakeAKID: fakeSecret},
+		clock:      time.Now(),
+		status:     "ACTIVE",
+		keyAlg:     keyAlg,
+		root:       catest.NewRoot(t, "fake PCA root"),
+		tokens:     map[string]tokenUse{},
+		certs:      map[string]*fakeCert{},
+		calls:      map[string]int{},
+		fail:       map[string]fakeError{},
+		lose:       map[string]bool{},
+		inputs:     map[string][]byte{},
+		revoked:    map[string]string{},
+		tokenCalls: map[string]int{},
+		mintedFor:  map[string]int{},
 	}
 	var key crypto.Signer
 	var err error
@@ -257,6 +268,20 @@ func (f *fakePCA) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, *ferr)
 		return
 	}
+	if op == "IssueCertificate" {
+		var in struct{ IdempotencyToken string }
+		_ = json.Unmarshal(body, &in)
+		f.mu.Lock()
+		f.tokenCalls[in.IdempotencyToken]++
+		first := f.tokenCalls[in.IdempotencyToken] == 1
+		lose = lose || (first && f.loseFirstAnswers)
+		hang := first && f.hangAfterIssue
+		f.mu.Unlock()
+		if hang {
+			<-r.Context().Done() // issued, never answered: the caller gives up first
+			return
+		}
+	}
 	if lose {
 		writeError(w, fakeError{500, "InternalFailure", "the connection was reset"})
 		return
@@ -372,8 +397,8 @@ func (f *fakePCA) issue(in *issueInput) (any, *fakeError) {
 		}
 	}
 	arn := f.arn + "/certificate/" + hex.EncodeToString(serial.Bytes())
-	c := &fakeCert{serial: serial, tmpl: tmpl, pub: csr.PublicKey}
-	if !f.hold {
+	c := &fakeCert{serial: serial, tmpl: tmpl, pub: csr.PublicKey, token: in.IdempotencyToken}
+	if !f.hold && f.holdCalls == 0 {
 		if e := f.sign(c); e != nil {
 			return nil, e
 		}
@@ -392,6 +417,7 @@ func (f *fakePCA) sign(c *fakeCert) *fakeError {
 	}
 	c.der = der
 	f.minted++
+	f.mintedFor[c.token]++
 	return nil
 }
 
@@ -419,7 +445,13 @@ func (f *fakePCA) get(caArn, certArn string) (any, *fakeError) {
 	if !ok || !strings.HasPrefix(certArn, caArn+"/certificate/") {
 		return nil, clientError("ResourceNotFoundException", "Could not find certificate %s.", certArn)
 	}
+	if c.der == nil && !f.hold && c.asked >= f.holdCalls {
+		if e := f.sign(c); e != nil {
+			return nil, e
+		}
+	}
 	if c.der == nil {
+		c.asked++
 		return nil, clientError("RequestInProgressException", "The request to issue certificate %s is still in progress.", certArn)
 	}
 	return map[string]string{"Certificate": pemOf(c.der), "CertificateChain": pemOf(f.ca.Cert.Raw) + pemOf(f.root.Cert.Raw)}, nil

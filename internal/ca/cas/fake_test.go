@@ -62,6 +62,9 @@ type fakeCAS struct {
 	// templateUsed is the certificate_template of the last CreateCertificate.
 	templateUsed string
 	lastLifetime time.Duration
+	// hangAfterIssue makes every CreateCertificate that signs wait, unanswered, until its
+	// caller gives up; loseFirstAnswers answers it Unavailable instead.
+	hangAfterIssue, loseFirstAnswers bool
 }
 
 type fakeIssuer struct {
@@ -139,6 +142,18 @@ func (f *fakeCAS) roots() *x509.CertPool {
 	return p
 }
 
+// issuers is the pool of every CA's issuing certificate: the device receives the leaf alone,
+// so that is what an uploaded certificate is checked against.
+func (f *fakeCAS) issuers() *x509.CertPool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := x509.NewCertPool()
+	for _, c := range f.cas {
+		p.AddCert(c.ca.Cert)
+	}
+	return p
+}
+
 // authorize refuses a call without the OAuth bearer token, as Google's front end does.
 func (f *fakeCAS) authorize(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	method := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
@@ -185,47 +200,72 @@ func (f *fakeCAS) checkPool(name string) error {
 	return nil
 }
 
-func (f *fakeCAS) CreateCertificate(_ context.Context, req *privatecapb.CreateCertificateRequest) (*privatecapb.Certificate, error) {
+func (f *fakeCAS) CreateCertificate(ctx context.Context, req *privatecapb.CreateCertificateRequest) (*privatecapb.Certificate, error) {
+	out, fresh, err := f.create(req)
+	f.mu.Lock()
+	hang := f.hangAfterIssue && fresh
+	lose := f.loseFirstAnswers && fresh
+	f.mu.Unlock()
+	switch {
+	case err != nil:
+		return nil, err
+	case hang:
+		// Issued, but the answer never comes: the caller gives up first.
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case lose:
+		return nil, status.Error(codes.Unavailable, "upstream connect error or disconnect/reset before headers")
+	}
+	return out, nil
+}
+
+// create issues for req, or answers a repeated request_id with the first answer; fresh says a
+// certificate was signed by this call.
+func (f *fakeCAS) create(req *privatecapb.CreateCertificateRequest) (_ *privatecapb.Certificate, fresh bool, _ error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.createLocked(req)
+}
+
+func (f *fakeCAS) createLocked(req *privatecapb.CreateCertificateRequest) (*privatecapb.Certificate, bool, error) {
 	if err := f.checkPool(req.GetParent()); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if id := req.GetRequestId(); id != "" {
 		u, err := uuid.Parse(id)
 		if err != nil || u == uuid.Nil {
-			return nil, status.Error(codes.InvalidArgument, "request_id must be a valid non-zero UUID")
+			return nil, false, status.Error(codes.InvalidArgument, "request_id must be a valid non-zero UUID")
 		}
 		if prev, ok := f.requests[id]; ok {
-			return proto.Clone(prev).(*privatecapb.Certificate), nil
+			return proto.Clone(prev).(*privatecapb.Certificate), false, nil
 		}
 	}
 	id := req.GetCertificateId()
 	if f.tier == privatecapb.CaPool_ENTERPRISE && !certificateIDRE.MatchString(id) {
-		return nil, status.Error(codes.InvalidArgument, "certificate_id must match [a-zA-Z0-9_-]{1,63}")
+		return nil, false, status.Error(codes.InvalidArgument, "certificate_id must match [a-zA-Z0-9_-]{1,63}")
 	}
 	name := f.pool + "/certificates/" + id
 	if _, ok := f.certs[name]; ok && f.tier == privatecapb.CaPool_ENTERPRISE {
-		return nil, status.Errorf(codes.AlreadyExists, "Resource '%s' already exists", name)
+		return nil, false, status.Errorf(codes.AlreadyExists, "Resource '%s' already exists", name)
 	}
 	in := req.GetCertificate()
 	if in == nil {
-		return nil, status.Error(codes.InvalidArgument, "certificate is required")
+		return nil, false, status.Error(codes.InvalidArgument, "certificate is required")
 	}
 	life := in.GetLifetime().AsDuration()
 	if in.GetLifetime() == nil || life <= 0 {
-		return nil, status.Error(codes.InvalidArgument, "certificate.lifetime is required and must be positive")
+		return nil, false, status.Error(codes.InvalidArgument, "certificate.lifetime is required and must be positive")
 	}
 	if tmpl := in.GetCertificateTemplate(); tmpl != "" && !f.templates[tmpl] {
-		return nil, status.Errorf(codes.NotFound, "Resource '%s' was not found", tmpl)
+		return nil, false, status.Errorf(codes.NotFound, "Resource '%s' was not found", tmpl)
 	}
 	iss, err := f.issuer(req.GetIssuingCertificateAuthorityId())
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	tmpl, pub, err := certificateTemplate(in)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 152))
 	now := time.Now().Truncate(time.Second)
@@ -237,7 +277,7 @@ func (f *fakeCAS) CreateCertificate(_ context.Context, req *privatecapb.CreateCe
 	}
 	leaf, err := x509.CreateCertificate(rand.Reader, tmpl, iss.ca.Cert, pub, iss.ca.Key)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "cannot sign: %v", err)
+		return nil, false, status.Errorf(codes.InvalidArgument, "cannot sign: %v", err)
 	}
 	out := &privatecapb.Certificate{
 		Name:                       name,
@@ -266,9 +306,9 @@ func (f *fakeCAS) CreateCertificate(_ context.Context, req *privatecapb.CreateCe
 	if f.loseAnswer != nil {
 		err := f.loseAnswer
 		f.loseAnswer = nil
-		return nil, err
+		return nil, false, err
 	}
-	return proto.Clone(out).(*privatecapb.Certificate), nil
+	return proto.Clone(out).(*privatecapb.Certificate), true, nil
 }
 
 // issuer is the CA that signs: the one named, which must be enabled, or the first enabled one.
