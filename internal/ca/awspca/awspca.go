@@ -84,6 +84,7 @@ const (
 var (
 	caARN       = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):acm-pca:([a-z0-9-]+):([0-9]{12}):certificate-authority/[0-9a-f-]{36}$`)
 	templateARN = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):acm-pca:::template/[A-Za-z0-9_]+/V[0-9]+$`)
+	regionRE    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]$`)
 	certARNRE   = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):acm-pca:[a-z0-9-]+:[0-9]{12}:certificate-authority/[0-9a-f-]{36}/certificate/[0-9a-fA-F]+$`)
 )
 
@@ -221,7 +222,7 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 	if s.MaxValidity < 0 || (s.MaxValidity > 0 && s.MaxValidity < time.Second) {
 		errs = append(errs, ca.SettingErrorf("maxValidity", "must be at least 1s"))
 	}
-	if s.Region != "" && !regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]$`).MatchString(s.Region) {
+	if s.Region != "" && !regionRE.MatchString(s.Region) {
 		errs = append(errs, ca.SettingErrorf("region", "%q is not an AWS region (e.g. eu-west-1)", s.Region))
 	}
 	if s.Endpoint != "" {
