@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -325,6 +327,30 @@ func TestFakeRefusesWhatCASRefuses(t *testing.T) {
 	}
 }
 
+// TestFakeChecksTheRoutingHeader: a routing header naming another resource than the request's
+// is refused (the SDK derives it from the request; a hand-made one may lie).
+func TestFakeChecksTheRoutingHeader(t *testing.T) {
+	f := newFakeCAS(t)
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: f.serverCA.Pool()})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := privatecapb.NewCertificateAuthorityServiceClient(conn)
+	for _, tt := range []struct {
+		params string
+		code   codes.Code
+	}{
+		{"name=" + url.QueryEscape(f.pool), codes.OK},
+		{"name=" + url.QueryEscape(fakeLocation+"/caPools/other"), codes.InvalidArgument},
+	} {
+		c := metadata.AppendToOutgoingContext(ctx(t), "authorization", "Bearer "+f.token, "x-goog-request-params", tt.params)
+		if _, err := raw.GetCaPool(c, &privatecapb.GetCaPoolRequest{Name: f.pool}); status.Code(err) != tt.code {
+			t.Errorf("%s: %v, want %s", tt.params, err, tt.code)
+		}
+	}
+}
+
 // TestNoCredentialsIsPermanent: a connector whose token CAS refuses says so, permanently.
 func TestNoCredentialsIsPermanent(t *testing.T) {
 	f := newFakeCAS(t)
@@ -336,6 +362,17 @@ func TestNoCredentialsIsPermanent(t *testing.T) {
 	err = c.Ping(ctx(t))
 	if !ca.IsPermanent(err) || !strings.Contains(err.Error(), "credentials were refused") {
 		t.Errorf("Ping with a refused token: %v", err)
+	}
+}
+
+// TestNoCredentials: without credentialsFile and with no Application Default Credentials to be
+// found, New says what to set, at credentialsFile.
+func TestNoCredentials(t *testing.T) {
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "missing.json"))
+	_, err := cas.New(ca.Settings{"caPool": fakePool}, ca.Env{}, cas.Options{})
+	var se *ca.SettingError
+	if !errors.As(err, &se) || se.Key != "credentialsFile" || !strings.Contains(err.Error(), "Application Default Credentials") {
+		t.Errorf("New without credentials: %v", err)
 	}
 }
 

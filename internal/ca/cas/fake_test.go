@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -160,6 +161,16 @@ func (f *fakeCAS) authorize(ctx context.Context, req any, info *grpc.UnaryServer
 	md, _ := metadata.FromIncomingContext(ctx)
 	if auth := md.Get("authorization"); len(auth) != 1 || auth[0] != "Bearer "+f.token {
 		return nil, status.Error(codes.Unauthenticated, "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.")
+	}
+	// The SDK names the request's resource in a routing header; it must be the request's own.
+	if rp := md.Get("x-goog-request-params"); len(rp) == 1 {
+		field, value, _ := strings.Cut(rp[0], "=")
+		value, _ = url.QueryUnescape(value)
+		m := req.(proto.Message).ProtoReflect()
+		fd := m.Descriptor().Fields().ByName(protoreflect.Name(field))
+		if fd == nil || m.Get(fd).String() != value {
+			return nil, status.Errorf(codes.InvalidArgument, "x-goog-request-params %q does not match the request", rp[0])
+		}
 	}
 	f.mu.Lock()
 	f.calls[method]++
