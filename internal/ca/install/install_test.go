@@ -47,6 +47,15 @@ func TestOfflineChecks(t *testing.T) {
 		bad      ca.Settings
 		wantKeys []string
 	}{
+		{"awspca",
+			ca.Settings{"certificateAuthorityArn": "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
+				"templateArn": "EndEntityClientAuthCertificate/V1", "caCertsFile": f("roots.pem")},
+			ca.Settings{"certificateAuthorityArn": "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/x", "signingAlgorithm": "MD5"},
+			[]string{"certificateAuthorityArn", "signingAlgorithm"}},
+		{"cas",
+			ca.Settings{"caPool": "projects/p/locations/us-central1/caPools/pool", "certificateTemplate": "wifi", "credentialsFile": f("sa.json"), "caCertsFile": f("roots.pem")},
+			ca.Settings{"caPool": "pool", "maxLifetime": "-1h", "endpoint": "https://privateca.googleapis.com"},
+			[]string{"caPool", "maxLifetime", "endpoint"}},
 		{"local",
 			ca.Settings{"certificateFile": f("ca.crt"), "keyFile": f("ca.key"), "ledgerFile": f("ledger.jsonl")},
 			ca.Settings{"maxValidity": "-1h"},
