@@ -40,7 +40,7 @@ func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 					c.label(), serial, c.mount, vaultText(rerr.Errors, nil))
 			}
 		}
-		return classify(c.label(), "revoke "+serial+" at "+p, err, ex.retryAfter)
+		return c.callError("revoke "+serial+" at "+p, err, ex)
 	}
 	var when any
 	if sec != nil && sec.Data != nil {
@@ -80,7 +80,7 @@ func (c *Connector) Ping(ctx context.Context) error {
 		return nil, err
 	})
 	if err != nil {
-		return classify(c.label(), "capabilities of the token on "+c.signPath+" (sys/capabilities-self)", err, ex.retryAfter)
+		return c.callError("capabilities of the token on "+c.signPath+" (sys/capabilities-self)", err, ex)
 	}
 	if !slices.Contains(caps, "update") && !slices.Contains(caps, "root") {
 		return ca.Permanentf("%s: the token's policies do not grant update on %s (they grant %v); add: path %q { capabilities = [\"update\"] }",

@@ -65,7 +65,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 			return nil, ca.Permanentf("%s: %s for %s: the request reached Vault but its answer was lost (%v); "+
 				"not asking again, since Vault may have signed and cannot say what it signed for a request", c.label(), what, req.Key, err)
 		}
-		return nil, classify(c.label(), what+" for "+req.Key, err, ex.retryAfter)
+		return nil, c.callError(what+" for "+req.Key, err, ex)
 	}
 	issued, serial, err := signed(sec)
 	if err != nil {
@@ -199,7 +199,7 @@ func signed(sec *vaultapi.Secret) (*ca.Issued, string, error) {
 func (c *Connector) authenticated(ctx context.Context, fn func(context.Context, *vaultapi.Client) (*vaultapi.Secret, error)) (*vaultapi.Secret, exchange, error) {
 	t, err := c.auth.current(ctx)
 	if err != nil {
-		return nil, exchange{}, err
+		return nil, exchange{}, authFailed{err}
 	}
 	sec, ex, err := send(ctx, c.base, t.value.Reveal(), fn)
 	if statusOf(err) != 403 {
@@ -215,6 +215,21 @@ func (c *Connector) authenticated(ctx context.Context, fn func(context.Context, 
 	}
 	c.log.Info("vault refused the token; retrying once with a new one", zap.String("connector", c.name))
 	return send(ctx, c.base, fresh.value.Reveal(), fn)
+}
+
+// authFailed is an error in obtaining a token, classified already and not Vault's answer to
+// the call.
+type authFailed struct{ error }
+
+func (e authFailed) Unwrap() error { return e.error }
+
+// callError classifies the error of an authenticated call.
+func (c *Connector) callError(what string, err error, ex exchange) error {
+	var af authFailed
+	if errors.As(err, &af) {
+		return af.error
+	}
+	return classify(c.label(), what, err, ex.retryAfter)
 }
 
 // roots returns the trust anchors of the connection: caCertsFile's, or the issuer's chain read
