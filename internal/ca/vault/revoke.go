@@ -91,4 +91,3 @@ func (c *Connector) Ping(ctx context.Context) error {
 	}
 	return nil
 }
-
