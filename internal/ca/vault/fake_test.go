@@ -1090,7 +1090,7 @@ func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-func selfSigned(t *testing.T, key crypto.Signer, cn string) *x509.Certificate {
+func selfSigned(t testing.TB, key crypto.Signer, cn string) *x509.Certificate {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
