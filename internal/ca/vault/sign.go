@@ -239,8 +239,8 @@ func (c *Connector) roots(ctx context.Context) (*x509.CertPool, error) {
 	if c.pinned != nil {
 		return c.pinned, nil
 	}
-	if p := c.fetched.Load(); p != nil {
-		return p, nil
+	if ch := c.fetched.Load(); ch != nil {
+		return ch.pool, nil
 	}
 	return c.fetchRoots(ctx, nil)
 }
@@ -270,8 +270,8 @@ func (c *Connector) checkedRoots(ctx context.Context, issued *ca.Issued, roots *
 func (c *Connector) fetchRoots(ctx context.Context, stale *x509.CertPool) (*x509.CertPool, error) {
 	c.fetchMu.Lock()
 	defer c.fetchMu.Unlock()
-	if p := c.fetched.Load(); p != nil && p != stale {
-		return p, nil
+	if ch := c.fetched.Load(); ch != nil && ch.pool != stale {
+		return ch.pool, nil
 	}
 	ref := c.issuer
 	if ref == "" {
@@ -312,19 +312,20 @@ func (c *Connector) fetchRoots(ctx context.Context, stale *x509.CertPool) (*x509
 	if len(certs) == 0 {
 		return nil, ca.Permanentf("%s: %s: the issuer has no certificate", c.label(), what)
 	}
-	pool := x509.NewCertPool()
-	found := false
+	ch := &issuerChain{pool: x509.NewCertPool(), certs: certs}
 	for _, cert := range certs {
 		if bytes.Equal(cert.RawIssuer, cert.RawSubject) && cert.CheckSignatureFrom(cert) == nil {
-			pool.AddCert(cert)
-			found = true
+			ch.roots = append(ch.roots, cert)
 		}
 	}
-	if !found {
-		pool.AddCert(certs[len(certs)-1])
+	if len(ch.roots) == 0 {
+		ch.roots = certs[len(certs)-1:]
 	}
-	c.fetched.Store(pool)
-	return pool, nil
+	for _, r := range ch.roots {
+		ch.pool.AddCert(r)
+	}
+	c.fetched.Store(ch)
+	return ch.pool, nil
 }
 
 // colonHex writes a serial number the way Vault does: lower-case hex bytes joined by colons.

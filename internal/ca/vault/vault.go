@@ -34,6 +34,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,16 +119,50 @@ type Connector struct {
 	// pinned are the roots from caCertsFile; without them the issuer's chain is fetched from
 	// Vault once, and again when a certificate does not chain to what was fetched (a rotated
 	// root).
-	pinned  *x509.CertPool
-	fetched atomic.Pointer[x509.CertPool]
-	fetchMu sync.Mutex
+	pinned      *x509.CertPool
+	pinnedCerts []*x509.Certificate
+	fetched     atomic.Pointer[issuerChain]
+	fetchMu     sync.Mutex
+
+	tlsClient *http.Client // for the client certificate's expiry (Certificates)
+}
+
+// issuerChain is the issuer's chain as read from Vault, and the roots taken from it.
+type issuerChain struct {
+	pool  *x509.CertPool
+	certs []*x509.Certificate // from the issuer up
+	roots []*x509.Certificate // those of certs in pool
 }
 
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Revoker   = (*Connector)(nil)
+
+	_ ca.CertificateHolder = (*Connector)(nil)
 )
+
+// Certificates returns the TLS client certificate, the caCertsFile roots or, once read from
+// Vault, the issuer's chain: its issuer, intermediates and roots.
+func (c *Connector) Certificates() []ca.HeldCertificate {
+	out := catls.Held(catls.ClientTLS(c.tlsClient))
+	for _, r := range c.pinnedCerts {
+		out = append(out, ca.HeldCertificate{Role: ca.RoleRoot, Cert: r})
+	}
+	if ch := c.fetched.Load(); ch != nil && c.pinned == nil {
+		for i, cert := range ch.certs {
+			role := ca.RoleIntermediate
+			switch {
+			case slices.Contains(ch.roots, cert):
+				role = ca.RoleRoot
+			case i == 0:
+				role = ca.RoleIssuer
+			}
+			out = append(out, ca.HeldCertificate{Role: role, Cert: cert})
+		}
+	}
+	return out
+}
 
 // New builds the connector from its settings. It reads the local files (token, AppRole and
 // Kubernetes credentials, CA certificates, TLS material) so that a wrong path stops the adapter
@@ -143,13 +178,16 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		log = zap.NewNop()
 	}
 	var errs []error
-	var pinned *x509.CertPool
+	var (
+		pinned      *x509.CertPool
+		pinnedCerts []*x509.Certificate
+	)
 	if s.CACertsFile != "" {
 		certs, err := pemutil.ReadCertificates(env.Path(s.CACertsFile))
 		if err != nil {
 			errs = append(errs, ca.SettingErrorf("caCertsFile", "%w", err))
 		} else {
-			pinned = x509.NewCertPool()
+			pinned, pinnedCerts = x509.NewCertPool(), certs
 			for _, c := range certs {
 				pinned.AddCert(c)
 			}
@@ -196,7 +234,9 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		issuer:   s.Issuer,
 		endpoint: s.Endpoint,
 		signPath: signPath(s),
-		pinned:   pinned,
+		pinned:      pinned,
+		pinnedCerts: pinnedCerts,
+		tlsClient:   httpClient,
 	}
 	c.auth = newAuthenticator(s.Auth, files, base, c.label(), log)
 	return c, nil

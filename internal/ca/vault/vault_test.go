@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"maps"
 	"math/big"
 	"net/url"
 	"os"
@@ -630,4 +631,29 @@ func flattenErrs(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+// TestCertificates: before Vault is contacted the connector holds no certificate; once it read
+// the issuer's chain, it reports the issuer and the root for their expiry.
+func TestCertificates(t *testing.T) {
+	f := newFakeVault(t)
+	c, _ := f.newConnector(t, nil)
+	if held := c.Certificates(); len(held) != 0 {
+		t.Fatalf("before contact: %v", held)
+	}
+	if err := c.Ping(ctxTimeout(t)); err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]string{}
+	for _, h := range c.Certificates() {
+		roles[h.Cert.Subject.CommonName] = h.Role
+	}
+	want := map[string]string{"Fake Vault Intermediate": ca.RoleIssuer, "Fake Vault Root": ca.RoleRoot}
+	if !maps.Equal(roles, want) {
+		t.Errorf("held %v, want %v", roles, want)
+	}
+	pinned, _ := f.newConnector(t, ca.Settings{"caCertsFile": rootsFile(f)})
+	if held := pinned.Certificates(); len(held) != 1 || held[0].Role != ca.RoleRoot || !held[0].Cert.Equal(f.root) {
+		t.Errorf("with caCertsFile: %v", held)
+	}
 }
