@@ -11,12 +11,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Revoke revokes a certificate of this mount by its serial (POST <mount>/revoke). Vault
 // revokes idempotently: a certificate already revoked is answered with its first revocation
 // time. Vault records no reason code, and its revocations are final, so certificateHold is
-// refused rather than turned into a revocation that cannot be lifted.
+// refused rather than turned into a revocation that cannot be lifted. When the certificate is
+// given, it must be the one the mount holds under that serial.
 func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 	if req == nil || req.Serial == nil {
 		return ca.Permanentf("%s: revoke: no serial number", c.label())
@@ -27,6 +29,11 @@ func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return ca.Retryable(fmt.Errorf("%s: revoke %s: %w", c.label(), serial, err), 0)
+	}
+	if req.Certificate != nil {
+		if err := c.checkHeld(ctx, serial, req); err != nil {
+			return err
+		}
 	}
 	p := c.mount + "/revoke"
 	sec, ex, err := c.authenticated(ctx, func(ctx context.Context, cl *vaultapi.Client) (*vaultapi.Secret, error) {
@@ -51,6 +58,35 @@ func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 	}
 	c.log.Info("vault revoked certificate", zap.String("connector", c.name), zap.String("serial", serial),
 		zap.String("key", req.Key), zap.Stringer("reason", req.Reason), zap.Any("revocationTime", when))
+	return nil
+}
+
+// checkHeld makes sure the certificate to revoke is the one the mount holds under its serial
+// (GET <mount>/cert/<serial>): a certificate of another CA may share a serial with one of
+// this mount's, which revoking by serial would revoke instead.
+func (c *Connector) checkHeld(ctx context.Context, serial string, req *ca.RevokeRequest) error {
+	if req.Certificate.SerialNumber == nil || req.Certificate.SerialNumber.Cmp(req.Serial) != 0 {
+		return ca.Permanentf("%s: revoke %s: the certificate given has another serial number", c.label(), serial)
+	}
+	p := c.mount + "/cert/" + serial
+	sec, ex, err := send(ctx, c.base, "", func(ctx context.Context, cl *vaultapi.Client) (*vaultapi.Secret, error) {
+		return cl.Logical().ReadWithContext(ctx, p)
+	})
+	if err != nil {
+		return classify(c.label(), "revoke "+serial+": read "+p, err, ex.retryAfter)
+	}
+	var held string
+	if sec != nil && sec.Data != nil {
+		held, _ = sec.Data["certificate"].(string)
+	}
+	if held == "" {
+		return ca.Permanentf("%s: revoke %s: mount %s holds no certificate with this serial (issued through another mount, or by a role with no_store)", c.label(), serial, c.mount)
+	}
+	certs, err := pemutil.ParseCertificates([]byte(held))
+	if err != nil || len(certs) == 0 || !certs[0].Equal(req.Certificate) {
+		return ca.Permanentf("%s: revoke %s: the certificate given is not the one mount %s issued with this serial (it was issued by %s); not revoking",
+			c.label(), serial, c.mount, ca.ServerText(req.Certificate.Issuer.String(), 120))
+	}
 	return nil
 }
 

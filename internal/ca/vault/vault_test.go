@@ -238,6 +238,16 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+func issueOne(t *testing.T, c *Connector, id string) (*ca.Request, *ca.Issued) {
+	t.Helper()
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), id)
+	issued, err := c.Issue(ctxTimeout(t), req)
+	if err != nil {
+		t.Fatalf("Issue %s: %v", id, err)
+	}
+	return req, issued
+}
+
 func rootsFile(f *fakeVault) string {
 	return writeFile(f.t, f.t.TempDir(), "roots.pem", string(pemCert(f.root)))
 }
@@ -513,6 +523,24 @@ func TestRevoke(t *testing.T) {
 	err = c.Revoke(ctx, &ca.RevokeRequest{Serial: big.NewInt(0xabcdef), Reason: ca.ReasonKeyCompromise})
 	if !ca.IsPermanent(err) || !strings.Contains(err.Error(), "knows no certificate") {
 		t.Errorf("unknown serial: %v", err)
+	}
+	// Another CA's certificate with the serial of one of this mount's.
+	_, kept := issueOne(t, c, "KEPT")
+	other := catest.NewRoot(t, "another CA")
+	foreign := other.Sign(t, &x509.Certificate{SerialNumber: kept.Leaf.SerialNumber, Subject: kept.Leaf.Subject}, kept.Leaf.PublicKey)
+	err = c.Revoke(ctx, &ca.RevokeRequest{Serial: foreign.SerialNumber, Certificate: foreign, Reason: ca.ReasonKeyCompromise})
+	if !ca.IsPermanent(err) || !strings.Contains(err.Error(), "not the one mount pki issued") {
+		t.Errorf("foreign certificate: %v", err)
+	}
+	f.mu.Lock()
+	if !f.mounts["pki"].certs[colonHex(kept.Leaf.SerialNumber.Bytes())].revoked.IsZero() {
+		t.Error("revoking a foreign certificate revoked this mount's certificate with its serial")
+	}
+	f.mu.Unlock()
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Revoke(cancelled, &ca.RevokeRequest{Serial: kept.Leaf.SerialNumber, Reason: ca.ReasonSuperseded}); !errors.Is(err, context.Canceled) || ca.IsPermanent(err) {
+		t.Errorf("cancelled Revoke: %v", err)
 	}
 	before := f.count("PUT", "pki/revoke")
 	err = c.Revoke(ctx, &ca.RevokeRequest{Serial: issued.Leaf.SerialNumber, Reason: ca.ReasonCertificateHold})
