@@ -252,6 +252,15 @@ func (f *fakeVault) rootPool() *x509.CertPool {
 	return p
 }
 
+// leafPool holds the root and the intermediate: what verifies a leaf uploaded alone, without
+// its chain.
+func (f *fakeVault) leafPool() *x509.CertPool {
+	p := f.rootPool()
+	m := f.mounts["pki"]
+	p.AddCert(m.issuer("").cert)
+	return p
+}
+
 // newToken creates a token in the fake's namespace, as `vault token create` would.
 func (f *fakeVault) newToken(policies []string, ttl, maxTTL time.Duration, renewable bool) string {
 	f.mu.Lock()

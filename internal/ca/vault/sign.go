@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -62,6 +63,10 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	})
 	if err != nil {
 		if ex.delivered && statusOf(err) == 0 && !errors.Is(err, context.Canceled) {
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err // its text repeats the URL
+			}
 			return nil, ca.Permanentf("%s: %s for %s: the request reached Vault but its answer was lost (%v); "+
 				"not asking again, since Vault may have signed and cannot say what it signed for a request", c.label(), what, req.Key, err)
 		}
