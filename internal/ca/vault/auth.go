@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -143,6 +144,7 @@ type token struct {
 	value     logging.Secret
 	obtained  time.Time     // when Vault last stated its TTL
 	ttl       time.Duration // 0: the token does not expire
+	increment time.Duration // what a renewal asks for: the TTL the token was created with
 	renewable bool
 	refused   atomic.Bool // Vault answered 403 to it: obtain another before the next call
 }
@@ -272,7 +274,7 @@ func (a *authenticator) store(t *token) {
 func (a *authenticator) renew(ctx context.Context, t *token) (*token, error) {
 	now := a.now()
 	sec, ex, err := a.send(ctx, t, func(ctx context.Context, cl *vaultapi.Client) (*vaultapi.Secret, error) {
-		return cl.Auth().Token().RenewSelfWithContext(ctx, int(t.ttl/time.Second))
+		return cl.Auth().Token().RenewSelfWithContext(ctx, int(t.increment/time.Second))
 	})
 	if err != nil {
 		return nil, classify(a.label, "renew the token (auth/token/renew-self)", err, ex.retryAfter)
@@ -281,7 +283,7 @@ func (a *authenticator) renew(ctx context.Context, t *token) (*token, error) {
 		return nil, ca.Retryable(fmt.Errorf("%s: renew the token: the answer has no auth block", a.label), 0)
 	}
 	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
-	n := &token{value: t.value, obtained: now, ttl: ttl, renewable: sec.Auth.Renewable}
+	n := &token{value: t.value, obtained: now, ttl: ttl, increment: t.increment, renewable: sec.Auth.Renewable}
 	if left := t.obtained.Add(t.ttl).Sub(now); ttl <= left {
 		n.renewable = false
 	}
@@ -328,7 +330,13 @@ func (a *authenticator) readTokenFile(ctx context.Context) (*token, error) {
 		return nil, ca.Retryable(fmt.Errorf("%s: look up the token: %w", a.label, err), 0)
 	}
 	renewable, _ := sec.TokenIsRenewable()
-	t.ttl, t.renewable = ttl, renewable
+	t.ttl, t.renewable, t.increment = ttl, renewable, ttl
+	// lookup-self tells the TTL left; a renewal asks for the whole TTL the token was made with.
+	if n, ok := sec.Data["creation_ttl"].(json.Number); ok {
+		if secs, err := n.Int64(); err == nil && secs > 0 {
+			t.increment = time.Duration(secs) * time.Second
+		}
+	}
 	return t, nil
 }
 
@@ -382,10 +390,12 @@ func (a *authenticator) login(ctx context.Context) (*token, error) {
 	}
 	a.log.Info("logged in to vault", zap.String("connector", a.label), zap.String("method", a.method),
 		zap.Duration("ttl", time.Duration(sec.Auth.LeaseDuration)*time.Second), zap.Strings("policies", sec.Auth.TokenPolicies))
+	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
 	return &token{
 		value:     logging.Secret(sec.Auth.ClientToken),
 		obtained:  now,
-		ttl:       time.Duration(sec.Auth.LeaseDuration) * time.Second,
+		ttl:       ttl,
+		increment: ttl,
 		renewable: sec.Auth.Renewable,
 	}, nil
 }

@@ -376,6 +376,9 @@ func TestTokenFileBackgroundRenewal(t *testing.T) {
 	f := newFakeVault(t)
 	tok := f.newToken([]string{"default", "certprov"}, time.Hour, 0, true)
 	file := writeFile(t, t.TempDir(), "token", tok+"\n")
+	// The adapter starts when the token has 20 minutes left: renewals must still ask for the
+	// hour it was created with, not the 20 minutes lookup-self reports.
+	f.clock.Advance(40 * time.Minute)
 	fire := make(chan time.Time)
 	s := ca.Settings{"auth": map[string]any{"method": MethodToken, "tokenFile": file}}
 	c, _ := f.newConnector(t, s)
@@ -386,11 +389,17 @@ func TestTokenFileBackgroundRenewal(t *testing.T) {
 	if n := f.count("GET", "auth/token/lookup-self"); n != 1 {
 		t.Fatalf("%d lookups, want 1", n)
 	}
-	f.clock.Advance(50 * time.Minute)
-	fire <- time.Now() // the loop renews now...
-	fire <- time.Now() // ...and is waiting again, so the renewal is done
+	f.clock.Advance(15 * time.Minute) // 5 minutes left
+	fire <- time.Now()                // the loop renews now...
+	fire <- time.Now()                // ...and is waiting again, so the renewal is done
 	if n := f.count("PUT", "auth/token/renew-self"); n != 1 {
 		t.Fatalf("%d background renewals, want 1", n)
+	}
+	f.mu.Lock()
+	ttl := f.tokens[tok].ttl
+	f.mu.Unlock()
+	if ttl != time.Hour {
+		t.Fatalf("renewed for %s, want the token's creation TTL of 1h", ttl)
 	}
 	// Past the original hour the token lives on thanks to the renewal.
 	f.clock.Advance(40 * time.Minute)
