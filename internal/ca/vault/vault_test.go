@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"maps"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -729,5 +732,66 @@ func TestExampleConfig(t *testing.T) {
 	delete(s, "timeout") // the adapter's keys
 	if err := Check(s); err != nil {
 		t.Errorf("the example fails the check: %v", err)
+	}
+}
+
+// TestStandbyRedirect: a standby node answers 307 to the active node, as Vault's HA standbys do;
+// the client follows it once with the token, and Vault signs once.
+func TestStandbyRedirect(t *testing.T) {
+	f := newFakeVault(t)
+	standby := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/sys/health" {
+			w.WriteHeader(http.StatusTooManyRequests) // a standby's health code, unless standbycode says otherwise
+			return
+		}
+		http.Redirect(w, r, f.srv.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(standby.Close)
+	c, _ := f.newConnector(t, ca.Settings{"address": standby.URL})
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "STANDBY")
+	issued, err := c.Issue(ctxTimeout(t), req)
+	if err != nil {
+		t.Fatalf("Issue through a standby: %v", err)
+	}
+	catest.CheckIssued(t, req, issued, f.rootPool())
+	if n := f.count("PUT", "pki/sign/devices"); n != 1 {
+		t.Errorf("%d sign requests at the active node, want 1", n)
+	}
+	if used := f.tokensUsed("pki/sign/devices"); len(used) != 1 || used[0] == "" {
+		t.Errorf("the redirected request carried no token: %q", used)
+	}
+}
+
+// TestNoSecretInLogs: whatever the connector logs, at any level, while it logs in, renews,
+// signs, is refused and revokes, holds neither the secret ID, the JWT nor a token.
+func TestNoSecretInLogs(t *testing.T) {
+	f := newFakeVault(t)
+	c, logs := f.newConnector(t, nil)
+	ctx := ctxTimeout(t)
+	_, issued := issueOne(t, c, "LOGS1")
+	f.clock.Advance(50 * time.Minute)
+	issueOne(t, c, "LOGS2") // renews
+	f.revokeToken(f.tokensUsed("pki/sign/devices")[0])
+	issueOne(t, c, "LOGS3") // refused, logs in again
+	if err := c.Revoke(ctx, &ca.RevokeRequest{Serial: issued.Leaf.SerialNumber, Reason: ca.ReasonSuperseded}); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	var secrets []string
+	for id := range f.tokens {
+		secrets = append(secrets, id)
+	}
+	f.mu.Unlock()
+	secrets = append(secrets, f.approles["approle/certprov"].secretID, f.k8sRoles["kubernetes/certprov"].jwt)
+	if logs.Len() == 0 {
+		t.Fatal("nothing logged")
+	}
+	for _, e := range logs.All() {
+		text := e.Message + fmt.Sprint(e.ContextMap())
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("log %q holds a secret", text)
+			}
+		}
 	}
 }
