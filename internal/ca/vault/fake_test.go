@@ -147,7 +147,7 @@ type seen struct {
 }
 
 type fakeVault struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *httptest.Server
 	clock *fakeClock
 
@@ -182,7 +182,7 @@ type policyRule struct {
 // newFakeVault starts a fake Vault over TLS with a PKI mount "pki" whose default issuer is an
 // intermediate below a root, and a role "devices" that allows the names the conformance suite
 // asks for.
-func newFakeVault(t *testing.T) *fakeVault {
+func newFakeVault(t testing.TB) *fakeVault {
 	t.Helper()
 	f := &fakeVault{
 		t:        t,
@@ -236,7 +236,7 @@ func newFakeVault(t *testing.T) *fakeVault {
 }
 
 // caFile writes the fake's TLS certificate as a PEM file and returns its path.
-func (f *fakeVault) caFile(t *testing.T) string {
+func (f *fakeVault) caFile(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "vault-tls-ca.pem")
 	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw}), 0o600); err != nil {
@@ -1114,7 +1114,7 @@ func selfSigned(t testing.TB, key crypto.Signer, cn string) *x509.Certificate {
 	return c
 }
 
-func signCA(t *testing.T, parent *x509.Certificate, parentKey crypto.Signer, pub crypto.PublicKey, cn string) *x509.Certificate {
+func signCA(t testing.TB, parent *x509.Certificate, parentKey crypto.Signer, pub crypto.PublicKey, cn string) *x509.Certificate {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},

@@ -27,7 +27,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/csr"
 )
 
-func writeFile(t *testing.T, dir, name, content string) string {
+func writeFile(t testing.TB, dir, name, content string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -37,7 +37,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 // appRoleAuth writes the fake's AppRole credentials to files and returns the auth block.
-func (f *fakeVault) appRoleAuth(t *testing.T) map[string]any {
+func (f *fakeVault) appRoleAuth(t testing.TB) map[string]any {
 	t.Helper()
 	dir := t.TempDir()
 	r := f.approles["approle/certprov"]
@@ -50,7 +50,7 @@ func (f *fakeVault) appRoleAuth(t *testing.T) map[string]any {
 
 // newConnector builds a connector to the fake with settings over the defaults (role devices,
 // AppRole, the fake's TLS certificate trusted), its token clock the fake's.
-func (f *fakeVault) newConnector(t *testing.T, over ca.Settings) (*Connector, *observer.ObservedLogs) {
+func (f *fakeVault) newConnector(t testing.TB, over ca.Settings) (*Connector, *observer.ObservedLogs) {
 	t.Helper()
 	s := ca.Settings{
 		"address": f.srv.URL,
