@@ -169,7 +169,8 @@ type authenticator struct {
 	role      string // the Kubernetes role
 	files     authFiles
 	base      *vaultapi.Client
-	label     string
+	name      string // the connection, for logs
+	label     string // the connection, for messages
 	log       *zap.Logger
 
 	now   func() time.Time
@@ -185,7 +186,7 @@ type authenticator struct {
 	done      chan struct{}
 }
 
-func newAuthenticator(s authSettings, files authFiles, base *vaultapi.Client, label string, log *zap.Logger) *authenticator {
+func newAuthenticator(s authSettings, files authFiles, base *vaultapi.Client, name, label string, log *zap.Logger) *authenticator {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &authenticator{
 		method:   s.Method,
@@ -193,6 +194,7 @@ func newAuthenticator(s authSettings, files authFiles, base *vaultapi.Client, la
 		role:     s.Role,
 		files:    files,
 		base:     base,
+		name:     name,
 		label:    label,
 		log:      log,
 		now:      time.Now,
@@ -240,7 +242,7 @@ func (a *authenticator) refresh(ctx context.Context) (*token, error) {
 			a.store(t)
 			return t, nil
 		}
-		a.log.Warn("vault token renewal failed", zap.String("connector", a.label), zap.Error(err))
+		a.log.Warn("vault token renewal failed", zap.String("connector", a.name), zap.Error(err))
 		if ctx.Err() != nil {
 			return nil, err
 		}
@@ -249,7 +251,7 @@ func (a *authenticator) refresh(ctx context.Context) (*token, error) {
 	if err != nil {
 		if usable {
 			// Still valid for a while: a Vault that is briefly away must not stop issuance.
-			a.log.Warn("vault token not replaced; using it until it expires", zap.String("connector", a.label),
+			a.log.Warn("vault token not replaced; using it until it expires", zap.String("connector", a.name),
 				zap.Time("expires", cur.obtained.Add(cur.ttl)), zap.Error(err))
 			return cur, nil
 		}
@@ -290,7 +292,7 @@ func (a *authenticator) renew(ctx context.Context, t *token) (*token, error) {
 	if sec.Auth.ClientToken != "" && sec.Auth.ClientToken != t.value.Reveal() {
 		n.value = logging.Secret(sec.Auth.ClientToken)
 	}
-	a.log.Debug("vault token renewed", zap.String("connector", a.label), zap.Duration("ttl", ttl), zap.Bool("renewable", n.renewable))
+	a.log.Debug("vault token renewed", zap.String("connector", a.name), zap.Duration("ttl", ttl), zap.Bool("renewable", n.renewable))
 	return n, nil
 }
 
@@ -320,7 +322,7 @@ func (a *authenticator) readTokenFile(ctx context.Context) (*token, error) {
 		// Either the token is not valid, or its policies lack lookup-self; the next call
 		// tells which.
 		a.log.Warn("vault token from tokenFile cannot look itself up; it is used without renewal",
-			zap.String("connector", a.label), zap.String("vault", strings.Join(rerr.Errors, "; ")))
+			zap.String("connector", a.name), zap.String("vault", strings.Join(rerr.Errors, "; ")))
 		return t, nil
 	case err != nil:
 		return nil, classify(a.label, "look up the token in auth.tokenFile (auth/token/lookup-self)", err, ex.retryAfter, v.Reveal())
@@ -388,7 +390,7 @@ func (a *authenticator) login(ctx context.Context) (*token, error) {
 	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
 		return nil, ca.Permanentf("%s: %s (%s): the answer holds no token (is auth.mount a %s auth method?)", a.label, what, a.loginPath, a.method)
 	}
-	a.log.Info("logged in to vault", zap.String("connector", a.label), zap.String("method", a.method),
+	a.log.Info("logged in to vault", zap.String("connector", a.name), zap.String("method", a.method),
 		zap.Duration("ttl", time.Duration(sec.Auth.LeaseDuration)*time.Second), zap.Strings("policies", sec.Auth.TokenPolicies))
 	ttl := time.Duration(sec.Auth.LeaseDuration) * time.Second
 	return &token{
@@ -432,7 +434,7 @@ func (a *authenticator) renewLoop() {
 			if a.loopCtx.Err() != nil {
 				return
 			}
-			a.log.Warn("vault token refresh failed; retrying", zap.String("connector", a.label), zap.Error(err))
+			a.log.Warn("vault token refresh failed; retrying", zap.String("connector", a.name), zap.Error(err))
 			wait = renewRetry
 		}
 	}

@@ -238,7 +238,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		pinnedCerts: pinnedCerts,
 		tlsClient:   httpClient,
 	}
-	c.auth = newAuthenticator(s.Auth, files, base, c.label(), log)
+	c.auth = newAuthenticator(s.Auth, files, base, c.name, c.label(), log)
 	return c, nil
 }
 
