@@ -112,12 +112,13 @@ type fakeRole struct {
 	notBeforeDuration  time.Duration
 	enforceHostnames   bool
 	emailProtectionEKU bool
+	keyType            string // rsa (Vault's default), ec, ed25519 or any
 }
 
 func newRole() *fakeRole {
 	return &fakeRole{
 		allowIPSANs: true, useCSRCommonName: true, useCSRSANs: true, requireCN: true,
-		serverFlag: true, clientFlag: true, enforceHostnames: true,
+		serverFlag: true, clientFlag: true, enforceHostnames: true, keyType: "rsa",
 		keyUsage:          x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement | x509.KeyUsageKeyEncipherment,
 		notBeforeDuration: 30 * time.Second,
 	}
@@ -212,6 +213,7 @@ func newFakeVault(t testing.TB) *fakeVault {
 	role.allowedOtherSANs = []string{csr.OIDUPN().String() + ";UTF8:*"}
 	role.allowedURISANs = []string{"urn:chromeos:*", "spiffe://example.com/*"}
 	role.maxTTL = 720 * time.Hour
+	role.keyType = "any"
 	role.organization = []string{"Vault Role Org"}
 	f.mounts["pki"] = &fakeMount{
 		issuers:       map[string]*fakeIssuer{"intermediate": {cert: inter, key: interKey, chain: []*x509.Certificate{inter, root}}},
@@ -760,6 +762,11 @@ func (f *fakeVault) sign(w http.ResponseWriter, r *http.Request, m *fakeMount, i
 	}
 	if err := cr.CheckSignature(); err != nil {
 		vaultError(w, http.StatusBadRequest, "request signature invalid: "+err.Error())
+		return
+	}
+	keyType := map[x509.PublicKeyAlgorithm]string{x509.RSA: "rsa", x509.ECDSA: "ec", x509.Ed25519: "ed25519"}[cr.PublicKeyAlgorithm]
+	if role.keyType != "any" && role.keyType != keyType {
+		vaultError(w, http.StatusBadRequest, fmt.Sprintf("role requires keys of type %s", role.keyType))
 		return
 	}
 	if issuerRef == "" {

@@ -177,6 +177,10 @@ func TestRefusals(t *testing.T) {
 			f.mounts["pki"].roles["devices"].allowedOtherSANs = nil
 			return nil
 		}, ca.ClassPermanent, 0, "other SAN user-R@corp.example.com not allowed"},
+		{"role for RSA keys, a P-256 device", func(f *fakeVault) ca.Settings {
+			f.mounts["pki"].roles["devices"].keyType = "rsa"
+			return nil
+		}, ca.ClassPermanent, 0, "role requires keys of type rsa"},
 		{"unknown role", func(f *fakeVault) ca.Settings {
 			f.policies["certprov"] = append(f.policies["certprov"], policyRule{"pki/sign/*", []string{"update"}})
 			return ca.Settings{"role": "laptops"}
