@@ -733,6 +733,7 @@ func (f *fakeVault) sign(w http.ResponseWriter, r *http.Request, m *fakeMount, i
 		return
 	}
 	role := newRole()
+	role.keyType = "any" // sign-verbatim without a role takes any key
 	if roleName != "" || !verbatim {
 		role = m.roles[roleName]
 		if role == nil {
