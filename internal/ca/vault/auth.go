@@ -16,6 +16,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
 const (
@@ -75,7 +76,8 @@ func checkAuth(a *authSettings) error {
 	case "":
 		errs = append(errs, ca.SettingErrorf("method", "required: %s, %s or %s", MethodToken, MethodAppRole, MethodKubernetes))
 	default:
-		errs = append(errs, ca.SettingErrorf("method", "%q: must be %s, %s or %s", a.Method, MethodToken, MethodAppRole, MethodKubernetes))
+		errs = append(errs, ca.SettingErrorf("method", "%q: must be %s, %s or %s%s", a.Method, MethodToken, MethodAppRole, MethodKubernetes,
+			didYouMean(a.Method, MethodToken, MethodAppRole, MethodKubernetes)))
 	}
 	if a.Method == MethodAppRole || a.Method == MethodKubernetes {
 		if a.Mount == "" {
@@ -87,6 +89,14 @@ func checkAuth(a *authSettings) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// didYouMean is "; did you mean X?" for the candidate closest to v, or "".
+func didYouMean(v string, candidates ...string) string {
+	if s := suggest.Closest(v, candidates); s != "" {
+		return fmt.Sprintf("; did you mean %q?", s)
+	}
+	return ""
 }
 
 // authFiles are the resolved paths of the auth block's files.

@@ -290,7 +290,8 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 		}
 	case EndpointSignVerbatim:
 	default:
-		errs = append(errs, ca.SettingErrorf("endpoint", "%q: must be %q or %q", s.Endpoint, EndpointSign, EndpointSignVerbatim))
+		errs = append(errs, ca.SettingErrorf("endpoint", "%q: must be %q or %q%s", s.Endpoint, EndpointSign, EndpointSignVerbatim,
+			didYouMean(s.Endpoint, EndpointSign, EndpointSignVerbatim)))
 	}
 	for _, f := range []struct{ key, v string }{{"role", s.Role}, {"issuer", s.Issuer}} {
 		if f.v != "" && !pathSegment.MatchString(f.v) {

@@ -628,6 +628,8 @@ func TestSettings(t *testing.T) {
 			s["auth"] = map[string]any{"method": "token", "tokenFile": "/t", "jwtFile": "/j"}
 		}, "auth.jwtFile", "only with method kubernetes"},
 		{"misspelt key", func(s ca.Settings) { s["rol"] = "x" }, "rol", `did you mean "role"`},
+		{"misspelt method", func(s ca.Settings) { s["auth"] = map[string]any{"method": "aprole"} }, "auth.method", `did you mean "approle"?`},
+		{"misspelt endpoint", func(s ca.Settings) { s["endpoint"] = "sign_verbatim" }, "endpoint", `did you mean "sign-verbatim"?`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
