@@ -414,6 +414,15 @@ func TestTokenFileBackgroundRenewal(t *testing.T) {
 	if _, err := c.Issue(ctxTimeout(t), req); err != nil {
 		t.Fatalf("Issue after the original TTL: %v", err)
 	}
+	// Close (a reload, a stop) ends the loop: Close waits for it, so nothing receives after.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case fire <- time.Now():
+		t.Error("the renewal loop still runs after Close")
+	default:
+	}
 }
 
 // TestTokenFileRotation: Vault Agent writes a new token to the file and the old one is revoked;
