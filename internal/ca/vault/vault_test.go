@@ -810,3 +810,23 @@ func TestNoSecretInLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestTTLCapped: a validity beyond the role's max_ttl is shortened by Vault, which says so in a
+// warning; the connector logs it, and the engine gets the shorter certificate.
+func TestTTLCapped(t *testing.T) {
+	f := newFakeVault(t) // max_ttl 720h
+	c, logs := f.newConnector(t, nil)
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "LONG")
+	req.Validity = 2000 * time.Hour
+	issued, err := c.Issue(ctxTimeout(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := issued.Leaf.NotAfter.Sub(issued.Leaf.NotBefore); got > 720*time.Hour+time.Minute {
+		t.Errorf("lifetime %s, want at most the role's 720h", got)
+	}
+	w := logs.FilterMessage("vault warning").All()
+	if len(w) != 1 || !strings.Contains(w[0].ContextMap()["warning"].(string), "maxTTL") {
+		t.Errorf("warnings logged: %v", w)
+	}
+}
