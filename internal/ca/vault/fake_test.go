@@ -37,6 +37,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/csr"
 )
 
@@ -164,6 +165,7 @@ type fakeVault struct {
 	root      *x509.Certificate
 
 	// Faults, each for the next matching request.
+	crlNumber  int64
 	failSign   []fakeFailure
 	loseSign   int // sign, store, then cut the connection without an answer
 	nextTokens int
@@ -261,6 +263,39 @@ func (f *fakeVault) leafPool() *x509.CertPool {
 	m := f.mounts["pki"]
 	p.AddCert(m.issuer("").cert)
 	return p
+}
+
+// revocationStatus fetches the mount's CRL from the fake as a relying party would (GET
+// /v1/pki/crl/pem), checks its signature by the issuer, and reports whether it lists cert, and
+// its reason (Vault's CRL entries carry none: unspecified).
+func (f *fakeVault) revocationStatus(t testing.TB, cert *x509.Certificate) (bool, ca.Reason) {
+	t.Helper()
+	resp, err := f.srv.Client().Get(f.srv.URL + "/v1/pki/crl/pem")
+	if err != nil {
+		t.Fatalf("fetch the CRL: %v", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, _ := io.ReadAll(resp.Body)
+	block, _ := pem.Decode(raw)
+	if resp.StatusCode != http.StatusOK || block == nil || block.Type != "X509 CRL" {
+		t.Fatalf("CRL: HTTP %d, %q", resp.StatusCode, raw)
+	}
+	crl, err := x509.ParseRevocationList(block.Bytes)
+	if err != nil {
+		t.Fatalf("parse the CRL: %v", err)
+	}
+	f.mu.Lock()
+	issuer := f.mounts["pki"].issuer("").cert
+	f.mu.Unlock()
+	if err := crl.CheckSignatureFrom(issuer); err != nil {
+		t.Fatalf("the CRL is not signed by the issuer: %v", err)
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(cert.SerialNumber) == 0 && bytes.Equal(cert.RawIssuer, crl.RawIssuer) {
+			return true, ca.Reason(e.ReasonCode)
+		}
+	}
+	return false, ca.ReasonUnspecified
 }
 
 // newToken creates a token in the fake's namespace, as `vault token create` would.
@@ -434,6 +469,10 @@ func (f *fakeVault) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		if serial, ok := strings.CutPrefix(rest, "cert/"); ok && op == "read" {
 			f.readCert(w, mount, serial)
+			return
+		}
+		if rest == "crl/pem" && op == "read" {
+			f.crl(w, mount)
 			return
 		}
 	}
@@ -697,6 +736,29 @@ func (f *fakeVault) readCert(w http.ResponseWriter, m *fakeMount, serial string)
 		rt = c.revoked.Unix()
 	}
 	vaultOK(w, map[string]any{"certificate": string(pemCert(c.cert)), "revocation_time": rt}, nil, nil)
+}
+
+// crl serves the default issuer's CRL as PEM (GET <mount>/crl/pem, a raw answer, not the JSON
+// envelope). Like Vault's, its entries carry no reason code.
+func (f *fakeVault) crl(w http.ResponseWriter, m *fakeMount) {
+	iss := m.issuer("")
+	var entries []x509.RevocationListEntry
+	for _, c := range m.certs {
+		if !c.revoked.IsZero() && bytes.Equal(c.cert.RawIssuer, iss.cert.RawSubject) {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: c.cert.SerialNumber, RevocationTime: c.revoked})
+		}
+	}
+	f.crlNumber++
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(f.crlNumber), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(72 * time.Hour),
+		RevokedCertificateEntries: entries,
+	}, iss.cert, iss.key)
+	if err != nil {
+		vaultError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/pem-certificate-chain")
+	_, _ = w.Write(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
 }
 
 // pki serves a PKI mount's authenticated paths. Call with mu held.

@@ -534,11 +534,8 @@ func TestRevoke(t *testing.T) {
 	if err := c.Revoke(ctx, rr); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	f.mu.Lock()
-	first := f.mounts["pki"].certs[colonHex(issued.Leaf.SerialNumber.Bytes())].revoked
-	f.mu.Unlock()
-	if first.IsZero() {
-		t.Fatal("Vault did not record the revocation")
+	if revoked, reason := f.revocationStatus(t, issued.Leaf); !revoked || reason != ca.ReasonUnspecified {
+		t.Fatalf("the CRL lists the certificate: %v, with reason %v; want listed without a reason (Vault records none)", revoked, reason)
 	}
 	if err := c.Revoke(ctx, rr); err != nil {
 		t.Fatalf("second Revoke: %v", err)
@@ -558,11 +555,9 @@ func TestRevoke(t *testing.T) {
 	if !ca.IsPermanent(err) || !strings.Contains(err.Error(), "not the one mount pki issued") {
 		t.Errorf("foreign certificate: %v", err)
 	}
-	f.mu.Lock()
-	if !f.mounts["pki"].certs[colonHex(kept.Leaf.SerialNumber.Bytes())].revoked.IsZero() {
+	if revoked, _ := f.revocationStatus(t, kept.Leaf); revoked {
 		t.Error("revoking a foreign certificate revoked this mount's certificate with its serial")
 	}
-	f.mu.Unlock()
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := c.Revoke(cancelled, &ca.RevokeRequest{Serial: kept.Leaf.SerialNumber, Reason: ca.ReasonSuperseded}); !errors.Is(err, context.Canceled) || ca.IsPermanent(err) {
