@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -823,5 +824,26 @@ func TestTTLCapped(t *testing.T) {
 	w := logs.FilterMessage("vault warning").All()
 	if len(w) != 1 || !strings.Contains(w[0].ContextMap()["warning"].(string), "maxTTL") {
 		t.Errorf("warnings logged: %v", w)
+	}
+}
+
+// TestConcurrentFirstUseLogsInOnce: requests that arrive together before there is a token share
+// one login.
+func TestConcurrentFirstUseLogsInOnce(t *testing.T) {
+	f := newFakeVault(t)
+	c, _ := f.newConnector(t, nil)
+	ctx := ctxTimeout(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), fmt.Sprintf("TOGETHER%d", i))
+		wg.Go(func() { _, errs[i] = c.Issue(ctx, req) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count("PUT", "auth/approle/login"); n != 1 {
+		t.Errorf("%d logins for 8 concurrent first requests, want 1", n)
 	}
 }
