@@ -340,7 +340,7 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 // renewed before each such call and then by a heartbeat every third of the lease, so a longer
 // call still completes while the journal accepts renewals; but it then depends on them: if the
 // journal cannot be written for about a lease, the call is abandoned, and a CA connector that
-// cannot look up what it issued (est, scep, stepca) fails the process. The rule: one call fits
+// cannot look up what it issued (est, scep, stepca, vault) fails the process. The rule: one call fits
 // in one lease. A CA call is bounded by its connection's timeout; a Google call by
 // google.requestTimeout plus its wait for the rate limit, up to engine.workers calls queued
 // ahead of it at google.rateLimit.requestsPerSecond.

@@ -9,5 +9,6 @@ import (
 	_ "github.com/certprov/certprov-adapter/internal/ca/local"   // type "local": the built-in CA
 	_ "github.com/certprov/certprov-adapter/internal/ca/scep"    // type "scep": SCEP (RFC 8894), Microsoft NDES/AD CS
 	_ "github.com/certprov/certprov-adapter/internal/ca/stepca"  // type "stepca": smallstep step-ca
+	_ "github.com/certprov/certprov-adapter/internal/ca/vault"   // type "vault": HashiCorp Vault / OpenBao PKI
 	_ "github.com/certprov/certprov-adapter/internal/ca/webhook" // type "webhook": an in-house CA behind an HTTPS service
 )
