@@ -9,8 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -93,7 +94,7 @@ const (
 func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 	out := map[string]*engine.Profile{}
 	var ps []config.Problem
-	for _, name := range sortedKeys(cfg.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Profiles)) {
 		p := cfg.Profiles[name]
 		tmpl, err := csr.Compile(p)
 		if err != nil {
@@ -110,7 +111,7 @@ func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConnection, error) {
 	out := map[string]*engine.CAConnection{}
 	var ps []config.Problem
-	for _, name := range sortedKeys(cfg.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
 		c := cfg.CAConnections[name]
 		conn, err := ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
 		if err != nil {
@@ -126,7 +127,7 @@ func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConne
 // ledger index), for callers that build connections without running them (validate, doctor).
 func CloseConnectors(conns map[string]*engine.CAConnection) error {
 	var errs []error
-	for _, name := range sortedKeys(conns) {
+	for _, name := range slices.Sorted(maps.Keys(conns)) {
 		if c, ok := conns[name].Connector.(io.Closer); ok {
 			if err := c.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close caConnections.%s: %w", name, err))
@@ -141,7 +142,7 @@ func CloseConnectors(conns map[string]*engine.CAConnection) error {
 // names the connections whose type has no offline check.
 func CheckConnectors(cfg *config.Config) (unchecked []string, err error) {
 	var ps []config.Problem
-	for _, name := range sortedKeys(cfg.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
 		c := cfg.CAConnections[name]
 		checked, err := ca.CheckSettings(c.Type, ca.Settings(c.Settings))
 		if err != nil {
@@ -212,15 +213,6 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		InstanceID: cfg.InstanceID,
 	})
 	return srv, client, err
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // New builds the adapter. It does not start anything.
@@ -520,7 +512,7 @@ func (p *parts) done(name string) {
 func (p *parts) names() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return sortedKeys(p.set)
+	return slices.Sorted(maps.Keys(p.set))
 }
 
 func resolvePath(base, p string) string {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,7 +65,7 @@ func (r readiness) checks() []ops.Check {
 	if r.vaOn {
 		out = append(out, ops.Check{Name: checkVAToken, Run: tokenCheck(r.va, "google.credentials.type is none: no token needed (emulator)")})
 	}
-	for _, name := range sortedKeys(r.cas) {
+	for _, name := range slices.Sorted(maps.Keys(r.cas)) {
 		conn := r.cas[name]
 		timeout := conn.Timeout
 		if timeout <= 0 || timeout > maxCACheckTimeout {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -113,7 +113,7 @@ func offlineSkips(cfg *config.Config, unchecked []string) []string {
 	if cfg.Journal.Type == config.JournalPostgres && cfg.Journal.DSN != "" {
 		out = append(out, "journal.dsn: whether it protects the connection (telling reads sslrootcert and the PostgreSQL service and password files)")
 	}
-	for _, name := range sortedKeys(cfg.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
 		c := cfg.CAConnections[name]
 		p := "caConnections." + name
 		if files := settingFiles(c.Settings, ""); len(files) > 0 {
@@ -134,7 +134,7 @@ func offlineSkips(cfg *config.Config, unchecked []string) []string {
 // Files, as ca.Settings documents), as dotted keys.
 func settingFiles(settings map[string]any, prefix string) []string {
 	var out []string
-	for _, k := range sortedKeys(settings) {
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		key := k
 		if prefix != "" {
 			key = prefix + "." + k
@@ -142,7 +142,7 @@ func settingFiles(settings map[string]any, prefix string) []string {
 		switch v := settings[k].(type) {
 		case map[string]any:
 			if strings.HasSuffix(k, "Files") {
-				for _, name := range sortedKeys(v) {
+				for _, name := range slices.Sorted(maps.Keys(v)) {
 					out = append(out, key+"."+name)
 				}
 				continue
@@ -175,7 +175,7 @@ func printWarnings(w io.Writer, path string, cfg *config.Config) {
 // whether all answered.
 func checkConnections(stdout, stderr io.Writer, conns map[string]*engine.CAConnection) bool {
 	ok := true
-	for _, n := range sortedKeys(conns) {
+	for _, n := range slices.Sorted(maps.Keys(conns)) {
 		pinger, can := conns[n].Connector.(ca.Pinger)
 		if !can {
 			fmt.Fprintf(stdout, "caConnections.%s: no health check for this connector type\n", n)
@@ -207,13 +207,4 @@ func printProblems(w io.Writer, path string, err error) {
 		}
 		fmt.Fprintf(w, "%s: %s: %s\n", path, p.Path, p.Message)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -58,12 +59,7 @@ func vaSignals() map[string][]string {
 
 // VASignalNames lists the signal names policy.signals accepts, sorted.
 func VASignalNames() []string {
-	names := make([]string, 0, len(vaSignals()))
-	for n := range vaSignals() {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
+	return slices.Sorted(maps.Keys(vaSignals()))
 }
 
 // VASignalValues returns the values signal name may take ("true"/"false" for a boolean signal),
@@ -154,7 +150,7 @@ func (c *Config) validateVerifiedAccess(ps *problems) {
 			ps.add(joinPath(sec, "endpoint"), "is required with google.credentials.type none (an emulator): the real Verified Access API needs credentials")
 		}
 	}
-	for _, name := range sortedKeys(va.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(va.Profiles)) {
 		p := va.Profiles[name]
 		p.validate(c, joinPath(joinPath(sec, keyVAProfiles), name), ps)
 	}
@@ -302,7 +298,7 @@ func (p *VerifiedAccessProfile) validate(c *Config, path string, ps *problems) {
 		ps.add(joinPath(path, "caConnection"), "must name the CA connection that issues (an entry of caConnections)")
 	case c.CAConnections != nil:
 		if _, ok := c.CAConnections[p.CAConnection]; !ok {
-			ps.add(joinPath(path, "caConnection"), "%q is not in caConnections (known: %s)", p.CAConnection, strings.Join(sortedKeys(c.CAConnections), ", "))
+			ps.add(joinPath(path, "caConnection"), "%q is not in caConnections (known: %s)", p.CAConnection, strings.Join(slices.Sorted(maps.Keys(c.CAConnections)), ", "))
 		}
 	}
 
@@ -365,7 +361,7 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		return
 	}
 	names := VASignalNames()
-	for _, name := range sortedKeys(p.Signals) {
+	for _, name := range slices.Sorted(maps.Keys(p.Signals)) {
 		sp := joinPath(joinPath(path, "signals"), name)
 		values, ok := VASignalValues(name)
 		if !ok {

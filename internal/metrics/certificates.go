@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"maps"
 	"slices"
 	"sync"
 
@@ -64,18 +65,9 @@ func (c *Certificates) SetKind(kind string, sources map[string]CertificateSource
 		}
 	}
 	c.sources = kept
-	for _, name := range sortedNames(sources) {
+	for _, name := range slices.Sorted(maps.Keys(sources)) {
 		c.sources = append(c.sources, certificateSource{kind: kind, name: name, get: sources[name]})
 	}
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // Describe implements prometheus.Collector.
