@@ -14,7 +14,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"math/big"
 	"net"
 	"net/http"
@@ -46,6 +45,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 const (
@@ -182,7 +182,11 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Audit != nil {
 		auditor = o.Audit(auditLog)
 	}
-	h.Roots.AddCert(readCert(t, certPath))
+	caCerts, err := pemutil.ReadCertificates(certPath)
+	if err != nil {
+		t.Fatalf("read CA certificate: %v", err)
+	}
+	h.Roots.AddCert(caCerts[0])
 
 	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: o.CATimeout}}
 	if o.CAs != nil {
@@ -329,23 +333,6 @@ func (h *Harness) RestartEngine() {
 	h.runEngine(h.ctx, eng)
 }
 
-func readCert(t testing.TB, path string) *x509.Certificate {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Clean(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // Start starts a process on the emulator, filling in the customer, the built-in CA and the
 // profile matching the scope where the spec leaves them empty.
 func (h *Harness) Start(spec emulator.ProcessSpec) string {
@@ -473,11 +460,6 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 	}
 }
 
-// PEM encodes a certificate.
-func PEM(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
 // Metric is the sum of the samples of the metric family name (a counter, a gauge, or a
 // histogram's sample count) whose labels include each name and value pair of labels.
 func (h *Harness) Metric(name string, labels ...string) float64 {
@@ -516,10 +498,10 @@ func WriteServerCert(t testing.TB, dir string, serial int64) (certFile, keyFile 
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(certFile, pemutil.EncodeCertificateDER(der), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, pemutil.EncodePrivateKey(pk), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return certFile, keyFile

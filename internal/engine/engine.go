@@ -672,9 +672,5 @@ func (e *Engine) retryLater(rec *journal.Record, what string, err error, hint ti
 // maxMessageLen keeps failure messages readable on the device's settings page.
 const maxMessageLen = 500
 
-func userMessage(s string) string {
-	if len(s) > maxMessageLen {
-		s = s[:maxMessageLen-3] + "..."
-	}
-	return s
-}
+// userMessage is s within maxMessageLen bytes, never with a character cut in half.
+func userMessage(s string) string { return ca.Truncate(s, maxMessageLen, "...") }
