@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -190,8 +189,7 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 	}
 	client, err := verifiedaccess.NewClient(ctx, verifiedaccess.ClientOptions{
 		Endpoint:       va.Endpoint,
-		Credentials:    cfg.Google.Credentials,
-		BaseDir:        cfg.BaseDir,
+		Credentials:    GoogleCredentials(cfg.Google.Credentials),
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),
@@ -228,7 +226,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	reg := prometheus.NewRegistry()
 	bi := buildinfo.Get()
 	metrics.RegisterProcess(reg, metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion})
-	api, err := chromeapi.New(ctx, chromeapi.Options{Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi"), Registerer: reg})
+	api, err := chromeapi.New(ctx, APIOptions(cfg, log.Named("chromeapi"), reg))
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +357,7 @@ func PubSubClient(ctx context.Context, cfg *config.Config, opts []option.ClientO
 		opts = append(opts, option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	case cfg.Google.Credentials.Type == config.CredentialsServiceAccountKey || cfg.Google.Credentials.Type == config.CredentialsSelfSignedJWT:
-		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, resolvePath(cfg.BaseDir, cfg.Google.Credentials.File)))
+		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, cfg.Google.Credentials.File)) // resolved by config.Load
 	}
 	c, err := pubsub.NewClient(ctx, ps.Project, opts...)
 	if err != nil {
@@ -513,11 +511,4 @@ func (p *parts) names() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Sorted(maps.Keys(p.set))
-}
-
-func resolvePath(base, p string) string {
-	if p == "" || base == "" || filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(base, p)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
 // freeLoopbackAddr returns a loopback address with a port that was free a moment ago.
@@ -167,5 +168,19 @@ verifiedAccess:
 	_, err = New(context.Background(), cfg, zaptest.NewLogger(t))
 	if err == nil || !strings.Contains(err.Error(), "verifiedAccess.profiles.wifi.caConnection") {
 		t.Fatalf("New: %v", err)
+	}
+}
+
+// TestGoogleCredentials: every credentials type the configuration accepts reaches googleauth as
+// the same choice, with the key file and subject config.Load resolved.
+func TestGoogleCredentials(t *testing.T) {
+	for typ, want := range map[string]googleauth.Type{
+		"": googleauth.ADC, config.CredentialsADC: googleauth.ADC, config.CredentialsServiceAccountKey: googleauth.ServiceAccountKey,
+		config.CredentialsSelfSignedJWT: googleauth.SelfSignedJWT, config.CredentialsNone: googleauth.None,
+	} {
+		got := GoogleCredentials(config.Credentials{Type: typ, File: "/etc/certprov/sa.json", Subject: "admin@example.com"})
+		if got != (googleauth.Credentials{Type: want, File: "/etc/certprov/sa.json", Subject: "admin@example.com"}) {
+			t.Errorf("type %q: %+v, want type %q", typ, got, want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -20,7 +21,7 @@ import (
 	cm "google.golang.org/api/chromemanagement/v1"
 	"google.golang.org/api/option"
 
-	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -30,12 +31,25 @@ import (
 // document, so the generated client never asks for it by itself.
 const Scope = "https://www.googleapis.com/auth/chrome.management.certprov.provisioningprocess"
 
-// Options configures a Client.
+// Options configures a Client. Package adapter fills it from the google section of the
+// configuration, whose defaults and validation apply there: the client has no defaults of its own
+// for what an operator sets.
 type Options struct {
-	Google config.Google
-	// BaseDir resolves a relative credentials file.
-	BaseDir string
-	Logger  *zap.Logger
+	// Endpoint overrides https://chromemanagement.googleapis.com/ (the emulator's URL).
+	Endpoint string
+	// Credentials authenticate the calls, with Scope; type None sends none (an emulator).
+	Credentials googleauth.Credentials
+	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback, to
+	// which the access token then travels in clear; New refuses one otherwise, naming the
+	// settings of Cleartext (the zero Rule names none).
+	InsecureAllowCleartext bool
+	Cleartext              cleartext.Rule
+	// RateLimit is the token bucket every call waits for (required).
+	RateLimit RateLimit
+	// RequestTimeout bounds one HTTP call (required).
+	RequestTimeout time.Duration
+
+	Logger *zap.Logger
 	// Attempts bounds inline tries of a repeatable call (default 4); the engine retries beyond that
 	// on its own, slower schedule.
 	Attempts int
@@ -46,6 +60,12 @@ type Options struct {
 	// Registerer receives the client's metrics (metrics.GoogleAPI: calls by method and code,
 	// rate limit waits); nil exports none.
 	Registerer prometheus.Registerer
+}
+
+// RateLimit is a token bucket: RequestsPerSecond sustained, Burst at once. Both must be positive.
+type RateLimit struct {
+	RequestsPerSecond float64
+	Burst             int
 }
 
 // Client calls the Certificate Provisioning API. It is safe for concurrent use.
@@ -60,7 +80,7 @@ type Client struct {
 	ts       oauth2.TokenSource // nil without credentials
 }
 
-// New builds a Client from the google section of the configuration.
+// New builds a Client.
 func New(ctx context.Context, o Options) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -71,20 +91,28 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if o.MaxInlineWait <= 0 {
 		o.MaxInlineWait = 10 * time.Second
 	}
-	g := o.Google
-	// Validate refused this already; a client built another way must not send a token in clear.
-	warning, err := config.EndpointCleartext(config.SectionGoogle, g.Endpoint, g.Credentials, g.InsecureAllowCleartext)
+	rps, burst, err := rateOf(o.RateLimit)
 	if err != nil {
 		return nil, err
 	}
-	warning.Warn(o.Logger)
+	if o.RequestTimeout <= 0 {
+		return nil, fmt.Errorf("chrome management client: request timeout %s: must be positive", o.RequestTimeout)
+	}
+	// Validate refused this already; a client built another way must not send a token in clear.
+	if o.Endpoint != "" && o.Credentials.Type != googleauth.None {
+		warning, err := o.Cleartext.URL(o.Endpoint, o.InsecureAllowCleartext)
+		if err != nil {
+			return nil, err
+		}
+		warning.Warn(o.Logger)
+	}
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
-	if g.Endpoint != "" {
-		opts = append(opts, option.WithEndpoint(g.Endpoint))
+	if o.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(o.Endpoint))
 	}
 	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && g.Credentials.Type != config.CredentialsNone {
-		src, err := TokenSource(ctx, g.Credentials, o.BaseDir)
+	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
+		src, err := TokenSource(ctx, o.Credentials)
 		if err != nil {
 			return nil, err
 		}
@@ -98,15 +126,10 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chrome management client: %w", err)
 	}
-	rps, burst := rateOf(g.RateLimit)
-	timeout := g.RequestTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
 	return &Client{
 		svc:      cm.NewCustomersCertificateProvisioningProcessesService(svc),
 		limiter:  rate.NewLimiter(rps, burst),
-		timeout:  timeout,
+		timeout:  o.RequestTimeout,
 		attempts: o.Attempts,
 		maxWait:  o.MaxInlineWait,
 		log:      o.Logger,
@@ -141,10 +164,9 @@ func methodOf(r *http.Request) string {
 	return "get"
 }
 
-// TokenSource builds the OAuth2 token source for the configured credential type, with the
-// provisioning scope.
-func TokenSource(ctx context.Context, c config.Credentials, baseDir string) (oauth2.TokenSource, error) {
-	return googleauth.TokenSource(ctx, c, baseDir, Scope)
+// TokenSource builds the OAuth2 token source for c, with the provisioning scope.
+func TokenSource(ctx context.Context, c googleauth.Credentials) (oauth2.TokenSource, error) {
+	return googleauth.TokenSource(ctx, c, Scope)
 }
 
 // call runs fn under the rate limit and a per-request timeout, retrying retryable failures up to
@@ -314,22 +336,22 @@ func (c *Client) SetFailure(ctx context.Context, name, message string) error {
 	})
 }
 
-// rateOf is the token bucket of google.rateLimit, with its floors.
-func rateOf(r config.RateLimit) (rate.Limit, int) {
-	rps, burst := r.RequestsPerSecond, r.Burst
-	if rps <= 0 {
-		rps = 10
+// rateOf is the limiter's rate and burst for r, which must both be positive.
+func rateOf(r RateLimit) (rate.Limit, int, error) {
+	if !(r.RequestsPerSecond > 0) || math.IsInf(r.RequestsPerSecond, 0) || r.Burst < 1 {
+		return 0, 0, fmt.Errorf("chrome management client: rate limit %v/s, burst %d: both must be positive", r.RequestsPerSecond, r.Burst)
 	}
-	if burst < 1 {
-		burst = 1
-	}
-	return rate.Limit(rps), burst
+	return rate.Limit(r.RequestsPerSecond), r.Burst, nil
 }
 
 // SetRateLimit changes the client's rate limit (a configuration reload); calls waiting for a
-// token wait by the new one.
-func (c *Client) SetRateLimit(r config.RateLimit) {
-	rps, burst := rateOf(r)
+// token wait by the new one. A limit that is not positive is refused and the old one kept.
+func (c *Client) SetRateLimit(r RateLimit) error {
+	rps, burst, err := rateOf(r)
+	if err != nil {
+		return err
+	}
 	c.limiter.SetLimit(rps)
 	c.limiter.SetBurst(burst)
+	return nil
 }

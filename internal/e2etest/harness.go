@@ -42,6 +42,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/engine"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
@@ -211,15 +212,13 @@ func New(t testing.TB, o Options) *Harness {
 	}
 
 	api, err := chromeapi.New(ctx, chromeapi.Options{
-		Google: config.Google{
-			Endpoint:       rest.URL + "/",
-			Credentials:    config.Credentials{Type: config.CredentialsNone},
-			RateLimit:      config.RateLimit{RequestsPerSecond: 2000, Burst: 200},
-			RequestTimeout: 5 * time.Second,
-		},
-		Logger:        log.Named("chromeapi"),
-		MaxInlineWait: 300 * time.Millisecond,
-		Registerer:    h.Registry,
+		Endpoint:       rest.URL + "/",
+		Credentials:    googleauth.Credentials{Type: googleauth.None},
+		RateLimit:      chromeapi.RateLimit{RequestsPerSecond: 2000, Burst: 200},
+		RequestTimeout: 5 * time.Second,
+		Logger:         log.Named("chromeapi"),
+		MaxInlineWait:  300 * time.Millisecond,
+		Registerer:     h.Registry,
 	})
 	if err != nil {
 		t.Fatalf("api client: %v", err)

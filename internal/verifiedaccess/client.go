@@ -83,8 +83,7 @@ type ClientOptions struct {
 	InsecureAllowCleartext bool
 	// Credentials authenticate as google.credentials does, with the Verified Access scope;
 	// type none talks to an emulator without authentication.
-	Credentials config.Credentials
-	BaseDir     string
+	Credentials googleauth.Credentials
 	// RequestTimeout bounds one call (default 30s).
 	RequestTimeout time.Duration
 	// RateLimit bounds calls per second to Google across the server (default 10/s, burst 20),
@@ -115,18 +114,20 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	warning, err := config.EndpointCleartext(config.SectionVerifiedAccess, o.Endpoint, o.Credentials, o.InsecureAllowCleartext)
-	if err != nil {
-		return nil, err
+	if o.Endpoint != "" && o.Credentials.Type != googleauth.None {
+		warning, err := config.EndpointRule(config.SectionVerifiedAccess).URL(o.Endpoint, o.InsecureAllowCleartext)
+		if err != nil {
+			return nil, err
+		}
+		warning.Warn(o.Logger)
 	}
-	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if o.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(o.Endpoint))
 	}
 	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && o.Credentials.Type != config.CredentialsNone {
-		src, err := googleauth.TokenSource(ctx, o.Credentials, o.BaseDir, Scope)
+	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
+		src, err := googleauth.TokenSource(ctx, o.Credentials, Scope)
 		if err != nil {
 			return nil, fmt.Errorf("verified access credentials: %w", err)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
 // The end-to-end tests run the enrollment server against the real emulator (the Verified Access
@@ -117,7 +118,7 @@ func newE2E(t testing.TB) *e2e {
 	t.Cleanup(rest.Close)
 	x.emu, x.emuURL = emu, rest.URL
 	x.client, err = NewClient(context.Background(), ClientOptions{
-		Endpoint: rest.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
+		Endpoint: rest.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None},
 		RequestTimeout: 10 * time.Second, Logger: log.Named("client"),
 	})
 	if err != nil {

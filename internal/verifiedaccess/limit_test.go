@@ -23,6 +23,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
@@ -97,7 +98,7 @@ func (p *googleProbe) calls() (inFlight, maxInFlight, total int) {
 func (x *e2e) googleClient(rl config.RateLimit) *Client {
 	x.t.Helper()
 	c, err := NewClient(context.Background(), ClientOptions{
-		Endpoint: x.emuURL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
+		Endpoint: x.emuURL + "/", Credentials: googleauth.Credentials{Type: googleauth.None},
 		RequestTimeout: 2 * time.Minute, RateLimit: rl,
 	})
 	if err != nil {
@@ -502,7 +503,7 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 
 func TestClientAddr(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	srv, err := NewServer(ServerOptions{Google: client, Config: config.VerifiedAccess{
 		Insecure: true, TrustedProxies: []string{"10.0.0.0/8", "2001:db8:ffff::/48"},
 	}})
@@ -718,7 +719,7 @@ func TestRejectionLog(t *testing.T) {
 
 func TestNewServerChecksLimits(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	for _, va := range []config.VerifiedAccess{
 		{Insecure: true, MaxConcurrentChallenges: 4, MaxConcurrentPerClient: 4},
 		{Insecure: true, MaxConcurrentEnrollments: 2},

@@ -32,6 +32,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
@@ -126,7 +127,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.logs = logs
 	log := zap.New(core)
 	client, err := NewClient(context.Background(), ClientOptions{
-		Endpoint: h.api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
+		Endpoint: h.api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None},
 		RequestTimeout: 5 * time.Second, Logger: log, Registerer: h.reg,
 	})
 	if err != nil {
@@ -786,7 +787,7 @@ func TestServerTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := writeServerCert(t, dir)
 	api := newFakeAPI(t)
-	client, err := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, err := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -849,7 +850,7 @@ func TestServerTLS(t *testing.T) {
 
 func TestRunListenError(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	srv, err := NewServer(ServerOptions{Config: config.VerifiedAccess{Insecure: true, Listen: "256.0.0.1:1"}, Google: client})
 	if err != nil {
 		t.Fatal(err)
@@ -861,7 +862,7 @@ func TestRunListenError(t *testing.T) {
 
 func TestNewServerChecksProfiles(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	if _, err := NewServer(ServerOptions{Config: config.VerifiedAccess{Insecure: true}, Google: client, Profiles: map[string]*Profile{"x": {Name: "x"}}}); err == nil {
 		t.Error("an unbound profile was accepted")
 	}
