@@ -16,7 +16,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -73,7 +72,7 @@ func TestDeviceRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ChallengePassword: %v", err)
 			}
-			req.Attributes = []ca.Attribute{pw}
+			req.Attributes = []Attribute{pw}
 
 			alg, err := AlgorithmFor(spki)
 			if err != nil || alg != tc.alg {

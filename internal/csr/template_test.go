@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -427,13 +426,13 @@ func TestBuildCRIChecksRequest(t *testing.T) {
 		{"CA key usage", &Request{Subject: pkix.Name{CommonName: "x"}, KeyUsage: x509.KeyUsageCertSign}, "for CA certificates"},
 		{"unknown EKU", &Request{Subject: pkix.Name{CommonName: "x"}, ExtKeyUsage: []x509.ExtKeyUsage{999}}, "extended key usage 999"},
 		{"extensionRequest from a connector", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{{Type: oidExtensionRequest(), Values: []asn1.RawValue{{Tag: asn1.TagNull}}}}}, "built from the profile"},
+			Attributes: []Attribute{{Type: oidExtensionRequest(), Values: []asn1.RawValue{{Tag: asn1.TagNull}}}}}, "built from the profile"},
 		{"attribute twice", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{mustPassword(t, "a"), mustPassword(t, "b")}}, "given twice"},
+			Attributes: []Attribute{mustPassword(t, "a"), mustPassword(t, "b")}}, "given twice"},
 		{"attribute without values", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{{Type: oidChallengePassword()}}}, "no values"},
+			Attributes: []Attribute{{Type: oidChallengePassword()}}}, "no values"},
 		{"attribute with broken DER", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{{Type: oidChallengePassword(), Values: []asn1.RawValue{{FullBytes: []byte{0x13, 0x05, 'a'}}}}}}, "not one DER element"},
+			Attributes: []Attribute{{Type: oidChallengePassword(), Values: []asn1.RawValue{{FullBytes: []byte{0x13, 0x05, 'a'}}}}}}, "not one DER element"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -450,8 +449,8 @@ func TestBuildCRIChecksRequest(t *testing.T) {
 	if pw.Values[0].FullBytes[0] != asn1.TagUTF8String {
 		t.Errorf("challengePassword tag %#x, want UTF8String", pw.Values[0].FullBytes[0])
 	}
-	other := ca.Attribute{Type: asn1.ObjectIdentifier{1, 2, 3}, Values: []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte("v")}}}
-	cri, err := BuildCRI(&Request{Subject: pkix.Name{CommonName: "x"}, Attributes: []ca.Attribute{other, pw}}, spki)
+	other := Attribute{Type: asn1.ObjectIdentifier{1, 2, 3}, Values: []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte("v")}}}
+	cri, err := BuildCRI(&Request{Subject: pkix.Name{CommonName: "x"}, Attributes: []Attribute{other, pw}}, spki)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +463,7 @@ func TestBuildCRIChecksRequest(t *testing.T) {
 	}
 }
 
-func mustPassword(t *testing.T, pw string) ca.Attribute {
+func mustPassword(t *testing.T, pw string) Attribute {
 	t.Helper()
 	a, err := ChallengePassword(pw)
 	if err != nil {
