@@ -276,7 +276,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	caCertificates(certs, cas)
 	if vaServer != nil {
 		checks.va = vaClient.TokenSource()
-		certs.Add(metrics.KindVerifiedAccess, "server", vaServer.Certificates)
+		certs.Add(metrics.KindVerifiedAccess, "server", heldCertificates(vaServer.Certificates))
 	}
 	opsServer, err := ops.New(ops.Options{
 		Listen: cfg.Ops.Listen, Pprof: cfg.Ops.Pprof, Gatherer: reg, Registerer: reg,

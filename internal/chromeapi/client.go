@@ -22,6 +22,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/certprov/certprov-adapter/internal/cleartext"
+	"github.com/certprov/certprov-adapter/internal/errclass"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -182,15 +183,17 @@ func (c *Client) call(ctx context.Context, method, name string, repeatable bool,
 		werr := c.limiter.Wait(ctx)
 		c.m.RateLimited(metrics.APIChromeManagement, time.Since(waited))
 		if werr != nil {
-			return fmt.Errorf("%s %s: rate limit wait: %w", method, name, werr)
+			// The caller's context ended, or its deadline comes before a token: the caller gave up.
+			return errclass.Mark(fmt.Errorf("%s %s: rate limit wait: %w", method, name, werr), errclass.Permanent, 0)
 		}
 		rctx, cancel := context.WithTimeout(ctx, c.timeout)
 		err = classify(ctx, method, name, fn(rctx))
 		cancel()
-		if err == nil || !IsRetryable(err) || i == attempts-1 {
+		if err == nil || !retryable(err) || i == attempts-1 {
 			return err
 		}
-		wait := backoff(i, RetryAfter(err), c.maxWait)
+		_, hint := errclass.Of(err)
+		wait := backoff(i, hint, c.maxWait)
 		c.log.Debug("retrying API call", zap.String("method", method), zap.String("process", name),
 			zap.Duration("wait", wait), zap.Error(err))
 		t := time.NewTimer(wait)
@@ -228,11 +231,17 @@ func (c *Client) Get(ctx context.Context, name string) (*process.Process, error)
 	if err != nil {
 		return nil, err
 	}
-	return fromAPI(got)
+	return malformed(fromAPI(got))
 }
 
-// Claim claims a process for instanceID. It returns ErrClaimedByOther (wrapped) when another
-// instance owns it; Google answers 400 as documented, some deployments may answer 409.
+// malformed classifies the error of converting what Google answered as permanent: the same
+// answer will not convert better the next time.
+func malformed[T any](v T, err error) (T, error) {
+	return v, errclass.Mark(err, errclass.Permanent, 0)
+}
+
+// Claim claims a process for instanceID. It returns process.ErrClaimedByOther (wrapped) when
+// another instance owns it; Google answers 400 as documented, some deployments may answer 409.
 func (c *Client) Claim(ctx context.Context, name, instanceID string) error {
 	err := c.call(ctx, "claim", name, true, func(ctx context.Context) error {
 		_, err := c.svc.Claim(name, &cm.GoogleChromeManagementVersionsV1ClaimCertificateProvisioningProcessRequest{
@@ -240,8 +249,8 @@ func (c *Client) Claim(ctx context.Context, name, instanceID string) error {
 		}).Context(ctx).Do()
 		return err
 	})
-	if IsFailedPrecondition(err) {
-		return fmt.Errorf("%w: %w", ErrClaimedByOther, err)
+	if failedPrecondition(err) {
+		return fmt.Errorf("%w: %w", process.ErrClaimedByOther, err)
 	}
 	return err
 }
@@ -265,18 +274,8 @@ func (c *Client) SignData(ctx context.Context, name string, data []byte, algorit
 	return op.Name, nil
 }
 
-// Operation is the state of a signData operation.
-type Operation struct {
-	Done bool
-	// Error is set when the operation failed (the process failed on Google's side).
-	Error string
-	// Process is the process from the operation's response, when present; it may lack the
-	// signature, in which case callers read the process.
-	Process *process.Process
-}
-
 // GetOperation polls a signData operation.
-func (c *Client) GetOperation(ctx context.Context, opName string) (*Operation, error) {
+func (c *Client) GetOperation(ctx context.Context, opName string) (*process.Operation, error) {
 	var op *cm.GoogleLongrunningOperation
 	err := c.call(ctx, "operations.get", opName, true, func(ctx context.Context) error {
 		var err error
@@ -286,12 +285,12 @@ func (c *Client) GetOperation(ctx context.Context, opName string) (*Operation, e
 	if err != nil {
 		return nil, err
 	}
-	return operationFromAPI(opName, op)
+	return malformed(operationFromAPI(opName, op))
 }
 
 // operationFromAPI converts a signData operation as Google returned it.
-func operationFromAPI(opName string, op *cm.GoogleLongrunningOperation) (*Operation, error) {
-	out := &Operation{Done: op.Done}
+func operationFromAPI(opName string, op *cm.GoogleLongrunningOperation) (*process.Operation, error) {
+	out := &process.Operation{Done: op.Done}
 	if op.Error != nil {
 		out.Done = true
 		out.Error = fmt.Sprintf("code %d: %s", op.Error.Code, op.Error.Message)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/googleauth"
+	"github.com/certprov/certprov-adapter/internal/process"
 )
 
 // fakeProcess answers GET for one process and records the Authorization headers it saw.
@@ -197,16 +198,16 @@ func TestErrorClassificationAndRetries(t *testing.T) {
 		wantCalls  int
 	}{
 		{"429 then success", []int{429, 429}, "0", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, nil, 3},
-		{"503 exhausts attempts", []int{503, 503, 503, 503, 503}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, IsRetryable, 4},
-		{"404 not retried", []int{404}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, IsNotFound, 1},
+		{"503 exhausts attempts", []int{503, 503, 503, 503, 503}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, retryable, 4},
+		{"404 not retried", []int{404}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, func(err error) bool { return errors.Is(err, process.ErrNotFound) }, 1},
 		{"claim 400 is another owner", []int{400}, "", func(c *Client) error { return c.Claim(context.Background(), procName, "me") },
-			func(err error) bool { return errors.Is(err, ErrClaimedByOther) }, 1},
+			func(err error) bool { return errors.Is(err, process.ErrClaimedByOther) }, 1},
 		{"claim 409 is another owner", []int{409}, "", func(c *Client) error { return c.Claim(context.Background(), procName, "me") },
-			func(err error) bool { return errors.Is(err, ErrClaimedByOther) }, 1},
+			func(err error) bool { return errors.Is(err, process.ErrClaimedByOther) }, 1},
 		{"signData never retried inline", []int{503}, "", func(c *Client) error {
 			_, err := c.SignData(context.Background(), procName, []byte("x"), "SIGNATURE_ALGORITHM_ECDSA_SHA256")
 			return err
-		}, IsRetryable, 1},
+		}, retryable, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -468,7 +468,7 @@ func (d *doctor) checkAPI(ctx context.Context, customer string, tokenOK bool) {
 	cctx, cancel := d.bound(ctx)
 	_, err := d.o.API.Get(cctx, process.Name(customer, probeID))
 	cancel()
-	if err == nil || chromeapi.IsNotFound(err) {
+	if err == nil || errors.Is(err, process.ErrNotFound) {
 		d.add(name, OK, fmt.Sprintf("%s answers and lets %s read customer %s's processes", endpoint, d.identity(), customer), "")
 		return
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
-	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics"
@@ -127,7 +126,7 @@ func (e *Engine) sendSignData(ctx context.Context, rec *journal.Record) {
 	e.m.SignRequests.Inc()
 	op, err := e.o.API.SignData(ctx, rec.Name, rec.SignData, rec.Algorithm)
 	if err != nil {
-		if chromeapi.IsRetryable(err) || ctx.Err() != nil {
+		if again, _ := retryable(err); again || ctx.Err() != nil {
 			// The request may have landed; the next poll reads the process to find out.
 			rec.LastError = err.Error()
 			rec.NextDue = e.now().Add(e.o.PollInterval)
@@ -228,7 +227,7 @@ func (e *Engine) pollError(ctx context.Context, rec *journal.Record, err error) 
 		return
 	}
 	rec.LastError = err.Error()
-	if chromeapi.IsRetryable(err) {
+	if again, _ := retryable(err); again {
 		e.pollAgain(rec)
 		return
 	}
@@ -427,8 +426,8 @@ func (e *Engine) upload(ctx context.Context, rec *journal.Record, resumed bool) 
 	if ctx.Err() != nil {
 		return // the upload may have landed; the next attempt finds out
 	}
-	if chromeapi.IsRetryable(err) {
-		e.retryLater(rec, "uploading the certificate", err, chromeapi.RetryAfter(err))
+	if again, hint := retryable(err); again {
+		e.retryLater(rec, "uploading the certificate", err, hint)
 		return
 	}
 	e.googleRefused(ctx, rec, "uploading the certificate", err)
@@ -444,10 +443,11 @@ func (e *Engine) endedOnGoogle(ctx context.Context, rec *journal.Record, what st
 	case ctx.Err() != nil:
 		return true // act on nothing; the next holder reads again
 	case err != nil:
-		if !chromeapi.IsRetryable(err) {
+		again, hint := retryable(err)
+		if !again {
 			return false // the mutation's own answer will say more
 		}
-		e.retryLater(rec, what+" (reading the process first)", err, chromeapi.RetryAfter(err))
+		e.retryLater(rec, what+" (reading the process first)", err, hint)
 		return true
 	case p.IssuedCertificate != "":
 		e.finish(rec, journal.StateUploaded, "issued")
@@ -480,8 +480,8 @@ func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record, resumed
 	if ctx.Err() != nil {
 		return // setFailure may have landed; the next attempt finds out
 	}
-	if chromeapi.IsRetryable(err) {
-		e.retryLater(rec, "reporting the failure", err, chromeapi.RetryAfter(err))
+	if again, hint := retryable(err); again {
+		e.retryLater(rec, "reporting the failure", err, hint)
 		return
 	}
 	e.googleRefused(ctx, rec, "reporting the failure", err)
@@ -496,7 +496,8 @@ func (e *Engine) googleRefused(ctx context.Context, rec *journal.Record, what st
 		if ctx.Err() != nil {
 			return
 		}
-		e.retryLater(rec, what, fmt.Errorf("%w (and reading the process: %v)", err, gerr), chromeapi.RetryAfter(gerr))
+		_, hint := retryable(gerr)
+		e.retryLater(rec, what, fmt.Errorf("%w (and reading the process: %v)", err, gerr), hint)
 		return
 	}
 	switch {

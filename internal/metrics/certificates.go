@@ -1,13 +1,12 @@
 package metrics
 
 import (
+	"crypto/x509"
 	"maps"
 	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/certprov/certprov-adapter/internal/ca"
 )
 
 // Kinds of certificate holders, as values of the kind label.
@@ -19,7 +18,14 @@ const (
 // CertificateSource returns the certificates a component holds now. It is called on every
 // scrape, so it must be cheap and must not wait on the network: it returns what the component
 // already holds (a CA certificate fetched earlier, a TLS certificate reloaded since).
-type CertificateSource func() []ca.HeldCertificate
+type CertificateSource func() []HeldCertificate
+
+// HeldCertificate is a certificate a component relies on, and its role (the role label: what
+// ca.HeldCertificate says it is for).
+type HeldCertificate struct {
+	Role string
+	Cert *x509.Certificate
+}
 
 // Certificates exports when the certificates the adapter relies on expire, as
 // certprov_certificate_expiry_timestamp_seconds{kind,name,role,subject,serial}: the CA
