@@ -136,6 +136,37 @@ func CloseConnectors(conns map[string]*engine.CAConnection) error {
 	return errors.Join(errs...)
 }
 
+// ConnectorPing is the answer of one CA connection to its health check (ca.Pinger).
+type ConnectorPing struct {
+	Name string
+	// Checked is false for a connector that has no health check.
+	Checked bool
+	Err     error
+}
+
+// PingConnectors asks every connection in conns that can be pinged whether it answers, each
+// within its timeout (config.DefaultCATimeout when it has none), in the order of their names:
+// `validate --check-connections`.
+func PingConnectors(ctx context.Context, conns map[string]*engine.CAConnection) []ConnectorPing {
+	var out []ConnectorPing
+	for _, name := range slices.Sorted(maps.Keys(conns)) {
+		pinger, ok := conns[name].Connector.(ca.Pinger)
+		if !ok {
+			out = append(out, ConnectorPing{Name: name})
+			continue
+		}
+		timeout := conns[name].Timeout
+		if timeout <= 0 {
+			timeout = config.DefaultCATimeout
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err := pinger.Ping(pctx)
+		cancel()
+		out = append(out, ConnectorPing{Name: name, Checked: true, Err: err})
+	}
+	return out
+}
+
 // CheckConnectors checks every CA connection's settings like Connectors, but without reading
 // their files or building anything (ca.CheckSettings), for `validate --offline`. unchecked
 // names the connections whose type has no offline check.

@@ -49,27 +49,6 @@ func States() []State {
 	return []State{StateClaimed, StateSignRequested, StateSigned, StateCAPending, StateIssued, StateFailing, StateUploaded, StateFailed}
 }
 
-// NextStep says in words what the adapter will do next for a record in state s.
-func (s State) NextStep() string {
-	switch s {
-	case StateClaimed:
-		return "ask the device to sign"
-	case StateSignRequested:
-		return "wait for the device signature"
-	case StateSigned:
-		return "ask the CA"
-	case StateCAPending:
-		return "ask the CA again (pending)"
-	case StateIssued:
-		return "upload the certificate"
-	case StateFailing:
-		return "report the failure"
-	case StateUploaded, StateFailed:
-		return "none (finished)"
-	}
-	return "unknown"
-}
-
 // Record is one claimed process. It is stored as JSON; the tags are the stable format.
 type Record struct {
 	Name    string           `json:"name"`
@@ -124,14 +103,6 @@ type Record struct {
 // event. Stores lease, schedule and list as unfinished every record that is not Done, and
 // compact and list as finished only those that are.
 func (r *Record) Done() bool { return r.State.Final() && !r.AuditPending }
-
-// NextStep says in words what the adapter will do next for r.
-func (r *Record) NextStep() string {
-	if r.State.Final() && r.AuditPending {
-		return "write the audit event"
-	}
-	return r.State.NextStep()
-}
 
 // Event is one entry of a record's history.
 type Event struct {
