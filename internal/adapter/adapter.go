@@ -244,6 +244,30 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 	return srv, client, err
 }
 
+// EngineOptions are the engine's settings from cfg: instance id, workers, polling, retries, the
+// journal lease and the shutdown grace period. The caller adds the parts the engine drives (API,
+// Store, Profiles, CAs, Audit) and its Logger and Registerer.
+func EngineOptions(cfg *config.Config) engine.Options {
+	return engine.Options{
+		InstanceID:      cfg.InstanceID,
+		Workers:         cfg.Engine.Workers,
+		PollInterval:    cfg.Engine.PollInterval,
+		MaxPollInterval: cfg.Engine.MaxPollInterval,
+		Retry:           cfg.Engine.Retry,
+		LeaseDuration:   cfg.Journal.LeaseDuration,
+		// How long a stop lets in-flight steps finish (Run).
+		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
+	}
+}
+
+// ReceiverOptions are the Pub/Sub intake's options from cfg, admitting to admitter.
+func ReceiverOptions(cfg *config.Config, admitter intake.Admitter, log *zap.Logger, reg prometheus.Registerer) intake.ReceiverOptions {
+	return intake.ReceiverOptions{
+		Admitter: admitter, Customers: cfg.Customers, Logger: log, Registerer: reg,
+		StopTimeout: cfg.ShutdownGracePeriod,
+	}
+}
+
 // New builds the adapter. It does not start anything.
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, error) {
 	profiles, err := Profiles(cfg)
@@ -275,32 +299,16 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		_ = trail.Close()
 		return nil, err
 	}
-	eng, err := engine.New(engine.Options{
-		InstanceID:      cfg.InstanceID,
-		API:             api,
-		Store:           store,
-		Profiles:        profiles,
-		CAs:             cas,
-		Workers:         cfg.Engine.Workers,
-		PollInterval:    cfg.Engine.PollInterval,
-		MaxPollInterval: cfg.Engine.MaxPollInterval,
-		Retry:           cfg.Engine.Retry,
-		LeaseDuration:   cfg.Journal.LeaseDuration,
-		Audit:           trail,
-		Logger:          log.Named("engine"),
-		Registerer:      reg,
-		// How long a stop lets in-flight steps finish (Run).
-		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
-	})
+	eo := EngineOptions(cfg)
+	eo.API, eo.Store, eo.Profiles, eo.CAs, eo.Audit = api, store, profiles, cas, trail
+	eo.Logger, eo.Registerer = log.Named("engine"), reg
+	eng, err := engine.New(eo)
 	if err != nil {
 		_ = store.Close()
 		_ = trail.Close()
 		return nil, err
 	}
-	receiver := intake.NewReceiver(intake.ReceiverOptions{
-		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Registerer: reg,
-		StopTimeout: cfg.ShutdownGracePeriod,
-	})
+	receiver := intake.NewReceiver(ReceiverOptions(cfg, eng, log.Named("intake"), reg))
 	checks := readiness{cfg: cfg, store: store, records: metrics.NewJournal(reg), intake: receiver,
 		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
 	certs := metrics.NewCertificates(reg)

@@ -2,8 +2,14 @@ package adapter
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,7 +26,6 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
@@ -109,7 +114,7 @@ func newReloadScene(t *testing.T) *reloadScene {
 	if err := os.Mkdir(s.tlsDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s.tlsC, s.tlsK = e2etest.WriteServerCert(t, s.tlsDir, 1)
+	s.tlsC, s.tlsK = writeServerCert(t, s.tlsDir, 1)
 	s.write(s.yaml("a1", s.ca1, s.ca1.key, s.tlsC, ""))
 	cfg, err := config.Load(s.path)
 	if err != nil {
@@ -123,7 +128,7 @@ func newReloadScene(t *testing.T) *reloadScene {
 	done := make(chan error, 1)
 	go func() { done <- s.a.Run(runCtx) }()
 	t.Cleanup(func() { stop(); <-done; _ = s.a.Close() })
-	e2etest.WaitFor(t, 10*time.Second, func() bool {
+	waitFor(t, 10*time.Second, func() bool {
 		conn, err := (&net.Dialer{}).Dial("tcp", s.listen)
 		if err == nil {
 			_ = conn.Close()
@@ -141,7 +146,7 @@ func (s *reloadScene) provision(profile string) *x509.Certificate {
 		s.t.Fatal(err)
 	}
 	var snap emulator.Snapshot
-	e2etest.WaitFor(s.t, 30*time.Second, func() bool { snap, _ = s.emu.Process(name); return snap.Finished() })
+	waitFor(s.t, 30*time.Second, func() bool { snap, _ = s.emu.Process(name); return snap.Finished() })
 	if snap.State != emulator.StateIssued {
 		s.t.Fatalf("%s (profile %s): %s %q", name, profile, snap.State, snap.FailureMessage)
 	}
@@ -167,7 +172,7 @@ func TestReload(t *testing.T) {
 	if leaf := s.provision("device"); !chainsTo(leaf, s.ca1.roots) {
 		t.Fatal("first certificate not from CA 1")
 	}
-	if got := e2etest.ServedSerial(t, s.listen); got != 1 {
+	if got := servedSerial(t, s.listen); got != 1 {
 		t.Fatalf("serving TLS serial %d", got)
 	}
 	added := "  added: {subject: {commonName: \"added-{{.Device.SerialNumber}}\"}, extendedKeyUsage: [clientAuth]}\n"
@@ -184,7 +189,7 @@ func TestReload(t *testing.T) {
 		if leaf := s.provision("device"); !chainsTo(leaf, s.ca1.roots) || chainsTo(leaf, s.ca2.roots) {
 			t.Fatalf("%s: after the refused reload the certificate is not from CA 1", name)
 		}
-		if got := e2etest.ServedSerial(t, s.listen); got != 1 {
+		if got := servedSerial(t, s.listen); got != 1 {
 			t.Fatalf("%s: serving TLS serial %d after a refused reload", name, got)
 		}
 	}
@@ -196,7 +201,7 @@ func TestReload(t *testing.T) {
 		t.Fatalf("%d refusals logged", n)
 	}
 
-	tlsCert, _ := e2etest.WriteServerCert(t, s.tlsDir, 2)
+	tlsCert, _ := writeServerCert(t, s.tlsDir, 2)
 	s.write(s.yaml("a2", s.ca2, s.ca2.key, tlsCert, added))
 	if err := s.a.ReloadFile(s.path); err != nil {
 		t.Fatalf("good reload: %v", err)
@@ -210,7 +215,7 @@ func TestReload(t *testing.T) {
 			t.Errorf("the new profile was not used: %s", leaf.Subject)
 		}
 	}
-	if got := e2etest.ServedSerial(t, s.listen); got != 2 {
+	if got := servedSerial(t, s.listen); got != 2 {
 		t.Fatalf("serving TLS serial %d after the reload, want 2", got)
 	}
 	if got := testutil.ToFloat64(reloads.WithLabelValues(metrics.ReloadApplied)); got != 1 {
@@ -260,4 +265,61 @@ func TestRestartKeys(t *testing.T) {
 	if got := restartKeys(&base, &next); !slices.Equal(got, want) {
 		t.Errorf("restartKeys = %v, want %v", got, want)
 	}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// writeServerCert writes a self-signed TLS server certificate for 127.0.0.1 with the given
+// serial, and its key, as server.crt and server.key in dir (over what is there), for tests that
+// check which certificate a server serves.
+func writeServerCert(t testing.TB, dir string, serial int64) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "enrollment"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, pemutil.EncodeCertificateDER(der), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pemutil.EncodePrivateKey(pk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// servedSerial makes a TLS handshake with addr and returns the serial of the certificate it
+// serves.
+func servedSerial(t testing.TB, addr string) int64 {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // only which certificate is served matters
+	if err != nil {
+		t.Fatalf("TLS handshake with %s: %v", addr, err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 }
