@@ -208,11 +208,22 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 	return verifiedaccess.Profiles(cfg, cas)
 }
 
-// verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer, trail *audit.Log) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
+// verifiedAccessServer builds the enrollment server, or nil when the section is off. Its
+// challenges are remembered in the journal's database when that is shared by replicas
+// (PostgreSQL), so that any replica recognises an answer to a challenge another handed out; in
+// memory otherwise (SQLite and memory journals serve one replica).
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer, trail *audit.Log, store journal.Store) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
 		return nil, nil, nil
+	}
+	var challenges verifiedaccess.ChallengeStore
+	if pg, ok := store.(*postgres.Store); ok {
+		c, err := pg.Challenges(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("verified access: %w", err)
+		}
+		challenges = c
 	}
 	profiles, err := VerifiedAccessProfiles(cfg, conns)
 	if err != nil {
@@ -237,6 +248,8 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		Google:     client,
 		Logger:     log.Named("verifiedaccess"),
 		Registerer: reg,
+
+		Challenges: challenges,
 
 		Audit:      trail,
 		InstanceID: cfg.InstanceID,
@@ -289,13 +302,14 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail)
+	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
 		_ = trail.Close()
 		return nil, err
 	}
-	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail, store)
 	if err != nil {
+		_ = store.Close()
 		_ = trail.Close()
 		return nil, err
 	}

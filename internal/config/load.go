@@ -485,8 +485,9 @@ func decodeEntries(root map[string]any, cfg *Config, ps *problems) {
 }
 
 // signalsOf reads policy.signals of a Verified Access profile from the YAML tree, keeping the
-// signal names' case. A value is a list of scalars (enum names, or true/false for boolean
-// signals); a single scalar is a one-item list, as elsewhere in the file.
+// signal names' case. A value is a list of scalars (enum names, true/false for boolean signals,
+// identifiers or addresses; an IMEI written as a bare number is its digits); a single scalar is a
+// one-item list, as elsewhere in the file.
 func signalsOf(e *entry, ps *problems) map[string][]string {
 	policy, _ := e.raw[keyVAPolicy].(map[string]any)
 	raw, ok := policy[keyVASignals].(map[string]any)
@@ -508,12 +509,16 @@ func signalsOf(e *entry, ps *problems) map[string][]string {
 				values = append(values, x)
 			case bool:
 				values = append(values, strconv.FormatBool(x))
+			case int:
+				values = append(values, strconv.Itoa(x))
+			case uint64:
+				values = append(values, strconv.FormatUint(x, 10))
 			default:
 				bad = true
 			}
 		}
 		if bad {
-			ps.add(path, "must be a list of values (enum names, or true/false), got %s", describe(raw[name]))
+			ps.add(path, "must be a list of values (enum names, true/false, or identifiers), got %s", describe(raw[name]))
 			continue
 		}
 		out[name] = values

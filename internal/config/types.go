@@ -279,20 +279,19 @@ type VerifiedAccessProfile struct {
 type VerifiedAccessPolicy struct {
 	// KeyTrustLevels lists the acceptable keyTrustLevel values (v2), e.g. CHROME_OS_VERIFIED_MODE.
 	KeyTrustLevels []string `mapstructure:"keyTrustLevels"`
-	// ProfileKeyTrustLevels lists the acceptable profileKeyTrustLevel values (v2), reported for
-	// managed profiles.
+	// ProfileKeyTrustLevels is refused with its reason: Google reports a profile trust level
+	// only for managed Chrome browser profiles, which cannot reach this endpoint.
 	ProfileKeyTrustLevels []string `mapstructure:"profileKeyTrustLevels"`
 	// Signals maps a device signal name (v2 DeviceSignals, e.g. diskEncryption) to its acceptable
-	// values (enum names, or true/false for boolean signals).
+	// values: enum names, true/false for boolean signals, identifiers or addresses for the list
+	// and object signals (macAddresses, systemDnsServers, crowdStrikeAgent.agentId, …).
 	Signals map[string][]string `mapstructure:"signals"`
 	// MinOSVersion and MinBrowserVersion are compared per dotted numeric component with
 	// deviceSignals.osVersion and deviceSignals.browserVersion (v2).
 	MinOSVersion      string `mapstructure:"minOsVersion"`
 	MinBrowserVersion string `mapstructure:"minBrowserVersion"`
-	// CustomerIDs lists the acceptable customer ids (customerId, or profileCustomerId for a
-	// managed profile on an unmanaged browser) (v2).
+	// CustomerIDs lists the acceptable customer ids (customerId) (v2).
 	CustomerIDs []string `mapstructure:"customerIds"`
-	// EnrollmentDomains lists the acceptable enrollment domains (deviceSignals.deviceEnrollmentDomain,
-	// or profileEnrollmentDomain for a managed profile on an unmanaged browser) (v2).
+	// EnrollmentDomains lists the acceptable enrollment domains (deviceSignals.deviceEnrollmentDomain) (v2).
 	EnrollmentDomains []string `mapstructure:"enrollmentDomains"`
 }

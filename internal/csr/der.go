@@ -433,7 +433,7 @@ func Assemble(cri []byte, algorithm string, signature []byte) ([]byte, error) {
 	case process.AlgorithmECDSASHA256:
 		// RFC 5758 3.2: ecdsa-with-SHA256 has no parameters.
 		alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256()}
-		signature, err = ecdsaDER(signature)
+		signature, err = ECDSASignatureDER(signature)
 		if err != nil {
 			return nil, err
 		}
@@ -452,8 +452,9 @@ func Assemble(cri []byte, algorithm string, signature []byte) ([]byte, error) {
 // p256Order bounds ECDSA P-256 signature values.
 func p256Order() *big.Int { return elliptic.P256().Params().N }
 
-// ecdsaDER normalises an ECDSA P-256 signature to DER SEQUENCE{r,s}.
-func ecdsaDER(sig []byte) ([]byte, error) {
+// ECDSASignatureDER normalises an ECDSA P-256 signature, DER SEQUENCE{r,s} or raw 64-byte r||s
+// (what a TPM returns), to canonical DER. A DER parse is tried first.
+func ECDSASignatureDER(sig []byte) ([]byte, error) {
 	var rs struct{ R, S *big.Int }
 	rest, err := asn1.Unmarshal(sig, &rs)
 	switch {

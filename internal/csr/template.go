@@ -287,6 +287,11 @@ func (t *Template) RenderData(data any) (*Request, error) {
 			return "", false
 		}
 		if err := check(v); err != nil {
+			if v == "" {
+				// Say which of the data it names was empty: the usual reason is a value the
+				// process (or the verify result) did not carry.
+				err = &EmptyError{Err: err, Empty: emptyRefs(f.tmpl.Tree, data)}
+			}
 			errs = append(errs, fieldError(f.name, v, err))
 			return "", false
 		}
@@ -348,7 +353,11 @@ func (t *Template) RenderData(data any) (*Request, error) {
 		}
 	}
 	if len(errs) == 0 && req.Subject.CommonName == "" && !req.hasSANs() {
-		errs = append(errs, &FieldError{Field: "subject.commonName", Err: errors.New("rendered empty and no subject alternative names: the certificate would name nobody")})
+		empty := &EmptyError{Err: errors.New("rendered empty and no subject alternative names: the certificate would name nobody")}
+		if t.commonName != nil {
+			empty.Empty = emptyRefs(t.commonName.tmpl.Tree, data)
+		}
+		errs = append(errs, &FieldError{Field: "subject.commonName", Err: empty})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

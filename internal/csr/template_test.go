@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -267,7 +268,12 @@ func TestRenderErrors(t *testing.T) {
 		{"user template on a device process", config.Profile{Subject: config.Subject{CommonName: "{{.User.Email}}"}},
 			deviceProcess("ABC"), "rendered empty and no subject alternative names"},
 		{"empty SAN", config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber}}"}, SubjectAltNames: config.SANs{Email: []string{"{{.User.Email}}"}}},
-			deviceProcess("ABC"), `subjectAltNames.email[0]: "": empty e-mail address`},
+			deviceProcess("ABC"), `subjectAltNames.email[0]: "": empty e-mail address (.User.Email is empty)`},
+		{"empty SAN names what was empty", config.Profile{Subject: config.Subject{CommonName: "x"},
+			SubjectAltNames: config.SANs{URI: []string{"{{.User.DirectoryID}}{{.User.Email | lower}}{{.Device.SerialNumber | trimPrefix \"ABC\"}}"}}},
+			deviceProcess("ABC"), `(.User.DirectoryID, .User.Email are empty)`},
+		{"nobody named, and why", config.Profile{Subject: config.Subject{CommonName: "{{.User.Email}}"}},
+			deviceProcess("ABC"), "the certificate would name nobody (.User.Email is empty)"},
 		{"bad country", config.Profile{Subject: config.Subject{CommonName: "x", Country: "{{.Device.SerialNumber}}"}},
 			deviceProcess("usa"), `subject.country: "usa": must be a two-letter`},
 		{"long organization", config.Profile{Subject: config.Subject{CommonName: "x", Organization: []string{"{{.Device.SerialNumber}}"}}},
@@ -522,5 +528,28 @@ func TestCompileSuggestsFields(t *testing.T) {
 				t.Errorf("error %v does not carry its field", err)
 			}
 		})
+	}
+}
+
+// TestNeededEmpty: a template needs the data it prints unconditionally; default, or, and, if and
+// with are the template dealing with absence itself, and method calls are not followed.
+func TestNeededEmpty(t *testing.T) {
+	tmpl, err := Compile(config.Profile{
+		Subject: config.Subject{CommonName: "{{.Device.SerialNumber}}", Organization: []string{"{{.User.Email | default \"none\"}}"},
+			OrganizationalUnit: []string{"{{or .User.DirectoryID .Device.SerialNumber}}", "{{if .User.Email}}{{.User.Email}}{{end}}",
+				"{{with .User.DirectoryID}}{{.}}{{end}}"}},
+		SubjectAltNames: config.SANs{URI: []string{"urn:user:{{.User.DirectoryID}}", "urn:device:{{.Device.DirectoryID}}"},
+			Email: []string{"{{.User.Email}}{{$.User.Email}}"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tmpl.NeededEmpty(DataFor(deviceProcess("ABC")))
+	want := []EmptyField{
+		{Field: "subjectAltNames.email[0]", Empty: []string{".User.Email"}},
+		{Field: "subjectAltNames.uri[0]", Empty: []string{".User.DirectoryID"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("NeededEmpty:\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -29,10 +29,10 @@ const (
 	EnrollCodeBadChallenge      = "BAD_CHALLENGE"
 	EnrollCodeChallengeExpired  = "CHALLENGE_EXPIRED"
 	EnrollCodeChallengeReplayed = "CHALLENGE_REPLAYED"
-	EnrollCodeIdentityMismatch  = "IDENTITY_MISMATCH"
 	EnrollCodePolicyDenied      = "POLICY_DENIED"
 	EnrollCodeCAFailure         = "CA_FAILURE"
 	EnrollCodeUnavailable       = "UNAVAILABLE"
+	EnrollCodeMisconfigured     = "ADAPTER_MISCONFIGURED"
 )
 
 // EnrollChallengeRequest and the other Enroll* types are the JSON bodies of the adapter's
@@ -123,6 +123,9 @@ type EnrollOptions struct {
 
 	Tamper      bool // corrupt the challenge response (Google refuses it)
 	TamperSPKAC bool // corrupt only the SPKAC (the adapter must refuse it)
+	// TPMVersion and RawSignatures shape the device's answer (VARespondRequest).
+	TPMVersion    string
+	RawSignatures bool
 
 	// Roots and Intermediates verify the issued certificate; Roots is required. Certificates in
 	// the adapter's chain are used as further intermediates.
@@ -193,6 +196,7 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	if err := postJSON(ctx, opts.EmulatorClient, emulator+VARespondPath, "respond", VARespondRequest{
 		Challenge: challenge, APIVersion: ch.APIVersion, Scope: scope, KeyType: opts.KeyType, KeyID: opts.KeyID,
 		Identity: deviceIdentity, Device: opts.Device, Tamper: opts.Tamper, TamperSPKAC: opts.TamperSPKAC,
+		TPMVersion: opts.TPMVersion, RawSignatures: opts.RawSignatures,
 	}, &resp, emulatorRefusal); err != nil {
 		return nil, fmt.Errorf("enroll: emulator: %w", err)
 	}

@@ -60,7 +60,6 @@ func (e *enrollEnv) options(o EnrollOptions) EnrollOptions {
 
 func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 	t.Parallel()
-	profile := VAUnmanagedBrowserProfile("browser", "bob@example.com")
 	tests := []struct {
 		name    string
 		opts    EnrollOptions
@@ -75,8 +74,8 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 			Identity: "alice@example.com"}, wantCN: "alice@example.com", wantVer: VAv1},
 		{name: "v2 user default identity", opts: EnrollOptions{Profile: "wifi-v2", Scope: VAScopeUser, KeyType: KeyECDSA},
 			wantCN: DefaultVAUser, wantVer: VAv2},
-		{name: "v2 managed profile on unmanaged browser", opts: EnrollOptions{Profile: "wifi-v2", Scope: VAScopeUser,
-			KeyType: KeyECDSA, KeyID: "browser", Identity: "bob@example.com", Device: &profile},
+		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: EnrollOptions{Profile: "wifi-v2", Scope: VAScopeUser,
+			KeyType: KeyECDSA, Identity: "bob@example.com", TPMVersion: TPM12, RawSignatures: true},
 			wantCN: "bob@example.com", wantVer: VAv2},
 	}
 	for _, tc := range tests {
@@ -144,11 +143,11 @@ func TestEnrollRefusals(t *testing.T) {
 			wantStep: "enroll", wantStatus: 403, wantCode: EnrollCodePolicyDenied, wantRules: []string{"diskEncryption", "minOsVersion"},
 			wantStats: map[string]int{VAOutcomeVerified: 1}},
 		{name: "machine enrolled in another domain", opts: EnrollOptions{Profile: "wifi-machine", KeyType: KeyECDSA, DeviceIdentity: "other.example"},
-			wantStep: "enroll", wantStatus: 403, wantCode: EnrollCodeIdentityMismatch,
+			wantStep: "enroll", wantStatus: 400, wantCode: EnrollCodeBadChallenge,
 			wantStats: map[string]int{VAOutcomeIdentityMismatch: 1}},
 		{name: "user enrolled as someone else", opts: EnrollOptions{Profile: "wifi-v2", Scope: VAScopeUser, KeyType: KeyECDSA,
 			Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
-			wantStep: "enroll", wantStatus: 403, wantCode: EnrollCodeIdentityMismatch,
+			wantStep: "enroll", wantStatus: 400, wantCode: EnrollCodeBadChallenge,
 			wantStats: map[string]int{VAOutcomeIdentityMismatch: 1}},
 		{name: "tampered response", opts: EnrollOptions{Profile: "wifi-machine", KeyType: KeyECDSA, Tamper: true},
 			wantStep: "enroll", wantStatus: 400, wantCode: EnrollCodeBadChallenge,
@@ -157,7 +156,7 @@ func TestEnrollRefusals(t *testing.T) {
 			wantStep: "enroll", wantStatus: 400, wantCode: EnrollCodeBadChallenge,
 			wantStats: map[string]int{VAOutcomeVerified: 1}},
 		{name: "expired challenge", wrap: advanceOnEnroll, opts: EnrollOptions{Profile: "wifi-v2", KeyType: KeyECDSA},
-			wantStep: "enroll", wantStatus: 400, wantCode: EnrollCodeChallengeExpired,
+			wantStep: "enroll", wantStatus: 400, wantCode: EnrollCodeBadChallenge,
 			wantStats: map[string]int{VAOutcomeExpired: 1}},
 		{name: "certificate for another key", configure: func(f *VAFakeAdapter) { f.IssueForOtherKey = true },
 			opts: EnrollOptions{Profile: "wifi-v2", KeyType: KeyECDSA}, wantVerify: true,
@@ -208,8 +207,9 @@ func TestEnrollRefusals(t *testing.T) {
 	}
 }
 
-// The stand-in adapter refuses a replayed response itself, and Google refuses a reused challenge;
-// both are CHALLENGE_REPLAYED. This checks the stand-in follows the contract the client relies on.
+// The stand-in adapter refuses a replayed response itself (CHALLENGE_REPLAYED), and Google refuses
+// a new answer to a used challenge with a 400, which is BAD_CHALLENGE: this checks the stand-in
+// follows the contract the client relies on.
 func TestVAFakeAdapterReplay(t *testing.T) {
 	t.Parallel()
 	env := newEnrollEnv(t, nil, nil)
@@ -230,11 +230,12 @@ func TestVAFakeAdapterReplay(t *testing.T) {
 	if err := enroll(first.ChallengeResponse); err != nil {
 		t.Fatalf("first enroll: %v", err)
 	}
-	for _, resp := range [][]byte{first.ChallengeResponse, second.ChallengeResponse} {
-		var aerr *AdapterError
-		if err := enroll(resp); !errors.As(err, &aerr) || aerr.Code != EnrollCodeChallengeReplayed || aerr.Status != 409 {
-			t.Errorf("replay: %v", err)
-		}
+	var aerr *AdapterError
+	if err := enroll(first.ChallengeResponse); !errors.As(err, &aerr) || aerr.Code != EnrollCodeChallengeReplayed || aerr.Status != 409 {
+		t.Errorf("replay: %v", err)
+	}
+	if err := enroll(second.ChallengeResponse); !errors.As(err, &aerr) || aerr.Code != EnrollCodeBadChallenge || aerr.Status != 400 {
+		t.Errorf("new answer to a used challenge: %v", err)
 	}
 }
 

@@ -265,22 +265,21 @@ func (f *VAFakeAdapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.
 	return cert, nil
 }
 
-// googleRefusal maps a Verified Access error to the contract's codes by the substrings the
-// contract page fixes; anything that is not a 400 means Google could not be used.
+// googleRefusal maps a Verified Access error to the contract's codes by its HTTP status, as the
+// contract page fixes: 400 is a refused answer, 401/403/404 the adapter's configuration, the rest
+// (and no answer) Google being unavailable.
 func googleRefusal(err error) *enrollError {
 	var gerr *googleapi.Error
-	if !errors.As(err, &gerr) || gerr.Code != 400 {
+	if !errors.As(err, &gerr) {
 		return fakeErr(503, EnrollCodeUnavailable, "Google Verified Access could not be reached")
 	}
-	switch msg := gerr.Message; {
-	case strings.Contains(msg, VAMessageExpired):
-		return fakeErr(400, EnrollCodeChallengeExpired, "the challenge expired")
-	case strings.Contains(msg, VAMessageAlreadyUsed):
-		return fakeErr(409, EnrollCodeChallengeReplayed, "the challenge was already used")
-	case strings.Contains(msg, VAMessageIdentityMismatch):
-		return fakeErr(403, EnrollCodeIdentityMismatch, "the key does not belong to the expected identity")
-	default:
+	switch gerr.Code {
+	case 400:
 		return fakeErr(400, EnrollCodeBadChallenge, "Google refused the challenge response")
+	case 401, 403, 404:
+		return fakeErr(500, EnrollCodeMisconfigured, "Google refused the adapter")
+	default:
+		return fakeErr(503, EnrollCodeUnavailable, "Google Verified Access is unavailable")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -30,8 +31,7 @@ import (
 // CA, with the emulator's reference client playing the extension.
 
 // e2eProfiles: a strict v2 machine profile using every rule type (the emulator's default device
-// passes it), a v1 machine profile, a v2 user profile that admits managed profiles on unmanaged
-// browsers.
+// passes it), a v1 machine profile, a v2 user profile, and one no device passes.
 func e2eProfiles() map[string]config.VerifiedAccessProfile {
 	return map[string]config.VerifiedAccessProfile{
 		"wifi-v2": withCA(config.VerifiedAccessProfile{
@@ -58,15 +58,21 @@ func e2eProfiles() map[string]config.VerifiedAccessProfile {
 			APIVersion: config.VAv1, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
 			Subject: config.Subject{CommonName: "{{.DevicePermanentID}}"},
 		}),
+		// locked admits no device the emulator reports: its ChromeOS is too old.
+		"locked": withCA(config.VerifiedAccessProfile{
+			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
+			Subject: config.Subject{CommonName: "{{.Signals.SerialNumber}}"},
+			Policy:  config.VerifiedAccessPolicy{MinOSVersion: "99999"},
+		}),
 		"users": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"user"}, UserDomains: []string{"example.com"},
 			Subject:         config.Subject{CommonName: "{{.Identity}}"},
 			SubjectAltNames: config.SANs{Email: []string{"{{.Identity}}"}},
 			Policy: config.VerifiedAccessPolicy{
-				CustomerIDs:           []string{emulator.DefaultCustomer},
-				ProfileKeyTrustLevels: []string{"CHROME_BROWSER_HW_KEY", "CHROME_BROWSER_OS_KEY", "KEY_TRUST_LEVEL_UNSPECIFIED"},
-				EnrollmentDomains:     []string{"example.com"},
-				Signals:               map[string][]string{"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}},
+				KeyTrustLevels:    []string{"CHROME_OS_VERIFIED_MODE"},
+				CustomerIDs:       []string{emulator.DefaultCustomer},
+				EnrollmentDomains: []string{"example.com"},
+				Signals:           map[string][]string{"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}},
 			},
 		}),
 	}
@@ -152,6 +158,11 @@ type serverSetup struct {
 	log    *zap.Logger           // default the test's
 	// registerer receives the server's metrics (default none).
 	registerer prometheus.Registerer
+	// challenges is the replay store; nil keeps one in the server's memory.
+	challenges ChallengeStore
+	// realClock runs the server on time.Now instead of the test's clock (a rate limit that
+	// must refill).
+	realClock bool
 }
 
 // startServer starts an enrollment server on the shared emulator and CA and returns its URL.
@@ -170,14 +181,18 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	}
 	va := o.limits
 	va.Insecure, va.ChallengeLifetime = true, time.Minute
+	now := x.adapterNow.now
+	if o.realClock {
+		now = time.Now
+	}
 	auditLog, err := audit.Open(x.auditPath, nil)
 	if err != nil {
 		x.t.Fatal(err)
 	}
 	x.t.Cleanup(func() { _ = auditLog.Close() })
 	srv, err := NewServer(ServerOptions{
-		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: x.adapterNow.now, Registerer: o.registerer,
-		Audit: auditLog, InstanceID: "va-e2e",
+		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: now, Registerer: o.registerer,
+		Audit: auditLog, InstanceID: "va-e2e", Challenges: o.challenges,
 	})
 	if err != nil {
 		x.t.Fatal(err)
@@ -276,9 +291,9 @@ func TestE2EIssues(t *testing.T) {
 		{name: "v1 machine, ECDSA", opts: emulator.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyECDSA}},
 		{name: "v2 user", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", KeyType: emulator.KeyECDSA},
 			wantCN: "alice@example.com"},
-		{name: "v2 user, managed profile on an unmanaged browser", opts: emulator.EnrollOptions{
+		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: emulator.EnrollOptions{
 			Profile: "users", Scope: "user", Identity: "bob@example.com", KeyType: emulator.KeyECDSA,
-			Device: ptr(emulator.VAUnmanagedBrowserProfile("bob-key", "bob@example.com")),
+			TPMVersion: emulator.TPM12, RawSignatures: true,
 		}, wantCN: "bob@example.com"},
 	}
 	for _, tt := range tests {
@@ -328,6 +343,33 @@ func TestE2EIssues(t *testing.T) {
 	}
 }
 
+// TestE2EChromeOSShapes: answers shaped exactly as ChromeOS makes them — an SPKAC with a random
+// hex challenge of 20 (TPM 1.2) or 32 (TPM 2.0) bytes and NULL algorithm parameters, RSA and
+// ECDSA keys, ECDSA signatures in DER and raw r||s, inside an encrypted KeyInfo — enroll end to
+// end through both API versions, and each certificate carries its device's key.
+func TestE2EChromeOSShapes(t *testing.T) {
+	x := newE2E(t)
+	for _, profile := range []string{"wifi-v1", "wifi-v2"} {
+		for _, tpm := range []string{emulator.TPM12, emulator.TPM20} {
+			for _, k := range []struct {
+				keyType string
+				raw     bool
+			}{{emulator.KeyRSA, false}, {emulator.KeyECDSA, false}, {emulator.KeyECDSA, true}} {
+				t.Run(fmt.Sprintf("%s, TPM %s, %s, raw %v", profile, tpm, k.keyType, k.raw), func(t *testing.T) {
+					before := x.ca.conn.IssuedTotal()
+					res, err := x.enroll(emulator.EnrollOptions{Profile: profile, KeyType: k.keyType, TPMVersion: tpm, RawSignatures: k.raw})
+					if err != nil {
+						t.Fatalf("a ChromeOS-shaped answer was refused: %v", err)
+					}
+					if !bytes.Equal(res.Certificate.RawSubjectPublicKeyInfo, res.SPKI) || x.ca.conn.IssuedTotal() != before+1 {
+						t.Errorf("certificate for the device key %v, issued %d", bytes.Equal(res.Certificate.RawSubjectPublicKeyInfo, res.SPKI), x.ca.conn.IssuedTotal()-before)
+					}
+				})
+			}
+		}
+	}
+}
+
 func TestE2ERefusals(t *testing.T) {
 	x := newE2E(t)
 	strict := emulator.DefaultVADevice(emulator.VAScopeMachine, "weak", emulator.DefaultVADomain)
@@ -344,11 +386,11 @@ func TestE2ERefusals(t *testing.T) {
 	}{
 		{name: "unknown profile", opts: emulator.EnrollOptions{Profile: "nope"}, code: CodeUnknownProfile},
 		{name: "identity mismatch, machine v2", opts: emulator.EnrollOptions{Profile: "wifi-v2", DeviceIdentity: "other.example"},
-			code: CodeIdentityMismatch, outcome: emulator.VAOutcomeIdentityMismatch},
+			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
 		{name: "identity mismatch, machine v1", opts: emulator.EnrollOptions{Profile: "wifi-v1", DeviceIdentity: "other.example"},
-			code: CodeIdentityMismatch, outcome: emulator.VAOutcomeIdentityMismatch},
+			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
 		{name: "identity mismatch, user", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
-			code: CodeIdentityMismatch, outcome: emulator.VAOutcomeIdentityMismatch},
+			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
 		{name: "tampered SPKAC, v2", opts: emulator.EnrollOptions{Profile: "wifi-v2", TamperSPKAC: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
 		{name: "tampered SPKAC, v1", opts: emulator.EnrollOptions{Profile: "wifi-v1", TamperSPKAC: true, KeyType: emulator.KeyECDSA}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
 		{name: "tampered response", opts: emulator.EnrollOptions{Profile: "wifi-v2", Tamper: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeInvalid},
@@ -357,12 +399,6 @@ func TestE2ERefusals(t *testing.T) {
 				"keyTrustLevels: got CHROME_OS_DEVELOPER_MODE, want one of [CHROME_OS_VERIFIED_MODE]",
 				"minBrowserVersion: got 99.0.4844.51, want at least 100.0.0.0",
 				"signals.diskEncryption: got DISK_ENCRYPTION_DISABLED, want one of [DISK_ENCRYPTION_ENCRYPTED]",
-			}},
-		{name: "unmanaged browser on a machine profile", opts: emulator.EnrollOptions{Profile: "wifi-v2",
-			Device: ptr(emulator.VAUnmanagedBrowserProfile("k", emulator.DefaultVADomain))}, code: CodePolicyDenied, outcome: emulator.VAOutcomeVerified,
-			failedRules: []string{
-				"keyTrustLevels: got KEY_TRUST_LEVEL_UNSPECIFIED, want one of [CHROME_OS_VERIFIED_MODE]",
-				"minOsVersion: got 10.0.22631.4890, want at least 15000",
 			}},
 		{name: "user from another domain", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "eve@evil.example"},
 			code: CodePolicyDenied, failedRules: []string{"userDomains: got evil.example, want one of [example.com]"}},
@@ -402,6 +438,8 @@ func TestE2ERefusals(t *testing.T) {
 func TestE2EExpired(t *testing.T) {
 	for _, version := range []string{"wifi-v1", "wifi-v2"} {
 		t.Run("Google says expired, "+version, func(t *testing.T) {
+			// Google's 400 does not say why it refused (expired, used, forged, another identity):
+			// BAD_CHALLENGE, whatever its message.
 			x := newE2E(t)
 			ch := x.challenge(x.adapterURL, version)
 			if ch.ExpiresInSeconds != 60 {
@@ -411,7 +449,7 @@ func TestE2EExpired(t *testing.T) {
 			x.emuClock.advance(61 * time.Second)
 			status, out := x.postEnroll(x.adapterURL, emulator.EnrollRequest{Profile: version, Scope: "machine",
 				ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
-			if status != http.StatusBadRequest || out.Error.Code != string(CodeChallengeExpired) {
+			if status != http.StatusBadRequest || out.Error.Code != string(CodeBadChallenge) {
 				t.Fatalf("%d %+v", status, out)
 			}
 			if x.ca.conn.IssuedTotal() != 0 || x.emu.VAStats().Verifies[emulator.VAOutcomeExpired] != 1 {
@@ -449,19 +487,17 @@ func TestE2EReplayed(t *testing.T) {
 			t.Errorf("the replay reached Google: %d verify calls", calls)
 		}
 	})
-	t.Run("another replica, Google remembers", func(t *testing.T) {
-		other := x.newServer() // no memory of the first use
+	t.Run("a replica that does not share the store", func(t *testing.T) {
+		other := x.newServer() // its own memory: it never handed this challenge out
 		status, out := x.postEnroll(other, req)
-		if status != http.StatusConflict || out.Error.Code != string(CodeChallengeReplayed) {
+		if status != http.StatusBadRequest || out.Error.Code != string(CodeBadChallenge) {
 			t.Fatalf("%d %+v", status, out)
 		}
-		if n := x.emu.VAStats().Verifies[emulator.VAOutcomeAlreadyUsed]; n != 1 {
-			t.Errorf("emulator already-used verifies: %d", n)
+		if calls := x.emu.VAStats().VerifyCalls["v2"]; calls != 1 {
+			t.Errorf("the answer reached Google: %d verify calls", calls)
 		}
 	})
 	if n := x.ca.conn.IssuedTotal(); n != 1 {
 		t.Errorf("CA issued %d certificates for one challenge", n)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -18,10 +18,12 @@ const (
 	CodeBadChallenge      Code = "BAD_CHALLENGE"
 	CodeChallengeExpired  Code = "CHALLENGE_EXPIRED"
 	CodeChallengeReplayed Code = "CHALLENGE_REPLAYED"
-	CodeIdentityMismatch  Code = "IDENTITY_MISMATCH"
 	CodePolicyDenied      Code = "POLICY_DENIED"
 	CodeCAFailure         Code = "CA_FAILURE"
 	CodeUnavailable       Code = "UNAVAILABLE"
+	// CodeMisconfigured: Google refused the adapter itself (401, 403, 404): its credentials, its
+	// service account's permission or its endpoint need the administrator, not another try.
+	CodeMisconfigured Code = "ADAPTER_MISCONFIGURED"
 	// CodeRateLimited: this client address sent more requests, or more at once, than its share.
 	CodeRateLimited Code = "RATE_LIMITED"
 	// CodeBusy: every slot of the endpoint and its queue were taken, whoever the client.
@@ -37,8 +39,10 @@ func (c Code) Status() int {
 		return http.StatusNotFound
 	case CodeChallengeReplayed:
 		return http.StatusConflict
-	case CodeIdentityMismatch, CodePolicyDenied:
+	case CodePolicyDenied:
 		return http.StatusForbidden
+	case CodeMisconfigured:
+		return http.StatusInternalServerError
 	case CodeCAFailure:
 		return http.StatusBadGateway
 	case CodeRateLimited:

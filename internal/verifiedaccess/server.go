@@ -2,9 +2,7 @@ package verifiedaccess
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -31,6 +29,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/swap"
@@ -56,10 +55,10 @@ const (
 	writeTimeout   = requestTimeout + 10*time.Second
 	idleTimeout    = 2 * time.Minute
 	shutdownGrace  = 10 * time.Second
-	// replayGrace keeps used responses past the challenge lifetime, for clock skew between
-	// Google and the adapter.
+	// replayGrace keeps challenges past their lifetime, so that a late answer is told it is
+	// late (CHALLENGE_EXPIRED) rather than unknown, and for clock skew between replicas.
 	replayGrace = 5 * time.Minute
-	// DefaultMaxTracked bounds each replay set (used responses, used keys, issued challenges).
+	// DefaultMaxTracked bounds the challenges MemoryChallenges remembers.
 	DefaultMaxTracked = 100_000
 )
 
@@ -73,8 +72,12 @@ type ServerOptions struct {
 	Logger   *zap.Logger
 	// Now replaces the clock (tests).
 	Now func() time.Time
-	// MaxTracked bounds the replay sets (default DefaultMaxTracked); when full of unexpired
-	// entries, enrollment answers UNAVAILABLE instead of forgetting a used response.
+	// Challenges remembers the challenges handed out, their age and their use: shared by the
+	// replicas of one PostgreSQL journal (postgres.Store.Challenges). nil keeps them in memory
+	// (NewMemoryChallenges(MaxTracked)), which serves a single replica.
+	Challenges ChallengeStore
+	// MaxTracked bounds the memory store (default DefaultMaxTracked); when it is full of
+	// unexpired challenges, /challenge answers UNAVAILABLE instead of forgetting one.
 	MaxTracked int
 	// MaxClients bounds the per-client token buckets (default DefaultMaxClients).
 	MaxClients int
@@ -111,9 +114,7 @@ type Server struct {
 	// cert is the TLS certificate served (tls.GetCertificate), replaced by Reconfigure.
 	cert atomic.Pointer[tls.Certificate]
 
-	usedResponses *ttlSet // challenge responses sent to Google
-	usedKeys      *ttlSet // (SPKI, challenge) pairs certified
-	challenges    *ttlSet // challenge data this server handed out, with the time
+	challenges ChallengeStore // the challenges handed out: their age and their use
 
 	// The limits (limit.go).
 	trustedProxies []netip.Prefix
@@ -138,8 +139,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.MaxTracked <= 0 {
-		o.MaxTracked = DefaultMaxTracked
+	if o.Challenges == nil {
+		o.Challenges = NewMemoryChallenges(o.MaxTracked)
 	}
 	lifetime := o.Config.ChallengeLifetime
 	if lifetime <= 0 {
@@ -157,18 +158,16 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	m := metrics.NewVerifiedAccess(o.Registerer)
 	s := &Server{
-		profiles:      swap.New(o.Profiles),
-		google:        o.Google,
-		log:           o.Logger,
-		enrolled:      o.Logger.Named("enrollment"),
-		recorder:      o.Audit,
-		instance:      o.InstanceID,
-		now:           o.Now,
-		lifetime:      lifetime,
-		listen:        o.Config.Listen,
-		usedResponses: newTTLSet(o.MaxTracked, o.Now),
-		usedKeys:      newTTLSet(o.MaxTracked, o.Now),
-		challenges:    newTTLSet(o.MaxTracked, o.Now),
+		profiles:   swap.New(o.Profiles),
+		google:     o.Google,
+		log:        o.Logger,
+		enrolled:   o.Logger.Named("enrollment"),
+		recorder:   o.Audit,
+		instance:   o.InstanceID,
+		now:        o.Now,
+		lifetime:   lifetime,
+		listen:     o.Config.Listen,
+		challenges: o.Challenges,
 
 		trustedProxies: lim.trustedProxies,
 		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, m.BucketsEvicted),
@@ -307,9 +306,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		case err := <-errc:
 			return fmt.Errorf("verified access server: %w", err)
 		case <-sweep.C:
-			s.usedResponses.purgeExpired()
-			s.usedKeys.purgeExpired()
-			s.challenges.purgeExpired()
+			s.purgeChallenges(ctx)
 			s.buckets.sweep()
 		case <-logTick.C:
 			s.rejections.flush(false)
@@ -325,6 +322,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			<-errc
 			return nil
 		}
+	}
+}
+
+// purgeChallenges forgets expired challenges; with a shared store every replica does it, which
+// is harmless. A failure is logged and tried again at the next sweep.
+func (s *Server) purgeChallenges(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if _, err := s.challenges.Purge(pctx, s.now()); err != nil && ctx.Err() == nil {
+		s.log.Warn("expired challenges could not be forgotten; trying again later", zap.Error(err))
 	}
 }
 
@@ -375,10 +382,12 @@ func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string
 		s.log.Warn("challenge failed", zap.String("profile", p.Name), zap.Error(err))
 		return nil, err
 	}
-	if len(ch.Data) > 0 {
-		// Remember when it was handed out, so that an answer older than the lifetime is refused
-		// here even if Google still accepted it. A full set only loses this extra check.
-		s.challenges.claim(challengeKey(base64.StdEncoding.EncodeToString(ch.Data)), s.lifetime+replayGrace)
+	// An answer is accepted only for a challenge remembered here, so one that cannot be
+	// remembered is not handed out.
+	now := s.now()
+	if err := s.challenges.Issue(ctx, challengeID(ch.Data), now, now.Add(s.lifetime+replayGrace)); err != nil {
+		s.log.Warn("challenge not recorded; not handed out", zap.String("profile", p.Name), zap.Error(err))
+		return nil, fail(CodeUnavailable, err, "the adapter cannot take more enrollments now; try again later")
 	}
 	s.log.Debug("challenge issued", zap.String("profile", p.Name), zap.String("api_version", p.APIVersion))
 	return &challengeResponse{
@@ -400,10 +409,6 @@ func outcomeOf(err error) (outcome, code string) {
 	}
 	return metrics.VARefused, string(c)
 }
-
-// challengeKey keys the issued-challenges set by the challenge string an SPKAC carries (the
-// base64 of the challenge's data).
-func challengeKey(b64 string) [32]byte { return digest("challenge", []byte(b64)) }
 
 // enrollRequest is the body of POST /enroll.
 type enrollRequest struct {
@@ -512,19 +517,23 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	e.identity = expected
 
-	// A response goes to Google once; a second use is refused before Google sees it.
-	respKey := digest("response", []byte(p.APIVersion), response)
-	if ok, full := s.usedResponses.claim(respKey, s.lifetime+replayGrace); !ok {
-		if full {
-			return fail(CodeUnavailable, nil, "too many enrollments in progress; try again later")
-		}
-		return fail(CodeChallengeReplayed, nil, "this challenge response was already used; ask for a new challenge")
+	// Freshness and single use are the challenge's: the one the answer names (field 1 of the
+	// ChallengeResponse), checked before Google sees the answer.
+	chData, err := answeredChallenge(response)
+	if err != nil {
+		return fail(CodeBadChallenge, err, "the challenge response is not an answer from enterprise.platformKeys.challengeKey: %v", err)
+	}
+	id := challengeID(chData)
+	if err := s.useChallenge(ctx, id); err != nil {
+		return err
 	}
 	result, err := s.google.Verify(ctx, p.APIVersion, response, expected)
 	if err != nil {
-		if CodeOf(err) == CodeUnavailable {
+		if c := CodeOf(err); c == CodeUnavailable || c == CodeMisconfigured {
 			// Google never judged it: the extension may send the same answer again.
-			s.usedResponses.release(respKey)
+			if rerr := s.challenges.Release(context.WithoutCancel(ctx), id); rerr != nil {
+				s.log.Warn("challenge not released after Google failed; its answer cannot be sent again", zap.Error(rerr))
+			}
 		}
 		return err
 	}
@@ -544,21 +553,18 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	sum := sha256.Sum256(spkac.SPKI)
 	e.spkiSHA256 = hex.EncodeToString(sum[:])
-	if at, ok := s.challenges.added(challengeKey(spkac.Challenge)); ok && s.now().Sub(at) > s.lifetime {
-		return fail(CodeChallengeExpired, nil, "the challenge is older than %s; ask for a new one", s.lifetime)
-	}
-	if ok, full := s.usedKeys.claim(digest("key", spkac.SPKI, []byte(spkac.Challenge)), s.lifetime+replayGrace); !ok {
-		if full {
-			return fail(CodeUnavailable, nil, "too many enrollments in progress; try again later")
-		}
-		return fail(CodeChallengeReplayed, nil, "this key was already enrolled with this challenge; ask for a new challenge")
-	}
 
 	if failed := p.Policy.Evaluate(result); len(failed) > 0 {
 		return denied(failed...)
 	}
 
-	certReq, err := p.Template.RenderData(templateData(p.Name, req.Scope, expected, result))
+	data := templateData(p.Name, req.Scope, expected, result)
+	// A name built around a value Google did not return ("urn:device:") is refused, with why,
+	// rather than certified; templates say what is optional with default, or, if or with.
+	if missing := p.Template.NeededEmpty(data); len(missing) > 0 {
+		return fail(CodeCAFailure, nil, "the certificate cannot be built for this device: %s", missingValues(missing))
+	}
+	certReq, err := p.Template.RenderData(data)
 	if err != nil {
 		return fail(CodeCAFailure, err, "the certificate cannot be built for this device: %v", err)
 	}
@@ -594,19 +600,38 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 		return fail(CodeCAFailure, err, "the CA could not issue the certificate")
 	}
-	if issued == nil || issued.Leaf == nil {
-		return fail(CodeCAFailure, errors.New("connector returned no certificate"), "the CA could not issue the certificate")
-	}
-	// Never hand out a certificate for another key, whatever the connector did.
-	if !bytes.Equal(issued.Leaf.RawSubjectPublicKeyInfo, spkac.SPKI) {
-		pub, ok := issued.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-		if !ok || !pub.Equal(spkac.PublicKey) {
-			s.log.Error("CA issued a certificate for another key; withheld", zap.String("profile", p.Name),
-				zap.String("ca_connection", p.CAName), zap.String("serial", issued.Leaf.SerialNumber.Text(16)))
-			return fail(CodeCAFailure, errors.New("certificate for another key"), "the CA returned a certificate for another key")
+	// The provisioning path's check: the device's key byte for byte, valid now, not a CA,
+	// chaining to the connection's roots. A certificate that fails it is never handed out.
+	if _, err := leafcheck.Check(issued, leafcheck.Expectations{SPKI: spkac.SPKI, Now: s.now()}); err != nil {
+		rule := string(leafcheck.RuleOf(err))
+		s.m.CertificatesRejected.WithLabelValues(p.CAName, rule).Inc()
+		fields := []zap.Field{zap.String("profile", p.Name), zap.String("ca_connection", p.CAName), zap.String("rule", rule), zap.Error(err)}
+		if issued != nil && issued.Leaf != nil {
+			fields = append(fields, zap.String("serial", issued.Leaf.SerialNumber.Text(16)))
 		}
+		s.log.Error("the CA's certificate fails the check; withheld", fields...)
+		return fail(CodeCAFailure, err, "the CA returned a certificate that cannot be used: %v", err)
 	}
 	e.issued = issued
+	return nil
+}
+
+// useChallenge marks the challenge id answered, refusing one this adapter did not hand out (or
+// forgot, long expired), one answered before, and one older than the challenge lifetime.
+func (s *Server) useChallenge(ctx context.Context, id []byte) error {
+	now := s.now()
+	issued, first, err := s.challenges.Use(ctx, id, now)
+	switch {
+	case err != nil:
+		s.log.Warn("challenge could not be checked", zap.Error(err))
+		return fail(CodeUnavailable, err, "the adapter cannot check the challenge now; try again later")
+	case issued.IsZero():
+		return fail(CodeBadChallenge, nil, "the response answers a challenge this adapter did not hand out, or one it forgot long after it expired; ask for a new challenge")
+	case !first:
+		return fail(CodeChallengeReplayed, nil, "this challenge was answered already; ask for a new challenge")
+	case now.Sub(issued) > s.lifetime:
+		return fail(CodeChallengeExpired, nil, "the challenge is older than %s; ask for a new one", s.lifetime)
+	}
 	return nil
 }
 
@@ -633,7 +658,7 @@ func (s *Server) record(e *enrollment, err error, start time.Time) error {
 		DurationMS: max(end.Sub(start).Milliseconds(), 0),
 	}
 	if res := e.result; res != nil {
-		ev.Customer = cmp.Or(res.CustomerID, res.ProfileCustomerID)
+		ev.Customer = res.CustomerID
 	}
 	if err != nil {
 		ev.Outcome = string(CodeOf(err))

@@ -10,6 +10,44 @@ import (
 	"testing"
 )
 
+// TestParseSPKACAsChromeOSBuildsIt: what CryptoUtilityImpl::CreateSPKACInternal produces — a
+// random hex challenge of 20 (TPM 1.2) or 32 (TPM 2.0) bytes, NULL parameters for both
+// algorithms, and for ECDSA a DER or a raw r||s signature — is accepted, and the challenge read
+// back as the device wrote it.
+func TestParseSPKACAsChromeOSBuildsIt(t *testing.T) {
+	testKeys(t)
+	for _, tpm := range []struct {
+		name  string
+		bytes int
+	}{{"TPM 1.2", 20}, {"TPM 2.0", 32}} {
+		for _, k := range []struct {
+			name    string
+			key     crypto.Signer
+			raw     bool
+			wantAlg string
+		}{
+			{"RSA", rsaKey, false, "SHA256-RSA"},
+			{"ECDSA, DER signature", ecKey, false, "ECDSA-SHA256"},
+			{"ECDSA, raw r||s signature", ecKey, true, "ECDSA-SHA256"},
+		} {
+			t.Run(tpm.name+", "+k.name, func(t *testing.T) {
+				challenge := chromeOSChallenge(t, tpm.bytes)
+				if len(challenge) != 2*tpm.bytes {
+					t.Fatalf("challenge %q", challenge)
+				}
+				got, err := ParseSPKAC(makeSPKAC(t, chromeOSSPKAC(k.key, challenge, k.raw)))
+				if err != nil {
+					t.Fatalf("a ChromeOS SPKAC is refused: %v", err)
+				}
+				want, _ := x509.MarshalPKIXPublicKey(k.key.Public())
+				if got.Algorithm != k.wantAlg || got.Challenge != challenge || !bytes.Equal(got.SPKI, want) {
+					t.Errorf("algorithm %s challenge %q SPKI equal %v", got.Algorithm, got.Challenge, bytes.Equal(got.SPKI, want))
+				}
+			})
+		}
+	}
+}
+
 func TestParseSPKAC(t *testing.T) {
 	testKeys(t)
 	tests := []struct {
@@ -29,7 +67,12 @@ func TestParseSPKAC(t *testing.T) {
 		{name: "SHA-1 with RSA refused", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA1WithRSA, params: asn1.NullRawValue, hash: crypto.SHA1}, wantErr: "SHA-1"},
 		{name: "ECDSA algorithm on RSA key", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidECDSAWithSHA256}, wantErr: "does not fit an RSA key"},
 		{name: "RSA algorithm on ECDSA key", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.NullRawValue}, wantErr: "does not fit an ECDSA key"},
-		{name: "ECDSA with parameters", spec: spkacSpec{key: ecKey, challenge: "c", params: asn1.NullRawValue, alg: oidECDSAWithSHA256}, wantErr: "no parameters"},
+		{name: "ECDSA without parameters (RFC 5758)", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256}, wantAlg: "ECDSA-SHA256"},
+		{name: "ECDSA raw r||s", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true}, wantAlg: "ECDSA-SHA256"},
+		{name: "tampered raw ECDSA", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true, tamper: true}, wantErr: "does not verify"},
+		{name: "ECDSA signature neither DER nor raw", spec: spkacSpec{key: ecKey, challenge: "c", trailingSig: true}, wantErr: "neither DER"},
+		{name: "ECDSA with odd parameters", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256, params: asn1.RawValue{FullBytes: []byte{0x06, 0x03, 0x2a, 0x03, 0x04}}}, wantErr: "other than NULL"},
+		{name: "ECDSA with SHA-1 refused", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA1, hash: crypto.SHA1}, wantErr: "SHA-1"},
 		{name: "RSA with odd parameters", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.RawValue{FullBytes: []byte{0x02, 0x01, 0x00}}}, wantErr: "other than NULL"},
 		{name: "unknown algorithm", spec: spkacSpec{key: rsaKey, challenge: "c", alg: asn1.ObjectIdentifier{1, 2, 3}}, wantErr: "does not fit"},
 		{name: "small RSA key", spec: spkacSpec{key: rsaSmall, challenge: "c"}, wantErr: "at least 2048"},
@@ -132,6 +175,55 @@ func TestSignedData(t *testing.T) {
 	}
 }
 
+// TestAnsweredChallenge: the challenge an answer names is read from field 1 of its
+// ChallengeResponse, whatever else the message holds; anything else is refused.
+func TestAnsweredChallenge(t *testing.T) {
+	challenge := marshalSignedData([]byte("challenge-data"), []byte("google-sig"))
+	answer := marshalSignedData(marshalChallengeResponse(challenge, []byte("nonce"), []byte("key info")), []byte("sig"))
+	if got, err := answeredChallenge(answer); err != nil || string(got) != "challenge-data" {
+		t.Fatalf("answeredChallenge = %q, %v", got, err)
+	}
+	// Fields the adapter does not know (a later ChromeOS may add some) are skipped.
+	extra := append(marshalChallengeResponse(challenge, []byte("n"), nil), 0x20, 0x07, 0x3a, 0x01, 'x')
+	if got, err := answeredChallenge(marshalSignedData(extra, nil)); err != nil || string(got) != "challenge-data" {
+		t.Errorf("with unknown fields: %q, %v", got, err)
+	}
+	for name, in := range map[string][]byte{
+		"not a SignedData":          []byte("AAAA"),
+		"no challenge":              marshalSignedData([]byte{0x12, 0x01, 0x00}, nil),
+		"challenge twice":           marshalSignedData(append(marshalChallengeResponse(challenge, nil, nil), 0x0a, 0x00), nil),
+		"challenge a varint":        marshalSignedData([]byte{0x08, 0x01}, nil),
+		"challenge not signed data": marshalSignedData(marshalChallengeResponse([]byte("plain"), nil, nil), nil),
+		"truncated":                 marshalSignedData([]byte{0x0a, 0x05, 0x01}, nil),
+	} {
+		if got, err := answeredChallenge(in); err == nil {
+			t.Errorf("%s: answeredChallenge = %q", name, got)
+		}
+	}
+}
+
+// FuzzAnsweredChallenge: arbitrary input never panics; what is accepted names a challenge with
+// data, the data a server could have handed out (a SignedData around it answers to it again).
+func FuzzAnsweredChallenge(f *testing.F) {
+	challenge := marshalSignedData([]byte("challenge-data"), []byte("google-sig"))
+	f.Add(marshalSignedData(marshalChallengeResponse(challenge, []byte("nonce"), []byte("key info")), []byte("sig")))
+	f.Add(marshalSignedData([]byte{0x12, 0x01, 0x00}, nil))
+	f.Add([]byte("AAAA"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		data, err := answeredChallenge(in)
+		if err != nil {
+			return
+		}
+		if len(data) == 0 {
+			t.Fatal("accepted an answer to a challenge without data")
+		}
+		again := marshalSignedData(marshalChallengeResponse(marshalSignedData(data, nil), nil, nil), nil)
+		if got, err := answeredChallenge(again); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("the named challenge does not round-trip: %v", err)
+		}
+	})
+}
+
 // FuzzParseSPKAC: arbitrary input never panics, and whatever parses came with a signature that
 // verifies, so re-parsing it gives the same key.
 func FuzzParseSPKAC(f *testing.F) {
@@ -139,6 +231,8 @@ func FuzzParseSPKAC(f *testing.F) {
 	f.Add(makeSPKAC(f, spkacSpec{key: rsaKey, challenge: "c"}))
 	f.Add(makeSPKAC(f, spkacSpec{key: ecKey, challenge: "Y2hhbGxlbmdl"}))
 	f.Add(makeSPKAC(f, spkacSpec{key: ecKey, challenge: "c", tamper: true}))
+	f.Add(makeSPKAC(f, chromeOSSPKAC(ecKey, "00112233445566778899aabbccddeeff00112233", true)))
+	f.Add(makeSPKAC(f, chromeOSSPKAC(rsaKey, "00112233445566778899aabbccddeeff0011223344556677889900aabbccddee", false)))
 	f.Add([]byte{0x30, 0x03, 0x30, 0x01, 0x00})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, der []byte) {
