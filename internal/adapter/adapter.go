@@ -95,7 +95,7 @@ func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 	var ps []config.Problem
 	for _, name := range slices.Sorted(maps.Keys(cfg.Profiles)) {
 		p := cfg.Profiles[name]
-		tmpl, err := csr.Compile(p)
+		tmpl, err := csr.Compile(p.Spec())
 		if err != nil {
 			ps = append(ps, config.ProblemsAt("profiles."+name, err)...)
 			continue

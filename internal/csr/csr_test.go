@@ -16,13 +16,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
-func fullProfile() config.Profile {
-	return config.Profile{
-		Subject: config.Subject{
+func fullProfile() Spec {
+	return Spec{
+		Subject: Subject{
 			CommonName:         "{{.User.Email}}",
 			Organization:       []string{"Example Corp"},
 			OrganizationalUnit: []string{"Devices", "{{.Customer}}"},
@@ -30,7 +29,7 @@ func fullProfile() config.Profile {
 			Province:           "ZH",
 			Country:            "CH",
 		},
-		SubjectAltNames: config.SANs{
+		SubjectAltNames: SANs{
 			DNS:   []string{"{{.Device.SerialNumber | lower}}.devices.example.com"},
 			Email: []string{"{{.User.Email}}"},
 			URI:   []string{"urn:chromeos:device:{{.Device.DirectoryID}}"},

@@ -23,7 +23,6 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
-	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -166,9 +165,9 @@ func rfc822Names(t testing.TB, exts []pkix.Extension) []string {
 // that the key is the device's, and that Go's verifier (which parses every rfc822Name against the
 // constraints) accepts it.
 func TestQuotedEmailThroughLocalCA(t *testing.T) {
-	tmpl, err := csr.Compile(config.Profile{
-		Subject:         config.Subject{CommonName: "{{.User.Email}}"},
-		SubjectAltNames: config.SANs{Email: []string{"{{.User.Email}}"}},
+	tmpl, err := csr.Compile(csr.Spec{
+		Subject:         csr.Subject{CommonName: "{{.User.Email}}"},
+		SubjectAltNames: csr.SANs{Email: []string{"{{.User.Email}}"}},
 		KeyUsage:        []string{"digitalSignature"},
 		ExtKeyUsage:     []string{"clientAuth"},
 	})
@@ -228,7 +227,7 @@ func asCertificateInvalid(err error, target *x509.CertificateInvalidError) bool 
 
 // A DN string shows the address with RFC 4514 escaping; the attribute itself holds it unescaped.
 func TestQuotedEmailInSubjectDisplay(t *testing.T) {
-	tmpl, err := csr.Compile(config.Profile{Subject: config.Subject{CommonName: "{{.User.Email}}"}})
+	tmpl, err := csr.Compile(csr.Spec{Subject: csr.Subject{CommonName: "{{.User.Email}}"}})
 	if err != nil {
 		t.Fatal(err)
 	}

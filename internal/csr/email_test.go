@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -89,20 +88,20 @@ var quotedAddresses = []string{`"john doe"@example.com`, `"a@b"@example.com`, `"
 
 // Literal addresses are checked when the profile compiles, not on the first device.
 func TestCompileChecksLiteralSANs(t *testing.T) {
-	if _, err := Compile(config.Profile{SubjectAltNames: config.SANs{Email: []string{`"ops team"@example.com`}}}); err != nil {
+	if _, err := Compile(Spec{SubjectAltNames: SANs{Email: []string{`"ops team"@example.com`}}}); err != nil {
 		t.Errorf("quoted literal refused: %v", err)
 	}
 	for _, tc := range []struct {
-		sans config.SANs
+		sans SANs
 		want string
 	}{
-		{config.SANs{Email: []string{`"ops team@example.com`}}, `subjectAltNames.email[0]: "\"ops team@example.com": e-mail local part has an unbalanced quote`},
-		{config.SANs{Email: []string{"ops team@example.com"}}, "subjectAltNames.email[0]"},
-		{config.SANs{DNS: []string{"a_b.example.com"}}, "subjectAltNames.dns[0]"},
-		{config.SANs{URI: []string{"no-scheme"}}, "subjectAltNames.uri[0]"},
-		{config.SANs{UPN: []string{"no at"}}, "subjectAltNames.upn[0]"},
+		{SANs{Email: []string{`"ops team@example.com`}}, `subjectAltNames.email[0]: "\"ops team@example.com": e-mail local part has an unbalanced quote`},
+		{SANs{Email: []string{"ops team@example.com"}}, "subjectAltNames.email[0]"},
+		{SANs{DNS: []string{"a_b.example.com"}}, "subjectAltNames.dns[0]"},
+		{SANs{URI: []string{"no-scheme"}}, "subjectAltNames.uri[0]"},
+		{SANs{UPN: []string{"no at"}}, "subjectAltNames.upn[0]"},
 	} {
-		_, err := Compile(config.Profile{SubjectAltNames: tc.sans})
+		_, err := Compile(Spec{SubjectAltNames: tc.sans})
 		wantErr(t, err, tc.want)
 	}
 }

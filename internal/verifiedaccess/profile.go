@@ -44,8 +44,7 @@ func CompileProfile(name string, p config.VerifiedAccessProfile) (*Profile, erro
 		KeyUsage:        p.KeyUsage,
 		ExtKeyUsage:     p.ExtKeyUsage,
 		TemplateName:    p.TemplateName,
-		Validity:        p.Validity,
-	}, sampleTemplateData())
+	}.Spec(), sampleTemplateData())
 	if err != nil {
 		errs = append(errs, err)
 	}
