@@ -475,7 +475,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 		start("verified access server", a.va.Run)
 	}
 	start("journal retention", func(ctx context.Context) error {
-		journal.Retain(ctx, a.Store, a.cfg.Journal.Retention, time.Hour, a.log.Named("journal"))
+		journal.Retain(ctx, a.Store, journal.RetainOptions{Retention: a.cfg.Journal.Retention, Interval: time.Hour, Logger: a.log.Named("journal")})
 		return nil
 	})
 	stopped := make(chan error, 1)

@@ -107,11 +107,6 @@ type Options struct {
 	Profiles map[string]*Profile      // by profileAdapterConfigReference
 	CAs      map[string]*CAConnection // by caConnectionAdapterConfigReference
 
-	// SCEPValidity and SCEPSignDeadline apply to processes that carry a scepProfile, which names
-	// no adapter profile.
-	SCEPValidity     time.Duration
-	SCEPSignDeadline time.Duration
-
 	Workers         int
 	PollInterval    time.Duration
 	MaxPollInterval time.Duration
@@ -188,8 +183,6 @@ func New(o Options) (*Engine, error) {
 			*d = v
 		}
 	}
-	def(&o.SCEPValidity, config.DefaultValidity)
-	def(&o.SCEPSignDeadline, config.DefaultSignDeadline)
 	def(&o.PollInterval, config.DefaultPollInterval)
 	def(&o.MaxPollInterval, config.DefaultMaxPollInterval)
 	def(&o.Retry.InitialBackoff, config.DefaultInitialBackoff)
@@ -283,9 +276,10 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	rec.Log(now, "claimed as "+e.o.InstanceID)
 	if p.SignRequested() {
 		// Our claim survived but our record did not (a lost journal): signData went out already
-		// and must not go out again. Wait for the signature over the bytes Google holds.
+		// and must not go out again. Wait for the signature over the bytes Google holds, for as
+		// long as a profile waits by default: the profile is resolved only when a request is built.
 		rec.State, rec.SignData, rec.Algorithm = journal.StateSignRequested, p.SignData, p.SignatureAlgorithm
-		rec.SignDeadline = now.Add(e.o.SCEPSignDeadline)
+		rec.SignDeadline = now.Add(config.DefaultSignDeadline)
 	}
 	created, err := e.o.Store.Create(ctx, rec)
 	if err != nil {

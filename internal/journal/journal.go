@@ -58,6 +58,9 @@ type Record struct {
 
 	ProfileName string `json:"profileName,omitempty"` // the adapter profile ("" for scepProfile processes)
 	CAName      string `json:"caName,omitempty"`      // the adapter CA connection
+	// Resolved is what the profile gave the request when it was built, which the CA is asked
+	// with; nil until then (and in records journaled before it was kept).
+	Resolved *Resolution `json:"resolved,omitempty"`
 
 	SignData  []byte `json:"signData,omitempty"` // the DER CertificationRequestInfo sent for signing
 	Algorithm string `json:"algorithm,omitempty"`
@@ -122,10 +125,22 @@ func (r *Record) Log(at time.Time, note string) {
 	}
 }
 
+// Resolution is what a process's profile (or its scepProfile) gave its certificate request.
+type Resolution struct {
+	TemplateName string        `json:"templateName,omitempty"`
+	Validity     time.Duration `json:"validity"`
+	// Strict refuses a certificate whose names or extended key usages differ from the request.
+	Strict bool `json:"strict,omitempty"`
+}
+
 // Clone returns a deep copy, so callers never share a record with a store.
 func (r *Record) Clone() *Record {
 	c := *r
 	c.Process = r.Process.Clone()
+	if r.Resolved != nil {
+		res := *r.Resolved
+		c.Resolved = &res
+	}
 	c.SignData = cloneBytes(r.SignData)
 	c.Signature = cloneBytes(r.Signature)
 	c.CSR = cloneBytes(r.CSR)
