@@ -26,7 +26,10 @@ func TestRetain(t *testing.T) {
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { journal.Retain(rctx, s, journal.RetainOptions{Retention: 24 * time.Hour, Interval: time.Hour, Now: func() time.Time { return now }}); close(done) }()
+	go func() {
+		journal.Retain(rctx, s, journal.RetainOptions{Retention: 24 * time.Hour, Interval: time.Hour, Now: func() time.Time { return now }})
+		close(done)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, errOld := s.Get(ctx, "old-finished")
