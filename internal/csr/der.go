@@ -153,7 +153,7 @@ func BuildCRI(req *Request, spki []byte) ([]byte, error) {
 				return nil, fmt.Errorf("attributes[%d] %v value %d: not one DER element", i, a.Type, j)
 			}
 		}
-		der, err := asn1.Marshal(pkcs10Attribute{Type: a.Type, Values: a.Values})
+		der, err := asn1.Marshal(pkcs10Attribute(a))
 		if err != nil {
 			return nil, fmt.Errorf("encode attributes[%d] %v: %w", i, a.Type, err)
 		}
