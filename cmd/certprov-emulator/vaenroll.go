@@ -227,7 +227,7 @@ func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *emulator.Enrol
 			cell(res.Verified[len(res.Verified)-1].Subject.String()), res.APIVersion, cell(f.profile), f.scope)
 		return exitOK
 	case errors.As(err, &aerr):
-		code := aerr.Code
+		code := string(aerr.Code)
 		if code == "" {
 			code = "(no error code)"
 		}

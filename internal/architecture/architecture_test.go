@@ -34,7 +34,7 @@ var (
 	leaves = []string{
 		"internal/buildinfo", "internal/cleartext", "internal/errclass", "internal/googleauth", "internal/logging",
 		"internal/pemutil", "internal/privatefile", "internal/process", "internal/retryafter", "internal/suggest",
-		"internal/swap",
+		"internal/swap", "internal/verifiedaccess/wire",
 	}
 	// testSupport is code for tests and for the emulator binary, never for the daemon: the
 	// emulator, the harnesses, the finders of real servers, and every package named *test.

@@ -14,69 +14,15 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/pemutil"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
-
-// Paths of the adapter's enrollment API (docs/verified-access-api.md, section 2).
-const (
-	EnrollChallengePath = "/v1/verifiedaccess/challenge"
-	EnrollPath          = "/v1/verifiedaccess/enroll"
-)
-
-// Enrollment API error codes, as the adapter answers them.
-const (
-	EnrollCodeBadRequest        = "BAD_REQUEST"
-	EnrollCodeUnknownProfile    = "UNKNOWN_PROFILE"
-	EnrollCodeBadChallenge      = "BAD_CHALLENGE"
-	EnrollCodeChallengeExpired  = "CHALLENGE_EXPIRED"
-	EnrollCodeChallengeReplayed = "CHALLENGE_REPLAYED"
-	EnrollCodePolicyDenied      = "POLICY_DENIED"
-	EnrollCodeCAFailure         = "CA_FAILURE"
-	EnrollCodeUnavailable       = "UNAVAILABLE"
-	EnrollCodeMisconfigured     = "ADAPTER_MISCONFIGURED"
-)
-
-// EnrollChallengeRequest and the other Enroll* types are the JSON bodies of the adapter's
-// enrollment API, shared by the reference client and the stand-in adapter.
-type EnrollChallengeRequest struct {
-	Profile string `json:"profile"`
-}
-
-// EnrollChallengeResponse answers POST /v1/verifiedaccess/challenge.
-type EnrollChallengeResponse struct {
-	Challenge        string `json:"challenge"` // base64 of the bytes the extension gets
-	APIVersion       string `json:"apiVersion"`
-	ExpiresInSeconds int    `json:"expiresInSeconds"`
-}
-
-// EnrollRequest is the body of POST /v1/verifiedaccess/enroll.
-type EnrollRequest struct {
-	Profile           string `json:"profile"`
-	Scope             string `json:"scope"`
-	ChallengeResponse string `json:"challengeResponse"` // base64
-	Identity          string `json:"identity,omitempty"`
-}
-
-// EnrollResponse answers a successful enrollment.
-type EnrollResponse struct {
-	Certificate string   `json:"certificate"` // PEM leaf
-	Chain       []string `json:"chain"`       // PEM, leaf's issuer first
-}
-
-// EnrollErrorBody is the adapter's error envelope.
-type EnrollErrorBody struct {
-	Error struct {
-		Code        string   `json:"code"`
-		Message     string   `json:"message"`
-		FailedRules []string `json:"failedRules,omitempty"`
-	} `json:"error"`
-}
 
 // AdapterError is a refusal by the adapter's enrollment API: its HTTP status and error envelope.
 // Code is empty when the answer was not the adapter's JSON envelope (a proxy error page, say).
 type AdapterError struct {
 	Step        string // "challenge" or "enroll"
 	Status      int
-	Code        string
+	Code        wire.Code
 	Message     string
 	FailedRules []string
 }
@@ -84,7 +30,7 @@ type AdapterError struct {
 func (e *AdapterError) Error() string {
 	s := fmt.Sprintf("adapter refused %s: HTTP %d", e.Step, e.Status)
 	if e.Code != "" {
-		s += " " + e.Code
+		s += " " + string(e.Code)
 	}
 	if e.Message != "" {
 		s += ": " + e.Message
@@ -179,9 +125,9 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	adapter := strings.TrimRight(opts.AdapterURL, "/")
 	emulator := strings.TrimRight(opts.EmulatorURL, "/")
 
-	var ch EnrollChallengeResponse
-	if err := postJSON(ctx, opts.AdapterClient, adapter+EnrollChallengePath, "challenge",
-		EnrollChallengeRequest{Profile: opts.Profile}, &ch, adapterRefusal); err != nil {
+	var ch wire.ChallengeResponse
+	if err := postJSON(ctx, opts.AdapterClient, adapter+wire.ChallengePath, "challenge",
+		wire.ChallengeRequest{Profile: opts.Profile}, &ch, adapterRefusal); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	challenge, err := base64.StdEncoding.DecodeString(ch.Challenge)
@@ -203,13 +149,13 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	res := &EnrollResult{APIVersion: ch.APIVersion, KeyID: resp.KeyID, KeyType: resp.KeyType,
 		SPKI: resp.SPKI, PrivateKeyPKCS8: resp.PrivateKeyPKCS8}
 
-	req := EnrollRequest{Profile: opts.Profile, Scope: scope,
+	req := wire.EnrollRequest{Profile: opts.Profile, Scope: scope,
 		ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
 	if scope == VAScopeUser {
 		req.Identity = identity
 	}
-	var issued EnrollResponse
-	if err := postJSON(ctx, opts.AdapterClient, adapter+EnrollPath, "enroll", req, &issued, adapterRefusal); err != nil {
+	var issued wire.EnrollResponse
+	if err := postJSON(ctx, opts.AdapterClient, adapter+wire.EnrollPath, "enroll", req, &issued, adapterRefusal); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 
@@ -291,7 +237,7 @@ func postJSON(ctx context.Context, client *http.Client, url, step string, v, out
 // if there is none.
 func adapterRefusal(step string, status int, body []byte) error {
 	aerr := &AdapterError{Step: step, Status: status}
-	var env EnrollErrorBody
+	var env wire.ErrorBody
 	if json.Unmarshal(body, &env) == nil && (env.Error.Code != "" || env.Error.Message != "") {
 		aerr.Code, aerr.Message, aerr.FailedRules = env.Error.Code, env.Error.Message, env.Error.FailedRules
 	} else {

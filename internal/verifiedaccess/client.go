@@ -23,6 +23,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/retryafter"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Scope is the OAuth scope of the Verified Access API.
@@ -213,7 +214,7 @@ func (c *Client) Challenge(ctx context.Context, version string) (*Challenge, err
 		if err := errors.Join(derr, serr); err != nil || len(data) == 0 {
 			return nil, fail(CodeUnavailable, fmt.Errorf("v1 challenge: malformed: %v", err), "Google returned a malformed challenge")
 		}
-		return &Challenge{Bytes: marshalSignedData(data, sig), Data: data}, nil
+		return &Challenge{Bytes: wire.MarshalSignedData(data, sig), Data: data}, nil
 	case config.VAv2:
 		var got *va2.Challenge
 		err := c.call(ctx, func(ctx context.Context) (err error) {
@@ -227,7 +228,7 @@ func (c *Client) Challenge(ctx context.Context, version string) (*Challenge, err
 		if err != nil || len(b) == 0 {
 			return nil, fail(CodeUnavailable, fmt.Errorf("v2 challenge: malformed: %v", err), "Google returned a malformed challenge")
 		}
-		data, _, err := unmarshalSignedData(b)
+		data, _, err := wire.UnmarshalSignedData(b)
 		if err != nil {
 			// Chrome parses the challenge as a SignedData, and the adapter recognises the answer
 			// by its data: anything else cannot be answered or recognised.
@@ -254,7 +255,7 @@ func (c *Client) challengeError(version string, err error) error {
 func (c *Client) Verify(ctx context.Context, version string, response []byte, expectedIdentity string) (*Result, error) {
 	switch version {
 	case config.VAv1:
-		data, sig, err := unmarshalSignedData(response)
+		data, sig, err := wire.UnmarshalSignedData(response)
 		if err != nil {
 			return nil, fail(CodeBadChallenge, err, "the challenge response is not a serialized SignedData")
 		}

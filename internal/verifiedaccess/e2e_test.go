@@ -24,6 +24,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // The end-to-end tests run the enrollment server against the real emulator (the Verified Access
@@ -218,7 +219,7 @@ func (x *e2e) refused(err error, code Code, issuedBefore int) *emulator.AdapterE
 	if !errors.As(err, &aerr) {
 		x.t.Fatalf("err %v; want the adapter's refusal %s", err, code)
 	}
-	if aerr.Code != string(code) || aerr.Status != code.Status() {
+	if aerr.Code != code || aerr.Status != code.Status() {
 		x.t.Fatalf("refusal %d %s (%s); want %d %s", aerr.Status, aerr.Code, aerr.Message, code.Status(), code)
 	}
 	if n := x.ca.conn.IssuedTotal(); n != issuedBefore {
@@ -229,16 +230,16 @@ func (x *e2e) refused(err error, code Code, issuedBefore int) *emulator.AdapterE
 
 // challenge, respond and post run the extension's steps one at a time, for tests that act in
 // between.
-func (x *e2e) challenge(adapterURL, profile string) emulator.EnrollChallengeResponse {
+func (x *e2e) challenge(adapterURL, profile string) wire.ChallengeResponse {
 	x.t.Helper()
-	var out emulator.EnrollChallengeResponse
-	if status := x.postJSON(adapterURL+ChallengePath, emulator.EnrollChallengeRequest{Profile: profile}, &out); status != http.StatusOK {
+	var out wire.ChallengeResponse
+	if status := x.postJSON(adapterURL+wire.ChallengePath, wire.ChallengeRequest{Profile: profile}, &out); status != http.StatusOK {
 		x.t.Fatalf("challenge: HTTP %d", status)
 	}
 	return out
 }
 
-func (x *e2e) respond(ch emulator.EnrollChallengeResponse, req emulator.VARespondRequest) emulator.VARespondResult {
+func (x *e2e) respond(ch wire.ChallengeResponse, req emulator.VARespondRequest) emulator.VARespondResult {
 	x.t.Helper()
 	b, err := base64.StdEncoding.DecodeString(ch.Challenge)
 	if err != nil {
@@ -253,10 +254,10 @@ func (x *e2e) respond(ch emulator.EnrollChallengeResponse, req emulator.VARespon
 }
 
 // postEnroll returns the status and the error code ("" on success).
-func (x *e2e) postEnroll(adapterURL string, req emulator.EnrollRequest) (int, emulator.EnrollErrorBody) {
+func (x *e2e) postEnroll(adapterURL string, req wire.EnrollRequest) (int, wire.ErrorBody) {
 	x.t.Helper()
-	var out emulator.EnrollErrorBody
-	status := x.postJSON(adapterURL+EnrollPath, req, &out)
+	var out wire.ErrorBody
+	status := x.postJSON(adapterURL+wire.EnrollPath, req, &out)
 	return status, out
 }
 
@@ -428,8 +429,8 @@ func TestE2ERefusals(t *testing.T) {
 		})
 	}
 	t.Run("unknown profile at enroll", func(t *testing.T) {
-		status, out := x.postEnroll(x.adapterURL, emulator.EnrollRequest{Profile: "nope", Scope: "machine", ChallengeResponse: "AAAA"})
-		if status != http.StatusNotFound || out.Error.Code != string(CodeUnknownProfile) {
+		status, out := x.postEnroll(x.adapterURL, wire.EnrollRequest{Profile: "nope", Scope: "machine", ChallengeResponse: "AAAA"})
+		if status != http.StatusNotFound || out.Error.Code != CodeUnknownProfile {
 			t.Errorf("%d %+v", status, out)
 		}
 	})
@@ -447,9 +448,9 @@ func TestE2EExpired(t *testing.T) {
 			}
 			resp := x.respond(ch, emulator.VARespondRequest{})
 			x.emuClock.advance(61 * time.Second)
-			status, out := x.postEnroll(x.adapterURL, emulator.EnrollRequest{Profile: version, Scope: "machine",
+			status, out := x.postEnroll(x.adapterURL, wire.EnrollRequest{Profile: version, Scope: "machine",
 				ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
-			if status != http.StatusBadRequest || out.Error.Code != string(CodeBadChallenge) {
+			if status != http.StatusBadRequest || out.Error.Code != CodeBadChallenge {
 				t.Fatalf("%d %+v", status, out)
 			}
 			if x.ca.conn.IssuedTotal() != 0 || x.emu.VAStats().Verifies[emulator.VAOutcomeExpired] != 1 {
@@ -462,9 +463,9 @@ func TestE2EExpired(t *testing.T) {
 		ch := x.challenge(x.adapterURL, "wifi-v2")
 		resp := x.respond(ch, emulator.VARespondRequest{})
 		x.adapterNow.advance(61 * time.Second) // Google's clock has not moved: only the adapter knows
-		status, out := x.postEnroll(x.adapterURL, emulator.EnrollRequest{Profile: "wifi-v2", Scope: "machine",
+		status, out := x.postEnroll(x.adapterURL, wire.EnrollRequest{Profile: "wifi-v2", Scope: "machine",
 			ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
-		if status != http.StatusBadRequest || out.Error.Code != string(CodeChallengeExpired) || x.ca.conn.IssuedTotal() != 0 {
+		if status != http.StatusBadRequest || out.Error.Code != CodeChallengeExpired || x.ca.conn.IssuedTotal() != 0 {
 			t.Fatalf("%d %+v, issued %d", status, out, x.ca.conn.IssuedTotal())
 		}
 	})
@@ -474,13 +475,13 @@ func TestE2EReplayed(t *testing.T) {
 	x := newE2E(t)
 	ch := x.challenge(x.adapterURL, "wifi-v2")
 	resp := x.respond(ch, emulator.VARespondRequest{KeyType: emulator.KeyECDSA})
-	req := emulator.EnrollRequest{Profile: "wifi-v2", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
+	req := wire.EnrollRequest{Profile: "wifi-v2", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
 	if status, out := x.postEnroll(x.adapterURL, req); status != http.StatusOK {
 		t.Fatalf("first enrollment: %d %+v", status, out)
 	}
 	t.Run("same adapter", func(t *testing.T) {
 		status, out := x.postEnroll(x.adapterURL, req)
-		if status != http.StatusConflict || out.Error.Code != string(CodeChallengeReplayed) {
+		if status != http.StatusConflict || out.Error.Code != CodeChallengeReplayed {
 			t.Fatalf("%d %+v", status, out)
 		}
 		if calls := x.emu.VAStats().VerifyCalls["v2"]; calls != 1 {
@@ -490,7 +491,7 @@ func TestE2EReplayed(t *testing.T) {
 	t.Run("a replica that does not share the store", func(t *testing.T) {
 		other := x.newServer() // its own memory: it never handed this challenge out
 		status, out := x.postEnroll(other, req)
-		if status != http.StatusBadRequest || out.Error.Code != string(CodeBadChallenge) {
+		if status != http.StatusBadRequest || out.Error.Code != CodeBadChallenge {
 			t.Fatalf("%d %+v", status, out)
 		}
 		if calls := x.emu.VAStats().VerifyCalls["v2"]; calls != 1 {

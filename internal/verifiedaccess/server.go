@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -32,14 +31,9 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/swap"
-)
-
-// Paths of the enrollment API (docs/verified-access-api.md, section 2).
-const (
-	BasePath      = "/v1/verifiedaccess"
-	ChallengePath = BasePath + "/challenge"
-	EnrollPath    = BasePath + "/enroll"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Limits of the enrollment server. A challenge response is a few kilobytes; anything far larger
@@ -257,8 +251,8 @@ func (r *Reconfiguration) Apply() <-chan struct{} {
 // Handler serves the enrollment API (the two POST routes), behind the limits.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+ChallengePath, s.limited(endpointChallenge, s.challengeSlots, s.handleChallenge))
-	mux.HandleFunc("POST "+EnrollPath, s.limited(endpointEnroll, s.enrollSlots, s.handleEnroll))
+	mux.HandleFunc("POST "+wire.ChallengePath, s.limited(endpointChallenge, s.challengeSlots, s.handleChallenge))
+	mux.HandleFunc("POST "+wire.EnrollPath, s.limited(endpointEnroll, s.enrollSlots, s.handleEnroll))
 	return mux
 }
 
@@ -335,17 +329,6 @@ func (s *Server) purgeChallenges(ctx context.Context) {
 	}
 }
 
-// challengeRequest is the body of POST /challenge.
-type challengeRequest struct {
-	Profile string `json:"profile"`
-}
-
-type challengeResponse struct {
-	Challenge        string `json:"challenge"`
-	APIVersion       string `json:"apiVersion"`
-	ExpiresInSeconds int    `json:"expiresInSeconds"`
-}
-
 func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
@@ -362,8 +345,8 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 
 // challenge answers one /challenge request; *profile is set once the request named a
 // configured profile.
-func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*challengeResponse, error) {
-	var req challengeRequest
+func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*wire.ChallengeResponse, error) {
+	var req wire.ChallengeRequest
 	if err := decodeBody(r, &req); err != nil {
 		return nil, err
 	}
@@ -390,7 +373,7 @@ func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string
 		return nil, fail(CodeUnavailable, err, "the adapter cannot take more enrollments now; try again later")
 	}
 	s.log.Debug("challenge issued", zap.String("profile", p.Name), zap.String("api_version", p.APIVersion))
-	return &challengeResponse{
+	return &wire.ChallengeResponse{
 		Challenge:        base64.StdEncoding.EncodeToString(ch.Bytes),
 		APIVersion:       p.APIVersion,
 		ExpiresInSeconds: int(s.lifetime / time.Second),
@@ -408,19 +391,6 @@ func outcomeOf(err error) (outcome, code string) {
 		return metrics.VAFailed, string(c)
 	}
 	return metrics.VARefused, string(c)
-}
-
-// enrollRequest is the body of POST /enroll.
-type enrollRequest struct {
-	Profile           string `json:"profile"`
-	Scope             string `json:"scope"`
-	ChallengeResponse string `json:"challengeResponse"`
-	Identity          string `json:"identity"`
-}
-
-type enrollResponse struct {
-	Certificate string   `json:"certificate"`
-	Chain       []string `json:"chain"`
 }
 
 // enrollment collects what the audit event and the log line report about one request.
@@ -450,9 +420,9 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	out := enrollResponse{Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.issued.Leaf.Raw})), Chain: []string{}}
+	out := wire.EnrollResponse{Certificate: string(pemutil.Encode(e.issued.Leaf)), Chain: []string{}}
 	for _, c := range e.issued.Chain {
-		out.Chain = append(out.Chain, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+		out.Chain = append(out.Chain, string(pemutil.Encode(c)))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -460,7 +430,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 // enroll runs one enrollment; on success e.issued holds the certificate. Every refusal is an
 // *Error with the code the client sees.
 func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Request, e *enrollment) error {
-	var req enrollRequest
+	var req wire.EnrollRequest
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
@@ -519,7 +489,7 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 
 	// Freshness and single use are the challenge's: the one the answer names (field 1 of the
 	// ChallengeResponse), checked before Google sees the answer.
-	chData, err := answeredChallenge(response)
+	chData, err := wire.AnsweredChallenge(response)
 	if err != nil {
 		return fail(CodeBadChallenge, err, "the challenge response is not an answer from enterprise.platformKeys.challengeKey: %v", err)
 	}
@@ -790,17 +760,6 @@ func jsonProblem(err error) string {
 	}
 }
 
-// errorBody is the enrollment API's error envelope.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code        Code     `json:"code"`
-	Message     string   `json:"message"`
-	FailedRules []string `json:"failedRules,omitempty"`
-}
-
 func (s *Server) writeError(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
@@ -810,7 +769,7 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(e.retryAfter.Seconds())))))
 	}
-	writeJSON(w, e.Code.Status(), errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, FailedRules: e.FailedRules}})
+	writeJSON(w, e.Code.Status(), wire.ErrorBody{Error: wire.ErrorDetail{Code: e.Code, Message: e.Message, FailedRules: e.FailedRules}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
