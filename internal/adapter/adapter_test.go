@@ -20,6 +20,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/extension"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
@@ -105,15 +106,15 @@ verifiedAccess:
 		t.Fatal(err)
 	}
 	roots.AddCert(issuer.Certificate())
-	var res *emulator.EnrollResult
+	var res *extension.EnrollResult
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		res, err = emulator.Enroll(rctx, emulator.EnrollOptions{
+		res, err = extension.Enroll(rctx, extension.EnrollOptions{
 			AdapterURL: "http://" + listen, EmulatorURL: rest.URL, Profile: "wifi", KeyType: emulator.KeyECDSA, Roots: roots,
 		})
 		cancel()
-		var aerr *emulator.AdapterError
+		var aerr *extension.AdapterError
 		if err == nil || errors.As(err, &aerr) || time.Now().After(deadline) || !strings.Contains(err.Error(), "connection refused") {
 			break
 		}

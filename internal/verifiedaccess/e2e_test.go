@@ -23,6 +23,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/extension"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
@@ -203,19 +204,19 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	return hs.URL, srv
 }
 
-func (x *e2e) enroll(o emulator.EnrollOptions) (*emulator.EnrollResult, error) {
+func (x *e2e) enroll(o extension.EnrollOptions) (*extension.EnrollResult, error) {
 	x.t.Helper()
 	o.AdapterURL, o.EmulatorURL, o.Roots = x.adapterURL, x.emuURL, x.ca.roots
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return emulator.Enroll(ctx, o)
+	return extension.Enroll(ctx, o)
 }
 
 // refused asserts that err is the adapter's refusal with code, and that the CA issued nothing
 // more than before.
-func (x *e2e) refused(err error, code Code, issuedBefore int) *emulator.AdapterError {
+func (x *e2e) refused(err error, code Code, issuedBefore int) *extension.AdapterError {
 	x.t.Helper()
-	var aerr *emulator.AdapterError
+	var aerr *extension.AdapterError
 	if !errors.As(err, &aerr) {
 		x.t.Fatalf("err %v; want the adapter's refusal %s", err, code)
 	}
@@ -282,17 +283,17 @@ func TestE2EIssues(t *testing.T) {
 	x := newE2E(t)
 	tests := []struct {
 		name    string
-		opts    emulator.EnrollOptions
+		opts    extension.EnrollOptions
 		wantCN  string
-		wantSAN func(t *testing.T, r *emulator.EnrollResult)
+		wantSAN func(t *testing.T, r *extension.EnrollResult)
 	}{
-		{name: "v2 machine, RSA", opts: emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyRSA}},
-		{name: "v2 machine, ECDSA", opts: emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA}},
-		{name: "v1 machine, RSA", opts: emulator.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyRSA}},
-		{name: "v1 machine, ECDSA", opts: emulator.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyECDSA}},
-		{name: "v2 user", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", KeyType: emulator.KeyECDSA},
+		{name: "v2 machine, RSA", opts: extension.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyRSA}},
+		{name: "v2 machine, ECDSA", opts: extension.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA}},
+		{name: "v1 machine, RSA", opts: extension.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyRSA}},
+		{name: "v1 machine, ECDSA", opts: extension.EnrollOptions{Profile: "wifi-v1", KeyType: emulator.KeyECDSA}},
+		{name: "v2 user", opts: extension.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", KeyType: emulator.KeyECDSA},
 			wantCN: "alice@example.com"},
-		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: emulator.EnrollOptions{
+		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: extension.EnrollOptions{
 			Profile: "users", Scope: "user", Identity: "bob@example.com", KeyType: emulator.KeyECDSA,
 			TPMVersion: emulator.TPM12, RawSignatures: true,
 		}, wantCN: "bob@example.com"},
@@ -358,7 +359,7 @@ func TestE2EChromeOSShapes(t *testing.T) {
 			}{{emulator.KeyRSA, false}, {emulator.KeyECDSA, false}, {emulator.KeyECDSA, true}} {
 				t.Run(fmt.Sprintf("%s, TPM %s, %s, raw %v", profile, tpm, k.keyType, k.raw), func(t *testing.T) {
 					before := x.ca.conn.IssuedTotal()
-					res, err := x.enroll(emulator.EnrollOptions{Profile: profile, KeyType: k.keyType, TPMVersion: tpm, RawSignatures: k.raw})
+					res, err := x.enroll(extension.EnrollOptions{Profile: profile, KeyType: k.keyType, TPMVersion: tpm, RawSignatures: k.raw})
 					if err != nil {
 						t.Fatalf("a ChromeOS-shaped answer was refused: %v", err)
 					}
@@ -380,30 +381,30 @@ func TestE2ERefusals(t *testing.T) {
 	}
 	tests := []struct {
 		name        string
-		opts        emulator.EnrollOptions
+		opts        extension.EnrollOptions
 		code        Code
 		failedRules []string
 		outcome     string // the emulator's verify outcome, "" when verify must not be called
 	}{
-		{name: "unknown profile", opts: emulator.EnrollOptions{Profile: "nope"}, code: CodeUnknownProfile},
-		{name: "identity mismatch, machine v2", opts: emulator.EnrollOptions{Profile: "wifi-v2", DeviceIdentity: "other.example"},
+		{name: "unknown profile", opts: extension.EnrollOptions{Profile: "nope"}, code: CodeUnknownProfile},
+		{name: "identity mismatch, machine v2", opts: extension.EnrollOptions{Profile: "wifi-v2", DeviceIdentity: "other.example"},
 			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
-		{name: "identity mismatch, machine v1", opts: emulator.EnrollOptions{Profile: "wifi-v1", DeviceIdentity: "other.example"},
+		{name: "identity mismatch, machine v1", opts: extension.EnrollOptions{Profile: "wifi-v1", DeviceIdentity: "other.example"},
 			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
-		{name: "identity mismatch, user", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
+		{name: "identity mismatch, user", opts: extension.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
 			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
-		{name: "tampered SPKAC, v2", opts: emulator.EnrollOptions{Profile: "wifi-v2", TamperSPKAC: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
-		{name: "tampered SPKAC, v1", opts: emulator.EnrollOptions{Profile: "wifi-v1", TamperSPKAC: true, KeyType: emulator.KeyECDSA}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
-		{name: "tampered response", opts: emulator.EnrollOptions{Profile: "wifi-v2", Tamper: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeInvalid},
-		{name: "policy denied", opts: emulator.EnrollOptions{Profile: "wifi-v2", Device: &weak}, code: CodePolicyDenied, outcome: emulator.VAOutcomeVerified,
+		{name: "tampered SPKAC, v2", opts: extension.EnrollOptions{Profile: "wifi-v2", TamperSPKAC: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
+		{name: "tampered SPKAC, v1", opts: extension.EnrollOptions{Profile: "wifi-v1", TamperSPKAC: true, KeyType: emulator.KeyECDSA}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
+		{name: "tampered response", opts: extension.EnrollOptions{Profile: "wifi-v2", Tamper: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeInvalid},
+		{name: "policy denied", opts: extension.EnrollOptions{Profile: "wifi-v2", Device: &weak}, code: CodePolicyDenied, outcome: emulator.VAOutcomeVerified,
 			failedRules: []string{
 				"keyTrustLevels: got CHROME_OS_DEVELOPER_MODE, want one of [CHROME_OS_VERIFIED_MODE]",
 				"minBrowserVersion: got 99.0.4844.51, want at least 100.0.0.0",
 				"signals.diskEncryption: got DISK_ENCRYPTION_DISABLED, want one of [DISK_ENCRYPTION_ENCRYPTED]",
 			}},
-		{name: "user from another domain", opts: emulator.EnrollOptions{Profile: "users", Scope: "user", Identity: "eve@evil.example"},
+		{name: "user from another domain", opts: extension.EnrollOptions{Profile: "users", Scope: "user", Identity: "eve@evil.example"},
 			code: CodePolicyDenied, failedRules: []string{"userDomains: got evil.example, want one of [example.com]"}},
-		{name: "user scope on a machine profile", opts: emulator.EnrollOptions{Profile: "wifi-v2", Scope: "user", Identity: "alice@example.com"},
+		{name: "user scope on a machine profile", opts: extension.EnrollOptions{Profile: "wifi-v2", Scope: "user", Identity: "alice@example.com"},
 			code: CodePolicyDenied, failedRules: []string{"scopes: got user, want one of [machine]"}},
 	}
 	for _, tt := range tests {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/extension"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
@@ -243,7 +244,7 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := emulator.Enroll(ctx, emulator.EnrollOptions{
+	res, err := extension.Enroll(ctx, extension.EnrollOptions{
 		AdapterURL: url, AdapterClient: loopbackClient(t, "127.0.0.2"), EmulatorURL: x.emuURL, Roots: x.ca.roots,
 		Profile: "wifi-v2", KeyType: emulator.KeyECDSA,
 	})
@@ -775,7 +776,7 @@ func BenchmarkEnrollDuringFlood(b *testing.B) {
 				waitFor(b, "the flood to arrive", func() bool { return arrived.Load() >= int64(bb.flood) })
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 				b.StartTimer()
-				_, err := emulator.Enroll(ctx, emulator.EnrollOptions{
+				_, err := extension.Enroll(ctx, extension.EnrollOptions{
 					AdapterURL: url, AdapterClient: loopbackClient(b, "127.0.0.2"), EmulatorURL: x.emuURL, Roots: x.ca.roots,
 					Profile: "wifi-v2", KeyType: emulator.KeyECDSA,
 				})

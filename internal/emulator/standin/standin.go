@@ -1,5 +1,5 @@
 // Package standin is a minimal stand-in for the adapter's enrollment API, for tests of the
-// reference client (emulator.Enroll, certprov-emulator va-enroll) that run without the adapter.
+// reference client (extension.Enroll, certprov-emulator va-enroll) that run without the adapter.
 // Only tests import it.
 package standin
 

@@ -1,4 +1,9 @@
-package emulator
+// Package extension plays the Chrome extension's part of a Verified Access enrollment against
+// the adapter's enrollment API: it asks for a challenge, has the emulator's device answer it as
+// enterprise.platformKeys.challengeKey would, enrolls, and verifies the certificate it gets
+// (certprov-emulator va-enroll, the demo, the end-to-end tests). The emulator is Google's side;
+// this is the client's.
+package extension
 
 import (
 	"bytes"
@@ -13,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
@@ -54,22 +60,22 @@ type EnrollOptions struct {
 	EmulatorClient *http.Client
 
 	Profile string // enrollment profile name
-	Scope   string // VAScopeMachine (default) or VAScopeUser
+	Scope   string // emulator.VAScopeMachine (default) or emulator.VAScopeUser
 	// Identity is, for user scope, the e-mail sent to the adapter (the expected identity);
 	// for both scopes it is what the simulated device or user is enrolled as, unless
-	// DeviceIdentity says otherwise. Empty means DefaultVADomain or DefaultVAUser.
+	// DeviceIdentity says otherwise. Empty means emulator.DefaultVADomain or emulator.DefaultVAUser.
 	Identity string
 	// DeviceIdentity overrides what the emulator says the device or user is enrolled as, to
 	// provoke an identity mismatch.
 	DeviceIdentity string
 
-	KeyType string    // KeyRSA (default) or KeyECDSA
-	KeyID   string    // reuse or name the simulated key; empty creates a fresh one
-	Device  *VADevice // what Google reports; nil means the emulator's default device
+	KeyType string             // emulator.KeyRSA (default) or emulator.KeyECDSA
+	KeyID   string             // reuse or name the simulated key; empty creates a fresh one
+	Device  *emulator.VADevice // what Google reports; nil means the emulator's default device
 
 	Tamper      bool // corrupt the challenge response (Google refuses it)
 	TamperSPKAC bool // corrupt only the SPKAC (the adapter must refuse it)
-	// TPMVersion and RawSignatures shape the device's answer (VARespondRequest).
+	// TPMVersion and RawSignatures shape the device's answer (emulator.VARespondRequest).
 	TPMVersion    string
 	RawSignatures bool
 
@@ -109,21 +115,21 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	}
 	scope := opts.Scope
 	if scope == "" {
-		scope = VAScopeMachine
+		scope = emulator.VAScopeMachine
 	}
-	if scope != VAScopeMachine && scope != VAScopeUser {
-		return nil, fmt.Errorf("enroll: scope %q: want %q or %q", scope, VAScopeMachine, VAScopeUser)
+	if scope != emulator.VAScopeMachine && scope != emulator.VAScopeUser {
+		return nil, fmt.Errorf("enroll: scope %q: want %q or %q", scope, emulator.VAScopeMachine, emulator.VAScopeUser)
 	}
 	identity := opts.Identity
-	if identity == "" && scope == VAScopeUser {
-		identity = DefaultVAUser
+	if identity == "" && scope == emulator.VAScopeUser {
+		identity = emulator.DefaultVAUser
 	}
 	deviceIdentity := opts.DeviceIdentity
 	if deviceIdentity == "" {
 		deviceIdentity = identity
 	}
 	adapter := strings.TrimRight(opts.AdapterURL, "/")
-	emulator := strings.TrimRight(opts.EmulatorURL, "/")
+	emuURL := strings.TrimRight(opts.EmulatorURL, "/")
 
 	var ch wire.ChallengeResponse
 	if err := postJSON(ctx, opts.AdapterClient, adapter+wire.ChallengePath, "challenge",
@@ -134,12 +140,12 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	if err != nil || len(challenge) == 0 {
 		return nil, fmt.Errorf("enroll: adapter challenge is not base64: %q", ch.Challenge)
 	}
-	if ch.APIVersion != VAv1 && ch.APIVersion != VAv2 {
+	if ch.APIVersion != emulator.VAv1 && ch.APIVersion != emulator.VAv2 {
 		return nil, fmt.Errorf("enroll: adapter challenge for API version %q, want v1 or v2", ch.APIVersion)
 	}
 
-	var resp VARespondResult
-	if err := postJSON(ctx, opts.EmulatorClient, emulator+VARespondPath, "respond", VARespondRequest{
+	var resp emulator.VARespondResult
+	if err := postJSON(ctx, opts.EmulatorClient, emuURL+emulator.VARespondPath, "respond", emulator.VARespondRequest{
 		Challenge: challenge, APIVersion: ch.APIVersion, Scope: scope, KeyType: opts.KeyType, KeyID: opts.KeyID,
 		Identity: deviceIdentity, Device: opts.Device, Tamper: opts.Tamper, TamperSPKAC: opts.TamperSPKAC,
 		TPMVersion: opts.TPMVersion, RawSignatures: opts.RawSignatures,
@@ -151,7 +157,7 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 
 	req := wire.EnrollRequest{Profile: opts.Profile, Scope: scope,
 		ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
-	if scope == VAScopeUser {
+	if scope == emulator.VAScopeUser {
 		req.Identity = identity
 	}
 	var issued wire.EnrollResponse
@@ -159,9 +165,14 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 
-	if res.Certificate, err = parseSingleCertificatePEM(issued.Certificate); err != nil {
+	leaf, err := pemutil.ParseCertificates([]byte(issued.Certificate))
+	if err == nil && len(leaf) != 1 {
+		err = fmt.Errorf("%d certificates, want the leaf alone", len(leaf))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("enroll: %w: certificate: %v", ErrCertificateNotVerified, err)
 	}
+	res.Certificate = leaf[0]
 	res.CertificatePEM = issued.Certificate
 	for i, p := range issued.Chain {
 		certs, err := pemutil.ParseCertificates([]byte(p))
@@ -248,7 +259,12 @@ func adapterRefusal(step string, status int, body []byte) error {
 
 // emulatorRefusal reads the emulator's Google-style envelope.
 func emulatorRefusal(step string, status int, body []byte) error {
-	var env errorEnvelope
+	var env struct {
+		Error struct {
+			Message string `json:"message"`
+			Status  string `json:"status"`
+		} `json:"error"`
+	}
 	if json.Unmarshal(body, &env) == nil && env.Error.Message != "" {
 		return fmt.Errorf("%s: HTTP %d %s: %s", step, status, env.Error.Status, env.Error.Message)
 	}

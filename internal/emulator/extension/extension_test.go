@@ -1,4 +1,4 @@
-package standin
+package extension
 
 import (
 	"bytes"
@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/standin"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
@@ -31,19 +32,19 @@ import (
 type enrollEnv struct {
 	va      *vaEnv
 	ca      *testCA
-	fake    *Adapter
+	fake    *standin.Adapter
 	adapter *httptest.Server
 }
 
 // newEnrollEnv starts the stand-in adapter with profiles "wifi-machine" (v1) and "wifi-v2" (v2),
 // both for domain example.com. wrap, if set, wraps its handler (to move the clock mid-flow).
-func newEnrollEnv(t *testing.T, configure func(*Adapter), wrap func(*vaEnv, http.Handler) http.Handler) *enrollEnv {
+func newEnrollEnv(t *testing.T, configure func(*standin.Adapter), wrap func(*vaEnv, http.Handler) http.Handler) *enrollEnv {
 	t.Helper()
 	v := newVAEnv(t, 0)
 	ca := newTestCA(t, "VA Test CA")
-	fake := &Adapter{
+	fake := &standin.Adapter{
 		GoogleURL: v.srv.URL, CACert: ca.cert, CAKey: ca.key,
-		Profiles: map[string]Profile{
+		Profiles: map[string]standin.Profile{
 			"wifi-machine": {APIVersion: emulator.VAv1, Domain: emulator.DefaultVADomain},
 			"wifi-v2":      {APIVersion: emulator.VAv2, Domain: emulator.DefaultVADomain},
 		},
@@ -63,7 +64,7 @@ func newEnrollEnv(t *testing.T, configure func(*Adapter), wrap func(*vaEnv, http
 	return &enrollEnv{va: v, ca: ca, fake: fake, adapter: srv}
 }
 
-func (e *enrollEnv) options(o emulator.EnrollOptions) emulator.EnrollOptions {
+func (e *enrollEnv) options(o EnrollOptions) EnrollOptions {
 	o.AdapterURL, o.AdapterClient, o.EmulatorURL = e.adapter.URL, e.adapter.Client(), e.va.srv.URL
 	if o.Roots == nil {
 		o.Roots = e.ca.pool
@@ -75,19 +76,19 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
-		opts    emulator.EnrollOptions
+		opts    EnrollOptions
 		wantCN  string
 		wantVer string
 	}{
-		{name: "v1 machine rsa", opts: emulator.EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyRSA, KeyID: "m1"},
+		{name: "v1 machine rsa", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyRSA, KeyID: "m1"},
 			wantCN: emulator.DefaultVADevice(emulator.VAScopeMachine, "m1", emulator.DefaultVADomain).DevicePermanentID, wantVer: emulator.VAv1},
-		{name: "v2 machine ecdsa", opts: emulator.EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeMachine, KeyType: emulator.KeyECDSA, KeyID: "m2"},
+		{name: "v2 machine ecdsa", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeMachine, KeyType: emulator.KeyECDSA, KeyID: "m2"},
 			wantCN: emulator.DefaultVADevice(emulator.VAScopeMachine, "m2", emulator.DefaultVADomain).DevicePermanentID, wantVer: emulator.VAv2},
-		{name: "v1 user ecdsa", opts: emulator.EnrollOptions{Profile: "wifi-machine", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
+		{name: "v1 user ecdsa", opts: EnrollOptions{Profile: "wifi-machine", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
 			Identity: "alice@example.com"}, wantCN: "alice@example.com", wantVer: emulator.VAv1},
-		{name: "v2 user default identity", opts: emulator.EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA},
+		{name: "v2 user default identity", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA},
 			wantCN: emulator.DefaultVAUser, wantVer: emulator.VAv2},
-		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: emulator.EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser,
+		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser,
 			KeyType: emulator.KeyECDSA, Identity: "bob@example.com", TPMVersion: emulator.TPM12, RawSignatures: true},
 			wantCN: "bob@example.com", wantVer: emulator.VAv2},
 	}
@@ -95,7 +96,7 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			env := newEnrollEnv(t, nil, nil)
-			res, err := emulator.Enroll(context.Background(), env.options(tc.opts))
+			res, err := Enroll(context.Background(), env.options(tc.opts))
 			if err != nil {
 				t.Fatalf("Enroll: %v", err)
 			}
@@ -138,44 +139,44 @@ func TestEnrollRefusals(t *testing.T) {
 	}
 	tests := []struct {
 		name       string
-		configure  func(*Adapter)
+		configure  func(*standin.Adapter)
 		wrap       func(*vaEnv, http.Handler) http.Handler
-		opts       emulator.EnrollOptions
+		opts       EnrollOptions
 		otherRoots bool
 		wantStep   string
 		wantStatus int
 		wantCode   wire.Code
 		wantRules  []string
-		wantVerify bool // emulator.ErrCertificateNotVerified instead of an adapter refusal
+		wantVerify bool // ErrCertificateNotVerified instead of an adapter refusal
 		wantStats  map[string]int
 	}{
-		{name: "unknown profile", opts: emulator.EnrollOptions{Profile: "nope"},
+		{name: "unknown profile", opts: EnrollOptions{Profile: "nope"},
 			wantStep: "challenge", wantStatus: 404, wantCode: wire.CodeUnknownProfile},
-		{name: "policy denied", configure: func(f *Adapter) { f.Deny = []string{"diskEncryption", "minOsVersion"} },
-			opts:     emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
+		{name: "policy denied", configure: func(f *standin.Adapter) { f.Deny = []string{"diskEncryption", "minOsVersion"} },
+			opts:     EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
 			wantStep: "enroll", wantStatus: 403, wantCode: wire.CodePolicyDenied, wantRules: []string{"diskEncryption", "minOsVersion"},
 			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
-		{name: "machine enrolled in another domain", opts: emulator.EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, DeviceIdentity: "other.example"},
+		{name: "machine enrolled in another domain", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, DeviceIdentity: "other.example"},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
 			wantStats: map[string]int{emulator.VAOutcomeIdentityMismatch: 1}},
-		{name: "user enrolled as someone else", opts: emulator.EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
+		{name: "user enrolled as someone else", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
 			Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
 			wantStats: map[string]int{emulator.VAOutcomeIdentityMismatch: 1}},
-		{name: "tampered response", opts: emulator.EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, Tamper: true},
+		{name: "tampered response", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, Tamper: true},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
 			wantStats: map[string]int{emulator.VAOutcomeInvalid: 1}},
-		{name: "tampered SPKAC", opts: emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyRSA, TamperSPKAC: true},
+		{name: "tampered SPKAC", opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyRSA, TamperSPKAC: true},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
 			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
-		{name: "expired challenge", wrap: advanceOnEnroll, opts: emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
+		{name: "expired challenge", wrap: advanceOnEnroll, opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
 			wantStats: map[string]int{emulator.VAOutcomeExpired: 1}},
-		{name: "certificate for another key", configure: func(f *Adapter) { f.IssueForOtherKey = true },
-			opts: emulator.EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA}, wantVerify: true,
+		{name: "certificate for another key", configure: func(f *standin.Adapter) { f.IssueForOtherKey = true },
+			opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA}, wantVerify: true,
 			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
 		{name: "certificate from another CA", otherRoots: true,
-			opts: emulator.EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA}, wantVerify: true,
+			opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA}, wantVerify: true,
 			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
 	}
 	for _, tc := range tests {
@@ -186,21 +187,21 @@ func TestEnrollRefusals(t *testing.T) {
 			if tc.otherRoots {
 				opts.Roots = otherCA.pool
 			}
-			res, err := emulator.Enroll(context.Background(), env.options(opts))
+			res, err := Enroll(context.Background(), env.options(opts))
 			if err == nil {
-				t.Fatalf("emulator.Enroll succeeded: %s", res.Certificate.Subject)
+				t.Fatalf("Enroll succeeded: %s", res.Certificate.Subject)
 			}
 			if tc.wantVerify {
-				if !errors.Is(err, emulator.ErrCertificateNotVerified) {
-					t.Fatalf("err = %v, want emulator.ErrCertificateNotVerified", err)
+				if !errors.Is(err, ErrCertificateNotVerified) {
+					t.Fatalf("err = %v, want ErrCertificateNotVerified", err)
 				}
 				if res == nil || res.Certificate == nil || res.Verified != nil {
 					t.Errorf("result with an unverified certificate: %+v", res)
 				}
 			} else {
-				var aerr *emulator.AdapterError
+				var aerr *AdapterError
 				if !errors.As(err, &aerr) {
-					t.Fatalf("err = %v, want *emulator.AdapterError", err)
+					t.Fatalf("err = %v, want *AdapterError", err)
 				}
 				if aerr.Step != tc.wantStep || aerr.Status != tc.wantStatus || aerr.Code != tc.wantCode ||
 					!reflect.DeepEqual(aerr.FailedRules, tc.wantRules) {
@@ -223,7 +224,7 @@ func TestEnrollRefusals(t *testing.T) {
 // The stand-in adapter refuses a replayed response itself (CHALLENGE_REPLAYED), and Google refuses
 // a new answer to a used challenge with a 400, which is BAD_CHALLENGE: this checks the stand-in
 // follows the contract the client relies on.
-func TestAdapterReplay(t *testing.T) {
+func TestStandinReplay(t *testing.T) {
 	t.Parallel()
 	env := newEnrollEnv(t, nil, nil)
 	var ch wire.ChallengeResponse
@@ -256,27 +257,28 @@ func TestEnrollReportsNonContractAnswers(t *testing.T) {
 		http.Error(w, "<html>bad gateway</html>", http.StatusBadGateway)
 	}))
 	defer proxy.Close()
-	_, err := emulator.Enroll(context.Background(), emulator.EnrollOptions{AdapterURL: proxy.URL, EmulatorURL: v.srv.URL,
+	_, err := Enroll(context.Background(), EnrollOptions{AdapterURL: proxy.URL, EmulatorURL: v.srv.URL,
 		Profile: "p", Roots: ca.pool})
-	var aerr *emulator.AdapterError
+	var aerr *AdapterError
 	if !errors.As(err, &aerr) || aerr.Status != 502 || aerr.Code != "" || !strings.Contains(aerr.Message, "bad gateway") {
 		t.Errorf("err = %v", err)
 	}
 
 	// A challenge the emulator did not issue: the emulator's refusal is reported as such.
 	fakeChallenge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte("x"), []byte("y"))), APIVersion: emulator.VAv2})
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte("x"), []byte("y"))), APIVersion: emulator.VAv2})
 	}))
 	defer fakeChallenge.Close()
-	_, err = emulator.Enroll(context.Background(), emulator.EnrollOptions{AdapterURL: fakeChallenge.URL, EmulatorURL: v.srv.URL,
+	_, err = Enroll(context.Background(), EnrollOptions{AdapterURL: fakeChallenge.URL, EmulatorURL: v.srv.URL,
 		Profile: "p", Roots: ca.pool})
 	if err == nil || errors.As(err, &aerr) || !strings.Contains(err.Error(), "INVALID_ARGUMENT") {
 		t.Errorf("err = %v, want the emulator's 400", err)
 	}
 
-	for _, o := range []emulator.EnrollOptions{{Profile: "p"}, {Roots: ca.pool}, {Profile: "p", Roots: ca.pool, Scope: "device"}} {
-		if _, err := emulator.Enroll(context.Background(), o); err == nil {
-			t.Errorf("emulator.Enroll(%+v) accepted bad options", o)
+	for _, o := range []EnrollOptions{{Profile: "p"}, {Roots: ca.pool}, {Profile: "p", Roots: ca.pool, Scope: "device"}} {
+		if _, err := Enroll(context.Background(), o); err == nil {
+			t.Errorf("Enroll(%+v) accepted bad options", o)
 		}
 	}
 }
