@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/extension"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -85,13 +86,13 @@ func runVAEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	res, err := emulator.Enroll(ctx, opts)
+	res, err := extension.Enroll(ctx, opts)
 	return reportEnroll(stdout, stderr, f, res, err)
 }
 
 // options validates the flags and turns them into Enroll options.
-func (f vaEnrollFlags) options() (emulator.EnrollOptions, error) {
-	var o emulator.EnrollOptions
+func (f vaEnrollFlags) options() (extension.EnrollOptions, error) {
+	var o extension.EnrollOptions
 	switch {
 	case f.profile == "":
 		return o, errors.New("--profile is required")
@@ -212,8 +213,8 @@ func (f vaEnrollFlags) adapterClient() (*http.Client, error) {
 }
 
 // reportEnroll prints the outcome and returns the exit code.
-func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *emulator.EnrollResult, err error) int {
-	var aerr *emulator.AdapterError
+func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *extension.EnrollResult, err error) int {
+	var aerr *extension.AdapterError
 	var uerr *url.Error
 	switch {
 	case err == nil:
@@ -227,7 +228,7 @@ func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *emulator.Enrol
 			cell(res.Verified[len(res.Verified)-1].Subject.String()), res.APIVersion, cell(f.profile), f.scope)
 		return exitOK
 	case errors.As(err, &aerr):
-		code := aerr.Code
+		code := string(aerr.Code)
 		if code == "" {
 			code = "(no error code)"
 		}
@@ -236,7 +237,7 @@ func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *emulator.Enrol
 			fmt.Fprintf(stdout, "rule      %s\n", cell(r))
 		}
 		return exitFail
-	case errors.Is(err, emulator.ErrCertificateNotVerified):
+	case errors.Is(err, extension.ErrCertificateNotVerified):
 		if res != nil && res.Certificate != nil {
 			fmt.Fprintf(stdout, "issued    %s\n", cell(res.Certificate.Subject.String()))
 			fmt.Fprintf(stdout, "serial    %s\n", hex.EncodeToString(res.Certificate.SerialNumber.Bytes()))

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/standin"
 )
 
 // vaSetup is an emulator and a stand-in adapter (TLS) whose policy requires an encrypted disk on
@@ -38,9 +39,9 @@ func newVASetup(t *testing.T, deny []string) *vaSetup {
 	t.Cleanup(emuSrv.Close)
 	t.Cleanup(func() { _ = emu.Close() })
 	ca := newTestCA(t)
-	fake := &emulator.VAFakeAdapter{
+	fake := &standin.Adapter{
 		GoogleURL: emuSrv.URL, CACert: ca.cert, CAKey: ca.key, Deny: deny,
-		Profiles: map[string]emulator.VAFakeProfile{
+		Profiles: map[string]standin.Profile{
 			"machine-v1": {APIVersion: emulator.VAv1, Domain: emulator.DefaultVADomain},
 			"wifi":       {APIVersion: emulator.VAv2, Domain: emulator.DefaultVADomain},
 		},

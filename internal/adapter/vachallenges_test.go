@@ -18,6 +18,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // TestVerifiedAccessChallengesSharedByPostgres: two daemons on one PostgreSQL journal keep
@@ -95,8 +96,8 @@ verifiedAccess:
 			return r.StatusCode
 		}
 	}
-	var ch emulator.EnrollChallengeResponse
-	if status := post(a+emulator.EnrollChallengePath, emulator.EnrollChallengeRequest{Profile: "wifi"}, &ch); status != http.StatusOK {
+	var ch wire.ChallengeResponse
+	if status := post(a+wire.ChallengePath, wire.ChallengeRequest{Profile: "wifi"}, &ch); status != http.StatusOK {
 		t.Fatalf("challenge at a: %d", status)
 	}
 	raw, _ := base64.StdEncoding.DecodeString(ch.Challenge)
@@ -104,13 +105,13 @@ verifiedAccess:
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := emulator.EnrollRequest{Profile: "wifi", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
-	var issued emulator.EnrollResponse
-	if status := post(b+emulator.EnrollPath, req, &issued); status != http.StatusOK || issued.Certificate == "" {
+	req := wire.EnrollRequest{Profile: "wifi", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
+	var issued wire.EnrollResponse
+	if status := post(b+wire.EnrollPath, req, &issued); status != http.StatusOK || issued.Certificate == "" {
 		t.Fatalf("enroll at b of a's challenge: %d", status)
 	}
-	var refused emulator.EnrollErrorBody
-	if status := post(a+emulator.EnrollPath, req, &refused); status != http.StatusConflict || refused.Error.Code != emulator.EnrollCodeChallengeReplayed {
+	var refused wire.ErrorBody
+	if status := post(a+wire.EnrollPath, req, &refused); status != http.StatusConflict || refused.Error.Code != wire.CodeChallengeReplayed {
 		t.Errorf("the same answer at a: %d %+v", status, refused)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/inspect"
 	"github.com/certprov/certprov-adapter/internal/logging"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
@@ -55,7 +58,7 @@ revoke (scep, est) are refused. Works beside a running adapter.`,
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return sortedKeys(cfg.CAConnections), cobra.ShellCompDirectiveNoFileComp
+		return slices.Sorted(maps.Keys(cfg.CAConnections)), cobra.ShellCompDirectiveNoFileComp
 	})
 	cmd.RunE = func(*cobra.Command, []string) error {
 		if *reasonFlag == "" {
@@ -84,7 +87,7 @@ revoke (scep, est) are refused. Works beside a running adapter.`,
 
 		cfg, err := config.Load(*path)
 		if err != nil {
-			printProblems(o.Stderr, *path, err)
+			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
 		name := *caName
@@ -94,9 +97,9 @@ revoke (scep, est) are refused. Works beside a running adapter.`,
 			}
 		} else if name == "" {
 			if len(cfg.CAConnections) != 1 {
-				return usagef("--ca is required: the configuration has %d CA connections (%s)", len(cfg.CAConnections), strings.Join(sortedKeys(cfg.CAConnections), ", "))
+				return usagef("--ca is required: the configuration has %d CA connections (%s)", len(cfg.CAConnections), strings.Join(slices.Sorted(maps.Keys(cfg.CAConnections)), ", "))
 			}
-			name = sortedKeys(cfg.CAConnections)[0]
+			name = slices.Sorted(maps.Keys(cfg.CAConnections))[0]
 		}
 		return revoke(o, cfg, name, req)
 	}
@@ -113,7 +116,7 @@ func fromJournal(cfg *config.Config, id, caName string, req *ca.RevokeRequest) (
 		return "", fmt.Errorf("open journal: %w", err)
 	}
 	defer store.Close()
-	rec, err := findRecord(ctx, store, cfg.Customers, id)
+	rec, err := inspect.Find(ctx, store, cfg.Customers, id)
 	if err != nil {
 		return "", err
 	}
@@ -138,7 +141,7 @@ func fromJournal(cfg *config.Config, id, caName string, req *ca.RevokeRequest) (
 func revoke(o Options, cfg *config.Config, name string, req *ca.RevokeRequest) error {
 	conf, ok := cfg.CAConnections[name]
 	if !ok {
-		return fail(fmt.Errorf("no CA connection %q in the configuration (known: %s)", name, strings.Join(sortedKeys(cfg.CAConnections), ", ")))
+		return fail(fmt.Errorf("no CA connection %q in the configuration (known: %s)", name, strings.Join(slices.Sorted(maps.Keys(cfg.CAConnections)), ", ")))
 	}
 	log, err := logging.New(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
@@ -147,7 +150,7 @@ func revoke(o Options, cfg *config.Config, name string, req *ca.RevokeRequest) e
 	defer func() { _ = log.Sync() }()
 	conn, err := ca.New(conf.Type, ca.Settings(conf.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
 	if err != nil {
-		printProblems(o.Stderr, "caConnections."+name, err)
+		config.PrintProblems(o.Stderr, "caConnections."+name, err)
 		return fail(nil)
 	}
 	if c, ok := conn.(io.Closer); ok {

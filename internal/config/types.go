@@ -1,7 +1,11 @@
 // Package config loads and validates the adapter's YAML configuration with environment overrides.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/csr"
+)
 
 // Config is the whole adapter configuration. YAML keys are the camelCase field names.
 type Config struct {
@@ -154,6 +158,12 @@ type Profile struct {
 	// Strict refuses a certificate whose subject alternative names or extended key usages differ
 	// from what the profile asked for; otherwise the difference is logged and the certificate used.
 	Strict bool `mapstructure:"strict"`
+}
+
+// Spec is what the profile asks of a certificate, as package csr compiles it.
+func (p Profile) Spec() csr.Spec {
+	return csr.Spec{Subject: csr.Subject(p.Subject), SubjectAltNames: csr.SANs(p.SubjectAltNames),
+		KeyUsage: p.KeyUsage, ExtKeyUsage: p.ExtKeyUsage, TemplateName: p.TemplateName}
 }
 
 // Subject holds text/template strings rendered over the process (see csr.TemplateData).

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -108,14 +109,14 @@ func (c *Config) ValidateOffline() []Problem {
 	if len(c.Profiles) == 0 {
 		ps.add(keyProfiles, "at least one profile is required")
 	}
-	for _, name := range sortedKeys(c.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(c.Profiles)) {
 		p := c.Profiles[name]
 		p.validate(joinPath(keyProfiles, name), &ps)
 	}
 	if len(c.CAConnections) == 0 {
 		ps.add(keyCAConnections, "at least one CA connection is required")
 	}
-	for _, name := range sortedKeys(c.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(c.CAConnections)) {
 		path := joinPath(keyCAConnections, name)
 		conn := c.CAConnections[name]
 		if strings.TrimSpace(conn.Type) == "" {
@@ -349,7 +350,7 @@ func (c *Config) warnLease(ps *problems) {
 	if lease <= 0 {
 		return // an error already
 	}
-	for _, name := range sortedKeys(c.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(c.CAConnections)) {
 		if t := c.CAConnections[name].Timeout; t > lease {
 			ps.add(joinPath(joinPath(keyCAConnections, name), "timeout"),
 				"%s is longer than journal.leaseDuration (%s): such a CA call holds its process only while the journal accepts lease renewals (every %s); if it cannot be written for about %s, the call is abandoned and a connector that cannot look up what it issued fails the process. Raise journal.leaseDuration to at least %s, or lower the timeout",

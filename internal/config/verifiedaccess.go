@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -115,13 +116,7 @@ func vaValueSignals() map[string]func(string) string {
 // VASignalNames lists the signal names policy.signals accepts, enumerated and value signals,
 // sorted.
 func VASignalNames() []string {
-	names := make([]string, 0, len(vaSignals())+len(vaValueSignals()))
-	for n := range vaSignals() {
-		names = append(names, n)
-	}
-	for n := range vaValueSignals() {
-		names = append(names, n)
-	}
+	names := slices.AppendSeq(slices.Collect(maps.Keys(vaSignals())), maps.Keys(vaValueSignals()))
 	slices.Sort(names)
 	return names
 }
@@ -221,7 +216,7 @@ func (c *Config) validateVerifiedAccess(ps *problems) {
 			ps.add(joinPath(sec, "endpoint"), "is required with google.credentials.type none (an emulator): the real Verified Access API needs credentials")
 		}
 	}
-	for _, name := range sortedKeys(va.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(va.Profiles)) {
 		p := va.Profiles[name]
 		p.validate(c, joinPath(joinPath(sec, keyVAProfiles), name), ps)
 	}
@@ -369,7 +364,7 @@ func (p *VerifiedAccessProfile) validate(c *Config, path string, ps *problems) {
 		ps.add(joinPath(path, "caConnection"), "must name the CA connection that issues (an entry of caConnections)")
 	case c.CAConnections != nil:
 		if _, ok := c.CAConnections[p.CAConnection]; !ok {
-			ps.add(joinPath(path, "caConnection"), "%q is not in caConnections (known: %s)", p.CAConnection, strings.Join(sortedKeys(c.CAConnections), ", "))
+			ps.add(joinPath(path, "caConnection"), "%q is not in caConnections (known: %s)", p.CAConnection, strings.Join(slices.Sorted(maps.Keys(c.CAConnections)), ", "))
 		}
 	}
 
@@ -440,7 +435,7 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		return
 	}
 	names := VASignalNames()
-	for _, name := range sortedKeys(p.Signals) {
+	for _, name := range slices.Sorted(maps.Keys(p.Signals)) {
 		sp := joinPath(joinPath(path, "signals"), name)
 		if check, ok := VASignalCheck(name); ok {
 			if len(p.Signals[name]) == 0 {

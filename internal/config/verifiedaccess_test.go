@@ -1,9 +1,11 @@
 package config
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +130,7 @@ func TestVerifiedAccessLoad(t *testing.T) {
 	}
 	got, ok := va.Profiles["WiFi-Machine"]
 	if !ok {
-		t.Fatalf("profile names must keep their case: %v", sortedKeys(va.Profiles))
+		t.Fatalf("profile names must keep their case: %v", slices.Sorted(maps.Keys(va.Profiles)))
 	}
 	// Lists the file leaves out decode as empty, not nil; compare what matters.
 	got.Subject.OrganizationalUnit, got.SubjectAltNames.Email, got.SubjectAltNames.URI, got.SubjectAltNames.UPN = nil, nil, nil, nil

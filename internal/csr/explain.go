@@ -3,6 +3,7 @@ package csr
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
@@ -167,11 +168,7 @@ func explainParse(err error) error {
 	if m == nil {
 		return err
 	}
-	names := make([]string, 0, len(templateFuncs()))
-	for n := range templateFuncs() {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(templateFuncs()))
 	if s := suggest.Closest(m[1], names); s != "" {
 		return fmt.Errorf("template: function %q not defined; did you mean %q?", m[1], s)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"go.uber.org/zap"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Verified Access API versions, scopes and defaults. Scopes are named as in the adapter's
@@ -349,7 +351,7 @@ func (e *Emulator) vaVerify(version string, data, signature []byte, expectedIden
 	if err != nil {
 		return invalid("not an answer to a challenge of this service")
 	}
-	chData, chSig, err := UnmarshalSignedData(cr.challenge)
+	chData, chSig, err := wire.UnmarshalSignedData(cr.challenge)
 	if err != nil || len(chData) == 0 || !hmac.Equal(chSig, e.va.challengeMAC(chData)) {
 		return invalid("the challenge was not issued by this service")
 	}
@@ -453,7 +455,7 @@ func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespo
 		return VARespondResult{}, invalidArgument("tpmVersion %q: want %q or %q", req.TPMVersion, TPM12, TPM20)
 	}
 
-	data, sig, err := UnmarshalSignedData(req.Challenge)
+	data, sig, err := wire.UnmarshalSignedData(req.Challenge)
 	if err != nil || len(data) == 0 || !hmac.Equal(sig, e.va.challengeMAC(data)) {
 		// Chrome checks Google's signature on the challenge before it answers.
 		return VARespondResult{}, invalidArgument("challenge: not a challenge issued by this Verified Access service")
@@ -546,7 +548,7 @@ func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespo
 		zap.Bool("tamper", req.Tamper), zap.Bool("tamper_spkac", req.TamperSPKAC))
 
 	return VARespondResult{
-		ChallengeResponse: MarshalSignedData(payload, payloadSig),
+		ChallengeResponse: wire.MarshalSignedData(payload, payloadSig),
 		APIVersion:        version,
 		KeyID:             key.id,
 		KeyType:           key.keyType,

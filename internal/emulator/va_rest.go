@@ -9,6 +9,8 @@ import (
 	"go.uber.org/zap"
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Paths of the Verified Access API (as the generated clients call them) and of the emulator's
@@ -165,7 +167,7 @@ func (e *Emulator) vaGenerateV2(body []byte) (any, string, *apiError) {
 	if err != nil {
 		return nil, "", internalError(err)
 	}
-	return &va2.Challenge{Challenge: b64(MarshalSignedData(data, sig))}, "", nil
+	return &va2.Challenge{Challenge: b64(wire.MarshalSignedData(data, sig))}, "", nil
 }
 
 // vaVerifyV1 is POST v1/challenge:verify.
@@ -213,7 +215,7 @@ func (e *Emulator) vaVerifyV2(body []byte) (any, string, *apiError) {
 	if err != nil {
 		return nil, VAOutcomeInvalid, vaInvalid("%s: challengeResponse is not base64", vaMessageInvalid)
 	}
-	data, sig, err := UnmarshalSignedData(raw)
+	data, sig, err := wire.UnmarshalSignedData(raw)
 	if err != nil {
 		return nil, VAOutcomeInvalid, vaInvalid("%s: not a serialized SignedData", vaMessageInvalid)
 	}

@@ -31,6 +31,8 @@ import (
 	"google.golang.org/api/option"
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // fakeClock is a settable clock, so expiry is tested without sleeping.
@@ -99,7 +101,7 @@ func (v *vaEnv) challenge(t *testing.T, version string) []byte {
 		if c.Challenge == nil || c.AlternativeChallenge != nil {
 			t.Fatalf("v1 challenge = %+v, want challenge only", c)
 		}
-		return MarshalSignedData(mustB64(t, c.Challenge.Data), mustB64(t, c.Challenge.Signature))
+		return wire.MarshalSignedData(mustB64(t, c.Challenge.Data), mustB64(t, c.Challenge.Signature))
 	default:
 		c, err := v.v2.Challenge.Generate(&va2.Empty{}).Do()
 		if err != nil {
@@ -129,7 +131,7 @@ type verifyResult struct {
 func (v *vaEnv) verify(t *testing.T, version string, response []byte, expected string) (*verifyResult, error) {
 	t.Helper()
 	if version == VAv1 {
-		data, sig, err := UnmarshalSignedData(response)
+		data, sig, err := wire.UnmarshalSignedData(response)
 		if err != nil {
 			t.Fatalf("parse response: %v", err)
 		}
@@ -418,7 +420,7 @@ func TestVAAnswersAsChromeOS(t *testing.T) {
 			for _, version := range []string{VAv1, VAv2} {
 				ch := v.challenge(t, version)
 				res := v.respond(t, VARespondRequest{Challenge: ch, KeyType: tc.keyType, TPMVersion: tc.tpm, RawSignatures: tc.raw})
-				data, sig, err := UnmarshalSignedData(res.ChallengeResponse)
+				data, sig, err := wire.UnmarshalSignedData(res.ChallengeResponse)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -491,7 +493,7 @@ func TestVAVerifiesAnswersItDidNotMake(t *testing.T) {
 			enc.mac[0] ^= 1
 			data = challengeResponse{challenge: ch, nonce: []byte("nonce-from-outside"), encryptedKeyInfo: enc}.marshal()
 		}
-		return MarshalSignedData(data, sig)
+		return wire.MarshalSignedData(data, sig)
 	}
 	got, err := v.verify(t, VAv2, answer(v.challenge(t, VAv2), keyTypeEUK, "carol@corp.example", false), "carol@corp.example")
 	if err != nil {
@@ -568,7 +570,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 		{
 			name: "unknown response",
 			run: func(t *testing.T, s setup) error {
-				_, err := s.v.verify(t, s.version, MarshalSignedData([]byte("not a response"), []byte("sig")), "")
+				_, err := s.v.verify(t, s.version, wire.MarshalSignedData([]byte("not a response"), []byte("sig")), "")
 				return err
 			},
 			wantMessage: vaMessageInvalid, wantOutcome: VAOutcomeInvalid,
@@ -809,7 +811,7 @@ func TestVARespondEndpointRefusals(t *testing.T) {
 	t.Parallel()
 	v := newVAEnv(t, 0)
 	ch := b64(v.challenge(t, VAv1))
-	forged := b64(MarshalSignedData([]byte("data"), []byte("not the emulator's mac")))
+	forged := b64(wire.MarshalSignedData([]byte("data"), []byte("not the emulator's mac")))
 	tests := []struct {
 		name, body string
 		wantCode   int
@@ -968,7 +970,7 @@ func TestVAConcurrentEnrollments(t *testing.T) {
 				}
 				d, _ := base64.StdEncoding.DecodeString(c.Challenge.Data)
 				s, _ := base64.StdEncoding.DecodeString(c.Challenge.Signature)
-				ch = MarshalSignedData(d, s)
+				ch = wire.MarshalSignedData(d, s)
 			} else {
 				c, err := v.v2.Challenge.Generate(&va2.Empty{}).Do()
 				if err != nil {
@@ -983,7 +985,7 @@ func TestVAConcurrentEnrollments(t *testing.T) {
 				return
 			}
 			if version == VAv1 {
-				d, s, _ := UnmarshalSignedData(res.ChallengeResponse)
+				d, s, _ := wire.UnmarshalSignedData(res.ChallengeResponse)
 				_, errs[i] = v.v1.Challenge.Verify(&va1.VerifyChallengeResponseRequest{
 					ChallengeResponse: &va1.SignedData{Data: b64(d), Signature: b64(s)}}).Do()
 			} else {

@@ -13,72 +13,16 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
-// Field numbers of the SignedData message (google.chrome.verifiedaccess SignedData), which wraps
-// both the challenge handed to the extension and the extension's challenge response.
+// The fields of ChromeOS's ChallengeResponse are wire's (ChallengeResponse*): the adapter reads
+// the challenge it answers, Google (here) the rest.
 const (
-	signedDataFieldData      protowire.Number = 1
-	signedDataFieldSignature protowire.Number = 2
-)
-
-// MarshalSignedData serializes a SignedData message (data = field 1, signature = field 2), the
-// form in which a v1 challenge is handed to the extension and in which the extension's answer
-// comes back. Exported for clients and tests that play the adapter's part.
-func MarshalSignedData(data, signature []byte) []byte {
-	b := protowire.AppendTag(nil, signedDataFieldData, protowire.BytesType)
-	b = protowire.AppendBytes(b, data)
-	b = protowire.AppendTag(b, signedDataFieldSignature, protowire.BytesType)
-	return protowire.AppendBytes(b, signature)
-}
-
-// UnmarshalSignedData parses a serialized SignedData message. It is strict: only fields 1 and 2,
-// each as bytes and at most once, so that corrupted input is an error rather than a silently
-// different message.
-func UnmarshalSignedData(b []byte) (data, signature []byte, err error) {
-	fields, err := parseBytesFields(b, signedDataFieldData, signedDataFieldSignature)
-	if err != nil {
-		return nil, nil, fmt.Errorf("signed data: %w", err)
-	}
-	return fields[signedDataFieldData], fields[signedDataFieldSignature], nil
-}
-
-// parseBytesFields reads a protobuf message made only of the allowed length-delimited fields,
-// each present at most once.
-func parseBytesFields(b []byte, allowed ...protowire.Number) (map[protowire.Number][]byte, error) {
-	out := map[protowire.Number][]byte{}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, fmt.Errorf("bad tag: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		known := false
-		for _, a := range allowed {
-			known = known || a == num
-		}
-		if !known || typ != protowire.BytesType {
-			return nil, fmt.Errorf("unexpected field %d (wire type %d)", num, typ)
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
-		}
-		if _, dup := out[num]; dup {
-			return nil, fmt.Errorf("field %d repeated", num)
-		}
-		out[num] = v
-		b = b[n:]
-	}
-	return out, nil
-}
-
-// Field numbers of ChromeOS's ChallengeResponse (system_api attestation), the data of the
-// SignedData a device answers a challenge with.
-const (
-	challengeResponseFieldChallenge        protowire.Number = 1 // the challenge's SignedData, as handed to challengeKey
-	challengeResponseFieldNonce            protowire.Number = 2 // random bytes the device makes up
-	challengeResponseFieldEncryptedKeyInfo protowire.Number = 3 // EncryptedData: the KeyInfo, for the service only
+	challengeResponseFieldChallenge        = wire.ChallengeResponseChallenge
+	challengeResponseFieldNonce            = wire.ChallengeResponseNonce
+	challengeResponseFieldEncryptedKeyInfo = wire.ChallengeResponseEncryptedKeyInfo
 )
 
 // Field numbers of EncryptedData and KeyInfo (system_api attestation_ca.proto).
@@ -129,9 +73,7 @@ func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
 }
 
 func (r challengeResponse) marshal() []byte {
-	b := appendBytesField(nil, challengeResponseFieldChallenge, r.challenge)
-	b = appendBytesField(b, challengeResponseFieldNonce, r.nonce)
-	return appendBytesField(b, challengeResponseFieldEncryptedKeyInfo, r.encryptedKeyInfo.marshal())
+	return wire.MarshalChallengeResponse(r.challenge, r.nonce, r.encryptedKeyInfo.marshal())
 }
 
 func (e encryptedData) marshal() []byte {

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/errclass"
 )
 
 // Calls to a CA connector, as values of the operation label.
@@ -77,6 +77,6 @@ func CAOutcome(ctx, call context.Context, err error) string {
 	case call.Err() != nil:
 		return CAOutcomeTimeout
 	}
-	class, _ := ca.Classify(err)
+	class, _ := errclass.Of(err)
 	return class.String()
 }

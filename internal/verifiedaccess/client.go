@@ -23,6 +23,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/retryafter"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Scope is the OAuth scope of the Verified Access API.
@@ -85,8 +86,7 @@ type ClientOptions struct {
 	InsecureAllowCleartext bool
 	// Credentials authenticate as google.credentials does, with the Verified Access scope;
 	// type none talks to an emulator without authentication.
-	Credentials config.Credentials
-	BaseDir     string
+	Credentials googleauth.Credentials
 	// RequestTimeout bounds one call (default 30s).
 	RequestTimeout time.Duration
 	// RateLimit bounds calls per second to Google across the server (default 10/s, burst 20),
@@ -117,18 +117,20 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	warning, err := config.EndpointCleartext(config.SectionVerifiedAccess, o.Endpoint, o.Credentials, o.InsecureAllowCleartext)
-	if err != nil {
-		return nil, err
+	if o.Endpoint != "" && o.Credentials.Type != googleauth.None {
+		warning, err := config.EndpointRule(config.SectionVerifiedAccess).URL(o.Endpoint, o.InsecureAllowCleartext)
+		if err != nil {
+			return nil, err
+		}
+		warning.Warn(o.Logger)
 	}
-	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if o.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(o.Endpoint))
 	}
 	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && o.Credentials.Type != config.CredentialsNone {
-		src, err := googleauth.TokenSource(ctx, o.Credentials, o.BaseDir, Scope)
+	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
+		src, err := googleauth.TokenSource(ctx, o.Credentials, Scope)
 		if err != nil {
 			return nil, fmt.Errorf("verified access credentials: %w", err)
 		}
@@ -212,7 +214,7 @@ func (c *Client) Challenge(ctx context.Context, version string) (*Challenge, err
 		if err := errors.Join(derr, serr); err != nil || len(data) == 0 {
 			return nil, fail(CodeUnavailable, fmt.Errorf("v1 challenge: malformed: %v", err), "Google returned a malformed challenge")
 		}
-		return &Challenge{Bytes: marshalSignedData(data, sig), Data: data}, nil
+		return &Challenge{Bytes: wire.MarshalSignedData(data, sig), Data: data}, nil
 	case config.VAv2:
 		var got *va2.Challenge
 		err := c.call(ctx, func(ctx context.Context) (err error) {
@@ -226,7 +228,7 @@ func (c *Client) Challenge(ctx context.Context, version string) (*Challenge, err
 		if err != nil || len(b) == 0 {
 			return nil, fail(CodeUnavailable, fmt.Errorf("v2 challenge: malformed: %v", err), "Google returned a malformed challenge")
 		}
-		data, _, err := unmarshalSignedData(b)
+		data, _, err := wire.UnmarshalSignedData(b)
 		if err != nil {
 			// Chrome parses the challenge as a SignedData, and the adapter recognises the answer
 			// by its data: anything else cannot be answered or recognised.
@@ -253,7 +255,7 @@ func (c *Client) challengeError(version string, err error) error {
 func (c *Client) Verify(ctx context.Context, version string, response []byte, expectedIdentity string) (*Result, error) {
 	switch version {
 	case config.VAv1:
-		data, sig, err := unmarshalSignedData(response)
+		data, sig, err := wire.UnmarshalSignedData(response)
 		if err != nil {
 			return nil, fail(CodeBadChallenge, err, "the challenge response is not a serialized SignedData")
 		}

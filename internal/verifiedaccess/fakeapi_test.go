@@ -15,6 +15,8 @@ import (
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // fakeAPI is an httptest stand-in for Google's Verified Access REST API, for unit tests: it
@@ -66,7 +68,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		}
 		f.count(f.challenges, "v2")
 		writeGoogle(w, http.StatusOK, va2.Challenge{Challenge: base64.StdEncoding.EncodeToString(
-			marshalSignedData(randomBytes(t, 32), []byte("google-sig")))})
+			wire.MarshalSignedData(randomBytes(t, 32), []byte("google-sig")))})
 	})
 	mux.HandleFunc("POST /v1/challenge:verify", func(w http.ResponseWriter, r *http.Request) {
 		var req va1.VerifyChallengeResponseRequest
@@ -216,13 +218,13 @@ func (d *fakeDevice) respond(t *testing.T, api *fakeAPI, challengeB64, version s
 	if err != nil {
 		t.Fatalf("challenge is not base64: %v", err)
 	}
-	if _, _, err := unmarshalSignedData(chBytes); err != nil {
+	if _, _, err := wire.UnmarshalSignedData(chBytes); err != nil {
 		t.Fatalf("challenge is not a SignedData: %v", err)
 	}
 	// ChallengeResponse{challenge = 1, nonce = 2, encrypted_key_info = 3}: the key info (with
 	// the SPKAC) is for Google only, so random bytes stand for it here.
 	payload := marshalChallengeResponse(chBytes, randomBytes(t, 32), randomBytes(t, 96))
-	response := marshalSignedData(payload, []byte("device-signature"))
+	response := wire.MarshalSignedData(payload, []byte("device-signature"))
 	key := response // v2 sends the bytes as they are
 	if version == "v1" {
 		key = payload // v1 sends data and signature separately
@@ -259,12 +261,8 @@ func (d *fakeDevice) respond(t *testing.T, api *fakeAPI, challengeB64, version s
 // exactly as handed out (field 1), the device's nonce (2) and the encrypted key info (3, an
 // EncryptedData message; its content does not matter here).
 func marshalChallengeResponse(challenge, nonce, encryptedKeyInfo []byte) []byte {
-	b := protowire.AppendTag(nil, 1, protowire.BytesType)
-	b = protowire.AppendBytes(b, challenge)
-	b = protowire.AppendTag(b, 2, protowire.BytesType)
-	b = protowire.AppendBytes(b, nonce)
-	b = protowire.AppendTag(b, 3, protowire.BytesType)
-	return protowire.AppendBytes(b, protowire.AppendBytes(protowire.AppendTag(nil, 5, protowire.BytesType), encryptedKeyInfo))
+	// The key info goes in field 5 (data) of an EncryptedData, which the adapter never reads.
+	return wire.MarshalChallengeResponse(challenge, nonce, protowire.AppendBytes(protowire.AppendTag(nil, 5, protowire.BytesType), encryptedKeyInfo))
 }
 
 func v1Field(k string) bool {

@@ -3,10 +3,10 @@ package verifiedaccess
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -77,11 +77,7 @@ func CompilePolicy(p config.VerifiedAccessPolicy) (*Policy, error) {
 		}
 		out.minBrText = p.MinBrowserVersion
 	}
-	names := make([]string, 0, len(p.Signals))
-	for n := range p.Signals {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(p.Signals))
 	for _, name := range names {
 		rule, err := compileSignal(name, p.Signals[name])
 		if err != nil {

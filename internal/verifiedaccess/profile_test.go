@@ -2,14 +2,17 @@ package verifiedaccess
 
 import (
 	"context"
-	va2 "google.golang.org/api/verifiedaccess/v2"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	va2 "google.golang.org/api/verifiedaccess/v2"
+
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
 // csrOnlyCA is a connector that needs a CSR, like SCEP or EST.
@@ -107,8 +110,7 @@ func TestProfiles(t *testing.T) {
 
 func TestNewClientCredentials(t *testing.T) {
 	_, err := NewClient(context.Background(), ClientOptions{
-		Credentials: config.Credentials{Type: config.CredentialsServiceAccountKey, File: "missing.json"},
-		BaseDir:     t.TempDir(),
+		Credentials: googleauth.Credentials{Type: googleauth.ServiceAccountKey, File: filepath.Join(t.TempDir(), "missing.json")},
 	})
 	if err == nil || !strings.Contains(err.Error(), "verified access credentials") {
 		t.Errorf("err %v", err)

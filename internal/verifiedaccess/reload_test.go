@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/e2etest"
+	"github.com/certprov/certprov-adapter/internal/tlstest"
 )
 
 // A reload serves a new TLS certificate to the next handshakes without a restart, and
@@ -15,7 +15,7 @@ import (
 // it serves and the profiles it has.
 func TestReloadTLS(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile := e2etest.WriteServerCert(t, dir, 1)
+	certFile, keyFile := tlstest.WriteServerCert(t, dir, 1)
 	h := newHarness(t, harnessOptions{})
 	profiles := h.srv.profiles.Load()
 	va := noLimits()
@@ -33,34 +33,34 @@ func TestReloadTLS(t *testing.T) {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
 	addr := ln.Addr().String()
-	if got := e2etest.ServedSerial(t, addr); got != 1 {
+	if got := tlstest.ServedSerial(t, addr); got != 1 {
 		t.Fatalf("serving serial %d, want 1", got)
 	}
 
-	e2etest.WriteServerCert(t, dir, 2)
+	tlstest.WriteServerCert(t, dir, 2)
 	r, err := srv.Prepare(va, profiles)
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
-	if got := e2etest.ServedSerial(t, addr); got != 1 {
+	if got := tlstest.ServedSerial(t, addr); got != 1 {
 		t.Fatalf("serving serial %d before Apply, want 1", got)
 	}
 	r.Apply()
-	if got := e2etest.ServedSerial(t, addr); got != 2 {
+	if got := tlstest.ServedSerial(t, addr); got != 2 {
 		t.Fatalf("after the reload serving serial %d, want 2", got)
 	}
 
 	missing := va
 	missing.TLS.CertFile = filepath.Join(dir, "missing.crt")
 	other := t.TempDir()
-	_, otherKey := e2etest.WriteServerCert(t, other, 3)
+	_, otherKey := tlstest.WriteServerCert(t, other, 3)
 	mismatched := va
 	mismatched.TLS.KeyFile = otherKey
 	for name, c := range map[string]config.VerifiedAccess{"missing certificate file": missing, "key of another certificate": mismatched} {
 		if _, err := srv.Prepare(c, map[string]*Profile{}); err == nil {
 			t.Errorf("%s: Prepare accepted it", name)
 		}
-		if got := e2etest.ServedSerial(t, addr); got != 2 {
+		if got := tlstest.ServedSerial(t, addr); got != 2 {
 			t.Errorf("%s: serving serial %d after a refused reload, want 2", name, got)
 		}
 		if len(srv.profiles.Load()) != len(profiles) {
@@ -71,7 +71,7 @@ func TestReloadTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pair in memory keeps serving whatever happens to the files.
-	if got := e2etest.ServedSerial(t, addr); got != 2 {
+	if got := tlstest.ServedSerial(t, addr); got != 2 {
 		t.Fatalf("serving serial %d once the files are gone", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // TestE2EReplicasSharePostgres: two enrollment servers whose challenges live in one PostgreSQL
@@ -34,10 +35,10 @@ func TestE2EReplicasSharePostgres(t *testing.T) {
 		return url
 	}
 	a, b := replica(), replica()
-	answer := func(at string) emulator.EnrollRequest {
+	answer := func(at string) wire.EnrollRequest {
 		ch := x.challenge(at, "wifi-v2")
 		resp := x.respond(ch, emulator.VARespondRequest{KeyType: emulator.KeyECDSA})
-		return emulator.EnrollRequest{Profile: "wifi-v2", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
+		return wire.EnrollRequest{Profile: "wifi-v2", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
 	}
 
 	t.Run("challenge from one, answer at the other, replayed at the first", func(t *testing.T) {
@@ -47,7 +48,7 @@ func TestE2EReplicasSharePostgres(t *testing.T) {
 			t.Fatalf("the other replica refused the answer: %d %+v", status, out)
 		}
 		status, out := x.postEnroll(a, req)
-		if status != http.StatusConflict || out.Error.Code != string(CodeChallengeReplayed) {
+		if status != http.StatusConflict || out.Error.Code != CodeChallengeReplayed {
 			t.Fatalf("replay at the first replica: %d %+v", status, out)
 		}
 		if x.ca.conn.IssuedTotal() != before+1 || x.emu.VAStats().VerifyCalls["v2"] != verifies+1 {
@@ -84,7 +85,7 @@ func TestE2EReplicasSharePostgres(t *testing.T) {
 		req := answer(a)
 		x.adapterNow.advance(61 * time.Second) // Google's clock stands still: only the adapter knows
 		status, out := x.postEnroll(b, req)
-		if status != http.StatusBadRequest || out.Error.Code != string(CodeChallengeExpired) || x.ca.conn.IssuedTotal() != before {
+		if status != http.StatusBadRequest || out.Error.Code != CodeChallengeExpired || x.ca.conn.IssuedTotal() != before {
 			t.Fatalf("%d %+v, issued %d", status, out, x.ca.conn.IssuedTotal()-before)
 		}
 	})

@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -31,15 +30,11 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/swap"
-)
-
-// Paths of the enrollment API (docs/verified-access-api.md, section 2).
-const (
-	BasePath      = "/v1/verifiedaccess"
-	ChallengePath = BasePath + "/challenge"
-	EnrollPath    = BasePath + "/enroll"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Limits of the enrollment server. A challenge response is a few kilobytes; anything far larger
@@ -257,8 +252,8 @@ func (r *Reconfiguration) Apply() <-chan struct{} {
 // Handler serves the enrollment API (the two POST routes), behind the limits.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+ChallengePath, s.limited(endpointChallenge, s.challengeSlots, s.handleChallenge))
-	mux.HandleFunc("POST "+EnrollPath, s.limited(endpointEnroll, s.enrollSlots, s.handleEnroll))
+	mux.HandleFunc("POST "+wire.ChallengePath, s.limited(endpointChallenge, s.challengeSlots, s.handleChallenge))
+	mux.HandleFunc("POST "+wire.EnrollPath, s.limited(endpointEnroll, s.enrollSlots, s.handleEnroll))
 	return mux
 }
 
@@ -335,17 +330,6 @@ func (s *Server) purgeChallenges(ctx context.Context) {
 	}
 }
 
-// challengeRequest is the body of POST /challenge.
-type challengeRequest struct {
-	Profile string `json:"profile"`
-}
-
-type challengeResponse struct {
-	Challenge        string `json:"challenge"`
-	APIVersion       string `json:"apiVersion"`
-	ExpiresInSeconds int    `json:"expiresInSeconds"`
-}
-
 func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
@@ -362,8 +346,8 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 
 // challenge answers one /challenge request; *profile is set once the request named a
 // configured profile.
-func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*challengeResponse, error) {
-	var req challengeRequest
+func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*wire.ChallengeResponse, error) {
+	var req wire.ChallengeRequest
 	if err := decodeBody(r, &req); err != nil {
 		return nil, err
 	}
@@ -390,7 +374,7 @@ func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string
 		return nil, fail(CodeUnavailable, err, "the adapter cannot take more enrollments now; try again later")
 	}
 	s.log.Debug("challenge issued", zap.String("profile", p.Name), zap.String("api_version", p.APIVersion))
-	return &challengeResponse{
+	return &wire.ChallengeResponse{
 		Challenge:        base64.StdEncoding.EncodeToString(ch.Bytes),
 		APIVersion:       p.APIVersion,
 		ExpiresInSeconds: int(s.lifetime / time.Second),
@@ -410,19 +394,6 @@ func outcomeOf(err error) (outcome, code string) {
 	return metrics.VARefused, string(c)
 }
 
-// enrollRequest is the body of POST /enroll.
-type enrollRequest struct {
-	Profile           string `json:"profile"`
-	Scope             string `json:"scope"`
-	ChallengeResponse string `json:"challengeResponse"`
-	Identity          string `json:"identity"`
-}
-
-type enrollResponse struct {
-	Certificate string   `json:"certificate"`
-	Chain       []string `json:"chain"`
-}
-
 // enrollment collects what the audit event and the log line report about one request.
 type enrollment struct {
 	id                                           string
@@ -437,7 +408,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	e := &enrollment{id: newEnrollmentID()}
-	err := s.enroll(ctx, w, r, e)
+	err := s.enroll(ctx, r, e)
 	err = s.record(e, err, start)
 	s.auditLine(r, e, err, s.now().Sub(start))
 	profile := ""
@@ -450,29 +421,21 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	out := enrollResponse{Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.issued.Leaf.Raw})), Chain: []string{}}
+	out := wire.EnrollResponse{Certificate: string(pemutil.Encode(e.issued.Leaf)), Chain: []string{}}
 	for _, c := range e.issued.Chain {
-		out.Chain = append(out.Chain, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+		out.Chain = append(out.Chain, string(pemutil.Encode(c)))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// enroll runs one enrollment; on success e.issued holds the certificate. Every refusal is an
-// *Error with the code the client sees.
-func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Request, e *enrollment) error {
-	var req enrollRequest
-	if err := decodeBody(r, &req); err != nil {
+// enroll runs one enrollment, stage by stage: parse the request, find its profile, check the
+// identity the key must belong to, check the challenge it answers, have Google verify the
+// answer, check the proof of possession, apply the policy, and issue. On success e.issued holds
+// the certificate. Every refusal is an *Error with the code the client sees.
+func (s *Server) enroll(ctx context.Context, r *http.Request, e *enrollment) error {
+	req, err := parseEnrollRequest(r)
+	if err != nil {
 		return err
-	}
-	switch {
-	case req.Profile == "":
-		return fail(CodeBadRequest, nil, "profile is required")
-	case req.Scope == "":
-		return fail(CodeBadRequest, nil, "scope is required (machine or user)")
-	case req.Scope != config.VAScopeMachine && req.Scope != config.VAScopeUser:
-		return fail(CodeBadRequest, nil, "unknown scope %q (want machine or user)", truncate(req.Scope))
-	case req.ChallengeResponse == "":
-		return fail(CodeBadRequest, nil, "challengeResponse is required")
 	}
 	e.profile, e.scope = req.Profile, req.Scope
 	profiles, release := s.profiles.Acquire()
@@ -486,100 +449,164 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return fail(CodeBadRequest, err, "challengeResponse is not base64")
 	}
-
-	if !slices.Contains(p.Scopes, req.Scope) {
-		return denied(fmt.Sprintf("scopes: got %s, want one of [%s]", req.Scope, strings.Join(p.Scopes, ", ")))
+	expected, err := expectedIdentity(p, req)
+	e.identity = expected
+	if err != nil {
+		return err
 	}
+	id, err := s.freshChallenge(ctx, response)
+	if err != nil {
+		return err
+	}
+	if e.result, err = s.verifyWithGoogle(ctx, p, response, expected, id); err != nil {
+		return err
+	}
+	spkac, der, err := proofOfPossession(e.result)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(spkac.SPKI)
+	e.spkiSHA256 = hex.EncodeToString(sum[:])
+	if failed := p.Policy.Evaluate(e.result); len(failed) > 0 {
+		return denied(failed...)
+	}
+	certReq, err := certificateRequest(p, req.Scope, expected, e.result)
+	if err != nil {
+		return err
+	}
+	e.issued, err = s.issue(ctx, p, certReq, spkac, der)
+	return err
+}
 
-	// Who Google must confirm the key belongs to.
-	var expected string
-	switch req.Scope {
-	case config.VAScopeMachine:
+// parseEnrollRequest reads the body of POST /enroll and checks that it has what every
+// enrollment needs.
+func parseEnrollRequest(r *http.Request) (wire.EnrollRequest, error) {
+	var req wire.EnrollRequest
+	if err := decodeBody(r, &req); err != nil {
+		return req, err
+	}
+	switch {
+	case req.Profile == "":
+		return req, fail(CodeBadRequest, nil, "profile is required")
+	case req.Scope == "":
+		return req, fail(CodeBadRequest, nil, "scope is required (machine or user)")
+	case req.Scope != config.VAScopeMachine && req.Scope != config.VAScopeUser:
+		return req, fail(CodeBadRequest, nil, "unknown scope %q (want machine or user)", truncate(req.Scope))
+	case req.ChallengeResponse == "":
+		return req, fail(CodeBadRequest, nil, "challengeResponse is required")
+	}
+	return req, nil
+}
+
+// expectedIdentity is who Google must confirm the key belongs to: the profile's enrollment
+// domain for a machine key, the user's e-mail address for a user key, once the profile allows
+// the scope and, for a user, the address's domain. The identity is returned with a refusal of
+// the domain too, for the audit event.
+func expectedIdentity(p *Profile, req wire.EnrollRequest) (string, error) {
+	if !slices.Contains(p.Scopes, req.Scope) {
+		return "", denied(fmt.Sprintf("scopes: got %s, want one of [%s]", req.Scope, strings.Join(p.Scopes, ", ")))
+	}
+	if req.Scope == config.VAScopeMachine {
 		// The contract has clients send no identity for machine keys; one that sends the
 		// profile's own domain is tolerated, any other is a mistake worth telling.
 		if req.Identity != "" && !strings.EqualFold(req.Identity, p.EnrollmentDomain) {
-			return fail(CodeBadRequest, nil, "identity is only sent for the user scope; machine keys are checked against the profile's enrollment domain")
+			return "", fail(CodeBadRequest, nil, "identity is only sent for the user scope; machine keys are checked against the profile's enrollment domain")
 		}
-		expected = p.EnrollmentDomain
-	case config.VAScopeUser:
-		if req.Identity == "" {
-			return fail(CodeBadRequest, nil, "identity (the user's e-mail address) is required for the user scope")
-		}
-		domain, err := emailDomain(req.Identity)
-		if err != nil {
-			return fail(CodeBadRequest, nil, "identity: %v", err)
-		}
-		expected = req.Identity
-		e.identity = expected
-		if !slices.Contains(p.UserDomains, domain) {
-			return denied(fmt.Sprintf("userDomains: got %s, want one of [%s]", describeValue(domain), strings.Join(p.UserDomains, ", ")))
-		}
+		return p.EnrollmentDomain, nil
 	}
-	e.identity = expected
-
-	// Freshness and single use are the challenge's: the one the answer names (field 1 of the
-	// ChallengeResponse), checked before Google sees the answer.
-	chData, err := answeredChallenge(response)
+	if req.Identity == "" {
+		return "", fail(CodeBadRequest, nil, "identity (the user's e-mail address) is required for the user scope")
+	}
+	domain, err := emailDomain(req.Identity)
 	if err != nil {
-		return fail(CodeBadChallenge, err, "the challenge response is not an answer from enterprise.platformKeys.challengeKey: %v", err)
+		return "", fail(CodeBadRequest, nil, "identity: %v", err)
+	}
+	if !slices.Contains(p.UserDomains, domain) {
+		return req.Identity, denied(fmt.Sprintf("userDomains: got %s, want one of [%s]", describeValue(domain), strings.Join(p.UserDomains, ", ")))
+	}
+	return req.Identity, nil
+}
+
+// freshChallenge checks the challenge response answers a challenge this adapter handed out,
+// unanswered and within its lifetime, and marks it answered: freshness and single use are the
+// challenge's (the one the answer names, field 1 of the ChallengeResponse), checked before
+// Google sees the answer. It returns the challenge's id.
+func (s *Server) freshChallenge(ctx context.Context, response []byte) ([]byte, error) {
+	chData, err := wire.AnsweredChallenge(response)
+	if err != nil {
+		return nil, fail(CodeBadChallenge, err, "the challenge response is not an answer from enterprise.platformKeys.challengeKey: %v", err)
 	}
 	id := challengeID(chData)
 	if err := s.useChallenge(ctx, id); err != nil {
-		return err
+		return nil, err
 	}
+	return id, nil
+}
+
+// verifyWithGoogle has Google verify the answer to challenge id for the expected identity. When
+// Google never judged it (unreachable, or refusing the adapter itself), the challenge is
+// released, so that the extension may send the same answer again.
+func (s *Server) verifyWithGoogle(ctx context.Context, p *Profile, response []byte, expected string, id []byte) (*Result, error) {
 	result, err := s.google.Verify(ctx, p.APIVersion, response, expected)
 	if err != nil {
 		if c := CodeOf(err); c == CodeUnavailable || c == CodeMisconfigured {
-			// Google never judged it: the extension may send the same answer again.
 			if rerr := s.challenges.Release(context.WithoutCancel(ctx), id); rerr != nil {
 				s.log.Warn("challenge not released after Google failed; its answer cannot be sent again", zap.Error(rerr))
 			}
 		}
-		return err
+		return nil, err
 	}
-	e.result = result
+	return result, nil
+}
 
-	// The SPKAC is the proof of possession: it must be there and verify with its own key.
+// proofOfPossession returns the SPKAC of a verified answer, parsed and as DER: it must be there
+// and verify with its own key.
+func proofOfPossession(result *Result) (*SPKAC, []byte, error) {
 	if result.SignedPublicKeyAndChallenge == "" {
-		return fail(CodeBadChallenge, nil, "the response carries no public key: call challengeKey with registerKey")
+		return nil, nil, fail(CodeBadChallenge, nil, "the response carries no public key: call challengeKey with registerKey")
 	}
 	der, err := decodeBase64(result.SignedPublicKeyAndChallenge)
 	if err != nil {
-		return fail(CodeBadChallenge, err, "the signed public key and challenge is not base64")
+		return nil, nil, fail(CodeBadChallenge, err, "the signed public key and challenge is not base64")
 	}
 	spkac, err := ParseSPKAC(der)
 	if err != nil {
-		return fail(CodeBadChallenge, err, "the signed public key and challenge does not verify: %v", err)
+		return nil, nil, fail(CodeBadChallenge, err, "the signed public key and challenge does not verify: %v", err)
 	}
-	sum := sha256.Sum256(spkac.SPKI)
-	e.spkiSHA256 = hex.EncodeToString(sum[:])
+	return spkac, der, nil
+}
 
-	if failed := p.Policy.Evaluate(result); len(failed) > 0 {
-		return denied(failed...)
-	}
-
-	data := templateData(p.Name, req.Scope, expected, result)
-	// A name built around a value Google did not return ("urn:device:") is refused, with why,
-	// rather than certified; templates say what is optional with default, or, if or with.
+// certificateRequest renders the profile's templates over what Google said about the device. A
+// name built around a value Google did not return ("urn:device:") is refused, with why, rather
+// than certified; templates say what is optional with default, or, if or with.
+func certificateRequest(p *Profile, scope, identity string, result *Result) (*csr.Request, error) {
+	data := templateData(p.Name, scope, identity, result)
 	if missing := p.Template.NeededEmpty(data); len(missing) > 0 {
-		return fail(CodeCAFailure, nil, "the certificate cannot be built for this device: %s", missingValues(missing))
+		return nil, fail(CodeCAFailure, nil, "the certificate cannot be built for this device: %s", missingValues(missing))
 	}
 	certReq, err := p.Template.RenderData(data)
 	if err != nil {
-		return fail(CodeCAFailure, err, "the certificate cannot be built for this device: %v", err)
+		return nil, fail(CodeCAFailure, err, "the certificate cannot be built for this device: %v", err)
 	}
 	if len(certReq.UPNs) > 0 {
-		return fail(CodeCAFailure, nil, "the profile asks for UPN names, which Verified Access certificates cannot carry")
+		return nil, fail(CodeCAFailure, nil, "the profile asks for UPN names, which Verified Access certificates cannot carry")
 	}
+	return certReq, nil
+}
+
+// issue has the profile's CA issue certReq for the SPKAC's key, and hands out only a
+// certificate that passes the provisioning path's check: the device's key byte for byte, valid
+// now, not a CA, chaining to the connection's roots.
+func (s *Server) issue(ctx context.Context, p *Profile, certReq *csr.Request, spkac *SPKAC, spkacDER []byte) (*ca.Issued, error) {
 	cctx := ctx
 	if p.CATimeout > 0 {
 		var cancel context.CancelFunc
 		cctx, cancel = context.WithTimeout(ctx, p.CATimeout)
 		defer cancel()
 	}
-	caStart := time.Now()
+	caStart := s.now()
 	issued, err := p.CA.IssueForKey(cctx, &ca.KeyRequest{
-		Key:                requestKey(p.Name, der),
+		Key:                requestKey(p.Name, spkacDER),
 		PublicKey:          spkac.PublicKey,
 		Subject:            certReq.Subject,
 		DNSNames:           certReq.DNSNames,
@@ -592,16 +619,14 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		ProfileName:        p.Name,
 		TemplateName:       certReq.TemplateName,
 	})
-	s.cam.Observe(ctx, cctx, p.CAName, metrics.CAIssueForKey, time.Since(caStart), err)
+	s.cam.Observe(ctx, cctx, p.CAName, metrics.CAIssueForKey, s.now().Sub(caStart), err)
 	if err != nil {
 		var pending *ca.PendingError
 		if errors.As(err, &pending) {
-			return fail(CodeCAFailure, err, "the CA queued the request for approval, which Verified Access enrollment cannot wait for")
+			return nil, fail(CodeCAFailure, err, "the CA queued the request for approval, which Verified Access enrollment cannot wait for")
 		}
-		return fail(CodeCAFailure, err, "the CA could not issue the certificate")
+		return nil, fail(CodeCAFailure, err, "the CA could not issue the certificate")
 	}
-	// The provisioning path's check: the device's key byte for byte, valid now, not a CA,
-	// chaining to the connection's roots. A certificate that fails it is never handed out.
 	if _, err := leafcheck.Check(issued, leafcheck.Expectations{SPKI: spkac.SPKI, Now: s.now()}); err != nil {
 		rule := string(leafcheck.RuleOf(err))
 		s.m.CertificatesRejected.WithLabelValues(p.CAName, rule).Inc()
@@ -610,10 +635,9 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			fields = append(fields, zap.String("serial", issued.Leaf.SerialNumber.Text(16)))
 		}
 		s.log.Error("the CA's certificate fails the check; withheld", fields...)
-		return fail(CodeCAFailure, err, "the CA returned a certificate that cannot be used: %v", err)
+		return nil, fail(CodeCAFailure, err, "the CA returned a certificate that cannot be used: %v", err)
 	}
-	e.issued = issued
-	return nil
+	return issued, nil
 }
 
 // useChallenge marks the challenge id answered, refusing one this adapter did not hand out (or
@@ -790,17 +814,6 @@ func jsonProblem(err error) string {
 	}
 }
 
-// errorBody is the enrollment API's error envelope.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code        Code     `json:"code"`
-	Message     string   `json:"message"`
-	FailedRules []string `json:"failedRules,omitempty"`
-}
-
 func (s *Server) writeError(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
@@ -810,7 +823,7 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(e.retryAfter.Seconds())))))
 	}
-	writeJSON(w, e.Code.Status(), errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, FailedRules: e.FailedRules}})
+	writeJSON(w, e.Code.Status(), wire.ErrorBody{Error: wire.ErrorDetail{Code: e.Code, Message: e.Message, FailedRules: e.FailedRules}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

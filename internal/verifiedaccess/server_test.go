@@ -35,8 +35,10 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/e2etest"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/tlstest"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // testCA is the built-in CA in a temporary directory.
@@ -139,7 +141,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.logs = logs
 	log := zap.New(core)
 	client, err := NewClient(context.Background(), ClientOptions{
-		Endpoint: h.api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
+		Endpoint: h.api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None},
 		RequestTimeout: 5 * time.Second, Logger: log, Registerer: h.reg,
 	})
 	if err != nil {
@@ -224,7 +226,7 @@ func (h *harness) post(path string, body any) (int, map[string]any) {
 // challenge asks for a challenge and returns it (base64).
 func (h *harness) challenge(profile string) string {
 	h.t.Helper()
-	status, out := h.post(ChallengePath, map[string]string{"profile": profile})
+	status, out := h.post(wire.ChallengePath, map[string]string{"profile": profile})
 	if status != http.StatusOK {
 		h.t.Fatalf("challenge: %d %v", status, out)
 	}
@@ -336,7 +338,7 @@ func TestEnrollIssues(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{})
 			resp := h.respond(tt.profile, tt.device)
-			status, out := h.post(EnrollPath, enrollBody(tt.profile, tt.scope, resp, tt.identity))
+			status, out := h.post(wire.EnrollPath, enrollBody(tt.profile, tt.scope, resp, tt.identity))
 			leaf := h.mustIssue(status, out, tt.device.key)
 			if leaf.Subject.CommonName != tt.wantCN || !slices.Equal(leaf.DNSNames, tt.wantDNS) || !slices.Equal(leaf.EmailAddresses, tt.wantEmail) {
 				t.Errorf("names: CN %q DNS %v email %v", leaf.Subject.CommonName, leaf.DNSNames, leaf.EmailAddresses)
@@ -405,7 +407,7 @@ func TestEnrollIssues(t *testing.T) {
 func TestChallenge(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	for _, p := range []struct{ name, version string }{{"wifi", "v2"}, {"legacy", "v1"}} {
-		status, out := h.post(ChallengePath, map[string]string{"profile": p.name})
+		status, out := h.post(wire.ChallengePath, map[string]string{"profile": p.name})
 		if status != http.StatusOK || out["apiVersion"] != p.version || out["expiresInSeconds"] != 60.0 {
 			t.Fatalf("%s: %d %v", p.name, status, out)
 		}
@@ -414,11 +416,11 @@ func TestChallenge(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Both versions hand the extension a serialized SignedData.
-		if data, sig, err := unmarshalSignedData(b); err != nil || len(data) != 32 || string(sig) != "google-sig" {
+		if data, sig, err := wire.UnmarshalSignedData(b); err != nil || len(data) != 32 || string(sig) != "google-sig" {
 			t.Errorf("%s: challenge %x: %v", p.name, b, err)
 		}
 	}
-	h.refuse(CodeUnknownProfile)(h.post(ChallengePath, map[string]string{"profile": "nope"}))
+	h.refuse(CodeUnknownProfile)(h.post(wire.ChallengePath, map[string]string{"profile": "nope"}))
 }
 
 // issued adapts harness.mustIssue to the two results of post.
@@ -439,15 +441,15 @@ func (h *harness) refuse(code Code) func(int, map[string]any) map[string]any {
 
 func TestChallengeErrors(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.refuse(CodeUnknownProfile)(h.post(ChallengePath, map[string]string{"profile": "nope"}))
-	h.refuse(CodeBadRequest)(h.post(ChallengePath, map[string]string{}))
-	h.refuse(CodeBadRequest)(h.post(ChallengePath, `{"profile": "wifi", "extra": 1}`))
+	h.refuse(CodeUnknownProfile)(h.post(wire.ChallengePath, map[string]string{"profile": "nope"}))
+	h.refuse(CodeBadRequest)(h.post(wire.ChallengePath, map[string]string{}))
+	h.refuse(CodeBadRequest)(h.post(wire.ChallengePath, `{"profile": "wifi", "extra": 1}`))
 	h.api.failNextCall(http.StatusServiceUnavailable, "backend down")
-	h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "wifi"}))
+	h.refuse(CodeUnavailable)(h.post(wire.ChallengePath, map[string]string{"profile": "wifi"}))
 	h.api.failNextCall(http.StatusForbidden, "no permission")
-	h.refuse(CodeMisconfigured)(h.post(ChallengePath, map[string]string{"profile": "legacy"}))
+	h.refuse(CodeMisconfigured)(h.post(wire.ChallengePath, map[string]string{"profile": "legacy"}))
 	h.api.failNextCall(http.StatusTooManyRequests, "quota")
-	h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "legacy"}))
+	h.refuse(CodeUnavailable)(h.post(wire.ChallengePath, map[string]string{"profile": "legacy"}))
 }
 
 func TestEnrollRefusals(t *testing.T) {
@@ -457,11 +459,11 @@ func TestEnrollRefusals(t *testing.T) {
 	enroll := func(profile, scope, identity string, d *fakeDevice) step {
 		return func(h *harness) (int, map[string]any) {
 			resp := h.respond(profile, d)
-			return h.post(EnrollPath, enrollBody(profile, scope, resp, identity))
+			return h.post(wire.EnrollPath, enrollBody(profile, scope, resp, identity))
 		}
 	}
 	raw := func(body string) step {
-		return func(h *harness) (int, map[string]any) { return h.post(EnrollPath, body) }
+		return func(h *harness) (int, map[string]any) { return h.post(wire.EnrollPath, body) }
 	}
 	withResult := func(edit func(m map[string]any)) *fakeDevice {
 		d := good()
@@ -502,11 +504,11 @@ func TestEnrollRefusals(t *testing.T) {
 		{name: "not a challenge response", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "not an answer"},
 		{name: "v1 response not a SignedData", do: raw(`{"profile":"legacy","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "not an answer"},
 		{name: "response without its challenge", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"` +
-			base64.StdEncoding.EncodeToString(marshalSignedData([]byte{0x12, 0x01, 0x00}, []byte("sig"))) + `"}`), code: CodeBadChallenge, msg: "no challenge"},
+			base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte{0x12, 0x01, 0x00}, []byte("sig"))) + `"}`), code: CodeBadChallenge, msg: "no challenge"},
 		{name: "answer to a challenge the adapter did not hand out", do: func(h *harness) (int, map[string]any) {
-			foreign := base64.StdEncoding.EncodeToString(marshalSignedData(randomBytes(t, 32), []byte("google-sig")))
+			foreign := base64.StdEncoding.EncodeToString(wire.MarshalSignedData(randomBytes(t, 32), []byte("google-sig")))
 			resp := (&fakeDevice{key: ecKey, identity: "example.com"}).respond(h.t, h.api, foreign, "v2")
-			return h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+			return h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 		}, code: CodeBadChallenge, msg: "did not hand out"},
 		{name: "Google refuses the response", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", unregistered: true}), code: CodeBadChallenge, msg: "refused", verifies: 1},
 		{name: "identity mismatch, machine", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "other.com"}), code: CodeBadChallenge, msg: `for "example.com"`, verifies: 1},
@@ -669,7 +671,7 @@ func TestGoogleRefusals(t *testing.T) {
 			h.api.failNext = append(h.api.failNext, f)
 			h.api.mu.Unlock()
 			b, _ := json.Marshal(enrollBody("wifi", "machine", resp, ""))
-			r, err := http.Post(h.http.URL+EnrollPath, "application/json", bytes.NewReader(b))
+			r, err := http.Post(h.http.URL+wire.EnrollPath, "application/json", bytes.NewReader(b))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -692,7 +694,7 @@ func TestGoogleRefusals(t *testing.T) {
 					t.Errorf("no log line with reason %s", tt.reason)
 				}
 			}
-			status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+			status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 			if tt.sameAnswerOK {
 				h.issued(ecKey)(status, out)
 			} else if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
@@ -708,8 +710,8 @@ func TestReplay(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
 		resp := h.respond("wifi", d)
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 		if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
 			t.Fatalf("replay: %d %v", status, out)
 		}
@@ -724,9 +726,9 @@ func TestReplay(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
 		resp := h.respond("wifi", d)
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		b, _ := base64.StdEncoding.DecodeString(resp)
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", base64.RawURLEncoding.EncodeToString(b), ""))
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", base64.RawURLEncoding.EncodeToString(b), ""))
 		if status != http.StatusConflict {
 			t.Fatalf("%d %v", status, out)
 		}
@@ -737,9 +739,9 @@ func TestReplay(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		chal := h.challenge("wifi")
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", d.respond(t, h.api, chal, "v2"), "")))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", d.respond(t, h.api, chal, "v2"), "")))
 		other := &fakeDevice{key: newECKey(t), identity: "example.com"}
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", other.respond(t, h.api, chal, "v2"), ""))
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", other.respond(t, h.api, chal, "v2"), ""))
 		if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
 			t.Fatalf("%d %v", status, out)
 		}
@@ -757,7 +759,7 @@ func TestReplay(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				b, _ := json.Marshal(enrollBody("wifi", "machine", resp, ""))
-				r, err := http.Post(h.http.URL+EnrollPath, "application/json", bytes.NewReader(b))
+				r, err := http.Post(h.http.URL+wire.EnrollPath, "application/json", bytes.NewReader(b))
 				if err != nil {
 					t.Error(err)
 					return
@@ -787,31 +789,31 @@ func TestReplay(t *testing.T) {
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
 		resp := h.respond("wifi", d)
 		h.api.failNextCall(http.StatusServiceUnavailable, "down")
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 		if status != http.StatusServiceUnavailable {
 			t.Fatalf("%d %v", status, out)
 		}
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	})
 	t.Run("a refused response stays used", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "other.com"})
-		h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
-		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeBadChallenge)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeChallengeReplayed)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	})
 	t.Run("challenges are remembered until long after they expired", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "other.com"})
-		h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeBadChallenge)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		h.advance(time.Minute + replayGrace - time.Second)
-		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeChallengeReplayed)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		h.advance(2 * time.Second)
 		h.srv.purgeChallenges(context.Background())
 		if n := h.srv.challenges.(*MemoryChallenges).Len(); n != 0 {
 			t.Errorf("%d challenges kept after their lifetime", n)
 		}
 		// Forgotten now: the adapter no longer knows it handed it out, and Google is not asked.
-		e := h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		e := h.refuse(CodeBadChallenge)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		if !strings.Contains(e["message"].(string), "did not hand out") || h.api.verifyCalls() != 1 {
 			t.Errorf("%v, %d verify calls", e, h.api.verifyCalls())
 		}
@@ -819,9 +821,9 @@ func TestReplay(t *testing.T) {
 	t.Run("a full store refuses new challenges instead of forgetting", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{maxTracked: 1})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-		h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "wifi"}))
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
-		if status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")); status != http.StatusConflict {
+		h.refuse(CodeUnavailable)(h.post(wire.ChallengePath, map[string]string{"profile": "wifi"}))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		if status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")); status != http.StatusConflict {
 			t.Errorf("replay of a remembered challenge: %d %v", status, out)
 		}
 	})
@@ -840,7 +842,7 @@ func TestAdapterSideExpiry(t *testing.T) {
 			h := newHarness(t, harnessOptions{})
 			resp := h.respond(tt.profile, &fakeDevice{key: tt.key, identity: "example.com"})
 			h.advance(time.Minute + time.Second)
-			e := h.refuse(CodeChallengeExpired)(h.post(EnrollPath, enrollBody(tt.profile, "machine", resp, "")))
+			e := h.refuse(CodeChallengeExpired)(h.post(wire.EnrollPath, enrollBody(tt.profile, "machine", resp, "")))
 			if !strings.Contains(e["message"].(string), "older than 1m0s") || h.api.verifyCalls() != 0 {
 				t.Errorf("message %q, %d verify calls", e["message"], h.api.verifyCalls())
 			}
@@ -850,7 +852,7 @@ func TestAdapterSideExpiry(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
 		h.advance(time.Minute)
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	})
 }
 
@@ -965,7 +967,7 @@ func TestCAFailures(t *testing.T) {
 				}
 			}()
 			resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-			status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+			status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 			e, _ := out["error"].(map[string]any)
 			if status != http.StatusBadGateway || e["code"] != string(CodeCAFailure) || !strings.Contains(e["message"].(string), tt.msg) {
 				t.Fatalf("%d %v", status, out)
@@ -984,7 +986,7 @@ func TestAuditNeverLogsTheResponse(t *testing.T) {
 	testKeys(t)
 	h := newHarness(t, harnessOptions{})
 	resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-	h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+	h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	for _, e := range h.logs.All() {
 		if strings.Contains(fmt.Sprint(e.ContextMap()), resp) || strings.Contains(e.Message, resp) {
 			t.Errorf("log line carries the challenge response: %s", e.Message)
@@ -1001,9 +1003,9 @@ func TestAuditNeverLogsTheResponse(t *testing.T) {
 func TestServerTLS(t *testing.T) {
 	testKeys(t)
 	dir := t.TempDir()
-	certFile, keyFile := e2etest.WriteServerCert(t, dir, 1)
+	certFile, keyFile := tlstest.WriteServerCert(t, dir, 1)
 	api := newFakeAPI(t)
-	client, err := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, err := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1037,7 +1039,7 @@ func TestServerTLS(t *testing.T) {
 	pemBytes, _ := readFile(certFile)
 	roots.AppendCertsFromPEM(pemBytes)
 	hc := tlsClient(roots)
-	resp, err := hc.Post("https://"+ln.Addr().String()+ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`))
+	resp, err := hc.Post("https://"+ln.Addr().String()+wire.ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1047,7 +1049,7 @@ func TestServerTLS(t *testing.T) {
 		t.Errorf("status %d, TLS %v", resp.StatusCode, resp.TLS != nil)
 	}
 	// Plain HTTP on the TLS port is not served.
-	if r, err := http.Post("http://"+ln.Addr().String()+ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`)); err == nil {
+	if r, err := http.Post("http://"+ln.Addr().String()+wire.ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`)); err == nil {
 		if r.StatusCode == http.StatusOK {
 			t.Error("plain HTTP served on the TLS listener")
 		}
@@ -1066,7 +1068,7 @@ func TestServerTLS(t *testing.T) {
 
 func TestRunListenError(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	srv, err := NewServer(ServerOptions{Config: config.VerifiedAccess{Insecure: true, Listen: "256.0.0.1:1"}, Google: client})
 	if err != nil {
 		t.Fatal(err)
@@ -1078,7 +1080,7 @@ func TestRunListenError(t *testing.T) {
 
 func TestNewServerChecksProfiles(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	if _, err := NewServer(ServerOptions{Config: config.VerifiedAccess{Insecure: true}, Google: client, Profiles: map[string]*Profile{"x": {Name: "x"}}}); err == nil {
 		t.Error("an unbound profile was accepted")
 	}

@@ -36,7 +36,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -195,12 +194,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	path := func(p string) string {
-		if p == "" || filepath.IsAbs(p) || env.BaseDir == "" {
-			return p
-		}
-		return filepath.Join(env.BaseDir, p)
-	}
+	path := env.Path
 	certs, err := readCertificates(path(s.CertificateFile))
 	if err != nil {
 		return nil, ca.SettingErrorf("certificateFile", "%q: %w", s.CertificateFile, err)

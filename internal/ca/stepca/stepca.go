@@ -49,6 +49,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
@@ -339,7 +340,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 		return nil, ca.Permanentf("sign certificate for %s: %w", req.Key, err)
 	}
 	body := signRequest{
-		CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})),
+		CSR: string(pemutil.EncodeCSR(csr.Raw)),
 		OTT: ott,
 	}
 	validity := req.Validity

@@ -24,10 +24,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"runtime"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -309,7 +310,7 @@ func (s *suite) leaseSelection(t *testing.T) {
 		"held":   NewRecord("held", T0.Add(-2*time.Hour)),
 	}
 	recs["final"].State, recs["final"].FinishedAt = journal.StateFailed, T0
-	for _, name := range sortedKeys(recs) {
+	for _, name := range slices.Sorted(maps.Keys(recs)) {
 		mustCreate(t, st, recs[name])
 	}
 	// "held" is the oldest due: it is the only one a lease at T0-1h can take, and its lease
@@ -1276,13 +1277,4 @@ func assertNextDue(t testing.TB, st journal.Store, want time.Time, wantOK bool) 
 	if ok != wantOK || (ok && !got.Equal(want)) {
 		t.Fatalf("NextDue = %v, %v; want %v, %v", got, ok, want, wantOK)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
