@@ -100,14 +100,17 @@ func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 	cfg := &Config{BaseDir: baseDir}
 	decodeTop(root, cfg, &ps)
 	decodeEntries(root, cfg, &ps)
+	decodeTenants(root, cfg, &ps)
 
 	// PUBSUB_EMULATOR_HOST has the lowest precedence: an explicit endpoint, from the file or from
-	// CERTPROV_PUBSUB_ENDPOINT, wins.
-	if host := os.Getenv(EmulatorHostEnv); host != "" && cfg.PubSub.Endpoint == "" {
-		cfg.PubSub.Endpoint = host
-		cfg.PubSub.Insecure = true
-	}
+	// CERTPROV_PUBSUB_ENDPOINT, wins. With tenants it applies to each tenant.
+	emulatorHost(&cfg.PubSub, !cfg.HasTenants())
 	cfg.Google.Credentials.File = cfg.ResolvePath(cfg.Google.Credentials.File)
+	for i := range cfg.Tenants {
+		t := &cfg.Tenants[i]
+		emulatorHost(&t.PubSub, true)
+		t.Google.Credentials.File = cfg.ResolvePath(t.Google.Credentials.File)
+	}
 	if cfg.Journal.Type == JournalSQLite && cfg.Journal.Path == "" {
 		cfg.Journal.Path = DefaultJournalPath
 	}
@@ -138,6 +141,15 @@ func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 		return nil, &ProblemsError{Problems: ps}
 	}
 	return cfg, nil
+}
+
+// emulatorHost points p at PUBSUB_EMULATOR_HOST when it is set, p names no endpoint and apply
+// says p is in use.
+func emulatorHost(p *PubSub, apply bool) {
+	if host := os.Getenv(EmulatorHostEnv); apply && host != "" && p.Endpoint == "" {
+		p.Endpoint = host
+		p.Insecure = true
+	}
 }
 
 // ResolvePath makes a relative path relative to the config file's directory, because the daemon's
@@ -335,6 +347,12 @@ var durationType = reflect.TypeFor[time.Duration]()
 // isSection reports whether t is a nested section (a struct) rather than a value.
 func isSection(t reflect.Type) bool { return t.Kind() == reflect.Struct }
 
+// isEntries reports whether t holds entries decoded on their own rather than through viper: a map
+// of named entries (profiles) or a list of sections (tenants).
+func isEntries(t reflect.Type) bool {
+	return t.Kind() == reflect.Map || (t.Kind() == reflect.Slice && isSection(t.Elem()))
+}
+
 // checkKeys reports every key of raw that the schema type t does not know, and every section
 // that is not a mapping, with its full YAML path. Values themselves are checked when decoded.
 func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
@@ -378,6 +396,21 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 				ps.add(p, "unknown key")
 			}
 		}
+	case t.Kind() == reflect.Slice && isSection(t.Elem()):
+		list, ok := raw.([]any)
+		if !ok {
+			if raw != nil {
+				ps.add(path, "must be a list of entries, not %s", describe(raw))
+			}
+			return
+		}
+		for i, e := range list {
+			if e == nil {
+				ps.add(indexPath(path, i), "must be a mapping of keys, not nothing")
+				continue
+			}
+			checkKeys(e, t.Elem(), indexPath(path, i), ps)
+		}
 	case t.Kind() == reflect.Map:
 		m, ok := raw.(map[string]any)
 		if !ok {
@@ -402,6 +435,7 @@ func decodeTop(root map[string]any, cfg *Config, ps *problems) {
 	fixed := deepCopy(root).(map[string]any)
 	delete(fixed, keyProfiles)
 	delete(fixed, keyCAConnections)
+	delete(fixed, keyTenants)
 	if va, ok := fixed[keyVerifiedAccess].(map[string]any); ok {
 		delete(va, keyVAProfiles)
 	}
@@ -443,34 +477,17 @@ type entry struct {
 // Each entry gets its own viper so that its defaults and environment overrides work as for the
 // top-level keys; the environment names its keys as CERTPROV_PROFILES_<NAME>_<KEY>.
 func decodeEntries(root map[string]any, cfg *Config, ps *problems) {
-	profiles := collectEntries(root, keyProfiles, keyProfiles, reflect.TypeFor[Profile](), false)
-	conns := collectEntries(root, keyCAConnections, keyCAConnections, reflect.TypeFor[CAConnection](), true)
+	profiles := collectEntries(root, keyProfiles, keyProfiles, keyProfiles, reflect.TypeFor[Profile](), false)
+	conns := collectEntries(root, keyCAConnections, keyCAConnections, keyCAConnections, reflect.TypeFor[CAConnection](), true)
 	var vaProfiles []*entry
 	if va, ok := root[keyVerifiedAccess].(map[string]any); ok {
-		vaProfiles = collectEntries(va, keyVAProfiles, joinPath(keyVerifiedAccess, keyVAProfiles), reflect.TypeFor[VerifiedAccessProfile](), false)
+		vaPath := joinPath(keyVerifiedAccess, keyVAProfiles)
+		vaProfiles = collectEntries(va, keyVAProfiles, vaPath, vaPath, reflect.TypeFor[VerifiedAccessProfile](), false)
 	}
 	skip := ambiguousEnv(append(append(append([]*entry{}, profiles...), conns...), vaProfiles...), ps)
 
-	if profiles != nil {
-		cfg.Profiles = make(map[string]Profile, len(profiles))
-	}
-	for _, e := range profiles {
-		p := DefaultProfile()
-		v := entryViper(e, reflect.ValueOf(p), skip, ps)
-		decodeStruct(v, envOf(e.bindings), reflect.ValueOf(&p).Elem(), "", e.path, ps)
-		cfg.Profiles[e.name] = p
-	}
-
-	if conns != nil {
-		cfg.CAConnections = make(map[string]CAConnection, len(conns))
-	}
-	for _, e := range conns {
-		c := DefaultCAConnection()
-		v := entryViper(e, reflect.ValueOf(c), skip, ps)
-		decodeStruct(v, envOf(e.bindings), reflect.ValueOf(&c).Elem(), "", e.path, ps)
-		c.Settings = settingsOf(e, v, ps)
-		cfg.CAConnections[e.name] = c
-	}
+	cfg.Profiles = decodeProfiles(profiles, skip, ps)
+	cfg.CAConnections = decodeConnections(conns, skip, ps)
 
 	if vaProfiles != nil {
 		cfg.VerifiedAccess.Profiles = make(map[string]VerifiedAccessProfile, len(vaProfiles))
@@ -481,6 +498,99 @@ func decodeEntries(root map[string]any, cfg *Config, ps *problems) {
 		decodeStruct(v, envOf(e.bindings), reflect.ValueOf(&p).Elem(), "", e.path, ps)
 		p.Policy.Signals = signalsOf(e, ps)
 		cfg.VerifiedAccess.Profiles[e.name] = p
+	}
+}
+
+// decodeProfiles decodes the profile entries; nil for none (the key absent).
+func decodeProfiles(entries []*entry, skip map[string]bool, ps *problems) map[string]Profile {
+	if entries == nil {
+		return nil
+	}
+	out := make(map[string]Profile, len(entries))
+	for _, e := range entries {
+		p := DefaultProfile()
+		v := entryViper(e, reflect.ValueOf(p), skip, ps)
+		decodeStruct(v, envOf(e.bindings), reflect.ValueOf(&p).Elem(), "", e.path, ps)
+		out[e.name] = p
+	}
+	return out
+}
+
+// decodeConnections decodes the CA connection entries; nil for none (the key absent).
+func decodeConnections(entries []*entry, skip map[string]bool, ps *problems) map[string]CAConnection {
+	if entries == nil {
+		return nil
+	}
+	out := make(map[string]CAConnection, len(entries))
+	for _, e := range entries {
+		c := DefaultCAConnection()
+		v := entryViper(e, reflect.ValueOf(c), skip, ps)
+		decodeStruct(v, envOf(e.bindings), reflect.ValueOf(&c).Elem(), "", e.path, ps)
+		c.Settings = settingsOf(e, v, ps)
+		out[e.name] = c
+	}
+	return out
+}
+
+// decodeTenants decodes the tenants list. A tenant's keys take their defaults and environment
+// overrides as the top-level ones do; the environment names them by the tenant's name, not its
+// position, so that reordering the list moves no override: CERTPROV_TENANTS_<NAME>_GOOGLE_ENDPOINT,
+// CERTPROV_TENANTS_<NAME>_CACONNECTIONS_<CONNECTION>_<KEY>. A tenant without a valid name
+// (reported by validation) takes no overrides.
+func decodeTenants(root map[string]any, cfg *Config, ps *problems) {
+	list, ok := root[keyTenants].([]any)
+	if !ok {
+		return // absent, or not a list, which checkKeys reported
+	}
+	def := Defaults()
+	for i, item := range list {
+		raw, _ := item.(map[string]any) // not a mapping: checkKeys reported it
+		if raw == nil {
+			raw = map[string]any{}
+		}
+		path := indexPath(keyTenants, i)
+		name, _ := raw["name"].(string)
+		envPath := ""
+		if tenantNamePattern.MatchString(name) && len(name) <= MaxTenantNameLength {
+			envPath = joinPath(keyTenants, name)
+		}
+		t := Tenant{PubSub: def.PubSub, Google: def.Google}
+		v := viper.New()
+		setDefaults(v, reflect.ValueOf(t), "")
+		fixed := deepCopy(raw).(map[string]any)
+		delete(fixed, keyProfiles)
+		delete(fixed, keyCAConnections)
+		if err := v.MergeConfigMap(fixed); err != nil {
+			ps.add(path, "merge configuration: %v", err)
+			continue
+		}
+		env := map[string]string{}
+		if envPath != "" {
+			for _, key := range leafKeys(reflect.TypeFor[Tenant](), "") {
+				if key == "name" {
+					continue // the name is what the variables are named by
+				}
+				n := envName(EnvPrefix+"_"+envSegment(envPath), key)
+				env[key] = n
+				if err := v.BindEnv(key, n); err != nil {
+					ps.add(joinPath(path, key), "bind %s: %v", n, err)
+				}
+			}
+		}
+		decodeStruct(v, env, reflect.ValueOf(&t).Elem(), "", path, ps)
+
+		entryEnv := func(key string) string {
+			if envPath == "" {
+				return ""
+			}
+			return joinPath(envPath, key)
+		}
+		profiles := collectEntries(raw, keyProfiles, joinPath(path, keyProfiles), entryEnv(keyProfiles), reflect.TypeFor[Profile](), false)
+		conns := collectEntries(raw, keyCAConnections, joinPath(path, keyCAConnections), entryEnv(keyCAConnections), reflect.TypeFor[CAConnection](), true)
+		skip := ambiguousEnv(append(append([]*entry{}, profiles...), conns...), ps)
+		t.Profiles = decodeProfiles(profiles, skip, ps)
+		t.CAConnections = decodeConnections(conns, skip, ps)
+		cfg.Tenants = append(cfg.Tenants, t)
 	}
 }
 
@@ -528,10 +638,10 @@ func signalsOf(e *entry, ps *problems) map[string][]string {
 
 // collectEntries lists the entries of the map at parent[key], sorted by name, with the environment
 // variable of each of their keys. mapPath is the YAML path of the map ("profiles",
-// "verifiedAccess.profiles"); it names the entries in problems and their environment variables
-// (CERTPROV_VERIFIEDACCESS_PROFILES_<NAME>_<KEY>). Entries that are not mappings were reported by
-// checkKeys.
-func collectEntries(parent map[string]any, key, mapPath string, t reflect.Type, withSettings bool) []*entry {
+// "verifiedAccess.profiles", "tenants[1].profiles"), which names the entries in problems; envPath
+// names their environment variables (CERTPROV_VERIFIEDACCESS_PROFILES_<NAME>_<KEY>), and empty
+// binds none. Entries that are not mappings were reported by checkKeys.
+func collectEntries(parent map[string]any, key, mapPath, envPath string, t reflect.Type, withSettings bool) []*entry {
 	m, ok := parent[key].(map[string]any)
 	if !ok {
 		return nil
@@ -556,7 +666,11 @@ func collectEntries(parent map[string]any, key, mapPath string, t reflect.Type, 
 		}
 		path := joinPath(mapPath, name)
 		e := &entry{name: name, path: path, raw: raw}
-		prefix := EnvPrefix + "_" + envSegment(mapPath) + "_" + envSegment(name)
+		if envPath == "" {
+			out = append(out, e) // no environment variables name its keys
+			continue
+		}
+		prefix := EnvPrefix + "_" + envSegment(envPath) + "_" + envSegment(name)
 		for _, k := range leafKeys(t, "") {
 			e.bindings = append(e.bindings, binding{key: k, path: joinPath(path, k), env: envName(prefix, k)})
 		}
@@ -719,7 +833,7 @@ func setSetting(settings map[string]any, keys []string, s string) error {
 func leafKeys(t reflect.Type, prefix string) []string {
 	var out []string
 	for _, f := range fieldsOf(t) {
-		if f.remain || f.typ.Kind() == reflect.Map {
+		if f.remain || isEntries(f.typ) {
 			continue
 		}
 		key := joinPath(prefix, f.name)
@@ -735,7 +849,7 @@ func leafKeys(t reflect.Type, prefix string) []string {
 // setDefaults registers the non-zero values of the struct v as viper defaults.
 func setDefaults(vp *viper.Viper, v reflect.Value, prefix string) {
 	for _, f := range fieldsOf(v.Type()) {
-		if f.remain || f.typ.Kind() == reflect.Map {
+		if f.remain || isEntries(f.typ) {
 			continue
 		}
 		key := joinPath(prefix, f.name)
@@ -774,7 +888,7 @@ func envSegment(s string) string {
 // value becomes its own Problem naming its path. Keys vp does not have keep their current value.
 func decodeStruct(vp *viper.Viper, env map[string]string, out reflect.Value, keyPrefix, pathPrefix string, ps *problems) {
 	for _, f := range fieldsOf(out.Type()) {
-		if f.remain || f.typ.Kind() == reflect.Map {
+		if f.remain || isEntries(f.typ) {
 			continue
 		}
 		key := joinPath(keyPrefix, f.name)

@@ -32,6 +32,11 @@ type Config struct {
 	// CAConnections are keyed by caConnectionAdapterConfigReference.
 	CAConnections map[string]CAConnection `mapstructure:"caConnections"`
 
+	// Tenants, when set, replace customers, pubsub, google, profiles and caConnections: each
+	// tenant is a pipeline of its own (docs/tenants.md). Without them those top-level keys are
+	// the one implicit tenant.
+	Tenants []Tenant `mapstructure:"tenants"`
+
 	// VerifiedAccess is the second intake path: the enrollment API for Chrome extensions
 	// (docs/verified-access.md). Off unless enabled.
 	VerifiedAccess VerifiedAccess `mapstructure:"verifiedAccess"`
@@ -127,6 +132,10 @@ type Journal struct {
 	LeaseDuration time.Duration `mapstructure:"leaseDuration"`
 	// Retention is how long finished records are kept for audit before they are deleted.
 	Retention time.Duration `mapstructure:"retention"`
+
+	// Tenant names the tenant whose part of the journal this is (Config.TenantJournal); empty
+	// for the single-customer form. Not a key of the file.
+	Tenant string `mapstructure:"-"`
 }
 
 // Audit says where the audit trail goes: one JSON line per finished process and per

@@ -99,31 +99,15 @@ func (c *Config) Validate() []Problem { return append(c.ValidateOffline(), c.Che
 func (c *Config) ValidateOffline() []Problem {
 	var ps problems
 	c.validateIdentity(&ps)
-	c.validatePubSub(&ps)
-	c.validateGoogle(&ps)
+	if c.HasTenants() {
+		c.validateTenants(&ps)
+	} else {
+		c.validateTenant(c.Implicit(), &ps)
+	}
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
 	c.validateOps(&ps)
 	positive(&ps, keyShutdownGracePeriod, c.ShutdownGracePeriod)
-
-	if len(c.Profiles) == 0 {
-		ps.add(keyProfiles, "at least one profile is required")
-	}
-	for _, name := range slices.Sorted(maps.Keys(c.Profiles)) {
-		p := c.Profiles[name]
-		p.validate(joinPath(keyProfiles, name), &ps)
-	}
-	if len(c.CAConnections) == 0 {
-		ps.add(keyCAConnections, "at least one CA connection is required")
-	}
-	for _, name := range slices.Sorted(maps.Keys(c.CAConnections)) {
-		path := joinPath(keyCAConnections, name)
-		conn := c.CAConnections[name]
-		if strings.TrimSpace(conn.Type) == "" {
-			ps.add(joinPath(path, "type"), "must not be empty: name the connector type")
-		}
-		positive(&ps, joinPath(path, "timeout"), conn.Timeout)
-	}
 	c.validateVerifiedAccess(&ps)
 	return ps
 }
@@ -139,8 +123,10 @@ type NamedFile struct {
 // enrollment server's certificate and key, when they are used.
 func (c *Config) Files() []NamedFile {
 	var out []NamedFile
-	if cred := c.Google.Credentials; slices.Contains(keyFileCredentials(), cred.Type) && cred.File != "" {
-		out = append(out, NamedFile{"google.credentials.file", c.ResolvePath(cred.File)})
+	for _, t := range c.AllTenants() {
+		if cred := t.Google.Credentials; slices.Contains(keyFileCredentials(), cred.Type) && cred.File != "" {
+			out = append(out, NamedFile{t.key("google.credentials.file"), c.ResolvePath(cred.File)})
+		}
 	}
 	if va := c.VerifiedAccess; va.Enabled && !va.Insecure {
 		for _, f := range []struct{ key, file string }{{"certFile", va.TLS.CertFile}, {"keyFile", va.TLS.KeyFile}} {
@@ -199,12 +185,16 @@ func (c *Config) validateIdentity(ps *problems) {
 		ps.add("instanceId", "%q may contain only letters, digits and - _ . :", c.InstanceID)
 	}
 
-	if len(c.Customers) == 0 {
-		ps.add("customers", "at least one customer id is required (e.g. C01b2c3d4, or my_customer)")
+}
+
+// validateCustomers checks the tenant's customer ids.
+func (t Tenant) validateCustomers(ps *problems) {
+	if len(t.Customers) == 0 {
+		ps.add(t.key("customers"), "at least one customer id is required (e.g. C01b2c3d4, or my_customer)")
 	}
 	seen := map[string]bool{}
-	for i, id := range c.Customers {
-		path := indexPath("customers", i)
+	for i, id := range t.Customers {
+		path := indexPath(t.key("customers"), i)
 		switch {
 		case id != CustomerMyCustomer && !customerIDPattern.MatchString(id):
 			ps.add(path, "%q is not a customer id: expected C followed by letters and digits (Admin console > Account settings), or my_customer", id)
@@ -215,68 +205,68 @@ func (c *Config) validateIdentity(ps *problems) {
 	}
 }
 
-func (c *Config) validatePubSub(ps *problems) {
-	p := c.PubSub
+func (t Tenant) validatePubSub(ps *problems) {
+	p := t.PubSub
 	if strings.TrimSpace(p.Project) == "" {
-		ps.add("pubsub.project", "must not be empty: the Google Cloud project of the subscription")
+		ps.add(t.key("pubsub.project"), "must not be empty: the Google Cloud project of the subscription")
 	}
 	switch {
 	case strings.TrimSpace(p.Subscription) == "":
-		ps.add("pubsub.subscription", "must not be empty: the subscription to the customer's certificate provisioning topic")
+		ps.add(t.key("pubsub.subscription"), "must not be empty: the subscription to the customer's certificate provisioning topic")
 	case strings.Contains(p.Subscription, "/") && !fullSubscription.MatchString(p.Subscription):
-		ps.add("pubsub.subscription", "%q must be a subscription id or projects/PROJECT/subscriptions/ID", p.Subscription)
+		ps.add(t.key("pubsub.subscription"), "%q must be a subscription id or projects/PROJECT/subscriptions/ID", p.Subscription)
 	}
 	if p.Endpoint != "" {
 		if _, port, err := net.SplitHostPort(p.Endpoint); err != nil || port == "" {
-			ps.add("pubsub.endpoint", "%q must be host:port (gRPC, no scheme)", p.Endpoint)
+			ps.add(t.key("pubsub.endpoint"), "%q must be host:port (gRPC, no scheme)", p.Endpoint)
 		}
 	} else if p.Insecure {
-		ps.add("pubsub.insecure", "only applies with pubsub.endpoint (or %s): the real Pub/Sub needs TLS", EmulatorHostEnv)
+		ps.add(t.key("pubsub.insecure"), "only applies with pubsub.endpoint (or %s): the real Pub/Sub needs TLS", EmulatorHostEnv)
 	}
 	if p.MaxOutstandingMessages < 1 {
-		ps.add("pubsub.maxOutstandingMessages", "must be at least 1")
+		ps.add(t.key("pubsub.maxOutstandingMessages"), "must be at least 1")
 	}
 }
 
-func (c *Config) validateGoogle(ps *problems) {
-	g := c.Google
+func (t Tenant) validateGoogle(ps *problems) {
+	g := t.Google
 	cred := g.Credentials
 	switch {
 	case !slices.Contains(knownCredentials(), cred.Type):
-		ps.add("google.credentials.type", "%q is not one of %s", cred.Type, strings.Join(knownCredentials(), ", "))
+		ps.add(t.key("google.credentials.type"), "%q is not one of %s", cred.Type, strings.Join(knownCredentials(), ", "))
 	case slices.Contains(keyFileCredentials(), cred.Type):
 		if cred.File == "" {
-			ps.add("google.credentials.file", "is required with credentials type %s: the service account's JSON key", cred.Type)
+			ps.add(t.key("google.credentials.file"), "is required with credentials type %s: the service account's JSON key", cred.Type)
 		}
 	case cred.File != "":
-		ps.add("google.credentials.file", "is only used with credentials types %s; %s does not read it",
+		ps.add(t.key("google.credentials.file"), "is only used with credentials types %s; %s does not read it",
 			strings.Join(keyFileCredentials(), " and "), cred.Type)
 	}
 	if cred.Type == CredentialsNone && g.Endpoint == "" {
-		ps.add("google.credentials.type", "none is only allowed with google.endpoint set (an emulator): the real API needs credentials")
+		ps.add(t.key("google.credentials.type"), "none is only allowed with google.endpoint set (an emulator): the real API needs credentials")
 	}
 	if cred.Subject != "" {
 		if cred.Type == CredentialsNone {
-			ps.add("google.credentials.subject", "needs credentials to impersonate with")
+			ps.add(t.key("google.credentials.subject"), "needs credentials to impersonate with")
 		} else if !strings.Contains(cred.Subject, "@") {
-			ps.add("google.credentials.subject", "%q must be the e-mail address of the user to impersonate", cred.Subject)
+			ps.add(t.key("google.credentials.subject"), "%q must be the e-mail address of the user to impersonate", cred.Subject)
 		}
 	}
 	if g.Endpoint != "" {
 		if err := httpURL(g.Endpoint); err != nil {
-			ps.add("google.endpoint", "%v", err)
+			ps.add(t.key("google.endpoint"), "%v", err)
 		} else {
 			_, err := EndpointCleartext(SectionGoogle, g.Endpoint, cred, g.InsecureAllowCleartext)
-			cleartextProblem(ps, "google.endpoint", err)
+			cleartextProblem(ps, t.key("google.endpoint"), err)
 		}
 	}
 	if r := g.RateLimit.RequestsPerSecond; r <= 0 || math.IsNaN(r) || math.IsInf(r, 0) {
-		ps.add("google.rateLimit.requestsPerSecond", "must be a positive number")
+		ps.add(t.key("google.rateLimit.requestsPerSecond"), "must be a positive number")
 	}
 	if g.RateLimit.Burst < 1 {
-		ps.add("google.rateLimit.burst", "must be at least 1")
+		ps.add(t.key("google.rateLimit.burst"), "must be at least 1")
 	}
-	positive(ps, "google.requestTimeout", g.RequestTimeout)
+	positive(ps, t.key("google.requestTimeout"), g.RequestTimeout)
 }
 
 func (c *Config) validateEngine(ps *problems) {
@@ -350,19 +340,27 @@ func (c *Config) warnLease(ps *problems) {
 	if lease <= 0 {
 		return // an error already
 	}
-	for _, name := range slices.Sorted(maps.Keys(c.CAConnections)) {
-		if t := c.CAConnections[name].Timeout; t > lease {
-			ps.add(joinPath(joinPath(keyCAConnections, name), "timeout"),
+	for _, t := range c.AllTenants() {
+		c.warnTenantLease(t, lease, ps)
+	}
+}
+
+// warnTenantLease is warnLease for the CA connections and the Google API client of tenant t.
+func (c *Config) warnTenantLease(t Tenant, lease time.Duration, ps *problems) {
+	for _, name := range slices.Sorted(maps.Keys(t.CAConnections)) {
+		if to := t.CAConnections[name].Timeout; to > lease {
+			ps.add(joinPath(t.key(keyCAConnections), name)+".timeout",
 				"%s is longer than journal.leaseDuration (%s): such a CA call holds its process only while the journal accepts lease renewals (every %s); if it cannot be written for about %s, the call is abandoned and a connector that cannot look up what it issued fails the process. Raise journal.leaseDuration to at least %s, or lower the timeout",
-				t, lease, lease/3, lease, t)
+				to, lease, lease/3, lease, to)
 		}
 	}
-	if rps := c.Google.RateLimit.RequestsPerSecond; rps > 0 && c.Engine.Workers > 0 && c.Google.RequestTimeout > 0 {
+	g := t.Google
+	if rps := g.RateLimit.RequestsPerSecond; rps > 0 && c.Engine.Workers > 0 && g.RequestTimeout > 0 {
 		queued := time.Duration(float64(c.Engine.Workers) / rps * float64(time.Second))
-		if worst := c.Google.RequestTimeout + queued; worst > lease {
-			ps.add("google.requestTimeout",
+		if worst := g.RequestTimeout + queued; worst > lease {
+			ps.add(t.key("google.requestTimeout"),
 				"%s plus up to %s waiting for the rate limit (engine.workers %d at google.rateLimit.requestsPerSecond %g) is longer than journal.leaseDuration (%s): such a Google API call holds its process only while the journal accepts lease renewals (every %s). Raise journal.leaseDuration to at least %s",
-				c.Google.RequestTimeout, queued.Round(time.Millisecond), c.Engine.Workers, rps, lease, lease/3, worst.Round(time.Second))
+				g.RequestTimeout, queued.Round(time.Millisecond), c.Engine.Workers, rps, lease, lease/3, worst.Round(time.Second))
 		}
 	}
 }
