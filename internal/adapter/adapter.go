@@ -26,9 +26,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/ca"
-	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
@@ -41,7 +39,9 @@ import (
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
 
-// Adapter is a running daemon's object graph.
+// Adapter is a running daemon's object graph: one pipeline per tenant (the single-customer form
+// is one implicit tenant), and what they share: the audit log, the ops listener and, when
+// enabled, the Verified Access enrollment server.
 type Adapter struct {
 	cfg *config.Config
 	log *zap.Logger
@@ -49,14 +49,16 @@ type Adapter struct {
 	Registry *prometheus.Registry
 	// Ops is the ops listener (/metrics, /healthz, /readyz); Register adds pages to it, and
 	// Readiness reads the checks' latest results.
-	Ops      *ops.Server
-	Engine   *engine.Engine
-	Store    journal.Store
-	receiver *intake.Receiver
-	pubsub   *pubsub.Client
+	Ops *ops.Server
+	// Engine and Store are the first running tenant's: the only one in the single-customer form.
+	Engine *engine.Engine
+	Store  journal.Store
+	// tenants are the pipelines, in the order of the configuration; a named tenant that could
+	// not be built is among them with its startErr, and runs nothing.
+	tenants []*tenant
 	// va is the Verified Access enrollment server; nil unless verifiedAccess.enabled.
 	va *verifiedaccess.Server
-	// Audit is the audit trail's sink (audit.path), shared by the engine and the enrollment
+	// Audit is the audit trail's sink (audit.path), shared by the engines and the enrollment
 	// server.
 	Audit *audit.Log
 	// LogLevel, when set, is the handle through which a reload changes log.level.
@@ -64,11 +66,8 @@ type Adapter struct {
 
 	// What a reload changes (reload.go); reloading serializes reloads.
 	reloading sync.Mutex
-	api       *chromeapi.Client
 	vaClient  *verifiedaccess.Client
-	conns     map[string]*engine.CAConnection
-	checks    readiness             // the readiness checks' inputs, for SetChecks after a reload
-	certs     *metrics.Certificates // certificate expiry, re-pointed after a reload
+	checks    readiness // the readiness checks' inputs, for SetChecks after a reload
 	m         *metrics.Adapter
 
 	interrupt     chan struct{} // closed by Interrupt
@@ -88,38 +87,18 @@ const (
 	closeTimeout = 2 * time.Second
 )
 
-// Profiles compiles every profile; the error is a *config.ProblemsError with every problem at
-// its YAML path (profiles.wifi.subject.commonName).
+// Profiles compiles every profile of the single-customer form (TenantProfiles for a named
+// tenant); the error is a *config.ProblemsError with every problem at its YAML path
+// (profiles.wifi.subject.commonName).
 func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
-	out := map[string]*engine.Profile{}
-	var ps []config.Problem
-	for _, name := range slices.Sorted(maps.Keys(cfg.Profiles)) {
-		p := cfg.Profiles[name]
-		tmpl, err := csr.Compile(p.Spec())
-		if err != nil {
-			ps = append(ps, config.ProblemsAt("profiles."+name, err)...)
-			continue
-		}
-		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
-	}
-	return out, problemsError(ps)
+	return TenantProfiles(cfg.Implicit())
 }
 
-// Connectors builds every CA connection; the error is a *config.ProblemsError with every
-// problem at its YAML path (caConnections.corp.url).
+// Connectors builds every CA connection of the single-customer form (TenantConnectors for a
+// named tenant); the error is a *config.ProblemsError with every problem at its YAML path
+// (caConnections.corp.url).
 func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConnection, error) {
-	out := map[string]*engine.CAConnection{}
-	var ps []config.Problem
-	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
-		c := cfg.CAConnections[name]
-		conn, err := ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
-		if err != nil {
-			ps = append(ps, config.ProblemsAt("caConnections."+name, err)...)
-			continue
-		}
-		out[name] = &engine.CAConnection{Connector: conn, Timeout: c.Timeout}
-	}
-	return out, problemsError(ps)
+	return TenantConnectors(cfg.Implicit(), cfg.BaseDir, log)
 }
 
 // CloseConnectors closes the connectors that hold resources (io.Closer: the built-in CA's
@@ -169,19 +148,10 @@ func PingConnectors(ctx context.Context, conns map[string]*engine.CAConnection) 
 
 // CheckConnectors checks every CA connection's settings like Connectors, but without reading
 // their files or building anything (ca.CheckSettings), for `validate --offline`. unchecked
-// names the connections whose type has no offline check.
+// names the connections whose type has no offline check. TenantCheckConnectors does the same
+// for a named tenant.
 func CheckConnectors(cfg *config.Config) (unchecked []string, err error) {
-	var ps []config.Problem
-	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
-		c := cfg.CAConnections[name]
-		checked, err := ca.CheckSettings(c.Type, ca.Settings(c.Settings))
-		if err != nil {
-			ps = append(ps, config.ProblemsAt("caConnections."+name, err)...)
-		} else if !checked {
-			unchecked = append(unchecked, name)
-		}
-	}
-	return unchecked, problemsError(ps)
+	return TenantCheckConnectors(cfg.Implicit())
 }
 
 // problemsError is nil for no problems, so that callers can test err != nil.
@@ -273,66 +243,65 @@ func EngineOptions(cfg *config.Config) engine.Options {
 	}
 }
 
-// ReceiverOptions are the Pub/Sub intake's options from cfg, admitting to admitter.
+// ReceiverOptions are the Pub/Sub intake's options of the single-customer form, admitting to
+// admitter (TenantReceiverOptions for a named tenant).
 func ReceiverOptions(cfg *config.Config, admitter intake.Admitter, log *zap.Logger, reg prometheus.Registerer) intake.ReceiverOptions {
-	return intake.ReceiverOptions{
-		Admitter: admitter, Customers: cfg.Customers, Logger: log, Registerer: reg,
-		StopTimeout: cfg.ShutdownGracePeriod,
-	}
+	return TenantReceiverOptions(cfg, cfg.Implicit(), admitter, log, reg)
 }
 
 // New builds the adapter. It does not start anything.
+//
+// A named tenant that cannot be built (a key file that does not load, a CA connection whose
+// files are missing, a journal table it cannot create) does not stop the others: it is logged,
+// runs nothing, and fails its readiness check (<tenant>/start) until a restart. Only when no
+// tenant can be built, or the single-customer form's cannot, does New fail.
 func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, error) {
-	profiles, err := Profiles(cfg)
-	if err != nil {
-		return nil, err
-	}
-	cas, err := Connectors(cfg, log)
-	if err != nil {
-		return nil, err
-	}
 	reg := prometheus.NewRegistry()
 	bi := buildinfo.Get()
 	metrics.RegisterProcess(reg, metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion})
-	api, err := chromeapi.New(ctx, APIOptions(cfg, log.Named("chromeapi"), reg))
-	if err != nil {
-		return nil, err
-	}
 	trail, err := audit.Open(cfg.Audit.Path, log.Named("audit"))
 	if err != nil {
 		return nil, err
 	}
-	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
-	if err != nil {
+	var tenants []*tenant
+	fail := func(err error) (*Adapter, error) {
+		for _, tn := range tenants {
+			_ = tn.close()
+		}
 		_ = trail.Close()
 		return nil, err
 	}
-	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail, store)
+	var first *tenant
+	var startErrs []error
+	for _, t := range cfg.AllTenants() {
+		tn, err := newTenant(ctx, cfg, t, reg, trail, log)
+		if err != nil {
+			if t.Implicit {
+				return fail(err)
+			}
+			log.Error("tenant cannot start; the other tenants run without it until a restart", zap.String("tenant", t.Name), zap.Error(err))
+			startErrs = append(startErrs, err)
+			tenants = append(tenants, &tenant{cfg: t, log: tenantLogger(log, t), startErr: err})
+			continue
+		}
+		tenants = append(tenants, tn)
+		if first == nil {
+			first = tn
+		}
+	}
+	if first == nil {
+		return fail(fmt.Errorf("no tenant can start: %w", errors.Join(startErrs...)))
+	}
+	// Verified Access is served for the single-customer form only (config refuses it beside
+	// tenants), so first is the implicit tenant here.
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, first.conns, log, reg, trail, first.store)
 	if err != nil {
-		_ = store.Close()
-		_ = trail.Close()
-		return nil, err
+		return fail(err)
 	}
-	eo := EngineOptions(cfg)
-	eo.API, eo.Store, eo.Profiles, eo.CAs, eo.Audit = api, store, profiles, cas, trail
-	eo.Logger, eo.Registerer = log.Named("engine"), reg
-	eng, err := engine.New(eo)
-	if err != nil {
-		_ = store.Close()
-		_ = trail.Close()
-		return nil, err
-	}
-	receiver := intake.NewReceiver(ReceiverOptions(cfg, eng, log.Named("intake"), reg))
-	if c, ok := store.(interface{ CommitStats() (uint64, uint64) }); ok {
-		metrics.RegisterJournalCommits(reg, c.CommitStats)
-	}
-	checks := readiness{cfg: cfg, store: store, records: metrics.NewJournal(reg), intake: receiver,
-		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
-	certs := metrics.NewCertificates(reg)
-	caCertificates(certs, cas)
+	checks := readiness{cfg: cfg, tenants: tenants, vaOn: vaClient != nil}
 	if vaServer != nil {
 		checks.va = vaClient.TokenSource()
-		certs.Add(metrics.KindVerifiedAccess, "server", heldCertificates(vaServer.Certificates))
+		first.certs.Add(metrics.KindVerifiedAccess, "server", heldCertificates(vaServer.Certificates))
 	}
 	opsServer, err := ops.New(ops.Options{
 		Listen: cfg.Ops.Listen, Pprof: cfg.Ops.Pprof, Gatherer: reg, Registerer: reg,
@@ -340,44 +309,66 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		Logger: log.Named("ops"),
 	})
 	if err == nil {
-		err = registerStatusPage(opsServer, cfg, store, eng, bi, log)
+		err = registerStatusPages(opsServer, cfg, tenants, bi, log)
 	}
 	if err == nil {
 		err = opsServer.Listen() // a port in use stops the start
 	}
 	if err != nil {
-		_ = store.Close()
-		_ = trail.Close()
-		return nil, err
-	}
-	psClient, err := PubSubClient(ctx, cfg, receiver.ClientOptions())
-	if err != nil {
-		_ = opsServer.Close()
-		_ = store.Close()
-		_ = trail.Close()
-		return nil, err
+		return fail(err)
 	}
 	return &Adapter{
-		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
-		api: api, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
-		receiver: receiver, interrupt: make(chan struct{}),
+		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: first.engine, Store: first.store, tenants: tenants,
+		Audit: trail, va: vaServer, vaClient: vaClient, checks: checks, m: metrics.NewAdapter(reg),
+		interrupt: make(chan struct{}),
 	}, nil
 }
 
-// registerStatusPage serves the operator's status page (package statuspage) on the ops listener.
-func registerStatusPage(srv *ops.Server, cfg *config.Config, store journal.Store, eng *engine.Engine, bi buildinfo.Info, log *zap.Logger) error {
-	page, err := statuspage.New(statuspage.Options{
-		Journal: store, Readiness: srv, JournalType: cmp.Or(cfg.Journal.Type, config.JournalMemory),
-		InstanceID: cfg.InstanceID, Build: bi, Started: time.Now(), StepsRunning: eng.InFlight,
-		Logger: log.Named("status"),
-	})
-	if err != nil {
-		return err
+// registerStatusPages serves the operator's status page (package statuspage) on the ops
+// listener: at /status for the single-customer form; with tenants one page per tenant that runs,
+// at /status/<tenant>, and the first one's at /status as well.
+func registerStatusPages(srv *ops.Server, cfg *config.Config, tenants []*tenant, bi buildinfo.Info, log *zap.Logger) error {
+	var names []string
+	for _, tn := range tenants {
+		if !tn.cfg.Implicit && tn.startErr == nil {
+			names = append(names, tn.name())
+		}
 	}
-	return srv.Register(ops.PathStatus, page)
+	started := time.Now()
+	first := true
+	for _, tn := range tenants {
+		if tn.startErr != nil {
+			continue
+		}
+		page, err := statuspage.New(statuspage.Options{
+			Journal: tn.store, Readiness: srv, JournalType: cmp.Or(cfg.Journal.Type, config.JournalMemory),
+			InstanceID: cfg.InstanceID, Tenant: tenantLabel(tn.cfg), Tenants: names,
+			Build: bi, Started: started, StepsRunning: tn.engine.InFlight,
+			Logger: tn.log.Named("status"),
+		})
+		if err != nil {
+			return err
+		}
+		if first {
+			if err := srv.Register(ops.PathStatus, page); err != nil {
+				return err
+			}
+			first = false
+		}
+		if !tn.cfg.Implicit {
+			if err := srv.Register(statuspage.TenantPath(tn.name()), page); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
-// OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
+// JournalTable is the PostgreSQL table of the named tenant's part of the journal (docs/tenants.md).
+func JournalTable(tenant string) string { return postgres.DefaultTable + "_" + tenant }
+
+// OpenJournal opens the configured journal, or with j from config.TenantJournal a tenant's part
+// of it. readOnly is for `inspect`, which may run beside a
 // live adapter. log (nil for none) hears about a journal others may read.
 func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.Logger) (journal.Store, error) {
 	if log == nil {
@@ -390,7 +381,11 @@ func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.
 		}
 		return sqlite.Open(ctx, j.Path, sqlite.WithLogger(log)) // creates its directory, private
 	case config.JournalPostgres:
-		return postgres.Open(ctx, j.DSN, postgres.WithInsecureAllowCleartext(j.InsecureAllowCleartext), postgres.WithLogger(log))
+		opts := []postgres.Option{postgres.WithInsecureAllowCleartext(j.InsecureAllowCleartext), postgres.WithLogger(log)}
+		if j.Tenant != "" {
+			opts = append(opts, postgres.WithTable(JournalTable(j.Tenant)))
+		}
+		return postgres.Open(ctx, j.DSN, opts...)
 	case config.JournalMemory, "":
 		if readOnly {
 			return nil, errors.New("the memory journal lives inside the running adapter and cannot be inspected")
@@ -401,10 +396,16 @@ func OpenJournal(ctx context.Context, j config.Journal, readOnly bool, log *zap.
 	}
 }
 
-// PubSubClient connects to Pub/Sub with opts and the configured endpoint and credentials; an
-// endpoint marked insecure is an emulator (plaintext gRPC, no credentials).
+// PubSubClient connects to Pub/Sub for the single-customer form (TenantPubSubClient for a named
+// tenant).
 func PubSubClient(ctx context.Context, cfg *config.Config, opts []option.ClientOption) (*pubsub.Client, error) {
-	ps := cfg.PubSub
+	return TenantPubSubClient(ctx, cfg.Implicit(), opts)
+}
+
+// TenantPubSubClient connects to Pub/Sub with opts and tenant t's endpoint and credentials; an
+// endpoint marked insecure is an emulator (plaintext gRPC, no credentials).
+func TenantPubSubClient(ctx context.Context, t config.Tenant, opts []option.ClientOption) (*pubsub.Client, error) {
+	ps := t.PubSub
 	if ps.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(ps.Endpoint))
 	}
@@ -412,8 +413,8 @@ func PubSubClient(ctx context.Context, cfg *config.Config, opts []option.ClientO
 	case ps.Insecure:
 		opts = append(opts, option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
-	case cfg.Google.Credentials.Type == config.CredentialsServiceAccountKey || cfg.Google.Credentials.Type == config.CredentialsSelfSignedJWT:
-		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, cfg.Google.Credentials.File)) // resolved by config.Load
+	case t.Google.Credentials.Type == config.CredentialsServiceAccountKey || t.Google.Credentials.Type == config.CredentialsSelfSignedJWT:
+		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, t.Google.Credentials.File)) // resolved by config.Load
 	}
 	c, err := pubsub.NewClient(ctx, ps.Project, opts...)
 	if err != nil {
@@ -432,13 +433,11 @@ func PubSubClient(ctx context.Context, cfg *config.Config, opts []option.ClientO
 // once every part stopped, an error if a part failed or was still running shortly after the
 // grace period, and ErrInterrupted at once if Interrupt is called meanwhile. Close comes next.
 func (a *Adapter) Run(ctx context.Context) error {
-	sub := a.pubsub.Subscriber(a.cfg.PubSub.Subscription)
-	if n := a.cfg.PubSub.MaxOutstandingMessages; n > 0 {
-		sub.ReceiveSettings.MaxOutstandingMessages = n
+	for _, tn := range a.running() {
+		tn.log.Info("adapter running", zap.String("instance_id", a.cfg.InstanceID),
+			zap.Strings("customers", tn.cfg.Customers), zap.String("subscription", tn.subscriber().String()),
+			zap.Duration("shutdown_grace_period", a.cfg.ShutdownGracePeriod))
 	}
-	a.log.Info("adapter running", zap.String("instance_id", a.cfg.InstanceID),
-		zap.Strings("customers", a.cfg.Customers), zap.String("subscription", sub.String()),
-		zap.Duration("shutdown_grace_period", a.cfg.ShutdownGracePeriod))
 	// The ops listener outlives the other parts: it reports not ready as soon as the stop
 	// begins, and serves /metrics and /healthz until everything else stopped.
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
@@ -472,15 +471,21 @@ func (a *Adapter) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	start("engine", a.Engine.Run)
-	start("pubsub receive", func(ctx context.Context) error { return a.receiver.Run(ctx, sub) })
+	for _, tn := range a.running() {
+		suffix := ""
+		if !tn.cfg.Implicit {
+			suffix = " of tenant " + tn.name()
+		}
+		start("engine"+suffix, tn.engine.Run)
+		start("pubsub receive"+suffix, tn.receive)
+		start("journal retention"+suffix, func(ctx context.Context) error {
+			journal.Retain(ctx, tn.store, journal.RetainOptions{Retention: a.cfg.Journal.Retention, Interval: time.Hour, Logger: tn.log.Named("journal")})
+			return nil
+		})
+	}
 	if a.va != nil {
 		start("verified access server", a.va.Run)
 	}
-	start("journal retention", func(ctx context.Context) error {
-		journal.Retain(ctx, a.Store, journal.RetainOptions{Retention: a.cfg.Journal.Retention, Interval: time.Hour, Logger: a.log.Named("journal")})
-		return nil
-	})
 	stopped := make(chan error, 1)
 	go func() { stopped <- g.Wait() }()
 
@@ -492,8 +497,9 @@ func (a *Adapter) Run(ctx context.Context) error {
 	}
 	a.Ops.Stopping("the adapter is shutting down")
 	grace := a.cfg.ShutdownGracePeriod
-	a.log.Info(fmt.Sprintf("shutting down, waiting up to %s for %d in-flight steps", grace, a.Engine.InFlight()),
-		zap.Duration("grace_period", grace), zap.Int("in_flight_steps", a.Engine.InFlight()))
+	inFlight := a.inFlight()
+	a.log.Info(fmt.Sprintf("shutting down, waiting up to %s for %d in-flight steps", grace, inFlight),
+		zap.Duration("grace_period", grace), zap.Int("in_flight_steps", inFlight))
 	limit := time.NewTimer(grace + stopMargin)
 	defer limit.Stop()
 	select {
@@ -503,7 +509,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 	case <-a.interrupt:
 		err = ErrInterrupted
 	}
-	left := a.Engine.InFlight()
+	left := a.inFlight()
 	if err != nil {
 		a.log.Warn(fmt.Sprintf("stopped with %d steps still in flight; they resume from the journal on the next start", left),
 			zap.Int("in_flight_steps", left), zap.Strings("still_running", running.names()), zap.Error(err))
@@ -520,26 +526,48 @@ func (a *Adapter) Interrupt() {
 	a.interruptOnce.Do(func() { close(a.interrupt) })
 }
 
-// Receiving reports whether a stream to Pub/Sub is open, so that notifications can arrive, and
-// when none is, why the latest attempt to open one failed.
-func (a *Adapter) Receiving() (open bool, lastErr error) {
-	return a.receiver.StreamOpen()
+// running lists the tenants that run (every one but those that could not be built).
+func (a *Adapter) running() []*tenant {
+	var out []*tenant
+	for _, tn := range a.tenants {
+		if tn.startErr == nil {
+			out = append(out, tn)
+		}
+	}
+	return out
 }
 
-// Close releases connections and the journal. It does not wait more than a few seconds for the
-// Pub/Sub client, which may be stuck trying to reach Pub/Sub.
-func (a *Adapter) Close() error {
-	closed := make(chan error, 1)
-	go func() { closed <- a.pubsub.Close() }()
-	var psErr error
-	t := time.NewTimer(closeTimeout)
-	defer t.Stop()
-	select {
-	case psErr = <-closed:
-	case <-t.C:
-		psErr = fmt.Errorf("pubsub client still closing after %s; left behind", closeTimeout)
+// inFlight is the number of records the tenants' engines work now.
+func (a *Adapter) inFlight() int {
+	n := 0
+	for _, tn := range a.running() {
+		n += tn.engine.InFlight()
 	}
-	return errors.Join(psErr, a.Ops.Close(), a.Store.Close(), a.Audit.Close())
+	return n
+}
+
+// Receiving reports whether a stream to Pub/Sub is open for every tenant that runs, so that
+// notifications can arrive, and when one is not, why the latest attempt to open it failed.
+func (a *Adapter) Receiving() (open bool, lastErr error) {
+	for _, tn := range a.running() {
+		if open, err := tn.receiver.StreamOpen(); !open {
+			return false, tenantError(tn.cfg, err)
+		}
+	}
+	return true, nil
+}
+
+// Close releases the tenants' connections and journals, the ops listener and the audit log.
+// It does not wait more than a few seconds for a Pub/Sub client, which may be stuck trying to
+// reach Pub/Sub.
+func (a *Adapter) Close() error {
+	errs := make([]error, len(a.tenants))
+	var wg sync.WaitGroup
+	for i, tn := range a.tenants {
+		wg.Go(func() { errs[i] = tn.close() }) // in parallel: each may wait closeTimeout
+	}
+	wg.Wait()
+	return errors.Join(errors.Join(errs...), a.Ops.Close(), a.Audit.Close())
 }
 
 // parts tracks which parts of a running adapter have not returned yet.

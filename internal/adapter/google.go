@@ -30,9 +30,16 @@ func GoogleCredentials(c config.Credentials) googleauth.Credentials {
 }
 
 // APIOptions are the Certificate Provisioning API client's options from the google section of
-// cfg: the client the adapter runs with, and the one doctor checks.
+// cfg: the client the adapter runs with, and the one doctor checks. TenantAPIOptions are those of
+// a named tenant.
 func APIOptions(cfg *config.Config, log *zap.Logger, reg prometheus.Registerer) chromeapi.Options {
-	g := cfg.Google
+	return TenantAPIOptions(cfg.Implicit(), log, reg)
+}
+
+// TenantAPIOptions are the Certificate Provisioning API client's options from tenant t's google
+// section.
+func TenantAPIOptions(t config.Tenant, log *zap.Logger, reg prometheus.Registerer) chromeapi.Options {
+	g := t.Google
 	return chromeapi.Options{
 		Endpoint:               g.Endpoint,
 		Credentials:            GoogleCredentials(g.Credentials),

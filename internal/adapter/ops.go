@@ -28,64 +28,80 @@ const (
 	checkGoogleToken  = "google_token"
 	checkVAToken      = "verified_access_token"
 	checkCAPrefix     = "ca_connection:"
+	checkStart        = "start" // a named tenant that could not be built
 	maxCACheckTimeout = 30 * time.Second
 )
-
-// streamOpener is the part of the Pub/Sub intake the readiness check reads (*intake.Receiver).
-type streamOpener interface {
-	// StreamOpen reports whether a stream is open now and, when none is, why not.
-	StreamOpen() (open bool, lastErr error)
-}
 
 // readiness are the inputs of the readiness checks.
 type readiness struct {
 	cfg     *config.Config
-	store   journal.Store
-	records *metrics.Journal
-	intake  streamOpener
-	google  oauth2.TokenSource // nil without credentials
+	tenants []*tenant
 	va      oauth2.TokenSource // nil without Verified Access or credentials
 	vaOn    bool
-	cas     map[string]*engine.CAConnection
-	calls   *metrics.CA
 }
 
-// checks builds one readiness check per dependency: the configuration, the journal, the
-// Pub/Sub stream, the Google access tokens, and every CA connection.
+// checks builds one readiness check per dependency: the configuration, then per tenant its
+// journal, Pub/Sub stream, Google access token and every CA connection (and, for the
+// single-customer form with Verified Access on, its token). A named tenant's checks are named
+// <tenant>/<check>; one that could not be built has the single check <tenant>/start, which
+// fails with why.
 func (r readiness) checks() []ops.Check {
 	out := []ops.Check{
-		{Name: checkConfig, Run: func(context.Context) (string, error) {
-			return fmt.Sprintf("loaded: %d profiles, %d CA connections, %d Verified Access profiles",
-				len(r.cfg.Profiles), len(r.cfg.CAConnections), len(r.cfg.VerifiedAccess.Profiles)), nil
-		}},
-		{Name: checkJournal, Run: r.journal},
-		{Name: checkPubSub, Run: r.pubsub},
-		{Name: checkGoogleToken, Run: tokenCheck(r.google, "google.credentials.type is none: no token needed (emulator)")},
+		{Name: checkConfig, Run: r.config},
 	}
-	if r.vaOn {
-		out = append(out, ops.Check{Name: checkVAToken, Run: tokenCheck(r.va, "google.credentials.type is none: no token needed (emulator)")})
-	}
-	for _, name := range slices.Sorted(maps.Keys(r.cas)) {
-		conn := r.cas[name]
-		timeout := conn.Timeout
-		if timeout <= 0 || timeout > maxCACheckTimeout {
-			timeout = maxCACheckTimeout
+	for _, tn := range r.tenants {
+		if tn.startErr != nil {
+			err := tn.startErr
+			out = append(out, ops.Check{Name: tn.checkName(checkStart), Run: func(context.Context) (string, error) {
+				return "", fmt.Errorf("not started (restart the adapter once fixed): %w", err)
+			}})
+			continue
 		}
-		out = append(out, ops.Check{Name: checkCAPrefix + name, Timeout: min(timeout, r.cfg.Ops.CheckTimeout), Run: r.caPing(name, conn.Connector)})
+		out = append(out,
+			ops.Check{Name: tn.checkName(checkJournal), Run: tn.journalCheck},
+			ops.Check{Name: tn.checkName(checkPubSub), Run: tn.pubsubCheck},
+			ops.Check{Name: tn.checkName(checkGoogleToken), Run: tokenCheck(tn.api.TokenSource(), "google.credentials.type is none: no token needed (emulator)")},
+		)
+		if r.vaOn && tn.cfg.Implicit {
+			out = append(out, ops.Check{Name: checkVAToken, Run: tokenCheck(r.va, "google.credentials.type is none: no token needed (emulator)")})
+		}
+		for _, name := range slices.Sorted(maps.Keys(tn.conns)) {
+			conn := tn.conns[name]
+			timeout := conn.Timeout
+			if timeout <= 0 || timeout > maxCACheckTimeout {
+				timeout = maxCACheckTimeout
+			}
+			out = append(out, ops.Check{Name: tn.checkName(checkCAPrefix + name), Timeout: min(timeout, r.cfg.Ops.CheckTimeout), Run: tn.caPing(name, conn.Connector)})
+		}
 	}
 	return out
 }
 
-// journal proves the journal accepts a write and samples its record counts.
-func (r readiness) journal(ctx context.Context) (string, error) {
-	detail := "no write check for this journal type"
-	if p, ok := r.store.(journal.Pinger); ok {
-		if err := p.Ping(ctx); err != nil {
-			return "", fmt.Errorf("journal (%s) cannot be written: %w", r.cfg.Journal.Type, err)
+// config reports what the configuration loaded.
+func (r readiness) config(context.Context) (string, error) {
+	if r.cfg.HasTenants() {
+		running := 0
+		for _, tn := range r.tenants {
+			if tn.startErr == nil {
+				running++
+			}
 		}
-		detail = "writable (" + r.cfg.Journal.Type + ")"
+		return fmt.Sprintf("loaded: %d tenants, %d running", len(r.tenants), running), nil
 	}
-	if c, ok := r.store.(journal.Counter); ok {
+	return fmt.Sprintf("loaded: %d profiles, %d CA connections, %d Verified Access profiles",
+		len(r.cfg.Profiles), len(r.cfg.CAConnections), len(r.cfg.VerifiedAccess.Profiles)), nil
+}
+
+// journal proves the journal accepts a write and samples its record counts.
+func (t *tenant) journalCheck(ctx context.Context) (string, error) {
+	detail := "no write check for this journal type"
+	if p, ok := t.store.(journal.Pinger); ok {
+		if err := p.Ping(ctx); err != nil {
+			return "", fmt.Errorf("journal (%s) cannot be written: %w", t.journal.Type, err)
+		}
+		detail = "writable (" + t.journal.Type + ")"
+	}
+	if c, ok := t.store.(journal.Counter); ok {
 		counts, err := c.Count(ctx)
 		if err != nil {
 			// The metrics keep their last values; work goes on.
@@ -102,18 +118,18 @@ func (r readiness) journal(ctx context.Context) (string, error) {
 			byName[string(s)] = n
 			total += n
 		}
-		r.records.Observe(names, byName)
+		t.records.Observe(names, byName)
 		detail += fmt.Sprintf("; %d records", total)
 	}
 	return detail, nil
 }
 
 // pubsub passes while a StreamingPull stream is open, i.e. while notifications can arrive.
-func (r readiness) pubsub(context.Context) (string, error) {
-	open, lastErr := r.intake.StreamOpen()
+func (t *tenant) pubsubCheck(context.Context) (string, error) {
+	open, lastErr := t.receiver.StreamOpen()
 	switch {
 	case open:
-		return "stream open to " + r.cfg.PubSub.Subscription, nil
+		return "stream open to " + t.cfg.PubSub.Subscription, nil
 	case lastErr != nil:
 		return "", fmt.Errorf("no Pub/Sub stream open: %w", lastErr)
 	default:
@@ -170,7 +186,7 @@ func tokenCheck(ts oauth2.TokenSource, without string) func(context.Context) (st
 }
 
 // caPing passes while the CA connection answers its connector's ping.
-func (r readiness) caPing(name string, conn ca.Connector) func(context.Context) (string, error) {
+func (t *tenant) caPing(name string, conn ca.Connector) func(context.Context) (string, error) {
 	p, ok := conn.(ca.Pinger)
 	if !ok {
 		return func(context.Context) (string, error) { return "no health check for this connector type", nil }
@@ -178,7 +194,7 @@ func (r readiness) caPing(name string, conn ca.Connector) func(context.Context) 
 	return func(ctx context.Context) (string, error) {
 		start := time.Now()
 		err := p.Ping(ctx)
-		r.calls.Observe(context.WithoutCancel(ctx), ctx, name, metrics.CAPing, time.Since(start), err) // a cut ping is a timeout
+		t.calls.Observe(context.WithoutCancel(ctx), ctx, name, metrics.CAPing, time.Since(start), err) // a cut ping is a timeout
 		if err != nil {
 			return "", err
 		}
@@ -211,11 +227,12 @@ func heldCertificates(get func() []ca.HeldCertificate) metrics.CertificateSource
 }
 
 // opsReconfigured points the readiness checks and the certificate metrics at the CA
-// connections a reload swapped in.
-func (a *Adapter) opsReconfigured(conns map[string]*engine.CAConnection) {
-	a.checks.cas = conns
+// connections a reload swapped in (tenant.conns).
+func (a *Adapter) opsReconfigured() {
 	if err := a.Ops.SetChecks(a.checks.checks()); err != nil {
 		a.log.Error("readiness checks not replaced", zap.Error(err)) // names come from a validated config
 	}
-	caCertificates(a.certs, conns)
+	for _, tn := range a.running() {
+		caCertificates(tn.certs, tn.conns)
+	}
 }

@@ -20,6 +20,7 @@ import (
 // what the adapter is (instanceId), where its work is (journal, pubsub) and what it listens on.
 func liveKeys() []string {
 	return []string{
+		"tenants", // compared tenant by tenant (tenantRestartKeys)
 		"customers",
 		"google.rateLimit",
 		"log.level",
@@ -64,68 +65,107 @@ func (a *Adapter) Reload(cfg *config.Config) error {
 	return err
 }
 
+// tenantReload is what a reload swaps into one running tenant.
+type tenantReload struct {
+	tn       *tenant
+	next     config.Tenant
+	profiles map[string]*engine.Profile
+	conns    map[string]*engine.CAConnection
+}
+
 func (a *Adapter) reload(cfg *config.Config) error {
+	if cfg.HasTenants() != a.cfg.HasTenants() {
+		return errors.New("switching between the single-customer form and tenants takes a restart")
+	}
 	for _, w := range cfg.Warnings() {
 		a.log.Warn("configuration warning", zap.String("path", w.Path), zap.String("warning", w.Message))
 	}
-	profiles, perr := Profiles(cfg)
-	conns, cerr := Connectors(cfg, a.log)
-	if err := errors.Join(perr, cerr); err != nil {
-		closeConnectors(a.log, conns, nil)
+	// Every running tenant's part is built first; the reload applies to all or to none.
+	next := map[string]config.Tenant{}
+	for _, t := range cfg.AllTenants() {
+		next[t.Name] = t
+	}
+	var swaps []tenantReload
+	closeBuilt := func() {
+		for _, sw := range swaps {
+			closeConnectors(a.log, sw.conns, nil)
+		}
+	}
+	var errs []error
+	for _, tn := range a.running() {
+		t, ok := next[tn.name()]
+		if !ok {
+			continue // a tenant removed: it runs on until a restart (restartKeys names it)
+		}
+		profiles, perr := TenantProfiles(t)
+		conns, cerr := TenantConnectors(t, cfg.BaseDir, tn.log)
+		swaps = append(swaps, tenantReload{tn: tn, next: t, profiles: profiles, conns: conns})
+		errs = append(errs, perr, cerr)
+	}
+	if err := errors.Join(errs...); err != nil {
+		closeBuilt()
 		return err
 	}
 	var va *verifiedaccess.Reconfiguration
 	if a.va != nil && cfg.VerifiedAccess.Enabled {
-		vaProfiles, err := VerifiedAccessProfiles(cfg, conns)
+		// Only the single-customer form serves Verified Access: swaps[0] is its tenant.
+		vaProfiles, err := VerifiedAccessProfiles(cfg, swaps[0].conns)
 		if err == nil {
 			va, err = a.va.Prepare(cfg.VerifiedAccess, vaProfiles)
 		}
 		if err != nil {
-			closeConnectors(a.log, conns, nil)
+			closeBuilt()
 			return err
 		}
 	}
 	trail, err := a.Audit.Prepare(cfg.Audit.Path)
 	if err != nil {
-		closeConnectors(a.log, conns, nil)
+		closeBuilt()
 		return err
 	}
 
 	// From here on nothing fails.
-	old := a.conns
-	a.conns = conns
-	idle := []<-chan struct{}{a.Engine.Reconfigure(profiles, conns)}
-	if va != nil {
-		idle = append(idle, va.Apply())
+	profiles, conns := 0, 0
+	for i, sw := range swaps {
+		tn := sw.tn
+		old := tn.conns
+		tn.conns = sw.conns
+		idle := []<-chan struct{}{tn.engine.Reconfigure(sw.profiles, sw.conns)}
+		if i == 0 && va != nil {
+			idle = append(idle, va.Apply())
+		}
+		if i != 0 || a.va == nil || va != nil {
+			go func() {
+				for _, c := range idle {
+					<-c
+				}
+				closeConnectors(a.log, old, sw.conns)
+			}()
+		}
+		// Else the enrollment server runs on (verifiedAccess.enabled takes a restart) with the
+		// profiles it has, bound to the old connectors, which therefore stay open.
+		tn.receiver.SetCustomers(sw.next.Customers)
+		if err := tn.api.SetRateLimit(APIRateLimit(sw.next.Google.RateLimit)); err != nil {
+			tn.log.Warn(sw.next.Key("google.rateLimit"), zap.Error(err)) // validated already; kept as it was
+		}
+		if i == 0 && a.vaClient != nil {
+			a.vaClient.SetRateLimit(sw.next.Google.RateLimit)
+		}
+		tn.log.Info("tenant reconfigured", zap.Int("profiles", len(sw.profiles)), zap.Int("ca_connections", len(sw.conns)),
+			zap.Strings("customers", sw.next.Customers))
+		profiles, conns = profiles+len(sw.profiles), conns+len(sw.conns)
 	}
-	if a.va == nil || va != nil {
-		go func() {
-			for _, c := range idle {
-				<-c
-			}
-			closeConnectors(a.log, old, conns)
-		}()
-	}
-	// Else the enrollment server runs on (verifiedAccess.enabled takes a restart) with the
-	// profiles it has, bound to the old connectors, which therefore stay open.
 	if err := trail.Apply(); err != nil {
 		a.log.Warn("audit log", zap.Error(err))
-	}
-	a.receiver.SetCustomers(cfg.Customers)
-	if err := a.api.SetRateLimit(APIRateLimit(cfg.Google.RateLimit)); err != nil {
-		a.log.Warn("google.rateLimit", zap.Error(err)) // validated already; kept as it was
-	}
-	if a.vaClient != nil {
-		a.vaClient.SetRateLimit(cfg.Google.RateLimit)
 	}
 	if a.LogLevel != nil {
 		if err := a.LogLevel.Set(cfg.Log.Level); err != nil {
 			a.log.Warn("log level", zap.Error(err)) // validated already; kept as it was
 		}
 	}
-	a.opsReconfigured(conns)
+	a.opsReconfigured()
 	a.m.Reloads.WithLabelValues(metrics.ReloadApplied).Inc()
-	a.log.Info("configuration reloaded", zap.Int("profiles", len(profiles)), zap.Int("ca_connections", len(conns)),
+	a.log.Info("configuration reloaded", zap.Int("tenants", len(swaps)), zap.Int("profiles", profiles), zap.Int("ca_connections", conns),
 		zap.Strings("customers", cfg.Customers), zap.String("log_level", cfg.Log.Level), zap.String("audit_path", cfg.Audit.Path))
 	if keys := restartKeys(a.cfg, cfg); len(keys) > 0 {
 		a.log.Warn("configuration keys changed that take effect only after a restart; running with their old values",
@@ -170,11 +210,51 @@ func restartKeys(running, next *config.Config) []string {
 	live := liveKeys()
 	keys := out[:0]
 	for _, k := range out {
-		if !underAny(k, live) {
+		if k != "tenants" && !underAny(k, live) {
 			keys = append(keys, k)
 		}
 	}
-	return keys
+	return append(keys, tenantRestartKeys(running, next)...)
+}
+
+// tenantRestartKeys lists what changed in the tenants list that only a restart applies: tenants
+// added or removed (by name), and keys of a tenant outside liveTenantKeys.
+func tenantRestartKeys(running, next *config.Config) []string {
+	if !running.HasTenants() && !next.HasTenants() {
+		return nil
+	}
+	before := map[string]config.Tenant{}
+	for _, t := range running.AllTenants() {
+		before[t.Name] = t
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, t := range next.AllTenants() {
+		seen[t.Name] = true
+		old, ok := before[t.Name]
+		if !ok {
+			out = append(out, t.Path+" (tenant "+t.Name+" added)")
+			continue
+		}
+		var diff []string
+		diffKeys(reflect.ValueOf(old), reflect.ValueOf(t), "", &diff)
+		for _, k := range diff {
+			if !underAny(k, liveTenantKeys()) {
+				out = append(out, t.Key(k))
+			}
+		}
+	}
+	for _, t := range running.AllTenants() {
+		if !seen[t.Name] {
+			out = append(out, t.Path+" (tenant "+t.Name+" removed)")
+		}
+	}
+	return out
+}
+
+// liveTenantKeys are the keys of a tenant that a reload applies, relative to the tenant.
+func liveTenantKeys() []string {
+	return []string{"customers", "google.rateLimit", "profiles", "caConnections"}
 }
 
 func underAny(key string, prefixes []string) bool {

@@ -51,6 +51,9 @@ type Event struct {
 	// Time is when the process reached its final state, or the enrollment was decided (UTC).
 	Time       time.Time `json:"time"`
 	InstanceID string    `json:"instanceId"`
+	// Tenant is the tenant whose pipeline worked the process (docs/tenants.md); absent for the
+	// single-customer form.
+	Tenant string `json:"tenant,omitempty"`
 
 	Customer     string `json:"customer,omitempty"`
 	Scope        string `json:"scope,omitempty"`

@@ -101,8 +101,11 @@ type CAConnection struct {
 // Options configures an Engine. Zero values take the defaults of package config (Default*).
 type Options struct {
 	InstanceID string
-	API        API
-	Store      journal.Store
+	// Tenant names the tenant this engine works for in its audit events (docs/tenants.md);
+	// empty for the single-customer form.
+	Tenant string
+	API    API
+	Store  journal.Store
 	// Profiles and CAs are what processes' references resolve to, until Reconfigure.
 	Profiles map[string]*Profile      // by profileAdapterConfigReference
 	CAs      map[string]*CAConnection // by caConnectionAdapterConfigReference
@@ -542,6 +545,7 @@ func (e *Engine) writeAudit(ctx context.Context, rec *journal.Record, fresh bool
 		return // the lease is gone: the next holder writes it
 	}
 	ev := audit.Provisioning(rec, e.o.InstanceID)
+	ev.Tenant = e.o.Tenant
 	if !fresh {
 		written, err := e.o.Audit.Written(ev.ID)
 		if err != nil {

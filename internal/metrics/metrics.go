@@ -19,6 +19,11 @@ import (
 // Namespace prefixes every metric of the adapter.
 const Namespace = "certprov"
 
+// LabelTenant is the label that every series of a named tenant's pipeline carries (the
+// adapter wraps the tenant's registerer with it, prometheus.WrapRegistererWith); the
+// single-customer form's series have none (docs/tenants.md).
+const LabelTenant = "tenant"
+
 // register registers c on reg and returns it; when an equal collector is registered already it
 // returns that one instead, so that a component built twice on one registry (an engine
 // restarted in a test) and components sharing a group (the engine and the enrollment server

@@ -70,7 +70,12 @@ type Options struct {
 	JournalType string
 	// InstanceID is the adapter's callerInstanceId.
 	InstanceID string
-	Build      buildinfo.Info
+	// Tenant names the tenant whose journal the page reads (docs/tenants.md); empty for the
+	// single-customer form. Tenants lists every tenant's name, for links to their pages
+	// (TenantPath); the readiness table covers them all.
+	Tenant  string
+	Tenants []string
+	Build   buildinfo.Info
 	// Started is when the adapter started; the page shows the uptime from it.
 	Started time.Time
 	// StepsRunning, when set, reports how many steps this replica's workers run right now.
@@ -175,6 +180,8 @@ type view struct {
 	Refresh     int
 	Now         time.Time
 	InstanceID  string
+	Tenant      string
+	Tenants     []tenantLink
 	Build       buildinfo.Info
 	JournalType string
 	Started     time.Time
@@ -198,6 +205,15 @@ type view struct {
 	ByProfile   rateTable
 	ByCA        rateTable
 }
+
+// tenantLink is a tenant's page, in the list of tenants.
+type tenantLink struct {
+	Name, Path string
+	Current    bool
+}
+
+// TenantPath is where the status page of the tenant named name is served: /status/<name>.
+func TenantPath(name string) string { return ops.PathStatus + "/" + name }
 
 type checkRow struct {
 	ops.CheckResult
@@ -266,7 +282,10 @@ func (p *Page) view(ctx context.Context) *view {
 	v := &view{
 		Refresh: RefreshSeconds, Now: now, InstanceID: p.o.InstanceID, Build: p.o.Build,
 		JournalType: p.o.JournalType, Started: p.o.Started, Uptime: inspect.RoundDuration(now.Sub(p.o.Started)),
-		Ready: p.o.Readiness.Ready(),
+		Ready: p.o.Readiness.Ready(), Tenant: p.o.Tenant,
+	}
+	for _, t := range p.o.Tenants {
+		v.Tenants = append(v.Tenants, tenantLink{Name: t, Path: TenantPath(t), Current: t == p.o.Tenant})
 	}
 	for _, c := range p.o.Readiness.Readiness() {
 		row := checkRow{CheckResult: c}
