@@ -87,6 +87,9 @@ type Emulator struct {
 	conn      *grpc.ClientConn
 	client    *pubsub.Client
 	publisher *pubsub.Publisher
+	// customerTopics publish the notifications of the customers that have a topic of their own
+	// (CustomerTopic); guarded by mu.
+	customerTopics map[string]*pubsub.Publisher
 
 	closeOnce sync.Once
 	closeErr  error
@@ -278,6 +281,7 @@ func (e *Emulator) Close() error {
 		if e.publisher != nil {
 			e.publisher.Stop()
 		}
+		e.stopCustomerTopics()
 		if e.client != nil {
 			if err := e.client.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close pubsub client: %w", err))
@@ -334,7 +338,7 @@ func (e *Emulator) StartProcess(ctx context.Context, spec ProcessSpec) (string, 
 		return p.name, fmt.Errorf("start process %s: %w", p.name, err)
 	}
 	for i := 0; i <= spec.Duplicates; i++ {
-		if err := e.Publish(ctx, data); err != nil {
+		if err := e.publishFor(ctx, p.customer, data); err != nil {
 			return p.name, fmt.Errorf("start process %s: %w", p.name, err)
 		}
 	}

@@ -121,7 +121,7 @@ func (e *Emulator) Notify(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("notify %s: %w", name, err)
 	}
-	if err := e.Publish(ctx, data); err != nil {
+	if err := e.publishFor(ctx, p.customer, data); err != nil {
 		return fmt.Errorf("notify %s: %w", name, err)
 	}
 	return nil

@@ -1,0 +1,295 @@
+package adapter
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
+)
+
+// Customers of the two tenants the tests run.
+const (
+	customerA = "C0tenanta"
+	customerB = "C0tenantb"
+)
+
+// tenantScene is one emulator serving two customers, each notified on a topic of its own, and
+// two built-in CAs, one per tenant.
+type tenantScene struct {
+	t          *testing.T
+	emu        *emulator.Emulator
+	rest       *httptest.Server
+	dir        string
+	rootsA     *x509.CertPool
+	rootsB     *x509.CertPool
+	caA, caB   [2]string // certificate and key files
+	subA, subB string
+}
+
+func newTenantScene(t *testing.T, rest func(http.Handler) http.Handler) *tenantScene {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	emu, err := emulator.New(context.Background(), emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	var h http.Handler = emu.Handler()
+	if rest != nil {
+		h = rest(h)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	s := &tenantScene{t: t, emu: emu, rest: srv, dir: t.TempDir()}
+	for _, c := range []struct {
+		customer, topic, sub string
+		into                 *string
+	}{{customerA, "topic-a", "sub-a", &s.subA}, {customerB, "topic-b", "sub-b", &s.subB}} {
+		if *c.into, err = emu.CustomerTopic(context.Background(), c.customer, c.topic, c.sub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.caA, s.rootsA = s.newCA("a")
+	s.caB, s.rootsB = s.newCA("b")
+	return s
+}
+
+func (s *tenantScene) newCA(name string) ([2]string, *x509.CertPool) {
+	s.t.Helper()
+	dir := filepath.Join(s.dir, "ca-"+name)
+	cert, key, err := local.CreateCA(dir, "ecdsa", "tenant "+name+" CA", 24*time.Hour)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	certs, err := pemutil.ParseCertificates(pem)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(certs[0])
+	return [2]string{cert, key}, pool
+}
+
+// tenantYAML is one tenant's entry: its customer, subscription and a profile "device" whose
+// organization names the tenant; conn is its caConnections mapping and google extra keys of
+// its google section.
+func (s *tenantScene) tenantYAML(name, customer, sub, org, conn, google string) string {
+	return fmt.Sprintf(`
+  - name: %s
+    customers: [%s]
+    pubsub: {project: p, subscription: %q, endpoint: %q, insecure: true}
+    google: {credentials: {type: none}, endpoint: %q, %s}
+    profiles:
+      device: {subject: {commonName: "{{.Device.SerialNumber}}", organization: [%s]}, extendedKeyUsage: [clientAuth]}
+    caConnections:
+%s`, name, customer, sub, s.emu.PubSubAddr(), s.rest.URL+"/", google, org, conn)
+}
+
+// localConn is a caConnections entry "corp" for the built-in CA with files ca.
+func (s *tenantScene) localConn(ca [2]string, ledger string) string {
+	return fmt.Sprintf("      corp: {type: local, certificateFile: %q, keyFile: %q, ledgerFile: %q}\n", ca[0], ca[1], filepath.Join(s.dir, ledger))
+}
+
+// start runs the adapter with the tenants given (YAML list entries) until the test ends.
+func (s *tenantScene) start(workers int, tenants ...string) *daemon {
+	s.t.Helper()
+	yaml := fmt.Sprintf(`
+instanceId: a1
+engine: {workers: %d, pollInterval: 20ms, maxPollInterval: 200ms, retry: {initialBackoff: 20ms, maxBackoff: 1s}}
+journal: {type: sqlite, path: journal.db}
+audit: {path: audit.jsonl}
+ops: {listen: "127.0.0.1:0", checkInterval: 50ms, checkTimeout: 2s}
+tenants:`, workers) + strings.Join(tenants, "")
+	cfg, err := config.Parse([]byte(yaml), s.dir)
+	if err != nil {
+		s.t.Fatalf("config: %v", err)
+	}
+	log := zaptest.NewLogger(s.t)
+	a, err := New(context.Background(), cfg, log)
+	if err != nil {
+		s.t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	d := &daemon{t: s.t, emu: s.emu, a: a, base: "http://" + a.Ops.Addr().String()}
+	var once sync.Once
+	d.stop = func() error {
+		var err error
+		once.Do(func() {
+			cancel()
+			err = <-done
+			_ = a.Close()
+		})
+		return err
+	}
+	s.t.Cleanup(func() { _ = d.stop() })
+	return d
+}
+
+// startProcesses starts n device processes of customer on the emulator, naming profile
+// "device" and CA connection "corp".
+func (s *tenantScene) startProcesses(customer string, n int) []string {
+	s.t.Helper()
+	var names []string
+	for range n {
+		name, err := s.emu.StartProcess(context.Background(), emulator.ProcessSpec{
+			Customer: customer, KeyType: emulator.KeyECDSA, ProfileRef: "device", CARef: "corp",
+		})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	return names
+}
+
+// issuedBy checks that every named process got a certificate for its own device key, chaining
+// to roots, with org as its organization, in the normal number of calls: one claim, one
+// signData that reached the device, one upload, no failure and no injected answer.
+func (s *tenantScene) issuedBy(names []string, roots *x509.CertPool, org string) {
+	s.t.Helper()
+	for _, name := range names {
+		waitFinished(s.t, s.emu, name)
+		snap, _ := s.emu.Process(name)
+		if snap.State != emulator.StateIssued {
+			s.t.Errorf("%s: %s (%s), want issued", name, snap.State, snap.FailureMessage)
+			continue
+		}
+		cert, err := emulator.VerifyIssued(snap, roots, nil) // chains to roots, carries the device's key
+		if err != nil {
+			s.t.Errorf("%s: not issued by its tenant's CA for its device's key: %v", name, err)
+			continue
+		}
+		if got := cert.Subject.Organization; len(got) != 1 || got[0] != org {
+			s.t.Errorf("%s: organization %v, want [%s] (the tenant's own profile)", name, got, org)
+		}
+		want := map[string]int{emulator.MethodClaim: 1, emulator.MethodSignData: 1, emulator.MethodUploadCertificate: 1}
+		for m, n := range want {
+			if snap.Calls[m] != n {
+				s.t.Errorf("%s: %d %s calls, want %d", name, snap.Calls[m], m, n)
+			}
+		}
+		if snap.SignDataCount != 1 || snap.Calls[emulator.MethodSetFailure] != 0 || len(snap.Injected) != 0 {
+			s.t.Errorf("%s: signData reached the device %d times, %d setFailure, injected %v", name, snap.SignDataCount, snap.Calls[emulator.MethodSetFailure], snap.Injected)
+		}
+	}
+}
+
+// TestTenantsIssueThroughTheirOwnPipelines runs two tenants on one emulator, each with its own
+// customer, topic, profile and CA connection of the same names: every process is issued by its
+// tenant's CA with its tenant's profile; audit events, metrics, readiness checks, status pages
+// and journal files are the tenant's.
+func TestTenantsIssueThroughTheirOwnPipelines(t *testing.T) {
+	s := newTenantScene(t, nil)
+	d := s.start(4,
+		s.tenantYAML("acme", customerA, s.subA, "Acme", s.localConn(s.caA, "ledger-a.jsonl"), ""),
+		s.tenantYAML("beta", customerB, s.subB, "Beta", s.localConn(s.caB, "ledger-b.jsonl"), ""))
+	d.waitReadyz(200, "", false)
+
+	a := s.startProcesses(customerA, 3)
+	b := s.startProcesses(customerB, 3)
+	s.issuedBy(a, s.rootsA, "Acme")
+	s.issuedBy(b, s.rootsB, "Beta")
+
+	// Metrics: each tenant's series carry its label and count its own processes only.
+	waitFor(t, 10*time.Second, func() bool {
+		m := d.scrape()
+		return value(m, "certprov_processes_finished_total", map[string]string{"tenant": "acme", "outcome": "issued"}) == 3 &&
+			value(m, "certprov_processes_finished_total", map[string]string{"tenant": "beta", "outcome": "issued"}) == 3
+	})
+	m := d.scrape()
+	for _, tenant := range []string{"acme", "beta"} {
+		if n := value(m, "certprov_ca_requests_total", map[string]string{"tenant": tenant, "ca_connection": "corp", "operation": "issue", "outcome": "ok"}); n != 3 {
+			t.Errorf("tenant %s: %v CA issue calls, want 3", tenant, n)
+		}
+		if n := value(m, "certprov_pubsub_messages_total", map[string]string{"tenant": tenant, "result": "admitted"}); n != 3 {
+			t.Errorf("tenant %s: %v notifications admitted, want 3 (its own topic only)", tenant, n)
+		}
+		if n := value(m, "certprov_google_api_requests_total", map[string]string{"tenant": tenant, "method": "claim"}); n != 3 {
+			t.Errorf("tenant %s: %v claims through its API client, want 3", tenant, n)
+		}
+	}
+
+	// Readiness: every tenant's checks, by name.
+	r := d.waitReadyz(200, "", false)
+	for _, c := range []string{"acme/journal", "acme/pubsub", "acme/google_token", "acme/ca_connection:corp", "beta/pubsub", "beta/ca_connection:corp"} {
+		if !r.check(c).Ready {
+			t.Errorf("readiness check %s: %+v", c, r.check(c))
+		}
+	}
+	for _, path := range []string{"/status/acme", "/status/beta"} {
+		code, body := d.get(path)
+		tenant := strings.TrimPrefix(path, "/status/")
+		if code != 200 || !strings.Contains(string(body), `id="tenant" class="mono">`+tenant+`<`) {
+			t.Errorf("%s: %d, tenant %s not shown", path, code, tenant)
+		}
+	}
+
+	// The journal is one file per tenant; the audit log is shared, each event naming its tenant.
+	for _, f := range []string{"journal.acme.db", "journal.beta.db"} {
+		if _, err := os.Stat(filepath.Join(s.dir, f)); err != nil {
+			t.Errorf("journal part: %v", err)
+		}
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	byTenant := map[string]map[string]string{}
+	for _, ev := range readAudit(t, filepath.Join(s.dir, "audit.jsonl")) {
+		if byTenant[ev.Tenant] == nil {
+			byTenant[ev.Tenant] = map[string]string{}
+		}
+		byTenant[ev.Tenant][ev.ID] = ev.Customer
+	}
+	for tenant, want := range map[string]struct {
+		customer string
+		names    []string
+	}{"acme": {customerA, a}, "beta": {customerB, b}} {
+		if len(byTenant[tenant]) != len(want.names) {
+			t.Errorf("tenant %s: %d audit events, want %d", tenant, len(byTenant[tenant]), len(want.names))
+		}
+		for _, n := range want.names {
+			if byTenant[tenant][n] != want.customer {
+				t.Errorf("audit event of %s: tenant %s customer %q, want %q", n, tenant, byTenant[tenant][n], want.customer)
+			}
+		}
+	}
+}
+
+func readAudit(t *testing.T, path string) []audit.Event {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []audit.Event
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ev audit.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
