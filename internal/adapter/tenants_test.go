@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -115,6 +116,7 @@ func (s *tenantScene) start(workers int, tenants ...string) *daemon {
 	s.t.Helper()
 	yaml := fmt.Sprintf(`
 instanceId: a1
+shutdownGracePeriod: 2s
 engine: {workers: %d, pollInterval: 20ms, maxPollInterval: 200ms, retry: {initialBackoff: 20ms, maxBackoff: 1s}}
 journal: {type: sqlite, path: journal.db}
 audit: {path: audit.jsonl}
@@ -292,4 +294,169 @@ func readAudit(t *testing.T, path string) []audit.Event {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// hangingCA is a CA webhook that answers no request for a certificate until released: a CA
+// that is down in the worst way, holding every call until the connection's timeout. Pings are
+// answered 503 at once.
+type hangingCA struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	calls    int
+	arrived  chan struct{} // one send per call
+	released chan struct{}
+}
+
+func newHangingCA(t *testing.T) *hangingCA {
+	h := &hangingCA{arrived: make(chan struct{}, 100), released: make(chan struct{})}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), `"ping":true`) {
+			http.Error(w, "down", http.StatusServiceUnavailable) // the readiness check's ping
+			return
+		}
+		h.mu.Lock()
+		h.calls++
+		h.mu.Unlock()
+		h.arrived <- struct{}{}
+		select {
+		case <-h.released:
+		case <-r.Context().Done():
+		}
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// release lets the held calls answer (503) and every later one at once.
+func (h *hangingCA) release() {
+	select {
+	case <-h.released:
+	default:
+		close(h.released)
+	}
+}
+
+// TestTenantCAHangingDoesNotDelayAnother: tenant beta's CA holds every call; with beta's
+// workers all stuck in it, every process of tenant acme is still issued, by acme's CA, in the
+// normal number of calls, while beta's wait. A worker pool shared by the tenants would be all
+// beta's by then.
+func TestTenantCAHangingDoesNotDelayAnother(t *testing.T) {
+	s := newTenantScene(t, nil)
+	hang := newHangingCA(t)
+	const workers = 2
+	d := s.start(workers,
+		s.tenantYAML("acme", customerA, s.subA, "Acme", s.localConn(s.caA, "ledger-a.jsonl"), ""),
+		s.tenantYAML("beta", customerB, s.subB, "Beta", fmt.Sprintf("      corp: {type: webhook, url: %q, timeout: 5m}\n", hang.srv.URL), ""))
+	t.Cleanup(hang.release) // before the daemon stops (cleanups run last first)
+
+	b := s.startProcesses(customerB, 2*workers)
+	for range workers { // every worker of beta is in a CA call now
+		select {
+		case <-hang.arrived:
+		case <-time.After(30 * time.Second):
+			t.Fatal("beta's processes never reached its CA")
+		}
+	}
+	a := s.startProcesses(customerA, 4)
+	s.issuedBy(a, s.rootsA, "Acme")
+
+	for _, name := range b {
+		if snap, _ := s.emu.Process(name); snap.Finished() || snap.CertificatePEM != "" {
+			t.Errorf("beta's %s finished (%s) although its CA answers nothing", name, snap.State)
+		}
+	}
+	hang.mu.Lock()
+	calls := hang.calls
+	hang.mu.Unlock()
+	if calls != workers {
+		t.Errorf("beta's CA got %d calls, want %d: one per worker of beta, no more", calls, workers)
+	}
+	m := d.scrape()
+	if n := value(m, "certprov_processes_in_flight", map[string]string{"tenant": "beta", "state": "signed"}); n != workers {
+		t.Errorf("beta: %v steps in flight in the CA step, want %d", n, workers)
+	}
+	r := d.waitReadyz(503, "beta/ca_connection:corp", false)
+	if !r.check("acme/ca_connection:corp").Ready {
+		t.Errorf("acme's CA check: %+v", r.check("acme/ca_connection:corp"))
+	}
+}
+
+// quotaExhausted answers Google's 429 RESOURCE_EXHAUSTED, with Retry-After, to every call of
+// customer after its claim: signData, the operation polls and the upload.
+func quotaExhausted(customer string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p := r.URL.Path
+			if strings.Contains(p, "/customers/"+customer+"/") &&
+				(strings.Contains(p, ":signData") || strings.Contains(p, "/operations/") || strings.Contains(p, ":uploadCertificate")) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Retry-After", "1")
+				w.WriteHeader(http.StatusTooManyRequests)
+				_, _ = w.Write([]byte(`{"error":{"code":429,"message":"Quota exceeded for quota metric 'Requests' and limit 'Requests per minute'.","status":"RESOURCE_EXHAUSTED"}}`))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// TestTenantQuotaIsItsOwn: Google answers tenant beta with 429 on every call after the claim,
+// and beta's own rate limit is tiny; tenant acme's processes are all issued in the normal number
+// of calls, and acme's client neither waited for beta's limit nor saw a 429.
+func TestTenantQuotaIsItsOwn(t *testing.T) {
+	s := newTenantScene(t, quotaExhausted(customerB))
+	d := s.start(2,
+		s.tenantYAML("acme", customerA, s.subA, "Acme", s.localConn(s.caA, "ledger-a.jsonl"), "rateLimit: {requestsPerSecond: 1000, burst: 100}"),
+		s.tenantYAML("beta", customerB, s.subB, "Beta", s.localConn(s.caB, "ledger-b.jsonl"), "rateLimit: {requestsPerSecond: 2, burst: 1}"))
+
+	b := s.startProcesses(customerB, 3)
+	waitFor(t, 30*time.Second, func() bool {
+		return value(d.scrape(), "certprov_google_api_requests_total", map[string]string{"tenant": "beta", "code": "429"}) >= 2
+	})
+	a := s.startProcesses(customerA, 4)
+	s.issuedBy(a, s.rootsA, "Acme")
+
+	for _, name := range b {
+		if snap, _ := s.emu.Process(name); snap.Finished() {
+			t.Errorf("beta's %s finished (%s) although Google refuses its calls", name, snap.State)
+		}
+	}
+	// The upload is counted once its answer is read, a moment after the emulator stored it.
+	waitFor(t, 10*time.Second, func() bool {
+		return value(d.scrape(), "certprov_google_api_requests_total", map[string]string{"tenant": "acme", "method": "uploadCertificate", "code": "200"}) == 4
+	})
+	if n := value(d.scrape(), "certprov_google_api_requests_total", map[string]string{"tenant": "acme", "code": "429"}); n != 0 {
+		t.Errorf("acme saw %v answers 429", n)
+	}
+}
+
+// TestTenantThatCannotStart: tenant gamma's key file is no key and tenant delta's subscription
+// does not exist. The adapter starts anyway: acme issues, /readyz is 503 naming gamma/start and
+// delta/pubsub, and acme's checks pass.
+func TestTenantThatCannotStart(t *testing.T) {
+	s := newTenantScene(t, nil)
+	keyFile := filepath.Join(s.dir, "gamma-key.json")
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gamma := s.tenantYAML("gamma", "C0tenantc", "sub-c", "Gamma", s.localConn(s.caB, "ledger-c.jsonl"), "")
+	gamma = strings.Replace(gamma, "credentials: {type: none}", fmt.Sprintf("credentials: {type: serviceAccountKey, file: %q}", keyFile), 1)
+	d := s.start(2,
+		s.tenantYAML("acme", customerA, s.subA, "Acme", s.localConn(s.caA, "ledger-a.jsonl"), ""),
+		gamma,
+		s.tenantYAML("delta", "C0tenantd", "no-such-subscription", "Delta", s.localConn(s.caB, "ledger-d.jsonl"), ""))
+
+	a := s.startProcesses(customerA, 2)
+	s.issuedBy(a, s.rootsA, "Acme")
+	r := d.waitReadyz(503, "delta/pubsub", false)
+	if c := r.check("gamma/start"); c.Ready || !strings.Contains(c.Detail, "service account key") {
+		t.Errorf("gamma/start: %+v, want not ready naming the key", c)
+	}
+	for _, c := range []string{"acme/pubsub", "acme/journal", "acme/google_token", "delta/journal"} {
+		if !r.check(c).Ready {
+			t.Errorf("%s: %+v", c, r.check(c))
+		}
+	}
 }
