@@ -14,6 +14,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/adapter"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/engine"
 )
 
 func newValidateCmd(o Options) *cobra.Command {
@@ -56,21 +57,37 @@ func validate(o Options, path string, check bool) error {
 		}
 	}
 	printWarnings(o.Stderr, path, cfg)
-	_, perr := adapter.Profiles(cfg)
-	conns, cerr := adapter.Connectors(cfg, zap.NewNop())
-	defer func() { _ = adapter.CloseConnectors(conns) }()
-	// Enrollment profiles are checked whether or not the section is enabled, so that enabling
-	// it later holds no surprise.
-	var vaerr error
-	if len(cfg.VerifiedAccess.Profiles) > 0 {
-		_, vaerr = adapter.VerifiedAccessProfiles(cfg, conns)
+	errs := []error{loadErr}
+	tenantConns := make([]map[string]*engine.CAConnection, 0, len(cfg.AllTenants()))
+	defer func() {
+		for _, conns := range tenantConns {
+			_ = adapter.CloseConnectors(conns)
+		}
+	}()
+	for _, t := range cfg.AllTenants() {
+		_, perr := adapter.TenantProfiles(t)
+		conns, cerr := adapter.TenantConnectors(t, cfg.BaseDir, zap.NewNop())
+		tenantConns = append(tenantConns, conns)
+		errs = append(errs, perr, cerr)
 	}
-	if err := errors.Join(loadErr, perr, cerr, vaerr); err != nil {
+	// Enrollment profiles are checked whether or not the section is enabled, so that enabling
+	// it later holds no surprise. They name the single-customer form's connections.
+	if len(cfg.VerifiedAccess.Profiles) > 0 {
+		_, vaerr := adapter.VerifiedAccessProfiles(cfg, tenantConns[0])
+		errs = append(errs, vaerr)
+	}
+	if err := errors.Join(errs...); err != nil {
 		config.PrintProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
-	if check && !printPings(o, adapter.PingConnectors(context.Background(), conns)) {
-		return fail(nil)
+	if check {
+		ok := true
+		for i, t := range cfg.AllTenants() {
+			ok = printPings(o, t, adapter.PingConnectors(context.Background(), tenantConns[i])) && ok
+		}
+		if !ok {
+			return fail(nil)
+		}
 	}
 	fmt.Fprintf(o.Stdout, "%s: OK (%s)\n", path, counts(cfg))
 	return nil
@@ -84,14 +101,20 @@ func validateOffline(o Options, path string) error {
 		return fail(nil)
 	}
 	printWarnings(o.Stderr, path, cfg)
-	_, perr := adapter.Profiles(cfg)
-	unchecked, cerr := adapter.CheckConnectors(cfg)
-	var vaerr error
+	var errs []error
+	unchecked := map[string][]string{} // by tenant path
+	for _, t := range cfg.AllTenants() {
+		_, perr := adapter.TenantProfiles(t)
+		names, cerr := adapter.TenantCheckConnectors(t)
+		unchecked[t.Path] = names
+		errs = append(errs, perr, cerr)
+	}
 	if len(cfg.VerifiedAccess.Profiles) > 0 {
 		// Without built connectors the profiles are compiled but not bound to their CA.
-		_, vaerr = adapter.VerifiedAccessProfiles(cfg, nil)
+		_, vaerr := adapter.VerifiedAccessProfiles(cfg, nil)
+		errs = append(errs, vaerr)
 	}
-	if err := errors.Join(perr, cerr, vaerr); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		config.PrintProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
@@ -103,7 +126,7 @@ func validateOffline(o Options, path string) error {
 }
 
 // offlineSkips lists what validate checks and validate --offline does not.
-func offlineSkips(cfg *config.Config, unchecked []string) []string {
+func offlineSkips(cfg *config.Config, unchecked map[string][]string) []string {
 	var out []string
 	for _, f := range cfg.Files() {
 		out = append(out, fmt.Sprintf("%s: the file %s is not opened", f.Path, f.File))
@@ -111,14 +134,16 @@ func offlineSkips(cfg *config.Config, unchecked []string) []string {
 	if cfg.Journal.Type == config.JournalPostgres && cfg.Journal.DSN != "" {
 		out = append(out, "journal.dsn: whether it protects the connection (telling reads sslrootcert and the PostgreSQL service and password files)")
 	}
-	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
-		c := cfg.CAConnections[name]
-		p := "caConnections." + name
-		if files := settingFiles(c.Settings, ""); len(files) > 0 {
-			out = append(out, fmt.Sprintf("%s: the files of %s are not opened", p, strings.Join(files, ", ")))
-		}
-		if slices.Contains(unchecked, name) {
-			out = append(out, fmt.Sprintf("%s: the %s connector has no offline check; its settings are checked only when it is built", p, c.Type))
+	for _, t := range cfg.AllTenants() {
+		for _, name := range slices.Sorted(maps.Keys(t.CAConnections)) {
+			c := t.CAConnections[name]
+			p := t.Key("caConnections." + name)
+			if files := settingFiles(c.Settings, ""); len(files) > 0 {
+				out = append(out, fmt.Sprintf("%s: the files of %s are not opened", p, strings.Join(files, ", ")))
+			}
+			if slices.Contains(unchecked[t.Path], name) {
+				out = append(out, fmt.Sprintf("%s: the %s connector has no offline check; its settings are checked only when it is built", p, c.Type))
+			}
 		}
 	}
 	if len(cfg.VerifiedAccess.Profiles) > 0 {
@@ -156,7 +181,14 @@ func settingFiles(settings map[string]any, prefix string) []string {
 }
 
 func counts(cfg *config.Config) string {
-	s := fmt.Sprintf("%d profiles, %d CA connections", len(cfg.Profiles), len(cfg.CAConnections))
+	profiles, conns := 0, 0
+	for _, t := range cfg.AllTenants() {
+		profiles, conns = profiles+len(t.Profiles), conns+len(t.CAConnections)
+	}
+	s := fmt.Sprintf("%d profiles, %d CA connections", profiles, conns)
+	if cfg.HasTenants() {
+		s = fmt.Sprintf("%d tenants, %s", len(cfg.Tenants), s)
+	}
 	if n := len(cfg.VerifiedAccess.Profiles); n > 0 {
 		s += fmt.Sprintf(", %d Verified Access profiles", n)
 	}
@@ -169,19 +201,20 @@ func printWarnings(w io.Writer, path string, cfg *config.Config) {
 	}
 }
 
-// printPings reports each connection's answer to its health check and returns whether all
-// answered.
-func printPings(o Options, pings []adapter.ConnectorPing) bool {
+// printPings reports the answer of each connection of tenant t to its health check and returns
+// whether all answered.
+func printPings(o Options, t config.Tenant, pings []adapter.ConnectorPing) bool {
 	ok := true
 	for _, p := range pings {
+		key := t.Key("caConnections." + p.Name)
 		switch {
 		case !p.Checked:
-			fmt.Fprintf(o.Stdout, "caConnections.%s: no health check for this connector type\n", p.Name)
+			fmt.Fprintf(o.Stdout, "%s: no health check for this connector type\n", key)
 		case p.Err != nil:
 			ok = false
-			fmt.Fprintf(o.Stderr, "caConnections.%s: unreachable or misconfigured: %v\n", p.Name, p.Err)
+			fmt.Fprintf(o.Stderr, "%s: unreachable or misconfigured: %v\n", key, p.Err)
 		default:
-			fmt.Fprintf(o.Stdout, "caConnections.%s: OK\n", p.Name)
+			fmt.Fprintf(o.Stdout, "%s: OK\n", key)
 		}
 	}
 	return ok

@@ -251,7 +251,7 @@ caConnections:
 // TestShippedConfigsValidOffline: the configurations in configs/ pass offline validation, where
 // their key files do not exist.
 func TestShippedConfigsValidOffline(t *testing.T) {
-	for _, name := range []string{"example.yaml", "demo.yaml"} {
+	for _, name := range []string{"example.yaml", "demo.yaml", "tenants.example.yaml"} {
 		path := filepath.Join("..", "..", "configs", name)
 		if code, out, stderr := runCLI(t, "validate", "--offline", "--config", path); code != ExitOK || !strings.Contains(out, "OK offline") {
 			t.Errorf("%s: exit %d\n%s%s", name, code, out, stderr)

@@ -81,6 +81,9 @@ func valueNode(v reflect.Value) *yaml.Node {
 		return n
 	case reflect.Slice:
 		n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+		if isSection(v.Type().Elem()) {
+			n.Style = 0 // a list of sections (tenants) reads as the file does, in block style
+		}
 		for i := range v.Len() {
 			n.Content = append(n.Content, valueNode(v.Index(i)))
 		}
