@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,7 +26,8 @@ attempts, last error; with --all the finished ones too (outcome, serial, failure
 at most --limit), with --state only those in one state. With PROCESS (its id or full name), show
 that process's history, finished or not, and its certificate (subject, issuer, serial, SANs,
 validity, SPKI SHA-256; --pem the PEM too). Works beside a running adapter, for SQLite and
-PostgreSQL journals.`,
+PostgreSQL journals. With tenants (docs/tenants.md) every tenant's journal is read, under a
+heading naming the tenant, unless --tenant names one; --json needs --tenant then.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("at most one process")
@@ -39,6 +41,7 @@ PostgreSQL journals.`,
 	stateName := cmd.Flags().String("state", "", "list only processes in this state (uploaded and failed: finished ones)")
 	limit := cmd.Flags().Int("limit", inspect.DefaultLimit, "list at most this many finished processes")
 	withPEM := cmd.Flags().Bool("pem", false, "with PROCESS: print the certificate's PEM too")
+	tenantName := cmd.Flags().String("tenant", "", "with tenants: read this tenant's journal only (default: every tenant's)")
 	cmd.MarkFlagsMutuallyExclusive("all", "state")
 	_ = cmd.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var names []string
@@ -67,34 +70,96 @@ PostgreSQL journals.`,
 			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
+		tenants, err := selectTenants(cfg, *tenantName)
+		if err != nil {
+			return err
+		}
+		if *asJSON && len(tenants) > 1 {
+			return usagef("--json with tenants: name one with --tenant (%s)", strings.Join(tenantNames(tenants), ", "))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), inspectTimeout)
 		defer cancel()
-		store, err := adapter.OpenJournal(ctx, cfg.Journal, true, nil)
-		if err != nil {
-			return fail(fmt.Errorf("open journal: %w", err))
-		}
-		defer store.Close()
 		now := time.Now()
-		if len(args) == 0 {
-			if err := inspect.Run(ctx, o.Stdout, store, filter, now, *asJSON); err != nil {
+		var findErr error
+		for _, t := range tenants {
+			store, err := adapter.OpenJournal(ctx, cfg.TenantJournal(t), true, nil)
+			if err != nil {
+				return fail(fmt.Errorf("open journal%s: %w", tenantSuffix(t), err))
+			}
+			done, err := inspectTenant(ctx, o, cfg, t, store, args, filter, now, *asJSON, *withPEM, len(tenants) > 1)
+			_ = store.Close()
+			if len(args) == 0 && err != nil {
 				return fail(err)
 			}
+			if done {
+				return nil
+			}
+			findErr = err
+		}
+		if len(args) == 0 {
 			return nil
 		}
-		rec, err := inspect.Find(ctx, store, cfg.Customers, args[0])
-		if err != nil {
-			return fail(err)
+		if len(tenants) > 1 {
+			findErr = fmt.Errorf("no process %q in the journal of any tenant (%s)", args[0], strings.Join(tenantNames(tenants), ", "))
 		}
-		var opts []inspect.ShowOption
-		if *withPEM {
-			opts = append(opts, inspect.WithPEM())
-		}
-		if err := inspect.Show(o.Stdout, rec, now, *asJSON, opts...); err != nil {
-			return fail(err)
-		}
-		return nil
+		return fail(findErr)
 	}
 	return cmd
+}
+
+// inspectTenant lists the records of tenant t's journal (no args) or shows the process args
+// names; done reports that the process was found and shown. heading prints the tenant's name
+// first (several tenants).
+func inspectTenant(ctx context.Context, o Options, cfg *config.Config, t config.Tenant, store journal.Store, args []string,
+	filter inspect.Filter, now time.Time, asJSON, withPEM, heading bool) (done bool, err error) {
+	if len(args) == 0 {
+		if heading {
+			fmt.Fprintf(o.Stdout, "tenant %s:\n", t.Name)
+		}
+		return false, inspect.Run(ctx, o.Stdout, store, filter, now, asJSON)
+	}
+	rec, err := inspect.Find(ctx, store, t.Customers, args[0])
+	if err != nil {
+		return false, err
+	}
+	if !t.Implicit && !asJSON {
+		fmt.Fprintf(o.Stdout, "Tenant:       %s\n", t.Name)
+	}
+	var opts []inspect.ShowOption
+	if withPEM {
+		opts = append(opts, inspect.WithPEM())
+	}
+	return true, inspect.Show(o.Stdout, rec, now, asJSON, opts...)
+}
+
+// selectTenants is the tenant named name, or every tenant when name is empty.
+func selectTenants(cfg *config.Config, name string) ([]config.Tenant, error) {
+	all := cfg.AllTenants()
+	if name == "" {
+		return all, nil
+	}
+	for _, t := range all {
+		if t.Name == name && (cfg.HasTenants() || name == config.ImplicitTenant) {
+			return []config.Tenant{t}, nil
+		}
+	}
+	return nil, usagef("--tenant %s: the configuration's tenants are %s", name, strings.Join(tenantNames(all), ", "))
+}
+
+func tenantNames(ts []config.Tenant) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Name
+	}
+	return out
+}
+
+// tenantSuffix names a named tenant in a message.
+func tenantSuffix(t config.Tenant) string {
+	if t.Implicit {
+		return ""
+	}
+	return " of tenant " + t.Name
 }
 
 // unfinishedIDs lists the ids of the unfinished processes, for shell completion; it is quiet
@@ -106,19 +171,18 @@ func unfinishedIDs(path string) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	store, err := adapter.OpenJournal(ctx, cfg.Journal, true, nil)
-	if err != nil {
-		return nil
-	}
-	defer store.Close()
-	recs, err := store.Unfinished(ctx)
-	if err != nil {
-		return nil
-	}
-	out := make([]string, 0, len(recs))
-	for _, r := range recs {
-		if r.Process != nil {
-			out = append(out, r.Process.ID+"\t"+string(r.State))
+	var out []string
+	for _, t := range cfg.AllTenants() {
+		store, err := adapter.OpenJournal(ctx, cfg.TenantJournal(t), true, nil)
+		if err != nil {
+			continue
+		}
+		recs, err := store.Unfinished(ctx)
+		_ = store.Close()
+		for _, r := range recs {
+			if err == nil && r.Process != nil {
+				out = append(out, r.Process.ID+"\t"+string(r.State))
+			}
 		}
 	}
 	return out
