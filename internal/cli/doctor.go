@@ -22,6 +22,8 @@ func newDoctorCmd(o Options) *cobra.Command {
 that a token can be obtained with the provisioning scope, that the Pub/Sub subscription exists and
 the identity may pull from it, that the Certificate Provisioning API answers and authorises the
 identity for each customer, and that each CA connection answers. Nothing is changed anywhere.
+With tenants (docs/tenants.md) every tenant is checked with its own credentials, subscription and
+CA connections, its checks named under its path (tenants[1].pubsub.subscription).
 
 One line per check: ok, FAIL (with what to fix) or skip (not checkable here). Exit code 1 if any
 check failed.`,
@@ -39,11 +41,7 @@ check failed.`,
 			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
-		ctx := context.Background()
-		opts, closeClients := doctor.FromConfig(ctx, cfg, zap.NewNop())
-		defer closeClients()
-		opts.Timeout = *timeout
-		report := doctor.Run(ctx, opts)
+		report := doctor.RunTenants(context.Background(), cfg, zap.NewNop(), *timeout)
 		if *asJSON {
 			enc := json.NewEncoder(o.Stdout)
 			enc.SetIndent("", "  ")

@@ -92,3 +92,59 @@ caConnections: {builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/c
 		t.Errorf("bad config: exit %d: %s", code, stderr)
 	}
 }
+
+// TestDoctorTenants: with tenants, every tenant is checked with its own subscription, customers
+// and CA connections, its checks named under its path and carrying its name.
+func TestDoctorTenants(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	emu, err := emulator.New(ctx, emulator.Options{Project: "doc", Subscription: "sub-acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	srv := httptest.NewServer(emu.Handler())
+	defer srv.Close()
+	dir := t.TempDir()
+	if _, _, err := local.CreateCA(filepath.Join(dir, "ca"), "ecdsa", "doctor CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	tenant := func(name, customer, sub string) string {
+		return fmt.Sprintf(`
+  - name: %s
+    customers: [%s]
+    pubsub: {project: doc, subscription: %s, endpoint: %q, insecure: true}
+    google: {credentials: {type: none}, endpoint: %q}
+    profiles: {d: {subject: {commonName: x}}}
+    caConnections: {builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}}`, name, customer, sub, emu.PubSubAddr(), srv.URL+"/")
+	}
+	cfg := writeFile(t, filepath.Join(dir, "c.yaml"), "instanceId: a1\njournal: {type: memory}\ntenants:"+
+		tenant("acme", "C0acme", "sub-acme")+tenant("beta", "C0beta", "sub-beta")+"\n")
+	code, out, _ := runCLI(t, "doctor", "--config", cfg)
+	for _, want := range []string{
+		"ok   tenants[0].pubsub.subscription: projects/doc/subscriptions/sub-acme exists",
+		"ok   tenants[0] provisioning API customers/C0acme: ",
+		"ok   tenants[0].caConnections.builtin: ",
+		"FAIL tenants[1].pubsub.subscription: projects/doc/subscriptions/sub-beta does not exist",
+		"ok   tenants[1] provisioning API customers/C0beta: ",
+	} {
+		if !strings.Contains(out, "\n"+want) && !strings.HasPrefix(out, want) {
+			t.Errorf("no line %q in\n%s", want, out)
+		}
+	}
+	if code != ExitFailure {
+		t.Errorf("exit %d with beta's subscription missing", code)
+	}
+	code, out, _ = runCLI(t, "doctor", "--json", "--config", cfg)
+	var r doctor.Report
+	if code != ExitFailure || json.Unmarshal([]byte(out), &r) != nil || r.OK {
+		t.Fatalf("--json: exit %d\n%s", code, out)
+	}
+	tenants := map[string]int{}
+	for _, c := range r.Checks {
+		tenants[c.Tenant]++
+	}
+	if tenants["acme"] != 5 || tenants["beta"] != 5 || len(tenants) != 2 {
+		t.Errorf("checks by tenant %v", tenants)
+	}
+}

@@ -76,6 +76,17 @@ func (c *Config) Implicit() Tenant {
 	}
 }
 
+// Single is the configuration as the single-customer form of tenant t: t's customers, pubsub,
+// google, profiles and CA connections at the top level, no tenants, the rest shared; for tools
+// that check one tenant at a time as they check a single-customer file (doctor).
+func (c *Config) Single(t Tenant) *Config {
+	s := *c
+	s.Tenants = nil
+	s.Customers, s.PubSub, s.Google, s.Profiles, s.CAConnections = t.Customers, t.PubSub, t.Google, t.Profiles, t.CAConnections
+	s.Journal = c.TenantJournal(t)
+	return &s
+}
+
 // key is the YAML path of key inside the tenant.
 func (t Tenant) key(key string) string { return joinPath(t.Path, key) }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
@@ -16,6 +17,33 @@ import (
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
 )
+
+// RunTenants runs the checks of every tenant of cfg (the single-customer form is one), each
+// against the tenant's own credentials, subscription and CA connections (Config.Single), and
+// joins the reports. A named tenant's checks carry its name and are named by their YAML path
+// under it (tenants[1].pubsub.subscription). timeout bounds one check.
+func RunTenants(ctx context.Context, cfg *config.Config, log *zap.Logger, timeout time.Duration) Report {
+	out := Report{OK: true, Checks: []Check{}}
+	for _, t := range cfg.AllTenants() {
+		o, closeClients := FromConfig(ctx, cfg.Single(t), log)
+		o.Timeout = timeout
+		r := Run(ctx, o)
+		closeClients()
+		for _, c := range r.Checks {
+			if !t.Implicit {
+				c.Tenant = t.Name
+				if strings.Contains(c.Name, " ") { // not a key: "provisioning API customers/C0abc"
+					c.Name = t.Path + " " + c.Name
+				} else {
+					c.Name = t.Key(c.Name)
+				}
+			}
+			out.Checks = append(out.Checks, c)
+		}
+		out.OK = out.OK && r.OK
+	}
+	return out
+}
 
 // FromConfig builds the clients the checks use from cfg, the way the adapter builds them: the
 // token source, the Certificate Provisioning API client (one attempt per call), the Pub/Sub

@@ -52,7 +52,9 @@ const (
 type Check struct {
 	// Name is what was checked, named after its configuration key where there is one
 	// (google.credentials, pubsub.subscription, caConnections.corp).
-	Name   string `json:"name"`
+	Name string `json:"name"`
+	// Tenant is the tenant the check is of (docs/tenants.md); empty for the single-customer form.
+	Tenant string `json:"tenant,omitempty"`
 	Status Status `json:"status"`
 	// Detail says what was found.
 	Detail string `json:"detail"`
