@@ -101,6 +101,12 @@ func TestDeviceBehaviours(t *testing.T) {
 // receive collects n messages from the emulator's subscription through a pubsub v2 subscriber.
 func receive(t *testing.T, emu *Emulator, n int) [][]byte {
 	t.Helper()
+	return receiveFrom(t, emu, emu.SubscriptionName(), n)
+}
+
+// receiveFrom collects n messages from the subscription sub (a full name).
+func receiveFrom(t *testing.T, emu *Emulator, sub string, n int) [][]byte {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := grpc.NewClient(emu.PubSubAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -117,7 +123,7 @@ func receive(t *testing.T, emu *Emulator, n int) [][]byte {
 	var got [][]byte
 	rctx, rcancel := context.WithCancel(ctx)
 	defer rcancel()
-	err = client.Subscriber(emu.SubscriptionName()).Receive(rctx, func(_ context.Context, m *pubsub.Message) {
+	err = client.Subscriber(sub).Receive(rctx, func(_ context.Context, m *pubsub.Message) {
 		m.Ack()
 		mu.Lock()
 		defer mu.Unlock()
