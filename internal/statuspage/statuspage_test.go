@@ -359,3 +359,37 @@ func TestPageBoundsConcurrentRenders(t *testing.T) {
 		t.Errorf("POST /status: %d", resp.StatusCode)
 	}
 }
+
+// TestPageNamesItsTenant: a tenant's page names the tenant whose journal it reads and links the
+// other tenants' pages; the single-customer form's page shows neither.
+func TestPageNamesItsTenant(t *testing.T) {
+	store := journal.NewMemory()
+	p := proc("T1", "device", "corp")
+	create(t, store, &journal.Record{Name: p.Name, Process: p, State: journal.StateSigned, Created: t0})
+	now := func() time.Time { return t0.Add(time.Minute) }
+	base := serve(t, statuspage.Options{Journal: store, InstanceID: "i", Tenant: "beta", Tenants: []string{"acme", "beta"}, Now: now})
+	_, body := get(t, base+ops.PathStatus)
+	page := pagetest.Parse(t, body)
+	if got := page.Text("tenant"); got != "beta" {
+		t.Errorf("tenant %q, want beta", got)
+	}
+	var links []string
+	for _, a := range page.Elements("a") {
+		if strings.HasPrefix(pagetest.Attr(a, "href"), ops.PathStatus) {
+			links = append(links, pagetest.Attr(a, "href"))
+		}
+	}
+	if len(links) != 1 || links[0] != statuspage.TenantPath("acme") || statuspage.TenantPath("acme") != "/status/acme" {
+		t.Errorf("links to status pages %v, want the other tenant's only", links)
+	}
+	if rows := page.Rows("oldest"); len(rows) != 1 {
+		t.Errorf("in-flight rows %v: want the tenant's journal", rows)
+	}
+
+	single := serve(t, statuspage.Options{Journal: store, InstanceID: "i", Now: now})
+	_, body = get(t, single+ops.PathStatus)
+	page = pagetest.Parse(t, body)
+	if page.ByID("tenant") != nil || page.ByID("tenants") != nil {
+		t.Error("the single-customer form's page names a tenant")
+	}
+}
