@@ -40,7 +40,8 @@ journal. --serial S (hexadecimal, as inspect and openssl print it; colons allowe
 --certificate FILE (a PEM certificate, e.g. from inspect --pem) name a certificate the journal
 may not hold, such as a Verified Access one; give --ca NAME unless the configuration has a
 single CA connection. Revoking a revoked certificate succeeds. Connections whose CA cannot
-revoke (scep, est) are refused. Works beside a running adapter.`,
+revoke (scep, est) are refused. Works beside a running adapter. With tenants (docs/tenants.md)
+--tenant NAME says whose journal and CA connections these are.`,
 		Args: noArgs,
 	}
 	path := configFlag(cmd)
@@ -49,6 +50,7 @@ revoke (scep, est) are refused. Works beside a running adapter.`,
 	certFile := cmd.Flags().String("certificate", "", "PEM file of the certificate")
 	caName := cmd.Flags().String("ca", "", "the CA connection (caConnections key) that issued it")
 	reasonFlag := cmd.Flags().String("reason", "", "RFC 5280 revocation reason, e.g. keyCompromise or superseded")
+	tenantName := cmd.Flags().String("tenant", "", "with tenants: the tenant whose certificate it is")
 	cmd.MarkFlagsMutuallyExclusive("process", "serial", "certificate")
 	cmd.MarkFlagsOneRequired("process", "serial", "certificate")
 	_ = cmd.MarkFlagFilename("certificate", "pem", "crt")
@@ -90,6 +92,16 @@ revoke (scep, est) are refused. Works beside a running adapter.`,
 			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
+		if cfg.HasTenants() || *tenantName != "" {
+			if *tenantName == "" {
+				return usagef("--tenant is required: the configuration has tenants (%s)", strings.Join(tenantNames(cfg.AllTenants()), ", "))
+			}
+			tenants, err := selectTenants(cfg, *tenantName)
+			if err != nil {
+				return err
+			}
+			cfg = cfg.Single(tenants[0]) // that tenant's journal and CA connections, as a single-customer file
+		}
 		name := *caName
 		if *processID != "" {
 			if name, err = fromJournal(cfg, *processID, name, req); err != nil {
@@ -101,7 +113,7 @@ revoke (scep, est) are refused. Works beside a running adapter.`,
 			}
 			name = slices.Sorted(maps.Keys(cfg.CAConnections))[0]
 		}
-		return revoke(o, cfg, name, req)
+		return revoke(o, cfg, *tenantName, name, req)
 	}
 	return cmd
 }
@@ -137,8 +149,9 @@ func fromJournal(cfg *config.Config, id, caName string, req *ca.RevokeRequest) (
 	return rec.CAName, nil
 }
 
-// revoke builds the one CA connection named and revokes through it.
-func revoke(o Options, cfg *config.Config, name string, req *ca.RevokeRequest) error {
+// revoke builds the one CA connection named and revokes through it; tenant, when set, is whose
+// connection it is, which the audit event says.
+func revoke(o Options, cfg *config.Config, tenant, name string, req *ca.RevokeRequest) error {
 	conf, ok := cfg.CAConnections[name]
 	if !ok {
 		return fail(fmt.Errorf("no CA connection %q in the configuration (known: %s)", name, strings.Join(slices.Sorted(maps.Keys(cfg.CAConnections)), ", ")))
@@ -167,7 +180,9 @@ func revoke(o Options, cfg *config.Config, name string, req *ca.RevokeRequest) e
 	// The audit trail records every attempt that reached the CA connection, refused or not.
 	trail, aerr := audit.Open(cfg.Audit.Path, log.Named("audit"))
 	if aerr == nil {
-		aerr = trail.Write(audit.Revocation(time.Now(), cfg.InstanceID, name, req.Serial.Text(16), req.Certificate, req.Reason.String(), err))
+		ev := audit.Revocation(time.Now(), cfg.InstanceID, name, req.Serial.Text(16), req.Certificate, req.Reason.String(), err)
+		ev.Tenant = tenant
+		aerr = trail.Write(ev)
 		aerr = errors.Join(aerr, trail.Close())
 	}
 	if aerr != nil {

@@ -253,3 +253,43 @@ func TestRevokeRefusals(t *testing.T) {
 		t.Error("a refused revocation changed the CRL")
 	}
 }
+
+// TestRevokeTenant: with tenants, revoke takes --tenant, reads that tenant's journal part and CA
+// connections, and its audit event names the tenant; without --tenant it is refused.
+func TestRevokeTenant(t *testing.T) {
+	f := newRevokeFixture(t)
+	// The fixture's journal becomes tenant acme's part (journal.acme.db).
+	if err := os.Rename(filepath.Join(f.dir, "journal.db"), filepath.Join(f.dir, "journal.acme.db")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, filepath.Join(f.dir, "tenants.yaml"), `instanceId: a1
+journal: {type: sqlite, path: journal.db}
+audit: {path: audit.jsonl}
+tenants:
+  - name: acme
+    customers: [C0abc]
+    pubsub: {project: p, subscription: s}
+    google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+    profiles: {d: {subject: {commonName: x}}}
+    caConnections:
+      `+corpLocal+`
+`)
+	if code, _, stderr := runCLI(t, "revoke", "--config", cfg, "--process", procID, "--reason", "superseded"); code == ExitOK || !strings.Contains(stderr, "--tenant is required") {
+		t.Fatalf("without --tenant: exit %d\n%s", code, stderr)
+	}
+	code, out, stderr := runCLI(t, "revoke", "--config", cfg, "--tenant", "acme", "--process", procID, "--reason", "superseded")
+	if code != ExitOK {
+		t.Fatalf("revoke --tenant acme: exit %d\n%s%s", code, out, stderr)
+	}
+	if ok, reason := f.onCRL(t, f.journaled.SerialNumber); !ok || reason != ca.ReasonSuperseded {
+		t.Fatalf("CRL says revoked=%v reason=%v", ok, reason)
+	}
+	b, err := os.ReadFile(filepath.Join(f.dir, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev audit.Event
+	if err := json.Unmarshal([]byte(strings.TrimSpace(string(b))), &ev); err != nil || ev.Tenant != "acme" || ev.Kind != audit.KindRevocation {
+		t.Errorf("audit event %s: %v", b, err)
+	}
+}
