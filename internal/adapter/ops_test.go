@@ -26,7 +26,7 @@ import (
 
 // daemon is an adapter built from a configuration and running against an emulator.
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	emu    *emulator.Emulator
 	a      *Adapter
 	base   string // the ops listener, http://host:port

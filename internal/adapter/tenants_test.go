@@ -33,7 +33,7 @@ const (
 // tenantScene is one emulator serving two customers, each notified on a topic of its own, and
 // two built-in CAs, one per tenant.
 type tenantScene struct {
-	t          *testing.T
+	t          testing.TB
 	emu        *emulator.Emulator
 	rest       *httptest.Server
 	dir        string
@@ -43,7 +43,7 @@ type tenantScene struct {
 	subA, subB string
 }
 
-func newTenantScene(t *testing.T, rest func(http.Handler) http.Handler) *tenantScene {
+func newTenantScene(t testing.TB, rest func(http.Handler) http.Handler) *tenantScene {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	emu, err := emulator.New(context.Background(), emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
@@ -166,13 +166,22 @@ func (s *tenantScene) startProcesses(customer string, n int) []string {
 	return names
 }
 
+// waitFinished waits until the named process ended on the emulator's side.
+func (s *tenantScene) waitFinished(name string) {
+	s.t.Helper()
+	waitFor(s.t, 30*time.Second, func() bool {
+		snap, ok := s.emu.Process(name)
+		return ok && snap.Finished()
+	})
+}
+
 // issuedBy checks that every named process got a certificate for its own device key, chaining
 // to roots, with org as its organization, in the normal number of calls: one claim, one
 // signData that reached the device, one upload, no failure and no injected answer.
 func (s *tenantScene) issuedBy(names []string, roots *x509.CertPool, org string) {
 	s.t.Helper()
 	for _, name := range names {
-		waitFinished(s.t, s.emu, name)
+		s.waitFinished(name)
 		snap, _ := s.emu.Process(name)
 		if snap.State != emulator.StateIssued {
 			s.t.Errorf("%s: %s (%s), want issued", name, snap.State, snap.FailureMessage)
@@ -307,7 +316,7 @@ type hangingCA struct {
 	released chan struct{}
 }
 
-func newHangingCA(t *testing.T) *hangingCA {
+func newHangingCA(t testing.TB) *hangingCA {
 	h := &hangingCA{arrived: make(chan struct{}, 100), released: make(chan struct{})}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
