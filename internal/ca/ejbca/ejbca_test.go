@@ -54,7 +54,7 @@ func TestConformance(t *testing.T) {
 				c, _ := f.newConnector(t, over)
 				return &catest.Target{
 					Connector:  c,
-					Roots:      f.leafPool(),
+					Roots:      f.rootPool(),
 					Idempotent: true,
 					Pending: &catest.PendingControl{
 						Hold:    func(testing.TB) { f.mu.Lock(); f.hold = true; f.mu.Unlock() },
@@ -88,7 +88,7 @@ func TestEnrollment(t *testing.T) {
 	f := newFakeEJBCA(t)
 	c, _ := f.newConnector(t, nil)
 	req, issued := issueOne(t, c, "ENROLL0001")
-	catest.CheckIssued(t, req, issued, f.leafPool())
+	catest.CheckIssued(t, req, issued, f.rootPool())
 	catest.CheckRoots(t, issued)
 	username := "certprov-C0catest-ENROLL0001"
 	if got := f.issuedFor(username); len(got) != 1 || !got[0].Equal(issued.Leaf) {
@@ -206,7 +206,7 @@ func TestRefusals(t *testing.T) {
 			setup: func(*testing.T, *fakeEJBCA) ca.Settings { return ca.Settings{"certificateAuthorityName": "NoSuchCA"} },
 			class: ca.ClassPermanent, want: []string{`no CA named "NoSuchCA"`, "ChromeOSIssuingCA"}},
 		{name: "CA offline",
-			setup: func(_ *testing.T, f *fakeEJBCA) ca.Settings { f.offline = true; return nil },
+			setup: func(_ *testing.T, f *fakeEJBCA) ca.Settings { f.offline = 1; return nil },
 			class: ca.ClassRetryable, want: []string{"HTTP 503", "Device was unavailable."}},
 		{name: "administrator not in the role",
 			setup: func(t *testing.T, f *fakeEJBCA) ca.Settings {
@@ -320,7 +320,7 @@ func approvalFlow(t *testing.T, style string) {
 	if err != nil {
 		t.Fatalf("finalize after approval: %v", err)
 	}
-	catest.CheckIssued(t, req, issued, f.leafPool())
+	catest.CheckIssued(t, req, issued, f.rootPool())
 	if n, fin := f.count("enroll"), f.count("finalize"); n != 1 || fin != 2 {
 		t.Errorf("%d enrollments, %d finalizes; want 1 and 2", n, fin)
 	}
@@ -421,7 +421,7 @@ func TestLostAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	catest.CheckIssued(t, req, issued, f.leafPool())
+	catest.CheckIssued(t, req, issued, f.rootPool())
 	if n, e := f.issuedCount(), f.count("enroll"); n != 1 || e != 1 {
 		t.Errorf("%d certificates after %d enrollments", n, e)
 	}
@@ -438,7 +438,7 @@ func TestSearchForbidden(t *testing.T) {
 	f.searchForbidden = true
 	c, logs := f.newConnector(t, nil)
 	req, issued := issueOne(t, c, "NOSEARCH")
-	catest.CheckIssued(t, req, issued, f.leafPool())
+	catest.CheckIssued(t, req, issued, f.rootPool())
 	if logs.FilterMessageSnippet("refuses this connection's role a certificate search").Len() != 1 {
 		t.Error("no warning about the search")
 	}

@@ -59,7 +59,7 @@ type fakeEJBCA struct {
 
 	hold            bool   // new enrollments wait for approval
 	approvalStyle   string // how a held enrollment is answered: "202", "202-link", "400", "400-noid"
-	offline         bool   // the CA's crypto token is offline
+	offline         int    // the next n enrollments find the CA's crypto token offline
 	searchForbidden bool   // the role lacks view access for search
 	loseEnroll      int    // the answers of the next n enrollments are lost after EJBCA issued
 	echoPassword    bool   // enrollments are refused with a message that repeats the password
@@ -172,8 +172,16 @@ func newFakeEJBCAWith(t testing.TB, auth tls.ClientAuthType) *fakeEJBCA {
 // subjectDN is the CA's subject DN as EJBCA writes it.
 func (f *fakeEJBCA) subjectDN() string { return f.issuing.Cert.Subject.String() }
 
-// leafPool is the pool of roots the fake's certificates chain to.
-func (f *fakeEJBCA) leafPool() *x509.CertPool { return f.root.Pool() }
+// rootPool is the pool of the fake PKI's root, which its certificates chain to.
+func (f *fakeEJBCA) rootPool() *x509.CertPool { return f.root.Pool() }
+
+// leafPool holds the root and the issuing CA: what verifies a leaf uploaded alone, without its
+// chain.
+func (f *fakeEJBCA) leafPool() *x509.CertPool {
+	p := f.rootPool()
+	p.AddCert(f.issuing.Cert)
+	return p
+}
 
 // adminFiles writes a client certificate for cn, issued by issuer, and its key.
 func adminFiles(t testing.TB, dir string, issuer *catest.CA, cn string) (certFile, keyFile string) {
@@ -526,7 +534,8 @@ func (f *fakeEJBCA) enroll(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if f.offline {
+	if f.offline > 0 {
+		f.offline--
 		ejbcaError(w, 503, "Device was unavailable.")
 		return
 	}
