@@ -214,9 +214,14 @@ func Check(raw ca.Settings) error {
 	return err
 }
 
-// usernamePrefix is what a prefix may hold: characters EJBCA keeps in a username (it strips
-// others, which would make two keys one end entity).
+// usernameChars are the characters a username is made of: ones EJBCA keeps in a username (it
+// strips others, which could make two keys one end entity).
 var usernameChars = regexp.MustCompile(`^[A-Za-z0-9._@-]*$`)
+
+// usernameRune reports whether r is one of usernameChars.
+func usernameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._@-", r)
+}
 
 // decodeSettings decodes and checks the settings, applies defaults and returns the REST API's
 // base URL. It reads no file.
@@ -299,7 +304,7 @@ func (c *Connector) username(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	tag := "-" + hex.EncodeToString(sum[:8])
 	kept := strings.Map(func(r rune) rune {
-		if r < unicode.MaxASCII && usernameChars.MatchString(string(r)) {
+		if usernameRune(r) {
 			return r
 		}
 		return '_'
@@ -324,7 +329,8 @@ func (c *Connector) enrollmentCode(username string) (code string, derived bool) 
 	return base64.RawURLEncoding.EncodeToString(b), false
 }
 
-// remember notes that an enrollment for key reached EJBCA, and forgets old ones.
+// remember notes that an enrollment for key reached EJBCA while the role may not search, and
+// forgets old ones.
 func (c *Connector) remember(key string) {
 	now := time.Now()
 	c.mu.Lock()
@@ -337,7 +343,7 @@ func (c *Connector) remember(key string) {
 	c.asked[key] = now
 }
 
-// askedBefore reports whether an enrollment for key reached EJBCA in this run.
+// askedBefore reports whether an enrollment for key reached EJBCA in this run, as remembered.
 func (c *Connector) askedBefore(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

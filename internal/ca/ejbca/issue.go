@@ -119,8 +119,8 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	a, delivered, err := c.cl.call(ctx, http.MethodPost, "/v1/certificate/pkcs10enroll", nil, body)
 	if err != nil {
 		if delivered && ctx.Err() == nil {
-			c.remember(req.Key)
 			if !searched {
+				c.remember(req.Key)
 				return nil, ca.Permanentf("%s: the enrollment reached EJBCA but its answer was lost (%s), and the adapter's role may not search "+
 					"certificates to find what it issued; not asking again", what, ca.ServerText(err.Error(), maxMessage, code))
 			}
@@ -131,7 +131,9 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	}
 	switch a.status {
 	case http.StatusCreated, http.StatusOK:
-		c.remember(req.Key)
+		if !searched {
+			c.remember(req.Key) // a repeat could not be told from a new request
+		}
 		var r certificateResponse
 		if err := json.Unmarshal(a.body, &r); err != nil {
 			return nil, c.unusable(what, searched, fmt.Errorf("the answer is not EJBCA's JSON: %w", err))
