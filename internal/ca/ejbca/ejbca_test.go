@@ -41,7 +41,7 @@ func secretFile(t testing.TB) string {
 
 // TestConformance runs the shared suite against the fake, with derived and with random
 // enrollment codes: idempotent by the search before each enroll, pending while an
-// administrator has not approved, revocation seen in the fake's records.
+// administrator has not approved, revocation read back from EJBCA's revocationstatus.
 func TestConformance(t *testing.T) {
 	for _, mode := range []string{"derived code", "random code"} {
 		t.Run(mode, func(t *testing.T) {
@@ -60,9 +60,8 @@ func TestConformance(t *testing.T) {
 						Hold:    func(testing.TB) { f.mu.Lock(); f.hold = true; f.mu.Unlock() },
 						Approve: f.approve,
 					},
-					Revocation: &catest.Revocation{Status: func(_ testing.TB, cert *x509.Certificate) (bool, ca.Reason) {
-						return f.revocation(cert)
-					}},
+					// What EJBCA answers GET …/revocationstatus for the certificate.
+					Revocation: &catest.Revocation{Status: f.revocationStatus},
 				}
 			})
 		})

@@ -63,6 +63,7 @@ type fakeEJBCA struct {
 	searchForbidden bool   // the role lacks view access for search
 	loseEnroll      int    // the answers of the next n enrollments are lost after EJBCA issued
 	echoPassword    bool   // enrollments are refused with a message that repeats the password
+	hangEnroll      int    // the next n enrollments issue, then never answer (until the client gives up)
 	calls           map[string]int
 }
 
@@ -269,6 +270,44 @@ func (f *fakeEJBCA) issuedCount() int {
 	return len(f.certs)
 }
 
+// revocationStatus asks the fake's REST API, as an operator's tool would
+// (GET /v1/certificate/{issuer_dn}/{serial}/revocationstatus), whether cert is revoked and why.
+func (f *fakeEJBCA) revocationStatus(t testing.TB, cert *x509.Certificate) (bool, ca.Reason) {
+	t.Helper()
+	certFile, keyFile := adminFiles(t, t.TempDir(), f.adminCA, fakeAdminName)
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(f.srv.Certificate())
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}}}
+	defer client.CloseIdleConnections()
+	u := f.srv.URL + fakeBase + "/v1/certificate/" + url.PathEscape(cert.Issuer.String()) + "/" + cert.SerialNumber.Text(16) + "/revocationstatus"
+	resp, err := client.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var st struct {
+		Revoked          bool   `json:"revoked"`
+		RevocationReason string `json:"revocation_reason"`
+	}
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		t.Fatalf("revocation status of %X: HTTP %d", cert.SerialNumber, resp.StatusCode)
+	}
+	if !st.Revoked {
+		return false, 0
+	}
+	for r, name := range reasons {
+		if name == st.RevocationReason {
+			return true, r
+		}
+	}
+	t.Fatalf("revocation status: unknown reason %q", st.RevocationReason)
+	return true, 0
+}
+
 // revocation reads the fake's records: whether cert is revoked, and why.
 func (f *fakeEJBCA) revocation(cert *x509.Certificate) (bool, ca.Reason) {
 	f.mu.Lock()
@@ -382,7 +421,7 @@ func (f *fakeEJBCA) serve(w http.ResponseWriter, r *http.Request) {
 		f.revoke(w, r, segs[1], segs[2])
 	case r.Method == http.MethodGet && len(segs) == 4 && segs[0] == "certificate" && segs[3] == "revocationstatus":
 		route("revocationstatus")
-		f.revocationStatus(w, segs[1], segs[2])
+		f.serveRevocationStatus(w, segs[1], segs[2])
 	default:
 		ejbcaError(w, 404, "HTTP 404 Not Found")
 	}
@@ -563,6 +602,13 @@ func (f *fakeEJBCA) enroll(w http.ResponseWriter, r *http.Request) {
 	if f.loseEnroll > 0 {
 		f.loseEnroll--
 		f.dropConnection(w)
+		return
+	}
+	if f.hangEnroll > 0 {
+		f.hangEnroll--
+		f.mu.Unlock() // serve's deferred Unlock needs it back
+		<-r.Context().Done()
+		f.mu.Lock()
 		return
 	}
 	writeJSON(w, 201, f.certificateBody(cert, req.IncludeChain))
@@ -799,7 +845,7 @@ func (f *fakeEJBCA) revoke(w http.ResponseWriter, r *http.Request, issuerDN, ser
 		"revocation_date": fc.revokedAt.Format(time.RFC3339), "revoked": true, "message": "Successfully revoked"})
 }
 
-func (f *fakeEJBCA) revocationStatus(w http.ResponseWriter, issuerDN, serialHex string) {
+func (f *fakeEJBCA) serveRevocationStatus(w http.ResponseWriter, issuerDN, serialHex string) {
 	fc := f.findCert(w, issuerDN, serialHex)
 	if fc == nil {
 		return
