@@ -44,6 +44,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"regexp"
@@ -148,6 +149,7 @@ var (
 	_ ca.Revoker   = (*Connector)(nil)
 
 	_ ca.CertificateHolder = (*Connector)(nil)
+	_ io.Closer            = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the local files (the client certificate
@@ -206,6 +208,12 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	httpClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.cl = &client{http: httpClient, base: base}
 	return c, nil
+}
+
+// Close drops the kept-alive connections to EJBCA (io.Closer: a reload replaces the connector).
+func (c *Connector) Close() error {
+	c.cl.http.CloseIdleConnections()
+	return nil
 }
 
 // Check validates settings without reading any file (ca.Check).

@@ -242,6 +242,7 @@ func (f *fakeEJBCA) newConnector(t testing.TB, over ca.Settings) (*Connector, *o
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { _ = c.Close() })
 	return c, logs
 }
 
