@@ -103,7 +103,13 @@ func TestEnrollment(t *testing.T) {
 	if len(issued.Chain) != 2 || !issued.Chain[0].Equal(f.issuing.Cert) {
 		t.Errorf("chain of %d, want the issuing CA first, then the root", len(issued.Chain))
 	}
-	ee := f.endEntities[username]
+	sent := f.sent()
+	if sent.Username != username || sent.CertificateProfileName != fakeCP || sent.EndEntityProfileName != fakeEEP ||
+		sent.CertificateAuthorityName != fakeCAName || !sent.IncludeChain || sent.Email != "" || sent.AccountBindingID != "" ||
+		sent.CertificateRequest != string(pemutil.EncodeCSR(req.CSRDER)) {
+		t.Errorf("EJBCA received %+v", sent)
+	}
+	ee := f.endEntity(username)
 	if ee == nil || ee.status != "GENERATED" || ee.cp != fakeCP || ee.eep != fakeEEP || len(ee.password) < 24 {
 		t.Fatalf("end entity %+v", ee)
 	}
@@ -731,5 +737,33 @@ func TestExampleConfig(t *testing.T) {
 	delete(s, "timeout")
 	if err := Check(s); err != nil {
 		t.Errorf("the example fails the check: %v", err)
+	}
+}
+
+// TestEnrollmentCode: a derived code is the same for one username in every instance (a restart
+// can finalize), differs between usernames and secrets; a random one differs every time.
+func TestEnrollmentCode(t *testing.T) {
+	f := newFakeEJBCA(t)
+	secret := secretFile(t)
+	a, _ := f.newConnector(t, ca.Settings{"enrollmentCodeSecretFile": secret})
+	b, _ := f.newConnector(t, ca.Settings{"enrollmentCodeSecretFile": secret})
+	other := filepath.Join(t.TempDir(), "other")
+	writeFile(t, other, []byte("another secret of enough length"))
+	o, _ := f.newConnector(t, ca.Settings{"enrollmentCodeSecretFile": other})
+	r, _ := f.newConnector(t, nil)
+	ca1, d1 := a.enrollmentCode("certprov-C0-1")
+	cb1, _ := b.enrollmentCode("certprov-C0-1")
+	ca2, _ := a.enrollmentCode("certprov-C0-2")
+	co1, _ := o.enrollmentCode("certprov-C0-1")
+	r1, d2 := r.enrollmentCode("certprov-C0-1")
+	r2, _ := r.enrollmentCode("certprov-C0-1")
+	if !d1 || d2 || ca1 != cb1 || ca1 == ca2 || ca1 == co1 || r1 == r2 || len(ca1) != 32 || len(r1) != 32 {
+		t.Errorf("derived %v %q %q %q %q; random %v %q %q", d1, ca1, cb1, ca2, co1, d2, r1, r2)
+	}
+	// The code EJBCA stored for the end entity is the derived one.
+	req, _ := issueOne(t, a, "CODE")
+	want, _ := a.enrollmentCode(a.username(req.Key))
+	if got := f.endEntity(a.username(req.Key)); got == nil || got.password != want {
+		t.Errorf("EJBCA holds another code")
 	}
 }

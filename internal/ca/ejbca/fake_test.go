@@ -65,6 +65,7 @@ type fakeEJBCA struct {
 	echoPassword    bool   // enrollments are refused with a message that repeats the password
 	hangEnroll      int    // the next n enrollments issue, then never answer (until the client gives up)
 	calls           map[string]int
+	lastEnroll      fakeEnroll // the body of the last enrollment, as EJBCA read it
 }
 
 type fakeCertProfile struct {
@@ -263,6 +264,24 @@ func (f *fakeEJBCA) issuedFor(username string) []*x509.Certificate {
 		}
 	}
 	return out
+}
+
+// endEntity is a copy of the end entity username, or nil.
+func (f *fakeEJBCA) endEntity(username string) *fakeEndEntity {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ee := f.endEntities[username]; ee != nil {
+		c := *ee
+		return &c
+	}
+	return nil
+}
+
+// sent is the body of the last enrollment.
+func (f *fakeEJBCA) sent() fakeEnroll {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastEnroll
 }
 
 func (f *fakeEJBCA) issuedCount() int {
@@ -490,6 +509,7 @@ func (f *fakeEJBCA) enroll(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	f.lastEnroll = req
 	for _, x := range []struct{ name, v string }{{"certificate_request", req.CertificateRequest}, {"certificate_profile_name", req.CertificateProfileName},
 		{"end_entity_profile_name", req.EndEntityProfileName}, {"certificate_authority_name", req.CertificateAuthorityName}, {"username", req.Username}} {
 		if x.v == "" {
