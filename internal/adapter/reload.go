@@ -210,7 +210,7 @@ func restartKeys(running, next *config.Config) []string {
 	live := liveKeys()
 	keys := out[:0]
 	for _, k := range out {
-		if k != "tenants" && !underAny(k, live) {
+		if !underAny(k, live) {
 			keys = append(keys, k)
 		}
 	}

@@ -111,8 +111,8 @@ func (s *tenantScene) localConn(ca [2]string, ledger string) string {
 	return fmt.Sprintf("      corp: {type: local, certificateFile: %q, keyFile: %q, ledgerFile: %q}\n", ca[0], ca[1], filepath.Join(s.dir, ledger))
 }
 
-// start runs the adapter with the tenants given (YAML list entries) until the test ends.
-func (s *tenantScene) start(workers int, tenants ...string) *daemon {
+// config is the adapter's configuration with the tenants given (YAML list entries).
+func (s *tenantScene) config(workers int, tenants ...string) *config.Config {
 	s.t.Helper()
 	yaml := fmt.Sprintf(`
 instanceId: a1
@@ -126,6 +126,13 @@ tenants:`, workers) + strings.Join(tenants, "")
 	if err != nil {
 		s.t.Fatalf("config: %v", err)
 	}
+	return cfg
+}
+
+// start runs the adapter with the tenants given (YAML list entries) until the test ends.
+func (s *tenantScene) start(workers int, tenants ...string) *daemon {
+	s.t.Helper()
+	cfg := s.config(workers, tenants...)
 	log := zaptest.NewLogger(s.t)
 	a, err := New(context.Background(), cfg, log)
 	if err != nil {
@@ -467,5 +474,44 @@ func TestTenantThatCannotStart(t *testing.T) {
 		if !r.check(c).Ready {
 			t.Errorf("%s: %+v", c, r.check(c))
 		}
+	}
+}
+
+// TestTenantsReload: a reload applies each tenant's new profiles, or, when one tenant's part
+// cannot be built, none; adding a tenant waits for a restart.
+func TestTenantsReload(t *testing.T) {
+	s := newTenantScene(t, nil)
+	acme := func(org string) string {
+		return s.tenantYAML("acme", customerA, s.subA, org, s.localConn(s.caA, "ledger-a.jsonl"), "")
+	}
+	beta := s.tenantYAML("beta", customerB, s.subB, "Beta", s.localConn(s.caB, "ledger-b.jsonl"), "")
+	d := s.start(2, acme("Acme"), beta)
+
+	if err := d.a.Reload(s.config(2, acme("Acme Two"), beta)); err != nil {
+		t.Fatal(err)
+	}
+	s.issuedBy(s.startProcesses(customerA, 1), s.rootsA, "Acme Two")
+	s.issuedBy(s.startProcesses(customerB, 1), s.rootsB, "Beta")
+
+	// beta's CA files gone: the reload is refused for every tenant, acme's new profile included.
+	broken := strings.Replace(beta, s.caB[1], filepath.Join(s.dir, "missing.key"), 1)
+	if err := d.a.Reload(s.config(2, acme("Acme Three"), broken)); err == nil || !strings.Contains(err.Error(), "tenants[1].caConnections.corp") {
+		t.Fatalf("reload with beta's key missing: %v", err)
+	}
+	s.issuedBy(s.startProcesses(customerA, 1), s.rootsA, "Acme Two")
+
+	// A tenant added takes a restart; the running ones are reloaded meanwhile.
+	gamma := s.tenantYAML("gamma", "C0tenantc", "sub-c", "Gamma", s.localConn(s.caB, "ledger-c.jsonl"), "")
+	next := s.config(2, acme("Acme Four"), beta, gamma)
+	if keys := restartKeys(d.a.cfg, next); len(keys) != 1 || keys[0] != "tenants[2] (tenant gamma added)" {
+		t.Errorf("restart keys %v", keys)
+	}
+	if err := d.a.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	s.issuedBy(s.startProcesses(customerA, 1), s.rootsA, "Acme Four")
+	m := d.scrape()
+	if n := value(m, "certprov_config_reloads_total", map[string]string{"result": "refused"}); n != 1 {
+		t.Errorf("%v reloads refused, want 1", n)
 	}
 }
