@@ -1,6 +1,7 @@
 package adapter
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,8 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -41,6 +45,8 @@ type tenantScene struct {
 	rootsB     *x509.CertPool
 	caA, caB   [2]string // certificate and key files
 	subA, subB string
+	// journal is the configuration's journal section (default: SQLite, journal.db).
+	journal string
 }
 
 func newTenantScene(t testing.TB, rest func(http.Handler) http.Handler) *tenantScene {
@@ -118,10 +124,10 @@ func (s *tenantScene) config(workers int, tenants ...string) *config.Config {
 instanceId: a1
 shutdownGracePeriod: 2s
 engine: {workers: %d, pollInterval: 20ms, maxPollInterval: 200ms, retry: {initialBackoff: 20ms, maxBackoff: 1s}}
-journal: {type: sqlite, path: journal.db}
+journal: %s
 audit: {path: audit.jsonl}
 ops: {listen: "127.0.0.1:0", checkInterval: 50ms, checkTimeout: 2s}
-tenants:`, workers) + strings.Join(tenants, "")
+tenants:`, workers, cmp.Or(s.journal, "{type: sqlite, path: journal.db}")) + strings.Join(tenants, "")
 	cfg, err := config.Parse([]byte(yaml), s.dir)
 	if err != nil {
 		s.t.Fatalf("config: %v", err)
@@ -513,5 +519,47 @@ func TestTenantsReload(t *testing.T) {
 	m := d.scrape()
 	if n := value(m, "certprov_config_reloads_total", map[string]string{"result": "refused"}); n != 1 {
 		t.Errorf("%v reloads refused, want 1", n)
+	}
+}
+
+// TestTenantsPostgresJournal: with a PostgreSQL journal each tenant has a table of its own in the
+// one database, holding its own processes only.
+func TestTenantsPostgresJournal(t *testing.T) {
+	dsn := pgtest.Schema(t, pgtest.DSN(t), "certprov_tenants")
+	s := newTenantScene(t, nil)
+	s.journal = fmt.Sprintf("{type: postgres, dsn: %q}", dsn)
+	d := s.start(2,
+		s.tenantYAML("acme", customerA, s.subA, "Acme", s.localConn(s.caA, "ledger-a.jsonl"), ""),
+		s.tenantYAML("beta", customerB, s.subB, "Beta", s.localConn(s.caB, "ledger-b.jsonl"), ""))
+	a, b := s.startProcesses(customerA, 2), s.startProcesses(customerB, 1)
+	s.issuedBy(a, s.rootsA, "Acme")
+	s.issuedBy(b, s.rootsB, "Beta")
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for tenant, want := range map[string][]string{"acme": a, "beta": b} {
+		j := config.Journal{Type: config.JournalPostgres, DSN: dsn, Tenant: tenant}
+		store, err := OpenJournal(ctx, j, true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pg, ok := store.(*postgres.Store); !ok || pg.Table() != "certprov_journal_"+tenant {
+			t.Errorf("tenant %s: store %T", tenant, store)
+		}
+		recs, err := store.Finished(ctx, "", 100)
+		_ = store.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range recs {
+			got = append(got, r.Name)
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("tenant %s's table holds %v, want %v", tenant, got, want)
+		}
 	}
 }
