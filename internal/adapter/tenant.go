@@ -135,9 +135,9 @@ func tenantLabel(t config.Tenant) string {
 	return t.Name
 }
 
-// tenantError names a named tenant in err.
+// tenantError names a named tenant in err; nil stays nil.
 func tenantError(t config.Tenant, err error) error {
-	if t.Implicit {
+	if t.Implicit || err == nil {
 		return err
 	}
 	return fmt.Errorf("tenant %s: %w", t.Name, err)

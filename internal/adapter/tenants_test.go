@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -153,8 +154,7 @@ func (s *tenantScene) start(workers int, tenants ...string) *daemon {
 		var err error
 		once.Do(func() {
 			cancel()
-			err = <-done
-			_ = a.Close()
+			err = errors.Join(<-done, a.Close()) // every tenant's part released without error
 		})
 		return err
 	}
@@ -563,3 +563,4 @@ func TestTenantsPostgresJournal(t *testing.T) {
 		}
 	}
 }
+
