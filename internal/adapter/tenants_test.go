@@ -563,4 +563,3 @@ func TestTenantsPostgresJournal(t *testing.T) {
 		}
 	}
 }
-
