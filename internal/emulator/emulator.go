@@ -101,6 +101,8 @@ type Emulator struct {
 	lro            LROVariant
 
 	va *vaState // Verified Access; has its own lock
+
+	dir *directoryState // the Admin SDK Directory; has its own lock
 }
 
 // New starts an in-process pstest server, creates the topic and the subscription, and returns an
@@ -114,6 +116,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		subID:          orDefault(opts.Subscription, DefaultSubscription),
 		procs:          map[string]*proc{},
 		conflictStatus: 400,
+		dir:            newDirectoryState(),
 	}
 	if e.log == nil {
 		e.log = zap.NewNop()
