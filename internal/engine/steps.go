@@ -35,6 +35,9 @@ type resolved struct {
 	caName       string
 	ca           *CAConnection
 	profile      *Profile // nil for a scepProfile process
+	// notInDirectory says which Directory record the Directory did not have, for the message
+	// of a request that cannot be described without it.
+	notInDirectory string
 }
 
 // resolve finds what rec's process names in cat, without rendering anything; the error is the
@@ -62,9 +65,9 @@ func noCAConnection(name string) error {
 	return fmt.Errorf("the certificate adapter has no CA connection named %q (caConnectionAdapterConfigReference); ask your administrator to configure it", name)
 }
 
-// render builds the certificate request r describes for rec's process; the error is the
-// message to show the user.
-func (r *resolved) render(rec *journal.Record) (*csr.Request, error) {
+// render builds the certificate request r describes for rec's process from data (the process
+// and its Directory records); the error is the message to show the user.
+func (r *resolved) render(rec *journal.Record, data csr.TemplateData) (*csr.Request, error) {
 	p := rec.Process
 	if r.profile == nil {
 		req, err := csr.FromSCEPProfile(p.SCEPProfile)
@@ -73,8 +76,11 @@ func (r *resolved) render(rec *journal.Record) (*csr.Request, error) {
 		}
 		return req, nil
 	}
-	req, err := r.profile.Template.Render(p)
+	req, err := r.profile.Template.RenderData(data)
 	if err != nil {
+		if r.notInDirectory != "" {
+			return nil, fmt.Errorf("profile %q cannot describe this request: %w (%s)", r.profileName, err, r.notInDirectory)
+		}
 		return nil, fmt.Errorf("profile %q cannot describe this request: %w", r.profileName, err)
 	}
 	req.TemplateName = r.TemplateName
@@ -120,7 +126,17 @@ func (e *Engine) requestSignature(ctx context.Context, cat *catalog, rec *journa
 		e.fail(rec, err.Error())
 		return
 	}
-	request, err := r.render(rec)
+	data := csr.DataFor(rec.Process)
+	if r.profile != nil {
+		if !e.readDirectory(ctx, r, rec, &data) {
+			return // failed, or to be tried again
+		}
+		if err := r.route(cat, rec, data); err != nil {
+			e.fail(rec, err.Error())
+			return
+		}
+	}
+	request, err := r.render(rec, data)
 	if err != nil {
 		e.fail(rec, err.Error())
 		return
