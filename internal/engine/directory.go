@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -30,11 +29,12 @@ func directoryNeeds(r *resolved, rec *journal.Record) csr.Needs {
 }
 
 // readDirectory fills data's Directory records that r's profile needs. It reports false when the
-// step ends here: the process fails (the adapter may not read the Directory, or has no
-// Directory), or the lookup is tried again later. A record the Directory does not have stays
-// empty: a template with a fallback still renders, and one without fails saying why.
+// step ends here: the process fails (the adapter may not read the Directory, has no Directory,
+// or the Directory has no record the templates read), or the lookup is tried again later. A
+// record only the routes read and the Directory does not have stays empty: no route matches.
 func (e *Engine) readDirectory(ctx context.Context, r *resolved, rec *journal.Record, data *csr.TemplateData) bool {
 	needs := directoryNeeds(r, rec)
+	templates := r.profile.Template.Needs()
 	p := rec.Process
 	if !needs.Any() {
 		return true
@@ -43,8 +43,7 @@ func (e *Engine) readDirectory(ctx context.Context, r *resolved, rec *journal.Re
 		e.fail(rec, fmt.Sprintf("profile %q uses Directory data, but the certificate adapter does not read the Directory; ask your administrator to enable google.directory", r.profileName))
 		return false
 	}
-	var missing []string
-	lookup := func(what, key string, get func() error) bool {
+	lookup := func(what, key string, forTemplates bool, get func() error) bool {
 		err := get()
 		if err == nil {
 			return true
@@ -54,8 +53,12 @@ func (e *Engine) readDirectory(ctx context.Context, r *resolved, rec *journal.Re
 		}
 		var nf interface{ NotFound() bool }
 		if errors.As(err, &nf) && nf.NotFound() {
-			missing = append(missing, fmt.Sprintf("the Directory has no record of the %s %s", what, key))
-			e.log.Info("not in the Directory", zap.String("process", rec.Name), zap.String("kind", what), zap.String("key", key))
+			if forTemplates {
+				e.fail(rec, fmt.Sprintf("profile %q describes certificates with the Directory record of the %s, and the Directory has no record of the %s %s; "+
+					"ask your administrator whether it is enrolled in this organization (%v)", r.profileName, what, what, key, err))
+				return false
+			}
+			e.log.Info("not in the Directory: no route matches", zap.String("process", rec.Name), zap.String("kind", what), zap.String("key", key))
 			return true
 		}
 		class, hint := errclass.Of(err)
@@ -72,7 +75,7 @@ func (e *Engine) readDirectory(ctx context.Context, r *resolved, rec *journal.Re
 		return false
 	}
 	if needs.Device && p.Device != nil {
-		if !lookup("device", p.Device.DirectoryID, func() error {
+		if !lookup("device", p.Device.DirectoryID, templates.Device, func() error {
 			d, err := e.o.Directory.Device(ctx, p.Customer, p.Device.DirectoryID)
 			if err == nil {
 				data.Device.Directory = *d
@@ -87,7 +90,7 @@ func (e *Engine) readDirectory(ctx context.Context, r *resolved, rec *journal.Re
 		if key == "" {
 			key = p.User.Email
 		}
-		if !lookup("user", key, func() error {
+		if !lookup("user", key, templates.User, func() error {
 			u, err := e.o.Directory.User(ctx, p.Customer, key)
 			if err == nil {
 				data.User.Directory = *u
@@ -97,7 +100,6 @@ func (e *Engine) readDirectory(ctx context.Context, r *resolved, rec *journal.Re
 			return false
 		}
 	}
-	r.notInDirectory = strings.Join(missing, "; ")
 	return true
 }
 

@@ -35,9 +35,6 @@ type resolved struct {
 	caName       string
 	ca           *CAConnection
 	profile      *Profile // nil for a scepProfile process
-	// notInDirectory says which Directory record the Directory did not have, for the message
-	// of a request that cannot be described without it.
-	notInDirectory string
 }
 
 // resolve finds what rec's process names in cat, without rendering anything; the error is the
@@ -78,9 +75,6 @@ func (r *resolved) render(rec *journal.Record, data csr.TemplateData) (*csr.Requ
 	}
 	req, err := r.profile.Template.RenderData(data)
 	if err != nil {
-		if r.notInDirectory != "" {
-			return nil, fmt.Errorf("profile %q cannot describe this request: %w (%s)", r.profileName, err, r.notInDirectory)
-		}
 		return nil, fmt.Errorf("profile %q cannot describe this request: %w", r.profileName, err)
 	}
 	req.TemplateName = r.TemplateName
