@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"encoding/json"
 	"math"
 	"net/http"
 	"net/url"
@@ -180,4 +181,55 @@ func (d *directoryState) anyCustomerDeviceLocked(id string) *admin.ChromeOsDevic
 		}
 	}
 	return nil
+}
+
+// DirectoryControlPath is where the control API puts Directory records: POST a
+// SetDirectoryRequest.
+const DirectoryControlPath = "/emulator/v1/directory"
+
+// SetDirectoryRequest is the body of POST /emulator/v1/directory: device and user records in the
+// Directory API's own JSON (admin.ChromeOsDevice, admin.User), as SetDirectoryDevice and
+// SetDirectoryUser put them.
+type SetDirectoryRequest struct {
+	Devices []DirectoryDeviceRecord `json:"devices"`
+	Users   []admin.User            `json:"users"`
+}
+
+// DirectoryDeviceRecord is a device record of a customer.
+type DirectoryDeviceRecord struct {
+	Customer string               `json:"customer"`
+	Device   admin.ChromeOsDevice `json:"device"`
+}
+
+func (e *Emulator) setDirectory(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		writeError(w, &apiError{code: http.StatusMethodNotAllowed, status: "UNIMPLEMENTED", message: "use POST on " + DirectoryControlPath}, 0)
+		return
+	}
+	var req SetDirectoryRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, invalidArgument("set directory: %v", err), 0)
+		return
+	}
+	for i, d := range req.Devices {
+		if d.Customer == "" || d.Device.DeviceId == "" {
+			writeError(w, invalidArgument("set directory: devices[%d]: customer and device.deviceId are required", i), 0)
+			return
+		}
+	}
+	for i, u := range req.Users {
+		if u.Id == "" && u.PrimaryEmail == "" {
+			writeError(w, invalidArgument("set directory: users[%d]: id or primaryEmail is required", i), 0)
+			return
+		}
+	}
+	for _, d := range req.Devices {
+		e.SetDirectoryDevice(d.Customer, d.Device)
+	}
+	for _, u := range req.Users {
+		e.SetDirectoryUser(u)
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	admin "google.golang.org/api/admin/directory/v1"
@@ -65,5 +66,25 @@ func TestDirectoryEndpoints(t *testing.T) {
 	}
 	if n := e.DirectoryCalls(MethodDirectoryDevicesGet); n != 3 {
 		t.Fatalf("chromeosdevices.get calls %d, want 3", n)
+	}
+
+	// The control API puts records too, and refuses one without its key.
+	post := func(body string) int {
+		t.Helper()
+		resp, err := http.Post(srv.URL+DirectoryControlPath, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(`{"devices":[{"customer":"C0abc","device":{"deviceId":"d-2","annotatedLocation":"Lyon"}}],"users":[{"id":"7","orgUnitPath":"/Ops"}]}`); code != 200 {
+		t.Fatalf("set directory: %d", code)
+	}
+	if code := get("/admin/directory/v1/customer/C0abc/devices/chromeos/d-2", &d); code != 200 || d.AnnotatedLocation != "Lyon" {
+		t.Fatalf("device set through the control API: %d %+v", code, d)
+	}
+	if code := post(`{"devices":[{"customer":"C0abc","device":{"annotatedLocation":"x"}}]}`); code != 400 {
+		t.Fatalf("a device without an id: %d, want 400", code)
 	}
 }
