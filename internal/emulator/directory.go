@@ -60,6 +60,30 @@ func (e *Emulator) SetDirectoryUser(u admin.User) {
 	}
 }
 
+// putProcessRecords puts the Directory records Options.DirectoryRecords promises for a started
+// process's device and user, derived from its spec, unless records of those ids exist.
+func (d *directoryState) putProcessRecords(customer string, spec ProcessSpec) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if key := customer + "/" + spec.DeviceDirectoryID; d.devices[key] == nil {
+		d.devices[key] = &admin.ChromeOsDevice{Kind: "admin#directory#chromeosdevice", DeviceId: spec.DeviceDirectoryID,
+			SerialNumber: spec.Serial, Model: "Emulated Chromebook", AnnotatedAssetId: "ASSET-" + spec.Serial,
+			AnnotatedLocation: "Emulator lab", OrgUnitPath: "/Emulated/Devices", OrgUnitId: "id:emulated"}
+	}
+	if spec.Scope != ScopeUser || d.users[strings.ToLower(spec.UserDirectoryID)] != nil {
+		return
+	}
+	local, _, _ := strings.Cut(spec.UserEmail, "@")
+	u := &admin.User{Kind: "admin#directory#user", Id: spec.UserDirectoryID, PrimaryEmail: spec.UserEmail,
+		OrgUnitPath: "/Emulated/Users", Name: &admin.UserName{GivenName: local, FamilyName: "Emulated", FullName: local + " Emulated"},
+		ExternalIds: []map[string]string{{"type": "organization", "value": "E" + spec.UserDirectoryID[max(0, len(spec.UserDirectoryID)-6):]}}}
+	for _, k := range []string{u.Id, u.PrimaryEmail} {
+		if k != "" && d.users[strings.ToLower(k)] == nil {
+			d.users[strings.ToLower(k)] = u
+		}
+	}
+}
+
 // DirectoryCalls is how many times method (MethodDirectoryDevicesGet, MethodDirectoryUsersGet)
 // was called, injected failures included.
 func (e *Emulator) DirectoryCalls(method string) int {
