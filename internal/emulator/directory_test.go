@@ -88,3 +88,52 @@ func TestDirectoryEndpoints(t *testing.T) {
 		t.Fatalf("a device without an id: %d, want 400", code)
 	}
 }
+
+// TestDirectoryRecords: with Options.DirectoryRecords every started process's device and user
+// have a record, derived from the spec, without replacing one a test put.
+func TestDirectoryRecords(t *testing.T) {
+	ctx := context.Background()
+	e, err := New(ctx, Options{DirectoryRecords: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	srv := httptest.NewServer(e.Handler())
+	defer srv.Close()
+	e.SetDirectoryDevice("C0abc", admin.ChromeOsDevice{DeviceId: "own", AnnotatedAssetId: "MINE"})
+	if _, err := e.StartProcess(ctx, ProcessSpec{Customer: "C0abc", Serial: "5CD9", DeviceDirectoryID: "gen", NoPublish: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.StartProcess(ctx, ProcessSpec{Customer: "C0abc", DeviceDirectoryID: "own", Scope: ScopeUser, UserEmail: "bo@example.com", UserDirectoryID: "123456789", NoPublish: true}); err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string, v any) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var d admin.ChromeOsDevice
+	get("/admin/directory/v1/customer/C0abc/devices/chromeos/gen", &d)
+	if d.AnnotatedAssetId != "ASSET-5CD9" || d.SerialNumber != "5CD9" || d.OrgUnitPath != "/Emulated/Devices" {
+		t.Fatalf("generated device record %+v", d)
+	}
+	get("/admin/directory/v1/customer/C0abc/devices/chromeos/own", &d)
+	if d.AnnotatedAssetId != "MINE" {
+		t.Fatalf("the test's record was replaced: %+v", d)
+	}
+	var u admin.User
+	get("/admin/directory/v1/users/bo@example.com", &u)
+	raw, _ := json.Marshal(u.ExternalIds)
+	if u.Id != "123456789" || u.OrgUnitPath != "/Emulated/Users" || !strings.Contains(string(raw), `"value":"E456789"`) {
+		t.Fatalf("generated user record %+v %s", u, raw)
+	}
+}
