@@ -50,8 +50,8 @@ type readiness struct {
 	// directory is the Directory client's token source, when directoryOn.
 	directory   oauth2.TokenSource
 	directoryOn bool
-	cas     map[string]*engine.CAConnection
-	calls   *metrics.CA
+	cas         map[string]*engine.CAConnection
+	calls       *metrics.CA
 }
 
 // checks builds one readiness check per dependency: the configuration, the journal, the

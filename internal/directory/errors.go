@@ -46,7 +46,9 @@ func (e *Error) NotFound() bool { return e.Code == http.StatusNotFound }
 
 // Forbidden reports whether the service account may not read the record (HTTP 403 that is not
 // a rate limit): an operator must grant domain-wide delegation of the Directory scopes.
-func (e *Error) Forbidden() bool { return e.Code == http.StatusForbidden && e.Class == errclass.Permanent }
+func (e *Error) Forbidden() bool {
+	return e.Code == http.StatusForbidden && e.Class == errclass.Permanent
+}
 
 func (e *Error) Unwrap() error { return e.err }
 
