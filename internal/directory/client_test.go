@@ -276,3 +276,32 @@ func BenchmarkDeviceCached(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDeviceUncached measures a lookup that reaches the emulator over loopback HTTP (the
+// cache holds one entry and the ids alternate), for comparison with BenchmarkDeviceCached.
+func BenchmarkDeviceUncached(b *testing.B) {
+	emu, err := emulator.New(context.Background(), emulator.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(emu.Handler())
+	defer func() { srv.Close(); _ = emu.Close() }()
+	emu.SetDirectoryDevice(customer, device("a", "A"))
+	emu.SetDirectoryDevice(customer, device("b", "B"))
+	c, err := New(context.Background(), Options{
+		Endpoint: srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None},
+		RateLimit: RateLimit{RequestsPerSecond: 1e9, Burst: 1000}, RequestTimeout: 5 * time.Second,
+		CacheTTL: time.Hour, NegativeTTL: time.Minute, CacheSize: 1,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := []string{"a", "b"}
+	i := 0
+	for b.Loop() {
+		if _, err := c.Device(context.Background(), customer, ids[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
