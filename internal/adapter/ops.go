@@ -27,6 +27,7 @@ const (
 	checkPubSub       = "pubsub"
 	checkGoogleToken  = "google_token"
 	checkVAToken      = "verified_access_token"
+	checkDirToken     = "directory_token"
 	checkCAPrefix     = "ca_connection:"
 	checkStart        = "start" // a named tenant that could not be built
 	maxCACheckTimeout = 30 * time.Second
@@ -64,6 +65,9 @@ func (r readiness) checks() []ops.Check {
 		)
 		if r.vaOn && tn.cfg.Implicit {
 			out = append(out, ops.Check{Name: checkVAToken, Run: tokenCheck(r.va, "google.credentials.type is none: no token needed (emulator)")})
+		}
+		if tn.dirClient != nil {
+			out = append(out, ops.Check{Name: tn.checkName(checkDirToken), Run: tokenCheck(tn.dirClient.TokenSource(), "google.credentials.type is none: no token needed (emulator)")})
 		}
 		for _, name := range slices.Sorted(maps.Keys(tn.conns)) {
 			conn := tn.conns[name]

@@ -98,6 +98,9 @@ func (a *Adapter) reload(cfg *config.Config) error {
 			continue // a tenant removed: it runs on until a restart (restartKeys names it)
 		}
 		profiles, perr := TenantProfiles(t)
+		if perr == nil && tn.directory == nil {
+			perr = needsNoDirectory(t, profiles)
+		}
 		conns, cerr := TenantConnectors(t, cfg.BaseDir, tn.log)
 		swaps = append(swaps, tenantReload{tn: tn, next: t, profiles: profiles, conns: conns})
 		errs = append(errs, perr, cerr)

@@ -17,6 +17,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/directory"
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
@@ -38,16 +39,20 @@ type tenant struct {
 	// without tenants.
 	reg prometheus.Registerer
 
-	api      *chromeapi.Client
-	store    journal.Store
-	journal  config.Journal
-	engine   *engine.Engine
-	receiver *intake.Receiver
-	pubsub   *pubsub.Client
-	conns    map[string]*engine.CAConnection
-	certs    *metrics.Certificates
-	records  *metrics.Journal
-	calls    *metrics.CA
+	api *chromeapi.Client
+	// directory is the tenant's Directory client (google.directory), nil unless enabled;
+	// dirClient is the same client, for its token.
+	directory engine.Directory
+	dirClient *directory.Client
+	store     journal.Store
+	journal   config.Journal
+	engine    *engine.Engine
+	receiver  *intake.Receiver
+	pubsub    *pubsub.Client
+	conns     map[string]*engine.CAConnection
+	certs     *metrics.Certificates
+	records   *metrics.Journal
+	calls     *metrics.CA
 
 	// startErr is why a named tenant could not be built: the others run, and its readiness
 	// check reports this. Nil for a tenant that runs.
@@ -104,12 +109,16 @@ func newTenant(ctx context.Context, cfg *config.Config, t config.Tenant, reg pro
 	if tn.api, err = chromeapi.New(ctx, TenantAPIOptions(t, tn.log.Named("chromeapi"), tn.reg)); err != nil {
 		return nil, tenantError(t, err)
 	}
+	if tn.directory, tn.dirClient, err = TenantDirectory(ctx, t, tn.log.Named("directory"), tn.reg); err != nil {
+		return nil, tenantError(t, err)
+	}
 	if tn.store, err = OpenJournal(ctx, tn.journal, false, tn.log.Named("journal")); err != nil {
 		return nil, tenantError(t, err)
 	}
 	eo := EngineOptions(cfg)
 	eo.Tenant = tenantLabel(t)
 	eo.API, eo.Store, eo.Profiles, eo.CAs, eo.Audit = tn.api, tn.store, profiles, tn.conns, trail
+	eo.Directory = tn.directory
 	eo.Logger, eo.Registerer = tn.log.Named("engine"), tn.reg
 	if tn.engine, err = engine.New(eo); err != nil {
 		return nil, tenantError(t, err)
@@ -223,7 +232,13 @@ func TenantProfiles(t config.Tenant) (map[string]*engine.Profile, error) {
 			ps = append(ps, config.ProblemsAt(t.Key("profiles."+name), err)...)
 			continue
 		}
-		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
+		if tmpl.Needs().Any() && !t.Google.Directory.Enabled {
+			ps = append(ps, config.Problem{Path: t.Key("profiles." + name),
+				Message: "its templates use Directory data (.Device.Directory, .User.Directory): set " + t.Key("google.directory.enabled") + " (docs/directory.md)"})
+			continue
+		}
+		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict,
+			Routes: p.Routes}
 	}
 	return out, problemsError(ps)
 }

@@ -348,9 +348,9 @@ var durationType = reflect.TypeFor[time.Duration]()
 func isSection(t reflect.Type) bool { return t.Kind() == reflect.Struct }
 
 // isEntries reports whether t holds entries decoded on their own rather than through viper: a map
-// of named entries (profiles) or a list of sections (tenants).
+// of named entries (profiles) or the tenants list. Other lists of sections (routes) are values.
 func isEntries(t reflect.Type) bool {
-	return t.Kind() == reflect.Map || (t.Kind() == reflect.Slice && isSection(t.Elem()))
+	return t.Kind() == reflect.Map || t == reflect.TypeFor[[]Tenant]()
 }
 
 // checkKeys reports every key of raw that the schema type t does not know, and every section
@@ -397,15 +397,17 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 			}
 		}
 	case t.Kind() == reflect.Slice && isSection(t.Elem()):
+		// A list of sections (tenants, profiles.<name>.routes): each entry's keys are checked too.
+		// Other lists than tenants are values too, whose decoding reports what is not a list.
 		list, ok := raw.([]any)
 		if !ok {
-			if raw != nil {
+			if raw != nil && isEntries(t) {
 				ps.add(path, "must be a list of entries, not %s", describe(raw))
 			}
 			return
 		}
 		for i, e := range list {
-			if e == nil {
+			if e == nil && isEntries(t) {
 				ps.add(indexPath(path, i), "must be a mapping of keys, not nothing")
 				continue
 			}

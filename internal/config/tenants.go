@@ -195,6 +195,7 @@ func (c *Config) validateTenant(t Tenant, ps *problems) {
 	t.validateCustomers(ps)
 	t.validatePubSub(ps)
 	t.validateGoogle(ps)
+	t.validateDirectory(ps)
 	if len(t.Profiles) == 0 {
 		ps.add(t.key(keyProfiles), "at least one profile is required")
 	}

@@ -168,6 +168,7 @@ func (c *Config) Warnings() []Problem {
 	var ps problems
 	c.warnLease(&ps)
 	c.warnOps(&ps)
+	c.warnRoutes(&ps)
 	if c.ShutdownGracePeriod >= KubernetesTerminationGrace {
 		ps.add(keyShutdownGracePeriod, "%s is not below Kubernetes' default terminationGracePeriodSeconds (%s): "+
 			"raise that too, or the adapter is killed before in-flight steps finish", c.ShutdownGracePeriod, KubernetesTerminationGrace)
