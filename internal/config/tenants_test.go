@@ -120,6 +120,9 @@ func TestTenantsProblems(t *testing.T) {
 		{"unknown tenant key", tenantsYAML + "    journal: {path: x}\n", "tenants[1].journal", "unknown key"},
 		{"not a list", "instanceId: a1\ntenants: {acme: {}}\n", "tenants", "must be a list"},
 		{"bad duration", strings.Replace(tenantsYAML, "timeout: 10s", "timeout: 10", 1), "tenants[1].caConnections.corp.timeout", "needs a unit"},
+		{"routes without the tenant's directory", strings.Replace(tenantsYAML, "validity: 720h}", "validity: 720h, routes: [{orgUnit: /Sales, validity: 24h}]}", 1), "tenants[1].profiles.user.routes", "google.directory.enabled"},
+		{"route to another tenant's connection", strings.Replace(strings.Replace(tenantsYAML, "validity: 720h}", "validity: 720h, routes: [{orgUnit: /Sales, caConnection: Corp}]}", 1), "google: {credentials: {type: adc}}", "google: {credentials: {type: adc}, directory: {enabled: true}}", 1), "tenants[1].profiles.user.routes[0].caConnection", `no caConnections entry is named "Corp"`},
+		{"tenant directory subject", strings.Replace(tenantsYAML, "google: {credentials: {type: adc}}", "google: {credentials: {type: adc}, directory: {enabled: true, subject: admin}}", 1), "tenants[1].google.directory.subject", "e-mail address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
