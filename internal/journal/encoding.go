@@ -17,7 +17,7 @@ type Columns struct {
 	FinishedAt int64 // UnixNanos; meaningful only when Final
 	// Identity is Record.IssuedIdentity, what IssuedTo looks records up by ("" for none).
 	Identity string
-	Data       []byte
+	Data     []byte
 }
 
 // Encode returns the stored form of rec: its JSON and the values stores index.

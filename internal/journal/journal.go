@@ -76,8 +76,8 @@ type Record struct {
 	// IssuedAt is when the certificate was recorded: what orders the certificates of one
 	// identity, so that renewal hygiene never revokes a newer one (zero in records journaled
 	// before it was kept, which are ordered by the certificate's NotBefore).
-	IssuedAt time.Time `json:"issuedAt,omitzero"`
-	FailureMessage string `json:"failureMessage,omitempty"` // what the user will see, stored before setFailure
+	IssuedAt       time.Time `json:"issuedAt,omitzero"`
+	FailureMessage string    `json:"failureMessage,omitempty"` // what the user will see, stored before setFailure
 
 	Attempts     int       `json:"attempts"`    // failed attempts of the current step
 	StepStarted  time.Time `json:"stepStarted"` // when the current step began; bounds its retries
