@@ -126,3 +126,16 @@ func (r *Record) Supersedes(name string) bool {
 	}
 	return false
 }
+
+// PendingRevocations counts the revocations among recs still to be asked of a CA.
+func PendingRevocations(recs []*Record) int {
+	n := 0
+	for _, r := range recs {
+		for i := range r.Revocations {
+			if r.Revocations[i].State == RevocationPending {
+				n++
+			}
+		}
+	}
+	return n
+}
