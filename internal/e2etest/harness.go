@@ -73,6 +73,11 @@ type Options struct {
 	// Audit wraps the audit log (a file in the test's directory), for tests that inject audit
 	// faults (default: none).
 	Audit func(*audit.Log) engine.Auditor
+	// BuiltinCRL gives the built-in CA a CRL file, so that it can revoke (Local.RevocationStatus
+	// reads it).
+	BuiltinCRL bool
+	// Now is the engine's clock (default time.Now), for tests that let hours pass.
+	Now func() time.Time
 }
 
 // Harness is a running adapter against a running emulator.
@@ -183,6 +188,9 @@ func New(t testing.TB, o Options) *Harness {
 	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
 	cfg.CAConnections[BuiltinCA] = config.CAConnection{Type: local.Type, Timeout: o.CATimeout,
 		Settings: map[string]any{"certificateFile": certPath, "keyFile": keyPath, "ledgerFile": filepath.Join(dir, "ledger.jsonl")}}
+	if o.BuiltinCRL {
+		cfg.CAConnections[BuiltinCA].Settings["crlFile"] = filepath.Join(dir, "ca.crl")
+	}
 	// The adapter's own wiring, from the configuration; the harness only adds the test's
 	// connectors and wraps the journal and the audit log when a test injects faults there.
 	cas, err := adapter.Connectors(cfg, log)
@@ -226,7 +234,7 @@ func New(t testing.TB, o Options) *Harness {
 	h.API = api
 	h.engineOpts = adapter.EngineOptions(cfg)
 	h.engineOpts.API, h.engineOpts.Store, h.engineOpts.Profiles, h.engineOpts.CAs, h.engineOpts.Audit = api, h.Store, profiles, cas, auditor
-	h.engineOpts.Logger, h.engineOpts.Registerer = log.Named("engine"), h.Registry
+	h.engineOpts.Logger, h.engineOpts.Registerer, h.engineOpts.Now = log.Named("engine"), h.Registry, o.Now
 	eng, err := engine.New(h.engineOpts)
 	if err != nil {
 		t.Fatalf("engine: %v", err)
