@@ -282,7 +282,9 @@ func (r *reopenable) Update(ctx context.Context, owner string, rec *journal.Reco
 func (r *reopenable) Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error {
 	return r.cur().Renew(ctx, owner, name, token, now, d)
 }
-func (r *reopenable) NextDue(ctx context.Context) (time.Time, bool, error) { return r.cur().NextDue(ctx) }
+func (r *reopenable) NextDue(ctx context.Context) (time.Time, bool, error) {
+	return r.cur().NextDue(ctx)
+}
 func (r *reopenable) Unfinished(ctx context.Context) ([]*journal.Record, error) {
 	return r.cur().Unfinished(ctx)
 }
