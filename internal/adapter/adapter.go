@@ -134,15 +134,25 @@ func CheckRevokers(cfg *config.Config, conns map[string]*engine.CAConnection) er
 			if conn == nil {
 				continue
 			}
-			if _, ok := conn.Connector.(ca.Revoker); !ok {
-				hint := "list the connections this profile's certificates come from in profiles." + name + ".revokeSuperseded.caConnections"
-				if len(r.CAConnections) > 0 {
-					hint = "remove it from the list, or turn revokeSuperseded off"
+			why := "its CA offers no revocation to the adapter"
+			if _, ok := conn.Connector.(ca.Revoker); ok {
+				why = ""
+				if rc, ok := conn.Connector.(ca.RevokeChecker); ok {
+					if err := rc.CanRevoke(); err != nil {
+						why = err.Error()
+					}
 				}
-				ps = append(ps, config.Problem{Path: "profiles." + name + ".revokeSuperseded",
-					Message: fmt.Sprintf("caConnections.%s (type %s) cannot revoke, so the certificates it issued cannot be revoked when superseded; %s",
-						c, cfg.CAConnections[c].Type, hint)})
 			}
+			if why == "" {
+				continue
+			}
+			hint := "list the connections this profile's certificates come from in profiles." + name + ".revokeSuperseded.caConnections"
+			if len(r.CAConnections) > 0 {
+				hint = "remove it from the list, or turn revokeSuperseded off"
+			}
+			ps = append(ps, config.Problem{Path: "profiles." + name + ".revokeSuperseded",
+				Message: fmt.Sprintf("caConnections.%s (type %s) cannot revoke (%s), so the certificates it issues cannot be revoked when superseded; %s",
+					c, cfg.CAConnections[c].Type, why, hint)})
 		}
 	}
 	return problemsError(ps)

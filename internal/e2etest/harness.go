@@ -272,6 +272,24 @@ func (h *Harness) runEngine(ctx context.Context, eng *engine.Engine) {
 	h.eng = eng
 }
 
+// StartReplica runs another engine with the harness's configuration, API client and CA
+// connections on store, as a second replica sharing the journal's database would (its own
+// Store value, its own lease owner), until the test ends.
+func (h *Harness) StartReplica(store journal.Store) *engine.Engine {
+	h.t.Helper()
+	o := h.engineOpts
+	o.Store = store
+	eng, err := engine.New(o)
+	if err != nil {
+		h.t.Fatalf("replica engine: %v", err)
+	}
+	ctx, stop := context.WithCancel(h.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = eng.Run(ctx) }()
+	h.t.Cleanup(func() { stop(); <-done })
+	return eng
+}
+
 // Engine is the engine running now.
 func (h *Harness) Engine() *engine.Engine {
 	h.mu.Lock()

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"net/http"
 	"path/filepath"
@@ -12,11 +13,14 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres"
+	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -382,6 +386,78 @@ func TestRevokeSupersededAcrossRestart(t *testing.T) {
 	for _, c := range []*x509.Certificate{firstCert, secondCert} {
 		if n := perSerial[c.SerialNumber.Text(16)]; n != 1 {
 			t.Errorf("%d audit events for the revocation of serial %s, want 1", n, c.SerialNumber.Text(16))
+		}
+	}
+}
+
+// countingRevoker is the built-in CA, counting the revocation requests it receives per serial.
+type countingRevoker struct {
+	*local.Connector
+	mu      sync.Mutex
+	revokes map[string]int
+}
+
+func (c *countingRevoker) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
+	c.mu.Lock()
+	c.revokes[req.Serial.Text(16)]++
+	c.mu.Unlock()
+	return c.Connector.Revoke(ctx, req)
+}
+
+func (c *countingRevoker) count(serial *big.Int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.revokes[serial.Text(16)]
+}
+
+// TestRevokeSupersededReplicasPostgres: two replicas share a PostgreSQL journal; when the grace
+// period ends both look for due work, and the CA receives exactly one revocation request per
+// superseded serial: the record's lease hands the revocation to one of them.
+func TestRevokeSupersededReplicasPostgres(t *testing.T) {
+	dsn := pgtest.Schema(t, pgtest.DSN(t), "revoke")
+	open := func(t testing.TB) *postgres.Store {
+		s, err := postgres.Open(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	clk := &clock{}
+	var counting *countingRevoker
+	h := e2etest.New(t, e2etest.Options{BuiltinCRL: true, Now: clk.Now, Profiles: hygieneProfiles(),
+		Journal: func(t testing.TB) journal.Store { return open(t) },
+		CAs: func(h *e2etest.Harness) map[string]ca.Connector {
+			counting = &countingRevoker{Connector: h.Local, revokes: map[string]int{}}
+			return map[string]ca.Connector{e2etest.BuiltinCA: counting}
+		},
+	})
+	h.StartReplica(open(t))
+
+	const devices = 6
+	var old, renewed []*x509.Certificate
+	var superseding []string
+	for i := range devices {
+		spec := emulator.ProcessSpec{Serial: fmt.Sprintf("5CD%04d", i), DeviceDirectoryID: fmt.Sprintf("dev-%d", i)}
+		_, c := issueFor(t, h, spec)
+		old = append(old, c)
+		name, c2 := issueFor(t, h, spec)
+		renewed, superseding = append(renewed, c2), append(superseding, name)
+	}
+	for _, name := range superseding {
+		waitRevocations(t, h.Store, name, 1)
+	}
+	clk.advance(revokeGrace + time.Second)
+	for _, c := range old {
+		e2etest.WaitFor(t, 20*time.Second, func() bool { ok, _ := revoked(t, h, c.SerialNumber); return ok })
+	}
+	h.WaitJournalIdle(10 * time.Second)
+	for i := range devices {
+		if n := counting.count(old[i].SerialNumber); n != 1 {
+			t.Errorf("device %d: the CA received %d revocation requests for the superseded serial, want 1", i, n)
+		}
+		if n := counting.count(renewed[i].SerialNumber); n != 0 {
+			t.Errorf("device %d: the CA received %d revocation requests for the new serial, want 0", i, n)
 		}
 	}
 }
