@@ -272,3 +272,65 @@ func TestNextStep(t *testing.T) {
 		t.Errorf("finished: %q", got)
 	}
 }
+
+// TestShowRevocations: a process whose certificate superseded another shows that revocation,
+// pending with its due time, then done; the superseded process shows who revokes it, found in
+// the journal by identity; the next step names the serial; JSON carries both sides.
+func TestShowRevocations(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	_, pemText := certificate(t)
+	old := finished(now, "OLD00000000000000000000000000000", journal.StateUploaded, 48*time.Hour)
+	renewed := finished(now, "NEW00000000000000000000000000000", journal.StateUploaded, time.Minute)
+	for _, r := range []*journal.Record{old, renewed} {
+		r.CertificatePEM, r.Process.Customer = pemText, "C0x"
+		r.Process.Device = &process.Device{SerialNumber: "5CD1234", DirectoryID: "dev-1"}
+	}
+	renewed.Revocations = []journal.Revocation{{Process: old.Name, CAName: "builtin", Serial: "c0ffee", CertificatePEM: pemText,
+		Reason: "superseded", Due: now.Add(3 * time.Hour), NextDue: now.Add(3 * time.Hour), State: journal.RevocationPending}}
+	renewed.NextDue = now.Add(3 * time.Hour)
+	store := journal.NewMemory()
+	for _, r := range []*journal.Record{old, renewed} {
+		if _, err := store.Create(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := NextStep(renewed); got != "revoke superseded serial c0ffee" {
+		t.Errorf("NextStep = %q", got)
+	}
+	var buf bytes.Buffer
+	if err := Show(&buf, renewed, now, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := "supersedes:           " + old.Name + ", serial c0ffee at builtin: revocation (superseded) pending, due in 3h0m0s"; !strings.Contains(buf.String(), want) {
+		t.Errorf("detail lacks %q:\n%s", want, buf.String())
+	}
+
+	by, err := RevokedBy(context.Background(), store, old)
+	if err != nil || len(by) != 1 || by[0].SupersededBy != renewed.Name {
+		t.Fatalf("RevokedBy = %+v, %v; want the renewed process", by, err)
+	}
+	if by, err := RevokedBy(context.Background(), store, renewed); err != nil || len(by) != 0 {
+		t.Fatalf("RevokedBy(the newest) = %+v, %v; want none", by, err)
+	}
+	renewed.Revocations[0].State, renewed.Revocations[0].At = journal.RevocationRevoked, now.Add(-time.Minute)
+	by = []Revocation{revocationOf(renewed.Name, renewed.Revocations[0])}
+	buf.Reset()
+	if err := Show(&buf, old, now, false, WithRevokedBy(by)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "superseded by:        " + renewed.Name + ", serial c0ffee at builtin: revoked (superseded) at 2026-11-23T11:59:00Z"; !strings.Contains(buf.String(), want) {
+		t.Errorf("detail lacks %q:\n%s", want, buf.String())
+	}
+	buf.Reset()
+	if err := Show(&buf, renewed, now, true); err != nil {
+		t.Fatal(err)
+	}
+	var d Detail
+	if err := json.Unmarshal(buf.Bytes(), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Revocations) != 1 || d.Revocations[0].State != journal.RevocationRevoked || d.Revocations[0].Process != old.Name ||
+		d.Revocations[0].SupersededBy != renewed.Name || strings.Contains(buf.String(), "BEGIN CERTIFICATE") {
+		t.Errorf("JSON detail revocations %+v (the superseded PEM stays out)", d.Revocations)
+	}
+}
