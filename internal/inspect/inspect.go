@@ -3,11 +3,13 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -164,22 +166,27 @@ func Run(ctx context.Context, w io.Writer, store journal.Store, f Filter, now ti
 	var unfinished, finished []*journal.Record
 	wantUnfinished := f.State == "" || !f.State.Final()
 	wantFinished := f.All || f.State.Final()
-	if wantUnfinished {
-		recs, err := store.Unfinished(ctx)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			if f.State == "" || r.State == f.State {
-				unfinished = append(unfinished, r)
-			}
+	all, err := store.Unfinished(ctx)
+	if err != nil {
+		return err
+	}
+	// Processes that ended but owe a revocation are listed with the finished ones when those
+	// are listed, and with the unfinished ones otherwise (next step: the revocation).
+	provisioning, settled := Settled(all)
+	if !wantFinished {
+		provisioning = all
+	}
+	for _, r := range provisioning {
+		if f.State == "" || r.State == f.State {
+			unfinished = append(unfinished, r)
 		}
 	}
 	if wantFinished {
-		var err error
-		if finished, err = store.Finished(ctx, f.State, f.Limit); err != nil {
+		done, err := store.Finished(ctx, f.State, f.Limit)
+		if err != nil {
 			return err
 		}
+		finished = MergeFinished(settled, done, f.State, f.Limit)
 	}
 	switch {
 	case asJSON && wantUnfinished && wantFinished:
@@ -194,6 +201,35 @@ func Run(ctx context.Context, w io.Writer, store journal.Store, f Filter, now ti
 	}
 	fmt.Fprintln(w)
 	return ListFinished(w, finished, now, false)
+}
+
+// Settled splits unfinished records into those whose process is still being provisioned and
+// those whose process has ended and that owe only the revocation of certificates it superseded
+// (renewal hygiene, docs/renewal.md): to an operator, the latter are finished processes.
+func Settled(recs []*journal.Record) (provisioning, settled []*journal.Record) {
+	for _, r := range recs {
+		if r.State.Final() && !r.AuditPending && !r.SupersedePending && r.RevocationsOpen() {
+			settled = append(settled, r)
+		} else {
+			provisioning = append(provisioning, r)
+		}
+	}
+	return provisioning, settled
+}
+
+// MergeFinished merges settled records (Settled) in state (any when empty) into finished ones,
+// as Store.Finished lists them: most recently finished first, then by name, at most limit.
+func MergeFinished(settled, finished []*journal.Record, state journal.State, limit int) []*journal.Record {
+	out := slices.Clone(finished)
+	for _, r := range settled {
+		if state == "" || r.State == state {
+			out = append(out, r)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *journal.Record) int {
+		return cmp.Or(-cmp.Compare(journal.UnixNanos(a.FinishedAt), journal.UnixNanos(b.FinishedAt)), cmp.Compare(a.Name, b.Name))
+	})
+	return out[:min(len(out), max(limit, 0))]
 }
 
 func summaries(recs []*journal.Record, now time.Time) []Summary {

@@ -334,3 +334,49 @@ func TestShowRevocations(t *testing.T) {
 		t.Errorf("JSON detail revocations %+v (the superseded PEM stays out)", d.Revocations)
 	}
 }
+
+// TestRunListsSettledOnce: a process that ended and owes only a revocation is listed as
+// unfinished by default (its next step is the revocation), with the finished ones by --state
+// uploaded, and once with --all: among the finished, in the order of its finish.
+func TestRunListsSettledOnce(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	store := journal.NewMemory()
+	older := finished(now, "OLDER000000000000000000000000000", journal.StateUploaded, time.Hour)
+	settled := finished(now, "SETTLED0000000000000000000000000", journal.StateUploaded, time.Minute)
+	settled.Revocations = []journal.Revocation{{Process: older.Name, Serial: "2a", State: journal.RevocationPending, NextDue: now.Add(time.Hour)}}
+	settled.NextDue = now.Add(time.Hour)
+	for _, r := range []*journal.Record{older, settled} {
+		if _, err := store.Create(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(f Filter) []string {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := Run(context.Background(), &buf, store, f, now, true); err != nil {
+			t.Fatal(err)
+		}
+		var rows []Summary
+		if err := json.Unmarshal(buf.Bytes(), &rows); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rows {
+			out = append(out, r.ProcessID[:5]+":"+r.NextStep)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		f    Filter
+		want string
+	}{
+		{Filter{}, "SETTL:revoke superseded serial 2a"},
+		{Filter{State: journal.StateUploaded}, "SETTL:revoke superseded serial 2a OLDER:none (finished)"},
+		{Filter{All: true}, "SETTL:revoke superseded serial 2a OLDER:none (finished)"},
+		{Filter{State: journal.StateUploaded, Limit: 1}, "SETTL:revoke superseded serial 2a"},
+	} {
+		if got := strings.Join(ids(tt.f), " "); got != tt.want {
+			t.Errorf("Run(%+v) = %q, want %q", tt.f, got, tt.want)
+		}
+	}
+}
