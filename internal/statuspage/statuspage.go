@@ -191,9 +191,9 @@ type view struct {
 	// RevocationsPending counts the superseded certificates still to be revoked (renewal
 	// hygiene); the processes that owe them are counted as finished, not in flight.
 	RevocationsPending int
-	ByState      []stateRow
-	Oldest       []inspect.Summary
-	OldestMore   int
+	ByState            []stateRow
+	Oldest             []inspect.Summary
+	OldestMore         int
 
 	FinishedErr string
 	Outcomes    []outcomeRow
