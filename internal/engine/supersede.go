@@ -189,6 +189,12 @@ func (e *Engine) revokeNext(ctx context.Context, rec *journal.Record) {
 func (e *Engine) revoke(ctx context.Context, rec *journal.Record, v *journal.Revocation) {
 	cat, release := e.catalog.Acquire()
 	defer release()
+	// Turning the option off (a reload) stops what it decided: an operator who turns it off
+	// because devices keep using their old certificates must not see them revoked anyway.
+	if p := cat.profiles[rec.ProfileName]; p == nil || p.RevokeSuperseded == nil {
+		e.revocationEnded(ctx, rec, v, fmt.Errorf("not revoked: profiles.%s no longer revokes superseded certificates", rec.ProfileName))
+		return
+	}
 	conn := cat.cas[v.CAName]
 	if conn == nil {
 		e.revocationEnded(ctx, rec, v, fmt.Errorf("the adapter has no CA connection named %q any more", v.CAName))

@@ -15,8 +15,10 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
@@ -459,5 +461,45 @@ func TestRevokeSupersededReplicasPostgres(t *testing.T) {
 		if n := counting.count(renewed[i].SerialNumber); n != 0 {
 			t.Errorf("device %d: the CA received %d revocation requests for the new serial, want 0", i, n)
 		}
+	}
+}
+
+// TestRevokeSupersededTurnedOff: a reload that turns the option off before the grace period
+// ends stops the revocation it decided: the old certificate stays off the CRL, and the journal
+// and the audit trail record why.
+func TestRevokeSupersededTurnedOff(t *testing.T) {
+	clk := &clock{}
+	h := e2etest.New(t, e2etest.Options{BuiltinCRL: true, Now: clk.Now, Profiles: hygieneProfiles()})
+	device := emulator.ProcessSpec{Serial: "5CD0001", DeviceDirectoryID: "dev-1"}
+	_, oldCert := issueFor(t, h, device)
+	second, _ := issueFor(t, h, device)
+	waitRevocations(t, h.Store, second, 1)
+
+	tmpl, err := csr.Compile(e2etest.Profile("{{.Device.SerialNumber}}", "", 30*time.Second).Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-h.Engine().Reconfigure(map[string]*engine.Profile{"device": {Template: tmpl, Validity: 24 * time.Hour, SignDeadline: 30 * time.Second}},
+		map[string]*engine.CAConnection{e2etest.BuiltinCA: {Connector: h.Local, Timeout: 10 * time.Second}})
+	clk.advance(revokeGrace + time.Second)
+	h.WaitJournalIdle(20 * time.Second)
+	if got, _ := revoked(t, h, oldCert.SerialNumber); got {
+		t.Fatal("the old certificate was revoked after the option was turned off")
+	}
+	rec, err := h.Store.Get(context.Background(), second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := rec.Revocations[0]; v.State != journal.RevocationFailed || !strings.Contains(v.LastError, "profiles.device no longer revokes") {
+		t.Fatalf("revocation after the option was turned off = %+v", v)
+	}
+	var outcomes []string
+	for _, ev := range h.AuditEvents() {
+		if ev.Kind == "revocation" {
+			outcomes = append(outcomes, ev.Outcome+": "+ev.Failure)
+		}
+	}
+	if len(outcomes) != 1 || !strings.HasPrefix(outcomes[0], "failed: not revoked") {
+		t.Errorf("revocation audit events %q, want one failed", outcomes)
 	}
 }
