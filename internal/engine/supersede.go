@@ -232,7 +232,8 @@ func (e *Engine) revoke(ctx context.Context, rec *journal.Record, v *journal.Rev
 		return
 	}
 	now := e.now()
-	if class, _ := ca.Classify(err); class == ca.ClassPermanent {
+	class, hint := ca.Classify(err)
+	if class == ca.ClassPermanent {
 		e.revocationEnded(ctx, rec, v, fmt.Errorf("the CA refused: %w", err))
 		return
 	}
@@ -241,7 +242,6 @@ func (e *Engine) revoke(ctx context.Context, rec *journal.Record, v *journal.Rev
 			cert.NotAfter.UTC().Format(time.RFC3339), err))
 		return
 	}
-	_, hint := ca.Classify(err)
 	v.Attempts++
 	v.LastError = err.Error()
 	delay := max(jitter(e.o.Retry.InitialBackoff, e.o.Retry.MaxBackoff, v.Attempts), min(hint, e.o.Retry.MaxBackoff))

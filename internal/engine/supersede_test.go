@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -501,5 +502,94 @@ func TestRevokeSupersededTurnedOff(t *testing.T) {
 	}
 	if len(outcomes) != 1 || !strings.HasPrefix(outcomes[0], "failed: not revoked") {
 		t.Errorf("revocation audit events %q, want one failed", outcomes)
+	}
+}
+
+// flakyRevoker is the built-in CA whose revocations fail: the first failures of them with a
+// retryable error, and every one of the serials in refuse with a permanent one.
+type flakyRevoker struct {
+	*local.Connector
+	mu       sync.Mutex
+	failures int
+	refuse   map[string]bool
+	calls    map[string]int
+}
+
+func (f *flakyRevoker) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
+	f.mu.Lock()
+	serial := req.Serial.Text(16)
+	f.calls[serial]++
+	refuse, fail := f.refuse[serial], f.failures > 0
+	if fail && !refuse {
+		f.failures--
+	}
+	f.mu.Unlock()
+	switch {
+	case refuse:
+		return ca.Permanentf("the CA refuses to revoke %s", serial)
+	case fail:
+		return ca.Retryable(errors.New("CA unavailable"), 0)
+	}
+	return f.Connector.Revoke(ctx, req)
+}
+
+// TestRevokeSupersededRetriesAndFailures: a revocation the CA answers with retryable errors is
+// tried again with backoff until it lands; one the CA refuses is recorded as failed, audited,
+// counted and never asked again.
+func TestRevokeSupersededRetriesAndFailures(t *testing.T) {
+	clk := &clock{}
+	var flaky *flakyRevoker
+	h := e2etest.New(t, e2etest.Options{BuiltinCRL: true, Now: clk.Now, Profiles: hygieneProfiles(),
+		CAs: func(h *e2etest.Harness) map[string]ca.Connector {
+			flaky = &flakyRevoker{Connector: h.Local, refuse: map[string]bool{}, calls: map[string]int{}}
+			return map[string]ca.Connector{e2etest.BuiltinCA: flaky}
+		},
+	})
+	flakyDevice := emulator.ProcessSpec{Serial: "5CD0001", DeviceDirectoryID: "dev-1"}
+	refusedDevice := emulator.ProcessSpec{Serial: "5CD0002", DeviceDirectoryID: "dev-2"}
+	_, retried := issueFor(t, h, flakyDevice)
+	_, refused := issueFor(t, h, refusedDevice)
+	second, _ := issueFor(t, h, flakyDevice)
+	secondRefused, _ := issueFor(t, h, refusedDevice)
+	waitRevocations(t, h.Store, second, 1)
+	waitRevocations(t, h.Store, secondRefused, 1)
+	flaky.mu.Lock()
+	flaky.failures, flaky.refuse[refused.SerialNumber.Text(16)] = 3, true
+	flaky.mu.Unlock()
+
+	clk.advance(revokeGrace + time.Second)
+	e2etest.WaitFor(t, 30*time.Second, func() bool { ok, _ := revoked(t, h, retried.SerialNumber); return ok })
+	h.WaitJournalIdle(20 * time.Second)
+	if got, _ := revoked(t, h, refused.SerialNumber); got {
+		t.Fatal("the serial the CA refused is on the CRL")
+	}
+	rec, err := h.Store.Get(context.Background(), secondRefused)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := rec.Revocations[0]; v.State != journal.RevocationFailed || !strings.Contains(v.LastError, "the CA refuses") {
+		t.Errorf("refused revocation = %+v; want failed with the CA's reason", v)
+	}
+	flaky.mu.Lock()
+	retriedCalls, refusedCalls := flaky.calls[retried.SerialNumber.Text(16)], flaky.calls[refused.SerialNumber.Text(16)]
+	flaky.mu.Unlock()
+	if refusedCalls != 1 {
+		t.Errorf("the CA was asked %d times to revoke the serial it refuses, want 1", refusedCalls)
+	}
+	retries := h.Metric("certprov_revocations_total", "result", "retry")
+	if retriedCalls < 2 || retries != float64(retriedCalls-1) {
+		t.Errorf("the retried serial: %d calls, %v counted retries; want every call but the last counted as a retry", retriedCalls, retries)
+	}
+	if n := h.Metric("certprov_revocations_total", "result", "failed"); n != 1 {
+		t.Errorf("certprov_revocations_total{result=failed} = %v, want 1", n)
+	}
+	outcomes := map[string]string{}
+	for _, ev := range h.AuditEvents() {
+		if ev.Kind == "revocation" && ev.Certificate != nil {
+			outcomes[ev.Certificate.Serial] += ev.Outcome
+		}
+	}
+	if outcomes[retried.SerialNumber.Text(16)] != "revoked" || outcomes[refused.SerialNumber.Text(16)] != "failed" {
+		t.Errorf("revocation audit outcomes %v", outcomes)
 	}
 }
