@@ -101,6 +101,15 @@ func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConne
 	return TenantConnectors(cfg.Implicit(), cfg.BaseDir, log)
 }
 
+// CheckRevokers checks that every CA connection a profile's revokeSuperseded revokes through
+// (its caConnections, or every connection when it lists none) can revoke (ca.Revoker), for the
+// single-customer form (TenantCheckRevokers for a named tenant); the error is a
+// *config.ProblemsError at profiles.<name>.revokeSuperseded. Connections that failed to build,
+// which Connectors reported, are not checked again.
+func CheckRevokers(cfg *config.Config, conns map[string]*engine.CAConnection) error {
+	return TenantCheckRevokers(cfg.Implicit(), conns)
+}
+
 // CloseConnectors closes the connectors that hold resources (io.Closer: the built-in CA's
 // ledger index), for callers that build connections without running them (validate, doctor).
 func CloseConnectors(conns map[string]*engine.CAConnection) error {

@@ -125,6 +125,14 @@ func (t *tenant) journalCheck(ctx context.Context) (string, error) {
 		t.records.Observe(names, byName)
 		detail += fmt.Sprintf("; %d records", total)
 	}
+	// Records that owe a revocation are unfinished until it is done.
+	if recs, err := t.store.Unfinished(ctx); err == nil {
+		n := journal.PendingRevocations(recs)
+		t.records.RevocationsPending.Set(float64(n))
+		if n > 0 {
+			detail += fmt.Sprintf("; %d revocations pending", n)
+		}
+	}
 	return detail, nil
 }
 

@@ -103,7 +103,7 @@ func (a *Adapter) reload(cfg *config.Config) error {
 		}
 		conns, cerr := TenantConnectors(t, cfg.BaseDir, tn.log)
 		swaps = append(swaps, tenantReload{tn: tn, next: t, profiles: profiles, conns: conns})
-		errs = append(errs, perr, cerr)
+		errs = append(errs, perr, cerr, TenantCheckRevokers(t, conns))
 	}
 	if err := errors.Join(errs...); err != nil {
 		closeBuilt()

@@ -106,6 +106,9 @@ func newTenant(ctx context.Context, cfg *config.Config, t config.Tenant, reg pro
 	if tn.conns, err = TenantConnectors(t, cfg.BaseDir, tn.log); err != nil {
 		return nil, err
 	}
+	if err := TenantCheckRevokers(t, tn.conns); err != nil {
+		return nil, err
+	}
 	if tn.api, err = chromeapi.New(ctx, TenantAPIOptions(t, tn.log.Named("chromeapi"), tn.reg)); err != nil {
 		return nil, tenantError(t, err)
 	}
@@ -237,8 +240,17 @@ func TenantProfiles(t config.Tenant) (map[string]*engine.Profile, error) {
 				Message: "its templates use Directory data (.Device.Directory, .User.Directory): set " + t.Key("google.directory.enabled") + " (docs/directory.md)"})
 			continue
 		}
-		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict,
+		prof := &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict,
 			Routes: p.Routes}
+		if r := p.RevokeSuperseded; r.Enabled {
+			reason, err := ca.ParseReason(r.Reason)
+			if err != nil {
+				ps = append(ps, config.Problem{Path: t.Key("profiles." + name + ".revokeSuperseded.reason"), Message: err.Error()})
+				continue
+			}
+			prof.RevokeSuperseded = &engine.RevokePolicy{GracePeriod: r.GracePeriod, Reason: reason, CAConnections: r.CAConnections}
+		}
+		out[name] = prof
 	}
 	return out, problemsError(ps)
 }
@@ -259,6 +271,48 @@ func TenantConnectors(t config.Tenant, baseDir string, log *zap.Logger) (map[str
 		out[name] = &engine.CAConnection{Connector: conn, Timeout: c.Timeout}
 	}
 	return out, problemsError(ps)
+}
+
+// TenantCheckRevokers is CheckRevokers for tenant t and its connections conns.
+func TenantCheckRevokers(t config.Tenant, conns map[string]*engine.CAConnection) error {
+	var ps []config.Problem
+	for _, name := range slices.Sorted(maps.Keys(t.Profiles)) {
+		r := t.Profiles[name].RevokeSuperseded
+		if !r.Enabled {
+			continue
+		}
+		through := r.CAConnections
+		if len(through) == 0 {
+			through = slices.Sorted(maps.Keys(t.CAConnections))
+		}
+		for _, c := range through {
+			conn := conns[c]
+			if conn == nil {
+				continue
+			}
+			why := "its CA offers no revocation to the adapter"
+			if _, ok := conn.Connector.(ca.Revoker); ok {
+				why = ""
+				if rc, ok := conn.Connector.(ca.RevokeChecker); ok {
+					if err := rc.CanRevoke(); err != nil {
+						why = err.Error()
+					}
+				}
+			}
+			if why == "" {
+				continue
+			}
+			path := t.Key("profiles." + name + ".revokeSuperseded")
+			hint := "list the connections this profile's certificates come from in " + path + ".caConnections"
+			if len(r.CAConnections) > 0 {
+				hint = "remove it from the list, or turn revokeSuperseded off"
+			}
+			ps = append(ps, config.Problem{Path: path,
+				Message: fmt.Sprintf("%s (type %s) cannot revoke (%s), so the certificates it issues cannot be revoked when superseded; %s",
+					t.Key("caConnections."+c), t.CAConnections[c].Type, why, hint)})
+		}
+	}
+	return problemsError(ps)
 }
 
 // TenantCheckConnectors is CheckConnectors for tenant t.

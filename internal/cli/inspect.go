@@ -129,6 +129,12 @@ func inspectTenant(ctx context.Context, o Options, cfg *config.Config, t config.
 	if withPEM {
 		opts = append(opts, inspect.WithPEM())
 	}
+	// A journal an older adapter wrote cannot be searched by identity; the rest is shown.
+	if by, err := inspect.RevokedBy(ctx, store, rec); err == nil {
+		opts = append(opts, inspect.WithRevokedBy(by))
+	} else {
+		fmt.Fprintf(o.Stderr, "superseding processes not looked up: %v\n", err)
+	}
 	return true, inspect.Show(o.Stdout, rec, now, asJSON, opts...)
 }
 

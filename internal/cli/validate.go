@@ -68,7 +68,7 @@ func validate(o Options, path string, check bool) error {
 		_, perr := adapter.TenantProfiles(t)
 		conns, cerr := adapter.TenantConnectors(t, cfg.BaseDir, zap.NewNop())
 		tenantConns = append(tenantConns, conns)
-		errs = append(errs, perr, cerr)
+		errs = append(errs, perr, cerr, adapter.TenantCheckRevokers(t, conns))
 	}
 	// Enrollment profiles are checked whether or not the section is enabled, so that enabling
 	// it later holds no surprise. They name the single-customer form's connections.

@@ -202,6 +202,7 @@ func (c *Config) validateTenant(t Tenant, ps *problems) {
 	for _, name := range slices.Sorted(maps.Keys(t.Profiles)) {
 		p := t.Profiles[name]
 		p.validate(joinPath(t.key(keyProfiles), name), ps)
+		t.validateRevokeSuperseded(joinPath(joinPath(t.key(keyProfiles), name), "revokeSuperseded"), p.RevokeSuperseded, ps)
 	}
 	if len(t.CAConnections) == 0 {
 		ps.add(t.key(keyCAConnections), "at least one CA connection is required")

@@ -372,6 +372,23 @@ func (p *Profile) validate(path string, ps *problems) {
 	positive(ps, joinPath(path, "signDeadline"), p.SignDeadline)
 }
 
+// validateRevokeSuperseded checks a profile's renewal hygiene; the reason and whether the
+// connections can revoke are checked where the connectors are known (package adapter).
+func (t Tenant) validateRevokeSuperseded(path string, r RevokeSuperseded, ps *problems) {
+	if r.GracePeriod < 0 {
+		ps.add(joinPath(path, "gracePeriod"), "must not be negative (0 revokes as soon as the new certificate is issued), got %s", r.GracePeriod)
+	}
+	if r.Enabled && strings.TrimSpace(r.Reason) == "" {
+		ps.add(joinPath(path, "reason"), "must not be empty (default %s)", DefaultRevokeReason)
+	}
+	checkList(ps, joinPath(path, "caConnections"), r.CAConnections, func(name string) string {
+		if _, ok := t.CAConnections[name]; !ok && t.CAConnections != nil {
+			return fmt.Sprintf("%q is not in %s (known: %s)", name, t.key(keyCAConnections), strings.Join(slices.Sorted(maps.Keys(t.CAConnections)), ", "))
+		}
+		return ""
+	})
+}
+
 // validateCertificate checks what a profile says about the certificate (adapter profiles and
 // Verified Access profiles alike): the literal parts of the subject and SAN templates, key
 // usages and validity.
