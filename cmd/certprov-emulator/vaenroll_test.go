@@ -17,6 +17,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/standin"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 )
 
 // vaSetup is an emulator and a stand-in adapter (TLS) whose policy requires an encrypted disk on
@@ -42,10 +43,10 @@ func newVASetup(t *testing.T, deny []string) *vaSetup {
 	fake := &standin.Adapter{
 		GoogleURL: emuSrv.URL, CACert: ca.cert, CAKey: ca.key, Deny: deny,
 		Profiles: map[string]standin.Profile{
-			"machine-v1": {APIVersion: emulator.VAv1, Domain: emulator.DefaultVADomain},
-			"wifi":       {APIVersion: emulator.VAv2, Domain: emulator.DefaultVADomain},
+			"machine-v1": {APIVersion: vagoogle.V1, Domain: vagoogle.DefaultDomain},
+			"wifi":       {APIVersion: vagoogle.V2, Domain: vagoogle.DefaultDomain},
 		},
-		Policy: func(d emulator.VADevice) []string {
+		Policy: func(d vagoogle.Device) []string {
 			if d.DeviceSignals != nil && d.DeviceSignals.DiskEncryption != "DISK_ENCRYPTION_ENCRYPTED" {
 				return []string{"diskEncryption"}
 			}
@@ -190,13 +191,13 @@ func TestVAEnrollUsage(t *testing.T) {
 // must agree with what the emulator would report for that key.
 func TestVAEnrollDevice(t *testing.T) {
 	t.Parallel()
-	f := vaEnrollFlags{scope: emulator.VAScopeMachine, preset: presetChromeOS,
+	f := vaEnrollFlags{scope: vagoogle.ScopeMachine, preset: presetChromeOS,
 		signals: `{"deviceSignals":{"osFirewall":"OS_FIREWALL_DISABLED"},"keyTrustLevel":null}`}
 	d, keyID, err := f.device()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := emulator.DefaultVADevice(emulator.VAScopeMachine, keyID, emulator.DefaultVADomain)
+	want := vagoogle.DefaultDevice(vagoogle.ScopeMachine, keyID, vagoogle.DefaultDomain)
 	if keyID == "" || d.DevicePermanentID != want.DevicePermanentID || d.KeyTrustLevel != "" ||
 		d.DeviceSignals.OsFirewall != "OS_FIREWALL_DISABLED" || d.DeviceSignals.DiskEncryption != want.DeviceSignals.DiskEncryption {
 		t.Errorf("device %+v (key id %q)", d, keyID)

@@ -9,9 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"math/big"
 	"net/http/httptest"
 	"testing"
@@ -19,7 +17,6 @@ import (
 
 	"go.uber.org/zap/zaptest"
 	cm "google.golang.org/api/chromemanagement/v1"
-	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 )
 
@@ -136,30 +133,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// wantAPIError checks err is a *googleapi.Error with the HTTP code and envelope status.
-func wantAPIError(t *testing.T, err error, code int, status string) *googleapi.Error {
-	t.Helper()
-	var gerr *googleapi.Error
-	if !errors.As(err, &gerr) {
-		t.Fatalf("error = %v, want *googleapi.Error %d %s", err, code, status)
-	}
-	if gerr.Code != code {
-		t.Fatalf("HTTP code = %d (%s), want %d %s", gerr.Code, gerr.Message, code, status)
-	}
-	if status != "" && !bodyHasStatus(gerr.Body, status) {
-		t.Fatalf("error body = %s, want status %s", gerr.Body, status)
-	}
-	return gerr
-}
-
-func bodyHasStatus(body, status string) bool {
-	var env errorEnvelope
-	if err := json.Unmarshal([]byte(body), &env); err != nil {
-		return false
-	}
-	return env.Error.Status == status
 }
 
 // testCA is a throw-away CA that issues leaves for arbitrary public keys.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 )
 
 // TestSampleExtension runs the sample extension's own enrollment code
@@ -48,11 +48,11 @@ func TestSampleExtension(t *testing.T) {
 
 	// Four enrollments and three rate-limited ones issued; the refused device reached Google and
 	// the policy, the unknown profile did not reach Google at all.
-	st := x.emu.VAStats()
+	st := x.emu.VerifiedAccess().Stats()
 	if n := x.ca.conn.IssuedTotal(); n != 7 {
 		t.Errorf("the CA issued %d certificates; want 7", n)
 	}
-	if st.Verifies[emulator.VAOutcomeVerified] != 8 || st.VerifyCalls["v1"] != 1 || st.VerifyCalls["v2"] != 7 {
+	if st.Verifies[vagoogle.OutcomeVerified] != 8 || st.VerifyCalls["v1"] != 1 || st.VerifyCalls["v2"] != 7 {
 		t.Errorf("emulator saw %+v; want 8 verified answers (1 through v1)", st)
 	}
 	if st.Responses != 0 {

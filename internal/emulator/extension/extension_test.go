@@ -25,6 +25,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/standin"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
@@ -45,8 +46,8 @@ func newEnrollEnv(t *testing.T, configure func(*standin.Adapter), wrap func(*vaE
 	fake := &standin.Adapter{
 		GoogleURL: v.srv.URL, CACert: ca.cert, CAKey: ca.key,
 		Profiles: map[string]standin.Profile{
-			"wifi-machine": {APIVersion: emulator.VAv1, Domain: emulator.DefaultVADomain},
-			"wifi-v2":      {APIVersion: emulator.VAv2, Domain: emulator.DefaultVADomain},
+			"wifi-machine": {APIVersion: vagoogle.V1, Domain: vagoogle.DefaultDomain},
+			"wifi-v2":      {APIVersion: vagoogle.V2, Domain: vagoogle.DefaultDomain},
 		},
 	}
 	if configure != nil {
@@ -81,16 +82,16 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 		wantVer string
 	}{
 		{name: "v1 machine rsa", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyRSA, KeyID: "m1"},
-			wantCN: emulator.DefaultVADevice(emulator.VAScopeMachine, "m1", emulator.DefaultVADomain).DevicePermanentID, wantVer: emulator.VAv1},
-		{name: "v2 machine ecdsa", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeMachine, KeyType: emulator.KeyECDSA, KeyID: "m2"},
-			wantCN: emulator.DefaultVADevice(emulator.VAScopeMachine, "m2", emulator.DefaultVADomain).DevicePermanentID, wantVer: emulator.VAv2},
-		{name: "v1 user ecdsa", opts: EnrollOptions{Profile: "wifi-machine", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
-			Identity: "alice@example.com"}, wantCN: "alice@example.com", wantVer: emulator.VAv1},
-		{name: "v2 user default identity", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA},
-			wantCN: emulator.DefaultVAUser, wantVer: emulator.VAv2},
-		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser,
-			KeyType: emulator.KeyECDSA, Identity: "bob@example.com", TPMVersion: emulator.TPM12, RawSignatures: true},
-			wantCN: "bob@example.com", wantVer: emulator.VAv2},
+			wantCN: vagoogle.DefaultDevice(vagoogle.ScopeMachine, "m1", vagoogle.DefaultDomain).DevicePermanentID, wantVer: vagoogle.V1},
+		{name: "v2 machine ecdsa", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeMachine, KeyType: emulator.KeyECDSA, KeyID: "m2"},
+			wantCN: vagoogle.DefaultDevice(vagoogle.ScopeMachine, "m2", vagoogle.DefaultDomain).DevicePermanentID, wantVer: vagoogle.V2},
+		{name: "v1 user ecdsa", opts: EnrollOptions{Profile: "wifi-machine", Scope: vagoogle.ScopeUser, KeyType: emulator.KeyECDSA,
+			Identity: "alice@example.com"}, wantCN: "alice@example.com", wantVer: vagoogle.V1},
+		{name: "v2 user default identity", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeUser, KeyType: emulator.KeyECDSA},
+			wantCN: vagoogle.DefaultUser, wantVer: vagoogle.V2},
+		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeUser,
+			KeyType: emulator.KeyECDSA, Identity: "bob@example.com", TPMVersion: vagoogle.TPM12, RawSignatures: true},
+			wantCN: "bob@example.com", wantVer: vagoogle.V2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,8 +118,8 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 			if !bytes.Equal(spki, res.SPKI) {
 				t.Errorf("private key does not match")
 			}
-			st := env.va.emu.VAStats()
-			if st.Challenges[tc.wantVer] != 1 || st.Verifies[emulator.VAOutcomeVerified] != 1 || st.Responses != 1 {
+			st := env.va.emu.VerifiedAccess().Stats()
+			if st.Challenges[tc.wantVer] != 1 || st.Verifies[vagoogle.OutcomeVerified] != 1 || st.Responses != 1 {
 				t.Errorf("emulator stats %+v", st)
 			}
 		})
@@ -132,7 +133,7 @@ func TestEnrollRefusals(t *testing.T) {
 	advanceOnEnroll := func(v *vaEnv, h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == wire.EnrollPath {
-				v.clock.Advance(emulator.DefaultVAChallengeLifetime + time.Second)
+				v.clock.Advance(vagoogle.DefaultChallengeLifetime + time.Second)
 			}
 			h.ServeHTTP(w, r)
 		})
@@ -155,29 +156,29 @@ func TestEnrollRefusals(t *testing.T) {
 		{name: "policy denied", configure: func(f *standin.Adapter) { f.Deny = []string{"diskEncryption", "minOsVersion"} },
 			opts:     EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
 			wantStep: "enroll", wantStatus: 403, wantCode: wire.CodePolicyDenied, wantRules: []string{"diskEncryption", "minOsVersion"},
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 		{name: "machine enrolled in another domain", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, DeviceIdentity: "other.example"},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeIdentityMismatch: 1}},
-		{name: "user enrolled as someone else", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
+			wantStats: map[string]int{vagoogle.OutcomeIdentityMismatch: 1}},
+		{name: "user enrolled as someone else", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeUser, KeyType: emulator.KeyECDSA,
 			Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeIdentityMismatch: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeIdentityMismatch: 1}},
 		{name: "tampered response", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, Tamper: true},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeInvalid: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeInvalid: 1}},
 		{name: "tampered SPKAC", opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyRSA, TamperSPKAC: true},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 		{name: "expired challenge", wrap: advanceOnEnroll, opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeExpired: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeExpired: 1}},
 		{name: "certificate for another key", configure: func(f *standin.Adapter) { f.IssueForOtherKey = true },
 			opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA}, wantVerify: true,
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 		{name: "certificate from another CA", otherRoots: true,
 			opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA}, wantVerify: true,
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,7 +215,7 @@ func TestEnrollRefusals(t *testing.T) {
 			if tc.wantStats == nil {
 				tc.wantStats = map[string]int{}
 			}
-			if st := env.va.emu.VAStats(); !reflect.DeepEqual(st.Verifies, tc.wantStats) {
+			if st := env.va.emu.VerifiedAccess().Stats(); !reflect.DeepEqual(st.Verifies, tc.wantStats) {
 				t.Errorf("emulator verifies %v, want %v", st.Verifies, tc.wantStats)
 			}
 		})
@@ -232,10 +233,10 @@ func TestStandinReplay(t *testing.T) {
 		t.Fatalf("challenge: HTTP %d", status)
 	}
 	raw := mustB64(t, ch.Challenge)
-	first := env.va.respond(t, emulator.VARespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
-	second := env.va.respond(t, emulator.VARespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
+	first := env.va.respond(t, vagoogle.RespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
+	second := env.va.respond(t, vagoogle.RespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
 	enroll := func(resp []byte) (int, wire.ErrorBody) {
-		return env.post(t, wire.EnrollPath, wire.EnrollRequest{Profile: "wifi-v2", Scope: emulator.VAScopeMachine,
+		return env.post(t, wire.EnrollPath, wire.EnrollRequest{Profile: "wifi-v2", Scope: vagoogle.ScopeMachine,
 			ChallengeResponse: base64.StdEncoding.EncodeToString(resp)}, &wire.EnrollResponse{})
 	}
 	if status, body := enroll(first.ChallengeResponse); status != http.StatusOK {
@@ -267,7 +268,7 @@ func TestEnrollReportsNonContractAnswers(t *testing.T) {
 	// A challenge the emulator did not issue: the emulator's refusal is reported as such.
 	fakeChallenge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte("x"), []byte("y"))), APIVersion: emulator.VAv2})
+		_ = json.NewEncoder(w).Encode(wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte("x"), []byte("y"))), APIVersion: vagoogle.V2})
 	}))
 	defer fakeChallenge.Close()
 	_, err = Enroll(context.Background(), EnrollOptions{AdapterURL: fakeChallenge.URL, EmulatorURL: v.srv.URL,
@@ -328,9 +329,9 @@ func newVAEnv(t *testing.T, lifetime time.Duration) *vaEnv {
 	return &vaEnv{emu: emu, srv: srv, clock: clock}
 }
 
-func (v *vaEnv) respond(t *testing.T, req emulator.VARespondRequest) emulator.VARespondResult {
+func (v *vaEnv) respond(t *testing.T, req vagoogle.RespondRequest) vagoogle.RespondResult {
 	t.Helper()
-	res, err := v.emu.VARespond(context.Background(), req)
+	res, err := v.emu.VerifiedAccess().Respond(context.Background(), req)
 	if err != nil {
 		t.Fatalf("VARespond: %v", err)
 	}
