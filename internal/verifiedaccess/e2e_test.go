@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/extension"
@@ -81,32 +81,14 @@ func e2eProfiles() map[string]config.VerifiedAccessProfile {
 	}
 }
 
-// clock is a settable clock shared by the emulator or the adapter and the test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type e2e struct {
 	t          testing.TB
 	emu        *emulator.Emulator
 	google     *googleProbe // in front of the emulator's REST API
 	emuURL     string
-	emuClock   *clock
+	emuClock   *clocktest.Clock
 	adapterURL string
-	adapterNow *clock
+	adapterNow *clocktest.Clock
 	ca         *testCA
 	client     *Client
 	auditPath  string // the audit file of the servers startServer starts
@@ -115,9 +97,9 @@ type e2e struct {
 func newE2E(t testing.TB) *e2e {
 	t.Helper()
 	log := zaptest.NewLogger(t)
-	x := &e2e{t: t, emuClock: &clock{t: time.Now()}, adapterNow: &clock{t: time.Now()}, ca: newTestCA(t),
+	x := &e2e{t: t, emuClock: clocktest.New(time.Now()), adapterNow: clocktest.New(time.Now()), ca: newTestCA(t),
 		auditPath: filepath.Join(t.TempDir(), "audit.jsonl")}
-	emu, err := emulator.New(context.Background(), emulator.Options{Project: "va", Logger: log.Named("emulator"), Clock: x.emuClock.now})
+	emu, err := emulator.New(context.Background(), emulator.Options{Project: "va", Logger: log.Named("emulator"), Clock: x.emuClock.Now})
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
 	}
@@ -184,7 +166,7 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	}
 	va := o.limits
 	va.Insecure, va.ChallengeLifetime = true, time.Minute
-	now := x.adapterNow.now
+	now := x.adapterNow.Now
 	if o.realClock {
 		now = time.Now
 	}
@@ -449,7 +431,7 @@ func TestE2EExpired(t *testing.T) {
 				t.Errorf("expiresInSeconds %d", ch.ExpiresInSeconds)
 			}
 			resp := x.respond(ch, vagoogle.RespondRequest{})
-			x.emuClock.advance(61 * time.Second)
+			x.emuClock.Advance(61 * time.Second)
 			status, out := x.postEnroll(x.adapterURL, wire.EnrollRequest{Profile: version, Scope: "machine",
 				ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
 			if status != http.StatusBadRequest || out.Error.Code != CodeBadChallenge {
@@ -464,7 +446,7 @@ func TestE2EExpired(t *testing.T) {
 		x := newE2E(t)
 		ch := x.challenge(x.adapterURL, "wifi-v2")
 		resp := x.respond(ch, vagoogle.RespondRequest{})
-		x.adapterNow.advance(61 * time.Second) // Google's clock has not moved: only the adapter knows
+		x.adapterNow.Advance(61 * time.Second) // Google's clock has not moved: only the adapter knows
 		status, out := x.postEnroll(x.adapterURL, wire.EnrollRequest{Profile: "wifi-v2", Scope: "machine",
 			ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
 		if status != http.StatusBadRequest || out.Error.Code != CodeChallengeExpired || x.ca.conn.IssuedTotal() != 0 {

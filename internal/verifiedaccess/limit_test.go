@@ -289,7 +289,7 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 	if len(lines) != 1 || lines[0].ContextMap()["rejected"] != int64(1) || lines[0].ContextMap()["top_client"] != "127.0.0.1" {
 		t.Fatalf("log lines for %d refusals: %v", floodSize-share, lines)
 	}
-	x.adapterNow.advance(rejectionLogInterval)
+	x.adapterNow.Advance(rejectionLogInterval)
 	srv.rejections.flush(false)
 	lines = logs.FilterMessage(msg).AllUntimed()
 	if len(lines) != 2 {
@@ -415,7 +415,7 @@ func TestRateLimitPerClient(t *testing.T) {
 		if a := post(wire.ChallengePath, "198.51.100.8", challenge); a.status != http.StatusOK {
 			t.Errorf("another client: %+v", a)
 		}
-		h.advance(2 * time.Second)
+		h.clock.Advance(2 * time.Second)
 		if a := post(wire.ChallengePath, "198.51.100.7", challenge); a.status != http.StatusOK {
 			t.Errorf("after a token came back: %+v", a)
 		}

@@ -84,7 +84,7 @@ func TestE2EReplicasSharePostgres(t *testing.T) {
 	t.Run("older than the adapter's lifetime at the other replica", func(t *testing.T) {
 		before := x.ca.conn.IssuedTotal()
 		req := answer(a)
-		x.adapterNow.advance(61 * time.Second) // Google's clock stands still: only the adapter knows
+		x.adapterNow.Advance(61 * time.Second) // Google's clock stands still: only the adapter knows
 		status, out := x.postEnroll(b, req)
 		if status != http.StatusBadRequest || out.Error.Code != CodeChallengeExpired || x.ca.conn.IssuedTotal() != before {
 			t.Fatalf("%d %+v, issued %d", status, out, x.ca.conn.IssuedTotal()-before)

@@ -38,29 +38,9 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/csr"
 )
-
-// fakeClock is the time tokens live by; certificates use the real clock, so that the engine's
-// checks of their validity hold.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type fakeToken struct {
 	id          string
@@ -151,7 +131,7 @@ type seen struct {
 type fakeVault struct {
 	t     testing.TB
 	srv   *httptest.Server
-	clock *fakeClock
+	clock *clocktest.Clock
 
 	mu        sync.Mutex
 	namespace string // where the mounts, auth methods and tokens live ("" is root)
@@ -189,7 +169,7 @@ func newFakeVault(t testing.TB) *fakeVault {
 	t.Helper()
 	f := &fakeVault{
 		t:        t,
-		clock:    newClock(),
+		clock:    clocktest.New(time.Now()),
 		mounts:   map[string]*fakeMount{},
 		tokens:   map[string]*fakeToken{},
 		approles: map[string]*fakeAppRole{},

@@ -17,12 +17,12 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/standin"
 	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
@@ -313,12 +313,12 @@ func (e *enrollEnv) post(t *testing.T, path string, v, out any) (int, wire.Error
 type vaEnv struct {
 	emu   *emulator.Emulator
 	srv   *httptest.Server
-	clock *fakeClock
+	clock *clocktest.Clock
 }
 
 func newVAEnv(t *testing.T, lifetime time.Duration) *vaEnv {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	emu, err := emulator.New(context.Background(), emulator.Options{Logger: zaptest.NewLogger(t), Clock: clock.Now, VAChallengeLifetime: lifetime})
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
@@ -336,23 +336,6 @@ func (v *vaEnv) respond(t *testing.T, req vagoogle.RespondRequest) vagoogle.Resp
 		t.Fatalf("VARespond: %v", err)
 	}
 	return res
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func mustB64(t *testing.T, s string) []byte {
