@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"io"
 	"math/big"
 	"net"
@@ -30,6 +29,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // syncBuffer is a goroutine-safe bytes.Buffer for captured output.
@@ -215,7 +215,7 @@ func newTestCA(t *testing.T) *testCA {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &testCA{cert: cert, key: key, pool: pool, pem: pemutil.EncodeCertificateDER(der)}
 }
 
 func (ca *testCA) leaf(t *testing.T, s emulator.Snapshot, cn string) string {
@@ -230,7 +230,7 @@ func (ca *testCA) leaf(t *testing.T, s emulator.Snapshot, cn string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return string(pemutil.EncodeCertificateDER(der))
 }
 
 func (ca *testCA) writeFile(t *testing.T) string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/pem"
 	"io"
 	"log"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/standin"
 	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // vaSetup is an emulator and a stand-in adapter (TLS) whose policy requires an encrypted disk on
@@ -62,8 +62,7 @@ func newVASetup(t *testing.T, deny []string) *vaSetup {
 	adapter.StartTLS()
 	t.Cleanup(adapter.Close)
 	adapterCA := filepath.Join(t.TempDir(), "adapter-ca.pem")
-	if err := os.WriteFile(adapterCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE",
-		Bytes: adapter.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(adapterCA, pemutil.Encode(adapter.Certificate()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &vaSetup{emuURL: emuSrv.URL, adapterURL: adapter.URL, adapterCAFile: adapterCA,

@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"net"
@@ -32,6 +31,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
 	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/emulator/frontend/frontendtest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -686,5 +686,5 @@ func x509Leaf(ca *testCA, s Snapshot) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
+	return string(pemutil.EncodeCertificateDER(der)), nil
 }

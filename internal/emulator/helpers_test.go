@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"math/big"
 	"net/http/httptest"
 	"testing"
@@ -18,6 +17,8 @@ import (
 	"go.uber.org/zap/zaptest"
 	cm "google.golang.org/api/chromemanagement/v1"
 	"google.golang.org/api/option"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // env is one emulator served over HTTP plus a generated client pointed at it.
@@ -179,7 +180,7 @@ func newCA(t *testing.T, cn string, serial int64, parent *testCA) *testCA {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return &testCA{cert: cert, key: key, pool: pool,
-		pem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
+		pem: string(pemutil.EncodeCertificateDER(der))}
 }
 
 // issue returns a PEM leaf for pub, valid from notBefore for a day.
@@ -201,7 +202,7 @@ func (ca *testCA) issueAt(t *testing.T, pub crypto.PublicKey, cn string, notBefo
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return string(pemutil.EncodeCertificateDER(der))
 }
 
 func (ca *testCA) issue(t *testing.T, pub crypto.PublicKey, cn string) string {

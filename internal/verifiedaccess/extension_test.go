@@ -2,7 +2,6 @@ package verifiedaccess
 
 import (
 	"context"
-	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // TestSampleExtension runs the sample extension's own enrollment code
@@ -31,7 +31,7 @@ func TestSampleExtension(t *testing.T) {
 	limits.RateLimit = config.RateLimit{RequestsPerSecond: 1, Burst: 2}
 	limited, _ := x.startServer(serverSetup{limits: limits, realClock: true})
 	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x.ca.conn.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(caPath, pemutil.EncodeCertificateDER(x.ca.conn.Certificate().Raw), 0o600); err != nil {
 		t.Fatal(err)
 	}
 

@@ -33,7 +33,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -342,7 +341,7 @@ func (c *Connector) attemptFor(what string, req *ca.Request, csr *x509.Certifica
 	}
 	a := &attempt{sent: now, input: &acmpca.IssueCertificateInput{
 		CertificateAuthorityArn: aws.String(c.arn),
-		Csr:                     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}),
+		Csr:                     pemutil.EncodeCSR(csr.Raw),
 		SigningAlgorithm:        c.algorithm,
 		Validity:                validity,
 		IdempotencyToken:        aws.String(idempotencyToken(req.Key)),

@@ -31,7 +31,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -275,7 +274,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 		return nil, ca.Permanentf("%s: issue %s: CSR signature: %w", c.label(), req.Key, err)
 	}
 	cert := &privatecapb.Certificate{
-		CertificateConfig: &privatecapb.Certificate_PemCsr{PemCsr: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))},
+		CertificateConfig: &privatecapb.Certificate_PemCsr{PemCsr: string(pemutil.EncodeCSR(csr.Raw))},
 	}
 	return c.create(ctx, req.Key, cert, req.Validity, req.TemplateName, csr.RawSubjectPublicKeyInfo)
 }

@@ -40,6 +40,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 type fakeToken struct {
@@ -223,7 +224,7 @@ func newFakeVault(t testing.TB) *fakeVault {
 func (f *fakeVault) caFile(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "vault-tls-ca.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(p, pemutil.EncodeCertificateDER(f.srv.Certificate().Raw), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -738,7 +739,7 @@ func (f *fakeVault) crl(w http.ResponseWriter, m *fakeMount) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/pem-certificate-chain")
-	_, _ = w.Write(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+	_, _ = w.Write(pemutil.EncodeCRL(der))
 }
 
 // pki serves a PKI mount's authenticated paths. Call with mu held.
@@ -1146,7 +1147,7 @@ func durationParam(v any) (time.Duration, error) {
 }
 
 func pemCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	return pemutil.Encode(c)
 }
 
 func selfSigned(t testing.TB, key crypto.Signer, cn string) *x509.Certificate {

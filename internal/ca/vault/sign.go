@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -95,7 +94,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 // CSR.
 func (c *Connector) signBody(cr *x509.CertificateRequest, validity time.Duration) (map[string]any, error) {
 	body := map[string]any{
-		"csr":    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: cr.Raw})),
+		"csr":    string(pemutil.EncodeCSR(cr.Raw)),
 		"format": "pem",
 	}
 	if validity > 0 {
