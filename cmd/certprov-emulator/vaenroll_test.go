@@ -41,7 +41,7 @@ func newVASetup(t *testing.T, deny []string) *vaSetup {
 	t.Cleanup(func() { _ = emu.Close() })
 	ca := newTestCA(t)
 	fake := &standin.Adapter{
-		GoogleURL: emuSrv.URL, CACert: ca.cert, CAKey: ca.key, Deny: deny,
+		GoogleURL: emuSrv.URL, CACert: ca.Cert, CAKey: ca.Key, Deny: deny,
 		Profiles: map[string]standin.Profile{
 			"machine-v1": {APIVersion: vagoogle.V1, Domain: vagoogle.DefaultDomain},
 			"wifi":       {APIVersion: vagoogle.V2, Domain: vagoogle.DefaultDomain},
@@ -89,7 +89,7 @@ func TestVAEnroll(t *testing.T) {
 	}{
 		{name: "v2 machine ecdsa", args: []string{"--profile", "wifi", "--key", "ecdsa"}, wantCode: exitOK,
 			wantOut: []string{`(?m)^issued    CN=[0-9A-Z]{10}$`, `(?m)^serial    [0-9a-f]+$`, `(?m)^key       ecdsa key-[0-9a-f]+ `,
-				`(?m)^verified  chains to CN=Provision CA; carries the simulated key \(API v2, profile wifi, scope machine\)$`}},
+				`(?m)^verified  chains to CN=Provision CA,O=certprov catest; carries the simulated key \(API v2, profile wifi, scope machine\)$`}},
 		{name: "v1 user rsa over insecure loopback", noTrust: true,
 			args:     []string{"--insecure-loopback", "--profile", "machine-v1", "--scope", "user", "--identity", "alice@example.com"},
 			wantCode: exitOK, wantOut: []string{`(?m)^issued    CN=alice@example\.com$`, `API v1`}},

@@ -521,12 +521,6 @@ func TestCloseAndListenErrors(t *testing.T) {
 	}
 }
 
-// newIntermediate creates an intermediate CA signed by parent.
-func newIntermediate(t *testing.T, parent *testCA) *testCA {
-	t.Helper()
-	return newCA(t, "Intermediate", 2, parent)
-}
-
 func TestVerifyIssued(t *testing.T) {
 	t.Parallel()
 	root := newTestCA(t, "Root")

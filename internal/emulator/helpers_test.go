@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"math/big"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	cm "google.golang.org/api/chromemanagement/v1"
 	"google.golang.org/api/option"
 
+	"github.com/certprov/certprov-adapter/internal/ca/catest"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -136,73 +136,40 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// testCA is a throw-away CA that issues leaves for arbitrary public keys.
+// testCA is a throw-away CA (catest's) that issues leaves for arbitrary public keys.
 type testCA struct {
+	ca   *catest.CA
 	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	key  crypto.Signer
 	pool *x509.CertPool
 	pem  string
 }
 
 func newTestCA(t *testing.T, cn string) *testCA {
 	t.Helper()
-	return newCA(t, cn, 1, nil)
+	return wrapCA(catest.NewRoot(t, cn))
 }
 
-// newCA creates a CA certificate; parent signs it, or it signs itself when parent is nil.
-func newCA(t *testing.T, cn string, serial int64, parent *testCA) *testCA {
+// newIntermediate creates an intermediate CA signed by parent.
+func newIntermediate(t *testing.T, parent *testCA) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	issuer, signer := tmpl, crypto.Signer(key)
-	if parent != nil {
-		issuer, signer = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool,
-		pem: string(pemutil.EncodeCertificateDER(der))}
+	return wrapCA(parent.ca.NewIntermediate(t, "Intermediate"))
 }
 
-// issue returns a PEM leaf for pub, valid from notBefore for a day.
+func wrapCA(c *catest.CA) *testCA {
+	return &testCA{ca: c, cert: c.Cert, key: c.Key, pool: c.Pool(), pem: string(pemutil.Encode(c.Cert))}
+}
+
+// issueAt returns a PEM leaf for pub, valid from notBefore for a day.
 func (ca *testCA) issueAt(t *testing.T, pub crypto.PublicKey, cn string, notBefore time.Time) string {
 	t.Helper()
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    notBefore,
-		NotAfter:     notBefore.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pemutil.EncodeCertificateDER(der))
+	return string(pemutil.Encode(ca.ca.Sign(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		NotBefore:   notBefore,
+		NotAfter:    notBefore.Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, pub)))
 }
 
 func (ca *testCA) issue(t *testing.T, pub crypto.PublicKey, cn string) string {

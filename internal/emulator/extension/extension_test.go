@@ -4,15 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -22,6 +17,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/certprov/certprov-adapter/internal/ca/catest"
 	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/standin"
@@ -32,7 +28,7 @@ import (
 // enrollEnv is the emulator, a stand-in adapter on TLS in front of it, and a CA.
 type enrollEnv struct {
 	va      *vaEnv
-	ca      *testCA
+	ca      *catest.CA
 	fake    *standin.Adapter
 	adapter *httptest.Server
 }
@@ -42,9 +38,9 @@ type enrollEnv struct {
 func newEnrollEnv(t *testing.T, configure func(*standin.Adapter), wrap func(*vaEnv, http.Handler) http.Handler) *enrollEnv {
 	t.Helper()
 	v := newVAEnv(t, 0)
-	ca := newTestCA(t, "VA Test CA")
+	ca := catest.NewRoot(t, "VA Test CA")
 	fake := &standin.Adapter{
-		GoogleURL: v.srv.URL, CACert: ca.cert, CAKey: ca.key,
+		GoogleURL: v.srv.URL, CACert: ca.Cert, CAKey: ca.Key,
 		Profiles: map[string]standin.Profile{
 			"wifi-machine": {APIVersion: vagoogle.V1, Domain: vagoogle.DefaultDomain},
 			"wifi-v2":      {APIVersion: vagoogle.V2, Domain: vagoogle.DefaultDomain},
@@ -68,7 +64,7 @@ func newEnrollEnv(t *testing.T, configure func(*standin.Adapter), wrap func(*vaE
 func (e *enrollEnv) options(o EnrollOptions) EnrollOptions {
 	o.AdapterURL, o.AdapterClient, o.EmulatorURL = e.adapter.URL, e.adapter.Client(), e.va.srv.URL
 	if o.Roots == nil {
-		o.Roots = e.ca.pool
+		o.Roots = e.ca.Pool()
 	}
 	return o
 }
@@ -107,7 +103,7 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 			if !bytes.Equal(res.Certificate.RawSubjectPublicKeyInfo, res.SPKI) {
 				t.Errorf("certificate does not carry the simulated key")
 			}
-			if len(res.Verified) != 2 || !res.Verified[1].Equal(env.ca.cert) {
+			if len(res.Verified) != 2 || !res.Verified[1].Equal(env.ca.Cert) {
 				t.Errorf("verified path %d long", len(res.Verified))
 			}
 			priv, err := x509.ParsePKCS8PrivateKey(res.PrivateKeyPKCS8)
@@ -128,7 +124,7 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 
 func TestEnrollRefusals(t *testing.T) {
 	t.Parallel()
-	otherCA := newTestCA(t, "Other CA")
+	otherCA := catest.NewRoot(t, "Other CA")
 	// advanceOnEnroll moves the emulator's clock past the lifetime when the enroll call arrives.
 	advanceOnEnroll := func(v *vaEnv, h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -186,7 +182,7 @@ func TestEnrollRefusals(t *testing.T) {
 			env := newEnrollEnv(t, tc.configure, tc.wrap)
 			opts := tc.opts
 			if tc.otherRoots {
-				opts.Roots = otherCA.pool
+				opts.Roots = otherCA.Pool()
 			}
 			res, err := Enroll(context.Background(), env.options(opts))
 			if err == nil {
@@ -253,13 +249,13 @@ func TestStandinReplay(t *testing.T) {
 func TestEnrollReportsNonContractAnswers(t *testing.T) {
 	t.Parallel()
 	v := newVAEnv(t, 0)
-	ca := newTestCA(t, "CA")
+	ca := catest.NewRoot(t, "CA")
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "<html>bad gateway</html>", http.StatusBadGateway)
 	}))
 	defer proxy.Close()
 	_, err := Enroll(context.Background(), EnrollOptions{AdapterURL: proxy.URL, EmulatorURL: v.srv.URL,
-		Profile: "p", Roots: ca.pool})
+		Profile: "p", Roots: ca.Pool()})
 	var aerr *AdapterError
 	if !errors.As(err, &aerr) || aerr.Status != 502 || aerr.Code != "" || !strings.Contains(aerr.Message, "bad gateway") {
 		t.Errorf("err = %v", err)
@@ -272,12 +268,12 @@ func TestEnrollReportsNonContractAnswers(t *testing.T) {
 	}))
 	defer fakeChallenge.Close()
 	_, err = Enroll(context.Background(), EnrollOptions{AdapterURL: fakeChallenge.URL, EmulatorURL: v.srv.URL,
-		Profile: "p", Roots: ca.pool})
+		Profile: "p", Roots: ca.Pool()})
 	if err == nil || errors.As(err, &aerr) || !strings.Contains(err.Error(), "INVALID_ARGUMENT") {
 		t.Errorf("err = %v, want the emulator's 400", err)
 	}
 
-	for _, o := range []EnrollOptions{{Profile: "p"}, {Roots: ca.pool}, {Profile: "p", Roots: ca.pool, Scope: "device"}} {
+	for _, o := range []EnrollOptions{{Profile: "p"}, {Roots: ca.Pool()}, {Profile: "p", Roots: ca.Pool(), Scope: "device"}} {
 		if _, err := Enroll(context.Background(), o); err == nil {
 			t.Errorf("Enroll(%+v) accepted bad options", o)
 		}
@@ -345,35 +341,4 @@ func mustB64(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// testCA is a self-signed P-256 CA.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T, cn string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
 }
