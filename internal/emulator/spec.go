@@ -1,13 +1,13 @@
 package emulator
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -178,9 +178,7 @@ func (s ProcessSpec) MarshalJSON() ([]byte, error) {
 // errors.
 func (s *ProcessSpec) UnmarshalJSON(data []byte) error {
 	var w specJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	if err := frontend.DecodeStrict(data, &w); err != nil {
 		return fmt.Errorf("process spec: %w", err)
 	}
 	out := ProcessSpec{

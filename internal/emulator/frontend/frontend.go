@@ -110,13 +110,22 @@ func DecodeBody(body []byte, v any) *Error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := DecodeStrict(body, v); err != nil {
 		return InvalidArgument("Invalid JSON payload received. %v", err)
 	}
+	return nil
+}
+
+// DecodeStrict decodes one JSON value into v the way every body the emulator reads is decoded:
+// unknown keys and data after the value are errors.
+func DecodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
 	if dec.More() {
-		return InvalidArgument("Invalid JSON payload received. Unexpected data after the JSON object.")
+		return errors.New("unexpected data after the JSON object")
 	}
 	return nil
 }

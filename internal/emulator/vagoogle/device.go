@@ -1,7 +1,6 @@
 package vagoogle
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 )
 
 // Values the default simulated devices report. They describe a current, healthy device so that a
@@ -140,9 +141,7 @@ func PatchDevice(base Device, patch []byte) (Device, error) {
 		return Device{}, fmt.Errorf("patch device: %w", err)
 	}
 	var out Device
-	dec := json.NewDecoder(bytes.NewReader(merged))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&out); err != nil {
+	if err := frontend.DecodeStrict(merged, &out); err != nil {
 		return Device{}, fmt.Errorf("patch device: %w", err)
 	}
 	return out, nil

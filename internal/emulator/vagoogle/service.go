@@ -1,14 +1,12 @@
 package vagoogle
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -173,13 +171,8 @@ func (r *RespondRequest) UnmarshalJSON(b []byte) error {
 		plain
 		Challenge string `json:"challenge"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	if err := frontend.DecodeStrict(b, &w); err != nil {
 		return err
-	}
-	if dec.More() {
-		return errors.New("unexpected data after the JSON object")
 	}
 	*r = RespondRequest(w.plain)
 	if w.Challenge != "" {
