@@ -10,6 +10,10 @@
 // duplicate and differently encoded notifications) are injected through methods that are safe for
 // concurrent use.
 //
+// The Verified Access API is Google's other side, in package vagoogle; Handler serves both on one
+// listener, with the front end (package frontend: error envelope, faults, latency) and the
+// simulated devices' keys (package devicekey) shared.
+//
 // The semantics follow docs/google-api.md (sections 1 and 3); where Google's documentation is
 // silent the emulator picks one plausible behaviour and docs/emulator.md says which.
 package emulator

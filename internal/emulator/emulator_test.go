@@ -95,7 +95,7 @@ func TestDeviceBehaviours(t *testing.T) {
 				t.Errorf("signature verifies = %v, want %v", got, tc.wantValid)
 			}
 			if got := devicekey.Verify(v.snap(t, name).SPKI, data, sig) == nil; got != tc.wantValid {
-				t.Errorf("VerifySignature = %v, want %v", got, tc.wantValid)
+				t.Errorf("devicekey.Verify = %v, want %v", got, tc.wantValid)
 			}
 		})
 	}

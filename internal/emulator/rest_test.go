@@ -130,7 +130,7 @@ func TestFullFlowWithGeneratedClient(t *testing.T) {
 				t.Errorf("device signature does not verify")
 			}
 			if err := devicekey.Verify(snap.SPKI, data, sig); err != nil {
-				t.Errorf("VerifySignature: %v", err)
+				t.Errorf("devicekey.Verify: %v", err)
 			}
 			if s := v.snap(t, name); s.State != StateSigned {
 				t.Errorf("state after signing = %s, want %s", s.State, StateSigned)

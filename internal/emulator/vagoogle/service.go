@@ -130,7 +130,7 @@ func (d Device) clone() (Device, error) {
 // POST /emulator/v1/verifiedaccess/respond.
 type RespondRequest struct {
 	// Challenge is what the extension received: the v2 challenge bytes as returned by
-	// challenge:generate, or for v1 the serialized SignedData of the challenge (MarshalSignedData).
+	// challenge:generate, or for v1 the serialized SignedData of the challenge (wire.MarshalSignedData).
 	// It must have been issued by this emulator, as Chrome only answers Google-signed challenges.
 	Challenge []byte `json:"challenge"`
 	// APIVersion the challenge came from (V1 or V2); empty means whichever issued it.
