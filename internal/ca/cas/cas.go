@@ -262,16 +262,10 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("%s: issue %s: %w", c.label(), req.Key, err), 0)
 	}
-	csr := req.CSR
-	if csr == nil {
-		var err error
-		if csr, err = x509.ParseCertificateRequest(req.CSRDER); err != nil {
-			return nil, ca.Permanentf("%s: issue %s: parse CSR: %w", c.label(), req.Key, err)
-		}
-	}
-	// The engine verified it already; CAS would refuse it too, but only after a round trip.
-	if err := csr.CheckSignature(); err != nil {
-		return nil, ca.Permanentf("%s: issue %s: CSR signature: %w", c.label(), req.Key, err)
+	// CAS would refuse a bad CSR too, but only after a round trip.
+	csr, err := req.CheckedCSR()
+	if err != nil {
+		return nil, fmt.Errorf("%s: issue %s: %w", c.label(), req.Key, err)
 	}
 	cert := &privatecapb.Certificate{
 		CertificateConfig: &privatecapb.Certificate_PemCsr{PemCsr: string(pemutil.EncodeCSR(csr.Raw))},
