@@ -18,6 +18,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -127,13 +128,7 @@ func (v *env) setFailure(name, msg string) error {
 // waitFor polls cond until it holds, failing the test after a generous deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	clocktest.WaitFor(t, what, 20*time.Second, cond)
 }
 
 // testCA is a throw-away CA (catest's) that issues leaves for arbitrary public keys.

@@ -147,13 +147,7 @@ func newClient(t *testing.T, r *Receiver, endpoint string) *pubsub.Client {
 // waitFor polls cond until it holds or a minute passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	clocktest.WaitFor(t, what, time.Minute, cond)
 }
 
 // TestReceiveUnreachable runs the receiver against a Pub/Sub that cannot be reached. The
