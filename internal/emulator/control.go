@@ -33,6 +33,10 @@ type ListProcessesResponse struct {
 
 // serveControl serves the control API. Errors use the same envelope as the REST API.
 func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == DirectoryControlPath {
+		e.setDirectory(w, r)
+		return
+	}
 	if r.URL.Path != ControlPath {
 		frontend.WriteError(w, frontend.NotFound("no such control resource: %s", r.URL.Path))
 		return

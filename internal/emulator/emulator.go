@@ -79,6 +79,11 @@ type Options struct {
 	// vagoogle.DefaultChallengeLifetime (60 s, as on Google's side). Tests shorten it, or move
 	// Clock.
 	VAChallengeLifetime time.Duration
+
+	// DirectoryRecords puts a Directory record for the device and the user of every process
+	// started, unless one is there already (directory.go, ProcessRecords), so that profiles using
+	// Directory data work for simulated devices without records of a test's own (the demo).
+	DirectoryRecords bool
 }
 
 // Emulator is the Google side: processes, devices, REST API and Pub/Sub, and the Verified Access
@@ -111,6 +116,9 @@ type Emulator struct {
 	lro            LROVariant
 
 	va *vagoogle.Service // Verified Access; has its own lock
+
+	dir        *directoryState // the Admin SDK Directory; has its own lock
+	dirRecords bool            // Options.DirectoryRecords
 }
 
 // New starts an in-process pstest server, creates the topic and the subscription, and returns an
@@ -124,6 +132,8 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		subID:          orDefault(opts.Subscription, DefaultSubscription),
 		procs:          map[string]*proc{},
 		conflictStatus: 400,
+		dir:            newDirectoryState(),
+		dirRecords:     opts.DirectoryRecords,
 	}
 	if e.log == nil {
 		e.log = zap.NewNop()
@@ -330,6 +340,9 @@ func (e *Emulator) StartProcess(ctx context.Context, spec ProcessSpec) (string, 
 	}
 	e.procs[p.name] = p
 	e.mu.Unlock()
+	if e.dirRecords {
+		e.dir.putProcessRecords(p.customer, p.spec)
+	}
 	e.log.Info("process started", zap.String("process", p.name), zap.String("scope", spec.Scope),
 		zap.String("key", spec.KeyType), zap.String("behaviour", spec.Behaviour))
 

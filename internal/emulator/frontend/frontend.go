@@ -85,11 +85,16 @@ type errorBody struct {
 // WriteError answers with Google's error envelope and, when e.RetryAfter > 0, a Retry-After
 // header in whole seconds.
 func WriteError(w http.ResponseWriter, e *Error) {
-	if e.RetryAfter > 0 {
-		secs := int64(math.Ceil(e.RetryAfter.Seconds()))
-		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	}
+	SetRetryAfter(w, e.RetryAfter)
 	WriteJSON(w, e.Code, errorEnvelope{Error: errorBody{Code: e.Code, Message: e.Message, Status: e.Status, Details: e.Details}})
+}
+
+// SetRetryAfter adds a Retry-After header of d in whole seconds (rounded up), when d > 0; APIs
+// with an envelope of their own (the Directory's) write it with this too.
+func SetRetryAfter(w http.ResponseWriter, d time.Duration) {
+	if d > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10))
+	}
 }
 
 // ReadBody reads a request body of at most MaxBodyBytes.
