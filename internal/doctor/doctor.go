@@ -300,12 +300,7 @@ func tokenFailure(err error, cred config.Credentials, d *doctor) (detail, fix st
 }
 
 // subscriptionName is the full resource name of the configured subscription.
-func subscriptionName(ps config.PubSub) string {
-	if strings.Contains(ps.Subscription, "/") {
-		return ps.Subscription
-	}
-	return "projects/" + ps.Project + "/subscriptions/" + ps.Subscription
-}
+func subscriptionName(ps config.PubSub) string { return ps.SubscriptionName() }
 
 // pubsubEndpoint names where Pub/Sub is reached.
 func pubsubEndpoint(ps config.PubSub) string {
