@@ -115,11 +115,10 @@ and says what would be done.`,
 // or the settings that differ (existing), then a summary line.
 func printSetup(w io.Writer, r pubsubsetup.Report, s pubsubsetup.Settings, mode pubsubsetup.Mode) {
 	for _, res := range r.Resources {
-		line := fmt.Sprintf("%s %s: %s", res.Kind, res.Name, res.Action)
+		fmt.Fprintf(w, "%s %s: %s\n", res.Kind, res.Name, res.Action)
 		if res.Note != "" {
-			line += " (" + res.Note + ")"
+			fmt.Fprintf(w, "  note: %s\n", res.Note)
 		}
-		fmt.Fprintln(w, line)
 		if len(res.Differences) == 0 && res.Kind == pubsubsetup.KindSubscription &&
 			(res.Action == pubsubsetup.Created || res.Action == pubsubsetup.WouldCreate || res.Action == pubsubsetup.Missing) {
 			for _, st := range res.Settings {

@@ -130,7 +130,7 @@ type Report struct {
 var ErrTopicRequired = errors.New("the subscription does not exist; name the topic Google publishes to (the one in the Admin console's certificate provisioning settings) to create it")
 
 // ErrTopicNotFound is wrapped by Run's error when the notification topic does not exist.
-var ErrTopicNotFound = errors.New("topic not found")
+var ErrTopicNotFound = errors.New("does not exist")
 
 // Run makes the subscription of o.Settings what the adapter needs, as far as o.Mode allows, and
 // reports what it found and did. It returns an error when Pub/Sub cannot be asked or refuses,
@@ -186,8 +186,8 @@ func (r *run) run(ctx context.Context) error {
 		}
 		if !exists {
 			project, id := splitName(r.s.Topic)
-			return fmt.Errorf("%w: %s does not exist: create it (gcloud pubsub topics create %s --project %s) and name it in the Admin console's certificate provisioning settings, or name the topic that is named there",
-				ErrTopicNotFound, r.s.Topic, id, project)
+			return fmt.Errorf("topic %s %w: create it (gcloud pubsub topics create %s --project %s) and name it in the Admin console's certificate provisioning settings, or name the topic that is named there",
+				r.s.Topic, ErrTopicNotFound, id, project)
 		}
 	}
 	// The dead-letter topic must exist before a subscription may name it.
@@ -267,6 +267,9 @@ func (r *run) subscription(ctx context.Context, have *pubsubpb.Subscription) err
 				r.report.Problems = true
 			}
 		}
+		if res.Note == "" {
+			res.Note = noDeadLetters(want)
+		}
 		r.add(res)
 		return nil
 	}
@@ -310,8 +313,17 @@ func (r *run) subscription(ctx context.Context, have *pubsubpb.Subscription) err
 		res.Action, res.Settings = Updated, describe(got)
 	}
 	res.Differences = diffs
+	res.Note = noDeadLetters(want)
 	r.add(res)
 	return nil
+}
+
+// noDeadLetters is the note on a subscription without a dead-letter policy.
+func noDeadLetters(s *pubsubpb.Subscription) string {
+	if s.GetDeadLetterPolicy().GetDeadLetterTopic() != "" {
+		return ""
+	}
+	return "no dead-letter policy: a notification that cannot be admitted is redelivered for as long as it is retained; --dead-letter-topic adds one"
 }
 
 func (r *run) deadLetterTopic(ctx context.Context) error {
