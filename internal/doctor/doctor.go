@@ -336,7 +336,7 @@ func (d *doctor) checkPubSub(ctx context.Context) {
 		exists = true
 		d.subscriptionFound(sub, got)
 	case code == codes.NotFound:
-		fix := fmt.Sprintf("create it (gcloud pubsub subscriptions create %s --project %s --topic TOPIC --ack-deadline 60, TOPIC being the one named in the Admin console's certificate provisioning settings), or set pubsub.subscription and pubsub.project to an existing one",
+		fix := fmt.Sprintf("create it with certprov-adapter setup pubsub --topic TOPIC (or gcloud pubsub subscriptions create %s --project %s --topic TOPIC --ack-deadline 60), TOPIC being the one named in the Admin console's certificate provisioning settings, or set pubsub.subscription and pubsub.project to an existing one",
 			lastSegment(sub), projectOf(sub, ps.Project))
 		if s := d.closestSubscription(ctx, sub, projectOf(sub, ps.Project)); s != "" {
 			fix = fmt.Sprintf("did you mean %q? Set pubsub.subscription to it, or ", s) + fix

@@ -392,3 +392,54 @@ func TestForRefusesBadNames(t *testing.T) {
 		t.Errorf("For: %+v, %v", s, err)
 	}
 }
+
+// TestHandSteps: the steps name the service account when its key file says who it is, the
+// dead-letter bindings only with a dead-letter topic, and the configured references.
+func TestHandSteps(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.PubSub.Project, cfg.PubSub.Subscription = project, "certprov-adapter"
+	cfg.Profiles = map[string]config.Profile{"wifi-user": {}, "wifi-device": {}}
+	cfg.CAConnections = map[string]config.CAConnection{"corp-ca": {}}
+	text := func(steps []pubsubsetup.Step) string {
+		var b strings.Builder
+		for _, s := range steps {
+			b.WriteString(s.Title + "\n" + strings.Join(s.Commands, "\n") + "\n" + s.Detail + "\n")
+		}
+		return b.String()
+	}
+	plain, err := pubsubsetup.For(&cfg, "certprov", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := text(pubsubsetup.HandSteps(pubsubsetup.StepsOptions{Config: &cfg, Settings: plain, Topic: topic,
+		ServiceAccount: "adapter@setup.iam.gserviceaccount.com", ClientID: "1122334455", ConfigPath: "/etc/certprov/adapter.yaml"}))
+	for _, want := range []string{
+		"gcloud pubsub subscriptions add-iam-policy-binding certprov-adapter --project setup --member serviceAccount:adapter@setup.iam.gserviceaccount.com --role roles/pubsub.subscriber",
+		"client ID 1122334455, OAuth scope https://www.googleapis.com/auth/chrome.management.certprov.provisioningprocess",
+		"profiles: wifi-device, wifi-user;", "caConnections: corp-ca.",
+		"certprov-adapter doctor --config /etc/certprov/adapter.yaml",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "gcp-sa-pubsub") || strings.Contains(got, "SERVICE_ACCOUNT_EMAIL") {
+		t.Errorf("steps for a dead-letter topic or an unknown account:\n%s", got)
+	}
+	withDead, err := pubsubsetup.For(&cfg, "certprov", "projects/other/topics/dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = text(pubsubsetup.HandSteps(pubsubsetup.StepsOptions{Config: &cfg, Settings: withDead, Topic: topic}))
+	for _, want := range []string{
+		"--member serviceAccount:SERVICE_ACCOUNT_EMAIL",
+		"PROJECT_NUMBER=$(gcloud projects describe setup --format 'value(projectNumber)')",
+		"gcloud pubsub topics add-iam-policy-binding dead --project other --member serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com --role roles/pubsub.publisher",
+		"gcloud pubsub subscriptions add-iam-policy-binding certprov-adapter --project setup --member serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com --role roles/pubsub.subscriber",
+		"projects/other/subscriptions/dead",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in\n%s", want, got)
+		}
+	}
+}
