@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,7 +46,7 @@ google.credentials otherwise), but needs an identity that may administer Pub/Sub
 (e.g. roles/pubsub.editor), not only the adapter's roles/pubsub.subscriber.
 
 --check changes nothing and exits 1 if anything is missing or differs; --dry-run changes nothing
-and says what would be done.`,
+and says what would be done. --json prints the report and the steps as JSON.`,
 		Args: noArgs,
 	}
 	path := configFlag(cmd)
@@ -54,6 +55,7 @@ and says what would be done.`,
 	check := cmd.Flags().Bool("check", false, "change nothing; exit 1 if anything is missing or differs")
 	dryRun := cmd.Flags().Bool("dry-run", false, "change nothing; say what would be done")
 	timeout := cmd.Flags().Duration("timeout", pubsubsetup.DefaultTimeout, "how long one call to Pub/Sub may take")
+	asJSON := cmd.Flags().Bool("json", false, "print JSON for scripts: {report, steps}")
 	cmd.RunE = func(*cobra.Command, []string) error {
 		if *check && *dryRun {
 			return usagef("--check and --dry-run exclude each other")
@@ -89,19 +91,34 @@ and says what would be done.`,
 			Subscriptions: ps.SubscriptionAdminClient, Topics: ps.TopicAdminClient,
 			Settings: settings, Mode: mode, Timeout: *timeout,
 		})
-		printSetup(o.Stdout, report, settings, mode)
+		var steps []pubsubsetup.Step
+		if err == nil && mode != pubsubsetup.Check {
+			id := doctor.KeyFileIdentity(cfg.Google.Credentials)
+			steps = pubsubsetup.HandSteps(pubsubsetup.StepsOptions{
+				Config: cfg, Settings: settings, Topic: report.Topic,
+				ServiceAccount: id.Email, ClientID: id.ClientID, ConfigPath: *path,
+			})
+		}
+		if *asJSON {
+			enc := json.NewEncoder(o.Stdout)
+			enc.SetIndent("", "  ")
+			if jerr := enc.Encode(struct {
+				Report pubsubsetup.Report `json:"report"`
+				Steps  []pubsubsetup.Step `json:"steps,omitempty"`
+			}{report, steps}); jerr != nil && err == nil {
+				err = jerr
+			}
+		} else {
+			printSetup(o.Stdout, report, settings, mode)
+			if len(steps) > 0 {
+				printSteps(o.Stdout, steps)
+			}
+		}
 		if errors.Is(err, pubsubsetup.ErrTopicRequired) {
 			return usagef("%s: %v: --topic", settings.Subscription, err)
 		}
 		if err != nil {
 			return fail(err)
-		}
-		if mode != pubsubsetup.Check {
-			id := doctor.KeyFileIdentity(cfg.Google.Credentials)
-			printSteps(o.Stdout, pubsubsetup.HandSteps(pubsubsetup.StepsOptions{
-				Config: cfg, Settings: settings, Topic: report.Topic,
-				ServiceAccount: id.Email, ClientID: id.ClientID, ConfigPath: *path,
-			}))
 		}
 		if report.Problems {
 			return fail(nil)

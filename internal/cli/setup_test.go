@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
+	"github.com/certprov/certprov-adapter/internal/pubsubsetup"
 )
 
 // setupScene is the emulator with its topic (projects/doc/topics/certprov) and a subscription
@@ -102,6 +104,16 @@ func TestSetupPubSubCommand(t *testing.T) {
 	}
 	if code, out, _ = runCLI(t, "setup", "pubsub", "--check", "--config", sc.config); code != ExitOK || !strings.Contains(out, "check: the Pub/Sub set-up is as the adapter needs it") || strings.Contains(out, "Still to do") {
 		t.Errorf("--check: exit %d\n%s", code, out)
+	}
+
+	code, out, _ = runCLI(t, "setup", "pubsub", "--json", "--config", sc.config)
+	var js struct {
+		Report pubsubsetup.Report `json:"report"`
+		Steps  []pubsubsetup.Step `json:"steps"`
+	}
+	if code != ExitOK || json.Unmarshal([]byte(out), &js) != nil || js.Report.Changed || js.Report.Problems ||
+		js.Report.Topic != "projects/doc/topics/certprov" || len(js.Report.Resources) != 1 || len(js.Steps) < 5 {
+		t.Errorf("--json: exit %d\n%s", code, out)
 	}
 
 	// Someone lowers the ack deadline, as a plain gcloud create would have it.

@@ -416,6 +416,9 @@ func (s Settings) subscription(have *pubsubpb.Subscription) *pubsubpb.Subscripti
 	return sub
 }
 
+// deletedTopic is what Pub/Sub answers as the topic of a subscription whose topic was deleted.
+const deletedTopic = "_deleted-topic_"
+
 // field is one setting setup compares.
 type field struct {
 	name string
@@ -424,18 +427,24 @@ type field struct {
 	path string
 	fix  string
 	show func(*pubsubpb.Subscription) string
+	// want, when set, is what the adapter wants shown, whatever the wanted subscription holds
+	// (which copies what setup does not decide from the existing one).
+	want string
 }
 
 var fields = []field{
 	{name: "topic", fix: "a subscription's topic cannot be changed: set pubsub.subscription to a new subscription and run setup pubsub again to create it on the topic",
 		show: func(s *pubsubpb.Subscription) string { return s.GetTopic() }},
-	{name: "state", fix: "a detached subscription receives nothing and cannot be attached again: set pubsub.subscription to a new subscription and run setup pubsub again",
+	{name: "state", fix: "the subscription receives nothing and cannot be repaired: set pubsub.subscription to a new subscription and run setup pubsub again to create it",
 		show: func(s *pubsubpb.Subscription) string {
-			if s.GetDetached() {
-				return "detached"
+			switch {
+			case s.GetDetached():
+				return "detached from its topic"
+			case s.GetTopic() == deletedTopic:
+				return "its topic was deleted"
 			}
 			return "attached"
-		}},
+		}, want: "attached"},
 	{name: "filter", fix: "a filter drops notifications and cannot be removed: set pubsub.subscription to a new subscription and run setup pubsub again",
 		show: func(s *pubsubpb.Subscription) string {
 			if s.GetFilter() == "" {
@@ -518,7 +527,7 @@ func describe(s *pubsubpb.Subscription) []Setting {
 func diff(have, want *pubsubpb.Subscription) []Difference {
 	var out []Difference
 	for _, f := range fields {
-		h, w := f.show(have), f.show(want)
+		h, w := f.show(have), cmp.Or(f.want, f.show(want))
 		if h != w {
 			out = append(out, Difference{Setting: f.name, Have: h, Want: w, Fix: f.fix})
 		}

@@ -342,6 +342,23 @@ func TestTopicCannotChange(t *testing.T) {
 	}
 }
 
+// TestDeletedTopic: a subscription whose topic was deleted receives nothing; it is reported with
+// what to do, also when no topic is named.
+func TestDeletedTopic(t *testing.T) {
+	s, cfg := newServer(t)
+	existing(t, s)
+	if err := s.client.TopicAdminClient.DeleteTopic(context.Background(), &pubsubpb.DeleteTopicRequest{Topic: topic}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.run(t, cfg, pubsubsetup.Apply, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := differences(r)["state"]; got.Have != "its topic was deleted" || !strings.Contains(got.Fix, "cannot be repaired") || !r.Problems {
+		t.Errorf("state: %+v in %+v", got, r)
+	}
+}
+
 // TestMissingTopic: a topic that does not exist is a clear error, and nothing is created; a
 // subscription to create needs a topic at all.
 func TestMissingTopic(t *testing.T) {
