@@ -2,6 +2,7 @@ package pubsubsetup_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -356,6 +357,53 @@ func TestDeletedTopic(t *testing.T) {
 	}
 	if got := differences(r)["state"]; got.Have != "its topic was deleted" || !strings.Contains(got.Fix, "cannot be repaired") || !r.Problems {
 		t.Errorf("state: %+v in %+v", got, r)
+	}
+}
+
+// TestPushBecomesPull: a push subscription is reported by its endpoint's host alone (the path
+// and query may carry a token) and switched to pull.
+func TestPushBecomesPull(t *testing.T) {
+	s, cfg := newServer(t)
+	s.createTopic(t, topic)
+	if _, err := s.client.SubscriptionAdminClient.CreateSubscription(context.Background(), &pubsubpb.Subscription{
+		Name: subName, Topic: topic, AckDeadlineSeconds: 60,
+		PushConfig: &pubsubpb.PushConfig{PushEndpoint: "https://hook.example.com/push?token=s3cr3t"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.run(t, cfg, pubsubsetup.Apply, "certprov", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := differences(r)["pushConfig"]; d.Have != "push to hook.example.com" || d.Want != "pull" || !d.Fixed {
+		t.Errorf("pushConfig: %+v", d)
+	}
+	if got := s.get(t, subName).GetPushConfig().GetPushEndpoint(); got != "" {
+		t.Errorf("still pushes to %q", got)
+	}
+	if b, _ := json.Marshal(r); strings.Contains(string(b), "s3cr3t") {
+		t.Errorf("the report carries the endpoint's token: %s", b)
+	}
+}
+
+// TestPermissionDenied: an identity that may not create subscriptions is told what it needs.
+func TestPermissionDenied(t *testing.T) {
+	srv := pstest.NewServer(pstest.WithErrorInjection("CreateSubscription", codes.PermissionDenied, "User not authorized to perform this action."))
+	t.Cleanup(func() { _ = srv.Close() })
+	cfg := config.Defaults()
+	cfg.PubSub.Project, cfg.PubSub.Subscription = project, "certprov-adapter"
+	cfg.PubSub.Endpoint, cfg.PubSub.Insecure = srv.Addr, true
+	client, err := adapter.PubSubClient(context.Background(), &cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	s := &server{client: client}
+	s.createTopic(t, topic)
+	_, err = s.run(t, &cfg, pubsubsetup.Apply, "certprov", "")
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "create subscription "+subName) ||
+		!strings.Contains(err.Error(), "roles/pubsub.editor") {
+		t.Errorf("error: %v", err)
 	}
 }
 
