@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -70,7 +72,7 @@ and says what would be done. --json prints the report and the steps as JSON.`,
 			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
-		settings, err := pubsubsetup.For(cfg, *topic, *deadLetter)
+		settings, err := pubsubsetup.For(cfg.PubSub, cfg.Google.RequestTimeout, *topic, *deadLetter)
 		if err != nil {
 			return usagef("%v", err)
 		}
@@ -95,7 +97,8 @@ and says what would be done. --json prints the report and the steps as JSON.`,
 		if err == nil && mode != pubsubsetup.Check {
 			id := doctor.KeyFileIdentity(cfg.Google.Credentials)
 			steps = pubsubsetup.HandSteps(pubsubsetup.StepsOptions{
-				Config: cfg, Settings: settings, Topic: report.Topic,
+				Settings: settings, Topic: report.Topic,
+				Profiles: slices.Collect(maps.Keys(cfg.Profiles)), CAConnections: slices.Collect(maps.Keys(cfg.CAConnections)),
 				ServiceAccount: id.Email, ClientID: id.ClientID, ConfigPath: *path,
 			})
 		}

@@ -99,18 +99,19 @@ func TopicName(topic, project string) (string, error) {
 	}
 }
 
-// For returns the settings for the adapter configured by cfg, on topic and with deadLetterTopic
-// (each an id in pubsub.project or a full name; either may be empty).
-func For(cfg *config.Config, topic, deadLetterTopic string) (Settings, error) {
+// For returns the settings for an adapter that receives from ps and bounds its Google calls by
+// requestTimeout (google.requestTimeout), on topic and with deadLetterTopic (each an id in
+// ps.Project or a full name; either may be empty).
+func For(ps config.PubSub, requestTimeout time.Duration, topic, deadLetterTopic string) (Settings, error) {
 	s := Settings{
-		Subscription:     cfg.PubSub.SubscriptionName(),
-		AckDeadline:      AckDeadline(cfg.Google.RequestTimeout),
+		Subscription:     ps.SubscriptionName(),
+		AckDeadline:      AckDeadline(requestTimeout),
 		MessageRetention: DefaultMessageRetention,
 		MinBackoff:       DefaultMinBackoff, MaxBackoff: DefaultMaxBackoff,
 		ExactlyOnce: DefaultExactlyOnce,
 		Why: map[string]string{
 			"ackDeadline": fmt.Sprintf("2 × google.requestTimeout (%s): a notification is acked once its process is read and claimed and the claim journaled",
-				config.FormatDuration(cfg.Google.RequestTimeout)),
+				config.FormatDuration(requestTimeout)),
 			"messageRetention":    "the most Pub/Sub keeps: a device waits for its process for days, so an adapter down that long still serves it",
 			"retryPolicy":         "a notification is redelivered only when Google or the journal was unavailable: space the attempts out",
 			"expirationPolicy":    "a subscription without a subscriber for 31 days (an adapter stopped for a month) would be deleted otherwise",
@@ -123,12 +124,12 @@ func For(cfg *config.Config, topic, deadLetterTopic string) (Settings, error) {
 	}
 	var err error
 	if topic != "" {
-		if s.Topic, err = TopicName(topic, cfg.PubSub.Project); err != nil {
+		if s.Topic, err = TopicName(topic, ps.Project); err != nil {
 			return Settings{}, fmt.Errorf("topic: %w", err)
 		}
 	}
 	if deadLetterTopic != "" {
-		if s.DeadLetterTopic, err = TopicName(deadLetterTopic, cfg.PubSub.Project); err != nil {
+		if s.DeadLetterTopic, err = TopicName(deadLetterTopic, ps.Project); err != nil {
 			return Settings{}, fmt.Errorf("dead-letter topic: %w", err)
 		}
 		if s.DeadLetterTopic == s.Topic {

@@ -106,7 +106,7 @@ func (s *server) get(t *testing.T, name string) *pubsubpb.Subscription {
 
 func (s *server) run(t *testing.T, cfg *config.Config, mode pubsubsetup.Mode, topic, deadLetter string) (pubsubsetup.Report, error) {
 	t.Helper()
-	settings, err := pubsubsetup.For(cfg, topic, deadLetter)
+	settings, err := pubsubsetup.For(cfg.PubSub, cfg.Google.RequestTimeout, topic, deadLetter)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,11 +448,11 @@ func TestForRefusesBadNames(t *testing.T) {
 		{"a/b", "", "not a topic"},
 		{"t", "t", "is the notification topic itself"},
 	} {
-		if _, err := pubsubsetup.For(&cfg, tt.topic, tt.dead); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := pubsubsetup.For(cfg.PubSub, cfg.Google.RequestTimeout, tt.topic, tt.dead); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("For(%q, %q): %v", tt.topic, tt.dead, err)
 		}
 	}
-	s, err := pubsubsetup.For(&cfg, "projects/other/topics/t", "d")
+	s, err := pubsubsetup.For(cfg.PubSub, cfg.Google.RequestTimeout, "projects/other/topics/t", "d")
 	if err != nil || s.Topic != "projects/other/topics/t" || s.DeadLetterTopic != "projects/setup/topics/d" || s.Subscription != "projects/setup/subscriptions/s" {
 		t.Errorf("For: %+v, %v", s, err)
 	}
@@ -463,8 +463,6 @@ func TestForRefusesBadNames(t *testing.T) {
 func TestHandSteps(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.PubSub.Project, cfg.PubSub.Subscription = project, "certprov-adapter"
-	cfg.Profiles = map[string]config.Profile{"wifi-user": {}, "wifi-device": {}}
-	cfg.CAConnections = map[string]config.CAConnection{"corp-ca": {}}
 	text := func(steps []pubsubsetup.Step) string {
 		var b strings.Builder
 		for _, s := range steps {
@@ -472,11 +470,11 @@ func TestHandSteps(t *testing.T) {
 		}
 		return b.String()
 	}
-	plain, err := pubsubsetup.For(&cfg, "certprov", "")
+	plain, err := pubsubsetup.For(cfg.PubSub, cfg.Google.RequestTimeout, "certprov", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := text(pubsubsetup.HandSteps(pubsubsetup.StepsOptions{Config: &cfg, Settings: plain, Topic: topic,
+	got := text(pubsubsetup.HandSteps(pubsubsetup.StepsOptions{Settings: plain, Profiles: []string{"wifi-user", "wifi-device"}, CAConnections: []string{"corp-ca"}, Topic: topic,
 		ServiceAccount: "adapter@setup.iam.gserviceaccount.com", ClientID: "1122334455", ConfigPath: "/etc/certprov/adapter.yaml"}))
 	for _, want := range []string{
 		"gcloud pubsub subscriptions add-iam-policy-binding certprov-adapter --project setup --member serviceAccount:adapter@setup.iam.gserviceaccount.com --role roles/pubsub.subscriber",
@@ -491,11 +489,11 @@ func TestHandSteps(t *testing.T) {
 	if strings.Contains(got, "gcp-sa-pubsub") || strings.Contains(got, "SERVICE_ACCOUNT_EMAIL") {
 		t.Errorf("steps for a dead-letter topic or an unknown account:\n%s", got)
 	}
-	withDead, err := pubsubsetup.For(&cfg, "certprov", "projects/other/topics/dead")
+	withDead, err := pubsubsetup.For(cfg.PubSub, cfg.Google.RequestTimeout, "certprov", "projects/other/topics/dead")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = text(pubsubsetup.HandSteps(pubsubsetup.StepsOptions{Config: &cfg, Settings: withDead, Topic: topic}))
+	got = text(pubsubsetup.HandSteps(pubsubsetup.StepsOptions{Settings: withDead, Topic: topic}))
 	for _, want := range []string{
 		"--member serviceAccount:SERVICE_ACCOUNT_EMAIL",
 		"PROJECT_NUMBER=$(gcloud projects describe setup --format 'value(projectNumber)')",

@@ -3,12 +3,10 @@ package pubsubsetup
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
-	"github.com/certprov/certprov-adapter/internal/config"
 )
 
 // Step is one thing setup cannot do, for the operator to do by hand.
@@ -21,8 +19,10 @@ type Step struct {
 
 // StepsOptions are what the hand steps are written for.
 type StepsOptions struct {
-	Config   *config.Config
 	Settings Settings
+	// Profiles and CAConnections are the configured names the Admin console's references must
+	// match (profiles, caConnections).
+	Profiles, CAConnections []string
 	// Topic is the subscription's topic (Report.Topic).
 	Topic string
 	// ServiceAccount is the adapter's service account e-mail, and ClientID its OAuth client
@@ -41,7 +41,7 @@ const pubsubAgent = "service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount
 // permissions it can and grants nothing) and the Admin console's side, saying only what
 // Google documents and marking what it does not.
 func HandSteps(o StepsOptions) []Step {
-	cfg, s := o.Config, o.Settings
+	s := o.Settings
 	subProject, subID := splitName(s.Subscription)
 	sa := o.ServiceAccount
 	saDetail := ""
@@ -86,7 +86,7 @@ func HandSteps(o StepsOptions) []Step {
 		},
 		Step{
 			Title:  "Point each certificate profile at this adapter (Admin console)",
-			Detail: profilesDetail(cfg),
+			Detail: profilesDetail(o.Profiles, o.CAConnections),
 		},
 		Step{
 			Title:    "Check everything from the adapter's side",
@@ -97,15 +97,15 @@ func HandSteps(o StepsOptions) []Step {
 }
 
 // profilesDetail says which names the Admin console's references must carry.
-func profilesDetail(cfg *config.Config) string {
+func profilesDetail(profiles, caConnections []string) string {
 	list := func(names []string) string {
 		if len(names) == 0 {
 			return "(none configured)"
 		}
-		return strings.Join(names, ", ")
+		return strings.Join(slices.Sorted(slices.Values(names)), ", ")
 	}
 	return fmt.Sprintf("Its adapter configuration reference (profileAdapterConfigReference) must be one of the configured profiles: %s; "+
 		"its CA connection's (caConnectionAdapterConfigReference) one of the configured caConnections: %s. Case matters. "+
 		"A SCEP profile carries its subject itself and needs no profile here.",
-		list(slices.Sorted(maps.Keys(cfg.Profiles))), list(slices.Sorted(maps.Keys(cfg.CAConnections))))
+		list(profiles), list(caConnections))
 }
