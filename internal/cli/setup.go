@@ -58,6 +58,9 @@ and says what would be done. --json prints the report and the steps as JSON.`,
 	dryRun := cmd.Flags().Bool("dry-run", false, "change nothing; say what would be done")
 	timeout := cmd.Flags().Duration("timeout", pubsubsetup.DefaultTimeout, "how long one call to Pub/Sub may take")
 	asJSON := cmd.Flags().Bool("json", false, "print JSON for scripts: {report, steps}")
+	for _, f := range []string{"topic", "dead-letter-topic"} {
+		_ = cmd.RegisterFlagCompletionFunc(f, cobra.NoFileCompletions)
+	}
 	cmd.RunE = func(*cobra.Command, []string) error {
 		if *check && *dryRun {
 			return usagef("--check and --dry-run exclude each other")
