@@ -29,6 +29,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	subscription := fs.String("subscription", emulator.DefaultSubscription, "Pub/Sub subscription ID created for the adapter")
 	ackDeadline := fs.Duration("ack-deadline", emulator.DefaultAckDeadline, "ack deadline of the subscription (10s to 600s)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	dirRecords := fs.Bool("directory-records", false, "put an Admin SDK Directory record for the device and user of every process started")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -47,7 +48,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 	if err := serve(ctx, log, stdout, *listen, emulator.Options{
 		Project: *project, Topic: *topic, Subscription: *subscription,
-		PubSubListen: *pubsubListen, AckDeadline: *ackDeadline, Logger: log,
+		PubSubListen: *pubsubListen, AckDeadline: *ackDeadline, Logger: log, DirectoryRecords: *dirRecords,
 	}); err != nil {
 		log.Error("serve failed", zap.Error(err))
 		fmt.Fprintf(stderr, "serve: %v\n", err)

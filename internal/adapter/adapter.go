@@ -65,6 +65,7 @@ type Adapter struct {
 	// What a reload changes (reload.go); reloading serializes reloads.
 	reloading sync.Mutex
 	api       *chromeapi.Client
+	directory engine.Directory // nil unless google.directory.enabled
 	vaClient  *verifiedaccess.Client
 	conns     map[string]*engine.CAConnection
 	checks    readiness             // the readiness checks' inputs, for SetChecks after a reload
@@ -100,7 +101,13 @@ func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 			ps = append(ps, config.ProblemsAt("profiles."+name, err)...)
 			continue
 		}
-		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
+		if tmpl.Needs().Any() && !cfg.Google.Directory.Enabled {
+			ps = append(ps, config.Problem{Path: "profiles." + name,
+				Message: "its templates use Directory data (.Device.Directory, .User.Directory): set google.directory.enabled (docs/directory.md)"})
+			continue
+		}
+		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict,
+			Routes: p.Routes}
 	}
 	return out, problemsError(ps)
 }
@@ -307,6 +314,12 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		_ = trail.Close()
 		return nil, err
 	}
+	dir, dirClient, err := Directory(ctx, cfg, log.Named("directory"), reg)
+	if err != nil {
+		_ = store.Close()
+		_ = trail.Close()
+		return nil, err
+	}
 	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail, store)
 	if err != nil {
 		_ = store.Close()
@@ -315,6 +328,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	eo := EngineOptions(cfg)
 	eo.API, eo.Store, eo.Profiles, eo.CAs, eo.Audit = api, store, profiles, cas, trail
+	eo.Directory = dir
 	eo.Logger, eo.Registerer = log.Named("engine"), reg
 	eng, err := engine.New(eo)
 	if err != nil {
@@ -330,6 +344,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
 	certs := metrics.NewCertificates(reg)
 	caCertificates(certs, cas)
+	if dirClient != nil {
+		checks.directoryOn, checks.directory = true, dirClient.TokenSource()
+	}
 	if vaServer != nil {
 		checks.va = vaClient.TokenSource()
 		certs.Add(metrics.KindVerifiedAccess, "server", heldCertificates(vaServer.Certificates))
@@ -359,7 +376,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	return &Adapter{
 		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
-		api: api, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
+		api: api, directory: dir, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
 }

@@ -183,6 +183,7 @@ func TestLoadFull(t *testing.T) {
 			Endpoint:       "https://chromemanagement.example.com/",
 			RateLimit:      RateLimit{RequestsPerSecond: 2.5, Burst: 5},
 			RequestTimeout: 10 * time.Second,
+			Directory:      DefaultDirectory(),
 		},
 		Engine: Engine{
 			Workers: 4, PollInterval: time.Second, MaxPollInterval: 30 * time.Second,

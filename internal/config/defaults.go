@@ -86,6 +86,7 @@ func Defaults() Config {
 			Credentials:    Credentials{Type: DefaultCredentialsType},
 			RateLimit:      RateLimit{RequestsPerSecond: DefaultRateLimit, Burst: DefaultRateBurst},
 			RequestTimeout: DefaultRequestTimeout,
+			Directory:      DefaultDirectory(),
 		},
 		Engine: Engine{
 			Workers:         DefaultWorkers,

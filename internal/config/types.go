@@ -82,6 +82,8 @@ type Google struct {
 	RateLimit RateLimit `mapstructure:"rateLimit"`
 	// RequestTimeout bounds one HTTP call.
 	RequestTimeout time.Duration `mapstructure:"requestTimeout"`
+	// Directory is the Admin SDK Directory lookups of profile templates and routes (directory.go).
+	Directory Directory `mapstructure:"directory"`
 }
 
 // Credentials selects how the adapter authenticates to Google.
@@ -168,6 +170,9 @@ type Profile struct {
 	// Strict refuses a certificate whose subject alternative names or extended key usages differ
 	// from what the profile asked for; otherwise the difference is logged and the certificate used.
 	Strict bool `mapstructure:"strict"`
+	// Routes pick a CA connection, validity or template name by org unit; the first match wins
+	// (directory.go).
+	Routes []Route `mapstructure:"routes"`
 }
 
 // Spec is what the profile asks of a certificate, as package csr compiles it.

@@ -101,6 +101,7 @@ func (c *Config) ValidateOffline() []Problem {
 	c.validateIdentity(&ps)
 	c.validatePubSub(&ps)
 	c.validateGoogle(&ps)
+	c.validateDirectory(&ps)
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
 	c.validateOps(&ps)
@@ -182,6 +183,7 @@ func (c *Config) Warnings() []Problem {
 	var ps problems
 	c.warnLease(&ps)
 	c.warnOps(&ps)
+	c.warnRoutes(&ps)
 	if c.ShutdownGracePeriod >= KubernetesTerminationGrace {
 		ps.add(keyShutdownGracePeriod, "%s is not below Kubernetes' default terminationGracePeriodSeconds (%s): "+
 			"raise that too, or the adapter is killed before in-flight steps finish", c.ShutdownGracePeriod, KubernetesTerminationGrace)

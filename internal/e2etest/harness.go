@@ -73,6 +73,9 @@ type Options struct {
 	// Audit wraps the audit log (a file in the test's directory), for tests that inject audit
 	// faults (default: none).
 	Audit func(*audit.Log) engine.Auditor
+	// Directory turns google.directory on, with its defaults: the emulator serves it, with the
+	// records a test puts there (Emu.SetDirectoryDevice, Emu.SetDirectoryUser).
+	Directory bool
 }
 
 // Harness is a running adapter against a running emulator.
@@ -133,6 +136,7 @@ func h0config(o Options, restURL, pubsubAddr string) *config.Config {
 	if o.ShutdownGracePeriod > 0 {
 		cfg.ShutdownGracePeriod = o.ShutdownGracePeriod
 	}
+	cfg.Google.Directory.Enabled = o.Directory
 	cfg.Profiles = map[string]config.Profile{
 		"device": Profile("{{.Device.SerialNumber}}", "", o.SignDeadline),
 		"user":   Profile("{{.User.Email}}", "{{.User.Email}}", o.SignDeadline),
@@ -227,6 +231,9 @@ func New(t testing.TB, o Options) *Harness {
 	h.engineOpts = adapter.EngineOptions(cfg)
 	h.engineOpts.API, h.engineOpts.Store, h.engineOpts.Profiles, h.engineOpts.CAs, h.engineOpts.Audit = api, h.Store, profiles, cas, auditor
 	h.engineOpts.Logger, h.engineOpts.Registerer = log.Named("engine"), h.Registry
+	if h.engineOpts.Directory, _, err = adapter.Directory(ctx, cfg, log.Named("directory"), h.Registry); err != nil {
+		t.Fatalf("directory client: %v", err)
+	}
 	eng, err := engine.New(h.engineOpts)
 	if err != nil {
 		t.Fatalf("engine: %v", err)

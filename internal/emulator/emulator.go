@@ -71,6 +71,11 @@ type Options struct {
 	// VAChallengeLifetime is how long a Verified Access challenge stays verifiable; 0 means
 	// DefaultVAChallengeLifetime (60 s, as on Google's side). Tests shorten it, or move Clock.
 	VAChallengeLifetime time.Duration
+
+	// DirectoryRecords puts a Directory record for the device and the user of every process
+	// started, unless one is there already (directory.go, ProcessRecords), so that profiles using
+	// Directory data work for simulated devices without records of a test's own (the demo).
+	DirectoryRecords bool
 }
 
 // Emulator is the Google side: processes, devices, REST API and Pub/Sub. All methods are safe for
@@ -101,6 +106,9 @@ type Emulator struct {
 	lro            LROVariant
 
 	va *vaState // Verified Access; has its own lock
+
+	dir        *directoryState // the Admin SDK Directory; has its own lock
+	dirRecords bool            // Options.DirectoryRecords
 }
 
 // New starts an in-process pstest server, creates the topic and the subscription, and returns an
@@ -114,6 +122,8 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		subID:          orDefault(opts.Subscription, DefaultSubscription),
 		procs:          map[string]*proc{},
 		conflictStatus: 400,
+		dir:            newDirectoryState(),
+		dirRecords:     opts.DirectoryRecords,
 	}
 	if e.log == nil {
 		e.log = zap.NewNop()
@@ -323,6 +333,9 @@ func (e *Emulator) StartProcess(ctx context.Context, spec ProcessSpec) (string, 
 	}
 	e.procs[p.name] = p
 	e.mu.Unlock()
+	if e.dirRecords {
+		e.dir.putProcessRecords(p.customer, p.spec)
+	}
 	e.log.Info("process started", zap.String("process", p.name), zap.String("scope", spec.Scope),
 		zap.String("key", spec.KeyType), zap.String("behaviour", spec.Behaviour))
 

@@ -82,6 +82,22 @@ type Auditor interface {
 	Written(id string) (bool, error)
 }
 
+// Directory reads the Admin SDK Directory records profile templates and routes use
+// (*directory.Client). It is safe for concurrent use; the records it returns are shared and
+// must not be modified.
+//
+// Every error is classified (errclass.Of): retryable ones (429, 5xx, timeouts) are tried again
+// within engine.retry.maxDuration, no sooner than their hint; permanent ones fail the process.
+// An error with a method NotFound() bool that says true means the Directory has no such record;
+// one with a method Forbidden() bool that says true means the adapter may not read it (an
+// operator must grant domain-wide delegation). A call cut short by ctx decides nothing.
+type Directory interface {
+	// Device reads the record of the ChromeOS device deviceID (deviceDirectoryApiId) of customer.
+	Device(ctx context.Context, customer, deviceID string) (*csr.DeviceDirectory, error)
+	// User reads the record of the user userKey (userDirectoryApiId, or the primary e-mail).
+	User(ctx context.Context, customer, userKey string) (*csr.UserDirectory, error)
+}
+
 // Profile is a compiled adapter profile.
 type Profile struct {
 	Template     *csr.Template
@@ -90,6 +106,10 @@ type Profile struct {
 	SignDeadline time.Duration
 	// Strict refuses a certificate whose names or extended key usages differ from the request.
 	Strict bool
+	// Routes pick the CA connection, validity or template name by the org unit of the process's
+	// subject (the device's, or the user's for a user process); the first that matches wins,
+	// and none matching leaves the profile's settings and the process's CA connection.
+	Routes []config.Route
 }
 
 // CAConnection is a configured CA connector.
@@ -119,6 +139,10 @@ type Options struct {
 	// finish and be journaled (default 25s). Steps still running then are cancelled, and their
 	// records stay as last journaled.
 	ShutdownGracePeriod time.Duration
+
+	// Directory reads the Directory records of profiles whose templates or routes use them;
+	// nil fails the processes of such profiles (adapter refuses them when google.directory is off).
+	Directory Directory
 
 	// Audit receives one event per process that reaches a final state, written after the final
 	// state is journaled and journaled as written (Record.AuditPending) in turn; nil writes none.

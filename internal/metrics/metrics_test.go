@@ -36,6 +36,7 @@ func every(reg prometheus.Registerer) {
 	NewCertificates(reg)
 	NewAudit(reg)
 	NewAdapter(reg)
+	NewDirectory(reg)
 }
 
 // TestDeclarationsLint: every metric passes Prometheus' naming lint and carries the namespace.
