@@ -106,10 +106,63 @@ func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 				Message: "its templates use Directory data (.Device.Directory, .User.Directory): set google.directory.enabled (docs/directory.md)"})
 			continue
 		}
-		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict,
+		prof := &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict,
 			Routes: p.Routes}
+		if r := p.RevokeSuperseded; r.Enabled {
+			reason, err := ca.ParseReason(r.Reason)
+			if err != nil {
+				ps = append(ps, config.Problem{Path: "profiles." + name + ".revokeSuperseded.reason", Message: err.Error()})
+				continue
+			}
+			prof.RevokeSuperseded = &engine.RevokePolicy{GracePeriod: r.GracePeriod, Reason: reason, CAConnections: r.CAConnections}
+		}
+		out[name] = prof
 	}
 	return out, problemsError(ps)
+}
+
+// CheckRevokers checks that every CA connection a profile's revokeSuperseded revokes through
+// (its caConnections, or every connection when it lists none) can revoke (ca.Revoker); the
+// error is a *config.ProblemsError at profiles.<name>.revokeSuperseded. Connections that failed
+// to build, which Connectors reported, are not checked again.
+func CheckRevokers(cfg *config.Config, conns map[string]*engine.CAConnection) error {
+	var ps []config.Problem
+	for _, name := range slices.Sorted(maps.Keys(cfg.Profiles)) {
+		r := cfg.Profiles[name].RevokeSuperseded
+		if !r.Enabled {
+			continue
+		}
+		through := r.CAConnections
+		if len(through) == 0 {
+			through = slices.Sorted(maps.Keys(cfg.CAConnections))
+		}
+		for _, c := range through {
+			conn := conns[c]
+			if conn == nil {
+				continue
+			}
+			why := "its CA offers no revocation to the adapter"
+			if _, ok := conn.Connector.(ca.Revoker); ok {
+				why = ""
+				if rc, ok := conn.Connector.(ca.RevokeChecker); ok {
+					if err := rc.CanRevoke(); err != nil {
+						why = err.Error()
+					}
+				}
+			}
+			if why == "" {
+				continue
+			}
+			hint := "list the connections this profile's certificates come from in profiles." + name + ".revokeSuperseded.caConnections"
+			if len(r.CAConnections) > 0 {
+				hint = "remove it from the list, or turn revokeSuperseded off"
+			}
+			ps = append(ps, config.Problem{Path: "profiles." + name + ".revokeSuperseded",
+				Message: fmt.Sprintf("caConnections.%s (type %s) cannot revoke (%s), so the certificates it issues cannot be revoked when superseded; %s",
+					c, cfg.CAConnections[c].Type, why, hint)})
+		}
+	}
+	return problemsError(ps)
 }
 
 // Connectors builds every CA connection; the error is a *config.ProblemsError with every
@@ -296,6 +349,10 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	cas, err := Connectors(cfg, log)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckRevokers(cfg, cas); err != nil {
+		_ = CloseConnectors(cas)
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()

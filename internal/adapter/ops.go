@@ -112,6 +112,14 @@ func (r readiness) journal(ctx context.Context) (string, error) {
 		r.records.Observe(names, byName)
 		detail += fmt.Sprintf("; %d records", total)
 	}
+	// Records that owe a revocation are unfinished until it is done.
+	if recs, err := r.store.Unfinished(ctx); err == nil {
+		n := journal.PendingRevocations(recs)
+		r.records.RevocationsPending.Set(float64(n))
+		if n > 0 {
+			detail += fmt.Sprintf("; %d revocations pending", n)
+		}
+	}
 	return detail, nil
 }
 

@@ -73,7 +73,7 @@ func (a *Adapter) reload(cfg *config.Config) error {
 		perr = needsNoDirectory(profiles)
 	}
 	conns, cerr := Connectors(cfg, a.log)
-	if err := errors.Join(perr, cerr); err != nil {
+	if err := errors.Join(perr, cerr, CheckRevokers(cfg, conns)); err != nil {
 		closeConnectors(a.log, conns, nil)
 		return err
 	}

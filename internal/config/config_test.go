@@ -65,6 +65,7 @@ profiles:
     validity: 720h
     signDeadline: 90m
     strict: true
+    revokeSuperseded: {enabled: true, gracePeriod: 12h}
   user:
     subject:
       commonName: "{{.User.Email}}"
@@ -209,11 +210,14 @@ func TestLoadFull(t *testing.T) {
 				Validity:     720 * time.Hour,
 				SignDeadline: 90 * time.Minute,
 				Strict:       true,
+				// The reason is the default's.
+				RevokeSuperseded: RevokeSuperseded{Enabled: true, GracePeriod: 12 * time.Hour, Reason: DefaultRevokeReason},
 			},
 			"user": {
-				Subject:      Subject{CommonName: "{{.User.Email}}"},
-				Validity:     DefaultValidity,
-				SignDeadline: DefaultSignDeadline,
+				Subject:          Subject{CommonName: "{{.User.Email}}"},
+				Validity:         DefaultValidity,
+				SignDeadline:     DefaultSignDeadline,
+				RevokeSuperseded: DefaultProfile().RevokeSuperseded,
 			},
 		},
 		CAConnections: map[string]CAConnection{

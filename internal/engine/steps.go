@@ -384,7 +384,7 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 		}
 		e.log.Warn("CA certificate differs from the request", fields...)
 	}
-	rec.CertificatePEM, rec.CATicket = string(pemutil.Encode(issued.Leaf)), ""
+	rec.CertificatePEM, rec.CATicket, rec.IssuedAt = string(pemutil.Encode(issued.Leaf)), "", e.now()
 	e.enter(rec, journal.StateIssued)
 	e.log.Info("certificate issued", zap.String("process", rec.Name), zap.String("subject", issued.Leaf.Subject.String()),
 		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("not_after", issued.Leaf.NotAfter))

@@ -37,6 +37,7 @@ func every(reg prometheus.Registerer) {
 	NewAudit(reg)
 	NewAdapter(reg)
 	NewDirectory(reg)
+	NewRevocations(reg)
 }
 
 // TestDeclarationsLint: every metric passes Prometheus' naming lint and carries the namespace.
