@@ -52,7 +52,7 @@ var (
 		"cloud.google.com/go/pubsub/...",
 	}
 	// wiring is what assembles the daemon and runs it: nothing below it may know it.
-	wiring = []string{"internal/engine", "internal/intake", "internal/adapter", "internal/cli", "internal/doctor", "cmd/..."}
+	wiring = []string{"internal/engine", "internal/intake", "internal/adapter", "internal/cli", "internal/doctor", "internal/pubsubsetup", "cmd/..."}
 )
 
 // rule constrains the packages matching pkgs, other than those matching exempt: only (when
