@@ -110,6 +110,18 @@ func CheckRevokers(cfg *config.Config, conns map[string]*engine.CAConnection) er
 	return TenantCheckRevokers(cfg.Implicit(), conns)
 }
 
+// Connector builds the one CA connection named, which must be in cfg, with its own logger and
+// paths resolved against the configuration's directory. Its error is the connector's, with its
+// problems at their keys (config.ProblemsAt under caConnections.<name>).
+func Connector(cfg *config.Config, name string, log *zap.Logger) (ca.Connector, error) {
+	return newConnector(name, cfg.CAConnections[name], cfg.BaseDir, log)
+}
+
+// newConnector builds connection c, named name, with paths relative to baseDir.
+func newConnector(name string, c config.CAConnection, baseDir string, log *zap.Logger) (ca.Connector, error) {
+	return ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: baseDir})
+}
+
 // CloseConnectors closes the connectors that hold resources (io.Closer: the built-in CA's
 // ledger index), for callers that build connections without running them (validate, doctor).
 func CloseConnectors(conns map[string]*engine.CAConnection) error {

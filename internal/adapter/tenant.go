@@ -263,7 +263,7 @@ func TenantConnectors(t config.Tenant, baseDir string, log *zap.Logger) (map[str
 	var ps []config.Problem
 	for _, name := range slices.Sorted(maps.Keys(t.CAConnections)) {
 		c := t.CAConnections[name]
-		conn, err := ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: baseDir})
+		conn, err := newConnector(name, c, baseDir, log)
 		if err != nil {
 			ps = append(ps, config.ProblemsAt(t.Key("caConnections."+name), err)...)
 			continue

@@ -161,7 +161,7 @@ func revoke(o Options, cfg *config.Config, tenant, name string, req *ca.RevokeRe
 		log = zap.NewNop()
 	}
 	defer func() { _ = log.Sync() }()
-	conn, err := ca.New(conf.Type, ca.Settings(conf.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
+	conn, err := adapter.Connector(cfg, name, log)
 	if err != nil {
 		config.PrintProblems(o.Stderr, "caConnections."+name, err)
 		return fail(nil)
