@@ -152,6 +152,23 @@ func selectTenants(cfg *config.Config, name string) ([]config.Tenant, error) {
 	return nil, usagef("--tenant %s: the configuration's tenants are %s", name, strings.Join(tenantNames(all), ", "))
 }
 
+// singleTenant is cfg as the single-customer form of the tenant named (config.Single: its
+// journal, pubsub, google, profiles and CA connections at the top level), for commands that act
+// on one tenant; without tenants, cfg itself. The name is required when cfg has tenants.
+func singleTenant(cfg *config.Config, name string) (*config.Config, error) {
+	if !cfg.HasTenants() && name == "" {
+		return cfg, nil
+	}
+	if name == "" {
+		return nil, usagef("--tenant is required: the configuration has tenants (%s)", strings.Join(tenantNames(cfg.AllTenants()), ", "))
+	}
+	tenants, err := selectTenants(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Single(tenants[0]), nil
+}
+
 func tenantNames(ts []config.Tenant) []string {
 	out := make([]string, len(ts))
 	for i, t := range ts {

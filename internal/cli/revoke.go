@@ -92,15 +92,8 @@ revoke (scep, est) are refused. Works beside a running adapter. With tenants (do
 			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
-		if cfg.HasTenants() || *tenantName != "" {
-			if *tenantName == "" {
-				return usagef("--tenant is required: the configuration has tenants (%s)", strings.Join(tenantNames(cfg.AllTenants()), ", "))
-			}
-			tenants, err := selectTenants(cfg, *tenantName)
-			if err != nil {
-				return err
-			}
-			cfg = cfg.Single(tenants[0]) // that tenant's journal and CA connections, as a single-customer file
+		if cfg, err = singleTenant(cfg, *tenantName); err != nil {
+			return err
 		}
 		name := *caName
 		if *processID != "" {

@@ -48,7 +48,9 @@ google.credentials otherwise), but needs an identity that may administer Pub/Sub
 (e.g. roles/pubsub.editor), not only the adapter's roles/pubsub.subscriber.
 
 --check changes nothing and exits 1 if anything is missing or differs; --dry-run changes nothing
-and says what would be done. --json prints the report and the steps as JSON.`,
+and says what would be done. --json prints the report and the steps as JSON. With tenants
+(docs/tenants.md) --tenant NAME says whose subscription it is, set up with that tenant's pubsub
+and google sections; run it once per tenant.`,
 		Args: noArgs,
 	}
 	path := configFlag(cmd)
@@ -58,7 +60,8 @@ and says what would be done. --json prints the report and the steps as JSON.`,
 	dryRun := cmd.Flags().Bool("dry-run", false, "change nothing; say what would be done")
 	timeout := cmd.Flags().Duration("timeout", pubsubsetup.DefaultTimeout, "how long one call to Pub/Sub may take")
 	asJSON := cmd.Flags().Bool("json", false, "print JSON for scripts: {report, steps}")
-	for _, f := range []string{"topic", "dead-letter-topic"} {
+	tenantName := cmd.Flags().String("tenant", "", "with tenants: the tenant whose subscription it is")
+	for _, f := range []string{"topic", "dead-letter-topic", "tenant"} {
 		_ = cmd.RegisterFlagCompletionFunc(f, cobra.NoFileCompletions)
 	}
 	cmd.RunE = func(*cobra.Command, []string) error {
@@ -74,6 +77,9 @@ and says what would be done. --json prints the report and the steps as JSON.`,
 		if err != nil {
 			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
+		}
+		if cfg, err = singleTenant(cfg, *tenantName); err != nil {
+			return err
 		}
 		settings, err := pubsubsetup.For(cfg.PubSub, cfg.Google.RequestTimeout, *topic, *deadLetter)
 		if err != nil {
@@ -115,7 +121,7 @@ and says what would be done. --json prints the report and the steps as JSON.`,
 				err = jerr
 			}
 		} else {
-			printSetup(o.Stdout, report, settings, mode)
+			printSetup(o.Stdout, report, settings, mode, err != nil)
 			if len(steps) > 0 {
 				printSteps(o.Stdout, steps)
 			}
@@ -135,8 +141,9 @@ and says what would be done. --json prints the report and the steps as JSON.`,
 }
 
 // printSetup writes one block per resource: what happened to it, then its settings (created)
-// or the settings that differ (existing), then a summary line.
-func printSetup(w io.Writer, r pubsubsetup.Report, s pubsubsetup.Settings, mode pubsubsetup.Mode) {
+// or the settings that differ (existing), then a summary line unless the run failed (its error
+// is the summary).
+func printSetup(w io.Writer, r pubsubsetup.Report, s pubsubsetup.Settings, mode pubsubsetup.Mode, failed bool) {
 	for _, res := range r.Resources {
 		fmt.Fprintf(w, "%s %s: %s\n", res.Kind, res.Name, res.Action)
 		if res.Note != "" {
@@ -169,6 +176,7 @@ func printSetup(w io.Writer, r pubsubsetup.Report, s pubsubsetup.Settings, mode 
 		}
 	}
 	switch {
+	case failed:
 	case mode == pubsubsetup.DryRun:
 		fmt.Fprintln(w, "dry run: nothing was changed")
 	case mode == pubsubsetup.Check && r.Problems:

@@ -251,3 +251,63 @@ func TestAdapterReceivesFromSetUpSubscription(t *testing.T) {
 		t.Errorf("certificate is not for the device's key")
 	}
 }
+
+// TestSetupPubSubTenant: with tenants, --tenant is required and names whose subscription is set
+// up, with that tenant's pubsub section: acme's subscription is created on the topic, globex's
+// is left alone until its own run.
+func TestSetupPubSubTenant(t *testing.T) {
+	sc := newSetupScene(t)
+	cfg := writeFile(t, filepath.Join(sc.dir, "tenants.yaml"), fmt.Sprintf(`instanceId: a1
+journal: {type: memory}
+ops: {listen: "127.0.0.1:0"}
+tenants:
+  - name: acme
+    customers: [C0acme]
+    pubsub: {project: doc, subscription: acme-certprov, endpoint: %[1]q, insecure: true}
+    google: {credentials: {type: none}, endpoint: %[2]q}
+    profiles: {device: {subject: {commonName: "{{.Device.SerialNumber}}"}}}
+    caConnections: {builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}}
+  - name: globex
+    customers: [C0globex]
+    pubsub: {project: doc, subscription: globex-certprov, endpoint: %[1]q, insecure: true}
+    google: {credentials: {type: none}, endpoint: %[2]q}
+    profiles: {device: {subject: {commonName: "{{.Device.SerialNumber}}"}}}
+    caConnections: {builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}}
+`, sc.emu.PubSubAddr(), sc.rest.URL+"/"))
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--tenant is required: the configuration has tenants (acme, globex)"},
+		{[]string{"--tenant", "initech"}, "--tenant initech: the configuration's tenants are acme, globex"},
+	} {
+		args := append([]string{"setup", "pubsub", "--config", cfg, "--topic", "certprov"}, tt.args...)
+		if code, out, stderr := runCLI(t, args...); code != ExitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, want 2 with %q\nstdout %s\nstderr %s", tt.args, code, tt.want, out, stderr)
+		}
+	}
+
+	code, out, stderr := runCLI(t, "setup", "pubsub", "--config", cfg, "--tenant", "acme", "--topic", "certprov")
+	if code != ExitOK || !strings.Contains(out, "subscription projects/doc/subscriptions/acme-certprov: created\n") {
+		t.Fatalf("--tenant acme: exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	admin := adminClient(t, sc)
+	sub, err := admin.GetSubscription(context.Background(), &pubsubpb.GetSubscriptionRequest{Subscription: "projects/doc/subscriptions/acme-certprov"})
+	if err != nil || sub.GetTopic() != "projects/doc/topics/certprov" || sub.GetAckDeadlineSeconds() != 60 {
+		t.Errorf("acme's subscription: %v, %v", sub, err)
+	}
+	if _, err := admin.GetSubscription(context.Background(), &pubsubpb.GetSubscriptionRequest{Subscription: "projects/doc/subscriptions/globex-certprov"}); err == nil {
+		t.Error("globex's subscription exists after acme's set-up")
+	}
+	code, out, _ = runCLI(t, "setup", "pubsub", "--check", "--config", cfg, "--tenant", "globex", "--topic", "certprov")
+	if code != ExitFailure || !strings.Contains(out, "subscription projects/doc/subscriptions/globex-certprov: missing") {
+		t.Errorf("--check --tenant globex before its set-up: exit %d, want 1\n%s", code, out)
+	}
+	// Without a topic to create it on, the missing subscription is a usage error, and no
+	// summary says all is well.
+	code, out, stderr = runCLI(t, "setup", "pubsub", "--check", "--config", cfg, "--tenant", "globex")
+	if code != ExitUsage || strings.Contains(out, "as the adapter needs it") || !strings.Contains(stderr, "globex-certprov") {
+		t.Errorf("--check --tenant globex without --topic: exit %d, want 2\nstdout %s\nstderr %s", code, out, stderr)
+	}
+}
