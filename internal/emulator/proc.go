@@ -40,6 +40,7 @@ type proc struct {
 	key, wrongKey      *deviceKey
 	profileID          string
 	created            time.Time
+	notified           time.Time // first notification published; zero before
 
 	claimedBy    string
 	signData     []byte
@@ -103,6 +104,7 @@ func (p *proc) snapshot() Snapshot {
 		PublicKey:      p.key.signer.Public(),
 		SPKI:           append([]byte(nil), p.key.spki...),
 		Created:        p.created,
+		NotifiedAt:     p.notified,
 		FinishedAt:     p.finishedAt,
 	}
 	return s

@@ -59,6 +59,8 @@ func (e *Emulator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/", e.serveAPI)
 	mux.HandleFunc("/emulator/v1/", e.serveControl)
+	mux.HandleFunc(StatsPath, e.serveStats)
+	mux.HandleFunc(NotifyPath, e.serveNotify)
 	e.registerVA(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no such resource: %s", r.URL.Path), 0)
@@ -118,6 +120,8 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr, 0)
 		return
 	}
+	// Counted on arrival, as a quota counts it, whatever the answer.
+	e.requests.record(call.method, time.Now())
 
 	if !e.waitLatency(r.Context()) {
 		return
