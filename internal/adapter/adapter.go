@@ -264,6 +264,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	receiver := intake.NewReceiver(intake.ReceiverOptions{
 		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Metrics: metrics,
 		StopTimeout: cfg.ShutdownGracePeriod,
+		Streams:     cfg.PubSub.Streams, MaxOutstandingMessages: cfg.PubSub.MaxOutstandingMessages,
 	})
 	psClient, err := PubSubClient(ctx, cfg, receiver.ClientOptions())
 	if err != nil {
@@ -334,11 +335,9 @@ func PubSubClient(ctx context.Context, cfg *config.Config, opts []option.ClientO
 // grace period, and ErrInterrupted at once if Interrupt is called meanwhile. Close comes next.
 func (a *Adapter) Run(ctx context.Context) error {
 	sub := a.pubsub.Subscriber(a.cfg.PubSub.Subscription)
-	if n := a.cfg.PubSub.MaxOutstandingMessages; n > 0 {
-		sub.ReceiveSettings.MaxOutstandingMessages = n
-	}
 	a.log.Info("adapter running", zap.String("instance_id", a.cfg.InstanceID),
 		zap.Strings("customers", a.cfg.Customers), zap.String("subscription", sub.String()),
+		zap.Int("pubsub_streams", a.cfg.PubSub.Streams), zap.Int("max_outstanding_messages", a.cfg.PubSub.MaxOutstandingMessages),
 		zap.Duration("shutdown_grace_period", a.cfg.ShutdownGracePeriod))
 	g, gctx := errgroup.WithContext(ctx)
 	running := &parts{}

@@ -279,7 +279,7 @@ func (c *Client) SetFailure(ctx context.Context, name, message string) error {
 func rateOf(r config.RateLimit) (rate.Limit, int) {
 	rps, burst := r.RequestsPerSecond, r.Burst
 	if rps <= 0 {
-		rps = 10
+		rps = config.DefaultRateLimit
 	}
 	if burst < 1 {
 		burst = 1
