@@ -115,6 +115,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.AdapterBin == "" || o.EmulatorBin == "" || o.OutDir == "" {
 		return nil, errors.New("load: the adapter and emulator binaries and an output directory are required")
 	}
+	// Children run in their own directories, and the adapter resolves its configuration's paths
+	// against the file's.
+	for _, p := range []*string{&o.AdapterBin, &o.EmulatorBin, &o.OutDir} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("load: %w", err)
+		}
+		*p = abs
+	}
 	scenarios, err := Select(o.Scenarios, o.Scale)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -609,8 +618,9 @@ func (h *harness) measure(ctx context.Context, res *Result, s Scenario, emuProc 
 			return
 		}
 		last = sm.sample(ctx)
-		waiting := st.Processes[emulator.StateSigning]
-		if res.Waiting == nil || waiting > res.Waiting.Processes {
+		// Only a scenario whose devices take their time has a plateau of waiting processes
+		// worth measuring; in a burst a process waits a poll interval at most.
+		if waiting := st.Processes[emulator.StateSigning]; s.SignDelay[1] > 0 && (res.Waiting == nil || waiting > res.Waiting.Processes) {
 			res.Waiting = last.waiting(waiting, base)
 		}
 		done := st.Processes[emulator.StateIssued] + st.Processes[emulator.StateFailed]

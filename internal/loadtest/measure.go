@@ -103,7 +103,8 @@ type Waiting struct {
 	Processes  int   `json:"processes"` // processes whose signData is out and not yet signed
 	RSS        int64 `json:"rssBytes"`
 	Goroutines int   `json:"goroutines"`
-	// RSSPerProcess and GoroutinesPerProcess are above the baseline, per waiting process.
+	// RSSPerProcess and GoroutinesPerProcess are above the baseline, per waiting process;
+	// GoroutinesPerProcess is -1 when the driver's goroutines could not be counted.
 	RSSPerProcess        float64 `json:"rssBytesPerProcess"`
 	GoroutinesPerProcess float64 `json:"goroutinesPerProcess"`
 }
@@ -287,6 +288,7 @@ func newSampler(client *http.Client, procs []*driverProc) *sampler {
 type sample struct {
 	procs      []procSample
 	goroutines int
+	counted    bool // goroutines were scraped (a driver without metrics has none)
 }
 
 func (sm *sampler) sample(ctx context.Context) sample {
@@ -300,6 +302,7 @@ func (sm *sampler) sample(ctx context.Context) sample {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if g, err := scrapeGauge(ctx, sm.http, p.metrics, "go_goroutines"); err == nil {
 			s.goroutines += int(g)
+			s.counted = true
 		}
 		cancel()
 	}
@@ -327,10 +330,12 @@ func (s sample) summary() Usage { return Usage{RSS: s.rss(), Goroutines: s.gorou
 
 // waiting describes s, taken while n processes waited, against the baseline.
 func (s sample) waiting(n int, base sample) *Waiting {
-	w := &Waiting{Processes: n, RSS: s.rss(), Goroutines: s.goroutines}
+	w := &Waiting{Processes: n, RSS: s.rss(), Goroutines: s.goroutines, GoroutinesPerProcess: -1}
 	if n > 0 {
 		w.RSSPerProcess = round(float64(s.rss()-base.rss())/float64(n), 0)
-		w.GoroutinesPerProcess = round(float64(s.goroutines-base.goroutines)/float64(n), 3)
+		if s.counted && base.counted {
+			w.GoroutinesPerProcess = round(float64(s.goroutines-base.goroutines)/float64(n), 3)
+		}
 	}
 	return w
 }

@@ -54,8 +54,9 @@ type Options struct {
 	// Streams and MaxOutstandingMessages are the subscriber's receive settings, as the
 	// adapter's pubsub.streams and pubsub.maxOutstandingMessages.
 	Streams, MaxOutstandingMessages int
-	// PollInterval is the first wait before polling the signData operation; it doubles up to
-	// MaxPollInterval, as the adapter's engine.pollInterval and engine.maxPollInterval.
+	// PollInterval is the first wait before polling the signData operation, and the second;
+	// then it doubles up to MaxPollInterval, as the adapter's engine.pollInterval and
+	// engine.maxPollInterval do.
 	PollInterval, MaxPollInterval time.Duration
 	// HTTPClient carries the API calls; nil is a client with enough idle connections per host
 	// for a burst.
@@ -263,10 +264,11 @@ func (d *Driver) provision(ctx context.Context, p *cm.GoogleChromeManagementVers
 	return nil
 }
 
-// awaitSignature polls the operation, the interval doubling, until the device signed.
+// awaitSignature polls the operation until the device signed, on the adapter's schedule (its
+// engine's pollAgain): the poll interval, the same again, then doubling up to the maximum.
 func (d *Driver) awaitSignature(ctx context.Context, opName string) ([]byte, error) {
 	interval := d.o.PollInterval
-	for {
+	for attempt := 0; ; attempt++ {
 		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
@@ -292,7 +294,9 @@ func (d *Driver) awaitSignature(ctx context.Context, opName string) ([]byte, err
 			}
 			return base64.StdEncoding.DecodeString(resp.Process.Signature)
 		}
-		interval = min(2*interval, d.o.MaxPollInterval)
+		if attempt > 0 {
+			interval = min(2*interval, d.o.MaxPollInterval)
+		}
 	}
 }
 
