@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 REST_PORT=${DEMO_REST_PORT:-8480}
 PUBSUB_PORT=${DEMO_PUBSUB_PORT:-8481}
 VA_PORT=${DEMO_VA_PORT:-8443}
+OPS_PORT=${DEMO_OPS_PORT:-8482}
 COUNT=${DEMO_COUNT:-24}
 work=.demo
 bin=bin
@@ -39,6 +40,7 @@ export CERTPROV_GOOGLE_ENDPOINT="http://127.0.0.1:$REST_PORT/"
 export CERTPROV_PUBSUB_ENDPOINT="127.0.0.1:$PUBSUB_PORT"
 export CERTPROV_VERIFIEDACCESS_ENDPOINT="http://127.0.0.1:$REST_PORT/"
 export CERTPROV_VERIFIEDACCESS_LISTEN="127.0.0.1:$VA_PORT"
+export CERTPROV_OPS_LISTEN="127.0.0.1:$OPS_PORT"
 echo "==> validating configs/demo.yaml"
 "$bin/certprov-adapter" validate --config configs/demo.yaml
 
@@ -79,5 +81,17 @@ if [ $va_failed -ne 0 ]; then
   echo "demo FAILED (Verified Access); last adapter log lines:"
   tail -n 30 "$work/adapter.log"
   exit 1
+fi
+if command -v curl >/dev/null; then
+  echo "==> ops listener (http://127.0.0.1:$OPS_PORT): readiness and what the metrics counted"
+  ready=0
+  for _ in $(seq 1 50); do
+    curl -fsS "http://127.0.0.1:$OPS_PORT/readyz" >"$work/readyz.json" 2>/dev/null && { ready=1; break; }
+    sleep 0.2
+  done
+  if [ $ready -ne 1 ]; then
+    echo "demo FAILED: /readyz is not 200:"; cat "$work/readyz.json" 2>/dev/null; exit 1
+  fi
+  curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | grep -E '^certprov_(processes_finished_total|verifiedaccess_enrollments_total)\{' || true
 fi
 echo "demo OK"

@@ -4,6 +4,7 @@
 package adapter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/api/option"
@@ -22,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
@@ -32,15 +35,21 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
 	"github.com/certprov/certprov-adapter/internal/logging"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/ops"
+	"github.com/certprov/certprov-adapter/internal/statuspage"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
 
 // Adapter is a running daemon's object graph.
 type Adapter struct {
-	cfg      *config.Config
-	log      *zap.Logger
-	Metrics  *telemetry.Counters
+	cfg *config.Config
+	log *zap.Logger
+	// Registry holds every metric the adapter exports on /metrics (package metrics).
+	Registry *prometheus.Registry
+	// Ops is the ops listener (/metrics, /healthz, /readyz); Register adds pages to it, and
+	// Readiness reads the checks' latest results.
+	Ops      *ops.Server
 	Engine   *engine.Engine
 	Store    journal.Store
 	receiver *intake.Receiver
@@ -58,6 +67,9 @@ type Adapter struct {
 	api       *chromeapi.Client
 	vaClient  *verifiedaccess.Client
 	conns     map[string]*engine.CAConnection
+	checks    readiness             // the readiness checks' inputs, for SetChecks after a reload
+	certs     *metrics.Certificates // certificate expiry, re-pointed after a reload
+	m         *metrics.Adapter
 
 	interrupt     chan struct{} // closed by Interrupt
 	interruptOnce sync.Once
@@ -166,7 +178,7 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 }
 
 // verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, metrics *telemetry.Counters, trail *audit.Log) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer, trail *audit.Log) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
 		return nil, nil, nil
@@ -182,6 +194,7 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),
+		Registerer:     reg,
 
 		InsecureAllowCleartext: va.InsecureAllowCleartext,
 	})
@@ -189,11 +202,11 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		return nil, nil, err
 	}
 	srv, err := verifiedaccess.NewServer(verifiedaccess.ServerOptions{
-		Config:   va,
-		Profiles: profiles,
-		Google:   client,
-		Logger:   log.Named("verifiedaccess"),
-		Metrics:  metrics,
+		Config:     va,
+		Profiles:   profiles,
+		Google:     client,
+		Logger:     log.Named("verifiedaccess"),
+		Registerer: reg,
 
 		Audit:      trail,
 		InstanceID: cfg.InstanceID,
@@ -220,16 +233,18 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	api, err := chromeapi.New(ctx, chromeapi.Options{Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi")})
+	reg := prometheus.NewRegistry()
+	bi := buildinfo.Get()
+	metrics.RegisterProcess(reg, metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion})
+	api, err := chromeapi.New(ctx, chromeapi.Options{Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi"), Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
-	metrics := &telemetry.Counters{}
 	trail, err := audit.Open(cfg.Audit.Path, log.Named("audit"))
 	if err != nil {
 		return nil, err
 	}
-	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, metrics, trail)
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail)
 	if err != nil {
 		_ = trail.Close()
 		return nil, err
@@ -252,7 +267,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		LeaseDuration:   cfg.Journal.LeaseDuration,
 		Audit:           trail,
 		Logger:          log.Named("engine"),
-		Metrics:         metrics,
+		Registerer:      reg,
 		// How long a stop lets in-flight steps finish (Run).
 		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
 	})
@@ -262,21 +277,59 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		return nil, err
 	}
 	receiver := intake.NewReceiver(intake.ReceiverOptions{
-		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Metrics: metrics,
+		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Registerer: reg,
 		StopTimeout: cfg.ShutdownGracePeriod,
 		Streams:     cfg.PubSub.Streams, MaxOutstandingMessages: cfg.PubSub.MaxOutstandingMessages,
 	})
-	psClient, err := PubSubClient(ctx, cfg, receiver.ClientOptions())
+	checks := readiness{cfg: cfg, store: store, records: metrics.NewJournal(reg), intake: receiver,
+		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
+	certs := metrics.NewCertificates(reg)
+	caCertificates(certs, cas)
+	if vaServer != nil {
+		checks.va = vaClient.TokenSource()
+		certs.Add(metrics.KindVerifiedAccess, "server", vaServer.Certificates)
+	}
+	opsServer, err := ops.New(ops.Options{
+		Listen: cfg.Ops.Listen, Pprof: cfg.Ops.Pprof, Gatherer: reg, Registerer: reg,
+		Checks: checks.checks(), CheckInterval: cfg.Ops.CheckInterval, CheckTimeout: cfg.Ops.CheckTimeout,
+		Logger: log.Named("ops"),
+	})
+	if err == nil {
+		err = registerStatusPage(opsServer, cfg, store, eng, bi, log)
+	}
+	if err == nil {
+		err = opsServer.Listen() // a port in use stops the start
+	}
 	if err != nil {
 		_ = store.Close()
 		_ = trail.Close()
 		return nil, err
 	}
+	psClient, err := PubSubClient(ctx, cfg, receiver.ClientOptions())
+	if err != nil {
+		_ = opsServer.Close()
+		_ = store.Close()
+		_ = trail.Close()
+		return nil, err
+	}
 	return &Adapter{
-		cfg: cfg, log: log, Metrics: metrics, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
-		api: api, vaClient: vaClient, conns: cas,
+		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
+		api: api, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
+}
+
+// registerStatusPage serves the operator's status page (package statuspage) on the ops listener.
+func registerStatusPage(srv *ops.Server, cfg *config.Config, store journal.Store, eng *engine.Engine, bi buildinfo.Info, log *zap.Logger) error {
+	page, err := statuspage.New(statuspage.Options{
+		Journal: store, Readiness: srv, JournalType: cmp.Or(cfg.Journal.Type, config.JournalMemory),
+		InstanceID: cfg.InstanceID, Build: bi, Started: time.Now(), StepsRunning: eng.InFlight,
+		Logger: log.Named("status"),
+	})
+	if err != nil {
+		return err
+	}
+	return srv.Register(ops.PathStatus, page)
 }
 
 // OpenJournal opens the configured journal. readOnly is for `inspect`, which may run beside a
@@ -339,7 +392,28 @@ func (a *Adapter) Run(ctx context.Context) error {
 		zap.Strings("customers", a.cfg.Customers), zap.String("subscription", sub.String()),
 		zap.Int("pubsub_streams", a.cfg.PubSub.Streams), zap.Int("max_outstanding_messages", a.cfg.PubSub.MaxOutstandingMessages),
 		zap.Duration("shutdown_grace_period", a.cfg.ShutdownGracePeriod))
-	g, gctx := errgroup.WithContext(ctx)
+	// The ops listener outlives the other parts: it reports not ready as soon as the stop
+	// begins, and serves /metrics and /healthz until everything else stopped.
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	runCtx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
+	opsDone := make(chan error, 1)
+	go func() {
+		err := a.Ops.Serve(opsCtx)
+		if err != nil {
+			failed(err)
+		}
+		opsDone <- err
+	}()
+	finish := func(err error) error {
+		stopOps()
+		if oerr := <-opsDone; oerr != nil && err == nil {
+			err = fmt.Errorf("ops listener: %w", oerr)
+		}
+		return err
+	}
+	g, gctx := errgroup.WithContext(runCtx)
 	running := &parts{}
 	start := func(name string, run func(context.Context) error) {
 		running.add(name)
@@ -366,9 +440,10 @@ func (a *Adapter) Run(ctx context.Context) error {
 	var err error
 	select {
 	case err = <-stopped:
-		return err
+		return finish(err)
 	case <-gctx.Done():
 	}
+	a.Ops.Stopping("the adapter is shutting down")
 	grace := a.cfg.ShutdownGracePeriod
 	a.log.Info(fmt.Sprintf("shutting down, waiting up to %s for %d in-flight steps", grace, a.Engine.InFlight()),
 		zap.Duration("grace_period", grace), zap.Int("in_flight_steps", a.Engine.InFlight()))
@@ -385,10 +460,10 @@ func (a *Adapter) Run(ctx context.Context) error {
 	if err != nil {
 		a.log.Warn(fmt.Sprintf("stopped with %d steps still in flight; they resume from the journal on the next start", left),
 			zap.Int("in_flight_steps", left), zap.Strings("still_running", running.names()), zap.Error(err))
-		return err
+		return finish(err)
 	}
 	a.log.Info("all in-flight steps finished; leases released", zap.Int("in_flight_steps", left))
-	return nil
+	return finish(nil)
 }
 
 // Interrupt cuts a stop short: Run returns ErrInterrupted without waiting for in-flight steps,
@@ -417,7 +492,7 @@ func (a *Adapter) Close() error {
 	case <-t.C:
 		psErr = fmt.Errorf("pubsub client still closing after %s; left behind", closeTimeout)
 	}
-	return errors.Join(psErr, a.Store.Close(), a.Audit.Close())
+	return errors.Join(psErr, a.Ops.Close(), a.Store.Close(), a.Audit.Close())
 }
 
 // parts tracks which parts of a running adapter have not returned yet.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
@@ -33,19 +34,27 @@ func freeLoopbackAddr(t *testing.T) string {
 	return addr
 }
 
-// TestRunServesVerifiedAccess builds the daemon from a configuration with Verified Access
-// enabled and enrolls a simulated device through it: the enrollment server is wired into Run and
-// stops with it.
-func TestRunServesVerifiedAccess(t *testing.T) {
-	ctx := context.Background()
-	log := zaptest.NewLogger(t)
-	emu, err := emulator.New(ctx, emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
+// startEmulator runs the emulator (project p, subscription s) with its REST API on a test
+// server until the test ends.
+func startEmulator(t *testing.T, log *zap.Logger) (*emulator.Emulator, *httptest.Server) {
+	t.Helper()
+	emu, err := emulator.New(context.Background(), emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = emu.Close() })
 	rest := httptest.NewServer(emu.Handler())
 	t.Cleanup(rest.Close)
+	return emu, rest
+}
+
+// TestRunServesVerifiedAccess builds the daemon from a configuration with Verified Access
+// enabled and enrolls a simulated device through it: the enrollment server is wired into Run and
+// stops with it.
+func TestRunServesVerifiedAccess(t *testing.T) {
+	ctx := context.Background()
+	log := zaptest.NewLogger(t)
+	emu, rest := startEmulator(t, log)
 
 	dir := t.TempDir()
 	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "adapter test CA", 24*time.Hour)
@@ -57,6 +66,7 @@ func TestRunServesVerifiedAccess(t *testing.T) {
 instanceId: a1
 customers: [C0demo]
 pubsub: {project: p, subscription: s, endpoint: %q, insecure: true}
+ops: {listen: "127.0.0.1:0"}
 google: {credentials: {type: none}, endpoint: %q}
 journal: {type: memory}
 profiles:
@@ -137,6 +147,7 @@ func TestNewRefusesVerifiedAccessOnCSRConnectors(t *testing.T) {
 instanceId: a1
 customers: [C0demo]
 pubsub: {project: p, subscription: s, endpoint: "127.0.0.1:1", insecure: true}
+ops: {listen: "127.0.0.1:0"}
 google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
 journal: {type: memory}
 profiles:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/engine"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 )
 
@@ -120,7 +121,8 @@ func (a *Adapter) reload(cfg *config.Config) error {
 			a.log.Warn("log level", zap.Error(err)) // validated already; kept as it was
 		}
 	}
-	a.Metrics.Inc("config_reloads_total", "applied")
+	a.opsReconfigured(conns)
+	a.m.Reloads.WithLabelValues(metrics.ReloadApplied).Inc()
 	a.log.Info("configuration reloaded", zap.Int("profiles", len(profiles)), zap.Int("ca_connections", len(conns)),
 		zap.Strings("customers", cfg.Customers), zap.String("log_level", cfg.Log.Level), zap.String("audit_path", cfg.Audit.Path))
 	if keys := restartKeys(a.cfg, cfg); len(keys) > 0 {
@@ -131,7 +133,7 @@ func (a *Adapter) reload(cfg *config.Config) error {
 }
 
 func (a *Adapter) refused(err error) {
-	a.Metrics.Inc("config_reloads_total", "refused")
+	a.m.Reloads.WithLabelValues(metrics.ReloadRefused).Inc()
 	a.log.Error("configuration reload refused; the running configuration stays", zap.Error(err))
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -22,6 +22,8 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -71,6 +73,7 @@ google: {credentials: {type: none}, endpoint: %q}
 journal: {type: memory}
 engine: {pollInterval: 20ms, maxPollInterval: 200ms}
 log: {level: info}
+ops: {listen: "127.0.0.1:0"}
 audit: {path: audit.jsonl}
 profiles:
   device: {subject: {commonName: "{{.Device.SerialNumber}}"}, extendedKeyUsage: [clientAuth]}
@@ -98,13 +101,7 @@ func newReloadScene(t *testing.T) *reloadScene {
 	ctx := context.Background()
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zaptest.NewLogger(t, zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewTee(c, core) })))
-	emu, err := emulator.New(ctx, emulator.Options{Project: "p", Subscription: "s", Logger: log.Named("emulator")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
-	rest := httptest.NewServer(emu.Handler())
-	t.Cleanup(rest.Close)
+	emu, rest := startEmulator(t, log)
 	dir := t.TempDir()
 	s := &reloadScene{t: t, emu: emu, logs: logs, dir: dir, path: filepath.Join(dir, "adapter.yaml"),
 		pubsub: emu.PubSubAddr(), rest: rest.URL, listen: freeLoopbackAddr(t),
@@ -191,8 +188,9 @@ func TestReload(t *testing.T) {
 			t.Fatalf("%s: serving TLS serial %d after a refused reload", name, got)
 		}
 	}
-	if got := s.a.Metrics.Get("config_reloads_total", "refused"); got != 3 {
-		t.Fatalf("config_reloads_total{refused} = %d", got)
+	reloads := metrics.NewAdapter(s.a.Registry).Reloads
+	if got := testutil.ToFloat64(reloads.WithLabelValues(metrics.ReloadRefused)); got != 3 {
+		t.Fatalf("config_reloads_total{refused} = %v", got)
 	}
 	if n := s.logs.FilterMessage("configuration reload refused; the running configuration stays").Len(); n != 3 {
 		t.Fatalf("%d refusals logged", n)
@@ -215,8 +213,23 @@ func TestReload(t *testing.T) {
 	if got := e2etest.ServedSerial(t, s.listen); got != 2 {
 		t.Fatalf("serving TLS serial %d after the reload, want 2", got)
 	}
-	if got := s.a.Metrics.Get("config_reloads_total", "applied"); got != 1 {
-		t.Fatalf("config_reloads_total{applied} = %d", got)
+	if got := testutil.ToFloat64(reloads.WithLabelValues(metrics.ReloadApplied)); got != 1 {
+		t.Fatalf("config_reloads_total{applied} = %v", got)
+	}
+	// The expiry metrics follow the swap: CA 2's certificate for builtin, TLS serial 2.
+	ca2, err := pemutil.ReadCertificates(s.ca2.cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiry := map[string]string{}
+	for _, l := range metricstest.Labels(metricstest.Gather(t, s.a.Registry), "certprov_certificate_expiry_timestamp_seconds") {
+		expiry[l["kind"]+"/"+l["name"]+"/"+l["role"]] = l["serial"]
+	}
+	if got := expiry["ca_connection/builtin/issuer"]; got != ca2[0].SerialNumber.Text(16) {
+		t.Errorf("builtin issuer serial %q after the reload, want CA 2's %s (all: %v)", got, ca2[0].SerialNumber.Text(16), expiry)
+	}
+	if got := expiry["verified_access/server/server"]; got != "2" {
+		t.Errorf("enrollment server certificate serial %q after the reload, want 2", got)
 	}
 	warn := s.logs.FilterMessage("configuration keys changed that take effect only after a restart; running with their old values").All()
 	if len(warn) != 1 {

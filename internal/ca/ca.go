@@ -138,3 +138,28 @@ type KeyRequest struct {
 type PublicKeyIssuer interface {
 	IssueForKey(ctx context.Context, req *KeyRequest) (*Issued, error)
 }
+
+// CertificateHolder is implemented by connectors that hold certificates an operator must renew
+// in time: the CA certificate, the roots leaves are checked against, a TLS client certificate.
+// Certificates returns what the connector holds now, without contacting the CA; the metrics
+// call it on every scrape, so it must be cheap and safe for concurrent use.
+type CertificateHolder interface {
+	Certificates() []HeldCertificate
+}
+
+// HeldCertificate is a certificate the adapter relies on, and what for.
+type HeldCertificate struct {
+	Role string // one of the Role constants
+	Cert *x509.Certificate
+}
+
+// Roles of a HeldCertificate.
+const (
+	RoleIssuer       = "issuer"       // the CA certificate that signs the leaves
+	RoleIntermediate = "intermediate" // a CA certificate between the issuer and a root
+	RoleRoot         = "root"         // a trust anchor leaves are checked against
+	RoleClient       = "client"       // a TLS client certificate the connector authenticates with
+	RoleSigner       = "signer"       // a certificate that signs protocol messages (the SCEP signer)
+	RoleRecipient    = "recipient"    // a certificate requests are encrypted to (a SCEP RA)
+	RoleServer       = "server"       // a TLS server certificate the adapter serves with
+)

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/time/rate"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -40,6 +43,9 @@ type Options struct {
 	MaxInlineWait time.Duration
 	// HTTPClient replaces the authenticated client (tests).
 	HTTPClient *http.Client
+	// Registerer receives the client's metrics (metrics.GoogleAPI: calls by method and code,
+	// rate limit waits); nil exports none.
+	Registerer prometheus.Registerer
 }
 
 // Client calls the Certificate Provisioning API. It is safe for concurrent use.
@@ -50,6 +56,8 @@ type Client struct {
 	attempts int
 	maxWait  time.Duration
 	log      *zap.Logger
+	m        *metrics.GoogleAPI
+	ts       oauth2.TokenSource // nil without credentials
 }
 
 // New builds a Client from the google section of the configuration.
@@ -74,18 +82,18 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if g.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(g.Endpoint))
 	}
-	switch {
-	case o.HTTPClient != nil:
-		opts = append(opts, option.WithHTTPClient(o.HTTPClient))
-	case g.Credentials.Type == config.CredentialsNone:
-		opts = append(opts, option.WithoutAuthentication())
-	default:
-		ts, err := TokenSource(ctx, g.Credentials, o.BaseDir)
+	var ts oauth2.TokenSource
+	if o.HTTPClient == nil && g.Credentials.Type != config.CredentialsNone {
+		src, err := TokenSource(ctx, g.Credentials, o.BaseDir)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, option.WithHTTPClient(oauth2.NewClient(ctx, ts)))
+		ts = oauth2.ReuseTokenSource(nil, src)
 	}
+	m := metrics.NewGoogleAPI(o.Registerer)
+	opts = append(opts, option.WithHTTPClient(googleauth.HTTPClient(ctx, o.HTTPClient, ts, func(next http.RoundTripper) http.RoundTripper {
+		return m.RoundTripper(metrics.APIChromeManagement, methodOf, next)
+	})))
 	svc, err := cm.NewService(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("chrome management client: %w", err)
@@ -102,7 +110,35 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		attempts: o.Attempts,
 		maxWait:  o.MaxInlineWait,
 		log:      o.Logger,
+		m:        m,
+		ts:       ts,
 	}, nil
+}
+
+// TokenSource is the source of the client's access tokens, which caches them until shortly
+// before they expire; nil when the client sends none (credentials type none, or an HTTPClient
+// given). A readiness check may ask it for a token as often as it likes.
+func (c *Client) TokenSource() oauth2.TokenSource { return c.ts }
+
+// methodOf names the API method of a request by its path, as the emulator and the metrics do.
+func methodOf(r *http.Request) string {
+	p := r.URL.Path
+	if i := strings.LastIndexByte(p, ':'); i > strings.LastIndexByte(p, '/') {
+		switch verb := p[i+1:]; verb {
+		case "claim", "signData", "uploadCertificate", "setFailure":
+			if r.Method == http.MethodPost {
+				return verb
+			}
+		}
+		return metrics.MethodOther
+	}
+	if r.Method != http.MethodGet || !strings.Contains(p, "/certificateProvisioningProcesses/") {
+		return metrics.MethodOther
+	}
+	if strings.Contains(p, "/operations/") {
+		return "operations.get"
+	}
+	return "get"
 }
 
 // TokenSource builds the OAuth2 token source for the configured credential type, with the
@@ -120,7 +156,10 @@ func (c *Client) call(ctx context.Context, method, name string, repeatable bool,
 	}
 	var err error
 	for i := 0; i < attempts; i++ {
-		if werr := c.limiter.Wait(ctx); werr != nil {
+		waited := time.Now()
+		werr := c.limiter.Wait(ctx)
+		c.m.RateLimited(metrics.APIChromeManagement, time.Since(waited))
+		if werr != nil {
 			return fmt.Errorf("%s %s: rate limit wait: %w", method, name, werr)
 		}
 		rctx, cancel := context.WithTimeout(ctx, c.timeout)

@@ -147,6 +147,32 @@ verifiedAccess:
 	}
 }
 
+// TestValidateOfflineOps: the ops listener's settings are checked offline too: a socket the
+// enrollment server takes is a problem at ops.listen, the profiler beyond loopback a warning.
+func TestValidateOfflineOps(t *testing.T) {
+	dir := t.TempDir()
+	rest := `profiles: {d: {subject: {commonName: x}}}
+caConnections: {ca: {type: local, certificateFile: /etc/certprov/ca.crt, keyFile: /etc/certprov/ca.key}}
+`
+	va := rest + `verifiedAccess:
+  enabled: true
+  listen: 0.0.0.0:8443
+  tls: {certFile: /etc/certprov/tls.crt, keyFile: /etc/certprov/tls.key}
+  profiles: {m: {enrollmentDomain: example.com, caConnection: ca, subject: {commonName: x}}}
+`
+	cfg := writeFile(t, filepath.Join(dir, "clash.yaml"), base+va+"ops: {listen: \":8443\"}\n")
+	code, _, stderr := runCLI(t, "validate", "--offline", "--config", cfg)
+	if code != ExitFailure || !strings.Contains(stderr, cfg+`: ops.listen: ":8443" is also verifiedAccess.listen ("0.0.0.0:8443")`) {
+		t.Errorf("clash: exit %d:\n%s", code, stderr)
+	}
+	t.Setenv("CERTPROV_OPS_LISTEN", ":9090")
+	cfg = writeFile(t, filepath.Join(dir, "pprof.yaml"), base+rest+"ops: {pprof: true}\n")
+	code, out, stderr := runCLI(t, "validate", "--offline", "--config", cfg)
+	if code != ExitOK || !strings.Contains(out, "OK offline") || !strings.Contains(stderr, cfg+`: ops.pprof: warning: the Go profiler (stacks, heap, command line) is served on ":9090"`) {
+		t.Errorf("pprof: exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+}
+
 // TestConfigPrint: the effective configuration with secrets redacted, from a production file
 // whose key files do not exist here.
 func TestConfigPrint(t *testing.T) {
@@ -154,6 +180,7 @@ func TestConfigPrint(t *testing.T) {
 	t.Setenv("CERTPROV_JOURNAL_DSN", "postgres://certprov:pg-Secret-1@db.internal/certprov?sslmode=verify-full")
 	t.Setenv("CERTPROV_CACONNECTIONS_NDES_CHALLENGE", "env-Secret-2")
 	t.Setenv("CERTPROV_ENGINE_WORKERS", "3")
+	t.Setenv("CERTPROV_OPS_LISTEN", ":9191") // as the container image sets it
 	cfg := writeFile(t, filepath.Join(dir, "prod.yaml"), `instanceId: a1
 customers: [C0abc]
 pubsub: {project: corp, subscription: certprov}
@@ -186,6 +213,7 @@ caConnections:
 		"hmacSecretFile: /etc/certprov/hmac",
 		"file: /etc/certprov/sa.json",
 		"retention: 720h",
+		"ops:\n  listen: :9191\n  pprof: false\n  checkInterval: 15s\n  checkTimeout: 5s\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -229,6 +229,7 @@ func TestLoadFull(t *testing.T) {
 			},
 		},
 		VerifiedAccess: Defaults().VerifiedAccess,
+		Ops:            Defaults().Ops,
 		BaseDir:        dir,
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -275,6 +276,10 @@ func TestDefaults(t *testing.T) {
 		{"verifiedAccess.maxConcurrentPerClient", cfg.VerifiedAccess.MaxConcurrentPerClient, 4},
 		{"verifiedAccess.queueTimeout", cfg.VerifiedAccess.QueueTimeout, 5 * time.Second},
 		{"verifiedAccess.trustedProxies", len(cfg.VerifiedAccess.TrustedProxies), 0},
+		{"ops.listen", cfg.Ops.Listen, "127.0.0.1:9090"},
+		{"ops.pprof", cfg.Ops.Pprof, false},
+		{"ops.checkInterval", cfg.Ops.CheckInterval, 15 * time.Second},
+		{"ops.checkTimeout", cfg.Ops.CheckTimeout, 5 * time.Second},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -386,6 +391,16 @@ func TestEnvOverrides(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				if c.InstanceID != "from-env" || c.PubSub.Subscription != "sub-env" {
 					t.Errorf("instanceId %q, subscription %q", c.InstanceID, c.PubSub.Subscription)
+				}
+			},
+		},
+		{
+			name: "ops listener, as the container image sets it",
+			yaml: minimalYAML,
+			env:  map[string]string{"CERTPROV_OPS_LISTEN": ":9090", "CERTPROV_OPS_PPROF": "true"},
+			check: func(t *testing.T, c *Config) {
+				if c.Ops.Listen != ":9090" || !c.Ops.Pprof {
+					t.Errorf("ops.listen %q, ops.pprof %v", c.Ops.Listen, c.Ops.Pprof)
 				}
 			},
 		},

@@ -105,6 +105,7 @@ func Defaults() Config {
 		},
 		Journal: Journal{Type: DefaultJournalType, LeaseDuration: DefaultLeaseDuration, Retention: DefaultRetention},
 		Log:     Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Ops:     Ops{Listen: DefaultOpsListen, CheckInterval: DefaultOpsCheckInterval, CheckTimeout: DefaultOpsCheckTimeout},
 		VerifiedAccess: VerifiedAccess{
 			Listen:            DefaultVAListen,
 			APIVersion:        DefaultVAAPIVersion,

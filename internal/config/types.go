@@ -20,6 +20,7 @@ type Config struct {
 	Engine  Engine  `mapstructure:"engine"`
 	Journal Journal `mapstructure:"journal"`
 	Log     Log     `mapstructure:"log"`
+	Ops     Ops     `mapstructure:"ops"`
 	Audit   Audit   `mapstructure:"audit"`
 
 	// Profiles are keyed by profileAdapterConfigReference.

@@ -105,6 +105,7 @@ func (c *Config) ValidateOffline() []Problem {
 	c.validateGoogle(&ps)
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
+	c.validateOps(&ps)
 	positive(&ps, keyShutdownGracePeriod, c.ShutdownGracePeriod)
 
 	if len(c.Profiles) == 0 {
@@ -182,6 +183,7 @@ const KubernetesTerminationGrace = 30 * time.Second
 func (c *Config) Warnings() []Problem {
 	var ps problems
 	c.warnLease(&ps)
+	c.warnOps(&ps)
 	if c.ShutdownGracePeriod >= KubernetesTerminationGrace {
 		ps.add(keyShutdownGracePeriod, "%s is not below Kubernetes' default terminationGracePeriodSeconds (%s): "+
 			"raise that too, or the adapter is killed before in-flight steps finish", c.ShutdownGracePeriod, KubernetesTerminationGrace)

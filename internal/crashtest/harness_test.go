@@ -169,6 +169,7 @@ engine:
 journal:
 %s  leaseDuration: 4s
 log: {level: %s, format: json}
+ops: {listen: "127.0.0.1:0"}
 audit: {path: %s-audit.jsonl}
 profiles:
   device:

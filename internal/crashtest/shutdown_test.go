@@ -45,6 +45,7 @@ journal:
   type: sqlite
   path: %s
 log: {level: info, format: json}
+ops: {listen: "127.0.0.1:0"}
 profiles:
   device:
     subject: {commonName: "{{.Device.SerialNumber}}"}

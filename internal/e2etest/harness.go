@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -44,7 +45,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/intake"
 	"github.com/certprov/certprov-adapter/internal/journal"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 )
 
 const (
@@ -87,13 +88,14 @@ type Options struct {
 
 // Harness is a running adapter against a running emulator.
 type Harness struct {
-	t       testing.TB
-	Emu     *emulator.Emulator
-	Roots   *x509.CertPool // the built-in CA
-	Local   *local.Connector
-	Metrics *telemetry.Counters
-	Store   journal.Store
-	API     *chromeapi.Client // the adapter's own client, for tests that set a scene
+	t     testing.TB
+	Emu   *emulator.Emulator
+	Roots *x509.CertPool // the built-in CA
+	Local *local.Connector
+	// Registry holds every metric the adapter's components export (package metrics).
+	Registry *prometheus.Registry
+	Store    journal.Store
+	API      *chromeapi.Client // the adapter's own client, for tests that set a scene
 	// Logs holds every entry the adapter's components logged, at the harness's level.
 	Logs *observer.ObservedLogs
 	// AuditPath is the file the engine writes its audit events to.
@@ -170,7 +172,7 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Store != nil {
 		store = o.Store(store)
 	}
-	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Metrics: &telemetry.Counters{}, Store: store, Logs: logs, ctx: ctx,
+	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Registry: prometheus.NewRegistry(), Store: store, Logs: logs, ctx: ctx,
 		AuditPath: filepath.Join(dir, "audit.jsonl")}
 	auditLog, err := audit.Open(h.AuditPath, log.Named("audit"))
 	if err != nil {
@@ -213,6 +215,7 @@ func New(t testing.TB, o Options) *Harness {
 		},
 		Logger:        log.Named("chromeapi"),
 		MaxInlineWait: 300 * time.Millisecond,
+		Registerer:    h.Registry,
 	})
 	if err != nil {
 		t.Fatalf("api client: %v", err)
@@ -232,13 +235,13 @@ func New(t testing.TB, o Options) *Harness {
 		ShutdownGracePeriod: o.ShutdownGracePeriod,
 		Audit:               auditor,
 		Logger:              log.Named("engine"),
-		Metrics:             h.Metrics,
+		Registerer:          h.Registry,
 	}
 	eng, err := engine.New(h.engineOpts)
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	recv := intake.NewReceiver(intake.ReceiverOptions{Admitter: eng, Customers: []string{Customer}, Logger: log.Named("intake"), Metrics: h.Metrics})
+	recv := intake.NewReceiver(intake.ReceiverOptions{Admitter: eng, Customers: []string{Customer}, Logger: log.Named("intake"), Registerer: h.Registry})
 	ps, err := pubsub.NewClient(ctx, "test", append(recv.ClientOptions(), option.WithEndpoint(emu.PubSubAddr()), option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))...)
 	if err != nil {
@@ -473,6 +476,20 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 // PEM encodes a certificate.
 func PEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// Metric is the sum of the samples of the metric family name (a counter, a gauge, or a
+// histogram's sample count) whose labels include each name and value pair of labels.
+func (h *Harness) Metric(name string, labels ...string) float64 {
+	h.t.Helper()
+	return metricstest.Sum(metricstest.Gather(h.t, h.Registry), name, labels...)
+}
+
+// Series lists the samples of the metric family name, by their labels written as
+// name=value pairs in label order, comma-separated.
+func (h *Harness) Series(name string) map[string]float64 {
+	h.t.Helper()
+	return metricstest.Series(metricstest.Gather(h.t, h.Registry), name)
 }
 
 // WriteServerCert writes a self-signed TLS server certificate for 127.0.0.1 with the given

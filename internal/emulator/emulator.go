@@ -33,7 +33,9 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/certprov/certprov-adapter/internal/process"
 )
@@ -84,7 +86,9 @@ type Emulator struct {
 
 	project, topicID, subID string
 
-	ps        *pstest.Server
+	ps        *pstest.Server // nil while stopped (StopPubSub); guarded by mu after New
+	psAddr    string
+	ack       time.Duration
 	conn      *grpc.ClientConn
 	client    *pubsub.Client
 	publisher *pubsub.Publisher
@@ -154,7 +158,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new emulator: %w", err)
 	}
-	e.ps = ps
+	e.ps, e.psAddr, e.ack = ps, ps.Addr, ack
 	if err := e.setupPubSub(ctx, ack); err != nil {
 		return nil, errors.Join(fmt.Errorf("new emulator: %w", err), e.Close())
 	}
@@ -188,23 +192,76 @@ func (e *Emulator) setupPubSub(ctx context.Context, ack time.Duration) error {
 		return fmt.Errorf("pubsub client: %w", err)
 	}
 	e.client = client
-	if _, err := client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: e.TopicName()}); err != nil {
-		return fmt.Errorf("create topic %s: %w", e.TopicName(), err)
-	}
-	if _, err := client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name:               e.SubscriptionName(),
-		Topic:              e.TopicName(),
-		AckDeadlineSeconds: int32(ack / time.Second),
-	}); err != nil {
-		return fmt.Errorf("create subscription %s: %w", e.SubscriptionName(), err)
+	if err := e.createTopicAndSubscription(ctx, ack); err != nil {
+		return err
 	}
 	e.publisher = client.Publisher(e.TopicName())
 	e.publisher.PublishSettings.DelayThreshold = time.Millisecond
 	return nil
 }
 
+// createTopicAndSubscription creates the topic and the subscription; either existing already
+// (a retry) is fine.
+func (e *Emulator) createTopicAndSubscription(ctx context.Context, ack time.Duration) error {
+	if _, err := e.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: e.TopicName()}); err != nil && status.Code(err) != codes.AlreadyExists {
+		return fmt.Errorf("create topic %s: %w", e.TopicName(), err)
+	}
+	if _, err := e.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+		Name:               e.SubscriptionName(),
+		Topic:              e.TopicName(),
+		AckDeadlineSeconds: int32(ack / time.Second),
+	}); err != nil && status.Code(err) != codes.AlreadyExists {
+		return fmt.Errorf("create subscription %s: %w", e.SubscriptionName(), err)
+	}
+	return nil
+}
+
 // PubSubAddr is the host:port of the pstest gRPC server, i.e. what PUBSUB_EMULATOR_HOST would be.
-func (e *Emulator) PubSubAddr() string { return e.ps.Addr }
+// It stays the same across StopPubSub and StartPubSub.
+func (e *Emulator) PubSubAddr() string { return e.psAddr }
+
+// StopPubSub stops the Pub/Sub server, as an outage would: subscribers' streams break and
+// cannot reopen, and publishing fails, until StartPubSub. Messages not yet delivered are lost.
+func (e *Emulator) StopPubSub() error {
+	e.mu.Lock()
+	ps := e.ps
+	e.ps = nil
+	e.mu.Unlock()
+	if ps == nil {
+		return errors.New("stop pubsub: not running")
+	}
+	if err := ps.Close(); err != nil {
+		return fmt.Errorf("stop pubsub: %w", err)
+	}
+	return nil
+}
+
+// StartPubSub starts the Pub/Sub server again after StopPubSub, on the same address, with the
+// topic and the subscription (empty) created again; subscribers reconnect by themselves.
+func (e *Emulator) StartPubSub(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || e.ps != nil {
+		return errors.New("start pubsub: closed or running")
+	}
+	ps, err := startPubSub(e.psAddr)
+	if err != nil {
+		return err
+	}
+	e.ps = ps
+	// The emulator's own connection reconnects with backoff: try until it has.
+	for {
+		err := e.createTopicAndSubscription(ctx, e.ack)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("start pubsub: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
 
 // Project is the Pub/Sub project ID.
 func (e *Emulator) Project() string { return e.project }
@@ -242,8 +299,12 @@ func (e *Emulator) Close() error {
 			// The pubsub client may already have closed the shared connection; that is fine.
 			_ = e.conn.Close()
 		}
-		if e.ps != nil {
-			if err := e.ps.Close(); err != nil {
+		e.mu.Lock()
+		ps := e.ps
+		e.ps = nil
+		e.mu.Unlock()
+		if ps != nil {
+			if err := ps.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close pubsub server: %w", err))
 			}
 		}

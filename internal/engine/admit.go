@@ -107,7 +107,7 @@ func (e *Engine) settle(ctx context.Context, name string, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
-	e.o.Metrics.Inc("admission_failures_total")
+	e.m.AdmissionFailures.Inc()
 	failures := e.admissions.failed(name, e.now())
 	ceiling := min(e.o.Retry.MaxBackoff, maxAdmitBackoff)
 	floor := min(e.o.Retry.InitialBackoff<<min(failures-1, 30), ceiling)

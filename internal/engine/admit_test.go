@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // retryHint is what the intake reads from a failed admission.
@@ -23,15 +25,15 @@ type retryHint interface {
 
 // admitter is an engine that only admits (it never runs), on a journal that can fail, against
 // the harness's emulator.
-func (h *harness) admitter(retry config.Retry) (*engine.Engine, *journaltest.Faulty, *telemetry.Counters) {
+func (h *harness) admitter(retry config.Retry) (*engine.Engine, *journaltest.Faulty, *metrics.Engine) {
 	h.t.Helper()
 	store := journaltest.NewFaulty(journal.NewMemory())
-	m := &telemetry.Counters{}
-	eng, err := engine.New(engine.Options{InstanceID: instanceID, API: h.api, Store: store, Retry: retry, Metrics: m})
+	reg := prometheus.NewRegistry()
+	eng, err := engine.New(engine.Options{InstanceID: instanceID, API: h.api, Store: store, Retry: retry, Registerer: reg})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return eng, store, m
+	return eng, store, metrics.NewEngine(reg)
 }
 
 // While the journal cannot record a claim, the first admission reads and claims the process
@@ -60,8 +62,11 @@ func TestAdmitBacksOffAndReusesItsClaim(t *testing.T) {
 	if s, _ := h.emu.Process(name); s.Calls[emulator.MethodGet] != 1 || s.Calls[emulator.MethodClaim] != 1 || s.ClaimedBy != instanceID {
 		t.Fatalf("8 failed admissions made %d gets and %d claims (claimed by %q), want 1 each", s.Calls[emulator.MethodGet], s.Calls[emulator.MethodClaim], s.ClaimedBy)
 	}
-	if got := m.Get("admission_claims_reused_total"); got != 7 {
-		t.Errorf("admission_claims_reused_total = %d, want 7", got)
+	if got := count(m.AdmissionClaimsReused); got != 7 {
+		t.Errorf("certprov_admission_claims_reused_total = %d, want 7", got)
+	}
+	if got := count(m.AdmissionFailures); got != 8 {
+		t.Errorf("certprov_admission_failures_total = %d, want 8", got)
 	}
 
 	store.Heal()
@@ -75,8 +80,8 @@ func TestAdmitBacksOffAndReusesItsClaim(t *testing.T) {
 	if s, _ := h.emu.Process(name); rec.State != journal.StateClaimed || string(rec.Process.SPKI) != string(s.SPKI) {
 		t.Fatalf("record %s for SPKI %x, want claimed for the device's key", rec.State, rec.Process.SPKI)
 	}
-	if got := m.Get("admissions_total", "claimed"); got != 1 {
-		t.Errorf("admissions_total{claimed} = %d, want 1", got)
+	if got := count(m.Admissions.WithLabelValues("claimed")); got != 1 {
+		t.Errorf("certprov_admissions_total{result=claimed} = %d, want 1", got)
 	}
 
 	store.FailWrites(-1, journaltest.ErrDiskFull, journaltest.OpCreate)

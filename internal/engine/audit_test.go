@@ -19,6 +19,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // eventsByID indexes the audit events and fails on an id seen twice.
@@ -291,8 +292,8 @@ func TestAuditWriteFailuresRetried(t *testing.T) {
 			if len(events) != 1 || events[0].ID != name || events[0].Outcome != "issued" {
 				t.Fatalf("events %+v", events)
 			}
-			if got := h.metrics.Get("audit_write_errors_total"); got != wantFails {
-				t.Fatalf("audit_write_errors_total = %d, want %d", got, wantFails)
+			if got := count(metrics.NewAudit(h.Registry).WriteErrors.WithLabelValues(metrics.AuditProvisioning)); int64(got) != wantFails {
+				t.Fatalf("audit_write_errors_total{event=provisioning} = %d, want %d", got, wantFails)
 			}
 		})
 	}

@@ -34,7 +34,7 @@ func (e *Engine) commit(h *holder, rec *journal.Record, renew time.Duration) (ti
 		cancel()
 		if err == nil {
 			if attempt > 0 {
-				e.o.Metrics.Inc("journal_writes_recovered_total")
+				e.m.JournalWritesRecovered.Inc()
 				e.log.Info("journal write landed after retries", zap.String("process", rec.Name),
 					zap.String("state", string(rec.State)), zap.Int("attempts", attempt+1), zap.Duration("after", at.Sub(first)))
 			}
@@ -48,19 +48,19 @@ func (e *Engine) commit(h *holder, rec *journal.Record, renew time.Duration) (ti
 		}
 		delay := jitter(min(e.o.Retry.InitialBackoff, ceiling), ceiling, attempt)
 		if h.ctx.Err() != nil || h.left() <= delay || at.Add(delay).Sub(first) > e.o.LeaseDuration {
-			e.o.Metrics.Inc("journal_writes_dropped_total")
+			e.m.JournalWritesDropped.Inc()
 			e.log.Error("journal write kept failing for as long as the lease allows; the outcome of the step is dropped",
 				zap.String("process", rec.Name), zap.String("state", string(rec.State)), zap.Int("attempts", attempt+1),
 				zap.Duration("for", at.Sub(first)), zap.Error(err))
 			return at, err
 		}
-		e.o.Metrics.Inc("journal_write_retries_total")
+		e.m.JournalWriteRetries.Inc()
 		if attempt == 0 {
 			e.log.Warn("journal write failed; retrying under the same lease", zap.String("process", rec.Name),
 				zap.String("state", string(rec.State)), zap.Duration("in", delay), zap.Error(err))
 		}
 		if !sleep(h.ctx, delay) {
-			e.o.Metrics.Inc("journal_writes_dropped_total")
+			e.m.JournalWritesDropped.Inc()
 			e.log.Error("journal write abandoned with the step; the outcome of the step is dropped",
 				zap.String("process", rec.Name), zap.String("state", string(rec.State)),
 				zap.NamedError("cause", context.Cause(h.ctx)), zap.Error(err))

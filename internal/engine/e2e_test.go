@@ -82,7 +82,7 @@ func TestClaimLostToAnotherInstance(t *testing.T) {
 			if err := h.emu.Publish(context.Background(), data); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 10*time.Second, func() bool { return h.metrics.Get("admissions_total", "claimed_by_other") == 1 })
+			waitFor(t, 10*time.Second, func() bool { return count(h.metrics.Admissions.WithLabelValues("claimed_by_other")) == 1 })
 			s, _ := h.emu.Process(name)
 			if s.ClaimedBy != "someone-else" || s.SignDataCount != 0 || s.Finished() {
 				t.Fatalf("process touched after losing the claim: %+v", s)
@@ -164,7 +164,7 @@ func TestFailures(t *testing.T) {
 			t.Fatalf("CA asked %d times for a bad signature", n)
 		}
 	})
-	if got := h.metrics.Get("bad_signatures_total"); got < 1 {
+	if got := count(h.metrics.BadSignatures); got < 1 {
 		t.Errorf("bad signatures not counted: %d", got)
 	}
 }
@@ -266,12 +266,12 @@ func TestMalformedDuplicateAndForeignMessages(t *testing.T) {
 			t.Errorf("%s: %d claims for one process; duplicates must be recognised from the journal", name, s.Calls["claim"])
 		}
 	}
-	waitFor(t, 10*time.Second, func() bool { return h.metrics.Get("notifications_total", "malformed") == 4 })
-	waitFor(t, 10*time.Second, func() bool { return h.metrics.Get("notifications_total", "foreign_customer") == 1 })
+	waitFor(t, 10*time.Second, func() bool { return count(h.intake.Messages.WithLabelValues("malformed")) == 4 })
+	waitFor(t, 10*time.Second, func() bool { return count(h.intake.Messages.WithLabelValues("foreign_customer")) == 1 })
 	if s, _ := h.emu.Process(foreign); s.Calls["get"] != 0 || s.Calls["claim"] != 0 {
 		t.Fatalf("foreign customer's process was touched: %v", s.Calls)
 	}
-	if d := h.metrics.Get("admissions_total", "duplicate") + h.metrics.Get("admissions_total", "coalesced"); d < 1 {
+	if d := count(h.metrics.Admissions.WithLabelValues("duplicate")) + count(h.metrics.Admissions.WithLabelValues("coalesced")); d < 1 {
 		t.Errorf("no duplicate admissions counted (%d) although each notification was published 4 times", d)
 	}
 }

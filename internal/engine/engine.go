@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
@@ -26,9 +27,9 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
 	"github.com/certprov/certprov-adapter/internal/swap"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // API is the part of the Certificate Provisioning API the engine uses (*chromeapi.Client).
@@ -99,9 +100,10 @@ type Options struct {
 	// state is journaled and journaled as written (Record.AuditPending) in turn; nil writes none.
 	Audit Auditor
 
-	Logger  *zap.Logger
-	Metrics *telemetry.Counters
-	Now     func() time.Time
+	Logger *zap.Logger
+	// Registerer receives the engine's metrics (metrics.Engine, metrics.CA); nil exports none.
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 // Engine advances claimed processes. Admit is safe to call concurrently with Run.
@@ -109,6 +111,9 @@ type Engine struct {
 	o     Options
 	owner string // lease owner: this instance and this run
 	log   *zap.Logger
+	m     *metrics.Engine
+	cam   *metrics.CA
+	aud   *metrics.Audit
 	wake  chan struct{}
 	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
 	// twice at once), so that a duplicate waits for the first instead of claiming again.
@@ -178,6 +183,9 @@ func New(o Options) (*Engine, error) {
 		o:      o,
 		owner:  o.InstanceID + "/" + hex.EncodeToString(suffix[:]),
 		log:    o.Logger,
+		m:      metrics.NewEngine(o.Registerer),
+		cam:    metrics.NewCA(o.Registerer),
+		aud:    metrics.NewAudit(o.Registerer),
 		wake:   make(chan struct{}, 1),
 		active: map[string]chan struct{}{},
 
@@ -212,14 +220,15 @@ func (e *Engine) Admit(ctx context.Context, name string) error {
 	ran := false
 	_, err, _ := e.admitting.Do(name, func() (any, error) { ran = true; return nil, e.settle(ctx, name, e.admit(ctx, name)) })
 	if !ran {
-		e.o.Metrics.Inc("admissions_total", "coalesced")
+		e.m.Admissions.WithLabelValues("coalesced").Inc()
 	}
 	return err
 }
 
 func (e *Engine) admit(ctx context.Context, name string) error {
+	start := e.now()
 	if _, err := e.o.Store.Get(ctx, name); err == nil {
-		e.o.Metrics.Inc("admissions_total", "duplicate")
+		e.m.Admissions.WithLabelValues("duplicate").Inc()
 		e.log.Debug("notification for a process already recorded", zap.String("process", name))
 		return nil
 	} else if !errors.Is(err, journal.ErrNotFound) {
@@ -228,7 +237,7 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	p := e.admissions.claimedByUs(name)
 	if p != nil {
 		// Only the record failed last time: Google knows the claim is ours.
-		e.o.Metrics.Inc("admission_claims_reused_total")
+		e.m.AdmissionClaimsReused.Inc()
 		e.log.Debug("recording a claim made before, without claiming again", zap.String("process", name))
 	} else {
 		var done bool
@@ -255,12 +264,13 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 		return fmt.Errorf("admit %s: record claim: %w", name, err)
 	}
 	if created {
-		e.o.Metrics.Inc("admissions_total", "claimed")
+		e.m.Admissions.WithLabelValues("claimed").Inc()
+		e.m.Step(metrics.StepClaim, e.now().Sub(start))
 		e.log.Info("claimed process", zap.String("process", name), zap.String("profile", p.ProfileRef),
 			zap.String("ca_connection", p.CAConnectionRef), zap.Bool("user_scope", p.UserScoped()))
 		e.poke()
 	} else {
-		e.o.Metrics.Inc("admissions_total", "duplicate")
+		e.m.Admissions.WithLabelValues("duplicate").Inc()
 	}
 	return nil
 }
@@ -270,7 +280,7 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 func (e *Engine) readAndClaim(ctx context.Context, name string) (p *process.Process, done bool, err error) {
 	p, err = e.o.API.Get(ctx, name)
 	if chromeapi.IsNotFound(err) {
-		e.o.Metrics.Inc("admissions_total", "not_found")
+		e.m.Admissions.WithLabelValues("not_found").Inc()
 		e.log.Warn("notified process does not exist", zap.String("process", name))
 		return nil, true, nil
 	}
@@ -278,13 +288,13 @@ func (e *Engine) readAndClaim(ctx context.Context, name string) (p *process.Proc
 		return nil, false, fmt.Errorf("admit %s: %w", name, err)
 	}
 	if p.Finished() {
-		e.o.Metrics.Inc("admissions_total", "already_finished")
+		e.m.Admissions.WithLabelValues("already_finished").Inc()
 		e.log.Info("notified process already ended", zap.String("process", name))
 		return nil, true, nil
 	}
 	if err := e.o.API.Claim(ctx, name, e.o.InstanceID); err != nil {
 		if errors.Is(err, chromeapi.ErrClaimedByOther) {
-			e.o.Metrics.Inc("admissions_total", "claimed_by_other")
+			e.m.Admissions.WithLabelValues("claimed_by_other").Inc()
 			e.log.Info("process is owned by another adapter instance", zap.String("process", name), zap.Error(err))
 			return nil, true, nil
 		}
@@ -360,7 +370,7 @@ func (e *Engine) drain(wg *sync.WaitGroup, inFlight int, cut context.CancelCause
 	case <-t.C:
 		e.log.Warn("shutdown grace period over; cancelling the steps still running (their records stay as journaled)",
 			zap.Duration("grace_period", e.o.ShutdownGracePeriod))
-		e.o.Metrics.Inc("shutdown_steps_cut_total")
+		e.m.ShutdownStepsCut.Inc()
 		cut(errGraceOver)
 		<-done
 	}
@@ -414,11 +424,14 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	fresh := false
 	resumed := true // the first step of a lease may repeat a side effect a previous holder made
 	for h.ctx.Err() == nil && e.due(run, rec, e.now()) {
-		before, attempts := rec.State, rec.Attempts
+		before, attempts, started := rec.State, rec.Attempts, rec.StepStarted
 		if rec.State.Final() {
 			e.writeAudit(h.ctx, rec, fresh)
 		} else {
+			running := e.m.InFlight.WithLabelValues(string(before))
+			running.Inc()
 			e.step(h.ctx, rec, resumed)
+			running.Dec()
 		}
 		resumed = false
 		now := e.now()
@@ -444,17 +457,17 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		if err != nil {
 			release = false
 			if errors.Is(err, journal.ErrLeaseLost) {
-				e.o.Metrics.Inc("steps_abandoned_total", "lease_lost")
+				e.m.StepsAbandoned.WithLabelValues("lease_lost").Inc()
 				e.log.Warn("journal lease lost; the outcome of the last step is dropped, the new holder carries on",
 					zap.String("process", rec.Name), zap.String("state", string(rec.State)), zap.Error(err))
 				return
 			}
 			return // commit logged it; the lease is left to run out
 		}
-		e.committed(rec, before)
+		e.committed(rec, before, started)
 		fresh = fresh || (rec.State.Final() && !before.Final())
 		if cause := context.Cause(h.ctx); cause != nil {
-			e.o.Metrics.Inc("steps_interrupted_total")
+			e.m.StepsInterrupted.Inc()
 			e.log.Info("step interrupted; the record stays as journaled", zap.String("process", rec.Name),
 				zap.String("state", string(rec.State)), zap.String("cause", cause.Error()))
 		}
@@ -515,21 +528,45 @@ func (e *Engine) auditFailed(rec *journal.Record, err error) {
 	delay := jitter(e.o.Retry.InitialBackoff, e.o.Retry.MaxBackoff, rec.Attempts)
 	rec.NextDue = e.now().Add(delay)
 	rec.Log(e.now(), "audit event not written: "+err.Error())
-	e.o.Metrics.Inc("audit_write_errors_total")
+	e.aud.WriteErrors.WithLabelValues(metrics.AuditProvisioning).Inc()
 	e.log.Error("audit event not written; will retry", zap.String("process", rec.Name),
 		zap.Int("attempt", rec.Attempts), zap.Duration("in", delay), zap.Error(err))
 }
 
 // committed reports what a journaled step decided: only once written does a decision count.
-func (e *Engine) committed(rec *journal.Record, before journal.State) {
+// started is when the step began (the record's StepStarted before it).
+func (e *Engine) committed(rec *journal.Record, before journal.State, started time.Time) {
 	if rec.State == before {
 		return
 	}
-	e.o.Metrics.Inc("transitions_total", string(before), string(rec.State))
+	e.m.Transitions.WithLabelValues(string(before), string(rec.State)).Inc()
+	if rec.State.Final() && !before.Final() {
+		e.m.Finished(rec.Outcome, rec.ProfileName, rec.CAName, rec.FinishedAt.Sub(rec.Created))
+	}
+	if step := succeeded(before, rec.State); step != "" {
+		e.m.Step(step, rec.Updated.Sub(started))
+	}
 	if rec.State == journal.StateFailing {
-		e.o.Metrics.Inc("failures_decided_total")
 		e.log.Warn("process will fail", zap.String("process", rec.Name), zap.String("reason", rec.FailureMessage))
 	}
+}
+
+// succeeded names the step that a move from state before to after completes, or "" when the
+// move is no success (a failure decided, a process Google ended).
+func succeeded(before, after journal.State) string {
+	switch {
+	case before == journal.StateClaimed && after == journal.StateSignRequested:
+		return metrics.StepSignRequest
+	case before == journal.StateSignRequested && after == journal.StateSigned:
+		return metrics.StepSignWait
+	case (before == journal.StateSigned || before == journal.StateCAPending) && after == journal.StateIssued:
+		return metrics.StepCAIssue
+	case before == journal.StateIssued && after == journal.StateUploaded:
+		return metrics.StepUpload
+	case before == journal.StateFailing && after == journal.StateFailed:
+		return metrics.StepReportFailure
+	}
+	return ""
 }
 
 // transitionNote says in a few words why rec entered its state, for `inspect`.
@@ -595,7 +632,6 @@ func (e *Engine) finish(rec *journal.Record, state journal.State, how string) {
 	if e.o.Audit != nil {
 		rec.AuditPending, rec.NextDue = true, now
 	}
-	e.o.Metrics.Inc("processes_finished_total", how)
 	fields := []zap.Field{
 		zap.String("process", rec.Name), zap.String("outcome", how), zap.String("profile", rec.ProfileName),
 		zap.String("ca_connection", rec.CAName), zap.Duration("age", e.now().Sub(rec.Created)),
@@ -613,7 +649,7 @@ func (e *Engine) retryLater(rec *journal.Record, what string, err error, hint ti
 	rec.Attempts++
 	rec.LastError = err.Error()
 	if now.Sub(rec.StepStarted) >= e.o.Retry.MaxDuration {
-		e.o.Metrics.Inc("retries_exhausted_total", string(rec.State))
+		e.m.RetriesExhausted.WithLabelValues(string(rec.State)).Inc()
 		if rec.State == journal.StateFailing {
 			// Nothing more can be done: keep the reason in the record and stop.
 			e.log.Error("could not report failure to Google; giving up", zap.String("process", rec.Name), zap.Error(err))
@@ -628,7 +664,7 @@ func (e *Engine) retryLater(rec *journal.Record, what string, err error, hint ti
 		delay = min(hint, e.o.Retry.MaxBackoff)
 	}
 	rec.NextDue = now.Add(delay)
-	e.o.Metrics.Inc("retries_total", string(rec.State))
+	e.m.Retries.WithLabelValues(string(rec.State)).Inc()
 	e.log.Info("step failed, will retry", zap.String("process", rec.Name), zap.String("step", what),
 		zap.Int("attempt", rec.Attempts), zap.Duration("in", delay), zap.Error(err))
 }

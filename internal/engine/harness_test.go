@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
@@ -14,7 +17,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/journal"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 const (
@@ -25,10 +28,13 @@ const (
 // harness gives the engine's tests short names for the shared end-to-end harness.
 type harness struct {
 	*e2etest.Harness
-	t       *testing.T
-	emu     *emulator.Emulator
-	local   *local.Connector
-	metrics *telemetry.Counters
+	t     *testing.T
+	emu   *emulator.Emulator
+	local *local.Connector
+	// metrics, intake and cam read what the adapter under test counted (h.Registry).
+	metrics *metrics.Engine
+	intake  *metrics.Intake
+	cam     *metrics.CA
 	store   journal.Store
 	api     *chromeapi.Client
 }
@@ -56,7 +62,8 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		opts.CAs = func(h *e2etest.Harness) map[string]ca.Connector { return o.extraCAs(h.Local) }
 	}
 	h := e2etest.New(t, opts)
-	return &harness{Harness: h, t: t, emu: h.Emu, local: h.Local, metrics: h.Metrics, store: h.Store, api: h.API}
+	return &harness{Harness: h, t: t, emu: h.Emu, local: h.Local, metrics: metrics.NewEngine(h.Registry),
+		intake: metrics.NewIntake(h.Registry), cam: metrics.NewCA(h.Registry), store: h.Store, api: h.API}
 }
 
 func (h *harness) start(spec emulator.ProcessSpec) string { return h.Start(spec) }
@@ -87,3 +94,11 @@ var (
 	testProfile = e2etest.Profile
 	pemCert     = e2etest.PEM
 )
+
+// count is the value of a counter or gauge, as an integer.
+func count(c prometheus.Collector) int { return int(testutil.ToFloat64(c)) }
+
+// failuresDecided is how many processes the engine decided to fail (transitions to failing).
+func failuresDecided(h *harness) int {
+	return int(h.Metric("certprov_transitions_total", "to", string(journal.StateFailing)))
+}

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"crypto/x509"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -140,23 +141,18 @@ func TestCertificateContents(t *testing.T) {
 		}
 	})
 
-	counts := map[string]int64{
-		"ca_certificate_mismatches_total{client-auth-template,extendedKeyUsage}": 1, // the tolerant profile only
-		"ca_certificate_mismatches_total{client-auth-template,upn}":              1, // the SCEP profile's UPN
-		"ca_bad_certificates_total{client-auth-template,contents}":               1,
-		"ca_bad_certificates_total{misrooted,chain}":                             1,
-	}
-	snap := h.Metrics.Snapshot()
-	for k, want := range counts {
-		if snap[k] != want {
-			t.Errorf("%s = %d, want %d", k, snap[k], want)
-		}
-	}
-	for k, v := range snap {
-		if strings.HasPrefix(k, "ca_certificate_mismatches_total") || strings.HasPrefix(k, "ca_bad_certificates_total") {
-			if _, ok := counts[k]; !ok {
-				t.Errorf("unexpected %s = %d", k, v)
-			}
+	for family, want := range map[string]map[string]float64{
+		"certprov_ca_certificate_mismatches_total": {
+			"ca_connection=client-auth-template,field=extendedKeyUsage": 1, // the tolerant profile only
+			"ca_connection=client-auth-template,field=upn":              1, // the SCEP profile's UPN
+		},
+		"certprov_ca_certificates_rejected_total": {
+			"ca_connection=client-auth-template,rule=contents": 1,
+			"ca_connection=misrooted,rule=chain":               1,
+		},
+	} {
+		if got := h.Series(family); !maps.Equal(got, want) {
+			t.Errorf("%s = %v, want %v", family, got, want)
 		}
 	}
 	h.WaitJournalIdle(5 * time.Second)

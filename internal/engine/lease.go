@@ -102,7 +102,7 @@ func (h *holder) run() {
 		}
 		left := h.left()
 		if left <= 0 {
-			e.o.Metrics.Inc("leases_lost_total", "expired")
+			e.m.LeasesLost.WithLabelValues("expired").Inc()
 			e.log.Warn("journal lease could not be renewed in time; abandoning the step", zap.String("process", h.name))
 			h.cancel(errLeaseExpired)
 			return
@@ -116,7 +116,7 @@ func (h *holder) run() {
 		case err == nil:
 			h.extended(at)
 		case errors.Is(err, journal.ErrLeaseLost), errors.Is(err, journal.ErrNotFound):
-			e.o.Metrics.Inc("leases_lost_total", "refused")
+			e.m.LeasesLost.WithLabelValues("refused").Inc()
 			e.log.Warn("journal lease lost; abandoning the step", zap.String("process", h.name), zap.Error(err))
 			h.cancel(errLeaseLost)
 			return
@@ -124,7 +124,7 @@ func (h *holder) run() {
 			return
 		default:
 			// The journal is slow or unreachable: try again soon, until the lease runs out.
-			e.o.Metrics.Inc("lease_renewal_errors_total")
+			e.m.LeaseRenewalErrors.Inc()
 			e.log.Warn("journal lease renewal failed; retrying", zap.String("process", h.name), zap.Error(err))
 			next = interval / 4
 		}

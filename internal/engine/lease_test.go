@@ -114,7 +114,7 @@ func TestSlowCAOutlivesLease(t *testing.T) {
 			t.Errorf("%s: %d uploads, want 1", name, n)
 		}
 	}
-	if n := h.metrics.Get("leases_lost_total", "expired") + h.metrics.Get("leases_lost_total", "refused"); n != 0 {
+	if n := count(h.metrics.LeasesLost.WithLabelValues("expired")) + count(h.metrics.LeasesLost.WithLabelValues("refused")); n != 0 {
 		t.Errorf("%d leases lost with a working journal", n)
 	}
 	h.waitJournalIdle(5 * time.Second)
@@ -187,7 +187,7 @@ func TestLeaseLostMidStep(t *testing.T) {
 	}
 	// The heartbeat learns of the loss and the CA call is cancelled before the CA signs.
 	waitFor(t, 10*time.Second, func() bool { _, _, running := slow.stats(name); return running == 0 })
-	if got := h.metrics.Get("leases_lost_total", "refused"); got != 1 {
+	if got := count(h.metrics.LeasesLost.WithLabelValues("refused")); got != 1 {
 		t.Fatalf("leases_lost_total{refused} = %d, want 1", got)
 	}
 	if slow.interruptions() != 1 || h.local.Issued(name) != 0 {
@@ -258,8 +258,8 @@ func (h *harness) assertNothingFailed(name string) {
 	if n := h.Logs.FilterMessage("process will fail").Len(); n != 0 {
 		h.t.Errorf("%d \"process will fail\" lines for work only interrupted by the stop", n)
 	}
-	if n := h.metrics.Get("failures_decided_total"); n != 0 {
-		h.t.Errorf("failures_decided_total = %d, want 0", n)
+	if n := failuresDecided(h); n != 0 {
+		h.t.Errorf("%d transitions to failing, want 0", n)
 	}
 	if s, _ := h.emu.Process(name); s.Finished() || s.Calls["setFailure"] != 0 {
 		h.t.Errorf("the process was ended by the stop: state %s, calls %v", s.State, s.Calls)
@@ -346,7 +346,7 @@ func TestStopGraceShorterThanCACall(t *testing.T) {
 	if h.local.Issued(name) != 0 {
 		t.Fatal("the CA issued although the call was cut")
 	}
-	if got := h.metrics.Get("shutdown_steps_cut_total"); got != 1 {
+	if got := count(h.metrics.ShutdownStepsCut); got != 1 {
 		t.Fatalf("shutdown_steps_cut_total = %d, want 1", got)
 	}
 }
@@ -391,7 +391,7 @@ func TestStopDuringPollDecidesNothing(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	polls.armed.Store(false)
-	if got := h.metrics.Get("steps_interrupted_total"); got != 1 {
+	if got := count(h.metrics.StepsInterrupted); got != 1 {
 		t.Fatalf("steps_interrupted_total = %d, want the poll cut by the stop", got)
 	}
 	rec := h.assertReleased(name)

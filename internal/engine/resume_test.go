@@ -134,7 +134,7 @@ func TestResumeRecoversInterruptedCACall(t *testing.T) {
 	if leaf := h.mustIssue(s); !leaf.Equal(issued.Leaf) {
 		t.Fatal("the interrupted request was issued again instead of recovered")
 	}
-	if h.metrics.Get("ca_recovered_total", "builtin") != 1 {
+	if count(h.cam.Recovered.WithLabelValues("builtin")) != 1 {
 		t.Fatal("recovery not counted")
 	}
 }

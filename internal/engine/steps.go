@@ -16,6 +16,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -90,8 +91,10 @@ func (e *Engine) requestSignature(ctx context.Context, cat *catalog, rec *journa
 		return
 	}
 	if contrib, ok := r.ca.Connector.(ca.AttributeContributor); ok {
+		start := time.Now()
 		attrs, err := contrib.CSRAttributes(ctx, &ca.Request{Key: rec.Name, Process: rec.Process,
 			ProfileName: r.profileName, TemplateName: r.templateName, Validity: r.validity})
+		e.cam.Observe(ctx, ctx, r.caName, metrics.CAAttributes, time.Since(start), err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return // interrupted: nothing was decided
@@ -121,7 +124,7 @@ func (e *Engine) sendSignData(ctx context.Context, rec *journal.Record) {
 	if !e.journalIntent(ctx, rec, "recording the signing request") {
 		return
 	}
-	e.o.Metrics.Inc("sign_requests_total")
+	e.m.SignRequests.Inc()
 	op, err := e.o.API.SignData(ctx, rec.Name, rec.SignData, rec.Algorithm)
 	if err != nil {
 		if chromeapi.IsRetryable(err) || ctx.Err() != nil {
@@ -201,7 +204,7 @@ func (e *Engine) signed(rec *journal.Record, sig []byte) {
 func (e *Engine) pollAgain(rec *journal.Record) {
 	now := e.now()
 	if !rec.SignDeadline.IsZero() && now.After(rec.SignDeadline) {
-		e.o.Metrics.Inc("sign_deadline_exceeded_total")
+		e.m.SignDeadlineExceeded.Inc()
 		e.fail(rec, fmt.Sprintf("the device did not sign the certificate request within %s; it will retry later",
 			rec.SignDeadline.Sub(rec.StepStarted).Round(time.Second)))
 		return
@@ -238,7 +241,7 @@ func (e *Engine) pollError(ctx context.Context, rec *journal.Record, err error) 
 func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 	parsed, err := e.assemble(rec)
 	if err != nil {
-		e.o.Metrics.Inc("bad_signatures_total")
+		e.m.BadSignatures.Inc()
 		e.fail(rec, err.Error())
 		return
 	}
@@ -262,7 +265,9 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 				"it was stopped to avoid issuing two certificates")
 			return
 		}
+		start := time.Now()
 		issued, err = recoverer.Recover(cctx, rec.Name)
+		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CARecover, time.Since(start), err)
 		if err != nil {
 			if ctx.Err() == nil {
 				e.classifiedCAError(rec, "the CA (recovering an interrupted request)", err)
@@ -270,7 +275,7 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 			return
 		}
 		if issued != nil {
-			e.o.Metrics.Inc("ca_recovered_total", rec.CAName)
+			e.cam.Recovered.WithLabelValues(rec.CAName).Inc()
 			e.log.Info("recovered the certificate of an interrupted CA request", zap.String("process", rec.Name))
 		}
 	}
@@ -280,8 +285,9 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 			rec.CAInFlight = false
 			return
 		}
-		e.o.Metrics.Inc("ca_requests_total", rec.CAName)
+		start := time.Now()
 		issued, err = r.ca.Connector.Issue(cctx, e.caRequest(rec, r, parsed))
+		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CAIssue, time.Since(start), err)
 		if err != nil && ctx.Err() != nil {
 			// Cut short (the grace period ended, or the lease was lost): the record stays in
 			// flight, to be recovered by whoever works it next. A certificate that did arrive
@@ -309,14 +315,14 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 		Strict:          r.profile != nil && r.profile.Strict,
 	})
 	if err != nil {
-		e.o.Metrics.Inc("ca_bad_certificates_total", rec.CAName, string(leafcheck.RuleOf(err)))
+		e.m.CertificatesRejected.WithLabelValues(rec.CAName, string(leafcheck.RuleOf(err))).Inc()
 		e.log.Error("CA returned an unusable certificate", zap.String("process", rec.Name),
 			zap.String("ca_connection", rec.CAName), zap.String("rule", string(leafcheck.RuleOf(err))), zap.Error(err))
 		e.fail(rec, fmt.Sprintf("the CA returned an unusable certificate: %v", err))
 		return
 	}
 	for _, m := range mismatches {
-		e.o.Metrics.Inc("ca_certificate_mismatches_total", rec.CAName, m.Field)
+		e.m.CertificateMismatches.WithLabelValues(rec.CAName, m.Field).Inc()
 		fields := []zap.Field{zap.String("process", rec.Name), zap.String("ca_connection", rec.CAName),
 			zap.String("profile", r.profileName), zap.String("field", m.Field), zap.Strings("asked", m.Asked), zap.Strings("got", m.Got)}
 		if m.Intermediate != "" {
@@ -335,7 +341,6 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 // flight: the next attempt asks a CA that can say what it issued (ca.Recoverer), and with one
 // that cannot the process fails now.
 func (e *Engine) caTimedOut(rec *journal.Record, r *resolved, err error) {
-	e.o.Metrics.Inc("ca_errors_total", rec.CAName, "timeout")
 	if _, ok := r.ca.Connector.(ca.Recoverer); ok {
 		e.retryLater(rec, "the CA", err, 0)
 		return
@@ -383,10 +388,8 @@ func (e *Engine) classifiedCAError(rec *journal.Record, what string, err error) 
 	class, hint := ca.Classify(err)
 	switch class {
 	case ca.ClassPermanent:
-		e.o.Metrics.Inc("ca_errors_total", rec.CAName, "permanent")
 		e.fail(rec, fmt.Sprintf("%s refused the request: %v", what, err))
 	case ca.ClassPending:
-		e.o.Metrics.Inc("ca_errors_total", rec.CAName, "pending")
 		var p *ca.PendingError
 		if errors.As(err, &p) {
 			rec.CATicket = p.Ticket
@@ -404,7 +407,6 @@ func (e *Engine) classifiedCAError(rec *journal.Record, what string, err error) 
 		rec.LastError = err.Error()
 		rec.NextDue = e.now().Add(min(hint, e.o.Retry.MaxBackoff))
 	default:
-		e.o.Metrics.Inc("ca_errors_total", rec.CAName, "retryable")
 		e.retryLater(rec, what, err, hint)
 	}
 }

@@ -121,7 +121,7 @@ func scenarios() []scenario {
 				// A late duplicate of each, once everything ended: recognised from the journal.
 				w.deliver(names)
 				w.waitUntil("every notification handled", 30*time.Second, func() bool {
-					return w.Metrics.Get("notifications_total", "admitted") == int64(4*len(names))
+					return w.Metric("certprov_pubsub_messages_total", "result", "admitted") == float64(4*len(names))
 				})
 				for _, n := range names {
 					if s, _ := w.Emu.Process(n); s.Calls[emulator.MethodClaim] != 1 {
@@ -252,15 +252,19 @@ func scenarios() []scenario {
 				return want{}
 			},
 			after: func(w *world, names []string) {
+				refused, blips := 0, 0
 				for i, n := range names {
 					states := []journal.State{journal.StateSignRequested, journal.StateIssued, journal.StateUploaded}
 					if i >= 4 {
 						states = []journal.State{journal.StateFailed}
 					}
 					for _, st := range states {
-						if got := w.aimed.refusedIn(n, st); got != 2 {
+						got := w.aimed.refusedIn(n, st)
+						if got != 2 {
 							w.t.Errorf("%s: %d writes in state %s refused, want 2: the fault missed", n, got, st)
 						}
+						refused += got
+						blips++
 					}
 					for _, f := range w.aimed.followUps(n) {
 						if f.landed != f.refusedToken {
@@ -277,8 +281,13 @@ func scenarios() []scenario {
 						w.t.Errorf("%s: %d setFailure calls, want 1", n, s.Calls[emulator.MethodSetFailure])
 					}
 				}
-				w.t.Logf("journal writes retried %d, recovered %d, dropped %d", w.Metrics.Get("journal_write_retries_total"),
-					w.Metrics.Get("journal_writes_recovered_total"), w.Metrics.Get("journal_writes_dropped_total"))
+				// Each refused write was retried under its lease, each blip ended in a write that
+				// landed, and none was given up.
+				retried, recovered, dropped := w.Metric("certprov_journal_write_retries_total"),
+					w.Metric("certprov_journal_writes_recovered_total"), w.Metric("certprov_journal_writes_dropped_total")
+				if retried != float64(refused) || recovered != float64(blips) || dropped != 0 {
+					w.t.Errorf("journal writes retried %v, recovered %v, dropped %v; want %d, %d, 0", retried, recovered, dropped, refused, blips)
+				}
 			},
 		},
 		{
@@ -321,7 +330,9 @@ func scenarios() []scenario {
 				}
 			},
 			after: func(w *world, names []string) {
+				refused := 0
 				for _, n := range names {
+					refused += w.faulty.Unwritten(n, journal.StateClaimed)
 					s, _ := w.Emu.Process(n)
 					if s.Calls[emulator.MethodGet] != 1 || s.Calls[emulator.MethodClaim] != 1 {
 						w.t.Errorf("%s: %d gets and %d claims, want one each: a claim this instance holds is not asked for again",
@@ -332,6 +343,12 @@ func scenarios() []scenario {
 					}
 					w.t.Logf("%s: %d attempts to record the claim in %s; %d gets, %d claims in all",
 						n, w.measured[n], claimOutage, s.Calls[emulator.MethodGet], s.Calls[emulator.MethodClaim])
+				}
+				// Every refused record was a failed admission, and every admission after the
+				// first of a process (the one that landed included) reused its claim.
+				failures, reused := w.Metric("certprov_admission_failures_total"), w.Metric("certprov_admission_claims_reused_total")
+				if failures != float64(refused) || reused != float64(refused) {
+					w.t.Errorf("admission failures %v, claims reused %v; want %d each (the claims refused)", failures, reused, refused)
 				}
 			},
 		},

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -67,4 +68,31 @@ func TokenSource(ctx context.Context, c config.Credentials, baseDir, scope strin
 	default:
 		return nil, fmt.Errorf("credentials type %q has no token source", c.Type)
 	}
+}
+
+// HTTPClient returns the client a Google API client sends its requests through: base (nil for
+// the client ctx carries under oauth2.HTTPClient, as oauth2.NewClient takes it, or a default
+// one) with its transport wrapped by wrap (nil for none), which therefore sees every request
+// that reaches Google, and, unless ts is nil, authenticated by ts above that. ts should be a
+// caching source (oauth2.ReuseTokenSource): it is asked for a token on every request.
+func HTTPClient(ctx context.Context, base *http.Client, ts oauth2.TokenSource, wrap func(http.RoundTripper) http.RoundTripper) *http.Client {
+	if base == nil {
+		base, _ = ctx.Value(oauth2.HTTPClient).(*http.Client)
+	}
+	c := &http.Client{}
+	if base != nil {
+		*c = *base
+	}
+	tr := c.Transport
+	if tr == nil {
+		tr = http.DefaultTransport
+	}
+	if wrap != nil {
+		tr = wrap(tr)
+	}
+	if ts != nil {
+		tr = &oauth2.Transport{Source: ts, Base: tr}
+	}
+	c.Transport = tr
+	return c
 }

@@ -42,7 +42,7 @@ func Summarise(r *journal.Record, now time.Time) Summary {
 	s := Summary{
 		Name: r.Name, State: r.State, NextStep: r.NextStep(), Attempts: r.Attempts,
 		Profile: r.ProfileName, CA: r.CAName, LastError: r.LastError, Created: r.Created, NextDue: r.NextDue,
-		Age: roundDuration(now.Sub(r.Created)), Outcome: r.Outcome, FinishedAt: r.FinishedAt,
+		Age: RoundDuration(now.Sub(r.Created)), Outcome: r.Outcome, FinishedAt: r.FinishedAt,
 	}
 	if c := certificateOf(r); c != nil {
 		s.Serial = c.Serial
@@ -53,14 +53,16 @@ func Summarise(r *journal.Record, now time.Time) Summary {
 		s.ProcessID = r.Name[i+1:]
 	}
 	if d := r.NextDue.Sub(now); d > 0 {
-		s.DueIn = roundDuration(d)
+		s.DueIn = RoundDuration(d)
 	} else {
 		s.DueIn = "now"
 	}
 	return s
 }
 
-func roundDuration(d time.Duration) string {
+// RoundDuration formats d as the operator views show ages and delays: to the minute past an
+// hour, to the second past a second.
+func RoundDuration(d time.Duration) string {
 	switch {
 	case d >= time.Hour:
 		return d.Round(time.Minute).String()

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // Admitter takes responsibility for a process: it returns nil once the process is recorded for
@@ -37,7 +38,7 @@ type Receiver struct {
 	admit     Admitter
 	customers atomic.Pointer[[]string] // empty serves every customer; SetCustomers replaces it
 	log       *zap.Logger
-	metrics   *telemetry.Counters
+	m         *metrics.Intake
 	stop      time.Duration
 	connect   time.Duration
 	streams   *streamWatch
@@ -51,7 +52,8 @@ type ReceiverOptions struct {
 	// Customers are the customers served; empty serves every customer.
 	Customers []string
 	Logger    *zap.Logger
-	Metrics   *telemetry.Counters
+	// Registerer receives the intake's metrics (metrics.Intake); nil exports none.
+	Registerer prometheus.Registerer
 	// StopTimeout bounds how long Run waits, once its context ended, for the Pub/Sub client to
 	// stop; default DefaultStopTimeout.
 	StopTimeout time.Duration
@@ -92,10 +94,11 @@ func NewReceiver(o ReceiverOptions) *Receiver {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	m := metrics.NewIntake(o.Registerer)
 	r := &Receiver{
-		admit: o.Admitter, log: o.Logger, metrics: o.Metrics,
+		admit: o.Admitter, log: o.Logger, m: m,
 		stop: o.StopTimeout, connect: o.ConnectTimeout,
-		streams:    newStreamWatch(o.Logger, o.Metrics, o.WarnInterval, o.Now),
+		streams:    newStreamWatch(o.Logger, m, o.WarnInterval, o.Now),
 		numStreams: o.Streams, outstanding: o.MaxOutstandingMessages,
 	}
 	r.SetCustomers(o.Customers)
@@ -137,30 +140,32 @@ func (r *Receiver) StreamOpen() (open bool, lastErr error) {
 func (r *Receiver) Handle(ctx context.Context, msgID string, data []byte) (ack bool) {
 	n, err := Decode(data)
 	if err != nil {
-		r.metrics.Inc("notifications_total", "malformed")
+		r.m.Messages.WithLabelValues(metrics.MessageMalformed).Inc()
 		r.log.Warn("dropping malformed notification", zap.String("message_id", msgID),
 			zap.Int("bytes", len(data)), zap.Error(err))
 		return true
 	}
 	if !r.serves(n.CustomerID) {
-		r.metrics.Inc("notifications_total", "foreign_customer")
+		r.m.Messages.WithLabelValues(metrics.MessageForeignCustomer).Inc()
 		r.log.Info("ignoring notification for a customer not served here",
 			zap.String("message_id", msgID), zap.String("customer", n.CustomerID))
 		return true
 	}
 	name := process.Name(n.CustomerID, n.ProcessID)
 	if ctx.Err() != nil {
+		r.m.Messages.WithLabelValues(metrics.MessageDeferred).Inc()
 		return false // stopping: no new work; Pub/Sub delivers the message again
 	}
 	if err := r.admit.Admit(ctx, name); err != nil {
 		if errors.Is(err, context.Canceled) {
+			r.m.Messages.WithLabelValues(metrics.MessageDeferred).Inc()
 			return false
 		}
 		var wait time.Duration
 		if h, ok := errors.AsType[retryHint](err); ok {
 			wait = h.RetryAfter()
 		}
-		r.metrics.Inc("notifications_total", "admit_error")
+		r.m.Messages.WithLabelValues(metrics.MessageAdmitError).Inc()
 		r.log.Warn("could not admit process; the notification will be redelivered",
 			zap.String("message_id", msgID), zap.String("process", name), zap.Duration("in", wait), zap.Error(err))
 		if wait > 0 {
@@ -173,7 +178,7 @@ func (r *Receiver) Handle(ctx context.Context, msgID string, data []byte) (ack b
 		}
 		return false
 	}
-	r.metrics.Inc("notifications_total", "admitted")
+	r.m.Messages.WithLabelValues(metrics.MessageAdmitted).Inc()
 	return true
 }
 
@@ -225,7 +230,7 @@ func (r *Receiver) Run(ctx context.Context, sub *pubsub.Subscriber) error {
 	select {
 	case <-done:
 	case <-t.C:
-		r.metrics.Inc("pubsub_receive_stop_timeouts_total")
+		r.m.StopTimeouts.Inc()
 		r.log.Warn("the Pub/Sub client did not stop in time; leaving it", zap.String("subscription", sub.String()),
 			zap.Duration("waited", r.stop))
 	}

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // recordingAdmitter stands for the engine: it records names and fails on demand.
@@ -44,13 +47,13 @@ func TestHandle(t *testing.T) {
 		{"my_customer serves any", []string{"my_customer"}, msg("C0b"), nil, true, "customers/C0b/certificateProvisioningProcesses/" + pid, "admitted"},
 		{"malformed acked", []string{"C0a"}, []byte("garbage"), nil, true, "", "malformed"},
 		{"admit failure redelivered", []string{"C0a"}, msg("C0a"), errors.New("journal down"), false, "customers/C0a/certificateProvisioningProcesses/" + pid, "admit_error"},
-		{"shutdown redelivered", []string{"C0a"}, msg("C0a"), context.Canceled, false, "customers/C0a/certificateProvisioningProcesses/" + pid, ""},
+		{"shutdown redelivered", []string{"C0a"}, msg("C0a"), context.Canceled, false, "customers/C0a/certificateProvisioningProcesses/" + pid, "deferred"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &recordingAdmitter{err: tc.admitErr}
-			m := &telemetry.Counters{}
-			r := NewReceiver(ReceiverOptions{Admitter: a, Customers: tc.customers, Metrics: m})
+			reg := prometheus.NewRegistry()
+			r := NewReceiver(ReceiverOptions{Admitter: a, Customers: tc.customers, Registerer: reg})
 			if ack := r.Handle(context.Background(), "m1", tc.data); ack != tc.wantAck {
 				t.Fatalf("ack = %v, want %v", ack, tc.wantAck)
 			}
@@ -60,8 +63,13 @@ func TestHandle(t *testing.T) {
 			case tc.wantAdmit != "" && (len(a.names) != 1 || a.names[0] != tc.wantAdmit):
 				t.Fatalf("admitted %v, want %s", a.names, tc.wantAdmit)
 			}
-			if tc.counter != "" && m.Get("notifications_total", tc.counter) != 1 {
-				t.Fatalf("counter %s not incremented: %v", tc.counter, m.Snapshot())
+			// Every message is counted once, under its result.
+			m := metrics.NewIntake(reg)
+			if got := testutil.ToFloat64(m.Messages.WithLabelValues(tc.counter)); got != 1 {
+				t.Fatalf("certprov_pubsub_messages_total{result=%q} = %v, want 1", tc.counter, got)
+			}
+			if n := testutil.CollectAndCount(m.Messages); n != 1 {
+				t.Fatalf("%d result series, want 1", n)
 			}
 		})
 	}
@@ -89,8 +97,8 @@ var servedMessage = []byte(`{"certificateProvisioningProcessId":"0123456789ABCDE
 func TestHandleHoldsMessageAfterFailure(t *testing.T) {
 	const hold = 150 * time.Millisecond
 	a := &recordingAdmitter{err: fmt.Errorf("admit: %w", hintedError{hold})}
-	m := &telemetry.Counters{}
-	r := NewReceiver(ReceiverOptions{Admitter: a, Customers: []string{"C0a"}, Metrics: m})
+	reg := prometheus.NewRegistry()
+	r := NewReceiver(ReceiverOptions{Admitter: a, Customers: []string{"C0a"}, Registerer: reg})
 	start := time.Now()
 	if r.Handle(context.Background(), "m1", servedMessage) {
 		t.Fatal("a failed admission was acked")
@@ -99,8 +107,8 @@ func TestHandleHoldsMessageAfterFailure(t *testing.T) {
 	if waited := time.Since(start); waited < hold {
 		t.Fatalf("nacked after %s, want a hold of at least %s", waited, hold)
 	}
-	if len(a.names) != 1 || m.Get("notifications_total", "admit_error") != 1 {
-		t.Fatalf("admitted %v, counters %v", a.names, m.Snapshot())
+	if got := testutil.ToFloat64(metrics.NewIntake(reg).Messages.WithLabelValues(metrics.MessageAdmitError)); len(a.names) != 1 || got != 1 {
+		t.Fatalf("admitted %v, certprov_pubsub_messages_total{result=admit_error} = %v, want 1", a.names, got)
 	}
 }
 

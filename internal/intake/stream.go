@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // streamingPullMethod is the gRPC method the Pub/Sub client holds open to receive messages.
@@ -28,7 +28,7 @@ const DefaultWarnInterval = 30 * time.Second
 // whether a stream is open now.
 type streamWatch struct {
 	log      *zap.Logger
-	metrics  *telemetry.Counters
+	m        *metrics.Intake
 	interval time.Duration
 	now      func() time.Time
 
@@ -42,8 +42,8 @@ type streamWatch struct {
 	warned   bool      // this outage was reported, so its end is reported too
 }
 
-func newStreamWatch(log *zap.Logger, metrics *telemetry.Counters, interval time.Duration, now func() time.Time) *streamWatch {
-	return &streamWatch{log: log, metrics: metrics, interval: interval, now: now}
+func newStreamWatch(log *zap.Logger, m *metrics.Intake, interval time.Duration, now func() time.Time) *streamWatch {
+	return &streamWatch{log: log, m: m, interval: interval, now: now}
 }
 
 // intercept is a grpc.StreamClientInterceptor that watches StreamingPull and passes every
@@ -71,7 +71,7 @@ func (w *streamWatch) intercept(ctx context.Context, desc *grpc.StreamDesc, cc *
 // failed records an attempt to open a stream that failed with err.
 func (w *streamWatch) failed(endpoint string, err error) {
 	now := w.now()
-	w.metrics.Inc("pubsub_stream_open_failures_total")
+	w.m.StreamOpenFailures.Inc()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.lastErr = err
@@ -90,11 +90,12 @@ func (w *streamWatch) failed(endpoint string, err error) {
 
 func (w *streamWatch) streamOpened() {
 	now := w.now()
-	w.metrics.Inc("pubsub_stream_opens_total")
+	w.m.StreamOpens.Inc()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.open++
 	w.opened++
+	w.m.StreamsOpen.Set(float64(w.open))
 	switch {
 	case w.warned:
 		w.log.Info("Pub/Sub stream open again", zap.Int("failed_attempts", w.failures),
@@ -111,6 +112,7 @@ func (w *streamWatch) streamEnded(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.open--
+	w.m.StreamsOpen.Set(float64(w.open))
 	if err != nil {
 		w.lastErr = err
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -20,7 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/testservers"
 )
 
@@ -50,8 +52,8 @@ func (c *fakeClock) advance(d time.Duration) {
 func TestStreamWatchRateLimit(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	metrics := &telemetry.Counters{}
-	w := newStreamWatch(zap.New(core), metrics, 30*time.Second, clock.now)
+	m := metrics.NewIntake(nil)
+	w := newStreamWatch(zap.New(core), m, 30*time.Second, clock.now)
 	refused := errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
 
 	warnings := func() []observer.LoggedEntry { return logs.FilterMessage(warnCannotOpen).AllUntimed() }
@@ -109,11 +111,11 @@ func TestStreamWatchRateLimit(t *testing.T) {
 	if n := logs.FilterMessage("Pub/Sub stream open again").Len(); n != 1 {
 		t.Fatalf("unannounced outage announced as over: %d recovery lines", n)
 	}
-	if got := metrics.Get("pubsub_stream_open_failures_total"); got != 23 {
-		t.Errorf("failures counted %d, want 23", got)
+	if got := testutil.ToFloat64(m.StreamOpenFailures); got != 23 {
+		t.Errorf("failures counted %v, want 23", got)
 	}
-	if got := metrics.Get("pubsub_stream_opens_total"); got != 2 {
-		t.Errorf("opens counted %d, want 2", got)
+	if got := testutil.ToFloat64(m.StreamOpens); got != 2 {
+		t.Errorf("opens counted %v, want 2", got)
 	}
 }
 
@@ -188,10 +190,11 @@ func TestReceiveUnreachable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			core, logs := observer.New(zapcore.InfoLevel)
-			metrics := &telemetry.Counters{}
+			reg := prometheus.NewRegistry()
+			m := metrics.NewIntake(reg)
 			const stop = 2 * time.Second
 			r := NewReceiver(ReceiverOptions{
-				Admitter: &recordingAdmitter{}, Logger: zap.New(core), Metrics: metrics,
+				Admitter: &recordingAdmitter{}, Logger: zap.New(core), Registerer: reg,
 				StopTimeout: stop, ConnectTimeout: 500 * time.Millisecond,
 			})
 			client := newClient(t, r, tt.endpoint(t))
@@ -201,14 +204,14 @@ func TestReceiveUnreachable(t *testing.T) {
 			started := time.Now()
 			go func() { done <- r.Run(ctx, client.Subscriber("s")) }()
 
-			waitFor(t, "three failed attempts", func() bool { return metrics.Get("pubsub_stream_open_failures_total") >= 3 })
+			waitFor(t, "three failed attempts", func() bool { return testutil.ToFloat64(m.StreamOpenFailures) >= 3 })
 			elapsed := time.Since(started)
 			ws := logs.FilterMessage(warnCannotOpen).AllUntimed()
 			if len(ws) == 0 {
 				t.Fatal("no warning about the stream")
 			}
 			if max := 1 + int(elapsed/DefaultWarnInterval); len(ws) > max {
-				t.Fatalf("%d warnings in %s (%d failures); want at most %d", len(ws), elapsed, metrics.Get("pubsub_stream_open_failures_total"), max)
+				t.Fatalf("%d warnings in %s (%v failures); want at most %d", len(ws), elapsed, testutil.ToFloat64(m.StreamOpenFailures), max)
 			}
 			if msg := ws[0].ContextMap()["error"].(string); !strings.Contains(msg, tt.reason) {
 				t.Fatalf("warning reason %q does not contain %q", msg, tt.reason)
@@ -227,7 +230,7 @@ func TestReceiveUnreachable(t *testing.T) {
 			case <-time.After(stop + 5*time.Second):
 				t.Fatalf("Run did not return within %s of the cancellation", stop+5*time.Second)
 			}
-			if n := metrics.Get("pubsub_receive_stop_timeouts_total"); n != 0 {
+			if n := testutil.ToFloat64(m.StopTimeouts); n != 0 {
 				t.Fatal("Run gave up waiting for the client instead of the client stopping")
 			}
 			closed := make(chan error, 1)
@@ -237,7 +240,7 @@ func TestReceiveUnreachable(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("Client.Close hangs")
 			}
-			t.Logf("%d failed attempts, %d warnings; stopped in %s", metrics.Get("pubsub_stream_open_failures_total"),
+			t.Logf("%v failed attempts, %d warnings; stopped in %s", testutil.ToFloat64(m.StreamOpenFailures),
 				len(ws), time.Since(stopped).Round(time.Millisecond))
 		})
 	}
@@ -295,9 +298,8 @@ func TestStreamOpensWhenPubSubComesBack(t *testing.T) {
 	addr := testservers.FreeAddr(t)
 
 	core, logs := observer.New(zapcore.InfoLevel)
-	metrics := &telemetry.Counters{}
 	admitted := &recordingAdmitter{}
-	r := NewReceiver(ReceiverOptions{Admitter: admitted, Customers: []string{"C0a"}, Logger: zap.New(core), Metrics: metrics})
+	r := NewReceiver(ReceiverOptions{Admitter: admitted, Customers: []string{"C0a"}, Logger: zap.New(core)})
 	client := newClient(t, r, addr)
 	t.Cleanup(func() { _ = client.Close() })
 	ctx, cancel := context.WithCancel(context.Background())

@@ -226,3 +226,18 @@ type Store interface {
 	Compact(ctx context.Context, finishedBefore time.Time) (int, error)
 	Close() error
 }
+
+// Pinger is implemented by stores that can prove cheaply that they accept writes now, for the
+// readiness check: the journal is written before every side effect, so a journal that cannot be
+// written stops all work.
+type Pinger interface {
+	// Ping returns nil when a write would succeed now, without changing any record.
+	Ping(ctx context.Context) error
+}
+
+// Counter is implemented by stores that count their records by state without reading them,
+// for the journal metrics.
+type Counter interface {
+	// Count returns how many records are in each state; states without records may be absent.
+	Count(ctx context.Context) (map[State]int, error)
+}

@@ -23,7 +23,11 @@ type memRecord struct {
 	token      int64 // the latest grant; kept across releases so that tokens only grow
 }
 
-var _ Store = (*Memory)(nil)
+var (
+	_ Store   = (*Memory)(nil)
+	_ Pinger  = (*Memory)(nil)
+	_ Counter = (*Memory)(nil)
+)
 
 // errNoOwner keeps Memory as strict as the durable stores: a lease needs an owner.
 var errNoOwner = errors.New("journal: lease owner is empty")
@@ -237,6 +241,28 @@ func (m *Memory) Compact(_ context.Context, finishedBefore time.Time) (int, erro
 		}
 	}
 	return n, nil
+}
+
+// Ping reports ErrClosed once the store is closed.
+func (m *Memory) Ping(context.Context) error {
+	if err := m.lock(); err != nil {
+		return err
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// Count counts the records by state.
+func (m *Memory) Count(context.Context) (map[State]int, error) {
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := map[State]int{}
+	for _, r := range m.records {
+		out[r.rec.State]++
+	}
+	return out, nil
 }
 
 // Close makes every later call fail with ErrClosed.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -16,6 +17,16 @@ type SCEPServer struct {
 	URL   string            // the SCEP endpoint, http://127.0.0.1:port/scep
 	CA    *x509.Certificate // the server's CA, which signs what it issues
 	Depot string            // the server's file depot: its CA and every certificate it issued
+
+	t       testing.TB
+	bin     string
+	args    []string
+	logPath string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan error
+	log    *os.File
 }
 
 // StartSCEP runs the real scepserver on loopback with a new CA until the test ends (skipped
@@ -34,49 +45,16 @@ func StartSCEP(t testing.TB, challenge string) *SCEPServer {
 	if challenge != "" {
 		args = append(args, "-challenge", challenge)
 	}
-	logPath := filepath.Join(dir, "scepserver.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start scepserver: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	s := &SCEPServer{URL: "http://" + addr + "/scep", Depot: depot, t: t, bin: bin, args: args, logPath: filepath.Join(dir, "scepserver.log")}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		_ = logFile.Close()
+		s.Stop()
 		if t.Failed() {
-			if b, err := os.ReadFile(logPath); err == nil {
+			if b, err := os.ReadFile(s.logPath); err == nil {
 				t.Logf("scepserver log:\n%s", b)
 			}
 		}
 	})
-	url := "http://" + addr + "/scep"
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("scepserver exited: %v\n%s", err, b)
-		default:
-		}
-		resp, err := http.Get(url + "?operation=GetCACaps")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("scepserver at %s did not answer GetCACaps: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.Start()
 	pemBytes, err := os.ReadFile(filepath.Join(depot, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -85,9 +63,67 @@ func StartSCEP(t testing.TB, challenge string) *SCEPServer {
 	if block == nil {
 		t.Fatal("scepserver ca.pem: no PEM")
 	}
-	caCert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
+	if s.CA, err = x509.ParseCertificate(block.Bytes); err != nil {
 		t.Fatal(err)
 	}
-	return &SCEPServer{URL: url, CA: caCert, Depot: depot}
+	return s
+}
+
+// Stop kills the server, as a crash or an outage would; the address stays reserved for Start.
+// It does nothing when the server is not running.
+func (s *SCEPServer) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	_ = s.log.Close()
+	s.cmd = nil
+}
+
+// Start runs the server (again, after Stop) on its address with its depot, and returns once
+// it answers GetCACaps.
+func (s *SCEPServer) Start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return
+	}
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		s.t.Fatalf("start scepserver: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.cmd, s.exited, s.log = cmd, exited, logFile
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			exited <- err // for Stop
+			b, _ := os.ReadFile(s.logPath)
+			s.t.Fatalf("scepserver exited: %v\n%s", err, b)
+		default:
+		}
+		resp, err := http.Get(s.URL + "?operation=GetCACaps")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("scepserver at %s did not answer GetCACaps: %v", s.URL, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

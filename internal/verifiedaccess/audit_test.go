@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // readEvents reads an audit file: every event, in order.
@@ -79,8 +80,8 @@ func TestEnrollRefusedWhenTheAuditFails(t *testing.T) {
 	if msg, _ := e["message"].(string); !strings.Contains(msg, "could not be recorded") || strings.Contains(msg, "no space") {
 		t.Errorf("message %q", msg)
 	}
-	if got := h.metrics.Get("audit_write_errors_total"); got != 1 {
-		t.Errorf("audit_write_errors_total = %d", got)
+	if got := count(metrics.NewAudit(h.reg).WriteErrors.WithLabelValues(metrics.AuditEnrollment)); got != 1 {
+		t.Errorf("audit_write_errors_total{event=enrollment} = %d", got)
 	}
 	lines := h.auditLines()
 	if len(lines) != 1 || lines[0].ContextMap()["outcome"] != string(CodeUnavailable) || lines[0].ContextMap()["serial"] == nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/time/rate"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // Scope is the OAuth scope of the Verified Access API.
@@ -91,6 +93,8 @@ type ClientOptions struct {
 	// HTTPClient replaces the authenticated client (tests).
 	HTTPClient *http.Client
 	Logger     *zap.Logger
+	// Registerer receives the client's metrics (metrics.GoogleAPI); nil exports none.
+	Registerer prometheus.Registerer
 }
 
 // Client calls the Verified Access API, v1 and v2. It is safe for concurrent use.
@@ -100,6 +104,8 @@ type Client struct {
 	limiter *rate.Limiter
 	timeout time.Duration
 	log     *zap.Logger
+	m       *metrics.GoogleAPI
+	ts      oauth2.TokenSource // nil without credentials
 }
 
 var _ Google = (*Client)(nil)
@@ -118,18 +124,18 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(o.Endpoint))
 	}
-	switch {
-	case o.HTTPClient != nil:
-		opts = append(opts, option.WithHTTPClient(o.HTTPClient))
-	case o.Credentials.Type == config.CredentialsNone:
-		opts = append(opts, option.WithoutAuthentication())
-	default:
-		ts, err := googleauth.TokenSource(ctx, o.Credentials, o.BaseDir, Scope)
+	var ts oauth2.TokenSource
+	if o.HTTPClient == nil && o.Credentials.Type != config.CredentialsNone {
+		src, err := googleauth.TokenSource(ctx, o.Credentials, o.BaseDir, Scope)
 		if err != nil {
 			return nil, fmt.Errorf("verified access credentials: %w", err)
 		}
-		opts = append(opts, option.WithHTTPClient(oauth2.NewClient(ctx, ts)))
+		ts = oauth2.ReuseTokenSource(nil, src)
 	}
+	m := metrics.NewGoogleAPI(o.Registerer)
+	opts = append(opts, option.WithHTTPClient(googleauth.HTTPClient(ctx, o.HTTPClient, ts, func(next http.RoundTripper) http.RoundTripper {
+		return m.RoundTripper(metrics.APIVerifiedAccess, methodOf, next)
+	})))
 	s1, err := va1.NewService(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("verified access v1 client: %w", err)
@@ -149,12 +155,34 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 		limiter: rate.NewLimiter(rps, burst),
 		timeout: timeout,
 		log:     o.Logger,
+		m:       m,
+		ts:      ts,
 	}, nil
+}
+
+// TokenSource is the source of the client's access tokens, which caches them; nil when the
+// client sends none. A readiness check may ask it for a token as often as it likes.
+func (c *Client) TokenSource() oauth2.TokenSource { return c.ts }
+
+// methodOf names a Verified Access request by its path below the endpoint, the API version
+// included (v1/challenge, v1/challenge:verify, v2/challenge:generate, v2/challenge:verify).
+func methodOf(r *http.Request) string {
+	p := r.URL.Path
+	if i := strings.LastIndex(p, "/v"); i >= 0 && r.Method == http.MethodPost {
+		switch m := p[i+1:]; m {
+		case "v1/challenge", "v1/challenge:verify", "v2/challenge:generate", "v2/challenge:verify":
+			return m
+		}
+	}
+	return metrics.MethodOther
 }
 
 // call runs fn under the rate limit and the per-request timeout.
 func (c *Client) call(ctx context.Context, fn func(ctx context.Context) error) error {
-	if err := c.limiter.Wait(ctx); err != nil {
+	waited := time.Now()
+	err := c.limiter.Wait(ctx)
+	c.m.RateLimited(metrics.APIVerifiedAccess, time.Since(waited))
+	if err != nil {
 		return fmt.Errorf("rate limit: %w", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)

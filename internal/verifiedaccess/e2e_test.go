@@ -15,13 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // The end-to-end tests run the enrollment server against the real emulator (the Verified Access
@@ -146,10 +146,11 @@ func (x *e2e) newServer() string {
 
 // serverSetup varies the enrollment servers of startServer.
 type serverSetup struct {
-	limits  config.VerifiedAccess // the limit keys; the rest is set by startServer
-	google  Google                // default x.client
-	log     *zap.Logger           // default the test's
-	metrics *telemetry.Counters
+	limits config.VerifiedAccess // the limit keys; the rest is set by startServer
+	google Google                // default x.client
+	log    *zap.Logger           // default the test's
+	// registerer receives the server's metrics (default none).
+	registerer prometheus.Registerer
 }
 
 // startServer starts an enrollment server on the shared emulator and CA and returns its URL.
@@ -174,7 +175,7 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	}
 	x.t.Cleanup(func() { _ = auditLog.Close() })
 	srv, err := NewServer(ServerOptions{
-		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: x.adapterNow.now, Metrics: o.metrics,
+		Config: va, Profiles: profiles, Google: o.google, Logger: o.log, Now: x.adapterNow.now, Registerer: o.registerer,
 		Audit: auditLog, InstanceID: "va-e2e",
 	})
 	if err != nil {

@@ -13,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 )
 
 // Test keys are expensive to generate (RSA); share them across tests.
@@ -138,4 +142,13 @@ func withCA(p config.VerifiedAccessProfile) config.VerifiedAccessProfile {
 	p.ExtKeyUsage = []string{"clientAuth"}
 	p.Validity = 24 * time.Hour
 	return p
+}
+
+// count is the value of a counter or gauge, as an integer.
+func count(c prometheus.Collector) int { return int(testutil.ToFloat64(c)) }
+
+// series lists the samples of family name gathered from reg (metricstest.Series).
+func series(t *testing.T, reg prometheus.Gatherer, name string) map[string]float64 {
+	t.Helper()
+	return metricstest.Series(metricstest.Gather(t, reg), name)
 }

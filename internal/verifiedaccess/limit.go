@@ -11,11 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // The enrollment API's limits (docs/verified-access.md, "Limits"). The API answers anyone who
@@ -28,7 +28,7 @@ import (
 //     queueTimeout (BUSY, 503).
 //
 // Refusals carry Retry-After, are counted (verifiedaccess_requests_rejected_total{endpoint,
-// reason}) and are logged in summary, at most one line per rejectionLogInterval.
+// reason}, package metrics) and are logged in summary, at most one line per rejectionLogInterval.
 
 const (
 	// DefaultMaxClients bounds the token buckets held at once. A bucket idle for burst/rate
@@ -56,13 +56,6 @@ const (
 	reasonBusy         = "server_busy"        // every slot and queue place is taken
 	reasonQueueTimeout = "queue_timeout"      // no slot freed within queueTimeout
 )
-
-// metricRejected counts requests turned away by the limits, by endpoint and reason.
-const metricRejected = "verifiedaccess_requests_rejected_total"
-
-// metricEvicted counts token buckets dropped before they were full because the table was full:
-// requests from more addresses than DefaultMaxClients within a few seconds.
-const metricEvicted = "verifiedaccess_client_buckets_evicted_total"
 
 // limits are the verifiedAccess limit keys, parsed.
 type limits struct {
@@ -134,7 +127,7 @@ func (s *Server) limited(endpoint string, g *gate, next http.HandlerFunc) http.H
 
 // turnAway answers a request the limits refused, counts it and notes it for the log.
 func (s *Server) turnAway(w http.ResponseWriter, endpoint, reason string, key netip.Prefix, retryAfter time.Duration) {
-	s.metrics.Inc(metricRejected, endpoint, reason)
+	s.m.Rejected.WithLabelValues(endpoint, reason).Inc()
 	s.rejections.note(endpoint, reason, key)
 	var e *Error
 	switch reason {
@@ -239,12 +232,14 @@ func keyString(p netip.Prefix) string {
 // recently used is dropped, which at worst hands that client a fresh burst. Safe for concurrent
 // use.
 type buckets struct {
-	mu      sync.Mutex
-	limit   rate.Limit
-	burst   int
-	max     int
-	now     func() time.Time
-	metrics *telemetry.Counters
+	mu    sync.Mutex
+	limit rate.Limit
+	burst int
+	max   int
+	now   func() time.Time
+	// evicted counts buckets dropped before they were full because the table was full:
+	// requests from more addresses than max within a few seconds.
+	evicted prometheus.Counter
 	byKey   map[netip.Prefix]*list.Element
 	lru     list.List // of *bucket, most recently used first
 }
@@ -254,8 +249,8 @@ type bucket struct {
 	lim *rate.Limiter
 }
 
-func newBuckets(limit rate.Limit, burst, max int, now func() time.Time, metrics *telemetry.Counters) *buckets {
-	return &buckets{limit: limit, burst: burst, max: max, now: now, metrics: metrics, byKey: map[netip.Prefix]*list.Element{}}
+func newBuckets(limit rate.Limit, burst, max int, now func() time.Time, evicted prometheus.Counter) *buckets {
+	return &buckets{limit: limit, burst: burst, max: max, now: now, evicted: evicted, byKey: map[netip.Prefix]*list.Element{}}
 }
 
 // take spends one of key's tokens. With none left it spends nothing and returns how long until
@@ -273,7 +268,7 @@ func (b *buckets) take(key netip.Prefix) (ok bool, retryAfter time.Duration) {
 			old := b.lru.Remove(b.lru.Back()).(*bucket)
 			delete(b.byKey, old.key)
 			if old.lim.TokensAt(now) < float64(b.burst) {
-				b.metrics.Inc(metricEvicted)
+				b.evicted.Inc()
 			}
 		}
 		bk = &bucket{key: key, lim: rate.NewLimiter(b.limit, b.burst)}

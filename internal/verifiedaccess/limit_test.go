@@ -16,13 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // googleProbe sits in front of the emulator's REST API and watches the challenge calls (v1
@@ -199,7 +200,8 @@ const floodSize = 600
 func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 	x := newE2E(t)
 	core, logs := observer.New(zapcore.InfoLevel)
-	metrics := &telemetry.Counters{}
+	reg := prometheus.NewRegistry()
+	m := metrics.NewVerifiedAccess(reg)
 	const slots, share, burst = 4, 2, config.DefaultVARateBurst
 	url, srv := x.startServer(serverSetup{
 		limits: config.VerifiedAccess{
@@ -209,7 +211,7 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 		},
 		// Google's budget as in production: without the limits, this is what the flood queues on.
 		google: x.googleClient(config.RateLimit{RequestsPerSecond: config.DefaultRateLimit, Burst: config.DefaultRateBurst}),
-		log:    zap.New(core), metrics: metrics,
+		log:    zap.New(core), registerer: reg,
 	})
 	held, release := x.google.holdNext(t, share)
 
@@ -226,10 +228,10 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 			t.Fatalf("flood answer %d: %+v; want 429 RATE_LIMITED with Retry-After", i, a)
 		}
 	}
-	if n := metrics.Get(metricRejected, endpointChallenge, reasonRateLimit); n != floodSize-burst {
+	if n := count(m.Rejected.WithLabelValues(endpointChallenge, reasonRateLimit)); n != floodSize-burst {
 		t.Errorf("refused by the token bucket: %d, want %d", n, floodSize-burst)
 	}
-	if n := metrics.Get(metricRejected, endpointChallenge, reasonClientShare); n != burst-share {
+	if n := count(m.Rejected.WithLabelValues(endpointChallenge, reasonClientShare)); n != burst-share {
 		t.Errorf("refused for the client's share: %d, want %d", n, burst-share)
 	}
 
@@ -297,7 +299,7 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 			n, _ := l.ContextMap()[endpointChallenge+"_"+reason].(int64)
 			logged += n
 		}
-		if want := metrics.Get(metricRejected, endpointChallenge, reason); logged != want {
+		if want := int64(count(m.Rejected.WithLabelValues(endpointChallenge, reason))); logged != want {
 			t.Errorf("%s: %d logged, %d counted", reason, logged, want)
 		}
 	}
@@ -313,7 +315,8 @@ func TestBusy(t *testing.T) {
 	}{{"queue full", time.Minute}, {"queue timeout", 20 * time.Millisecond}} {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newE2E(t)
-			metrics := &telemetry.Counters{}
+			reg := prometheus.NewRegistry()
+			m := metrics.NewVerifiedAccess(reg)
 			const slots = 2
 			url, srv := x.startServer(serverSetup{
 				limits: config.VerifiedAccess{
@@ -321,8 +324,8 @@ func TestBusy(t *testing.T) {
 					MaxConcurrentChallenges: slots, MaxConcurrentEnrollments: slots, MaxConcurrentPerClient: 1,
 					QueueTimeout: tt.timeout, TrustedProxies: []string{"127.0.0.0/8"},
 				},
-				google:  x.googleClient(config.RateLimit{}),
-				metrics: metrics,
+				google:     x.googleClient(config.RateLimit{}),
+				registerer: reg,
 			})
 			held, release := x.google.holdNext(t, slots)
 			client := func(i int) string { return fmt.Sprintf("198.51.100.%d", i) }
@@ -339,7 +342,7 @@ func TestBusy(t *testing.T) {
 				if a.status != http.StatusServiceUnavailable || a.code != string(CodeBusy) || a.retryAfter != "1" {
 					t.Fatalf("after the queue timeout: %+v; want 503 BUSY, Retry-After 1", a)
 				}
-				if n := metrics.Get(metricRejected, endpointChallenge, reasonQueueTimeout); n != 1 {
+				if n := count(m.Rejected.WithLabelValues(endpointChallenge, reasonQueueTimeout)); n != 1 {
 					t.Errorf("queue timeouts counted: %d", n)
 				}
 				release()
@@ -356,7 +359,7 @@ func TestBusy(t *testing.T) {
 			if a.status != http.StatusServiceUnavailable || a.code != string(CodeBusy) || a.retryAfter != "60" {
 				t.Fatalf("with slots and queue full: %+v; want 503 BUSY, Retry-After 60", a)
 			}
-			if n := metrics.Get(metricRejected, endpointChallenge, reasonBusy); n != 1 {
+			if n := count(m.Rejected.WithLabelValues(endpointChallenge, reasonBusy)); n != 1 {
 				t.Errorf("busy refusals counted: %d", n)
 			}
 			release()
@@ -414,8 +417,9 @@ func TestRateLimitPerClient(t *testing.T) {
 		if a := post(ChallengePath, "198.51.100.7", challenge); a.status != http.StatusTooManyRequests {
 			t.Errorf("one token only: %+v", a)
 		}
-		if h.metrics.Get(metricRejected, endpointChallenge, reasonRateLimit) != 2 || h.metrics.Get(metricRejected, endpointEnroll, reasonRateLimit) != 1 {
-			t.Errorf("counters %v", h.metrics.Snapshot())
+		if count(h.metrics.Rejected.WithLabelValues(endpointChallenge, reasonRateLimit)) != 2 || count(h.metrics.Rejected.WithLabelValues(endpointEnroll, reasonRateLimit)) != 1 {
+			t.Errorf("rejections: challenge %d, enroll %d; want 2 and 1", count(h.metrics.Rejected.WithLabelValues(endpointChallenge, reasonRateLimit)),
+				count(h.metrics.Rejected.WithLabelValues(endpointEnroll, reasonRateLimit)))
 		}
 		h.api.mu.Lock()
 		challenges := h.api.challenges["v2"]
@@ -550,8 +554,8 @@ func TestClientAddr(t *testing.T) {
 func TestBuckets(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	clock := func() time.Time { return now }
-	metrics := &telemetry.Counters{}
-	b := newBuckets(1, 2, 2, clock, metrics)
+	evicted := metrics.NewVerifiedAccess(nil).BucketsEvicted
+	b := newBuckets(1, 2, 2, clock, evicted)
 	key := func(s string) netip.Prefix { return clientKey(netip.MustParseAddr(s)) }
 	a, c, d := key("192.0.2.1"), key("192.0.2.2"), key("192.0.2.3")
 	for i := range 2 {
@@ -576,8 +580,8 @@ func TestBuckets(t *testing.T) {
 		t.Fatal("c's second token")
 	}
 	b.take(d)
-	if b.len() != 2 || metrics.Get(metricEvicted) != 1 {
-		t.Errorf("after eviction: %d buckets, %d evictions counted", b.len(), metrics.Get(metricEvicted))
+	if b.len() != 2 || count(evicted) != 1 {
+		t.Errorf("after eviction: %d buckets, %d evictions counted", b.len(), count(evicted))
 	}
 	if ok, _ := b.take(a); !ok {
 		t.Error("an evicted client starts with a full bucket")

@@ -25,14 +25,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/swap"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
 )
 
 // Paths of the enrollment API (docs/verified-access-api.md, section 2).
@@ -77,8 +78,9 @@ type ServerOptions struct {
 	MaxTracked int
 	// MaxClients bounds the per-client token buckets (default DefaultMaxClients).
 	MaxClients int
-	// Metrics counts what the limits turn away; nil counts nothing.
-	Metrics *telemetry.Counters
+	// Registerer receives the server's metrics (metrics.VerifiedAccess, metrics.CA); nil
+	// exports none.
+	Registerer prometheus.Registerer
 	// Audit receives one event per enrollment request that passed the limits, issued or
 	// refused, before the answer is sent; nil writes none. InstanceID goes into each event.
 	Audit      Recorder
@@ -119,7 +121,9 @@ type Server struct {
 	challengeSlots *gate
 	enrollSlots    *gate
 	rejections     *rejectionLog
-	metrics        *telemetry.Counters
+	m              *metrics.VerifiedAccess
+	cam            *metrics.CA
+	aud            *metrics.Audit
 }
 
 // NewServer builds the server. With TLS configured it loads the certificate and key now, so
@@ -151,6 +155,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MaxClients <= 0 {
 		o.MaxClients = DefaultMaxClients
 	}
+	m := metrics.NewVerifiedAccess(o.Registerer)
 	s := &Server{
 		profiles:      swap.New(o.Profiles),
 		google:        o.Google,
@@ -166,11 +171,13 @@ func NewServer(o ServerOptions) (*Server, error) {
 		challenges:    newTTLSet(o.MaxTracked, o.Now),
 
 		trustedProxies: lim.trustedProxies,
-		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, o.Metrics),
+		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, m.BucketsEvicted),
 		challengeSlots: newGate(lim.challenges, lim.perClient, lim.queueTimeout),
 		enrollSlots:    newGate(lim.enrollments, lim.perClient, lim.queueTimeout),
 		rejections:     newRejectionLog(o.Logger.Named("limits"), o.Now),
-		metrics:        o.Metrics,
+		m:              m,
+		cam:            metrics.NewCA(o.Registerer),
+		aud:            metrics.NewAudit(o.Registerer),
 	}
 	if !o.Config.Insecure {
 		pair, err := loadPair(o.Config.TLS)
@@ -335,27 +342,38 @@ type challengeResponse struct {
 func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	var req challengeRequest
-	if err := decodeBody(r, &req); err != nil {
+	profile := ""
+	out, err := s.challenge(ctx, r, &profile)
+	outcome, code := outcomeOf(err)
+	s.m.Challenges.WithLabelValues(profile, outcome, code).Inc()
+	if err != nil {
 		s.writeError(w, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// challenge answers one /challenge request; *profile is set once the request named a
+// configured profile.
+func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*challengeResponse, error) {
+	var req challengeRequest
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
 	if req.Profile == "" {
-		s.writeError(w, fail(CodeBadRequest, nil, "profile is required"))
-		return
+		return nil, fail(CodeBadRequest, nil, "profile is required")
 	}
 	profiles, release := s.profiles.Acquire()
 	defer release()
 	p, ok := profiles[req.Profile]
 	if !ok {
-		s.writeError(w, unknownProfile(req.Profile))
-		return
+		return nil, unknownProfile(req.Profile)
 	}
+	*profile = p.Name
 	ch, err := s.google.Challenge(ctx, p.APIVersion)
 	if err != nil {
 		s.log.Warn("challenge failed", zap.String("profile", p.Name), zap.Error(err))
-		s.writeError(w, err)
-		return
+		return nil, err
 	}
 	if len(ch.Data) > 0 {
 		// Remember when it was handed out, so that an answer older than the lifetime is refused
@@ -363,11 +381,24 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 		s.challenges.claim(challengeKey(base64.StdEncoding.EncodeToString(ch.Data)), s.lifetime+replayGrace)
 	}
 	s.log.Debug("challenge issued", zap.String("profile", p.Name), zap.String("api_version", p.APIVersion))
-	writeJSON(w, http.StatusOK, challengeResponse{
+	return &challengeResponse{
 		Challenge:        base64.StdEncoding.EncodeToString(ch.Bytes),
 		APIVersion:       p.APIVersion,
 		ExpiresInSeconds: int(s.lifetime / time.Second),
-	})
+	}, nil
+}
+
+// outcomeOf labels a request's result for the metrics: the outcome and the API's code (OK on
+// success).
+func outcomeOf(err error) (outcome, code string) {
+	if err == nil {
+		return metrics.VAIssued, "OK"
+	}
+	c := CodeOf(err)
+	if c.Status() >= 500 {
+		return metrics.VAFailed, string(c)
+	}
+	return metrics.VARefused, string(c)
 }
 
 // challengeKey keys the issued-challenges set by the challenge string an SPKAC carries (the
@@ -404,6 +435,12 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	err := s.enroll(ctx, w, r, e)
 	err = s.record(e, err, start)
 	s.auditLine(r, e, err, s.now().Sub(start))
+	profile := ""
+	if e.apiVersion != "" {
+		profile = e.profile // a configured profile: never a name a client made up
+	}
+	outcome, code := outcomeOf(err)
+	s.m.Enrolled(profile, outcome, code, s.now().Sub(start))
 	if err != nil {
 		s.writeError(w, err)
 		return
@@ -534,6 +571,7 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		cctx, cancel = context.WithTimeout(ctx, p.CATimeout)
 		defer cancel()
 	}
+	caStart := time.Now()
 	issued, err := p.CA.IssueForKey(cctx, &ca.KeyRequest{
 		Key:                requestKey(p.Name, der),
 		PublicKey:          spkac.PublicKey,
@@ -548,6 +586,7 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		ProfileName:        p.Name,
 		TemplateName:       certReq.TemplateName,
 	})
+	s.cam.Observe(ctx, cctx, p.CAName, metrics.CAIssueForKey, time.Since(caStart), err)
 	if err != nil {
 		var pending *ca.PendingError
 		if errors.As(err, &pending) {
@@ -612,7 +651,7 @@ func (s *Server) record(e *enrollment, err error, start time.Time) error {
 	if werr == nil {
 		return err
 	}
-	s.metrics.Inc("audit_write_errors_total")
+	s.aud.WriteErrors.WithLabelValues(metrics.AuditEnrollment).Inc()
 	s.log.Error("enrollment audit event not written", zap.String("enrollment_id", e.id), zap.Error(werr))
 	if err != nil {
 		return err

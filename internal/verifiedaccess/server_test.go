@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -30,7 +32,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/telemetry"
+	"github.com/certprov/certprov-adapter/internal/metrics"
 )
 
 // testCA is the built-in CA in a temporary directory.
@@ -99,7 +101,8 @@ type harness struct {
 	srv     *Server
 	http    *httptest.Server
 	logs    *observer.ObservedLogs
-	metrics *telemetry.Counters
+	reg     *prometheus.Registry
+	metrics *metrics.VerifiedAccess
 	mu      sync.Mutex
 	clock   time.Time
 	// auditPath is the file the server writes its audit events to.
@@ -117,13 +120,14 @@ type harnessOptions struct {
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), metrics: &telemetry.Counters{}}
+	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), reg: prometheus.NewRegistry()}
+	h.metrics = metrics.NewVerifiedAccess(h.reg)
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logs = logs
 	log := zap.New(core)
 	client, err := NewClient(context.Background(), ClientOptions{
 		Endpoint: h.api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
-		RequestTimeout: 5 * time.Second, Logger: log,
+		RequestTimeout: 5 * time.Second, Logger: log, Registerer: h.reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +157,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		recorder = o.recorder(auditLog)
 	}
 	h.srv, err = NewServer(ServerOptions{
-		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Metrics: h.metrics,
+		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Registerer: h.reg,
 		Audit: recorder, InstanceID: "va-test",
 	})
 	if err != nil {
@@ -357,6 +361,24 @@ func TestEnrollIssues(t *testing.T) {
 			if n := h.ca.conn.IssuedTotal(); n != 1 {
 				t.Errorf("CA issued %d", n)
 			}
+			version := "v2"
+			if tt.profile == "legacy" {
+				version = "v1"
+			}
+			challenge := map[string]string{"v1": "v1/challenge", "v2": "v2/challenge:generate"}[version]
+			for family, want := range map[string]map[string]float64{
+				"certprov_verifiedaccess_enrollments_total": {"code=OK,outcome=issued,profile=" + tt.profile: 1},
+				"certprov_verifiedaccess_challenges_total":  {"code=OK,outcome=issued,profile=" + tt.profile: 1},
+				"certprov_ca_requests_total":                {"ca_connection=builtin,operation=issue_for_key,outcome=ok": 1},
+				"certprov_google_api_requests_total": {
+					"api=verifiedaccess,code=200,method=" + challenge:                     1,
+					"api=verifiedaccess,code=200,method=" + version + "/challenge:verify": 1,
+				},
+			} {
+				if got := series(t, h.reg, family); !maps.Equal(got, want) {
+					t.Errorf("%s = %v, want %v", family, got, want)
+				}
+			}
 		})
 	}
 }
@@ -512,6 +534,24 @@ func TestEnrollRefusals(t *testing.T) {
 			lines := h.auditLines()
 			if len(lines) != 1 || lines[0].ContextMap()["outcome"] != string(tt.code) {
 				t.Errorf("audit lines: %v", lines)
+			}
+			// Counted once, under its code, and under a profile only when one is configured.
+			got := series(t, h.reg, "certprov_verifiedaccess_enrollments_total")
+			outcome := "refused"
+			if tt.code.Status() >= 500 {
+				outcome = "failed"
+			}
+			matched := 0
+			for k, v := range got {
+				if strings.HasPrefix(k, "code="+string(tt.code)+",outcome="+outcome+",profile=") && v == 1 {
+					matched++
+					if p := strings.TrimPrefix(k, "code="+string(tt.code)+",outcome="+outcome+",profile="); p != "" && testProfiles()[p].CAConnection == "" {
+						t.Errorf("enrollment counted under profile %q, which is not configured", p)
+					}
+				}
+			}
+			if len(got) != 1 || matched != 1 {
+				t.Errorf("enrollments counted %v, want one with code %s", got, tt.code)
 			}
 			evs := h.events()
 			if len(evs) != 1 || evs[0].Outcome != string(tt.code) || evs[0].Failure != e["message"] ||

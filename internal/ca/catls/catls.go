@@ -100,3 +100,30 @@ func Do(client *http.Client, req *http.Request) (resp *http.Response, delivered 
 	resp, err = client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	return resp, wrote.Load(), err
 }
+
+// Held returns the TLS client certificate cfg presents, as a held certificate for the expiry
+// metrics (ca.CertificateHolder); none without one.
+func Held(cfg *tls.Config) []ca.HeldCertificate {
+	if cfg == nil || len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
+		return nil
+	}
+	leaf := cfg.Certificates[0].Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cfg.Certificates[0].Certificate[0]); err != nil {
+			return nil
+		}
+	}
+	return []ca.HeldCertificate{{Role: ca.RoleClient, Cert: leaf}}
+}
+
+// ClientTLS returns the TLS configuration of a client built by HTTPClient; nil for another.
+func ClientTLS(c *http.Client) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	if tr, ok := c.Transport.(*http.Transport); ok {
+		return tr.TLSClientConfig
+	}
+	return nil
+}

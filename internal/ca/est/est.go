@@ -128,6 +128,8 @@ type Connector struct {
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
+
+	_ ca.CertificateHolder = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. Files (TLS material, password, trust anchors) are

@@ -106,6 +106,18 @@ func TestIssueRealServer(t *testing.T) {
 				if len(issued.Chain) != 1 || !issued.Chain[0].Equal(srv.Issuing) {
 					t.Fatalf("chain %v, want the issuing CA only", subjects(issued.Chain))
 				}
+				// What the expiry metrics see: the anchors the certificate was checked against,
+				// and the client certificate when one is configured.
+				roles, root := map[string]int{}, false
+				for _, h := range conn.Certificates() {
+					roles[h.Role]++
+					root = root || (h.Role == ca.RoleRoot && h.Cert.Equal(srv.Root))
+				}
+				tlsBlock, _ := tc.settings["tls"].(map[string]any)
+				_, withClient := tlsBlock["certFile"]
+				if !root || (roles[ca.RoleClient] == 1) != withClient {
+					t.Errorf("held certificates by role %v (client certificate configured: %v)", roles, withClient)
+				}
 				return
 			}
 			if err == nil {
@@ -293,8 +305,8 @@ func TestEndToEnd(t *testing.T) {
 	if n := basic.refusals(); n != 1 {
 		t.Errorf("wrong password: refused %d times, want once (refused credentials are not retried)", n)
 	}
-	if n := h.Metrics.Get("ca_errors_total", "est-down", "retryable"); n < 2 {
-		t.Errorf("CA down: %d retryable errors counted, want retries", n)
+	if n := h.Metric("certprov_ca_requests_total", "ca_connection", "est-down", "operation", "issue", "outcome", "retryable"); n < 2 {
+		t.Errorf("CA down: %v retryable errors counted, want retries", n)
 	}
 	for _, p := range triggers.seenPaths() {
 		if !strings.HasPrefix(p, "/.well-known/est/triggererrors/") {

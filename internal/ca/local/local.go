@@ -126,7 +126,8 @@ var (
 	_ ca.Recoverer = (*Connector)(nil)
 	_ io.Closer    = (*Connector)(nil)
 
-	_ ca.PublicKeyIssuer = (*Connector)(nil)
+	_ ca.PublicKeyIssuer   = (*Connector)(nil)
+	_ ca.CertificateHolder = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the issuer files once, and refuses an
@@ -538,6 +539,17 @@ func (c *Connector) Ping(ctx context.Context) error {
 		return ca.Permanentf("local CA: certificate %q is not valid before %s", c.cert.Subject, c.cert.NotBefore.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// Certificates returns the issuer's certificate and the intermediates above it.
+func (c *Connector) Certificates() []ca.HeldCertificate {
+	out := []ca.HeldCertificate{{Role: ca.RoleIssuer, Cert: c.cert}}
+	for _, inter := range c.chain {
+		if !inter.Equal(c.cert) {
+			out = append(out, ca.HeldCertificate{Role: ca.RoleIntermediate, Cert: inter})
+		}
+	}
+	return out
 }
 
 // Issued reports how many certificates this connector returned for a request key (a process

@@ -50,7 +50,8 @@ func (c *Connector) Ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.log.Info("SCEP server reachable", zap.String("url", c.where()), zap.Stringer("caps", info.caps),
+	// Debug: the readiness check pings every ops.checkInterval.
+	c.log.Debug("SCEP server reachable", zap.String("url", c.where()), zap.Stringer("caps", info.caps),
 		zap.Bool("renewal", info.caps.renewal()), zap.String("issuer", info.issuer.Subject.String()),
 		zap.String("recipient", info.recipient.Subject.String()), zap.String("issuer_sha256", fingerprint(info.issuer)))
 	return nil

@@ -243,6 +243,7 @@ var (
 	_ ca.Connector            = (*Connector)(nil)
 	_ ca.Pinger               = (*Connector)(nil)
 	_ ca.AttributeContributor = (*Connector)(nil)
+	_ ca.CertificateHolder    = (*Connector)(nil)
 )
 
 // New builds the connector. It loads (or creates) the signer key and certificate and checks the

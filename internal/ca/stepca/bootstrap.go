@@ -32,7 +32,8 @@ type session struct {
 	// roots are what issued certificates must chain to: the root matching rootFingerprint, or
 	// without one the roots of tls.caFile.
 	roots  *x509.CertPool
-	signer jose.Signer // the provisioner key, with kid and alg set
+	root   *x509.Certificate // the pinned root; nil without rootFingerprint
+	signer jose.Signer       // the provisioner key, with kid and alg set
 	kid    string
 	sha    string // the root fingerprint for the token's sha claim; may be empty
 }
@@ -68,19 +69,20 @@ func (c *Connector) bootstrap(ctx context.Context) (_ *session, err error) {
 	}
 	cfg := c.tlsConfig.Clone()
 	roots := cfg.RootCAs
+	var pinned *x509.Certificate
 	if c.fingerprint != "" {
 		root, err := c.fetchRoot(ctx)
 		if err != nil {
 			return nil, err
 		}
-		roots = x509.NewCertPool()
+		roots, pinned = x509.NewCertPool(), root
 		roots.AddCert(root)
 		if cfg.RootCAs == nil {
 			// Pin: from now on the CA must present a chain to exactly this root.
 			cfg.RootCAs = roots
 		}
 	}
-	s := &session{client: newClient(cfg), roots: roots, sha: c.fingerprint}
+	s := &session{client: newClient(cfg), roots: roots, root: pinned, sha: c.fingerprint}
 	defer func() {
 		if err != nil { // the next attempt makes its own client: free this one's connections
 			s.client.CloseIdleConnections()

@@ -82,8 +82,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	t.Logf("%d of %d processes issued by step-ca", issued, n)
 	// One CA call per process: nothing was retried, so step-ca signed each device key once.
-	if got := h.Metrics.Get("ca_requests_total", "stepca"); got != n {
-		t.Errorf("%d calls to step-ca for %d processes", got, n)
+	if got := h.Metric("certprov_ca_requests_total", "ca_connection", "stepca", "operation", "issue"); got != float64(n) {
+		t.Errorf("%v calls to step-ca for %d processes", got, n)
 	}
 	h.WaitJournalIdle(10 * time.Second)
 }
@@ -148,12 +148,12 @@ func TestEndToEndFailures(t *testing.T) {
 		names = append(names, h.Start(tc.spec))
 	}
 	snaps := h.WaitFinished(names, 2*time.Minute)
-	if got := h.Metrics.Get("ca_errors_total", "down", "retryable"); got < 2 {
-		t.Errorf("the CA that is down was tried %d times before the process failed; want retries", got)
+	if got := h.Metric("certprov_ca_requests_total", "ca_connection", "down", "operation", "issue", "outcome", "retryable"); got < 2 {
+		t.Errorf("the CA that is down was tried %v times before the process failed; want retries", got)
 	}
 	for _, name := range []string{"restricted", "bad-password", "bad-root"} {
-		if got := h.Metrics.Get("ca_errors_total", name, "retryable"); got != 0 {
-			t.Errorf("%s: %d retries of a permanent failure", name, got)
+		if got := h.Metric("certprov_ca_requests_total", "ca_connection", name, "outcome", "retryable"); got != 0 {
+			t.Errorf("%s: %v retries of a permanent failure", name, got)
 		}
 	}
 	for i, tc := range tests {

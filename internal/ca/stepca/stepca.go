@@ -93,6 +93,8 @@ type Connector struct {
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
+
+	_ ca.CertificateHolder = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the local files (password, key, TLS

@@ -94,21 +94,24 @@ type header struct {
 
 // Connector posts requests to a webhook CA. It is immutable after New and safe for concurrent use.
 type Connector struct {
-	name    string
-	log     *zap.Logger
-	url     string // as configured: what is requested
-	display string // scheme://host/path: what messages show (a query may carry a key)
-	client  *http.Client
-	secret  logging.Secret // HMAC key; empty when requests are not signed
-	headers []header
-	roots   *x509.CertPool // from caCertsFile; nil when the service's CA is not configured
-	now     func() time.Time
+	name      string
+	log       *zap.Logger
+	url       string // as configured: what is requested
+	display   string // scheme://host/path: what messages show (a query may carry a key)
+	client    *http.Client
+	secret    logging.Secret // HMAC key; empty when requests are not signed
+	headers   []header
+	roots     *x509.CertPool // from caCertsFile; nil when the service's CA is not configured
+	rootCerts []*x509.Certificate
+	now       func() time.Time
 }
 
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Recoverer = (*Connector)(nil)
+
+	_ ca.CertificateHolder = (*Connector)(nil)
 )
 
 // New builds the connector from its settings. It reads the TLS files, the HMAC secret and the
@@ -144,12 +147,13 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		errs = append(errs, err)
 	}
 	var roots *x509.CertPool
+	var rootCerts []*x509.Certificate
 	if s.CACertsFile != "" {
 		certs, err := pemutil.ReadCertificates(env.Path(s.CACertsFile))
 		if err != nil {
 			errs = append(errs, ca.SettingErrorf("caCertsFile", "%q: %w", s.CACertsFile, err))
 		} else {
-			roots = x509.NewCertPool()
+			roots, rootCerts = x509.NewCertPool(), certs
 			for _, c := range certs {
 				roots.AddCert(c)
 			}
@@ -173,15 +177,16 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		log = zap.NewNop()
 	}
 	return &Connector{
-		name:    env.Name,
-		log:     log,
-		url:     u.String(),
-		display: display,
-		client:  client,
-		secret:  secret,
-		headers: headers,
-		roots:   roots,
-		now:     time.Now,
+		name:      env.Name,
+		log:       log,
+		url:       u.String(),
+		display:   display,
+		client:    client,
+		secret:    secret,
+		headers:   headers,
+		roots:     roots,
+		rootCerts: rootCerts,
+		now:       time.Now,
 	}, nil
 }
 

@@ -301,3 +301,21 @@ func TestTypeRegistered(t *testing.T) {
 		t.Fatalf("type %q not registered: %v", webhook.Type, ca.Types())
 	}
 }
+
+// TestCertificates: the connection reports its caCertsFile root and its TLS client
+// certificate for the expiry metrics, and nothing it does not hold.
+func TestCertificates(t *testing.T) {
+	s := newWebhookCA(t)
+	held := s.connector(t, "certs", s.settings("/")).(ca.CertificateHolder).Certificates()
+	roles := map[string]string{}
+	for _, h := range held {
+		roles[h.Role] = h.Cert.Subject.CommonName
+	}
+	if len(held) != 2 || roles[ca.RoleRoot] != s.ca.Certificate().Subject.CommonName || !strings.Contains(roles[ca.RoleClient], "ADAPTER") {
+		t.Fatalf("held certificates %v", roles)
+	}
+	bare := s.connector(t, "bare", ca.Settings{"url": s.srv.URL + "/", "tls": map[string]any{"caFile": serverCAFile}})
+	if held := bare.(ca.CertificateHolder).Certificates(); len(held) != 0 {
+		t.Fatalf("a connection without caCertsFile or client certificate holds %d certificates", len(held))
+	}
+}

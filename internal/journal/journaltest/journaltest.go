@@ -91,6 +91,7 @@ func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
 		{"NextDue", s.nextDue},
 		{"Unfinished", s.unfinished},
 		{"Compact", s.compact},
+		{"PingAndCount", s.pingAndCount},
 		{"Finished", s.finished},
 		{"AuditPending", s.auditPending},
 		{"Concurrency", s.concurrency},
@@ -757,6 +758,47 @@ func (s *suite) unfinished(t *testing.T) {
 	}
 }
 
+// pingAndCount: a store that can be pinged answers on an open store, and leaves the records as
+// they were; a store that counts counts every record by its state, finished ones included.
+func (s *suite) pingAndCount(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	pinger, canPing := st.(journal.Pinger)
+	counter, canCount := st.(journal.Counter)
+	if !canPing && !canCount {
+		t.Skip("the store implements neither journal.Pinger nor journal.Counter")
+	}
+	if canCount {
+		if got, err := counter.Count(ctx); err != nil || len(got) != 0 {
+			t.Fatalf("Count of an empty store = %v, %v; want nothing", got, err)
+		}
+	}
+	recs := []*journal.Record{NewRecord("a", T0), NewRecord("b", T0), NewRecord("c", T0)}
+	recs[1].State = journal.StateCAPending
+	recs[2].State, recs[2].FinishedAt, recs[2].NextDue = journal.StateUploaded, T0, time.Time{}
+	for _, r := range recs {
+		mustCreate(t, st, r)
+	}
+	if canPing {
+		for range 3 {
+			if err := pinger.Ping(ctx); err != nil {
+				t.Fatalf("Ping: %v", err)
+			}
+		}
+		for _, r := range recs {
+			if got := mustGet(t, st, r.Name); got.State != r.State {
+				t.Errorf("%s after Ping: state %s, want %s", r.Name, got.State, r.State)
+			}
+		}
+	}
+	if canCount {
+		want := map[journal.State]int{journal.StateClaimed: 1, journal.StateCAPending: 1, journal.StateUploaded: 1}
+		if got, err := counter.Count(ctx); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("Count = %v, %v; want %v", got, err, want)
+		}
+	}
+}
+
 func (s *suite) compact(t *testing.T) {
 	st := s.open(t)
 	ctx := context.Background()
@@ -1038,6 +1080,18 @@ func (s *suite) closed(t *testing.T) {
 		{"Unfinished", func() error { _, err := st.Unfinished(ctx); return err }},
 		{"Finished", func() error { _, err := st.Finished(ctx, "", 10); return err }},
 		{"Compact", func() error { _, err := st.Compact(ctx, T0); return err }},
+	}
+	if p, ok := st.(journal.Pinger); ok {
+		calls = append(calls, struct {
+			name string
+			call func() error
+		}{"Ping", func() error { return p.Ping(ctx) }})
+	}
+	if c, ok := st.(journal.Counter); ok {
+		calls = append(calls, struct {
+			name string
+			call func() error
+		}{"Count", func() error { _, err := c.Count(ctx); return err }})
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {

@@ -75,11 +75,15 @@ type Store struct {
 	q      queries
 }
 
-var _ journal.Store = (*Store)(nil)
+var (
+	_ journal.Store   = (*Store)(nil)
+	_ journal.Pinger  = (*Store)(nil)
+	_ journal.Counter = (*Store)(nil)
+)
 
 // queries are the statements, with the table name filled in.
 type queries struct {
-	create, get, lease, update, renew, exists, nextDue, unfinished, finished, compact string
+	create, get, lease, update, renew, exists, nextDue, unfinished, finished, compact, ping, count string
 }
 
 // Open connects to the database named by dsn (a postgres:// URL or key=value string, as pgx
@@ -150,6 +154,11 @@ func newQueries(t string) queries {
 		finished: r.Replace(`SELECT data FROM $TABLE WHERE final AND ($1 = '' OR state = $1)
 			ORDER BY finished_at DESC, name COLLATE "C" LIMIT $2`),
 		compact: r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
+		// An UPDATE that matches nothing still needs the privilege and a server that accepts
+		// writes (a standby refuses it), and needs no table of its own that a role limited to
+		// this one could not create.
+		ping:  r.Replace(`UPDATE $TABLE SET name = name WHERE false`),
+		count: r.Replace(`SELECT state, count(*) FROM $TABLE GROUP BY state`),
 	}
 }
 
@@ -436,6 +445,39 @@ func (s *Store) list(ctx context.Context, query string, args ...any) ([]*journal
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// Ping runs an update that changes nothing: it fails when the server cannot be reached, refuses
+// writes (a read-only standby after a failover) or the role may no longer update the table.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, s.q.ping); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	return nil
+}
+
+// Count counts the records by state.
+func (s *Store) Count(ctx context.Context) (map[journal.State]int, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("count: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, s.q.count)
+	if err != nil {
+		return nil, fmt.Errorf("count: %w", err)
+	}
+	out := map[journal.State]int{}
+	var state string
+	var n int
+	if _, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+		out[journal.State(state)] = n
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("count: %w", err)
 	}
 	return out, nil
 }

@@ -57,6 +57,8 @@ var schema = []string{
 	) STRICT`,
 	`CREATE INDEX IF NOT EXISTS records_due ON records (next_due) WHERE final = 0`,
 	`CREATE INDEX IF NOT EXISTS records_finished ON records (finished_at) WHERE final = 1`,
+	// probe holds one row that Ping rewrites: a real write, committed like a record's.
+	`CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL) STRICT`,
 }
 
 // upgrades[v] turns a version v file into version v+1.
@@ -77,7 +79,11 @@ type Store struct {
 	closeErr  error
 }
 
-var _ journal.Store = (*Store)(nil)
+var (
+	_ journal.Store   = (*Store)(nil)
+	_ journal.Pinger  = (*Store)(nil)
+	_ journal.Counter = (*Store)(nil)
+)
 
 // busyTimeout is how long a statement waits for another connection's lock (a checkpoint, a
 // reader recovering the WAL) before failing.
@@ -458,6 +464,41 @@ func scanData(rows *sql.Rows) ([]*journal.Record, error) {
 		out = append(out, rec)
 	}
 	return out, rows.Err()
+}
+
+// Ping rewrites the probe row, so that it fails when the file cannot be written (a full or
+// failing disk, a lock held elsewhere) as a record write would.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.readOnly {
+		return fmt.Errorf("ping: %w", ErrReadOnly)
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO probe (id, at) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET at = excluded.at`, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("ping: write %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Count counts the records by state.
+func (s *Store) Count(ctx context.Context) (map[journal.State]int, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT state, count(*) FROM records GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count: %w", err)
+	}
+	defer rows.Close()
+	out := map[journal.State]int{}
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, fmt.Errorf("count: %w", err)
+		}
+		out[journal.State(state)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count: %w", err)
+	}
+	return out, nil
 }
 
 // Compact deletes the records that reached a final state before finishedBefore.
