@@ -659,23 +659,43 @@ func (h *harness) measure(ctx context.Context, res *Result, s Scenario, emuProc 
 	res.evaluate(snaps, stats, roots, s)
 }
 
-// profile fetches a CPU profile of the adapter from the burst's start, and an allocation profile
-// when the returned function runs (the burst's end).
+// profile fetches a CPU profile of the adapter from the burst's start, the goroutines halfway
+// through it (where the workers wait), and an allocation profile when the returned function runs
+// (the burst's end).
 func (h *harness) profile(ctx context.Context, res *Result, p *driverProc) func() {
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failed := func(what string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.fail(fmt.Errorf("%s: %w", what, err))
+	}
+	secs := time.Duration(h.o.ProfileSeconds) * time.Second
 	cpu := filepath.Join(res.Dir, "adapter-cpu.pprof")
+	goroutines := filepath.Join(res.Dir, "adapter-goroutines.txt")
+	allocs := filepath.Join(res.Dir, "adapter-allocs.pprof")
 	wg.Go(func() {
 		url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.ops, h.o.ProfileSeconds)
-		if err := fetch(ctx, &http.Client{Timeout: time.Duration(h.o.ProfileSeconds+60) * time.Second}, url, cpu); err != nil {
-			res.fail(fmt.Errorf("cpu profile: %w", err))
+		if err := fetch(ctx, &http.Client{Timeout: secs + time.Minute}, url, cpu); err != nil {
+			failed("cpu profile", err)
+		}
+	})
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(secs / 2):
+		}
+		if err := fetch(ctx, h.http, p.ops+"/debug/pprof/goroutine?debug=1", goroutines); err != nil {
+			failed("goroutine profile", err)
 		}
 	})
 	return func() {
-		if err := fetch(ctx, h.http, p.ops+"/debug/pprof/allocs", filepath.Join(res.Dir, "adapter-allocs.pprof")); err != nil {
-			res.fail(fmt.Errorf("allocation profile: %w", err))
+		if err := fetch(ctx, h.http, p.ops+"/debug/pprof/allocs", allocs); err != nil {
+			failed("allocation profile", err)
 		}
 		wg.Wait()
-		res.Profiles = []string{cpu, filepath.Join(res.Dir, "adapter-allocs.pprof")}
+		res.Profiles = []string{cpu, goroutines, allocs}
 	}
 }
 
