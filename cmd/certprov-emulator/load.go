@@ -27,7 +27,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	scale := fs.Float64("scale", 0.1, "size of the scenarios: 1 is the full 20,000/10,000 processes")
 	runs := fs.Int("runs", 1, "repeat every scenario, alternating which driver goes first")
 	out := fs.String("out", "load-report", "directory for report.json, report.md and the logs of every run")
-	dsn := fs.String("postgres-dsn", os.Getenv("CERTPROV_TEST_POSTGRES_DSN"), "PostgreSQL for the postgres scenarios (a fresh schema per run); empty skips them")
+	dsn := fs.String("postgres-dsn", "", "PostgreSQL for the postgres scenarios (a fresh schema per run); default $CERTPROV_TEST_POSTGRES_DSN, empty skips them")
 	profile := fs.Int("profile-seconds", 0, "take a CPU profile of the adapter for this long in the a scenarios' first run, and an allocation profile")
 	countSyscalls := fs.Bool("count-syscalls", false, "run the adapter under strace -c to count fsyncs and writes per certificate (slows it)")
 	timeout := fs.Duration("timeout", 0, "bound on one driver's run of a scenario (default: from its size)")
@@ -52,6 +52,9 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "load: unexpected arguments %q\n", fs.Args())
 		return exitUsage
+	}
+	if *dsn == "" {
+		*dsn = os.Getenv("CERTPROV_TEST_POSTGRES_DSN") // not a flag default: -h would print its password
 	}
 	var names []string
 	for _, n := range strings.Split(*scenarios, ",") {

@@ -396,11 +396,15 @@ func (h *harness) startAdapters(ctx context.Context, dir string, s Scenario, res
 		cfg := filepath.Join(dir, name+".yaml")
 		if err := writeAdapterConfig(cfg, adapterConfig{
 			Name: name, PubSub: pubsubAddr, REST: restURL, Settings: s.Settings, Journal: s.Journal,
-			DSN: dsn, CACert: h.caCert, CAKey: filepath.Join(h.caDir, "ca.key"), Ops: ops,
+			CACert: h.caCert, CAKey: filepath.Join(h.caDir, "ca.key"), Ops: ops,
 		}); err != nil {
 			return procs, cleanup, err
 		}
 		bin, args := h.o.AdapterBin, []string{"run", "--config", cfg}
+		var env []string
+		if dsn != "" {
+			env = []string{"CERTPROV_JOURNAL_DSN=" + dsn} // a DSN may hold a password: not in the file
+		}
 		var straceOut string
 		if h.o.CountSyscalls {
 			straceOut = filepath.Join(dir, name+".strace")
@@ -408,7 +412,7 @@ func (h *harness) startAdapters(ctx context.Context, dir string, s Scenario, res
 				"-e", "trace=fsync,fdatasync,write,pwrite64,writev,pwritev", "--", bin}, args...)
 			bin = "strace"
 		}
-		c, err := start(dir, name, bin, args, nil)
+		c, err := start(dir, name, bin, args, env)
 		if err != nil {
 			return procs, cleanup, err
 		}
@@ -480,7 +484,7 @@ func freshSchema(ctx context.Context, dsn string) (string, func(), error) {
 type adapterConfig struct {
 	Name, PubSub, REST string
 	Settings           Settings
-	Journal, DSN       string
+	Journal            string
 	CACert, CAKey, Ops string
 }
 
@@ -507,8 +511,7 @@ engine:
   maxPollInterval: {{.Settings.MaxPollInterval}}
 journal:
 {{- if eq .Journal "postgres"}}
-  type: postgres
-  dsn: {{printf "%q" .DSN}}
+  type: postgres   # dsn: CERTPROV_JOURNAL_DSN
 {{- else}}
   type: sqlite
   path: {{.Name}}-journal.db

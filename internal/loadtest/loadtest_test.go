@@ -136,6 +136,9 @@ func TestSmoke(t *testing.T) {
 		if c := r.CallsPerProcess; c["total"] != 5 || c["signData"] != 1 || c["uploadCertificate"] != 1 {
 			t.Errorf("%s: calls per process %v, want the five", r.Driver, c)
 		}
+		if r.PeakGoroutines <= 0 {
+			t.Errorf("%s: goroutines not sampled from its /metrics", r.Driver)
+		}
 		if r.MaxIn10s < 1 || len(r.RequestsPerSecond) == 0 {
 			t.Errorf("%s: no request timeline (%d in 10 s, %v)", r.Driver, r.MaxIn10s, r.RequestsPerSecond)
 		}

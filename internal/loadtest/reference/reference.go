@@ -84,6 +84,10 @@ type Driver struct {
 
 	admitted, issued, failed, inFlight atomic.Int64
 	wg                                 sync.WaitGroup
+	// admittedNames are the processes taken on: Pub/Sub delivers at least once, and working a
+	// process twice would ask its device to sign twice. The one piece of state it keeps, in
+	// memory (no journal).
+	admittedNames sync.Map
 }
 
 // New connects the clients and makes the CA (ECDSA P-256, as the adapter's built-in CA by
@@ -193,18 +197,24 @@ func (d *Driver) admit(mctx, run context.Context, data []byte) bool {
 		return true
 	}
 	name := process.Name(n.CustomerID, n.ProcessID)
+	if _, dup := d.admittedNames.Load(name); dup {
+		return true
+	}
 	p, err := d.api.Get(name).Context(mctx).Do()
 	if err != nil {
 		d.log.Warn("get", zap.String("process", name), zap.Error(err))
 		return false
 	}
-	if p.IssuedCertificate != "" || p.FailureMessage != "" {
-		return true
+	if p.IssuedCertificate != "" || p.FailureMessage != "" || p.SignData != "" {
+		return true // ended, or taken on by a delivery that is still at work
 	}
 	req := &cm.GoogleChromeManagementVersionsV1ClaimCertificateProvisioningProcessRequest{CallerInstanceId: d.o.InstanceID}
 	if _, err := d.api.Claim(name, req).Context(mctx).Do(); err != nil {
 		d.log.Warn("claim", zap.String("process", name), zap.Error(err))
 		return false
+	}
+	if _, dup := d.admittedNames.LoadOrStore(name, struct{}{}); dup {
+		return true // a duplicate delivered at the same time got here first
 	}
 	d.admitted.Add(1)
 	d.inFlight.Add(1)
