@@ -26,6 +26,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	scenarios := fs.String("scenarios", "", "comma-separated scenarios (default all): "+scenarioNames())
 	scale := fs.Float64("scale", 0.1, "size of the scenarios: 1 is the full 20,000/10,000 processes")
 	runs := fs.Int("runs", 1, "repeat every scenario, alternating which driver goes first")
+	processes := fs.Int("processes", 0, "replace every scenario's process count (then --scale shrinks only the delays)")
 	out := fs.String("out", "load-report", "directory for report.json, report.md and the logs of every run")
 	dsn := fs.String("postgres-dsn", "", "PostgreSQL for the postgres scenarios (a fresh schema per run); default $CERTPROV_TEST_POSTGRES_DSN, empty skips them")
 	profile := fs.Int("profile-seconds", 0, "take a CPU profile of the adapter for this long in the a scenarios' first run, and an allocation profile")
@@ -69,7 +70,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	rep, err := loadtest.Run(ctx, loadtest.Options{
-		AdapterBin: *adapter, EmulatorBin: *emu, Scenarios: names, Scale: *scale, Runs: *runs,
+		AdapterBin: *adapter, EmulatorBin: *emu, Scenarios: names, Scale: *scale, Runs: *runs, Processes: *processes,
 		PostgresDSN: *dsn, OutDir: *out, Override: ov, ProfileSeconds: *profile, CountSyscalls: *countSyscalls,
 		Timeout: *timeout, Seed: *seed, Progress: stderr,
 	})

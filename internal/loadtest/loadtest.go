@@ -46,6 +46,9 @@ type Options struct {
 	Scale float64
 	// Runs repeats every scenario, alternating which driver goes first, for the spread.
 	Runs int
+	// Processes, when positive, replaces every scenario's process count after Scale, which
+	// then scales only the delays: a knob study of long waits with fewer processes.
+	Processes int
 	// PostgresDSN reaches a PostgreSQL server where each adapter run gets a fresh schema; the
 	// postgres scenarios are skipped without it.
 	PostgresDSN string
@@ -135,6 +138,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Machine: describeMachine(), Started: time.Now().UTC(), Scale: o.Scale, Runs: o.Runs, Seed: o.Seed}
 	for i := range scenarios {
 		o.Override.apply(&scenarios[i].Settings)
+		if o.Processes > 0 {
+			scenarios[i].Processes = o.Processes
+		}
 	}
 	rep.Scenarios = scenarios
 	if err := h.makeCA(); err != nil {
@@ -315,8 +321,10 @@ func (h *harness) runOne(ctx context.Context, s Scenario, d string, run int) (re
 }
 
 func (s Scenario) timeout() time.Duration {
-	// Generous: a tenth of the reference's rate, plus the longest device delay.
-	return 3*time.Minute + time.Duration(s.Processes)*time.Second/20 + time.Duration(s.SignDelay[1])
+	// Generous: 20 processes a second, or half what the rate limit allows at 5 calls each, and
+	// the longest device delay.
+	perProcess := max(time.Second/20, time.Duration(float64(10*time.Second)/s.Settings.RequestsPerSecond))
+	return 3*time.Minute + time.Duration(s.Processes)*perProcess + time.Duration(s.SignDelay[1])
 }
 
 func (h *harness) startEmulator(ctx context.Context, dir string, s Scenario) (*child, string, string, error) {
@@ -654,6 +662,12 @@ func (h *harness) measure(ctx context.Context, res *Result, s Scenario, emuProc 
 		res.fail(err)
 		return
 	}
+	minute, err := ctl.Stats(ctx, time.Minute)
+	if err != nil {
+		res.fail(err)
+		return
+	}
+	res.MaxIn60s = minute.MaxInWindow
 	snaps, err := ctl.List(ctx)
 	if err != nil {
 		res.fail(err)

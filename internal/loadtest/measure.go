@@ -54,6 +54,8 @@ type Result struct {
 	// most in any 10-second window, anywhere in time.
 	RequestsPerSecond []int `json:"requestsPerSecond"`
 	MaxIn10s          int   `json:"maxRequestsIn10s"`
+	// MaxIn60s is the same over any minute, the window Google's quotas are counted in.
+	MaxIn60s int `json:"maxRequestsIn60s"`
 	// QuotaIn10s is what the scenario's quota allows in 10 s (quota/6), QuotaBound the
 	// throughput it allows (quota per second ÷ calls per process); zero without a quota.
 	QuotaIn10s float64 `json:"quotaIn10s,omitempty"`
