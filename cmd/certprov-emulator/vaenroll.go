@@ -19,13 +19,13 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/extension"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Device presets of va-enroll: what Google reports before --signals changes it.
 const (
 	presetChromeOS         = "chromeos"
-	presetBrowserProfile   = "unmanaged-browser-profile"
 	defaultVAEnrollAdapter = "https://127.0.0.1:8443"
 )
 
@@ -40,6 +40,8 @@ type vaEnrollFlags struct {
 	caCert             string
 	preset, signals    string
 	tamper, tamperSPK  bool
+	tpm                string
+	rawSignatures      bool
 	timeout            time.Duration
 }
 
@@ -58,14 +60,16 @@ func runVAEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.StringVar(&f.profile, "profile", "", "enrollment profile name (required)")
 	fs.StringVar(&f.scope, "scope", emulator.VAScopeMachine, "machine or user")
 	fs.StringVar(&f.identity, "identity", "", "user scope: the user's e-mail sent to the adapter; both scopes: what the device or user is enrolled as (default example.com / user@example.com)")
-	fs.StringVar(&f.deviceID, "device-identity", "", "what the emulator says the device or user is enrolled as, if not --identity (provokes IDENTITY_MISMATCH)")
+	fs.StringVar(&f.deviceID, "device-identity", "", "what the emulator says the device or user is enrolled as, if not --identity (Google refuses the answer: BAD_CHALLENGE)")
 	fs.StringVar(&f.key, "key", emulator.KeyRSA, "simulated key type: rsa (RSA-2048) or ecdsa (P-256)")
 	fs.StringVar(&f.keyID, "key-id", "", "name of the simulated key, reused if the emulator has it (default: a new key)")
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file with the CA certificate(s) the issued certificate must chain to (required)")
-	fs.StringVar(&f.preset, "device-preset", presetChromeOS, "what Google reports: chromeos (healthy managed ChromeOS device) or unmanaged-browser-profile")
+	fs.StringVar(&f.preset, "device-preset", presetChromeOS, "what Google reports: chromeos (a healthy managed ChromeOS device; enterprise.platformKeys exists on ChromeOS only)")
 	fs.StringVar(&f.signals, "signals", "", "JSON merge patch (RFC 7386) over the preset, e.g. '{\"deviceSignals\":{\"diskEncryption\":\"DISK_ENCRYPTION_DISABLED\"}}'; @FILE reads it from a file")
 	fs.BoolVar(&f.tamper, "tamper", false, "corrupt the challenge response (Google refuses it)")
 	fs.BoolVar(&f.tamperSPK, "tamper-spkac", false, "corrupt only the SPKAC signature (the adapter must refuse it)")
+	fs.StringVar(&f.tpm, "tpm", emulator.TPM20, "the simulated device's TPM: 2.0 (32-byte SPKAC challenge) or 1.2 (20-byte)")
+	fs.BoolVar(&f.rawSignatures, "raw-signatures", false, "ECDSA keys sign with the TPM's raw 64-byte r||s instead of DER")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "overall time limit")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -82,13 +86,13 @@ func runVAEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	res, err := emulator.Enroll(ctx, opts)
+	res, err := extension.Enroll(ctx, opts)
 	return reportEnroll(stdout, stderr, f, res, err)
 }
 
 // options validates the flags and turns them into Enroll options.
-func (f vaEnrollFlags) options() (emulator.EnrollOptions, error) {
-	var o emulator.EnrollOptions
+func (f vaEnrollFlags) options() (extension.EnrollOptions, error) {
+	var o extension.EnrollOptions
 	switch {
 	case f.profile == "":
 		return o, errors.New("--profile is required")
@@ -102,6 +106,8 @@ func (f vaEnrollFlags) options() (emulator.EnrollOptions, error) {
 		return o, errors.New("--adapter-ca and --insecure-loopback exclude each other")
 	case f.timeout <= 0:
 		return o, errors.New("--timeout must be positive")
+	case f.tpm != emulator.TPM12 && f.tpm != emulator.TPM20:
+		return o, fmt.Errorf("--tpm %q: want %s or %s", f.tpm, emulator.TPM20, emulator.TPM12)
 	}
 	caPEM, err := os.ReadFile(f.caCert)
 	if err != nil {
@@ -120,6 +126,7 @@ func (f vaEnrollFlags) options() (emulator.EnrollOptions, error) {
 	o.EmulatorClient = &http.Client{Timeout: f.timeout}
 	o.Profile, o.Scope, o.Identity, o.DeviceIdentity = f.profile, f.scope, f.identity, f.deviceID
 	o.KeyType, o.KeyID, o.Tamper, o.TamperSPKAC = f.key, f.keyID, f.tamper, f.tamperSPK
+	o.TPMVersion, o.RawSignatures = f.tpm, f.rawSignatures
 	if o.Device, o.KeyID, err = f.device(); err != nil {
 		return o, err
 	}
@@ -155,10 +162,8 @@ func (f vaEnrollFlags) device() (*emulator.VADevice, string, error) {
 	switch f.preset {
 	case presetChromeOS:
 		d = emulator.DefaultVADevice(f.scope, keyID, identity)
-	case presetBrowserProfile:
-		d = emulator.VAUnmanagedBrowserProfile(keyID, identity)
 	default:
-		return nil, "", fmt.Errorf("--device-preset %q: want %s or %s", f.preset, presetChromeOS, presetBrowserProfile)
+		return nil, "", fmt.Errorf("--device-preset %q: want %s", f.preset, presetChromeOS)
 	}
 	if f.signals != "" {
 		patch := []byte(f.signals)
@@ -208,8 +213,8 @@ func (f vaEnrollFlags) adapterClient() (*http.Client, error) {
 }
 
 // reportEnroll prints the outcome and returns the exit code.
-func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *emulator.EnrollResult, err error) int {
-	var aerr *emulator.AdapterError
+func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *extension.EnrollResult, err error) int {
+	var aerr *extension.AdapterError
 	var uerr *url.Error
 	switch {
 	case err == nil:
@@ -223,7 +228,7 @@ func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *emulator.Enrol
 			cell(res.Verified[len(res.Verified)-1].Subject.String()), res.APIVersion, cell(f.profile), f.scope)
 		return exitOK
 	case errors.As(err, &aerr):
-		code := aerr.Code
+		code := string(aerr.Code)
 		if code == "" {
 			code = "(no error code)"
 		}
@@ -232,7 +237,7 @@ func reportEnroll(stdout, stderr io.Writer, f vaEnrollFlags, res *emulator.Enrol
 			fmt.Fprintf(stdout, "rule      %s\n", cell(r))
 		}
 		return exitFail
-	case errors.Is(err, emulator.ErrCertificateNotVerified):
+	case errors.Is(err, extension.ErrCertificateNotVerified):
 		if res != nil && res.Certificate != nil {
 			fmt.Fprintf(stdout, "issued    %s\n", cell(res.Certificate.Subject.String()))
 			fmt.Fprintf(stdout, "serial    %s\n", hex.EncodeToString(res.Certificate.SerialNumber.Bytes()))

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/standin"
 )
 
 // vaSetup is an emulator and a stand-in adapter (TLS) whose policy requires an encrypted disk on
@@ -38,9 +39,9 @@ func newVASetup(t *testing.T, deny []string) *vaSetup {
 	t.Cleanup(emuSrv.Close)
 	t.Cleanup(func() { _ = emu.Close() })
 	ca := newTestCA(t)
-	fake := &emulator.VAFakeAdapter{
+	fake := &standin.Adapter{
 		GoogleURL: emuSrv.URL, CACert: ca.cert, CAKey: ca.key, Deny: deny,
-		Profiles: map[string]emulator.VAFakeProfile{
+		Profiles: map[string]standin.Profile{
 			"machine-v1": {APIVersion: emulator.VAv1, Domain: emulator.DefaultVADomain},
 			"wifi":       {APIVersion: emulator.VAv2, Domain: emulator.DefaultVADomain},
 		},
@@ -92,9 +93,9 @@ func TestVAEnroll(t *testing.T) {
 		{name: "v1 user rsa over insecure loopback", noTrust: true,
 			args:     []string{"--insecure-loopback", "--profile", "machine-v1", "--scope", "user", "--identity", "alice@example.com"},
 			wantCode: exitOK, wantOut: []string{`(?m)^issued    CN=alice@example\.com$`, `API v1`}},
-		{name: "unmanaged browser profile", args: []string{"--profile", "wifi", "--scope", "user", "--key", "ecdsa",
-			"--identity", "bob@example.com", "--device-preset", "unmanaged-browser-profile", "--key-id", "bob-browser"},
-			wantCode: exitOK, wantOut: []string{`(?m)^issued    CN=bob@example\.com$`, `(?m)^key       ecdsa bob-browser `}},
+		{name: "TPM 1.2 device with raw ECDSA signatures", args: []string{"--profile", "wifi", "--scope", "user", "--key", "ecdsa",
+			"--identity", "bob@example.com", "--tpm", "1.2", "--raw-signatures", "--key-id", "bob-tpm12"},
+			wantCode: exitOK, wantOut: []string{`(?m)^issued    CN=bob@example\.com$`, `(?m)^key       ecdsa bob-tpm12 `}},
 		{name: "signals patch fails the policy", args: []string{"--profile", "wifi", "--key", "ecdsa",
 			"--signals", `{"deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED"}}`},
 			wantCode: exitFail, wantOut: []string{`(?m)^refused   POLICY_DENIED at enroll \(HTTP 403\): `, `(?m)^rule      diskEncryption$`}},
@@ -103,7 +104,7 @@ func TestVAEnroll(t *testing.T) {
 		{name: "every failing rule listed", setup: denied, args: []string{"--profile", "wifi", "--key", "ecdsa"},
 			wantCode: exitFail, wantOut: []string{`(?m)^rule      osVersion$`, `(?m)^rule      keyTrustLevel$`}},
 		{name: "identity mismatch", args: []string{"--profile", "machine-v1", "--key", "ecdsa", "--device-identity", "other.example"},
-			wantCode: exitFail, wantOut: []string{`(?m)^refused   IDENTITY_MISMATCH at enroll \(HTTP 403\)`}},
+			wantCode: exitFail, wantOut: []string{`(?m)^refused   BAD_CHALLENGE at enroll \(HTTP 400\)`}},
 		{name: "tampered response", args: []string{"--profile", "wifi", "--key", "ecdsa", "--tamper"},
 			wantCode: exitFail, wantOut: []string{`(?m)^refused   BAD_CHALLENGE at enroll \(HTTP 400\)`}},
 		{name: "tampered SPKAC", args: []string{"--profile", "machine-v1", "--key", "ecdsa", "--tamper-spkac"},

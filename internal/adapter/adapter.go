@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -93,9 +93,9 @@ const (
 func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 	out := map[string]*engine.Profile{}
 	var ps []config.Problem
-	for _, name := range sortedKeys(cfg.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Profiles)) {
 		p := cfg.Profiles[name]
-		tmpl, err := csr.Compile(p)
+		tmpl, err := csr.Compile(p.Spec())
 		if err != nil {
 			ps = append(ps, config.ProblemsAt("profiles."+name, err)...)
 			continue
@@ -110,7 +110,7 @@ func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConnection, error) {
 	out := map[string]*engine.CAConnection{}
 	var ps []config.Problem
-	for _, name := range sortedKeys(cfg.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
 		c := cfg.CAConnections[name]
 		conn, err := ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
 		if err != nil {
@@ -126,7 +126,7 @@ func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConne
 // ledger index), for callers that build connections without running them (validate, doctor).
 func CloseConnectors(conns map[string]*engine.CAConnection) error {
 	var errs []error
-	for _, name := range sortedKeys(conns) {
+	for _, name := range slices.Sorted(maps.Keys(conns)) {
 		if c, ok := conns[name].Connector.(io.Closer); ok {
 			if err := c.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close caConnections.%s: %w", name, err))
@@ -136,12 +136,43 @@ func CloseConnectors(conns map[string]*engine.CAConnection) error {
 	return errors.Join(errs...)
 }
 
+// ConnectorPing is the answer of one CA connection to its health check (ca.Pinger).
+type ConnectorPing struct {
+	Name string
+	// Checked is false for a connector that has no health check.
+	Checked bool
+	Err     error
+}
+
+// PingConnectors asks every connection in conns that can be pinged whether it answers, each
+// within its timeout (config.DefaultCATimeout when it has none), in the order of their names:
+// `validate --check-connections`.
+func PingConnectors(ctx context.Context, conns map[string]*engine.CAConnection) []ConnectorPing {
+	var out []ConnectorPing
+	for _, name := range slices.Sorted(maps.Keys(conns)) {
+		pinger, ok := conns[name].Connector.(ca.Pinger)
+		if !ok {
+			out = append(out, ConnectorPing{Name: name})
+			continue
+		}
+		timeout := conns[name].Timeout
+		if timeout <= 0 {
+			timeout = config.DefaultCATimeout
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err := pinger.Ping(pctx)
+		cancel()
+		out = append(out, ConnectorPing{Name: name, Checked: true, Err: err})
+	}
+	return out
+}
+
 // CheckConnectors checks every CA connection's settings like Connectors, but without reading
 // their files or building anything (ca.CheckSettings), for `validate --offline`. unchecked
 // names the connections whose type has no offline check.
 func CheckConnectors(cfg *config.Config) (unchecked []string, err error) {
 	var ps []config.Problem
-	for _, name := range sortedKeys(cfg.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
 		c := cfg.CAConnections[name]
 		checked, err := ca.CheckSettings(c.Type, ca.Settings(c.Settings))
 		if err != nil {
@@ -177,11 +208,22 @@ func VerifiedAccessProfiles(cfg *config.Config, conns map[string]*engine.CAConne
 	return verifiedaccess.Profiles(cfg, cas)
 }
 
-// verifiedAccessServer builds the enrollment server, or nil when the section is off.
-func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer, trail *audit.Log) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
+// verifiedAccessServer builds the enrollment server, or nil when the section is off. Its
+// challenges are remembered in the journal's database when that is shared by replicas
+// (PostgreSQL), so that any replica recognises an answer to a challenge another handed out; in
+// memory otherwise (SQLite and memory journals serve one replica).
+func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[string]*engine.CAConnection, log *zap.Logger, reg prometheus.Registerer, trail *audit.Log, store journal.Store) (*verifiedaccess.Server, *verifiedaccess.Client, error) {
 	va := cfg.VerifiedAccess
 	if !va.Enabled {
 		return nil, nil, nil
+	}
+	var challenges verifiedaccess.ChallengeStore
+	if pg, ok := store.(*postgres.Store); ok {
+		c, err := pg.Challenges(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("verified access: %w", err)
+		}
+		challenges = c
 	}
 	profiles, err := VerifiedAccessProfiles(cfg, conns)
 	if err != nil {
@@ -189,8 +231,7 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 	}
 	client, err := verifiedaccess.NewClient(ctx, verifiedaccess.ClientOptions{
 		Endpoint:       va.Endpoint,
-		Credentials:    cfg.Google.Credentials,
-		BaseDir:        cfg.BaseDir,
+		Credentials:    GoogleCredentials(cfg.Google.Credentials),
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),
@@ -208,19 +249,37 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 		Logger:     log.Named("verifiedaccess"),
 		Registerer: reg,
 
+		Challenges: challenges,
+
 		Audit:      trail,
 		InstanceID: cfg.InstanceID,
 	})
 	return srv, client, err
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// EngineOptions are the engine's settings from cfg: instance id, workers, polling, retries, the
+// journal lease and the shutdown grace period. The caller adds the parts the engine drives (API,
+// Store, Profiles, CAs, Audit) and its Logger and Registerer.
+func EngineOptions(cfg *config.Config) engine.Options {
+	return engine.Options{
+		InstanceID:      cfg.InstanceID,
+		Workers:         cfg.Engine.Workers,
+		PollInterval:    cfg.Engine.PollInterval,
+		MaxPollInterval: cfg.Engine.MaxPollInterval,
+		Retry:           cfg.Engine.Retry,
+		LeaseDuration:   cfg.Journal.LeaseDuration,
+		// How long a stop lets in-flight steps finish (Run).
+		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
 	}
-	sort.Strings(keys)
-	return keys
+}
+
+// ReceiverOptions are the Pub/Sub intake's options from cfg, admitting to admitter.
+func ReceiverOptions(cfg *config.Config, admitter intake.Admitter, log *zap.Logger, reg prometheus.Registerer) intake.ReceiverOptions {
+	return intake.ReceiverOptions{
+		Admitter: admitter, Customers: cfg.Customers, Logger: log, Registerer: reg,
+		StopTimeout: cfg.ShutdownGracePeriod,
+		Streams:     cfg.PubSub.Streams, MaxOutstandingMessages: cfg.PubSub.MaxOutstandingMessages,
+	}
 }
 
 // New builds the adapter. It does not start anything.
@@ -236,7 +295,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	reg := prometheus.NewRegistry()
 	bi := buildinfo.Get()
 	metrics.RegisterProcess(reg, metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion})
-	api, err := chromeapi.New(ctx, chromeapi.Options{Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi"), Registerer: reg})
+	api, err := chromeapi.New(ctx, APIOptions(cfg, log.Named("chromeapi"), reg))
 	if err != nil {
 		return nil, err
 	}
@@ -244,50 +303,37 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
-	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail)
-	if err != nil {
-		_ = trail.Close()
-		return nil, err
-	}
 	store, err := OpenJournal(ctx, cfg.Journal, false, log.Named("journal"))
 	if err != nil {
 		_ = trail.Close()
 		return nil, err
 	}
-	eng, err := engine.New(engine.Options{
-		InstanceID:      cfg.InstanceID,
-		API:             api,
-		Store:           store,
-		Profiles:        profiles,
-		CAs:             cas,
-		Workers:         cfg.Engine.Workers,
-		PollInterval:    cfg.Engine.PollInterval,
-		MaxPollInterval: cfg.Engine.MaxPollInterval,
-		Retry:           cfg.Engine.Retry,
-		LeaseDuration:   cfg.Journal.LeaseDuration,
-		Audit:           trail,
-		Logger:          log.Named("engine"),
-		Registerer:      reg,
-		// How long a stop lets in-flight steps finish (Run).
-		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
-	})
+	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail, store)
 	if err != nil {
 		_ = store.Close()
 		_ = trail.Close()
 		return nil, err
 	}
-	receiver := intake.NewReceiver(intake.ReceiverOptions{
-		Admitter: eng, Customers: cfg.Customers, Logger: log.Named("intake"), Registerer: reg,
-		StopTimeout: cfg.ShutdownGracePeriod,
-		Streams:     cfg.PubSub.Streams, MaxOutstandingMessages: cfg.PubSub.MaxOutstandingMessages,
-	})
+	eo := EngineOptions(cfg)
+	eo.API, eo.Store, eo.Profiles, eo.CAs, eo.Audit = api, store, profiles, cas, trail
+	eo.Logger, eo.Registerer = log.Named("engine"), reg
+	eng, err := engine.New(eo)
+	if err != nil {
+		_ = store.Close()
+		_ = trail.Close()
+		return nil, err
+	}
+	receiver := intake.NewReceiver(ReceiverOptions(cfg, eng, log.Named("intake"), reg))
+	if c, ok := store.(interface{ CommitStats() (uint64, uint64) }); ok {
+		metrics.RegisterJournalCommits(reg, c.CommitStats)
+	}
 	checks := readiness{cfg: cfg, store: store, records: metrics.NewJournal(reg), intake: receiver,
 		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
 	certs := metrics.NewCertificates(reg)
 	caCertificates(certs, cas)
 	if vaServer != nil {
 		checks.va = vaClient.TokenSource()
-		certs.Add(metrics.KindVerifiedAccess, "server", vaServer.Certificates)
+		certs.Add(metrics.KindVerifiedAccess, "server", heldCertificates(vaServer.Certificates))
 	}
 	opsServer, err := ops.New(ops.Options{
 		Listen: cfg.Ops.Listen, Pprof: cfg.Ops.Pprof, Gatherer: reg, Registerer: reg,
@@ -368,7 +414,7 @@ func PubSubClient(ctx context.Context, cfg *config.Config, opts []option.ClientO
 		opts = append(opts, option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	case cfg.Google.Credentials.Type == config.CredentialsServiceAccountKey || cfg.Google.Credentials.Type == config.CredentialsSelfSignedJWT:
-		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, resolvePath(cfg.BaseDir, cfg.Google.Credentials.File)))
+		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, cfg.Google.Credentials.File)) // resolved by config.Load
 	}
 	c, err := pubsub.NewClient(ctx, ps.Project, opts...)
 	if err != nil {
@@ -431,7 +477,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 		start("verified access server", a.va.Run)
 	}
 	start("journal retention", func(ctx context.Context) error {
-		journal.Retain(ctx, a.Store, a.cfg.Journal.Retention, time.Hour, a.log.Named("journal"))
+		journal.Retain(ctx, a.Store, journal.RetainOptions{Retention: a.cfg.Journal.Retention, Interval: time.Hour, Logger: a.log.Named("journal")})
 		return nil
 	})
 	stopped := make(chan error, 1)
@@ -519,12 +565,5 @@ func (p *parts) done(name string) {
 func (p *parts) names() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return sortedKeys(p.set)
-}
-
-func resolvePath(base, p string) string {
-	if p == "" || base == "" || filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(base, p)
+	return slices.Sorted(maps.Keys(p.set))
 }

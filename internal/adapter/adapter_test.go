@@ -20,6 +20,8 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/extension"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
 // freeLoopbackAddr returns a loopback address with a port that was free a moment ago.
@@ -104,15 +106,15 @@ verifiedAccess:
 		t.Fatal(err)
 	}
 	roots.AddCert(issuer.Certificate())
-	var res *emulator.EnrollResult
+	var res *extension.EnrollResult
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		res, err = emulator.Enroll(rctx, emulator.EnrollOptions{
+		res, err = extension.Enroll(rctx, extension.EnrollOptions{
 			AdapterURL: "http://" + listen, EmulatorURL: rest.URL, Profile: "wifi", KeyType: emulator.KeyECDSA, Roots: roots,
 		})
 		cancel()
-		var aerr *emulator.AdapterError
+		var aerr *extension.AdapterError
 		if err == nil || errors.As(err, &aerr) || time.Now().After(deadline) || !strings.Contains(err.Error(), "connection refused") {
 			break
 		}
@@ -167,5 +169,19 @@ verifiedAccess:
 	_, err = New(context.Background(), cfg, zaptest.NewLogger(t))
 	if err == nil || !strings.Contains(err.Error(), "verifiedAccess.profiles.wifi.caConnection") {
 		t.Fatalf("New: %v", err)
+	}
+}
+
+// TestGoogleCredentials: every credentials type the configuration accepts reaches googleauth as
+// the same choice, with the key file and subject config.Load resolved.
+func TestGoogleCredentials(t *testing.T) {
+	for typ, want := range map[string]googleauth.Type{
+		"": googleauth.ADC, config.CredentialsADC: googleauth.ADC, config.CredentialsServiceAccountKey: googleauth.ServiceAccountKey,
+		config.CredentialsSelfSignedJWT: googleauth.SelfSignedJWT, config.CredentialsNone: googleauth.None,
+	} {
+		got := GoogleCredentials(config.Credentials{Type: typ, File: "/etc/certprov/sa.json", Subject: "admin@example.com"})
+		if got != (googleauth.Credentials{Type: want, File: "/etc/certprov/sa.json", Subject: "admin@example.com"}) {
+			t.Errorf("type %q: %+v, want type %q", typ, got, want)
+		}
 	}
 }

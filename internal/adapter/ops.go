@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,7 +65,7 @@ func (r readiness) checks() []ops.Check {
 	if r.vaOn {
 		out = append(out, ops.Check{Name: checkVAToken, Run: tokenCheck(r.va, "google.credentials.type is none: no token needed (emulator)")})
 	}
-	for _, name := range sortedKeys(r.cas) {
+	for _, name := range slices.Sorted(maps.Keys(r.cas)) {
 		conn := r.cas[name]
 		timeout := conn.Timeout
 		if timeout <= 0 || timeout > maxCACheckTimeout {
@@ -190,10 +192,22 @@ func caCertificates(c *metrics.Certificates, conns map[string]*engine.CAConnecti
 	sources := map[string]metrics.CertificateSource{}
 	for name, conn := range conns {
 		if h, ok := conn.Connector.(ca.CertificateHolder); ok {
-			sources[name] = h.Certificates
+			sources[name] = heldCertificates(h.Certificates)
 		}
 	}
 	c.SetKind(metrics.KindCAConnection, sources)
+}
+
+// heldCertificates is get as the certificate metrics read it.
+func heldCertificates(get func() []ca.HeldCertificate) metrics.CertificateSource {
+	return func() []metrics.HeldCertificate {
+		held := get()
+		out := make([]metrics.HeldCertificate, len(held))
+		for i, h := range held {
+			out[i] = metrics.HeldCertificate(h)
+		}
+		return out
+	}
 }
 
 // opsReconfigured points the readiness checks and the certificate metrics at the CA

@@ -112,7 +112,9 @@ func (a *Adapter) reload(cfg *config.Config) error {
 		a.log.Warn("audit log", zap.Error(err))
 	}
 	a.receiver.SetCustomers(cfg.Customers)
-	a.api.SetRateLimit(cfg.Google.RateLimit)
+	if err := a.api.SetRateLimit(APIRateLimit(cfg.Google.RateLimit)); err != nil {
+		a.log.Warn("google.rateLimit", zap.Error(err)) // validated already; kept as it was
+	}
 	if a.vaClient != nil {
 		a.vaClient.SetRateLimit(cfg.Google.RateLimit)
 	}

@@ -20,11 +20,11 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
+	"github.com/certprov/certprov-adapter/internal/tlstest"
 )
 
 // reloadScene is a running adapter (Run) against the emulator, with two CAs on disk and the
@@ -109,7 +109,7 @@ func newReloadScene(t *testing.T) *reloadScene {
 	if err := os.Mkdir(s.tlsDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s.tlsC, s.tlsK = e2etest.WriteServerCert(t, s.tlsDir, 1)
+	s.tlsC, s.tlsK = tlstest.WriteServerCert(t, s.tlsDir, 1)
 	s.write(s.yaml("a1", s.ca1, s.ca1.key, s.tlsC, ""))
 	cfg, err := config.Load(s.path)
 	if err != nil {
@@ -123,7 +123,7 @@ func newReloadScene(t *testing.T) *reloadScene {
 	done := make(chan error, 1)
 	go func() { done <- s.a.Run(runCtx) }()
 	t.Cleanup(func() { stop(); <-done; _ = s.a.Close() })
-	e2etest.WaitFor(t, 10*time.Second, func() bool {
+	waitFor(t, 10*time.Second, func() bool {
 		conn, err := (&net.Dialer{}).Dial("tcp", s.listen)
 		if err == nil {
 			_ = conn.Close()
@@ -141,7 +141,7 @@ func (s *reloadScene) provision(profile string) *x509.Certificate {
 		s.t.Fatal(err)
 	}
 	var snap emulator.Snapshot
-	e2etest.WaitFor(s.t, 30*time.Second, func() bool { snap, _ = s.emu.Process(name); return snap.Finished() })
+	waitFor(s.t, 30*time.Second, func() bool { snap, _ = s.emu.Process(name); return snap.Finished() })
 	if snap.State != emulator.StateIssued {
 		s.t.Fatalf("%s (profile %s): %s %q", name, profile, snap.State, snap.FailureMessage)
 	}
@@ -167,7 +167,7 @@ func TestReload(t *testing.T) {
 	if leaf := s.provision("device"); !chainsTo(leaf, s.ca1.roots) {
 		t.Fatal("first certificate not from CA 1")
 	}
-	if got := e2etest.ServedSerial(t, s.listen); got != 1 {
+	if got := tlstest.ServedSerial(t, s.listen); got != 1 {
 		t.Fatalf("serving TLS serial %d", got)
 	}
 	added := "  added: {subject: {commonName: \"added-{{.Device.SerialNumber}}\"}, extendedKeyUsage: [clientAuth]}\n"
@@ -184,7 +184,7 @@ func TestReload(t *testing.T) {
 		if leaf := s.provision("device"); !chainsTo(leaf, s.ca1.roots) || chainsTo(leaf, s.ca2.roots) {
 			t.Fatalf("%s: after the refused reload the certificate is not from CA 1", name)
 		}
-		if got := e2etest.ServedSerial(t, s.listen); got != 1 {
+		if got := tlstest.ServedSerial(t, s.listen); got != 1 {
 			t.Fatalf("%s: serving TLS serial %d after a refused reload", name, got)
 		}
 	}
@@ -196,7 +196,7 @@ func TestReload(t *testing.T) {
 		t.Fatalf("%d refusals logged", n)
 	}
 
-	tlsCert, _ := e2etest.WriteServerCert(t, s.tlsDir, 2)
+	tlsCert, _ := tlstest.WriteServerCert(t, s.tlsDir, 2)
 	s.write(s.yaml("a2", s.ca2, s.ca2.key, tlsCert, added))
 	if err := s.a.ReloadFile(s.path); err != nil {
 		t.Fatalf("good reload: %v", err)
@@ -210,7 +210,7 @@ func TestReload(t *testing.T) {
 			t.Errorf("the new profile was not used: %s", leaf.Subject)
 		}
 	}
-	if got := e2etest.ServedSerial(t, s.listen); got != 2 {
+	if got := tlstest.ServedSerial(t, s.listen); got != 2 {
 		t.Fatalf("serving TLS serial %d after the reload, want 2", got)
 	}
 	if got := testutil.ToFloat64(reloads.WithLabelValues(metrics.ReloadApplied)); got != 1 {
@@ -259,5 +259,17 @@ func TestRestartKeys(t *testing.T) {
 	want := []string{"pubsub.subscription", "engine.retry.maxDuration", "journal.type", "log.format", "verifiedAccess.listen"}
 	if got := restartKeys(&base, &next); !slices.Equal(got, want) {
 		t.Errorf("restartKeys = %v, want %v", got, want)
+	}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

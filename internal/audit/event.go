@@ -30,6 +30,8 @@ const (
 	KindProvisioning = "provisioning"
 	// KindEnrollment is a Verified Access enrollment request, issued or refused.
 	KindEnrollment = "enrollment"
+	// KindRevocation is a certificate an operator revoked (`certprov-adapter revoke`).
+	KindRevocation = "revocation"
 )
 
 // Scopes of a provisioning process; an enrollment's scope is its request's (machine or user).
@@ -61,6 +63,8 @@ type Event struct {
 	// Failure is the message the user or the client was given.
 	Failure     string   `json:"failure,omitempty"`
 	FailedRules []string `json:"failedRules,omitempty"`
+	// Reason is a revocation's RFC 5280 reason (keyCompromise, superseded, …).
+	Reason string `json:"reason,omitempty"`
 
 	// SPKISHA256 is the hex SHA-256 of the DER SubjectPublicKeyInfo of the key the request was
 	// for: the device's (the certificate carries exactly that key).
@@ -128,6 +132,25 @@ func SPKISHA256(spki []byte) string {
 	}
 	sum := sha256.Sum256(spki)
 	return hex.EncodeToString(sum[:])
+}
+
+// Revocation is the event of a revocation through caConnection at t: outcome "revoked", or
+// "failed" with the error. cert is nil when only the serial (lower-case hex) was known. Its id
+// is revocation/<caConnection>/<serial>/<time>: each attempt is an event of its own.
+func Revocation(t time.Time, instanceID, caConnection, serial string, cert *x509.Certificate, reason string, err error) *Event {
+	t = t.UTC()
+	ev := &Event{
+		SchemaVersion: SchemaVersion, ID: "revocation/" + caConnection + "/" + serial + "/" + t.Format(time.RFC3339Nano),
+		Kind: KindRevocation, Time: t, InstanceID: instanceID, CAConnection: caConnection, Outcome: "revoked", Reason: reason,
+	}
+	if err != nil {
+		ev.Outcome, ev.Failure = "failed", err.Error()
+	}
+	if cert != nil {
+		ev.Certificate = CertificateOf(cert)
+		ev.SPKISHA256 = ev.Certificate.SPKISHA256
+	}
+	return ev
 }
 
 // Provisioning is the event of rec, a record in a final state, written by instanceID. It

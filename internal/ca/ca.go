@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -87,17 +88,12 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// Attribute is a PKCS#10 attribute a connector needs inside the CertificationRequestInfo, such as
-// a SCEP challenge password. It must be there before the device signs, so it is asked for first.
-type Attribute struct {
-	Type   asn1.ObjectIdentifier
-	Values []asn1.RawValue
-}
-
-// AttributeContributor is implemented by connectors that need attributes in the signed request.
-// The engine calls it once per process, before signData, and journals the result with the request.
+// AttributeContributor is implemented by connectors that need PKCS#10 attributes inside the
+// CertificationRequestInfo, such as a SCEP challenge password. They must be there before the
+// device signs, so the engine asks once per process, before signData, and journals the result
+// with the request.
 type AttributeContributor interface {
-	CSRAttributes(ctx context.Context, req *Request) ([]Attribute, error)
+	CSRAttributes(ctx context.Context, req *Request) ([]csr.Attribute, error)
 }
 
 // KeyRequest asks a CA for a certificate for a public key when there is no PKCS#10 request to

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestClassify(t *testing.T) {
@@ -116,6 +117,30 @@ func TestServerText(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ServerText(tc.in, tc.max, tc.secrets...); got != tc.want {
 				t.Fatalf("ServerText(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTruncate: a text within the limit is kept; a longer one is cut on a character boundary so
+// that it and the mark fit the limit.
+func TestTruncate(t *testing.T) {
+	tests := []struct {
+		name, in string
+		max      int
+		want     string
+	}{
+		{"within", "abc", 3, "abc"},
+		{"ascii", "abcdef", 5, "ab..."},
+		{"on a boundary", "aééé", 6, "aé..."},
+		{"character kept whole", "éééé", 6, "é..."}, // 3 bytes would end inside the second é
+		{"no room but the mark", "ééé", 4, "..."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Truncate(tc.in, tc.max, "...")
+			if got != tc.want || len(got) > tc.max || !utf8.ValidString(got) {
+				t.Fatalf("Truncate(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
 			}
 		})
 	}

@@ -4,47 +4,25 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/errclass"
 )
 
-// Class says what the engine should do after an error.
-type Class int
+// Class says what the engine should do after an error: the adapter's one taxonomy (package
+// errclass), re-exported for connectors.
+type Class = errclass.Class
 
 const (
 	// ClassRetryable errors are transient: back off and try again until the step's deadline.
-	ClassRetryable Class = iota
+	ClassRetryable = errclass.Retryable
 	// ClassPermanent errors can never succeed as is: tell the user at once.
-	ClassPermanent
+	ClassPermanent = errclass.Permanent
 	// ClassPending means the CA accepted the request but has not issued yet.
-	ClassPending
+	ClassPending = errclass.Pending
 )
 
-func (c Class) String() string {
-	switch c {
-	case ClassPermanent:
-		return "permanent"
-	case ClassPending:
-		return "pending"
-	default:
-		return "retryable"
-	}
-}
-
-type classified struct {
-	class      Class
-	retryAfter time.Duration
-	err        error
-}
-
-func (e *classified) Error() string { return e.err.Error() }
-func (e *classified) Unwrap() error { return e.err }
-
 // Permanent marks err as one that retrying cannot fix (the CA refused the subject, bad credentials).
-func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &classified{class: ClassPermanent, err: err}
-}
+func Permanent(err error) error { return errclass.Mark(err, ClassPermanent, 0) }
 
 // Permanentf is Permanent(fmt.Errorf(...)).
 func Permanentf(format string, args ...any) error {
@@ -53,10 +31,7 @@ func Permanentf(format string, args ...any) error {
 
 // Retryable marks err as transient; retryAfter, when positive, is the CA's own hint.
 func Retryable(err error, retryAfter time.Duration) error {
-	if err == nil {
-		return nil
-	}
-	return &classified{class: ClassRetryable, retryAfter: retryAfter, err: err}
+	return errclass.Mark(err, ClassRetryable, retryAfter)
 }
 
 // PendingError reports that the CA accepted the request and will issue later.
@@ -65,6 +40,9 @@ type PendingError struct {
 	RetryAfter time.Duration // when to ask again; zero lets the engine choose
 	Reason     string
 }
+
+// ErrorClass implements errclass.Classifier.
+func (e *PendingError) ErrorClass() (Class, time.Duration) { return ClassPending, e.RetryAfter }
 
 func (e *PendingError) Error() string {
 	if e.Reason != "" {
@@ -78,13 +56,9 @@ func (e *PendingError) Error() string {
 func Classify(err error) (Class, time.Duration) {
 	var p *PendingError
 	if errors.As(err, &p) {
-		return ClassPending, p.RetryAfter
+		return ClassPending, p.RetryAfter // wherever in the chain: the CA has the request
 	}
-	var c *classified
-	if errors.As(err, &c) {
-		return c.class, c.retryAfter
-	}
-	return ClassRetryable, 0
+	return errclass.Of(err)
 }
 
 // IsPermanent reports whether err is classified permanent.

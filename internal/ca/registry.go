@@ -2,7 +2,8 @@ package ca
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -107,12 +108,7 @@ func unknownType(typ string) error {
 func Types() []string {
 	mu.RLock()
 	defer mu.RUnlock()
-	out := make([]string, 0, len(factories))
-	for t := range factories {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(factories))
 }
 
 // RegisterNew registers a constructor that returns its concrete connector type. It wraps it so

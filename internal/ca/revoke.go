@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"math/big"
+	"slices"
 	"strings"
 )
 
@@ -58,7 +60,7 @@ func ParseReason(s string) (Reason, error) {
 		}
 	}
 	names := make([]string, 0, len(reasonNames))
-	for _, r := range []Reason{0, 1, 2, 3, 4, 5, 6, 9, 10} {
+	for _, r := range slices.Sorted(maps.Keys(reasonNames)) {
 		names = append(names, reasonNames[r])
 	}
 	return 0, fmt.Errorf("unknown revocation reason %q (one of %s)", s, strings.Join(names, ", "))

@@ -18,13 +18,33 @@ func ServerText(s string, max int, secrets ...string) string {
 	}
 	s = redact(s, clean)
 	if max > 0 && len(s) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
+		s = prefix(s, max) + "…"
 	}
 	return s
+}
+
+// Truncate returns s when it has at most max bytes, and otherwise as much of it as leaves room
+// for mark within max bytes, cut on a character boundary, followed by mark: a message for a
+// device that must stay within a length, without a character cut in half.
+func Truncate(s string, max int, mark string) string {
+	if len(s) <= max {
+		return s
+	}
+	return prefix(s, max-len(mark)) + mark
+}
+
+// prefix is the longest prefix of s of at most n bytes that does not split a UTF-8 character.
+func prefix(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if n >= len(s) {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func redact(s string, secrets []string) string {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
 // remoteHost is a name that is not loopback; the test's dialer sends it to a local fake.
@@ -54,12 +55,13 @@ func TestNewRefusesTokenInClear(t *testing.T) {
 		processJSON(w, r)
 	}
 
-	google := config.Google{
+	google := Options{
 		Endpoint:    "http://" + remoteHost + "/",
-		Credentials: config.Credentials{Type: config.CredentialsServiceAccountKey, File: writeServiceAccountKey(t, tokenSrv.URL)},
-		RateLimit:   config.RateLimit{RequestsPerSecond: 1000, Burst: 10}, RequestTimeout: 2 * time.Second,
+		Credentials: googleauth.Credentials{Type: googleauth.ServiceAccountKey, File: writeServiceAccountKey(t, tokenSrv.URL)},
+		Cleartext:   config.EndpointRule(config.SectionGoogle),
+		RateLimit:   RateLimit{RequestsPerSecond: 1000, Burst: 10}, RequestTimeout: 2 * time.Second,
 	}
-	_, err := New(ctx, Options{Google: google})
+	_, err := New(ctx, google)
 	var e *cleartext.Exposure
 	if !errors.As(err, &e) || e.Setting != "google.endpoint" || e.Host != remoteHost {
 		t.Fatalf("New = %v, want the google.endpoint exposure", err)
@@ -73,7 +75,8 @@ func TestNewRefusesTokenInClear(t *testing.T) {
 
 	google.InsecureAllowCleartext = true
 	core, logs := observer.New(zapcore.WarnLevel)
-	c, err := New(ctx, Options{Google: google, Logger: zap.New(core)})
+	google.Logger = zap.New(core)
+	c, err := New(ctx, google)
 	if err != nil {
 		t.Fatalf("New with the opt-out: %v", err)
 	}
@@ -93,8 +96,10 @@ func TestNewRefusesTokenInClear(t *testing.T) {
 func TestNewAcceptsLoopbackWithoutWarning(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	_, err := New(context.Background(), Options{
-		Google: config.Google{Endpoint: "http://127.0.0.1:1/", Credentials: config.Credentials{
-			Type: config.CredentialsServiceAccountKey, File: writeServiceAccountKey(t, "http://127.0.0.1:1/token")}},
+		Endpoint: "http://127.0.0.1:1/", Credentials: googleauth.Credentials{
+			Type: googleauth.ServiceAccountKey, File: writeServiceAccountKey(t, "http://127.0.0.1:1/token")},
+		Cleartext: config.EndpointRule(config.SectionGoogle),
+		RateLimit: RateLimit{RequestsPerSecond: 1000, Burst: 10}, RequestTimeout: 2 * time.Second,
 		Logger: zap.New(core),
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -20,7 +21,8 @@ import (
 	cm "google.golang.org/api/chromemanagement/v1"
 	"google.golang.org/api/option"
 
-	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/cleartext"
+	"github.com/certprov/certprov-adapter/internal/errclass"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -30,12 +32,25 @@ import (
 // document, so the generated client never asks for it by itself.
 const Scope = "https://www.googleapis.com/auth/chrome.management.certprov.provisioningprocess"
 
-// Options configures a Client.
+// Options configures a Client. Package adapter fills it from the google section of the
+// configuration, whose defaults and validation apply there: the client has no defaults of its own
+// for what an operator sets.
 type Options struct {
-	Google config.Google
-	// BaseDir resolves a relative credentials file.
-	BaseDir string
-	Logger  *zap.Logger
+	// Endpoint overrides https://chromemanagement.googleapis.com/ (the emulator's URL).
+	Endpoint string
+	// Credentials authenticate the calls, with Scope; type None sends none (an emulator).
+	Credentials googleauth.Credentials
+	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback, to
+	// which the access token then travels in clear; New refuses one otherwise, naming the
+	// settings of Cleartext (the zero Rule names none).
+	InsecureAllowCleartext bool
+	Cleartext              cleartext.Rule
+	// RateLimit is the token bucket every call waits for (required).
+	RateLimit RateLimit
+	// RequestTimeout bounds one HTTP call (required).
+	RequestTimeout time.Duration
+
+	Logger *zap.Logger
 	// Attempts bounds inline tries of a repeatable call (default 4); the engine retries beyond that
 	// on its own, slower schedule.
 	Attempts int
@@ -46,6 +61,12 @@ type Options struct {
 	// Registerer receives the client's metrics (metrics.GoogleAPI: calls by method and code,
 	// rate limit waits); nil exports none.
 	Registerer prometheus.Registerer
+}
+
+// RateLimit is a token bucket: RequestsPerSecond sustained, Burst at once. Both must be positive.
+type RateLimit struct {
+	RequestsPerSecond float64
+	Burst             int
 }
 
 // Client calls the Certificate Provisioning API. It is safe for concurrent use.
@@ -60,7 +81,7 @@ type Client struct {
 	ts       oauth2.TokenSource // nil without credentials
 }
 
-// New builds a Client from the google section of the configuration.
+// New builds a Client.
 func New(ctx context.Context, o Options) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -71,20 +92,28 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if o.MaxInlineWait <= 0 {
 		o.MaxInlineWait = 10 * time.Second
 	}
-	g := o.Google
-	// Validate refused this already; a client built another way must not send a token in clear.
-	warning, err := config.EndpointCleartext(config.SectionGoogle, g.Endpoint, g.Credentials, g.InsecureAllowCleartext)
+	rps, burst, err := rateOf(o.RateLimit)
 	if err != nil {
 		return nil, err
 	}
-	warning.Warn(o.Logger)
+	if o.RequestTimeout <= 0 {
+		return nil, fmt.Errorf("chrome management client: request timeout %s: must be positive", o.RequestTimeout)
+	}
+	// Validate refused this already; a client built another way must not send a token in clear.
+	if o.Endpoint != "" && o.Credentials.Type != googleauth.None {
+		warning, err := o.Cleartext.URL(o.Endpoint, o.InsecureAllowCleartext)
+		if err != nil {
+			return nil, err
+		}
+		warning.Warn(o.Logger)
+	}
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
-	if g.Endpoint != "" {
-		opts = append(opts, option.WithEndpoint(g.Endpoint))
+	if o.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(o.Endpoint))
 	}
 	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && g.Credentials.Type != config.CredentialsNone {
-		src, err := TokenSource(ctx, g.Credentials, o.BaseDir)
+	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
+		src, err := TokenSource(ctx, o.Credentials)
 		if err != nil {
 			return nil, err
 		}
@@ -98,15 +127,10 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chrome management client: %w", err)
 	}
-	rps, burst := rateOf(g.RateLimit)
-	timeout := g.RequestTimeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
 	return &Client{
 		svc:      cm.NewCustomersCertificateProvisioningProcessesService(svc),
 		limiter:  rate.NewLimiter(rps, burst),
-		timeout:  timeout,
+		timeout:  o.RequestTimeout,
 		attempts: o.Attempts,
 		maxWait:  o.MaxInlineWait,
 		log:      o.Logger,
@@ -141,10 +165,9 @@ func methodOf(r *http.Request) string {
 	return "get"
 }
 
-// TokenSource builds the OAuth2 token source for the configured credential type, with the
-// provisioning scope.
-func TokenSource(ctx context.Context, c config.Credentials, baseDir string) (oauth2.TokenSource, error) {
-	return googleauth.TokenSource(ctx, c, baseDir, Scope)
+// TokenSource builds the OAuth2 token source for c, with the provisioning scope.
+func TokenSource(ctx context.Context, c googleauth.Credentials) (oauth2.TokenSource, error) {
+	return googleauth.TokenSource(ctx, c, Scope)
 }
 
 // call runs fn under the rate limit and a per-request timeout, retrying retryable failures up to
@@ -160,15 +183,17 @@ func (c *Client) call(ctx context.Context, method, name string, repeatable bool,
 		werr := c.limiter.Wait(ctx)
 		c.m.RateLimited(metrics.APIChromeManagement, time.Since(waited))
 		if werr != nil {
-			return fmt.Errorf("%s %s: rate limit wait: %w", method, name, werr)
+			// The caller's context ended, or its deadline comes before a token: the caller gave up.
+			return errclass.Mark(fmt.Errorf("%s %s: rate limit wait: %w", method, name, werr), errclass.Permanent, 0)
 		}
 		rctx, cancel := context.WithTimeout(ctx, c.timeout)
 		err = classify(ctx, method, name, fn(rctx))
 		cancel()
-		if err == nil || !IsRetryable(err) || i == attempts-1 {
+		if err == nil || !retryable(err) || i == attempts-1 {
 			return err
 		}
-		wait := backoff(i, RetryAfter(err), c.maxWait)
+		_, hint := errclass.Of(err)
+		wait := backoff(i, hint, c.maxWait)
 		c.log.Debug("retrying API call", zap.String("method", method), zap.String("process", name),
 			zap.Duration("wait", wait), zap.Error(err))
 		t := time.NewTimer(wait)
@@ -206,11 +231,17 @@ func (c *Client) Get(ctx context.Context, name string) (*process.Process, error)
 	if err != nil {
 		return nil, err
 	}
-	return fromAPI(got)
+	return malformed(fromAPI(got))
 }
 
-// Claim claims a process for instanceID. It returns ErrClaimedByOther (wrapped) when another
-// instance owns it; Google answers 400 as documented, some deployments may answer 409.
+// malformed classifies the error of converting what Google answered as permanent: the same
+// answer will not convert better the next time.
+func malformed[T any](v T, err error) (T, error) {
+	return v, errclass.Mark(err, errclass.Permanent, 0)
+}
+
+// Claim claims a process for instanceID. It returns process.ErrClaimedByOther (wrapped) when
+// another instance owns it; Google answers 400 as documented, some deployments may answer 409.
 func (c *Client) Claim(ctx context.Context, name, instanceID string) error {
 	err := c.call(ctx, "claim", name, true, func(ctx context.Context) error {
 		_, err := c.svc.Claim(name, &cm.GoogleChromeManagementVersionsV1ClaimCertificateProvisioningProcessRequest{
@@ -218,8 +249,8 @@ func (c *Client) Claim(ctx context.Context, name, instanceID string) error {
 		}).Context(ctx).Do()
 		return err
 	})
-	if IsFailedPrecondition(err) {
-		return fmt.Errorf("%w: %w", ErrClaimedByOther, err)
+	if failedPrecondition(err) {
+		return fmt.Errorf("%w: %w", process.ErrClaimedByOther, err)
 	}
 	return err
 }
@@ -243,18 +274,8 @@ func (c *Client) SignData(ctx context.Context, name string, data []byte, algorit
 	return op.Name, nil
 }
 
-// Operation is the state of a signData operation.
-type Operation struct {
-	Done bool
-	// Error is set when the operation failed (the process failed on Google's side).
-	Error string
-	// Process is the process from the operation's response, when present; it may lack the
-	// signature, in which case callers read the process.
-	Process *process.Process
-}
-
 // GetOperation polls a signData operation.
-func (c *Client) GetOperation(ctx context.Context, opName string) (*Operation, error) {
+func (c *Client) GetOperation(ctx context.Context, opName string) (*process.Operation, error) {
 	var op *cm.GoogleLongrunningOperation
 	err := c.call(ctx, "operations.get", opName, true, func(ctx context.Context) error {
 		var err error
@@ -264,12 +285,12 @@ func (c *Client) GetOperation(ctx context.Context, opName string) (*Operation, e
 	if err != nil {
 		return nil, err
 	}
-	return operationFromAPI(opName, op)
+	return malformed(operationFromAPI(opName, op))
 }
 
 // operationFromAPI converts a signData operation as Google returned it.
-func operationFromAPI(opName string, op *cm.GoogleLongrunningOperation) (*Operation, error) {
-	out := &Operation{Done: op.Done}
+func operationFromAPI(opName string, op *cm.GoogleLongrunningOperation) (*process.Operation, error) {
+	out := &process.Operation{Done: op.Done}
 	if op.Error != nil {
 		out.Done = true
 		out.Error = fmt.Sprintf("code %d: %s", op.Error.Code, op.Error.Message)
@@ -314,22 +335,22 @@ func (c *Client) SetFailure(ctx context.Context, name, message string) error {
 	})
 }
 
-// rateOf is the token bucket of google.rateLimit, with its floors.
-func rateOf(r config.RateLimit) (rate.Limit, int) {
-	rps, burst := r.RequestsPerSecond, r.Burst
-	if rps <= 0 {
-		rps = config.DefaultRateLimit
+// rateOf is the limiter's rate and burst for r, which must both be positive.
+func rateOf(r RateLimit) (rate.Limit, int, error) {
+	if !(r.RequestsPerSecond > 0) || math.IsInf(r.RequestsPerSecond, 0) || r.Burst < 1 {
+		return 0, 0, fmt.Errorf("chrome management client: rate limit %v/s, burst %d: both must be positive", r.RequestsPerSecond, r.Burst)
 	}
-	if burst < 1 {
-		burst = 1
-	}
-	return rate.Limit(rps), burst
+	return rate.Limit(r.RequestsPerSecond), r.Burst, nil
 }
 
 // SetRateLimit changes the client's rate limit (a configuration reload); calls waiting for a
-// token wait by the new one.
-func (c *Client) SetRateLimit(r config.RateLimit) {
-	rps, burst := rateOf(r)
+// token wait by the new one. A limit that is not positive is refused and the old one kept.
+func (c *Client) SetRateLimit(r RateLimit) error {
+	rps, burst, err := rateOf(r)
+	if err != nil {
+		return err
+	}
 	c.limiter.SetLimit(rps)
 	c.limiter.SetBurst(burst)
+	return nil
 }

@@ -19,7 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
+	"github.com/certprov/certprov-adapter/internal/process"
 )
 
 // fakeProcess answers GET for one process and records the Authorization headers it saw.
@@ -53,11 +54,11 @@ func processJSON(w http.ResponseWriter, _ *http.Request) {
 	}`))
 }
 
-func newClient(t *testing.T, srvURL string, creds config.Credentials) *Client {
+func newClient(t *testing.T, srvURL string, creds googleauth.Credentials) *Client {
 	t.Helper()
 	c, err := New(context.Background(), Options{
-		Google: config.Google{Endpoint: srvURL + "/", Credentials: creds,
-			RateLimit: config.RateLimit{RequestsPerSecond: 1000, Burst: 10}, RequestTimeout: 2 * time.Second},
+		Endpoint: srvURL + "/", Credentials: creds,
+		RateLimit: RateLimit{RequestsPerSecond: 1000, Burst: 10}, RequestTimeout: 2 * time.Second,
 		MaxInlineWait: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -70,7 +71,7 @@ func TestGetConvertsEveryUnion(t *testing.T) {
 	api := &fakeAPI{handler: processJSON}
 	srv := httptest.NewServer(api)
 	defer srv.Close()
-	p, err := newClient(t, srv.URL, config.Credentials{Type: config.CredentialsNone}).Get(context.Background(), procName)
+	p, err := newClient(t, srv.URL, googleauth.Credentials{Type: googleauth.None}).Get(context.Background(), procName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,15 +139,15 @@ func TestCredentials(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		creds config.Credentials
+		creds googleauth.Credentials
 		check func(t *testing.T, auth string)
 	}{
-		{"none", config.Credentials{Type: config.CredentialsNone}, func(t *testing.T, auth string) {
+		{"none", googleauth.Credentials{Type: googleauth.None}, func(t *testing.T, auth string) {
 			if auth != "" {
 				t.Fatalf("sent Authorization %q without credentials", auth)
 			}
 		}},
-		{"service account key", config.Credentials{Type: config.CredentialsServiceAccountKey, File: keyFile}, func(t *testing.T, auth string) {
+		{"service account key", googleauth.Credentials{Type: googleauth.ServiceAccountKey, File: keyFile}, func(t *testing.T, auth string) {
 			if auth != "Bearer tok-123" {
 				t.Fatalf("Authorization %q, want the exchanged token", auth)
 			}
@@ -154,7 +155,7 @@ func TestCredentials(t *testing.T) {
 				t.Fatalf("token requested for scope %q, want %q", scopeSeen, Scope)
 			}
 		}},
-		{"self-signed JWT", config.Credentials{Type: config.CredentialsSelfSignedJWT, File: keyFile}, func(t *testing.T, auth string) {
+		{"self-signed JWT", googleauth.Credentials{Type: googleauth.SelfSignedJWT, File: keyFile}, func(t *testing.T, auth string) {
 			jwt, ok := strings.CutPrefix(auth, "Bearer ")
 			if !ok || strings.Count(jwt, ".") != 2 {
 				t.Fatalf("Authorization %q is not a bearer JWT", auth)
@@ -197,16 +198,16 @@ func TestErrorClassificationAndRetries(t *testing.T) {
 		wantCalls  int
 	}{
 		{"429 then success", []int{429, 429}, "0", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, nil, 3},
-		{"503 exhausts attempts", []int{503, 503, 503, 503, 503}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, IsRetryable, 4},
-		{"404 not retried", []int{404}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, IsNotFound, 1},
+		{"503 exhausts attempts", []int{503, 503, 503, 503, 503}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, retryable, 4},
+		{"404 not retried", []int{404}, "", func(c *Client) error { _, err := c.Get(context.Background(), procName); return err }, func(err error) bool { return errors.Is(err, process.ErrNotFound) }, 1},
 		{"claim 400 is another owner", []int{400}, "", func(c *Client) error { return c.Claim(context.Background(), procName, "me") },
-			func(err error) bool { return errors.Is(err, ErrClaimedByOther) }, 1},
+			func(err error) bool { return errors.Is(err, process.ErrClaimedByOther) }, 1},
 		{"claim 409 is another owner", []int{409}, "", func(c *Client) error { return c.Claim(context.Background(), procName, "me") },
-			func(err error) bool { return errors.Is(err, ErrClaimedByOther) }, 1},
+			func(err error) bool { return errors.Is(err, process.ErrClaimedByOther) }, 1},
 		{"signData never retried inline", []int{503}, "", func(c *Client) error {
 			_, err := c.SignData(context.Background(), procName, []byte("x"), "SIGNATURE_ALGORITHM_ECDSA_SHA256")
 			return err
-		}, IsRetryable, 1},
+		}, retryable, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -230,7 +231,7 @@ func TestErrorClassificationAndRetries(t *testing.T) {
 			}}
 			srv := httptest.NewServer(api)
 			defer srv.Close()
-			err := tc.method(newClient(t, srv.URL, config.Credentials{Type: config.CredentialsNone}))
+			err := tc.method(newClient(t, srv.URL, googleauth.Credentials{Type: googleauth.None}))
 			if tc.wantErr == nil && err != nil {
 				t.Fatalf("unexpected error %v", err)
 			}
@@ -255,5 +256,42 @@ func TestBackoffHonoursRetryAfterUpToCeiling(t *testing.T) {
 		if d := backoff(attempt, time.Hour, 10*time.Second); d != 10*time.Second {
 			t.Fatalf("attempt %d: %v not capped", attempt, d)
 		}
+	}
+}
+
+// TestNewRefusesMissingLimits: the client has no defaults of its own for what the configuration
+// sets (package config holds them), so a rate limit or timeout left out is an error, not a
+// silent choice, and a reload with one keeps the limit in force.
+func TestNewRefusesMissingLimits(t *testing.T) {
+	base := Options{
+		Endpoint: "http://127.0.0.1:1/", Credentials: googleauth.Credentials{Type: googleauth.None},
+		RateLimit: RateLimit{RequestsPerSecond: 5, Burst: 2}, RequestTimeout: time.Second,
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*Options)
+		want   string
+	}{
+		{"no rate", func(o *Options) { o.RateLimit.RequestsPerSecond = 0 }, "rate limit"},
+		{"no burst", func(o *Options) { o.RateLimit.Burst = 0 }, "rate limit"},
+		{"no timeout", func(o *Options) { o.RequestTimeout = 0 }, "request timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := base
+			tc.change(&o)
+			if _, err := New(context.Background(), o); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want an error about the %s", err, tc.want)
+			}
+		})
+	}
+	c, err := New(context.Background(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetRateLimit(RateLimit{RequestsPerSecond: 0, Burst: 3}); err == nil {
+		t.Fatal("SetRateLimit accepted a zero rate")
+	}
+	if c.limiter.Limit() != 5 || c.limiter.Burst() != 2 {
+		t.Fatalf("limit %v burst %d after a refused change, want 5 and 2", c.limiter.Limit(), c.limiter.Burst())
 	}
 }

@@ -10,14 +10,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/certprov/certprov-adapter/internal/retryafter"
 	"google.golang.org/api/googleapi"
+
+	"github.com/certprov/certprov-adapter/internal/errclass"
+	"github.com/certprov/certprov-adapter/internal/process"
+	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
-// ErrClaimedByOther means another adapter instance owns the process: this instance must leave it.
-var ErrClaimedByOther = errors.New("process claimed by another adapter instance")
-
-// Error is a failed API call, classified.
+// Error is a failed API call, classified: this is the one place where Google's answers become
+// the taxonomy the engine acts on (errclass, through ErrorClass) and the answers it tells apart
+// (process.ErrNotFound, through Is; process.ErrClaimedByOther, from Claim). 429, 408 and 5xx, a
+// timeout of the call's own and a connection that failed are retryable, with the server's
+// Retry-After; any other answer is permanent, and so is a call whose caller gave up.
 type Error struct {
 	Method     string
 	Name       string
@@ -25,8 +29,16 @@ type Error struct {
 	Status     string // canonical status from the error envelope, when present
 	Message    string
 	RetryAfter time.Duration // from the Retry-After header
-	Retryable  bool
+	Class      errclass.Class
 	err        error
+}
+
+// ErrorClass implements errclass.Classifier.
+func (e *Error) ErrorClass() (errclass.Class, time.Duration) { return e.Class, e.RetryAfter }
+
+// Is reports a 404 as process.ErrNotFound.
+func (e *Error) Is(target error) bool {
+	return target == process.ErrNotFound && e.Code == http.StatusNotFound
 }
 
 func (e *Error) Error() string {
@@ -45,32 +57,17 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.err }
 
-// IsRetryable reports whether err is a transient API failure worth trying again.
-func IsRetryable(err error) bool {
+// retryable reports whether err is a transient API failure worth trying again.
+func retryable(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.Retryable
+	return errors.As(err, &e) && e.Class == errclass.Retryable
 }
 
-// RetryAfter returns the server's Retry-After hint carried by err, or zero.
-func RetryAfter(err error) time.Duration {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.RetryAfter
-	}
-	return 0
-}
-
-// IsFailedPrecondition reports whether the server refused the call because of the process state
-// (HTTP 400/409), e.g. an upload to a process that already ended.
-func IsFailedPrecondition(err error) bool {
+// failedPrecondition reports whether the server refused the call because of the process state
+// (HTTP 400/409), e.g. a claim of a process another instance holds.
+func failedPrecondition(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && (e.Code == http.StatusBadRequest || e.Code == http.StatusConflict)
-}
-
-// IsNotFound reports whether the process does not exist.
-func IsNotFound(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == http.StatusNotFound
 }
 
 // classify turns a transport or googleapi error into an *Error. parent is the caller's context:
@@ -79,7 +76,7 @@ func classify(parent context.Context, method, name string, err error) error {
 	if err == nil {
 		return nil
 	}
-	e := &Error{Method: method, Name: name, err: err}
+	e := &Error{Method: method, Name: name, Class: errclass.Permanent, err: err}
 	var gerr *googleapi.Error
 	if errors.As(err, &gerr) {
 		e.Code = gerr.Code
@@ -91,7 +88,7 @@ func classify(parent context.Context, method, name string, err error) error {
 		e.RetryAfter = retryafter.FromHeader(gerr.Header)
 		switch {
 		case gerr.Code == http.StatusTooManyRequests, gerr.Code == http.StatusRequestTimeout, gerr.Code >= 500:
-			e.Retryable = true
+			e.Class = errclass.Retryable
 		}
 		return e
 	}
@@ -100,7 +97,7 @@ func classify(parent context.Context, method, name string, err error) error {
 	}
 	var netErr net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) || isConnectionError(err) {
-		e.Retryable = true
+		e.Class = errclass.Retryable
 	}
 	return e
 }

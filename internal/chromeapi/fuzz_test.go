@@ -234,10 +234,10 @@ func FuzzErrorResponse(f *testing.F) {
 			t.Fatalf("retry after %v from %q", e.RetryAfter, retryAfter)
 		}
 		transient := e.Code == http.StatusTooManyRequests || e.Code >= 500
-		if transient && !IsRetryable(err) {
+		if transient && !retryable(err) {
 			t.Fatalf("HTTP %d not retryable", e.Code)
 		}
-		if IsRetryable(err) && (IsFailedPrecondition(err) || IsNotFound(err)) {
+		if retryable(err) && (failedPrecondition(err) || errors.Is(err, process.ErrNotFound)) {
 			t.Fatalf("HTTP %d both retryable and final", e.Code)
 		}
 		if e.Error() == "" {

@@ -31,7 +31,7 @@ header values, key material. Paths are printed; the files they name are not read
 	cmd.RunE = func(*cobra.Command, []string) error {
 		cfg, err := config.LoadWith(*path, config.Options{Offline: true})
 		if err != nil {
-			printProblems(o.Stderr, *path, err)
+			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
 		out, err := cfg.MarshalRedacted()

@@ -36,7 +36,7 @@ check failed.`,
 		}
 		cfg, err := config.Load(*path)
 		if err != nil {
-			printProblems(o.Stderr, *path, err)
+			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
 		ctx := context.Background()

@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,7 +11,6 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/inspect"
 	"github.com/certprov/certprov-adapter/internal/journal"
-	"github.com/certprov/certprov-adapter/internal/process"
 )
 
 // inspectTimeout bounds opening and reading the journal.
@@ -67,7 +64,7 @@ PostgreSQL journals.`,
 		}
 		cfg, err := config.Load(*path)
 		if err != nil {
-			printProblems(o.Stderr, *path, err)
+			config.PrintProblems(o.Stderr, *path, err)
 			return fail(nil)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), inspectTimeout)
@@ -84,7 +81,7 @@ PostgreSQL journals.`,
 			}
 			return nil
 		}
-		rec, err := findRecord(ctx, store, cfg.Customers, args[0])
+		rec, err := inspect.Find(ctx, store, cfg.Customers, args[0])
 		if err != nil {
 			return fail(err)
 		}
@@ -125,22 +122,4 @@ func unfinishedIDs(path string) []string {
 		}
 	}
 	return out
-}
-
-// findRecord accepts a full process name or a bare id, which is looked up under each served
-// customer.
-func findRecord(ctx context.Context, store journal.Store, customers []string, arg string) (*journal.Record, error) {
-	if strings.HasPrefix(arg, "customers/") {
-		return store.Get(ctx, arg)
-	}
-	for _, c := range customers {
-		rec, err := store.Get(ctx, process.Name(c, arg))
-		if err == nil {
-			return rec, nil
-		}
-		if !errors.Is(err, journal.ErrNotFound) {
-			return nil, err
-		}
-	}
-	return nil, fmt.Errorf("no process %q in the journal (customers %v)", arg, customers)
 }

@@ -37,7 +37,7 @@ live; a configuration that does not load is refused (logged) and the old one goe
 func runDaemon(o Options, path string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
-		printProblems(o.Stderr, path, err)
+		config.PrintProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
 	log, level, err := logging.NewLeveled(cfg.Log.Level, cfg.Log.Format)

@@ -5,17 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/adapter"
-	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/engine"
 )
 
 func newValidateCmd(o Options) *cobra.Command {
@@ -53,7 +51,7 @@ func validate(o Options, path string, check bool) error {
 		// problem comes out at once; problems of the file itself stop here.
 		var err error
 		if cfg, err = config.LoadWith(path, config.Options{Offline: true}); err != nil {
-			printProblems(o.Stderr, path, loadErr)
+			config.PrintProblems(o.Stderr, path, loadErr)
 			return fail(nil)
 		}
 	}
@@ -68,10 +66,10 @@ func validate(o Options, path string, check bool) error {
 		_, vaerr = adapter.VerifiedAccessProfiles(cfg, conns)
 	}
 	if err := errors.Join(loadErr, perr, cerr, vaerr); err != nil {
-		printProblems(o.Stderr, path, err)
+		config.PrintProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
-	if check && !checkConnections(o.Stdout, o.Stderr, conns) {
+	if check && !printPings(o, adapter.PingConnectors(context.Background(), conns)) {
 		return fail(nil)
 	}
 	fmt.Fprintf(o.Stdout, "%s: OK (%s)\n", path, counts(cfg))
@@ -82,7 +80,7 @@ func validate(o Options, path string, check bool) error {
 func validateOffline(o Options, path string) error {
 	cfg, err := config.LoadWith(path, config.Options{Offline: true})
 	if err != nil {
-		printProblems(o.Stderr, path, err)
+		config.PrintProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
 	printWarnings(o.Stderr, path, cfg)
@@ -94,7 +92,7 @@ func validateOffline(o Options, path string) error {
 		_, vaerr = adapter.VerifiedAccessProfiles(cfg, nil)
 	}
 	if err := errors.Join(perr, cerr, vaerr); err != nil {
-		printProblems(o.Stderr, path, err)
+		config.PrintProblems(o.Stderr, path, err)
 		return fail(nil)
 	}
 	fmt.Fprintf(o.Stdout, "%s: OK offline (%s)\n", path, counts(cfg))
@@ -113,7 +111,7 @@ func offlineSkips(cfg *config.Config, unchecked []string) []string {
 	if cfg.Journal.Type == config.JournalPostgres && cfg.Journal.DSN != "" {
 		out = append(out, "journal.dsn: whether it protects the connection (telling reads sslrootcert and the PostgreSQL service and password files)")
 	}
-	for _, name := range sortedKeys(cfg.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
 		c := cfg.CAConnections[name]
 		p := "caConnections." + name
 		if files := settingFiles(c.Settings, ""); len(files) > 0 {
@@ -134,7 +132,7 @@ func offlineSkips(cfg *config.Config, unchecked []string) []string {
 // Files, as ca.Settings documents), as dotted keys.
 func settingFiles(settings map[string]any, prefix string) []string {
 	var out []string
-	for _, k := range sortedKeys(settings) {
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		key := k
 		if prefix != "" {
 			key = prefix + "." + k
@@ -142,7 +140,7 @@ func settingFiles(settings map[string]any, prefix string) []string {
 		switch v := settings[k].(type) {
 		case map[string]any:
 			if strings.HasSuffix(k, "Files") {
-				for _, name := range sortedKeys(v) {
+				for _, name := range slices.Sorted(maps.Keys(v)) {
 					out = append(out, key+"."+name)
 				}
 				continue
@@ -171,49 +169,20 @@ func printWarnings(w io.Writer, path string, cfg *config.Config) {
 	}
 }
 
-// checkConnections pings every connector that can be pinged and reports each; it returns
-// whether all answered.
-func checkConnections(stdout, stderr io.Writer, conns map[string]*engine.CAConnection) bool {
+// printPings reports each connection's answer to its health check and returns whether all
+// answered.
+func printPings(o Options, pings []adapter.ConnectorPing) bool {
 	ok := true
-	for _, n := range sortedKeys(conns) {
-		pinger, can := conns[n].Connector.(ca.Pinger)
-		if !can {
-			fmt.Fprintf(stdout, "caConnections.%s: no health check for this connector type\n", n)
-			continue
-		}
-		timeout := conns[n].Timeout
-		if timeout <= 0 {
-			timeout = config.DefaultCATimeout
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		err := pinger.Ping(ctx)
-		cancel()
-		if err != nil {
+	for _, p := range pings {
+		switch {
+		case !p.Checked:
+			fmt.Fprintf(o.Stdout, "caConnections.%s: no health check for this connector type\n", p.Name)
+		case p.Err != nil:
 			ok = false
-			fmt.Fprintf(stderr, "caConnections.%s: unreachable or misconfigured: %v\n", n, err)
-			continue
+			fmt.Fprintf(o.Stderr, "caConnections.%s: unreachable or misconfigured: %v\n", p.Name, p.Err)
+		default:
+			fmt.Fprintf(o.Stdout, "caConnections.%s: OK\n", p.Name)
 		}
-		fmt.Fprintf(stdout, "caConnections.%s: OK\n", n)
 	}
 	return ok
-}
-
-// printProblems prints one problem per line, each starting with the file and its YAML path.
-func printProblems(w io.Writer, path string, err error) {
-	for _, p := range config.ProblemsIn(err) {
-		if p.Path == "" {
-			fmt.Fprintf(w, "%s: %s\n", path, p.Message)
-			continue
-		}
-		fmt.Fprintf(w, "%s: %s: %s\n", path, p.Path, p.Message)
-	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

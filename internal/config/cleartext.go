@@ -27,12 +27,17 @@ func EndpointCleartext(section, endpoint string, creds Credentials, allowed bool
 	if endpoint == "" || creds.Type == CredentialsNone {
 		return nil, nil
 	}
-	rule := cleartext.Rule{
+	return EndpointRule(section).URL(endpoint, allowed)
+}
+
+// EndpointRule is the rule for the endpoint of section (SectionGoogle or SectionVerifiedAccess),
+// which the API clients apply with the names of these settings.
+func EndpointRule(section string) cleartext.Rule {
+	return cleartext.Rule{
 		Setting: joinPath(section, "endpoint"),
 		OptOut:  joinPath(section, OptOutKey),
 		Secret:  "the OAuth access token of google.credentials",
 	}
-	return rule.URL(endpoint, allowed)
 }
 
 // DSNCleartext checks journal.dsn: it must reach only this machine (loopback or a unix socket) or

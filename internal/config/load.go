@@ -3,11 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -356,7 +357,7 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 			}
 			known[f.name] = f
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			p := joinPath(path, k)
 			if f, ok := known[k]; ok {
 				checkKeys(m[k], f.typ, p, ps)
@@ -371,7 +372,7 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 				}
 				continue
 			}
-			if s := suggest.Closest(k, sortedKeys(known)); s != "" {
+			if s := suggest.Closest(k, slices.Sorted(maps.Keys(known))); s != "" {
 				ps.add(p, "unknown key (did you mean %q?)", s)
 			} else {
 				ps.add(p, "unknown key")
@@ -385,7 +386,7 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 			}
 			return
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if strings.TrimSpace(k) == "" {
 				ps.add(path, "an entry has an empty name")
 				continue
@@ -484,8 +485,9 @@ func decodeEntries(root map[string]any, cfg *Config, ps *problems) {
 }
 
 // signalsOf reads policy.signals of a Verified Access profile from the YAML tree, keeping the
-// signal names' case. A value is a list of scalars (enum names, or true/false for boolean
-// signals); a single scalar is a one-item list, as elsewhere in the file.
+// signal names' case. A value is a list of scalars (enum names, true/false for boolean signals,
+// identifiers or addresses; an IMEI written as a bare number is its digits); a single scalar is a
+// one-item list, as elsewhere in the file.
 func signalsOf(e *entry, ps *problems) map[string][]string {
 	policy, _ := e.raw[keyVAPolicy].(map[string]any)
 	raw, ok := policy[keyVASignals].(map[string]any)
@@ -493,7 +495,7 @@ func signalsOf(e *entry, ps *problems) map[string][]string {
 		return nil // absent, or not a mapping, which checkKeys reported
 	}
 	out := make(map[string][]string, len(raw))
-	for _, name := range sortedKeys(raw) {
+	for _, name := range slices.Sorted(maps.Keys(raw)) {
 		path := joinPath(joinPath(joinPath(e.path, keyVAPolicy), keyVASignals), name)
 		items, isList := raw[name].([]any)
 		if !isList {
@@ -507,12 +509,16 @@ func signalsOf(e *entry, ps *problems) map[string][]string {
 				values = append(values, x)
 			case bool:
 				values = append(values, strconv.FormatBool(x))
+			case int:
+				values = append(values, strconv.Itoa(x))
+			case uint64:
+				values = append(values, strconv.FormatUint(x, 10))
 			default:
 				bad = true
 			}
 		}
 		if bad {
-			ps.add(path, "must be a list of values (enum names, or true/false), got %s", describe(raw[name]))
+			ps.add(path, "must be a list of values (enum names, true/false, or identifiers), got %s", describe(raw[name]))
 			continue
 		}
 		out[name] = values
@@ -537,7 +543,7 @@ func collectEntries(parent map[string]any, key, mapPath string, t reflect.Type, 
 			known[f.name] = true
 		}
 	}
-	for _, name := range sortedKeys(m) {
+	for _, name := range slices.Sorted(maps.Keys(m)) {
 		if strings.TrimSpace(name) == "" {
 			continue
 		}
@@ -555,7 +561,7 @@ func collectEntries(parent map[string]any, key, mapPath string, t reflect.Type, 
 			e.bindings = append(e.bindings, binding{key: k, path: joinPath(path, k), env: envName(prefix, k)})
 		}
 		if withSettings {
-			for _, k := range sortedKeys(raw) {
+			for _, k := range slices.Sorted(maps.Keys(raw)) {
 				if !known[k] {
 					e.settings = appendSettingLeaves(e.settings, raw[k], k, path, prefix)
 				}
@@ -571,7 +577,7 @@ func collectEntries(parent map[string]any, key, mapPath string, t reflect.Type, 
 func appendSettingLeaves(out []binding, v any, key, path, prefix string) []binding {
 	switch x := v.(type) {
 	case map[string]any:
-		for _, k := range sortedKeys(x) {
+		for _, k := range slices.Sorted(maps.Keys(x)) {
 			out = appendSettingLeaves(out, x[k], key+"."+k, path, prefix)
 		}
 	case []any:
@@ -592,7 +598,7 @@ func ambiguousEnv(entries []*entry, ps *problems) map[string]bool {
 		}
 	}
 	skip := map[string]bool{}
-	for _, env := range sortedKeys(paths) {
+	for _, env := range slices.Sorted(maps.Keys(paths)) {
 		if len(paths[env]) < 2 || os.Getenv(env) == "" {
 			continue
 		}
@@ -892,14 +898,4 @@ func describe(v any) string {
 	default:
 		return fmt.Sprint(x)
 	}
-}
-
-// sortedKeys returns the keys of m in order, so that problems come out in a stable order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

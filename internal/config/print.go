@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -49,7 +50,7 @@ func structNode(v reflect.Value) *yaml.Node {
 		if f.remain {
 			// A CA connection's own settings sit beside its typed keys, as in the file.
 			settings, _ := fv.Interface().(map[string]any)
-			for _, k := range sortedKeys(settings) {
+			for _, k := range slices.Sorted(maps.Keys(settings)) {
 				n.Content = append(n.Content, scalar(k), settingNode(k, settings[k], ""))
 			}
 			continue
@@ -105,7 +106,7 @@ func settingNode(key string, v any, parent string) *yaml.Node {
 		// A block (dynamicChallenge, tls) is judged key by key; every value of headers is a
 		// credential whatever the header is called (headerFiles maps header names to paths).
 		n := &yaml.Node{Kind: yaml.MappingNode}
-		for _, k := range sortedKeys(x) {
+		for _, k := range slices.Sorted(maps.Keys(x)) {
 			n.Content = append(n.Content, scalar(k), settingNode(k, x[k], key))
 		}
 		return n
@@ -180,7 +181,7 @@ func redactURL(s string, secret func(param string) bool) string {
 			return b.String()
 		}
 		var parts []string
-		for _, k := range sortedKeys(q) {
+		for _, k := range slices.Sorted(maps.Keys(q)) {
 			for _, v := range q[k] {
 				if secret(k) {
 					v = logging.Redacted

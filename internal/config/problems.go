@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -135,4 +136,17 @@ func leaves(err error) []error {
 		}
 	}
 	return []error{err}
+}
+
+// PrintProblems writes the problems in err to w, one a line, each starting with file (the
+// configuration file) and its YAML path: what `validate` and every command that loads the
+// configuration print.
+func PrintProblems(w io.Writer, file string, err error) {
+	for _, p := range ProblemsIn(err) {
+		if p.Path == "" {
+			fmt.Fprintf(w, "%s: %s\n", file, p.Message)
+			continue
+		}
+		fmt.Fprintf(w, "%s: %s: %s\n", file, p.Path, p.Message)
+	}
 }

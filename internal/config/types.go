@@ -1,7 +1,11 @@
 // Package config loads and validates the adapter's YAML configuration with environment overrides.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/certprov/certprov-adapter/internal/csr"
+)
 
 // Config is the whole adapter configuration. YAML keys are the camelCase field names.
 type Config struct {
@@ -161,6 +165,12 @@ type Profile struct {
 	Strict bool `mapstructure:"strict"`
 }
 
+// Spec is what the profile asks of a certificate, as package csr compiles it.
+func (p Profile) Spec() csr.Spec {
+	return csr.Spec{Subject: csr.Subject(p.Subject), SubjectAltNames: csr.SANs(p.SubjectAltNames),
+		KeyUsage: p.KeyUsage, ExtKeyUsage: p.ExtKeyUsage, TemplateName: p.TemplateName}
+}
+
 // Subject holds text/template strings rendered over the process (see csr.TemplateData).
 type Subject struct {
 	CommonName         string   `mapstructure:"commonName"`
@@ -284,20 +294,19 @@ type VerifiedAccessProfile struct {
 type VerifiedAccessPolicy struct {
 	// KeyTrustLevels lists the acceptable keyTrustLevel values (v2), e.g. CHROME_OS_VERIFIED_MODE.
 	KeyTrustLevels []string `mapstructure:"keyTrustLevels"`
-	// ProfileKeyTrustLevels lists the acceptable profileKeyTrustLevel values (v2), reported for
-	// managed profiles.
+	// ProfileKeyTrustLevels is refused with its reason: Google reports a profile trust level
+	// only for managed Chrome browser profiles, which cannot reach this endpoint.
 	ProfileKeyTrustLevels []string `mapstructure:"profileKeyTrustLevels"`
 	// Signals maps a device signal name (v2 DeviceSignals, e.g. diskEncryption) to its acceptable
-	// values (enum names, or true/false for boolean signals).
+	// values: enum names, true/false for boolean signals, identifiers or addresses for the list
+	// and object signals (macAddresses, systemDnsServers, crowdStrikeAgent.agentId, …).
 	Signals map[string][]string `mapstructure:"signals"`
 	// MinOSVersion and MinBrowserVersion are compared per dotted numeric component with
 	// deviceSignals.osVersion and deviceSignals.browserVersion (v2).
 	MinOSVersion      string `mapstructure:"minOsVersion"`
 	MinBrowserVersion string `mapstructure:"minBrowserVersion"`
-	// CustomerIDs lists the acceptable customer ids (customerId, or profileCustomerId for a
-	// managed profile on an unmanaged browser) (v2).
+	// CustomerIDs lists the acceptable customer ids (customerId) (v2).
 	CustomerIDs []string `mapstructure:"customerIds"`
-	// EnrollmentDomains lists the acceptable enrollment domains (deviceSignals.deviceEnrollmentDomain,
-	// or profileEnrollmentDomain for a managed profile on an unmanaged browser) (v2).
+	// EnrollmentDomains lists the acceptable enrollment domains (deviceSignals.deviceEnrollmentDomain) (v2).
 	EnrollmentDomains []string `mapstructure:"enrollmentDomains"`
 }

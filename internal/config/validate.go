@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -111,14 +112,14 @@ func (c *Config) ValidateOffline() []Problem {
 	if len(c.Profiles) == 0 {
 		ps.add(keyProfiles, "at least one profile is required")
 	}
-	for _, name := range sortedKeys(c.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(c.Profiles)) {
 		p := c.Profiles[name]
 		p.validate(joinPath(keyProfiles, name), &ps)
 	}
 	if len(c.CAConnections) == 0 {
 		ps.add(keyCAConnections, "at least one CA connection is required")
 	}
-	for _, name := range sortedKeys(c.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(c.CAConnections)) {
 		path := joinPath(keyCAConnections, name)
 		conn := c.CAConnections[name]
 		if strings.TrimSpace(conn.Type) == "" {
@@ -346,7 +347,7 @@ func (c *Config) validateJournalAndLog(ps *problems) {
 // renewed before each such call and then by a heartbeat every third of the lease, so a longer
 // call still completes while the journal accepts renewals; but it then depends on them: if the
 // journal cannot be written for about a lease, the call is abandoned, and a CA connector that
-// cannot look up what it issued (est, scep, stepca) fails the process. The rule: one call fits
+// cannot look up what it issued (est, scep, stepca, vault) fails the process. The rule: one call fits
 // in one lease. A CA call is bounded by its connection's timeout; a Google call by
 // google.requestTimeout plus its wait for the rate limit, up to engine.workers calls queued
 // ahead of it at google.rateLimit.requestsPerSecond.
@@ -355,7 +356,7 @@ func (c *Config) warnLease(ps *problems) {
 	if lease <= 0 {
 		return // an error already
 	}
-	for _, name := range sortedKeys(c.CAConnections) {
+	for _, name := range slices.Sorted(maps.Keys(c.CAConnections)) {
 		if t := c.CAConnections[name].Timeout; t > lease {
 			ps.add(joinPath(joinPath(keyCAConnections, name), "timeout"),
 				"%s is longer than journal.leaseDuration (%s): such a CA call holds its process only while the journal accepts lease renewals (every %s); if it cannot be written for about %s, the call is abandoned and a connector that cannot look up what it issued fails the process. Raise journal.leaseDuration to at least %s, or lower the timeout",

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -25,6 +26,17 @@ func VAKeyTrustLevels() []string {
 		"KEY_TRUST_LEVEL_UNSPECIFIED", "CHROME_OS_VERIFIED_MODE", "CHROME_OS_DEVELOPER_MODE",
 		"CHROME_BROWSER_HW_KEY", "CHROME_BROWSER_OS_KEY", "CHROME_BROWSER_NO_KEY", "CHROME_OS_NO_KEY",
 	}
+}
+
+// VAUnreachable explains why a policy cannot ask for what managed Chrome browsers report (the
+// CHROME_BROWSER_* trust levels, profile trust levels): the extension answers with
+// enterprise.platformKeys.challengeKey, which exists on ChromeOS only.
+const VAUnreachable = "only ChromeOS devices can reach this endpoint (enterprise.platformKeys, which the extension answers with, exists on ChromeOS only)"
+
+// VAReachableKeyTrustLevel reports whether a device that enrolls through this endpoint can have
+// keyTrustLevel level: a ChromeOS one, or none.
+func VAReachableKeyTrustLevel(level string) bool {
+	return slices.Contains(VAKeyTrustLevels(), level) && !strings.HasPrefix(level, "CHROME_BROWSER_")
 }
 
 // vaSignals maps each device signal a policy may constrain to its values. Signals that are free
@@ -56,18 +68,68 @@ func vaSignals() map[string][]string {
 	}
 }
 
-// VASignalNames lists the signal names policy.signals accepts, sorted.
-func VASignalNames() []string {
-	names := make([]string, 0, len(vaSignals()))
-	for n := range vaSignals() {
-		names = append(names, n)
+// vaValueSignals maps each device signal that names things rather than states — the lists of
+// identifiers and addresses, and the CrowdStrike agent's ids — to the check a policy value for
+// it must pass ("" when it does). How a rule on each matches is the policy's business
+// (verifiedaccess.Policy): any reported id listed, every DNS server within a listed prefix.
+func vaValueSignals() map[string]func(string) string {
+	text := func(what string) func(string) string {
+		return func(v string) string {
+			if strings.TrimSpace(v) == "" || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				return fmt.Sprintf("%q is not %s", v, what)
+			}
+			return ""
+		}
 	}
+	alnum := func(what string) func(string) string {
+		return func(v string) string {
+			if v == "" || strings.TrimFunc(v, func(r rune) bool {
+				return r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+			}) != "" {
+				return fmt.Sprintf("%q is not %s (letters and digits)", v, what)
+			}
+			return ""
+		}
+	}
+	return map[string]func(string) string{
+		"deviceAffiliationIds":  text("an affiliation id"),
+		"profileAffiliationIds": text("an affiliation id"),
+		"macAddresses": func(v string) string {
+			if _, err := net.ParseMAC(v); err != nil || len(v) != 17 {
+				return fmt.Sprintf("%q is not a MAC address such as 02:00:5e:10:00:01", v)
+			}
+			return ""
+		},
+		"systemDnsServers": func(v string) string {
+			if _, err := ParseTrustedProxy(v); err != nil {
+				return fmt.Sprintf("%q is not an IP address or CIDR prefix such as 10.0.0.0/8", v)
+			}
+			return ""
+		},
+		"imei":                        alnum("an IMEI"),
+		"meid":                        alnum("an MEID"),
+		"crowdStrikeAgent.agentId":    alnum("a CrowdStrike agent id"),
+		"crowdStrikeAgent.customerId": alnum("a CrowdStrike customer id"),
+	}
+}
+
+// VASignalNames lists the signal names policy.signals accepts, enumerated and value signals,
+// sorted.
+func VASignalNames() []string {
+	names := slices.AppendSeq(slices.Collect(maps.Keys(vaSignals())), maps.Keys(vaValueSignals()))
 	slices.Sort(names)
 	return names
 }
 
-// VASignalValues returns the values signal name may take ("true"/"false" for a boolean signal),
-// and whether the signal is known. The slice is a copy.
+// VASignalCheck returns the check of a value signal's policy values (VASignalNames lists it, but
+// its values are identifiers, not an enumeration), and whether name is one.
+func VASignalCheck(name string) (func(string) string, bool) {
+	c, ok := vaValueSignals()[name]
+	return c, ok
+}
+
+// VASignalValues returns the values an enumerated signal may take ("true"/"false" for a boolean
+// signal), and whether name is one. The slice is a copy.
 func VASignalValues(name string) ([]string, bool) {
 	v, ok := vaSignals()[name]
 	return slices.Clone(v), ok
@@ -154,7 +216,7 @@ func (c *Config) validateVerifiedAccess(ps *problems) {
 			ps.add(joinPath(sec, "endpoint"), "is required with google.credentials.type none (an emulator): the real Verified Access API needs credentials")
 		}
 	}
-	for _, name := range sortedKeys(va.Profiles) {
+	for _, name := range slices.Sorted(maps.Keys(va.Profiles)) {
 		p := va.Profiles[name]
 		p.validate(c, joinPath(joinPath(sec, keyVAProfiles), name), ps)
 	}
@@ -302,7 +364,7 @@ func (p *VerifiedAccessProfile) validate(c *Config, path string, ps *problems) {
 		ps.add(joinPath(path, "caConnection"), "must name the CA connection that issues (an entry of caConnections)")
 	case c.CAConnections != nil:
 		if _, ok := c.CAConnections[p.CAConnection]; !ok {
-			ps.add(joinPath(path, "caConnection"), "%q is not in caConnections (known: %s)", p.CAConnection, strings.Join(sortedKeys(c.CAConnections), ", "))
+			ps.add(joinPath(path, "caConnection"), "%q is not in caConnections (known: %s)", p.CAConnection, strings.Join(slices.Sorted(maps.Keys(c.CAConnections)), ", "))
 		}
 	}
 
@@ -333,10 +395,18 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		}
 	}
 	if needsV2("keyTrustLevels", len(p.KeyTrustLevels) > 0) {
-		checkList(ps, joinPath(path, "keyTrustLevels"), p.KeyTrustLevels, enum(VAKeyTrustLevels()))
+		checkList(ps, joinPath(path, "keyTrustLevels"), p.KeyTrustLevels, func(s string) string {
+			if msg := enum(VAKeyTrustLevels())(s); msg != "" {
+				return msg
+			}
+			if !VAReachableKeyTrustLevel(s) {
+				return fmt.Sprintf("%q is a Chrome browser's trust level, never reported here: %s", s, VAUnreachable)
+			}
+			return ""
+		})
 	}
-	if needsV2("profileKeyTrustLevels", len(p.ProfileKeyTrustLevels) > 0) {
-		checkList(ps, joinPath(path, "profileKeyTrustLevels"), p.ProfileKeyTrustLevels, enum(VAKeyTrustLevels()))
+	if len(p.ProfileKeyTrustLevels) > 0 {
+		ps.add(joinPath(path, "profileKeyTrustLevels"), "Google reports a profile trust level only for managed Chrome browser profiles, which cannot enroll here: %s; remove it (keyTrustLevels holds for the ChromeOS device)", VAUnreachable)
 	}
 	if needsV2("customerIds", len(p.CustomerIDs) > 0) {
 		checkList(ps, joinPath(path, "customerIds"), p.CustomerIDs, func(s string) string {
@@ -365,8 +435,16 @@ func (p *VerifiedAccessPolicy) validate(version, path string, ps *problems) {
 		return
 	}
 	names := VASignalNames()
-	for _, name := range sortedKeys(p.Signals) {
+	for _, name := range slices.Sorted(maps.Keys(p.Signals)) {
 		sp := joinPath(joinPath(path, "signals"), name)
+		if check, ok := VASignalCheck(name); ok {
+			if len(p.Signals[name]) == 0 {
+				ps.add(sp, "must list at least one acceptable value")
+				continue
+			}
+			checkList(ps, sp, p.Signals[name], check)
+			continue
+		}
 		values, ok := VASignalValues(name)
 		if !ok {
 			msg := fmt.Sprintf("unknown device signal; policy signals are %s", strings.Join(names, ", "))

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,12 +41,16 @@ verifiedAccess:
       validity: 720h
       policy:
         keyTrustLevels: [CHROME_OS_VERIFIED_MODE]
-        profileKeyTrustLevels: [CHROME_BROWSER_HW_KEY, CHROME_BROWSER_OS_KEY]
         signals:
           diskEncryption: [DISK_ENCRYPTION_ENCRYPTED]
           safeBrowsingProtectionLevel: [STANDARD, ENHANCED]
           siteIsolationEnabled: [true]
           antivirus.state: ENABLED
+          deviceAffiliationIds: [corp-affiliation]
+          macAddresses: ["02:00:5e:10:00:01"]
+          systemDnsServers: [10.0.0.0/8, 192.0.2.53]
+          imei: [490154203237518]
+          crowdStrikeAgent.customerId: 0123456789ABCDEF0123456789ABCDEF
         minOsVersion: "15183.69"
         minBrowserVersion: 120.0.6099.0
         customerIds: [C0abc123]
@@ -104,13 +110,17 @@ func TestVerifiedAccessLoad(t *testing.T) {
 		ExtKeyUsage:      []string{"clientAuth"},
 		Validity:         720 * time.Hour,
 		Policy: VerifiedAccessPolicy{
-			KeyTrustLevels:        []string{"CHROME_OS_VERIFIED_MODE"},
-			ProfileKeyTrustLevels: []string{"CHROME_BROWSER_HW_KEY", "CHROME_BROWSER_OS_KEY"},
+			KeyTrustLevels: []string{"CHROME_OS_VERIFIED_MODE"},
 			Signals: map[string][]string{
 				"diskEncryption":              {"DISK_ENCRYPTION_ENCRYPTED"},
 				"safeBrowsingProtectionLevel": {"STANDARD", "ENHANCED"},
 				"siteIsolationEnabled":        {"true"},
 				"antivirus.state":             {"ENABLED"},
+				"deviceAffiliationIds":        {"corp-affiliation"},
+				"macAddresses":                {"02:00:5e:10:00:01"},
+				"systemDnsServers":            {"10.0.0.0/8", "192.0.2.53"},
+				"imei":                        {"490154203237518"},
+				"crowdStrikeAgent.customerId": {"0123456789ABCDEF0123456789ABCDEF"},
 			},
 			MinOSVersion:      "15183.69",
 			MinBrowserVersion: "120.0.6099.0",
@@ -120,7 +130,7 @@ func TestVerifiedAccessLoad(t *testing.T) {
 	}
 	got, ok := va.Profiles["WiFi-Machine"]
 	if !ok {
-		t.Fatalf("profile names must keep their case: %v", sortedKeys(va.Profiles))
+		t.Fatalf("profile names must keep their case: %v", slices.Sorted(maps.Keys(va.Profiles)))
 	}
 	// Lists the file leaves out decode as empty, not nil; compare what matters.
 	got.Subject.OrganizationalUnit, got.SubjectAltNames.Email, got.SubjectAltNames.URI, got.SubjectAltNames.UPN = nil, nil, nil, nil
@@ -157,7 +167,7 @@ func TestVerifiedAccessEnv(t *testing.T) {
 		!reflect.DeepEqual(p.Policy.CustomerIDs, []string{"C0abc123", "C0def456"}) {
 		t.Errorf("environment overrides not applied: enabled %v, lifetime %s, policy %+v", va.Enabled, va.ChallengeLifetime, p.Policy)
 	}
-	if len(p.Policy.Signals) != 4 {
+	if len(p.Policy.Signals) != 9 {
 		t.Errorf("signals lost: %v", p.Policy.Signals)
 	}
 }
@@ -219,7 +229,13 @@ func TestVerifiedAccessProblems(t *testing.T) {
 		{"validity", "validity: 720h", "validity: 100000h", base + ".validity", "at most ten years"},
 		{"names nobody", "      subject: {commonName: \"{{.Signals.SerialNumber}}\", organization: [Example Corp]}\n      subjectAltNames: {dns: [\"{{.Signals.Hostname}}.devices.example.com\"]}\n", "", base, "must name someone"},
 		{"trust level", "keyTrustLevels: [CHROME_OS_VERIFIED_MODE]", "keyTrustLevels: [VERIFIED_MODE]", base + ".policy.keyTrustLevels[0]", `"VERIFIED_MODE" is not one of`},
-		{"profile trust level", "profileKeyTrustLevels: [CHROME_BROWSER_HW_KEY, CHROME_BROWSER_OS_KEY]", "profileKeyTrustLevels: [CHROME_BROWSER_HW_KEY, HW]", base + ".policy.profileKeyTrustLevels[1]", "not one of"},
+		{"browser trust level", "keyTrustLevels: [CHROME_OS_VERIFIED_MODE]", "keyTrustLevels: [CHROME_OS_VERIFIED_MODE, CHROME_BROWSER_HW_KEY]", base + ".policy.keyTrustLevels[1]", "a Chrome browser's trust level, never reported here: only ChromeOS devices"},
+		{"profile trust levels", "keyTrustLevels: [CHROME_OS_VERIFIED_MODE]", "keyTrustLevels: [CHROME_OS_VERIFIED_MODE]\n        profileKeyTrustLevels: [CHROME_BROWSER_OS_KEY]", base + ".policy.profileKeyTrustLevels", "enterprise.platformKeys"},
+		{"mac address", `macAddresses: ["02:00:5e:10:00:01"]`, `macAddresses: ["02:00:5e:10:00:01", "02-00"]`, base + ".policy.signals.macAddresses[1]", "not a MAC address"},
+		{"dns server", "systemDnsServers: [10.0.0.0/8, 192.0.2.53]", "systemDnsServers: [10.0.0.0/8, dns.example.com]", base + ".policy.signals.systemDnsServers[1]", "not an IP address or CIDR prefix"},
+		{"imei", "imei: [490154203237518]", "imei: [\"4901 5420\"]", base + ".policy.signals.imei[0]", "not an IMEI"},
+		{"affiliation id", "deviceAffiliationIds: [corp-affiliation]", "deviceAffiliationIds: [\"a\\tb\"]", base + ".policy.signals.deviceAffiliationIds[0]", "not an affiliation id"},
+		{"value signal empty list", "deviceAffiliationIds: [corp-affiliation]", "deviceAffiliationIds: []", base + ".policy.signals.deviceAffiliationIds", "at least one"},
 		{"unknown signal", "diskEncryption: [DISK", "diskEncription: [DISK", base + ".policy.signals.diskEncription", `did you mean "diskEncryption"`},
 		{"unknown signal far off", "diskEncryption: [DISK", "serialNumber: [DISK", base + ".policy.signals.serialNumber", "policy signals are allowScreenLock, antivirus.state"},
 		{"signal value", "[DISK_ENCRYPTION_ENCRYPTED]", "[ENCRYPTED]", base + ".policy.signals.diskEncryption[0]", `"ENCRYPTED" is not one of DISK_ENCRYPTION_UNSPECIFIED`},
@@ -227,7 +243,8 @@ func TestVerifiedAccessProblems(t *testing.T) {
 		{"boolean signal value", "siteIsolationEnabled: [true]", "siteIsolationEnabled: [yes please]", base + ".policy.signals.siteIsolationEnabled[0]", "not one of true, false"},
 		{"signal empty list", "siteIsolationEnabled: [true]", "siteIsolationEnabled: []", base + ".policy.signals.siteIsolationEnabled", "at least one"},
 		{"signal not scalars", "siteIsolationEnabled: [true]", "siteIsolationEnabled: {a: b}", base + ".policy.signals.siteIsolationEnabled", "must be a list of values"},
-		{"signal number", "siteIsolationEnabled: [true]", "siteIsolationEnabled: [1]", base + ".policy.signals.siteIsolationEnabled", "must be a list of values"},
+		{"signal number", "siteIsolationEnabled: [true]", "siteIsolationEnabled: [1]", base + ".policy.signals.siteIsolationEnabled[0]", "not one of true, false"},
+		{"signal float", "siteIsolationEnabled: [true]", "siteIsolationEnabled: [1.5]", base + ".policy.signals.siteIsolationEnabled", "must be a list of values"},
 		{"signals not a mapping", "        signals:\n", "        signals: [a]\n        x-signals:\n", base + ".policy.signals", "must be a mapping"},
 		{"min os version", `minOsVersion: "15183.69"`, `minOsVersion: "15183.x"`, base + ".policy.minOsVersion", "not a dotted numeric version"},
 		{"min browser version", "minBrowserVersion: 120.0.6099.0", "minBrowserVersion: 120..0", base + ".policy.minBrowserVersion", "not a dotted numeric version"},
@@ -302,6 +319,12 @@ func TestParseTrustedProxy(t *testing.T) {
 
 func TestVASignalTable(t *testing.T) {
 	for _, name := range VASignalNames() {
+		if check, ok := VASignalCheck(name); ok {
+			if _, enum := VASignalValues(name); enum || check("x\n") == "" {
+				t.Errorf("%s: a value signal that is enumerated too, or whose check accepts anything", name)
+			}
+			continue
+		}
 		values, ok := VASignalValues(name)
 		if !ok || len(values) < 2 {
 			t.Errorf("%s: %v %v", name, values, ok)
@@ -316,6 +339,12 @@ func TestVASignalTable(t *testing.T) {
 	}
 	if _, ok := VASignalValues("serialNumber"); ok {
 		t.Error("free-text signals are not policy signals")
+	}
+	if _, ok := VASignalCheck("hostname"); ok {
+		t.Error("free-text signals are not policy signals")
+	}
+	if VAReachableKeyTrustLevel("CHROME_BROWSER_OS_KEY") || !VAReachableKeyTrustLevel("CHROME_OS_VERIFIED_MODE") || VAReachableKeyTrustLevel("NOPE") {
+		t.Error("VAReachableKeyTrustLevel")
 	}
 }
 

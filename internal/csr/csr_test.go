@@ -16,14 +16,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
-	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
-func fullProfile() config.Profile {
-	return config.Profile{
-		Subject: config.Subject{
+func fullProfile() Spec {
+	return Spec{
+		Subject: Subject{
 			CommonName:         "{{.User.Email}}",
 			Organization:       []string{"Example Corp"},
 			OrganizationalUnit: []string{"Devices", "{{.Customer}}"},
@@ -31,7 +29,7 @@ func fullProfile() config.Profile {
 			Province:           "ZH",
 			Country:            "CH",
 		},
-		SubjectAltNames: config.SANs{
+		SubjectAltNames: SANs{
 			DNS:   []string{"{{.Device.SerialNumber | lower}}.devices.example.com"},
 			Email: []string{"{{.User.Email}}"},
 			URI:   []string{"urn:chromeos:device:{{.Device.DirectoryID}}"},
@@ -73,7 +71,7 @@ func TestDeviceRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ChallengePassword: %v", err)
 			}
-			req.Attributes = []ca.Attribute{pw}
+			req.Attributes = []Attribute{pw}
 
 			alg, err := AlgorithmFor(spki)
 			if err != nil || alg != tc.alg {

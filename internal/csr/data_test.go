@@ -3,8 +3,6 @@ package csr
 import (
 	"strings"
 	"testing"
-
-	"github.com/certprov/certprov-adapter/internal/config"
 )
 
 // otherData stands for a template data type other than TemplateData, such as a Verified Access
@@ -16,9 +14,9 @@ type otherData struct {
 
 func TestCompileData(t *testing.T) {
 	sample := otherData{DeviceID: "dev-1", Host: "host.example.com"}
-	p := config.Profile{
-		Subject:         config.Subject{CommonName: "{{.DeviceID | upper}}"},
-		SubjectAltNames: config.SANs{DNS: []string{"{{.Host}}"}},
+	p := Spec{
+		Subject:         Subject{CommonName: "{{.DeviceID | upper}}"},
+		SubjectAltNames: SANs{DNS: []string{"{{.Host}}"}},
 		KeyUsage:        []string{"digitalSignature"},
 		ExtKeyUsage:     []string{"clientAuth"},
 	}
@@ -68,7 +66,7 @@ func TestCompileData(t *testing.T) {
 		}
 	})
 	t.Run("Compile still renders processes", func(t *testing.T) {
-		tmpl, err := Compile(config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber}}"}})
+		tmpl, err := Compile(Spec{Subject: Subject{CommonName: "{{.Device.SerialNumber}}"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,7 +13,6 @@ import (
 	"math/big"
 	"slices"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -69,15 +68,15 @@ func AlgorithmFor(spki []byte) (string, error) {
 // ChallengePassword builds the PKCS#9 challengePassword attribute (a DirectoryString:
 // PrintableString when the password allows it, else UTF8String), as SCEP expects it in the
 // signed request.
-func ChallengePassword(password string) (ca.Attribute, error) {
+func ChallengePassword(password string) (Attribute, error) {
 	if password == "" {
-		return ca.Attribute{}, errors.New("challenge password: empty")
+		return Attribute{}, errors.New("challenge password: empty")
 	}
 	der, err := asn1.Marshal(password)
 	if err != nil {
-		return ca.Attribute{}, fmt.Errorf("challenge password: %w", err)
+		return Attribute{}, fmt.Errorf("challenge password: %w", err)
 	}
-	return ca.Attribute{Type: oidChallengePassword(), Values: []asn1.RawValue{{FullBytes: der}}}, nil
+	return Attribute{Type: oidChallengePassword(), Values: []asn1.RawValue{{FullBytes: der}}}, nil
 }
 
 // pkcs10Attribute is Attribute ::= SEQUENCE { type OID, values SET OF ANY } (RFC 2986).
@@ -154,7 +153,7 @@ func BuildCRI(req *Request, spki []byte) ([]byte, error) {
 				return nil, fmt.Errorf("attributes[%d] %v value %d: not one DER element", i, a.Type, j)
 			}
 		}
-		der, err := asn1.Marshal(pkcs10Attribute{Type: a.Type, Values: a.Values})
+		der, err := asn1.Marshal(pkcs10Attribute(a))
 		if err != nil {
 			return nil, fmt.Errorf("encode attributes[%d] %v: %w", i, a.Type, err)
 		}
@@ -434,7 +433,7 @@ func Assemble(cri []byte, algorithm string, signature []byte) ([]byte, error) {
 	case process.AlgorithmECDSASHA256:
 		// RFC 5758 3.2: ecdsa-with-SHA256 has no parameters.
 		alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256()}
-		signature, err = ecdsaDER(signature)
+		signature, err = ECDSASignatureDER(signature)
 		if err != nil {
 			return nil, err
 		}
@@ -453,8 +452,9 @@ func Assemble(cri []byte, algorithm string, signature []byte) ([]byte, error) {
 // p256Order bounds ECDSA P-256 signature values.
 func p256Order() *big.Int { return elliptic.P256().Params().N }
 
-// ecdsaDER normalises an ECDSA P-256 signature to DER SEQUENCE{r,s}.
-func ecdsaDER(sig []byte) ([]byte, error) {
+// ECDSASignatureDER normalises an ECDSA P-256 signature, DER SEQUENCE{r,s} or raw 64-byte r||s
+// (what a TPM returns), to canonical DER. A DER parse is tried first.
+func ECDSASignatureDER(sig []byte) ([]byte, error) {
 	var rs struct{ R, S *big.Int }
 	rest, err := asn1.Unmarshal(sig, &rs)
 	switch {

@@ -3,8 +3,10 @@ package csr
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"text/template/parse"
@@ -166,13 +168,146 @@ func explainParse(err error) error {
 	if m == nil {
 		return err
 	}
-	names := make([]string, 0, len(templateFuncs()))
-	for n := range templateFuncs() {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(templateFuncs()))
 	if s := suggest.Closest(m[1], names); s != "" {
 		return fmt.Errorf("template: function %q not defined; did you mean %q?", m[1], s)
 	}
 	return fmt.Errorf("template: function %q not defined (the functions are %s)", m[1], strings.Join(names, ", "))
+}
+
+// EmptyError is a template that rendered empty where a value is needed — a subject alternative
+// name, or a subject that names nobody. Err is the problem as the value check states it; Empty
+// lists the data the template refers to that was empty (".DevicePermanentID"), in the order the
+// template names them, so that the caller can say why its data lacked them.
+type EmptyError struct {
+	Err   error
+	Empty []string
+}
+
+func (e *EmptyError) Error() string {
+	switch len(e.Empty) {
+	case 0:
+		return e.Err.Error()
+	case 1:
+		return e.Err.Error() + " (" + e.Empty[0] + " is empty)"
+	default:
+		return e.Err.Error() + " (" + strings.Join(e.Empty, ", ") + " are empty)"
+	}
+}
+
+func (e *EmptyError) Unwrap() error { return e.Err }
+
+// emptyRefs lists the fields the template needs (.A.B) whose value in data is empty: a zero
+// string, a nil or empty slice. A field is needed unless the template deals with its absence
+// itself — inside if, with or range, or in a pipeline with default, or, and. References that go
+// through a method are not followed.
+func emptyRefs(tree *parse.Tree, data any) []string {
+	if tree == nil || tree.Root == nil {
+		return nil
+	}
+	var out []string
+	neededFields(tree.Root, func(idents []string) {
+		v := reflect.ValueOf(data)
+		for _, id := range idents {
+			for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+				if v.IsNil() {
+					return
+				}
+				v = v.Elem()
+			}
+			if v.Kind() != reflect.Struct {
+				return
+			}
+			f, ok := v.Type().FieldByName(id)
+			if !ok || !f.IsExported() {
+				return
+			}
+			v = v.FieldByIndex(f.Index)
+		}
+		if (v.Kind() == reflect.String || v.Kind() == reflect.Slice) && v.Len() == 0 {
+			if ref := "." + strings.Join(idents, "."); !slices.Contains(out, ref) {
+				out = append(out, ref)
+			}
+		}
+	})
+	return out
+}
+
+// neededFields calls visit with the field chain of every reference to the data in n that the
+// output depends on unconditionally: not in if, with or range, nor in a pipeline that supplies
+// a fallback (default, or, and).
+func neededFields(n parse.Node, visit func([]string)) {
+	switch x := n.(type) {
+	case *parse.ListNode:
+		if x == nil {
+			return
+		}
+		for _, c := range x.Nodes {
+			neededFields(c, visit)
+		}
+	case *parse.ActionNode:
+		neededFields(x.Pipe, visit)
+	case *parse.PipeNode:
+		if x == nil {
+			return
+		}
+		for _, c := range x.Cmds {
+			if id, ok := c.Args[0].(*parse.IdentifierNode); ok && (id.Ident == "default" || id.Ident == "or" || id.Ident == "and") {
+				return
+			}
+		}
+		for _, c := range x.Cmds {
+			for _, a := range c.Args {
+				neededFields(a, visit)
+			}
+		}
+	case *parse.FieldNode:
+		visit(x.Ident)
+	case *parse.VariableNode:
+		if len(x.Ident) > 1 && x.Ident[0] == "$" {
+			visit(x.Ident[1:])
+		}
+	case *parse.ChainNode:
+		if f, ok := x.Node.(*parse.FieldNode); ok {
+			visit(append(append([]string{}, f.Ident...), x.Field...))
+		}
+	}
+}
+
+// EmptyField is a key of a template and the data it needs that is empty (NeededEmpty).
+type EmptyField struct {
+	Field string // "subjectAltNames.uri[0]"
+	Empty []string
+}
+
+// NeededEmpty lists, for each key of the template, the data of data it needs that is empty
+// (see emptyRefs), in the order of the keys. Render leaves a subject value that renders empty
+// out and renders "urn:device:" for "urn:device:{{.ID}}" without an ID; a caller whose data may
+// lack values (a Verified Access verify result) refuses those instead, naming what was missing.
+func (t *Template) NeededEmpty(data any) []EmptyField {
+	var out []EmptyField
+	add := func(f *field) {
+		if f == nil {
+			return
+		}
+		if refs := emptyRefs(f.tmpl.Tree, data); len(refs) > 0 {
+			out = append(out, EmptyField{Field: f.name, Empty: refs})
+		}
+	}
+	add(t.commonName)
+	for i := range t.organization {
+		add(&t.organization[i])
+	}
+	for i := range t.organizationalUnit {
+		add(&t.organizationalUnit[i])
+	}
+	add(t.locality)
+	add(t.province)
+	add(t.country)
+	for _, list := range [][]field{t.dns, t.email, t.uri, t.upn} {
+		for i := range list {
+			add(&list[i])
+		}
+	}
+	return out
 }

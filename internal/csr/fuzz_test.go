@@ -10,7 +10,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -66,9 +65,9 @@ func FuzzAssembleVerify(f *testing.F) {
 func FuzzRenderSerial(f *testing.F) {
 	testKeys(f)
 	spki := spkiOf(f, ecKey)
-	tmpl, err := Compile(config.Profile{
-		Subject:         config.Subject{CommonName: "{{.Device.SerialNumber}}", OrganizationalUnit: []string{"{{.Device.SerialNumber}}"}},
-		SubjectAltNames: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}, UPN: []string{"{{.Device.SerialNumber}}@corp"}},
+	tmpl, err := Compile(Spec{
+		Subject:         Subject{CommonName: "{{.Device.SerialNumber}}", OrganizationalUnit: []string{"{{.Device.SerialNumber}}"}},
+		SubjectAltNames: SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}, UPN: []string{"{{.Device.SerialNumber}}@corp"}},
 	})
 	if err != nil {
 		f.Fatal(err)
@@ -130,9 +129,9 @@ func FuzzTemplate(f *testing.F) {
 	f.Add("{{.Device.SerialNumber}}", "a\nb", "us\u202eer@example.com", " d-1 ")
 	f.Add("x", "SN", "user@exa mple.com", "d/1?x#y")
 	f.Fuzz(func(t *testing.T, tmpl, serial, email, dirID string) {
-		compiled, err := Compile(config.Profile{
-			Subject: config.Subject{CommonName: tmpl, OrganizationalUnit: []string{tmpl}},
-			SubjectAltNames: config.SANs{
+		compiled, err := Compile(Spec{
+			Subject: Subject{CommonName: tmpl, OrganizationalUnit: []string{tmpl}},
+			SubjectAltNames: SANs{
 				DNS:   []string{"{{.Device.SerialNumber | lower}}.devices.example.com"},
 				Email: []string{"{{.User.Email}}"},
 				URI:   []string{"urn:device:{{.Device.DirectoryID}}"},

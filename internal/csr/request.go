@@ -49,7 +49,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -71,7 +70,7 @@ type Request struct {
 	TemplateName string
 	// Attributes are extra PKCS#10 attributes a connector asked for (ca.AttributeContributor),
 	// such as a SCEP challengePassword.
-	Attributes []ca.Attribute
+	Attributes []Attribute
 }
 
 // hasSANs reports whether the request names its subject in a subjectAltName.
@@ -515,4 +514,12 @@ func FromSCEPProfile(sp *process.SCEPProfile) (*Request, error) {
 		return nil, err
 	}
 	return req, nil
+}
+
+// Attribute is a PKCS#10 attribute (RFC 2986) inside the CertificationRequestInfo, such as a
+// SCEP challenge password (ChallengePassword); a connector asks for it through
+// ca.AttributeContributor.
+type Attribute struct {
+	Type   asn1.ObjectIdentifier
+	Values []asn1.RawValue
 }

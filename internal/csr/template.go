@@ -12,7 +12,6 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -118,8 +117,38 @@ func (f *field) render(data any) (string, error) {
 	return b.String(), nil
 }
 
-// Template is a compiled config.Profile: parsed templates plus resolved key usages. It is
-// immutable and safe for concurrent use.
+// Spec is what a profile asks of a certificate: text/template strings for the subject and the
+// subject alternative names, key usage and extended key usage names, and the CA template name
+// (config.Profile.Spec). Compile's errors name its fields by their configuration keys
+// (subject.commonName, subjectAltNames.email[0], extendedKeyUsage[1], …).
+type Spec struct {
+	Subject         Subject
+	SubjectAltNames SANs
+	KeyUsage        []string // digitalSignature, keyEncipherment, …
+	ExtKeyUsage     []string // clientAuth, serverAuth, …
+	TemplateName    string
+}
+
+// Subject holds the subject's templates.
+type Subject struct {
+	CommonName         string
+	Organization       []string
+	OrganizationalUnit []string
+	Locality           string
+	Province           string
+	Country            string
+}
+
+// SANs holds the subject alternative names' templates.
+type SANs struct {
+	DNS   []string
+	Email []string
+	URI   []string
+	UPN   []string
+}
+
+// Template is a compiled Spec: parsed templates plus resolved key usages. It is immutable and
+// safe for concurrent use.
 type Template struct {
 	commonName, locality, province, country *field
 	organization, organizationalUnit        []field
@@ -192,7 +221,7 @@ func (c *compiler) list(name string, texts []string, check func(string) error) [
 // Compile parses every template of p and resolves its key usage names. It returns all problems
 // at once (errors.Join), each naming its configuration key, e.g.
 // `subject.commonName: template: subject.commonName:1: function "nope" not defined`.
-func Compile(p config.Profile) (*Template, error) {
+func Compile(p Spec) (*Template, error) {
 	return CompileData(p, sampleData())
 }
 
@@ -202,7 +231,7 @@ func Compile(p config.Profile) (*Template, error) {
 // type (not a pointer to one) whose fields hold plausible values: every template is executed on it
 // once, so that a misspelt field fails here and not on the first device. Render the result with
 // RenderData and values of the same type.
-func CompileData(p config.Profile, sample any) (*Template, error) {
+func CompileData(p Spec, sample any) (*Template, error) {
 	if sample == nil {
 		return nil, errors.New("compile templates: no sample data")
 	}
@@ -287,6 +316,11 @@ func (t *Template) RenderData(data any) (*Request, error) {
 			return "", false
 		}
 		if err := check(v); err != nil {
+			if v == "" {
+				// Say which of the data it names was empty: the usual reason is a value the
+				// process (or the verify result) did not carry.
+				err = &EmptyError{Err: err, Empty: emptyRefs(f.tmpl.Tree, data)}
+			}
 			errs = append(errs, fieldError(f.name, v, err))
 			return "", false
 		}
@@ -348,7 +382,11 @@ func (t *Template) RenderData(data any) (*Request, error) {
 		}
 	}
 	if len(errs) == 0 && req.Subject.CommonName == "" && !req.hasSANs() {
-		errs = append(errs, &FieldError{Field: "subject.commonName", Err: errors.New("rendered empty and no subject alternative names: the certificate would name nobody")})
+		empty := &EmptyError{Err: errors.New("rendered empty and no subject alternative names: the certificate would name nobody")}
+		if t.commonName != nil {
+			empty.Empty = emptyRefs(t.commonName.tmpl.Tree, data)
+		}
+		errs = append(errs, &FieldError{Field: "subject.commonName", Err: empty})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

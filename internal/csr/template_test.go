@@ -7,12 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
-	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -20,7 +19,7 @@ import (
 // its own attribute, literally, or be refused with an error that names the field and quotes it.
 func TestHostileSerials(t *testing.T) {
 	testKeys(t)
-	tmpl, err := Compile(config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber}}"}})
+	tmpl, err := Compile(Spec{Subject: Subject{CommonName: "{{.Device.SerialNumber}}"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,44 +88,44 @@ func TestHostileSANs(t *testing.T) {
 	p := deviceProcess("SERIAL")
 	cases := []struct {
 		name    string
-		sans    config.SANs
+		sans    SANs
 		email   string
 		serial  string
 		dirID   string
 		wantErr string
 	}{
-		{name: "ascii email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "bob.o'neil+tag@example.com"},
-		{name: "non-ASCII email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "jé@example.com", wantErr: `subjectAltNames.email[0]: "jé@example.com": e-mail address must be ASCII`},
-		{name: "non-ASCII email domain", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "j@exämple.com", wantErr: "must be ASCII"},
-		{name: "comma in email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a,b@example.com", wantErr: `local part contains ','`},
-		{name: "quoted email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: `"a b"@example.com`},
-		{name: "unbalanced quote", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: `"a b@example.com`, wantErr: "unbalanced quote"},
-		{name: "two emails in one", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a@example.com,b@example.com", wantErr: "e-mail"},
-		{name: "newline email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a@example.com\n", wantErr: "e-mail"},
-		{name: "empty email", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "", wantErr: `subjectAltNames.email[0]: "": empty e-mail address`},
-		{name: "dns from serial", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "5CD-123"},
-		{name: "dns wildcard", sans: config.SANs{DNS: []string{"*.{{.Device.SerialNumber}}.example.com"}}, serial: "abc"},
-		{name: "dns wildcard inside", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "a.*", wantErr: `contains '*'`},
-		{name: "email wildcard domain", sans: config.SANs{Email: []string{"{{.User.Email}}"}}, email: "a@*.example.com", wantErr: "e-mail domain"},
-		{name: "dns with space", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "a b", wantErr: `subjectAltNames.dns[0]: "a b.example.com"`},
-		{name: "dns non-ASCII", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "ü", wantErr: "punycode"},
-		{name: "dns injection", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "x.com,DNS:evil", wantErr: "contains ','"},
-		{name: "dns empty label", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "", wantErr: "empty label"},
-		{name: "dns trailing hyphen", sans: config.SANs{DNS: []string{"{{.Device.SerialNumber}}"}}, serial: "abc-", wantErr: "hyphen"},
-		{name: "upn non-ASCII", sans: config.SANs{UPN: []string{"{{.User.Email}}"}}, email: "jé@corp.example.com"},
-		{name: "upn with space", sans: config.SANs{UPN: []string{"{{.User.Email}}"}}, email: "j e@corp", wantErr: "whitespace"},
-		{name: "upn no at", sans: config.SANs{UPN: []string{"{{.User.Email}}"}}, email: "jdoe", wantErr: "user@domain"},
-		{name: "uri", sans: config.SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "abc-123"},
-		{name: "uri https", sans: config.SANs{URI: []string{"https://devices.example.com/{{.Device.DirectoryID}}"}}, dirID: "a%2Fb"},
-		{name: "uri space", sans: config.SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "a b", wantErr: `subjectAltNames.uri[0]: "urn:device:a b"`},
-		{name: "uri non-ASCII", sans: config.SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "é", wantErr: "printable ASCII"},
-		{name: "uri relative", sans: config.SANs{URI: []string{"{{.Device.DirectoryID}}"}}, dirID: "just-a-path", wantErr: "no scheme"},
-		{name: "uri not canonical", sans: config.SANs{URI: []string{"HTTPS://example.com/{{.Device.DirectoryID}}"}}, dirID: "x", wantErr: "canonical"},
-		{name: "uri bad host", sans: config.SANs{URI: []string{"https://{{.Device.DirectoryID}}/"}}, dirID: "a..b", wantErr: "empty label"},
+		{name: "ascii email", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "bob.o'neil+tag@example.com"},
+		{name: "non-ASCII email", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "jé@example.com", wantErr: `subjectAltNames.email[0]: "jé@example.com": e-mail address must be ASCII`},
+		{name: "non-ASCII email domain", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "j@exämple.com", wantErr: "must be ASCII"},
+		{name: "comma in email", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "a,b@example.com", wantErr: `local part contains ','`},
+		{name: "quoted email", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: `"a b"@example.com`},
+		{name: "unbalanced quote", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: `"a b@example.com`, wantErr: "unbalanced quote"},
+		{name: "two emails in one", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "a@example.com,b@example.com", wantErr: "e-mail"},
+		{name: "newline email", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "a@example.com\n", wantErr: "e-mail"},
+		{name: "empty email", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "", wantErr: `subjectAltNames.email[0]: "": empty e-mail address`},
+		{name: "dns from serial", sans: SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "5CD-123"},
+		{name: "dns wildcard", sans: SANs{DNS: []string{"*.{{.Device.SerialNumber}}.example.com"}}, serial: "abc"},
+		{name: "dns wildcard inside", sans: SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "a.*", wantErr: `contains '*'`},
+		{name: "email wildcard domain", sans: SANs{Email: []string{"{{.User.Email}}"}}, email: "a@*.example.com", wantErr: "e-mail domain"},
+		{name: "dns with space", sans: SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "a b", wantErr: `subjectAltNames.dns[0]: "a b.example.com"`},
+		{name: "dns non-ASCII", sans: SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "ü", wantErr: "punycode"},
+		{name: "dns injection", sans: SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "x.com,DNS:evil", wantErr: "contains ','"},
+		{name: "dns empty label", sans: SANs{DNS: []string{"{{.Device.SerialNumber}}.example.com"}}, serial: "", wantErr: "empty label"},
+		{name: "dns trailing hyphen", sans: SANs{DNS: []string{"{{.Device.SerialNumber}}"}}, serial: "abc-", wantErr: "hyphen"},
+		{name: "upn non-ASCII", sans: SANs{UPN: []string{"{{.User.Email}}"}}, email: "jé@corp.example.com"},
+		{name: "upn with space", sans: SANs{UPN: []string{"{{.User.Email}}"}}, email: "j e@corp", wantErr: "whitespace"},
+		{name: "upn no at", sans: SANs{UPN: []string{"{{.User.Email}}"}}, email: "jdoe", wantErr: "user@domain"},
+		{name: "uri", sans: SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "abc-123"},
+		{name: "uri https", sans: SANs{URI: []string{"https://devices.example.com/{{.Device.DirectoryID}}"}}, dirID: "a%2Fb"},
+		{name: "uri space", sans: SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "a b", wantErr: `subjectAltNames.uri[0]: "urn:device:a b"`},
+		{name: "uri non-ASCII", sans: SANs{URI: []string{"urn:device:{{.Device.DirectoryID}}"}}, dirID: "é", wantErr: "printable ASCII"},
+		{name: "uri relative", sans: SANs{URI: []string{"{{.Device.DirectoryID}}"}}, dirID: "just-a-path", wantErr: "no scheme"},
+		{name: "uri not canonical", sans: SANs{URI: []string{"HTTPS://example.com/{{.Device.DirectoryID}}"}}, dirID: "x", wantErr: "canonical"},
+		{name: "uri bad host", sans: SANs{URI: []string{"https://{{.Device.DirectoryID}}/"}}, dirID: "a..b", wantErr: "empty label"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tmpl, err := Compile(config.Profile{SubjectAltNames: tc.sans})
+			tmpl, err := Compile(Spec{SubjectAltNames: tc.sans})
 			if err != nil {
 				t.Fatalf("Compile: %v", err)
 			}
@@ -191,20 +190,20 @@ func TestHostileSANs(t *testing.T) {
 func TestCompileErrors(t *testing.T) {
 	cases := []struct {
 		name    string
-		profile config.Profile
+		profile Spec
 		want    []string
 	}{
-		{"unknown field", config.Profile{Subject: config.Subject{CommonName: "{{.Device.Nope}}"}},
+		{"unknown field", Spec{Subject: Subject{CommonName: "{{.Device.Nope}}"}},
 			[]string{"subject.commonName: template:", "Nope"}},
-		{"unknown top-level field", config.Profile{Subject: config.Subject{CommonName: "{{.Serial}}"}},
+		{"unknown top-level field", Spec{Subject: Subject{CommonName: "{{.Serial}}"}},
 			[]string{"subject.commonName: template:", "Serial"}},
-		{"syntax error", config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber"}},
+		{"syntax error", Spec{Subject: Subject{CommonName: "{{.Device.SerialNumber"}},
 			[]string{"subject.commonName: template:"}},
-		{"unknown function", config.Profile{Subject: config.Subject{CommonName: "{{nope .Customer}}"}},
+		{"unknown function", Spec{Subject: Subject{CommonName: "{{nope .Customer}}"}},
 			[]string{`function "nope" not defined`}},
-		{"all problems at once", config.Profile{
-			Subject:         config.Subject{CommonName: "{{.X}}", OrganizationalUnit: []string{"ok", "{{.Y}}"}},
-			SubjectAltNames: config.SANs{DNS: []string{""}, Email: []string{"{{.User.Nope}}"}},
+		{"all problems at once", Spec{
+			Subject:         Subject{CommonName: "{{.X}}", OrganizationalUnit: []string{"ok", "{{.Y}}"}},
+			SubjectAltNames: SANs{DNS: []string{""}, Email: []string{"{{.User.Nope}}"}},
 			KeyUsage:        []string{"digitalSignature", "frobnicate", "keyCertSign"},
 			ExtKeyUsage:     []string{"clientAuth", "nope", "1.3.6.1.4.1.311.20.2.2"},
 		}, []string{
@@ -212,9 +211,9 @@ func TestCompileErrors(t *testing.T) {
 			"subjectAltNames.email[0]:", `keyUsage[1]: unknown key usage "frobnicate"`,
 			`keyUsage[2]: "keyCertSign" is for CA certificates`, `extendedKeyUsage[1]: unknown extended key usage "nope"`,
 		}},
-		{"nobody", config.Profile{Subject: config.Subject{Organization: []string{"Example"}}},
+		{"nobody", Spec{Subject: Subject{Organization: []string{"Example"}}},
 			[]string{"would name nobody"}},
-		{"template name with newline", config.Profile{Subject: config.Subject{CommonName: "x"}, TemplateName: "a\nb"},
+		{"template name with newline", Spec{Subject: Subject{CommonName: "x"}, TemplateName: "a\nb"},
 			[]string{`templateName: "a\nb"`}},
 	}
 	for _, tc := range cases {
@@ -228,8 +227,8 @@ func TestCompileErrors(t *testing.T) {
 }
 
 func TestCompileKeyUsages(t *testing.T) {
-	tmpl, err := Compile(config.Profile{
-		Subject:     config.Subject{CommonName: "x"},
+	tmpl, err := Compile(Spec{
+		Subject:     Subject{CommonName: "x"},
 		KeyUsage:    []string{"DigitalSignature", "nonRepudiation", "keyAgreement", "digitalSignature"},
 		ExtKeyUsage: []string{"clientAuth", "ClientAuth", "emailProtection", "1.2.3.4", "smartcardLogon"},
 	})
@@ -259,19 +258,24 @@ func TestCompileKeyUsages(t *testing.T) {
 func TestRenderErrors(t *testing.T) {
 	cases := []struct {
 		name    string
-		profile config.Profile
+		profile Spec
 		proc    *process.Process
 		want    string
 	}{
-		{"fails at render only", config.Profile{Subject: config.Subject{CommonName: "{{index .Device.SerialNumber 5}}"}},
+		{"fails at render only", Spec{Subject: Subject{CommonName: "{{index .Device.SerialNumber 5}}"}},
 			deviceProcess("ABC"), "subject.commonName: template: subject.commonName:1:2: executing"},
-		{"user template on a device process", config.Profile{Subject: config.Subject{CommonName: "{{.User.Email}}"}},
+		{"user template on a device process", Spec{Subject: Subject{CommonName: "{{.User.Email}}"}},
 			deviceProcess("ABC"), "rendered empty and no subject alternative names"},
-		{"empty SAN", config.Profile{Subject: config.Subject{CommonName: "{{.Device.SerialNumber}}"}, SubjectAltNames: config.SANs{Email: []string{"{{.User.Email}}"}}},
-			deviceProcess("ABC"), `subjectAltNames.email[0]: "": empty e-mail address`},
-		{"bad country", config.Profile{Subject: config.Subject{CommonName: "x", Country: "{{.Device.SerialNumber}}"}},
+		{"empty SAN", Spec{Subject: Subject{CommonName: "{{.Device.SerialNumber}}"}, SubjectAltNames: SANs{Email: []string{"{{.User.Email}}"}}},
+			deviceProcess("ABC"), `subjectAltNames.email[0]: "": empty e-mail address (.User.Email is empty)`},
+		{"empty SAN names what was empty", Spec{Subject: Subject{CommonName: "x"},
+			SubjectAltNames: SANs{URI: []string{"{{.User.DirectoryID}}{{.User.Email | lower}}{{.Device.SerialNumber | trimPrefix \"ABC\"}}"}}},
+			deviceProcess("ABC"), `(.User.DirectoryID, .User.Email are empty)`},
+		{"nobody named, and why", Spec{Subject: Subject{CommonName: "{{.User.Email}}"}},
+			deviceProcess("ABC"), "the certificate would name nobody (.User.Email is empty)"},
+		{"bad country", Spec{Subject: Subject{CommonName: "x", Country: "{{.Device.SerialNumber}}"}},
 			deviceProcess("usa"), `subject.country: "usa": must be a two-letter`},
-		{"long organization", config.Profile{Subject: config.Subject{CommonName: "x", Organization: []string{"{{.Device.SerialNumber}}"}}},
+		{"long organization", Spec{Subject: Subject{CommonName: "x", Organization: []string{"{{.Device.SerialNumber}}"}}},
 			deviceProcess(strings.Repeat("o", 70)), "subject.organization[0]:"},
 	}
 	for _, tc := range cases {
@@ -287,8 +291,8 @@ func TestRenderErrors(t *testing.T) {
 }
 
 func TestRenderHelpersAndEmptySubjectValues(t *testing.T) {
-	tmpl, err := Compile(config.Profile{
-		Subject: config.Subject{
+	tmpl, err := Compile(Spec{
+		Subject: Subject{
 			CommonName:         `{{.User.Email | emailLocal | upper}}`,
 			Organization:       []string{`{{.User.Email | emailDomain}}`},
 			OrganizationalUnit: []string{`{{.Device.SerialNumber | default "no-device"}}`, `{{.User.DirectoryID}}`},
@@ -427,13 +431,13 @@ func TestBuildCRIChecksRequest(t *testing.T) {
 		{"CA key usage", &Request{Subject: pkix.Name{CommonName: "x"}, KeyUsage: x509.KeyUsageCertSign}, "for CA certificates"},
 		{"unknown EKU", &Request{Subject: pkix.Name{CommonName: "x"}, ExtKeyUsage: []x509.ExtKeyUsage{999}}, "extended key usage 999"},
 		{"extensionRequest from a connector", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{{Type: oidExtensionRequest(), Values: []asn1.RawValue{{Tag: asn1.TagNull}}}}}, "built from the profile"},
+			Attributes: []Attribute{{Type: oidExtensionRequest(), Values: []asn1.RawValue{{Tag: asn1.TagNull}}}}}, "built from the profile"},
 		{"attribute twice", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{mustPassword(t, "a"), mustPassword(t, "b")}}, "given twice"},
+			Attributes: []Attribute{mustPassword(t, "a"), mustPassword(t, "b")}}, "given twice"},
 		{"attribute without values", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{{Type: oidChallengePassword()}}}, "no values"},
+			Attributes: []Attribute{{Type: oidChallengePassword()}}}, "no values"},
 		{"attribute with broken DER", &Request{Subject: pkix.Name{CommonName: "x"},
-			Attributes: []ca.Attribute{{Type: oidChallengePassword(), Values: []asn1.RawValue{{FullBytes: []byte{0x13, 0x05, 'a'}}}}}}, "not one DER element"},
+			Attributes: []Attribute{{Type: oidChallengePassword(), Values: []asn1.RawValue{{FullBytes: []byte{0x13, 0x05, 'a'}}}}}}, "not one DER element"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -450,8 +454,8 @@ func TestBuildCRIChecksRequest(t *testing.T) {
 	if pw.Values[0].FullBytes[0] != asn1.TagUTF8String {
 		t.Errorf("challengePassword tag %#x, want UTF8String", pw.Values[0].FullBytes[0])
 	}
-	other := ca.Attribute{Type: asn1.ObjectIdentifier{1, 2, 3}, Values: []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte("v")}}}
-	cri, err := BuildCRI(&Request{Subject: pkix.Name{CommonName: "x"}, Attributes: []ca.Attribute{other, pw}}, spki)
+	other := Attribute{Type: asn1.ObjectIdentifier{1, 2, 3}, Values: []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte("v")}}}
+	cri, err := BuildCRI(&Request{Subject: pkix.Name{CommonName: "x"}, Attributes: []Attribute{other, pw}}, spki)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +468,7 @@ func TestBuildCRIChecksRequest(t *testing.T) {
 	}
 }
 
-func mustPassword(t *testing.T, pw string) ca.Attribute {
+func mustPassword(t *testing.T, pw string) Attribute {
 	t.Helper()
 	a, err := ChallengePassword(pw)
 	if err != nil {
@@ -514,7 +518,7 @@ func TestCompileSuggestsFields(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := CompileData(config.Profile{Subject: config.Subject{CommonName: tc.text}}, tc.sample)
+			_, err := CompileData(Spec{Subject: Subject{CommonName: tc.text}}, tc.sample)
 			if err == nil || err.Error() != tc.want {
 				t.Fatalf("error\n %v\nwant\n %s", err, tc.want)
 			}
@@ -523,5 +527,28 @@ func TestCompileSuggestsFields(t *testing.T) {
 				t.Errorf("error %v does not carry its field", err)
 			}
 		})
+	}
+}
+
+// TestNeededEmpty: a template needs the data it prints unconditionally; default, or, and, if and
+// with are the template dealing with absence itself, and method calls are not followed.
+func TestNeededEmpty(t *testing.T) {
+	tmpl, err := Compile(Spec{
+		Subject: Subject{CommonName: "{{.Device.SerialNumber}}", Organization: []string{"{{.User.Email | default \"none\"}}"},
+			OrganizationalUnit: []string{"{{or .User.DirectoryID .Device.SerialNumber}}", "{{if .User.Email}}{{.User.Email}}{{end}}",
+				"{{with .User.DirectoryID}}{{.}}{{end}}"}},
+		SubjectAltNames: SANs{URI: []string{"urn:user:{{.User.DirectoryID}}", "urn:device:{{.Device.DirectoryID}}"},
+			Email: []string{"{{.User.Email}}{{$.User.Email}}"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tmpl.NeededEmpty(DataFor(deviceProcess("ABC")))
+	want := []EmptyField{
+		{Field: "subjectAltNames.email[0]", Empty: []string{".User.Email"}},
+		{Field: "subjectAltNames.uri[0]", Empty: []string{".User.DirectoryID"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("NeededEmpty:\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -31,7 +31,7 @@ func FromConfig(ctx context.Context, cfg *config.Config, log *zap.Logger) (o Opt
 	cred := cfg.Google.Credentials
 	var httpClient *http.Client // nil: chromeapi authenticates by itself (not at all for none)
 	if cred.Type != config.CredentialsNone {
-		ts, err := chromeapi.TokenSource(ctx, cred, cfg.BaseDir)
+		ts, err := chromeapi.TokenSource(ctx, adapter.GoogleCredentials(cred))
 		if err != nil {
 			o.TokenErr = err
 		} else {
@@ -41,10 +41,9 @@ func FromConfig(ctx context.Context, cfg *config.Config, log *zap.Logger) (o Opt
 		o.Identity = keyFileIdentity(cred)
 	}
 	if o.TokenErr == nil {
-		api, err := chromeapi.New(ctx, chromeapi.Options{
-			Google: cfg.Google, BaseDir: cfg.BaseDir, Logger: log.Named("chromeapi"),
-			Attempts: 1, HTTPClient: httpClient,
-		})
+		opts := adapter.APIOptions(cfg, log.Named("chromeapi"), nil)
+		opts.Attempts, opts.HTTPClient = 1, httpClient
+		api, err := chromeapi.New(ctx, opts)
 		if err != nil {
 			o.APIErr = err
 		} else {

@@ -139,7 +139,7 @@ func Run(ctx context.Context, o Options) Report {
 	for _, c := range o.Config.Customers {
 		d.checkAPI(ctx, c, tokenOK)
 	}
-	for _, name := range sortedKeys(o.CAs) {
+	for _, name := range slices.Sorted(maps.Keys(o.CAs)) {
 		d.checkCA(ctx, name, o.CAs[name])
 	}
 	r := Report{OK: true, Checks: d.checks}
@@ -468,7 +468,7 @@ func (d *doctor) checkAPI(ctx context.Context, customer string, tokenOK bool) {
 	cctx, cancel := d.bound(ctx)
 	_, err := d.o.API.Get(cctx, process.Name(customer, probeID))
 	cancel()
-	if err == nil || chromeapi.IsNotFound(err) {
+	if err == nil || errors.Is(err, process.ErrNotFound) {
 		d.add(name, OK, fmt.Sprintf("%s answers and lets %s read customer %s's processes", endpoint, d.identity(), customer), "")
 		return
 	}
@@ -562,5 +562,3 @@ func orPlaceholder(s, placeholder string) string {
 	}
 	return s
 }
-
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

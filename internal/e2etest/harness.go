@@ -7,16 +7,9 @@ package e2etest
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
-	"net"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,22 +18,18 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/certprov/certprov-adapter/internal/adapter"
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/intake"
@@ -123,6 +112,36 @@ func Profile(cn, sanEmail string, deadline time.Duration) config.Profile {
 	return p
 }
 
+// h0config is the adapter's configuration for the harness: the emulator's REST API at restURL
+// and Pub/Sub at pubsubAddr, fast polling and retries, the built-in profiles and o's.
+func h0config(o Options, restURL, pubsubAddr string) *config.Config {
+	cfg := config.Defaults()
+	cfg.InstanceID, cfg.Customers = InstanceID, []string{Customer}
+	cfg.PubSub.Project, cfg.PubSub.Subscription = "test", "adapter"
+	cfg.PubSub.Endpoint, cfg.PubSub.Insecure = pubsubAddr, true
+	cfg.Google.Endpoint = restURL + "/"
+	cfg.Google.Credentials = config.Credentials{Type: config.CredentialsNone}
+	cfg.Google.RateLimit = config.RateLimit{RequestsPerSecond: 2000, Burst: 200}
+	cfg.Google.RequestTimeout = 5 * time.Second
+	cfg.Engine = config.Engine{
+		Workers: 8, PollInterval: 20 * time.Millisecond, MaxPollInterval: 200 * time.Millisecond,
+		Retry: config.Retry{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxDuration: o.RetryFor},
+	}
+	if o.LeaseDuration > 0 {
+		cfg.Journal.LeaseDuration = o.LeaseDuration
+	}
+	if o.ShutdownGracePeriod > 0 {
+		cfg.ShutdownGracePeriod = o.ShutdownGracePeriod
+	}
+	cfg.Profiles = map[string]config.Profile{
+		"device": Profile("{{.Device.SerialNumber}}", "", o.SignDeadline),
+		"user":   Profile("{{.User.Email}}", "{{.User.Email}}", o.SignDeadline),
+	}
+	maps.Copy(cfg.Profiles, o.Profiles)
+	cfg.CAConnections = map[string]config.CAConnection{}
+	return &cfg
+}
+
 // New starts everything and stops it when the test ends.
 func New(t testing.TB, o Options) *Harness {
 	t.Helper()
@@ -160,10 +179,19 @@ func New(t testing.TB, o Options) *Harness {
 	if err != nil {
 		t.Fatalf("create CA: %v", err)
 	}
-	conn, err := ca.New(local.Type, ca.Settings{"certificateFile": certPath, "keyFile": keyPath, "ledgerFile": filepath.Join(dir, "ledger.jsonl")},
-		ca.Env{Name: BuiltinCA, Logger: log})
+	cfg := h0config(o, rest.URL, emu.PubSubAddr())
+	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
+	cfg.CAConnections[BuiltinCA] = config.CAConnection{Type: local.Type, Timeout: o.CATimeout,
+		Settings: map[string]any{"certificateFile": certPath, "keyFile": keyPath, "ledgerFile": filepath.Join(dir, "ledger.jsonl")}}
+	// The adapter's own wiring, from the configuration; the harness only adds the test's
+	// connectors and wraps the journal and the audit log when a test injects faults there.
+	cas, err := adapter.Connectors(cfg, log)
 	if err != nil {
-		t.Fatalf("local CA: %v", err)
+		t.Fatalf("CA connections: %v", err)
+	}
+	profiles, err := adapter.Profiles(cfg)
+	if err != nil {
+		t.Fatalf("profiles: %v", err)
 	}
 	var store journal.Store = journal.NewMemory()
 	if o.Journal != nil {
@@ -172,9 +200,9 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Store != nil {
 		store = o.Store(store)
 	}
-	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: conn.(*local.Connector), Registry: prometheus.NewRegistry(), Store: store, Logs: logs, ctx: ctx,
-		AuditPath: filepath.Join(dir, "audit.jsonl")}
-	auditLog, err := audit.Open(h.AuditPath, log.Named("audit"))
+	h := &Harness{t: t, Emu: emu, Roots: x509.NewCertPool(), Local: cas[BuiltinCA].Connector.(*local.Connector), Registry: prometheus.NewRegistry(), Store: store, Logs: logs, ctx: ctx,
+		AuditPath: cfg.Audit.Path}
+	auditLog, err := audit.Open(cfg.Audit.Path, log.Named("audit"))
 	if err != nil {
 		t.Fatalf("audit log: %v", err)
 	}
@@ -182,68 +210,29 @@ func New(t testing.TB, o Options) *Harness {
 	if o.Audit != nil {
 		auditor = o.Audit(auditLog)
 	}
-	h.Roots.AddCert(readCert(t, certPath))
-
-	cas := map[string]*engine.CAConnection{BuiltinCA: {Connector: conn, Timeout: o.CATimeout}}
+	h.Roots.AddCert(h.Local.Certificate())
 	if o.CAs != nil {
 		for name, c := range o.CAs(h) {
 			cas[name] = &engine.CAConnection{Connector: c, Timeout: o.CATimeout}
 		}
 	}
-	specs := map[string]config.Profile{
-		"device": Profile("{{.Device.SerialNumber}}", "", o.SignDeadline),
-		"user":   Profile("{{.User.Email}}", "{{.User.Email}}", o.SignDeadline),
-	}
-	for name, p := range o.Profiles {
-		specs[name] = p
-	}
-	profiles := map[string]*engine.Profile{}
-	for name, p := range specs {
-		tmpl, err := csr.Compile(p)
-		if err != nil {
-			t.Fatalf("compile profile %s: %v", name, err)
-		}
-		profiles[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
-	}
 
-	api, err := chromeapi.New(ctx, chromeapi.Options{
-		Google: config.Google{
-			Endpoint:       rest.URL + "/",
-			Credentials:    config.Credentials{Type: config.CredentialsNone},
-			RateLimit:      config.RateLimit{RequestsPerSecond: 2000, Burst: 200},
-			RequestTimeout: 5 * time.Second,
-		},
-		Logger:        log.Named("chromeapi"),
-		MaxInlineWait: 300 * time.Millisecond,
-		Registerer:    h.Registry,
-	})
+	apiOpts := adapter.APIOptions(cfg, log.Named("chromeapi"), h.Registry)
+	apiOpts.MaxInlineWait = 300 * time.Millisecond
+	api, err := chromeapi.New(ctx, apiOpts)
 	if err != nil {
 		t.Fatalf("api client: %v", err)
 	}
 	h.API = api
-	h.engineOpts = engine.Options{
-		InstanceID:          InstanceID,
-		API:                 api,
-		Store:               h.Store,
-		Profiles:            profiles,
-		CAs:                 cas,
-		Workers:             8,
-		PollInterval:        20 * time.Millisecond,
-		MaxPollInterval:     200 * time.Millisecond,
-		Retry:               config.Retry{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, MaxDuration: o.RetryFor},
-		LeaseDuration:       o.LeaseDuration,
-		ShutdownGracePeriod: o.ShutdownGracePeriod,
-		Audit:               auditor,
-		Logger:              log.Named("engine"),
-		Registerer:          h.Registry,
-	}
+	h.engineOpts = adapter.EngineOptions(cfg)
+	h.engineOpts.API, h.engineOpts.Store, h.engineOpts.Profiles, h.engineOpts.CAs, h.engineOpts.Audit = api, h.Store, profiles, cas, auditor
+	h.engineOpts.Logger, h.engineOpts.Registerer = log.Named("engine"), h.Registry
 	eng, err := engine.New(h.engineOpts)
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	recv := intake.NewReceiver(intake.ReceiverOptions{Admitter: eng, Customers: []string{Customer}, Logger: log.Named("intake"), Registerer: h.Registry})
-	ps, err := pubsub.NewClient(ctx, "test", append(recv.ClientOptions(), option.WithEndpoint(emu.PubSubAddr()), option.WithoutAuthentication(),
-		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))...)
+	recv := intake.NewReceiver(adapter.ReceiverOptions(cfg, eng, log.Named("intake"), h.Registry))
+	ps, err := adapter.PubSubClient(ctx, cfg, recv.ClientOptions())
 	if err != nil {
 		t.Fatalf("pubsub client: %v", err)
 	}
@@ -251,7 +240,7 @@ func New(t testing.TB, o Options) *Harness {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	h.runEngine(ctx, eng)
-	go func() { defer wg.Done(); _ = recv.Run(ctx, ps.Subscriber("adapter")) }()
+	go func() { defer wg.Done(); _ = recv.Run(ctx, ps.Subscriber(cfg.PubSub.Subscription)) }()
 	t.Cleanup(func() {
 		cancel()
 		_ = h.StopEngine()
@@ -327,23 +316,6 @@ func (h *Harness) RestartEngine() {
 		h.t.Fatalf("engine: %v", err)
 	}
 	h.runEngine(h.ctx, eng)
-}
-
-func readCert(t testing.TB, path string) *x509.Certificate {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Clean(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // Start starts a process on the emulator, filling in the customer, the built-in CA and the
@@ -473,11 +445,6 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 	}
 }
 
-// PEM encodes a certificate.
-func PEM(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
 // Metric is the sum of the samples of the metric family name (a counter, a gauge, or a
 // histogram's sample count) whose labels include each name and value pair of labels.
 func (h *Harness) Metric(name string, labels ...string) float64 {
@@ -490,49 +457,4 @@ func (h *Harness) Metric(name string, labels ...string) float64 {
 func (h *Harness) Series(name string) map[string]float64 {
 	h.t.Helper()
 	return metricstest.Series(metricstest.Gather(h.t, h.Registry), name)
-}
-
-// WriteServerCert writes a self-signed TLS server certificate for 127.0.0.1 with the given
-// serial, and its key, as server.crt and server.key in dir (over what is there), for tests that
-// check which certificate a server serves.
-func WriteServerCert(t testing.TB, dir string, serial int64) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "enrollment"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
-// ServedSerial makes a TLS handshake with addr and returns the serial of the certificate it
-// serves.
-func ServedSerial(t testing.TB, addr string) int64 {
-	t.Helper()
-	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // only which certificate is served matters
-	if err != nil {
-		t.Fatalf("TLS handshake with %s: %v", addr, err)
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 }

@@ -35,6 +35,7 @@ type apiError struct {
 	code    int    // HTTP status
 	status  string // google.rpc.Code name
 	message string
+	details []any // google.rpc error details (AIP-193), each with its @type; nil sends none
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.code, e.status, e.message) }
@@ -447,6 +448,7 @@ type errorBody struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
 	Status  string `json:"status"`
+	Details []any  `json:"details,omitempty"`
 }
 
 // writeError answers with Google's error envelope and, when retryAfter > 0, a Retry-After header
@@ -456,7 +458,7 @@ func writeError(w http.ResponseWriter, aerr *apiError, retryAfter time.Duration)
 		secs := int64(math.Ceil(retryAfter.Seconds()))
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	writeJSON(w, aerr.code, errorEnvelope{Error: errorBody{Code: aerr.code, Message: aerr.message, Status: aerr.status}})
+	writeJSON(w, aerr.code, errorEnvelope{Error: errorBody{Code: aerr.code, Message: aerr.message, Status: aerr.status, Details: aerr.details}})
 }
 
 // waitLatency sleeps the injected latency; false means the client gave up meanwhile.

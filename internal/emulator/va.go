@@ -16,6 +16,8 @@ import (
 
 	"go.uber.org/zap"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Verified Access API versions, scopes and defaults. Scopes are named as in the adapter's
@@ -63,13 +65,21 @@ const (
 	VAOutcomeInjected         = "injected"  // answered by FailNext, nothing checked
 )
 
-// The fixed parts of verify error messages (400 INVALID_ARGUMENT). docs/verified-access-api.md
-// promises these substrings; the adapter maps them to its error codes.
+// The fixed parts of verify error messages (400 INVALID_ARGUMENT), for people reading logs.
+// Google documents no message texts: clients tell refusals apart by status only, and the
+// emulator's own tests by VAStats outcomes.
 const (
-	VAMessageExpired          = "challenge expired"
-	VAMessageInvalid          = "invalid challenge response"
-	VAMessageIdentityMismatch = "identity mismatch"
-	VAMessageAlreadyUsed      = "challenge already used"
+	vaMessageExpired          = "challenge expired"
+	vaMessageInvalid          = "invalid challenge response"
+	vaMessageIdentityMismatch = "identity mismatch"
+	vaMessageAlreadyUsed      = "challenge already used"
+)
+
+// TPM versions of a simulated device: they decide the length of the random challenge ChromeOS
+// signs into the SPKAC (20 bytes on TPM 1.2, 32 on TPM 2.0, hex-encoded).
+const (
+	TPM12 = "1.2"
+	TPM20 = "2.0"
 )
 
 // VADevice is what challenge:verify reports about the device or profile that answered: the
@@ -77,8 +87,9 @@ const (
 // has). Fields are reported exactly as set, empty ones are absent from the answer, and values
 // are not checked against Google's enums, so tests can also send values Google may add later.
 //
-// A managed profile on an unmanaged browser sets the Profile* fields and leaves the device ones
-// (DevicePermanentID, CustomerID, VirtualDeviceID, KeyTrustLevel) empty, as Google documents.
+// The Profile* fields exist for managed profiles on unmanaged browsers, which cannot reach an
+// enrollment through enterprise.platformKeys (it exists on ChromeOS only); they are kept so that
+// a test can send every field of the result.
 type VADevice struct {
 	DevicePermanentID  string `json:"devicePermanentId,omitempty"`
 	DeviceEnrollmentID string `json:"deviceEnrollmentId,omitempty"`
@@ -139,6 +150,12 @@ type VARespondRequest struct {
 	// TamperSPKAC corrupts the signature inside the SPKAC only: Google's verify succeeds and the
 	// adapter's own SPKAC check must refuse it. An emulator extension beyond the contract page.
 	TamperSPKAC bool `json:"tamperSpkac,omitempty"`
+	// TPMVersion is the simulated device's TPM, TPM20 (default) or TPM12: the SPKAC's random
+	// challenge is the hex of 32 or 20 bytes.
+	TPMVersion string `json:"tpmVersion,omitempty"`
+	// RawSignatures has an ECDSA key sign as a TPM can: the 64-byte r||s instead of DER, in the
+	// SPKAC and in the answer (which one ChromeOS sends is not documented). Ignored for RSA.
+	RawSignatures bool `json:"rawSignatures,omitempty"`
 }
 
 // UnmarshalJSON decodes the respond body strictly (unknown keys are an error, as everywhere in
@@ -210,10 +227,12 @@ func (s VAStats) clone() VAStats {
 type vaState struct {
 	secret   []byte // HMAC key that makes challenges recognisable
 	lifetime time.Duration
+	// service decrypts the key info of answers (with the SPKAC), as Google does.
+	service vaServiceKey
 
 	mu         sync.Mutex
 	challenges map[string]*vaChallenge // by hex of the challenge data
-	responses  map[string]*vaResponse  // by hex of the response id
+	responses  map[string]*vaResponse  // by hex of the answer's nonce
 	keys       map[string]*vaKey       // by key id
 	lastPurge  time.Time
 	stats      VAStats
@@ -226,16 +245,20 @@ type vaChallenge struct {
 	responses []string // response ids, forgotten with the challenge
 }
 
-// vaResponse is what the emulator remembers about one simulated challengeKey answer: what verify
-// must check and report.
+// vaResponse is what the emulator remembers about one simulated challengeKey answer, by its
+// nonce: what verify must report about the device. Everything verify checks comes from the
+// answer itself; an answer the emulator did not make (the sample extension's stand-in) is
+// reported as the default device.
 type vaResponse struct {
 	challengeKey string // key into vaState.challenges
-	challenge    []byte // the serialized challenge SignedData
-	scope        string
-	identity     string
 	device       VADevice
-	spkac        []byte
-	spki         []byte
+}
+
+// vaVerified is a verified answer: what verify reports.
+type vaVerified struct {
+	scope  string
+	device VADevice
+	spkac  []byte
 }
 
 type vaKey struct {
@@ -309,61 +332,88 @@ func (s *vaState) purgeLocked(now time.Time) {
 	}
 }
 
-// vaVerify checks a challenge response (the SignedData's data and signature) for the API version
-// and returns the response record. The order of the checks decides which error a response that
-// is wrong in several ways gets: authenticity first (invalid), then reuse, then age, then
-// identity. The first authentic verify of a challenge consumes it, even when the identity does
-// not match, because a challenge is a one-time token; a forged or tampered one does not.
-func (e *Emulator) vaVerify(version string, data, signature []byte, expectedIdentity string) (*vaResponse, string, *apiError) {
-	invalid := func(reason string) (*vaResponse, string, *apiError) {
-		return nil, VAOutcomeInvalid, invalidArgument("%s: %s", VAMessageInvalid, reason)
+// vaVerify checks a challenge response (the SignedData's data and signature) for the API version,
+// as Google does with a device's answer: data is a ChallengeResponse whose challenge must be one
+// of this service's, whose key info decrypts with the service key and carries the SPKAC, and
+// whose signature verifies with the SPKAC's key (the key challengeKey registered). The order of
+// the checks decides which error an answer that is wrong in several ways gets: authenticity
+// first (invalid), then reuse, then age, then identity. The first authentic verify of a
+// challenge consumes it, even when the identity does not match, because a challenge is a
+// one-time token; a forged or tampered one does not.
+func (e *Emulator) vaVerify(version string, data, signature []byte, expectedIdentity string) (*vaVerified, string, *apiError) {
+	invalid := func(reason string) (*vaVerified, string, *apiError) {
+		return nil, VAOutcomeInvalid, vaInvalid("%s: %s", vaMessageInvalid, reason)
 	}
 	if len(data) == 0 || len(signature) == 0 {
 		return invalid("data or signature empty")
 	}
-	challenge, responseID, err := unmarshalVAPayload(data)
+	cr, err := parseChallengeResponse(data)
 	if err != nil {
-		return invalid("not a response to a challenge of this service")
+		return invalid("not an answer to a challenge of this service")
 	}
-	e.va.mu.Lock()
-	rec := e.va.responses[hex.EncodeToString(responseID)]
-	e.va.mu.Unlock()
-	if rec == nil {
-		return invalid("unknown challenge response")
+	chData, chSig, err := wire.UnmarshalSignedData(cr.challenge)
+	if err != nil || len(chData) == 0 || !hmac.Equal(chSig, e.va.challengeMAC(chData)) {
+		return invalid("the challenge was not issued by this service")
 	}
-	if err := VerifySignature(rec.spki, data, signature); err != nil {
+	sk, err := e.va.service.load()
+	if err != nil {
+		return nil, VAOutcomeInvalid, internalError(err)
+	}
+	plain, err := sk.decryptKeyInfo(cr.encryptedKeyInfo)
+	if err != nil {
+		return invalid(err.Error())
+	}
+	ki, err := parseKeyInfo(plain)
+	if err != nil {
+		return invalid(err.Error())
+	}
+	spki, err := spkacSPKI(ki.spkac)
+	if err != nil {
+		return invalid(err.Error())
+	}
+	if err := VerifySignature(spki, data, signature); err != nil {
 		return invalid("the response signature does not verify")
 	}
-	if !bytes.Equal(challenge, rec.challenge) {
-		return invalid("the response does not match its challenge")
+	scope := VAScopeMachine
+	if ki.keyType == keyTypeEUK {
+		scope = VAScopeUser
 	}
 
 	now := e.clock()
 	e.va.mu.Lock()
 	defer e.va.mu.Unlock()
-	ch := e.va.challenges[rec.challengeKey]
+	ch := e.va.challenges[hex.EncodeToString(chData)]
 	switch {
 	case ch == nil:
 		return invalid("unknown challenge")
 	case ch.version != version:
 		return invalid(fmt.Sprintf("the challenge was issued by the %s API", ch.version))
 	case ch.used:
-		return nil, VAOutcomeAlreadyUsed, invalidArgument("%s: each challenge can be verified once", VAMessageAlreadyUsed)
+		return nil, VAOutcomeAlreadyUsed, vaInvalid("%s: each challenge can be verified once", vaMessageAlreadyUsed)
 	case now.Sub(ch.issued) > e.va.lifetime:
-		return nil, VAOutcomeExpired, invalidArgument("%s: issued %s ago, valid for %s", VAMessageExpired,
+		return nil, VAOutcomeExpired, vaInvalid("%s: issued %s ago, valid for %s", vaMessageExpired,
 			now.Sub(ch.issued).Round(time.Millisecond), e.va.lifetime)
 	}
 	ch.used = true
-	if expectedIdentity != "" && !strings.EqualFold(expectedIdentity, rec.identity) {
-		return nil, VAOutcomeIdentityMismatch, invalidArgument("%s: the key does not belong to the expected identity",
-			VAMessageIdentityMismatch)
+	if expectedIdentity != "" && !strings.EqualFold(expectedIdentity, ki.domain) {
+		return nil, VAOutcomeIdentityMismatch, vaInvalid("%s: the key does not belong to the expected identity",
+			vaMessageIdentityMismatch)
 	}
-	return rec, VAOutcomeVerified, nil
+	out := &vaVerified{scope: scope, spkac: ki.spkac}
+	if rec := e.va.responses[hex.EncodeToString(cr.nonce)]; rec != nil {
+		out.device = rec.device
+	} else {
+		sum := sha256.Sum256(spki)
+		out.device = DefaultVADevice(scope, "spki-"+hex.EncodeToString(sum[:8]), ki.domain)
+	}
+	return out, VAOutcomeVerified, nil
 }
 
-// VARespond plays enterprise.platformKeys.challengeKey: it creates (or reuses) the simulated key,
-// builds the SPKAC over base64(challenge data) signed by that key, and returns the challenge
-// response, remembering what challenge:verify must check and report for it. Invalid input (an
+// VARespond plays enterprise.platformKeys.challengeKey with registerKey on ChromeOS: it creates
+// (or reuses) the simulated key, builds the SPKAC over a random hex challenge signed by that key
+// (CreateSPKACInternal), puts it in a KeyInfo encrypted to the service key, and returns the
+// SignedData{ChallengeResponse{challenge, nonce, encrypted key info}, signature by the key},
+// remembering by the nonce what challenge:verify must report about the device. Invalid input (an
 // unknown scope or key type, a challenge this emulator did not issue, a key id reused with another
 // key type) is an error; over HTTP it is 400 INVALID_ARGUMENT, other failures 500.
 func (e *Emulator) VARespond(ctx context.Context, req VARespondRequest) (VARespondResult, error) {
@@ -399,8 +449,13 @@ func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespo
 	default:
 		return VARespondResult{}, invalidArgument("apiVersion %q: want %q or %q", req.APIVersion, VAv1, VAv2)
 	}
+	switch req.TPMVersion {
+	case "", TPM12, TPM20:
+	default:
+		return VARespondResult{}, invalidArgument("tpmVersion %q: want %q or %q", req.TPMVersion, TPM12, TPM20)
+	}
 
-	data, sig, err := UnmarshalSignedData(req.Challenge)
+	data, sig, err := wire.UnmarshalSignedData(req.Challenge)
 	if err != nil || len(data) == 0 || !hmac.Equal(sig, e.va.challengeMAC(data)) {
 		// Chrome checks Google's signature on the challenge before it answers.
 		return VARespondResult{}, invalidArgument("challenge: not a challenge issued by this Verified Access service")
@@ -437,7 +492,11 @@ func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespo
 		return VARespondResult{}, err
 	}
 
-	spkac, err := buildSPKAC(key.key, b64(data))
+	spkacCh, err := spkacChallenge(req.TPMVersion)
+	if err != nil {
+		return VARespondResult{}, err
+	}
+	spkac, err := buildSPKAC(key.key, spkacCh, req.RawSignatures)
 	if err != nil {
 		return VARespondResult{}, err
 	}
@@ -446,12 +505,25 @@ func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespo
 			return VARespondResult{}, err
 		}
 	}
-	responseID, err := randomBytes(16)
+	ki := keyInfo{keyType: keyTypeEMK, domain: req.Identity, deviceID: []byte(device.VirtualDeviceID), spkac: spkac,
+		customerID: device.CustomerID}
+	if req.Scope == VAScopeUser {
+		ki.keyType = keyTypeEUK
+	}
+	sk, err := e.va.service.load()
 	if err != nil {
 		return VARespondResult{}, err
 	}
-	payload := marshalVAPayload(req.Challenge, responseID, spkac)
-	payloadSig, err := key.key.sign(payload, false)
+	encrypted, err := encryptKeyInfo(&sk.key.PublicKey, sk.id, ki.marshal())
+	if err != nil {
+		return VARespondResult{}, err
+	}
+	nonce, err := randomBytes(32)
+	if err != nil {
+		return VARespondResult{}, err
+	}
+	payload := challengeResponse{challenge: req.Challenge, nonce: nonce, encryptedKeyInfo: encrypted}.marshal()
+	payloadSig, err := key.key.sign(payload, req.RawSignatures)
 	if err != nil {
 		return VARespondResult{}, fmt.Errorf("sign challenge response: %w", err)
 	}
@@ -463,22 +535,20 @@ func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespo
 		return VARespondResult{}, fmt.Errorf("marshal private key: %w", err)
 	}
 
-	rid := hex.EncodeToString(responseID)
+	rid := hex.EncodeToString(nonce)
 	e.va.mu.Lock()
 	if ch := e.va.challenges[chKey]; ch != nil {
 		ch.responses = append(ch.responses, rid)
 	}
-	e.va.responses[rid] = &vaResponse{
-		challengeKey: chKey, challenge: append([]byte(nil), req.Challenge...), scope: req.Scope,
-		identity: req.Identity, device: device, spkac: spkac, spki: key.key.spki,
-	}
+	e.va.responses[rid] = &vaResponse{challengeKey: chKey, device: device}
 	e.va.stats.Responses++
 	e.va.mu.Unlock()
 	e.log.Debug("verified access response", zap.String("version", version), zap.String("scope", req.Scope),
-		zap.String("key_id", key.id), zap.Bool("tamper", req.Tamper), zap.Bool("tamper_spkac", req.TamperSPKAC))
+		zap.String("key_id", key.id), zap.String("tpm", req.TPMVersion), zap.Bool("raw_signatures", req.RawSignatures),
+		zap.Bool("tamper", req.Tamper), zap.Bool("tamper_spkac", req.TamperSPKAC))
 
 	return VARespondResult{
-		ChallengeResponse: MarshalSignedData(payload, payloadSig),
+		ChallengeResponse: wire.MarshalSignedData(payload, payloadSig),
 		APIVersion:        version,
 		KeyID:             key.id,
 		KeyType:           key.keyType,

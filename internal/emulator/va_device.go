@@ -116,39 +116,6 @@ func DefaultVADevice(scope, keyID, identity string) VADevice {
 	return d
 }
 
-// VAUnmanagedBrowserProfile is what challenge:verify reports for a managed Chrome profile on an
-// unmanaged browser (Windows, OS-stored key): the profile fields (profileCustomerId,
-// virtualProfileId, profilePermanentId, profileKeyTrustLevel CHROME_BROWSER_OS_KEY) and no device
-// fields, as Google documents; the signals carry the profile's enrollment domain only.
-func VAUnmanagedBrowserProfile(keyID, identity string) VADevice {
-	ids := newVAIDs(keyID)
-	domain := identityDomain(identity)
-	return VADevice{
-		ProfileCustomerID:    DefaultCustomer,
-		VirtualProfileID:     ids.uuid(16),
-		ProfilePermanentID:   ids.uuid(0),
-		ProfileKeyTrustLevel: "CHROME_BROWSER_OS_KEY",
-		DeviceSignals: &va2.DeviceSignals{
-			BrowserVersion:              vaBrowserVersion,
-			BuiltInDnsClientEnabled:     true,
-			DiskEncryption:              "DISK_ENCRYPTION_ENCRYPTED",
-			Hostname:                    "DESKTOP-" + ids.serial()[:7],
-			OperatingSystem:             "WINDOWS",
-			OsFirewall:                  "OS_FIREWALL_ENABLED",
-			OsVersion:                   "10.0.22631.4890",
-			ProfileAffiliationIds:       []string{"affiliation-" + domain},
-			ProfileEnrollmentDomain:     domain,
-			SafeBrowsingProtectionLevel: "STANDARD",
-			ScreenLockSecured:           "SCREEN_LOCK_SECURED_ENABLED",
-			SecureBootMode:              "SECURE_BOOT_MODE_ENABLED",
-			SerialNumber:                ids.serial(),
-			SiteIsolationEnabled:        true,
-			ThirdPartyBlockingEnabled:   true,
-			Trigger:                     "TRIGGER_BROWSER_NAVIGATION",
-		},
-	}
-}
-
 // PatchVADevice applies a JSON merge patch (RFC 7386) to base: objects merge key by key, any
 // other value replaces, null removes. It lets a command line change one signal of a preset
 // ({"deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED"}}) or drop a field

@@ -9,6 +9,8 @@ import (
 	"go.uber.org/zap"
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Paths of the Verified Access API (as the generated clients call them) and of the emulator's
@@ -21,6 +23,8 @@ const (
 
 	VARespondPath = "/emulator/v1/verifiedaccess/respond"
 	VAStatsPath   = "/emulator/v1/verifiedaccess/stats"
+	// VAServiceKeyPath serves the public key devices encrypt their key info to (VAServiceKey).
+	VAServiceKeyPath = "/emulator/v1/verifiedaccess/service-key"
 )
 
 // registerVA adds the Verified Access routes to the emulator's mux. The exact paths take
@@ -32,6 +36,7 @@ func (e *Emulator) registerVA(mux *http.ServeMux) {
 	mux.HandleFunc(VAPathVerifyV2, e.vaHandler(MethodVAVerifyV2, VAv2, e.vaVerifyV2))
 	mux.HandleFunc(VARespondPath, e.serveVARespond)
 	mux.HandleFunc(VAStatsPath, e.serveVAStats)
+	mux.HandleFunc(VAServiceKeyPath, e.serveVAServiceKey)
 }
 
 // vaApply handles one Verified Access call: it returns the response body or an error, plus the
@@ -68,7 +73,7 @@ func (e *Emulator) vaHandler(method, version string, apply vaApply) http.Handler
 			e.countVA(version, isVerify, VAOutcomeInjected)
 			e.log.Debug("injected failure", zap.String("method", method), zap.Int("status", rule.status))
 			writeError(w, &apiError{code: rule.status, status: statusName(rule.status),
-				message: "injected failure (emulator)"}, rule.retryAfter)
+				message: "injected failure (emulator)", details: vaErrorDetails(rule.status)}, rule.retryAfter)
 			return
 		}
 
@@ -109,6 +114,32 @@ func (e *Emulator) countVA(version string, isVerify bool, outcome string) {
 	e.va.stats.Verifies[outcome]++
 }
 
+// vaInvalid is a Verified Access refusal of a request (400 INVALID_ARGUMENT) with the
+// google.rpc.BadRequest detail Google's APIs attach to one. Its text is for people: clients
+// branch on the status alone.
+func vaInvalid(format string, args ...any) *apiError {
+	e := invalidArgument(format, args...)
+	e.details = []any{map[string]any{
+		"@type":           "type.googleapis.com/google.rpc.BadRequest",
+		"fieldViolations": []map[string]string{{"field": "challenge_response", "description": e.message}},
+	}}
+	return e
+}
+
+// vaErrorDetails are the details Google's front end attaches to an injected refusal of the
+// Verified Access API (AIP-193 ErrorInfo): why a caller may not use it (403), or that it spent
+// its quota (429). Other statuses carry none.
+func vaErrorDetails(status int) []any {
+	reason := map[int]string{http.StatusForbidden: "SERVICE_DISABLED", http.StatusTooManyRequests: "RATE_LIMIT_EXCEEDED"}[status]
+	if reason == "" {
+		return nil
+	}
+	return []any{map[string]any{
+		"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com",
+		"metadata": map[string]string{"service": "verifiedaccess.googleapis.com"},
+	}}
+}
+
 func internalError(err error) *apiError {
 	return &apiError{code: 500, status: "INTERNAL", message: err.Error()}
 }
@@ -136,7 +167,7 @@ func (e *Emulator) vaGenerateV2(body []byte) (any, string, *apiError) {
 	if err != nil {
 		return nil, "", internalError(err)
 	}
-	return &va2.Challenge{Challenge: b64(MarshalSignedData(data, sig))}, "", nil
+	return &va2.Challenge{Challenge: b64(wire.MarshalSignedData(data, sig))}, "", nil
 }
 
 // vaVerifyV1 is POST v1/challenge:verify.
@@ -146,12 +177,12 @@ func (e *Emulator) vaVerifyV1(body []byte) (any, string, *apiError) {
 		return nil, VAOutcomeMalformed, aerr
 	}
 	if req.ChallengeResponse == nil {
-		return nil, VAOutcomeInvalid, invalidArgument("%s: challengeResponse is required", VAMessageInvalid)
+		return nil, VAOutcomeInvalid, vaInvalid("%s: challengeResponse is required", vaMessageInvalid)
 	}
 	data, err1 := decodeBase64(req.ChallengeResponse.Data)
 	sig, err2 := decodeBase64(req.ChallengeResponse.Signature)
 	if err := errors.Join(err1, err2); err != nil {
-		return nil, VAOutcomeInvalid, invalidArgument("%s: data or signature is not base64", VAMessageInvalid)
+		return nil, VAOutcomeInvalid, vaInvalid("%s: data or signature is not base64", vaMessageInvalid)
 	}
 	rec, outcome, aerr := e.vaVerify(VAv1, data, sig, req.ExpectedIdentity)
 	if aerr != nil {
@@ -178,15 +209,15 @@ func (e *Emulator) vaVerifyV2(body []byte) (any, string, *apiError) {
 		return nil, VAOutcomeMalformed, aerr
 	}
 	if req.ChallengeResponse == "" {
-		return nil, VAOutcomeInvalid, invalidArgument("%s: challengeResponse is required", VAMessageInvalid)
+		return nil, VAOutcomeInvalid, vaInvalid("%s: challengeResponse is required", vaMessageInvalid)
 	}
 	raw, err := decodeBase64(req.ChallengeResponse)
 	if err != nil {
-		return nil, VAOutcomeInvalid, invalidArgument("%s: challengeResponse is not base64", VAMessageInvalid)
+		return nil, VAOutcomeInvalid, vaInvalid("%s: challengeResponse is not base64", vaMessageInvalid)
 	}
-	data, sig, err := UnmarshalSignedData(raw)
+	data, sig, err := wire.UnmarshalSignedData(raw)
 	if err != nil {
-		return nil, VAOutcomeInvalid, invalidArgument("%s: not a serialized SignedData", VAMessageInvalid)
+		return nil, VAOutcomeInvalid, vaInvalid("%s: not a serialized SignedData", vaMessageInvalid)
 	}
 	rec, outcome, aerr := e.vaVerify(VAv2, data, sig, req.ExpectedIdentity)
 	if aerr != nil {
@@ -258,4 +289,26 @@ func (e *Emulator) serveVAStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, e.VAStats())
+}
+
+// VAServiceKey is the answer of GET /emulator/v1/verifiedaccess/service-key: the public key a
+// device outside the emulator (the sample extension's stand-in for chrome.enterprise) encrypts
+// the KeyInfo of its answer to, as ChromeOS encrypts it to Google's, and its wrapping_key_id.
+type VAServiceKey struct {
+	PublicKey []byte `json:"publicKey"` // DER SubjectPublicKeyInfo, RSA-2048
+	KeyID     string `json:"keyId"`
+}
+
+func (e *Emulator) serveVAServiceKey(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		writeError(w, &apiError{code: http.StatusMethodNotAllowed, status: "UNIMPLEMENTED",
+			message: "use GET on " + VAServiceKeyPath}, 0)
+		return
+	}
+	sk, err := e.va.service.load()
+	if err != nil {
+		writeError(w, internalError(err), 0)
+		return
+	}
+	writeJSON(w, http.StatusOK, VAServiceKey{PublicKey: sk.spki, KeyID: string(sk.id)})
 }

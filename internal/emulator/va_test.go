@@ -11,9 +11,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -28,6 +31,8 @@ import (
 	"google.golang.org/api/option"
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // fakeClock is a settable clock, so expiry is tested without sleeping.
@@ -96,7 +101,7 @@ func (v *vaEnv) challenge(t *testing.T, version string) []byte {
 		if c.Challenge == nil || c.AlternativeChallenge != nil {
 			t.Fatalf("v1 challenge = %+v, want challenge only", c)
 		}
-		return MarshalSignedData(mustB64(t, c.Challenge.Data), mustB64(t, c.Challenge.Signature))
+		return wire.MarshalSignedData(mustB64(t, c.Challenge.Data), mustB64(t, c.Challenge.Signature))
 	default:
 		c, err := v.v2.Challenge.Generate(&va2.Empty{}).Do()
 		if err != nil {
@@ -126,7 +131,7 @@ type verifyResult struct {
 func (v *vaEnv) verify(t *testing.T, version string, response []byte, expected string) (*verifyResult, error) {
 	t.Helper()
 	if version == VAv1 {
-		data, sig, err := UnmarshalSignedData(response)
+		data, sig, err := wire.UnmarshalSignedData(response)
 		if err != nil {
 			t.Fatalf("parse response: %v", err)
 		}
@@ -160,9 +165,11 @@ func mustB64(t *testing.T, s string) []byte {
 	return b
 }
 
-// checkSPKAC verifies an SPKAC independently of the emulator's parser: DER structure, the SPKI
-// inside equal to wantSPKI, the challenge string, and the signature by that key.
-func checkSPKAC(t *testing.T, spkacB64 string, wantSPKI []byte, wantChallenge string) {
+// checkSPKAC verifies an SPKAC independently of the emulator's parser, against what ChromeOS
+// builds (CreateSPKACInternal): DER structure, the SPKI inside equal to wantSPKI, a challenge that
+// is the hex of challengeBytes random bytes (not the Verified Access challenge), NULL algorithm
+// parameters for RSA and ECDSA alike, and the signature by that key — DER, or raw r||s if raw.
+func checkSPKAC(t *testing.T, spkacB64 string, wantSPKI []byte, challengeBytes int, raw bool) {
 	t.Helper()
 	der := mustB64(t, spkacB64)
 	var outer struct {
@@ -183,50 +190,52 @@ func checkSPKAC(t *testing.T, spkacB64 string, wantSPKI []byte, wantChallenge st
 	if !bytes.Equal(inner.SPKI.FullBytes, wantSPKI) {
 		t.Errorf("spkac SPKI differs from the simulated key's")
 	}
-	if inner.Challenge != wantChallenge {
-		t.Errorf("spkac challenge = %q, want %q", inner.Challenge, wantChallenge)
+	if c, err := hex.DecodeString(inner.Challenge); err != nil || len(c) != challengeBytes || strings.ToLower(inner.Challenge) != inner.Challenge {
+		t.Errorf("spkac challenge %q: want the lower-case hex of %d random bytes", inner.Challenge, challengeBytes)
+	}
+	if p := outer.Algorithm.Parameters; p.Tag != asn1.TagNull || len(p.Bytes) != 0 || !bytes.Equal(p.FullBytes, []byte{0x05, 0x00}) {
+		t.Errorf("spkac algorithm parameters %x, want NULL", p.FullBytes)
 	}
 	pub, err := x509.ParsePKIXPublicKey(wantSPKI)
 	if err != nil {
 		t.Fatal(err)
 	}
 	digest := sha256.Sum256(outer.PKAC.FullBytes)
+	sig := outer.Signature.Bytes
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
 		if !outer.Algorithm.Algorithm.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}) {
 			t.Errorf("rsa spkac algorithm %v", outer.Algorithm.Algorithm)
 		}
-		if err := rsa.VerifyPKCS1v15(k, crypto.SHA256, digest[:], outer.Signature.Bytes); err != nil {
+		if err := rsa.VerifyPKCS1v15(k, crypto.SHA256, digest[:], sig); err != nil {
 			t.Errorf("spkac signature: %v", err)
 		}
 	case *ecdsa.PublicKey:
 		if !outer.Algorithm.Algorithm.Equal(asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}) {
 			t.Errorf("ecdsa spkac algorithm %v", outer.Algorithm.Algorithm)
 		}
-		if !ecdsa.VerifyASN1(k, digest[:], outer.Signature.Bytes) {
-			t.Errorf("spkac signature does not verify")
+		if raw {
+			if len(sig) != 64 || !ecdsa.Verify(k, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+				t.Errorf("spkac signature is not a valid raw r||s (%d bytes)", len(sig))
+			}
+		} else if !ecdsa.VerifyASN1(k, digest[:], sig) {
+			t.Errorf("spkac signature is not a valid DER signature")
 		}
 	default:
 		t.Fatalf("key %T", pub)
 	}
 }
 
-// challengeData is the data field of a challenge as handed to the extension.
-func challengeData(t *testing.T, challenge []byte) []byte {
-	t.Helper()
-	data, _, err := UnmarshalSignedData(challenge)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-// wantVAError checks a Google error envelope: 400 INVALID_ARGUMENT with the substring.
+// wantVAError checks a Google error envelope: 400 INVALID_ARGUMENT with a BadRequest detail,
+// and the substring in the message (for people: clients branch on the status).
 func wantVAError(t *testing.T, err error, substr string) {
 	t.Helper()
 	gerr := wantAPIError(t, err, 400, "INVALID_ARGUMENT")
 	if !strings.Contains(gerr.Message, substr) {
 		t.Errorf("message %q lacks %q", gerr.Message, substr)
+	}
+	if !strings.Contains(gerr.Body, `"details":[{"@type":"type.googleapis.com/google.rpc.BadRequest"`) {
+		t.Errorf("envelope without its BadRequest detail: %s", gerr.Body)
 	}
 }
 
@@ -338,7 +347,7 @@ func TestVAVerifyReportsConfiguredDevice(t *testing.T) {
 			if err != nil {
 				t.Fatalf("verify: %v", err)
 			}
-			checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, b64(challengeData(t, ch)))
+			checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, 32, false)
 
 			want := DefaultVADevice(scope, res.KeyID, identity)
 			if tc.device != nil {
@@ -386,48 +395,116 @@ func TestVAVerifyReportsConfiguredDevice(t *testing.T) {
 	}
 }
 
-func TestVAManagedProfileOnUnmanagedBrowser(t *testing.T) {
+// TestVAAnswersAsChromeOS: the simulated device answers as ChromeOS does, for both TPM versions
+// and both key types, ECDSA signing in DER or raw r||s: the answer is SignedData{ChallengeResponse
+// {challenge = the SignedData handed out, nonce, encrypted key info}, signature by the key}, the
+// SPKAC (random hex challenge, NULL parameters) travels only inside the encrypted key info, and
+// challenge:verify hands it out.
+func TestVAAnswersAsChromeOS(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		tpm        string
+		challenge  int
+		keyType    string
+		raw        bool
+		wantSigLen int // 0 = DER
+	}{
+		{TPM20, 32, KeyRSA, false, 256}, {TPM12, 20, KeyRSA, false, 256},
+		{TPM20, 32, KeyECDSA, false, 0}, {TPM12, 20, KeyECDSA, false, 0},
+		{TPM20, 32, KeyECDSA, true, 64}, {TPM12, 20, KeyECDSA, true, 64},
+	} {
+		name := fmt.Sprintf("TPM %s %s raw=%v", tc.tpm, tc.keyType, tc.raw)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			v := newVAEnv(t, 0)
+			for _, version := range []string{VAv1, VAv2} {
+				ch := v.challenge(t, version)
+				res := v.respond(t, VARespondRequest{Challenge: ch, KeyType: tc.keyType, TPMVersion: tc.tpm, RawSignatures: tc.raw})
+				data, sig, err := wire.UnmarshalSignedData(res.ChallengeResponse)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cr, err := parseChallengeResponse(data)
+				if err != nil {
+					t.Fatalf("the answer is not a ChallengeResponse: %v", err)
+				}
+				if !bytes.Equal(cr.challenge, ch) || len(cr.nonce) == 0 || len(cr.encryptedKeyInfo.wrappedKey) != 256 ||
+					len(cr.encryptedKeyInfo.mac) != 64 || len(cr.encryptedKeyInfo.iv) != 16 {
+					t.Errorf("ChallengeResponse: challenge equal %v, nonce %d bytes, encrypted key info %+v",
+						bytes.Equal(cr.challenge, ch), len(cr.nonce), cr.encryptedKeyInfo)
+				}
+				if tc.wantSigLen != 0 && len(sig) != tc.wantSigLen {
+					t.Errorf("answer signature of %d bytes, want %d", len(sig), tc.wantSigLen)
+				}
+				if err := VerifySignature(res.SPKI, data, sig); err != nil {
+					t.Errorf("the answer is not signed by the registered key: %v", err)
+				}
+				got, err := v.verify(t, version, res.ChallengeResponse, "")
+				if err != nil {
+					t.Fatalf("verify %s: %v", version, err)
+				}
+				checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, tc.challenge, tc.raw && tc.keyType == KeyECDSA)
+				if bytes.Contains(res.ChallengeResponse, mustB64(t, got.SignedPublicKeyAndChallenge)) {
+					t.Error("the SPKAC is readable in the answer; ChromeOS encrypts it for Google")
+				}
+			}
+		})
+	}
+}
+
+// TestVAVerifiesAnswersItDidNotMake: an answer built outside the emulator — as the sample
+// extension's stand-in for chrome.enterprise does with WebCrypto — from the published service
+// key verifies, and is reported as the default device of its key and identity.
+func TestVAVerifiesAnswersItDidNotMake(t *testing.T) {
 	t.Parallel()
 	v := newVAEnv(t, 0)
-	ch := v.challenge(t, VAv2)
-	profile := VAUnmanagedBrowserProfile("browser-key", "bob@corp.example")
-	res := v.respond(t, VARespondRequest{Challenge: ch, Scope: VAScopeUser, KeyType: KeyECDSA,
-		KeyID: "browser-key", Identity: "bob@corp.example", Device: &profile})
-
-	// Look at the raw answer: the device fields must be absent, not merely empty.
-	body, _ := json.Marshal(va2.VerifyChallengeResponseRequest{ChallengeResponse: b64(res.ChallengeResponse),
-		ExpectedIdentity: "bob@corp.example"})
-	resp, err := http.Post(v.srv.URL+VAPathVerifyV2, "application/json", bytes.NewReader(body))
+	resp, err := http.Get(v.srv.URL + VAServiceKeyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("verify: %d %s", resp.StatusCode, raw)
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
+	var sk VAServiceKey
+	if err := json.NewDecoder(resp.Body).Decode(&sk); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"devicePermanentId", "keyTrustLevel", "virtualDeviceId", "customerId", "deviceEnrollmentId"} {
-		if _, ok := fields[k]; ok {
-			t.Errorf("unmanaged browser profile answer has %s", k)
+	resp.Body.Close()
+	pub, err := x509.ParsePKIXPublicKey(sk.PublicKey)
+	if err != nil || sk.KeyID == "" {
+		t.Fatalf("service key %v %q", err, sk.KeyID)
+	}
+	key, err := newDeviceKey(KeyECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := func(ch []byte, keyType uint64, identity string, tamper bool) []byte {
+		spkac, err := buildSPKAC(key, "00112233445566778899aabbccddeeff00112233", true)
+		if err != nil {
+			t.Fatal(err)
 		}
+		enc, err := encryptKeyInfo(pub.(*rsa.PublicKey), []byte(sk.KeyID), keyInfo{keyType: keyType, domain: identity, spkac: spkac}.marshal())
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := challengeResponse{challenge: ch, nonce: []byte("nonce-from-outside"), encryptedKeyInfo: enc}.marshal()
+		sig, err := key.sign(data, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tamper {
+			enc.mac[0] ^= 1
+			data = challengeResponse{challenge: ch, nonce: []byte("nonce-from-outside"), encryptedKeyInfo: enc}.marshal()
+		}
+		return wire.MarshalSignedData(data, sig)
 	}
-	var got va2.VerifyChallengeResponseResult
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatal(err)
+	got, err := v.verify(t, VAv2, answer(v.challenge(t, VAv2), keyTypeEUK, "carol@corp.example", false), "carol@corp.example")
+	if err != nil {
+		t.Fatalf("verify: %v", err)
 	}
-	if got.ProfileCustomerId != DefaultCustomer || got.ProfileKeyTrustLevel != "CHROME_BROWSER_OS_KEY" ||
-		got.VirtualProfileId == "" || got.ProfilePermanentId == "" {
-		t.Errorf("profile fields = %+v", got)
+	checkSPKAC(t, got.SignedPublicKeyAndChallenge, key.spki, 20, true)
+	if got.DeviceSignals == nil || got.DeviceSignals.ProfileEnrollmentDomain != "corp.example" || got.DevicePermanentId != "" {
+		t.Errorf("an outside user answer reported as %+v", got)
 	}
-	if got.DeviceSignals == nil || got.DeviceSignals.ProfileEnrollmentDomain != "corp.example" ||
-		got.DeviceSignals.DeviceEnrollmentDomain != "" || got.DeviceSignals.OperatingSystem != "WINDOWS" {
-		t.Errorf("signals = %+v", got.DeviceSignals)
-	}
-	checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, b64(challengeData(t, ch)))
+	_, err = v.verify(t, VAv2, answer(v.challenge(t, VAv2), keyTypeEMK, "corp.example", true), "corp.example")
+	wantVAError(t, err, "MAC does not verify")
 }
 
 func TestVAVerifyRefusals(t *testing.T) {
@@ -451,7 +528,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
 				return err
 			},
-			wantMessage: VAMessageExpired, wantOutcome: VAOutcomeExpired,
+			wantMessage: vaMessageExpired, wantOutcome: VAOutcomeExpired,
 		},
 		{
 			name:     "expired after a short configured lifetime",
@@ -462,7 +539,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
 				return err
 			},
-			wantMessage: VAMessageExpired, wantOutcome: VAOutcomeExpired,
+			wantMessage: vaMessageExpired, wantOutcome: VAOutcomeExpired,
 		},
 		{
 			name: "same response verified twice",
@@ -474,7 +551,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
 				return err
 			},
-			wantMessage: VAMessageAlreadyUsed, wantOutcome: VAOutcomeAlreadyUsed,
+			wantMessage: vaMessageAlreadyUsed, wantOutcome: VAOutcomeAlreadyUsed,
 		},
 		{
 			name: "second response to a used challenge",
@@ -488,15 +565,15 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, second.ChallengeResponse, "")
 				return err
 			},
-			wantMessage: VAMessageAlreadyUsed, wantOutcome: VAOutcomeAlreadyUsed,
+			wantMessage: vaMessageAlreadyUsed, wantOutcome: VAOutcomeAlreadyUsed,
 		},
 		{
 			name: "unknown response",
 			run: func(t *testing.T, s setup) error {
-				_, err := s.v.verify(t, s.version, MarshalSignedData([]byte("not a response"), []byte("sig")), "")
+				_, err := s.v.verify(t, s.version, wire.MarshalSignedData([]byte("not a response"), []byte("sig")), "")
 				return err
 			},
-			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+			wantMessage: vaMessageInvalid, wantOutcome: VAOutcomeInvalid,
 		},
 		{
 			name: "response from another emulator",
@@ -506,7 +583,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
 				return err
 			},
-			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+			wantMessage: vaMessageInvalid, wantOutcome: VAOutcomeInvalid,
 		},
 		{
 			name: "tampered response",
@@ -515,7 +592,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
 				return err
 			},
-			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+			wantMessage: vaMessageInvalid, wantOutcome: VAOutcomeInvalid,
 		},
 		{
 			name: "identity mismatch",
@@ -525,7 +602,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "alice@example.com")
 				return err
 			},
-			wantMessage: VAMessageIdentityMismatch, wantOutcome: VAOutcomeIdentityMismatch,
+			wantMessage: vaMessageIdentityMismatch, wantOutcome: VAOutcomeIdentityMismatch,
 		},
 		{
 			name: "challenge of the other API version",
@@ -538,7 +615,7 @@ func TestVAVerifyRefusals(t *testing.T) {
 				_, err := s.v.verify(t, s.version, res.ChallengeResponse, "")
 				return err
 			},
-			wantMessage: VAMessageInvalid, wantOutcome: VAOutcomeInvalid,
+			wantMessage: vaMessageInvalid, wantOutcome: VAOutcomeInvalid,
 		},
 	}
 	for _, tc := range tests {
@@ -577,7 +654,7 @@ func TestVAChallengeConsumption(t *testing.T) {
 			ch := v.challenge(t, version)
 			bad := v.respond(t, VARespondRequest{Challenge: ch, KeyType: KeyECDSA, Tamper: true})
 			_, err := v.verify(t, version, bad.ChallengeResponse, "")
-			wantVAError(t, err, VAMessageInvalid)
+			wantVAError(t, err, vaMessageInvalid)
 			good := v.respond(t, VARespondRequest{Challenge: ch, KeyType: KeyECDSA, KeyID: bad.KeyID})
 			if _, err := v.verify(t, version, good.ChallengeResponse, ""); err != nil {
 				t.Fatalf("verify after a tampered attempt: %v", err)
@@ -586,10 +663,10 @@ func TestVAChallengeConsumption(t *testing.T) {
 			ch2 := v.challenge(t, version)
 			r1 := v.respond(t, VARespondRequest{Challenge: ch2, KeyType: KeyECDSA})
 			_, err = v.verify(t, version, r1.ChallengeResponse, "other.example")
-			wantVAError(t, err, VAMessageIdentityMismatch)
+			wantVAError(t, err, vaMessageIdentityMismatch)
 			r2 := v.respond(t, VARespondRequest{Challenge: ch2, KeyType: KeyECDSA})
 			_, err = v.verify(t, version, r2.ChallengeResponse, DefaultVADomain)
-			wantVAError(t, err, VAMessageAlreadyUsed)
+			wantVAError(t, err, vaMessageAlreadyUsed)
 		})
 	}
 }
@@ -609,6 +686,7 @@ func TestVATamperSPKAC(t *testing.T) {
 			if _, err := ParseSPKAC(got.SignedPublicKeyAndChallenge); err == nil {
 				t.Errorf("ParseSPKAC accepted a tampered SPKAC")
 			}
+
 		})
 	}
 }
@@ -711,11 +789,11 @@ func TestVARespondEndpointRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(gotDevice, device) {
 		t.Errorf("verify reported\n%+v\nwant\n%+v", gotDevice, device)
 	}
-	checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, b64(challengeData(t, ch)))
+	checkSPKAC(t, got.SignedPublicKeyAndChallenge, res.SPKI, 32, false)
 
 	// The Go request type encodes to the same contract.
 	req := VARespondRequest{Challenge: ch, APIVersion: VAv2, Scope: VAScopeUser, KeyType: KeyRSA, KeyID: "k",
-		Identity: "a@b", Device: &device, Tamper: true}
+		Identity: "a@b", Device: &device, Tamper: true, TPMVersion: TPM12, RawSignatures: true}
 	enc, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
@@ -733,7 +811,7 @@ func TestVARespondEndpointRefusals(t *testing.T) {
 	t.Parallel()
 	v := newVAEnv(t, 0)
 	ch := b64(v.challenge(t, VAv1))
-	forged := b64(MarshalSignedData([]byte("data"), []byte("not the emulator's mac")))
+	forged := b64(wire.MarshalSignedData([]byte("data"), []byte("not the emulator's mac")))
 	tests := []struct {
 		name, body string
 		wantCode   int
@@ -749,6 +827,7 @@ func TestVARespondEndpointRefusals(t *testing.T) {
 		{name: "bad key type", body: `{"challenge":"` + ch + `","keyType":"dsa"}`, wantCode: 400},
 		{name: "bad api version", body: `{"challenge":"` + ch + `","apiVersion":"v3"}`, wantCode: 400},
 		{name: "api version of the other kind", body: `{"challenge":"` + ch + `","apiVersion":"v2"}`, wantCode: 400},
+		{name: "bad tpm version", body: `{"challenge":"` + ch + `","tpmVersion":"3.0"}`, wantCode: 400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -848,14 +927,16 @@ func TestVAFaultInjection(t *testing.T) {
 	res := v.respond(t, VARespondRequest{Challenge: v.challenge(t, VAv1), KeyType: KeyECDSA})
 	v.emu.FailNext(MethodVAVerifyV1, 1, 429, 0)
 	_, err = v.verify(t, VAv1, res.ChallengeResponse, "")
-	wantAPIError(t, err, 429, "RESOURCE_EXHAUSTED")
+	if gerr := wantAPIError(t, err, 429, "RESOURCE_EXHAUSTED"); !strings.Contains(gerr.Body, `"reason":"RATE_LIMIT_EXCEEDED"`) {
+		t.Errorf("429 without its ErrorInfo: %s", gerr.Body)
+	}
 
 	// A lost response was applied: the retry finds the challenge used.
 	v.emu.LoseNextResponses(MethodVAVerifyV1, 1)
 	_, err = v.verify(t, VAv1, res.ChallengeResponse, "")
 	wantAPIError(t, err, 503, "UNAVAILABLE")
 	_, err = v.verify(t, VAv1, res.ChallengeResponse, "")
-	wantVAError(t, err, VAMessageAlreadyUsed)
+	wantVAError(t, err, vaMessageAlreadyUsed)
 
 	st := v.emu.VAStats()
 	want := map[string]int{VAOutcomeInjected: 1, VAOutcomeVerified: 1, VAOutcomeAlreadyUsed: 1}
@@ -889,7 +970,7 @@ func TestVAConcurrentEnrollments(t *testing.T) {
 				}
 				d, _ := base64.StdEncoding.DecodeString(c.Challenge.Data)
 				s, _ := base64.StdEncoding.DecodeString(c.Challenge.Signature)
-				ch = MarshalSignedData(d, s)
+				ch = wire.MarshalSignedData(d, s)
 			} else {
 				c, err := v.v2.Challenge.Generate(&va2.Empty{}).Do()
 				if err != nil {
@@ -904,7 +985,7 @@ func TestVAConcurrentEnrollments(t *testing.T) {
 				return
 			}
 			if version == VAv1 {
-				d, s, _ := UnmarshalSignedData(res.ChallengeResponse)
+				d, s, _ := wire.UnmarshalSignedData(res.ChallengeResponse)
 				_, errs[i] = v.v1.Challenge.Verify(&va1.VerifyChallengeResponseRequest{
 					ChallengeResponse: &va1.SignedData{Data: b64(d), Signature: b64(s)}}).Do()
 			} else {
@@ -932,7 +1013,7 @@ func TestVAOldChallengesAreForgotten(t *testing.T) {
 	v.clock.Advance(DefaultVAChallengeLifetime + vaRetention + time.Second)
 	v.challenge(t, VAv2) // issuing purges
 	_, err := v.verify(t, VAv2, res.ChallengeResponse, "")
-	wantVAError(t, err, VAMessageInvalid)
+	wantVAError(t, err, vaMessageInvalid)
 }
 
 func TestNewRejectsNegativeLifetime(t *testing.T) {

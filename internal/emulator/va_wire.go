@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -14,94 +13,183 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
-// Field numbers of the SignedData message (google.chrome.verifiedaccess SignedData), which wraps
-// both the challenge handed to the extension and the extension's challenge response.
+// The fields of ChromeOS's ChallengeResponse are wire's (ChallengeResponse*): the adapter reads
+// the challenge it answers, Google (here) the rest.
 const (
-	signedDataFieldData      protowire.Number = 1
-	signedDataFieldSignature protowire.Number = 2
+	challengeResponseFieldChallenge        = wire.ChallengeResponseChallenge
+	challengeResponseFieldNonce            = wire.ChallengeResponseNonce
+	challengeResponseFieldEncryptedKeyInfo = wire.ChallengeResponseEncryptedKeyInfo
 )
 
-// Field numbers of the emulator's own challenge-response payload (the SignedData's data). Real
-// Chrome puts a ChallengeResponse message there whose key info is encrypted for Google; nobody but
-// Google reads it, so the emulator uses its own small message instead.
+// Field numbers of EncryptedData and KeyInfo (system_api attestation_ca.proto).
 const (
-	vaPayloadFieldChallenge  protowire.Number = 1 // the challenge exactly as handed to challengeKey
-	vaPayloadFieldResponseID protowire.Number = 2 // key of the response record the emulator keeps
-	vaPayloadFieldSPKAC      protowire.Number = 3 // the SPKAC, as Chrome's key info carries it
+	encryptedDataFieldWrappedKey    protowire.Number = 2
+	encryptedDataFieldIV            protowire.Number = 3
+	encryptedDataFieldMAC           protowire.Number = 4
+	encryptedDataFieldData          protowire.Number = 5
+	encryptedDataFieldWrappingKeyID protowire.Number = 6
+
+	keyInfoFieldKeyType    protowire.Number = 1 // varint: keyTypeEMK or keyTypeEUK
+	keyInfoFieldDomain     protowire.Number = 2 // the enrolled domain (EMK) or the user's e-mail (EUK)
+	keyInfoFieldDeviceID   protowire.Number = 3
+	keyInfoFieldSPKAC      protowire.Number = 5 // signed_public_key_and_challenge
+	keyInfoFieldCustomerID protowire.Number = 6
 )
 
-// MarshalSignedData serializes a SignedData message (data = field 1, signature = field 2), the
-// form in which a v1 challenge is handed to the extension and in which the extension's answer
-// comes back. Exported for clients and tests that play the adapter's part.
-func MarshalSignedData(data, signature []byte) []byte {
-	b := protowire.AppendTag(nil, signedDataFieldData, protowire.BytesType)
-	b = protowire.AppendBytes(b, data)
-	b = protowire.AppendTag(b, signedDataFieldSignature, protowire.BytesType)
-	return protowire.AppendBytes(b, signature)
+// KeyInfo key types: an Enterprise Machine Key or an Enterprise User Key.
+const (
+	keyTypeEMK = 1
+	keyTypeEUK = 2
+)
+
+// challengeResponse is ChromeOS's ChallengeResponse.
+type challengeResponse struct {
+	challenge        []byte // serialized SignedData
+	nonce            []byte
+	encryptedKeyInfo encryptedData
 }
 
-// UnmarshalSignedData parses a serialized SignedData message. It is strict: only fields 1 and 2,
-// each as bytes and at most once, so that corrupted input is an error rather than a silently
-// different message.
-func UnmarshalSignedData(b []byte) (data, signature []byte, err error) {
-	fields, err := parseBytesFields(b, signedDataFieldData, signedDataFieldSignature)
-	if err != nil {
-		return nil, nil, fmt.Errorf("signed data: %w", err)
+// encryptedData is attestation_ca.proto's EncryptedData.
+type encryptedData struct {
+	wrappedKey, iv, mac, data, wrappingKeyID []byte
+}
+
+// keyInfo is the part of attestation_ca.proto's KeyInfo the emulator reads and writes.
+type keyInfo struct {
+	keyType    uint64
+	domain     string
+	deviceID   []byte
+	spkac      []byte
+	customerID string
+}
+
+func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, v)
+}
+
+func (r challengeResponse) marshal() []byte {
+	return wire.MarshalChallengeResponse(r.challenge, r.nonce, r.encryptedKeyInfo.marshal())
+}
+
+func (e encryptedData) marshal() []byte {
+	b := appendBytesField(nil, encryptedDataFieldWrappedKey, e.wrappedKey)
+	b = appendBytesField(b, encryptedDataFieldIV, e.iv)
+	b = appendBytesField(b, encryptedDataFieldMAC, e.mac)
+	b = appendBytesField(b, encryptedDataFieldData, e.data)
+	return appendBytesField(b, encryptedDataFieldWrappingKeyID, e.wrappingKeyID)
+}
+
+func (k keyInfo) marshal() []byte {
+	b := protowire.AppendTag(nil, keyInfoFieldKeyType, protowire.VarintType)
+	b = protowire.AppendVarint(b, k.keyType)
+	b = appendBytesField(b, keyInfoFieldDomain, []byte(k.domain))
+	b = appendBytesField(b, keyInfoFieldDeviceID, k.deviceID)
+	b = appendBytesField(b, keyInfoFieldSPKAC, k.spkac)
+	if k.customerID != "" {
+		b = appendBytesField(b, keyInfoFieldCustomerID, []byte(k.customerID))
 	}
-	return fields[signedDataFieldData], fields[signedDataFieldSignature], nil
+	return b
 }
 
-// parseBytesFields reads a protobuf message made only of the allowed length-delimited fields,
-// each present at most once.
-func parseBytesFields(b []byte, allowed ...protowire.Number) (map[protowire.Number][]byte, error) {
-	out := map[protowire.Number][]byte{}
+// parseFields reads a protobuf message field by field, as proto2 readers do: unknown fields are
+// skipped, a known field must have its wire type and appear once.
+func parseFields(b []byte, known map[protowire.Number]protowire.Type) (map[protowire.Number][]byte, map[protowire.Number]uint64, error) {
+	bytesOut := map[protowire.Number][]byte{}
+	varints := map[protowire.Number]uint64{}
+	seen := map[protowire.Number]bool{}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, fmt.Errorf("bad tag: %w", protowire.ParseError(n))
+			return nil, nil, fmt.Errorf("bad tag: %w", protowire.ParseError(n))
 		}
 		b = b[n:]
-		known := false
-		for _, a := range allowed {
-			known = known || a == num
+		want, ok := known[num]
+		if !ok {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return nil, nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			b = b[n:]
+			continue
 		}
-		if !known || typ != protowire.BytesType {
-			return nil, fmt.Errorf("unexpected field %d (wire type %d)", num, typ)
+		if typ != want {
+			return nil, nil, fmt.Errorf("field %d has wire type %d, want %d", num, typ, want)
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+		if seen[num] {
+			return nil, nil, fmt.Errorf("field %d repeated", num)
 		}
-		if _, dup := out[num]; dup {
-			return nil, fmt.Errorf("field %d repeated", num)
+		seen[num] = true
+		switch typ {
+		case protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return nil, nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			varints[num], b = v, b[n:]
+		default:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, nil, fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+			}
+			bytesOut[num], b = v, b[n:]
 		}
-		out[num] = v
-		b = b[n:]
 	}
-	return out, nil
+	return bytesOut, varints, nil
 }
 
-// marshalVAPayload builds the data part of the emulator's challenge response.
-func marshalVAPayload(challenge, responseID, spkac []byte) []byte {
-	b := protowire.AppendTag(nil, vaPayloadFieldChallenge, protowire.BytesType)
-	b = protowire.AppendBytes(b, challenge)
-	b = protowire.AppendTag(b, vaPayloadFieldResponseID, protowire.BytesType)
-	b = protowire.AppendBytes(b, responseID)
-	b = protowire.AppendTag(b, vaPayloadFieldSPKAC, protowire.BytesType)
-	return protowire.AppendBytes(b, spkac)
-}
-
-func unmarshalVAPayload(b []byte) (challenge, responseID []byte, err error) {
-	f, err := parseBytesFields(b, vaPayloadFieldChallenge, vaPayloadFieldResponseID, vaPayloadFieldSPKAC)
+func parseChallengeResponse(b []byte) (challengeResponse, error) {
+	f, _, err := parseFields(b, map[protowire.Number]protowire.Type{
+		challengeResponseFieldChallenge: protowire.BytesType, challengeResponseFieldNonce: protowire.BytesType,
+		challengeResponseFieldEncryptedKeyInfo: protowire.BytesType,
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("challenge response payload: %w", err)
+		return challengeResponse{}, fmt.Errorf("challenge response: %w", err)
 	}
-	if len(f[vaPayloadFieldChallenge]) == 0 || len(f[vaPayloadFieldResponseID]) == 0 {
-		return nil, nil, errors.New("challenge response payload: challenge or response id missing")
+	if len(f[challengeResponseFieldChallenge]) == 0 || len(f[challengeResponseFieldNonce]) == 0 {
+		return challengeResponse{}, errors.New("challenge response: challenge or nonce missing")
 	}
-	return f[vaPayloadFieldChallenge], f[vaPayloadFieldResponseID], nil
+	ed, err := parseEncryptedData(f[challengeResponseFieldEncryptedKeyInfo])
+	if err != nil {
+		return challengeResponse{}, fmt.Errorf("challenge response: %w", err)
+	}
+	return challengeResponse{challenge: f[challengeResponseFieldChallenge], nonce: f[challengeResponseFieldNonce], encryptedKeyInfo: ed}, nil
+}
+
+func parseEncryptedData(b []byte) (encryptedData, error) {
+	f, _, err := parseFields(b, map[protowire.Number]protowire.Type{
+		encryptedDataFieldWrappedKey: protowire.BytesType, encryptedDataFieldIV: protowire.BytesType,
+		encryptedDataFieldMAC: protowire.BytesType, encryptedDataFieldData: protowire.BytesType,
+		encryptedDataFieldWrappingKeyID: protowire.BytesType,
+	})
+	if err != nil {
+		return encryptedData{}, fmt.Errorf("encrypted key info: %w", err)
+	}
+	return encryptedData{wrappedKey: f[encryptedDataFieldWrappedKey], iv: f[encryptedDataFieldIV], mac: f[encryptedDataFieldMAC],
+		data: f[encryptedDataFieldData], wrappingKeyID: f[encryptedDataFieldWrappingKeyID]}, nil
+}
+
+func parseKeyInfo(b []byte) (keyInfo, error) {
+	f, v, err := parseFields(b, map[protowire.Number]protowire.Type{
+		keyInfoFieldKeyType: protowire.VarintType, keyInfoFieldDomain: protowire.BytesType,
+		keyInfoFieldDeviceID: protowire.BytesType, keyInfoFieldSPKAC: protowire.BytesType,
+		keyInfoFieldCustomerID: protowire.BytesType,
+	})
+	if err != nil {
+		return keyInfo{}, fmt.Errorf("key info: %w", err)
+	}
+	k := keyInfo{keyType: v[keyInfoFieldKeyType], domain: string(f[keyInfoFieldDomain]), deviceID: f[keyInfoFieldDeviceID],
+		spkac: f[keyInfoFieldSPKAC], customerID: string(f[keyInfoFieldCustomerID])}
+	if k.keyType != keyTypeEMK && k.keyType != keyTypeEUK {
+		return keyInfo{}, fmt.Errorf("key info: key type %d, want EMK (1) or EUK (2)", k.keyType)
+	}
+	if len(k.spkac) == 0 {
+		return keyInfo{}, errors.New("key info: no signed public key and challenge (registerKey was not used)")
+	}
+	return k, nil
 }
 
 var (
@@ -123,10 +211,23 @@ type spkacASN1 struct {
 	Signature asn1.BitString
 }
 
-// buildSPKAC returns the DER SPKAC for key with the given challenge string, signed by the key:
-// sha256WithRSAEncryption for RSA, ecdsa-with-SHA256 (DER signature) for P-256. This is the proof
-// of possession Google hands the adapter in signedPublicKeyAndChallenge.
-func buildSPKAC(key *deviceKey, challenge string) ([]byte, error) {
+// spkacChallenge is the challenge string ChromeOS signs into an SPKAC: the hex of random bytes,
+// 20 on a TPM 1.2 device and 32 on TPM 2.0 (CryptoUtilityImpl::CreateSPKACInternal). It is not
+// the Verified Access challenge.
+func spkacChallenge(tpm string) (string, error) {
+	n := 32
+	if tpm == TPM12 {
+		n = 20
+	}
+	return randomHex(n)
+}
+
+// buildSPKAC returns the DER SPKAC for key with the given challenge string, signed by the key,
+// as ChromeOS builds it: sha256WithRSAEncryption or ecdsa-with-SHA256, both with NULL parameters
+// (X509_ALGOR_set0(alg, nid, V_ASN1_NULL, NULL)); an ECDSA signature in DER or, with raw, as the
+// TPM's 64-byte r||s. This is the proof of possession Google hands the adapter in
+// signedPublicKeyAndChallenge.
+func buildSPKAC(key *deviceKey, challenge string, raw bool) ([]byte, error) {
 	pkac, err := asn1.Marshal(publicKeyAndChallenge{SPKI: asn1.RawValue{FullBytes: key.spki}, Challenge: challenge})
 	if err != nil {
 		return nil, fmt.Errorf("spkac: marshal public key and challenge: %w", err)
@@ -136,11 +237,11 @@ func buildSPKAC(key *deviceKey, challenge string) ([]byte, error) {
 	case *rsa.PrivateKey:
 		alg = pkix.AlgorithmIdentifier{Algorithm: oidSHA256WithRSA, Parameters: asn1.NullRawValue}
 	case *ecdsa.PrivateKey:
-		alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}
+		alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256, Parameters: asn1.NullRawValue}
 	default:
 		return nil, fmt.Errorf("spkac: unsupported key %T", key.signer)
 	}
-	sig, err := key.sign(pkac, false)
+	sig, err := key.sign(pkac, raw)
 	if err != nil {
 		return nil, fmt.Errorf("spkac: %w", err)
 	}
@@ -153,6 +254,21 @@ func buildSPKAC(key *deviceKey, challenge string) ([]byte, error) {
 		return nil, fmt.Errorf("spkac: marshal: %w", err)
 	}
 	return der, nil
+}
+
+// spkacSPKI reads the SubjectPublicKeyInfo of a DER SPKAC without checking its signature: the
+// service verifies the answer's signature with it and hands the SPKAC on, whose own signature is
+// the relying party's to check.
+func spkacSPKI(der []byte) ([]byte, error) {
+	var s spkacASN1
+	if rest, err := asn1.Unmarshal(der, &s); err != nil || len(rest) != 0 {
+		return nil, fmt.Errorf("spkac: %v", errOrTrailing(err))
+	}
+	var pkac publicKeyAndChallenge
+	if rest, err := asn1.Unmarshal(s.PKAC.FullBytes, &pkac); err != nil || len(rest) != 0 {
+		return nil, fmt.Errorf("spkac: public key and challenge: %v", errOrTrailing(err))
+	}
+	return pkac.SPKI.FullBytes, nil
 }
 
 // corruptSPKACSignature flips bits in the signature of a DER SPKAC while keeping it well-formed,
@@ -180,7 +296,7 @@ type SPKAC struct {
 }
 
 // ParseSPKAC decodes a base64 (standard or URL-safe, padded or not) DER SPKAC and checks
-// that the key inside signed it. The emulator's stand-in adapter uses it; the adapter has its own
+// that the key inside signed it (ECDSA in DER or raw r||s). The emulator's stand-in adapter uses it; the adapter has its own
 // parser, which the emulator's tests must not depend on.
 func ParseSPKAC(b64 string) (*SPKAC, error) {
 	der, err := decodeBase64(b64)
@@ -206,24 +322,21 @@ func ParseSPKAC(b64 string) (*SPKAC, error) {
 	if s.Signature.BitLength%8 != 0 {
 		return nil, errors.New("spkac: signature is not a whole number of bytes")
 	}
-	digest := sha256.Sum256(s.PKAC.FullBytes)
-	switch key := pub.(type) {
+	switch pub.(type) {
 	case *rsa.PublicKey:
 		if !s.Algorithm.Algorithm.Equal(oidSHA256WithRSA) {
 			return nil, fmt.Errorf("spkac: algorithm %v for an RSA key", s.Algorithm.Algorithm)
-		}
-		if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], s.Signature.Bytes); err != nil {
-			return nil, fmt.Errorf("spkac: signature: %w", err)
 		}
 	case *ecdsa.PublicKey:
 		if !s.Algorithm.Algorithm.Equal(oidECDSAWithSHA256) {
 			return nil, fmt.Errorf("spkac: algorithm %v for an ECDSA key", s.Algorithm.Algorithm)
 		}
-		if !ecdsa.VerifyASN1(key, digest[:], s.Signature.Bytes) {
-			return nil, errors.New("spkac: signature does not verify")
-		}
 	default:
 		return nil, fmt.Errorf("spkac: unsupported public key %T", pub)
+	}
+	// Devices sign SPKACs like signData: PKCS#1 v1.5, or ECDSA in DER or raw r||s.
+	if err := VerifySignature(pkac.SPKI.FullBytes, s.PKAC.FullBytes, s.Signature.Bytes); err != nil {
+		return nil, fmt.Errorf("spkac: signature: %w", err)
 	}
 	return &SPKAC{SPKI: pkac.SPKI.FullBytes, PublicKey: pub, Challenge: pkac.Challenge}, nil
 }

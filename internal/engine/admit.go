@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/certprov/certprov-adapter/internal/chromeapi"
+	"github.com/certprov/certprov-adapter/internal/errclass"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -115,7 +115,7 @@ func (e *Engine) settle(ctx context.Context, name string, err error) error {
 		floor = ceiling
 	}
 	delay := jitter(floor, ceiling, 1)
-	if hint := chromeapi.RetryAfter(err); hint > delay {
+	if _, hint := errclass.Of(err); hint > delay {
 		delay = min(hint, ceiling)
 	}
 	return &admitError{err: err, after: delay}

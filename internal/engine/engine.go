@@ -23,23 +23,52 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
-	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/errclass"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/process"
 	"github.com/certprov/certprov-adapter/internal/swap"
 )
 
-// API is the part of the Certificate Provisioning API the engine uses (*chromeapi.Client).
+// API is the Certificate Provisioning API as the engine drives it (*chromeapi.Client). It is
+// safe for concurrent use.
+//
+// Every error is classified (errclass.Of). Retryable: the call failed in a way that may pass
+// later (a timeout, HTTP 429 or 5xx, no connection), no sooner than its hint (Retry-After);
+// the engine tries again within engine.retry.maxDuration, or, waiting for a signature, until
+// the sign deadline. Permanent: Google refused the call and will refuse it again as is; the
+// engine reads the process before it decides, since a refused mutation may have landed before
+// (its answer lost) or the process may have ended meanwhile. An error that states no class
+// counts as retryable. A mutation that failed retryably may have landed too: the engine reads
+// the process before repeating it. A call cut short by ctx decides nothing: the engine checks
+// ctx before it acts on the error.
 type API interface {
+	// Get reads a process; an error matching process.ErrNotFound (errors.Is) says it does not
+	// exist.
 	Get(ctx context.Context, name string) (*process.Process, error)
+	// Claim claims the process for instanceID; an error matching process.ErrClaimedByOther says
+	// another instance owns it, which this one must leave alone. Claiming again a process this
+	// instance holds succeeds.
 	Claim(ctx context.Context, name, instanceID string) error
+	// SignData asks the device to sign data with algorithm and returns the operation's name.
+	// It is sent at most once by the implementation (a second request makes the device fail
+	// the process), so after any error the engine reads the process to learn whether it landed.
 	SignData(ctx context.Context, name string, data []byte, algorithm string) (string, error)
-	GetOperation(ctx context.Context, opName string) (*chromeapi.Operation, error)
+	// GetOperation polls a signData operation.
+	GetOperation(ctx context.Context, opName string) (*process.Operation, error)
+	// UploadCertificate hands the leaf certificate (PEM) to the device.
 	UploadCertificate(ctx context.Context, name, certPEM string) error
+	// SetFailure ends the process with a message the device shows to the user.
 	SetFailure(ctx context.Context, name, message string) error
+}
+
+// retryable reports whether err, from the API, may pass if tried again, and the server's hint of
+// when.
+func retryable(err error) (bool, time.Duration) {
+	class, hint := errclass.Of(err)
+	return class == errclass.Retryable, hint
 }
 
 // Auditor receives the audit event of every process that reaches its final state
@@ -77,11 +106,6 @@ type Options struct {
 	// Profiles and CAs are what processes' references resolve to, until Reconfigure.
 	Profiles map[string]*Profile      // by profileAdapterConfigReference
 	CAs      map[string]*CAConnection // by caConnectionAdapterConfigReference
-
-	// SCEPValidity and SCEPSignDeadline apply to processes that carry a scepProfile, which names
-	// no adapter profile.
-	SCEPValidity     time.Duration
-	SCEPSignDeadline time.Duration
 
 	Workers         int
 	PollInterval    time.Duration
@@ -159,8 +183,6 @@ func New(o Options) (*Engine, error) {
 			*d = v
 		}
 	}
-	def(&o.SCEPValidity, config.DefaultValidity)
-	def(&o.SCEPSignDeadline, config.DefaultSignDeadline)
 	def(&o.PollInterval, config.DefaultPollInterval)
 	def(&o.MaxPollInterval, config.DefaultMaxPollInterval)
 	def(&o.Retry.InitialBackoff, config.DefaultInitialBackoff)
@@ -254,9 +276,10 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 	rec.Log(now, "claimed as "+e.o.InstanceID)
 	if p.SignRequested() {
 		// Our claim survived but our record did not (a lost journal): signData went out already
-		// and must not go out again. Wait for the signature over the bytes Google holds.
+		// and must not go out again. Wait for the signature over the bytes Google holds, for as
+		// long as a profile waits by default: the profile is resolved only when a request is built.
 		rec.State, rec.SignData, rec.Algorithm = journal.StateSignRequested, p.SignData, p.SignatureAlgorithm
-		rec.SignDeadline = now.Add(e.o.SCEPSignDeadline)
+		rec.SignDeadline = now.Add(config.DefaultSignDeadline)
 	}
 	created, err := e.o.Store.Create(ctx, rec)
 	if err != nil {
@@ -279,7 +302,7 @@ func (e *Engine) admit(ctx context.Context, name string) error {
 // instance (gone, ended, another instance's).
 func (e *Engine) readAndClaim(ctx context.Context, name string) (p *process.Process, done bool, err error) {
 	p, err = e.o.API.Get(ctx, name)
-	if chromeapi.IsNotFound(err) {
+	if errors.Is(err, process.ErrNotFound) {
 		e.m.Admissions.WithLabelValues("not_found").Inc()
 		e.log.Warn("notified process does not exist", zap.String("process", name))
 		return nil, true, nil
@@ -293,7 +316,7 @@ func (e *Engine) readAndClaim(ctx context.Context, name string) (p *process.Proc
 		return nil, true, nil
 	}
 	if err := e.o.API.Claim(ctx, name, e.o.InstanceID); err != nil {
-		if errors.Is(err, chromeapi.ErrClaimedByOther) {
+		if errors.Is(err, process.ErrClaimedByOther) {
 			e.m.Admissions.WithLabelValues("claimed_by_other").Inc()
 			e.log.Info("process is owned by another adapter instance", zap.String("process", name), zap.Error(err))
 			return nil, true, nil
@@ -423,6 +446,13 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	// died before journaling that.
 	fresh := false
 	resumed := true // the first step of a lease may repeat a side effect a previous holder made
+	// unjournaled is a step whose outcome was carried on to the next step's write (see below):
+	// rec as it ended, and the state and start it had. It counts once that write landed.
+	var unjournaled struct {
+		rec     *journal.Record
+		before  journal.State
+		started time.Time
+	}
 	for h.ctx.Err() == nil && e.due(run, rec, e.now()) {
 		before, attempts, started := rec.State, rec.Attempts, rec.StepStarted
 		if rec.State.Final() {
@@ -447,6 +477,14 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 		// releases it. A step that was interrupted (stop, lost lease) left rec as journaled,
 		// plus what it learned for certain; the fence refuses the write if the lease is gone.
 		more := h.ctx.Err() == nil && e.due(run, rec, now)
+		if more && before == journal.StateSignRequested && rec.State == journal.StateSigned {
+			// The signature came from a poll, a read: the CA step, due now, journals it with
+			// its intent before it asks the CA, which saves a write per certificate. Should
+			// the adapter die in between, the next holder polls again and gets it again.
+			signed := *rec
+			unjournaled.rec, unjournaled.before, unjournaled.started = &signed, before, started
+			continue
+		}
 		renew := time.Duration(0)
 		if more {
 			renew = e.o.LeaseDuration
@@ -463,6 +501,10 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 				return
 			}
 			return // commit logged it; the lease is left to run out
+		}
+		if unjournaled.rec != nil { // journaled now, with what followed it
+			e.committed(unjournaled.rec, unjournaled.before, unjournaled.started)
+			unjournaled.rec = nil
 		}
 		e.committed(rec, before, started)
 		fresh = fresh || (rec.State.Final() && !before.Final())
@@ -672,9 +714,5 @@ func (e *Engine) retryLater(rec *journal.Record, what string, err error, hint ti
 // maxMessageLen keeps failure messages readable on the device's settings page.
 const maxMessageLen = 500
 
-func userMessage(s string) string {
-	if len(s) > maxMessageLen {
-		s = s[:maxMessageLen-3] + "..."
-	}
-	return s
-}
+// userMessage is s within maxMessageLen bytes, never with a character cut in half.
+func userMessage(s string) string { return ca.Truncate(s, maxMessageLen, "...") }

@@ -18,6 +18,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 const (
@@ -92,7 +93,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 
 var (
 	testProfile = e2etest.Profile
-	pemCert     = e2etest.PEM
+	pemCert     = pemutil.Encode
 )
 
 // count is the value of a counter or gauge, as an integer.

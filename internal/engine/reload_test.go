@@ -52,7 +52,7 @@ func TestReconfigureSwapsBetweenSteps(t *testing.T) {
 	}
 
 	newCA, newRoots := h.NewLocalCA("new CA")
-	tmpl, err := csr.Compile(testProfile("new-{{.Device.SerialNumber}}", "", 30*time.Second))
+	tmpl, err := csr.Compile(testProfile("new-{{.Device.SerialNumber}}", "", 30*time.Second).Spec())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func (h *harness) scene(spec emulator.ProcessSpec, sign bool) *journal.Record {
 	if err := h.api.Claim(ctx, name, instanceID); err != nil {
 		h.t.Fatal(err)
 	}
-	tmpl, err := csr.Compile(testProfile("{{.Device.SerialNumber}}", "", time.Minute))
+	tmpl, err := csr.Compile(testProfile("{{.Device.SerialNumber}}", "", time.Minute).Spec())
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -13,40 +13,40 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
-	"github.com/certprov/certprov-adapter/internal/chromeapi"
+	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
+// A scepProfile process names no adapter profile: its certificate lifetime and signing deadline
+// are a profile's defaults (docs/configuration.md).
+const (
+	scepValidity     = config.DefaultValidity
+	scepSignDeadline = config.DefaultSignDeadline
+)
+
 // resolved is what a process's references point to in this adapter's configuration.
 type resolved struct {
+	journal.Resolution
 	profileName  string
-	request      *csr.Request
-	validity     time.Duration
 	signDeadline time.Duration
-	templateName string
 	caName       string
 	ca           *CAConnection
 	profile      *Profile // nil for a scepProfile process
 }
 
-// resolve renders the request for rec's process from cat; the error is the message to show
-// the user.
-func (e *Engine) resolve(cat *catalog, rec *journal.Record) (*resolved, error) {
+// resolve finds what rec's process names in cat, without rendering anything; the error is the
+// message to show the user.
+func resolve(cat *catalog, rec *journal.Record) (*resolved, error) {
 	p := rec.Process
 	r := &resolved{caName: p.CAConnectionRef}
 	if r.ca = cat.cas[p.CAConnectionRef]; r.ca == nil {
-		return nil, fmt.Errorf("the certificate adapter has no CA connection named %q (caConnectionAdapterConfigReference); ask your administrator to configure it", p.CAConnectionRef)
+		return nil, noCAConnection(p.CAConnectionRef)
 	}
-	var err error
 	if p.SCEPProfile != nil {
-		r.request, err = csr.FromSCEPProfile(p.SCEPProfile)
-		if err != nil {
-			return nil, fmt.Errorf("the SCEP profile of this request is invalid: %w", err)
-		}
-		r.validity, r.signDeadline, r.templateName = e.o.SCEPValidity, e.o.SCEPSignDeadline, p.SCEPProfile.TemplateName
+		r.Validity, r.signDeadline, r.TemplateName = scepValidity, scepSignDeadline, p.SCEPProfile.TemplateName
 		return r, nil
 	}
 	prof := cat.profiles[p.ProfileRef]
@@ -54,47 +54,91 @@ func (e *Engine) resolve(cat *catalog, rec *journal.Record) (*resolved, error) {
 		return nil, fmt.Errorf("the certificate adapter has no profile named %q (profileAdapterConfigReference); ask your administrator to configure it", p.ProfileRef)
 	}
 	r.profileName, r.profile = p.ProfileRef, prof
-	r.request, err = prof.Template.Render(p)
-	if err != nil {
-		return nil, fmt.Errorf("profile %q cannot describe this request: %w", p.ProfileRef, err)
-	}
-	r.validity, r.signDeadline, r.templateName = prof.Validity, prof.SignDeadline, prof.TemplateName
-	r.request.TemplateName = prof.TemplateName
+	r.Validity, r.signDeadline, r.TemplateName, r.Strict = prof.Validity, prof.SignDeadline, prof.TemplateName, prof.Strict
 	return r, nil
 }
 
+func noCAConnection(name string) error {
+	return fmt.Errorf("the certificate adapter has no CA connection named %q (caConnectionAdapterConfigReference); ask your administrator to configure it", name)
+}
+
+// render builds the certificate request r describes for rec's process; the error is the
+// message to show the user.
+func (r *resolved) render(rec *journal.Record) (*csr.Request, error) {
+	p := rec.Process
+	if r.profile == nil {
+		req, err := csr.FromSCEPProfile(p.SCEPProfile)
+		if err != nil {
+			return nil, fmt.Errorf("the SCEP profile of this request is invalid: %w", err)
+		}
+		return req, nil
+	}
+	req, err := r.profile.Template.Render(p)
+	if err != nil {
+		return nil, fmt.Errorf("profile %q cannot describe this request: %w", r.profileName, err)
+	}
+	req.TemplateName = r.TemplateName
+	return req, nil
+}
+
+// forIssue is what issuing rec's certificate needs: what its request was built with, as
+// journaled then (or, for a record journaled without it, looked up again), and the CA connection
+// of that name now.
+func forIssue(cat *catalog, rec *journal.Record) (journal.Resolution, *CAConnection, error) {
+	if rec.Resolved == nil {
+		r, err := resolve(cat, rec)
+		if err != nil {
+			return journal.Resolution{}, nil, err
+		}
+		return r.Resolution, r.ca, nil
+	}
+	conn := cat.cas[rec.CAName]
+	if conn == nil {
+		return journal.Resolution{}, nil, noCAConnection(rec.CAName)
+	}
+	return *rec.Resolved, conn, nil
+}
+
 // caRequest builds the connector request for rec.
-func (e *Engine) caRequest(rec *journal.Record, r *resolved, parsed *x509.CertificateRequest) *ca.Request {
+func caRequest(rec *journal.Record, r journal.Resolution, parsed *x509.CertificateRequest) *ca.Request {
 	return &ca.Request{
 		Key:          rec.Name,
 		CSR:          parsed,
 		CSRDER:       rec.CSR,
 		Process:      rec.Process,
-		ProfileName:  r.profileName,
-		TemplateName: r.templateName,
-		Validity:     r.validity,
+		ProfileName:  rec.ProfileName,
+		TemplateName: r.TemplateName,
+		Validity:     r.Validity,
 		Ticket:       rec.CATicket,
 	}
 }
 
 // requestSignature builds the CertificationRequestInfo and asks the device to sign it.
 func (e *Engine) requestSignature(ctx context.Context, cat *catalog, rec *journal.Record) {
-	r, err := e.resolve(cat, rec)
+	r, err := resolve(cat, rec)
 	if err != nil {
 		e.fail(rec, err.Error())
 		return
 	}
-	rec.ProfileName, rec.CAName = r.profileName, r.caName
+	request, err := r.render(rec)
+	if err != nil {
+		e.fail(rec, err.Error())
+		return
+	}
+	// Kept with the request: the CA is asked with what the request was built with, however the
+	// profiles change meanwhile.
+	resolution := r.Resolution
+	rec.ProfileName, rec.CAName, rec.Resolved = r.profileName, r.caName, &resolution
 	alg, err := csr.AlgorithmFor(rec.Process.SPKI)
 	if err != nil {
 		e.fail(rec, fmt.Sprintf("the device key is not supported: %v", err))
 		return
 	}
 	if contrib, ok := r.ca.Connector.(ca.AttributeContributor); ok {
-		start := time.Now()
+		start := e.now()
 		attrs, err := contrib.CSRAttributes(ctx, &ca.Request{Key: rec.Name, Process: rec.Process,
-			ProfileName: r.profileName, TemplateName: r.templateName, Validity: r.validity})
-		e.cam.Observe(ctx, ctx, r.caName, metrics.CAAttributes, time.Since(start), err)
+			ProfileName: r.profileName, TemplateName: r.TemplateName, Validity: r.Validity})
+		e.cam.Observe(ctx, ctx, r.caName, metrics.CAAttributes, e.now().Sub(start), err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return // interrupted: nothing was decided
@@ -102,9 +146,9 @@ func (e *Engine) requestSignature(ctx context.Context, cat *catalog, rec *journa
 			e.classifiedCAError(rec, "preparing the CA request", err)
 			return
 		}
-		r.request.Attributes = append(r.request.Attributes, attrs...)
+		request.Attributes = append(request.Attributes, attrs...)
 	}
-	cri, err := csr.BuildCRI(r.request, rec.Process.SPKI)
+	cri, err := csr.BuildCRI(request, rec.Process.SPKI)
 	if err != nil {
 		e.fail(rec, fmt.Sprintf("the certificate request could not be built: %v", err))
 		return
@@ -127,7 +171,7 @@ func (e *Engine) sendSignData(ctx context.Context, rec *journal.Record) {
 	e.m.SignRequests.Inc()
 	op, err := e.o.API.SignData(ctx, rec.Name, rec.SignData, rec.Algorithm)
 	if err != nil {
-		if chromeapi.IsRetryable(err) || ctx.Err() != nil {
+		if again, _ := retryable(err); again || ctx.Err() != nil {
 			// The request may have landed; the next poll reads the process to find out.
 			rec.LastError = err.Error()
 			rec.NextDue = e.now().Add(e.o.PollInterval)
@@ -228,7 +272,7 @@ func (e *Engine) pollError(ctx context.Context, rec *journal.Record, err error) 
 		return
 	}
 	rec.LastError = err.Error()
-	if chromeapi.IsRetryable(err) {
+	if again, _ := retryable(err); again {
 		e.pollAgain(rec)
 		return
 	}
@@ -245,29 +289,29 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 		e.fail(rec, err.Error())
 		return
 	}
-	r, err := e.resolve(cat, rec)
+	res, conn, err := forIssue(cat, rec)
 	if err != nil {
 		e.fail(rec, err.Error())
 		return
 	}
 	cctx := ctx
-	if r.ca.Timeout > 0 {
+	if conn.Timeout > 0 {
 		var cancel context.CancelFunc
-		cctx, cancel = context.WithTimeout(ctx, r.ca.Timeout)
+		cctx, cancel = context.WithTimeout(ctx, conn.Timeout)
 		defer cancel()
 	}
 	var issued *ca.Issued
 	if rec.CAInFlight {
 		// A previous run died while the CA was working on this request.
-		recoverer, ok := r.ca.Connector.(ca.Recoverer)
+		recoverer, ok := conn.Connector.(ca.Recoverer)
 		if !ok {
 			e.fail(rec, "the certificate adapter restarted while the CA was processing this request; "+
 				"it was stopped to avoid issuing two certificates")
 			return
 		}
-		start := time.Now()
+		start := e.now()
 		issued, err = recoverer.Recover(cctx, rec.Name)
-		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CARecover, time.Since(start), err)
+		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CARecover, e.now().Sub(start), err)
 		if err != nil {
 			if ctx.Err() == nil {
 				e.classifiedCAError(rec, "the CA (recovering an interrupted request)", err)
@@ -285,9 +329,9 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 			rec.CAInFlight = false
 			return
 		}
-		start := time.Now()
-		issued, err = r.ca.Connector.Issue(cctx, e.caRequest(rec, r, parsed))
-		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CAIssue, time.Since(start), err)
+		start := e.now()
+		issued, err = conn.Connector.Issue(cctx, caRequest(rec, res, parsed))
+		e.cam.Observe(ctx, cctx, rec.CAName, metrics.CAIssue, e.now().Sub(start), err)
 		if err != nil && ctx.Err() != nil {
 			// Cut short (the grace period ended, or the lease was lost): the record stays in
 			// flight, to be recovered by whoever works it next. A certificate that did arrive
@@ -295,7 +339,7 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 			return
 		}
 		if err != nil && cctx.Err() != nil {
-			e.caTimedOut(rec, r, err)
+			e.caTimedOut(rec, conn, err)
 			return
 		}
 		// The connector answered: by contract an error means nothing was issued.
@@ -312,7 +356,7 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 	mismatches, err := leafcheck.Check(issued, leafcheck.Expectations{
 		SPKI: rec.Process.SPKI, Now: e.now(), CSR: parsed,
 		CAChoosesUsages: rec.Process.SCEPProfile != nil,
-		Strict:          r.profile != nil && r.profile.Strict,
+		Strict:          res.Strict,
 	})
 	if err != nil {
 		e.m.CertificatesRejected.WithLabelValues(rec.CAName, string(leafcheck.RuleOf(err))).Inc()
@@ -324,7 +368,7 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 	for _, m := range mismatches {
 		e.m.CertificateMismatches.WithLabelValues(rec.CAName, m.Field).Inc()
 		fields := []zap.Field{zap.String("process", rec.Name), zap.String("ca_connection", rec.CAName),
-			zap.String("profile", r.profileName), zap.String("field", m.Field), zap.Strings("asked", m.Asked), zap.Strings("got", m.Got)}
+			zap.String("profile", rec.ProfileName), zap.String("field", m.Field), zap.Strings("asked", m.Asked), zap.Strings("got", m.Got)}
 		if m.Intermediate != "" {
 			fields = append(fields, zap.String("intermediate", m.Intermediate))
 		}
@@ -340,14 +384,14 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 // answer lost on the way. Asking again could issue a second certificate, so the request stays in
 // flight: the next attempt asks a CA that can say what it issued (ca.Recoverer), and with one
 // that cannot the process fails now.
-func (e *Engine) caTimedOut(rec *journal.Record, r *resolved, err error) {
-	if _, ok := r.ca.Connector.(ca.Recoverer); ok {
+func (e *Engine) caTimedOut(rec *journal.Record, conn *CAConnection, err error) {
+	if _, ok := conn.Connector.(ca.Recoverer); ok {
 		e.retryLater(rec, "the CA", err, 0)
 		return
 	}
 	rec.CAInFlight = false
 	e.fail(rec, fmt.Sprintf("the CA did not answer within %s; it may have issued a certificate, so the request "+
-		"was stopped to avoid issuing two", r.ca.Timeout))
+		"was stopped to avoid issuing two", conn.Timeout))
 }
 
 // journalIntent writes rec before a side effect that must not happen unrecorded, and reports
@@ -427,8 +471,8 @@ func (e *Engine) upload(ctx context.Context, rec *journal.Record, resumed bool) 
 	if ctx.Err() != nil {
 		return // the upload may have landed; the next attempt finds out
 	}
-	if chromeapi.IsRetryable(err) {
-		e.retryLater(rec, "uploading the certificate", err, chromeapi.RetryAfter(err))
+	if again, hint := retryable(err); again {
+		e.retryLater(rec, "uploading the certificate", err, hint)
 		return
 	}
 	e.googleRefused(ctx, rec, "uploading the certificate", err)
@@ -444,10 +488,11 @@ func (e *Engine) endedOnGoogle(ctx context.Context, rec *journal.Record, what st
 	case ctx.Err() != nil:
 		return true // act on nothing; the next holder reads again
 	case err != nil:
-		if !chromeapi.IsRetryable(err) {
+		again, hint := retryable(err)
+		if !again {
 			return false // the mutation's own answer will say more
 		}
-		e.retryLater(rec, what+" (reading the process first)", err, chromeapi.RetryAfter(err))
+		e.retryLater(rec, what+" (reading the process first)", err, hint)
 		return true
 	case p.IssuedCertificate != "":
 		e.finish(rec, journal.StateUploaded, "issued")
@@ -480,8 +525,8 @@ func (e *Engine) reportFailure(ctx context.Context, rec *journal.Record, resumed
 	if ctx.Err() != nil {
 		return // setFailure may have landed; the next attempt finds out
 	}
-	if chromeapi.IsRetryable(err) {
-		e.retryLater(rec, "reporting the failure", err, chromeapi.RetryAfter(err))
+	if again, hint := retryable(err); again {
+		e.retryLater(rec, "reporting the failure", err, hint)
 		return
 	}
 	e.googleRefused(ctx, rec, "reporting the failure", err)
@@ -496,7 +541,8 @@ func (e *Engine) googleRefused(ctx context.Context, rec *journal.Record, what st
 		if ctx.Err() != nil {
 			return
 		}
-		e.retryLater(rec, what, fmt.Errorf("%w (and reading the process: %v)", err, gerr), chromeapi.RetryAfter(gerr))
+		_, hint := retryable(gerr)
+		e.retryLater(rec, what, fmt.Errorf("%w (and reading the process: %v)", err, gerr), hint)
 		return
 	}
 	switch {

@@ -46,6 +46,27 @@ const (
 // once, which is how the suite gets processes whose failure must be reported.
 const unknownProfile = "no-such-profile"
 
+// mixedFailing is where the mixed workload's processes stop succeeding: from the fifth on they
+// name unknownProfile and must be failed, so a scenario sees both an upload and a setFailure.
+const mixedFailing = 4
+
+// mixedSpec alternates device and user scope, and names unknownProfile from mixedFailing on.
+func mixedSpec(i int) emulator.ProcessSpec {
+	s := emulator.ProcessSpec{KeyType: emulator.KeyECDSA, Scope: []string{emulator.ScopeDevice, emulator.ScopeUser}[i%2]}
+	if i >= mixedFailing {
+		s.ProfileRef = unknownProfile
+	}
+	return s
+}
+
+// mixedWant is what mixedSpec's processes must end with.
+func mixedWant(i int) want {
+	if i >= mixedFailing {
+		return want{failure: `no profile named "` + unknownProfile + `"`}
+	}
+	return want{}
+}
+
 func scenarios() []scenario {
 	return []scenario{
 		{
@@ -82,25 +103,14 @@ func scenarios() []scenario {
 			// instead of doing it again (a second signData fails the process on the device).
 			name:     "responses lost after the change was applied",
 			journals: []string{sqliteJournal, postgresJournal},
-			spec: func(i int) emulator.ProcessSpec {
-				s := emulator.ProcessSpec{KeyType: emulator.KeyECDSA, Scope: []string{emulator.ScopeDevice, emulator.ScopeUser}[i%2]}
-				if i >= 4 {
-					s.ProfileRef = unknownProfile
-				}
-				return s
-			},
-			want: func(i int) want {
-				if i >= 4 {
-					return want{failure: `no profile named "` + unknownProfile + `"`}
-				}
-				return want{}
-			},
+			spec:     mixedSpec,
+			want:     mixedWant,
 			inject: func(w *world, names []string) {
 				for i, n := range names {
 					lost := func(m string) emulator.Fault {
 						return emulator.Fault{Method: m, Process: n, Times: 1, AfterApply: true}
 					}
-					if i >= 4 {
+					if i >= mixedFailing {
 						w.inject(lost(emulator.MethodClaim), lost(emulator.MethodSetFailure))
 						continue
 					}
@@ -238,24 +248,13 @@ func scenarios() []scenario {
 				}
 				return false
 			}},
-			spec: func(i int) emulator.ProcessSpec {
-				s := emulator.ProcessSpec{KeyType: emulator.KeyECDSA, Scope: []string{emulator.ScopeDevice, emulator.ScopeUser}[i%2]}
-				if i >= 4 {
-					s.ProfileRef = unknownProfile
-				}
-				return s
-			},
-			want: func(i int) want {
-				if i >= 4 {
-					return want{failure: `no profile named "` + unknownProfile + `"`}
-				}
-				return want{}
-			},
+			spec: mixedSpec,
+			want: mixedWant,
 			after: func(w *world, names []string) {
 				refused, blips := 0, 0
 				for i, n := range names {
 					states := []journal.State{journal.StateSignRequested, journal.StateIssued, journal.StateUploaded}
-					if i >= 4 {
+					if i >= mixedFailing {
 						states = []journal.State{journal.StateFailed}
 					}
 					for _, st := range states {

@@ -1,7 +1,8 @@
-// Package googleauth turns the google.credentials section of the configuration into OAuth2
-// credentials for one Google API. Every Google client of the adapter (Certificate Provisioning,
-// Verified Access) authenticates the same way and differs only in its scope, so the choice of
-// credential type lives here once.
+// Package googleauth turns a choice of credentials into OAuth2 credentials for one Google API.
+// Every Google client of the adapter (Certificate Provisioning, Verified Access) authenticates the
+// same way and differs only in its scope, so the choice of credential type lives here once. It
+// knows nothing of the configuration file: package adapter fills Credentials from
+// google.credentials.
 package googleauth
 
 import (
@@ -10,41 +11,59 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
-
-	"github.com/certprov/certprov-adapter/internal/config"
 )
 
-// TokenSource builds the OAuth2 token source for the configured credential type, asking for
-// scope. A relative key file resolves against baseDir (the configuration file's directory).
-// Credentials type "none" has no token source: callers talk to an emulator without
-// authentication instead.
-func TokenSource(ctx context.Context, c config.Credentials, baseDir, scope string) (oauth2.TokenSource, error) {
+// Type is a kind of credentials.
+type Type string
+
+// Credential types.
+const (
+	// ADC is Application Default Credentials: the environment's (Workload Identity, a
+	// metadata server, GOOGLE_APPLICATION_CREDENTIALS). The zero Type means ADC too.
+	ADC Type = "adc"
+	// ServiceAccountKey is a JSON key file exchanged for OAuth2 access tokens.
+	ServiceAccountKey Type = "serviceAccountKey"
+	// SelfSignedJWT is a JSON key file signing its own JWTs, with no token exchange.
+	SelfSignedJWT Type = "selfSignedJWT"
+	// None sends no credentials: an emulator.
+	None Type = "none"
+)
+
+// Credentials says how a client authenticates to Google.
+type Credentials struct {
+	Type Type
+	// File is the JSON key of ServiceAccountKey and SelfSignedJWT, as a path the process can
+	// open (a relative one is relative to the working directory).
+	File string
+	// Subject, when set, is the user to impersonate through domain-wide delegation
+	// (ServiceAccountKey only).
+	Subject string
+}
+
+// TokenSource builds the OAuth2 token source for c, asking for scope. None has no token source:
+// callers talk to an emulator without authentication instead.
+func TokenSource(ctx context.Context, c Credentials, scope string) (oauth2.TokenSource, error) {
 	if scope == "" {
 		return nil, errors.New("token source: no OAuth scope given")
 	}
 	readKey := func() ([]byte, error) {
-		path := c.File
-		if path != "" && baseDir != "" && !filepath.IsAbs(path) {
-			path = filepath.Join(baseDir, path)
-		}
-		b, err := os.ReadFile(path)
+		b, err := os.ReadFile(c.File)
 		if err != nil {
 			return nil, fmt.Errorf("read credentials file: %w", err)
 		}
 		return b, nil
 	}
 	switch c.Type {
-	case config.CredentialsADC, "":
+	case ADC, "":
 		creds, err := google.FindDefaultCredentials(ctx, scope)
 		if err != nil {
 			return nil, fmt.Errorf("application default credentials: %w", err)
 		}
 		return creds.TokenSource, nil
-	case config.CredentialsServiceAccountKey:
+	case ServiceAccountKey:
 		key, err := readKey()
 		if err != nil {
 			return nil, err
@@ -55,7 +74,7 @@ func TokenSource(ctx context.Context, c config.Credentials, baseDir, scope strin
 		}
 		jc.Subject = c.Subject
 		return jc.TokenSource(ctx), nil
-	case config.CredentialsSelfSignedJWT:
+	case SelfSignedJWT:
 		key, err := readKey()
 		if err != nil {
 			return nil, err

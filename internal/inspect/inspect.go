@@ -15,6 +15,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
+	"github.com/certprov/certprov-adapter/internal/process"
 )
 
 // Summary is one row of the unfinished list; its JSON form is stable for scripts.
@@ -40,7 +41,7 @@ type Summary struct {
 // Summarise turns a record into a row, with ages relative to now.
 func Summarise(r *journal.Record, now time.Time) Summary {
 	s := Summary{
-		Name: r.Name, State: r.State, NextStep: r.NextStep(), Attempts: r.Attempts,
+		Name: r.Name, State: r.State, NextStep: NextStep(r), Attempts: r.Attempts,
 		Profile: r.ProfileName, CA: r.CAName, LastError: r.LastError, Created: r.Created, NextDue: r.NextDue,
 		Age: RoundDuration(now.Sub(r.Created)), Outcome: r.Outcome, FinishedAt: r.FinishedAt,
 	}
@@ -343,4 +344,51 @@ func truncate(s string, n int) string {
 		return s[:n-3] + "..."
 	}
 	return s
+}
+
+// NextStep says in words what the adapter will do next for r.
+func NextStep(r *journal.Record) string {
+	if r.State.Final() && r.AuditPending {
+		return "write the audit event"
+	}
+	return StateNextStep(r.State)
+}
+
+// StateNextStep says in words what the adapter will do next for a record in state s.
+func StateNextStep(s journal.State) string {
+	switch s {
+	case journal.StateClaimed:
+		return "ask the device to sign"
+	case journal.StateSignRequested:
+		return "wait for the device signature"
+	case journal.StateSigned:
+		return "ask the CA"
+	case journal.StateCAPending:
+		return "ask the CA again (pending)"
+	case journal.StateIssued:
+		return "upload the certificate"
+	case journal.StateFailing:
+		return "report the failure"
+	case journal.StateUploaded, journal.StateFailed:
+		return "none (finished)"
+	}
+	return "unknown"
+}
+
+// Find reads the record an operator named: a full process name, or a bare id, which is looked up
+// under each of customers in turn.
+func Find(ctx context.Context, store journal.Store, customers []string, arg string) (*journal.Record, error) {
+	if strings.HasPrefix(arg, "customers/") {
+		return store.Get(ctx, arg)
+	}
+	for _, c := range customers {
+		rec, err := store.Get(ctx, process.Name(c, arg))
+		if err == nil {
+			return rec, nil
+		}
+		if !errors.Is(err, journal.ErrNotFound) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("no process %q in the journal (customers %v)", arg, customers)
 }

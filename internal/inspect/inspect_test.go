@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/big"
 	"net/url"
@@ -226,5 +227,48 @@ func TestRunFilters(t *testing.T) {
 	}
 	if st, err := ParseState("failed"); err != nil || st != journal.StateFailed {
 		t.Errorf("ParseState(failed) = %v, %v", st, err)
+	}
+}
+
+// TestFind: a full name is read as given; a bare id is found under whichever served customer
+// holds it; an id no customer holds is an error naming it and the customers.
+func TestFind(t *testing.T) {
+	ctx := context.Background()
+	s := journal.NewMemory()
+	id := "ABCDEF0123456789ABCDEF0123456789"
+	name := process.Name("C0second", id)
+	if _, err := s.Create(ctx, &journal.Record{Name: name, Process: &process.Process{ID: id}, State: journal.StateClaimed}); err != nil {
+		t.Fatal(err)
+	}
+	for _, arg := range []string{name, id} {
+		rec, err := Find(ctx, s, []string{"C0first", "C0second"}, arg)
+		if err != nil || rec.Name != name {
+			t.Fatalf("Find(%q) = %v, %v; want %s", arg, rec, err, name)
+		}
+	}
+	_, err := Find(ctx, s, []string{"C0first"}, id)
+	if err == nil || !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), "C0first") {
+		t.Fatalf("Find under the wrong customer = %v, want an error naming the id and the customers", err)
+	}
+	if _, err := Find(ctx, s, nil, process.Name("C0first", id)); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("Find of an unknown full name = %v, want ErrNotFound", err)
+	}
+}
+
+// TestNextStep: every state says what comes next, and a finished record that owes its audit
+// event says that instead.
+func TestNextStep(t *testing.T) {
+	for _, st := range journal.States() {
+		if got := StateNextStep(st); got == "unknown" || got == "" {
+			t.Errorf("state %s: next step %q", st, got)
+		}
+	}
+	rec := &journal.Record{State: journal.StateUploaded, AuditPending: true}
+	if got := NextStep(rec); got != "write the audit event" {
+		t.Errorf("pending audit: %q", got)
+	}
+	rec.AuditPending = false
+	if got := NextStep(rec); got != "none (finished)" {
+		t.Errorf("finished: %q", got)
 	}
 }

@@ -49,27 +49,6 @@ func States() []State {
 	return []State{StateClaimed, StateSignRequested, StateSigned, StateCAPending, StateIssued, StateFailing, StateUploaded, StateFailed}
 }
 
-// NextStep says in words what the adapter will do next for a record in state s.
-func (s State) NextStep() string {
-	switch s {
-	case StateClaimed:
-		return "ask the device to sign"
-	case StateSignRequested:
-		return "wait for the device signature"
-	case StateSigned:
-		return "ask the CA"
-	case StateCAPending:
-		return "ask the CA again (pending)"
-	case StateIssued:
-		return "upload the certificate"
-	case StateFailing:
-		return "report the failure"
-	case StateUploaded, StateFailed:
-		return "none (finished)"
-	}
-	return "unknown"
-}
-
 // Record is one claimed process. It is stored as JSON; the tags are the stable format.
 type Record struct {
 	Name    string           `json:"name"`
@@ -79,6 +58,9 @@ type Record struct {
 
 	ProfileName string `json:"profileName,omitempty"` // the adapter profile ("" for scepProfile processes)
 	CAName      string `json:"caName,omitempty"`      // the adapter CA connection
+	// Resolved is what the profile gave the request when it was built, which the CA is asked
+	// with; nil until then (and in records journaled before it was kept).
+	Resolved *Resolution `json:"resolved,omitempty"`
 
 	SignData  []byte `json:"signData,omitempty"` // the DER CertificationRequestInfo sent for signing
 	Algorithm string `json:"algorithm,omitempty"`
@@ -125,14 +107,6 @@ type Record struct {
 // compact and list as finished only those that are.
 func (r *Record) Done() bool { return r.State.Final() && !r.AuditPending }
 
-// NextStep says in words what the adapter will do next for r.
-func (r *Record) NextStep() string {
-	if r.State.Final() && r.AuditPending {
-		return "write the audit event"
-	}
-	return r.State.NextStep()
-}
-
 // Event is one entry of a record's history.
 type Event struct {
 	At    time.Time `json:"at"`
@@ -151,10 +125,22 @@ func (r *Record) Log(at time.Time, note string) {
 	}
 }
 
+// Resolution is what a process's profile (or its scepProfile) gave its certificate request.
+type Resolution struct {
+	TemplateName string        `json:"templateName,omitempty"`
+	Validity     time.Duration `json:"validity"`
+	// Strict refuses a certificate whose names or extended key usages differ from the request.
+	Strict bool `json:"strict,omitempty"`
+}
+
 // Clone returns a deep copy, so callers never share a record with a store.
 func (r *Record) Clone() *Record {
 	c := *r
 	c.Process = r.Process.Clone()
+	if r.Resolved != nil {
+		res := *r.Resolved
+		c.Resolved = &res
+	}
 	c.SignData = cloneBytes(r.SignData)
 	c.Signature = cloneBytes(r.Signature)
 	c.CSR = cloneBytes(r.CSR)

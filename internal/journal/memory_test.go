@@ -17,10 +17,6 @@ func TestMemoryConformance(t *testing.T) {
 	)
 }
 
-func BenchmarkMemoryLeaseUpdate(b *testing.B) {
-	journaltest.BenchmarkLeaseUpdate(b, journal.NewMemory())
-}
-
-func BenchmarkMemoryRenew(b *testing.B) {
-	journaltest.BenchmarkRenew(b, journal.NewMemory())
+func BenchmarkMemory(b *testing.B) {
+	journaltest.Bench(b, func(*testing.B) journal.Store { return journal.NewMemory() }, nil)
 }

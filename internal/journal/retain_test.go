@@ -26,7 +26,10 @@ func TestRetain(t *testing.T) {
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { journal.Retain(rctx, s, 24*time.Hour, time.Hour, nil); close(done) }()
+	go func() {
+		journal.Retain(rctx, s, journal.RetainOptions{Retention: 24 * time.Hour, Interval: time.Hour, Now: func() time.Time { return now }})
+		close(done)
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, errOld := s.Get(ctx, "old-finished")
@@ -48,7 +51,7 @@ func TestRetain(t *testing.T) {
 	}
 
 	// Zero retention keeps everything and returns at once.
-	journal.Retain(ctx, s, 0, time.Hour, nil)
+	journal.Retain(ctx, s, journal.RetainOptions{Interval: time.Hour})
 	if _, err := s.Get(ctx, "recent-finished"); err != nil {
 		t.Fatal(err)
 	}

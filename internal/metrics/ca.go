@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/errclass"
 )
 
 // Calls to a CA connector, as values of the operation label.
@@ -51,6 +51,14 @@ func NewCA(reg prometheus.Registerer) *CA {
 	}
 }
 
+// certificatesRejected counts certificates a CA returned that the adapter withheld, by the
+// leafcheck rule they broke: one series for the provisioning engine and the Verified Access
+// server, which check alike.
+func certificatesRejected(reg prometheus.Registerer) *prometheus.CounterVec {
+	return counterVec(reg, "ca_certificates_rejected_total",
+		"Certificates a CA returned that the adapter refused, by CA connection and rule.", "ca_connection", "rule")
+}
+
 // Observe records a call of operation on connection that took d and returned err. ctx is the
 // caller's and call the call's own (ctx bounded by the connection's timeout), which tell a call
 // given up or cut by its timeout from a CA that failed.
@@ -69,6 +77,6 @@ func CAOutcome(ctx, call context.Context, err error) string {
 	case call.Err() != nil:
 		return CAOutcomeTimeout
 	}
-	class, _ := ca.Classify(err)
+	class, _ := errclass.Of(err)
 	return class.String()
 }

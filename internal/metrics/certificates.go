@@ -1,12 +1,12 @@
 package metrics
 
 import (
+	"crypto/x509"
+	"maps"
 	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/certprov/certprov-adapter/internal/ca"
 )
 
 // Kinds of certificate holders, as values of the kind label.
@@ -18,7 +18,14 @@ const (
 // CertificateSource returns the certificates a component holds now. It is called on every
 // scrape, so it must be cheap and must not wait on the network: it returns what the component
 // already holds (a CA certificate fetched earlier, a TLS certificate reloaded since).
-type CertificateSource func() []ca.HeldCertificate
+type CertificateSource func() []HeldCertificate
+
+// HeldCertificate is a certificate a component relies on, and its role (the role label: what
+// ca.HeldCertificate says it is for).
+type HeldCertificate struct {
+	Role string
+	Cert *x509.Certificate
+}
 
 // Certificates exports when the certificates the adapter relies on expire, as
 // certprov_certificate_expiry_timestamp_seconds{kind,name,role,subject,serial}: the CA
@@ -64,18 +71,9 @@ func (c *Certificates) SetKind(kind string, sources map[string]CertificateSource
 		}
 	}
 	c.sources = kept
-	for _, name := range sortedNames(sources) {
+	for _, name := range slices.Sorted(maps.Keys(sources)) {
 		c.sources = append(c.sources, certificateSource{kind: kind, name: name, get: sources[name]})
 	}
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // Describe implements prometheus.Collector.

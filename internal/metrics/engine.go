@@ -117,8 +117,7 @@ func NewEngine(reg prometheus.Registerer) *Engine {
 			"Journal writes of a step's outcome that landed after retries."),
 		JournalWritesDropped: counter(reg, "journal_writes_dropped_total",
 			"Journal writes of a step's outcome given up (the lease ran out or the step was cut); the record resumes from its last journaled state."),
-		CertificatesRejected: counterVec(reg, "ca_certificates_rejected_total",
-			"Certificates a CA returned that the adapter refused, by CA connection and rule.", "ca_connection", "rule"),
+		CertificatesRejected: certificatesRejected(reg),
 		CertificateMismatches: counterVec(reg, "ca_certificate_mismatches_total",
 			"Accepted certificates whose names or usages differ from the request, by CA connection and field.", "ca_connection", "field"),
 	}

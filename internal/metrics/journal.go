@@ -24,3 +24,15 @@ func (m *Journal) Observe(states []string, counts map[string]int) {
 		m.Records.WithLabelValues(s).Set(float64(counts[s]))
 	}
 }
+
+// RegisterJournalCommits exports the group commit of a durable journal: stats returns the
+// transactions it committed (on SQLite each one fsync of the WAL, on PostgreSQL one commit, one
+// WAL flush, on the server) and the writes they carried, both since the journal was opened.
+func RegisterJournalCommits(reg prometheus.Registerer, stats func() (commits, writes uint64)) {
+	register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "journal_commits_total",
+		Help: "Transactions the journal committed: each one fsync (SQLite) or one commit on the server (PostgreSQL)."},
+		func() float64 { c, _ := stats(); return float64(c) }))
+	register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "journal_committed_writes_total",
+		Help: "Journal writes those transactions carried; divided by journal_commits_total, how many writes shared a commit."},
+		func() float64 { _, w := stats(); return float64(w) }))
+}

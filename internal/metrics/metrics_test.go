@@ -30,6 +30,7 @@ func every(reg prometheus.Registerer) {
 	NewGoogleAPI(reg)
 	NewCA(reg)
 	NewJournal(reg)
+	RegisterJournalCommits(reg, func() (uint64, uint64) { return 0, 0 })
 	NewVerifiedAccess(reg)
 	NewReadiness(reg)
 	NewCertificates(reg)
@@ -193,11 +194,11 @@ func TestCertificateExpiry(t *testing.T) {
 	issuer := testCert(t, "Corp CA", 7, at)
 	client := testCert(t, "adapter", 9, at.Add(24*time.Hour))
 	current := client
-	c.Add(KindCAConnection, "corp", func() []ca.HeldCertificate {
-		return []ca.HeldCertificate{{Role: ca.RoleIssuer, Cert: issuer}, {Role: ca.RoleClient, Cert: current},
+	c.Add(KindCAConnection, "corp", func() []HeldCertificate {
+		return []HeldCertificate{{Role: ca.RoleIssuer, Cert: issuer}, {Role: ca.RoleClient, Cert: current},
 			{Role: ca.RoleIssuer, Cert: issuer}, {Role: ca.RoleRoot, Cert: nil}}
 	})
-	c.Add(KindVerifiedAccess, "server", func() []ca.HeldCertificate { return nil })
+	c.Add(KindVerifiedAccess, "server", func() []HeldCertificate { return nil })
 	want := func(clientSerial string, clientExpiry int64) string {
 		return `
 # HELP certprov_certificate_expiry_timestamp_seconds When a certificate the adapter relies on expires (notAfter, Unix seconds), by holder kind and name, role, subject and serial.

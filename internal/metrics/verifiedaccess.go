@@ -27,6 +27,9 @@ type VerifiedAccess struct {
 	// BucketsEvicted counts per-client token buckets dropped before they were full, because
 	// more clients than verifiedAccess' bucket table holds asked within a few seconds.
 	BucketsEvicted prometheus.Counter
+	// CertificatesRejected counts certificates a CA issued for an enrollment that the adapter
+	// withheld, by CA connection and leafcheck rule (the engine's series).
+	CertificatesRejected *prometheus.CounterVec
 }
 
 // NewVerifiedAccess returns the enrollment server's metrics, registered on reg.
@@ -42,6 +45,7 @@ func NewVerifiedAccess(reg prometheus.Registerer) *VerifiedAccess {
 			"Verified Access requests turned away by the limits, by endpoint and reason.", "endpoint", "reason"),
 		BucketsEvicted: counter(reg, "verifiedaccess_client_buckets_evicted_total",
 			"Per-client token buckets dropped before they were full because the table was full."),
+		CertificatesRejected: certificatesRejected(reg),
 	}
 }
 

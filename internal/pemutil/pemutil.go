@@ -1,5 +1,6 @@
-// Package pemutil reads certificates from PEM, the one format every CA, config file and test in
-// this project exchanges them in.
+// Package pemutil reads certificates from PEM and writes the PEM blocks this project exchanges
+// (certificates, certificate requests, PKCS#8 keys): the one format every CA, config file and
+// test in this project uses.
 package pemutil
 
 import (
@@ -23,7 +24,7 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 		if block == nil {
 			break
 		}
-		if block.Type != "CERTIFICATE" {
+		if block.Type != TypeCertificate {
 			continue
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
@@ -47,7 +48,25 @@ func ReadCertificates(path string) ([]*x509.Certificate, error) {
 	return ParseCertificates(data)
 }
 
+// PEM block types.
+const (
+	TypeCertificate = "CERTIFICATE"
+	TypeCSR         = "CERTIFICATE REQUEST"
+	TypePrivateKey  = "PRIVATE KEY" // PKCS#8
+)
+
 // Encode returns the PEM of one certificate.
-func Encode(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+func Encode(c *x509.Certificate) []byte { return EncodeCertificateDER(c.Raw) }
+
+// EncodeCertificateDER returns the PEM of one DER certificate.
+func EncodeCertificateDER(der []byte) []byte { return block(TypeCertificate, der) }
+
+// EncodeCSR returns the PEM of a DER PKCS#10 certificate request.
+func EncodeCSR(der []byte) []byte { return block(TypeCSR, der) }
+
+// EncodePrivateKey returns the PEM of a DER PKCS#8 private key.
+func EncodePrivateKey(pkcs8 []byte) []byte { return block(TypePrivateKey, pkcs8) }
+
+func block(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }

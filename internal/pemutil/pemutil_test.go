@@ -48,3 +48,29 @@ func TestParseCertificates(t *testing.T) {
 		t.Fatalf("broken second certificate: %v", err)
 	}
 }
+
+// TestEncode: each encoder writes one block of its type around the DER it was given, and a
+// certificate written from DER reads back as the same certificate.
+func TestEncode(t *testing.T) {
+	c := selfSigned(t, "c")
+	der := []byte{0x30, 0x03, 0x02, 0x01, 0x07}
+	for _, tc := range []struct {
+		name, typ string
+		out       []byte
+		body      []byte
+	}{
+		{"certificate", TypeCertificate, Encode(c), c.Raw},
+		{"certificate DER", TypeCertificate, EncodeCertificateDER(c.Raw), c.Raw},
+		{"request", TypeCSR, EncodeCSR(der), der},
+		{"key", TypePrivateKey, EncodePrivateKey(der), der},
+	} {
+		block, rest := pem.Decode(tc.out)
+		if block == nil || block.Type != tc.typ || string(block.Bytes) != string(tc.body) || len(rest) != 0 {
+			t.Errorf("%s: got %+v (rest %q), want one %s block around the DER", tc.name, block, rest, tc.typ)
+		}
+	}
+	certs, err := ParseCertificates(EncodeCertificateDER(c.Raw))
+	if err != nil || len(certs) != 1 || !certs[0].Equal(c) {
+		t.Fatalf("certificate from DER: %v", err)
+	}
+}

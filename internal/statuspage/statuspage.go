@@ -315,7 +315,7 @@ func (p *Page) inFlight(v *view, recs []*journal.Record, now time.Time) {
 		s := byState[r.State]
 		if s == nil {
 			// The oldest comes first, so it sets the state's age.
-			s = &stateRow{State: r.State, NextStep: r.NextStep(), Oldest: inspect.RoundDuration(now.Sub(r.Created))}
+			s = &stateRow{State: r.State, NextStep: inspect.NextStep(r), Oldest: inspect.RoundDuration(now.Sub(r.Created))}
 			byState[r.State] = s
 		}
 		s.Count++

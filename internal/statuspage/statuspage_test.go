@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/buildinfo"
+	"github.com/certprov/certprov-adapter/internal/inspect"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/ops"
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -122,7 +123,7 @@ func TestPageShowsJournalAndReadiness(t *testing.T) {
 		p := proc(fmt.Sprintf("F%d", i), "device", "corp")
 		// Created out of order: the page sorts by age, oldest first.
 		inFlight = append(inFlight, &journal.Record{Name: p.Name, Process: p, State: st, ProfileName: "device", CAName: "corp",
-			Created: now.Add(-time.Duration((i*7)%4+1) * 10 * time.Minute), NextDue: now.Add(time.Minute), LastError: "try " + st.NextStep()})
+			Created: now.Add(-time.Duration((i*7)%4+1) * 10 * time.Minute), NextDue: now.Add(time.Minute), LastError: "try " + inspect.StateNextStep(st)})
 	}
 	create(t, store, inFlight...)
 	// Finished, oldest first: device/corp 3 of 4, user/corp 1 of 2, unresolved 0 of 1, one

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // readEvents reads an audit file: every event, in order.
@@ -40,7 +41,7 @@ func TestAuditEventCarriesNoSecret(t *testing.T) {
 	testKeys(t)
 	h := newHarness(t, harnessOptions{})
 	resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-	leaf := h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+	leaf := h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	raw, err := os.ReadFile(h.auditPath)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +73,7 @@ func TestEnrollRefusedWhenTheAuditFails(t *testing.T) {
 	testKeys(t)
 	h := newHarness(t, harnessOptions{recorder: func(*audit.Log) Recorder { return failingRecorder{} }})
 	resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-	status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+	status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 	e, _ := out["error"].(map[string]any)
 	if status != CodeUnavailable.Status() || e == nil || e["code"] != string(CodeUnavailable) || out["certificate"] != nil {
 		t.Fatalf("got %d %v; want %s without a certificate", status, out, CodeUnavailable)

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/certprov/certprov-adapter/internal/cleartext"
-	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
 // NewClient refuses to send google.credentials' token over plain http to a host that is not
@@ -37,7 +37,7 @@ func TestNewClientRefusesTokenInClear(t *testing.T) {
 	}
 	opts := ClientOptions{
 		Endpoint:    "http://verifiedaccess.example.com/",
-		Credentials: config.Credentials{Type: config.CredentialsServiceAccountKey, File: file},
+		Credentials: googleauth.Credentials{Type: googleauth.ServiceAccountKey, File: file},
 	}
 	_, err = NewClient(context.Background(), opts)
 	var e *cleartext.Exposure
@@ -55,7 +55,7 @@ func TestNewClientRefusesTokenInClear(t *testing.T) {
 	}
 
 	// Without credentials no token travels: an emulator elsewhere on the network is fine.
-	opts = ClientOptions{Endpoint: "http://emulator:8480/", Credentials: config.Credentials{Type: config.CredentialsNone}}
+	opts = ClientOptions{Endpoint: "http://emulator:8480/", Credentials: googleauth.Credentials{Type: googleauth.None}}
 	if _, err := NewClient(context.Background(), opts); err != nil {
 		t.Fatalf("NewClient without credentials: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/googleapis/gax-go/v2/apierror"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
@@ -21,6 +22,8 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/retryafter"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Scope is the OAuth scope of the Verified Access API.
@@ -43,8 +46,8 @@ type Challenge struct {
 	// Bytes go to challengeKey: the serialized SignedData (v1: built from Google's data and
 	// signature; v2: as Google returned it).
 	Bytes []byte
-	// Data is the SignedData's data, which devices echo (base64) in the SPKAC's challenge field;
-	// nil when the v2 bytes do not parse.
+	// Data is the SignedData's data, by which the answer is recognised: a device's
+	// ChallengeResponse carries the challenge's SignedData as its field 1.
 	Data []byte
 }
 
@@ -83,8 +86,7 @@ type ClientOptions struct {
 	InsecureAllowCleartext bool
 	// Credentials authenticate as google.credentials does, with the Verified Access scope;
 	// type none talks to an emulator without authentication.
-	Credentials config.Credentials
-	BaseDir     string
+	Credentials googleauth.Credentials
 	// RequestTimeout bounds one call (default 30s).
 	RequestTimeout time.Duration
 	// RateLimit bounds calls per second to Google across the server (default config.DefaultRateLimit and DefaultRateBurst),
@@ -115,18 +117,20 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	warning, err := config.EndpointCleartext(config.SectionVerifiedAccess, o.Endpoint, o.Credentials, o.InsecureAllowCleartext)
-	if err != nil {
-		return nil, err
+	if o.Endpoint != "" && o.Credentials.Type != googleauth.None {
+		warning, err := config.EndpointRule(config.SectionVerifiedAccess).URL(o.Endpoint, o.InsecureAllowCleartext)
+		if err != nil {
+			return nil, err
+		}
+		warning.Warn(o.Logger)
 	}
-	warning.Warn(o.Logger)
 	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
 	if o.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(o.Endpoint))
 	}
 	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && o.Credentials.Type != config.CredentialsNone {
-		src, err := googleauth.TokenSource(ctx, o.Credentials, o.BaseDir, Scope)
+	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
+		src, err := googleauth.TokenSource(ctx, o.Credentials, Scope)
 		if err != nil {
 			return nil, fmt.Errorf("verified access credentials: %w", err)
 		}
@@ -210,7 +214,7 @@ func (c *Client) Challenge(ctx context.Context, version string) (*Challenge, err
 		if err := errors.Join(derr, serr); err != nil || len(data) == 0 {
 			return nil, fail(CodeUnavailable, fmt.Errorf("v1 challenge: malformed: %v", err), "Google returned a malformed challenge")
 		}
-		return &Challenge{Bytes: marshalSignedData(data, sig), Data: data}, nil
+		return &Challenge{Bytes: wire.MarshalSignedData(data, sig), Data: data}, nil
 	case config.VAv2:
 		var got *va2.Challenge
 		err := c.call(ctx, func(ctx context.Context) (err error) {
@@ -224,28 +228,34 @@ func (c *Client) Challenge(ctx context.Context, version string) (*Challenge, err
 		if err != nil || len(b) == 0 {
 			return nil, fail(CodeUnavailable, fmt.Errorf("v2 challenge: malformed: %v", err), "Google returned a malformed challenge")
 		}
-		ch := &Challenge{Bytes: b}
-		if data, _, err := unmarshalSignedData(b); err == nil {
-			ch.Data = data
+		data, _, err := wire.UnmarshalSignedData(b)
+		if err != nil {
+			// Chrome parses the challenge as a SignedData, and the adapter recognises the answer
+			// by its data: anything else cannot be answered or recognised.
+			return nil, fail(CodeUnavailable, fmt.Errorf("v2 challenge: %w", err), "Google returned a malformed challenge")
 		}
-		return ch, nil
+		return &Challenge{Bytes: b, Data: data}, nil
 	default:
 		return nil, fail(CodeUnavailable, fmt.Errorf("unknown API version %q", version), "internal error")
 	}
 }
 
 // challengeError classifies a failed challenge request: the client sent nothing Google could
-// refuse, so every failure is the adapter's or Google's.
+// refuse, so a failure is the adapter's (ADAPTER_MISCONFIGURED) or Google's (UNAVAILABLE).
 func (c *Client) challengeError(version string, err error) error {
+	err = fmt.Errorf("%s challenge: %w", version, err)
+	if e := c.adapterRefused(version, err); e != nil {
+		return e
+	}
 	c.log.Warn("verified access challenge failed", zap.String("api_version", version), zap.Error(err))
-	return fail(CodeUnavailable, fmt.Errorf("%s challenge: %w", version, err), "Google could not provide a challenge; try again later")
+	return unavailable(err, "Google could not provide a challenge; try again later")
 }
 
 // Verify implements Google.
 func (c *Client) Verify(ctx context.Context, version string, response []byte, expectedIdentity string) (*Result, error) {
 	switch version {
 	case config.VAv1:
-		data, sig, err := unmarshalSignedData(response)
+		data, sig, err := wire.UnmarshalSignedData(response)
 		if err != nil {
 			return nil, fail(CodeBadChallenge, err, "the challenge response is not a serialized SignedData")
 		}
@@ -312,41 +322,77 @@ func resultFromV2(got *va2.VerifyChallengeResponseResult) *Result {
 	}
 }
 
-// verifyError classifies a failed verification (docs/verified-access-api.md, section 1):
-// unreachable, 5xx, 429 and the adapter's own authentication failing are UNAVAILABLE; a 400 is
-// mapped by the substrings Google's (and the emulator's) messages contain; anything else Google
-// refused is BAD_CHALLENGE. Google's message goes to the log, not to the client.
+// verifyError classifies a failed verification by Google's HTTP status, never by its message
+// (docs/verified-access-api.md, section 1): 400 is a response Google refused — invalid, expired,
+// answered already, or for another identity, which Google does not tell apart — so
+// BAD_CHALLENGE; 401, 403 and 404 are the adapter's own configuration (adapterRefused); 408,
+// 429 and 5xx, and no answer at all, are UNAVAILABLE with Google's Retry-After. Google's message
+// goes to the log, not to the client.
 func (c *Client) verifyError(version, identity string, err error) error {
 	err = fmt.Errorf("%s challenge:verify: %w", version, err)
 	var gerr *googleapi.Error
 	if !errors.As(err, &gerr) {
 		c.log.Warn("verified access verify failed", zap.String("api_version", version), zap.Error(err))
-		return fail(CodeUnavailable, err, "Google could not be reached; try again later")
+		return unavailable(err, "Google could not be reached; try again later")
 	}
-	msg := strings.ToLower(gerr.Message + " " + gerr.Body)
-	switch {
-	case gerr.Code == http.StatusTooManyRequests || gerr.Code == http.StatusRequestTimeout || gerr.Code >= 500:
-		c.log.Warn("verified access verify failed", zap.String("api_version", version), zap.Error(err))
-		return fail(CodeUnavailable, err, "Google could not verify the response now; try again later")
-	case gerr.Code == http.StatusUnauthorized || gerr.Code == http.StatusNotFound:
-		// The adapter's credentials or endpoint are wrong: not the device's fault.
-		c.log.Error("verified access verify refused the adapter: check verifiedAccess.endpoint and google.credentials",
-			zap.String("api_version", version), zap.Error(err))
-		return fail(CodeUnavailable, err, "the adapter cannot use the Verified Access API; tell the administrator")
-	case gerr.Code == http.StatusBadRequest && strings.Contains(msg, "challenge expired"):
-		return fail(CodeChallengeExpired, err, "the challenge has expired; ask for a new one")
-	case gerr.Code == http.StatusBadRequest && strings.Contains(msg, "identity mismatch"):
-		return fail(CodeIdentityMismatch, err, "the key does not belong to %q", identity)
-	case gerr.Code == http.StatusBadRequest && strings.Contains(msg, "challenge already used"):
-		return fail(CodeChallengeReplayed, err, "the challenge was already used; ask for a new one")
-	default:
-		if gerr.Code == http.StatusForbidden {
-			c.log.Warn("verified access verify forbidden: if every device sees this, the service account may lack Verified Access permission",
-				zap.String("api_version", version), zap.Error(err))
-		}
-		return fail(CodeBadChallenge, err, "Google refused the challenge response")
+	if e := c.adapterRefused(version, err); e != nil {
+		return e
 	}
+	if retryable(gerr.Code) {
+		c.log.Warn("verified access verify failed", zap.String("api_version", version), zap.Int("status", gerr.Code),
+			zap.String("reason", reasonOf(err)), zap.Error(err))
+		e := unavailable(err, "Google could not verify the response now; try again later")
+		e.retryAfter = retryafter.FromHeader(gerr.Header)
+		return e
+	}
+	return fail(CodeBadChallenge, err, "Google refused the challenge response: it is not a valid answer to a current challenge for %q "+
+		"(it may have expired, been answered already, or come from a device or user enrolled elsewhere); ask for a new challenge", identity)
 }
+
+// adapterRefused returns ADAPTER_MISCONFIGURED, logged as an error with what to fix, when Google
+// refused the adapter rather than the device: 401 (credentials), 403 (the service account may
+// not use the Verified Access API) or 404 (endpoint). It returns nil for any other answer.
+func (c *Client) adapterRefused(version string, err error) *Error {
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) {
+		return nil
+	}
+	var what, msg string
+	switch gerr.Code {
+	case http.StatusUnauthorized:
+		what = "Google did not accept the adapter's credentials: check google.credentials"
+		msg = "Google did not accept the adapter's credentials; tell the administrator"
+	case http.StatusForbidden:
+		what = "the adapter's service account is not allowed to use the Verified Access API: enable the API in the " +
+			"service account's project and list the service account in the Admin console's Verified Access settings (device and user)"
+		msg = "the adapter's service account is not allowed to use Google's Verified Access API; tell the administrator"
+	case http.StatusNotFound:
+		what = "the Verified Access API is not at verifiedAccess.endpoint"
+		msg = "the adapter cannot reach the Verified Access API; tell the administrator"
+	default:
+		return nil
+	}
+	c.log.Error("verified access refused the adapter: "+what, zap.String("api_version", version), zap.Int("status", gerr.Code),
+		zap.String("reason", reasonOf(err)), zap.Error(err))
+	return fail(CodeMisconfigured, err, "%s", msg)
+}
+
+// retryable reports whether an HTTP status from Google means "not now" rather than "no".
+func retryable(status int) bool {
+	return status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500
+}
+
+// reasonOf is the ErrorInfo reason of a Google error's details (SERVICE_DISABLED,
+// IAM_PERMISSION_DENIED, RATE_LIMIT_EXCEEDED, …), for the log; "" when there is none.
+func reasonOf(err error) string {
+	var ae *apierror.APIError
+	if errors.As(err, &ae) {
+		return ae.Reason()
+	}
+	return ""
+}
+
+func unavailable(err error, msg string) *Error { return fail(CodeUnavailable, err, "%s", msg) }
 
 // rateOf is the token bucket of google.rateLimit, with the defaults for unset values.
 func rateOf(r config.RateLimit) (rate.Limit, int) {

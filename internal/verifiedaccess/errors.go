@@ -3,50 +3,29 @@ package verifiedaccess
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
-// Code is a stable error code of the enrollment API (docs/verified-access-api.md, section 2).
-// Clients branch on it; its text never changes.
-type Code string
+// Code is a stable error code of the enrollment API (package wire, which the emulator's client
+// shares).
+type Code = wire.Code
 
 // The enrollment API's error codes.
 const (
-	CodeBadRequest        Code = "BAD_REQUEST"
-	CodeUnknownProfile    Code = "UNKNOWN_PROFILE"
-	CodeBadChallenge      Code = "BAD_CHALLENGE"
-	CodeChallengeExpired  Code = "CHALLENGE_EXPIRED"
-	CodeChallengeReplayed Code = "CHALLENGE_REPLAYED"
-	CodeIdentityMismatch  Code = "IDENTITY_MISMATCH"
-	CodePolicyDenied      Code = "POLICY_DENIED"
-	CodeCAFailure         Code = "CA_FAILURE"
-	CodeUnavailable       Code = "UNAVAILABLE"
-	// CodeRateLimited: this client address sent more requests, or more at once, than its share.
-	CodeRateLimited Code = "RATE_LIMITED"
-	// CodeBusy: every slot of the endpoint and its queue were taken, whoever the client.
-	CodeBusy Code = "BUSY"
+	CodeBadRequest        = wire.CodeBadRequest
+	CodeUnknownProfile    = wire.CodeUnknownProfile
+	CodeBadChallenge      = wire.CodeBadChallenge
+	CodeChallengeExpired  = wire.CodeChallengeExpired
+	CodeChallengeReplayed = wire.CodeChallengeReplayed
+	CodePolicyDenied      = wire.CodePolicyDenied
+	CodeCAFailure         = wire.CodeCAFailure
+	CodeUnavailable       = wire.CodeUnavailable
+	CodeMisconfigured     = wire.CodeMisconfigured
+	CodeRateLimited       = wire.CodeRateLimited
+	CodeBusy              = wire.CodeBusy
 )
-
-// Status is the HTTP status that goes with the code.
-func (c Code) Status() int {
-	switch c {
-	case CodeBadRequest, CodeBadChallenge, CodeChallengeExpired:
-		return http.StatusBadRequest
-	case CodeUnknownProfile:
-		return http.StatusNotFound
-	case CodeChallengeReplayed:
-		return http.StatusConflict
-	case CodeIdentityMismatch, CodePolicyDenied:
-		return http.StatusForbidden
-	case CodeCAFailure:
-		return http.StatusBadGateway
-	case CodeRateLimited:
-		return http.StatusTooManyRequests
-	default:
-		return http.StatusServiceUnavailable
-	}
-}
 
 // Error is an enrollment failure as the client sees it, plus the cause the adapter logs. Message
 // and FailedRules go to the client and must never hold a secret; the cause may hold details that

@@ -14,6 +14,9 @@ import (
 
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // fakeAPI is an httptest stand-in for Google's Verified Access REST API, for unit tests: it
@@ -41,6 +44,8 @@ type fakeAnswer struct {
 type fakeFailure struct {
 	status  int
 	message string
+	// retryAfter, when set, is sent as the Retry-After header.
+	retryAfter string
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
@@ -63,7 +68,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		}
 		f.count(f.challenges, "v2")
 		writeGoogle(w, http.StatusOK, va2.Challenge{Challenge: base64.StdEncoding.EncodeToString(
-			marshalSignedData(randomBytes(t, 32), []byte("google-sig")))})
+			wire.MarshalSignedData(randomBytes(t, 32), []byte("google-sig")))})
 	})
 	mux.HandleFunc("POST /v1/challenge:verify", func(w http.ResponseWriter, r *http.Request) {
 		var req va1.VerifyChallengeResponseRequest
@@ -104,14 +109,14 @@ func (f *fakeAPI) injected(w http.ResponseWriter) bool {
 	fl := f.failNext[0]
 	f.failNext = f.failNext[1:]
 	f.mu.Unlock()
-	writeGoogleError(w, fl.status, fl.message)
+	writeGoogleFailure(w, fl)
 	return true
 }
 
 func (f *fakeAPI) failNextCall(status int, message string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.failNext = append(f.failNext, fakeFailure{status, message})
+	f.failNext = append(f.failNext, fakeFailure{status: status, message: message})
 }
 
 func (f *fakeAPI) verify(w http.ResponseWriter, version string, key []byte, expected string) {
@@ -127,7 +132,7 @@ func (f *fakeAPI) verify(w http.ResponseWriter, version string, key []byte, expe
 	case a == nil:
 		writeGoogleError(w, http.StatusBadRequest, "invalid challenge response: unknown")
 	case a.fail != nil:
-		writeGoogleError(w, a.fail.status, a.fail.message)
+		writeGoogleFailure(w, *a.fail)
 	case !strings.EqualFold(a.identity, expected):
 		writeGoogleError(w, http.StatusBadRequest, "identity mismatch: the key does not belong to the expected identity")
 	default:
@@ -148,9 +153,23 @@ func writeGoogle(w http.ResponseWriter, status int, v any) {
 }
 
 func writeGoogleError(w http.ResponseWriter, status int, message string) {
+	writeGoogleFailure(w, fakeFailure{status: status, message: message})
+}
+
+// writeGoogleFailure answers in Google's error envelope (AIP-193): code, message, status and,
+// for the platform's own refusals, an ErrorInfo with the reason.
+func writeGoogleFailure(w http.ResponseWriter, f fakeFailure) {
 	statusText := map[int]string{400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-		404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}[status]
-	writeGoogle(w, status, map[string]any{"error": map[string]any{"code": status, "message": message, "status": statusText}})
+		404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}[f.status]
+	details := []any{}
+	if reason := map[int]string{403: "SERVICE_DISABLED", 429: "RATE_LIMIT_EXCEEDED"}[f.status]; reason != "" {
+		details = append(details, map[string]any{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+			"domain": "googleapis.com", "metadata": map[string]string{"service": "verifiedaccess.googleapis.com"}})
+	}
+	if f.retryAfter != "" {
+		w.Header().Set("Retry-After", f.retryAfter)
+	}
+	writeGoogle(w, f.status, map[string]any{"error": map[string]any{"code": f.status, "message": f.message, "status": statusText, "details": details}})
 }
 
 func randomBytes(t testing.TB, n int) []byte {
@@ -161,14 +180,19 @@ func randomBytes(t testing.TB, n int) []byte {
 	return b
 }
 
-// fakeDevice is the Chrome side for unit tests: a key that answers challenges.
+// fakeDevice is the Chrome side for unit tests: a key that answers challenges as ChromeOS does.
 type fakeDevice struct {
 	key      crypto.Signer
 	identity string         // what the device or user is enrolled as
 	result   map[string]any // verify result fields besides the SPKAC; nil = a healthy ChromeOS device
-	spkac    spkacSpec      // tamper etc.; key and challenge are filled in
-	noSPKAC  bool
-	fail     *fakeFailure
+	// spkac varies the SPKAC; the key is filled in, and an empty challenge is ChromeOS's (the
+	// hex of 32 random bytes) with NULL parameters.
+	spkac   spkacSpec
+	noSPKAC bool
+	fail    *fakeFailure
+	// unregistered answers without telling the fake API, which then refuses the answer as
+	// Google refuses one it cannot verify.
+	unregistered bool
 }
 
 // healthyDevice is what verify reports for a managed ChromeOS device that passes strict policies.
@@ -194,18 +218,23 @@ func (d *fakeDevice) respond(t *testing.T, api *fakeAPI, challengeB64, version s
 	if err != nil {
 		t.Fatalf("challenge is not base64: %v", err)
 	}
-	data, _, err := unmarshalSignedData(chBytes)
-	if err != nil {
+	if _, _, err := wire.UnmarshalSignedData(chBytes); err != nil {
 		t.Fatalf("challenge is not a SignedData: %v", err)
 	}
-	payload := randomBytes(t, 24)
-	response := marshalSignedData(payload, []byte("device-signature"))
+	// ChallengeResponse{challenge = 1, nonce = 2, encrypted_key_info = 3}: the key info (with
+	// the SPKAC) is for Google only, so random bytes stand for it here.
+	payload := marshalChallengeResponse(chBytes, randomBytes(t, 32), randomBytes(t, 96))
+	response := wire.MarshalSignedData(payload, []byte("device-signature"))
 	key := response // v2 sends the bytes as they are
 	if version == "v1" {
 		key = payload // v1 sends data and signature separately
 	}
 	spec := d.spkac
-	spec.key, spec.challenge = d.key, base64.StdEncoding.EncodeToString(data)
+	spec.key = d.key
+	if spec.challenge == "" && spec.alg == nil {
+		spec = chromeOSSPKAC(d.key, chromeOSChallenge(t, 32), spec.rawSignature)
+		spec.tamper, spec.trailing = d.spkac.tamper, d.spkac.trailing
+	}
 	result := d.result
 	if result == nil {
 		result = healthyDevice()
@@ -220,10 +249,20 @@ func (d *fakeDevice) respond(t *testing.T, api *fakeAPI, challengeB64, version s
 	if !d.noSPKAC {
 		out["signedPublicKeyAndChallenge"] = base64.StdEncoding.EncodeToString(makeSPKAC(t, spec))
 	}
-	api.mu.Lock()
-	api.answers[version+hex.EncodeToString(key)] = &fakeAnswer{identity: d.identity, result: out, fail: d.fail}
-	api.mu.Unlock()
+	if !d.unregistered {
+		api.mu.Lock()
+		api.answers[version+hex.EncodeToString(key)] = &fakeAnswer{identity: d.identity, result: out, fail: d.fail}
+		api.mu.Unlock()
+	}
 	return base64.StdEncoding.EncodeToString(response)
+}
+
+// marshalChallengeResponse serializes ChromeOS's ChallengeResponse: the challenge's SignedData
+// exactly as handed out (field 1), the device's nonce (2) and the encrypted key info (3, an
+// EncryptedData message; its content does not matter here).
+func marshalChallengeResponse(challenge, nonce, encryptedKeyInfo []byte) []byte {
+	// The key info goes in field 5 (data) of an EncryptedData, which the adapter never reads.
+	return wire.MarshalChallengeResponse(challenge, nonce, protowire.AppendBytes(protowire.AppendTag(nil, 5, protowire.BytesType), encryptedKeyInfo))
 }
 
 func v1Field(k string) bool {

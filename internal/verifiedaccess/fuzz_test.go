@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -31,7 +33,8 @@ func FuzzVerifyResult(f *testing.F) {
 			KeyTrustLevels: []string{"CHROME_OS_VERIFIED_MODE"},
 			Signals: map[string][]string{
 				"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}, "siteIsolationEnabled": {"true"},
-				"antivirus.state": {"ENABLED"},
+				"antivirus.state": {"ENABLED"}, "deviceAffiliationIds": {"aff-corp"}, "systemDnsServers": {"10.0.0.0/8"},
+				"macAddresses": {"02:00:5e:10:00:01"},
 			},
 			MinOSVersion: "15183.69", MinBrowserVersion: "120",
 			CustomerIDs: []string{"C0abc123"}, EnrollmentDomains: []string{"example.com"},
@@ -44,7 +47,7 @@ func FuzzVerifyResult(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	spkac := base64.StdEncoding.EncodeToString(makeSPKAC(f, spkacSpec{key: ecKey, challenge: "Y2hhbGxlbmdl"}))
+	spkac := base64.StdEncoding.EncodeToString(makeSPKAC(f, chromeOSSPKAC(ecKey, chromeOSChallenge(f, 32), false)))
 	add := func(version uint8, v any) {
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -59,11 +62,11 @@ func FuzzVerifyResult(f *testing.F) {
 		DevicePermanentId: healthy.DevicePermanentID, CustomerId: healthy.CustomerID, KeyTrustLevel: healthy.KeyTrustLevel,
 		VirtualDeviceId: "00000000-0000-0000-0000-000000000001", DeviceSignals: healthy.Signals, SignedPublicKeyAndChallenge: spkac,
 	})
-	ub := unmanagedBrowser()
+	listed := withSignals()
 	add(2, &va2.VerifyChallengeResponseResult{
-		ProfileCustomerId: ub.ProfileCustomerID, ProfilePermanentId: ub.ProfilePermanentID, VirtualProfileId: ub.VirtualProfileID,
-		ProfileKeyTrustLevel: ub.ProfileKeyTrustLevel, DeviceSignals: ub.Signals,
-		SignedPublicKeyAndChallenge: base64.RawURLEncoding.EncodeToString(makeSPKAC(f, spkacSpec{key: rsaKey, challenge: "c"})),
+		DevicePermanentId: listed.DevicePermanentID, CustomerId: listed.CustomerID, KeyTrustLevel: listed.KeyTrustLevel,
+		DeviceSignals:               listed.Signals,
+		SignedPublicKeyAndChallenge: base64.RawURLEncoding.EncodeToString(makeSPKAC(f, chromeOSSPKAC(ecKey, chromeOSChallenge(f, 20), true))),
 	})
 	add(2, map[string]any{"devicePermanentId": "5CD\n123", "keyTrustLevel": "CHROME_OS_DEVELOPER_MODE",
 		"deviceSignals": map[string]any{"osVersion": "15183.x", "hostname": "a b", "deviceManufacturer": "\u202eelgooG"}})
@@ -103,10 +106,16 @@ func FuzzVerifyResult(f *testing.F) {
 		}
 		if len(failed) == 0 {
 			s := r.Signals
-			if r.APIVersion != config.VAv2 || s == nil || r.KeyTrustLevel != "CHROME_OS_VERIFIED_MODE" || r.customer() != "C0abc123" ||
+			if r.APIVersion != config.VAv2 || s == nil || r.KeyTrustLevel != "CHROME_OS_VERIFIED_MODE" || r.CustomerID != "C0abc123" ||
 				s.DiskEncryption != "DISK_ENCRYPTION_ENCRYPTED" || !s.SiteIsolationEnabled || s.Antivirus == nil || s.Antivirus.State != "ENABLED" ||
-				!strings.EqualFold(r.enrollmentDomain(), "example.com") {
+				!strings.EqualFold(s.DeviceEnrollmentDomain, "example.com") || !slices.Contains(s.DeviceAffiliationIds, "aff-corp") ||
+				len(s.SystemDnsServers) == 0 || len(s.MacAddresses) == 0 {
 				t.Fatalf("policy let through %+v with signals %+v", r, s)
+			}
+			for _, d := range s.SystemDnsServers {
+				if a, err := netip.ParseAddr(d); err != nil || !netip.MustParsePrefix("10.0.0.0/8").Contains(a.Unmap()) {
+					t.Fatalf("policy let through DNS server %q", d)
+				}
 			}
 			if v, err := config.ParseVersion(s.OsVersion); err != nil || config.CompareVersions(v, minOS) < 0 {
 				t.Fatalf("policy let through OS version %q", s.OsVersion)

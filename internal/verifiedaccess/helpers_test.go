@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
+	"math/big"
 	"sync"
 	"testing"
 	"time"
@@ -66,8 +68,29 @@ type spkacSpec struct {
 	hash      crypto.Hash // default SHA-256
 	// challengeTag overrides the challenge's ASN.1 tag (default IA5String).
 	challengeTag int
-	tamper       bool
-	trailing     bool
+	// rawSignature sends an ECDSA signature as the 64-byte r||s a TPM returns instead of DER.
+	rawSignature bool
+	// trailingSig appends a byte to the signature, so that it is neither DER nor raw r||s.
+	trailingSig bool
+	tamper      bool
+	trailing    bool
+}
+
+// chromeOSChallenge is the challenge ChromeOS puts in an SPKAC: the hex of n random bytes, 20 on
+// a TPM 1.2 device and 32 on TPM 2.0 (CryptoUtilityImpl::CreateSPKACInternal).
+func chromeOSChallenge(t testing.TB, n int) string {
+	t.Helper()
+	return hex.EncodeToString(randomBytes(t, n))
+}
+
+// chromeOSSPKAC is an SPKAC as ChromeOS builds it: a random hex challenge and NULL parameters
+// for both algorithms (X509_ALGOR_set0(alg, nid, V_ASN1_NULL, NULL)).
+func chromeOSSPKAC(key crypto.Signer, challenge string, rawSignature bool) spkacSpec {
+	alg := oidSHA256WithRSA
+	if _, ok := key.(*ecdsa.PrivateKey); ok {
+		alg = oidECDSAWithSHA256
+	}
+	return spkacSpec{key: key, challenge: challenge, alg: alg, params: asn1.NullRawValue, rawSignature: rawSignature}
 }
 
 // makeSPKAC builds a DER SPKAC as Chrome (or a forger) would.
@@ -111,6 +134,9 @@ func makeSPKAC(t testing.TB, s spkacSpec) []byte {
 			alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}
 		}
 		sig, err = ecdsa.SignASN1(rand.Reader, k, digest)
+		if err == nil && s.rawSignature {
+			sig = rawECDSA(t, sig)
+		}
 	default:
 		t.Fatalf("key %T", s.key)
 	}
@@ -119,6 +145,9 @@ func makeSPKAC(t testing.TB, s spkacSpec) []byte {
 	}
 	if s.tamper {
 		sig[len(sig)/2] ^= 0x01
+	}
+	if s.trailingSig {
+		sig = append(sig, 0)
 	}
 	der, err := asn1.Marshal(struct {
 		PKAC      asn1.RawValue
@@ -132,6 +161,19 @@ func makeSPKAC(t testing.TB, s spkacSpec) []byte {
 		der = append(der, 0)
 	}
 	return der
+}
+
+// rawECDSA re-encodes a DER ECDSA P-256 signature as 32-byte r || 32-byte s.
+func rawECDSA(t testing.TB, der []byte) []byte {
+	t.Helper()
+	var rs struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(der, &rs); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, 64)
+	rs.R.FillBytes(out[:32])
+	rs.S.FillBytes(out[32:])
+	return out
 }
 
 // withCA completes a test enrollment profile with the built-in CA and a client certificate's

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -472,11 +473,7 @@ func (l *rejectionLog) write(now time.Time) {
 		zap.String("top_client", keyString(top)),
 		zap.Int64("top_client_rejected", topN),
 	}
-	names := make([]string, 0, len(l.reasons))
-	for k := range l.reasons {
-		names = append(names, k)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(l.reasons))
 	for _, k := range names {
 		fields = append(fields, zap.Int64(k, l.reasons[k]))
 	}

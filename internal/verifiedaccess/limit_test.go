@@ -23,7 +23,10 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/extension"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // googleProbe sits in front of the emulator's REST API and watches the challenge calls (v1
@@ -97,7 +100,7 @@ func (p *googleProbe) calls() (inFlight, maxInFlight, total int) {
 func (x *e2e) googleClient(rl config.RateLimit) *Client {
 	x.t.Helper()
 	c, err := NewClient(context.Background(), ClientOptions{
-		Endpoint: x.emuURL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
+		Endpoint: x.emuURL + "/", Credentials: googleauth.Credentials{Type: googleauth.None},
 		RequestTimeout: 2 * time.Minute, RateLimit: rl,
 	})
 	if err != nil {
@@ -145,7 +148,7 @@ func postFrom(hc *http.Client, url, xff string, body any) answer {
 	}
 	defer resp.Body.Close()
 	a := answer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
-	var env errorBody
+	var env wire.ErrorBody
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		a.err = err
@@ -218,7 +221,9 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 	flooder := loopbackClient(t, "127.0.0.1")
 	flood := make(chan answer, floodSize)
 	for range floodSize {
-		go func() { flood <- postFrom(flooder, url+ChallengePath, "", challengeRequest{Profile: "wifi-v2"}) }()
+		go func() {
+			flood <- postFrom(flooder, url+wire.ChallengePath, "", wire.ChallengeRequest{Profile: "wifi-v2"})
+		}()
 	}
 	receive(t, held, share, "flood calls held at Google")
 	// The adapter's clock stands still: the flooder has exactly `burst` tokens, and of the
@@ -239,7 +244,7 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := emulator.Enroll(ctx, emulator.EnrollOptions{
+	res, err := extension.Enroll(ctx, extension.EnrollOptions{
 		AdapterURL: url, AdapterClient: loopbackClient(t, "127.0.0.2"), EmulatorURL: x.emuURL, Roots: x.ca.roots,
 		Profile: "wifi-v2", KeyType: emulator.KeyECDSA,
 	})
@@ -332,13 +337,13 @@ func TestBusy(t *testing.T) {
 			answers := make(chan answer, 2*slots)
 			for i := range slots {
 				go func() {
-					answers <- postFrom(http.DefaultClient, url+ChallengePath, client(i), challengeRequest{Profile: "wifi-v2"})
+					answers <- postFrom(http.DefaultClient, url+wire.ChallengePath, client(i), wire.ChallengeRequest{Profile: "wifi-v2"})
 				}()
 			}
 			receive(t, held, slots, "calls held at Google")
 			if tt.timeout < time.Second {
 				// Slots stay held for as long as the test says: the wait must run out.
-				a := postFrom(http.DefaultClient, url+ChallengePath, client(slots), challengeRequest{Profile: "wifi-v2"})
+				a := postFrom(http.DefaultClient, url+wire.ChallengePath, client(slots), wire.ChallengeRequest{Profile: "wifi-v2"})
 				if a.status != http.StatusServiceUnavailable || a.code != string(CodeBusy) || a.retryAfter != "1" {
 					t.Fatalf("after the queue timeout: %+v; want 503 BUSY, Retry-After 1", a)
 				}
@@ -351,11 +356,11 @@ func TestBusy(t *testing.T) {
 			}
 			for i := slots; i < 2*slots; i++ {
 				go func() {
-					answers <- postFrom(http.DefaultClient, url+ChallengePath, client(i), challengeRequest{Profile: "wifi-v2"})
+					answers <- postFrom(http.DefaultClient, url+wire.ChallengePath, client(i), wire.ChallengeRequest{Profile: "wifi-v2"})
 				}()
 			}
 			waitFor(t, "the queue to fill", func() bool { _, q, _ := srv.challengeSlots.state(); return q == slots })
-			a := postFrom(http.DefaultClient, url+ChallengePath, client(2*slots), challengeRequest{Profile: "wifi-v2"})
+			a := postFrom(http.DefaultClient, url+wire.ChallengePath, client(2*slots), wire.ChallengeRequest{Profile: "wifi-v2"})
 			if a.status != http.StatusServiceUnavailable || a.code != string(CodeBusy) || a.retryAfter != "60" {
 				t.Fatalf("with slots and queue full: %+v; want 503 BUSY, Retry-After 60", a)
 			}
@@ -383,7 +388,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	limits := func(trusted ...string) *config.VerifiedAccess {
 		return &config.VerifiedAccess{RateLimit: config.RateLimit{RequestsPerSecond: 0.5, Burst: 3}, TrustedProxies: trusted}
 	}
-	challenge := challengeRequest{Profile: "wifi"}
+	challenge := wire.ChallengeRequest{Profile: "wifi"}
 
 	t.Run("behind a trusted proxy", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{limits: limits("127.0.0.1")})
@@ -391,30 +396,30 @@ func TestRateLimitPerClient(t *testing.T) {
 			return postFrom(http.DefaultClient, h.http.URL+path, client, body)
 		}
 		for i := range 3 {
-			if a := post(ChallengePath, "198.51.100.7", challenge); a.status != http.StatusOK {
+			if a := post(wire.ChallengePath, "198.51.100.7", challenge); a.status != http.StatusOK {
 				t.Fatalf("request %d within the burst: %+v", i, a)
 			}
 		}
-		a := post(ChallengePath, "198.51.100.7", challenge)
+		a := post(wire.ChallengePath, "198.51.100.7", challenge)
 		if a.status != http.StatusTooManyRequests || a.code != string(CodeRateLimited) || a.retryAfter != "2" {
 			t.Fatalf("past the burst: %+v; want 429 RATE_LIMITED, Retry-After 2 (one token per 2 s)", a)
 		}
 		audits := h.logs.FilterMessage("verified access enrollment").Len()
-		a = post(EnrollPath, "203.0.113.1, 198.51.100.7", enrollBody("wifi", "machine", "AAAA", ""))
+		a = post(wire.EnrollPath, "203.0.113.1, 198.51.100.7", enrollBody("wifi", "machine", "AAAA", ""))
 		if a.status != http.StatusTooManyRequests || a.code != string(CodeRateLimited) {
 			t.Fatalf("enroll from the same client: %+v", a)
 		}
 		if n := h.logs.FilterMessage("verified access enrollment").Len(); n != audits {
 			t.Error("a refused request was audited one by one")
 		}
-		if a := post(ChallengePath, "198.51.100.8", challenge); a.status != http.StatusOK {
+		if a := post(wire.ChallengePath, "198.51.100.8", challenge); a.status != http.StatusOK {
 			t.Errorf("another client: %+v", a)
 		}
 		h.advance(2 * time.Second)
-		if a := post(ChallengePath, "198.51.100.7", challenge); a.status != http.StatusOK {
+		if a := post(wire.ChallengePath, "198.51.100.7", challenge); a.status != http.StatusOK {
 			t.Errorf("after a token came back: %+v", a)
 		}
-		if a := post(ChallengePath, "198.51.100.7", challenge); a.status != http.StatusTooManyRequests {
+		if a := post(wire.ChallengePath, "198.51.100.7", challenge); a.status != http.StatusTooManyRequests {
 			t.Errorf("one token only: %+v", a)
 		}
 		if count(h.metrics.Rejected.WithLabelValues(endpointChallenge, reasonRateLimit)) != 2 || count(h.metrics.Rejected.WithLabelValues(endpointEnroll, reasonRateLimit)) != 1 {
@@ -430,14 +435,14 @@ func TestRateLimitPerClient(t *testing.T) {
 
 		// One IPv6 /64 is one client.
 		for i, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2", "[2001:db8:1:2:ffff::9]:443"} {
-			if a := post(ChallengePath, ip, challenge); a.status != http.StatusOK {
+			if a := post(wire.ChallengePath, ip, challenge); a.status != http.StatusOK {
 				t.Fatalf("IPv6 request %d: %+v", i, a)
 			}
 		}
-		if a := post(ChallengePath, "2001:db8:1:2::3", challenge); a.status != http.StatusTooManyRequests {
+		if a := post(wire.ChallengePath, "2001:db8:1:2::3", challenge); a.status != http.StatusTooManyRequests {
 			t.Errorf("another address of the same /64: %+v", a)
 		}
-		if a := post(ChallengePath, "2001:db8:1:3::1", challenge); a.status != http.StatusOK {
+		if a := post(wire.ChallengePath, "2001:db8:1:3::1", challenge); a.status != http.StatusOK {
 			t.Errorf("the next /64: %+v", a)
 		}
 	})
@@ -445,7 +450,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	t.Run("X-Forwarded-For from an untrusted peer", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{limits: limits()})
 		post := func(i int) answer {
-			return postFrom(http.DefaultClient, h.http.URL+ChallengePath, fmt.Sprintf("198.51.100.%d", i), challenge)
+			return postFrom(http.DefaultClient, h.http.URL+wire.ChallengePath, fmt.Sprintf("198.51.100.%d", i), challenge)
 		}
 		for i := range 3 {
 			if a := post(i); a.status != http.StatusOK {
@@ -470,7 +475,7 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 	for i := range slow {
 		pr, pw := io.Pipe()
 		writers = append(writers, pw)
-		req, err := http.NewRequest(http.MethodPost, h.http.URL+ChallengePath, pr)
+		req, err := http.NewRequest(http.MethodPost, h.http.URL+wire.ChallengePath, pr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,7 +495,7 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 	if inUse, queued, _ := h.srv.challengeSlots.state(); inUse != 0 || queued != 0 {
 		t.Errorf("bodies still arriving hold %d slots and %d queue places", inUse, queued)
 	}
-	if a := postFrom(http.DefaultClient, h.http.URL+ChallengePath, "198.51.100.99", challengeRequest{Profile: "wifi"}); a.status != http.StatusOK {
+	if a := postFrom(http.DefaultClient, h.http.URL+wire.ChallengePath, "198.51.100.99", wire.ChallengeRequest{Profile: "wifi"}); a.status != http.StatusOK {
 		t.Errorf("a prompt request beside slow ones: %+v", a)
 	}
 	for _, pw := range writers {
@@ -502,7 +507,7 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 
 func TestClientAddr(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	srv, err := NewServer(ServerOptions{Google: client, Config: config.VerifiedAccess{
 		Insecure: true, TrustedProxies: []string{"10.0.0.0/8", "2001:db8:ffff::/48"},
 	}})
@@ -530,7 +535,7 @@ func TestClientAddr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodPost, ChallengePath, nil)
+			r := httptest.NewRequest(http.MethodPost, wire.ChallengePath, nil)
 			r.RemoteAddr = tt.remote
 			for _, v := range tt.xff {
 				r.Header.Add("X-Forwarded-For", v)
@@ -718,7 +723,7 @@ func TestRejectionLog(t *testing.T) {
 
 func TestNewServerChecksLimits(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	for _, va := range []config.VerifiedAccess{
 		{Insecure: true, MaxConcurrentChallenges: 4, MaxConcurrentPerClient: 4},
 		{Insecure: true, MaxConcurrentEnrollments: 2},
@@ -765,13 +770,13 @@ func BenchmarkEnrollDuringFlood(b *testing.B) {
 				flood := make(chan answer, bb.flood)
 				for range bb.flood {
 					go func() {
-						flood <- postFrom(flooder, counting.URL+ChallengePath, "", challengeRequest{Profile: "wifi-v2"})
+						flood <- postFrom(flooder, counting.URL+wire.ChallengePath, "", wire.ChallengeRequest{Profile: "wifi-v2"})
 					}()
 				}
 				waitFor(b, "the flood to arrive", func() bool { return arrived.Load() >= int64(bb.flood) })
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 				b.StartTimer()
-				_, err := emulator.Enroll(ctx, emulator.EnrollOptions{
+				_, err := extension.Enroll(ctx, extension.EnrollOptions{
 					AdapterURL: url, AdapterClient: loopbackClient(b, "127.0.0.2"), EmulatorURL: x.emuURL, Roots: x.ca.roots,
 					Profile: "wifi-v2", KeyType: emulator.KeyECDSA,
 				})

@@ -3,8 +3,10 @@ package verifiedaccess
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"net"
+	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -16,40 +18,51 @@ import (
 // Policy is a compiled device-trust policy (config.VerifiedAccessPolicy). It is immutable and
 // safe for concurrent use.
 type Policy struct {
-	keyTrustLevels        []string
-	profileKeyTrustLevels []string
-	signals               []signalRule // sorted by name
-	minOS, minBrowser     []uint64
-	minOSText, minBrText  string
-	customerIDs           []string
-	enrollmentDomains     []string // lower case
+	keyTrustLevels       []string
+	signals              []signalRule // sorted by name
+	minOS, minBrowser    []uint64
+	minOSText, minBrText string
+	customerIDs          []string
+	enrollmentDomains    []string // lower case
 }
 
+// signalRule is one policy.signals entry: how to read the signal from a verify result and when
+// what was read passes.
 type signalRule struct {
 	name    string
 	allowed []string
-	get     func(*va2.DeviceSignals) string
+	// get returns the reported values: one for an enumerated or boolean signal (its
+	// UNSPECIFIED value or false when absent), the list as reported (maybe none) for the others.
+	get func(*va2.DeviceSignals) []string
+	// pass decides the rule; want words the failure ("want one of […]").
+	pass func(got []string) bool
+	want string
+	// list marks a signal whose reported values are shown as a list in a failure.
+	list bool
 }
 
-// CompilePolicy checks p (names and values against the v2 enums, versions) and compiles it.
-// Errors name the key under policy, e.g. "signals.diskEncryption[0]: …".
+// CompilePolicy checks p (names and values against the v2 enums and value checks, versions, and
+// that every rule can be met by a ChromeOS device) and compiles it. Errors name the key under
+// policy, e.g. "signals.diskEncryption[0]: …".
 func CompilePolicy(p config.VerifiedAccessPolicy) (*Policy, error) {
 	var errs []error
 	out := &Policy{
-		keyTrustLevels:        slices.Clone(p.KeyTrustLevels),
-		profileKeyTrustLevels: slices.Clone(p.ProfileKeyTrustLevels),
-		customerIDs:           slices.Clone(p.CustomerIDs),
+		keyTrustLevels: slices.Clone(p.KeyTrustLevels),
+		customerIDs:    slices.Clone(p.CustomerIDs),
 	}
 	for _, d := range p.EnrollmentDomains {
 		out.enrollmentDomains = append(out.enrollmentDomains, strings.ToLower(d))
 	}
-	levels := config.VAKeyTrustLevels()
-	for key, list := range map[string][]string{"keyTrustLevels": p.KeyTrustLevels, "profileKeyTrustLevels": p.ProfileKeyTrustLevels} {
-		for i, v := range list {
-			if !slices.Contains(levels, v) {
-				errs = append(errs, fmt.Errorf("%s[%d]: %q is not a key trust level", key, i, v))
-			}
+	for i, v := range p.KeyTrustLevels {
+		switch {
+		case !slices.Contains(config.VAKeyTrustLevels(), v):
+			errs = append(errs, fmt.Errorf("keyTrustLevels[%d]: %q is not a key trust level", i, v))
+		case !config.VAReachableKeyTrustLevel(v):
+			errs = append(errs, fmt.Errorf("keyTrustLevels[%d]: %q is a Chrome browser's trust level, never reported here: %s", i, v, config.VAUnreachable))
 		}
+	}
+	if len(p.ProfileKeyTrustLevels) > 0 {
+		errs = append(errs, fmt.Errorf("profileKeyTrustLevels: Google reports a profile trust level only for managed Chrome browser profiles, which cannot enroll here: %s", config.VAUnreachable))
 	}
 	var err error
 	if p.MinOSVersion != "" {
@@ -64,28 +77,14 @@ func CompilePolicy(p config.VerifiedAccessPolicy) (*Policy, error) {
 		}
 		out.minBrText = p.MinBrowserVersion
 	}
-	names := make([]string, 0, len(p.Signals))
-	for n := range p.Signals {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(p.Signals))
 	for _, name := range names {
-		values, known := config.VASignalValues(name)
-		get, extractable := signalGetters()[name]
-		if !known || !extractable {
-			errs = append(errs, fmt.Errorf("signals.%s: unknown device signal", name))
+		rule, err := compileSignal(name, p.Signals[name])
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		if len(p.Signals[name]) == 0 {
-			errs = append(errs, fmt.Errorf("signals.%s: no acceptable value listed", name))
-			continue
-		}
-		for i, v := range p.Signals[name] {
-			if !slices.Contains(values, v) {
-				errs = append(errs, fmt.Errorf("signals.%s[%d]: %q is not one of %s", name, i, v, strings.Join(values, ", ")))
-			}
-		}
-		out.signals = append(out.signals, signalRule{name: name, allowed: slices.Clone(p.Signals[name]), get: get})
+		out.signals = append(out.signals, rule)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -93,17 +92,84 @@ func CompilePolicy(p config.VerifiedAccessPolicy) (*Policy, error) {
 	return out, nil
 }
 
+// compileSignal compiles the rule on one signal. An enumerated or boolean signal passes with one
+// of the listed values. The list and object signals pass when any reported value is listed —
+// affiliation ids, MAC addresses (in any notation), IMEIs, MEIDs, the CrowdStrike agent's ids —
+// except systemDnsServers, which pass when Google reports at least one and every one is within a
+// listed address or prefix: a device must use only the DNS servers it is allowed.
+func compileSignal(name string, allowed []string) (signalRule, error) {
+	get, extractable := signalGetters()[name]
+	_, isValue := config.VASignalCheck(name)
+	values, isEnum := config.VASignalValues(name)
+	switch {
+	case !extractable || (!isValue && !isEnum):
+		return signalRule{}, fmt.Errorf("signals.%s: unknown device signal", name)
+	case len(allowed) == 0:
+		return signalRule{}, fmt.Errorf("signals.%s: no acceptable value listed", name)
+	}
+	rule := signalRule{name: name, allowed: slices.Clone(allowed), get: get, want: "want one of"}
+	if isEnum {
+		for i, v := range allowed {
+			if !slices.Contains(values, v) {
+				return signalRule{}, fmt.Errorf("signals.%s[%d]: %q is not one of %s", name, i, v, strings.Join(values, ", "))
+			}
+		}
+		rule.pass = func(got []string) bool { return slices.Contains(allowed, got[0]) }
+		return rule, nil
+	}
+	check, _ := config.VASignalCheck(name)
+	for i, v := range allowed {
+		if msg := check(v); msg != "" {
+			return signalRule{}, fmt.Errorf("signals.%s[%d]: %s", name, i, msg)
+		}
+	}
+	rule.list = true
+	switch name {
+	case "systemDnsServers":
+		prefixes := make([]netip.Prefix, len(allowed))
+		for i, v := range allowed {
+			prefixes[i], _ = config.ParseTrustedProxy(v) // checked above
+		}
+		rule.want = "want each in"
+		rule.pass = func(got []string) bool {
+			return len(got) > 0 && !slices.ContainsFunc(got, func(g string) bool {
+				a, err := netip.ParseAddr(g)
+				return err != nil || !slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(a.Unmap()) })
+			})
+		}
+	case "macAddresses":
+		norm := func(v string) string {
+			if hw, err := net.ParseMAC(v); err == nil {
+				return hw.String()
+			}
+			return strings.ToLower(v)
+		}
+		want := make([]string, len(allowed))
+		for i, v := range allowed {
+			want[i] = norm(v)
+		}
+		rule.pass = func(got []string) bool {
+			return slices.ContainsFunc(got, func(g string) bool { return slices.Contains(want, norm(g)) })
+		}
+	default:
+		rule.pass = func(got []string) bool {
+			return slices.ContainsFunc(got, func(g string) bool {
+				return slices.ContainsFunc(allowed, func(a string) bool { return strings.EqualFold(a, g) })
+			})
+		}
+	}
+	return rule, nil
+}
+
 // needsV2 reports whether the policy has rules only a v2 result can satisfy.
 func (p *Policy) needsV2() bool {
-	return len(p.keyTrustLevels)+len(p.profileKeyTrustLevels)+len(p.signals)+len(p.customerIDs)+
+	return len(p.keyTrustLevels)+len(p.signals)+len(p.customerIDs)+
 		len(p.enrollmentDomains)+len(p.minOS)+len(p.minBrowser) > 0
 }
 
 // Evaluate applies the policy to a verify result and returns every rule that fails, each as
 // "rule: got X, want Y"; nil means the device passes. A value the result does not carry fails
-// every rule about it. For a managed profile on an unmanaged browser, which Google reports
-// without device fields, customerIds and enrollmentDomains use the profile's customer and
-// enrollment domain instead.
+// every rule about it.
 func (p *Policy) Evaluate(r *Result) []string {
 	var failed []string
 	oneOf := func(rule, got string, allowed []string, match func(a, b string) bool) {
@@ -116,14 +182,11 @@ func (p *Policy) Evaluate(r *Result) []string {
 	if len(p.keyTrustLevels) > 0 {
 		oneOf("keyTrustLevels", orUnspecified(r.KeyTrustLevel), p.keyTrustLevels, exact)
 	}
-	if len(p.profileKeyTrustLevels) > 0 {
-		oneOf("profileKeyTrustLevels", orUnspecified(r.ProfileKeyTrustLevel), p.profileKeyTrustLevels, exact)
-	}
 	if len(p.customerIDs) > 0 {
-		oneOf("customerIds", r.customer(), p.customerIDs, exact)
+		oneOf("customerIds", r.CustomerID, p.customerIDs, exact)
 	}
 	if len(p.enrollmentDomains) > 0 {
-		oneOf("enrollmentDomains", r.enrollmentDomain(), p.enrollmentDomains, strings.EqualFold)
+		oneOf("enrollmentDomains", r.signal(func(s *va2.DeviceSignals) string { return s.DeviceEnrollmentDomain }), p.enrollmentDomains, strings.EqualFold)
 	}
 	if p.minOS != nil {
 		if msg := atLeast(r.signal(func(s *va2.DeviceSignals) string { return s.OsVersion }), p.minOS, p.minOSText); msg != "" {
@@ -137,33 +200,20 @@ func (p *Policy) Evaluate(r *Result) []string {
 	}
 	for _, s := range p.signals {
 		if r.Signals == nil {
-			failed = append(failed, fmt.Sprintf("signals.%s: got no device signals, want one of [%s]", s.name, strings.Join(s.allowed, ", ")))
+			failed = append(failed, fmt.Sprintf("signals.%s: got no device signals, %s [%s]", s.name, s.want, strings.Join(s.allowed, ", ")))
 			continue
 		}
-		oneOf("signals."+s.name, s.get(r.Signals), s.allowed, exact)
+		got := s.get(r.Signals)
+		if s.pass(got) {
+			continue
+		}
+		shown := describeValue(strings.Join(got, ""))
+		if s.list {
+			shown = describeList(got)
+		}
+		failed = append(failed, fmt.Sprintf("signals.%s: got %s, %s [%s]", s.name, shown, s.want, strings.Join(s.allowed, ", ")))
 	}
 	return failed
-}
-
-// customer is the customer Google reports: the device's, or for a managed profile on an
-// unmanaged browser the profile's.
-func (r *Result) customer() string {
-	if r.CustomerID != "" {
-		return r.CustomerID
-	}
-	return r.ProfileCustomerID
-}
-
-// enrollmentDomain is the device's enrollment domain, or the profile's when the device is not
-// managed.
-func (r *Result) enrollmentDomain() string {
-	if r.Signals == nil {
-		return ""
-	}
-	if r.Signals.DeviceEnrollmentDomain != "" {
-		return r.Signals.DeviceEnrollmentDomain
-	}
-	return r.Signals.ProfileEnrollmentDomain
 }
 
 func (r *Result) signal(get func(*va2.DeviceSignals) string) string {
@@ -171,6 +221,19 @@ func (r *Result) signal(get func(*va2.DeviceSignals) string) string {
 		return ""
 	}
 	return get(r.Signals)
+}
+
+// describeList renders reported list values in a failed rule: "nothing", or [a, b] with odd
+// values quoted.
+func describeList(vs []string) string {
+	if len(vs) == 0 {
+		return "nothing"
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = describeValue(v)
+	}
+	return "[" + strings.Join(out, ", ") + "]"
 }
 
 // atLeast compares a reported version with the minimum; it returns why the rule fails, or "".
@@ -218,20 +281,32 @@ func isPrintableASCII(s string) bool {
 
 // signalGetters reads each policy signal (config.VASignalNames) from DeviceSignals. An enum
 // Google left out reads as its UNSPECIFIED value, a boolean as false (the JSON omits false), so
-// that a policy can name exactly what it accepts.
-func signalGetters() map[string]func(*va2.DeviceSignals) string {
-	enum := func(unspecified string, get func(*va2.DeviceSignals) string) func(*va2.DeviceSignals) string {
-		return func(s *va2.DeviceSignals) string {
+// that a policy can name exactly what it accepts; a list reads as reported, an absent CrowdStrike
+// agent as no id.
+func signalGetters() map[string]func(*va2.DeviceSignals) []string {
+	enum := func(unspecified string, get func(*va2.DeviceSignals) string) func(*va2.DeviceSignals) []string {
+		return func(s *va2.DeviceSignals) []string {
 			if v := get(s); v != "" {
-				return v
+				return []string{v}
 			}
-			return unspecified
+			return []string{unspecified}
 		}
 	}
-	boolean := func(get func(*va2.DeviceSignals) bool) func(*va2.DeviceSignals) string {
-		return func(s *va2.DeviceSignals) string { return strconv.FormatBool(get(s)) }
+	boolean := func(get func(*va2.DeviceSignals) bool) func(*va2.DeviceSignals) []string {
+		return func(s *va2.DeviceSignals) []string { return []string{strconv.FormatBool(get(s))} }
 	}
-	return map[string]func(*va2.DeviceSignals) string{
+	list := func(get func(*va2.DeviceSignals) []string) func(*va2.DeviceSignals) []string {
+		return func(s *va2.DeviceSignals) []string { return slices.Clone(get(s)) }
+	}
+	crowdStrike := func(get func(*va2.CrowdStrikeAgent) string) func(*va2.DeviceSignals) []string {
+		return func(s *va2.DeviceSignals) []string {
+			if s.CrowdStrikeAgent == nil || get(s.CrowdStrikeAgent) == "" {
+				return nil
+			}
+			return []string{get(s.CrowdStrikeAgent)}
+		}
+	}
+	return map[string]func(*va2.DeviceSignals) []string{
 		"operatingSystem": enum("OPERATING_SYSTEM_UNSPECIFIED", func(s *va2.DeviceSignals) string { return s.OperatingSystem }),
 		"diskEncryption":  enum("DISK_ENCRYPTION_UNSPECIFIED", func(s *va2.DeviceSignals) string { return s.DiskEncryption }),
 		"osFirewall":      enum("OS_FIREWALL_UNSPECIFIED", func(s *va2.DeviceSignals) string { return s.OsFirewall }),
@@ -256,5 +331,14 @@ func signalGetters() map[string]func(*va2.DeviceSignals) string {
 		"chromeRemoteDesktopAppBlocked": boolean(func(s *va2.DeviceSignals) bool { return s.ChromeRemoteDesktopAppBlocked }),
 		"siteIsolationEnabled":          boolean(func(s *va2.DeviceSignals) bool { return s.SiteIsolationEnabled }),
 		"thirdPartyBlockingEnabled":     boolean(func(s *va2.DeviceSignals) bool { return s.ThirdPartyBlockingEnabled }),
+
+		"deviceAffiliationIds":        list(func(s *va2.DeviceSignals) []string { return s.DeviceAffiliationIds }),
+		"profileAffiliationIds":       list(func(s *va2.DeviceSignals) []string { return s.ProfileAffiliationIds }),
+		"macAddresses":                list(func(s *va2.DeviceSignals) []string { return s.MacAddresses }),
+		"systemDnsServers":            list(func(s *va2.DeviceSignals) []string { return s.SystemDnsServers }),
+		"imei":                        list(func(s *va2.DeviceSignals) []string { return s.Imei }),
+		"meid":                        list(func(s *va2.DeviceSignals) []string { return s.Meid }),
+		"crowdStrikeAgent.agentId":    crowdStrike(func(a *va2.CrowdStrikeAgent) string { return a.AgentId }),
+		"crowdStrikeAgent.customerId": crowdStrike(func(a *va2.CrowdStrikeAgent) string { return a.CustomerId }),
 	}
 }

@@ -30,19 +30,17 @@ func chromeOS() *Result {
 	}
 }
 
-// unmanagedBrowser is a managed profile on an unmanaged browser: Google reports the profile's
-// fields instead of the device's (no devicePermanentId, keyTrustLevel, customerId).
-func unmanagedBrowser() *Result {
-	return &Result{
-		APIVersion:        config.VAv2,
-		ProfileCustomerID: "C0abc123", ProfilePermanentID: "prof-1", VirtualProfileID: "vp-1",
-		ProfileKeyTrustLevel: "CHROME_BROWSER_OS_KEY",
-		Signals: &va2.DeviceSignals{
-			OperatingSystem: "WINDOWS", OsVersion: "10.0.22631", BrowserVersion: "107.0.5286.0",
-			DiskEncryption: "DISK_ENCRYPTION_ENCRYPTED", SecureBootMode: "SECURE_BOOT_MODE_ENABLED",
-			ProfileEnrollmentDomain: "Example.COM",
-		},
-	}
+// withSignals is chromeOS with the list and object signals set.
+func withSignals() *Result {
+	r := chromeOS()
+	r.Signals.DeviceAffiliationIds = []string{"aff-corp", "aff-lab"}
+	r.Signals.ProfileAffiliationIds = []string{"aff-user"}
+	r.Signals.MacAddresses = []string{"02:00:5E:10:00:01", "02:00:5e:10:00:02"}
+	r.Signals.SystemDnsServers = []string{"10.0.0.53", "10.1.0.53"}
+	r.Signals.Imei = []string{"490154203237518"}
+	r.Signals.Meid = []string{"A0000000000001"}
+	r.Signals.CrowdStrikeAgent = &va2.CrowdStrikeAgent{AgentId: "0123456789abcdef0123456789abcdef", CustomerId: "FEDCBA9876543210FEDCBA9876543210"}
+	return r
 }
 
 func edit(r *Result, fn func(r *Result)) *Result { fn(r); return r }
@@ -61,11 +59,9 @@ func TestPolicy(t *testing.T) {
 		{"key trust denies developer mode", config.VerifiedAccessPolicy{KeyTrustLevels: []string{"CHROME_OS_VERIFIED_MODE"}},
 			edit(chromeOS(), func(r *Result) { r.KeyTrustLevel = "CHROME_OS_DEVELOPER_MODE" }),
 			[]string{"keyTrustLevels: got CHROME_OS_DEVELOPER_MODE, want one of [CHROME_OS_VERIFIED_MODE]"}},
-		{"key trust denies absent level", config.VerifiedAccessPolicy{KeyTrustLevels: []string{"CHROME_OS_VERIFIED_MODE"}}, unmanagedBrowser(),
+		{"key trust denies absent level", config.VerifiedAccessPolicy{KeyTrustLevels: []string{"CHROME_OS_VERIFIED_MODE"}},
+			edit(chromeOS(), func(r *Result) { r.KeyTrustLevel = "" }),
 			[]string{"keyTrustLevels: got KEY_TRUST_LEVEL_UNSPECIFIED, want one of [CHROME_OS_VERIFIED_MODE]"}},
-		{"profile key trust allows unmanaged browser", config.VerifiedAccessPolicy{ProfileKeyTrustLevels: []string{"CHROME_BROWSER_HW_KEY", "CHROME_BROWSER_OS_KEY"}}, unmanagedBrowser(), nil},
-		{"profile key trust denies", config.VerifiedAccessPolicy{ProfileKeyTrustLevels: []string{"CHROME_BROWSER_HW_KEY"}}, unmanagedBrowser(),
-			[]string{"profileKeyTrustLevels: got CHROME_BROWSER_OS_KEY, want one of [CHROME_BROWSER_HW_KEY]"}},
 
 		{"signal allows", config.VerifiedAccessPolicy{Signals: map[string][]string{"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}}}, chromeOS(), nil},
 		{"signal denies", config.VerifiedAccessPolicy{Signals: map[string][]string{"diskEncryption": {"DISK_ENCRYPTION_ENCRYPTED"}}},
@@ -80,11 +76,36 @@ func TestPolicy(t *testing.T) {
 			[]string{"signals.secureBootMode: got SECURE_BOOT_MODE_UNSPECIFIED, want one of [SECURE_BOOT_MODE_ENABLED]"}},
 		{"unspecified can be allowed", config.VerifiedAccessPolicy{Signals: map[string][]string{"secureBootMode": {"SECURE_BOOT_MODE_ENABLED", "SECURE_BOOT_MODE_UNSPECIFIED"}}}, chromeOS(), nil},
 		{"nested antivirus state", config.VerifiedAccessPolicy{Signals: map[string][]string{"antivirus.state": {"ENABLED"}}}, chromeOS(), nil},
-		{"absent antivirus", config.VerifiedAccessPolicy{Signals: map[string][]string{"antivirus.state": {"ENABLED"}}}, unmanagedBrowser(),
+		{"absent antivirus", config.VerifiedAccessPolicy{Signals: map[string][]string{"antivirus.state": {"ENABLED"}}},
+			edit(chromeOS(), func(r *Result) { r.Signals.Antivirus = nil }),
 			[]string{"signals.antivirus.state: got STATE_UNSPECIFIED, want one of [ENABLED]"}},
 		{"boolean allows", config.VerifiedAccessPolicy{Signals: map[string][]string{"siteIsolationEnabled": {"true"}}}, chromeOS(), nil},
-		{"boolean denies", config.VerifiedAccessPolicy{Signals: map[string][]string{"siteIsolationEnabled": {"true"}}}, unmanagedBrowser(),
+		{"boolean denies", config.VerifiedAccessPolicy{Signals: map[string][]string{"siteIsolationEnabled": {"true"}}},
+			edit(chromeOS(), func(r *Result) { r.Signals.SiteIsolationEnabled = false }),
 			[]string{"signals.siteIsolationEnabled: got false, want one of [true]"}},
+
+		{"affiliation: any reported id listed", config.VerifiedAccessPolicy{Signals: map[string][]string{"deviceAffiliationIds": {"aff-other", "aff-lab"}}}, withSignals(), nil},
+		{"affiliation: none listed", config.VerifiedAccessPolicy{Signals: map[string][]string{"deviceAffiliationIds": {"aff-other"}}}, withSignals(),
+			[]string{"signals.deviceAffiliationIds: got [aff-corp, aff-lab], want one of [aff-other]"}},
+		{"affiliation: none reported", config.VerifiedAccessPolicy{Signals: map[string][]string{"profileAffiliationIds": {"aff-user"}}}, chromeOS(),
+			[]string{"signals.profileAffiliationIds: got nothing, want one of [aff-user]"}},
+		{"profile affiliation", config.VerifiedAccessPolicy{Signals: map[string][]string{"profileAffiliationIds": {"aff-user"}}}, withSignals(), nil},
+		{"MAC address in any notation", config.VerifiedAccessPolicy{Signals: map[string][]string{"macAddresses": {"02-00-5e-10-00-01"}}}, withSignals(), nil},
+		{"MAC address not known", config.VerifiedAccessPolicy{Signals: map[string][]string{"macAddresses": {"02:00:5e:10:00:09"}}}, withSignals(),
+			[]string{"signals.macAddresses: got [02:00:5E:10:00:01, 02:00:5e:10:00:02], want one of [02:00:5e:10:00:09]"}},
+		{"DNS servers all within", config.VerifiedAccessPolicy{Signals: map[string][]string{"systemDnsServers": {"10.0.0.0/16", "10.1.0.53"}}}, withSignals(), nil},
+		{"DNS server outside", config.VerifiedAccessPolicy{Signals: map[string][]string{"systemDnsServers": {"10.0.0.0/16"}}}, withSignals(),
+			[]string{"signals.systemDnsServers: got [10.0.0.53, 10.1.0.53], want each in [10.0.0.0/16]"}},
+		{"DNS servers not reported", config.VerifiedAccessPolicy{Signals: map[string][]string{"systemDnsServers": {"10.0.0.0/8"}}}, chromeOS(),
+			[]string{"signals.systemDnsServers: got nothing, want each in [10.0.0.0/8]"}},
+		{"DNS server that is not an address", config.VerifiedAccessPolicy{Signals: map[string][]string{"systemDnsServers": {"10.0.0.0/8"}}},
+			edit(withSignals(), func(r *Result) { r.Signals.SystemDnsServers = []string{"10.0.0.53", "dns.example"} }),
+			[]string{"signals.systemDnsServers: got [10.0.0.53, dns.example], want each in [10.0.0.0/8]"}},
+		{"IMEI listed", config.VerifiedAccessPolicy{Signals: map[string][]string{"imei": {"490154203237518"}, "meid": {"a0000000000001"}}}, withSignals(), nil},
+		{"CrowdStrike agent", config.VerifiedAccessPolicy{Signals: map[string][]string{
+			"crowdStrikeAgent.customerId": {"fedcba9876543210fedcba9876543210"}, "crowdStrikeAgent.agentId": {"0123456789ABCDEF0123456789ABCDEF"}}}, withSignals(), nil},
+		{"no CrowdStrike agent", config.VerifiedAccessPolicy{Signals: map[string][]string{"crowdStrikeAgent.customerId": {"FEDCBA9876543210FEDCBA9876543210"}}}, chromeOS(),
+			[]string{"signals.crowdStrikeAgent.customerId: got nothing, want one of [FEDCBA9876543210FEDCBA9876543210]"}},
 		{"no signals at all", config.VerifiedAccessPolicy{Signals: map[string][]string{"osFirewall": {"OS_FIREWALL_ENABLED"}}},
 			edit(chromeOS(), func(r *Result) { r.Signals = nil }),
 			[]string{"signals.osFirewall: got no device signals, want one of [OS_FIREWALL_ENABLED]"}},
@@ -93,15 +114,16 @@ func TestPolicy(t *testing.T) {
 		{"min OS equal allows", config.VerifiedAccessPolicy{MinOSVersion: "15183.69.3.0"}, chromeOS(), nil},
 		{"min OS denies", config.VerifiedAccessPolicy{MinOSVersion: "15200"}, chromeOS(),
 			[]string{"minOsVersion: got 15183.69.3, want at least 15200"}},
-		{"browser versions are numeric, not strings", config.VerifiedAccessPolicy{MinBrowserVersion: "108.0.1.0"}, unmanagedBrowser(),
+		{"browser versions are numeric, not strings", config.VerifiedAccessPolicy{MinBrowserVersion: "108.0.1.0"},
+			edit(chromeOS(), func(r *Result) { r.Signals.BrowserVersion = "107.0.5286.0" }),
 			[]string{"minBrowserVersion: got 107.0.5286.0, want at least 108.0.1.0"}},
 		{"browser 108 beats 107.0.5286", config.VerifiedAccessPolicy{MinBrowserVersion: "107.0.5286.0"},
-			edit(unmanagedBrowser(), func(r *Result) { r.Signals.BrowserVersion = "108.0.1.0" }), nil},
+			edit(chromeOS(), func(r *Result) { r.Signals.BrowserVersion = "108.0.1.0" }), nil},
 		{"10 beats 9 numerically", config.VerifiedAccessPolicy{MinBrowserVersion: "9.0"},
-			edit(unmanagedBrowser(), func(r *Result) { r.Signals.BrowserVersion = "10.0" }), nil},
+			edit(chromeOS(), func(r *Result) { r.Signals.BrowserVersion = "10.0" }), nil},
 		{"non-numeric version fails", config.VerifiedAccessPolicy{MinOSVersion: "10"},
-			edit(unmanagedBrowser(), func(r *Result) { r.Signals.OsVersion = "Windows 10 Pro" }),
-			[]string{`minOsVersion: got "Windows 10 Pro", not a numeric version, want at least 10`}},
+			edit(chromeOS(), func(r *Result) { r.Signals.OsVersion = "R120 beta" }),
+			[]string{`minOsVersion: got "R120 beta", not a numeric version, want at least 10`}},
 		{"missing version fails", config.VerifiedAccessPolicy{MinBrowserVersion: "100"},
 			edit(chromeOS(), func(r *Result) { r.Signals.BrowserVersion = "" }),
 			[]string{"minBrowserVersion: got nothing, want at least 100"}},
@@ -112,14 +134,20 @@ func TestPolicy(t *testing.T) {
 		{"customer allows", config.VerifiedAccessPolicy{CustomerIDs: []string{"C0abc123"}}, chromeOS(), nil},
 		{"customer denies", config.VerifiedAccessPolicy{CustomerIDs: []string{"C0other1"}}, chromeOS(),
 			[]string{"customerIds: got C0abc123, want one of [C0other1]"}},
-		{"profile customer for unmanaged browser", config.VerifiedAccessPolicy{CustomerIDs: []string{"C0abc123"}}, unmanagedBrowser(), nil},
-		{"profile customer denies", config.VerifiedAccessPolicy{CustomerIDs: []string{"C0other1"}}, unmanagedBrowser(),
-			[]string{"customerIds: got C0abc123, want one of [C0other1]"}},
+		{"a profile's customer is not the device's", config.VerifiedAccessPolicy{CustomerIDs: []string{"C0abc123"}},
+			&Result{APIVersion: config.VAv2, ProfileCustomerID: "C0abc123"},
+			[]string{"customerIds: got nothing, want one of [C0abc123]"}},
 		{"no customer at all", config.VerifiedAccessPolicy{CustomerIDs: []string{"C0abc123"}}, &Result{APIVersion: config.VAv2},
 			[]string{"customerIds: got nothing, want one of [C0abc123]"}},
 
 		{"device enrollment domain allows", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"example.com"}}, chromeOS(), nil},
-		{"profile enrollment domain, any case", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"EXAMPLE.com"}}, unmanagedBrowser(), nil},
+		{"enrollment domain, any case", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"EXAMPLE.com"}},
+			edit(chromeOS(), func(r *Result) { r.Signals.DeviceEnrollmentDomain = "Example.COM" }), nil},
+		{"a profile's enrollment domain is not the device's", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"example.com"}},
+			edit(chromeOS(), func(r *Result) {
+				r.Signals.DeviceEnrollmentDomain, r.Signals.ProfileEnrollmentDomain = "", "example.com"
+			}),
+			[]string{"enrollmentDomains: got nothing, want one of [example.com]"}},
 		{"enrollment domain denies", config.VerifiedAccessPolicy{EnrollmentDomains: []string{"corp.example.com"}}, chromeOS(),
 			[]string{"enrollmentDomains: got example.com, want one of [corp.example.com]"}},
 
@@ -170,6 +198,11 @@ func TestCompilePolicyErrors(t *testing.T) {
 		{config.VerifiedAccessPolicy{Signals: map[string][]string{"osFirewall": {}}}, "no acceptable value"},
 		{config.VerifiedAccessPolicy{MinOSVersion: "1.x"}, "minOsVersion"},
 		{config.VerifiedAccessPolicy{MinBrowserVersion: "x"}, "minBrowserVersion"},
+		{config.VerifiedAccessPolicy{KeyTrustLevels: []string{"CHROME_OS_VERIFIED_MODE", "CHROME_BROWSER_OS_KEY"}}, "keyTrustLevels[1]: \"CHROME_BROWSER_OS_KEY\" is a Chrome browser's trust level"},
+		{config.VerifiedAccessPolicy{ProfileKeyTrustLevels: []string{"CHROME_BROWSER_HW_KEY"}}, "profileKeyTrustLevels: Google reports a profile trust level only for managed Chrome browser profiles"},
+		{config.VerifiedAccessPolicy{Signals: map[string][]string{"macAddresses": {"nope"}}}, "signals.macAddresses[0]"},
+		{config.VerifiedAccessPolicy{Signals: map[string][]string{"systemDnsServers": {"10.0.0.1/8"}}}, "signals.systemDnsServers[0]"},
+		{config.VerifiedAccessPolicy{Signals: map[string][]string{"imei": {}}}, "no acceptable value"},
 	}
 	for _, tt := range tests {
 		if _, err := CompilePolicy(tt.policy); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -192,14 +225,28 @@ func TestSignalTableMatchesGetters(t *testing.T) {
 	}
 	empty := &va2.DeviceSignals{}
 	for _, n := range config.VASignalNames() {
-		values, _ := config.VASignalValues(n)
 		got := getters[n](empty)
+		if _, isValue := config.VASignalCheck(n); isValue {
+			if len(got) != 0 {
+				t.Errorf("%s of empty signals = %q; want nothing", n, got)
+			}
+			continue
+		}
+		values, _ := config.VASignalValues(n)
 		if config.VASignalIsBoolean(n) {
-			if got != "false" {
+			if !slices.Equal(got, []string{"false"}) {
 				t.Errorf("%s of empty signals = %q; want false", n, got)
 			}
-		} else if got != values[0] || !strings.HasSuffix(got, "UNSPECIFIED") {
+		} else if len(got) != 1 || got[0] != values[0] || !strings.HasSuffix(got[0], "UNSPECIFIED") {
 			t.Errorf("%s of empty signals = %q; want %s", n, got, values[0])
+		}
+	}
+	// Every list and object signal of the v2 DeviceSignals is a policy signal.
+	full := withSignals().Signals
+	for _, n := range []string{"deviceAffiliationIds", "profileAffiliationIds", "macAddresses", "systemDnsServers", "imei", "meid",
+		"crowdStrikeAgent.agentId", "crowdStrikeAgent.customerId"} {
+		if g, ok := getters[n]; !ok || len(g(full)) == 0 {
+			t.Errorf("%s: not read from the signals", n)
 		}
 	}
 }
@@ -231,6 +278,20 @@ func TestEnumsMatchDiscovery(t *testing.T) {
 	}
 	signals := doc.Schemas["DeviceSignals"].Properties
 	for _, name := range config.VASignalNames() {
+		if _, isValue := config.VASignalCheck(name); isValue {
+			// A list of strings, or a field of the CrowdStrike agent.
+			prop, ok := signals[name]
+			if agent, field, nested := strings.Cut(name, "."); nested {
+				ok = signals[agent].Ref == "CrowdStrikeAgent"
+				prop, ok = doc.Schemas["CrowdStrikeAgent"].Properties[field], ok && doc.Schemas["CrowdStrikeAgent"].Properties[field].Type == "string"
+			} else {
+				ok = ok && prop.Type == "array"
+			}
+			if !ok || len(prop.Enum) > 0 {
+				t.Errorf("%s: not a list or CrowdStrike field of DeviceSignals in the discovery document (%+v)", name, prop)
+			}
+			continue
+		}
 		values, _ := config.VASignalValues(name)
 		prop, ok := signals[name]
 		if name == "antivirus.state" {

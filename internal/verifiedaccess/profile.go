@@ -3,8 +3,8 @@ package verifiedaccess
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -44,8 +44,7 @@ func CompileProfile(name string, p config.VerifiedAccessProfile) (*Profile, erro
 		KeyUsage:        p.KeyUsage,
 		ExtKeyUsage:     p.ExtKeyUsage,
 		TemplateName:    p.TemplateName,
-		Validity:        p.Validity,
-	}, sampleTemplateData())
+	}.Spec(), sampleTemplateData())
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -122,11 +121,7 @@ type CAConnection struct {
 // is a problem of the profile's caConnection key. The error joins every problem, each starting
 // with its YAML path (verifiedAccess.profiles.<name>.…).
 func Profiles(cfg *config.Config, cas map[string]CAConnection) (map[string]*Profile, error) {
-	names := make([]string, 0, len(cfg.VerifiedAccess.Profiles))
-	for n := range cfg.VerifiedAccess.Profiles {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(cfg.VerifiedAccess.Profiles))
 	out := make(map[string]*Profile, len(names))
 	var errs []error
 	for _, name := range names {

@@ -2,12 +2,17 @@ package verifiedaccess
 
 import (
 	"context"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	va2 "google.golang.org/api/verifiedaccess/v2"
+
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 )
 
 // csrOnlyCA is a connector that needs a CSR, like SCEP or EST.
@@ -105,8 +110,7 @@ func TestProfiles(t *testing.T) {
 
 func TestNewClientCredentials(t *testing.T) {
 	_, err := NewClient(context.Background(), ClientOptions{
-		Credentials: config.Credentials{Type: config.CredentialsServiceAccountKey, File: "missing.json"},
-		BaseDir:     t.TempDir(),
+		Credentials: googleauth.Credentials{Type: googleauth.ServiceAccountKey, File: filepath.Join(t.TempDir(), "missing.json")},
 	})
 	if err == nil || !strings.Contains(err.Error(), "verified access credentials") {
 		t.Errorf("err %v", err)
@@ -116,24 +120,53 @@ func TestNewClientCredentials(t *testing.T) {
 func TestTemplateDataSample(t *testing.T) {
 	// Every field of the sample is set, so that no template compiles against an empty value by
 	// accident (a helper like emailDomain would hide a typo behind "").
-	d := sampleTemplateData()
-	for name, v := range map[string]string{
-		"Profile": d.Profile, "Scope": d.Scope, "Identity": d.Identity, "DevicePermanentID": d.DevicePermanentID,
-		"DeviceEnrollmentID": d.DeviceEnrollmentID, "AttestedDeviceID": d.AttestedDeviceID, "CustomerID": d.CustomerID,
-		"Signals.SerialNumber": d.Signals.SerialNumber, "Signals.Hostname": d.Signals.Hostname,
-		"Signals.DeviceEnrollmentDomain": d.Signals.DeviceEnrollmentDomain,
-	} {
-		if v == "" {
-			t.Errorf("sample %s is empty", name)
+	var zero func(prefix string, v reflect.Value)
+	zero = func(prefix string, v reflect.Value) {
+		for i := range v.NumField() {
+			f, fv := v.Type().Field(i), v.Field(i)
+			switch {
+			case f.Type == reflect.TypeOf(TemplateList{}):
+				if len(fv.Interface().(TemplateList).All()) == 0 {
+					t.Errorf("sample %s%s is empty", prefix, f.Name)
+				}
+			case fv.Kind() == reflect.Struct:
+				zero(prefix+f.Name+".", fv)
+			case fv.IsZero():
+				t.Errorf("sample %s%s is empty", prefix, f.Name)
+			}
 		}
 	}
-	r := chromeOS()
+	zero("", reflect.ValueOf(sampleTemplateData()))
+
+	// Every device signal Google reports reaches the templates.
+	have := reflect.TypeOf(TemplateSignals{})
+	ds := reflect.TypeOf(va2.DeviceSignals{})
+	for i := range ds.NumField() {
+		name := ds.Field(i).Name
+		if name == "ForceSendFields" || name == "NullFields" {
+			continue
+		}
+		if name == "Antivirus" {
+			name = "AntivirusState"
+		}
+		if _, ok := have.FieldByName(name); !ok {
+			t.Errorf("DeviceSignals.%s is not in TemplateSignals", ds.Field(i).Name)
+		}
+	}
+
+	r := withSignals()
 	r.Signals.SerialNumber, r.Signals.Hostname = "SN1", "host-1"
 	got := templateData("wifi", "machine", "example.com", r)
-	if got.DevicePermanentID != "5CD123" || got.Signals.SerialNumber != "SN1" || got.Signals.Hostname != "host-1" || got.Identity != "example.com" {
+	if got.DevicePermanentID != "5CD123" || got.Signals.SerialNumber != "SN1" || got.Signals.Hostname != "host-1" || got.Identity != "example.com" ||
+		got.Signals.MacAddresses.String() != "02:00:5E:10:00:01,02:00:5e:10:00:02" || got.Signals.CrowdStrikeAgent.AgentId == "" ||
+		got.Signals.AntivirusState != "ENABLED" || !got.Signals.SiteIsolationEnabled {
 		t.Errorf("%+v", got)
 	}
-	if v1 := templateData("p", "machine", "d", &Result{APIVersion: "v1", DevicePermanentID: "x"}); v1.Signals != (TemplateSignals{}) {
+	v1 := templateData("p", "machine", "d", &Result{APIVersion: "v1", DevicePermanentID: "x"})
+	if v1.Signals.SerialNumber != "" || len(v1.Signals.MacAddresses.All()) != 0 || v1.Signals.CrowdStrikeAgent.AgentId != "" {
 		t.Errorf("v1 signals: %+v", v1.Signals)
+	}
+	if _, err := v1.Signals.MacAddresses.First(); err == nil || !strings.Contains(err.Error(), "no macAddresses") {
+		t.Errorf("First of no MAC addresses: %v", err)
 	}
 }

@@ -2,31 +2,20 @@ package verifiedaccess
 
 import (
 	"context"
-	"crypto/tls"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/tlstest"
 )
-
-// servedSerial makes a TLS handshake with addr and returns the serial of the certificate served.
-func servedSerial(t *testing.T, addr string) int64 {
-	t.Helper()
-	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // only which certificate is served matters here
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
-}
 
 // A reload serves a new TLS certificate to the next handshakes without a restart, and
 // refuses a pair it cannot load (a missing file, a key of another certificate), keeping the one
 // it serves and the profiles it has.
 func TestReloadTLS(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile := writeServerCertSerial(t, dir, 1)
+	certFile, keyFile := tlstest.WriteServerCert(t, dir, 1)
 	h := newHarness(t, harnessOptions{})
 	profiles := h.srv.profiles.Load()
 	va := noLimits()
@@ -44,34 +33,34 @@ func TestReloadTLS(t *testing.T) {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
 	addr := ln.Addr().String()
-	if got := servedSerial(t, addr); got != 1 {
+	if got := tlstest.ServedSerial(t, addr); got != 1 {
 		t.Fatalf("serving serial %d, want 1", got)
 	}
 
-	writeServerCertSerial(t, dir, 2)
+	tlstest.WriteServerCert(t, dir, 2)
 	r, err := srv.Prepare(va, profiles)
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
-	if got := servedSerial(t, addr); got != 1 {
+	if got := tlstest.ServedSerial(t, addr); got != 1 {
 		t.Fatalf("serving serial %d before Apply, want 1", got)
 	}
 	r.Apply()
-	if got := servedSerial(t, addr); got != 2 {
+	if got := tlstest.ServedSerial(t, addr); got != 2 {
 		t.Fatalf("after the reload serving serial %d, want 2", got)
 	}
 
 	missing := va
 	missing.TLS.CertFile = filepath.Join(dir, "missing.crt")
 	other := t.TempDir()
-	_, otherKey := writeServerCertSerial(t, other, 3)
+	_, otherKey := tlstest.WriteServerCert(t, other, 3)
 	mismatched := va
 	mismatched.TLS.KeyFile = otherKey
 	for name, c := range map[string]config.VerifiedAccess{"missing certificate file": missing, "key of another certificate": mismatched} {
 		if _, err := srv.Prepare(c, map[string]*Profile{}); err == nil {
 			t.Errorf("%s: Prepare accepted it", name)
 		}
-		if got := servedSerial(t, addr); got != 2 {
+		if got := tlstest.ServedSerial(t, addr); got != 2 {
 			t.Errorf("%s: serving serial %d after a refused reload, want 2", name, got)
 		}
 		if len(srv.profiles.Load()) != len(profiles) {
@@ -82,7 +71,7 @@ func TestReloadTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pair in memory keeps serving whatever happens to the files.
-	if got := servedSerial(t, addr); got != 2 {
+	if got := tlstest.ServedSerial(t, addr); got != 2 {
 		t.Fatalf("serving serial %d once the files are gone", got)
 	}
 }

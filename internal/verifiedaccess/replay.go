@@ -1,31 +1,47 @@
 package verifiedaccess
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
 
-// ttlSet remembers keys until an expiry time. It is bounded: when it is full of unexpired keys
-// it refuses new ones rather than forgetting old ones, because forgetting a used challenge
-// response would let it be replayed. Safe for concurrent use.
-type ttlSet struct {
-	mu      sync.Mutex
-	entries map[[32]byte]ttlEntry
-	max     int
-	now     func() time.Time
+// ChallengeStore remembers the challenges the enrollment server handed out, so that an answer
+// is accepted only for a challenge issued here, within the adapter's lifetime, and once — in
+// every replica that shares the store. Ids are opaque bytes (challengeID: a SHA-256 of the
+// challenge's data, never the challenge itself); every time comes from the caller's clock.
+// Implementations are safe for concurrent use by any number of servers, and honour ctx.
+//
+// The PostgreSQL journal provides one shared by the replicas on one database
+// (postgres.Store.Challenges); MemoryChallenges serves a single replica.
+type ChallengeStore interface {
+	// Issue records that challenge id was handed out at issued, to be forgotten once until has
+	// passed. An id recorded already, and not forgotten yet, keeps its first record. An error means the challenge must
+	// not be handed out: its answer could not be recognised.
+	Issue(ctx context.Context, id []byte, issued, until time.Time) error
+	// Use marks challenge id used at now, unless it was used before, and returns when it was
+	// issued. A zero issued means the store does not know the id: never issued, or forgotten
+	// because until passed. first reports whether this call marked it: of any number of
+	// concurrent Uses of one id, in any replica sharing the store, exactly one gets true.
+	Use(ctx context.Context, id []byte, now time.Time) (issued time.Time, first bool, err error)
+	// Release undoes a Use whose enrollment never reached a decision (Google could not be
+	// asked), so that the same answer may be sent again. Releasing an unknown id does nothing.
+	Release(ctx context.Context, id []byte) error
+	// Purge forgets the challenges whose until is not after now and returns how many it forgot.
+	Purge(ctx context.Context, now time.Time) (int, error)
 }
 
-type ttlEntry struct {
-	at, until time.Time
+// challengeID is the store's id of a challenge: a hash of its SignedData's data (what the device
+// echoes in field 1 of its answer), so that the store holds nothing an attacker could answer.
+func challengeID(data []byte) []byte {
+	d := digest("challenge", data)
+	return d[:]
 }
 
-func newTTLSet(max int, now func() time.Time) *ttlSet {
-	return &ttlSet{entries: map[[32]byte]ttlEntry{}, max: max, now: now}
-}
-
-// digest is the key of a value in a ttlSet: a domain label and the value, hashed, so that
-// the set holds no challenge response or key material itself.
+// digest hashes a domain label and values, so that ids of different kinds never collide.
 func digest(label string, parts ...[]byte) [32]byte {
 	h := sha256.New()
 	h.Write([]byte(label))
@@ -38,62 +54,108 @@ func digest(label string, parts ...[]byte) [32]byte {
 	return out
 }
 
-// claim adds key to the set until now+ttl. It returns false, false when the key is there already
-// (a replay) and false, true when the set is full.
-func (s *ttlSet) claim(key [32]byte, ttl time.Duration) (ok, full bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	if e, there := s.entries[key]; there && now.Before(e.until) {
-		return false, false
+// ErrChallengesFull is returned by MemoryChallenges.Issue when it holds its maximum of
+// unexpired challenges.
+var ErrChallengesFull = errors.New("too many unexpired challenges remembered")
+
+// MemoryChallenges is a ChallengeStore in this process's memory, for a single replica (a SQLite or
+// memory journal): another replica, or this one after a restart, does not know its challenges.
+// It is bounded: full of unexpired challenges, it refuses to issue more (ErrChallengesFull)
+// rather than forget one whose answer could then be replayed.
+type MemoryChallenges struct {
+	mu      sync.Mutex
+	entries map[string]*memoryChallenge
+	max     int
+}
+
+type memoryChallenge struct {
+	issued, until time.Time
+	used          bool
+}
+
+var _ ChallengeStore = (*MemoryChallenges)(nil)
+
+// NewMemoryChallenges remembers at most max challenges (DefaultMaxTracked when max ≤ 0).
+func NewMemoryChallenges(max int) *MemoryChallenges {
+	if max <= 0 {
+		max = DefaultMaxTracked
 	}
-	if len(s.entries) >= s.max {
-		s.purge(now)
-		if len(s.entries) >= s.max {
-			return false, true
+	return &MemoryChallenges{entries: map[string]*memoryChallenge{}, max: max}
+}
+
+// Issue implements ChallengeStore.
+func (m *MemoryChallenges) Issue(ctx context.Context, id []byte, issued, until time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[string(id)]; ok && e.until.After(issued) {
+		return nil
+	}
+	if len(m.entries) >= m.max {
+		m.purgeLocked(issued)
+		if len(m.entries) >= m.max {
+			return fmt.Errorf("issue challenge: %w (%d)", ErrChallengesFull, m.max)
 		}
 	}
-	s.entries[key] = ttlEntry{at: now, until: now.Add(ttl)}
-	return true, false
+	m.entries[string(id)] = &memoryChallenge{issued: issued, until: until}
+	return nil
 }
 
-// release forgets key: a claim whose use never happened (Google could not be reached).
-func (s *ttlSet) release(key [32]byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.entries, key)
-}
-
-// added returns when key was added, if it is in the set and not expired.
-func (s *ttlSet) added(key [32]byte) (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, ok := s.entries[key]
-	if !ok || !s.now().Before(e.until) {
-		return time.Time{}, false
+// Use implements ChallengeStore.
+func (m *MemoryChallenges) Use(ctx context.Context, id []byte, now time.Time) (time.Time, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, false, err
 	}
-	return e.at, true
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[string(id)]
+	if !ok || !e.until.After(now) {
+		return time.Time{}, false, nil
+	}
+	first := !e.used
+	e.used = true
+	return e.issued, first, nil
 }
 
-// len reports the number of keys held, expired ones included until the next purge.
-func (s *ttlSet) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.entries)
+// Release implements ChallengeStore.
+func (m *MemoryChallenges) Release(ctx context.Context, id []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[string(id)]; ok {
+		e.used = false
+	}
+	return nil
 }
 
-// purge drops expired keys; the caller holds mu.
-func (s *ttlSet) purge(now time.Time) {
-	for k, e := range s.entries {
-		if !now.Before(e.until) {
-			delete(s.entries, k)
+// Purge implements ChallengeStore.
+func (m *MemoryChallenges) Purge(ctx context.Context, now time.Time) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.purgeLocked(now), nil
+}
+
+// Len reports the number of challenges held, expired ones included until the next purge.
+func (m *MemoryChallenges) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
+}
+
+func (m *MemoryChallenges) purgeLocked(now time.Time) int {
+	n := 0
+	for k, e := range m.entries {
+		if !e.until.After(now) {
+			delete(m.entries, k)
+			n++
 		}
 	}
-}
-
-// purgeExpired drops expired keys, for the periodic sweep.
-func (s *ttlSet) purgeExpired() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.purge(s.now())
+	return n
 }

@@ -2,16 +2,13 @@ package verifiedaccess
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -31,16 +28,13 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/ca/leafcheck"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/swap"
-)
-
-// Paths of the enrollment API (docs/verified-access-api.md, section 2).
-const (
-	BasePath      = "/v1/verifiedaccess"
-	ChallengePath = BasePath + "/challenge"
-	EnrollPath    = BasePath + "/enroll"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Limits of the enrollment server. A challenge response is a few kilobytes; anything far larger
@@ -56,10 +50,10 @@ const (
 	writeTimeout   = requestTimeout + 10*time.Second
 	idleTimeout    = 2 * time.Minute
 	shutdownGrace  = 10 * time.Second
-	// replayGrace keeps used responses past the challenge lifetime, for clock skew between
-	// Google and the adapter.
+	// replayGrace keeps challenges past their lifetime, so that a late answer is told it is
+	// late (CHALLENGE_EXPIRED) rather than unknown, and for clock skew between replicas.
 	replayGrace = 5 * time.Minute
-	// DefaultMaxTracked bounds each replay set (used responses, used keys, issued challenges).
+	// DefaultMaxTracked bounds the challenges MemoryChallenges remembers.
 	DefaultMaxTracked = 100_000
 )
 
@@ -73,8 +67,12 @@ type ServerOptions struct {
 	Logger   *zap.Logger
 	// Now replaces the clock (tests).
 	Now func() time.Time
-	// MaxTracked bounds the replay sets (default DefaultMaxTracked); when full of unexpired
-	// entries, enrollment answers UNAVAILABLE instead of forgetting a used response.
+	// Challenges remembers the challenges handed out, their age and their use: shared by the
+	// replicas of one PostgreSQL journal (postgres.Store.Challenges). nil keeps them in memory
+	// (NewMemoryChallenges(MaxTracked)), which serves a single replica.
+	Challenges ChallengeStore
+	// MaxTracked bounds the memory store (default DefaultMaxTracked); when it is full of
+	// unexpired challenges, /challenge answers UNAVAILABLE instead of forgetting one.
 	MaxTracked int
 	// MaxClients bounds the per-client token buckets (default DefaultMaxClients).
 	MaxClients int
@@ -111,9 +109,7 @@ type Server struct {
 	// cert is the TLS certificate served (tls.GetCertificate), replaced by Reconfigure.
 	cert atomic.Pointer[tls.Certificate]
 
-	usedResponses *ttlSet // challenge responses sent to Google
-	usedKeys      *ttlSet // (SPKI, challenge) pairs certified
-	challenges    *ttlSet // challenge data this server handed out, with the time
+	challenges ChallengeStore // the challenges handed out: their age and their use
 
 	// The limits (limit.go).
 	trustedProxies []netip.Prefix
@@ -138,8 +134,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.MaxTracked <= 0 {
-		o.MaxTracked = DefaultMaxTracked
+	if o.Challenges == nil {
+		o.Challenges = NewMemoryChallenges(o.MaxTracked)
 	}
 	lifetime := o.Config.ChallengeLifetime
 	if lifetime <= 0 {
@@ -157,18 +153,16 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	m := metrics.NewVerifiedAccess(o.Registerer)
 	s := &Server{
-		profiles:      swap.New(o.Profiles),
-		google:        o.Google,
-		log:           o.Logger,
-		enrolled:      o.Logger.Named("enrollment"),
-		recorder:      o.Audit,
-		instance:      o.InstanceID,
-		now:           o.Now,
-		lifetime:      lifetime,
-		listen:        o.Config.Listen,
-		usedResponses: newTTLSet(o.MaxTracked, o.Now),
-		usedKeys:      newTTLSet(o.MaxTracked, o.Now),
-		challenges:    newTTLSet(o.MaxTracked, o.Now),
+		profiles:   swap.New(o.Profiles),
+		google:     o.Google,
+		log:        o.Logger,
+		enrolled:   o.Logger.Named("enrollment"),
+		recorder:   o.Audit,
+		instance:   o.InstanceID,
+		now:        o.Now,
+		lifetime:   lifetime,
+		listen:     o.Config.Listen,
+		challenges: o.Challenges,
 
 		trustedProxies: lim.trustedProxies,
 		buckets:        newBuckets(rate.Limit(lim.rate.RequestsPerSecond), lim.rate.Burst, o.MaxClients, o.Now, m.BucketsEvicted),
@@ -258,8 +252,8 @@ func (r *Reconfiguration) Apply() <-chan struct{} {
 // Handler serves the enrollment API (the two POST routes), behind the limits.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+ChallengePath, s.limited(endpointChallenge, s.challengeSlots, s.handleChallenge))
-	mux.HandleFunc("POST "+EnrollPath, s.limited(endpointEnroll, s.enrollSlots, s.handleEnroll))
+	mux.HandleFunc("POST "+wire.ChallengePath, s.limited(endpointChallenge, s.challengeSlots, s.handleChallenge))
+	mux.HandleFunc("POST "+wire.EnrollPath, s.limited(endpointEnroll, s.enrollSlots, s.handleEnroll))
 	return mux
 }
 
@@ -307,9 +301,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		case err := <-errc:
 			return fmt.Errorf("verified access server: %w", err)
 		case <-sweep.C:
-			s.usedResponses.purgeExpired()
-			s.usedKeys.purgeExpired()
-			s.challenges.purgeExpired()
+			s.purgeChallenges(ctx)
 			s.buckets.sweep()
 		case <-logTick.C:
 			s.rejections.flush(false)
@@ -328,15 +320,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// challengeRequest is the body of POST /challenge.
-type challengeRequest struct {
-	Profile string `json:"profile"`
-}
-
-type challengeResponse struct {
-	Challenge        string `json:"challenge"`
-	APIVersion       string `json:"apiVersion"`
-	ExpiresInSeconds int    `json:"expiresInSeconds"`
+// purgeChallenges forgets expired challenges; with a shared store every replica does it, which
+// is harmless. A failure is logged and tried again at the next sweep.
+func (s *Server) purgeChallenges(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if _, err := s.challenges.Purge(pctx, s.now()); err != nil && ctx.Err() == nil {
+		s.log.Warn("expired challenges could not be forgotten; trying again later", zap.Error(err))
+	}
 }
 
 func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
@@ -355,8 +346,8 @@ func (s *Server) handleChallenge(w http.ResponseWriter, r *http.Request) {
 
 // challenge answers one /challenge request; *profile is set once the request named a
 // configured profile.
-func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*challengeResponse, error) {
-	var req challengeRequest
+func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string) (*wire.ChallengeResponse, error) {
+	var req wire.ChallengeRequest
 	if err := decodeBody(r, &req); err != nil {
 		return nil, err
 	}
@@ -375,13 +366,15 @@ func (s *Server) challenge(ctx context.Context, r *http.Request, profile *string
 		s.log.Warn("challenge failed", zap.String("profile", p.Name), zap.Error(err))
 		return nil, err
 	}
-	if len(ch.Data) > 0 {
-		// Remember when it was handed out, so that an answer older than the lifetime is refused
-		// here even if Google still accepted it. A full set only loses this extra check.
-		s.challenges.claim(challengeKey(base64.StdEncoding.EncodeToString(ch.Data)), s.lifetime+replayGrace)
+	// An answer is accepted only for a challenge remembered here, so one that cannot be
+	// remembered is not handed out.
+	now := s.now()
+	if err := s.challenges.Issue(ctx, challengeID(ch.Data), now, now.Add(s.lifetime+replayGrace)); err != nil {
+		s.log.Warn("challenge not recorded; not handed out", zap.String("profile", p.Name), zap.Error(err))
+		return nil, fail(CodeUnavailable, err, "the adapter cannot take more enrollments now; try again later")
 	}
 	s.log.Debug("challenge issued", zap.String("profile", p.Name), zap.String("api_version", p.APIVersion))
-	return &challengeResponse{
+	return &wire.ChallengeResponse{
 		Challenge:        base64.StdEncoding.EncodeToString(ch.Bytes),
 		APIVersion:       p.APIVersion,
 		ExpiresInSeconds: int(s.lifetime / time.Second),
@@ -401,23 +394,6 @@ func outcomeOf(err error) (outcome, code string) {
 	return metrics.VARefused, string(c)
 }
 
-// challengeKey keys the issued-challenges set by the challenge string an SPKAC carries (the
-// base64 of the challenge's data).
-func challengeKey(b64 string) [32]byte { return digest("challenge", []byte(b64)) }
-
-// enrollRequest is the body of POST /enroll.
-type enrollRequest struct {
-	Profile           string `json:"profile"`
-	Scope             string `json:"scope"`
-	ChallengeResponse string `json:"challengeResponse"`
-	Identity          string `json:"identity"`
-}
-
-type enrollResponse struct {
-	Certificate string   `json:"certificate"`
-	Chain       []string `json:"chain"`
-}
-
 // enrollment collects what the audit event and the log line report about one request.
 type enrollment struct {
 	id                                           string
@@ -432,7 +408,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	e := &enrollment{id: newEnrollmentID()}
-	err := s.enroll(ctx, w, r, e)
+	err := s.enroll(ctx, r, e)
 	err = s.record(e, err, start)
 	s.auditLine(r, e, err, s.now().Sub(start))
 	profile := ""
@@ -445,29 +421,21 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, err)
 		return
 	}
-	out := enrollResponse{Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.issued.Leaf.Raw})), Chain: []string{}}
+	out := wire.EnrollResponse{Certificate: string(pemutil.Encode(e.issued.Leaf)), Chain: []string{}}
 	for _, c := range e.issued.Chain {
-		out.Chain = append(out.Chain, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+		out.Chain = append(out.Chain, string(pemutil.Encode(c)))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// enroll runs one enrollment; on success e.issued holds the certificate. Every refusal is an
-// *Error with the code the client sees.
-func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Request, e *enrollment) error {
-	var req enrollRequest
-	if err := decodeBody(r, &req); err != nil {
+// enroll runs one enrollment, stage by stage: parse the request, find its profile, check the
+// identity the key must belong to, check the challenge it answers, have Google verify the
+// answer, check the proof of possession, apply the policy, and issue. On success e.issued holds
+// the certificate. Every refusal is an *Error with the code the client sees.
+func (s *Server) enroll(ctx context.Context, r *http.Request, e *enrollment) error {
+	req, err := parseEnrollRequest(r)
+	if err != nil {
 		return err
-	}
-	switch {
-	case req.Profile == "":
-		return fail(CodeBadRequest, nil, "profile is required")
-	case req.Scope == "":
-		return fail(CodeBadRequest, nil, "scope is required (machine or user)")
-	case req.Scope != config.VAScopeMachine && req.Scope != config.VAScopeUser:
-		return fail(CodeBadRequest, nil, "unknown scope %q (want machine or user)", truncate(req.Scope))
-	case req.ChallengeResponse == "":
-		return fail(CodeBadRequest, nil, "challengeResponse is required")
 	}
 	e.profile, e.scope = req.Profile, req.Scope
 	profiles, release := s.profiles.Acquire()
@@ -481,99 +449,164 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if err != nil {
 		return fail(CodeBadRequest, err, "challengeResponse is not base64")
 	}
-
-	if !slices.Contains(p.Scopes, req.Scope) {
-		return denied(fmt.Sprintf("scopes: got %s, want one of [%s]", req.Scope, strings.Join(p.Scopes, ", ")))
-	}
-
-	// Who Google must confirm the key belongs to.
-	var expected string
-	switch req.Scope {
-	case config.VAScopeMachine:
-		// The contract has clients send no identity for machine keys; one that sends the
-		// profile's own domain is tolerated, any other is a mistake worth telling.
-		if req.Identity != "" && !strings.EqualFold(req.Identity, p.EnrollmentDomain) {
-			return fail(CodeBadRequest, nil, "identity is only sent for the user scope; machine keys are checked against the profile's enrollment domain")
-		}
-		expected = p.EnrollmentDomain
-	case config.VAScopeUser:
-		if req.Identity == "" {
-			return fail(CodeBadRequest, nil, "identity (the user's e-mail address) is required for the user scope")
-		}
-		domain, err := emailDomain(req.Identity)
-		if err != nil {
-			return fail(CodeBadRequest, nil, "identity: %v", err)
-		}
-		expected = req.Identity
-		e.identity = expected
-		if !slices.Contains(p.UserDomains, domain) {
-			return denied(fmt.Sprintf("userDomains: got %s, want one of [%s]", describeValue(domain), strings.Join(p.UserDomains, ", ")))
-		}
-	}
+	expected, err := expectedIdentity(p, req)
 	e.identity = expected
-
-	// A response goes to Google once; a second use is refused before Google sees it.
-	respKey := digest("response", []byte(p.APIVersion), response)
-	if ok, full := s.usedResponses.claim(respKey, s.lifetime+replayGrace); !ok {
-		if full {
-			return fail(CodeUnavailable, nil, "too many enrollments in progress; try again later")
-		}
-		return fail(CodeChallengeReplayed, nil, "this challenge response was already used; ask for a new challenge")
-	}
-	result, err := s.google.Verify(ctx, p.APIVersion, response, expected)
 	if err != nil {
-		if CodeOf(err) == CodeUnavailable {
-			// Google never judged it: the extension may send the same answer again.
-			s.usedResponses.release(respKey)
-		}
 		return err
 	}
-	e.result = result
-
-	// The SPKAC is the proof of possession: it must be there and verify with its own key.
-	if result.SignedPublicKeyAndChallenge == "" {
-		return fail(CodeBadChallenge, nil, "the response carries no public key: call challengeKey with registerKey")
-	}
-	der, err := decodeBase64(result.SignedPublicKeyAndChallenge)
+	id, err := s.freshChallenge(ctx, response)
 	if err != nil {
-		return fail(CodeBadChallenge, err, "the signed public key and challenge is not base64")
+		return err
 	}
-	spkac, err := ParseSPKAC(der)
+	if e.result, err = s.verifyWithGoogle(ctx, p, response, expected, id); err != nil {
+		return err
+	}
+	spkac, der, err := proofOfPossession(e.result)
 	if err != nil {
-		return fail(CodeBadChallenge, err, "the signed public key and challenge does not verify: %v", err)
+		return err
 	}
 	sum := sha256.Sum256(spkac.SPKI)
 	e.spkiSHA256 = hex.EncodeToString(sum[:])
-	if at, ok := s.challenges.added(challengeKey(spkac.Challenge)); ok && s.now().Sub(at) > s.lifetime {
-		return fail(CodeChallengeExpired, nil, "the challenge is older than %s; ask for a new one", s.lifetime)
-	}
-	if ok, full := s.usedKeys.claim(digest("key", spkac.SPKI, []byte(spkac.Challenge)), s.lifetime+replayGrace); !ok {
-		if full {
-			return fail(CodeUnavailable, nil, "too many enrollments in progress; try again later")
-		}
-		return fail(CodeChallengeReplayed, nil, "this key was already enrolled with this challenge; ask for a new challenge")
-	}
-
-	if failed := p.Policy.Evaluate(result); len(failed) > 0 {
+	if failed := p.Policy.Evaluate(e.result); len(failed) > 0 {
 		return denied(failed...)
 	}
-
-	certReq, err := p.Template.RenderData(templateData(p.Name, req.Scope, expected, result))
+	certReq, err := certificateRequest(p, req.Scope, expected, e.result)
 	if err != nil {
-		return fail(CodeCAFailure, err, "the certificate cannot be built for this device: %v", err)
+		return err
+	}
+	e.issued, err = s.issue(ctx, p, certReq, spkac, der)
+	return err
+}
+
+// parseEnrollRequest reads the body of POST /enroll and checks that it has what every
+// enrollment needs.
+func parseEnrollRequest(r *http.Request) (wire.EnrollRequest, error) {
+	var req wire.EnrollRequest
+	if err := decodeBody(r, &req); err != nil {
+		return req, err
+	}
+	switch {
+	case req.Profile == "":
+		return req, fail(CodeBadRequest, nil, "profile is required")
+	case req.Scope == "":
+		return req, fail(CodeBadRequest, nil, "scope is required (machine or user)")
+	case req.Scope != config.VAScopeMachine && req.Scope != config.VAScopeUser:
+		return req, fail(CodeBadRequest, nil, "unknown scope %q (want machine or user)", truncate(req.Scope))
+	case req.ChallengeResponse == "":
+		return req, fail(CodeBadRequest, nil, "challengeResponse is required")
+	}
+	return req, nil
+}
+
+// expectedIdentity is who Google must confirm the key belongs to: the profile's enrollment
+// domain for a machine key, the user's e-mail address for a user key, once the profile allows
+// the scope and, for a user, the address's domain. The identity is returned with a refusal of
+// the domain too, for the audit event.
+func expectedIdentity(p *Profile, req wire.EnrollRequest) (string, error) {
+	if !slices.Contains(p.Scopes, req.Scope) {
+		return "", denied(fmt.Sprintf("scopes: got %s, want one of [%s]", req.Scope, strings.Join(p.Scopes, ", ")))
+	}
+	if req.Scope == config.VAScopeMachine {
+		// The contract has clients send no identity for machine keys; one that sends the
+		// profile's own domain is tolerated, any other is a mistake worth telling.
+		if req.Identity != "" && !strings.EqualFold(req.Identity, p.EnrollmentDomain) {
+			return "", fail(CodeBadRequest, nil, "identity is only sent for the user scope; machine keys are checked against the profile's enrollment domain")
+		}
+		return p.EnrollmentDomain, nil
+	}
+	if req.Identity == "" {
+		return "", fail(CodeBadRequest, nil, "identity (the user's e-mail address) is required for the user scope")
+	}
+	domain, err := emailDomain(req.Identity)
+	if err != nil {
+		return "", fail(CodeBadRequest, nil, "identity: %v", err)
+	}
+	if !slices.Contains(p.UserDomains, domain) {
+		return req.Identity, denied(fmt.Sprintf("userDomains: got %s, want one of [%s]", describeValue(domain), strings.Join(p.UserDomains, ", ")))
+	}
+	return req.Identity, nil
+}
+
+// freshChallenge checks the challenge response answers a challenge this adapter handed out,
+// unanswered and within its lifetime, and marks it answered: freshness and single use are the
+// challenge's (the one the answer names, field 1 of the ChallengeResponse), checked before
+// Google sees the answer. It returns the challenge's id.
+func (s *Server) freshChallenge(ctx context.Context, response []byte) ([]byte, error) {
+	chData, err := wire.AnsweredChallenge(response)
+	if err != nil {
+		return nil, fail(CodeBadChallenge, err, "the challenge response is not an answer from enterprise.platformKeys.challengeKey: %v", err)
+	}
+	id := challengeID(chData)
+	if err := s.useChallenge(ctx, id); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// verifyWithGoogle has Google verify the answer to challenge id for the expected identity. When
+// Google never judged it (unreachable, or refusing the adapter itself), the challenge is
+// released, so that the extension may send the same answer again.
+func (s *Server) verifyWithGoogle(ctx context.Context, p *Profile, response []byte, expected string, id []byte) (*Result, error) {
+	result, err := s.google.Verify(ctx, p.APIVersion, response, expected)
+	if err != nil {
+		if c := CodeOf(err); c == CodeUnavailable || c == CodeMisconfigured {
+			if rerr := s.challenges.Release(context.WithoutCancel(ctx), id); rerr != nil {
+				s.log.Warn("challenge not released after Google failed; its answer cannot be sent again", zap.Error(rerr))
+			}
+		}
+		return nil, err
+	}
+	return result, nil
+}
+
+// proofOfPossession returns the SPKAC of a verified answer, parsed and as DER: it must be there
+// and verify with its own key.
+func proofOfPossession(result *Result) (*SPKAC, []byte, error) {
+	if result.SignedPublicKeyAndChallenge == "" {
+		return nil, nil, fail(CodeBadChallenge, nil, "the response carries no public key: call challengeKey with registerKey")
+	}
+	der, err := decodeBase64(result.SignedPublicKeyAndChallenge)
+	if err != nil {
+		return nil, nil, fail(CodeBadChallenge, err, "the signed public key and challenge is not base64")
+	}
+	spkac, err := ParseSPKAC(der)
+	if err != nil {
+		return nil, nil, fail(CodeBadChallenge, err, "the signed public key and challenge does not verify: %v", err)
+	}
+	return spkac, der, nil
+}
+
+// certificateRequest renders the profile's templates over what Google said about the device. A
+// name built around a value Google did not return ("urn:device:") is refused, with why, rather
+// than certified; templates say what is optional with default, or, if or with.
+func certificateRequest(p *Profile, scope, identity string, result *Result) (*csr.Request, error) {
+	data := templateData(p.Name, scope, identity, result)
+	if missing := p.Template.NeededEmpty(data); len(missing) > 0 {
+		return nil, fail(CodeCAFailure, nil, "the certificate cannot be built for this device: %s", missingValues(missing))
+	}
+	certReq, err := p.Template.RenderData(data)
+	if err != nil {
+		return nil, fail(CodeCAFailure, err, "the certificate cannot be built for this device: %v", err)
 	}
 	if len(certReq.UPNs) > 0 {
-		return fail(CodeCAFailure, nil, "the profile asks for UPN names, which Verified Access certificates cannot carry")
+		return nil, fail(CodeCAFailure, nil, "the profile asks for UPN names, which Verified Access certificates cannot carry")
 	}
+	return certReq, nil
+}
+
+// issue has the profile's CA issue certReq for the SPKAC's key, and hands out only a
+// certificate that passes the provisioning path's check: the device's key byte for byte, valid
+// now, not a CA, chaining to the connection's roots.
+func (s *Server) issue(ctx context.Context, p *Profile, certReq *csr.Request, spkac *SPKAC, spkacDER []byte) (*ca.Issued, error) {
 	cctx := ctx
 	if p.CATimeout > 0 {
 		var cancel context.CancelFunc
 		cctx, cancel = context.WithTimeout(ctx, p.CATimeout)
 		defer cancel()
 	}
-	caStart := time.Now()
+	caStart := s.now()
 	issued, err := p.CA.IssueForKey(cctx, &ca.KeyRequest{
-		Key:                requestKey(p.Name, der),
+		Key:                requestKey(p.Name, spkacDER),
 		PublicKey:          spkac.PublicKey,
 		Subject:            certReq.Subject,
 		DNSNames:           certReq.DNSNames,
@@ -586,27 +619,43 @@ func (s *Server) enroll(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		ProfileName:        p.Name,
 		TemplateName:       certReq.TemplateName,
 	})
-	s.cam.Observe(ctx, cctx, p.CAName, metrics.CAIssueForKey, time.Since(caStart), err)
+	s.cam.Observe(ctx, cctx, p.CAName, metrics.CAIssueForKey, s.now().Sub(caStart), err)
 	if err != nil {
 		var pending *ca.PendingError
 		if errors.As(err, &pending) {
-			return fail(CodeCAFailure, err, "the CA queued the request for approval, which Verified Access enrollment cannot wait for")
+			return nil, fail(CodeCAFailure, err, "the CA queued the request for approval, which Verified Access enrollment cannot wait for")
 		}
-		return fail(CodeCAFailure, err, "the CA could not issue the certificate")
+		return nil, fail(CodeCAFailure, err, "the CA could not issue the certificate")
 	}
-	if issued == nil || issued.Leaf == nil {
-		return fail(CodeCAFailure, errors.New("connector returned no certificate"), "the CA could not issue the certificate")
-	}
-	// Never hand out a certificate for another key, whatever the connector did.
-	if !bytes.Equal(issued.Leaf.RawSubjectPublicKeyInfo, spkac.SPKI) {
-		pub, ok := issued.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-		if !ok || !pub.Equal(spkac.PublicKey) {
-			s.log.Error("CA issued a certificate for another key; withheld", zap.String("profile", p.Name),
-				zap.String("ca_connection", p.CAName), zap.String("serial", issued.Leaf.SerialNumber.Text(16)))
-			return fail(CodeCAFailure, errors.New("certificate for another key"), "the CA returned a certificate for another key")
+	if _, err := leafcheck.Check(issued, leafcheck.Expectations{SPKI: spkac.SPKI, Now: s.now()}); err != nil {
+		rule := string(leafcheck.RuleOf(err))
+		s.m.CertificatesRejected.WithLabelValues(p.CAName, rule).Inc()
+		fields := []zap.Field{zap.String("profile", p.Name), zap.String("ca_connection", p.CAName), zap.String("rule", rule), zap.Error(err)}
+		if issued != nil && issued.Leaf != nil {
+			fields = append(fields, zap.String("serial", issued.Leaf.SerialNumber.Text(16)))
 		}
+		s.log.Error("the CA's certificate fails the check; withheld", fields...)
+		return nil, fail(CodeCAFailure, err, "the CA returned a certificate that cannot be used: %v", err)
 	}
-	e.issued = issued
+	return issued, nil
+}
+
+// useChallenge marks the challenge id answered, refusing one this adapter did not hand out (or
+// forgot, long expired), one answered before, and one older than the challenge lifetime.
+func (s *Server) useChallenge(ctx context.Context, id []byte) error {
+	now := s.now()
+	issued, first, err := s.challenges.Use(ctx, id, now)
+	switch {
+	case err != nil:
+		s.log.Warn("challenge could not be checked", zap.Error(err))
+		return fail(CodeUnavailable, err, "the adapter cannot check the challenge now; try again later")
+	case issued.IsZero():
+		return fail(CodeBadChallenge, nil, "the response answers a challenge this adapter did not hand out, or one it forgot long after it expired; ask for a new challenge")
+	case !first:
+		return fail(CodeChallengeReplayed, nil, "this challenge was answered already; ask for a new challenge")
+	case now.Sub(issued) > s.lifetime:
+		return fail(CodeChallengeExpired, nil, "the challenge is older than %s; ask for a new one", s.lifetime)
+	}
 	return nil
 }
 
@@ -633,7 +682,7 @@ func (s *Server) record(e *enrollment, err error, start time.Time) error {
 		DurationMS: max(end.Sub(start).Milliseconds(), 0),
 	}
 	if res := e.result; res != nil {
-		ev.Customer = cmp.Or(res.CustomerID, res.ProfileCustomerID)
+		ev.Customer = res.CustomerID
 	}
 	if err != nil {
 		ev.Outcome = string(CodeOf(err))
@@ -765,17 +814,6 @@ func jsonProblem(err error) string {
 	}
 }
 
-// errorBody is the enrollment API's error envelope.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code        Code     `json:"code"`
-	Message     string   `json:"message"`
-	FailedRules []string `json:"failedRules,omitempty"`
-}
-
 func (s *Server) writeError(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
@@ -785,7 +823,7 @@ func (s *Server) writeError(w http.ResponseWriter, err error) {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(e.retryAfter.Seconds())))))
 	}
-	writeJSON(w, e.Code.Status(), errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, FailedRules: e.FailedRules}})
+	writeJSON(w, e.Code.Status(), wire.ErrorBody{Error: wire.ErrorDetail{Code: e.Code, Message: e.Message, FailedRules: e.FailedRules}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

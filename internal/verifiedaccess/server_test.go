@@ -8,12 +8,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -32,7 +35,10 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
+	"github.com/certprov/certprov-adapter/internal/tlstest"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // testCA is the built-in CA in a temporary directory.
@@ -85,6 +91,15 @@ func testProfiles() map[string]config.VerifiedAccessProfile {
 			SubjectAltNames: config.SANs{Email: []string{"{{.Identity}}"}},
 			Policy:          config.VerifiedAccessPolicy{CustomerIDs: []string{"C0abc123"}},
 		}),
+		"bysignals": withCA(config.VerifiedAccessProfile{
+			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
+			Subject:         config.Subject{CommonName: "{{.AttestedDeviceID}}", OrganizationalUnit: []string{"{{.Signals.CrowdStrikeAgent.AgentId}}"}},
+			SubjectAltNames: config.SANs{URI: []string{"urn:mac:{{.Signals.MacAddresses.First | lower}}", "urn:affiliation:{{.Signals.DeviceAffiliationIds.Join \"+\"}}"}},
+			Policy: config.VerifiedAccessPolicy{Signals: map[string][]string{
+				"deviceAffiliationIds": {"aff-corp"}, "systemDnsServers": {"10.0.0.0/8"},
+				"crowdStrikeAgent.customerId": {"FEDCBA9876543210FEDCBA9876543210"},
+			}},
+		}),
 		"badnames": withCA(config.VerifiedAccessProfile{
 			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: "example.com",
 			Subject:         config.Subject{CommonName: "x"},
@@ -126,7 +141,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.logs = logs
 	log := zap.New(core)
 	client, err := NewClient(context.Background(), ClientOptions{
-		Endpoint: h.api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone},
+		Endpoint: h.api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None},
 		RequestTimeout: 5 * time.Second, Logger: log, Registerer: h.reg,
 	})
 	if err != nil {
@@ -211,7 +226,7 @@ func (h *harness) post(path string, body any) (int, map[string]any) {
 // challenge asks for a challenge and returns it (base64).
 func (h *harness) challenge(profile string) string {
 	h.t.Helper()
-	status, out := h.post(ChallengePath, map[string]string{"profile": profile})
+	status, out := h.post(wire.ChallengePath, map[string]string{"profile": profile})
 	if status != http.StatusOK {
 		h.t.Fatalf("challenge: %d %v", status, out)
 	}
@@ -301,6 +316,7 @@ func TestEnrollIssues(t *testing.T) {
 		wantDNS                        []string
 		wantEmail                      []string
 		wantExpected                   string
+		wantOU, wantURI                []string
 	}{
 		{name: "v2 machine, ECDSA", profile: "wifi", scope: "machine", device: &fakeDevice{key: ecKey, identity: "example.com"},
 			wantCN: "5CD0001", wantDNS: []string{"chromebook-1.devices.example.com"}, wantExpected: "example.com"},
@@ -313,21 +329,26 @@ func TestEnrollIssues(t *testing.T) {
 		{name: "v2 user", profile: "users", scope: "user", identity: "alice@corp.example.com",
 			device: &fakeDevice{key: ecKey, identity: "alice@corp.example.com"}, wantCN: "alice@corp.example.com",
 			wantEmail: []string{"alice@corp.example.com"}, wantExpected: "alice@corp.example.com"},
-		{name: "v2 user, managed profile on an unmanaged browser", profile: "users", scope: "user", identity: "bob@example.com",
-			device: &fakeDevice{key: ecKey, identity: "bob@example.com", result: map[string]any{
-				"profileCustomerId": "C0abc123", "profilePermanentId": "pp-1", "virtualProfileId": "vp-1",
-				"profileKeyTrustLevel": "CHROME_BROWSER_OS_KEY",
-				"deviceSignals":        map[string]any{"operatingSystem": "WINDOWS", "profileEnrollmentDomain": "example.com"},
-			}}, wantCN: "bob@example.com", wantEmail: []string{"bob@example.com"}, wantExpected: "bob@example.com"},
+		{name: "v2 machine, policy and names from the list and object signals", profile: "bysignals", scope: "machine",
+			device: &fakeDevice{key: rsaKey, identity: "example.com", result: listSignalsDevice()},
+			wantCN: "5CD0001", wantExpected: "example.com",
+			wantOU: []string{"0123456789abcdef0123456789abcdef"}, wantURI: []string{"urn:mac:02:00:5e:10:00:01", "urn:affiliation:aff-corp+aff-lab"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{})
 			resp := h.respond(tt.profile, tt.device)
-			status, out := h.post(EnrollPath, enrollBody(tt.profile, tt.scope, resp, tt.identity))
+			status, out := h.post(wire.EnrollPath, enrollBody(tt.profile, tt.scope, resp, tt.identity))
 			leaf := h.mustIssue(status, out, tt.device.key)
 			if leaf.Subject.CommonName != tt.wantCN || !slices.Equal(leaf.DNSNames, tt.wantDNS) || !slices.Equal(leaf.EmailAddresses, tt.wantEmail) {
 				t.Errorf("names: CN %q DNS %v email %v", leaf.Subject.CommonName, leaf.DNSNames, leaf.EmailAddresses)
+			}
+			var uris []string
+			for _, u := range leaf.URIs {
+				uris = append(uris, u.String())
+			}
+			if tt.wantURI != nil && (!slices.Equal(uris, tt.wantURI) || !slices.Equal(leaf.Subject.OrganizationalUnit, tt.wantOU)) {
+				t.Errorf("names from the signals: URI %v OU %v", uris, leaf.Subject.OrganizationalUnit)
 			}
 			if got := leaf.NotAfter.Sub(leaf.NotBefore); got != 24*time.Hour {
 				t.Errorf("validity %s", got)
@@ -386,7 +407,7 @@ func TestEnrollIssues(t *testing.T) {
 func TestChallenge(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	for _, p := range []struct{ name, version string }{{"wifi", "v2"}, {"legacy", "v1"}} {
-		status, out := h.post(ChallengePath, map[string]string{"profile": p.name})
+		status, out := h.post(wire.ChallengePath, map[string]string{"profile": p.name})
 		if status != http.StatusOK || out["apiVersion"] != p.version || out["expiresInSeconds"] != 60.0 {
 			t.Fatalf("%s: %d %v", p.name, status, out)
 		}
@@ -395,11 +416,11 @@ func TestChallenge(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Both versions hand the extension a serialized SignedData.
-		if data, sig, err := unmarshalSignedData(b); err != nil || len(data) != 32 || string(sig) != "google-sig" {
+		if data, sig, err := wire.UnmarshalSignedData(b); err != nil || len(data) != 32 || string(sig) != "google-sig" {
 			t.Errorf("%s: challenge %x: %v", p.name, b, err)
 		}
 	}
-	h.refuse(CodeUnknownProfile)(h.post(ChallengePath, map[string]string{"profile": "nope"}))
+	h.refuse(CodeUnknownProfile)(h.post(wire.ChallengePath, map[string]string{"profile": "nope"}))
 }
 
 // issued adapts harness.mustIssue to the two results of post.
@@ -420,13 +441,15 @@ func (h *harness) refuse(code Code) func(int, map[string]any) map[string]any {
 
 func TestChallengeErrors(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.refuse(CodeUnknownProfile)(h.post(ChallengePath, map[string]string{"profile": "nope"}))
-	h.refuse(CodeBadRequest)(h.post(ChallengePath, map[string]string{}))
-	h.refuse(CodeBadRequest)(h.post(ChallengePath, `{"profile": "wifi", "extra": 1}`))
+	h.refuse(CodeUnknownProfile)(h.post(wire.ChallengePath, map[string]string{"profile": "nope"}))
+	h.refuse(CodeBadRequest)(h.post(wire.ChallengePath, map[string]string{}))
+	h.refuse(CodeBadRequest)(h.post(wire.ChallengePath, `{"profile": "wifi", "extra": 1}`))
 	h.api.failNextCall(http.StatusServiceUnavailable, "backend down")
-	h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "wifi"}))
+	h.refuse(CodeUnavailable)(h.post(wire.ChallengePath, map[string]string{"profile": "wifi"}))
 	h.api.failNextCall(http.StatusForbidden, "no permission")
-	h.refuse(CodeUnavailable)(h.post(ChallengePath, map[string]string{"profile": "legacy"}))
+	h.refuse(CodeMisconfigured)(h.post(wire.ChallengePath, map[string]string{"profile": "legacy"}))
+	h.api.failNextCall(http.StatusTooManyRequests, "quota")
+	h.refuse(CodeUnavailable)(h.post(wire.ChallengePath, map[string]string{"profile": "legacy"}))
 }
 
 func TestEnrollRefusals(t *testing.T) {
@@ -436,11 +459,11 @@ func TestEnrollRefusals(t *testing.T) {
 	enroll := func(profile, scope, identity string, d *fakeDevice) step {
 		return func(h *harness) (int, map[string]any) {
 			resp := h.respond(profile, d)
-			return h.post(EnrollPath, enrollBody(profile, scope, resp, identity))
+			return h.post(wire.EnrollPath, enrollBody(profile, scope, resp, identity))
 		}
 	}
 	raw := func(body string) step {
-		return func(h *harness) (int, map[string]any) { return h.post(EnrollPath, body) }
+		return func(h *harness) (int, map[string]any) { return h.post(wire.EnrollPath, body) }
 	}
 	withResult := func(edit func(m map[string]any)) *fakeDevice {
 		d := good()
@@ -478,20 +501,26 @@ func TestEnrollRefusals(t *testing.T) {
 		{name: "user domain not allowed", do: raw(`{"profile":"users","scope":"user","challengeResponse":"AA==","identity":"eve@evil.example"}`),
 			code: CodePolicyDenied, failedRules: []string{"userDomains: got evil.example, want one of [example.com, corp.example.com]"}},
 
-		{name: "Google refuses the response", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "refused", verifies: 1},
-		{name: "v1 response not a SignedData", do: raw(`{"profile":"legacy","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "SignedData"},
-		{name: "identity mismatch, machine", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "other.com"}), code: CodeIdentityMismatch, msg: "example.com", verifies: 1},
-		{name: "identity mismatch, user", do: enroll("users", "user", "alice@example.com", &fakeDevice{key: ecKey, identity: "mallory@example.com"}), code: CodeIdentityMismatch, msg: "alice@example.com", verifies: 1},
-		{name: "Google says expired", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{400, "challenge expired: issued 61s ago"}}), code: CodeChallengeExpired, verifies: 1},
-		{name: "Google says used", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{400, "challenge already used"}}), code: CodeChallengeReplayed, verifies: 1},
-		{name: "Google forbids", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{403, "denied"}}), code: CodeBadChallenge, verifies: 1},
-		{name: "Google unavailable", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{503, "down"}}), code: CodeUnavailable, verifies: 1},
-		{name: "Google rate limits", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{429, "quota"}}), code: CodeUnavailable, verifies: 1},
-		{name: "adapter credentials refused", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", fail: &fakeFailure{401, "bad token"}}), code: CodeUnavailable, verifies: 1},
+		{name: "not a challenge response", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "not an answer"},
+		{name: "v1 response not a SignedData", do: raw(`{"profile":"legacy","scope":"machine","challengeResponse":"AAAA"}`), code: CodeBadChallenge, msg: "not an answer"},
+		{name: "response without its challenge", do: raw(`{"profile":"wifi","scope":"machine","challengeResponse":"` +
+			base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte{0x12, 0x01, 0x00}, []byte("sig"))) + `"}`), code: CodeBadChallenge, msg: "no challenge"},
+		{name: "answer to a challenge the adapter did not hand out", do: func(h *harness) (int, map[string]any) {
+			foreign := base64.StdEncoding.EncodeToString(wire.MarshalSignedData(randomBytes(t, 32), []byte("google-sig")))
+			resp := (&fakeDevice{key: ecKey, identity: "example.com"}).respond(h.t, h.api, foreign, "v2")
+			return h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
+		}, code: CodeBadChallenge, msg: "did not hand out"},
+		{name: "Google refuses the response", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", unregistered: true}), code: CodeBadChallenge, msg: "refused", verifies: 1},
+		{name: "identity mismatch, machine", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "other.com"}), code: CodeBadChallenge, msg: `for "example.com"`, verifies: 1},
+		{name: "identity mismatch, user", do: enroll("users", "user", "alice@example.com", &fakeDevice{key: ecKey, identity: "mallory@example.com"}), code: CodeBadChallenge, msg: `for "alice@example.com"`, verifies: 1},
 
 		{name: "no SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", noSPKAC: true}), code: CodeBadChallenge, msg: "registerKey", verifies: 1},
 		{name: "tampered SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", spkac: spkacSpec{tamper: true}}), code: CodeBadChallenge, msg: "does not verify", verifies: 1},
-		{name: "MD5 SPKAC", do: enroll("legacy", "machine", "", &fakeDevice{key: rsaKey, identity: "example.com", spkac: spkacSpec{alg: oidMD5WithRSA, hash: crypto.MD5}}), code: CodeBadChallenge, msg: "MD5", verifies: 1},
+		{name: "MD5 SPKAC", do: enroll("legacy", "machine", "", &fakeDevice{key: rsaKey, identity: "example.com", spkac: spkacSpec{alg: oidMD5WithRSA, params: asn1.NullRawValue, hash: crypto.MD5}}), code: CodeBadChallenge, msg: "MD5", verifies: 1},
+		{name: "SHA-1 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: rsaKey, identity: "example.com", spkac: spkacSpec{alg: oidSHA1WithRSA, params: asn1.NullRawValue, hash: crypto.SHA1}}), code: CodeBadChallenge, msg: "SHA-1", verifies: 1},
+		{name: "ECDSA SHA-1 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", spkac: spkacSpec{alg: oidECDSAWithSHA1, params: asn1.NullRawValue, hash: crypto.SHA1}}), code: CodeBadChallenge, msg: "SHA-1", verifies: 1},
+		{name: "P-384 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: ec384Key, identity: "example.com"}), code: CodeBadChallenge, msg: "want P-256", verifies: 1},
+		{name: "RSA-1024 SPKAC", do: enroll("wifi", "machine", "", &fakeDevice{key: rsaSmall, identity: "example.com"}), code: CodeBadChallenge, msg: "at least 2048", verifies: 1},
 
 		{name: "policy: developer mode, unencrypted, old OS", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) {
 			m["keyTrustLevel"] = "CHROME_OS_DEVELOPER_MODE"
@@ -504,10 +533,25 @@ func TestEnrollRefusals(t *testing.T) {
 		}},
 		{name: "policy: foreign customer", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) { m["customerId"] = "C0evil99" })),
 			code: CodePolicyDenied, verifies: 1, failedRules: []string{"customerIds: got C0evil99, want one of [C0abc123]"}},
-		{name: "policy: unmanaged browser has no device trust level", do: enroll("wifi", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", result: map[string]any{
-			"profileCustomerId": "C0abc123", "profileKeyTrustLevel": "CHROME_BROWSER_OS_KEY",
-			"deviceSignals": map[string]any{"osVersion": "15200", "diskEncryption": "DISK_ENCRYPTION_ENCRYPTED", "screenLockSecured": "SCREEN_LOCK_SECURED_ENABLED"},
-		}}), code: CodePolicyDenied, verifies: 1, failedRules: []string{"keyTrustLevels: got KEY_TRUST_LEVEL_UNSPECIFIED, want one of [CHROME_OS_VERIFIED_MODE]"}},
+		{name: "policy: list signals", do: enroll("bysignals", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", result: func() map[string]any {
+			m := listSignalsDevice()
+			sig := m["deviceSignals"].(map[string]any)
+			sig["systemDnsServers"] = []string{"10.0.0.53", "8.8.8.8"}
+			delete(sig, "crowdStrikeAgent")
+			return m
+		}()}), code: CodePolicyDenied, verifies: 1, failedRules: []string{
+			"signals.crowdStrikeAgent.customerId: got nothing, want one of [FEDCBA9876543210FEDCBA9876543210]",
+			"signals.systemDnsServers: got [10.0.0.53, 8.8.8.8], want each in [10.0.0.0/8]",
+		}},
+		{name: "template needs devicePermanentId, which Google did not return", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) { delete(m, "devicePermanentId") })),
+			code: CodeCAFailure, msg: "subjectAltNames.uri[0] needs .DevicePermanentID,", verifies: 1},
+		{name: "template needs devicePermanentId: why", do: enroll("wifi", "machine", "", withResult(func(m map[string]any) { delete(m, "devicePermanentId") })),
+			code: CodeCAFailure, msg: "needs .DevicePermanentID, which Google did not return: Google returns devicePermanentId for machine keys only, and only to a service account it has allowlisted for it", verifies: 1},
+		{name: "template needs a MAC address Google did not report", do: enroll("bysignals", "machine", "", &fakeDevice{key: ecKey, identity: "example.com", result: func() map[string]any {
+			m := listSignalsDevice()
+			delete(m["deviceSignals"].(map[string]any), "macAddresses")
+			return m
+		}()}), code: CodeCAFailure, msg: "Google reported no macAddresses for this device", verifies: 1},
 
 		{name: "names that cannot go in a certificate", do: enroll("badnames", "machine", "", withResult(func(m map[string]any) { signals(m)["hostname"] = "bad host" })),
 			code: CodeCAFailure, msg: "subjectAltNames.dns[0]", verifies: 1},
@@ -562,12 +606,24 @@ func TestEnrollRefusals(t *testing.T) {
 	}
 }
 
+// listSignalsDevice is healthyDevice with the list and object signals the "bysignals" profile
+// reads and demands.
+func listSignalsDevice() map[string]any {
+	m := healthyDevice()
+	sig := m["deviceSignals"].(map[string]any)
+	sig["deviceAffiliationIds"] = []string{"aff-corp", "aff-lab"}
+	sig["macAddresses"] = []string{"02:00:5E:10:00:01"}
+	sig["systemDnsServers"] = []string{"10.0.0.53", "10.1.0.53"}
+	sig["crowdStrikeAgent"] = map[string]any{"agentId": "0123456789abcdef0123456789abcdef", "customerId": "FEDCBA9876543210FEDCBA9876543210"}
+	return m
+}
+
 // TestErrorCodes pins the contract's table of codes and statuses.
 func TestErrorCodes(t *testing.T) {
 	want := map[Code]int{
 		CodeBadRequest: 400, CodeUnknownProfile: 404, CodeBadChallenge: 400, CodeChallengeExpired: 400,
-		CodeChallengeReplayed: 409, CodeIdentityMismatch: 403, CodePolicyDenied: 403, CodeCAFailure: 502,
-		CodeUnavailable: 503, CodeRateLimited: 429, CodeBusy: 503,
+		CodeChallengeReplayed: 409, CodePolicyDenied: 403, CodeCAFailure: 502,
+		CodeUnavailable: 503, CodeMisconfigured: 500, CodeRateLimited: 429, CodeBusy: 503,
 	}
 	for code, status := range want {
 		if code.Status() != status {
@@ -579,14 +635,83 @@ func TestErrorCodes(t *testing.T) {
 	}
 }
 
+// TestGoogleRefusals: each answer Google can give to challenge:verify maps to its documented
+// code by its HTTP status, never by its message (the messages below say the opposite of the
+// status on purpose); a refusal Google never judged leaves the challenge usable, one it judged
+// uses it up.
+func TestGoogleRefusals(t *testing.T) {
+	testKeys(t)
+	tests := []struct {
+		name           string
+		fail           fakeFailure
+		code           Code
+		msg            string
+		wantRetryAfter string
+		reason         string // the ErrorInfo reason logged
+		sameAnswerOK   bool   // the same answer enrolls once Google is back
+	}{
+		{name: "400", fail: fakeFailure{status: 400, message: "service unavailable, try again"}, code: CodeBadChallenge, msg: "refused"},
+		{name: "400 saying expired", fail: fakeFailure{status: 400, message: "challenge expired"}, code: CodeBadChallenge, msg: "refused"},
+		{name: "401", fail: fakeFailure{status: 401, message: "invalid challenge response"}, code: CodeMisconfigured, msg: "credentials", sameAnswerOK: true},
+		{name: "403", fail: fakeFailure{status: 403, message: "challenge already used"}, code: CodeMisconfigured,
+			msg: "service account is not allowed", reason: "SERVICE_DISABLED", sameAnswerOK: true},
+		{name: "404", fail: fakeFailure{status: 404, message: "identity mismatch"}, code: CodeMisconfigured, msg: "cannot reach", sameAnswerOK: true},
+		{name: "429 with Retry-After", fail: fakeFailure{status: 429, message: "invalid challenge response", retryAfter: "7"}, code: CodeUnavailable,
+			msg: "try again later", wantRetryAfter: "7", reason: "RATE_LIMIT_EXCEEDED", sameAnswerOK: true},
+		{name: "500", fail: fakeFailure{status: 500, message: "identity mismatch"}, code: CodeUnavailable, msg: "try again later", sameAnswerOK: true},
+		{name: "503 with Retry-After", fail: fakeFailure{status: 503, message: "challenge expired", retryAfter: "2"}, code: CodeUnavailable,
+			msg: "try again later", wantRetryAfter: "2", sameAnswerOK: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, harnessOptions{})
+			resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
+			f := tt.fail
+			h.api.mu.Lock()
+			h.api.failNext = append(h.api.failNext, f)
+			h.api.mu.Unlock()
+			b, _ := json.Marshal(enrollBody("wifi", "machine", resp, ""))
+			r, err := http.Post(h.http.URL+wire.EnrollPath, "application/json", bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out map[string]any
+			_ = json.NewDecoder(r.Body).Decode(&out)
+			r.Body.Close()
+			e := h.mustRefuse(r.StatusCode, out, tt.code)
+			if msg, _ := e["message"].(string); !strings.Contains(msg, tt.msg) || strings.Contains(msg, f.message) {
+				t.Errorf("message %q; want it to mention %q and not Google's text", msg, tt.msg)
+			}
+			if got := r.Header.Get("Retry-After"); got != tt.wantRetryAfter {
+				t.Errorf("Retry-After %q, want %q", got, tt.wantRetryAfter)
+			}
+			if tt.reason != "" {
+				var logged bool
+				for _, l := range h.logs.All() {
+					logged = logged || l.ContextMap()["reason"] == tt.reason
+				}
+				if !logged {
+					t.Errorf("no log line with reason %s", tt.reason)
+				}
+			}
+			status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
+			if tt.sameAnswerOK {
+				h.issued(ecKey)(status, out)
+			} else if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
+				t.Errorf("the answer Google judged was accepted again: %d %v", status, out)
+			}
+		})
+	}
+}
+
 func TestReplay(t *testing.T) {
 	testKeys(t)
 	t.Run("same response twice", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
 		resp := h.respond("wifi", d)
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 		if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
 			t.Fatalf("replay: %d %v", status, out)
 		}
@@ -601,24 +726,27 @@ func TestReplay(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
 		resp := h.respond("wifi", d)
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		b, _ := base64.StdEncoding.DecodeString(resp)
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", base64.RawURLEncoding.EncodeToString(b), ""))
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", base64.RawURLEncoding.EncodeToString(b), ""))
 		if status != http.StatusConflict {
 			t.Fatalf("%d %v", status, out)
 		}
 	})
-	t.Run("same key and challenge in a new response", func(t *testing.T) {
+	t.Run("a second answer to the same challenge", func(t *testing.T) {
+		// A device may answer one challenge twice, with two keys: each answer is new, its
+		// challenge is not.
 		h := newHarness(t, harnessOptions{})
 		chal := h.challenge("wifi")
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", d.respond(t, h.api, chal, "v2"), "")))
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", d.respond(t, h.api, chal, "v2"), ""))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", d.respond(t, h.api, chal, "v2"), "")))
+		other := &fakeDevice{key: newECKey(t), identity: "example.com"}
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", other.respond(t, h.api, chal, "v2"), ""))
 		if e, _ := out["error"].(map[string]any); status != http.StatusConflict || e["code"] != string(CodeChallengeReplayed) {
 			t.Fatalf("%d %v", status, out)
 		}
-		if h.ca.conn.IssuedTotal() != 1 {
-			t.Errorf("issued %d", h.ca.conn.IssuedTotal())
+		if h.ca.conn.IssuedTotal() != 1 || h.api.verifyCalls() != 1 {
+			t.Errorf("issued %d, verify calls %d", h.ca.conn.IssuedTotal(), h.api.verifyCalls())
 		}
 	})
 	t.Run("concurrent duplicates issue once", func(t *testing.T) {
@@ -631,7 +759,7 @@ func TestReplay(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				b, _ := json.Marshal(enrollBody("wifi", "machine", resp, ""))
-				r, err := http.Post(h.http.URL+EnrollPath, "application/json", bytes.NewReader(b))
+				r, err := http.Post(h.http.URL+wire.EnrollPath, "application/json", bytes.NewReader(b))
 				if err != nil {
 					t.Error(err)
 					return
@@ -661,49 +789,71 @@ func TestReplay(t *testing.T) {
 		d := &fakeDevice{key: ecKey, identity: "example.com"}
 		resp := h.respond("wifi", d)
 		h.api.failNextCall(http.StatusServiceUnavailable, "down")
-		status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+		status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 		if status != http.StatusServiceUnavailable {
 			t.Fatalf("%d %v", status, out)
 		}
-		h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	})
 	t.Run("a refused response stays used", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "other.com"})
-		h.refuse(CodeIdentityMismatch)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
-		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeBadChallenge)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeChallengeReplayed)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	})
-	t.Run("used responses are kept until they would have expired", func(t *testing.T) {
+	t.Run("challenges are remembered until long after they expired", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "other.com"})
-		h.refuse(CodeIdentityMismatch)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeBadChallenge)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		h.advance(time.Minute + replayGrace - time.Second)
-		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		h.refuse(CodeChallengeReplayed)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 		h.advance(2 * time.Second)
-		h.srv.usedResponses.purgeExpired()
-		if n := h.srv.usedResponses.len(); n != 0 {
-			t.Errorf("%d used responses kept after their lifetime", n)
+		h.srv.purgeChallenges(context.Background())
+		if n := h.srv.challenges.(*MemoryChallenges).Len(); n != 0 {
+			t.Errorf("%d challenges kept after their lifetime", n)
 		}
-		// Google now judges it again (and says what it says).
-		h.refuse(CodeIdentityMismatch)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		// Forgotten now: the adapter no longer knows it handed it out, and Google is not asked.
+		e := h.refuse(CodeBadChallenge)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		if !strings.Contains(e["message"].(string), "did not hand out") || h.api.verifyCalls() != 1 {
+			t.Errorf("%v, %d verify calls", e, h.api.verifyCalls())
+		}
 	})
-	t.Run("full replay set refuses instead of forgetting", func(t *testing.T) {
+	t.Run("a full store refuses new challenges instead of forgetting", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{maxTracked: 1})
-		h.refuse(CodeBadChallenge)(h.post(EnrollPath, enrollBody("wifi", "machine", "AAAA", "")))
-		h.refuse(CodeUnavailable)(h.post(EnrollPath, enrollBody("wifi", "machine", "AAAB", "")))
-		h.refuse(CodeChallengeReplayed)(h.post(EnrollPath, enrollBody("wifi", "machine", "AAAA", "")))
+		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
+		h.refuse(CodeUnavailable)(h.post(wire.ChallengePath, map[string]string{"profile": "wifi"}))
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+		if status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")); status != http.StatusConflict {
+			t.Errorf("replay of a remembered challenge: %d %v", status, out)
+		}
 	})
 }
 
+// TestAdapterSideExpiry: an answer to a challenge older than the adapter's lifetime is refused
+// although Google (whose clock has not moved) would accept it. The SPKAC carries ChromeOS's
+// random challenge, so only the challenge response says how old the answer is.
 func TestAdapterSideExpiry(t *testing.T) {
 	testKeys(t)
-	h := newHarness(t, harnessOptions{})
-	resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-	h.advance(time.Minute + time.Second)
-	e := h.refuse(CodeChallengeExpired)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
-	if !strings.Contains(e["message"].(string), "older than 1m0s") {
-		t.Errorf("message %q", e["message"])
+	for _, tt := range []struct {
+		profile string
+		key     crypto.Signer
+	}{{"wifi", ecKey}, {"legacy", rsaKey}} {
+		t.Run(tt.profile, func(t *testing.T) {
+			h := newHarness(t, harnessOptions{})
+			resp := h.respond(tt.profile, &fakeDevice{key: tt.key, identity: "example.com"})
+			h.advance(time.Minute + time.Second)
+			e := h.refuse(CodeChallengeExpired)(h.post(wire.EnrollPath, enrollBody(tt.profile, "machine", resp, "")))
+			if !strings.Contains(e["message"].(string), "older than 1m0s") || h.api.verifyCalls() != 0 {
+				t.Errorf("message %q, %d verify calls", e["message"], h.api.verifyCalls())
+			}
+		})
 	}
+	t.Run("within the lifetime", func(t *testing.T) {
+		h := newHarness(t, harnessOptions{})
+		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
+		h.advance(time.Minute)
+		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
+	})
 }
 
 // otherKeyCA issues with the real CA, but for another key than asked.
@@ -721,6 +871,54 @@ func (c otherKeyCA) IssueForKey(ctx context.Context, req *ca.KeyRequest) (*ca.Is
 	}
 	r.PublicKey = k.Public()
 	return c.inner.IssueForKey(ctx, &r)
+}
+
+// craftedCA issues from a CA of its own, letting the test edit each certificate before it is
+// signed, and reports roots (its own certificate unless the test replaces them).
+type craftedCA struct {
+	key   *ecdsa.PrivateKey
+	cert  *x509.Certificate
+	roots *x509.CertPool
+	edit  func(*x509.Certificate)
+}
+
+func newCraftedCA(t *testing.T, edit func(*x509.Certificate)) *craftedCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "crafted CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	return &craftedCA{key: key, cert: cert, roots: roots, edit: edit}
+}
+
+func (c *craftedCA) Issue(context.Context, *ca.Request) (*ca.Issued, error) {
+	return nil, ca.Permanentf("not used")
+}
+
+func (c *craftedCA) IssueForKey(_ context.Context, req *ca.KeyRequest) (*ca.Issued, error) {
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: req.Subject, NotBefore: time.Now().Add(-time.Minute),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if c.edit != nil {
+		c.edit(tmpl)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, req.PublicKey, c.key)
+	if err != nil {
+		return nil, ca.Permanentf("crafted: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, ca.Permanentf("crafted: %v", err)
+	}
+	return &ca.Issued{Leaf: leaf, Roots: c.roots}, nil
 }
 
 // failingCA refuses everything.
@@ -742,13 +940,34 @@ func TestCAFailures(t *testing.T) {
 			return failingCA{ca.Permanentf("subject refused by policy module at https://secret.internal")}
 		}, "could not issue"},
 		{"pending", func(*harness) ca.PublicKeyIssuer { return failingCA{&ca.PendingError{Ticket: "t"}} }, "approval"},
-		{"certificate for another key", func(h *harness) ca.PublicKeyIssuer { return otherKeyCA{h.ca.conn} }, "another key"},
+		{"certificate for another key", func(h *harness) ca.PublicKeyIssuer { return otherKeyCA{h.ca.conn} }, "different key"},
+		{"a CA certificate", func(h *harness) ca.PublicKeyIssuer {
+			return newCraftedCA(t, func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true })
+		}, "a CA certificate, not a leaf"},
+		{"expired", func(h *harness) ca.PublicKeyIssuer {
+			return newCraftedCA(t, func(c *x509.Certificate) {
+				c.NotBefore, c.NotAfter = h.now().Add(-2*time.Hour), h.now().Add(-time.Hour)
+			})
+		}, "it expired at"},
+		{"from a CA the connection does not trust", func(h *harness) ca.PublicKeyIssuer {
+			c := newCraftedCA(t, nil)
+			c.roots = h.ca.roots
+			return c
+		}, "does not chain"},
 	}
+	rules := map[string]string{"certificate for another key": "key", "a CA certificate": "ca", "expired": "validity", "from a CA the connection does not trust": "chain"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{issuer: tt.issuer})
+			defer func() {
+				if rule := rules[tt.name]; rule != "" {
+					if got := count(h.metrics.CertificatesRejected.WithLabelValues("builtin", rule)); got != 1 {
+						t.Errorf("ca_certificates_rejected_total{builtin,%s} = %d", rule, got)
+					}
+				}
+			}()
 			resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-			status, out := h.post(EnrollPath, enrollBody("wifi", "machine", resp, ""))
+			status, out := h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, ""))
 			e, _ := out["error"].(map[string]any)
 			if status != http.StatusBadGateway || e["code"] != string(CodeCAFailure) || !strings.Contains(e["message"].(string), tt.msg) {
 				t.Fatalf("%d %v", status, out)
@@ -767,7 +986,7 @@ func TestAuditNeverLogsTheResponse(t *testing.T) {
 	testKeys(t)
 	h := newHarness(t, harnessOptions{})
 	resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-	h.issued(ecKey)(h.post(EnrollPath, enrollBody("wifi", "machine", resp, "")))
+	h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	for _, e := range h.logs.All() {
 		if strings.Contains(fmt.Sprint(e.ContextMap()), resp) || strings.Contains(e.Message, resp) {
 			t.Errorf("log line carries the challenge response: %s", e.Message)
@@ -784,9 +1003,9 @@ func TestAuditNeverLogsTheResponse(t *testing.T) {
 func TestServerTLS(t *testing.T) {
 	testKeys(t)
 	dir := t.TempDir()
-	certFile, keyFile := writeServerCert(t, dir)
+	certFile, keyFile := tlstest.WriteServerCert(t, dir, 1)
 	api := newFakeAPI(t)
-	client, err := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, err := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -820,7 +1039,7 @@ func TestServerTLS(t *testing.T) {
 	pemBytes, _ := readFile(certFile)
 	roots.AppendCertsFromPEM(pemBytes)
 	hc := tlsClient(roots)
-	resp, err := hc.Post("https://"+ln.Addr().String()+ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`))
+	resp, err := hc.Post("https://"+ln.Addr().String()+wire.ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -830,7 +1049,7 @@ func TestServerTLS(t *testing.T) {
 		t.Errorf("status %d, TLS %v", resp.StatusCode, resp.TLS != nil)
 	}
 	// Plain HTTP on the TLS port is not served.
-	if r, err := http.Post("http://"+ln.Addr().String()+ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`)); err == nil {
+	if r, err := http.Post("http://"+ln.Addr().String()+wire.ChallengePath, "application/json", strings.NewReader(`{"profile":"wifi"}`)); err == nil {
 		if r.StatusCode == http.StatusOK {
 			t.Error("plain HTTP served on the TLS listener")
 		}
@@ -849,7 +1068,7 @@ func TestServerTLS(t *testing.T) {
 
 func TestRunListenError(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	srv, err := NewServer(ServerOptions{Config: config.VerifiedAccess{Insecure: true, Listen: "256.0.0.1:1"}, Google: client})
 	if err != nil {
 		t.Fatal(err)
@@ -861,7 +1080,7 @@ func TestRunListenError(t *testing.T) {
 
 func TestNewServerChecksProfiles(t *testing.T) {
 	api := newFakeAPI(t)
-	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: config.Credentials{Type: config.CredentialsNone}})
+	client, _ := NewClient(context.Background(), ClientOptions{Endpoint: api.srv.URL + "/", Credentials: googleauth.Credentials{Type: googleauth.None}})
 	if _, err := NewServer(ServerOptions{Config: config.VerifiedAccess{Insecure: true}, Google: client, Profiles: map[string]*Profile{"x": {Name: "x"}}}); err == nil {
 		t.Error("an unbound profile was accepted")
 	}

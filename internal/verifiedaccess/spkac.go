@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/certprov/certprov-adapter/internal/csr"
 )
 
 // Signature algorithms of an SPKAC (RFC 4055, RFC 5758, RFC 8017).
@@ -36,7 +38,9 @@ type SPKAC struct {
 	SPKI []byte
 	// PublicKey is the parsed key: *rsa.PublicKey or *ecdsa.PublicKey (P-256).
 	PublicKey crypto.PublicKey
-	// Challenge is the challenge string the device signed along with its key.
+	// Challenge is the challenge string the device signed along with its key. ChromeOS makes it
+	// up itself (the hex of 20 or 32 random bytes): it is not the Verified Access challenge and
+	// proves nothing about freshness, which the challenge response says (answeredChallenge).
 	Challenge string
 	// Algorithm is the signature algorithm: "SHA256-RSA" or "ECDSA-SHA256".
 	Algorithm string
@@ -59,9 +63,14 @@ type publicKeyAndChallenge struct {
 // ParseSPKAC decodes a DER SignedPublicKeyAndChallenge and verifies that the key inside it made
 // the signature — the proof that whoever answered the challenge holds the private key. Only
 // RSA (at least 2048 bits) with PKCS#1 v1.5 and SHA-256, and ECDSA on P-256 with SHA-256 are
-// accepted: what Chrome produces. MD5 and SHA-1 signatures are refused by name, since an
-// attacker can forge them. Trailing bytes, a challenge that is not an IA5String and
-// parameters on an ECDSA algorithm are errors.
+// accepted: what ChromeOS produces. MD5 and SHA-1 signatures are refused by name, since an
+// attacker can forge them. Trailing bytes and a challenge that is not an IA5String are errors.
+//
+// It accepts what devices send (platform2 CryptoUtilityImpl::CreateSPKACInternal): the
+// algorithm's parameters are NULL for both algorithms, as X509_ALGOR_set0(alg, nid, V_ASN1_NULL,
+// NULL) writes them, or absent, as RFC 5758 writes ecdsa-with-SHA256; an ECDSA signature is DER
+// SEQUENCE{r,s} or the raw 64-byte r||s a TPM returns (which one ChromeOS sends is not
+// documented).
 func ParseSPKAC(der []byte) (*SPKAC, error) {
 	if len(der) == 0 {
 		return nil, errors.New("spkac: empty")
@@ -127,8 +136,7 @@ func verifySPKAC(pub crypto.PublicKey, alg pkix.AlgorithmIdentifier, signed, sig
 		if !alg.Algorithm.Equal(oidSHA256WithRSA) {
 			return "", fmt.Errorf("spkac: signature algorithm %v does not fit an RSA key (want sha256WithRSAEncryption)", alg.Algorithm)
 		}
-		// RFC 4055: the parameters are NULL; some encoders omit them.
-		if p := alg.Parameters; len(p.FullBytes) > 0 && !(p.Tag == asn1.TagNull && len(p.Bytes) == 0) {
+		if !nullOrAbsent(alg.Parameters) {
 			return "", errors.New("spkac: sha256WithRSAEncryption with parameters other than NULL")
 		}
 		if key.N.BitLen() < minRSABits {
@@ -142,19 +150,31 @@ func verifySPKAC(pub crypto.PublicKey, alg pkix.AlgorithmIdentifier, signed, sig
 		if !alg.Algorithm.Equal(oidECDSAWithSHA256) {
 			return "", fmt.Errorf("spkac: signature algorithm %v does not fit an ECDSA key (want ecdsa-with-SHA256)", alg.Algorithm)
 		}
-		if len(alg.Parameters.FullBytes) > 0 {
-			return "", errors.New("spkac: ecdsa-with-SHA256 must have no parameters")
+		if !nullOrAbsent(alg.Parameters) {
+			return "", errors.New("spkac: ecdsa-with-SHA256 with parameters other than NULL")
 		}
 		if key.Curve != elliptic.P256() {
 			return "", fmt.Errorf("spkac: ECDSA curve %s, want P-256", key.Curve.Params().Name)
 		}
-		if !ecdsa.VerifyASN1(key, digest[:], sig) {
+		der, err := csr.ECDSASignatureDER(sig)
+		if err != nil {
+			return "", fmt.Errorf("spkac: %w", err)
+		}
+		if !ecdsa.VerifyASN1(key, digest[:], der) {
 			return "", errors.New("spkac: the signature does not verify with the key inside")
 		}
 		return "ECDSA-SHA256", nil
 	default:
 		return "", fmt.Errorf("spkac: unsupported public key type %T (want RSA or ECDSA P-256)", pub)
 	}
+}
+
+// nullOrAbsent reports whether an AlgorithmIdentifier's parameters are an ASN.1 NULL or left out.
+func nullOrAbsent(p asn1.RawValue) bool {
+	if len(p.FullBytes) == 0 {
+		return true
+	}
+	return p.Class == asn1.ClassUniversal && p.Tag == asn1.TagNull && !p.IsCompound && len(p.Bytes) == 0
 }
 
 // decodeBase64 accepts standard or URL-safe base64, padded or not, ignoring surrounding space:

@@ -10,6 +10,44 @@ import (
 	"testing"
 )
 
+// TestParseSPKACAsChromeOSBuildsIt: what CryptoUtilityImpl::CreateSPKACInternal produces — a
+// random hex challenge of 20 (TPM 1.2) or 32 (TPM 2.0) bytes, NULL parameters for both
+// algorithms, and for ECDSA a DER or a raw r||s signature — is accepted, and the challenge read
+// back as the device wrote it.
+func TestParseSPKACAsChromeOSBuildsIt(t *testing.T) {
+	testKeys(t)
+	for _, tpm := range []struct {
+		name  string
+		bytes int
+	}{{"TPM 1.2", 20}, {"TPM 2.0", 32}} {
+		for _, k := range []struct {
+			name    string
+			key     crypto.Signer
+			raw     bool
+			wantAlg string
+		}{
+			{"RSA", rsaKey, false, "SHA256-RSA"},
+			{"ECDSA, DER signature", ecKey, false, "ECDSA-SHA256"},
+			{"ECDSA, raw r||s signature", ecKey, true, "ECDSA-SHA256"},
+		} {
+			t.Run(tpm.name+", "+k.name, func(t *testing.T) {
+				challenge := chromeOSChallenge(t, tpm.bytes)
+				if len(challenge) != 2*tpm.bytes {
+					t.Fatalf("challenge %q", challenge)
+				}
+				got, err := ParseSPKAC(makeSPKAC(t, chromeOSSPKAC(k.key, challenge, k.raw)))
+				if err != nil {
+					t.Fatalf("a ChromeOS SPKAC is refused: %v", err)
+				}
+				want, _ := x509.MarshalPKIXPublicKey(k.key.Public())
+				if got.Algorithm != k.wantAlg || got.Challenge != challenge || !bytes.Equal(got.SPKI, want) {
+					t.Errorf("algorithm %s challenge %q SPKI equal %v", got.Algorithm, got.Challenge, bytes.Equal(got.SPKI, want))
+				}
+			})
+		}
+	}
+}
+
 func TestParseSPKAC(t *testing.T) {
 	testKeys(t)
 	tests := []struct {
@@ -29,7 +67,12 @@ func TestParseSPKAC(t *testing.T) {
 		{name: "SHA-1 with RSA refused", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA1WithRSA, params: asn1.NullRawValue, hash: crypto.SHA1}, wantErr: "SHA-1"},
 		{name: "ECDSA algorithm on RSA key", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidECDSAWithSHA256}, wantErr: "does not fit an RSA key"},
 		{name: "RSA algorithm on ECDSA key", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.NullRawValue}, wantErr: "does not fit an ECDSA key"},
-		{name: "ECDSA with parameters", spec: spkacSpec{key: ecKey, challenge: "c", params: asn1.NullRawValue, alg: oidECDSAWithSHA256}, wantErr: "no parameters"},
+		{name: "ECDSA without parameters (RFC 5758)", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256}, wantAlg: "ECDSA-SHA256"},
+		{name: "ECDSA raw r||s", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true}, wantAlg: "ECDSA-SHA256"},
+		{name: "tampered raw ECDSA", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true, tamper: true}, wantErr: "does not verify"},
+		{name: "ECDSA signature neither DER nor raw", spec: spkacSpec{key: ecKey, challenge: "c", trailingSig: true}, wantErr: "neither DER"},
+		{name: "ECDSA with odd parameters", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256, params: asn1.RawValue{FullBytes: []byte{0x06, 0x03, 0x2a, 0x03, 0x04}}}, wantErr: "other than NULL"},
+		{name: "ECDSA with SHA-1 refused", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA1, hash: crypto.SHA1}, wantErr: "SHA-1"},
 		{name: "RSA with odd parameters", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.RawValue{FullBytes: []byte{0x02, 0x01, 0x00}}}, wantErr: "other than NULL"},
 		{name: "unknown algorithm", spec: spkacSpec{key: rsaKey, challenge: "c", alg: asn1.ObjectIdentifier{1, 2, 3}}, wantErr: "does not fit"},
 		{name: "small RSA key", spec: spkacSpec{key: rsaSmall, challenge: "c"}, wantErr: "at least 2048"},
@@ -109,29 +152,6 @@ func TestDecodeBase64(t *testing.T) {
 	}
 }
 
-func TestSignedData(t *testing.T) {
-	b := marshalSignedData([]byte("data"), []byte("sig"))
-	d, s, err := unmarshalSignedData(b)
-	if err != nil || string(d) != "data" || string(s) != "sig" {
-		t.Fatalf("round trip: %q %q %v", d, s, err)
-	}
-	bad := map[string][]byte{
-		"empty":          nil,
-		"no data":        marshalSignedData(nil, []byte("sig"))[2:],
-		"unknown field":  append(append([]byte{}, b...), 0x1a, 0x00),
-		"varint field":   {0x08, 0x01},
-		"repeated data":  append(append([]byte{}, b...), 0x0a, 0x01, 'x'),
-		"truncated":      b[:len(b)-1],
-		"bad tag":        {0xff},
-		"length too big": {0x0a, 0x7f, 'x'},
-	}
-	for name, in := range bad {
-		if _, _, err := unmarshalSignedData(in); err == nil {
-			t.Errorf("%s: parsed", name)
-		}
-	}
-}
-
 // FuzzParseSPKAC: arbitrary input never panics, and whatever parses came with a signature that
 // verifies, so re-parsing it gives the same key.
 func FuzzParseSPKAC(f *testing.F) {
@@ -139,6 +159,8 @@ func FuzzParseSPKAC(f *testing.F) {
 	f.Add(makeSPKAC(f, spkacSpec{key: rsaKey, challenge: "c"}))
 	f.Add(makeSPKAC(f, spkacSpec{key: ecKey, challenge: "Y2hhbGxlbmdl"}))
 	f.Add(makeSPKAC(f, spkacSpec{key: ecKey, challenge: "c", tamper: true}))
+	f.Add(makeSPKAC(f, chromeOSSPKAC(ecKey, "00112233445566778899aabbccddeeff00112233", true)))
+	f.Add(makeSPKAC(f, chromeOSSPKAC(rsaKey, "00112233445566778899aabbccddeeff0011223344556677889900aabbccddee", false)))
 	f.Add([]byte{0x30, 0x03, 0x30, 0x01, 0x00})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, der []byte) {
@@ -155,22 +177,6 @@ func FuzzParseSPKAC(f *testing.F) {
 		again, err := ParseSPKAC(der)
 		if err != nil || !bytes.Equal(again.SPKI, got.SPKI) {
 			t.Fatalf("not deterministic: %v", err)
-		}
-	})
-}
-
-// FuzzSignedData: the strict protobuf reader never panics and round-trips what it accepts.
-func FuzzSignedData(f *testing.F) {
-	f.Add(marshalSignedData([]byte("d"), []byte("s")))
-	f.Add([]byte{0x0a, 0x00})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		d, s, err := unmarshalSignedData(b)
-		if err != nil {
-			return
-		}
-		d2, s2, err := unmarshalSignedData(marshalSignedData(d, s))
-		if err != nil || !bytes.Equal(d, d2) || !bytes.Equal(s, s2) {
-			t.Fatalf("round trip: %v", err)
 		}
 	})
 }

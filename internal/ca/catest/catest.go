@@ -8,6 +8,11 @@
 //	func TestConformance(t *testing.T) {
 //		catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) { … })
 //	}
+//
+// or RunTarget with a *Target, which also opts into the parts that need the test's help: a CA
+// that holds requests for approval (Pending), what the CA revoked (Revocation, required for a
+// ca.Revoker), an idempotency key. Parts for ca.Recoverer, ca.Pinger and ca.PublicKeyIssuer run
+// whenever the connector implements them.
 package catest
 
 import (
@@ -196,9 +201,31 @@ func CheckRoots(t testing.TB, issued *ca.Issued) {
 	}
 }
 
-// Run runs the conformance suite. newConnector is called once per subtest and must return a fresh
-// connector and the pool of roots its certificates chain to.
+// Run runs the conformance suite's core parts, and the optional parts the connector's
+// interfaces call for that need nothing from the test (Recover, Ping, bare-key issuance, a
+// repeated request). newConnector is called once per subtest and must return a fresh connector
+// and the pool of roots its certificates chain to. A connector that can do more (hold requests
+// pending, revoke) uses RunTarget, which drives those parts too.
 func Run(t *testing.T, newConnector func(t *testing.T) (ca.Connector, *x509.CertPool)) {
+	t.Helper()
+	RunTarget(t, func(t *testing.T) *Target {
+		conn, roots := newConnector(t)
+		return &Target{Connector: conn, Roots: roots}
+	})
+}
+
+// RunTarget runs the whole conformance suite: the core parts every connector passes (issuance
+// for RSA and P-256 device keys, cancellation, a CSR with a bad signature, concurrency), a
+// repeated request with the same key, and the optional parts that apply, chosen by the
+// connector's interfaces (ca.Recoverer, ca.Pinger, ca.PublicKeyIssuer, ca.Revoker) and by what
+// the Target offers (Pending). newTarget is called once per subtest and must return a fresh
+// connection.
+func RunTarget(t *testing.T, newTarget func(t *testing.T) *Target) {
+	t.Helper()
+	newConnector := func(t *testing.T) (ca.Connector, *x509.CertPool) {
+		tg := newTarget(t)
+		return tg.Connector, tg.Roots
+	}
 	for _, kt := range []KeyType{RSA2048, P256} {
 		t.Run("Issues/"+string(kt), func(t *testing.T) {
 			conn, roots := newConnector(t)
@@ -295,4 +322,6 @@ func Run(t *testing.T, newConnector func(t *testing.T) (ca.Connector, *x509.Cert
 			serials[s] = true
 		}
 	})
+
+	runOptional(t, newTarget)
 }

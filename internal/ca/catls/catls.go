@@ -3,6 +3,7 @@
 package catls
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -89,16 +90,23 @@ func (o Options) HTTPClient(env ca.Env, timeout time.Duration) (*http.Client, er
 // server. A connector uses it for requests that make a CA issue: when such a request failed
 // after it was delivered, the CA may have issued, and asking again could issue twice.
 func Do(client *http.Client, req *http.Request) (resp *http.Response, delivered bool, err error) {
-	var wrote atomic.Bool
+	ctx, wrote := TraceDelivery(req.Context())
+	resp, err = client.Do(req.WithContext(ctx))
+	return resp, wrote(), err
+}
+
+// TraceDelivery is Do's delivery report for requests a vendor SDK sends with ctx: wrote reports
+// whether any request made with the returned context was written to the server in full.
+func TraceDelivery(ctx context.Context) (traced context.Context, wrote func() bool) {
+	var done atomic.Bool
 	trace := &httptrace.ClientTrace{
 		WroteRequest: func(i httptrace.WroteRequestInfo) {
 			if i.Err == nil {
-				wrote.Store(true)
+				done.Store(true)
 			}
 		},
 	}
-	resp, err = client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
-	return resp, wrote.Load(), err
+	return httptrace.WithClientTrace(ctx, trace), done.Load
 }
 
 // Held returns the TLS client certificate cfg presents, as a held certificate for the expiry

@@ -191,6 +191,7 @@ type front struct {
 	proxy *httputil.ReverseProxy
 
 	mu        sync.Mutex
+	holding   bool           // defer every enrollment with a 202 until released (an approval queue)
 	refused   int            // requests without the right basic credentials
 	requests  map[string]int // simpleenroll requests per device key
 	forwarded map[string]int // of which reached the server
@@ -256,11 +257,12 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		n := f.requests[key]
 		f.requests[key]++
-		if !(f.deferFirst && n == 0) {
+		deferred := (f.deferFirst && n == 0) || f.holding
+		if !deferred {
 			f.forwarded[key]++
 		}
 		f.mu.Unlock()
-		if f.deferFirst && n == 0 {
+		if deferred {
 			// Ten minutes, as estserver's own trigger says: the engine caps it at its max backoff.
 			w.Header().Set("Retry-After", "600")
 			w.WriteHeader(http.StatusAccepted)
@@ -270,6 +272,13 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.ContentLength = int64(len(body))
 	}
 	f.proxy.ServeHTTP(w, r)
+}
+
+// hold makes the front defer every enrollment until hold(false).
+func (f *front) hold(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.holding = on
 }
 
 // csrKey identifies a base64 CSR body by its public key; "" when it is not one.

@@ -34,6 +34,20 @@ func TestConformance(t *testing.T) {
 			})
 		})
 	}
+	// An RA in front of the server that queues enrollments for approval (202 until approved).
+	t.Run("approval", func(t *testing.T) {
+		catest.RunTarget(t, func(t *testing.T) *catest.Target {
+			f := newFront(t, srv, nil)
+			return &catest.Target{
+				Connector: newConnector(t, "est", srv.settings(ca.Settings{"url": f.URL, "tls": map[string]any{"caFile": f.CAFile}})),
+				Roots:     srv.roots(),
+				Pending: &catest.PendingControl{
+					Hold:    func(testing.TB) { f.hold(true) },
+					Approve: func(testing.TB) { f.hold(false) },
+				},
+			}
+		})
+	})
 }
 
 // TestIssueRealServer covers what the suite does not: the chain the connector returns, the TLS

@@ -47,6 +47,15 @@ func TestOfflineChecks(t *testing.T) {
 		bad      ca.Settings
 		wantKeys []string
 	}{
+		{"awspca",
+			ca.Settings{"certificateAuthorityArn": "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/11111111-2222-3333-4444-555555555555",
+				"templateArn": "EndEntityClientAuthCertificate/V1", "caCertsFile": f("roots.pem")},
+			ca.Settings{"certificateAuthorityArn": "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/x", "signingAlgorithm": "MD5"},
+			[]string{"certificateAuthorityArn", "signingAlgorithm"}},
+		{"cas",
+			ca.Settings{"caPool": "projects/p/locations/us-central1/caPools/pool", "certificateTemplate": "wifi", "credentialsFile": f("sa.json"), "caCertsFile": f("roots.pem")},
+			ca.Settings{"caPool": "pool", "maxLifetime": "-1h", "endpoint": "https://privateca.googleapis.com"},
+			[]string{"caPool", "maxLifetime", "endpoint"}},
 		{"local",
 			ca.Settings{"certificateFile": f("ca.crt"), "keyFile": f("ca.key"), "ledgerFile": f("ledger.jsonl")},
 			ca.Settings{"maxValidity": "-1h"},
@@ -67,6 +76,12 @@ func TestOfflineChecks(t *testing.T) {
 			ca.Settings{"url": "https://ca.example.com:9000", "rootFingerprint": strings.Repeat("ab", 32), "provisioner": "adapter", "provisionerPasswordFile": f("pw")},
 			ca.Settings{"url": "https://ca.example.com:9000/step", "rootFingerprint": "abc"},
 			[]string{"url", "rootFingerprint", "provisioner", "provisionerPasswordFile"}},
+		{"vault",
+			ca.Settings{"address": "https://vault.example.com:8200", "role": "devices", "caCertsFile": f("roots.pem"),
+				"auth": map[string]any{"method": "approle", "roleIDFile": f("role-id"), "secretIDFile": f("secret-id")}},
+			ca.Settings{"address": "http://vault.example.com:8200", "mount": "../pki", "endpoint": "issue",
+				"auth": map[string]any{"method": "kubernetes", "tokenFile": f("t")}},
+			[]string{"address", "mount", "endpoint", "auth.role", "auth.tokenFile"}},
 		{"webhook",
 			ca.Settings{"url": "https://ca.example.com/issue", "hmacSecretFile": f("hmac"), "headerFiles": map[string]any{"Authorization": f("auth")},
 				"caCertsFile": f("roots.pem")},

@@ -8,13 +8,14 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Defaults and file names of CreateCA.
@@ -86,10 +87,10 @@ func CreateCA(dir, keyType, commonName string, validity time.Duration) (certPath
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("create CA: %w", err)
 	}
-	if err := writeNew(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := writeNew(keyPath, pemutil.EncodePrivateKey(keyDER), 0o600); err != nil {
 		return "", "", fmt.Errorf("create CA: %w", err)
 	}
-	if err := writeNew(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}), 0o644); err != nil {
+	if err := writeNew(certPath, pemutil.EncodeCertificateDER(certDER), 0o644); err != nil {
 		// Do not leave a key without its certificate behind.
 		_ = os.Remove(keyPath)
 		return "", "", fmt.Errorf("create CA: %w", err)

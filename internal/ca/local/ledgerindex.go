@@ -102,7 +102,7 @@ func openLedger(ctx context.Context, path string, log *zap.Logger) (*ledger, err
 	}
 	l.db = db
 	warnIfShared(path, log)
-	if l.lookupStmt, err = db.PrepareContext(ctx, `SELECT pos, length, serial FROM entries WHERE key = ? ORDER BY pos DESC LIMIT 1`); err == nil {
+	if l.lookupStmt, err = db.PrepareContext(ctx, `SELECT pos, length, key, serial FROM entries WHERE key = ? ORDER BY pos DESC LIMIT 1`); err == nil {
 		l.progressStmt, err = db.PrepareContext(ctx, `SELECT indexed_to FROM progress`)
 	}
 	if err != nil {
@@ -242,7 +242,20 @@ func head(firstLine []byte) []byte { return bytes.Clone(firstLine[:min(len(first
 
 // last returns the last certificate the ledger holds for key, or nil.
 func (l *ledger) last(ctx context.Context, key string) (*x509.Certificate, error) {
-	leaf, err := l.lookup(ctx, key)
+	return l.find(ctx, "key", key)
+}
+
+// bySerial returns the certificate the ledger holds with serial (lower-case hex), or nil. The
+// index has no index on serials: revocations are rare, and a scan of 100K rows takes
+// milliseconds, which keeps the schema as it was (an older adapter can still open it).
+func (l *ledger) bySerial(ctx context.Context, serial string) (*x509.Certificate, error) {
+	return l.find(ctx, "serial", serial)
+}
+
+// find looks up the last entry whose column (key or serial) is value, catching the index up
+// when it misses and rebuilding it when it does not match the file.
+func (l *ledger) find(ctx context.Context, column, value string) (*x509.Certificate, error) {
+	leaf, err := l.lookup(ctx, column, value)
 	if errors.Is(err, errStaleIndex) {
 		l.log.Warn("ledger index does not match the ledger file; rebuilding it", zap.String("path", l.indexPath), zap.Error(err))
 		if err := l.reset(ctx); err != nil {
@@ -251,7 +264,7 @@ func (l *ledger) last(ctx context.Context, key string) (*x509.Certificate, error
 		if _, err := l.catchUp(ctx); err != nil {
 			return nil, err
 		}
-		return l.lookup(ctx, key)
+		return l.lookup(ctx, column, value)
 	}
 	if err != nil || leaf != nil {
 		return leaf, err
@@ -261,17 +274,24 @@ func (l *ledger) last(ctx context.Context, key string) (*x509.Certificate, error
 	if err != nil || n == 0 {
 		return nil, err
 	}
-	return l.lookup(ctx, key)
+	return l.lookup(ctx, column, value)
 }
 
-// lookup reads the line the index names for key and checks that it is that entry.
-func (l *ledger) lookup(ctx context.Context, key string) (*x509.Certificate, error) {
+// lookup reads the line the index names for the key or serial value and checks that it is
+// that entry.
+func (l *ledger) lookup(ctx context.Context, column, value string) (*x509.Certificate, error) {
 	var (
-		pos    int64
-		length int
-		serial string
+		pos         int64
+		length      int
+		key, serial string
+		row         *sql.Row
 	)
-	err := l.lookupStmt.QueryRowContext(ctx, key).Scan(&pos, &length, &serial)
+	if column == "serial" {
+		row = l.db.QueryRowContext(ctx, `SELECT pos, length, key, serial FROM entries WHERE serial = ? ORDER BY pos DESC LIMIT 1`, value)
+	} else {
+		row = l.lookupStmt.QueryRowContext(ctx, value)
+	}
+	err := row.Scan(&pos, &length, &key, &serial)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

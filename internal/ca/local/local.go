@@ -11,6 +11,10 @@
 //	backdate         how far notBefore lies before now, for clock skew, default 1m
 //	ledgerFile       optional: one JSON line per issued certificate, indexed beside it
 //	                 (ledgerFile + ".index"), so that Recover finds certificates across restarts
+//	crlFile          optional: the CRL the CA publishes, the record of what Revoke revoked;
+//	                 signed again when half of crlValidity (default 168h) has passed
+//	crlFormat        der (default) or pem
+//	crlDistributionPoints  optional URLs put into every certificate, where crlFile is served
 //
 // Relative paths resolve against the configuration file's directory.
 package local
@@ -32,8 +36,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +75,11 @@ type settings struct {
 	MaxValidity     *time.Duration `mapstructure:"maxValidity"`
 	Backdate        *time.Duration `mapstructure:"backdate"`
 	LedgerFile      string         `mapstructure:"ledgerFile"`
+
+	CRLFile               string         `mapstructure:"crlFile"`
+	CRLFormat             string         `mapstructure:"crlFormat"`
+	CRLValidity           *time.Duration `mapstructure:"crlValidity"`
+	CRLDistributionPoints []string       `mapstructure:"crlDistributionPoints"`
 }
 
 func decodeSettings(raw ca.Settings) (*settings, error) {
@@ -97,10 +106,46 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 	} else if *s.Backdate < 0 {
 		errs = append(errs, ca.SettingErrorf("backdate", "%v: must not be negative", *s.Backdate))
 	}
+	errs = append(errs, s.checkCRL()...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// checkCRL checks the CRL settings and fills in their defaults.
+func (s *settings) checkCRL() []error {
+	var errs []error
+	switch s.CRLFormat {
+	case "":
+		s.CRLFormat = CRLFormatDER
+	case CRLFormatDER, CRLFormatPEM:
+	default:
+		errs = append(errs, ca.SettingErrorf("crlFormat", "%q: want %s or %s", s.CRLFormat, CRLFormatDER, CRLFormatPEM))
+	}
+	if s.CRLValidity == nil {
+		d := DefaultCRLValidity
+		s.CRLValidity = &d
+	} else if *s.CRLValidity < 2*time.Hour {
+		errs = append(errs, ca.SettingErrorf("crlValidity", "%v: must be at least 2h (the CRL is signed again half-way through it)", *s.CRLValidity))
+	}
+	if s.CRLFile == "" && len(s.CRLDistributionPoints) > 0 {
+		// Certificates would point relying parties at a CRL nobody publishes.
+		errs = append(errs, ca.SettingErrorf("crlDistributionPoints", "needs crlFile (the CRL this CA publishes there)"))
+	}
+	for i, raw := range s.CRLDistributionPoints {
+		key := fmt.Sprintf("crlDistributionPoints[%d]", i)
+		u, err := ca.ParseURL(raw)
+		switch {
+		case err != nil:
+			errs = append(errs, ca.SettingErrorf(key, "%w", err))
+		case u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ldap":
+			errs = append(errs, ca.SettingErrorf(key, "%q: want an http (or https, ldap) URL where crlFile is served", raw))
+		case u.Host == "" || u.User != nil:
+			errs = append(errs, ca.SettingErrorf(key, "%q: want an absolute URL with a host and no credentials", raw))
+		}
+	}
+	return errs
 }
 
 // Connector is the built-in CA. It is safe for concurrent use.
@@ -114,16 +159,23 @@ type Connector struct {
 	authKeyID   []byte
 	maxValidity time.Duration
 	backdate    time.Duration
+	cdps        []string         // crlDistributionPoints, in every leaf
 	now         func() time.Time // swapped in tests to move the clock
 
 	issuances issuances
 	total     atomic.Int64
+
+	crl       *crl          // nil without crlFile
+	stopCRL   chan struct{} // closed by Close: ends the refresh loop
+	crlDone   chan struct{} // closed when the refresh loop ended
+	closeOnce sync.Once
 }
 
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Recoverer = (*Connector)(nil)
+	_ ca.Revoker   = (*Connector)(nil)
 	_ io.Closer    = (*Connector)(nil)
 
 	_ ca.PublicKeyIssuer   = (*Connector)(nil)
@@ -142,12 +194,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	path := func(p string) string {
-		if p == "" || filepath.IsAbs(p) || env.BaseDir == "" {
-			return p
-		}
-		return filepath.Join(env.BaseDir, p)
-	}
+	path := env.Path
 	certs, err := readCertificates(path(s.CertificateFile))
 	if err != nil {
 		return nil, ca.SettingErrorf("certificateFile", "%q: %w", s.CertificateFile, err)
@@ -186,7 +233,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		}
 		record = l
 	}
-	return &Connector{
+	c := &Connector{
 		name:        env.Name,
 		log:         log,
 		cert:        issuer,
@@ -196,13 +243,73 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		authKeyID:   authKeyID,
 		maxValidity: *s.MaxValidity,
 		backdate:    *s.Backdate,
+		cdps:        slices.Clone(s.CRLDistributionPoints),
 		now:         time.Now,
 		issuances:   record,
-	}, nil
+	}
+	if s.CRLFile != "" {
+		if err := c.openCRL(s, path(s.CRLFile)); err != nil {
+			_ = record.close()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
-// Close releases the ledger's index. The connector must not be used afterwards.
-func (c *Connector) Close() error { return c.issuances.close() }
+// openCRL publishes the CRL now when it is due (so that a wrong crlFile shows at startup) and
+// starts the loop that signs it again before relying parties would hold an expired one.
+func (c *Connector) openCRL(s *settings, file string) error {
+	iss, err := crlIssuer(c.cert, c.authKeyID)
+	if err != nil {
+		return ca.SettingErrorf("crlFile", "%q: %w", s.CRLFile, err)
+	}
+	c.crl = &crl{path: file, pem: s.CRLFormat == CRLFormatPEM, validity: *s.CRLValidity, issuer: iss, signer: c.signer, log: c.log}
+	next, err := c.crl.refresh(c.now())
+	if err != nil {
+		return ca.SettingErrorf("crlFile", "%q: %w", s.CRLFile, err)
+	}
+	c.stopCRL, c.crlDone = make(chan struct{}), make(chan struct{})
+	go c.refreshCRL(next)
+	return nil
+}
+
+// crlRetry is how soon a CRL that could not be signed again is tried again.
+const crlRetry = time.Minute
+
+// refreshCRL signs the CRL again each time it is due, until Close.
+func (c *Connector) refreshCRL(next time.Time) {
+	defer close(c.crlDone)
+	for {
+		timer := time.NewTimer(max(time.Until(next), time.Second))
+		select {
+		case <-c.stopCRL:
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		n, err := c.crl.refresh(c.now())
+		if err != nil {
+			c.log.Error("CRL not signed again; retrying", zap.String("connector", c.name), zap.String("path", c.crl.path),
+				zap.Duration("retry_in", crlRetry), zap.Error(err))
+			n = c.now().Add(crlRetry)
+		}
+		next = n
+	}
+}
+
+// Close stops publishing the CRL and releases the ledger's index. The connector must not be
+// used afterwards.
+func (c *Connector) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.stopCRL != nil {
+			close(c.stopCRL)
+			<-c.crlDone
+		}
+		err = c.issuances.close()
+	})
+	return err
+}
 
 // Recover returns the last certificate this CA issued for key, (nil, nil) when there is none.
 // With a ledgerFile it looks in the ledger, so it finds certificates issued before a restart and
@@ -390,6 +497,7 @@ func (c *Connector) sign(key string, tmpl *x509.Certificate, pub crypto.PublicKe
 	tmpl.BasicConstraintsValid = true
 	tmpl.IsCA = false
 	tmpl.AuthorityKeyId = c.authKeyID
+	tmpl.CRLDistributionPoints = c.cdps
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.signer)
 	if err != nil {
 		return nil, nil, ca.Permanentf("sign certificate for %s: %w", key, err)
@@ -537,6 +645,18 @@ func (c *Connector) Ping(ctx context.Context) error {
 		return ca.Permanentf("local CA: certificate %q expired at %s", c.cert.Subject, c.cert.NotAfter.Format(time.RFC3339))
 	case now.Before(c.cert.NotBefore):
 		return ca.Permanentf("local CA: certificate %q is not valid before %s", c.cert.Subject, c.cert.NotBefore.Format(time.RFC3339))
+	}
+	if c.crl != nil {
+		rl, err := c.crl.load()
+		switch {
+		case err != nil:
+			return ca.Retryable(fmt.Errorf("local CA: %w", err), 0)
+		case rl == nil:
+			return ca.Retryable(fmt.Errorf("local CA: CRL %s is not published", c.crl.path), 0)
+		case !now.Before(rl.NextUpdate):
+			return ca.Retryable(fmt.Errorf("local CA: CRL %s expired at %s (it is not being signed again: see the log)",
+				c.crl.path, rl.NextUpdate.Format(time.RFC3339)), 0)
+		}
 	}
 	return nil
 }

@@ -139,6 +139,7 @@ func newFixture(t testing.TB, spec caSpec, extra ca.Settings) *fixture {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { _ = conn.Close() })
 	return &fixture{dir: dir, cert: cert, conn: conn}
 }
 
@@ -150,30 +151,46 @@ func pool(certs ...*x509.Certificate) *x509.CertPool {
 	return p
 }
 
+// conformanceTarget is a connection for the suite: its CRL, read from the file as a relying
+// party would, tells the suite what it revoked.
+func conformanceTarget(t testing.TB, conn *Connector, roots *x509.CertPool, crlPath string) *catest.Target {
+	t.Cleanup(func() { _ = conn.Close() })
+	return &catest.Target{
+		Connector: conn,
+		Roots:     roots,
+		Revocation: &catest.Revocation{Status: func(t testing.TB, cert *x509.Certificate) (bool, ca.Reason) {
+			return crlStatus(t, crlPath, conn.Certificate(), cert.SerialNumber)
+		}},
+	}
+}
+
 func TestConformance(t *testing.T) {
 	t.Run("CreateCA ecdsa root", func(t *testing.T) {
-		catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
+		catest.RunTarget(t, func(t *testing.T) *catest.Target {
 			dir := t.TempDir()
 			certPath, keyPath, err := CreateCA(dir, "ecdsa", "", 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			conn, err := ca.New(Type, ca.Settings{"certificateFile": filepath.Base(certPath), "keyFile": keyPath},
+			conn, err := ca.New(Type, ca.Settings{"certificateFile": filepath.Base(certPath), "keyFile": keyPath, "crlFile": "ca.crl"},
 				ca.Env{Name: "builtin", BaseDir: dir})
 			if err != nil {
 				t.Fatal(err)
 			}
-			return conn, pool(conn.(*Connector).Certificate())
+			return conformanceTarget(t, conn.(*Connector), pool(conn.(*Connector).Certificate()), filepath.Join(dir, "ca.crl"))
 		})
 	})
-	t.Run("RSA root", func(t *testing.T) {
+	t.Run("RSA root, ledger, PEM CRL", func(t *testing.T) {
 		key, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
 			t.Fatal(err)
 		}
-		catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
-			f := newFixture(t, caSpec{key: key}, nil)
-			return f.conn, pool(f.cert)
+		catest.RunTarget(t, func(t *testing.T) *catest.Target {
+			crlDir := t.TempDir()
+			f := newFixture(t, caSpec{key: key}, ca.Settings{
+				"ledgerFile": filepath.Join(crlDir, "ledger.jsonl"), "crlFile": filepath.Join(crlDir, "ca.crl.pem"), "crlFormat": "pem",
+			})
+			return conformanceTarget(t, f.conn, pool(f.cert), filepath.Join(crlDir, "ca.crl.pem"))
 		})
 	})
 	t.Run("Ed25519 intermediate with chainFile", func(t *testing.T) {
@@ -183,13 +200,13 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
+		catest.RunTarget(t, func(t *testing.T) *catest.Target {
 			dir := t.TempDir()
 			inter := makeCert(t, caSpec{key: edKey, parent: root, parentKey: rootKey})
 			writePEM(t, filepath.Join(dir, "inter.crt"), certPEM(inter))
 			writePEM(t, filepath.Join(dir, "inter.key"), pkcs8PEM(t, edKey))
 			writePEM(t, filepath.Join(dir, "chain.pem"), certPEM(inter), certPEM(root))
-			conn, err := New(ca.Settings{"certificateFile": "inter.crt", "keyFile": "inter.key", "chainFile": "chain.pem"},
+			conn, err := New(ca.Settings{"certificateFile": "inter.crt", "keyFile": "inter.key", "chainFile": "chain.pem", "crlFile": "inter.crl"},
 				ca.Env{Name: "inter", BaseDir: dir})
 			if err != nil {
 				t.Fatal(err)
@@ -197,7 +214,7 @@ func TestConformance(t *testing.T) {
 			if len(conn.chain) != 2 || !conn.chain[0].Equal(inter) || !conn.chain[1].Equal(root) {
 				t.Fatalf("chain = %d certificates, want intermediate then root without duplicates", len(conn.chain))
 			}
-			return conn, pool(root)
+			return conformanceTarget(t, conn, pool(root), filepath.Join(dir, "inter.crl"))
 		})
 	})
 }

@@ -53,13 +53,15 @@ func (f fileChallenge) challenge(context.Context) (logging.Secret, error) {
 	return logging.Secret(pw), nil
 }
 
-// ndesChallenge fetches a one-time password from the NDES admin page (mscep_admin) with HTTP
-// basic authentication. NTLM and Kerberos, which IIS enables there by default, are not spoken:
-// the site needs Basic authentication (over https) for the adapter's service account.
+// ndesChallenge fetches a one-time password from the NDES admin page (mscep_admin) as the
+// adapter's service account: with HTTP Basic authentication, or with NTLM (Windows
+// authentication, which IIS enables there by default; its client is wrapped in an NTLM
+// negotiator). Kerberos is not spoken.
 type ndesChallenge struct {
 	url          string
 	username     string
 	passwordFile string
+	auth         string // AuthBasic or AuthNTLM
 	client       *http.Client
 }
 
@@ -90,9 +92,12 @@ func (n *ndesChallenge) challenge(ctx context.Context) (logging.Secret, error) {
 		return "", transportError(ctx, "fetching the NDES challenge password", where, err)
 	}
 	switch {
+	case resp.StatusCode == http.StatusUnauthorized && n.auth == AuthNTLM:
+		return "", ca.Permanentf("%s: the NDES admin page at %s refused the NTLM credentials of %q (HTTP 401, offers %s); check username (DOMAIN\\user or user@domain) and passwordFile, and that Windows authentication with NTLM is enabled on mscep_admin",
+			op, where, n.username, offered(resp))
 	case resp.StatusCode == http.StatusUnauthorized:
-		return "", ca.Permanentf("%s: the NDES admin page at %s refused the credentials of %q (HTTP 401); check username and passwordFile, and that Basic authentication is enabled on mscep_admin (NTLM/Kerberos-only sites are not supported)",
-			op, where, n.username)
+		return "", ca.Permanentf("%s: the NDES admin page at %s refused the credentials of %q (HTTP 401, offers %s); check username and passwordFile, and that Basic authentication is enabled on mscep_admin (for Windows authentication set dynamicChallenge.auth: ntlm)",
+			op, where, n.username, offered(resp))
 	case resp.StatusCode == http.StatusForbidden:
 		return "", ca.Permanentf("%s: the NDES admin page at %s denies %q (HTTP 403)", op, where, n.username)
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
@@ -112,6 +117,21 @@ func (n *ndesChallenge) challenge(ctx context.Context) (logging.Secret, error) {
 		return "", ca.Permanent(fmt.Errorf("%s from %s: %w", op, where, err))
 	}
 	return pw, nil
+}
+
+// offered names the authentication schemes a 401 offers (WWW-Authenticate), without their data.
+func offered(resp *http.Response) string {
+	var schemes []string
+	for _, h := range resp.Header.Values("WWW-Authenticate") {
+		scheme, _, _ := strings.Cut(strings.TrimSpace(h), " ")
+		if scheme != "" && !slices.Contains(schemes, scheme) {
+			schemes = append(schemes, scheme)
+		}
+	}
+	if len(schemes) == 0 {
+		return "no scheme"
+	}
+	return strings.Join(schemes, ", ")
 }
 
 // readLimited reads at most maxResponse bytes of a body.

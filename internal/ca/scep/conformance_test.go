@@ -31,9 +31,17 @@ func TestConformanceSCEPServer(t *testing.T) {
 // TestConformanceNDESStyle runs the suite against a responder shaped like NDES: separate signing
 // and encryption RA certificates under an issuing CA under a root.
 func TestConformanceNDESStyle(t *testing.T) {
-	catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
+	catest.RunTarget(t, func(t *testing.T) *catest.Target {
 		r, srv := ndesResponder(t, &responder{})
-		return newTestConnector(t, ca.Settings{"url": srv.URL + "/certsrv/mscep/mscep.dll"}), r.roots()
+		return &catest.Target{
+			Connector: newTestConnector(t, ca.Settings{"url": srv.URL + "/certsrv/mscep/mscep.dll"}),
+			Roots:     r.roots(),
+			// NDES with manager approval: PENDING, then CertPoll until issued.
+			Pending: &catest.PendingControl{
+				Hold:    func(testing.TB) { r.hold(true) },
+				Approve: func(testing.TB) { r.hold(false) },
+			},
+		}
 	})
 }
 

@@ -95,7 +95,7 @@ func newTestConnector(t testing.TB, settings ca.Settings) *Connector {
 
 // newRequest is catest.NewRequest with extra CSR attributes (a challenge password), signed by
 // the device key as the engine would have it signed.
-func newRequest(t testing.TB, key crypto.Signer, id string, attrs []ca.Attribute) *ca.Request {
+func newRequest(t testing.TB, key crypto.Signer, id string, attrs []csr.Attribute) *ca.Request {
 	t.Helper()
 	base := catest.NewRequest(t, key, id)
 	r := &csr.Request{

@@ -24,7 +24,7 @@ import (
 // CSRAttributes returns the challenge password attribute, fetched anew for every request (a
 // dynamic NDES password is good for one enrolment only). It is called before the device signs,
 // since the password must be inside the signed request.
-func (c *Connector) CSRAttributes(ctx context.Context, _ *ca.Request) ([]ca.Attribute, error) {
+func (c *Connector) CSRAttributes(ctx context.Context, _ *ca.Request) ([]csr.Attribute, error) {
 	if c.challenge == nil {
 		return nil, nil
 	}
@@ -40,7 +40,7 @@ func (c *Connector) CSRAttributes(ctx context.Context, _ *ca.Request) ([]ca.Attr
 		// csr's messages never quote the password.
 		return nil, ca.Permanent(err)
 	}
-	return []ca.Attribute{attr}, nil
+	return []csr.Attribute{attr}, nil
 }
 
 // Ping asks the server for its capabilities and certificates, and checks the fingerprint pin and

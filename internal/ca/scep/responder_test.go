@@ -43,6 +43,7 @@ type responder struct {
 	arrivedOnce  sync.Once
 
 	mu       sync.Mutex
+	holding  bool // every request is PENDING until released, as an NDES manager-approval queue
 	csrs     map[string]*x509.CertificateRequest
 	pending  map[string]int
 	methods  []string
@@ -67,6 +68,13 @@ func newResponder(t testing.TB, r *responder) (*responder, *httptest.Server) {
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
 	return r, srv
+}
+
+// hold makes every request PENDING until hold(false).
+func (r *responder) hold(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.holding = on
 }
 
 // ndesResponder mimics NDES: a root, an issuing CA, and separate signing and encryption RA
@@ -232,6 +240,9 @@ func (r *responder) pkiOperation(w http.ResponseWriter, req *http.Request) {
 		left := r.pending[msg.TransactionID]
 		if left > 0 {
 			r.pending[msg.TransactionID] = left - 1
+		}
+		if r.holding {
+			left = max(left, 1)
 		}
 		r.mu.Unlock()
 		switch {

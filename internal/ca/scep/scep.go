@@ -14,7 +14,8 @@
 //	challenge          static challenge password, or
 //	challengeFile      file holding it (read for every request, so it can rotate), or
 //	dynamicChallenge   NDES admin page fetched once per request:
-//	                   {url, username, passwordFile, tls (default: the tls block above),
+//	                   {url, username, passwordFile, auth (basic, the default, or ntlm:
+//	                   Windows authentication, IIS's default), tls (default: the tls block above),
 //	                   insecureAllowCleartext (accept a plain-http url on a host that is not
 //	                   loopback, which sends the account's password in clear; refused otherwise)}
 //	signerKeyFile      adapter-owned RSA key (PEM); created with mode 0600 when absent
@@ -40,6 +41,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/Azure/go-ntlmssp"
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
@@ -92,11 +94,21 @@ type settings struct {
 	dynamicCleartext *cleartext.Exposure
 }
 
+// Values of dynamicChallenge.auth.
+const (
+	// AuthBasic sends the account's credentials with HTTP Basic authentication.
+	AuthBasic = "basic"
+	// AuthNTLM authenticates with an NTLMv2 handshake (IIS's Windows authentication); the
+	// password never travels, not even encoded.
+	AuthNTLM = "ntlm"
+)
+
 // dynamicSettings is the dynamicChallenge block: where NDES hands out one-time passwords.
 type dynamicSettings struct {
 	URL          string         `mapstructure:"url"`
 	Username     string         `mapstructure:"username"`
 	PasswordFile string         `mapstructure:"passwordFile"`
+	Auth         string         `mapstructure:"auth"` // AuthBasic (default) or AuthNTLM
 	TLS          *catls.Options `mapstructure:"tls"`
 	// InsecureAllowCleartext accepts a plain-http URL on a host that is not loopback.
 	InsecureAllowCleartext bool `mapstructure:"insecureAllowCleartext"`
@@ -157,6 +169,13 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 		}
 		if d.PasswordFile == "" {
 			errs = append(errs, ca.SettingErrorf("dynamicChallenge.passwordFile", "required"))
+		}
+		switch d.Auth {
+		case "":
+			d.Auth = AuthBasic
+		case AuthBasic, AuthNTLM:
+		default:
+			errs = append(errs, ca.SettingErrorf("dynamicChallenge.auth", "%q: want %s or %s (Windows authentication)", d.Auth, AuthBasic, AuthNTLM))
 		}
 	}
 	if n > 1 {
@@ -304,10 +323,16 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		}
 		// Never follow a redirect with the credentials to another host; NDES does not redirect.
 		adminClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		if d.Auth == AuthNTLM {
+			// The negotiator turns the request's basic credentials into an NTLMv2 handshake on
+			// one kept-alive connection, and never sends them as Basic.
+			adminClient.Transport = ntlmssp.Negotiator{RoundTripper: adminClient.Transport}
+		}
 		c.challenge = &ndesChallenge{
 			url:          d.URL,
 			username:     d.Username,
 			passwordFile: env.Path(d.PasswordFile),
+			auth:         d.Auth,
 			client:       adminClient,
 		}
 	}

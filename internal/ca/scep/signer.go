@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Signer key and certificate parameters. The certificate only identifies the adapter to the SCEP
@@ -45,7 +46,7 @@ func loadOrCreateSigner(keyPath, certPath, name string, log *zap.Logger) (*rsa.P
 		if err != nil {
 			return nil, nil, ca.SettingErrorf("signerKeyFile", "%w", err)
 		}
-		created, err := createFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		created, err := createFile(keyPath, pemutil.EncodePrivateKey(der), 0o600)
 		if err != nil {
 			return nil, nil, ca.SettingErrorf("signerKeyFile", "%q: %w", keyPath, err)
 		}
@@ -70,7 +71,7 @@ func loadOrCreateSigner(keyPath, certPath, name string, log *zap.Logger) (*rsa.P
 		if err != nil {
 			return nil, nil, ca.SettingErrorf("signerCertFile", "%w", err)
 		}
-		created, err := createFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+		created, err := createFile(certPath, pemutil.EncodeCertificateDER(der), 0o644)
 		if err != nil {
 			return nil, nil, ca.SettingErrorf("signerCertFile", "%q: %w", certPath, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -92,6 +93,9 @@ func (c *Connector) bootstrap(ctx context.Context) (_ *session, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.x5c != nil {
+		return c.x5cSession(s)
+	}
 	priv, err := c.privateKey(jwk)
 	if err != nil {
 		return nil, err
@@ -111,6 +115,30 @@ func (c *Connector) bootstrap(ctx context.Context) (_ *session, err error) {
 	c.log.Info("step-ca connection ready",
 		zap.String("connector", c.name), zap.String("url", c.base.String()),
 		zap.String("provisioner", c.provisioner), zap.String("kid", s.kid), zap.String("alg", string(alg)))
+	return s, nil
+}
+
+// x5cSession completes s for an X5C provisioner: tokens are signed with the key of x5cCertFile
+// and carry its chain in the x5c header, which step-ca verifies against the provisioner's roots.
+func (c *Connector) x5cSession(s *session) (*session, error) {
+	key := jose.JSONWebKey{Key: c.x5c.PrivateKey}
+	alg, err := signatureAlgorithm(&key)
+	if err != nil {
+		return nil, ca.Permanentf("x5cKeyFile: %w", err)
+	}
+	chain := make([]string, len(c.x5c.Certificate))
+	for i, der := range c.x5c.Certificate {
+		chain[i] = base64.StdEncoding.EncodeToString(der)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: c.x5c.PrivateKey},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("x5c", chain))
+	if err != nil {
+		return nil, ca.Permanentf("provisioner %q: signer: %w", c.provisioner, err)
+	}
+	s.signer = signer
+	c.log.Info("step-ca connection ready",
+		zap.String("connector", c.name), zap.String("url", c.base.String()), zap.String("provisioner", c.provisioner),
+		zap.String("x5c_subject", c.x5c.Leaf.Subject.String()), zap.Time("x5c_not_after", c.x5c.Leaf.NotAfter), zap.String("alg", string(alg)))
 	return s, nil
 }
 
@@ -207,8 +235,13 @@ func (c *Connector) findProvisioner(ctx context.Context, client *http.Client) (*
 				names = append(names, p.Name)
 				continue
 			}
-			if !strings.EqualFold(p.Type, "JWK") {
-				return nil, ca.Permanentf("step-ca provisioner %q is of type %s; the adapter needs a JWK provisioner", c.provisioner, p.Type)
+			switch {
+			case c.x5c != nil && strings.EqualFold(p.Type, "X5C"):
+				return &jwkProvisioner{}, nil // its trust is its roots, which step-ca keeps
+			case c.x5c != nil:
+				return nil, ca.Permanentf("step-ca provisioner %q is of type %s; x5cCertFile needs an X5C provisioner", c.provisioner, p.Type)
+			case !strings.EqualFold(p.Type, "JWK"):
+				return nil, ca.Permanentf("step-ca provisioner %q is of type %s; the adapter needs a JWK provisioner (or an X5C one with x5cCertFile)", c.provisioner, p.Type)
 			}
 			var pub jose.JSONWebKey
 			if err := json.Unmarshal(p.Key, &pub); err != nil {

@@ -1,24 +1,22 @@
 package stepca
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
+	"io"
+	"math/big"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -42,8 +40,10 @@ const (
 	// restrictedProvisioner signs only names under allowedSuffix: its x509 template fails for
 	// any other SAN, the way a CA operator restricts a provisioner.
 	restrictedProvisioner = "restricted"
-	allowedSuffix         = ".allowed.example.com"
-	caPassword            = "correct horse battery staple"
+	// x5cProvisioner is an X5C provisioner: tokens signed by a certificate under x5cRoot.
+	x5cProvisioner = "x5c-devices"
+	allowedSuffix  = ".allowed.example.com"
+	caPassword     = "correct horse battery staple"
 )
 
 // restrictedTemplate is the x509 template of the restricted provisioner.
@@ -55,27 +55,16 @@ const restrictedTemplate = `{{- range .SANs }}{{ if not (hasSuffix "` + allowedS
 	"extKeyUsage": ["clientAuth"]
 }`
 
-// stepCA is a running step-ca.
+// stepCA is a running step-ca with the provisioners these tests use.
 type stepCA struct {
-	URL          string
-	Addr         string
-	Fingerprint  string
-	Root         *x509.Certificate
-	Roots        *x509.CertPool
-	Intermediate *x509.Certificate // step-ca's issuing CA, below Root
-	// Anchors trusts root and intermediate, for checks of a lone uploaded leaf (the adapter
-	// uploads no chain); use Roots with Intermediate to prove the whole path.
-	Anchors      *x509.CertPool
-	Dir          string // STEPPATH
-	PasswordFile string
-	KeyFile      string // private JWK of keyFileProvisioner
+	*testservers.StepCA
+	KeyFile string // private JWK of keyFileProvisioner
+	// X5C credentials: under the X5C provisioner's root, and under a root it does not trust.
+	X5CCertFile, X5CKeyFile     string
+	ShortCertFile, ShortKeyFile string // under the provisioner's root, valid for two hours
+	ForeignCertFile, ForeignKey string
 
-	bins bins
-	dir  string // temp dir holding everything
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *lockedBuffer
+	dir string // temp dir holding everything
 }
 
 type bins struct{ stepCA, step string }
@@ -84,28 +73,6 @@ type bins struct{ stepCA, step string }
 type caOptions struct {
 	// policy is the authority-wide x509 name policy ("allow"/"deny" blocks), nil for none.
 	policy map[string]any
-}
-
-// lockedBuffer collects a server's output for failure messages.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	if len(s) > 4000 {
-		s = "…" + s[len(s)-4000:]
-	}
-	return s
 }
 
 func binaries(t testing.TB) bins {
@@ -171,65 +138,18 @@ func newCA(t testing.TB, o caOptions) *stepCA {
 
 // initCA runs `step ca init` in a fresh STEPPATH and adds the test's provisioners to ca.json.
 func initCA(b bins, dir, addr string, o caOptions) (*stepCA, error) {
-	s := &stepCA{
-		URL: "https://" + addr, Addr: addr, Dir: filepath.Join(dir, "step"),
-		PasswordFile: filepath.Join(dir, "password"), KeyFile: filepath.Join(dir, "keyfile.jwk"),
-		bins: b, dir: dir, log: &lockedBuffer{},
-	}
-	// A trailing newline, as an editor leaves it: the connector must ignore it as step does.
-	if err := os.WriteFile(s.PasswordFile, []byte(caPassword+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(b.step, "ca", "init", "--deployment-type", "standalone", "--name", "certprov test CA",
-		"--dns", "127.0.0.1", "--address", addr, "--provisioner", adminProvisioner,
-		"--password-file", s.PasswordFile, "--provisioner-password-file", s.PasswordFile)
-	cmd.Env = append(os.Environ(), "STEPPATH="+s.Dir, "HOME="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("step ca init: %w\n%s", err, out)
-	}
+	s := &stepCA{KeyFile: filepath.Join(dir, "keyfile.jwk"), dir: dir}
 	var err error
-	if s.Root, err = readCert(filepath.Join(s.Dir, "certs", "root_ca.crt")); err != nil {
+	s.StepCA, err = testservers.InitStepCA(b.stepCA, b.step, dir, addr, adminProvisioner, caPassword,
+		func(_ *testservers.StepCA, cfg map[string]any) error { return s.editConfig(cfg, o) })
+	if err != nil {
 		return nil, err
-	}
-	if s.Intermediate, err = readCert(filepath.Join(s.Dir, "certs", "intermediate_ca.crt")); err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(s.Root.Raw)
-	s.Fingerprint = hex.EncodeToString(sum[:])
-	s.Roots = x509.NewCertPool()
-	s.Roots.AddCert(s.Root)
-	s.Anchors = x509.NewCertPool()
-	s.Anchors.AddCert(s.Root)
-	s.Anchors.AddCert(s.Intermediate)
-	if err := s.editConfig(o); err != nil {
-		return nil, fmt.Errorf("edit ca.json: %w", err)
 	}
 	return s, nil
 }
 
-func readCert(path string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM", path)
-	}
-	return x509.ParseCertificate(block.Bytes)
-}
-
-// editConfig adds the keyfile and restricted provisioners and the options to ca.json.
-func (s *stepCA) editConfig(o caOptions) error {
-	path := filepath.Join(s.Dir, "config", "ca.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return err
-	}
+// editConfig adds the keyfile, restricted and X5C provisioners, a CRL and the options to ca.json.
+func (s *stepCA) editConfig(cfg map[string]any, o caOptions) error {
 	auth, ok := cfg["authority"].(map[string]any)
 	if !ok {
 		return errors.New("no authority block")
@@ -250,15 +170,80 @@ func (s *stepCA) editConfig(o caOptions) error {
 	if err != nil {
 		return err
 	}
-	auth["provisioners"] = append(provs, kf, rp)
-	if o.policy != nil {
-		auth["policy"] = map[string]any{"x509": o.policy}
-	}
-	out, err := json.MarshalIndent(cfg, "", "\t")
+	x5cRoot, err := s.writeX5C()
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, out, 0o600)
+	x5c := map[string]any{"type": "X5C", "name": x5cProvisioner, "roots": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x5cRoot.Raw})}
+	auth["provisioners"] = append(provs, kf, rp, x5c)
+	if o.policy != nil {
+		auth["policy"] = map[string]any{"x509": o.policy}
+	}
+	// A CRL at /1.0/crl, signed again on every revocation: where the tests see what was revoked.
+	cfg["crl"] = map[string]any{"enabled": true, "generateOnRevoke": true}
+	return nil
+}
+
+// writeX5C makes the X5C provisioner's root and writes two credentials: one under that root, one
+// under a root of its own (which step-ca must refuse). It returns the provisioner's root.
+func (s *stepCA) writeX5C() (*x509.Certificate, error) {
+	s.X5CCertFile, s.X5CKeyFile = filepath.Join(s.dir, "x5c.crt"), filepath.Join(s.dir, "x5c.key")
+	s.ShortCertFile, s.ShortKeyFile = filepath.Join(s.dir, "short.crt"), filepath.Join(s.dir, "short.key")
+	s.ForeignCertFile, s.ForeignKey = filepath.Join(s.dir, "foreign.crt"), filepath.Join(s.dir, "foreign.key")
+	var (
+		root    *x509.Certificate
+		rootKey *ecdsa.PrivateKey
+	)
+	for i, files := range [][2]string{{s.X5CCertFile, s.X5CKeyFile}, {s.ShortCertFile, s.ShortKeyFile}, {s.ForeignCertFile, s.ForeignKey}} {
+		now := time.Now()
+		if i == 1 { // the short credential: the same root, two hours
+			if err := writeX5CLeaf(files, root, rootKey, now, 2*time.Hour); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		key0, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		rootTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "adapter X5C root"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign}
+		rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, key0.Public(), key0)
+		if err != nil {
+			return nil, err
+		}
+		r, _ := x509.ParseCertificate(rootDER)
+		if root == nil {
+			root, rootKey = r, key0
+		}
+		if err := writeX5CLeaf(files, r, key0, now, 47*time.Hour); err != nil {
+			return nil, err
+		}
+	}
+	return root, nil
+}
+
+// writeX5CLeaf writes a clientAuth credential issued by root, valid for lifetime from now.
+func writeX5CLeaf(files [2]string, root *x509.Certificate, rootKey *ecdsa.PrivateKey, now time.Time, lifetime time.Duration) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()),
+		Subject: pkix.Name{CommonName: "certprov-adapter"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(lifetime),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, root, key.Public(), rootKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(files[0], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(files[1], pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
 
 // makeProvisioner makes a JWK provisioner entry as step would: a P-256 key whose kid is its
@@ -300,54 +285,39 @@ func makeProvisioner(name string, options map[string]any) (map[string]any, *jose
 	return entry, priv, nil
 }
 
-// start runs step-ca and waits until it answers /health.
-func (s *stepCA) start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cmd := exec.Command(s.bins.stepCA, filepath.Join(s.Dir, "config", "ca.json"), "--password-file", s.PasswordFile)
-	cmd.Env = append(os.Environ(), "STEPPATH="+s.Dir, "HOME="+s.dir)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start step-ca: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	s.cmd, s.done = cmd, done
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+func (s *stepCA) start() error { return s.Start() }
+func (s *stepCA) stop()        { s.Stop() }
+
+// crlStatus fetches the CA's CRL, as a relying party would, checks it is signed by the issuing
+// CA, and says whether serial is on it and why.
+func (s *stepCA) crlStatus(t testing.TB, serial *big.Int) (bool, ca.Reason) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: s.Roots, MinVersion: tls.VersionTLS12},
 	}}
 	defer client.CloseIdleConnections()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		select {
-		case <-done:
-			return fmt.Errorf("step-ca exited during startup:\n%s", s.log)
-		default:
-		}
-		resp, err := client.Get(s.URL + "/health")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("step-ca did not answer /health at %s (last error %v):\n%s", s.URL, err, s.log)
-		}
-		time.Sleep(50 * time.Millisecond)
+	resp, err := client.Get(s.URL + "/1.0/crl")
+	if err != nil {
+		t.Fatalf("GET /1.0/crl: %v", err)
 	}
-}
-
-// stop kills step-ca and waits for it; stopping a stopped CA does nothing.
-func (s *stepCA) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /1.0/crl: HTTP %d %s %v", resp.StatusCode, b, err)
 	}
-	_ = s.cmd.Process.Kill()
-	<-s.done
-	s.cmd = nil
+	rl, err := x509.ParseRevocationList(b)
+	if err != nil {
+		t.Fatalf("step-ca CRL: %v", err)
+	}
+	if err := rl.CheckSignatureFrom(s.Intermediate); err != nil {
+		t.Fatalf("step-ca CRL not signed by the intermediate: %v", err)
+	}
+	for _, e := range rl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return true, ca.Reason(e.ReasonCode)
+		}
+	}
+	return false, 0
 }
 
 // settings are the connector settings for provisioner p of this CA, with a password file.

@@ -10,9 +10,11 @@
 //
 //	url                      https://host:port of the CA
 //	rootFingerprint          SHA-256 of the root certificate, hex (step certificate fingerprint)
-//	provisioner              name of the JWK provisioner the adapter uses
+//	provisioner              name of the JWK (or X5C) provisioner the adapter uses
 //	provisionerPasswordFile  file with the password of the provisioner's encrypted key, or
-//	provisionerKeyFile       file with the provisioner's private JWK, already decrypted
+//	provisionerKeyFile       file with the provisioner's private JWK, already decrypted, or
+//	x5cCertFile, x5cKeyFile  for an X5C provisioner: a certificate (and its intermediates) that
+//	                         chains to the provisioner's roots, and its PEM key
 //	tls                      caFile (instead of rootFingerprint), certFile/keyFile, serverName
 //
 // Nothing is fetched at construction, so the adapter starts while the CA is down. The first
@@ -36,6 +38,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -46,6 +49,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catls"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
@@ -68,6 +72,8 @@ type settings struct {
 	Provisioner             string        `mapstructure:"provisioner"`
 	ProvisionerPasswordFile string        `mapstructure:"provisionerPasswordFile"`
 	ProvisionerKeyFile      string        `mapstructure:"provisionerKeyFile"`
+	X5CCertFile             string        `mapstructure:"x5cCertFile"`
+	X5CKeyFile              string        `mapstructure:"x5cKeyFile"`
 	TLS                     catls.Options `mapstructure:"tls"`
 }
 
@@ -77,11 +83,13 @@ type Connector struct {
 	name        string
 	log         *zap.Logger
 	base        *url.URL // scheme and host of the CA, no path
-	audience    string   // the token's aud: https://HOST:PORT/1.0/sign
+	audience    string   // the sign token's aud: https://HOST:PORT/1.0/sign
+	revokeAud   string   // the revoke token's aud: https://HOST:PORT/1.0/revoke
 	fingerprint string   // lower-case hex SHA-256 of the root; "" when only tls.caFile is set
 	provisioner string
 	password    logging.Secret   // from provisionerPasswordFile; empty with provisionerKeyFile
 	fileKey     *jose.JSONWebKey // from provisionerKeyFile; nil with provisionerPasswordFile
+	x5c         *tls.Certificate // from x5cCertFile and x5cKeyFile: an X5C provisioner's credential
 	tlsConfig   *tls.Config      // from the tls block; the pinned root is added at bootstrap
 	now         func() time.Time
 
@@ -93,6 +101,7 @@ type Connector struct {
 var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
+	_ ca.Revoker   = (*Connector)(nil)
 
 	_ ca.CertificateHolder = (*Connector)(nil)
 )
@@ -117,6 +126,7 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 		bootLock:    make(chan struct{}, 1),
 	}
 	c.base, c.audience, _ = parseURL(s.URL, s.TLS.ServerName) // checked by decodeSettings
+	c.revokeAud = strings.TrimSuffix(c.audience, "/sign") + "/revoke"
 	if s.RootFingerprint != "" {
 		c.fingerprint, _ = normalizeFingerprint(s.RootFingerprint)
 	}
@@ -134,6 +144,18 @@ func New(raw ca.Settings, env ca.Env) (*Connector, error) {
 			errs = append(errs, ca.SettingErrorf("provisionerKeyFile", "%q: %w", s.ProvisionerKeyFile, err))
 		}
 		c.fileKey = key
+	case s.X5CCertFile != "":
+		cred, err := readX5C(env.Path(s.X5CCertFile), env.Path(s.X5CKeyFile))
+		if err != nil {
+			errs = append(errs, ca.SettingErrorf("x5cCertFile", "%q with x5cKeyFile %q: %w", s.X5CCertFile, s.X5CKeyFile, err))
+		}
+		c.x5c = cred
+		// step-ca finds an X5C provisioner by the audience's fragment, "x5c/<name>".
+		for _, aud := range []*string{&c.audience, &c.revokeAud} {
+			u, _ := url.Parse(*aud)
+			u.Fragment = "x5c/" + s.Provisioner
+			*aud = u.String()
+		}
 	}
 	cfg, err := s.TLS.Config(env)
 	if err != nil {
@@ -170,13 +192,22 @@ func decodeSettings(raw ca.Settings) (*settings, error) {
 		errs = append(errs, ca.SettingErrorf("rootFingerprint", "required unless tls.caFile names the CA's root (get it with: step certificate fingerprint root_ca.crt)"))
 	}
 	if s.Provisioner == "" {
-		errs = append(errs, ca.SettingErrorf("provisioner", "required (the name of a JWK provisioner on the CA)"))
+		errs = append(errs, ca.SettingErrorf("provisioner", "required (the name of a JWK or X5C provisioner on the CA)"))
+	}
+	if (s.X5CCertFile == "") != (s.X5CKeyFile == "") {
+		errs = append(errs, ca.SettingErrorf("x5cCertFile", "x5cCertFile and x5cKeyFile: set both or neither"))
+	}
+	sources := 0
+	for _, f := range []string{s.ProvisionerPasswordFile, s.ProvisionerKeyFile, s.X5CCertFile + s.X5CKeyFile} {
+		if f != "" {
+			sources++
+		}
 	}
 	switch {
-	case s.ProvisionerPasswordFile != "" && s.ProvisionerKeyFile != "":
-		errs = append(errs, ca.SettingErrorf("provisionerPasswordFile", "provisionerPasswordFile and provisionerKeyFile: set only one"))
-	case s.ProvisionerPasswordFile == "" && s.ProvisionerKeyFile == "":
-		errs = append(errs, ca.SettingErrorf("provisionerPasswordFile", "provisionerPasswordFile or provisionerKeyFile: one is required (the provisioner's key password, or its decrypted JWK)"))
+	case sources > 1:
+		errs = append(errs, ca.SettingErrorf("provisionerPasswordFile", "provisionerPasswordFile, provisionerKeyFile and x5cCertFile/x5cKeyFile: set only one"))
+	case sources == 0:
+		errs = append(errs, ca.SettingErrorf("provisionerPasswordFile", "provisionerPasswordFile, provisionerKeyFile or x5cCertFile/x5cKeyFile: one is required (a JWK provisioner's key password or decrypted JWK, or an X5C provisioner's certificate and key)"))
 	}
 	errs = append(errs, s.TLS.Check())
 	if err := errors.Join(errs...); err != nil {
@@ -244,6 +275,24 @@ func readPassword(path string) ([]byte, error) {
 	return b, nil
 }
 
+// readX5C reads an X5C provisioner credential: a PEM certificate (then its intermediates) and
+// its PEM key, which must match. step-ca accepts only a certificate for clientAuth with
+// digitalSignature, so any other is refused here, at startup.
+func readX5C(certPath, keyPath string) (*tls.Certificate, error) {
+	cred, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, err
+	}
+	leaf := cred.Leaf
+	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return nil, fmt.Errorf("certificate %q lacks keyUsage digitalSignature, which step-ca requires of an X5C token signer", leaf.Subject)
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		return nil, fmt.Errorf("certificate %q lacks extKeyUsage clientAuth, which step-ca requires of an X5C token signer", leaf.Subject)
+	}
+	return &cred, nil
+}
+
 // readJWK reads a private JWK (JSON) from a file.
 func readJWK(path string) (*jose.JSONWebKey, error) {
 	b, err := os.ReadFile(path)
@@ -286,18 +335,28 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate for %s: %w", req.Key, err)
 	}
-	ott, err := s.token(c, subject, sans)
+	ott, err := s.token(c, c.audience, subject, sans)
 	if err != nil {
 		return nil, ca.Permanentf("sign certificate for %s: %w", req.Key, err)
 	}
 	body := signRequest{
-		CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})),
+		CSR: string(pemutil.EncodeCSR(csr.Raw)),
 		OTT: ott,
 	}
-	if req.Validity > 0 {
+	validity := req.Validity
+	if c.x5c != nil && validity > 0 {
+		// step-ca refuses a certificate that outlives the X5C credential that asked for it.
+		if left := c.x5c.Leaf.NotAfter.Sub(c.now()) - time.Minute; validity > left && left > 0 {
+			c.log.Warn("step-ca: certificate lifetime shortened to what is left of the X5C credential; renew x5cCertFile",
+				zap.String("connector", c.name), zap.String("key", req.Key), zap.Duration("requested", validity),
+				zap.Duration("granted", left.Truncate(time.Second)), zap.Time("x5c_not_after", c.x5c.Leaf.NotAfter))
+			validity = left.Truncate(time.Second)
+		}
+	}
+	if validity > 0 {
 		// A duration rather than a time: step-ca adds it to its own clock, so neither clock skew
 		// nor latency can push a lifetime equal to the provisioner's maximum over it.
-		body.NotAfter = req.Validity.String()
+		body.NotAfter = validity.String()
 	}
 	var resp signResponse
 	if err := c.call(ctx, s, http.MethodPost, "/1.0/sign", body, &resp, ott); err != nil {
@@ -432,7 +491,8 @@ func (c *Connector) call(ctx context.Context, s *session, method, path string, i
 	if in != nil {
 		hreq.Header.Set("Content-Type", "application/json")
 	}
-	// Only /1.0/sign makes the CA issue; the other calls are safe to repeat.
+	// Only /1.0/sign makes the CA issue; the other calls are safe to repeat (a revocation
+	// repeated is answered "already revoked", which Revoke takes as done).
 	return do(s.client, hreq, method+" "+path, out, secret, path != "/1.0/sign")
 }
 

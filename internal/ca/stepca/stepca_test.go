@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -29,8 +30,18 @@ import (
 
 func TestConformance(t *testing.T) {
 	s := sharedCA(t)
-	catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
-		return s.connector(t, adminProvisioner), s.Roots
+	catest.RunTarget(t, func(t *testing.T) *catest.Target {
+		return &catest.Target{
+			Connector: s.connector(t, adminProvisioner),
+			Roots:     s.Roots,
+			Revocation: &catest.Revocation{
+				Status: func(t testing.TB, cert *x509.Certificate) (bool, ca.Reason) {
+					return s.crlStatus(t, cert.SerialNumber)
+				},
+				// step-ca records a revocation of any serial; only a certificate given can be checked.
+				UnknownSerialAccepted: true,
+			},
+		}
 	})
 }
 
@@ -283,7 +294,7 @@ func TestTokensAreNeverReused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ott, err := sess.token(c, subject, sans)
+		ott, err := sess.token(c, c.audience, subject, sans)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -441,5 +452,132 @@ func TestCADown(t *testing.T) {
 	wantRetryable(t, err)
 	if strings.Contains(err.Error(), caPassword) {
 		t.Errorf("the password leaks into the error: %v", err)
+	}
+}
+
+// TestRevokeAgainstStepCA pins what Revoke relies on in step-ca's answers: a second revocation
+// is refused with "already revoked" (which Revoke takes as done), a revoke token for another
+// serial is refused permanently, and the revocation appears on step-ca's CRL with its reason.
+func TestRevokeAgainstStepCA(t *testing.T) {
+	s := sharedCA(t)
+	c := s.connector(t, adminProvisioner)
+	ctx := ctxTimeout(t, time.Minute)
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "REVOKEWORDING000000000000000001")
+	issued, err := c.Issue(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := issued.Leaf.SerialNumber
+	if err := c.Revoke(ctx, &ca.RevokeRequest{Serial: serial, Reason: ca.ReasonAffiliationChanged}); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if ok, reason := s.crlStatus(t, serial); !ok || reason != ca.ReasonAffiliationChanged {
+		t.Fatalf("CRL: revoked %v reason %v", ok, reason)
+	}
+	sess, err := c.session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(tokenSubject string) error {
+		ott, err := sess.token(c, c.revokeAud, tokenSubject, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{}
+		return c.call(ctx, sess, http.MethodPost, "/1.0/revoke",
+			revokeRequest{Serial: serial.String(), OTT: ott, ReasonCode: 1, Passive: true}, &out, ott)
+	}
+	err = post(serial.String())
+	var he *httpError
+	if !errors.As(err, &he) || he.code != http.StatusBadRequest || !strings.Contains(he.msg, "already revoked") {
+		t.Fatalf("second revocation: %v; want HTTP 400 saying already revoked", err)
+	}
+	wantPermanent(t, post("12345"), "HTTP 403", "do not match")
+	if err := c.Revoke(ctx, &ca.RevokeRequest{Serial: serial, Certificate: issued.Leaf, Reason: ca.ReasonKeyCompromise}); err != nil {
+		t.Fatalf("Revoke again: %v", err)
+	}
+	if _, reason := s.crlStatus(t, serial); reason != ca.ReasonAffiliationChanged {
+		t.Errorf("revoking again changed the reason to %v", reason)
+	}
+}
+
+// TestX5CProvisioner: with an X5C provisioner the connector signs its tokens with a certificate
+// under the provisioner's roots and passes the whole suite, revocation included; a certificate
+// under another root, or X5C credentials for a JWK provisioner, are refused permanently.
+func TestX5CProvisioner(t *testing.T) {
+	s := sharedCA(t)
+	x5cSettings := func(prov, cert, key string) ca.Settings {
+		return ca.Settings{"url": s.URL, "rootFingerprint": s.Fingerprint, "provisioner": prov, "x5cCertFile": cert, "x5cKeyFile": key}
+	}
+	catest.RunTarget(t, func(t *testing.T) *catest.Target {
+		c, err := New(x5cSettings(x5cProvisioner, s.X5CCertFile, s.X5CKeyFile), ca.Env{Name: "stepca-x5c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &catest.Target{
+			Connector: c,
+			Roots:     s.Roots,
+			Revocation: &catest.Revocation{
+				Status:                func(t testing.TB, cert *x509.Certificate) (bool, ca.Reason) { return s.crlStatus(t, cert.SerialNumber) },
+				UnknownSerialAccepted: true,
+			},
+		}
+	})
+
+	ctx := ctxTimeout(t, time.Minute)
+	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "X5CREFUSED0000000000000000000001")
+	for _, tc := range []struct {
+		name     string
+		settings ca.Settings
+		wants    []string
+	}{
+		{"certificate under another root", x5cSettings(x5cProvisioner, s.ForeignCertFile, s.ForeignKey),
+			[]string{"HTTP 401", "refused the provisioner token"}},
+		{"X5C credentials for a JWK provisioner", x5cSettings(adminProvisioner, s.X5CCertFile, s.X5CKeyFile),
+			[]string{`provisioner "adapter" is of type JWK; x5cCertFile needs an X5C provisioner`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(tc.settings, ca.Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			issued, err := c.Issue(ctx, req)
+			if issued != nil {
+				t.Error("a certificate came back with the error")
+			}
+			wantPermanent(t, err, tc.wants...)
+		})
+	}
+
+	// A credential that expires before the requested lifetime: the certificate ends with it
+	// (step-ca would refuse a longer one), and is issued.
+	short, err := New(x5cSettings(x5cProvisioner, s.ShortCertFile, s.ShortKeyFile), ca.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortReq := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "X5CSHORT00000000000000000000001")
+	issued, err := short.Issue(ctx, shortReq)
+	if err != nil {
+		t.Fatalf("Issue with a credential shorter than the lifetime: %v", err)
+	}
+	catest.CheckIssued(t, shortReq, issued, s.Roots)
+	if !issued.Leaf.NotAfter.Before(short.x5c.Leaf.NotAfter) || issued.Leaf.NotAfter.Before(short.x5c.Leaf.NotAfter.Add(-5*time.Minute)) {
+		t.Errorf("certificate notAfter %s, want just before the credential's %s", issued.Leaf.NotAfter, short.x5c.Leaf.NotAfter)
+	}
+
+	// Settings: one credential, both halves, and a certificate step-ca would refuse.
+	for _, tc := range []struct {
+		settings ca.Settings
+		want     string
+	}{
+		{ca.Settings{"url": s.URL, "rootFingerprint": s.Fingerprint, "provisioner": "p", "x5cCertFile": s.X5CCertFile}, "x5cCertFile and x5cKeyFile: set both"},
+		{ca.Settings{"url": s.URL, "rootFingerprint": s.Fingerprint, "provisioner": "p", "x5cCertFile": s.X5CCertFile, "x5cKeyFile": s.X5CKeyFile,
+			"provisionerPasswordFile": s.PasswordFile}, "set only one"},
+		{x5cSettings("p", s.X5CCertFile, s.ForeignKey), "private key does not match public key"},
+	} {
+		_, err := New(tc.settings, ca.Env{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%v) = %v, want %q", tc.settings, err, tc.want)
+		}
 	}
 }

@@ -63,7 +63,7 @@ func TestNewSettings(t *testing.T) {
 		{"bad fingerprint", func(s ca.Settings) { s["rootFingerprint"] = "abc" }, []string{`rootFingerprint: "abc"`, "64 hex digits"}},
 		{"no fingerprint, no caFile", func(s ca.Settings) { delete(s, "rootFingerprint") }, []string{"rootFingerprint: required unless tls.caFile"}},
 		{"no provisioner", func(s ca.Settings) { delete(s, "provisioner") }, []string{"provisioner: required"}},
-		{"no key material", func(s ca.Settings) { delete(s, "provisionerPasswordFile") }, []string{"provisionerPasswordFile or provisionerKeyFile: one is required"}},
+		{"no key material", func(s ca.Settings) { delete(s, "provisionerPasswordFile") }, []string{"provisionerPasswordFile, provisionerKeyFile or x5cCertFile/x5cKeyFile: one is required"}},
 		{"both", func(s ca.Settings) { s["provisionerKeyFile"] = "private.jwk" }, []string{"set only one"}},
 		{"missing password file", func(s ca.Settings) { s["provisionerPasswordFile"] = "nope" }, []string{`provisionerPasswordFile: "nope"`, "no such file"}},
 		{"empty password file", func(s ca.Settings) { s["provisionerPasswordFile"] = "empty" }, []string{`provisionerPasswordFile: "empty"`, "empty"}},

@@ -387,3 +387,76 @@ func hmacHex(key, msg string) string {
 	m.Write([]byte(msg))
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// TestRevokeAnswers pins how revoke answers are classified, and the request a service receives:
+// the documented keys only, the serial as lower-case hex, the reason by name and code.
+func TestRevokeAnswers(t *testing.T) {
+	issuer := newLocalCA(t, filepath.Join(t.TempDir(), "ca"), "ecdsa")
+	good, err := issuer.Issue(context.Background(), catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "REVOKEANSWERS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		code      int
+		body      string
+		wantClass ca.Class // ignored when wantOK
+		wantOK    bool
+		wantMsg   string
+	}{
+		{name: "revoked", code: 200, body: `{"status":"revoked"}`, wantOK: true},
+		{name: "not found", code: 404, body: `{"status":"notFound"}`, wantClass: ca.ClassPermanent, wantMsg: "the service issued no such certificate"},
+		{name: "bare 404 (a wrong URL)", code: 404, body: `not here`, wantClass: ca.ClassPermanent, wantMsg: "HTTP 404"},
+		{name: "revocation not supported", code: 400, body: `{"status":"error","message":"revoke not supported","retryable":false}`,
+			wantClass: ca.ClassPermanent, wantMsg: "revoke not supported"},
+		{name: "CA busy", code: 503, body: `{"status":"error","message":"CA database busy","retryable":true}`, wantClass: ca.ClassRetryable, wantMsg: "CA database busy"},
+		{name: "pending is not an answer to a revocation", code: 202, body: `{"status":"pending","ticket":"x"}`,
+			wantClass: ca.ClassRetryable, wantMsg: "not an answer to a revoke request"},
+		{name: "maintenance page", code: 200, body: `<html>maintenance</html>`, wantClass: ca.ClassRetryable, wantMsg: "not a JSON answer"},
+	}
+	c := newCannedServer(t)
+	conn := newConnector(t, ca.Settings{"url": c.srv.URL, "tls": map[string]any{"caFile": serverCAFile}}, c.dir, nil).(ca.Revoker)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan map[string]any, 1)
+			c.answer <- func(w http.ResponseWriter, r *http.Request) {
+				var body map[string]any
+				_ = json.NewDecoder(r.Body).Decode(&body)
+				body["X-Certprov-Request-Id"] = r.Header.Get("X-Certprov-Request-Id")
+				got <- body
+				w.WriteHeader(tc.code)
+				_, _ = io.WriteString(w, tc.body)
+			}
+			err := conn.Revoke(context.Background(), &ca.RevokeRequest{
+				Serial: good.Leaf.SerialNumber, Certificate: good.Leaf, Key: "customers/C0/certificateProvisioningProcesses/REVOKEANSWERS", Reason: ca.ReasonSuperseded,
+			})
+			body := <-got
+			want := map[string]any{
+				"apiVersion": "certprov.webhook/v1", "revoke": true, "serialNumber": good.Leaf.SerialNumber.Text(16),
+				"requestId": "customers/C0/certificateProvisioningProcesses/REVOKEANSWERS", "reason": "superseded", "reasonCode": float64(4),
+				"certificate":           certPEM(good.Leaf),
+				"X-Certprov-Request-Id": "customers/C0/certificateProvisioningProcesses/REVOKEANSWERS",
+			}
+			if len(body) != len(want) {
+				t.Errorf("request %v, want exactly the keys of %v", body, want)
+			}
+			for k, v := range want {
+				if body[k] != v {
+					t.Errorf("request %s = %v, want %v", k, body[k], v)
+				}
+			}
+			if tc.wantOK {
+				if err != nil {
+					t.Fatalf("Revoke: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Revoke succeeded")
+			}
+			if class, _ := ca.Classify(err); class != tc.wantClass || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Errorf("Revoke: %v (%v); want %v mentioning %q", err, class, tc.wantClass, tc.wantMsg)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/retryafter"
 )
 
@@ -53,7 +54,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	body := issueRequest{
 		APIVersion:      APIVersion,
 		RequestID:       req.Key,
-		CSR:             string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),
+		CSR:             string(pemutil.EncodeCSR(der)),
 		Profile:         req.ProfileName,
 		TemplateName:    req.TemplateName,
 		ValiditySeconds: int64(req.Validity / time.Second),

@@ -27,8 +27,9 @@ const (
 	StatusIssued   = "issued"
 	StatusPending  = "pending"
 	StatusError    = "error"
-	StatusNotFound = "notFound" // lookup only
+	StatusNotFound = "notFound" // lookup and revoke
 	StatusOK       = "ok"       // ping only
+	StatusRevoked  = "revoked"  // revoke only
 )
 
 // Limits on what a server may send back.
@@ -58,6 +59,18 @@ type lookupRequest struct {
 	APIVersion string `json:"apiVersion"`
 	RequestID  string `json:"requestId"`
 	Lookup     bool   `json:"lookup"`
+}
+
+// revokeRequest asks the server to revoke a certificate it issued (ca.Revoker). Every field is
+// always present; requestId and certificate are "" when the caller knows only the serial.
+type revokeRequest struct {
+	APIVersion   string `json:"apiVersion"`
+	Revoke       bool   `json:"revoke"`
+	SerialNumber string `json:"serialNumber"` // lower-case hex, no leading zeros
+	RequestID    string `json:"requestId"`
+	Certificate  string `json:"certificate"` // PEM
+	Reason       string `json:"reason"`      // RFC 5280 name, e.g. keyCompromise
+	ReasonCode   int    `json:"reasonCode"`  // RFC 5280 CRLReason
 }
 
 // pingRequest asks the server to check itself without issuing (ca.Pinger).

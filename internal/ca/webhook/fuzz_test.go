@@ -22,11 +22,12 @@ import (
 	"github.com/certprov/certprov-adapter/internal/logging"
 )
 
-// FuzzAnswer feeds arbitrary HTTP answers (status, Retry-After, Location, body) to the issue and
-// lookup interpretation. An issue answer is a certificate for the CSR's key, only from a 2xx
-// "issued" answer, or a classified error; a lookup answer is a certificate, nothing (notFound or
-// pending) or a classified error. Retry hints and tickets stay within the contract's bounds, and
-// no message carries a configured secret or a control character.
+// FuzzAnswer feeds arbitrary HTTP answers (status, Retry-After, Location, body) to the issue,
+// lookup and revoke interpretation. An issue answer is a certificate for the CSR's key, only
+// from a 2xx "issued" answer, or a classified error; a lookup answer is a certificate, nothing
+// (notFound or pending) or a classified error; a revoke answer is success only from a "revoked"
+// answer, else a classified error that is never pending. Retry hints and tickets stay within the
+// contract's bounds, and no message carries a configured secret or a control character.
 func FuzzAnswer(f *testing.F) {
 	dir := filepath.Join(f.TempDir(), "ca")
 	certPath, keyPath, err := local.CreateCA(dir, "ecdsa", "webhook fuzz CA", 48*time.Hour)
@@ -86,6 +87,9 @@ func FuzzAnswer(f *testing.F) {
 		{302, "", "https://ca.example.com/v2?key=hunter2", ""},
 		{200, "", "", `[1,2]`},
 		{200, "", "", `{"status":"pending","retryAfterSeconds":"soon"}`},
+		{200, "", "", `{"status":"revoked"}`},
+		{404, "", "", `{"status":"revoked"}`},
+		{400, "", "", `{"status":"error","message":"revoke not supported","retryable":false}`},
 	} {
 		f.Add(s.code, s.retryAfter, s.location, []byte(s.body))
 	}
@@ -116,6 +120,16 @@ func FuzzAnswer(f *testing.F) {
 			t.Fatalf("nothing found from HTTP %d %+v", code, r.body)
 		case found != nil && (found.Leaf == nil || r.body == nil || r.body.Status != StatusIssued):
 			t.Fatalf("lookup result %+v from %+v", found, r.body)
+		}
+		switch err := c.revokeAnswer(r, "7f3a"); {
+		case err == nil && (r.body == nil || r.body.Status != StatusRevoked || (code/100 != 2 && code != http.StatusNotFound)):
+			t.Fatalf("revoked from HTTP %d %+v", code, r.body)
+		case err != nil:
+			checkAnswerError(t, err, hmacSecret, headerValue)
+			var pending *ca.PendingError
+			if errors.As(err, &pending) {
+				t.Fatalf("a revocation answered pending: %v", err)
+			}
 		}
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -83,7 +84,16 @@ type webhookCA struct {
 	entries     map[string]*entry
 	authRefused int // requests refused for their signature, API key or headers
 	pings       int
-	problems    []string // contract violations by the client
+	problems    []string                 // contract violations by the client
+	holding     bool                     // answer every new issue request pending, as an approval queue does
+	revoked     map[string]srvRevocation // by lower-case hex serial
+}
+
+// srvRevocation is what the server recorded of a revocation.
+type srvRevocation struct {
+	reasonCode int
+	reason     string
+	requestID  string
 }
 
 // entry is one requestId in the idempotency table, with what the server saw of it.
@@ -131,7 +141,12 @@ var (
 	issueKeys  = []string{"apiVersion", "csr", "process", "profile", "requestId", "templateName", "validitySeconds"}
 	lookupKeys = []string{"apiVersion", "lookup", "requestId"}
 	pingKeys   = []string{"apiVersion", "ping"}
+	revokeKeys = []string{"apiVersion", "certificate", "reason", "reasonCode", "requestId", "revoke", "serialNumber"}
 )
+
+// reasonNames are RFC 5280's CRLReason names, as the contract sends them.
+var reasonNames = map[int]string{0: "unspecified", 1: "keyCompromise", 2: "cACompromise", 3: "affiliationChanged",
+	4: "superseded", 5: "cessationOfOperation", 6: "certificateHold", 9: "privilegeWithdrawn", 10: "aACompromise"}
 
 // newWebhookCA starts a server and writes, into its directory, everything a connector needs.
 func newWebhookCA(t *testing.T) *webhookCA {
@@ -140,7 +155,7 @@ func newWebhookCA(t *testing.T) *webhookCA {
 	issuing := newLocalCA(t, filepath.Join(dir, "issuing"), "ecdsa")
 	clientCA := newLocalCA(t, filepath.Join(dir, "client-ca"), "ecdsa")
 
-	s := &webhookCA{dir: dir, ca: issuing, roots: x509.NewCertPool(), closing: make(chan struct{}), entries: map[string]*entry{}}
+	s := &webhookCA{dir: dir, ca: issuing, roots: x509.NewCertPool(), closing: make(chan struct{}), entries: map[string]*entry{}, revoked: map[string]srvRevocation{}}
 	s.roots.AddCert(issuing.Certificate())
 
 	// A certificate from the same CA, for a key the device does not have.
@@ -326,6 +341,20 @@ func (s *webhookCA) serve(w http.ResponseWriter, r *http.Request) {
 		s.pings++
 		s.mu.Unlock()
 		reply(w, answer{http.StatusOK, map[string]any{"status": "ok"}})
+	case has(keys, "revoke"):
+		s.checkKeys(keys, revokeKeys, nil)
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		var req srvRevoke
+		if err := dec.Decode(&req); err != nil || !req.Revoke {
+			s.problem("revoke request %s: %v", body, err)
+			reply(w, refuse(http.StatusBadRequest, "bad revoke request", false))
+			return
+		}
+		if req.RequestID != "" {
+			s.checkRequestIDHeader(r, req.RequestID)
+		}
+		reply(w, s.revoke(req))
 	case has(keys, "lookup"):
 		s.checkKeys(keys, lookupKeys, nil)
 		var req struct {
@@ -416,6 +445,72 @@ func (s *webhookCA) checkRequestIDHeader(r *http.Request, id string) {
 	}
 }
 
+type srvRevoke struct {
+	APIVersion   string `json:"apiVersion"`
+	Revoke       bool   `json:"revoke"`
+	SerialNumber string `json:"serialNumber"`
+	RequestID    string `json:"requestId"`
+	Certificate  string `json:"certificate"`
+	Reason       string `json:"reason"`
+	ReasonCode   int    `json:"reasonCode"`
+}
+
+// revoke revokes a certificate the server issued, found by its serial; a certificate sent
+// along must be that one. A second revocation answers "revoked" and keeps the first reason.
+func (s *webhookCA) revoke(req srvRevoke) answer {
+	if name, ok := reasonNames[req.ReasonCode]; !ok || name != req.Reason {
+		s.problem("revoke %s: reason %q with reasonCode %d", req.SerialNumber, req.Reason, req.ReasonCode)
+		return refuse(http.StatusBadRequest, "reason and reasonCode disagree", false)
+	}
+	serial, ok := new(big.Int).SetString(req.SerialNumber, 16)
+	if !ok || serial.Text(16) != req.SerialNumber {
+		s.problem("revoke: serialNumber %q is not lower-case hex", req.SerialNumber)
+		return refuse(http.StatusBadRequest, "serialNumber is not hex", false)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var issued *entry
+	for id, e := range s.entries {
+		block, _ := pem.Decode([]byte(e.leafPEM))
+		if block == nil {
+			continue
+		}
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		if err != nil || leaf.SerialNumber.Cmp(serial) != 0 {
+			continue
+		}
+		if req.Certificate != "" && strings.TrimSpace(req.Certificate) != strings.TrimSpace(e.leafPEM) {
+			continue // the same serial, but not the certificate this server issued
+		}
+		if req.RequestID != "" && req.RequestID != id {
+			s.problems = append(s.problems, fmt.Sprintf("revoke %s: requestId %q, issued for %q", req.SerialNumber, req.RequestID, id))
+		}
+		issued = e
+	}
+	if issued == nil {
+		return answer{http.StatusNotFound, map[string]any{"status": "notFound"}}
+	}
+	if _, done := s.revoked[req.SerialNumber]; !done {
+		s.revoked[req.SerialNumber] = srvRevocation{reasonCode: req.ReasonCode, reason: req.Reason, requestID: req.RequestID}
+	}
+	return answer{http.StatusOK, map[string]any{"status": "revoked"}}
+}
+
+// revocation is what the server recorded for serial.
+func (s *webhookCA) revocation(serial *big.Int) (srvRevocation, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.revoked[serial.Text(16)]
+	return r, ok
+}
+
+// hold makes the server answer new issue requests pending until approve.
+func (s *webhookCA) hold(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holding = on
+}
+
 func (s *webhookCA) lookup(id string) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -473,6 +568,9 @@ func (s *webhookCA) issue(r *http.Request, req srvIssue) answer {
 	act := actIssue
 	if n := e.calls - 1; n < len(script) {
 		act = script[n]
+	}
+	if s.holding {
+		act = actPending
 	}
 	switch act {
 	case actPending:

@@ -20,10 +20,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -110,6 +111,7 @@ var (
 	_ ca.Connector = (*Connector)(nil)
 	_ ca.Pinger    = (*Connector)(nil)
 	_ ca.Recoverer = (*Connector)(nil)
+	_ ca.Revoker   = (*Connector)(nil)
 
 	_ ca.CertificateHolder = (*Connector)(nil)
 )
@@ -275,10 +277,10 @@ func readHeaders(static, files map[string]string, read func(path string) (string
 		}
 		out = append(out, header{name: canon, value: logging.Secret(v)})
 	}
-	for _, name := range sortedKeys(static) {
+	for _, name := range slices.Sorted(maps.Keys(static)) {
 		add("headers", name, func() (string, error) { return static[name], nil })
 	}
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		path := files[name]
 		add("headerFiles", name, func() (string, error) {
 			switch {
@@ -291,15 +293,6 @@ func readHeaders(static, files map[string]string, read func(path string) (string
 		})
 	}
 	return out, errors.Join(errs...)
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // String names the connector without any of its secrets.

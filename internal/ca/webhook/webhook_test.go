@@ -14,9 +14,21 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	catest.Run(t, func(t *testing.T) (ca.Connector, *x509.CertPool) {
+	catest.RunTarget(t, func(t *testing.T) *catest.Target {
 		s := newWebhookCA(t)
-		return s.connector(t, "conformance", s.settings("/")), s.roots
+		return &catest.Target{
+			Connector:  s.connector(t, "conformance", s.settings("/")),
+			Roots:      s.roots,
+			Idempotent: true, // the contract's requestId
+			Pending: &catest.PendingControl{
+				Hold:    func(testing.TB) { s.hold(true) },
+				Approve: func(testing.TB) { s.hold(false) },
+			},
+			Revocation: &catest.Revocation{Status: func(_ testing.TB, cert *x509.Certificate) (bool, ca.Reason) {
+				r, ok := s.revocation(cert.SerialNumber)
+				return ok, ca.Reason(r.reasonCode)
+			}},
+		}
 	})
 }
 

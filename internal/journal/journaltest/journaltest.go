@@ -24,10 +24,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"runtime"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -87,6 +88,7 @@ func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
 		{"Renew", s.renew},
 		{"UpdateOwnership", s.updateOwnership},
 		{"ConcurrentHolders", s.concurrentHolders},
+		{"FencedAtOnce", s.fencedAtOnce},
 		{"UpdateWrites", s.updateWrites},
 		{"NextDue", s.nextDue},
 		{"Unfinished", s.unfinished},
@@ -308,7 +310,7 @@ func (s *suite) leaseSelection(t *testing.T) {
 		"held":   NewRecord("held", T0.Add(-2*time.Hour)),
 	}
 	recs["final"].State, recs["final"].FinishedAt = journal.StateFailed, T0
-	for _, name := range sortedKeys(recs) {
+	for _, name := range slices.Sorted(maps.Keys(recs)) {
 		mustCreate(t, st, recs[name])
 	}
 	// "held" is the oldest due: it is the only one a lease at T0-1h can take, and its lease
@@ -673,6 +675,62 @@ func (s *suite) concurrentHolders(t *testing.T) {
 	}
 	if got := mustGet(t, stores[0], "r"); got.Attempts != holders-1 || got.LastError != fmt.Sprintf("written by grant %d", holders-1) {
 		t.Fatalf("stored record written by %q (attempts %d), want only the latest grant's write", got.LastError, got.Attempts)
+	}
+}
+
+// fencedAtOnce: holders of many records write at once, each record by its latest grant and by
+// a stale one, as the writes that one commit gathers may be: each write is fenced on its own,
+// so exactly the latest grants' writes land, and the stale ones are refused without a trace.
+func (s *suite) fencedAtOnce(t *testing.T) {
+	const records = 40
+	var stores []journal.Store
+	if s.replicas != nil {
+		stores = s.replicas(t, 2)
+	} else {
+		stores = []journal.Store{s.open(t)}
+	}
+	ctx := context.Background()
+	for i := range records {
+		mustCreate(t, stores[0], NewRecord(fmt.Sprintf("r%02d", i), T0))
+	}
+	stale := mustLease(t, stores[0], "w1", T0, lease, records)
+	fresh := mustLease(t, stores[len(stores)-1], "w1", T0.Add(lease), lease, records)
+	if len(stale) != records || len(fresh) != records {
+		t.Fatalf("Lease = %d then %d records, want %d each", len(stale), len(fresh), records)
+	}
+	now := T0.Add(lease + lease/2)
+	type write struct {
+		rec   *journal.Record
+		store journal.Store
+		err   error
+	}
+	var writes []*write
+	for i := range records {
+		for j, g := range []*journal.Record{stale[i], fresh[i]} {
+			rec := g.Clone()
+			rec.LastError = []string{"stale", "fresh"}[j]
+			writes = append(writes, &write{rec: rec, store: stores[(i+j)%len(stores)]})
+		}
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, w := range writes {
+		wg.Go(func() {
+			<-start
+			w.err = w.store.Update(ctx, "w1", w.rec, now, lease)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, w := range writes {
+		if want := w.rec.LastError == "fresh"; want != (w.err == nil) || (!want && !errors.Is(w.err, journal.ErrLeaseLost)) {
+			t.Errorf("%s, %s grant: Update error = %v", w.rec.Name, w.rec.LastError, w.err)
+		}
+	}
+	for i := range records {
+		if got := mustGet(t, stores[0], fresh[i].Name); got.LastError != "fresh" {
+			t.Errorf("%s holds the %q write, want only the latest grant's", got.Name, got.LastError)
+		}
 	}
 }
 
@@ -1218,54 +1276,5 @@ func assertNextDue(t testing.TB, st journal.Store, want time.Time, wantOK bool) 
 	}
 	if ok != wantOK || (ok && !got.Equal(want)) {
 		t.Fatalf("NextDue = %v, %v; want %v, %v", got, ok, want, wantOK)
-	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// BenchmarkLeaseUpdate measures one worker's step on an empty-but-for-the-benchmark store s:
-// lease one due record, write it back, release it. Backends call it from their own benchmark so
-// their numbers compare.
-func BenchmarkLeaseUpdate(b *testing.B, s journal.Store) {
-	ctx := context.Background()
-	for i := range 100 {
-		rec := FullRecord(fmt.Sprintf("bench-%03d", i))
-		rec.NextDue = T0
-		mustCreate(b, s, rec)
-	}
-	for b.Loop() {
-		got, err := s.Lease(ctx, "bench", T0, lease, 1)
-		if err != nil || len(got) != 1 {
-			b.Fatalf("Lease = %d records, %v", len(got), err)
-		}
-		got[0].Attempts++
-		if err := s.Update(ctx, "bench", got[0], T0, 0); err != nil {
-			b.Fatalf("Update: %v", err)
-		}
-	}
-}
-
-// BenchmarkRenew measures one heartbeat: renewing a held lease, as the engine does every third
-// of the lease duration for each step in flight.
-func BenchmarkRenew(b *testing.B, s journal.Store) {
-	ctx := context.Background()
-	rec := FullRecord("bench-renew")
-	rec.NextDue = T0
-	mustCreate(b, s, rec)
-	got, err := s.Lease(ctx, "bench", T0, lease, 1)
-	if err != nil || len(got) != 1 {
-		b.Fatalf("Lease = %d records, %v", len(got), err)
-	}
-	for b.Loop() {
-		if err := s.Renew(ctx, "bench", rec.Name, got[0].LeaseToken, T0, lease); err != nil {
-			b.Fatalf("Renew: %v", err)
-		}
 	}
 }

@@ -9,6 +9,13 @@
 //
 // Every time comes from the caller (the engine's clock), never from the database's, and is
 // stored as Unix nanoseconds. The record itself is a json column, readable with psql.
+//
+// Create, Update and Renew are group-committed: the calls of every worker waiting while a batch
+// is on its way to the server go together in the next one, a pgx batch that is one round trip
+// and one implicit transaction, so one commit (one WAL flush) for all of them; each caller
+// returns once the server committed. Each call is one statement, fenced in itself, and the
+// statements are prepared once per connection (pgx's statement cache). Sessions run with
+// synchronous_commit on, so that a commit is on the server's disk before the call returns.
 package postgres
 
 import (
@@ -29,6 +36,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/journal/groupcommit"
 )
 
 // DefaultTable is the table Open uses unless WithTable names another.
@@ -73,6 +81,9 @@ type Store struct {
 	table  string
 	closed atomic.Bool
 	q      queries
+	loop   *groupcommit.Loop[*op]
+
+	commits, writes atomic.Uint64 // see CommitStats
 }
 
 var (
@@ -83,7 +94,7 @@ var (
 
 // queries are the statements, with the table name filled in.
 type queries struct {
-	create, get, lease, update, renew, exists, nextDue, unfinished, finished, compact, ping, count string
+	create, get, lease, update, renew, nextDue, unfinished, finished, compact, ping, count string
 }
 
 // Open connects to the database named by dsn (a postgres:// URL or key=value string, as pgx
@@ -110,6 +121,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns
 	}
+	cfg.AfterConnect = durableCommits
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
@@ -119,7 +131,43 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open journal table %s: %w", o.table, err)
 	}
+	if err := s.checkDurability(ctx, o.log); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	s.loop = groupcommit.Start(groupcommit.Options[*op]{Commit: s.commit})
 	return s, nil
+}
+
+// durableCommits makes a session wait for its commits to reach the server's disk: a journal
+// write is an intent that must be there before its side effect, across a power loss too. A
+// stronger setting (remote_write, remote_apply: a synchronous standby as well) is kept; only
+// off, which would return before the WAL flush, is raised to on.
+func durableCommits(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, `SELECT set_config('synchronous_commit', 'on', false)
+		WHERE current_setting('synchronous_commit') = 'off'`); err != nil {
+		return fmt.Errorf("set synchronous_commit: %w", err)
+	}
+	return nil
+}
+
+// checkDurability warns about what a session cannot change: a server that does not sync its
+// WAL loses the last commits in a power loss or an OS crash, whatever its clients set.
+func (s *Store) checkDurability(ctx context.Context, log *zap.Logger) error {
+	var fsync, reset string
+	if err := s.pool.QueryRow(ctx, `SELECT current_setting('fsync'),
+		(SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit')`).Scan(&fsync, &reset); err != nil {
+		return fmt.Errorf("read the durability settings: %w", err)
+	}
+	if fsync != "on" {
+		log.Warn("the PostgreSQL server runs with fsync off: journal writes do not survive a power loss or an OS crash there; turn it on for production",
+			zap.String("table", s.table))
+	}
+	if reset == "off" {
+		log.Info("synchronous_commit is off for this role or database; the journal's sessions turn it on, so that each write is on disk before its side effect",
+			zap.String("table", s.table))
+	}
+	return nil
 }
 
 // Table is the name of the table the store uses.
@@ -142,12 +190,17 @@ func newQueries(t string) queries {
 			RETURNING next_due, name, lease_token, data`),
 		// Update and renew are compare-and-set on the caller's grant: the owner check alone
 		// also keeps a replica of an adapter from before lease tokens from writing past a new one.
-		update: r.Replace(`UPDATE $TABLE
-			SET state = $2, final = $3, next_due = $4, finished_at = $5, data = $6, lease_owner = $7, lease_until = $8
-			WHERE name = $1 AND lease_owner = $9 AND lease_token = $10 AND lease_until > $11`),
-		renew: r.Replace(`UPDATE $TABLE SET lease_until = $5
-			WHERE name = $1 AND lease_owner = $2 AND lease_token = $3 AND lease_until > $4`),
-		exists:     r.Replace(`SELECT EXISTS (SELECT 1 FROM $TABLE WHERE name = $1)`),
+		// Each says in the same statement whether it wrote and, if not, whether the record
+		// exists (which tells ErrNotFound from ErrLeaseLost): one round trip, whatever happens.
+		update: r.Replace(`WITH w AS (UPDATE $TABLE
+				SET state = $2, final = $3, next_due = $4, finished_at = $5, data = $6, lease_owner = $7, lease_until = $8
+				WHERE name = $1 AND lease_owner = $9 AND lease_token = $10 AND lease_until > $11
+				RETURNING 1)
+			SELECT EXISTS (SELECT 1 FROM w), EXISTS (SELECT 1 FROM $TABLE WHERE name = $1)`),
+		renew: r.Replace(`WITH w AS (UPDATE $TABLE SET lease_until = $5
+				WHERE name = $1 AND lease_owner = $2 AND lease_token = $3 AND lease_until > $4
+				RETURNING 1)
+			SELECT EXISTS (SELECT 1 FROM w), EXISTS (SELECT 1 FROM $TABLE WHERE name = $1)`),
 		nextDue:    r.Replace(`SELECT data FROM $TABLE WHERE NOT final AND lease_owner IS NULL ORDER BY next_due LIMIT 1`),
 		unfinished: r.Replace(`SELECT data FROM $TABLE WHERE NOT final ORDER BY name COLLATE "C"`),
 		// The partial index on finished_at (WHERE final) serves it.
@@ -162,13 +215,11 @@ func newQueries(t string) queries {
 	}
 }
 
-// migrate creates what is missing, and nothing else: a role that may only read and write the
-// table (not create in its schema) can open a journal that exists. Each object is created only
-// after checking it is absent, under an advisory lock, so replicas starting together do not
-// race on the catalog.
+// migrate creates what is missing, and nothing else (createMissing), and adds the columns later
+// versions need to a table an earlier one created.
 func (s *Store) migrate(ctx context.Context) error {
 	t := pgx.Identifier{s.table}.Sanitize()
-	objects := []struct{ name, ddl string }{
+	objects := []schemaObject{
 		{s.table, `CREATE TABLE IF NOT EXISTS ` + t + ` (
 			name        text    PRIMARY KEY,
 			state       text    NOT NULL,
@@ -187,11 +238,35 @@ func (s *Store) migrate(ctx context.Context) error {
 		{s.table + "_finished", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.table + "_finished"}.Sanitize() +
 			` ON ` + t + ` (finished_at) WHERE final`},
 	}
-	h := fnv.New64a()
-	h.Write([]byte("certprov-adapter journal schema " + s.table))
-	key := int64(h.Sum64())
+	return createMissing(ctx, s.pool, "certprov-adapter journal schema "+s.table, objects, func(tx pgx.Tx) error {
+		// A table created before lease tokens lacks the column; adding it takes the table's
+		// owner, once (a constant default rewrites nothing).
+		var hasToken bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+			WHERE attrelid = to_regclass($1) AND attname = 'lease_token' AND NOT attisdropped)`, t).Scan(&hasToken); err != nil {
+			return fmt.Errorf("look up %s.lease_token: %w", s.table, err)
+		}
+		if !hasToken {
+			if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0`); err != nil {
+				return fmt.Errorf("add %s.lease_token (run the adapter once as the table's owner): %w", s.table, err)
+			}
+		}
+		return nil
+	})
+}
 
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// schemaObject is a table or index migrate creates when it is missing.
+type schemaObject struct{ name, ddl string }
+
+// createMissing creates each of objects that does not exist yet, then runs then (nil: nothing
+// more), in one transaction under an advisory lock named by lockName, so that replicas starting
+// together do not race on the catalog, and a role that may not create in the schema can open
+// objects that exist.
+func createMissing(ctx context.Context, pool *pgxpool.Pool, lockName string, objects []schemaObject, then func(pgx.Tx) error) error {
+	h := fnv.New64a()
+	h.Write([]byte(lockName))
+	key := int64(h.Sum64())
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key); err != nil {
 			return fmt.Errorf("lock schema: %w", err)
 		}
@@ -208,19 +283,10 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("create %s: %w", obj.name, err)
 			}
 		}
-		// A table created before lease tokens lacks the column; adding it takes the table's
-		// owner, once (a constant default rewrites nothing).
-		var hasToken bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
-			WHERE attrelid = to_regclass($1) AND attname = 'lease_token' AND NOT attisdropped)`, t).Scan(&hasToken); err != nil {
-			return fmt.Errorf("look up %s.lease_token: %w", s.table, err)
+		if then == nil {
+			return nil
 		}
-		if !hasToken {
-			if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0`); err != nil {
-				return fmt.Errorf("add %s.lease_token (run the adapter once as the table's owner): %w", s.table, err)
-			}
-		}
-		return nil
+		return then(tx)
 	})
 }
 
@@ -243,11 +309,11 @@ func (s *Store) Create(ctx context.Context, rec *journal.Record) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
-	tag, err := s.pool.Exec(ctx, s.q.create, rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data)
-	if err != nil {
+	o := &op{query: s.q.create, args: []any{rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data}, exec: true}
+	if err := s.do(ctx, o); err != nil {
 		return false, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return o.wrote, nil
 }
 
 // Get returns the record named name, or journal.ErrNotFound.
@@ -319,7 +385,8 @@ func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.D
 }
 
 // Update writes rec if owner holds its lease under rec.LeaseToken, unexpired at now, then
-// renews the lease to now+renew or, with renew == 0, releases it.
+// renews the lease to now+renew or, with renew == 0, releases it. It returns once the server
+// committed the write.
 func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, now time.Time, renew time.Duration) error {
 	if err := s.check(); err != nil {
 		return fmt.Errorf("update %s: %w", rec.Name, err)
@@ -336,12 +403,9 @@ func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, n
 		until := journal.UnixNanos(now.Add(renew))
 		leaseOwner, leaseUntil = &owner, &until
 	}
-	tag, err := s.pool.Exec(ctx, s.q.update, rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, leaseOwner, leaseUntil,
-		owner, rec.LeaseToken, journal.UnixNanos(now))
-	if err != nil {
-		return fmt.Errorf("update %s: %w", rec.Name, err)
-	}
-	return s.fenced(ctx, "update", rec.Name, owner, tag.RowsAffected())
+	o := &op{query: s.q.update, args: []any{rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, leaseOwner, leaseUntil,
+		owner, rec.LeaseToken, journal.UnixNanos(now)}}
+	return fenced("update", rec.Name, owner, s.do(ctx, o), o)
 }
 
 // Renew extends owner's lease on the record named name to now+d, if owner holds it under token,
@@ -353,24 +417,19 @@ func (s *Store) Renew(ctx context.Context, owner, name string, token int64, now 
 	if d <= 0 {
 		return fmt.Errorf("renew %s: duration %s is not positive", name, d)
 	}
-	tag, err := s.pool.Exec(ctx, s.q.renew, name, owner, token, journal.UnixNanos(now), journal.UnixNanos(now.Add(d)))
-	if err != nil {
-		return fmt.Errorf("renew %s: %w", name, err)
-	}
-	return s.fenced(ctx, "renew", name, owner, tag.RowsAffected())
+	o := &op{query: s.q.renew, args: []any{name, owner, token, journal.UnixNanos(now), journal.UnixNanos(now.Add(d))}}
+	return fenced("renew", name, owner, s.do(ctx, o), o)
 }
 
-// fenced turns the row count of a compare-and-set on the caller's lease into its answer: nil,
+// fenced turns the outcome of a compare-and-set on the caller's lease into its answer: nil,
 // journal.ErrNotFound or journal.ErrLeaseLost.
-func (s *Store) fenced(ctx context.Context, what, name, owner string, rows int64) error {
-	if rows == 1 {
-		return nil
-	}
-	var exists bool
-	if err := s.pool.QueryRow(ctx, s.q.exists, name).Scan(&exists); err != nil {
+func fenced(what, name, owner string, err error, o *op) error {
+	switch {
+	case err != nil:
 		return fmt.Errorf("%s %s: %w", what, name, err)
-	}
-	if !exists {
+	case o.wrote:
+		return nil
+	case !o.exists:
 		return fmt.Errorf("%s %s: %w", what, name, journal.ErrNotFound)
 	}
 	return fmt.Errorf("%s %s by %s: %w", what, name, owner, journal.ErrLeaseLost)
@@ -494,10 +553,11 @@ func (s *Store) Compact(ctx context.Context, finishedBefore time.Time) (int, err
 	return int(tag.RowsAffected()), nil
 }
 
-// Close closes the pool, waiting for calls in progress. Leases this store granted stay until
-// they expire. Calling Close again does nothing.
+// Close commits the batch on its way, if any, and closes the pool, waiting for calls in
+// progress. Leases this store granted stay until they expire. Calling Close again does nothing.
 func (s *Store) Close() error {
 	if s.closed.CompareAndSwap(false, true) {
+		s.loop.Close()
 		s.pool.Close()
 	}
 	return nil

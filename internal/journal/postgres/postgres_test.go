@@ -255,10 +255,14 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-func BenchmarkLeaseUpdate(b *testing.B) {
-	journaltest.BenchmarkLeaseUpdate(b, open(b, newTable(b)))
-}
-
-func BenchmarkRenew(b *testing.B) {
-	journaltest.BenchmarkRenew(b, open(b, newTable(b)))
+func BenchmarkJournal(b *testing.B) {
+	w, dsn := newWire(b, testDSN(b))
+	journaltest.Bench(b, func(b *testing.B) journal.Store {
+		s, err := postgres.Open(context.Background(), dsn, postgres.WithTable(newTable(b)))
+		if err != nil {
+			b.Fatalf("Open: %v", err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		return s
+	}, w.counts)
 }

@@ -25,13 +25,13 @@ func TestConnectionSettings(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		db     *sql.DB
+		db     *sql.DB // nil: the writer's connection, which the commit loop holds
 		pragma string
 		want   string
 	}{
-		{"writer journal mode", s.w, "journal_mode", "wal"},
-		{"writer synchronous", s.w, "synchronous", "2"}, // FULL
-		{"writer busy timeout", s.w, "busy_timeout", "10000"},
+		{"writer journal mode", nil, "journal_mode", "wal"},
+		{"writer synchronous", nil, "synchronous", "2"}, // FULL
+		{"writer busy timeout", nil, "busy_timeout", "10000"},
 		{"reader query only", s.r, "query_only", "1"},
 		{"reader busy timeout", s.r, "busy_timeout", "10000"},
 		{"read-only store query only", ro.r, "query_only", "1"},
@@ -39,7 +39,13 @@ func TestConnectionSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got string
-			if err := tt.db.QueryRowContext(ctx, "PRAGMA "+tt.pragma).Scan(&got); err != nil {
+			var q interface {
+				QueryRowContext(context.Context, string, ...any) *sql.Row
+			} = s.c.conn
+			if tt.db != nil {
+				q = tt.db
+			}
+			if err := q.QueryRowContext(ctx, "PRAGMA "+tt.pragma).Scan(&got); err != nil {
 				t.Fatalf("PRAGMA %s: %v", tt.pragma, err)
 			}
 			if got != tt.want {
@@ -47,7 +53,7 @@ func TestConnectionSettings(t *testing.T) {
 			}
 		})
 	}
-	if ro.w != nil {
+	if ro.w != nil || ro.c != nil {
 		t.Error("a read-only store has a writer connection")
 	}
 }

@@ -4,18 +4,22 @@
 // so a record survives SIGKILL and power loss once Create or Update returns, and other processes
 // may read it while the daemon writes (OpenReadOnly, as `certprov-adapter inspect` does).
 //
+// Writes go through one connection and one goroutine, which commits them in groups: the writes
+// of every worker waiting while a commit is under way go into the next transaction together,
+// so many workers' steps share one fsync, and each caller returns only once its transaction is
+// on disk. The statements are prepared once.
+//
 // One process owns the file: Open takes an exclusive lock on a sidecar file (path + ".lock")
-// and fails if another process holds it. Because the owner is the only writer, Open clears the
-// leases left by the previous run, whose holder is dead, so a restart resumes every process at
-// once instead of waiting for old leases to expire. Writes are fenced by lease tokens, as the
-// journal.Store contract says, so a worker of this process that outlived its lease cannot write
-// past the one that took the record next.
+// and fails if another process holds it. A lease therefore never outlives the process that
+// granted it, and leases are kept in memory, not in the file: granting and renewing one costs
+// no write. Writes are fenced by lease tokens, as the journal.Store contract says, so a worker
+// of this process that outlived its lease cannot write past the one that took the record next.
+// Open clears the lease columns that an adapter before this one left in the file.
 //
 // The file and its sidecars are created private (0600, directory 0700) whatever the umask.
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -29,6 +33,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certprov/certprov-adapter/internal/journal"
+	"github.com/certprov/certprov-adapter/internal/journal/groupcommit"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -42,7 +47,8 @@ const schemaVersion = 2
 
 // The columns other than data exist for the queries; data is the record as JSON and is the
 // only thing read back. Times are Unix nanoseconds, compared exactly as the engine's clock gave
-// them. lease_token counts the grants of a record's lease: every write names the grant it holds.
+// them. The lease columns are what adapters before this one kept there; leases now live in the
+// writing process (Store), and the columns stay empty.
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS records (
 		name        TEXT    NOT NULL PRIMARY KEY,
@@ -69,11 +75,14 @@ var upgrades = map[int][]string{
 // Store is a journal.Store in one SQLite file. It is safe for concurrent use.
 type Store struct {
 	path     string
-	w        *sql.DB // one connection: writes are serialized, so Lease is atomic
+	w        *sql.DB // one connection, the committer's
 	r        *sql.DB // readers, concurrent with the writer thanks to WAL
 	readOnly bool
 	unlock   func() error
 	log      *zap.Logger
+
+	c    *committer // nil for a read-only store
+	loop *groupcommit.Loop[*op]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -134,12 +143,16 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
-	// The previous owner of the file is dead (we hold the lock), so its leases are void. Their
-	// tokens stay: a token only grows.
+	// Leases written by an adapter before this one: their holder is dead (we hold the lock).
 	if _, err := s.w.ExecContext(ctx, `UPDATE records SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL`); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("open journal %s: clear leases: %w", path, err)
 	}
+	if s.c, err = newCommitter(ctx, s.w); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
+	s.loop = groupcommit.Start(groupcommit.Options[*op]{Commit: s.c.commit, Abandoned: s.c.abandoned})
 	// The writes above created the sidecars, so every file can be checked now.
 	warnIfShared(abs, s.log)
 	return s, nil
@@ -251,26 +264,32 @@ func (s *Store) migrate(ctx context.Context) error {
 // Path is the journal file's absolute path.
 func (s *Store) Path() string { return s.path }
 
+// do runs o in the commit loop, which owns the writer connection and the leases.
+func (s *Store) do(ctx context.Context, o *op) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	if s.loop == nil {
+		return journal.ErrClosed
+	}
+	err := s.loop.Do(ctx, o)
+	if errors.Is(err, groupcommit.ErrClosed) {
+		return journal.ErrClosed
+	}
+	return err
+}
+
 // Create inserts rec unless a record with its name exists.
 func (s *Store) Create(ctx context.Context, rec *journal.Record) (bool, error) {
-	if s.readOnly {
-		return false, fmt.Errorf("create %s: %w", rec.Name, ErrReadOnly)
-	}
 	cols, err := columnsOf(rec)
 	if err != nil {
 		return false, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
-	res, err := s.w.ExecContext(ctx, `INSERT INTO records (name, state, final, next_due, finished_at, data)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`,
-		rec.Name, cols.state, cols.final, cols.nextDue, cols.finishedAt, cols.data)
-	if err != nil {
+	o := &op{kind: opCreate, name: rec.Name, cols: cols}
+	if err := s.do(ctx, o); err != nil {
 		return false, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("create %s: %w", rec.Name, err)
-	}
-	return n == 1, nil
+	return o.created, nil
 }
 
 // Get returns the record named name, or journal.ErrNotFound.
@@ -290,131 +309,91 @@ func (s *Store) Get(ctx context.Context, name string) (*journal.Record, error) {
 	return rec, nil
 }
 
-// Lease leases up to limit due, unfinished, unleased records to owner until now+d, oldest
-// NextDue first. One statement on the single writer connection, so two Lease calls never hand
-// out the same record.
+// Lease leases up to limit due, unfinished records that no unexpired lease holds to owner
+// until now+d, oldest NextDue first. It writes nothing: leases live in this process.
 func (s *Store) Lease(ctx context.Context, owner string, now time.Time, d time.Duration, limit int) ([]*journal.Record, error) {
-	if s.readOnly {
-		return nil, fmt.Errorf("lease records: %w", ErrReadOnly)
-	}
 	if owner == "" {
 		return nil, errors.New("lease records: empty owner")
 	}
-	if limit <= 0 {
-		if err := s.w.PingContext(ctx); err != nil {
+	o := &op{kind: opLease, owner: owner, now: journal.UnixNanos(now), until: journal.UnixNanos(now.Add(d)), limit: limit}
+	if err := s.do(ctx, o); err != nil {
+		return nil, fmt.Errorf("lease records: %w", err)
+	}
+	out := make([]*journal.Record, len(o.leased))
+	for i, l := range o.leased {
+		rec, err := journal.Decode(l.data)
+		if err != nil {
+			// The leases stay granted, and expire unused.
 			return nil, fmt.Errorf("lease records: %w", err)
 		}
-		return nil, nil
-	}
-	n := journal.UnixNanos(now)
-	rows, err := s.w.QueryContext(ctx, `UPDATE records SET lease_owner = ?, lease_until = ?, lease_token = lease_token + 1
-		WHERE name IN (
-			SELECT name FROM records
-			WHERE final = 0 AND next_due <= ? AND (lease_owner IS NULL OR lease_until <= ?)
-			ORDER BY next_due, name LIMIT ?)
-		RETURNING next_due, name, lease_token, data`,
-		owner, journal.UnixNanos(now.Add(d)), n, n, limit)
-	if err != nil {
-		return nil, fmt.Errorf("lease records: %w", err)
-	}
-	out, err := scanDue(rows)
-	if err != nil {
-		return nil, fmt.Errorf("lease records: %w", err)
+		rec.LeaseToken = l.token
+		out[i] = rec
 	}
 	return out, nil
 }
 
 // Update writes rec if owner holds its lease under rec.LeaseToken, unexpired at now, then
-// renews the lease to now+renew or, with renew == 0, releases it.
+// renews the lease to now+renew or, with renew == 0, releases it. It returns once the write is
+// on disk.
 func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, now time.Time, renew time.Duration) error {
-	if s.readOnly {
-		return fmt.Errorf("update %s: %w", rec.Name, ErrReadOnly)
-	}
 	cols, err := columnsOf(rec)
 	if err != nil {
 		return fmt.Errorf("update %s: %w", rec.Name, err)
 	}
-	var (
-		leaseOwner sql.NullString // NULL releases the lease
-		leaseUntil sql.NullInt64
-	)
+	o := &op{kind: opUpdate, name: rec.Name, cols: cols, owner: owner, token: rec.LeaseToken, now: journal.UnixNanos(now)}
 	if renew > 0 {
-		leaseOwner = sql.NullString{String: owner, Valid: true}
-		leaseUntil = sql.NullInt64{Int64: journal.UnixNanos(now.Add(renew)), Valid: true}
+		o.until = journal.UnixNanos(now.Add(renew))
 	}
-	return s.fenced(ctx, "update", rec.Name, owner, `UPDATE records
-		SET state = ?, final = ?, next_due = ?, finished_at = ?, data = ?,
-			lease_owner = ?, lease_until = ?
-		WHERE name = ? AND lease_owner = ? AND lease_token = ? AND lease_until > ?`,
-		cols.state, cols.final, cols.nextDue, cols.finishedAt, cols.data, leaseOwner, leaseUntil,
-		rec.Name, owner, rec.LeaseToken, journal.UnixNanos(now))
-}
-
-// Renew extends owner's lease on the record named name to now+d, if owner holds it under token,
-// unexpired at now.
-func (s *Store) Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error {
-	if s.readOnly {
-		return fmt.Errorf("renew %s: %w", name, ErrReadOnly)
-	}
-	if d <= 0 {
-		return fmt.Errorf("renew %s: duration %s is not positive", name, d)
-	}
-	return s.fenced(ctx, "renew", name, owner, `UPDATE records SET lease_until = ?
-		WHERE name = ? AND lease_owner = ? AND lease_token = ? AND lease_until > ?`,
-		journal.UnixNanos(now.Add(d)), name, owner, token, journal.UnixNanos(now))
-}
-
-// fenced runs a compare-and-set statement that touches the row named name only while the
-// caller's lease holds, and tells journal.ErrNotFound from journal.ErrLeaseLost when it did
-// not. One transaction, so the answer is about the row the statement saw.
-func (s *Store) fenced(ctx context.Context, what, name, owner, query string, args ...any) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, name, err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	res, err := tx.ExecContext(ctx, query, args...)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, name, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, name, err)
-	}
-	if n == 0 {
-		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM records WHERE name = ?`, name).Scan(&one)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("%s %s: %w", what, name, journal.ErrNotFound)
-		case err != nil:
-			return fmt.Errorf("%s %s: %w", what, name, err)
-		default:
-			return fmt.Errorf("%s %s by %s: %w", what, name, owner, journal.ErrLeaseLost)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("%s %s: %w", what, name, err)
+	if err := s.do(ctx, o); err != nil {
+		return fenceError("update", rec.Name, owner, err)
 	}
 	return nil
 }
 
+// Renew extends owner's lease on the record named name to now+d, if owner holds it under token,
+// unexpired at now. It writes nothing.
+func (s *Store) Renew(ctx context.Context, owner, name string, token int64, now time.Time, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("renew %s: duration %s is not positive", name, d)
+	}
+	o := &op{kind: opRenew, name: name, owner: owner, token: token, now: journal.UnixNanos(now), until: journal.UnixNanos(now.Add(d))}
+	if err := s.do(ctx, o); err != nil {
+		return fenceError("renew", name, owner, err)
+	}
+	return nil
+}
+
+// fenceError wraps the error of a fenced call, naming the owner whose lease was refused.
+func fenceError(what, name, owner string, err error) error {
+	if errors.Is(err, journal.ErrLeaseLost) {
+		return fmt.Errorf("%s %s by %s: %w", what, name, owner, err)
+	}
+	return fmt.Errorf("%s %s: %w", what, name, err)
+}
+
 // NextDue returns the earliest NextDue among unfinished records that no lease holds.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
-	var data []byte
-	err := s.r.QueryRowContext(ctx, `SELECT data FROM records
-		WHERE final = 0 AND lease_owner IS NULL ORDER BY next_due LIMIT 1`).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return time.Time{}, false, nil
+	if s.readOnly {
+		// Another process's leases are its own: every unfinished record counts.
+		var data []byte
+		err := s.r.QueryRowContext(ctx, `SELECT data FROM records WHERE final = 0 ORDER BY next_due LIMIT 1`).Scan(&data)
+		if errors.Is(err, sql.ErrNoRows) {
+			return time.Time{}, false, nil
+		}
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("next due: %w", err)
+		}
+		rec, err := journal.Decode(data)
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("next due: %w", err)
+		}
+		return rec.NextDue, true, nil
 	}
-	if err != nil {
+	o := &op{kind: opNextDue}
+	if err := s.do(ctx, o); err != nil {
 		return time.Time{}, false, fmt.Errorf("next due: %w", err)
 	}
-	rec, err := journal.Decode(data)
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("next due: %w", err)
-	}
-	return rec.NextDue, true, nil
+	return o.due, o.found, nil
 }
 
 // Unfinished lists every record that is not done, leased or not, by name (byte order).
@@ -467,16 +446,22 @@ func scanData(rows *sql.Rows) ([]*journal.Record, error) {
 }
 
 // Ping rewrites the probe row, so that it fails when the file cannot be written (a full or
-// failing disk, a lock held elsewhere) as a record write would.
+// failing disk, a lock held elsewhere) as a record write would: it is committed as one, with
+// the writes waiting beside it.
 func (s *Store) Ping(ctx context.Context) error {
-	if s.readOnly {
-		return fmt.Errorf("ping: %w", ErrReadOnly)
-	}
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO probe (id, at) VALUES (1, ?)
-		ON CONFLICT (id) DO UPDATE SET at = excluded.at`, time.Now().UnixNano()); err != nil {
+	if err := s.do(ctx, &op{kind: opPing, now: time.Now().UnixNano()}); err != nil {
 		return fmt.Errorf("ping: write %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// CommitStats reports the transactions the store committed so far, each one fsync of the WAL,
+// and the write calls they carried: writes ÷ commits is how many writes shared a commit.
+func (s *Store) CommitStats() (commits, writes uint64) {
+	if s.c == nil {
+		return 0, 0
+	}
+	return s.c.commits.Load(), s.c.writes.Load()
 }
 
 // Count counts the records by state.
@@ -503,18 +488,11 @@ func (s *Store) Count(ctx context.Context) (map[journal.State]int, error) {
 
 // Compact deletes the records that reached a final state before finishedBefore.
 func (s *Store) Compact(ctx context.Context, finishedBefore time.Time) (int, error) {
-	if s.readOnly {
-		return 0, fmt.Errorf("compact: %w", ErrReadOnly)
-	}
-	res, err := s.w.ExecContext(ctx, `DELETE FROM records WHERE final = 1 AND finished_at < ?`, journal.UnixNanos(finishedBefore))
-	if err != nil {
+	o := &op{kind: opCompact, now: journal.UnixNanos(finishedBefore)}
+	if err := s.do(ctx, o); err != nil {
 		return 0, fmt.Errorf("compact: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("compact: %w", err)
-	}
-	return int(n), nil
+	return o.deleted, nil
 }
 
 // Close closes the file and, for a writing store, gives up ownership of it. Leases this store
@@ -522,6 +500,12 @@ func (s *Store) Compact(ctx context.Context, finishedBefore time.Time) (int, err
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		if s.loop != nil {
+			s.loop.Close() // after the batch in progress, if any
+		}
+		if s.c != nil {
+			errs = append(errs, s.c.close())
+		}
 		if s.r != nil {
 			errs = append(errs, s.r.Close())
 		}
@@ -557,42 +541,4 @@ func columnsOf(rec *journal.Record) (columns, error) {
 		c.finishedAt = sql.NullInt64{Int64: e.FinishedAt, Valid: true}
 	}
 	return c, nil
-}
-
-// scanDue reads (next_due, name, lease_token, data) rows, which RETURNING yields in no
-// particular order, and sorts them oldest due first.
-func scanDue(rows *sql.Rows) ([]*journal.Record, error) {
-	defer rows.Close()
-	type due struct {
-		at   int64
-		name string
-		rec  *journal.Record
-	}
-	var ds []due
-	for rows.Next() {
-		var (
-			d    due
-			data []byte
-		)
-		var token int64
-		if err := rows.Scan(&d.at, &d.name, &token, &data); err != nil {
-			return nil, err
-		}
-		rec, err := journal.Decode(data)
-		if err != nil {
-			return nil, err
-		}
-		rec.LeaseToken = token
-		d.rec = rec
-		ds = append(ds, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(ds, func(a, b due) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.name, b.name)) })
-	out := make([]*journal.Record, len(ds))
-	for i, d := range ds {
-		out[i] = d.rec
-	}
-	return out, nil
 }

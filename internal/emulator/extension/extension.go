@@ -1,4 +1,9 @@
-package emulator
+// Package extension plays the Chrome extension's part of a Verified Access enrollment against
+// the adapter's enrollment API: it asks for a challenge, has the emulator's device answer it as
+// enterprise.platformKeys.challengeKey would, enrolls, and verifies the certificate it gets
+// (certprov-emulator va-enroll, the demo, the end-to-end tests). The emulator is Google's side;
+// this is the client's.
+package extension
 
 import (
 	"bytes"
@@ -13,70 +18,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
-
-// Paths of the adapter's enrollment API (docs/verified-access-api.md, section 2).
-const (
-	EnrollChallengePath = "/v1/verifiedaccess/challenge"
-	EnrollPath          = "/v1/verifiedaccess/enroll"
-)
-
-// Enrollment API error codes, as the adapter answers them.
-const (
-	EnrollCodeBadRequest        = "BAD_REQUEST"
-	EnrollCodeUnknownProfile    = "UNKNOWN_PROFILE"
-	EnrollCodeBadChallenge      = "BAD_CHALLENGE"
-	EnrollCodeChallengeExpired  = "CHALLENGE_EXPIRED"
-	EnrollCodeChallengeReplayed = "CHALLENGE_REPLAYED"
-	EnrollCodeIdentityMismatch  = "IDENTITY_MISMATCH"
-	EnrollCodePolicyDenied      = "POLICY_DENIED"
-	EnrollCodeCAFailure         = "CA_FAILURE"
-	EnrollCodeUnavailable       = "UNAVAILABLE"
-)
-
-// EnrollChallengeRequest and the other Enroll* types are the JSON bodies of the adapter's
-// enrollment API, shared by the reference client and the stand-in adapter.
-type EnrollChallengeRequest struct {
-	Profile string `json:"profile"`
-}
-
-// EnrollChallengeResponse answers POST /v1/verifiedaccess/challenge.
-type EnrollChallengeResponse struct {
-	Challenge        string `json:"challenge"` // base64 of the bytes the extension gets
-	APIVersion       string `json:"apiVersion"`
-	ExpiresInSeconds int    `json:"expiresInSeconds"`
-}
-
-// EnrollRequest is the body of POST /v1/verifiedaccess/enroll.
-type EnrollRequest struct {
-	Profile           string `json:"profile"`
-	Scope             string `json:"scope"`
-	ChallengeResponse string `json:"challengeResponse"` // base64
-	Identity          string `json:"identity,omitempty"`
-}
-
-// EnrollResponse answers a successful enrollment.
-type EnrollResponse struct {
-	Certificate string   `json:"certificate"` // PEM leaf
-	Chain       []string `json:"chain"`       // PEM, leaf's issuer first
-}
-
-// EnrollErrorBody is the adapter's error envelope.
-type EnrollErrorBody struct {
-	Error struct {
-		Code        string   `json:"code"`
-		Message     string   `json:"message"`
-		FailedRules []string `json:"failedRules,omitempty"`
-	} `json:"error"`
-}
 
 // AdapterError is a refusal by the adapter's enrollment API: its HTTP status and error envelope.
 // Code is empty when the answer was not the adapter's JSON envelope (a proxy error page, say).
 type AdapterError struct {
 	Step        string // "challenge" or "enroll"
 	Status      int
-	Code        string
+	Code        wire.Code
 	Message     string
 	FailedRules []string
 }
@@ -84,7 +36,7 @@ type AdapterError struct {
 func (e *AdapterError) Error() string {
 	s := fmt.Sprintf("adapter refused %s: HTTP %d", e.Step, e.Status)
 	if e.Code != "" {
-		s += " " + e.Code
+		s += " " + string(e.Code)
 	}
 	if e.Message != "" {
 		s += ": " + e.Message
@@ -108,21 +60,24 @@ type EnrollOptions struct {
 	EmulatorClient *http.Client
 
 	Profile string // enrollment profile name
-	Scope   string // VAScopeMachine (default) or VAScopeUser
+	Scope   string // emulator.VAScopeMachine (default) or emulator.VAScopeUser
 	// Identity is, for user scope, the e-mail sent to the adapter (the expected identity);
 	// for both scopes it is what the simulated device or user is enrolled as, unless
-	// DeviceIdentity says otherwise. Empty means DefaultVADomain or DefaultVAUser.
+	// DeviceIdentity says otherwise. Empty means emulator.DefaultVADomain or emulator.DefaultVAUser.
 	Identity string
 	// DeviceIdentity overrides what the emulator says the device or user is enrolled as, to
 	// provoke an identity mismatch.
 	DeviceIdentity string
 
-	KeyType string    // KeyRSA (default) or KeyECDSA
-	KeyID   string    // reuse or name the simulated key; empty creates a fresh one
-	Device  *VADevice // what Google reports; nil means the emulator's default device
+	KeyType string             // emulator.KeyRSA (default) or emulator.KeyECDSA
+	KeyID   string             // reuse or name the simulated key; empty creates a fresh one
+	Device  *emulator.VADevice // what Google reports; nil means the emulator's default device
 
 	Tamper      bool // corrupt the challenge response (Google refuses it)
 	TamperSPKAC bool // corrupt only the SPKAC (the adapter must refuse it)
+	// TPMVersion and RawSignatures shape the device's answer (emulator.VARespondRequest).
+	TPMVersion    string
+	RawSignatures bool
 
 	// Roots and Intermediates verify the issued certificate; Roots is required. Certificates in
 	// the adapter's chain are used as further intermediates.
@@ -160,58 +115,64 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	}
 	scope := opts.Scope
 	if scope == "" {
-		scope = VAScopeMachine
+		scope = emulator.VAScopeMachine
 	}
-	if scope != VAScopeMachine && scope != VAScopeUser {
-		return nil, fmt.Errorf("enroll: scope %q: want %q or %q", scope, VAScopeMachine, VAScopeUser)
+	if scope != emulator.VAScopeMachine && scope != emulator.VAScopeUser {
+		return nil, fmt.Errorf("enroll: scope %q: want %q or %q", scope, emulator.VAScopeMachine, emulator.VAScopeUser)
 	}
 	identity := opts.Identity
-	if identity == "" && scope == VAScopeUser {
-		identity = DefaultVAUser
+	if identity == "" && scope == emulator.VAScopeUser {
+		identity = emulator.DefaultVAUser
 	}
 	deviceIdentity := opts.DeviceIdentity
 	if deviceIdentity == "" {
 		deviceIdentity = identity
 	}
 	adapter := strings.TrimRight(opts.AdapterURL, "/")
-	emulator := strings.TrimRight(opts.EmulatorURL, "/")
+	emuURL := strings.TrimRight(opts.EmulatorURL, "/")
 
-	var ch EnrollChallengeResponse
-	if err := postJSON(ctx, opts.AdapterClient, adapter+EnrollChallengePath, "challenge",
-		EnrollChallengeRequest{Profile: opts.Profile}, &ch, adapterRefusal); err != nil {
+	var ch wire.ChallengeResponse
+	if err := postJSON(ctx, opts.AdapterClient, adapter+wire.ChallengePath, "challenge",
+		wire.ChallengeRequest{Profile: opts.Profile}, &ch, adapterRefusal); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	challenge, err := base64.StdEncoding.DecodeString(ch.Challenge)
 	if err != nil || len(challenge) == 0 {
 		return nil, fmt.Errorf("enroll: adapter challenge is not base64: %q", ch.Challenge)
 	}
-	if ch.APIVersion != VAv1 && ch.APIVersion != VAv2 {
+	if ch.APIVersion != emulator.VAv1 && ch.APIVersion != emulator.VAv2 {
 		return nil, fmt.Errorf("enroll: adapter challenge for API version %q, want v1 or v2", ch.APIVersion)
 	}
 
-	var resp VARespondResult
-	if err := postJSON(ctx, opts.EmulatorClient, emulator+VARespondPath, "respond", VARespondRequest{
+	var resp emulator.VARespondResult
+	if err := postJSON(ctx, opts.EmulatorClient, emuURL+emulator.VARespondPath, "respond", emulator.VARespondRequest{
 		Challenge: challenge, APIVersion: ch.APIVersion, Scope: scope, KeyType: opts.KeyType, KeyID: opts.KeyID,
 		Identity: deviceIdentity, Device: opts.Device, Tamper: opts.Tamper, TamperSPKAC: opts.TamperSPKAC,
+		TPMVersion: opts.TPMVersion, RawSignatures: opts.RawSignatures,
 	}, &resp, emulatorRefusal); err != nil {
 		return nil, fmt.Errorf("enroll: emulator: %w", err)
 	}
 	res := &EnrollResult{APIVersion: ch.APIVersion, KeyID: resp.KeyID, KeyType: resp.KeyType,
 		SPKI: resp.SPKI, PrivateKeyPKCS8: resp.PrivateKeyPKCS8}
 
-	req := EnrollRequest{Profile: opts.Profile, Scope: scope,
+	req := wire.EnrollRequest{Profile: opts.Profile, Scope: scope,
 		ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
-	if scope == VAScopeUser {
+	if scope == emulator.VAScopeUser {
 		req.Identity = identity
 	}
-	var issued EnrollResponse
-	if err := postJSON(ctx, opts.AdapterClient, adapter+EnrollPath, "enroll", req, &issued, adapterRefusal); err != nil {
+	var issued wire.EnrollResponse
+	if err := postJSON(ctx, opts.AdapterClient, adapter+wire.EnrollPath, "enroll", req, &issued, adapterRefusal); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 
-	if res.Certificate, err = parseSingleCertificatePEM(issued.Certificate); err != nil {
+	leaf, err := pemutil.ParseCertificates([]byte(issued.Certificate))
+	if err == nil && len(leaf) != 1 {
+		err = fmt.Errorf("%d certificates, want the leaf alone", len(leaf))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("enroll: %w: certificate: %v", ErrCertificateNotVerified, err)
 	}
+	res.Certificate = leaf[0]
 	res.CertificatePEM = issued.Certificate
 	for i, p := range issued.Chain {
 		certs, err := pemutil.ParseCertificates([]byte(p))
@@ -287,7 +248,7 @@ func postJSON(ctx context.Context, client *http.Client, url, step string, v, out
 // if there is none.
 func adapterRefusal(step string, status int, body []byte) error {
 	aerr := &AdapterError{Step: step, Status: status}
-	var env EnrollErrorBody
+	var env wire.ErrorBody
 	if json.Unmarshal(body, &env) == nil && (env.Error.Code != "" || env.Error.Message != "") {
 		aerr.Code, aerr.Message, aerr.FailedRules = env.Error.Code, env.Error.Message, env.Error.FailedRules
 	} else {
@@ -298,7 +259,12 @@ func adapterRefusal(step string, status int, body []byte) error {
 
 // emulatorRefusal reads the emulator's Google-style envelope.
 func emulatorRefusal(step string, status int, body []byte) error {
-	var env errorEnvelope
+	var env struct {
+		Error struct {
+			Message string `json:"message"`
+			Status  string `json:"status"`
+		} `json:"error"`
+	}
 	if json.Unmarshal(body, &env) == nil && env.Error.Message != "" {
 		return fmt.Errorf("%s: HTTP %d %s: %s", step, status, env.Error.Status, env.Error.Message)
 	}

@@ -1,4 +1,7 @@
-package emulator
+// Package standin is a minimal stand-in for the adapter's enrollment API, for tests of the
+// reference client (extension.Enroll, certprov-emulator va-enroll) that run without the adapter.
+// Only tests import it.
+package standin
 
 import (
 	"context"
@@ -25,33 +28,35 @@ import (
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
 
+	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
-// VAFakeProfile is one enrollment profile of the VAFakeAdapter.
-type VAFakeProfile struct {
-	APIVersion string // VAv1 or VAv2
+// Profile is one enrollment profile of the Adapter.
+type Profile struct {
+	APIVersion string // emulator.VAv1 or emulator.VAv2
 	Domain     string // the expected identity of machine keys
 }
 
-// VAFakeAdapter is a minimal stand-in for the adapter's enrollment API
+// Adapter is a minimal stand-in for the adapter's enrollment API
 // (docs/verified-access-api.md, section 2), written to the contract so that the reference client
 // (Enroll, certprov-emulator va-enroll) can be tested without the adapter. It calls the Verified
 // Access API at GoogleURL with the generated clients, checks the SPKAC, applies a trivial policy
 // (Deny) and issues with an in-memory CA. It is a test double, not the adapter: no configuration,
 // no templates, no real policy.
-type VAFakeAdapter struct {
+type Adapter struct {
 	GoogleURL string // base URL of the Verified Access API (the emulator)
 	CACert    *x509.Certificate
 	CAKey     crypto.Signer
-	Profiles  map[string]VAFakeProfile
+	Profiles  map[string]Profile
 
 	// Deny, when not empty, refuses every enrollment that Google verified with 403 POLICY_DENIED
 	// listing these rules.
 	Deny []string
 	// Policy, when set, returns the rules the verified device fails (v1 reports only
 	// devicePermanentId, deviceEnrollmentId and attestedDeviceId); any makes it POLICY_DENIED.
-	Policy func(VADevice) []string
+	Policy func(emulator.VADevice) []string
 	// IssueForOtherKey issues for a fresh key instead of the SPKAC's, so that clients' key checks
 	// can be tested.
 	IssueForOtherKey bool
@@ -63,7 +68,7 @@ type VAFakeAdapter struct {
 }
 
 // Handler serves POST /v1/verifiedaccess/challenge and POST /v1/verifiedaccess/enroll.
-func (f *VAFakeAdapter) Handler(ctx context.Context) (http.Handler, error) {
+func (f *Adapter) Handler(ctx context.Context) (http.Handler, error) {
 	opts := []option.ClientOption{option.WithEndpoint(strings.TrimRight(f.GoogleURL, "/") + "/"),
 		option.WithoutAuthentication()}
 	var err error
@@ -75,50 +80,51 @@ func (f *VAFakeAdapter) Handler(ctx context.Context) (http.Handler, error) {
 	}
 	f.seen = map[string]bool{}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+EnrollChallengePath, f.challenge)
-	mux.HandleFunc("POST "+EnrollPath, f.enroll)
+	mux.HandleFunc("POST "+wire.ChallengePath, f.challenge)
+	mux.HandleFunc("POST "+wire.EnrollPath, f.enroll)
 	return mux, nil
 }
 
 // enrollError is one of the contract's error answers.
 type enrollError struct {
 	status      int
-	code, msg   string
+	code        wire.Code
+	msg         string
 	failedRules []string
 }
 
-func fakeErr(status int, code, format string, args ...any) *enrollError {
+func fakeErr(status int, code wire.Code, format string, args ...any) *enrollError {
 	return &enrollError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
 func writeEnrollError(w http.ResponseWriter, e *enrollError) {
-	var body EnrollErrorBody
+	var body wire.ErrorBody
 	body.Error.Code, body.Error.Message, body.Error.FailedRules = e.code, e.msg, e.failedRules
 	writeJSON(w, e.status, body)
 }
 
 func decodeStrict(w http.ResponseWriter, r *http.Request, v any) *enrollError {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fakeErr(400, EnrollCodeBadRequest, "malformed JSON: %v", err)
+		return fakeErr(400, wire.CodeBadRequest, "malformed JSON: %v", err)
 	}
 	return nil
 }
 
-func (f *VAFakeAdapter) profile(name string) (VAFakeProfile, *enrollError) {
+func (f *Adapter) profile(name string) (Profile, *enrollError) {
 	if name == "" {
-		return VAFakeProfile{}, fakeErr(400, EnrollCodeBadRequest, "profile is required")
+		return Profile{}, fakeErr(400, wire.CodeBadRequest, "profile is required")
 	}
 	p, ok := f.Profiles[name]
 	if !ok {
-		return VAFakeProfile{}, fakeErr(404, EnrollCodeUnknownProfile, "no enrollment profile %q", name)
+		return Profile{}, fakeErr(404, wire.CodeUnknownProfile, "no enrollment profile %q", name)
 	}
 	return p, nil
 }
 
-func (f *VAFakeAdapter) challenge(w http.ResponseWriter, r *http.Request) {
-	var req EnrollChallengeRequest
+func (f *Adapter) challenge(w http.ResponseWriter, r *http.Request) {
+	var req wire.ChallengeRequest
 	if e := decodeStrict(w, r, &req); e != nil {
 		writeEnrollError(w, e)
 		return
@@ -130,46 +136,46 @@ func (f *VAFakeAdapter) challenge(w http.ResponseWriter, r *http.Request) {
 	}
 	var challenge []byte
 	switch p.APIVersion {
-	case VAv1:
+	case emulator.VAv1:
 		c, err := f.v1.Challenge.Create(&va1.Empty{}).Context(r.Context()).Do()
 		if err != nil || c.Challenge == nil {
-			writeEnrollError(w, fakeErr(503, EnrollCodeUnavailable, "Google Verified Access could not be reached"))
+			writeEnrollError(w, fakeErr(503, wire.CodeUnavailable, "Google Verified Access could not be reached"))
 			return
 		}
 		data, err1 := base64.StdEncoding.DecodeString(c.Challenge.Data)
 		sig, err2 := base64.StdEncoding.DecodeString(c.Challenge.Signature)
 		if err1 != nil || err2 != nil {
-			writeEnrollError(w, fakeErr(503, EnrollCodeUnavailable, "Google sent an undecodable challenge"))
+			writeEnrollError(w, fakeErr(503, wire.CodeUnavailable, "Google sent an undecodable challenge"))
 			return
 		}
-		challenge = MarshalSignedData(data, sig)
+		challenge = wire.MarshalSignedData(data, sig)
 	default:
 		c, err := f.v2.Challenge.Generate(&va2.Empty{}).Context(r.Context()).Do()
 		if err != nil {
-			writeEnrollError(w, fakeErr(503, EnrollCodeUnavailable, "Google Verified Access could not be reached"))
+			writeEnrollError(w, fakeErr(503, wire.CodeUnavailable, "Google Verified Access could not be reached"))
 			return
 		}
 		if challenge, err = base64.StdEncoding.DecodeString(c.Challenge); err != nil {
-			writeEnrollError(w, fakeErr(503, EnrollCodeUnavailable, "Google sent an undecodable challenge"))
+			writeEnrollError(w, fakeErr(503, wire.CodeUnavailable, "Google sent an undecodable challenge"))
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, EnrollChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(challenge),
-		APIVersion: p.APIVersion, ExpiresInSeconds: int(DefaultVAChallengeLifetime / time.Second)})
+	writeJSON(w, http.StatusOK, wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(challenge),
+		APIVersion: p.APIVersion, ExpiresInSeconds: int(emulator.DefaultVAChallengeLifetime / time.Second)})
 }
 
-func (f *VAFakeAdapter) enroll(w http.ResponseWriter, r *http.Request) {
+func (f *Adapter) enroll(w http.ResponseWriter, r *http.Request) {
 	cert, e := f.doEnroll(w, r)
 	if e != nil {
 		writeEnrollError(w, e)
 		return
 	}
-	writeJSON(w, http.StatusOK, EnrollResponse{Certificate: string(pemutil.Encode(cert)),
+	writeJSON(w, http.StatusOK, wire.EnrollResponse{Certificate: string(pemutil.Encode(cert)),
 		Chain: []string{string(pemutil.Encode(f.CACert))}})
 }
 
-func (f *VAFakeAdapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.Certificate, *enrollError) {
-	var req EnrollRequest
+func (f *Adapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.Certificate, *enrollError) {
+	var req wire.EnrollRequest
 	if e := decodeStrict(w, r, &req); e != nil {
 		return nil, e
 	}
@@ -180,17 +186,17 @@ func (f *VAFakeAdapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.
 	expected := p.Domain
 	switch {
 	case req.ChallengeResponse == "":
-		return nil, fakeErr(400, EnrollCodeBadRequest, "challengeResponse is required")
-	case req.Scope == VAScopeUser && req.Identity == "":
-		return nil, fakeErr(400, EnrollCodeBadRequest, "identity is required for user scope")
-	case req.Scope == VAScopeUser:
+		return nil, fakeErr(400, wire.CodeBadRequest, "challengeResponse is required")
+	case req.Scope == emulator.VAScopeUser && req.Identity == "":
+		return nil, fakeErr(400, wire.CodeBadRequest, "identity is required for user scope")
+	case req.Scope == emulator.VAScopeUser:
 		expected = req.Identity
-	case req.Scope != VAScopeMachine:
-		return nil, fakeErr(400, EnrollCodeBadRequest, "scope %q: want machine or user", req.Scope)
+	case req.Scope != emulator.VAScopeMachine:
+		return nil, fakeErr(400, wire.CodeBadRequest, "scope %q: want machine or user", req.Scope)
 	}
 	response, err := base64.StdEncoding.DecodeString(req.ChallengeResponse)
 	if err != nil {
-		return nil, fakeErr(400, EnrollCodeBadRequest, "challengeResponse is not base64")
+		return nil, fakeErr(400, wire.CodeBadRequest, "challengeResponse is not base64")
 	}
 	sum := sha256.Sum256(response)
 	f.mu.Lock()
@@ -198,26 +204,26 @@ func (f *VAFakeAdapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.
 	f.seen[hex.EncodeToString(sum[:])] = true
 	f.mu.Unlock()
 	if replayed {
-		return nil, fakeErr(409, EnrollCodeChallengeReplayed, "challenge response already used")
+		return nil, fakeErr(409, wire.CodeChallengeReplayed, "challenge response already used")
 	}
 
 	var spkacB64 string
-	var device VADevice
+	var device emulator.VADevice
 	switch p.APIVersion {
-	case VAv1:
-		data, sig, err := UnmarshalSignedData(response)
+	case emulator.VAv1:
+		data, sig, err := wire.UnmarshalSignedData(response)
 		if err != nil {
-			return nil, fakeErr(400, EnrollCodeBadChallenge, "challenge response is not a SignedData")
+			return nil, fakeErr(400, wire.CodeBadChallenge, "challenge response is not a SignedData")
 		}
 		res, err := f.v1.Challenge.Verify(&va1.VerifyChallengeResponseRequest{
-			ChallengeResponse: &va1.SignedData{Data: b64(data), Signature: b64(sig)},
+			ChallengeResponse: &va1.SignedData{Data: base64.StdEncoding.EncodeToString(data), Signature: base64.StdEncoding.EncodeToString(sig)},
 			ExpectedIdentity:  expected,
 		}).Context(r.Context()).Do()
 		if err != nil {
 			return nil, googleRefusal(err)
 		}
 		spkacB64 = res.SignedPublicKeyAndChallenge
-		device = VADevice{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
+		device = emulator.VADevice{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
 			AttestedDeviceID: res.AttestedDeviceId}
 	default:
 		res, err := f.v2.Challenge.Verify(&va2.VerifyChallengeResponseRequest{
@@ -227,22 +233,22 @@ func (f *VAFakeAdapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.
 			return nil, googleRefusal(err)
 		}
 		spkacB64 = res.SignedPublicKeyAndChallenge
-		device = VADevice{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
+		device = emulator.VADevice{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
 			AttestedDeviceID: res.AttestedDeviceId, CustomerID: res.CustomerId, VirtualDeviceID: res.VirtualDeviceId,
 			KeyTrustLevel: res.KeyTrustLevel, DeviceSignals: res.DeviceSignals,
 			ProfileCustomerID: res.ProfileCustomerId, VirtualProfileID: res.VirtualProfileId,
 			ProfilePermanentID: res.ProfilePermanentId, ProfileKeyTrustLevel: res.ProfileKeyTrustLevel}
 	}
-	spkac, err := ParseSPKAC(spkacB64)
+	spkac, err := emulator.ParseSPKAC(spkacB64)
 	if err != nil {
-		return nil, fakeErr(400, EnrollCodeBadChallenge, "the signed public key does not verify")
+		return nil, fakeErr(400, wire.CodeBadChallenge, "the signed public key does not verify")
 	}
 	failed := append([]string(nil), f.Deny...)
 	if f.Policy != nil {
 		failed = append(failed, f.Policy(device)...)
 	}
 	if len(failed) > 0 {
-		e := fakeErr(403, EnrollCodePolicyDenied, "the device does not satisfy the profile's policy")
+		e := fakeErr(403, wire.CodePolicyDenied, "the device does not satisfy the profile's policy")
 		e.failedRules = failed
 		return nil, e
 	}
@@ -254,37 +260,36 @@ func (f *VAFakeAdapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.
 	if f.IssueForOtherKey {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return nil, fakeErr(502, EnrollCodeCAFailure, "the CA could not issue")
+			return nil, fakeErr(502, wire.CodeCAFailure, "the CA could not issue")
 		}
 		pub = k.Public()
 	}
 	cert, err := f.issue(pub, subject)
 	if err != nil {
-		return nil, fakeErr(502, EnrollCodeCAFailure, "the CA could not issue")
+		return nil, fakeErr(502, wire.CodeCAFailure, "the CA could not issue")
 	}
 	return cert, nil
 }
 
-// googleRefusal maps a Verified Access error to the contract's codes by the substrings the
-// contract page fixes; anything that is not a 400 means Google could not be used.
+// googleRefusal maps a Verified Access error to the contract's codes by its HTTP status, as the
+// contract page fixes: 400 is a refused answer, 401/403/404 the adapter's configuration, the rest
+// (and no answer) Google being unavailable.
 func googleRefusal(err error) *enrollError {
 	var gerr *googleapi.Error
-	if !errors.As(err, &gerr) || gerr.Code != 400 {
-		return fakeErr(503, EnrollCodeUnavailable, "Google Verified Access could not be reached")
+	if !errors.As(err, &gerr) {
+		return fakeErr(503, wire.CodeUnavailable, "Google Verified Access could not be reached")
 	}
-	switch msg := gerr.Message; {
-	case strings.Contains(msg, VAMessageExpired):
-		return fakeErr(400, EnrollCodeChallengeExpired, "the challenge expired")
-	case strings.Contains(msg, VAMessageAlreadyUsed):
-		return fakeErr(409, EnrollCodeChallengeReplayed, "the challenge was already used")
-	case strings.Contains(msg, VAMessageIdentityMismatch):
-		return fakeErr(403, EnrollCodeIdentityMismatch, "the key does not belong to the expected identity")
+	switch gerr.Code {
+	case 400:
+		return fakeErr(400, wire.CodeBadChallenge, "Google refused the challenge response")
+	case 401, 403, 404:
+		return fakeErr(500, wire.CodeMisconfigured, "Google refused the adapter")
 	default:
-		return fakeErr(400, EnrollCodeBadChallenge, "Google refused the challenge response")
+		return fakeErr(503, wire.CodeUnavailable, "Google Verified Access is unavailable")
 	}
 }
 
-func (f *VAFakeAdapter) issue(pub crypto.PublicKey, cn string) (*x509.Certificate, error) {
+func (f *Adapter) issue(pub crypto.PublicKey, cn string) (*x509.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
 	if err != nil {
 		return nil, err
@@ -302,4 +307,13 @@ func (f *VAFakeAdapter) issue(pub crypto.PublicKey, cn string) (*x509.Certificat
 		return nil, fmt.Errorf("issue: %w", err)
 	}
 	return x509.ParseCertificate(der)
+}
+
+// maxBody bounds a request body, as the adapter does.
+const maxBody = 64 << 10
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }
