@@ -3,8 +3,6 @@ package csr
 import (
 	"crypto"
 	"testing"
-
-	"github.com/certprov/certprov-adapter/internal/config"
 )
 
 // The hot path of every process, per key type: render the profile's templates over the
@@ -14,13 +12,13 @@ import (
 
 // benchProfile is a profile as an operator writes one: a subject from the device and the
 // organisation, a URI and an e-mail SAN, key usages and an extended key usage.
-var benchProfile = config.Profile{
-	Subject: config.Subject{
+var benchProfile = Spec{
+	Subject: Subject{
 		CommonName:         "{{.Device.SerialNumber}}",
 		Organization:       []string{"Example Corp"},
 		OrganizationalUnit: []string{"ChromeOS devices"},
 	},
-	SubjectAltNames: config.SANs{
+	SubjectAltNames: SANs{
 		URI:   []string{"urn:chromeos:device:{{.Device.DirectoryID}}"},
 		Email: []string{"{{.User.Email}}"},
 	},

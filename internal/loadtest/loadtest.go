@@ -301,7 +301,7 @@ func (h *harness) runOne(ctx context.Context, s Scenario, d string, run int) (re
 			if p == nil {
 				continue
 			}
-			if err := p.stop(40 * time.Second); err != nil {
+			if err := p.stopVia(p.target, 40*time.Second); err != nil {
 				res.fail(err)
 			}
 		}

@@ -95,13 +95,18 @@ func (c *child) tail() string {
 }
 
 // stop sends SIGTERM and waits up to grace for the exit, then kills.
-func (c *child) stop(grace time.Duration) error {
+func (c *child) stop(grace time.Duration) error { return c.stopVia(c.pid(), grace) }
+
+// stopVia sends SIGTERM to pid, the child itself or the program it runs (the adapter under
+// strace, which does not pass the signal on; strace then exits with its tracee and writes its
+// summary), and waits up to grace for the child's exit, then kills the child.
+func (c *child) stopVia(pid int, grace time.Duration) error {
 	select {
 	case <-c.exited:
 		return nil
 	default:
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	_ = syscall.Kill(pid, syscall.SIGTERM)
 	select {
 	case <-c.exited:
 		return nil
