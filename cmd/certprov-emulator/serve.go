@@ -31,6 +31,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	keyPool := fs.Int("key-pool", 0, "device keys generated per key type and shared by the processes in turn (load tests); 0: a fresh key per process")
 	latency := fs.Duration("latency", 0, "delay every REST API call by this long, as Google's round trip would (load tests)")
+	dirRecords := fs.Bool("directory-records", false, "put an Admin SDK Directory record for the device and user of every process started")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -54,6 +55,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := serve(ctx, log, stdout, *listen, emulator.Options{
 		Project: *project, Topic: *topic, Subscription: *subscription,
 		PubSubListen: *pubsubListen, AckDeadline: *ackDeadline, Logger: log, KeyPool: *keyPool,
+		DirectoryRecords: *dirRecords,
 	}, *latency); err != nil {
 		log.Error("serve failed", zap.Error(err))
 		fmt.Fprintf(stderr, "serve: %v\n", err)

@@ -28,7 +28,7 @@ echo "==> creating the built-in CA in $work/ca"
 
 echo "==> starting the Google-side emulator (REST :$REST_PORT, Pub/Sub :$PUBSUB_PORT)"
 "$bin/certprov-emulator" serve --listen "127.0.0.1:$REST_PORT" --pubsub-listen "127.0.0.1:$PUBSUB_PORT" \
-  --project demo --topic certprov --subscription certprov-adapter >"$work/emulator.log" 2>&1 &
+  --project demo --topic certprov --subscription certprov-adapter --directory-records >"$work/emulator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
   grep -q "emulator ready" "$work/emulator.log" 2>/dev/null && break
@@ -92,6 +92,6 @@ if command -v curl >/dev/null; then
   if [ $ready -ne 1 ]; then
     echo "demo FAILED: /readyz is not 200:"; cat "$work/readyz.json" 2>/dev/null; exit 1
   fi
-  curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | grep -E '^certprov_(processes_finished_total|verifiedaccess_enrollments_total)\{' || true
+  curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | grep -E '^certprov_(processes_finished_total|verifiedaccess_enrollments_total|directory_lookups_total)\{' || true
 fi
 echo "demo OK"

@@ -65,6 +65,7 @@ type Adapter struct {
 	// What a reload changes (reload.go); reloading serializes reloads.
 	reloading sync.Mutex
 	api       *chromeapi.Client
+	directory engine.Directory // nil unless google.directory.enabled
 	vaClient  *verifiedaccess.Client
 	conns     map[string]*engine.CAConnection
 	checks    readiness             // the readiness checks' inputs, for SetChecks after a reload
@@ -100,9 +101,68 @@ func Profiles(cfg *config.Config) (map[string]*engine.Profile, error) {
 			ps = append(ps, config.ProblemsAt("profiles."+name, err)...)
 			continue
 		}
-		out[name] = &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict}
+		if tmpl.Needs().Any() && !cfg.Google.Directory.Enabled {
+			ps = append(ps, config.Problem{Path: "profiles." + name,
+				Message: "its templates use Directory data (.Device.Directory, .User.Directory): set google.directory.enabled (docs/directory.md)"})
+			continue
+		}
+		prof := &engine.Profile{Template: tmpl, TemplateName: p.TemplateName, Validity: p.Validity, SignDeadline: p.SignDeadline, Strict: p.Strict,
+			Routes: p.Routes}
+		if r := p.RevokeSuperseded; r.Enabled {
+			reason, err := ca.ParseReason(r.Reason)
+			if err != nil {
+				ps = append(ps, config.Problem{Path: "profiles." + name + ".revokeSuperseded.reason", Message: err.Error()})
+				continue
+			}
+			prof.RevokeSuperseded = &engine.RevokePolicy{GracePeriod: r.GracePeriod, Reason: reason, CAConnections: r.CAConnections}
+		}
+		out[name] = prof
 	}
 	return out, problemsError(ps)
+}
+
+// CheckRevokers checks that every CA connection a profile's revokeSuperseded revokes through
+// (its caConnections, or every connection when it lists none) can revoke (ca.Revoker); the
+// error is a *config.ProblemsError at profiles.<name>.revokeSuperseded. Connections that failed
+// to build, which Connectors reported, are not checked again.
+func CheckRevokers(cfg *config.Config, conns map[string]*engine.CAConnection) error {
+	var ps []config.Problem
+	for _, name := range slices.Sorted(maps.Keys(cfg.Profiles)) {
+		r := cfg.Profiles[name].RevokeSuperseded
+		if !r.Enabled {
+			continue
+		}
+		through := r.CAConnections
+		if len(through) == 0 {
+			through = slices.Sorted(maps.Keys(cfg.CAConnections))
+		}
+		for _, c := range through {
+			conn := conns[c]
+			if conn == nil {
+				continue
+			}
+			why := "its CA offers no revocation to the adapter"
+			if _, ok := conn.Connector.(ca.Revoker); ok {
+				why = ""
+				if rc, ok := conn.Connector.(ca.RevokeChecker); ok {
+					if err := rc.CanRevoke(); err != nil {
+						why = err.Error()
+					}
+				}
+			}
+			if why == "" {
+				continue
+			}
+			hint := "list the connections this profile's certificates come from in profiles." + name + ".revokeSuperseded.caConnections"
+			if len(r.CAConnections) > 0 {
+				hint = "remove it from the list, or turn revokeSuperseded off"
+			}
+			ps = append(ps, config.Problem{Path: "profiles." + name + ".revokeSuperseded",
+				Message: fmt.Sprintf("caConnections.%s (type %s) cannot revoke (%s), so the certificates it issues cannot be revoked when superseded; %s",
+					c, cfg.CAConnections[c].Type, why, hint)})
+		}
+	}
+	return problemsError(ps)
 }
 
 // Connectors builds every CA connection; the error is a *config.ProblemsError with every
@@ -292,6 +352,10 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckRevokers(cfg, cas); err != nil {
+		_ = CloseConnectors(cas)
+		return nil, err
+	}
 	reg := prometheus.NewRegistry()
 	bi := buildinfo.Get()
 	metrics.RegisterProcess(reg, metrics.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion})
@@ -308,6 +372,12 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		_ = trail.Close()
 		return nil, err
 	}
+	dir, dirClient, err := Directory(ctx, cfg, log.Named("directory"), reg)
+	if err != nil {
+		_ = store.Close()
+		_ = trail.Close()
+		return nil, err
+	}
 	vaServer, vaClient, err := verifiedAccessServer(ctx, cfg, cas, log, reg, trail, store)
 	if err != nil {
 		_ = store.Close()
@@ -316,6 +386,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	eo := EngineOptions(cfg)
 	eo.API, eo.Store, eo.Profiles, eo.CAs, eo.Audit = api, store, profiles, cas, trail
+	eo.Directory = dir
 	eo.Logger, eo.Registerer = log.Named("engine"), reg
 	eng, err := engine.New(eo)
 	if err != nil {
@@ -331,6 +402,9 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 		google: api.TokenSource(), vaOn: vaClient != nil, cas: cas, calls: metrics.NewCA(reg)}
 	certs := metrics.NewCertificates(reg)
 	caCertificates(certs, cas)
+	if dirClient != nil {
+		checks.directoryOn, checks.directory = true, dirClient.TokenSource()
+	}
 	if vaServer != nil {
 		checks.va = vaClient.TokenSource()
 		certs.Add(metrics.KindVerifiedAccess, "server", heldCertificates(vaServer.Certificates))
@@ -360,7 +434,7 @@ func New(ctx context.Context, cfg *config.Config, log *zap.Logger) (*Adapter, er
 	}
 	return &Adapter{
 		cfg: cfg, log: log, Registry: reg, Ops: opsServer, Engine: eng, Store: store, Audit: trail, pubsub: psClient, va: vaServer,
-		api: api, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
+		api: api, directory: dir, vaClient: vaClient, conns: cas, checks: checks, certs: certs, m: metrics.NewAdapter(reg),
 		receiver: receiver, interrupt: make(chan struct{}),
 	}, nil
 }

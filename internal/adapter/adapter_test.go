@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +185,83 @@ func TestGoogleCredentials(t *testing.T) {
 		if got != (googleauth.Credentials{Type: want, File: "/etc/certprov/sa.json", Subject: "admin@example.com"}) {
 			t.Errorf("type %q: %+v, want type %q", typ, got, want)
 		}
+	}
+}
+
+// TestCheckRevokers: a profile that revokes superseded certificates is refused, at its YAML
+// path, unless every CA connection it revokes through can revoke: a connector that is no
+// ca.Revoker (est), or the built-in CA without a CRL to publish, is named with the fix; listing
+// only connections that can revoke, or turning the option off, passes.
+func TestCheckRevokers(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := local.CreateCA(filepath.Join(dir, "ca"), "ecdsa", "test CA", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func(revoke string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse([]byte(`
+instanceId: a1
+customers: [C0demo]
+pubsub: {project: p, subscription: s}
+google: {credentials: {type: none}, endpoint: "http://127.0.0.1:1/"}
+journal: {type: memory}
+profiles:
+  device: {subject: {commonName: "{{.Device.SerialNumber}}"}, revokeSuperseded: `+revoke+`}
+caConnections:
+  crl: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key, crlFile: ca.crl}
+  nocrl: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}
+  est: {type: est, url: "https://est.example.com", username: "a", passwordFile: pw}
+`), dir)
+		if err != nil {
+			t.Fatalf("config: %v", err)
+		}
+		return cfg
+	}
+	for _, tt := range []struct {
+		revoke string
+		want   []string // substrings of the error; none: no error
+	}{
+		{"{enabled: true}", []string{
+			"profiles.device.revokeSuperseded: caConnections.est (type est) cannot revoke (its CA offers no revocation to the adapter)",
+			"caConnections.nocrl (type local) cannot revoke (it publishes no CRL; set crlFile)",
+			"list the connections this profile's certificates come from in profiles.device.revokeSuperseded.caConnections"}},
+		{"{enabled: true, caConnections: [crl, est]}", []string{"caConnections.est (type est) cannot revoke", "remove it from the list"}},
+		{"{enabled: true, caConnections: [crl]}", nil},
+		{"{enabled: false}", nil},
+	} {
+		t.Run(tt.revoke, func(t *testing.T) {
+			cfg := load(tt.revoke)
+			conns, err := Connectors(cfg, zap.NewNop())
+			if err != nil {
+				t.Fatalf("Connectors: %v", err)
+			}
+			t.Cleanup(func() { _ = CloseConnectors(conns) })
+			err = CheckRevokers(cfg, conns)
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("CheckRevokers: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("CheckRevokers accepted connections that cannot revoke")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "caConnections.crl ") {
+				t.Errorf("error %q names the connection that can revoke", err)
+			}
+		})
+	}
+	// The reason is checked offline, with the profiles.
+	if _, err := Profiles(load("{enabled: true, reason: sperseded}")); err == nil ||
+		!strings.Contains(err.Error(), "profiles.device.revokeSuperseded.reason") || !strings.Contains(err.Error(), "superseded") {
+		t.Errorf("Profiles with a misspelt reason: %v", err)
 	}
 }

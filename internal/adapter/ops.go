@@ -27,6 +27,7 @@ const (
 	checkPubSub       = "pubsub"
 	checkGoogleToken  = "google_token"
 	checkVAToken      = "verified_access_token"
+	checkDirToken     = "directory_token"
 	checkCAPrefix     = "ca_connection:"
 	maxCACheckTimeout = 30 * time.Second
 )
@@ -46,8 +47,11 @@ type readiness struct {
 	google  oauth2.TokenSource // nil without credentials
 	va      oauth2.TokenSource // nil without Verified Access or credentials
 	vaOn    bool
-	cas     map[string]*engine.CAConnection
-	calls   *metrics.CA
+	// directory is the Directory client's token source, when directoryOn.
+	directory   oauth2.TokenSource
+	directoryOn bool
+	cas         map[string]*engine.CAConnection
+	calls       *metrics.CA
 }
 
 // checks builds one readiness check per dependency: the configuration, the journal, the
@@ -64,6 +68,9 @@ func (r readiness) checks() []ops.Check {
 	}
 	if r.vaOn {
 		out = append(out, ops.Check{Name: checkVAToken, Run: tokenCheck(r.va, "google.credentials.type is none: no token needed (emulator)")})
+	}
+	if r.directoryOn {
+		out = append(out, ops.Check{Name: checkDirToken, Run: tokenCheck(r.directory, "google.credentials.type is none: no token needed (emulator)")})
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.cas)) {
 		conn := r.cas[name]
@@ -104,6 +111,14 @@ func (r readiness) journal(ctx context.Context) (string, error) {
 		}
 		r.records.Observe(names, byName)
 		detail += fmt.Sprintf("; %d records", total)
+	}
+	// Records that owe a revocation are unfinished until it is done.
+	if recs, err := r.store.Unfinished(ctx); err == nil {
+		n := journal.PendingRevocations(recs)
+		r.records.RevocationsPending.Set(float64(n))
+		if n > 0 {
+			detail += fmt.Sprintf("; %d revocations pending", n)
+		}
 	}
 	return detail, nil
 }

@@ -58,8 +58,9 @@ ops: {listen: "127.0.0.1:0", checkInterval: 50ms, checkTimeout: 2s}
 profiles:
   device: {subject: {commonName: "{{.Device.SerialNumber}}"}, extendedKeyUsage: [clientAuth]}
   user: {subject: {commonName: "{{.User.Email}}"}, subjectAltNames: {email: ["{{.User.Email}}"]}, extendedKeyUsage: [clientAuth]}
+  renew: {subject: {commonName: "{{.Device.SerialNumber}}"}, revokeSuperseded: {enabled: true, gracePeriod: 1h, caConnections: [builtin]}}
 caConnections:
-  builtin: {type: local, certificateFile: %q, keyFile: %q, ledgerFile: ledger.jsonl}
+  builtin: {type: local, certificateFile: %q, keyFile: %q, ledgerFile: ledger.jsonl, crlFile: ca.crl}
 `, emulator.DefaultCustomer, emu.PubSubAddr(), rest.URL+"/", certPath, keyPath) + strings.ReplaceAll(extra, "%[1]s", dir)
 	cfg, err := config.Parse([]byte(yaml), dir)
 	if err != nil {
@@ -365,6 +366,43 @@ func waitFinished(t *testing.T, emu *emulator.Emulator, name string) {
 
 // TestPprofEnabled: ops.pprof (here from the environment, as an operator would set it for a
 // session) serves the profiler on the ops listener.
+// TestRevocationsPendingMetric: the daemon, built from a configuration with a profile that
+// revokes superseded certificates, journals the revocation a renewal decides, and the journal
+// readiness check samples it: certprov_revocations_pending and the check's detail count it.
+func TestRevocationsPendingMetric(t *testing.T) {
+	d := startDaemon(t, "")
+	for range 2 {
+		name, err := d.emu.StartProcess(context.Background(), emulator.ProcessSpec{ProfileRef: "renew", CARef: "builtin",
+			Serial: "5CD0001", DeviceDirectoryID: "dev-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFinished(t, d.emu, name)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		families := d.scrape()
+		pending := value(families, "certprov_revocations_pending", nil)
+		decided := value(families, "certprov_revocations_decided_total", map[string]string{"profile": "renew"})
+		if pending == 1 && decided == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("certprov_revocations_pending %v, certprov_revocations_decided_total %v; want 1 and 1", pending, decided)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var journalDetail string
+	for _, r := range d.a.Ops.Readiness() {
+		if r.Name == "journal" {
+			journalDetail = r.Detail
+		}
+	}
+	if !strings.Contains(journalDetail, "1 revocations pending") {
+		t.Errorf("journal check detail %q does not count the pending revocation", journalDetail)
+	}
+}
+
 func TestPprofEnabled(t *testing.T) {
 	t.Setenv("CERTPROV_OPS_PPROF", "true")
 	d := startDaemon(t, "")

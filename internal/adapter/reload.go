@@ -69,8 +69,11 @@ func (a *Adapter) reload(cfg *config.Config) error {
 		a.log.Warn("configuration warning", zap.String("path", w.Path), zap.String("warning", w.Message))
 	}
 	profiles, perr := Profiles(cfg)
+	if perr == nil && a.directory == nil {
+		perr = needsNoDirectory(profiles)
+	}
 	conns, cerr := Connectors(cfg, a.log)
-	if err := errors.Join(perr, cerr); err != nil {
+	if err := errors.Join(perr, cerr, CheckRevokers(cfg, conns)); err != nil {
 		closeConnectors(a.log, conns, nil)
 		return err
 	}

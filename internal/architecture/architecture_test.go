@@ -44,8 +44,9 @@ var (
 	}
 	// google is the provisioning side's Google: the APIs the adapter serves and their clients.
 	google = []string{
-		"internal/chromeapi", "internal/googleauth", "internal/verifiedaccess/...",
+		"internal/chromeapi", "internal/directory", "internal/googleauth", "internal/verifiedaccess/...",
 		"google.golang.org/api/chromemanagement/...", "google.golang.org/api/verifiedaccess/...",
+		"google.golang.org/api/admin/...",
 		"cloud.google.com/go/pubsub/...",
 	}
 	// wiring is what assembles the daemon and runs it: nothing below it may know it.
@@ -67,6 +68,8 @@ var rules = []rule{
 	{name: "leaves stay leaves", pkgs: leaves, only: []string{}},
 	{name: "metrics and the Google API wrapper depend on leaves only",
 		pkgs: []string{"internal/metrics", "internal/chromeapi"}, only: append([]string{"internal/metrics"}, leaves...)},
+	{name: "the Directory client depends on leaves, metrics and csr, whose template records it fills",
+		pkgs: []string{"internal/directory"}, only: slices.Concat([]string{"internal/metrics", "internal/csr"}, leaves)},
 	{name: "csr, the PKCS#10 library, depends on leaves only", pkgs: []string{"internal/csr"}, only: leaves},
 	{name: "CA connectors are blind to the engine, the configuration and Google",
 		pkgs:  []string{"internal/ca", "internal/ca/..."},

@@ -30,7 +30,8 @@ const (
 	KindProvisioning = "provisioning"
 	// KindEnrollment is a Verified Access enrollment request, issued or refused.
 	KindEnrollment = "enrollment"
-	// KindRevocation is a certificate an operator revoked (`certprov-adapter revoke`).
+	// KindRevocation is a certificate an operator revoked (`certprov-adapter revoke`), or one
+	// the adapter revoked because a newer certificate superseded it (SupersededBy set).
 	KindRevocation = "revocation"
 )
 
@@ -65,6 +66,10 @@ type Event struct {
 	FailedRules []string `json:"failedRules,omitempty"`
 	// Reason is a revocation's RFC 5280 reason (keyCompromise, superseded, …).
 	Reason string `json:"reason,omitempty"`
+	// Process is, for a revocation by renewal hygiene, the process whose certificate was
+	// revoked; SupersededBy the process whose newer certificate superseded it.
+	Process      string `json:"process,omitempty"`
+	SupersededBy string `json:"supersededBy,omitempty"`
 
 	// SPKISHA256 is the hex SHA-256 of the DER SubjectPublicKeyInfo of the key the request was
 	// for: the device's (the certificate carries exactly that key).
@@ -148,6 +153,33 @@ func Revocation(t time.Time, instanceID, caConnection, serial string, cert *x509
 	}
 	if cert != nil {
 		ev.Certificate = CertificateOf(cert)
+		ev.SPKISHA256 = ev.Certificate.SPKISHA256
+	}
+	return ev
+}
+
+// Superseded is the event of v, a revocation that rec's certificate made due and that reached
+// its final state (revoked or failed), written by instanceID. Its id is
+// revocation/<caConnection>/<serial>/superseded-by/<rec.Name>, and it depends on rec and v alone,
+// so that the event written after a crash is the one that would have been written before it.
+func Superseded(rec *journal.Record, v *journal.Revocation, instanceID string) *Event {
+	ev := &Event{
+		SchemaVersion: SchemaVersion, ID: "revocation/" + v.CAName + "/" + v.Serial + "/superseded-by/" + rec.Name,
+		Kind: KindRevocation, Time: v.At.UTC(), InstanceID: instanceID, CAConnection: v.CAName,
+		Outcome: string(v.State), Reason: v.Reason, Profile: rec.ProfileName,
+		Process: v.Process, SupersededBy: rec.Name,
+	}
+	if v.State != journal.RevocationRevoked {
+		ev.Failure = v.LastError
+	}
+	if p := rec.Process; p != nil {
+		ev.Customer, ev.Scope = p.Customer, ScopeDevice
+		if p.UserScoped() {
+			ev.Scope = ScopeUser
+		}
+	}
+	if certs, err := pemutil.ParseCertificates([]byte(v.CertificatePEM)); err == nil && len(certs) > 0 {
+		ev.Certificate = CertificateOf(certs[0])
 		ev.SPKISHA256 = ev.Certificate.SPKISHA256
 	}
 	return ev

@@ -90,3 +90,11 @@ type RevokeRequest struct {
 type Revoker interface {
 	Revoke(ctx context.Context, req *RevokeRequest) error
 }
+
+// RevokeChecker is implemented by Revokers whose settings can leave them unable to revoke (the
+// built-in CA without a CRL to publish): CanRevoke says why not, so that validation can refuse
+// a configuration that relies on revoking through them, instead of every revocation failing.
+type RevokeChecker interface {
+	// CanRevoke returns nil when Revoke can succeed with these settings.
+	CanRevoke() error
+}

@@ -89,6 +89,12 @@ PostgreSQL journals.`,
 		if *withPEM {
 			opts = append(opts, inspect.WithPEM())
 		}
+		// A journal an older adapter wrote cannot be searched by identity; the rest is shown.
+		if by, err := inspect.RevokedBy(ctx, store, rec); err == nil {
+			opts = append(opts, inspect.WithRevokedBy(by))
+		} else {
+			fmt.Fprintf(o.Stderr, "superseding processes not looked up: %v\n", err)
+		}
 		if err := inspect.Show(o.Stdout, rec, now, *asJSON, opts...); err != nil {
 			return fail(err)
 		}

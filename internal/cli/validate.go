@@ -65,7 +65,7 @@ func validate(o Options, path string, check bool) error {
 	if len(cfg.VerifiedAccess.Profiles) > 0 {
 		_, vaerr = adapter.VerifiedAccessProfiles(cfg, conns)
 	}
-	if err := errors.Join(loadErr, perr, cerr, vaerr); err != nil {
+	if err := errors.Join(loadErr, perr, cerr, vaerr, adapter.CheckRevokers(cfg, conns)); err != nil {
 		config.PrintProblems(o.Stderr, path, err)
 		return fail(nil)
 	}

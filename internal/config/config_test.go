@@ -66,6 +66,7 @@ profiles:
     validity: 720h
     signDeadline: 90m
     strict: true
+    revokeSuperseded: {enabled: true, gracePeriod: 12h}
   user:
     subject:
       commonName: "{{.User.Email}}"
@@ -184,6 +185,7 @@ func TestLoadFull(t *testing.T) {
 			Endpoint:       "https://chromemanagement.example.com/",
 			RateLimit:      RateLimit{RequestsPerSecond: 2.5, Burst: 5},
 			RequestTimeout: 10 * time.Second,
+			Directory:      DefaultDirectory(),
 		},
 		Engine: Engine{
 			Workers: 4, PollInterval: time.Second, MaxPollInterval: 30 * time.Second,
@@ -209,11 +211,14 @@ func TestLoadFull(t *testing.T) {
 				Validity:     720 * time.Hour,
 				SignDeadline: 90 * time.Minute,
 				Strict:       true,
+				// The reason is the default's.
+				RevokeSuperseded: RevokeSuperseded{Enabled: true, GracePeriod: 12 * time.Hour, Reason: DefaultRevokeReason},
 			},
 			"user": {
-				Subject:      Subject{CommonName: "{{.User.Email}}"},
-				Validity:     DefaultValidity,
-				SignDeadline: DefaultSignDeadline,
+				Subject:          Subject{CommonName: "{{.User.Email}}"},
+				Validity:         DefaultValidity,
+				SignDeadline:     DefaultSignDeadline,
+				RevokeSuperseded: DefaultProfile().RevokeSuperseded,
 			},
 		},
 		CAConnections: map[string]CAConnection{

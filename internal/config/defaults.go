@@ -40,6 +40,12 @@ const (
 	// 30 s, 2 min, 8 min and then every 8 h, so a day lets an offline device come back.
 	DefaultSignDeadline = 24 * time.Hour
 
+	// DefaultRevokeGracePeriod is how long a superseded certificate stays valid: a day lets a
+	// device that was offline when its new certificate came pick it up and switch to it.
+	DefaultRevokeGracePeriod = 24 * time.Hour
+	// DefaultRevokeReason is the RFC 5280 reason superseded certificates are revoked with.
+	DefaultRevokeReason = "superseded"
+
 	// DefaultVAListen is where the Verified Access enrollment server listens: loopback, so that
 	// enabling it exposes nothing until an address is chosen deliberately.
 	DefaultVAListen = "127.0.0.1:8443"
@@ -92,6 +98,7 @@ func Defaults() Config {
 			Credentials:    Credentials{Type: DefaultCredentialsType},
 			RateLimit:      RateLimit{RequestsPerSecond: DefaultRateLimit, Burst: DefaultRateBurst},
 			RequestTimeout: DefaultRequestTimeout,
+			Directory:      DefaultDirectory(),
 		},
 		Engine: Engine{
 			Workers:         DefaultWorkers,
@@ -122,7 +129,8 @@ func Defaults() Config {
 
 // DefaultProfile holds the values a profile gets for the keys it omits.
 func DefaultProfile() Profile {
-	return Profile{Validity: DefaultValidity, SignDeadline: DefaultSignDeadline}
+	return Profile{Validity: DefaultValidity, SignDeadline: DefaultSignDeadline,
+		RevokeSuperseded: RevokeSuperseded{GracePeriod: DefaultRevokeGracePeriod, Reason: DefaultRevokeReason}}
 }
 
 // DefaultCAConnection holds the values a CA connection gets for the keys it omits.

@@ -378,6 +378,13 @@ func checkKeys(raw any, t reflect.Type, path string, ps *problems) {
 				ps.add(p, "unknown key")
 			}
 		}
+	case t.Kind() == reflect.Slice && isSection(t.Elem()):
+		// A list of sections (profiles.<name>.routes): each entry's keys are checked too.
+		if items, ok := raw.([]any); ok {
+			for i, item := range items {
+				checkKeys(item, t.Elem(), indexPath(path, i), ps)
+			}
+		}
 	case t.Kind() == reflect.Map:
 		m, ok := raw.(map[string]any)
 		if !ok {

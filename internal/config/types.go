@@ -77,6 +77,8 @@ type Google struct {
 	RateLimit RateLimit `mapstructure:"rateLimit"`
 	// RequestTimeout bounds one HTTP call.
 	RequestTimeout time.Duration `mapstructure:"requestTimeout"`
+	// Directory is the Admin SDK Directory lookups of profile templates and routes (directory.go).
+	Directory Directory `mapstructure:"directory"`
 }
 
 // Credentials selects how the adapter authenticates to Google.
@@ -163,6 +165,26 @@ type Profile struct {
 	// Strict refuses a certificate whose subject alternative names or extended key usages differ
 	// from what the profile asked for; otherwise the difference is logged and the certificate used.
 	Strict bool `mapstructure:"strict"`
+	// Routes pick a CA connection, validity or template name by org unit; the first match wins
+	// (directory.go).
+	Routes []Route `mapstructure:"routes"`
+	// RevokeSuperseded revokes the certificates a new one of this profile replaces.
+	RevokeSuperseded RevokeSuperseded `mapstructure:"revokeSuperseded"`
+}
+
+// RevokeSuperseded is renewal hygiene (docs/renewal.md): once a device or user has a new
+// certificate of the profile, the ones issued to it before through the profile are revoked at
+// their CA after a grace period.
+type RevokeSuperseded struct {
+	Enabled bool `mapstructure:"enabled"`
+	// GracePeriod is how long the superseded certificate stays valid after the new one is
+	// issued: the device keeps using it until the new one is in use.
+	GracePeriod time.Duration `mapstructure:"gracePeriod"`
+	// Reason is the RFC 5280 revocation reason the CA records (superseded).
+	Reason string `mapstructure:"reason"`
+	// CAConnections limits revocation to certificates issued through these connections; empty
+	// means every connection, each of which must then be able to revoke.
+	CAConnections []string `mapstructure:"caConnections"`
 }
 
 // Spec is what the profile asks of a certificate, as package csr compiles it.

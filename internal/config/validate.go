@@ -104,6 +104,7 @@ func (c *Config) ValidateOffline() []Problem {
 	c.validateIdentity(&ps)
 	c.validatePubSub(&ps)
 	c.validateGoogle(&ps)
+	c.validateDirectory(&ps)
 	c.validateEngine(&ps)
 	c.validateJournalAndLog(&ps)
 	c.validateOps(&ps)
@@ -115,6 +116,7 @@ func (c *Config) ValidateOffline() []Problem {
 	for _, name := range slices.Sorted(maps.Keys(c.Profiles)) {
 		p := c.Profiles[name]
 		p.validate(joinPath(keyProfiles, name), &ps)
+		c.validateRevokeSuperseded(joinPath(joinPath(keyProfiles, name), "revokeSuperseded"), p.RevokeSuperseded, &ps)
 	}
 	if len(c.CAConnections) == 0 {
 		ps.add(keyCAConnections, "at least one CA connection is required")
@@ -185,6 +187,7 @@ func (c *Config) Warnings() []Problem {
 	var ps problems
 	c.warnLease(&ps)
 	c.warnOps(&ps)
+	c.warnRoutes(&ps)
 	if c.ShutdownGracePeriod >= KubernetesTerminationGrace {
 		ps.add(keyShutdownGracePeriod, "%s is not below Kubernetes' default terminationGracePeriodSeconds (%s): "+
 			"raise that too, or the adapter is killed before in-flight steps finish", c.ShutdownGracePeriod, KubernetesTerminationGrace)
@@ -377,6 +380,23 @@ func (c *Config) warnLease(ps *problems) {
 func (p *Profile) validate(path string, ps *problems) {
 	validateCertificate(ps, path, p.Subject, p.SubjectAltNames, p.KeyUsage, p.ExtKeyUsage, p.Validity)
 	positive(ps, joinPath(path, "signDeadline"), p.SignDeadline)
+}
+
+// validateRevokeSuperseded checks a profile's renewal hygiene; the reason and whether the
+// connections can revoke are checked where the connectors are known (package adapter).
+func (c *Config) validateRevokeSuperseded(path string, r RevokeSuperseded, ps *problems) {
+	if r.GracePeriod < 0 {
+		ps.add(joinPath(path, "gracePeriod"), "must not be negative (0 revokes as soon as the new certificate is issued), got %s", r.GracePeriod)
+	}
+	if r.Enabled && strings.TrimSpace(r.Reason) == "" {
+		ps.add(joinPath(path, "reason"), "must not be empty (default %s)", DefaultRevokeReason)
+	}
+	checkList(ps, joinPath(path, "caConnections"), r.CAConnections, func(name string) string {
+		if _, ok := c.CAConnections[name]; !ok && c.CAConnections != nil {
+			return fmt.Sprintf("%q is not in caConnections (known: %s)", name, strings.Join(slices.Sorted(maps.Keys(c.CAConnections)), ", "))
+		}
+		return ""
+	})
 }
 
 // validateCertificate checks what a profile says about the certificate (adapter profiles and

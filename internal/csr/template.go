@@ -19,12 +19,52 @@ import (
 type TemplateDevice struct {
 	SerialNumber string
 	DirectoryID  string
+	// Directory is the device's record in the Admin SDK Directory (chromeosdevices.get), read
+	// only for profiles whose templates or routes use it (Template.Needs); empty otherwise.
+	Directory DeviceDirectory
 }
 
 // TemplateUser is the user part of TemplateData; empty for a device-scoped process.
 type TemplateUser struct {
 	Email       string
 	DirectoryID string
+	// Directory is the user's record in the Admin SDK Directory (users.get), read only for
+	// profiles whose templates or routes use it (Template.Needs); empty otherwise.
+	Directory UserDirectory
+}
+
+// DeviceDirectory is what templates see of a ChromeOS device's Directory record
+// ({{.Device.Directory.AssetID}}). Fields the admin never set are empty strings.
+type DeviceDirectory struct {
+	DeviceID           string // the directory id (deviceId)
+	SerialNumber       string
+	Model              string
+	AssetID            string // annotatedAssetId
+	Location           string // annotatedLocation
+	User               string // annotatedUser
+	Notes              string
+	OrgUnitPath        string // e.g. /Sales/EMEA
+	OrgUnitID          string
+	MACAddress         string // the wireless interface, as the Directory writes it (lower-case hex, no separators)
+	EthernetMACAddress string
+}
+
+// UserDirectory is what templates see of a user's Directory record
+// ({{.User.Directory.OrgUnitPath}}, {{index .User.Directory.ExternalIDs "organization"}}).
+type UserDirectory struct {
+	ID           string
+	PrimaryEmail string
+	OrgUnitPath  string
+	GivenName    string
+	FamilyName   string
+	FullName     string
+	// ExternalIDs maps an external id's type (organization — the employee id —, account,
+	// customer, login_id, network, or the customType of a custom one) to its value; the first
+	// of a type wins.
+	ExternalIDs map[string]string
+	// CustomSchemas maps a custom schema to its fields' values; a multi-valued field's values are
+	// joined with commas.
+	CustomSchemas map[string]map[string]string
 }
 
 // TemplateData is what profile templates see ({{.Device.SerialNumber}}, {{.User.Email}}, …).
@@ -63,13 +103,32 @@ func DataFor(p *process.Process) TemplateData {
 // first device. The values are plausible so that the helper functions succeed on them.
 func sampleData() TemplateData {
 	return TemplateData{
-		Device:      TemplateDevice{SerialNumber: "5CD0000000", DirectoryID: "00000000-0000-0000-0000-000000000000"},
-		User:        TemplateUser{Email: "user@example.com", DirectoryID: "100000000000000000000"},
+		Device: TemplateDevice{SerialNumber: "5CD0000000", DirectoryID: "00000000-0000-0000-0000-000000000000",
+			Directory: DeviceDirectory{DeviceID: "00000000-0000-0000-0000-000000000000", SerialNumber: "5CD0000000",
+				Model: "Chromebook", AssetID: "ASSET-0001", Location: "Building 1", User: "user@example.com",
+				Notes: "notes", OrgUnitPath: "/Devices", OrgUnitID: "id:00000000", MACAddress: "0123456789ab",
+				EthernetMACAddress: "0123456789ac"}},
+		User: TemplateUser{Email: "user@example.com", DirectoryID: "100000000000000000000",
+			Directory: UserDirectory{ID: "100000000000000000000", PrimaryEmail: "user@example.com",
+				OrgUnitPath: "/Users", GivenName: "Given", FamilyName: "Family", FullName: "Given Family",
+				ExternalIDs: sampleExternalIDs(), CustomSchemas: map[string]map[string]string{}}},
 		Customer:    "C00000000",
 		ProcessID:   "0123456789ABCDEF0123456789ABCDEF",
 		ProfileID:   "profile",
 		ProcessName: process.Name("C00000000", "0123456789ABCDEF0123456789ABCDEF"),
 	}
+}
+
+// sampleExternalIDs holds every external id type the Directory defines, so that a template may
+// name one as a field ({{.User.Directory.ExternalIDs.organization}}) and compile; index is the
+// spelling that renders empty for a user without one, and the one for custom schemas, whose
+// names the adapter cannot know in advance.
+func sampleExternalIDs() map[string]string {
+	m := map[string]string{}
+	for _, t := range []string{"account", "custom", "customer", "login_id", "network", "organization"} {
+		m[t] = "0000"
+	}
+	return m
 }
 
 // templateFuncs are the helpers templates may call. They are all pure string functions; the value
@@ -162,6 +221,8 @@ type Template struct {
 	// dataType is the type templates were compiled against; Render and RenderData refuse data of
 	// another type, whose fields the templates were never checked against.
 	dataType reflect.Type
+	// needs is what Directory data the templates use, found by reading them at Compile.
+	needs Needs
 }
 
 type compiler struct {
@@ -281,6 +342,7 @@ func CompileData(p Spec, sample any) (*Template, error) {
 	if err := errors.Join(c.errs...); err != nil {
 		return nil, err
 	}
+	t.needs = t.directoryNeeds()
 	return t, nil
 }
 

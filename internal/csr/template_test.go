@@ -315,7 +315,7 @@ func TestRenderHelpersAndEmptySubjectValues(t *testing.T) {
 		OrganizationalUnit: []string{"no-device"}, // the empty user id is left out
 		Locality:           []string{"456789abcdef0123456789ab"}, Province: []string{"wifi_profile"},
 	})
-	if d := DataFor(nil); d != (TemplateData{}) {
+	if d := DataFor(nil); !reflect.DeepEqual(d, TemplateData{}) {
 		t.Errorf("DataFor(nil) = %+v", d)
 	}
 	if d := DataFor(testProcess()); d.ProcessName != testProcess().Name || d.ProcessID != testProcess().ID ||
@@ -500,7 +500,7 @@ func TestCompileSuggestsFields(t *testing.T) {
 		{"case only", "{{.user.Email}}", sampleData(),
 			`subject.commonName: template: no field "user" in .; did you mean "User"?`},
 		{"nothing close", "{{.User.Phone}}", sampleData(),
-			`subject.commonName: template: no field "Phone" in .User (it has Email, DirectoryID)`},
+			`subject.commonName: template: no field "Phone" in .User (it has Email, DirectoryID, Directory)`},
 		{"inside a pipeline", `{{.User.Emial | emailLocal | lower}}`, sampleData(),
 			`subject.commonName: template: no field "Emial" in .User; did you mean "Email"?`},
 		{"as a function argument", `{{default .Device.SerialNumber .Device.DirectoryId}}`, sampleData(),

@@ -73,6 +73,14 @@ type Options struct {
 	// Audit wraps the audit log (a file in the test's directory), for tests that inject audit
 	// faults (default: none).
 	Audit func(*audit.Log) engine.Auditor
+	// Directory turns google.directory on, with its defaults: the emulator serves it, with the
+	// records a test puts there (Emu.SetDirectoryDevice, Emu.SetDirectoryUser).
+	Directory bool
+	// BuiltinCRL gives the built-in CA a CRL file, so that it can revoke (Local.RevocationStatus
+	// reads it).
+	BuiltinCRL bool
+	// Now is the engine's clock (default time.Now), for tests that let hours pass.
+	Now func() time.Time
 }
 
 // Harness is a running adapter against a running emulator.
@@ -133,6 +141,7 @@ func h0config(o Options, restURL, pubsubAddr string) *config.Config {
 	if o.ShutdownGracePeriod > 0 {
 		cfg.ShutdownGracePeriod = o.ShutdownGracePeriod
 	}
+	cfg.Google.Directory.Enabled = o.Directory
 	cfg.Profiles = map[string]config.Profile{
 		"device": Profile("{{.Device.SerialNumber}}", "", o.SignDeadline),
 		"user":   Profile("{{.User.Email}}", "{{.User.Email}}", o.SignDeadline),
@@ -183,6 +192,9 @@ func New(t testing.TB, o Options) *Harness {
 	cfg.Audit.Path = filepath.Join(dir, "audit.jsonl")
 	cfg.CAConnections[BuiltinCA] = config.CAConnection{Type: local.Type, Timeout: o.CATimeout,
 		Settings: map[string]any{"certificateFile": certPath, "keyFile": keyPath, "ledgerFile": filepath.Join(dir, "ledger.jsonl")}}
+	if o.BuiltinCRL {
+		cfg.CAConnections[BuiltinCA].Settings["crlFile"] = filepath.Join(dir, "ca.crl")
+	}
 	// The adapter's own wiring, from the configuration; the harness only adds the test's
 	// connectors and wraps the journal and the audit log when a test injects faults there.
 	cas, err := adapter.Connectors(cfg, log)
@@ -226,7 +238,10 @@ func New(t testing.TB, o Options) *Harness {
 	h.API = api
 	h.engineOpts = adapter.EngineOptions(cfg)
 	h.engineOpts.API, h.engineOpts.Store, h.engineOpts.Profiles, h.engineOpts.CAs, h.engineOpts.Audit = api, h.Store, profiles, cas, auditor
-	h.engineOpts.Logger, h.engineOpts.Registerer = log.Named("engine"), h.Registry
+	h.engineOpts.Logger, h.engineOpts.Registerer, h.engineOpts.Now = log.Named("engine"), h.Registry, o.Now
+	if h.engineOpts.Directory, _, err = adapter.Directory(ctx, cfg, log.Named("directory"), h.Registry); err != nil {
+		t.Fatalf("directory client: %v", err)
+	}
 	eng, err := engine.New(h.engineOpts)
 	if err != nil {
 		t.Fatalf("engine: %v", err)
@@ -262,6 +277,24 @@ func (h *Harness) runEngine(ctx context.Context, eng *engine.Engine) {
 	defer h.mu.Unlock()
 	h.stopEngine = func() error { stop(); return <-done }
 	h.eng = eng
+}
+
+// StartReplica runs another engine with the harness's configuration, API client and CA
+// connections on store, as a second replica sharing the journal's database would (its own
+// Store value, its own lease owner), until the test ends.
+func (h *Harness) StartReplica(store journal.Store) *engine.Engine {
+	h.t.Helper()
+	o := h.engineOpts
+	o.Store = store
+	eng, err := engine.New(o)
+	if err != nil {
+		h.t.Fatalf("replica engine: %v", err)
+	}
+	ctx, stop := context.WithCancel(h.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = eng.Run(ctx) }()
+	h.t.Cleanup(func() { stop(); <-done })
+	return eng
 }
 
 // Engine is the engine running now.

@@ -30,6 +30,10 @@ type ListProcessesResponse struct {
 
 // serveControl serves the control API. Errors use the same envelope as the REST API.
 func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == DirectoryControlPath {
+		e.setDirectory(w, r)
+		return
+	}
 	if r.URL.Path != ControlPath {
 		writeError(w, notFound("no such control resource: %s", r.URL.Path), 0)
 		return

@@ -76,6 +76,10 @@ type Options struct {
 	// then share them in turn instead of each generating its own (load tests: an RSA-2048 key
 	// costs about 0.1 s of CPU). 0 gives every process a fresh key, as real devices have.
 	KeyPool int
+	// DirectoryRecords puts a Directory record for the device and the user of every process
+	// started, unless one is there already (directory.go, ProcessRecords), so that profiles using
+	// Directory data work for simulated devices without records of a test's own (the demo).
+	DirectoryRecords bool
 }
 
 // Emulator is the Google side: processes, devices, REST API and Pub/Sub. All methods are safe for
@@ -109,6 +113,8 @@ type Emulator struct {
 
 	requests requestLog // every API call's arrival, for Stats; has its own lock
 	keys     *keyPool   // nil: a fresh key per process
+	dir        *directoryState // the Admin SDK Directory; has its own lock
+	dirRecords bool            // Options.DirectoryRecords
 }
 
 // New starts an in-process pstest server, creates the topic and the subscription, and returns an
@@ -123,6 +129,8 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		procs:          map[string]*proc{},
 		conflictStatus: 400,
 		keys:           newKeyPool(opts.KeyPool),
+		dir:            newDirectoryState(),
+		dirRecords:     opts.DirectoryRecords,
 	}
 	if opts.KeyPool < 0 {
 		return nil, fmt.Errorf("new emulator: key pool %d: must not be negative", opts.KeyPool)
@@ -335,6 +343,9 @@ func (e *Emulator) StartProcess(ctx context.Context, spec ProcessSpec) (string, 
 	}
 	e.procs[p.name] = p
 	e.mu.Unlock()
+	if e.dirRecords {
+		e.dir.putProcessRecords(p.customer, p.spec)
+	}
 	e.log.Info("process started", zap.String("process", p.name), zap.String("scope", spec.Scope),
 		zap.String("key", spec.KeyType), zap.String("behaviour", spec.Behaviour))
 

@@ -54,7 +54,8 @@ func notFound(format string, args ...any) *apiError {
 
 // Handler serves the REST API of chromemanagement v1 (certificateProvisioningProcesses) under
 // /v1/, the Verified Access API v1 and v2 (/v1/challenge, /v1/challenge:verify,
-// /v2/challenge:generate, /v2/challenge:verify) and the emulator's control API under
+// /v2/challenge:generate, /v2/challenge:verify), the Admin SDK Directory's chromeosdevices.get and
+// users.get (directory.go) and the emulator's control API under
 // /emulator/v1/. Any Authorization header, or none, is accepted.
 func (e *Emulator) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -62,6 +63,7 @@ func (e *Emulator) Handler() http.Handler {
 	mux.HandleFunc("/emulator/v1/", e.serveControl)
 	mux.HandleFunc(StatsPath, e.serveStats)
 	mux.HandleFunc(NotifyPath, e.serveNotify)
+	mux.HandleFunc(directoryPrefix, e.serveDirectory)
 	e.registerVA(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, notFound("no such resource: %s", r.URL.Path), 0)

@@ -82,6 +82,22 @@ type Auditor interface {
 	Written(id string) (bool, error)
 }
 
+// Directory reads the Admin SDK Directory records profile templates and routes use
+// (*directory.Client). It is safe for concurrent use; the records it returns are shared and
+// must not be modified.
+//
+// Every error is classified (errclass.Of): retryable ones (429, 5xx, timeouts) are tried again
+// within engine.retry.maxDuration, no sooner than their hint; permanent ones fail the process.
+// An error with a method NotFound() bool that says true means the Directory has no such record;
+// one with a method Forbidden() bool that says true means the adapter may not read it (an
+// operator must grant domain-wide delegation). A call cut short by ctx decides nothing.
+type Directory interface {
+	// Device reads the record of the ChromeOS device deviceID (deviceDirectoryApiId) of customer.
+	Device(ctx context.Context, customer, deviceID string) (*csr.DeviceDirectory, error)
+	// User reads the record of the user userKey (userDirectoryApiId, or the primary e-mail).
+	User(ctx context.Context, customer, userKey string) (*csr.UserDirectory, error)
+}
+
 // Profile is a compiled adapter profile.
 type Profile struct {
 	Template     *csr.Template
@@ -90,6 +106,13 @@ type Profile struct {
 	SignDeadline time.Duration
 	// Strict refuses a certificate whose names or extended key usages differ from the request.
 	Strict bool
+	// Routes pick the CA connection, validity or template name by the org unit of the process's
+	// subject (the device's, or the user's for a user process); the first that matches wins,
+	// and none matching leaves the profile's settings and the process's CA connection.
+	Routes []config.Route
+	// RevokeSuperseded, when set, revokes the certificates a new one of this profile
+	// supersedes (supersede.go).
+	RevokeSuperseded *RevokePolicy
 }
 
 // CAConnection is a configured CA connector.
@@ -120,6 +143,10 @@ type Options struct {
 	// records stay as last journaled.
 	ShutdownGracePeriod time.Duration
 
+	// Directory reads the Directory records of profiles whose templates or routes use them;
+	// nil fails the processes of such profiles (adapter refuses them when google.directory is off).
+	Directory Directory
+
 	// Audit receives one event per process that reaches a final state, written after the final
 	// state is journaled and journaled as written (Record.AuditPending) in turn; nil writes none.
 	Audit Auditor
@@ -138,6 +165,7 @@ type Engine struct {
 	m     *metrics.Engine
 	cam   *metrics.CA
 	aud   *metrics.Audit
+	rvm   *metrics.Revocations
 	wake  chan struct{}
 	// admitting coalesces concurrent admissions of one process (Pub/Sub may deliver a message
 	// twice at once), so that a duplicate waits for the first instead of claiming again.
@@ -208,6 +236,7 @@ func New(o Options) (*Engine, error) {
 		m:      metrics.NewEngine(o.Registerer),
 		cam:    metrics.NewCA(o.Registerer),
 		aud:    metrics.NewAudit(o.Registerer),
+		rvm:    metrics.NewRevocations(o.Registerer),
 		wake:   make(chan struct{}, 1),
 		active: map[string]chan struct{}{},
 
@@ -456,7 +485,7 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	for h.ctx.Err() == nil && e.due(run, rec, e.now()) {
 		before, attempts, started := rec.State, rec.Attempts, rec.StepStarted
 		if rec.State.Final() {
-			e.writeAudit(h.ctx, rec, fresh)
+			e.afterFinal(h.ctx, rec, fresh)
 		} else {
 			running := e.m.InFlight.WithLabelValues(string(before))
 			running.Inc()
@@ -521,14 +550,15 @@ func (e *Engine) work(run, steps context.Context, rec *journal.Record, leasedAt 
 	}
 }
 
-// due reports whether rec has a step due at now for a worker of run: its audit event even when
-// the engine is stopping, since that is written in a moment and would otherwise wait for the
-// next start.
+// due reports whether rec has a step due at now for a worker of run: its audit event and the
+// decision on the certificates it supersedes even when the engine is stopping, since they are
+// written in a moment and would otherwise wait for the next start; not a revocation, which asks
+// a CA.
 func (e *Engine) due(run context.Context, rec *journal.Record, now time.Time) bool {
 	if rec.Done() || rec.NextDue.After(now) {
 		return false
 	}
-	return run.Err() == nil || rec.State.Final()
+	return run.Err() == nil || (rec.State.Final() && (rec.AuditPending || rec.SupersedePending))
 }
 
 // writeAudit writes the audit event of rec, which is in a final state, and clears AuditPending.
@@ -651,6 +681,7 @@ func (e *Engine) step(ctx context.Context, rec *journal.Record, resumed bool) {
 		e.log.Error("record in unknown state", zap.String("process", rec.Name), zap.String("state", string(rec.State)))
 		e.fail(rec, "internal error in the certificate adapter (unknown state)")
 	}
+	e.markSupersede(cat, rec)
 }
 
 // enter moves rec to state, due now, with a fresh retry budget.

@@ -62,9 +62,9 @@ func noCAConnection(name string) error {
 	return fmt.Errorf("the certificate adapter has no CA connection named %q (caConnectionAdapterConfigReference); ask your administrator to configure it", name)
 }
 
-// render builds the certificate request r describes for rec's process; the error is the
-// message to show the user.
-func (r *resolved) render(rec *journal.Record) (*csr.Request, error) {
+// render builds the certificate request r describes for rec's process from data (the process
+// and its Directory records); the error is the message to show the user.
+func (r *resolved) render(rec *journal.Record, data csr.TemplateData) (*csr.Request, error) {
 	p := rec.Process
 	if r.profile == nil {
 		req, err := csr.FromSCEPProfile(p.SCEPProfile)
@@ -73,7 +73,7 @@ func (r *resolved) render(rec *journal.Record) (*csr.Request, error) {
 		}
 		return req, nil
 	}
-	req, err := r.profile.Template.Render(p)
+	req, err := r.profile.Template.RenderData(data)
 	if err != nil {
 		return nil, fmt.Errorf("profile %q cannot describe this request: %w", r.profileName, err)
 	}
@@ -120,7 +120,17 @@ func (e *Engine) requestSignature(ctx context.Context, cat *catalog, rec *journa
 		e.fail(rec, err.Error())
 		return
 	}
-	request, err := r.render(rec)
+	data := csr.DataFor(rec.Process)
+	if r.profile != nil {
+		if !e.readDirectory(ctx, r, rec, &data) {
+			return // failed, or to be tried again
+		}
+		if err := r.route(cat, rec, data); err != nil {
+			e.fail(rec, err.Error())
+			return
+		}
+	}
+	request, err := r.render(rec, data)
 	if err != nil {
 		e.fail(rec, err.Error())
 		return
@@ -374,7 +384,7 @@ func (e *Engine) issue(ctx context.Context, cat *catalog, rec *journal.Record) {
 		}
 		e.log.Warn("CA certificate differs from the request", fields...)
 	}
-	rec.CertificatePEM, rec.CATicket = string(pemutil.Encode(issued.Leaf)), ""
+	rec.CertificatePEM, rec.CATicket, rec.IssuedAt = string(pemutil.Encode(issued.Leaf)), "", e.now()
 	e.enter(rec, journal.StateIssued)
 	e.log.Info("certificate issued", zap.String("process", rec.Name), zap.String("subject", issued.Leaf.Subject.String()),
 		zap.String("serial", issued.Leaf.SerialNumber.Text(16)), zap.Time("not_after", issued.Leaf.NotAfter))

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
@@ -39,14 +40,15 @@ type Credentials struct {
 	// open (a relative one is relative to the working directory).
 	File string
 	// Subject, when set, is the user to impersonate through domain-wide delegation
-	// (ServiceAccountKey only).
+	// (ServiceAccountKey, and ADC when the environment's credentials are a service account's key
+	// file; a metadata server cannot impersonate).
 	Subject string
 }
 
-// TokenSource builds the OAuth2 token source for c, asking for scope. None has no token source:
-// callers talk to an emulator without authentication instead.
-func TokenSource(ctx context.Context, c Credentials, scope string) (oauth2.TokenSource, error) {
-	if scope == "" {
+// TokenSource builds the OAuth2 token source for c, asking for scopes (at least one). None has
+// no token source: callers talk to an emulator without authentication instead.
+func TokenSource(ctx context.Context, c Credentials, scopes ...string) (oauth2.TokenSource, error) {
+	if len(scopes) == 0 || slices.Contains(scopes, "") {
 		return nil, errors.New("token source: no OAuth scope given")
 	}
 	readKey := func() ([]byte, error) {
@@ -58,7 +60,7 @@ func TokenSource(ctx context.Context, c Credentials, scope string) (oauth2.Token
 	}
 	switch c.Type {
 	case ADC, "":
-		creds, err := google.FindDefaultCredentials(ctx, scope)
+		creds, err := google.FindDefaultCredentialsWithParams(ctx, google.CredentialsParams{Scopes: scopes, Subject: c.Subject})
 		if err != nil {
 			return nil, fmt.Errorf("application default credentials: %w", err)
 		}
@@ -68,7 +70,7 @@ func TokenSource(ctx context.Context, c Credentials, scope string) (oauth2.Token
 		if err != nil {
 			return nil, err
 		}
-		jc, err := google.JWTConfigFromJSON(key, scope)
+		jc, err := google.JWTConfigFromJSON(key, scopes...)
 		if err != nil {
 			return nil, fmt.Errorf("service account key: %w", err)
 		}
@@ -79,7 +81,7 @@ func TokenSource(ctx context.Context, c Credentials, scope string) (oauth2.Token
 		if err != nil {
 			return nil, err
 		}
-		ts, err := google.JWTAccessTokenSourceWithScope(key, scope)
+		ts, err := google.JWTAccessTokenSourceWithScope(key, scopes...)
 		if err != nil {
 			return nil, fmt.Errorf("self-signed JWT: %w", err)
 		}

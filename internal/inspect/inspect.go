@@ -3,11 +3,13 @@
 package inspect
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -164,22 +166,27 @@ func Run(ctx context.Context, w io.Writer, store journal.Store, f Filter, now ti
 	var unfinished, finished []*journal.Record
 	wantUnfinished := f.State == "" || !f.State.Final()
 	wantFinished := f.All || f.State.Final()
-	if wantUnfinished {
-		recs, err := store.Unfinished(ctx)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			if f.State == "" || r.State == f.State {
-				unfinished = append(unfinished, r)
-			}
+	all, err := store.Unfinished(ctx)
+	if err != nil {
+		return err
+	}
+	// Processes that ended but owe a revocation are listed with the finished ones when those
+	// are listed, and with the unfinished ones otherwise (next step: the revocation).
+	provisioning, settled := Settled(all)
+	if !wantFinished {
+		provisioning = all
+	}
+	for _, r := range provisioning {
+		if f.State == "" || r.State == f.State {
+			unfinished = append(unfinished, r)
 		}
 	}
 	if wantFinished {
-		var err error
-		if finished, err = store.Finished(ctx, f.State, f.Limit); err != nil {
+		done, err := store.Finished(ctx, f.State, f.Limit)
+		if err != nil {
 			return err
 		}
+		finished = MergeFinished(settled, done, f.State, f.Limit)
 	}
 	switch {
 	case asJSON && wantUnfinished && wantFinished:
@@ -194,6 +201,35 @@ func Run(ctx context.Context, w io.Writer, store journal.Store, f Filter, now ti
 	}
 	fmt.Fprintln(w)
 	return ListFinished(w, finished, now, false)
+}
+
+// Settled splits unfinished records into those whose process is still being provisioned and
+// those whose process has ended and that owe only the revocation of certificates it superseded
+// (renewal hygiene, docs/renewal.md): to an operator, the latter are finished processes.
+func Settled(recs []*journal.Record) (provisioning, settled []*journal.Record) {
+	for _, r := range recs {
+		if r.State.Final() && !r.AuditPending && !r.SupersedePending && r.RevocationsOpen() {
+			settled = append(settled, r)
+		} else {
+			provisioning = append(provisioning, r)
+		}
+	}
+	return provisioning, settled
+}
+
+// MergeFinished merges settled records (Settled) in state (any when empty) into finished ones,
+// as Store.Finished lists them: most recently finished first, then by name, at most limit.
+func MergeFinished(settled, finished []*journal.Record, state journal.State, limit int) []*journal.Record {
+	out := slices.Clone(finished)
+	for _, r := range settled {
+		if state == "" || r.State == state {
+			out = append(out, r)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *journal.Record) int {
+		return cmp.Or(-cmp.Compare(journal.UnixNanos(a.FinishedAt), journal.UnixNanos(b.FinishedAt)), cmp.Compare(a.Name, b.Name))
+	})
+	return out[:min(len(out), max(limit, 0))]
 }
 
 func summaries(recs []*journal.Record, now time.Time) []Summary {
@@ -217,16 +253,80 @@ type Detail struct {
 	// CertificatePEM is the certificate itself, with WithPEM.
 	Certificate    *audit.Certificate `json:"certificate,omitempty"`
 	CertificatePEM string             `json:"certificatePem,omitempty"`
-	History        []journal.Event    `json:"history"`
+	// SupersedePending: the certificates this one supersedes are still to be looked for.
+	SupersedePending bool `json:"supersedePending,omitempty"`
+	// Revocations are the certificates this process's certificate superseded and their
+	// revocation; RevokedBy, with WithRevokedBy, the revocation of this process's own
+	// certificate that a newer process decided.
+	Revocations []Revocation    `json:"revocations,omitempty"`
+	RevokedBy   []Revocation    `json:"revokedBy,omitempty"`
+	History     []journal.Event `json:"history"`
+}
+
+// Revocation is one revocation of a superseded certificate (journal.Revocation without the
+// certificate itself); its JSON form is stable for scripts.
+type Revocation struct {
+	// Process is the process whose certificate is revoked; SupersededBy the one whose newer
+	// certificate superseded it.
+	Process      string                  `json:"process"`
+	SupersededBy string                  `json:"supersededBy"`
+	Serial       string                  `json:"serial"`
+	CA           string                  `json:"caConnection"`
+	Reason       string                  `json:"reason"`
+	State        journal.RevocationState `json:"state"`
+	Due          time.Time               `json:"due"`
+	NextAttempt  time.Time               `json:"nextAttempt,omitzero"` // while pending
+	Attempts     int                     `json:"attempts,omitempty"`
+	LastError    string                  `json:"lastError,omitempty"`
+	At           time.Time               `json:"at,omitzero"` // when it was revoked, or failed for good
+	AuditPending bool                    `json:"auditPending,omitempty"`
+}
+
+func revocationOf(by string, v journal.Revocation) Revocation {
+	out := Revocation{Process: v.Process, SupersededBy: by, Serial: v.Serial, CA: v.CAName, Reason: v.Reason, State: v.State,
+		Due: v.Due, Attempts: v.Attempts, LastError: v.LastError, At: v.At, AuditPending: v.AuditPending}
+	if v.State == journal.RevocationPending {
+		out.NextAttempt = v.NextDue
+	}
+	return out
+}
+
+// RevokedBy finds the revocations of r's certificate that newer processes of its identity
+// decided (more than one only when two renewals decided at once), from the journal.
+func RevokedBy(ctx context.Context, store journal.Store, r *journal.Record) ([]Revocation, error) {
+	id := r.IssuedIdentity()
+	if id == "" {
+		return nil, nil
+	}
+	recs, err := store.IssuedTo(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("look up the processes that superseded %s: %w", r.Name, err)
+	}
+	var out []Revocation
+	for _, other := range recs {
+		for _, v := range other.Revocations {
+			if v.Process == r.Name {
+				out = append(out, revocationOf(other.Name, v))
+			}
+		}
+	}
+	return out, nil
 }
 
 // ShowOption adjusts Show.
 type ShowOption func(*showOptions)
 
-type showOptions struct{ pem bool }
+type showOptions struct {
+	pem       bool
+	revokedBy []Revocation
+}
 
 // WithPEM adds the certificate's PEM (certificatePem in JSON).
 func WithPEM() ShowOption { return func(o *showOptions) { o.pem = true } }
+
+// WithRevokedBy adds the revocations of the record's certificate that newer processes decided
+// (RevokedBy).
+func WithRevokedBy(rs []Revocation) ShowOption { return func(o *showOptions) { o.revokedBy = rs } }
 
 // certificateOf parses the certificate of r, if it has one.
 func certificateOf(r *journal.Record) *audit.Certificate {
@@ -250,6 +350,10 @@ func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool, opts ...Sh
 		Summary: Summarise(r, now), FailureMessage: r.FailureMessage, Operation: r.Operation,
 		SignDeadline: r.SignDeadline, CAInFlight: r.CAInFlight, AuditPending: r.AuditPending,
 		HasCertificate: r.CertificatePEM != "", Certificate: certificateOf(r), History: r.History,
+		SupersedePending: r.SupersedePending, RevokedBy: o.revokedBy,
+	}
+	for _, v := range r.Revocations {
+		d.Revocations = append(d.Revocations, revocationOf(r.Name, v))
 	}
 	if o.pem {
 		d.CertificatePEM = r.CertificatePEM
@@ -301,6 +405,15 @@ func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool, opts ...Sh
 	} else if r.CertificatePEM != "" {
 		field("certificate", "stored, but it does not parse")
 	}
+	if r.SupersedePending {
+		field("superseded certificates", "to be looked for (on the next step)")
+	}
+	for _, v := range d.Revocations {
+		field("supersedes", describeRevocation(v, v.Process, now))
+	}
+	for _, v := range d.RevokedBy {
+		field("superseded by", describeRevocation(v, v.SupersededBy, now))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -317,6 +430,23 @@ func Show(w io.Writer, r *journal.Record, now time.Time, asJSON bool, opts ...Sh
 		return err
 	}
 	return nil
+}
+
+// describeRevocation is one line about v, naming the other process of it.
+func describeRevocation(v Revocation, other string, now time.Time) string {
+	head := fmt.Sprintf("%s, serial %s at %s: ", other, v.Serial, v.CA)
+	switch {
+	case v.State == journal.RevocationPending && v.NextAttempt.After(now):
+		head += fmt.Sprintf("revocation (%s) pending, due in %s", v.Reason, RoundDuration(v.NextAttempt.Sub(now)))
+	case v.State == journal.RevocationPending:
+		head += fmt.Sprintf("revocation (%s) pending, due now", v.Reason)
+	default:
+		head += fmt.Sprintf("%s (%s) at %s", v.State, v.Reason, v.At.UTC().Format(time.RFC3339))
+	}
+	if v.Attempts > 0 && v.LastError != "" {
+		head += fmt.Sprintf("; %d failed attempts, last: %s", v.Attempts, truncate(v.LastError, 100))
+	}
+	return head
 }
 
 func describeSANs(s *audit.SANs) string {
@@ -348,8 +478,21 @@ func truncate(s string, n int) string {
 
 // NextStep says in words what the adapter will do next for r.
 func NextStep(r *journal.Record) string {
-	if r.State.Final() && r.AuditPending {
-		return "write the audit event"
+	if r.State.Final() {
+		switch {
+		case r.SupersedePending:
+			return "look for the certificates it supersedes"
+		case r.AuditPending:
+			return "write the audit event"
+		}
+		for _, v := range r.Revocations {
+			switch {
+			case v.AuditPending:
+				return "write the audit event of revoking serial " + v.Serial
+			case v.State == journal.RevocationPending:
+				return "revoke superseded serial " + v.Serial
+			}
+		}
 	}
 	return StateNextStep(r.State)
 }

@@ -272,3 +272,111 @@ func TestNextStep(t *testing.T) {
 		t.Errorf("finished: %q", got)
 	}
 }
+
+// TestShowRevocations: a process whose certificate superseded another shows that revocation,
+// pending with its due time, then done; the superseded process shows who revokes it, found in
+// the journal by identity; the next step names the serial; JSON carries both sides.
+func TestShowRevocations(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	_, pemText := certificate(t)
+	old := finished(now, "OLD00000000000000000000000000000", journal.StateUploaded, 48*time.Hour)
+	renewed := finished(now, "NEW00000000000000000000000000000", journal.StateUploaded, time.Minute)
+	for _, r := range []*journal.Record{old, renewed} {
+		r.CertificatePEM, r.Process.Customer = pemText, "C0x"
+		r.Process.Device = &process.Device{SerialNumber: "5CD1234", DirectoryID: "dev-1"}
+	}
+	renewed.Revocations = []journal.Revocation{{Process: old.Name, CAName: "builtin", Serial: "c0ffee", CertificatePEM: pemText,
+		Reason: "superseded", Due: now.Add(3 * time.Hour), NextDue: now.Add(3 * time.Hour), State: journal.RevocationPending}}
+	renewed.NextDue = now.Add(3 * time.Hour)
+	store := journal.NewMemory()
+	for _, r := range []*journal.Record{old, renewed} {
+		if _, err := store.Create(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := NextStep(renewed); got != "revoke superseded serial c0ffee" {
+		t.Errorf("NextStep = %q", got)
+	}
+	var buf bytes.Buffer
+	if err := Show(&buf, renewed, now, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := "supersedes:           " + old.Name + ", serial c0ffee at builtin: revocation (superseded) pending, due in 3h0m0s"; !strings.Contains(buf.String(), want) {
+		t.Errorf("detail lacks %q:\n%s", want, buf.String())
+	}
+
+	by, err := RevokedBy(context.Background(), store, old)
+	if err != nil || len(by) != 1 || by[0].SupersededBy != renewed.Name {
+		t.Fatalf("RevokedBy = %+v, %v; want the renewed process", by, err)
+	}
+	if by, err := RevokedBy(context.Background(), store, renewed); err != nil || len(by) != 0 {
+		t.Fatalf("RevokedBy(the newest) = %+v, %v; want none", by, err)
+	}
+	renewed.Revocations[0].State, renewed.Revocations[0].At = journal.RevocationRevoked, now.Add(-time.Minute)
+	by = []Revocation{revocationOf(renewed.Name, renewed.Revocations[0])}
+	buf.Reset()
+	if err := Show(&buf, old, now, false, WithRevokedBy(by)); err != nil {
+		t.Fatal(err)
+	}
+	if want := "superseded by:        " + renewed.Name + ", serial c0ffee at builtin: revoked (superseded) at 2026-11-23T11:59:00Z"; !strings.Contains(buf.String(), want) {
+		t.Errorf("detail lacks %q:\n%s", want, buf.String())
+	}
+	buf.Reset()
+	if err := Show(&buf, renewed, now, true); err != nil {
+		t.Fatal(err)
+	}
+	var d Detail
+	if err := json.Unmarshal(buf.Bytes(), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Revocations) != 1 || d.Revocations[0].State != journal.RevocationRevoked || d.Revocations[0].Process != old.Name ||
+		d.Revocations[0].SupersededBy != renewed.Name || strings.Contains(buf.String(), "BEGIN CERTIFICATE") {
+		t.Errorf("JSON detail revocations %+v (the superseded PEM stays out)", d.Revocations)
+	}
+}
+
+// TestRunListsSettledOnce: a process that ended and owes only a revocation is listed as
+// unfinished by default (its next step is the revocation), with the finished ones by --state
+// uploaded, and once with --all: among the finished, in the order of its finish.
+func TestRunListsSettledOnce(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	store := journal.NewMemory()
+	older := finished(now, "OLDER000000000000000000000000000", journal.StateUploaded, time.Hour)
+	settled := finished(now, "SETTLED0000000000000000000000000", journal.StateUploaded, time.Minute)
+	settled.Revocations = []journal.Revocation{{Process: older.Name, Serial: "2a", State: journal.RevocationPending, NextDue: now.Add(time.Hour)}}
+	settled.NextDue = now.Add(time.Hour)
+	for _, r := range []*journal.Record{older, settled} {
+		if _, err := store.Create(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(f Filter) []string {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := Run(context.Background(), &buf, store, f, now, true); err != nil {
+			t.Fatal(err)
+		}
+		var rows []Summary
+		if err := json.Unmarshal(buf.Bytes(), &rows); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rows {
+			out = append(out, r.ProcessID[:5]+":"+r.NextStep)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		f    Filter
+		want string
+	}{
+		{Filter{}, "SETTL:revoke superseded serial 2a"},
+		{Filter{State: journal.StateUploaded}, "SETTL:revoke superseded serial 2a OLDER:none (finished)"},
+		{Filter{All: true}, "SETTL:revoke superseded serial 2a OLDER:none (finished)"},
+		{Filter{State: journal.StateUploaded, Limit: 1}, "SETTL:revoke superseded serial 2a"},
+	} {
+		if got := strings.Join(ids(tt.f), " "); got != tt.want {
+			t.Errorf("Run(%+v) = %q, want %q", tt.f, got, tt.want)
+		}
+	}
+}

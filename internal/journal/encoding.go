@@ -15,7 +15,9 @@ type Columns struct {
 	Final      bool
 	NextDue    int64 // UnixNanos
 	FinishedAt int64 // UnixNanos; meaningful only when Final
-	Data       []byte
+	// Identity is Record.IssuedIdentity, what IssuedTo looks records up by ("" for none).
+	Identity string
+	Data     []byte
 }
 
 // Encode returns the stored form of rec: its JSON and the values stores index.
@@ -24,7 +26,7 @@ func Encode(rec *Record) (Columns, error) {
 	if err != nil {
 		return Columns{}, fmt.Errorf("encode record: %w", err)
 	}
-	c := Columns{State: rec.State, Final: rec.Done(), NextDue: UnixNanos(rec.NextDue), Data: data}
+	c := Columns{State: rec.State, Final: rec.Done(), NextDue: UnixNanos(rec.NextDue), Identity: rec.IssuedIdentity(), Data: data}
 	if c.Final {
 		c.FinishedAt = UnixNanos(rec.FinishedAt)
 	}

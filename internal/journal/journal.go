@@ -73,7 +73,11 @@ type Record struct {
 	CAInFlight bool `json:"caInFlight,omitempty"`
 
 	CertificatePEM string `json:"certificatePem,omitempty"` // the leaf, stored before upload
-	FailureMessage string `json:"failureMessage,omitempty"` // what the user will see, stored before setFailure
+	// IssuedAt is when the certificate was recorded: what orders the certificates of one
+	// identity, so that renewal hygiene never revokes a newer one (zero in records journaled
+	// before it was kept, which are ordered by the certificate's NotBefore).
+	IssuedAt       time.Time `json:"issuedAt,omitzero"`
+	FailureMessage string    `json:"failureMessage,omitempty"` // what the user will see, stored before setFailure
 
 	Attempts     int       `json:"attempts"`    // failed attempts of the current step
 	StepStarted  time.Time `json:"stepStarted"` // when the current step began; bounds its retries
@@ -94,6 +98,13 @@ type Record struct {
 	// be written, and cleared once it was: until then the record is not Done, so it is leased
 	// again (after a crash too) until the event is written.
 	AuditPending bool `json:"auditPending,omitempty"`
+	// SupersedePending is set on reaching StateUploaded with a certificate of a profile that
+	// revokes superseded certificates, and cleared once the certificates it supersedes are
+	// found and their revocations journaled (Revocations): until then the record is not Done.
+	SupersedePending bool `json:"supersedePending,omitempty"`
+	// Revocations are the certificates this record's certificate superseded, each revoked
+	// once its grace period passed (revocation.go); the record is not Done while one is open.
+	Revocations []Revocation `json:"revocations,omitempty"`
 
 	// LeaseToken names the grant of the lease under which Lease handed out this copy: it grows
 	// with every grant of the record's lease, and Update and Renew are refused unless it is the
@@ -102,10 +113,13 @@ type Record struct {
 	LeaseToken int64 `json:"-"`
 }
 
-// Done reports whether nothing more is due for r: it is in a final state and owes no audit
-// event. Stores lease, schedule and list as unfinished every record that is not Done, and
-// compact and list as finished only those that are.
-func (r *Record) Done() bool { return r.State.Final() && !r.AuditPending }
+// Done reports whether nothing more is due for r: it is in a final state, owes no audit event
+// and no revocation of a certificate it superseded. Stores lease, schedule and list as
+// unfinished every record that is not Done, and compact and list as finished only those that
+// are — so a record with a pending revocation is never compacted.
+func (r *Record) Done() bool {
+	return r.State.Final() && !r.AuditPending && !r.SupersedePending && !r.RevocationsOpen()
+}
 
 // Event is one entry of a record's history.
 type Event struct {
@@ -146,6 +160,9 @@ func (r *Record) Clone() *Record {
 	c.CSR = cloneBytes(r.CSR)
 	if r.History != nil {
 		c.History = append([]Event(nil), r.History...)
+	}
+	if r.Revocations != nil {
+		c.Revocations = append([]Revocation(nil), r.Revocations...)
 	}
 	return &c
 }
@@ -207,6 +224,10 @@ type Store interface {
 	// descending, then by name); only those in state when state is not empty. A limit below 1
 	// lists nothing. It is `inspect`'s view of what the adapter completed.
 	Finished(ctx context.Context, state State, limit int) ([]*Record, error)
+	// IssuedTo lists every record, Done or not, that holds a certificate issued to identity
+	// (Record.IssuedIdentity; a non-empty identity), by name. It is how renewal hygiene finds
+	// the certificates a new one supersedes; records Compact deleted are not found.
+	IssuedTo(ctx context.Context, identity string) ([]*Record, error)
 	// Compact deletes Done records that reached a final state before the given time and returns
 	// how many it deleted.
 	Compact(ctx context.Context, finishedBefore time.Time) (int, error)

@@ -228,6 +228,24 @@ func listedFirst(a, b *Record) bool {
 	return a.Name < b.Name
 }
 
+func (m *Memory) IssuedTo(_ context.Context, identity string) ([]*Record, error) {
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	var out []*Record
+	if identity == "" {
+		return nil, nil
+	}
+	for _, r := range m.records {
+		if r.rec.IssuedIdentity() == identity {
+			out = append(out, r.rec.Clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
 func (m *Memory) Compact(_ context.Context, finishedBefore time.Time) (int, error) {
 	if err := m.lock(); err != nil {
 		return 0, err

@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 const (
 	AuditProvisioning = "provisioning" // a process that reached a final state; retried until written
 	AuditEnrollment   = "enrollment"   // a Verified Access enrollment; the enrollment is refused without it
+	AuditRevocation   = "revocation"   // a superseded certificate's revocation; retried until written
 )
 
 // Audit is the metrics of the audit trail (docs/audit.md).

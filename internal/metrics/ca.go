@@ -16,6 +16,7 @@ const (
 	CAAttributes  = "attributes"    // AttributeContributor.CSRAttributes: e.g. a SCEP challenge
 	CAIssueForKey = "issue_for_key" // PublicKeyIssuer.IssueForKey: Verified Access enrollment
 	CAPing        = "ping"          // Pinger.Ping: the readiness check
+	CARevoke      = "revoke"        // Revoker.Revoke: a certificate a newer one superseded
 )
 
 // Outcomes of a CA call, as values of the outcome label: ok, the error class (permanent,

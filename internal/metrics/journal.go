@@ -7,6 +7,9 @@ type Journal struct {
 	// Records is the number of records in the journal by state, as last sampled; records in a
 	// final state are kept for journal.retention. A journal shared by replicas counts theirs too.
 	Records *prometheus.GaugeVec
+	// RevocationsPending is the number of superseded certificates whose revocation is journaled
+	// and not yet done (waiting for their grace period, or retried), as last sampled.
+	RevocationsPending prometheus.Gauge
 }
 
 // NewJournal returns the journal's metrics, registered on reg.
@@ -14,6 +17,8 @@ func NewJournal(reg prometheus.Registerer) *Journal {
 	return &Journal{
 		Records: gaugeVec(reg, "journal_records",
 			"Records in the journal by state, as last sampled (final states: kept for journal.retention).", "state"),
+		RevocationsPending: gauge(reg, "revocations_pending",
+			"Superseded certificates whose revocation is journaled and not yet done, as last sampled."),
 	}
 }
 

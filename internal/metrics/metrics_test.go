@@ -36,6 +36,8 @@ func every(reg prometheus.Registerer) {
 	NewCertificates(reg)
 	NewAudit(reg)
 	NewAdapter(reg)
+	NewDirectory(reg)
+	NewRevocations(reg)
 }
 
 // TestDeclarationsLint: every metric passes Prometheus' naming lint and carries the namespace.

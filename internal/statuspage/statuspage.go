@@ -188,9 +188,12 @@ type view struct {
 	StepsRunning *int
 	InFlightErr  string
 	InFlight     int
-	ByState      []stateRow
-	Oldest       []inspect.Summary
-	OldestMore   int
+	// RevocationsPending counts the superseded certificates still to be revoked (renewal
+	// hygiene); the processes that owe them are counted as finished, not in flight.
+	RevocationsPending int
+	ByState            []stateRow
+	Oldest             []inspect.Summary
+	OldestMore         int
 
 	FinishedErr string
 	Outcomes    []outcomeRow
@@ -289,17 +292,21 @@ func (p *Page) view(ctx context.Context) *view {
 
 	qctx, cancel := context.WithTimeout(ctx, p.o.QueryTimeout)
 	defer cancel()
+	var settled []*journal.Record
 	if recs, err := p.o.Journal.Unfinished(qctx); err != nil {
 		v.InFlightErr = err.Error()
 		p.log.Warn("status page: journal not read", zap.String("query", "unfinished"), zap.Error(err))
 	} else {
-		p.inFlight(v, recs, now)
+		var provisioning []*journal.Record
+		provisioning, settled = inspect.Settled(recs)
+		v.RevocationsPending = journal.PendingRevocations(recs)
+		p.inFlight(v, provisioning, now)
 	}
 	if recs, err := p.o.Journal.Finished(qctx, "", p.o.RateWindow); err != nil {
 		v.FinishedErr = err.Error()
 		p.log.Warn("status page: journal not read", zap.String("query", "finished"), zap.Error(err))
 	} else {
-		p.finished(v, recs, now)
+		p.finished(v, inspect.MergeFinished(settled, recs, "", p.o.RateWindow), now)
 	}
 	return v
 }

@@ -359,3 +359,37 @@ func TestPageBoundsConcurrentRenders(t *testing.T) {
 		t.Errorf("POST /status: %d", resp.StatusCode)
 	}
 }
+
+// TestPageRevocationsPending: a process that ended and owes only the revocation of the
+// certificate it superseded counts among the latest outcomes and the success rates, not in
+// flight, and the page says how many superseded certificates await revocation.
+func TestPageRevocationsPending(t *testing.T) {
+	store := journal.NewMemory()
+	now := t0.Add(time.Hour)
+	renewed := finished("R1", true, "device", "corp", 10*time.Minute)
+	renewed.Revocations = []journal.Revocation{
+		{Process: "old-1", CAName: "corp", Serial: "2a", Reason: "superseded", Due: now.Add(time.Hour), NextDue: now.Add(time.Hour), State: journal.RevocationPending},
+		{Process: "old-0", CAName: "corp", Serial: "1a", Reason: "superseded", State: journal.RevocationRevoked},
+	}
+	renewed.NextDue = now.Add(time.Hour)
+	p := proc("F1", "device", "corp")
+	create(t, store, finished("D1", true, "device", "corp", time.Minute), renewed,
+		&journal.Record{Name: p.Name, Process: p, State: journal.StateSigned, Created: now.Add(-time.Minute), NextDue: now})
+	base := serve(t, statuspage.Options{Journal: store, Now: func() time.Time { return now }},
+		ops.Check{Name: "journal", Run: func(context.Context) (string, error) { return "writable", nil }})
+	_, body := get(t, base+ops.PathStatus)
+	page := pagetest.Parse(t, body)
+	if got := page.Text("in-flight-count"); got != "1" {
+		t.Errorf("in flight %q, want 1: the process owing a revocation has ended", got)
+	}
+	if got := page.Text("revocations-pending"); got != "1" {
+		t.Errorf("revocations pending %q, want 1", got)
+	}
+	var names []string
+	for _, r := range page.Rows("outcomes") {
+		names = append(names, strings.TrimPrefix(r.Attrs["data-process"], "customers/C0/certificateProvisioningProcesses/"))
+	}
+	if got := strings.Join(names, " "); got != "R1 D1" {
+		t.Errorf("outcomes %q, want R1 D1 (newest first)", got)
+	}
+}

@@ -5,6 +5,7 @@ package install
 import (
 	_ "github.com/certprov/certprov-adapter/internal/ca/awspca"  // type "awspca": AWS Private CA
 	_ "github.com/certprov/certprov-adapter/internal/ca/cas"     // type "cas": Google Cloud Certificate Authority Service
+	_ "github.com/certprov/certprov-adapter/internal/ca/ejbca"   // type "ejbca": Keyfactor EJBCA's REST API
 	_ "github.com/certprov/certprov-adapter/internal/ca/est"     // type "est": an RFC 7030 EST server
 	_ "github.com/certprov/certprov-adapter/internal/ca/local"   // type "local": the built-in CA
 	_ "github.com/certprov/certprov-adapter/internal/ca/scep"    // type "scep": SCEP (RFC 8894), Microsoft NDES/AD CS

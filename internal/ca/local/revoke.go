@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/big"
 
@@ -44,6 +45,16 @@ func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 		zap.String("key", req.Key), zap.Stringer("reason", req.Reason))
 	return nil
 }
+
+// CanRevoke reports that this CA can revoke only with a CRL to publish (ca.RevokeChecker).
+func (c *Connector) CanRevoke() error {
+	if c.crl == nil {
+		return errors.New("it publishes no CRL; set crlFile")
+	}
+	return nil
+}
+
+var _ ca.RevokeChecker = (*Connector)(nil)
 
 // checkOwn makes sure the certificate to revoke is one this CA issued: a CRL entry for another
 // CA's serial would revoke, at every relying party, whichever of this CA's certificates has it.

@@ -29,6 +29,8 @@ type Counter func() map[string]int64
 //   - Certificate/workers=N: every journal call of whole certificates, from the admission to
 //     the audit event, made as the engine makes them with N workers (see CertificateWrites);
 //     one operation is one certificate.
+//   - IssuedTo/records=N: renewal hygiene's lookup of one identity's certificates in a journal
+//     of N uploaded records, four per device (a year of quarterly renewals).
 func Bench(b *testing.B, open func(b *testing.B) journal.Store, count Counter) {
 	b.Run("Admit", func(b *testing.B) { benchAdmit(b, open(b), count) })
 	b.Run("LeaseRelease", func(b *testing.B) { benchLeaseRelease(b, open(b), count) })
@@ -37,6 +39,50 @@ func Bench(b *testing.B, open func(b *testing.B) journal.Store, count Counter) {
 	for _, w := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("Certificate/workers=%d", w), func(b *testing.B) { benchCertificates(b, open(b), count, w) })
 	}
+	b.Run("IssuedTo/records=20000", func(b *testing.B) { benchIssuedTo(b, open(b), count, 20000) })
+}
+
+func benchIssuedTo(b *testing.B, s journal.Store, count Counter, records int) {
+	ctx := context.Background()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	const perDevice = 4
+	devices := records / perDevice
+	record := func(i int) *journal.Record {
+		rec := CertificateRecord(fmt.Sprintf("customers/C0bench/certificateProvisioningProcesses/%012d", i), now)
+		rec.Process.User = nil
+		rec.Process.Device.DirectoryID = fmt.Sprintf("dev-%06d", i%devices)
+		rec.ProfileName, rec.CAName, rec.CertificatePEM, rec.IssuedAt = "wifi", "local", benchCertificatePEM, now
+		rec.State, rec.FinishedAt, rec.NextDue = journal.StateUploaded, now, time.Time{}
+		return rec
+	}
+	// Seeded by many writers at once, so that they share commits.
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	errs := make(chan error, 32)
+	for range 32 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < records; i = int(next.Add(1)) - 1 {
+				if _, err := s.Create(ctx, record(i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatalf("seed: %v", err)
+	}
+	done := measure(b, count)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		got, err := s.IssuedTo(ctx, record(i%devices).Identity())
+		if err != nil || len(got) != perDevice {
+			b.Fatalf("IssuedTo = %d records, %v; want %d", len(got), err, perDevice)
+		}
+	}
+	done()
 }
 
 // measure reports count's growth over the benchmark's operations, and the CPU time the

@@ -96,6 +96,8 @@ func Run(t *testing.T, open func(t *testing.T) journal.Store, opts ...Option) {
 		{"PingAndCount", s.pingAndCount},
 		{"Finished", s.finished},
 		{"AuditPending", s.auditPending},
+		{"IssuedTo", s.issuedTo},
+		{"RevocationPending", s.revocationPending},
 		{"Concurrency", s.concurrency},
 		{"Closed", s.closed},
 	}
@@ -157,6 +159,7 @@ func FullRecord(name string) *journal.Record {
 		CSR:            []byte{0x30, 0x01, 0x02},
 		CATicket:       "ticket-7",
 		CertificatePEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+		IssuedAt:       T0.Add(-time.Minute + time.Nanosecond),
 		FailureMessage: "",
 		Attempts:       3,
 		StepStarted:    T0.Add(-time.Minute),
@@ -165,6 +168,15 @@ func FullRecord(name string) *journal.Record {
 		LastError:      "quote \" backslash \\ nul \x00 tab \t newline \n emoji 🔐 <html>&amp;",
 		Created:        T0.Add(-2 * time.Hour),
 		Updated:        T0,
+
+		SupersedePending: true,
+		Revocations: []journal.Revocation{
+			{Process: name + "-before", CAName: "local", Serial: "7f3a", CertificatePEM: "-----BEGIN CERTIFICATE-----\nMIIA\n-----END CERTIFICATE-----\n",
+				Reason: "superseded", Due: T0.Add(24*time.Hour + time.Nanosecond), NextDue: T0.Add(25 * time.Hour), State: journal.RevocationPending,
+				Attempts: 2, LastError: "ca \"down\""},
+			{Process: name + "-long-before", CAName: "local", Serial: "01", Reason: "superseded", Due: T0, NextDue: T0,
+				State: journal.RevocationRevoked, At: T0.Add(time.Second), AuditPending: true},
+		},
 	}
 	r.Log(T0.Add(-2*time.Hour), "claimed")
 	r.Log(T0.Add(-time.Minute+time.Microsecond+time.Nanosecond), "issued by \"local\"")
@@ -993,6 +1005,135 @@ func (s *suite) auditPending(t *testing.T) {
 	}
 }
 
+// issuedRecord is a record of identity (customer, profile, device directory id) in state,
+// holding a certificate when withCert.
+func issuedRecord(name, customer, profile, device string, state journal.State, withCert bool) *journal.Record {
+	r := NewRecord(name, T0)
+	r.State, r.ProfileName = state, profile
+	r.Process = &process.Process{Name: name, Customer: customer, Device: &process.Device{SerialNumber: "S", DirectoryID: device}}
+	if withCert {
+		r.CertificatePEM, r.IssuedAt = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", T0
+	}
+	if state.Final() {
+		r.FinishedAt, r.NextDue = T0, time.Time{}
+	}
+	return r
+}
+
+// issuedTo: the records holding a certificate for one identity (customer, profile, scope and
+// directory id), done or not, by name; never one without a certificate, of another identity,
+// or one Compact deleted. A record that gets its certificate by an Update is found from then on.
+func (s *suite) issuedTo(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	user := issuedRecord("user-scope", "C1", "wifi", "dev-1", journal.StateUploaded, true)
+	user.Process.User = &process.User{Email: "ada@example.com", DirectoryID: "dev-1"}
+	for _, r := range []*journal.Record{
+		issuedRecord("b-uploaded", "C1", "wifi", "dev-1", journal.StateUploaded, true),
+		issuedRecord("a-issued", "C1", "wifi", "dev-1", journal.StateIssued, true),
+		issuedRecord("c-signed", "C1", "wifi", "dev-1", journal.StateSigned, false),
+		issuedRecord("other-device", "C1", "wifi", "dev-2", journal.StateUploaded, true),
+		issuedRecord("other-profile", "C1", "vpn", "dev-1", journal.StateUploaded, true),
+		issuedRecord("other-customer", "C2", "wifi", "dev-1", journal.StateUploaded, true),
+		issuedRecord("no-profile", "C1", "", "dev-1", journal.StateUploaded, true),
+		user, // the same directory id, but a user's
+	} {
+		mustCreate(t, st, r)
+	}
+	identity := issuedRecord("x", "C1", "wifi", "dev-1", journal.StateUploaded, true).Identity()
+	list := func() []*journal.Record {
+		t.Helper()
+		got, err := st.IssuedTo(ctx, identity)
+		if err != nil {
+			t.Fatalf("IssuedTo: %v", err)
+		}
+		return got
+	}
+	got := list()
+	assertNames(t, "IssuedTo", got, "a-issued", "b-uploaded")
+	AssertEqual(t, got[0], issuedRecord("a-issued", "C1", "wifi", "dev-1", journal.StateIssued, true))
+	if got, err := st.IssuedTo(ctx, ""); err != nil || len(got) != 0 {
+		t.Fatalf(`IssuedTo("") = %d records, %v; want none`, len(got), err)
+	}
+	if got, err := st.IssuedTo(ctx, user.Identity()); err != nil || len(got) != 1 || got[0].Name != "user-scope" {
+		t.Fatalf("IssuedTo(the user's identity) = %d records, %v; want user-scope alone", len(got), err)
+	}
+
+	// c-signed gets its certificate.
+	held := mustLease(t, st, "w1", T0, lease, 10)
+	var signed *journal.Record
+	for _, r := range held {
+		if r.Name == "c-signed" {
+			signed = r
+		}
+	}
+	if signed == nil {
+		t.Fatal("Lease did not hand out c-signed")
+	}
+	signed.State, signed.CertificatePEM, signed.IssuedAt = journal.StateIssued, "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n", T0.Add(time.Second)
+	if err := st.Update(ctx, "w1", signed, T0, 0); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	assertNames(t, "IssuedTo after an Update with a certificate", list(), "a-issued", "b-uploaded", "c-signed")
+
+	// b-uploaded is done, and compacted.
+	if n, err := st.Compact(ctx, T0.Add(time.Hour)); err != nil || n < 1 {
+		t.Fatalf("Compact = %d, %v; want b-uploaded among the deleted", n, err)
+	}
+	assertNames(t, "IssuedTo after Compact", list(), "a-issued", "c-signed")
+}
+
+// revocationPending: a record in a final state that owes a revocation of a certificate it
+// superseded is not done: it is leased when its NextDue (the revocation's) comes, not before,
+// scheduled, listed as unfinished and never compacted, until a write closes the revocation.
+func (s *suite) revocationPending(t *testing.T) {
+	st := s.open(t)
+	ctx := context.Background()
+	grace := 24 * time.Hour
+	rec := issuedRecord("new", "C1", "wifi", "dev-1", journal.StateUploaded, true)
+	rec.Revocations = []journal.Revocation{{Process: "old", CAName: "local", Serial: "2a", Reason: "superseded",
+		Due: T0.Add(grace), NextDue: T0.Add(grace), State: journal.RevocationPending}}
+	rec.NextDue = T0.Add(grace)
+	if rec.Done() {
+		t.Fatal("a record with a pending revocation reports Done")
+	}
+	mustCreate(t, st, rec)
+	assertNextDue(t, st, T0.Add(grace), true)
+	assertNames(t, "Lease before the grace period ended", mustLease(t, st, "w1", T0.Add(grace-time.Nanosecond), lease, 10))
+	if n, err := st.Compact(ctx, T0.Add(365*24*time.Hour)); err != nil || n != 0 {
+		t.Fatalf("Compact = %d, %v; want 0: a revocation is pending", n, err)
+	}
+	if got, err := st.Unfinished(ctx); err != nil || len(got) != 1 {
+		t.Fatalf("Unfinished = %d records, %v; want the record", len(got), err)
+	}
+	if got, err := st.Finished(ctx, "", 10); err != nil || len(got) != 0 {
+		t.Fatalf("Finished = %d records, %v; want none while a revocation is pending", len(got), err)
+	}
+	held := mustLease(t, st, "w1", T0.Add(grace), lease, 10)
+	assertNames(t, "Lease once the grace period ended", held, "new")
+	AssertEqual(t, held[0], rec)
+
+	// The CA confirmed; the audit event is written next (still open), then nothing is due.
+	r := held[0]
+	r.Revocations[0].State, r.Revocations[0].At, r.Revocations[0].AuditPending = journal.RevocationRevoked, T0.Add(grace), true
+	if err := st.Update(ctx, "w1", r, T0.Add(grace), lease); err != nil {
+		t.Fatalf("Update to revoked: %v", err)
+	}
+	if n, err := st.Compact(ctx, T0.Add(365*24*time.Hour)); err != nil || n != 0 {
+		t.Fatalf("Compact = %d, %v; want 0: the revocation's audit event is pending", n, err)
+	}
+	r.Revocations[0].AuditPending = false
+	if err := st.Update(ctx, "w1", r, T0.Add(grace), 0); err != nil {
+		t.Fatalf("Update closing the revocation: %v", err)
+	}
+	assertNextDue(t, st, time.Time{}, false)
+	assertNames(t, "Finished", mustFinished(t, st), "new")
+	AssertEqual(t, mustGet(t, st, "new"), r)
+	if n, err := st.Compact(ctx, T0.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("Compact = %d, %v; want 1", n, err)
+	}
+}
+
 func mustFinished(t testing.TB, st journal.Store) []*journal.Record {
 	t.Helper()
 	got, err := st.Finished(context.Background(), "", 100)
@@ -1196,8 +1337,14 @@ func normalize(r *journal.Record) *journal.Record {
 	c := r.Clone()
 	c.LeaseToken = 0 // not part of the stored record; the tests that care check it themselves
 	utc := func(t *time.Time) { *t = t.UTC() }
-	for _, t := range []*time.Time{&c.StepStarted, &c.NextDue, &c.SignDeadline, &c.Created, &c.Updated, &c.FinishedAt} {
+	for _, t := range []*time.Time{&c.StepStarted, &c.NextDue, &c.SignDeadline, &c.Created, &c.Updated, &c.FinishedAt, &c.IssuedAt} {
 		utc(t)
+	}
+	for i := range c.Revocations {
+		v := &c.Revocations[i]
+		utc(&v.Due)
+		utc(&v.NextDue)
+		utc(&v.At)
 	}
 	for i := range c.History {
 		utc(&c.History[i].At)

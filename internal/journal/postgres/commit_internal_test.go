@@ -59,10 +59,10 @@ func TestBatchWithAFailingWrite(t *testing.T) {
 		until := journal.UnixNanos(t0.Add(time.Hour))
 		owner := "w"
 		return &groupcommit.Call[*op]{Ctx: ctx, Op: &op{query: s.q.update, args: []any{rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data,
-			&owner, &until, owner, rec.LeaseToken, journal.UnixNanos(t0)}}}
+			&owner, &until, owner, rec.LeaseToken, journal.UnixNanos(t0), c.identity}}}
 	}
 	// state is NOT NULL: the server refuses the row.
-	broken := &groupcommit.Call[*op]{Ctx: ctx, Op: &op{query: s.q.create, args: []any{"broken", nil, false, int64(0), nil, "{}"}, exec: true}}
+	broken := &groupcommit.Call[*op]{Ctx: ctx, Op: &op{query: s.q.create, args: []any{"broken", nil, false, int64(0), nil, "{}", nil}, exec: true}}
 	batch := []*groupcommit.Call[*op]{update(held[0]), broken, update(held[1])}
 	commits, writes := s.CommitStats()
 	s.commit(batch)

@@ -102,7 +102,7 @@ var (
 
 // queries are the statements, with the table name filled in.
 type queries struct {
-	create, get, lease, update, renew, nextDue, unfinished, finished, compact, ping, count string
+	create, get, lease, update, renew, nextDue, unfinished, finished, issuedTo, compact, ping, count string
 }
 
 // Open connects to the database named by dsn (a postgres:// URL or key=value string, as pgx
@@ -187,8 +187,8 @@ func (s *Store) Table() string { return s.table }
 func newQueries(t string) queries {
 	r := strings.NewReplacer("$TABLE", t)
 	return queries{
-		create: r.Replace(`INSERT INTO $TABLE (name, state, final, next_due, finished_at, data)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING`),
+		create: r.Replace(`INSERT INTO $TABLE (name, state, final, next_due, finished_at, data, identity)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING`),
 		get: r.Replace(`SELECT data FROM $TABLE WHERE name = $1`),
 		// RETURNING yields rows in no particular order; Lease sorts them.
 		lease: r.Replace(`UPDATE $TABLE SET lease_owner = $1, lease_until = $2, lease_token = lease_token + 1
@@ -204,7 +204,7 @@ func newQueries(t string) queries {
 		// Each says in the same statement whether it wrote and, if not, whether the record
 		// exists (which tells ErrNotFound from ErrLeaseLost): one round trip, whatever happens.
 		update: r.Replace(`WITH w AS (UPDATE $TABLE
-				SET state = $2, final = $3, next_due = $4, finished_at = $5, data = $6, lease_owner = $7, lease_until = $8
+				SET state = $2, final = $3, next_due = $4, finished_at = $5, data = $6, lease_owner = $7, lease_until = $8, identity = $12
 				WHERE name = $1 AND lease_owner = $9 AND lease_token = $10 AND lease_until > $11
 				RETURNING 1)
 			SELECT EXISTS (SELECT 1 FROM w), EXISTS (SELECT 1 FROM $TABLE WHERE name = $1)`),
@@ -217,7 +217,9 @@ func newQueries(t string) queries {
 		// The partial index on finished_at (WHERE final) serves it.
 		finished: r.Replace(`SELECT data FROM $TABLE WHERE final AND ($1 = '' OR state = $1)
 			ORDER BY finished_at DESC, name COLLATE "C" LIMIT $2`),
-		compact: r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
+		// The partial index on identity serves it.
+		issuedTo: r.Replace(`SELECT data FROM $TABLE WHERE identity = $1 ORDER BY name COLLATE "C"`),
+		compact:  r.Replace(`DELETE FROM $TABLE WHERE final AND finished_at < $1`),
 		// An UPDATE that matches nothing still needs the privilege and a server that accepts
 		// writes (a standby refuses it), and needs no table of its own that a role limited to
 		// this one could not create.
@@ -240,7 +242,8 @@ func (s *Store) migrate(ctx context.Context) error {
 			lease_until bigint,
 			lease_token bigint  NOT NULL DEFAULT 0,
 			finished_at bigint,
-			data        json    NOT NULL
+			data        json    NOT NULL,
+			identity    text
 		)`},
 		// Lease and NextDue scan unfinished records by due time.
 		{s.table + "_due", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.table + "_due"}.Sanitize() +
@@ -249,7 +252,8 @@ func (s *Store) migrate(ctx context.Context) error {
 		{s.table + "_finished", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.table + "_finished"}.Sanitize() +
 			` ON ` + t + ` (finished_at) WHERE final`},
 	}
-	return createMissing(ctx, s.pool, "certprov-adapter journal schema "+s.table, objects, func(tx pgx.Tx) error {
+	lock := "certprov-adapter journal schema " + s.table
+	err := createMissing(ctx, s.pool, lock, objects, func(tx pgx.Tx) error {
 		// A table created before lease tokens lacks the column; adding it takes the table's
 		// owner, once (a constant default rewrites nothing).
 		var hasToken bool
@@ -262,8 +266,58 @@ func (s *Store) migrate(ctx context.Context) error {
 				return fmt.Errorf("add %s.lease_token (run the adapter once as the table's owner): %w", s.table, err)
 			}
 		}
-		return nil
+		return s.addIdentity(ctx, tx, t)
 	})
+	if err != nil {
+		return err
+	}
+	// IssuedTo looks certificates up by identity; created once the column exists.
+	return createMissing(ctx, s.pool, lock, []schemaObject{
+		{s.table + "_identity", `CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{s.table + "_identity"}.Sanitize() +
+			` ON ` + t + ` (identity) WHERE identity IS NOT NULL`},
+	}, nil)
+}
+
+// addIdentity adds the identity column to a table created before renewal hygiene, and fills it
+// from the records there, once, so that the certificates issued before the upgrade are found
+// by IssuedTo too.
+func (s *Store) addIdentity(ctx context.Context, tx pgx.Tx, t string) error {
+	var has bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+		WHERE attrelid = to_regclass($1) AND attname = 'identity' AND NOT attisdropped)`, t).Scan(&has); err != nil {
+		return fmt.Errorf("look up %s.identity: %w", s.table, err)
+	}
+	if has {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `ALTER TABLE `+t+` ADD COLUMN IF NOT EXISTS identity text`); err != nil {
+		return fmt.Errorf("add %s.identity (run the adapter once as the table's owner): %w", s.table, err)
+	}
+	rows, err := tx.Query(ctx, `SELECT name, data FROM `+t+` WHERE strpos(data::text, '"certificatePem"') > 0`)
+	if err != nil {
+		return fmt.Errorf("backfill %s.identity: %w", s.table, err)
+	}
+	found := map[string]string{}
+	var name string
+	var data []byte
+	if _, err := pgx.ForEachRow(rows, []any{&name, &data}, func() error {
+		rec, err := journal.Decode(data)
+		if err != nil {
+			return fmt.Errorf("record %s: %w", name, err)
+		}
+		if id := rec.IssuedIdentity(); id != "" {
+			found[name] = id
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("backfill %s.identity: %w", s.table, err)
+	}
+	for name, id := range found {
+		if _, err := tx.Exec(ctx, `UPDATE `+t+` SET identity = $2 WHERE name = $1`, name, id); err != nil {
+			return fmt.Errorf("backfill %s.identity of %s: %w", s.table, name, err)
+		}
+	}
+	return nil
 }
 
 // schemaObject is a table or index migrate creates when it is missing.
@@ -320,7 +374,7 @@ func (s *Store) Create(ctx context.Context, rec *journal.Record) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
-	o := &op{query: s.q.create, args: []any{rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data}, exec: true}
+	o := &op{query: s.q.create, args: []any{rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, c.identity}, exec: true}
 	if err := s.do(ctx, o); err != nil {
 		return false, fmt.Errorf("create %s: %w", rec.Name, err)
 	}
@@ -415,7 +469,7 @@ func (s *Store) Update(ctx context.Context, owner string, rec *journal.Record, n
 		leaseOwner, leaseUntil = &owner, &until
 	}
 	o := &op{query: s.q.update, args: []any{rec.Name, c.state, c.final, c.nextDue, c.finishedAt, c.data, leaseOwner, leaseUntil,
-		owner, rec.LeaseToken, journal.UnixNanos(now)}}
+		owner, rec.LeaseToken, journal.UnixNanos(now), c.identity}}
 	return fenced("update", rec.Name, owner, s.do(ctx, o), o)
 }
 
@@ -493,6 +547,21 @@ func (s *Store) Finished(ctx context.Context, state journal.State, limit int) ([
 	out, err := s.list(ctx, s.q.finished, string(state), limit)
 	if err != nil {
 		return nil, fmt.Errorf("list finished: %w", err)
+	}
+	return out, nil
+}
+
+// IssuedTo lists the records holding a certificate issued to identity, by name in byte order.
+func (s *Store) IssuedTo(ctx context.Context, identity string) ([]*journal.Record, error) {
+	if err := s.check(); err != nil {
+		return nil, fmt.Errorf("list issued to an identity: %w", err)
+	}
+	if identity == "" {
+		return nil, nil
+	}
+	out, err := s.list(ctx, s.q.issuedTo, identity)
+	if err != nil {
+		return nil, fmt.Errorf("list issued to an identity: %w", err)
 	}
 	return out, nil
 }
@@ -580,6 +649,7 @@ type columns struct {
 	final      bool
 	nextDue    int64
 	finishedAt *int64
+	identity   *string // nil: no certificate, or no identity
 	data       string
 }
 
@@ -591,6 +661,9 @@ func columnsOf(rec *journal.Record) (columns, error) {
 	c := columns{state: string(e.State), final: e.Final, nextDue: e.NextDue, data: string(e.Data)}
 	if c.final {
 		c.finishedAt = &e.FinishedAt
+	}
+	if e.Identity != "" {
+		c.identity = &e.Identity
 	}
 	return c, nil
 }

@@ -103,7 +103,8 @@ func TestTakeoverAcrossReplicas(t *testing.T) {
 }
 
 // A table made by an adapter from before lease tokens gets the column on the first Open, keeps
-// its rows, and fences writes from then on.
+// its rows, and fences writes from then on; the identity column is added and filled too, so
+// its certificates are found by IssuedTo.
 func TestUpgradeAddsLeaseToken(t *testing.T) {
 	ctx := context.Background()
 	table := newTable(t)
@@ -127,6 +128,9 @@ func TestUpgradeAddsLeaseToken(t *testing.T) {
 
 	s := open(t, table)
 	journaltest.AssertEqual(t, mustGet(t, s, "old"), journaltest.FullRecord("old"))
+	if issued, err := s.IssuedTo(ctx, journaltest.FullRecord("old").IssuedIdentity()); err != nil || len(issued) != 1 || issued[0].Name != "old" {
+		t.Fatalf("IssuedTo after the upgrade = %d records, %v; want the old record", len(issued), err)
+	}
 	got, err := s.Lease(ctx, "new", t0.Add(time.Minute), time.Minute, 10)
 	if err != nil || len(got) != 1 || got[0].LeaseToken == 0 {
 		t.Fatalf("Lease after the upgrade = %v, %v; want the old record under a token", got, err)

@@ -57,9 +57,9 @@ func newCommitter(ctx context.Context, w *sql.DB) (*committer, error) {
 		{&c.stmt.begin, `BEGIN IMMEDIATE`},
 		{&c.stmt.commit, `COMMIT`},
 		{&c.stmt.rollback, `ROLLBACK`},
-		{&c.stmt.create, `INSERT INTO records (name, state, final, next_due, finished_at, data)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`},
-		{&c.stmt.update, `UPDATE records SET state = ?, final = ?, next_due = ?, finished_at = ?, data = ? WHERE name = ?`},
+		{&c.stmt.create, `INSERT INTO records (name, state, final, next_due, finished_at, identity, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING`},
+		{&c.stmt.update, `UPDATE records SET state = ?, final = ?, next_due = ?, finished_at = ?, identity = ?, data = ? WHERE name = ?`},
 		{&c.stmt.exists, `SELECT 1 FROM records WHERE name = ?`},
 		{&c.stmt.compact, `DELETE FROM records WHERE final = 1 AND finished_at < ?`},
 		{&c.stmt.ping, `INSERT INTO probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at`},
@@ -244,7 +244,7 @@ func (c *committer) abandoned(call *groupcommit.Call[*op]) {
 func (c *committer) run(ctx context.Context, o *op, u undo) (answer, err error) {
 	switch o.kind {
 	case opCreate:
-		res, err := c.stmt.create.ExecContext(ctx, o.name, o.cols.state, o.cols.final, o.cols.nextDue, o.cols.finishedAt, o.cols.data)
+		res, err := c.stmt.create.ExecContext(ctx, o.name, o.cols.state, o.cols.final, o.cols.nextDue, o.cols.finishedAt, o.cols.identity, o.cols.data)
 		if err != nil {
 			return nil, err
 		}
@@ -263,7 +263,7 @@ func (c *committer) run(ctx context.Context, o *op, u undo) (answer, err error) 
 			return c.refused(ctx, o.name)
 		}
 		if o.kind == opUpdate {
-			res, err := c.stmt.update.ExecContext(ctx, o.cols.state, o.cols.final, o.cols.nextDue, o.cols.finishedAt, o.cols.data, o.name)
+			res, err := c.stmt.update.ExecContext(ctx, o.cols.state, o.cols.final, o.cols.nextDue, o.cols.finishedAt, o.cols.identity, o.cols.data, o.name)
 			if err != nil {
 				return nil, err
 			}

@@ -42,8 +42,9 @@ import (
 var ErrReadOnly = errors.New("journal: store is read-only")
 
 // schemaVersion is stored in PRAGMA user_version; a file with a higher one was written by a
-// newer adapter and is refused rather than misread. Version 2 added lease_token (fencing).
-const schemaVersion = 2
+// newer adapter and is refused rather than misread. Version 2 added lease_token (fencing),
+// version 3 identity (IssuedTo, renewal hygiene).
+const schemaVersion = 3
 
 // The columns other than data exist for the queries; data is the record as JSON and is the
 // only thing read back. Times are Unix nanoseconds, compared exactly as the engine's clock gave
@@ -59,9 +60,11 @@ var schema = []string{
 		lease_until INTEGER,
 		lease_token INTEGER NOT NULL DEFAULT 0,
 		finished_at INTEGER,
+		identity    TEXT,
 		data        BLOB    NOT NULL
 	) STRICT`,
 	`CREATE INDEX IF NOT EXISTS records_due ON records (next_due) WHERE final = 0`,
+	`CREATE INDEX IF NOT EXISTS records_identity ON records (identity) WHERE identity IS NOT NULL`,
 	`CREATE INDEX IF NOT EXISTS records_finished ON records (finished_at) WHERE final = 1`,
 	// probe holds one row that Ping rewrites: a real write, committed like a record's.
 	`CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL) STRICT`,
@@ -70,6 +73,7 @@ var schema = []string{
 // upgrades[v] turns a version v file into version v+1.
 var upgrades = map[int][]string{
 	1: {`ALTER TABLE records ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0`},
+	2: {`ALTER TABLE records ADD COLUMN identity TEXT`},
 }
 
 // Store is a journal.Store in one SQLite file. It is safe for concurrent use.
@@ -255,8 +259,48 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("migrate schema from version %d: %w", version, err)
 		}
 	}
+	if version > 0 && version < 3 {
+		if err := backfillIdentity(ctx, tx); err != nil {
+			return fmt.Errorf("migrate schema from version %d: %w", version, err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("migrate schema from version %d: %w", version, err)
+	}
+	return nil
+}
+
+// backfillIdentity fills the identity column of the records a version before 3 wrote, once, so
+// that the certificates issued before the upgrade are found by IssuedTo too.
+func backfillIdentity(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT name, data FROM records`)
+	if err != nil {
+		return fmt.Errorf("backfill identity: %w", err)
+	}
+	found := map[string]string{}
+	for rows.Next() {
+		var name string
+		var data []byte
+		if err := rows.Scan(&name, &data); err != nil {
+			_ = rows.Close()
+			return fmt.Errorf("backfill identity: %w", err)
+		}
+		rec, err := journal.Decode(data)
+		if err != nil {
+			_ = rows.Close()
+			return fmt.Errorf("backfill identity of %s: %w", name, err)
+		}
+		if id := rec.IssuedIdentity(); id != "" {
+			found[name] = id
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("backfill identity: %w", err)
+	}
+	for name, id := range found {
+		if _, err := tx.ExecContext(ctx, `UPDATE records SET identity = ? WHERE name = ?`, id, name); err != nil {
+			return fmt.Errorf("backfill identity of %s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -427,6 +471,23 @@ func (s *Store) Finished(ctx context.Context, state journal.State, limit int) ([
 	return out, nil
 }
 
+// IssuedTo lists the records holding a certificate issued to identity, by name (byte order).
+// The records_identity index serves it.
+func (s *Store) IssuedTo(ctx context.Context, identity string) ([]*journal.Record, error) {
+	if identity == "" {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT data FROM records WHERE identity = ? ORDER BY name`, identity)
+	if err != nil {
+		return nil, fmt.Errorf("list issued to an identity: %w", err)
+	}
+	out, err := scanData(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list issued to an identity: %w", err)
+	}
+	return out, nil
+}
+
 // scanData decodes rows of one data column, in their order.
 func scanData(rows *sql.Rows) ([]*journal.Record, error) {
 	defer rows.Close()
@@ -528,6 +589,7 @@ type columns struct {
 	final      bool
 	nextDue    int64
 	finishedAt sql.NullInt64
+	identity   sql.NullString
 	data       []byte
 }
 
@@ -540,5 +602,6 @@ func columnsOf(rec *journal.Record) (columns, error) {
 	if c.final {
 		c.finishedAt = sql.NullInt64{Int64: e.FinishedAt, Valid: true}
 	}
+	c.identity = sql.NullString{String: e.Identity, Valid: e.Identity != ""}
 	return c, nil
 }

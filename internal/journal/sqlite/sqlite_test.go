@@ -242,7 +242,8 @@ func TestOpenReadOnlyErrors(t *testing.T) {
 }
 
 // A journal written by an adapter from before lease tokens (schema version 1) is upgraded in
-// place: its records are kept, its leases fenced from then on.
+// place: its records are kept, its leases fenced from then on, and its certificates found by
+// identity (the column version 3 added is filled from the records).
 func TestUpgradeFromVersion1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "journal.db")
@@ -271,6 +272,11 @@ func TestUpgradeFromVersion1(t *testing.T) {
 
 	s := open(t, path)
 	journaltest.AssertEqual(t, mustGet(t, s, "old"), journaltest.FullRecord("old"))
+	if id := journaltest.FullRecord("old").IssuedIdentity(); id == "" {
+		t.Fatal("FullRecord has no identity")
+	} else if issued, err := s.IssuedTo(ctx, id); err != nil || len(issued) != 1 || issued[0].Name != "old" {
+		t.Fatalf("IssuedTo after the upgrade = %d records, %v; want the old record", len(issued), err)
+	}
 	got := lease(t, s, "new-run", t0.Add(time.Minute), 10)
 	if len(got) != 1 || got[0].LeaseToken == 0 {
 		t.Fatalf("Lease after the upgrade = %v; want the old record under a token", got)
