@@ -111,8 +111,8 @@ type Emulator struct {
 
 	va *vaState // Verified Access; has its own lock
 
-	requests requestLog // every API call's arrival, for Stats; has its own lock
-	keys     *keyPool   // nil: a fresh key per process
+	requests   requestLog      // every API call's arrival, for Stats; has its own lock
+	keys       *keyPool        // nil: a fresh key per process
 	dir        *directoryState // the Admin SDK Directory; has its own lock
 	dirRecords bool            // Options.DirectoryRecords
 }
