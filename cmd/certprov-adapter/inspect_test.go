@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 	"github.com/certprov/certprov-adapter/internal/journal/sqlite"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -77,7 +77,7 @@ func testCertificatePEM(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return string(pemutil.EncodeCertificateDER(der))
 }
 
 func inspectConfig(t *testing.T, journalYAML string) string {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/extension"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
@@ -58,7 +59,7 @@ func runVAEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.BoolVar(&f.insecureLoopback, "insecure-loopback", false, "skip TLS verification of the adapter; only for a loopback --adapter")
 	fs.StringVar(&f.emulatorURL, "emulator", "http://127.0.0.1:8480", "base URL of the emulator")
 	fs.StringVar(&f.profile, "profile", "", "enrollment profile name (required)")
-	fs.StringVar(&f.scope, "scope", emulator.VAScopeMachine, "machine or user")
+	fs.StringVar(&f.scope, "scope", vagoogle.ScopeMachine, "machine or user")
 	fs.StringVar(&f.identity, "identity", "", "user scope: the user's e-mail sent to the adapter; both scopes: what the device or user is enrolled as (default example.com / user@example.com)")
 	fs.StringVar(&f.deviceID, "device-identity", "", "what the emulator says the device or user is enrolled as, if not --identity (Google refuses the answer: BAD_CHALLENGE)")
 	fs.StringVar(&f.key, "key", emulator.KeyRSA, "simulated key type: rsa (RSA-2048) or ecdsa (P-256)")
@@ -68,7 +69,7 @@ func runVAEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.StringVar(&f.signals, "signals", "", "JSON merge patch (RFC 7386) over the preset, e.g. '{\"deviceSignals\":{\"diskEncryption\":\"DISK_ENCRYPTION_DISABLED\"}}'; @FILE reads it from a file")
 	fs.BoolVar(&f.tamper, "tamper", false, "corrupt the challenge response (Google refuses it)")
 	fs.BoolVar(&f.tamperSPK, "tamper-spkac", false, "corrupt only the SPKAC signature (the adapter must refuse it)")
-	fs.StringVar(&f.tpm, "tpm", emulator.TPM20, "the simulated device's TPM: 2.0 (32-byte SPKAC challenge) or 1.2 (20-byte)")
+	fs.StringVar(&f.tpm, "tpm", vagoogle.TPM20, "the simulated device's TPM: 2.0 (32-byte SPKAC challenge) or 1.2 (20-byte)")
 	fs.BoolVar(&f.rawSignatures, "raw-signatures", false, "ECDSA keys sign with the TPM's raw 64-byte r||s instead of DER")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "overall time limit")
 	if err := fs.Parse(args); err != nil {
@@ -98,7 +99,7 @@ func (f vaEnrollFlags) options() (extension.EnrollOptions, error) {
 		return o, errors.New("--profile is required")
 	case f.caCert == "":
 		return o, errors.New("--ca-cert is required")
-	case f.scope != emulator.VAScopeMachine && f.scope != emulator.VAScopeUser:
+	case f.scope != vagoogle.ScopeMachine && f.scope != vagoogle.ScopeUser:
 		return o, fmt.Errorf("--scope %q: want machine or user", f.scope)
 	case f.key != emulator.KeyRSA && f.key != emulator.KeyECDSA:
 		return o, fmt.Errorf("--key %q: want rsa or ecdsa", f.key)
@@ -106,8 +107,8 @@ func (f vaEnrollFlags) options() (extension.EnrollOptions, error) {
 		return o, errors.New("--adapter-ca and --insecure-loopback exclude each other")
 	case f.timeout <= 0:
 		return o, errors.New("--timeout must be positive")
-	case f.tpm != emulator.TPM12 && f.tpm != emulator.TPM20:
-		return o, fmt.Errorf("--tpm %q: want %s or %s", f.tpm, emulator.TPM20, emulator.TPM12)
+	case f.tpm != vagoogle.TPM12 && f.tpm != vagoogle.TPM20:
+		return o, fmt.Errorf("--tpm %q: want %s or %s", f.tpm, vagoogle.TPM20, vagoogle.TPM12)
 	}
 	caPEM, err := os.ReadFile(f.caCert)
 	if err != nil {
@@ -136,7 +137,7 @@ func (f vaEnrollFlags) options() (extension.EnrollOptions, error) {
 // device builds what Google should report, or nil for the emulator's default. The presets derive
 // ids from the key id, so a key id is made up here when none was given: the ids then match the
 // key the emulator creates under that name.
-func (f vaEnrollFlags) device() (*emulator.VADevice, string, error) {
+func (f vaEnrollFlags) device() (*vagoogle.Device, string, error) {
 	keyID := f.keyID
 	if f.preset == presetChromeOS && f.signals == "" {
 		return nil, keyID, nil
@@ -153,15 +154,15 @@ func (f vaEnrollFlags) device() (*emulator.VADevice, string, error) {
 		identity = f.identity
 	}
 	if identity == "" {
-		identity = emulator.DefaultVADomain
-		if f.scope == emulator.VAScopeUser {
-			identity = emulator.DefaultVAUser
+		identity = vagoogle.DefaultDomain
+		if f.scope == vagoogle.ScopeUser {
+			identity = vagoogle.DefaultUser
 		}
 	}
-	var d emulator.VADevice
+	var d vagoogle.Device
 	switch f.preset {
 	case presetChromeOS:
-		d = emulator.DefaultVADevice(f.scope, keyID, identity)
+		d = vagoogle.DefaultDevice(f.scope, keyID, identity)
 	default:
 		return nil, "", fmt.Errorf("--device-preset %q: want %s", f.preset, presetChromeOS)
 	}
@@ -174,7 +175,7 @@ func (f vaEnrollFlags) device() (*emulator.VADevice, string, error) {
 			}
 		}
 		var err error
-		if d, err = emulator.PatchVADevice(d, patch); err != nil {
+		if d, err = vagoogle.PatchDevice(d, patch); err != nil {
 			return nil, "", fmt.Errorf("--signals: %w", err)
 		}
 	}

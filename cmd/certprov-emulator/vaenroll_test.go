@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/pem"
 	"io"
 	"log"
 	"net"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/standin"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // vaSetup is an emulator and a stand-in adapter (TLS) whose policy requires an encrypted disk on
@@ -40,12 +41,12 @@ func newVASetup(t *testing.T, deny []string) *vaSetup {
 	t.Cleanup(func() { _ = emu.Close() })
 	ca := newTestCA(t)
 	fake := &standin.Adapter{
-		GoogleURL: emuSrv.URL, CACert: ca.cert, CAKey: ca.key, Deny: deny,
+		GoogleURL: emuSrv.URL, CACert: ca.Cert, CAKey: ca.Key, Deny: deny,
 		Profiles: map[string]standin.Profile{
-			"machine-v1": {APIVersion: emulator.VAv1, Domain: emulator.DefaultVADomain},
-			"wifi":       {APIVersion: emulator.VAv2, Domain: emulator.DefaultVADomain},
+			"machine-v1": {APIVersion: vagoogle.V1, Domain: vagoogle.DefaultDomain},
+			"wifi":       {APIVersion: vagoogle.V2, Domain: vagoogle.DefaultDomain},
 		},
-		Policy: func(d emulator.VADevice) []string {
+		Policy: func(d vagoogle.Device) []string {
 			if d.DeviceSignals != nil && d.DeviceSignals.DiskEncryption != "DISK_ENCRYPTION_ENCRYPTED" {
 				return []string{"diskEncryption"}
 			}
@@ -61,8 +62,7 @@ func newVASetup(t *testing.T, deny []string) *vaSetup {
 	adapter.StartTLS()
 	t.Cleanup(adapter.Close)
 	adapterCA := filepath.Join(t.TempDir(), "adapter-ca.pem")
-	if err := os.WriteFile(adapterCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE",
-		Bytes: adapter.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(adapterCA, pemutil.Encode(adapter.Certificate()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &vaSetup{emuURL: emuSrv.URL, adapterURL: adapter.URL, adapterCAFile: adapterCA,
@@ -89,7 +89,7 @@ func TestVAEnroll(t *testing.T) {
 	}{
 		{name: "v2 machine ecdsa", args: []string{"--profile", "wifi", "--key", "ecdsa"}, wantCode: exitOK,
 			wantOut: []string{`(?m)^issued    CN=[0-9A-Z]{10}$`, `(?m)^serial    [0-9a-f]+$`, `(?m)^key       ecdsa key-[0-9a-f]+ `,
-				`(?m)^verified  chains to CN=Provision CA; carries the simulated key \(API v2, profile wifi, scope machine\)$`}},
+				`(?m)^verified  chains to CN=Provision CA,O=certprov catest; carries the simulated key \(API v2, profile wifi, scope machine\)$`}},
 		{name: "v1 user rsa over insecure loopback", noTrust: true,
 			args:     []string{"--insecure-loopback", "--profile", "machine-v1", "--scope", "user", "--identity", "alice@example.com"},
 			wantCode: exitOK, wantOut: []string{`(?m)^issued    CN=alice@example\.com$`, `API v1`}},
@@ -190,13 +190,13 @@ func TestVAEnrollUsage(t *testing.T) {
 // must agree with what the emulator would report for that key.
 func TestVAEnrollDevice(t *testing.T) {
 	t.Parallel()
-	f := vaEnrollFlags{scope: emulator.VAScopeMachine, preset: presetChromeOS,
+	f := vaEnrollFlags{scope: vagoogle.ScopeMachine, preset: presetChromeOS,
 		signals: `{"deviceSignals":{"osFirewall":"OS_FIREWALL_DISABLED"},"keyTrustLevel":null}`}
 	d, keyID, err := f.device()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := emulator.DefaultVADevice(emulator.VAScopeMachine, keyID, emulator.DefaultVADomain)
+	want := vagoogle.DefaultDevice(vagoogle.ScopeMachine, keyID, vagoogle.DefaultDomain)
 	if keyID == "" || d.DevicePermanentID != want.DevicePermanentID || d.KeyTrustLevel != "" ||
 		d.DeviceSignals.OsFirewall != "OS_FIREWALL_DISABLED" || d.DeviceSignals.DiskEncryption != want.DeviceSignals.DiskEncryption {
 		t.Errorf("device %+v (key id %q)", d, keyID)

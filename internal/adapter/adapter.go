@@ -171,15 +171,22 @@ func Connectors(cfg *config.Config, log *zap.Logger) (map[string]*engine.CAConne
 	out := map[string]*engine.CAConnection{}
 	var ps []config.Problem
 	for _, name := range slices.Sorted(maps.Keys(cfg.CAConnections)) {
-		c := cfg.CAConnections[name]
-		conn, err := ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
+		conn, err := Connector(cfg, name, log)
 		if err != nil {
 			ps = append(ps, config.ProblemsAt("caConnections."+name, err)...)
 			continue
 		}
-		out[name] = &engine.CAConnection{Connector: conn, Timeout: c.Timeout}
+		out[name] = &engine.CAConnection{Connector: conn, Timeout: cfg.CAConnections[name].Timeout}
 	}
 	return out, problemsError(ps)
+}
+
+// Connector builds the one CA connection named, which must be in cfg, with its own logger and
+// paths resolved against the configuration's directory. Its error is the connector's, with its
+// problems at their keys (config.ProblemsAt under caConnections.<name>).
+func Connector(cfg *config.Config, name string, log *zap.Logger) (ca.Connector, error) {
+	c := cfg.CAConnections[name]
+	return ca.New(c.Type, ca.Settings(c.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
 }
 
 // CloseConnectors closes the connectors that hold resources (io.Closer: the built-in CA's

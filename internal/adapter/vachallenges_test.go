@@ -17,6 +17,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
@@ -101,7 +102,7 @@ verifiedAccess:
 		t.Fatalf("challenge at a: %d", status)
 	}
 	raw, _ := base64.StdEncoding.DecodeString(ch.Challenge)
-	resp, err := emu.VARespond(ctx, emulator.VARespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
+	resp, err := emu.VerifiedAccess().Respond(ctx, vagoogle.RespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,9 +33,11 @@ var (
 	// leaves import no package of the module: small tools every layer may use.
 	leaves = []string{
 		"internal/buildinfo", "internal/cleartext", "internal/errclass", "internal/googleauth", "internal/logging",
-		"internal/pemutil", "internal/privatefile", "internal/process", "internal/retryafter", "internal/suggest",
-		"internal/swap", "internal/verifiedaccess/wire",
+		"internal/pemutil", "internal/privatefile", "internal/process", "internal/relpath", "internal/retryafter",
+		"internal/suggest", "internal/swap", "internal/verifiedaccess/wire",
 	}
+	// googleSide is the emulator's Google: the two APIs it serves and what they share.
+	googleSide = []string{"internal/emulator", "internal/emulator/vagoogle", "internal/emulator/frontend", "internal/emulator/devicekey"}
 	// testSupport is code for tests and for the emulator binary, never for the daemon: the
 	// emulator, the harnesses, the finders of real servers, and every package named *test.
 	testSupport = []string{
@@ -50,7 +52,7 @@ var (
 		"cloud.google.com/go/pubsub/...",
 	}
 	// wiring is what assembles the daemon and runs it: nothing below it may know it.
-	wiring = []string{"internal/engine", "internal/intake", "internal/adapter", "internal/cli", "internal/doctor", "cmd/..."}
+	wiring = []string{"internal/engine", "internal/intake", "internal/adapter", "internal/cli", "internal/doctor", "internal/pubsubsetup", "cmd/..."}
 )
 
 // rule constrains the packages matching pkgs, other than those matching exempt: only (when
@@ -82,6 +84,10 @@ var rules = []rule{
 	{name: "the daemon links no emulator or test code", pkgs: []string{"cmd/certprov-adapter"}, never: testSupport},
 	{name: "production code imports no test code",
 		pkgs: []string{"internal/...", "cmd/certprov-adapter"}, never: testSupport, exempt: testSupport},
+	{name: "the emulator plays Google, not the adapter: its Google side uses none of the adapter's code beyond the shared wire protocol and leaves",
+		pkgs: googleSide, only: slices.Concat(googleSide, leaves)},
+	{name: "the emulator's front end and device keys serve both Google sides and know neither",
+		pkgs: []string{"internal/emulator/frontend", "internal/emulator/devicekey"}, never: []string{"internal/emulator", "internal/emulator/vagoogle"}},
 	{name: "the daemon's command is thin: it hands its arguments to the command tree",
 		pkgs: []string{"cmd/certprov-adapter"}, only: []string{"internal/cli", "internal/buildinfo"}},
 }
@@ -117,6 +123,8 @@ func TestCheckFindsViolations(t *testing.T) {
 		{Path: "cmd/certprov-adapter", Imports: []string{"internal/cli", "internal/adapter"}, Deps: []string{"internal/cli", "internal/adapter", "internal/emulator"}},
 		{Path: "internal/loadtest/reference", Imports: []string{"internal/emulator"}}, // test support may use test support
 		{Path: "internal/ca/catest", Imports: []string{"internal/ca/leafcheck"}},      // and so may a connector's test kit
+		{Path: "internal/emulator/vagoogle", Imports: []string{"internal/verifiedaccess", "internal/verifiedaccess/wire", "internal/emulator/frontend"}},
+		{Path: "internal/emulator/frontend", Imports: []string{"internal/emulator/vagoogle"}, Deps: []string{"internal/emulator/vagoogle"}},
 	}
 	want := []string{
 		`leaves stay leaves: internal/process imports internal/suggest`,
@@ -132,6 +140,8 @@ func TestCheckFindsViolations(t *testing.T) {
 		`production code imports no test code: internal/ops depends on internal/metrics/metricstest`,
 		`production code imports no test code: cmd/certprov-adapter depends on internal/emulator`,
 		`the daemon's command is thin: it hands its arguments to the command tree: cmd/certprov-adapter imports internal/adapter`,
+		`the emulator plays Google, not the adapter: its Google side uses none of the adapter's code beyond the shared wire protocol and leaves: internal/emulator/vagoogle imports internal/verifiedaccess`,
+		`the emulator's front end and device keys serve both Google sides and know neither: internal/emulator/frontend depends on internal/emulator/vagoogle`,
 	}
 	got := check(bad)
 	for _, w := range want {

@@ -40,6 +40,28 @@ type Request struct {
 	Ticket string
 }
 
+// CheckedCSR is the request's CSR — CSR, or CSRDER parsed when CSR is nil — with its signature
+// checked: the engine verified it already, but a connector checks proof of possession itself
+// before it asks its CA, so that a refusal names the CSR rather than coming back from the CA. The
+// error is Permanent and says what is wrong ("no CSR", "parse CSR: …", "CSR signature: …");
+// callers wrap it with what they were doing.
+func (r *Request) CheckedCSR() (*x509.CertificateRequest, error) {
+	csr := r.CSR
+	if csr == nil {
+		if len(r.CSRDER) == 0 {
+			return nil, Permanentf("request has no CSR")
+		}
+		var err error
+		if csr, err = x509.ParseCertificateRequest(r.CSRDER); err != nil {
+			return nil, Permanentf("parse CSR: %w", err)
+		}
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, Permanentf("CSR signature: %w", err)
+	}
+	return csr, nil
+}
+
 // Issued is a certificate issued for a Request.
 type Issued struct {
 	Leaf  *x509.Certificate

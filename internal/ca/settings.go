@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 
+	"github.com/certprov/certprov-adapter/internal/relpath"
 	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
@@ -269,13 +269,8 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 	return d, nil
 }
 
-// Path resolves a settings path against the config file's directory.
-func (e Env) Path(p string) string {
-	if p == "" || filepath.IsAbs(p) || e.BaseDir == "" {
-		return p
-	}
-	return filepath.Join(e.BaseDir, p)
-}
+// Path resolves a settings path against the config file's directory (relpath.Resolve).
+func (e Env) Path(p string) string { return relpath.Resolve(e.BaseDir, p) }
 
 // ParseURL parses a URL setting. Its error does not repeat the URL (url.Parse's does), which may
 // carry credentials.

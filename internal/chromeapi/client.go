@@ -19,7 +19,6 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/time/rate"
 	cm "google.golang.org/api/chromemanagement/v1"
-	"google.golang.org/api/option"
 
 	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/errclass"
@@ -107,22 +106,14 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		}
 		warning.Warn(o.Logger)
 	}
-	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
-	if o.Endpoint != "" {
-		opts = append(opts, option.WithEndpoint(o.Endpoint))
-	}
-	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
-		src, err := TokenSource(ctx, o.Credentials)
-		if err != nil {
-			return nil, err
-		}
-		ts = oauth2.ReuseTokenSource(nil, src)
-	}
 	m := metrics.NewGoogleAPI(o.Registerer)
-	opts = append(opts, option.WithHTTPClient(googleauth.HTTPClient(ctx, o.HTTPClient, ts, func(next http.RoundTripper) http.RoundTripper {
-		return m.RoundTripper(metrics.APIChromeManagement, methodOf, next)
-	})))
+	opts, ts, err := googleauth.Client{Credentials: o.Credentials, Scopes: []string{Scope}, Endpoint: o.Endpoint,
+		HTTPClient: o.HTTPClient, Wrap: func(next http.RoundTripper) http.RoundTripper {
+			return m.RoundTripper(metrics.APIChromeManagement, methodOf, next)
+		}}.Options(ctx)
+	if err != nil {
+		return nil, err
+	}
 	svc, err := cm.NewService(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("chrome management client: %w", err)

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/googleauth"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -103,7 +103,7 @@ func writeServiceAccountKey(t *testing.T, tokenURI string) string {
 		"type":           "service_account",
 		"project_id":     "p",
 		"private_key_id": "kid1",
-		"private_key":    string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"private_key":    string(pemutil.EncodePrivateKey(der)),
 		"client_email":   "adapter@p.iam.gserviceaccount.com",
 		"client_id":      "1",
 		"token_uri":      tokenURI,

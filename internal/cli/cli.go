@@ -1,5 +1,5 @@
 // Package cli is the command tree of certprov-adapter: run, validate, inspect, doctor, config
-// print, init-ca, revoke, version and shell completion, on spf13/cobra. cmd/certprov-adapter
+// print, init-ca, revoke, setup pubsub, version and shell completion, on spf13/cobra. cmd/certprov-adapter
 // only hands it the arguments and exits with what Run returns.
 //
 // Exit codes: 0 success, 1 problems found or a runtime failure, 2 a usage error (unknown
@@ -112,6 +112,7 @@ Every command that reads a configuration takes --config FILE (default: $CERTPROV
 		newConfigCmd(o),
 		newInitCACmd(o),
 		newRevokeCmd(o),
+		newSetupCmd(o),
 		newVersionCmd(o),
 	)
 	// cobra's completion command (bash, zsh, fish, powershell), made to refuse an unknown shell

@@ -148,7 +148,7 @@ func revoke(o Options, cfg *config.Config, name string, req *ca.RevokeRequest) e
 		log = zap.NewNop()
 	}
 	defer func() { _ = log.Sync() }()
-	conn, err := ca.New(conf.Type, ca.Settings(conf.Settings), ca.Env{Name: name, Logger: log.With(zap.String("ca_connection", name)), BaseDir: cfg.BaseDir})
+	conn, err := adapter.Connector(cfg, name, log)
 	if err != nil {
 		config.PrintProblems(o.Stderr, "caConnections."+name, err)
 		return fail(nil)

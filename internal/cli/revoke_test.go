@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -202,7 +201,7 @@ func TestRevoke(t *testing.T) {
 
 func TestRevokeCertificateFile(t *testing.T) {
 	f := newRevokeFixture(t, corpLocal, "scep: {type: scep, url: 'http://127.0.0.1:1/scep', signerKeyFile: signer.key, signerCertFile: signer.crt}")
-	pemPath := writeFile(t, filepath.Join(f.dir, "leaf.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.other.Raw})))
+	pemPath := writeFile(t, filepath.Join(f.dir, "leaf.pem"), string(pemutil.Encode(f.other)))
 	if code, out, stderr := runCLI(t, "revoke", "--config", f.cfg, "--certificate", pemPath, "--ca", "corp", "--reason", "cessationOfOperation"); code != ExitOK {
 		t.Fatalf("revoke --certificate: exit %d\n%s%s", code, out, stderr)
 	}

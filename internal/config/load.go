@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/relpath"
 	"github.com/certprov/certprov-adapter/internal/suggest"
 )
 
@@ -140,15 +141,9 @@ func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 	return cfg, nil
 }
 
-// ResolvePath makes a relative path relative to the config file's directory, because the daemon's
-// working directory (systemd, a container) is seldom the one the operator wrote the file in.
-// Empty and absolute paths are returned unchanged.
-func (c *Config) ResolvePath(p string) string {
-	if p == "" || filepath.IsAbs(p) || c.BaseDir == "" {
-		return p
-	}
-	return filepath.Join(c.BaseDir, p)
-}
+// ResolvePath resolves a path of the configuration against the config file's directory
+// (relpath.Resolve).
+func (c *Config) ResolvePath(p string) string { return relpath.Resolve(c.BaseDir, p) }
 
 // parseYAML decodes the document into a tree of map[string]any, []any and scalars with the keys
 // exactly as written. It returns nil (and records why) when there is no usable mapping.

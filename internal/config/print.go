@@ -63,7 +63,7 @@ func structNode(v reflect.Value) *yaml.Node {
 // valueNode renders a typed value of the schema.
 func valueNode(v reflect.Value) *yaml.Node {
 	if v.Type() == durationType {
-		return scalar(formatDuration(time.Duration(v.Int())))
+		return scalar(FormatDuration(time.Duration(v.Int())))
 	}
 	switch v.Kind() {
 	case reflect.Struct:
@@ -227,8 +227,8 @@ func scalar(s string) *yaml.Node {
 	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}
 }
 
-// formatDuration writes d as the configuration would: 720h rather than 720h0m0s.
-func formatDuration(d time.Duration) string {
+// FormatDuration writes d as the configuration would: 720h rather than 720h0m0s.
+func FormatDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

@@ -182,8 +182,8 @@ func TestFormatDuration(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := formatDuration(parsed); got != want {
-			t.Errorf("formatDuration(%s) = %q, want %q", d, got, want)
+		if got := FormatDuration(parsed); got != want {
+			t.Errorf("FormatDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }

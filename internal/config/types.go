@@ -2,6 +2,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/csr"
@@ -55,6 +56,15 @@ type PubSub struct {
 	// ReceiveSettings.NumGoroutines). Each stream is served separately, so more streams raise
 	// the rate at which Pub/Sub can deliver; MaxOutstandingMessages applies across all of them.
 	Streams int `mapstructure:"streams"`
+}
+
+// SubscriptionName is the full name of the subscription, projects/P/subscriptions/S: Subscription
+// when it is one, else Subscription as an id in Project.
+func (p PubSub) SubscriptionName() string {
+	if strings.Contains(p.Subscription, "/") {
+		return p.Subscription
+	}
+	return "projects/" + p.Project + "/subscriptions/" + p.Subscription
 }
 
 // Credential types for the Google APIs.

@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 	admin "google.golang.org/api/admin/directory/v1"
-	"google.golang.org/api/option"
 
 	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/csr"
@@ -128,22 +127,14 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		}
 		warning.Warn(o.Logger)
 	}
-	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
-	if o.Endpoint != "" {
-		opts = append(opts, option.WithEndpoint(o.Endpoint))
-	}
-	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
-		src, err := googleauth.TokenSource(ctx, o.Credentials, ScopeDevices, ScopeUsers)
-		if err != nil {
-			return nil, fmt.Errorf("directory client: %w", err)
-		}
-		ts = oauth2.ReuseTokenSource(nil, src)
-	}
 	api := metrics.NewGoogleAPI(o.Registerer)
-	opts = append(opts, option.WithHTTPClient(googleauth.HTTPClient(ctx, o.HTTPClient, ts, func(next http.RoundTripper) http.RoundTripper {
-		return api.RoundTripper(metrics.APIDirectory, methodOf, next)
-	})))
+	opts, ts, err := googleauth.Client{Credentials: o.Credentials, Scopes: []string{ScopeDevices, ScopeUsers}, Endpoint: o.Endpoint,
+		HTTPClient: o.HTTPClient, Wrap: func(next http.RoundTripper) http.RoundTripper {
+			return api.RoundTripper(metrics.APIDirectory, methodOf, next)
+		}}.Options(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("directory client: %w", err)
+	}
 	svc, err := admin.NewService(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("directory client: %w", err)

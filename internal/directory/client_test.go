@@ -14,6 +14,7 @@ import (
 	"google.golang.org/api/googleapi"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/errclass"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
@@ -217,7 +218,7 @@ func TestErrors(t *testing.T) {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
 			id := fmt.Sprint("d", tc.status)
 			w.emu.SetDirectoryDevice(customer, device(id, "A"))
-			if err := w.emu.Inject(emulator.Fault{Method: emulator.MethodDirectoryDevicesGet, Times: 1, Status: tc.status, RetryAfter: tc.retryAfter}); err != nil {
+			if err := w.emu.Inject(frontend.Fault{Method: emulator.MethodDirectoryDevicesGet, Times: 1, Status: tc.status, RetryAfter: tc.retryAfter}); err != nil {
 				t.Fatal(err)
 			}
 			before := w.metric(t, "certprov_directory_lookups_total", "result", tc.result)

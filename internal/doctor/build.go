@@ -38,7 +38,7 @@ func FromConfig(ctx context.Context, cfg *config.Config, log *zap.Logger) (o Opt
 			o.Token = oauth2.ReuseTokenSource(nil, ts)
 			httpClient = oauth2.NewClient(ctx, o.Token)
 		}
-		o.Identity = keyFileIdentity(cred)
+		o.Identity = KeyFileIdentity(cred)
 	}
 	if o.TokenErr == nil {
 		opts := adapter.APIOptions(cfg, log.Named("chromeapi"), nil)
@@ -95,10 +95,10 @@ func connectionProblems(name string, ps []config.Problem) error {
 	return errors.Join(errs...)
 }
 
-// keyFileIdentity reads who the service account is from its key file (cred.File is resolved by
+// KeyFileIdentity reads who the service account is from its key file (cred.File is resolved by
 // config.Load); a key file that cannot be
 // read leaves the identity unknown (the token check reports why).
-func keyFileIdentity(cred config.Credentials) Identity {
+func KeyFileIdentity(cred config.Credentials) Identity {
 	if !slices.Contains([]string{config.CredentialsServiceAccountKey, config.CredentialsSelfSignedJWT}, cred.Type) {
 		return Identity{}
 	}

@@ -300,12 +300,7 @@ func tokenFailure(err error, cred config.Credentials, d *doctor) (detail, fix st
 }
 
 // subscriptionName is the full resource name of the configured subscription.
-func subscriptionName(ps config.PubSub) string {
-	if strings.Contains(ps.Subscription, "/") {
-		return ps.Subscription
-	}
-	return "projects/" + ps.Project + "/subscriptions/" + ps.Subscription
-}
+func subscriptionName(ps config.PubSub) string { return ps.SubscriptionName() }
 
 // pubsubEndpoint names where Pub/Sub is reached.
 func pubsubEndpoint(ps config.PubSub) string {
@@ -341,7 +336,7 @@ func (d *doctor) checkPubSub(ctx context.Context) {
 		exists = true
 		d.subscriptionFound(sub, got)
 	case code == codes.NotFound:
-		fix := fmt.Sprintf("create it (gcloud pubsub subscriptions create %s --project %s --topic TOPIC --ack-deadline 60, TOPIC being the one named in the Admin console's certificate provisioning settings), or set pubsub.subscription and pubsub.project to an existing one",
+		fix := fmt.Sprintf("create it with certprov-adapter setup pubsub --topic TOPIC (or gcloud pubsub subscriptions create %s --project %s --topic TOPIC --ack-deadline 60), TOPIC being the one named in the Admin console's certificate provisioning settings, or set pubsub.subscription and pubsub.project to an existing one",
 			lastSegment(sub), projectOf(sub, ps.Project))
 		if s := d.closestSubscription(ctx, sub, projectOf(sub, ps.Project)); s != "" {
 			fix = fmt.Sprintf("did you mean %q? Set pubsub.subscription to it, or ", s) + fix

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -36,6 +35,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/doctor"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 const customer = "C0doctor"
@@ -375,7 +375,7 @@ func (te *tokenEndpoint) keyFile(t *testing.T, dir string) string {
 	}
 	b, _ := json.Marshal(map[string]string{
 		"type": "service_account", "project_id": "doctor", "private_key_id": "k1",
-		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"private_key":  string(pemutil.EncodePrivateKey(der)),
 		"client_email": "adapter@doctor.iam.gserviceaccount.com", "client_id": "112233445566778899",
 		"token_uri": te.srv.URL,
 	})

@@ -3,10 +3,13 @@ package emulator
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"runtime"
 	"strings"
 	"sync"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 )
 
 // ControlPath is the collection of the control API: POST creates processes, GET lists them.
@@ -35,17 +38,16 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path != ControlPath {
-		writeError(w, notFound("no such control resource: %s", r.URL.Path), 0)
+		frontend.WriteError(w, frontend.NotFound("no such control resource: %s", r.URL.Path))
 		return
 	}
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, http.StatusOK, ListProcessesResponse{Processes: e.Snapshots()})
+		frontend.WriteJSON(w, http.StatusOK, ListProcessesResponse{Processes: e.Snapshots()})
 	case http.MethodPost:
 		e.createProcesses(w, r)
 	default:
-		writeError(w, &apiError{code: http.StatusMethodNotAllowed, status: "UNIMPLEMENTED",
-			message: "use GET or POST on " + ControlPath}, 0)
+		frontend.WriteError(w, frontend.MethodNotAllowed("GET or POST", ControlPath))
 	}
 }
 
@@ -53,19 +55,19 @@ func (e *Emulator) serveControl(w http.ResponseWriter, r *http.Request) {
 // processes concurrently (RSA key generation dominates).
 func (e *Emulator) createProcesses(w http.ResponseWriter, r *http.Request) {
 	var req CreateProcessesRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, frontend.MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, invalidArgument("create processes: %v", err), 0)
+		frontend.WriteError(w, frontend.InvalidArgument("create processes: %v", err))
 		return
 	}
 	if len(req.Specs) == 0 {
-		writeError(w, invalidArgument("create processes: no specs"), 0)
+		frontend.WriteError(w, frontend.InvalidArgument("create processes: no specs"))
 		return
 	}
 	for i, s := range req.Specs {
 		if _, err := s.normalize(); err != nil {
-			writeError(w, invalidArgument("create processes: spec %d: %v", i, err), 0)
+			frontend.WriteError(w, frontend.InvalidArgument("create processes: spec %d: %v", i, err))
 			return
 		}
 	}
@@ -85,9 +87,8 @@ func (e *Emulator) createProcesses(w http.ResponseWriter, r *http.Request) {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		writeError(w, &apiError{code: http.StatusInternalServerError, status: "INTERNAL",
-			message: "create processes: " + strings.ReplaceAll(err.Error(), "\n", "; ")}, 0)
+		frontend.WriteError(w, frontend.Internal(fmt.Errorf("create processes: %s", strings.ReplaceAll(err.Error(), "\n", "; "))))
 		return
 	}
-	writeJSON(w, http.StatusOK, CreateProcessesResponse{Names: names})
+	frontend.WriteJSON(w, http.StatusOK, CreateProcessesResponse{Names: names})
 }

@@ -97,7 +97,11 @@ func (c *ControlClient) do(ctx context.Context, method, path string, body, out a
 		return fmt.Errorf("read response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var env errorEnvelope
+		var env struct {
+			Error struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
 		if json.Unmarshal(data, &env) == nil && env.Error.Message != "" {
 			return fmt.Errorf("%s %s: %d: %s", method, req.URL, resp.StatusCode, env.Error.Message)
 		}

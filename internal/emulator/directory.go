@@ -2,16 +2,16 @@ package emulator
 
 import (
 	"encoding/json"
-	"math"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	admin "google.golang.org/api/admin/directory/v1"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 )
 
 // Admin SDK Directory methods, as used for fault injection (Fault.Method) and DirectoryCalls.
@@ -109,13 +109,11 @@ type directoryErrorItem struct {
 }
 
 func writeDirectoryError(w http.ResponseWriter, code int, reason, message string, retryAfter time.Duration) {
-	if retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(retryAfter.Seconds())), 10))
-	}
+	frontend.SetRetryAfter(w, retryAfter)
 	var env directoryError
 	env.Error.Code, env.Error.Message = code, message
 	env.Error.Errors = []directoryErrorItem{{Message: message, Domain: "global", Reason: reason}}
-	writeJSON(w, code, env)
+	frontend.WriteJSON(w, code, env)
 }
 
 // directoryReason is the reason the Directory gives an injected status.
@@ -157,19 +155,16 @@ func (e *Emulator) serveDirectory(w http.ResponseWriter, r *http.Request) {
 		writeDirectoryError(w, http.StatusNotFound, "notFound", "no such Directory method: "+r.Method+" "+r.URL.Path, 0)
 		return
 	}
-	if !e.waitLatency(r.Context()) {
+	if !e.faults.Wait(r.Context()) {
 		return
 	}
 	e.dir.mu.Lock()
 	e.dir.calls[method]++
 	e.dir.mu.Unlock()
-	e.mu.Lock()
-	rule := takeRuleLocked(&e.failRules, method, "")
-	e.mu.Unlock()
-	if rule != nil {
-		reason, message := directoryReason(rule.status)
-		e.log.Debug("injected directory failure", zap.String("method", method), zap.Int("status", rule.status))
-		writeDirectoryError(w, rule.status, reason, message+" (emulator: injected)", rule.retryAfter)
+	if refusal := e.faults.Refusal(method, "", nil); refusal != nil {
+		reason, message := directoryReason(refusal.Code)
+		e.log.Debug("injected directory failure", zap.String("method", method), zap.Int("status", refusal.Code))
+		writeDirectoryError(w, refusal.Code, reason, message+" (emulator: injected)", refusal.RetryAfter)
 		return
 	}
 	e.dir.mu.Lock()
@@ -185,14 +180,14 @@ func (e *Emulator) serveDirectory(w http.ResponseWriter, r *http.Request) {
 			writeDirectoryError(w, http.StatusNotFound, "notFound", "Resource Not Found: deviceId", 0)
 			return
 		}
-		writeJSON(w, http.StatusOK, d)
+		frontend.WriteJSON(w, http.StatusOK, d)
 	case MethodDirectoryUsersGet:
 		u := e.dir.users[strings.ToLower(parts[1])]
 		if u == nil {
 			writeDirectoryError(w, http.StatusNotFound, "notFound", "Resource Not Found: userKey", 0)
 			return
 		}
-		writeJSON(w, http.StatusOK, u)
+		frontend.WriteJSON(w, http.StatusOK, u)
 	}
 }
 
@@ -227,25 +222,25 @@ type DirectoryDeviceRecord struct {
 
 func (e *Emulator) setDirectory(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		writeError(w, &apiError{code: http.StatusMethodNotAllowed, status: "UNIMPLEMENTED", message: "use POST on " + DirectoryControlPath}, 0)
+		frontend.WriteError(w, frontend.MethodNotAllowed("POST", DirectoryControlPath))
 		return
 	}
 	var req SetDirectoryRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, frontend.MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, invalidArgument("set directory: %v", err), 0)
+		frontend.WriteError(w, frontend.InvalidArgument("set directory: %v", err))
 		return
 	}
 	for i, d := range req.Devices {
 		if d.Customer == "" || d.Device.DeviceId == "" {
-			writeError(w, invalidArgument("set directory: devices[%d]: customer and device.deviceId are required", i), 0)
+			frontend.WriteError(w, frontend.InvalidArgument("set directory: devices[%d]: customer and device.deviceId are required", i))
 			return
 		}
 	}
 	for i, u := range req.Users {
 		if u.Id == "" && u.PrimaryEmail == "" {
-			writeError(w, invalidArgument("set directory: users[%d]: id or primaryEmail is required", i), 0)
+			frontend.WriteError(w, frontend.InvalidArgument("set directory: users[%d]: id or primaryEmail is required", i))
 			return
 		}
 	}
@@ -255,5 +250,5 @@ func (e *Emulator) setDirectory(w http.ResponseWriter, r *http.Request) {
 	for _, u := range req.Users {
 		e.SetDirectoryUser(u)
 	}
-	writeJSON(w, http.StatusOK, struct{}{})
+	frontend.WriteJSON(w, http.StatusOK, struct{}{})
 }

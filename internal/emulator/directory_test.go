@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	admin "google.golang.org/api/admin/directory/v1"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 )
 
 // TestDirectoryEndpoints: chromeosdevices.get and users.get answer the records tests put there,
@@ -54,7 +56,7 @@ func TestDirectoryEndpoints(t *testing.T) {
 		env.Error.Code != 404 || len(env.Error.Errors) != 1 || env.Error.Errors[0].Reason != "notFound" {
 		t.Fatalf("device of another customer: %d %+v", code, env)
 	}
-	if err := e.Inject(Fault{Method: MethodDirectoryUsersGet, Times: 1, Status: 403}); err != nil {
+	if err := e.Inject(frontend.Fault{Method: MethodDirectoryUsersGet, Times: 1, Status: 403}); err != nil {
 		t.Fatal(err)
 	}
 	env = directoryError{}

@@ -10,6 +10,10 @@
 // duplicate and differently encoded notifications) are injected through methods that are safe for
 // concurrent use.
 //
+// The Verified Access API is Google's other side, in package vagoogle; Handler serves both on one
+// listener, with the front end (package frontend: error envelope, faults, latency) and the
+// simulated devices' keys (package devicekey) shared.
+//
 // The semantics follow docs/google-api.md (sections 1 and 3); where Google's documentation is
 // silent the emulator picks one plausible behaviour and docs/emulator.md says which.
 package emulator
@@ -37,6 +41,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -69,7 +76,8 @@ type Options struct {
 	Clock func() time.Time
 
 	// VAChallengeLifetime is how long a Verified Access challenge stays verifiable; 0 means
-	// DefaultVAChallengeLifetime (60 s, as on Google's side). Tests shorten it, or move Clock.
+	// vagoogle.DefaultChallengeLifetime (60 s, as on Google's side). Tests shorten it, or move
+	// Clock.
 	VAChallengeLifetime time.Duration
 
 	// KeyPool, when positive, is how many device keys of each type are generated; processes
@@ -82,7 +90,8 @@ type Options struct {
 	DirectoryRecords bool
 }
 
-// Emulator is the Google side: processes, devices, REST API and Pub/Sub. All methods are safe for
+// Emulator is the Google side: processes, devices, REST API and Pub/Sub, and the Verified Access
+// API (VerifiedAccess) on the same listener. All methods are safe for
 // concurrent use. Create it with New and release it with Close.
 type Emulator struct {
 	log   *zap.Logger
@@ -100,16 +109,17 @@ type Emulator struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// faults are the front end's, shared with the Verified Access API: a fault for any method
+	// lands on whichever call comes next. Taken while mu is held, never the other way round.
+	faults frontend.Faults
+
 	mu             sync.Mutex
 	closed         bool
 	procs          map[string]*proc // by resource name
-	failRules      []*faultRule
-	loseRules      []*faultRule
-	latency        time.Duration
 	conflictStatus int
 	lro            LROVariant
 
-	va *vaState // Verified Access; has its own lock
+	va *vagoogle.Service // Verified Access; has its own lock
 
 	requests   requestLog      // every API call's arrival, for Stats; has its own lock
 	keys       *keyPool        // nil: a fresh key per process
@@ -149,14 +159,7 @@ func New(ctx context.Context, opts Options) (*Emulator, error) {
 		return nil, fmt.Errorf("new emulator: ack deadline %s: want 10s to 600s", ack)
 	}
 
-	lifetime := opts.VAChallengeLifetime
-	if lifetime == 0 {
-		lifetime = DefaultVAChallengeLifetime
-	}
-	if lifetime < 0 {
-		return nil, fmt.Errorf("new emulator: verified access challenge lifetime %s: want a positive duration", lifetime)
-	}
-	va, err := newVAState(lifetime)
+	va, err := vagoogle.New(vagoogle.Options{Logger: e.log, Clock: e.clock, ChallengeLifetime: opts.VAChallengeLifetime, Faults: &e.faults})
 	if err != nil {
 		return nil, fmt.Errorf("new emulator: %w", err)
 	}
@@ -223,6 +226,10 @@ func (e *Emulator) createTopicAndSubscription(ctx context.Context, ack time.Dura
 	}
 	return nil
 }
+
+// VerifiedAccess is the emulator's Verified Access API, which Handler serves beside the
+// Certificate Provisioning API, with the same faults and latency.
+func (e *Emulator) VerifiedAccess() *vagoogle.Service { return e.va }
 
 // PubSubAddr is the host:port of the pstest gRPC server, i.e. what PUBSUB_EMULATOR_HOST would be.
 // It stays the same across StopPubSub and StartPubSub.
@@ -413,7 +420,7 @@ func (e *Emulator) newProc(spec ProcessSpec) (*proc, error) {
 		injected:  map[string]int{},
 	}
 	if spec.Behaviour == BehaviourWrongKey {
-		if p.wrongKey, err = newDeviceKey(spec.KeyType); err != nil {
+		if p.wrongKey, err = devicekey.New(spec.KeyType); err != nil {
 			return nil, err
 		}
 	}

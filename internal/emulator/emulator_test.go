@@ -9,7 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"net"
@@ -29,6 +28,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend/frontendtest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -91,8 +94,8 @@ func TestDeviceBehaviours(t *testing.T) {
 			if got := verifyWithStdlib(t, proc.SubjectPublicKeyInfo, data, sig); got != tc.wantValid {
 				t.Errorf("signature verifies = %v, want %v", got, tc.wantValid)
 			}
-			if got := VerifySignature(v.snap(t, name).SPKI, data, sig) == nil; got != tc.wantValid {
-				t.Errorf("VerifySignature = %v, want %v", got, tc.wantValid)
+			if got := devicekey.Verify(v.snap(t, name).SPKI, data, sig) == nil; got != tc.wantValid {
+				t.Errorf("devicekey.Verify = %v, want %v", got, tc.wantValid)
 			}
 		})
 	}
@@ -271,7 +274,7 @@ func TestFailNext(t *testing.T) {
 					}
 					continue
 				}
-				gerr := wantAPIError(t, err, tc.wantCodes[i], statusName(tc.wantCodes[i]))
+				gerr := frontendtest.WantError(t, err, tc.wantCodes[i], frontend.StatusName(tc.wantCodes[i]))
 				if got := gerr.Header.Get("Retry-After"); got != tc.wantRetry {
 					t.Errorf("call %d: Retry-After %q, want %q", i, got, tc.wantRetry)
 				}
@@ -296,7 +299,7 @@ func TestLoseNextResponses(t *testing.T) {
 		name := v.start(t, ProcessSpec{})
 		v.emu.LoseNextResponses(MethodClaim, 1)
 		_, err := v.api.Claim(name, &cm.GoogleChromeManagementVersionsV1ClaimCertificateProvisioningProcessRequest{CallerInstanceId: "a"}).Do()
-		wantAPIError(t, err, 503, "UNAVAILABLE")
+		frontendtest.WantError(t, err, 503, "UNAVAILABLE")
 		if s := v.snap(t, name); s.State != StateClaimed || s.ClaimedBy != "a" {
 			t.Fatalf("lost claim not applied: %s %q", s.State, s.ClaimedBy)
 		}
@@ -309,13 +312,13 @@ func TestLoseNextResponses(t *testing.T) {
 		v.claim(t, name, "a")
 		v.emu.LoseNextResponses(MethodSignData, 1)
 		_, err := v.signData(name, []byte("x"), process.AlgorithmRSAPKCS1SHA256)
-		wantAPIError(t, err, 503, "UNAVAILABLE")
+		frontendtest.WantError(t, err, 503, "UNAVAILABLE")
 		got, err := v.api.Get(name).Do()
 		if err != nil || got.SignData == "" {
 			t.Fatalf("lost signData not visible in get: %+v %v", got, err)
 		}
 		_, err = v.signData(name, []byte("x"), process.AlgorithmRSAPKCS1SHA256)
-		wantAPIError(t, err, 400, "FAILED_PRECONDITION")
+		frontendtest.WantError(t, err, 400, "FAILED_PRECONDITION")
 		if s := v.snap(t, name); s.State != StateFailed || s.SignDataCount != 2 || s.Calls[MethodSignData] != 2 {
 			t.Errorf("state %s signDataCount %d calls %v", s.State, s.SignDataCount, s.Calls)
 		}
@@ -327,7 +330,7 @@ func TestLoseNextResponses(t *testing.T) {
 		v.signed(t, name, []byte("x"))
 		v.emu.LoseNextResponses(MethodUploadCertificate, 1)
 		err := v.upload(name, ca.issue(t, v.snap(t, name).PublicKey, "x"))
-		wantAPIError(t, err, 503, "UNAVAILABLE")
+		frontendtest.WantError(t, err, 503, "UNAVAILABLE")
 		if s := v.snap(t, name); s.State != StateIssued {
 			t.Errorf("state = %s, want issued", s.State)
 		}
@@ -518,12 +521,6 @@ func TestCloseAndListenErrors(t *testing.T) {
 	}
 }
 
-// newIntermediate creates an intermediate CA signed by parent.
-func newIntermediate(t *testing.T, parent *testCA) *testCA {
-	t.Helper()
-	return newCA(t, "Intermediate", 2, parent)
-}
-
 func TestVerifyIssued(t *testing.T) {
 	t.Parallel()
 	root := newTestCA(t, "Root")
@@ -683,5 +680,5 @@ func x509Leaf(ca *testCA, s Snapshot) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
+	return string(pemutil.EncodeCertificateDER(der)), nil
 }

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	cm "google.golang.org/api/chromemanagement/v1"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend/frontendtest"
 )
 
 // TestInjectTargetsOneProcess: a fault aimed at one process is consumed by that process's calls
@@ -16,7 +19,7 @@ func TestInjectTargetsOneProcess(t *testing.T) {
 	v := newEnv(t)
 	target := v.start(t, ProcessSpec{KeyType: KeyECDSA})
 	other := v.start(t, ProcessSpec{KeyType: KeyECDSA})
-	if err := v.emu.Inject(Fault{Method: MethodClaim, Process: target, Times: 2, Status: 429, RetryAfter: 2 * time.Second}); err != nil {
+	if err := v.emu.Inject(frontend.Fault{Method: MethodClaim, Process: target, Times: 2, Status: 429, RetryAfter: 2 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	claim := func(name string) error {
@@ -27,7 +30,7 @@ func TestInjectTargetsOneProcess(t *testing.T) {
 		t.Fatalf("claim of the other process: %v", err)
 	}
 	for i := range 2 {
-		gerr := wantAPIError(t, claim(target), 429, "RESOURCE_EXHAUSTED")
+		gerr := frontendtest.WantError(t, claim(target), 429, "RESOURCE_EXHAUSTED")
 		if got := gerr.Header.Get("Retry-After"); got != "2" {
 			t.Errorf("call %d: Retry-After %q, want 2", i, got)
 		}
@@ -53,11 +56,11 @@ func TestInjectAfterApply(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
 	name := v.start(t, ProcessSpec{KeyType: KeyECDSA})
-	if err := v.emu.Inject(Fault{Method: MethodClaim, Process: name, Times: 1, Status: 504, AfterApply: true}); err != nil {
+	if err := v.emu.Inject(frontend.Fault{Method: MethodClaim, Process: name, Times: 1, Status: 504, AfterApply: true}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := v.api.Claim(name, &cm.GoogleChromeManagementVersionsV1ClaimCertificateProvisioningProcessRequest{CallerInstanceId: "a"}).Do()
-	wantAPIError(t, err, 504, "DEADLINE_EXCEEDED")
+	frontendtest.WantError(t, err, 504, "DEADLINE_EXCEEDED")
 	s := v.snap(t, name)
 	if s.State != StateClaimed || s.Injected[MethodClaim] != 1 || s.Calls[MethodClaim] != 1 {
 		t.Errorf("state %s calls %v injected %v; want claimed, 1 call, 1 injected", s.State, s.Calls, s.Injected)
@@ -67,7 +70,7 @@ func TestInjectAfterApply(t *testing.T) {
 func TestInjectRejectsBadFaults(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
-	for _, f := range []Fault{
+	for _, f := range []frontend.Fault{
 		{Method: MethodGet, Times: 0, Status: 500},
 		{Method: MethodGet, Times: 1, Status: 200},
 		{Method: MethodGet, Times: 1, Status: 600, AfterApply: true},

@@ -9,18 +9,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
-	"errors"
-	"math/big"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 	cm "google.golang.org/api/chromemanagement/v1"
-	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
+
+	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // env is one emulator served over HTTP plus a generated client pointed at it.
@@ -135,106 +134,43 @@ func (v *env) setFailure(name, msg string) error {
 // waitFor polls cond until it holds, failing the test after a generous deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	clocktest.WaitFor(t, what, 20*time.Second, cond)
 }
 
-// wantAPIError checks err is a *googleapi.Error with the HTTP code and envelope status.
-func wantAPIError(t *testing.T, err error, code int, status string) *googleapi.Error {
-	t.Helper()
-	var gerr *googleapi.Error
-	if !errors.As(err, &gerr) {
-		t.Fatalf("error = %v, want *googleapi.Error %d %s", err, code, status)
-	}
-	if gerr.Code != code {
-		t.Fatalf("HTTP code = %d (%s), want %d %s", gerr.Code, gerr.Message, code, status)
-	}
-	if status != "" && !bodyHasStatus(gerr.Body, status) {
-		t.Fatalf("error body = %s, want status %s", gerr.Body, status)
-	}
-	return gerr
-}
-
-func bodyHasStatus(body, status string) bool {
-	var env errorEnvelope
-	if err := json.Unmarshal([]byte(body), &env); err != nil {
-		return false
-	}
-	return env.Error.Status == status
-}
-
-// testCA is a throw-away CA that issues leaves for arbitrary public keys.
+// testCA is a throw-away CA (catest's) that issues leaves for arbitrary public keys.
 type testCA struct {
+	ca   *catest.CA
 	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	key  crypto.Signer
 	pool *x509.CertPool
 	pem  string
 }
 
 func newTestCA(t *testing.T, cn string) *testCA {
 	t.Helper()
-	return newCA(t, cn, 1, nil)
+	return wrapCA(catest.NewRoot(t, cn))
 }
 
-// newCA creates a CA certificate; parent signs it, or it signs itself when parent is nil.
-func newCA(t *testing.T, cn string, serial int64, parent *testCA) *testCA {
+// newIntermediate creates an intermediate CA signed by parent.
+func newIntermediate(t *testing.T, parent *testCA) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	issuer, signer := tmpl, crypto.Signer(key)
-	if parent != nil {
-		issuer, signer = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool,
-		pem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
+	return wrapCA(parent.ca.NewIntermediate(t, "Intermediate"))
 }
 
-// issue returns a PEM leaf for pub, valid from notBefore for a day.
+func wrapCA(c *catest.CA) *testCA {
+	return &testCA{ca: c, cert: c.Cert, key: c.Key, pool: c.Pool(), pem: string(pemutil.Encode(c.Cert))}
+}
+
+// issueAt returns a PEM leaf for pub, valid from notBefore for a day.
 func (ca *testCA) issueAt(t *testing.T, pub crypto.PublicKey, cn string, notBefore time.Time) string {
 	t.Helper()
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    notBefore,
-		NotAfter:     notBefore.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return string(pemutil.Encode(ca.ca.Sign(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		NotBefore:   notBefore,
+		NotAfter:    notBefore.Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, pub)))
 }
 
 func (ca *testCA) issue(t *testing.T, pub crypto.PublicKey, cn string) string {

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 )
 
 // Load-test support (certprov-emulator load, internal/loadtest): what the emulator counted over
@@ -172,7 +175,7 @@ func (e *Emulator) markNotified(name string) {
 type keyPool struct {
 	size int
 	mu   sync.Mutex
-	keys map[string][]*deviceKey
+	keys map[string][]*devicekey.Key
 	next map[string]int
 }
 
@@ -180,14 +183,14 @@ func newKeyPool(size int) *keyPool {
 	if size <= 0 {
 		return nil
 	}
-	return &keyPool{size: size, keys: map[string][]*deviceKey{}, next: map[string]int{}}
+	return &keyPool{size: size, keys: map[string][]*devicekey.Key{}, next: map[string]int{}}
 }
 
 // get returns a key of keyType: a new one while the pool is not full, then the pooled ones in
 // turn. A nil pool generates a fresh key every time.
-func (kp *keyPool) get(keyType string) (*deviceKey, error) {
+func (kp *keyPool) get(keyType string) (*devicekey.Key, error) {
 	if kp == nil {
-		return newDeviceKey(keyType)
+		return devicekey.New(keyType)
 	}
 	kp.mu.Lock()
 	if keys := kp.keys[keyType]; len(keys) >= kp.size {
@@ -198,7 +201,7 @@ func (kp *keyPool) get(keyType string) (*deviceKey, error) {
 	}
 	kp.mu.Unlock()
 	// Generated outside the lock: concurrent callers may overfill the pool by a few keys.
-	k, err := newDeviceKey(keyType)
+	k, err := devicekey.New(keyType)
 	if err != nil {
 		return nil, err
 	}
@@ -236,54 +239,54 @@ type NotifyResponse struct {
 
 func (e *Emulator) serveStats(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
-		writeError(w, &apiError{code: http.StatusMethodNotAllowed, status: "UNIMPLEMENTED", message: "use GET on " + StatsPath}, 0)
+		frontend.WriteError(w, frontend.MethodNotAllowed("GET", StatsPath))
 		return
 	}
 	window := DefaultStatsWindow
 	if v := r.URL.Query().Get("window"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			writeError(w, invalidArgument("window: %v", err), 0)
+			frontend.WriteError(w, frontend.InvalidArgument("window: %v", err))
 			return
 		}
 		window = d
 	}
 	st, err := e.Stats(window)
 	if err != nil {
-		writeError(w, invalidArgument("%v", err), 0)
+		frontend.WriteError(w, frontend.InvalidArgument("%v", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	frontend.WriteJSON(w, http.StatusOK, st)
 }
 
 func (e *Emulator) serveNotify(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		writeError(w, &apiError{code: http.StatusMethodNotAllowed, status: "UNIMPLEMENTED", message: "use POST on " + NotifyPath}, 0)
+		frontend.WriteError(w, frontend.MethodNotAllowed("POST", NotifyPath))
 		return
 	}
 	var req NotifyRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxNotifyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, invalidArgument("notify: %v", err), 0)
+		frontend.WriteError(w, frontend.InvalidArgument("notify: %v", err))
 		return
 	}
 	if len(req.Names) == 0 {
-		writeError(w, invalidArgument("notify: no names"), 0)
+		frontend.WriteError(w, frontend.InvalidArgument("notify: no names"))
 		return
 	}
 	e.mu.Lock()
 	for _, name := range req.Names {
 		if e.procs[name] == nil {
 			e.mu.Unlock()
-			writeError(w, notFound("notify: no such process: %s", name), 0)
+			frontend.WriteError(w, frontend.NotFound("notify: no such process: %s", name))
 			return
 		}
 	}
 	e.mu.Unlock()
 	if err := e.NotifyAll(r.Context(), req.Names); err != nil {
-		writeError(w, &apiError{code: http.StatusInternalServerError, status: "INTERNAL", message: err.Error()}, 0)
+		frontend.WriteError(w, frontend.Internal(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, NotifyResponse{Published: len(req.Names)})
+	frontend.WriteJSON(w, http.StatusOK, NotifyResponse{Published: len(req.Names)})
 }

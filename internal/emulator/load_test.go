@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend/frontendtest"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -107,7 +108,7 @@ func TestStatsCountEveryCall(t *testing.T) {
 		t.Errorf("served stats = %+v", served)
 	}
 	for _, bad := range []string{"?window=soon", "?window=0s"} {
-		if code, body := rawCall(t, v, http.MethodGet, StatsPath+bad, ""); code != 400 || !bodyHasStatus(body, "INVALID_ARGUMENT") {
+		if code, body := rawCall(t, v, http.MethodGet, StatsPath+bad, ""); code != 400 || frontendtest.Status(body) != "INVALID_ARGUMENT" {
 			t.Errorf("GET %s%s = %d %s, want 400", StatsPath, bad, code, body)
 		}
 	}

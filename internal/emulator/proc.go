@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 	cm "google.golang.org/api/chromemanagement/v1"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
 )
 
 // Process states reported in Snapshot.State.
@@ -37,7 +39,7 @@ const MessageSignDataTwice = "Proof of possession requested >1 times"
 type proc struct {
 	name, customer, id string
 	spec               ProcessSpec // normalized, identifiers filled in
-	key, wrongKey      *deviceKey
+	key, wrongKey      *devicekey.Key
 	profileID          string
 	created            time.Time
 	notified           time.Time // first notification published; zero before
@@ -101,8 +103,8 @@ func (p *proc) snapshot() Snapshot {
 		SignDataCount:  p.signDataCount,
 		CertificatePEM: p.issuedPEM,
 		FailureMessage: p.failure,
-		PublicKey:      p.key.signer.Public(),
-		SPKI:           append([]byte(nil), p.key.spki...),
+		PublicKey:      p.key.Signer.Public(),
+		SPKI:           append([]byte(nil), p.key.SPKI...),
 		Created:        p.created,
 		NotifiedAt:     p.notified,
 		FinishedAt:     p.finishedAt,
@@ -117,7 +119,7 @@ func (p *proc) resource(withSignature bool) *cm.GoogleChromeManagementVersionsV1
 	r := &cm.GoogleChromeManagementVersionsV1CertificateProvisioningProcess{
 		Name:                  p.name,
 		ProvisioningProfileId: p.profileID,
-		SubjectPublicKeyInfo:  base64.StdEncoding.EncodeToString(p.key.spki),
+		SubjectPublicKeyInfo:  base64.StdEncoding.EncodeToString(p.key.SPKI),
 		StartTime:             formatTime(p.created),
 		IssuedCertificate:     p.issuedPEM,
 		FailureMessage:        p.failure,
@@ -221,7 +223,7 @@ func (e *Emulator) deviceSign(name string) {
 	if p.wrongKey != nil {
 		key = p.wrongKey
 	}
-	sig, err := key.sign(p.signData, p.spec.ECDSARawSignature)
+	sig, err := key.Sign(p.signData, p.spec.ECDSARawSignature)
 	if err != nil {
 		e.failLocked(p, failClient, "The client could not sign: "+err.Error())
 		return

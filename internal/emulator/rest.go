@@ -2,17 +2,12 @@ package emulator
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,43 +15,20 @@ import (
 	cm "google.golang.org/api/chromemanagement/v1"
 	"google.golang.org/api/googleapi"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
 const (
 	typeSignDataMetadata = "type.googleapis.com/google.chrome.management.versions.v1.SignDataMetadata"
 	typeSignDataResponse = "type.googleapis.com/google.chrome.management.versions.v1.SignDataResponse"
-
-	maxBodyBytes = 1 << 20
 )
 
-// apiError is an error answered with Google's error envelope.
-type apiError struct {
-	code    int    // HTTP status
-	status  string // google.rpc.Code name
-	message string
-	details []any // google.rpc error details (AIP-193), each with its @type; nil sends none
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.code, e.status, e.message) }
-
-func invalidArgument(format string, args ...any) *apiError {
-	return &apiError{code: 400, status: "INVALID_ARGUMENT", message: fmt.Sprintf(format, args...)}
-}
-
-func failedPrecondition(format string, args ...any) *apiError {
-	return &apiError{code: 400, status: "FAILED_PRECONDITION", message: fmt.Sprintf(format, args...)}
-}
-
-func notFound(format string, args ...any) *apiError {
-	return &apiError{code: 404, status: "NOT_FOUND", message: fmt.Sprintf(format, args...)}
-}
-
 // Handler serves the REST API of chromemanagement v1 (certificateProvisioningProcesses) under
-// /v1/, the Verified Access API v1 and v2 (/v1/challenge, /v1/challenge:verify,
+// /v1/, the Verified Access API v1 and v2 (package vagoogle: /v1/challenge, /v1/challenge:verify,
 // /v2/challenge:generate, /v2/challenge:verify), the Admin SDK Directory's chromeosdevices.get and
-// users.get (directory.go) and the emulator's control API under
-// /emulator/v1/. Any Authorization header, or none, is accepted.
+// users.get (directory.go) and the emulator's control API under /emulator/v1/, all on one
+// listener. Any Authorization header, or none, is accepted.
 func (e *Emulator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/", e.serveAPI)
@@ -64,9 +36,9 @@ func (e *Emulator) Handler() http.Handler {
 	mux.HandleFunc(StatsPath, e.serveStats)
 	mux.HandleFunc(NotifyPath, e.serveNotify)
 	mux.HandleFunc(directoryPrefix, e.serveDirectory)
-	e.registerVA(mux)
+	e.va.Register(mux) // exact paths: they take precedence over "/v1/"
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, notFound("no such resource: %s", r.URL.Path), 0)
+		frontend.WriteError(w, frontend.NotFound("no such resource: %s", r.URL.Path))
 	})
 	return mux
 }
@@ -79,9 +51,9 @@ type apiCall struct {
 }
 
 // parseAPIPath maps an HTTP method and path (after /v1/) to an API method.
-func parseAPIPath(httpMethod, path string) (apiCall, *apiError) {
+func parseAPIPath(httpMethod, path string) (apiCall, *frontend.Error) {
 	parts := strings.Split(path, "/")
-	bad := notFound("no such API method: %s %s", httpMethod, "/v1/"+path)
+	bad := frontend.NotFound("no such API method: %s %s", httpMethod, "/v1/"+path)
 	if len(parts) < 4 || parts[0] != "customers" || parts[2] != "certificateProvisioningProcesses" || parts[1] == "" {
 		return apiCall{}, bad
 	}
@@ -120,25 +92,21 @@ func parseAPIPath(httpMethod, path string) (apiCall, *apiError) {
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	call, aerr := parseAPIPath(r.Method, strings.TrimPrefix(r.URL.Path, "/v1/"))
 	if aerr != nil {
-		writeError(w, aerr, 0)
+		frontend.WriteError(w, aerr)
 		return
 	}
 	// Counted on arrival, as a quota counts it, whatever the answer.
 	e.requests.record(call.method, time.Now())
 
-	if !e.waitLatency(r.Context()) {
+	if !e.faults.Wait(r.Context()) {
 		return
 	}
 
 	var body []byte
 	if r.Method == http.MethodPost {
-		b, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
-		if err != nil {
-			writeError(w, invalidArgument("read request body: %v", err), 0)
-			return
-		}
-		if len(b) > maxBodyBytes {
-			writeError(w, invalidArgument("request body larger than %d bytes", maxBodyBytes), 0)
+		b, ferr := frontend.ReadBody(r)
+		if ferr != nil {
+			frontend.WriteError(w, ferr)
 			return
 		}
 		body = b
@@ -151,23 +119,22 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		p.calls[call.method]++
 		target = p.name
 	}
-	if rule := takeRuleLocked(&e.failRules, call.method, target); rule != nil {
+	if refusal := e.faults.Refusal(call.method, target, nil); refusal != nil {
 		if p != nil {
 			p.injected[call.method]++
 		}
 		e.mu.Unlock()
-		e.log.Debug("injected failure", zap.String("method", call.method), zap.Int("status", rule.status))
-		writeError(w, &apiError{code: rule.status, status: statusName(rule.status),
-			message: "injected failure (emulator)"}, rule.retryAfter)
+		e.log.Debug("injected failure", zap.String("method", call.method), zap.Int("status", refusal.Code))
+		frontend.WriteError(w, refusal)
 		return
 	}
 	var resp any
 	if p == nil {
-		aerr = notFound("Requested entity was not found.")
+		aerr = frontend.NotFound("Requested entity was not found.")
 	} else {
 		resp, aerr = e.applyLocked(call, p, body)
 	}
-	lost := takeRuleLocked(&e.loseRules, call.method, target)
+	lost := e.faults.LostResponse(call.method, target)
 	if lost != nil && p != nil {
 		p.injected[call.method]++
 	}
@@ -179,83 +146,65 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	e.log.Debug("api call", logFields...)
 	if lost != nil {
-		writeError(w, &apiError{code: lost.status, status: statusName(lost.status),
-			message: "The service is currently unavailable (emulator: response lost)."}, lost.retryAfter)
+		frontend.WriteError(w, lost)
 		return
 	}
 	if aerr != nil {
-		writeError(w, aerr, 0)
+		frontend.WriteError(w, aerr)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	frontend.WriteJSON(w, http.StatusOK, resp)
 }
 
 // applyLocked executes one API call against p.
-func (e *Emulator) applyLocked(call apiCall, p *proc, body []byte) (any, *apiError) {
+func (e *Emulator) applyLocked(call apiCall, p *proc, body []byte) (any, *frontend.Error) {
 	switch call.method {
 	case MethodGet:
 		return p.resource(true), nil
 	case MethodOperationsGet:
 		if p.opID == "" || call.opID != p.opID {
-			return nil, notFound("Operation not found: %s/operations/%s", p.name, call.opID)
+			return nil, frontend.NotFound("Operation not found: %s/operations/%s", p.name, call.opID)
 		}
 		return e.operationLocked(p), nil
 	case MethodClaim:
 		var req cm.GoogleChromeManagementVersionsV1ClaimCertificateProvisioningProcessRequest
-		if err := decodeBody(body, &req); err != nil {
+		if err := frontend.DecodeBody(body, &req); err != nil {
 			return nil, err
 		}
 		return e.claimLocked(p, req.CallerInstanceId)
 	case MethodSignData:
 		var req cm.GoogleChromeManagementVersionsV1SignDataRequest
-		if err := decodeBody(body, &req); err != nil {
+		if err := frontend.DecodeBody(body, &req); err != nil {
 			return nil, err
 		}
 		return e.signDataLocked(p, req.SignData, req.SignatureAlgorithm)
 	case MethodUploadCertificate:
 		var req cm.GoogleChromeManagementVersionsV1UploadCertificateRequest
-		if err := decodeBody(body, &req); err != nil {
+		if err := frontend.DecodeBody(body, &req); err != nil {
 			return nil, err
 		}
 		return e.uploadLocked(p, req.CertificatePem)
 	case MethodSetFailure:
 		var req cm.GoogleChromeManagementVersionsV1SetFailureRequest
-		if err := decodeBody(body, &req); err != nil {
+		if err := frontend.DecodeBody(body, &req); err != nil {
 			return nil, err
 		}
 		return e.setFailureLocked(p, req.ErrorMessage)
 	default:
-		return nil, notFound("no such API method %q", call.method)
+		return nil, frontend.NotFound("no such API method %q", call.method)
 	}
 }
 
-// decodeBody parses a JSON request body strictly, as Google's front end does (unknown field
-// names are rejected).
-func decodeBody(body []byte, v any) *apiError {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return invalidArgument("Invalid JSON payload received. %v", err)
-	}
-	if dec.More() {
-		return invalidArgument("Invalid JSON payload received. Unexpected data after the JSON object.")
-	}
-	return nil
-}
-
-func finishedError(p *proc) *apiError {
+func finishedError(p *proc) *frontend.Error {
 	if p.failure != "" {
-		return failedPrecondition("The certificate provisioning process %s has already failed.", p.id)
+		return frontend.FailedPrecondition("The certificate provisioning process %s has already failed.", p.id)
 	}
-	return failedPrecondition("The certificate provisioning process %s already has an issued certificate.", p.id)
+	return frontend.FailedPrecondition("The certificate provisioning process %s already has an issued certificate.", p.id)
 }
 
-func (e *Emulator) claimLocked(p *proc, instance string) (any, *apiError) {
+func (e *Emulator) claimLocked(p *proc, instance string) (any, *frontend.Error) {
 	if instance == "" {
-		return nil, invalidArgument("callerInstanceId must not be empty.")
+		return nil, frontend.InvalidArgument("callerInstanceId must not be empty.")
 	}
 	if p.finished() {
 		return nil, finishedError(p)
@@ -267,43 +216,43 @@ func (e *Emulator) claimLocked(p *proc, instance string) (any, *apiError) {
 	case instance:
 	default:
 		if e.conflictStatus == 409 {
-			return nil, &apiError{code: 409, status: "ABORTED",
-				message: "The certificate provisioning process was already claimed by another adapter instance."}
+			return nil, &frontend.Error{Code: 409, Status: "ABORTED",
+				Message: "The certificate provisioning process was already claimed by another adapter instance."}
 		}
-		return nil, failedPrecondition("The certificate provisioning process was already claimed by another adapter instance.")
+		return nil, frontend.FailedPrecondition("The certificate provisioning process was already claimed by another adapter instance.")
 	}
 	return struct{}{}, nil
 }
 
-func (e *Emulator) signDataLocked(p *proc, data64, algorithm string) (any, *apiError) {
+func (e *Emulator) signDataLocked(p *proc, data64, algorithm string) (any, *frontend.Error) {
 	if p.finished() {
 		return nil, finishedError(p)
 	}
 	if p.claimedBy == "" {
-		return nil, failedPrecondition("The certificate provisioning process %s has not been claimed.", p.id)
+		return nil, frontend.FailedPrecondition("The certificate provisioning process %s has not been claimed.", p.id)
 	}
 	if data64 == "" {
-		return nil, invalidArgument("signData must not be empty.")
+		return nil, frontend.InvalidArgument("signData must not be empty.")
 	}
-	data, err := decodeBase64(data64)
+	data, err := frontend.DecodeBase64(data64)
 	if err != nil || len(data) == 0 {
-		return nil, invalidArgument("signData is not valid base64.")
+		return nil, frontend.InvalidArgument("signData is not valid base64.")
 	}
 	switch algorithm {
 	case process.AlgorithmRSAPKCS1SHA256, process.AlgorithmECDSASHA256:
 	default:
-		return nil, invalidArgument("Invalid value for signatureAlgorithm: %q.", algorithm)
+		return nil, frontend.InvalidArgument("Invalid value for signatureAlgorithm: %q.", algorithm)
 	}
 	p.signDataCount++
 	if p.signData != nil {
 		// The device refuses a second proof-of-possession request and fails the whole process.
 		e.failLocked(p, failClient, MessageSignDataTwice)
-		return nil, failedPrecondition("signData was already requested for the certificate provisioning process %s; "+
+		return nil, frontend.FailedPrecondition("signData was already requested for the certificate provisioning process %s; "+
 			"the client failed the process: %s", p.id, MessageSignDataTwice)
 	}
 	opID, rerr := randomHex(16)
 	if rerr != nil {
-		return nil, &apiError{code: 500, status: "INTERNAL", message: rerr.Error()}
+		return nil, frontend.Internal(rerr)
 	}
 	p.signData = data
 	p.algorithm = algorithm
@@ -314,22 +263,22 @@ func (e *Emulator) signDataLocked(p *proc, data64, algorithm string) (any, *apiE
 	return e.operationLocked(p), nil
 }
 
-func (e *Emulator) uploadLocked(p *proc, certPEM string) (any, *apiError) {
+func (e *Emulator) uploadLocked(p *proc, certPEM string) (any, *frontend.Error) {
 	if p.finished() {
 		return nil, finishedError(p)
 	}
 	if p.claimedBy == "" {
-		return nil, failedPrecondition("The certificate provisioning process %s has not been claimed.", p.id)
+		return nil, frontend.FailedPrecondition("The certificate provisioning process %s has not been claimed.", p.id)
 	}
 	if p.signature == nil {
-		return nil, failedPrecondition("The client has not completed the proof of possession for process %s.", p.id)
+		return nil, frontend.FailedPrecondition("The client has not completed the proof of possession for process %s.", p.id)
 	}
 	cert, err := parseSingleCertificatePEM(certPEM)
 	if err != nil {
-		return nil, invalidArgument("certificatePem: %v", err)
+		return nil, frontend.InvalidArgument("certificatePem: %v", err)
 	}
-	if !bytes.Equal(cert.RawSubjectPublicKeyInfo, p.key.spki) {
-		return nil, invalidArgument("certificatePem: the certificate's public key does not match the " +
+	if !bytes.Equal(cert.RawSubjectPublicKeyInfo, p.key.SPKI) {
+		return nil, frontend.InvalidArgument("certificatePem: the certificate's public key does not match the " +
 			"subjectPublicKeyInfo of the certificate provisioning process.")
 	}
 	p.stopTimer()
@@ -339,15 +288,15 @@ func (e *Emulator) uploadLocked(p *proc, certPEM string) (any, *apiError) {
 	return struct{}{}, nil
 }
 
-func (e *Emulator) setFailureLocked(p *proc, message string) (any, *apiError) {
+func (e *Emulator) setFailureLocked(p *proc, message string) (any, *frontend.Error) {
 	if p.finished() {
 		return nil, finishedError(p)
 	}
 	if p.claimedBy == "" {
-		return nil, failedPrecondition("The certificate provisioning process %s has not been claimed.", p.id)
+		return nil, frontend.FailedPrecondition("The certificate provisioning process %s has not been claimed.", p.id)
 	}
 	if strings.TrimSpace(message) == "" {
-		return nil, invalidArgument("errorMessage must not be empty.")
+		return nil, frontend.InvalidArgument("errorMessage must not be empty.")
 	}
 	e.failLocked(p, failAdapter, message)
 	return struct{}{}, nil
@@ -374,16 +323,6 @@ func parseSingleCertificatePEM(s string) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("parse certificate: %w", err)
 	}
 	return cert, nil
-}
-
-// decodeBase64 accepts standard and URL-safe base64, padded or not.
-func decodeBase64(s string) ([]byte, error) {
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil {
-			return b, nil
-		}
-	}
-	return nil, errors.New("invalid base64")
 }
 
 type typedMetadata struct {
@@ -429,54 +368,4 @@ func (e *Emulator) operationLocked(p *proc) *cm.GoogleLongrunningOperation {
 		op.Response = googleapi.RawMessage(resp)
 	}
 	return op
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		code = http.StatusInternalServerError
-		b = []byte(`{"error":{"code":500,"message":"marshal response","status":"INTERNAL"}}`)
-	}
-	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
-	w.WriteHeader(code)
-	_, _ = w.Write(b)
-}
-
-type errorEnvelope struct {
-	Error errorBody `json:"error"`
-}
-
-type errorBody struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-	Status  string `json:"status"`
-	Details []any  `json:"details,omitempty"`
-}
-
-// writeError answers with Google's error envelope and, when retryAfter > 0, a Retry-After header
-// in whole seconds.
-func writeError(w http.ResponseWriter, aerr *apiError, retryAfter time.Duration) {
-	if retryAfter > 0 {
-		secs := int64(math.Ceil(retryAfter.Seconds()))
-		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	}
-	writeJSON(w, aerr.code, errorEnvelope{Error: errorBody{Code: aerr.code, Message: aerr.message, Status: aerr.status, Details: aerr.details}})
-}
-
-// waitLatency sleeps the injected latency; false means the client gave up meanwhile.
-func (e *Emulator) waitLatency(ctx context.Context) bool {
-	e.mu.Lock()
-	latency := e.latency
-	e.mu.Unlock()
-	if latency <= 0 {
-		return true
-	}
-	t := time.NewTimer(latency)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

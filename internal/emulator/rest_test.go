@@ -19,6 +19,8 @@ import (
 
 	cm "google.golang.org/api/chromemanagement/v1"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend/frontendtest"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -127,8 +129,8 @@ func TestFullFlowWithGeneratedClient(t *testing.T) {
 			if !verifyWithStdlib(t, rp.SubjectPublicKeyInfo, data, sig) {
 				t.Errorf("device signature does not verify")
 			}
-			if err := VerifySignature(snap.SPKI, data, sig); err != nil {
-				t.Errorf("VerifySignature: %v", err)
+			if err := devicekey.Verify(snap.SPKI, data, sig); err != nil {
+				t.Errorf("devicekey.Verify: %v", err)
 			}
 			if s := v.snap(t, name); s.State != StateSigned {
 				t.Errorf("state after signing = %s, want %s", s.State, StateSigned)
@@ -270,7 +272,7 @@ func TestClaim(t *testing.T) {
 					t.Fatalf("claim: %v", err)
 				}
 			} else {
-				wantAPIError(t, err, tc.wantCode, tc.wantStatus)
+				frontendtest.WantError(t, err, tc.wantCode, tc.wantStatus)
 			}
 			if got := v.snap(t, name).ClaimedBy; got != tc.wantOwner {
 				t.Errorf("claimed by %q, want %q", got, tc.wantOwner)
@@ -283,10 +285,10 @@ func TestUnknownProcessAndPaths(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
 	_, err := v.api.Get(process.Name("C0demo", "0123456789ABCDEF0123456789ABCDEF")).Do()
-	wantAPIError(t, err, 404, "NOT_FOUND")
+	frontendtest.WantError(t, err, 404, "NOT_FOUND")
 	name := v.start(t, ProcessSpec{})
 	_, err = v.api.Operations.Get(name + "/operations/nope").Do()
-	wantAPIError(t, err, 404, "NOT_FOUND")
+	frontendtest.WantError(t, err, 404, "NOT_FOUND")
 
 	for _, tc := range []struct{ method, path string }{
 		{http.MethodGet, "/v1/customers/C0demo/certificateProvisioningProcesses"},
@@ -296,7 +298,7 @@ func TestUnknownProcessAndPaths(t *testing.T) {
 		{http.MethodGet, "/elsewhere"},
 	} {
 		code, body := rawCall(t, v, tc.method, tc.path, "")
-		if code != 404 || !bodyHasStatus(body, "NOT_FOUND") {
+		if code != 404 || frontendtest.Status(body) != "NOT_FOUND" {
 			t.Errorf("%s %s = %d %s, want 404 NOT_FOUND envelope", tc.method, tc.path, code, body)
 		}
 	}
@@ -398,7 +400,7 @@ func TestSignDataRules(t *testing.T) {
 				_, err = v.signData(name, []byte("data"), process.AlgorithmRSAPKCS1SHA256)
 			} else {
 				code, body := rawCall(t, v, http.MethodPost, "/v1/"+name+":signData", tc.body)
-				if code != tc.wantCode || !bodyHasStatus(body, tc.wantStatus) {
+				if code != tc.wantCode || frontendtest.Status(body) != tc.wantStatus {
 					t.Fatalf("signData = %d %s, want %d %s", code, body, tc.wantCode, tc.wantStatus)
 				}
 			}
@@ -408,7 +410,7 @@ func TestSignDataRules(t *testing.T) {
 						t.Fatalf("signData: %v", err)
 					}
 				} else {
-					wantAPIError(t, err, tc.wantCode, tc.wantStatus)
+					frontendtest.WantError(t, err, tc.wantCode, tc.wantStatus)
 				}
 			}
 			s := v.snap(t, name)
@@ -509,7 +511,7 @@ func TestUploadCertificate(t *testing.T) {
 					t.Fatalf("upload: %v", err)
 				}
 			} else {
-				wantAPIError(t, err, tc.wantCode, tc.wantStatus)
+				frontendtest.WantError(t, err, tc.wantCode, tc.wantStatus)
 			}
 			if s := v.snap(t, name); s.State != tc.wantState || s.Calls[MethodUploadCertificate] != 1 {
 				t.Errorf("state %s calls %v, want %s", s.State, s.Calls, tc.wantState)
@@ -553,7 +555,7 @@ func TestMutationsAfterEnd(t *testing.T) {
 				"setFailure": func() error { return v.setFailure(name, "late") },
 			}
 			for m, call := range calls {
-				t.Run(m, func(t *testing.T) { wantAPIError(t, call(), 400, "FAILED_PRECONDITION") })
+				t.Run(m, func(t *testing.T) { frontendtest.WantError(t, call(), 400, "FAILED_PRECONDITION") })
 			}
 			after := v.snap(t, name)
 			if after.State != before.State || after.FailureMessage != before.FailureMessage || after.CertificatePEM != before.CertificatePEM {
@@ -604,7 +606,7 @@ func TestSetFailure(t *testing.T) {
 					t.Fatalf("setFailure: %v", err)
 				}
 			} else {
-				wantAPIError(t, err, tc.wantCode, tc.wantStatus)
+				frontendtest.WantError(t, err, tc.wantCode, tc.wantStatus)
 			}
 			s := v.snap(t, name)
 			if s.State != tc.wantState {

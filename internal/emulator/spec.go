@@ -1,12 +1,14 @@
 package emulator
 
 import (
-	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/process"
 )
 
@@ -15,8 +17,8 @@ const (
 	ScopeDevice = "device"
 	ScopeUser   = "user"
 
-	KeyRSA   = "rsa"   // RSA-2048
-	KeyECDSA = "ecdsa" // ECDSA P-256
+	KeyRSA   = devicekey.RSA   // RSA-2048
+	KeyECDSA = devicekey.ECDSA // ECDSA P-256
 
 	BehaviourNormal    = ""
 	BehaviourNeverSign = "never-sign"
@@ -28,8 +30,9 @@ const (
 	EncodingProto = "proto" // binary protobuf
 )
 
-// DefaultCustomer is the customer of a process whose spec names none.
-const DefaultCustomer = "C0demo"
+// DefaultCustomer is the customer of a process whose spec names none, and of the simulated
+// devices of the Verified Access API.
+const DefaultCustomer = vagoogle.DefaultCustomer
 
 // ProcessSpec describes one certificate provisioning process that a simulated ChromeOS client
 // starts. The zero value is a device-scoped RSA process of DefaultCustomer whose device signs at
@@ -76,14 +79,11 @@ func (s ProcessSpec) normalize() (ProcessSpec, error) {
 	default:
 		return s, fmt.Errorf("scope %q: want %q or %q", s.Scope, ScopeDevice, ScopeUser)
 	}
-	switch strings.ToLower(s.KeyType) {
-	case "", KeyRSA:
-		s.KeyType = KeyRSA
-	case KeyECDSA, "ec":
-		s.KeyType = KeyECDSA
-	default:
-		return s, fmt.Errorf("key type %q: want %q or %q", s.KeyType, KeyRSA, KeyECDSA)
+	keyType, err := devicekey.ParseType(s.KeyType)
+	if err != nil {
+		return s, err
 	}
+	s.KeyType = cmp.Or(keyType, KeyRSA)
 	switch s.Behaviour {
 	case BehaviourNormal, BehaviourNeverSign, BehaviourWrongKey, BehaviourOffline:
 	default:
@@ -178,9 +178,7 @@ func (s ProcessSpec) MarshalJSON() ([]byte, error) {
 // errors.
 func (s *ProcessSpec) UnmarshalJSON(data []byte) error {
 	var w specJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	if err := frontend.DecodeStrict(data, &w); err != nil {
 		return fmt.Errorf("process spec: %w", err)
 	}
 	out := ProcessSpec{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/engine"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
@@ -107,7 +108,7 @@ func TestAdmitHonoursRetryAfter(t *testing.T) {
 	name := h.start(emulator.ProcessSpec{NoPublish: true})
 	eng, _, _ := h.admitter(config.Retry{InitialBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Second, MaxDuration: time.Minute})
 	// More 429s than the client's inline retries take.
-	if err := h.emu.Inject(emulator.Fault{Method: emulator.MethodClaim, Process: name, Times: 4, Status: 429, RetryAfter: 3 * time.Second}); err != nil {
+	if err := h.emu.Inject(frontend.Fault{Method: emulator.MethodClaim, Process: name, Times: 4, Status: 429, RetryAfter: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	err := eng.Admit(context.Background(), name)

@@ -16,6 +16,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 )
 
 // directoryProfiles are profiles whose certificates carry Directory data.
@@ -100,7 +101,7 @@ func TestDirectoryFailures(t *testing.T) {
 		}
 	})
 	t.Run("forbidden", func(t *testing.T) {
-		if err := h.Emu.Inject(emulator.Fault{Method: emulator.MethodDirectoryDevicesGet, Times: 1, Status: 403}); err != nil {
+		if err := h.Emu.Inject(frontend.Fault{Method: emulator.MethodDirectoryDevicesGet, Times: 1, Status: 403}); err != nil {
 			t.Fatal(err)
 		}
 		name := h.Start(emulator.ProcessSpec{ProfileRef: "dir-device", DeviceDirectoryID: "forbidden-1"})
@@ -114,7 +115,7 @@ func TestDirectoryFailures(t *testing.T) {
 	})
 	t.Run("rate limited, then answered", func(t *testing.T) {
 		before := h.Emu.DirectoryCalls(emulator.MethodDirectoryDevicesGet)
-		if err := h.Emu.Inject(emulator.Fault{Method: emulator.MethodDirectoryDevicesGet, Times: 2, Status: 429}); err != nil {
+		if err := h.Emu.Inject(frontend.Fault{Method: emulator.MethodDirectoryDevicesGet, Times: 2, Status: 429}); err != nil {
 			t.Fatal(err)
 		}
 		name := h.Start(emulator.ProcessSpec{ProfileRef: "dir-device", DeviceDirectoryID: "known"})

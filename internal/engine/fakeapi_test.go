@@ -24,24 +24,6 @@ import (
 // (API) and docs/google-api.md say Google does, and a fake clock; issuance goes through the
 // real built-in CA.
 
-// fakeClock is the engine's clock in these tests: it moves only when a test advances it.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // fault is what a scripted call does instead of answering normally: it fails with err, having
 // taken effect first when landed is set (its answer was lost on the way back).
 type fault struct {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/csr"
 	"github.com/certprov/certprov-adapter/internal/errclass"
@@ -39,7 +40,7 @@ const (
 // behind two connections: "builtin" as it is and "scripted" in front of it.
 type scene struct {
 	t        *testing.T
-	clk      *fakeClock
+	clk      *clocktest.Clock
 	api      *fakeAPI
 	store    journal.Store
 	e        *Engine
@@ -67,7 +68,7 @@ func newScene(t *testing.T) *scene {
 	}
 	// Near the wall clock: the CA dates its certificates by it, and the engine checks them by
 	// its own.
-	x := &scene{t: t, clk: &fakeClock{t: time.Now().Truncate(time.Second)}, api: newFakeAPI(), store: journal.NewMemory(),
+	x := &scene{t: t, clk: clocktest.New(time.Now().Truncate(time.Second)), api: newFakeAPI(), store: journal.NewMemory(),
 		local: conn, scripted: &scriptedCA{inner: conn}, roots: x509.NewCertPool()}
 	x.roots.AddCert(conn.Certificate())
 	x.e, err = New(Options{

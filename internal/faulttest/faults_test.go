@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
 )
@@ -74,14 +75,14 @@ func scenarios() []scenario {
 			inject: func(w *world, names []string) {
 				for _, n := range names {
 					w.inject(
-						emulator.Fault{Method: emulator.MethodClaim, Process: n, Times: 2, Status: 429, RetryAfter: time.Second},
-						emulator.Fault{Method: emulator.MethodSignData, Process: n, Times: 1, Status: 429, RetryAfter: time.Second},
-						emulator.Fault{Method: emulator.MethodOperationsGet, Process: n, Times: 2, Status: 429, RetryAfter: time.Second},
-						emulator.Fault{Method: emulator.MethodUploadCertificate, Process: n, Times: 3, Status: 429, RetryAfter: 2 * time.Second},
+						frontend.Fault{Method: emulator.MethodClaim, Process: n, Times: 2, Status: 429, RetryAfter: time.Second},
+						frontend.Fault{Method: emulator.MethodSignData, Process: n, Times: 1, Status: 429, RetryAfter: time.Second},
+						frontend.Fault{Method: emulator.MethodOperationsGet, Process: n, Times: 2, Status: 429, RetryAfter: time.Second},
+						frontend.Fault{Method: emulator.MethodUploadCertificate, Process: n, Times: 3, Status: 429, RetryAfter: 2 * time.Second},
 					)
 				}
 				// And the whole project over quota for a moment: whatever comes next.
-				w.inject(emulator.Fault{Times: 12, Status: 429, RetryAfter: time.Second})
+				w.inject(frontend.Fault{Times: 12, Status: 429, RetryAfter: time.Second})
 			},
 		},
 		{
@@ -89,11 +90,11 @@ func scenarios() []scenario {
 			inject: func(w *world, names []string) {
 				for _, n := range names {
 					w.inject(
-						emulator.Fault{Method: emulator.MethodGet, Process: n, Times: 1, Status: 503},
-						emulator.Fault{Method: emulator.MethodClaim, Process: n, Times: 1, Status: 500},
-						emulator.Fault{Method: emulator.MethodSignData, Process: n, Times: 1, Status: 503},
-						emulator.Fault{Method: emulator.MethodOperationsGet, Process: n, Times: 2, Status: 502},
-						emulator.Fault{Method: emulator.MethodUploadCertificate, Process: n, Times: 1, Status: 500},
+						frontend.Fault{Method: emulator.MethodGet, Process: n, Times: 1, Status: 503},
+						frontend.Fault{Method: emulator.MethodClaim, Process: n, Times: 1, Status: 500},
+						frontend.Fault{Method: emulator.MethodSignData, Process: n, Times: 1, Status: 503},
+						frontend.Fault{Method: emulator.MethodOperationsGet, Process: n, Times: 2, Status: 502},
+						frontend.Fault{Method: emulator.MethodUploadCertificate, Process: n, Times: 1, Status: 500},
 					)
 				}
 			},
@@ -107,8 +108,8 @@ func scenarios() []scenario {
 			want:     mixedWant,
 			inject: func(w *world, names []string) {
 				for i, n := range names {
-					lost := func(m string) emulator.Fault {
-						return emulator.Fault{Method: m, Process: n, Times: 1, AfterApply: true}
+					lost := func(m string) frontend.Fault {
+						return frontend.Fault{Method: m, Process: n, Times: 1, AfterApply: true}
 					}
 					if i >= mixedFailing {
 						w.inject(lost(emulator.MethodClaim), lost(emulator.MethodSetFailure))

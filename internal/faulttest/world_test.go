@@ -22,6 +22,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/e2etest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/journal/journaltest"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
@@ -262,7 +263,7 @@ func (w *world) deliver(names []string) {
 }
 
 // inject queues faults and fails the test on a bad one.
-func (w *world) inject(faults ...emulator.Fault) {
+func (w *world) inject(faults ...frontend.Fault) {
 	w.t.Helper()
 	for _, f := range faults {
 		if err := w.Emu.Inject(f); err != nil {

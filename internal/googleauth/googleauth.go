@@ -1,6 +1,7 @@
 // Package googleauth turns a choice of credentials into OAuth2 credentials for one Google API.
-// Every Google client of the adapter (Certificate Provisioning, Verified Access) authenticates the
-// same way and differs only in its scope, so the choice of credential type lives here once. It
+// Every Google client of the adapter (Certificate Provisioning, Verified Access, Directory)
+// authenticates the same way and differs only in its scope, so the choice of credential type, and
+// the client options built from it (Client.Options), live here once. It
 // knows nothing of the configuration file: package adapter fills Credentials from
 // google.credentials.
 package googleauth
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	"google.golang.org/api/option"
 )
 
 // Type is a kind of credentials.
@@ -126,4 +128,35 @@ func HTTPClient(ctx context.Context, base *http.Client, ts oauth2.TokenSource, w
 	}
 	c.Transport = tr
 	return c
+}
+
+// Client is what every generated Google API client of the adapter is built from.
+type Client struct {
+	Credentials Credentials
+	Scopes      []string
+	// Endpoint replaces the API's default base URL (tests, the emulator); empty keeps it.
+	Endpoint string
+	// HTTPClient, when set, sends the requests as given: no token source is made (tests).
+	HTTPClient *http.Client
+	// Wrap wraps the transport below the authentication, so that it sees every request that
+	// reaches Google (the metrics' round tripper); nil for none.
+	Wrap func(http.RoundTripper) http.RoundTripper
+}
+
+// Options are the client options of c for a generated client's NewService, and the caching token
+// source they authenticate with (nil when none: credentials type none, or an HTTPClient given).
+func (c Client) Options(ctx context.Context) ([]option.ClientOption, oauth2.TokenSource, error) {
+	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
+	if c.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(c.Endpoint))
+	}
+	var ts oauth2.TokenSource
+	if c.HTTPClient == nil && c.Credentials.Type != None {
+		src, err := TokenSource(ctx, c.Credentials, c.Scopes...)
+		if err != nil {
+			return nil, nil, err
+		}
+		ts = oauth2.ReuseTokenSource(nil, src)
+	}
+	return append(opts, option.WithHTTPClient(HTTPClient(ctx, c.HTTPClient, ts, c.Wrap))), ts, nil
 }

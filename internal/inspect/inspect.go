@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/journal"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/process"
@@ -468,12 +469,9 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// truncate is s on one line in at most n bytes, cut on a character boundary.
 func truncate(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > n {
-		return s[:n-3] + "..."
-	}
-	return s
+	return ca.Truncate(strings.ReplaceAll(s, "\n", " "), n, "...")
 }
 
 // NextStep says in words what the adapter will do next for r.

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/metrics"
 	"github.com/certprov/certprov-adapter/internal/testservers"
@@ -28,32 +29,14 @@ import (
 
 const warnCannotOpen = "cannot open a Pub/Sub stream; no notification is received until one opens"
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // TestStreamWatchRateLimit drives the watch through an outage, a recovery and a flapping stream
 // on a hand-moved clock: the first failure is reported at once, later ones at most once per
 // interval with the count so far, the recovery once, and StreamOpen follows every step.
 func TestStreamWatchRateLimit(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := metrics.NewIntake(nil)
-	w := newStreamWatch(zap.New(core), m, 30*time.Second, clock.now)
+	w := newStreamWatch(zap.New(core), m, 30*time.Second, clock.Now)
 	refused := errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
 
 	warnings := func() []observer.LoggedEntry { return logs.FilterMessage(warnCannotOpen).AllUntimed() }
@@ -66,7 +49,7 @@ func TestStreamWatchRateLimit(t *testing.T) {
 		t.Fatalf("first failure: %d warnings, want 1", n)
 	}
 	for range 20 { // a client retrying every second for 20 s
-		clock.advance(time.Second)
+		clock.Advance(time.Second)
 		w.failed("pubsub:443", refused)
 	}
 	if n := len(warnings()); n != 1 {
@@ -75,7 +58,7 @@ func TestStreamWatchRateLimit(t *testing.T) {
 	if open, err := w.state(); open || err != refused {
 		t.Fatalf("during the outage: open %v, err %v; want false and the dial error", open, err)
 	}
-	clock.advance(10 * time.Second)
+	clock.Advance(10 * time.Second)
 	w.failed("pubsub:443", refused)
 	ws := warnings()
 	if len(ws) != 2 {
@@ -87,7 +70,7 @@ func TestStreamWatchRateLimit(t *testing.T) {
 		t.Fatalf("second warning fields %v", fields)
 	}
 
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	w.streamOpened()
 	if open, err := w.state(); !open || err != nil {
 		t.Fatalf("after opening: open %v, err %v", open, err)
@@ -165,13 +148,7 @@ func newClient(t *testing.T, r *Receiver, endpoint string) *pubsub.Client {
 // waitFor polls cond until it holds or a minute passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	clocktest.WaitFor(t, what, time.Minute, cond)
 }
 
 // TestReceiveUnreachable runs the receiver against a Pub/Sub that cannot be reached. The

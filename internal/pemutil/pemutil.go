@@ -1,5 +1,5 @@
 // Package pemutil reads certificates from PEM and writes the PEM blocks this project exchanges
-// (certificates, certificate requests, PKCS#8 keys): the one format every CA, config file and
+// (certificates, certificate requests, PKCS#8 and public keys, CRLs): the one format every CA, config file and
 // test in this project uses.
 package pemutil
 
@@ -53,6 +53,8 @@ const (
 	TypeCertificate = "CERTIFICATE"
 	TypeCSR         = "CERTIFICATE REQUEST"
 	TypePrivateKey  = "PRIVATE KEY" // PKCS#8
+	TypePublicKey   = "PUBLIC KEY"  // SubjectPublicKeyInfo
+	TypeCRL         = "X509 CRL"
 )
 
 // Encode returns the PEM of one certificate.
@@ -66,6 +68,12 @@ func EncodeCSR(der []byte) []byte { return block(TypeCSR, der) }
 
 // EncodePrivateKey returns the PEM of a DER PKCS#8 private key.
 func EncodePrivateKey(pkcs8 []byte) []byte { return block(TypePrivateKey, pkcs8) }
+
+// EncodePublicKey returns the PEM of a DER SubjectPublicKeyInfo.
+func EncodePublicKey(spki []byte) []byte { return block(TypePublicKey, spki) }
+
+// EncodeCRL returns the PEM of a DER certificate revocation list.
+func EncodeCRL(der []byte) []byte { return block(TypeCRL, der) }
 
 func block(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})

@@ -63,6 +63,8 @@ func TestEncode(t *testing.T) {
 		{"certificate DER", TypeCertificate, EncodeCertificateDER(c.Raw), c.Raw},
 		{"request", TypeCSR, EncodeCSR(der), der},
 		{"key", TypePrivateKey, EncodePrivateKey(der), der},
+		{"public key", TypePublicKey, EncodePublicKey(der), der},
+		{"crl", TypeCRL, EncodeCRL(der), der},
 	} {
 		block, rest := pem.Decode(tc.out)
 		if block == nil || block.Type != tc.typ || string(block.Bytes) != string(tc.body) || len(rest) != 0 {

@@ -9,13 +9,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // WriteServerCert writes a self-signed TLS server certificate for 127.0.0.1 with the given
@@ -42,10 +43,10 @@ func WriteServerCert(t testing.TB, dir string, serial int64) (certFile, keyFile 
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(certFile, pemutil.EncodeCertificateDER(der), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, pemutil.EncodePrivateKey(pk), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return certFile, keyFile

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/cleartext"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // NewClient refuses to send google.credentials' token over plain http to a host that is not
@@ -28,7 +28,7 @@ func TestNewClientRefusesTokenInClear(t *testing.T) {
 	}
 	key, _ := json.Marshal(map[string]string{
 		"type": "service_account", "client_email": "adapter@p.iam.gserviceaccount.com", "private_key_id": "k1",
-		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"private_key": string(pemutil.EncodePrivateKey(der)),
 		"token_uri":   "http://127.0.0.1:1/token",
 	})
 	file := filepath.Join(t.TempDir(), "sa.json")

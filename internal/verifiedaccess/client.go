@@ -15,7 +15,6 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/time/rate"
 	"google.golang.org/api/googleapi"
-	"google.golang.org/api/option"
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
 
@@ -124,22 +123,14 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 		}
 		warning.Warn(o.Logger)
 	}
-	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
-	if o.Endpoint != "" {
-		opts = append(opts, option.WithEndpoint(o.Endpoint))
-	}
-	var ts oauth2.TokenSource
-	if o.HTTPClient == nil && o.Credentials.Type != googleauth.None {
-		src, err := googleauth.TokenSource(ctx, o.Credentials, Scope)
-		if err != nil {
-			return nil, fmt.Errorf("verified access credentials: %w", err)
-		}
-		ts = oauth2.ReuseTokenSource(nil, src)
-	}
 	m := metrics.NewGoogleAPI(o.Registerer)
-	opts = append(opts, option.WithHTTPClient(googleauth.HTTPClient(ctx, o.HTTPClient, ts, func(next http.RoundTripper) http.RoundTripper {
-		return m.RoundTripper(metrics.APIVerifiedAccess, methodOf, next)
-	})))
+	opts, ts, err := googleauth.Client{Credentials: o.Credentials, Scopes: []string{Scope}, Endpoint: o.Endpoint,
+		HTTPClient: o.HTTPClient, Wrap: func(next http.RoundTripper) http.RoundTripper {
+			return m.RoundTripper(metrics.APIVerifiedAccess, methodOf, next)
+		}}.Options(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verified access credentials: %w", err)
+	}
 	s1, err := va1.NewService(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("verified access v1 client: %w", err)

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,9 +20,11 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/audit"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/extension"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
@@ -37,13 +38,13 @@ import (
 func e2eProfiles() map[string]config.VerifiedAccessProfile {
 	return map[string]config.VerifiedAccessProfile{
 		"wifi-v2": withCA(config.VerifiedAccessProfile{
-			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
+			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: vagoogle.DefaultDomain,
 			Subject:         config.Subject{CommonName: "{{.Signals.SerialNumber}}", Organization: []string{"Example Corp"}},
 			SubjectAltNames: config.SANs{DNS: []string{"{{.Signals.Hostname}}.devices.example.com"}, URI: []string{"urn:chromeos:{{.DevicePermanentID}}"}},
 			Policy: config.VerifiedAccessPolicy{
 				KeyTrustLevels:    []string{"CHROME_OS_VERIFIED_MODE"},
 				CustomerIDs:       []string{emulator.DefaultCustomer},
-				EnrollmentDomains: []string{emulator.DefaultVADomain},
+				EnrollmentDomains: []string{vagoogle.DefaultDomain},
 				MinOSVersion:      "15000",
 				MinBrowserVersion: "100.0.0.0",
 				Signals: map[string][]string{
@@ -57,12 +58,12 @@ func e2eProfiles() map[string]config.VerifiedAccessProfile {
 			},
 		}),
 		"wifi-v1": withCA(config.VerifiedAccessProfile{
-			APIVersion: config.VAv1, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
+			APIVersion: config.VAv1, Scopes: []string{"machine"}, EnrollmentDomain: vagoogle.DefaultDomain,
 			Subject: config.Subject{CommonName: "{{.DevicePermanentID}}"},
 		}),
 		// locked admits no device the emulator reports: its ChromeOS is too old.
 		"locked": withCA(config.VerifiedAccessProfile{
-			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: emulator.DefaultVADomain,
+			APIVersion: config.VAv2, Scopes: []string{"machine"}, EnrollmentDomain: vagoogle.DefaultDomain,
 			Subject: config.Subject{CommonName: "{{.Signals.SerialNumber}}"},
 			Policy:  config.VerifiedAccessPolicy{MinOSVersion: "99999"},
 		}),
@@ -80,32 +81,14 @@ func e2eProfiles() map[string]config.VerifiedAccessProfile {
 	}
 }
 
-// clock is a settable clock shared by the emulator or the adapter and the test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type e2e struct {
 	t          testing.TB
 	emu        *emulator.Emulator
 	google     *googleProbe // in front of the emulator's REST API
 	emuURL     string
-	emuClock   *clock
+	emuClock   *clocktest.Clock
 	adapterURL string
-	adapterNow *clock
+	adapterNow *clocktest.Clock
 	ca         *testCA
 	client     *Client
 	auditPath  string // the audit file of the servers startServer starts
@@ -114,9 +97,9 @@ type e2e struct {
 func newE2E(t testing.TB) *e2e {
 	t.Helper()
 	log := zaptest.NewLogger(t)
-	x := &e2e{t: t, emuClock: &clock{t: time.Now()}, adapterNow: &clock{t: time.Now()}, ca: newTestCA(t),
+	x := &e2e{t: t, emuClock: clocktest.New(time.Now()), adapterNow: clocktest.New(time.Now()), ca: newTestCA(t),
 		auditPath: filepath.Join(t.TempDir(), "audit.jsonl")}
-	emu, err := emulator.New(context.Background(), emulator.Options{Project: "va", Logger: log.Named("emulator"), Clock: x.emuClock.now})
+	emu, err := emulator.New(context.Background(), emulator.Options{Project: "va", Logger: log.Named("emulator"), Clock: x.emuClock.Now})
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
 	}
@@ -183,7 +166,7 @@ func (x *e2e) startServer(o serverSetup) (string, *Server) {
 	}
 	va := o.limits
 	va.Insecure, va.ChallengeLifetime = true, time.Minute
-	now := x.adapterNow.now
+	now := x.adapterNow.Now
 	if o.realClock {
 		now = time.Now
 	}
@@ -240,14 +223,14 @@ func (x *e2e) challenge(adapterURL, profile string) wire.ChallengeResponse {
 	return out
 }
 
-func (x *e2e) respond(ch wire.ChallengeResponse, req emulator.VARespondRequest) emulator.VARespondResult {
+func (x *e2e) respond(ch wire.ChallengeResponse, req vagoogle.RespondRequest) vagoogle.RespondResult {
 	x.t.Helper()
 	b, err := base64.StdEncoding.DecodeString(ch.Challenge)
 	if err != nil {
 		x.t.Fatal(err)
 	}
 	req.Challenge, req.APIVersion = b, ch.APIVersion
-	res, err := x.emu.VARespond(context.Background(), req)
+	res, err := x.emu.VerifiedAccess().Respond(context.Background(), req)
 	if err != nil {
 		x.t.Fatalf("respond: %v", err)
 	}
@@ -295,7 +278,7 @@ func TestE2EIssues(t *testing.T) {
 			wantCN: "alice@example.com"},
 		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: extension.EnrollOptions{
 			Profile: "users", Scope: "user", Identity: "bob@example.com", KeyType: emulator.KeyECDSA,
-			TPMVersion: emulator.TPM12, RawSignatures: true,
+			TPMVersion: vagoogle.TPM12, RawSignatures: true,
 		}, wantCN: "bob@example.com"},
 	}
 	for _, tt := range tests {
@@ -339,8 +322,8 @@ func TestE2EIssues(t *testing.T) {
 			}
 		})
 	}
-	st := x.emu.VAStats()
-	if st.Verifies[emulator.VAOutcomeVerified] != len(tests) || st.Challenges["v1"] != 2 || st.Challenges["v2"] != 4 {
+	st := x.emu.VerifiedAccess().Stats()
+	if st.Verifies[vagoogle.OutcomeVerified] != len(tests) || st.Challenges["v1"] != 2 || st.Challenges["v2"] != 4 {
 		t.Errorf("emulator saw %+v", st)
 	}
 }
@@ -352,7 +335,7 @@ func TestE2EIssues(t *testing.T) {
 func TestE2EChromeOSShapes(t *testing.T) {
 	x := newE2E(t)
 	for _, profile := range []string{"wifi-v1", "wifi-v2"} {
-		for _, tpm := range []string{emulator.TPM12, emulator.TPM20} {
+		for _, tpm := range []string{vagoogle.TPM12, vagoogle.TPM20} {
 			for _, k := range []struct {
 				keyType string
 				raw     bool
@@ -374,8 +357,8 @@ func TestE2EChromeOSShapes(t *testing.T) {
 
 func TestE2ERefusals(t *testing.T) {
 	x := newE2E(t)
-	strict := emulator.DefaultVADevice(emulator.VAScopeMachine, "weak", emulator.DefaultVADomain)
-	weak, err := emulator.PatchVADevice(strict, []byte(`{"keyTrustLevel":"CHROME_OS_DEVELOPER_MODE","deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED","browserVersion":"99.0.4844.51"}}`))
+	strict := vagoogle.DefaultDevice(vagoogle.ScopeMachine, "weak", vagoogle.DefaultDomain)
+	weak, err := vagoogle.PatchDevice(strict, []byte(`{"keyTrustLevel":"CHROME_OS_DEVELOPER_MODE","deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED","browserVersion":"99.0.4844.51"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,15 +371,15 @@ func TestE2ERefusals(t *testing.T) {
 	}{
 		{name: "unknown profile", opts: extension.EnrollOptions{Profile: "nope"}, code: CodeUnknownProfile},
 		{name: "identity mismatch, machine v2", opts: extension.EnrollOptions{Profile: "wifi-v2", DeviceIdentity: "other.example"},
-			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
+			code: CodeBadChallenge, outcome: vagoogle.OutcomeIdentityMismatch},
 		{name: "identity mismatch, machine v1", opts: extension.EnrollOptions{Profile: "wifi-v1", DeviceIdentity: "other.example"},
-			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
+			code: CodeBadChallenge, outcome: vagoogle.OutcomeIdentityMismatch},
 		{name: "identity mismatch, user", opts: extension.EnrollOptions{Profile: "users", Scope: "user", Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
-			code: CodeBadChallenge, outcome: emulator.VAOutcomeIdentityMismatch},
-		{name: "tampered SPKAC, v2", opts: extension.EnrollOptions{Profile: "wifi-v2", TamperSPKAC: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
-		{name: "tampered SPKAC, v1", opts: extension.EnrollOptions{Profile: "wifi-v1", TamperSPKAC: true, KeyType: emulator.KeyECDSA}, code: CodeBadChallenge, outcome: emulator.VAOutcomeVerified},
-		{name: "tampered response", opts: extension.EnrollOptions{Profile: "wifi-v2", Tamper: true}, code: CodeBadChallenge, outcome: emulator.VAOutcomeInvalid},
-		{name: "policy denied", opts: extension.EnrollOptions{Profile: "wifi-v2", Device: &weak}, code: CodePolicyDenied, outcome: emulator.VAOutcomeVerified,
+			code: CodeBadChallenge, outcome: vagoogle.OutcomeIdentityMismatch},
+		{name: "tampered SPKAC, v2", opts: extension.EnrollOptions{Profile: "wifi-v2", TamperSPKAC: true}, code: CodeBadChallenge, outcome: vagoogle.OutcomeVerified},
+		{name: "tampered SPKAC, v1", opts: extension.EnrollOptions{Profile: "wifi-v1", TamperSPKAC: true, KeyType: emulator.KeyECDSA}, code: CodeBadChallenge, outcome: vagoogle.OutcomeVerified},
+		{name: "tampered response", opts: extension.EnrollOptions{Profile: "wifi-v2", Tamper: true}, code: CodeBadChallenge, outcome: vagoogle.OutcomeInvalid},
+		{name: "policy denied", opts: extension.EnrollOptions{Profile: "wifi-v2", Device: &weak}, code: CodePolicyDenied, outcome: vagoogle.OutcomeVerified,
 			failedRules: []string{
 				"keyTrustLevels: got CHROME_OS_DEVELOPER_MODE, want one of [CHROME_OS_VERIFIED_MODE]",
 				"minBrowserVersion: got 99.0.4844.51, want at least 100.0.0.0",
@@ -410,7 +393,7 @@ func TestE2ERefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := x.ca.conn.IssuedTotal()
-			statsBefore := x.emu.VAStats()
+			statsBefore := x.emu.VerifiedAccess().Stats()
 			res, err := x.enroll(tt.opts)
 			if res != nil {
 				t.Fatalf("issued %v", res.Certificate.Subject)
@@ -419,7 +402,7 @@ func TestE2ERefusals(t *testing.T) {
 			if !slices.Equal(aerr.FailedRules, tt.failedRules) {
 				t.Errorf("failedRules:\n got %q\nwant %q", aerr.FailedRules, tt.failedRules)
 			}
-			st := x.emu.VAStats()
+			st := x.emu.VerifiedAccess().Stats()
 			calls := st.VerifyCalls["v1"] + st.VerifyCalls["v2"] - statsBefore.VerifyCalls["v1"] - statsBefore.VerifyCalls["v2"]
 			switch {
 			case tt.outcome == "" && calls != 0:
@@ -447,23 +430,23 @@ func TestE2EExpired(t *testing.T) {
 			if ch.ExpiresInSeconds != 60 {
 				t.Errorf("expiresInSeconds %d", ch.ExpiresInSeconds)
 			}
-			resp := x.respond(ch, emulator.VARespondRequest{})
-			x.emuClock.advance(61 * time.Second)
+			resp := x.respond(ch, vagoogle.RespondRequest{})
+			x.emuClock.Advance(61 * time.Second)
 			status, out := x.postEnroll(x.adapterURL, wire.EnrollRequest{Profile: version, Scope: "machine",
 				ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
 			if status != http.StatusBadRequest || out.Error.Code != CodeBadChallenge {
 				t.Fatalf("%d %+v", status, out)
 			}
-			if x.ca.conn.IssuedTotal() != 0 || x.emu.VAStats().Verifies[emulator.VAOutcomeExpired] != 1 {
-				t.Errorf("issued %d, emulator %v", x.ca.conn.IssuedTotal(), x.emu.VAStats().Verifies)
+			if x.ca.conn.IssuedTotal() != 0 || x.emu.VerifiedAccess().Stats().Verifies[vagoogle.OutcomeExpired] != 1 {
+				t.Errorf("issued %d, emulator %v", x.ca.conn.IssuedTotal(), x.emu.VerifiedAccess().Stats().Verifies)
 			}
 		})
 	}
 	t.Run("older than the adapter's lifetime", func(t *testing.T) {
 		x := newE2E(t)
 		ch := x.challenge(x.adapterURL, "wifi-v2")
-		resp := x.respond(ch, emulator.VARespondRequest{})
-		x.adapterNow.advance(61 * time.Second) // Google's clock has not moved: only the adapter knows
+		resp := x.respond(ch, vagoogle.RespondRequest{})
+		x.adapterNow.Advance(61 * time.Second) // Google's clock has not moved: only the adapter knows
 		status, out := x.postEnroll(x.adapterURL, wire.EnrollRequest{Profile: "wifi-v2", Scope: "machine",
 			ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)})
 		if status != http.StatusBadRequest || out.Error.Code != CodeChallengeExpired || x.ca.conn.IssuedTotal() != 0 {
@@ -475,7 +458,7 @@ func TestE2EExpired(t *testing.T) {
 func TestE2EReplayed(t *testing.T) {
 	x := newE2E(t)
 	ch := x.challenge(x.adapterURL, "wifi-v2")
-	resp := x.respond(ch, emulator.VARespondRequest{KeyType: emulator.KeyECDSA})
+	resp := x.respond(ch, vagoogle.RespondRequest{KeyType: emulator.KeyECDSA})
 	req := wire.EnrollRequest{Profile: "wifi-v2", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
 	if status, out := x.postEnroll(x.adapterURL, req); status != http.StatusOK {
 		t.Fatalf("first enrollment: %d %+v", status, out)
@@ -485,7 +468,7 @@ func TestE2EReplayed(t *testing.T) {
 		if status != http.StatusConflict || out.Error.Code != CodeChallengeReplayed {
 			t.Fatalf("%d %+v", status, out)
 		}
-		if calls := x.emu.VAStats().VerifyCalls["v2"]; calls != 1 {
+		if calls := x.emu.VerifiedAccess().Stats().VerifyCalls["v2"]; calls != 1 {
 			t.Errorf("the replay reached Google: %d verify calls", calls)
 		}
 	})
@@ -495,7 +478,7 @@ func TestE2EReplayed(t *testing.T) {
 		if status != http.StatusBadRequest || out.Error.Code != CodeBadChallenge {
 			t.Fatalf("%d %+v", status, out)
 		}
-		if calls := x.emu.VAStats().VerifyCalls["v2"]; calls != 1 {
+		if calls := x.emu.VerifiedAccess().Stats().VerifyCalls["v2"]; calls != 1 {
 			t.Errorf("the answer reached Google: %d verify calls", calls)
 		}
 	})

@@ -2,7 +2,6 @@ package verifiedaccess
 
 import (
 	"context"
-	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +9,8 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/config"
-	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // TestSampleExtension runs the sample extension's own enrollment code
@@ -31,7 +31,7 @@ func TestSampleExtension(t *testing.T) {
 	limits.RateLimit = config.RateLimit{RequestsPerSecond: 1, Burst: 2}
 	limited, _ := x.startServer(serverSetup{limits: limits, realClock: true})
 	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x.ca.conn.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(caPath, pemutil.EncodeCertificateDER(x.ca.conn.Certificate().Raw), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -48,11 +48,11 @@ func TestSampleExtension(t *testing.T) {
 
 	// Four enrollments and three rate-limited ones issued; the refused device reached Google and
 	// the policy, the unknown profile did not reach Google at all.
-	st := x.emu.VAStats()
+	st := x.emu.VerifiedAccess().Stats()
 	if n := x.ca.conn.IssuedTotal(); n != 7 {
 		t.Errorf("the CA issued %d certificates; want 7", n)
 	}
-	if st.Verifies[emulator.VAOutcomeVerified] != 8 || st.VerifyCalls["v1"] != 1 || st.VerifyCalls["v2"] != 7 {
+	if st.Verifies[vagoogle.OutcomeVerified] != 8 || st.VerifyCalls["v1"] != 1 || st.VerifyCalls["v2"] != 7 {
 		t.Errorf("emulator saw %+v; want 8 verified answers (1 through v1)", st)
 	}
 	if st.Responses != 0 {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/metrics/metricstest"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Test keys are expensive to generate (RSA); share them across tests.
@@ -86,9 +87,9 @@ func chromeOSChallenge(t testing.TB, n int) string {
 // chromeOSSPKAC is an SPKAC as ChromeOS builds it: a random hex challenge and NULL parameters
 // for both algorithms (X509_ALGOR_set0(alg, nid, V_ASN1_NULL, NULL)).
 func chromeOSSPKAC(key crypto.Signer, challenge string, rawSignature bool) spkacSpec {
-	alg := oidSHA256WithRSA
+	alg := wire.OIDSHA256WithRSA
 	if _, ok := key.(*ecdsa.PrivateKey); ok {
-		alg = oidECDSAWithSHA256
+		alg = wire.OIDECDSAWithSHA256
 	}
 	return spkacSpec{key: key, challenge: challenge, alg: alg, params: asn1.NullRawValue, rawSignature: rawSignature}
 }
@@ -126,12 +127,12 @@ func makeSPKAC(t testing.TB, s spkacSpec) []byte {
 	switch k := s.key.(type) {
 	case *rsa.PrivateKey:
 		if alg.Algorithm == nil {
-			alg = pkix.AlgorithmIdentifier{Algorithm: oidSHA256WithRSA, Parameters: asn1.NullRawValue}
+			alg = pkix.AlgorithmIdentifier{Algorithm: wire.OIDSHA256WithRSA, Parameters: asn1.NullRawValue}
 		}
 		sig, err = rsa.SignPKCS1v15(rand.Reader, k, hash, digest)
 	case *ecdsa.PrivateKey:
 		if alg.Algorithm == nil {
-			alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}
+			alg = pkix.AlgorithmIdentifier{Algorithm: wire.OIDECDSAWithSHA256}
 		}
 		sig, err = ecdsa.SignASN1(rand.Reader, k, digest)
 		if err == nil && s.rawSignature {

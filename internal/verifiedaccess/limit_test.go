@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/extension"
@@ -183,13 +184,7 @@ func receive[T any](t testing.TB, c <-chan T, n int, what string) []T {
 // waitFor polls cond until it holds, failing the test if it never does.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited in vain for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	clocktest.WaitFor(t, what, 2*time.Minute, cond)
 }
 
 const floodSize = 600
@@ -289,7 +284,7 @@ func TestFloodLeavesEnrollmentsFlowing(t *testing.T) {
 	if len(lines) != 1 || lines[0].ContextMap()["rejected"] != int64(1) || lines[0].ContextMap()["top_client"] != "127.0.0.1" {
 		t.Fatalf("log lines for %d refusals: %v", floodSize-share, lines)
 	}
-	x.adapterNow.advance(rejectionLogInterval)
+	x.adapterNow.Advance(rejectionLogInterval)
 	srv.rejections.flush(false)
 	lines = logs.FilterMessage(msg).AllUntimed()
 	if len(lines) != 2 {
@@ -415,7 +410,7 @@ func TestRateLimitPerClient(t *testing.T) {
 		if a := post(wire.ChallengePath, "198.51.100.8", challenge); a.status != http.StatusOK {
 			t.Errorf("another client: %+v", a)
 		}
-		h.advance(2 * time.Second)
+		h.clock.Advance(2 * time.Second)
 		if a := post(wire.ChallengePath, "198.51.100.7", challenge); a.status != http.StatusOK {
 			t.Errorf("after a token came back: %+v", a)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres"
 	"github.com/certprov/certprov-adapter/internal/journal/postgres/pgtest"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
@@ -37,12 +38,12 @@ func TestE2EReplicasSharePostgres(t *testing.T) {
 	a, b := replica(), replica()
 	answer := func(at string) wire.EnrollRequest {
 		ch := x.challenge(at, "wifi-v2")
-		resp := x.respond(ch, emulator.VARespondRequest{KeyType: emulator.KeyECDSA})
+		resp := x.respond(ch, vagoogle.RespondRequest{KeyType: emulator.KeyECDSA})
 		return wire.EnrollRequest{Profile: "wifi-v2", Scope: "machine", ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
 	}
 
 	t.Run("challenge from one, answer at the other, replayed at the first", func(t *testing.T) {
-		before, verifies := x.ca.conn.IssuedTotal(), x.emu.VAStats().VerifyCalls["v2"]
+		before, verifies := x.ca.conn.IssuedTotal(), x.emu.VerifiedAccess().Stats().VerifyCalls["v2"]
 		req := answer(a)
 		if status, out := x.postEnroll(b, req); status != http.StatusOK {
 			t.Fatalf("the other replica refused the answer: %d %+v", status, out)
@@ -51,9 +52,9 @@ func TestE2EReplicasSharePostgres(t *testing.T) {
 		if status != http.StatusConflict || out.Error.Code != CodeChallengeReplayed {
 			t.Fatalf("replay at the first replica: %d %+v", status, out)
 		}
-		if x.ca.conn.IssuedTotal() != before+1 || x.emu.VAStats().VerifyCalls["v2"] != verifies+1 {
+		if x.ca.conn.IssuedTotal() != before+1 || x.emu.VerifiedAccess().Stats().VerifyCalls["v2"] != verifies+1 {
 			t.Errorf("issued %d, verify calls %d; want 1 and 1 (the replay never reached Google)",
-				x.ca.conn.IssuedTotal()-before, x.emu.VAStats().VerifyCalls["v2"]-verifies)
+				x.ca.conn.IssuedTotal()-before, x.emu.VerifiedAccess().Stats().VerifyCalls["v2"]-verifies)
 		}
 	})
 	t.Run("the same answer at both at once", func(t *testing.T) {
@@ -83,7 +84,7 @@ func TestE2EReplicasSharePostgres(t *testing.T) {
 	t.Run("older than the adapter's lifetime at the other replica", func(t *testing.T) {
 		before := x.ca.conn.IssuedTotal()
 		req := answer(a)
-		x.adapterNow.advance(61 * time.Second) // Google's clock stands still: only the adapter knows
+		x.adapterNow.Advance(61 * time.Second) // Google's clock stands still: only the adapter knows
 		status, out := x.postEnroll(b, req)
 		if status != http.StatusBadRequest || out.Error.Code != CodeChallengeExpired || x.ca.conn.IssuedTotal() != before {
 			t.Fatalf("%d %+v, issued %d", status, out, x.ca.conn.IssuedTotal()-before)

@@ -725,13 +725,9 @@ func denied(rules ...string) *Error {
 	return e
 }
 
-// truncate shortens a client-supplied value echoed in a message.
+// truncate shortens a client-supplied value echoed in a message, on a character boundary.
 func truncate(s string) string {
-	const max = 64
-	if len(s) > max {
-		s = s[:max] + "…"
-	}
-	return strings.ToValidUTF8(s, "?")
+	return ca.Truncate(strings.ToValidUTF8(s, "?"), 64, "…")
 }
 
 // emailDomain checks that a user identity looks like an e-mail address and returns its domain in

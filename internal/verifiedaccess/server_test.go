@@ -34,6 +34,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/audit"
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
 	"github.com/certprov/certprov-adapter/internal/metrics"
@@ -118,8 +119,7 @@ type harness struct {
 	logs    *observer.ObservedLogs
 	reg     *prometheus.Registry
 	metrics *metrics.VerifiedAccess
-	mu      sync.Mutex
-	clock   time.Time
+	clock   *clocktest.Clock
 	// auditPath is the file the server writes its audit events to.
 	auditPath string
 }
@@ -135,7 +135,7 @@ type harnessOptions struct {
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: time.Now(), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, api: newFakeAPI(t), ca: newTestCA(t), clock: clocktest.New(time.Now()), reg: prometheus.NewRegistry()}
 	h.metrics = metrics.NewVerifiedAccess(h.reg)
 	core, logs := observer.New(zapcore.DebugLevel)
 	h.logs = logs
@@ -172,7 +172,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		recorder = o.recorder(auditLog)
 	}
 	h.srv, err = NewServer(ServerOptions{
-		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.now, MaxTracked: o.maxTracked, Registerer: h.reg,
+		Config: va, Profiles: profiles, Google: client, Logger: log, Now: h.clock.Now, MaxTracked: o.maxTracked, Registerer: h.reg,
 		Audit: recorder, InstanceID: "va-test",
 	})
 	if err != nil {
@@ -181,18 +181,6 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	h.http = httptest.NewServer(h.srv.Handler())
 	t.Cleanup(h.http.Close)
 	return h
-}
-
-func (h *harness) now() time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.clock
-}
-
-func (h *harness) advance(d time.Duration) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.clock = h.clock.Add(d)
 }
 
 // post sends body (JSON-encoded unless it is a string) and returns the status and the decoded
@@ -805,9 +793,9 @@ func TestReplay(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "other.com"})
 		h.refuse(CodeBadChallenge)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
-		h.advance(time.Minute + replayGrace - time.Second)
+		h.clock.Advance(time.Minute + replayGrace - time.Second)
 		h.refuse(CodeChallengeReplayed)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
-		h.advance(2 * time.Second)
+		h.clock.Advance(2 * time.Second)
 		h.srv.purgeChallenges(context.Background())
 		if n := h.srv.challenges.(*MemoryChallenges).Len(); n != 0 {
 			t.Errorf("%d challenges kept after their lifetime", n)
@@ -841,7 +829,7 @@ func TestAdapterSideExpiry(t *testing.T) {
 		t.Run(tt.profile, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{})
 			resp := h.respond(tt.profile, &fakeDevice{key: tt.key, identity: "example.com"})
-			h.advance(time.Minute + time.Second)
+			h.clock.Advance(time.Minute + time.Second)
 			e := h.refuse(CodeChallengeExpired)(h.post(wire.EnrollPath, enrollBody(tt.profile, "machine", resp, "")))
 			if !strings.Contains(e["message"].(string), "older than 1m0s") || h.api.verifyCalls() != 0 {
 				t.Errorf("message %q, %d verify calls", e["message"], h.api.verifyCalls())
@@ -851,7 +839,7 @@ func TestAdapterSideExpiry(t *testing.T) {
 	t.Run("within the lifetime", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		resp := h.respond("wifi", &fakeDevice{key: ecKey, identity: "example.com"})
-		h.advance(time.Minute)
+		h.clock.Advance(time.Minute)
 		h.issued(ecKey)(h.post(wire.EnrollPath, enrollBody("wifi", "machine", resp, "")))
 	})
 }
@@ -946,7 +934,7 @@ func TestCAFailures(t *testing.T) {
 		}, "a CA certificate, not a leaf"},
 		{"expired", func(h *harness) ca.PublicKeyIssuer {
 			return newCraftedCA(t, func(c *x509.Certificate) {
-				c.NotBefore, c.NotAfter = h.now().Add(-2*time.Hour), h.now().Add(-time.Hour)
+				c.NotBefore, c.NotAfter = h.clock.Now().Add(-2*time.Hour), h.clock.Now().Add(-time.Hour)
 			})
 		}, "it expired at"},
 		{"from a CA the connection does not trust", func(h *harness) ca.PublicKeyIssuer {

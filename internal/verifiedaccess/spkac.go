@@ -15,15 +15,14 @@ import (
 	"strings"
 
 	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
-// Signature algorithms of an SPKAC (RFC 4055, RFC 5758, RFC 8017).
+// Signature algorithms an SPKAC must not use (RFC 8017); those it may use are wire's.
 var (
-	oidSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
-	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	oidMD5WithRSA      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
-	oidSHA1WithRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
-	oidECDSAWithSHA1   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
+	oidMD5WithRSA    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
+	oidSHA1WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
+	oidECDSAWithSHA1 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
 )
 
 // maxSPKAC bounds the DER size: an RSA-4096 SPKAC with a long challenge is under 2 KiB.
@@ -46,20 +45,6 @@ type SPKAC struct {
 	Algorithm string
 }
 
-// signedPublicKeyAndChallenge is the outer SEQUENCE.
-type signedPublicKeyAndChallenge struct {
-	PublicKeyAndChallenge asn1.RawValue
-	Algorithm             pkix.AlgorithmIdentifier
-	Signature             asn1.BitString
-}
-
-// publicKeyAndChallenge is the signed part. The challenge stays raw so that its type can be
-// checked: IA5String and nothing else.
-type publicKeyAndChallenge struct {
-	SPKI      asn1.RawValue
-	Challenge asn1.RawValue
-}
-
 // ParseSPKAC decodes a DER SignedPublicKeyAndChallenge and verifies that the key inside it made
 // the signature — the proof that whoever answered the challenge holds the private key. Only
 // RSA (at least 2048 bits) with PKCS#1 v1.5 and SHA-256, and ECDSA on P-256 with SHA-256 are
@@ -78,21 +63,9 @@ func ParseSPKAC(der []byte) (*SPKAC, error) {
 	if len(der) > maxSPKAC {
 		return nil, fmt.Errorf("spkac: %d bytes, at most %d allowed", len(der), maxSPKAC)
 	}
-	var s signedPublicKeyAndChallenge
-	rest, err := asn1.Unmarshal(der, &s)
+	s, pkac, err := wire.UnmarshalSPKAC(der)
 	if err != nil {
-		return nil, fmt.Errorf("spkac: %w", err)
-	}
-	if len(rest) > 0 {
-		return nil, errors.New("spkac: trailing data after the structure")
-	}
-	var pkac publicKeyAndChallenge
-	rest, err = asn1.Unmarshal(s.PublicKeyAndChallenge.FullBytes, &pkac)
-	if err != nil {
-		return nil, fmt.Errorf("spkac: public key and challenge: %w", err)
-	}
-	if len(rest) > 0 {
-		return nil, errors.New("spkac: trailing data in the public key and challenge")
+		return nil, err
 	}
 	if pkac.Challenge.Class != asn1.ClassUniversal || pkac.Challenge.Tag != asn1.TagIA5String || pkac.Challenge.IsCompound {
 		return nil, fmt.Errorf("spkac: challenge is not an IA5String (tag %d)", pkac.Challenge.Tag)
@@ -133,7 +106,7 @@ func verifySPKAC(pub crypto.PublicKey, alg pkix.AlgorithmIdentifier, signed, sig
 	digest := sha256.Sum256(signed)
 	switch key := pub.(type) {
 	case *rsa.PublicKey:
-		if !alg.Algorithm.Equal(oidSHA256WithRSA) {
+		if !alg.Algorithm.Equal(wire.OIDSHA256WithRSA) {
 			return "", fmt.Errorf("spkac: signature algorithm %v does not fit an RSA key (want sha256WithRSAEncryption)", alg.Algorithm)
 		}
 		if !nullOrAbsent(alg.Parameters) {
@@ -147,7 +120,7 @@ func verifySPKAC(pub crypto.PublicKey, alg pkix.AlgorithmIdentifier, signed, sig
 		}
 		return "SHA256-RSA", nil
 	case *ecdsa.PublicKey:
-		if !alg.Algorithm.Equal(oidECDSAWithSHA256) {
+		if !alg.Algorithm.Equal(wire.OIDECDSAWithSHA256) {
 			return "", fmt.Errorf("spkac: signature algorithm %v does not fit an ECDSA key (want ecdsa-with-SHA256)", alg.Algorithm)
 		}
 		if !nullOrAbsent(alg.Parameters) {

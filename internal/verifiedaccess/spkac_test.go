@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // TestParseSPKACAsChromeOSBuildsIt: what CryptoUtilityImpl::CreateSPKACInternal produces — a
@@ -58,22 +60,22 @@ func TestParseSPKAC(t *testing.T) {
 		wantErr string
 	}{
 		{name: "RSA", spec: spkacSpec{key: rsaKey, challenge: "Y2hhbGxlbmdl"}, wantAlg: "SHA256-RSA"},
-		{name: "RSA without NULL parameters", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA256WithRSA}, wantAlg: "SHA256-RSA"},
+		{name: "RSA without NULL parameters", spec: spkacSpec{key: rsaKey, challenge: "c", alg: wire.OIDSHA256WithRSA}, wantAlg: "SHA256-RSA"},
 		{name: "ECDSA P-256", spec: spkacSpec{key: ecKey, challenge: "Y2hhbGxlbmdl"}, wantAlg: "ECDSA-SHA256"},
 		{name: "empty challenge", spec: spkacSpec{key: ecKey}, wantAlg: "ECDSA-SHA256"},
 		{name: "tampered RSA", spec: spkacSpec{key: rsaKey, challenge: "c", tamper: true}, wantErr: "does not verify"},
 		{name: "tampered ECDSA", spec: spkacSpec{key: ecKey, challenge: "c", tamper: true}, wantErr: "does not verify"},
 		{name: "MD5 with RSA refused", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidMD5WithRSA, params: asn1.NullRawValue, hash: crypto.MD5}, wantErr: "MD5"},
 		{name: "SHA-1 with RSA refused", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA1WithRSA, params: asn1.NullRawValue, hash: crypto.SHA1}, wantErr: "SHA-1"},
-		{name: "ECDSA algorithm on RSA key", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidECDSAWithSHA256}, wantErr: "does not fit an RSA key"},
-		{name: "RSA algorithm on ECDSA key", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.NullRawValue}, wantErr: "does not fit an ECDSA key"},
-		{name: "ECDSA without parameters (RFC 5758)", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256}, wantAlg: "ECDSA-SHA256"},
+		{name: "ECDSA algorithm on RSA key", spec: spkacSpec{key: rsaKey, challenge: "c", alg: wire.OIDECDSAWithSHA256}, wantErr: "does not fit an RSA key"},
+		{name: "RSA algorithm on ECDSA key", spec: spkacSpec{key: ecKey, challenge: "c", alg: wire.OIDSHA256WithRSA, params: asn1.NullRawValue}, wantErr: "does not fit an ECDSA key"},
+		{name: "ECDSA without parameters (RFC 5758)", spec: spkacSpec{key: ecKey, challenge: "c", alg: wire.OIDECDSAWithSHA256}, wantAlg: "ECDSA-SHA256"},
 		{name: "ECDSA raw r||s", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true}, wantAlg: "ECDSA-SHA256"},
 		{name: "tampered raw ECDSA", spec: spkacSpec{key: ecKey, challenge: "c", rawSignature: true, tamper: true}, wantErr: "does not verify"},
 		{name: "ECDSA signature neither DER nor raw", spec: spkacSpec{key: ecKey, challenge: "c", trailingSig: true}, wantErr: "neither DER"},
-		{name: "ECDSA with odd parameters", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA256, params: asn1.RawValue{FullBytes: []byte{0x06, 0x03, 0x2a, 0x03, 0x04}}}, wantErr: "other than NULL"},
+		{name: "ECDSA with odd parameters", spec: spkacSpec{key: ecKey, challenge: "c", alg: wire.OIDECDSAWithSHA256, params: asn1.RawValue{FullBytes: []byte{0x06, 0x03, 0x2a, 0x03, 0x04}}}, wantErr: "other than NULL"},
 		{name: "ECDSA with SHA-1 refused", spec: spkacSpec{key: ecKey, challenge: "c", alg: oidECDSAWithSHA1, hash: crypto.SHA1}, wantErr: "SHA-1"},
-		{name: "RSA with odd parameters", spec: spkacSpec{key: rsaKey, challenge: "c", alg: oidSHA256WithRSA, params: asn1.RawValue{FullBytes: []byte{0x02, 0x01, 0x00}}}, wantErr: "other than NULL"},
+		{name: "RSA with odd parameters", spec: spkacSpec{key: rsaKey, challenge: "c", alg: wire.OIDSHA256WithRSA, params: asn1.RawValue{FullBytes: []byte{0x02, 0x01, 0x00}}}, wantErr: "other than NULL"},
 		{name: "unknown algorithm", spec: spkacSpec{key: rsaKey, challenge: "c", alg: asn1.ObjectIdentifier{1, 2, 3}}, wantErr: "does not fit"},
 		{name: "small RSA key", spec: spkacSpec{key: rsaSmall, challenge: "c"}, wantErr: "at least 2048"},
 		{name: "P-384", spec: spkacSpec{key: ec384Key, challenge: "c"}, wantErr: "want P-256"},

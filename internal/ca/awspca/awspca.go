@@ -33,7 +33,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -267,15 +266,9 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("%s: %w", what, err), 0)
 	}
-	csr := req.CSR
-	if csr == nil {
-		var err error
-		if csr, err = x509.ParseCertificateRequest(req.CSRDER); err != nil {
-			return nil, ca.Permanentf("%s: parse CSR: %w", what, err)
-		}
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, ca.Permanentf("%s: CSR signature: %w", what, err)
+	csr, err := req.CheckedCSR()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if _, err := c.prepare(ctx); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -342,7 +335,7 @@ func (c *Connector) attemptFor(what string, req *ca.Request, csr *x509.Certifica
 	}
 	a := &attempt{sent: now, input: &acmpca.IssueCertificateInput{
 		CertificateAuthorityArn: aws.String(c.arn),
-		Csr:                     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}),
+		Csr:                     pemutil.EncodeCSR(csr.Raw),
 		SigningAlgorithm:        c.algorithm,
 		Validity:                validity,
 		IdempotencyToken:        aws.String(idempotencyToken(req.Key)),

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // fakePCA is an httptest server speaking the AWS JSON 1.1 protocol of ACM PCA as the SDK uses
@@ -515,5 +516,5 @@ func (f *fakePCA) revocation(cert *x509.Certificate) (bool, string) {
 }
 
 func pemOf(der []byte) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return string(pemutil.EncodeCertificateDER(der))
 }

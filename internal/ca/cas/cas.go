@@ -31,7 +31,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -263,19 +262,13 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("%s: issue %s: %w", c.label(), req.Key, err), 0)
 	}
-	csr := req.CSR
-	if csr == nil {
-		var err error
-		if csr, err = x509.ParseCertificateRequest(req.CSRDER); err != nil {
-			return nil, ca.Permanentf("%s: issue %s: parse CSR: %w", c.label(), req.Key, err)
-		}
-	}
-	// The engine verified it already; CAS would refuse it too, but only after a round trip.
-	if err := csr.CheckSignature(); err != nil {
-		return nil, ca.Permanentf("%s: issue %s: CSR signature: %w", c.label(), req.Key, err)
+	// CAS would refuse a bad CSR too, but only after a round trip.
+	csr, err := req.CheckedCSR()
+	if err != nil {
+		return nil, fmt.Errorf("%s: issue %s: %w", c.label(), req.Key, err)
 	}
 	cert := &privatecapb.Certificate{
-		CertificateConfig: &privatecapb.Certificate_PemCsr{PemCsr: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))},
+		CertificateConfig: &privatecapb.Certificate_PemCsr{PemCsr: string(pemutil.EncodeCSR(csr.Raw))},
 	}
 	return c.create(ctx, req.Key, cert, req.Validity, req.TemplateName, csr.RawSubjectPublicKeyInfo)
 }

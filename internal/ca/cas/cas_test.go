@@ -32,6 +32,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/cas"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // clientOptions reach the fake over TLS with token as the OAuth access token.
@@ -288,7 +289,7 @@ func TestFakeRefusesWhatCASRefuses(t *testing.T) {
 		return &privatecapb.CreateCertificateRequest{
 			Parent: f.pool, CertificateId: "raw-1", RequestId: "8c5ad2ad-8f3c-4a3d-9d9a-7a6f1e2b3c4d",
 			Certificate: &privatecapb.Certificate{
-				CertificateConfig: &privatecapb.Certificate_PemCsr{PemCsr: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: req.CSRDER}))},
+				CertificateConfig: &privatecapb.Certificate_PemCsr{PemCsr: string(pemutil.EncodeCSR(req.CSRDER))},
 				Lifetime:          durationpb.New(time.Hour),
 			},
 		}
@@ -448,7 +449,7 @@ func TestNewCAInThePool(t *testing.T) {
 func TestPinnedRoots(t *testing.T) {
 	f := newFakeCAS(t)
 	path := filepath.Join(t.TempDir(), "roots.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.cas[0].root.Cert.Raw}), 0o600); err != nil {
+	if err := os.WriteFile(path, pemutil.Encode(f.cas[0].root.Cert), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c := connector(t, f, ca.Settings{"caCertsFile": path})

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // fakeCAS is an in-process CertificateAuthorityService: the generated gRPC server interface,
@@ -296,10 +297,10 @@ func (f *fakeCAS) createLocked(req *privatecapb.CreateCertificateRequest) (*priv
 		IssuerCertificateAuthority: f.pool + "/certificateAuthorities/" + iss.id,
 		Lifetime:                   durationpb.New(life),
 		CertificateTemplate:        in.GetCertificateTemplate(),
-		PemCertificate:             string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf})),
+		PemCertificate:             string(pemutil.EncodeCertificateDER(leaf)),
 		PemCertificateChain: []string{
-			string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.ca.Cert.Raw})),
-			string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.root.Cert.Raw})),
+			string(pemutil.Encode(iss.ca.Cert)),
+			string(pemutil.Encode(iss.root.Cert)),
 		},
 		CertificateDescription: &privatecapb.CertificateDescription{
 			SubjectDescription: &privatecapb.CertificateDescription_SubjectDescription{HexSerialNumber: serial.Text(16)},
@@ -509,8 +510,8 @@ func (f *fakeCAS) FetchCaCerts(_ context.Context, req *privatecapb.FetchCaCertsR
 	out := &privatecapb.FetchCaCertsResponse{}
 	for _, c := range f.cas {
 		out.CaCerts = append(out.CaCerts, &privatecapb.FetchCaCertsResponse_CertChain{Certificates: []string{
-			string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.ca.Cert.Raw})),
-			string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.root.Cert.Raw})),
+			string(pemutil.Encode(c.ca.Cert)),
+			string(pemutil.Encode(c.root.Cert)),
 		}})
 	}
 	return out, nil

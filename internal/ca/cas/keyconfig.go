@@ -3,13 +3,13 @@ package cas
 import (
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"fmt"
 
 	"cloud.google.com/go/security/privateca/apiv1/privatecapb"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // keyConfig is the CAS certificate config for a bare public key: CAS's own form of what a CSR
@@ -82,7 +82,7 @@ func keyConfig(req *ca.KeyRequest) (*privatecapb.CertificateConfig, []byte, erro
 			CaOptions: &privatecapb.X509Parameters_CaOptions{IsCa: new(false)},
 		},
 		PublicKey: &privatecapb.PublicKey{
-			Key:    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}),
+			Key:    pemutil.EncodePublicKey(spki),
 			Format: privatecapb.PublicKey_PEM,
 		},
 	}, spki, nil

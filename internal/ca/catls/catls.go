@@ -6,8 +6,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"os"
 	"sync/atomic"
 	"time"
@@ -134,4 +136,27 @@ func ClientTLS(c *http.Client) *tls.Config {
 		return tr.TLSClientConfig
 	}
 	return nil
+}
+
+// Cause is the error of an HTTP call without the *url.Error around it, which repeats the method
+// and URL a connector's message names already; errors.Is(err, context.Canceled) still works.
+func Cause(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Err
+	}
+	return err
+}
+
+// NotVerified reports whether err is the CA's TLS certificate failing verification (an unknown
+// authority, a name it does not carry, an invalid certificate): a call that will fail the same
+// way until the configuration changes, so connectors classify it as permanent.
+func NotVerified(err error) bool {
+	var (
+		verr *tls.CertificateVerificationError
+		aerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		ierr x509.CertificateInvalidError
+	)
+	return errors.As(err, &verr) || errors.As(err, &aerr) || errors.As(err, &herr) || errors.As(err, &ierr)
 }

@@ -3,7 +3,6 @@ package ejbca
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -214,20 +213,11 @@ func (c *Connector) statusError(what string, a *answer, secrets ...string) error
 
 // transportError classifies an error of the HTTP client: no answer came.
 func transportError(what string, err error) error {
-	var uerr *url.Error
-	if errors.As(err, &uerr) {
-		err = uerr.Err // it repeats method and URL, which what says already
-	}
-	var (
-		verr *tls.CertificateVerificationError
-		aerr x509.UnknownAuthorityError
-		herr x509.HostnameError
-		ierr x509.CertificateInvalidError
-	)
+	err = catls.Cause(err)
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return ca.Retryable(fmt.Errorf("%s: %w", what, err), 0)
-	case errors.As(err, &verr) || errors.As(err, &aerr) || errors.As(err, &herr) || errors.As(err, &ierr):
+	case catls.NotVerified(err):
 		return ca.Permanentf("%s: EJBCA's TLS certificate does not verify (check url, tls.caFile and tls.serverName): %w", what, err)
 	case strings.Contains(err.Error(), "remote error: tls:"):
 		// The TLS alert is the listener's refusal of the client certificate.

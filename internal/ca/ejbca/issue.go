@@ -68,16 +68,10 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("%s: %w", what, err), 0)
 	}
-	csr := req.CSR
-	if csr == nil {
-		var err error
-		if csr, err = x509.ParseCertificateRequest(req.CSRDER); err != nil {
-			return nil, ca.Permanentf("%s: parse CSR: %w", what, err)
-		}
-	}
-	// The engine verified it already; EJBCA checks it too, but a refusal named here is clearer.
-	if err := csr.CheckSignature(); err != nil {
-		return nil, ca.Permanentf("%s: CSR signature: %w", what, err)
+	// EJBCA checks the CSR too, but a refusal named here is clearer.
+	csr, err := req.CheckedCSR()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	// The CA first: once EJBCA has issued, nothing may stand between the certificate and the engine.
 	auth, err := c.prepare(ctx)

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
 	"net"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // testCA is a certificate authority made for one test.
@@ -139,7 +140,7 @@ func writeCerts(t testing.TB, dir, name string, certs ...*x509.Certificate) stri
 	t.Helper()
 	var b []byte
 	for _, c := range certs {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		b = append(b, pemutil.Encode(c)...)
 	}
 	return writeFile(t, dir, name, b)
 }
@@ -150,7 +151,7 @@ func writeKey(t testing.TB, dir, name string, key crypto.Signer) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return writeFile(t, dir, name, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	return writeFile(t, dir, name, pemutil.EncodePrivateKey(der))
 }
 
 func writeFile(t testing.TB, dir, name string, b []byte) string {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // CRL formats for crlFormat.
@@ -180,7 +182,7 @@ func (c *crl) change(edit func(rl *x509.RevocationList) bool, now time.Time) err
 	}
 	out := der
 	if c.pem {
-		out = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+		out = pemutil.EncodeCRL(der)
 	}
 	if err := writeAtomic(c.path, out, 0o644); err != nil {
 		return fmt.Errorf("publish CRL: %w", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // readCRL reads a published CRL as a relying party does: DER or PEM, signed by issuer, current.
@@ -264,7 +265,7 @@ func TestCRLSettings(t *testing.T) {
 	for name, content := range map[string][]byte{
 		"another CA's CRL": foreign,
 		"not a CRL":        []byte("hello\n"),
-		"a certificate":    pem.EncodeToMemory(certPEM(f.cert)),
+		"a certificate":    pemutil.Encode(f.cert),
 	} {
 		path := filepath.Join(f.dir, strings.ReplaceAll(name, " ", "_"))
 		if err := os.WriteFile(path, content, 0o644); err != nil {

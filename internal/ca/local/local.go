@@ -389,19 +389,9 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("issue certificate for %s: %w", req.Key, err)
 	}
-	csr := req.CSR
-	if csr == nil {
-		if len(req.CSRDER) == 0 {
-			return nil, ca.Permanentf("issue certificate for %s: request has no CSR", req.Key)
-		}
-		var err error
-		if csr, err = x509.ParseCertificateRequest(req.CSRDER); err != nil {
-			return nil, ca.Permanentf("issue certificate for %s: parse CSR: %w", req.Key, err)
-		}
-	}
-	// The engine verified the CSR already; a CA checks proof of possession itself all the same.
-	if err := csr.CheckSignature(); err != nil {
-		return nil, ca.Permanentf("issue certificate for %s: CSR signature: %w", req.Key, err)
+	csr, err := req.CheckedCSR()
+	if err != nil {
+		return nil, fmt.Errorf("issue certificate for %s: %w", req.Key, err)
 	}
 	exts, err := requestedExtensions(csr)
 	if err != nil {

@@ -241,7 +241,7 @@ func (c *Connector) outcome(rep *pkiMessage, req *ca.Request, info *serverInfo, 
 	case statusFailure:
 		text := ""
 		if rep.FailInfoText != "" {
-			text = fmt.Sprintf(" %q", truncate(rep.FailInfoText, 200))
+			text = fmt.Sprintf(" %q", ca.ServerText(rep.FailInfoText, 200))
 		}
 		return nil, ca.Permanentf("the SCEP server refused the %s with failInfo %s%s (%s)", op, failInfoName(rep.FailInfo), text, failInfoHint(rep.FailInfo))
 	default:
@@ -308,7 +308,7 @@ func (c *Connector) certRep(ctx context.Context, body []byte, msg *pkiMessage, i
 	case rep.MessageType != msgCertRep:
 		return nil, ca.Permanentf("the SCEP server answered with messageType %q, want CertRep (3)", rep.MessageType)
 	case rep.TransactionID != msg.TransactionID:
-		return nil, ca.Permanentf("the SCEP server answered about transaction %q, not %q", truncate(rep.TransactionID, 80), msg.TransactionID)
+		return nil, ca.Permanentf("the SCEP server answered about transaction %q, not %q", ca.ServerText(rep.TransactionID, 80), msg.TransactionID)
 	case !bytes.Equal(rep.RecipientNonce, msg.SenderNonce):
 		return nil, ca.Permanentf("the SCEP server's recipientNonce does not echo the request's senderNonce")
 	}
@@ -342,11 +342,4 @@ func (c *Connector) issued(rep *pkiMessage, req *ca.Request, info *serverInfo) (
 	}
 	c.log.Debug("SCEP certificate issued", zap.String("process", req.Key), zap.String("serial", leaf.SerialNumber.Text(16)))
 	return &ca.Issued{Leaf: leaf, Chain: chain, Roots: info.caPool}, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/testservers"
 )
 
@@ -47,7 +48,7 @@ func startStepCASCEP(t *testing.T) *testservers.StepCA {
 		if err != nil {
 			return err
 		}
-		certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		certPEM := pemutil.EncodeCertificateDER(der)
 		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 		auth := cfg["authority"].(map[string]any)
 		provs, _ := auth["provisioners"].([]any)

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // TestServerInfoSelection picks the encryption certificate and the issuing CA out of the bundles
@@ -382,5 +382,5 @@ func TestCapsParsing(t *testing.T) {
 }
 
 func pemCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	return pemutil.Encode(c)
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // fakeCA is an httptest stand-in for step-ca's API, for what a real step-ca cannot be made to do
@@ -141,7 +142,7 @@ func (f *fakeCA) root(w http.ResponseWriter, r *http.Request) {
 	if wrongRoot {
 		cert = f.issuer
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"ca": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))})
+	writeJSON(w, http.StatusOK, map[string]string{"ca": string(pemutil.Encode(cert))})
 }
 
 // provisioners serves decoys first and the adapter's provisioner last, pageSize to a page.
@@ -270,7 +271,7 @@ func (f *fakeCA) issue(pub any) *x509.Certificate {
 }
 
 func pemCert(c *x509.Certificate) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	return string(pemutil.Encode(c))
 }
 
 // settings for a connector to the fake, with the password written to a file.

@@ -11,7 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -25,6 +24,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/testservers"
 )
 
@@ -174,7 +174,7 @@ func (s *stepCA) editConfig(cfg map[string]any, o caOptions) error {
 	if err != nil {
 		return err
 	}
-	x5c := map[string]any{"type": "X5C", "name": x5cProvisioner, "roots": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x5cRoot.Raw})}
+	x5c := map[string]any{"type": "X5C", "name": x5cProvisioner, "roots": pemutil.Encode(x5cRoot)}
 	auth["provisioners"] = append(provs, kf, rp, x5c)
 	if o.policy != nil {
 		auth["policy"] = map[string]any{"x509": o.policy}
@@ -240,10 +240,10 @@ func writeX5CLeaf(files [2]string, root *x509.Certificate, rootKey *ecdsa.Privat
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(files[0], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600); err != nil {
+	if err := os.WriteFile(files[0], pemutil.EncodeCertificateDER(leafDER), 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(files[1], pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return os.WriteFile(files[1], pemutil.EncodePrivateKey(keyDER), 0o600)
 }
 
 // makeProvisioner makes a JWK provisioner entry as step would: a P-256 key whose kid is its

@@ -535,19 +535,8 @@ func decodeAnswer(what string, resp *http.Response, b []byte, out any, secret st
 // verify against the pinned root will not verify on the next try either; anything else
 // (refused, reset, timed out, cancelled) is transient.
 func transportError(what string, err error) error {
-	// The *url.Error around it repeats method and URL, which what says already; unwrapping keeps
-	// errors.Is(err, context.Canceled) working.
-	var uerr *url.Error
-	if errors.As(err, &uerr) {
-		err = uerr.Err
-	}
-	var (
-		verr *tls.CertificateVerificationError
-		aerr x509.UnknownAuthorityError
-		herr x509.HostnameError
-		ierr x509.CertificateInvalidError
-	)
-	if errors.As(err, &verr) || errors.As(err, &aerr) || errors.As(err, &herr) || errors.As(err, &ierr) {
+	err = catls.Cause(err)
+	if catls.NotVerified(err) {
 		return ca.Permanentf("%s: the CA's TLS certificate does not verify against the step-ca root (from rootFingerprint or tls.caFile; check those, url and tls.serverName): %w", what, err)
 	}
 	return ca.Retryable(fmt.Errorf("%s: %w", what, err), 0)

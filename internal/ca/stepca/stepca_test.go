@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"net"
@@ -23,6 +22,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
 	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/testservers"
 )
 
@@ -187,7 +187,7 @@ func selfSignedCA(t *testing.T, path string) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(path, pemutil.EncodeCertificateDER(der), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
@@ -298,7 +298,7 @@ func TestTokensAreNeverReused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		body := signRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: req.CSRDER})), OTT: ott}
+		body := signRequest{CSR: string(pemutil.EncodeCSR(req.CSRDER)), OTT: ott}
 		var first signResponse
 		if err := c.call(ctx, sess, http.MethodPost, "/1.0/sign", body, &first, ott); err != nil {
 			t.Fatalf("first use of the token: %v", err)

@@ -2,12 +2,9 @@ package vault
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -69,22 +66,11 @@ func classify(label, what string, err error, retryAfter time.Duration, secrets .
 	if errors.As(err, &rerr) {
 		return responseError(label, what, rerr, retryAfter, secrets)
 	}
-	// The *url.Error around a transport error repeats the URL; unwrapping keeps errors.Is
-	// working for context errors.
-	var uerr *url.Error
-	if errors.As(err, &uerr) {
-		err = uerr.Err
-	}
-	var (
-		verr *tls.CertificateVerificationError
-		aerr x509.UnknownAuthorityError
-		herr x509.HostnameError
-		ierr x509.CertificateInvalidError
-	)
+	err = catls.Cause(err)
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return ca.Retryable(fmt.Errorf("%s: %s: %w", label, what, err), 0)
-	case errors.As(err, &verr) || errors.As(err, &aerr) || errors.As(err, &herr) || errors.As(err, &ierr):
+	case catls.NotVerified(err):
 		return ca.Permanentf("%s: %s: Vault's TLS certificate does not verify (check address, tls.caFile and tls.serverName): %w", label, what, err)
 	}
 	return ca.Retryable(fmt.Errorf("%s: %s: %w", label, what, err), 0)

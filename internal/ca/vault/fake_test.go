@@ -38,29 +38,10 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
-
-// fakeClock is the time tokens live by; certificates use the real clock, so that the engine's
-// checks of their validity hold.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type fakeToken struct {
 	id          string
@@ -151,7 +132,7 @@ type seen struct {
 type fakeVault struct {
 	t     testing.TB
 	srv   *httptest.Server
-	clock *fakeClock
+	clock *clocktest.Clock
 
 	mu        sync.Mutex
 	namespace string // where the mounts, auth methods and tokens live ("" is root)
@@ -189,7 +170,7 @@ func newFakeVault(t testing.TB) *fakeVault {
 	t.Helper()
 	f := &fakeVault{
 		t:        t,
-		clock:    newClock(),
+		clock:    clocktest.New(time.Now()),
 		mounts:   map[string]*fakeMount{},
 		tokens:   map[string]*fakeToken{},
 		approles: map[string]*fakeAppRole{},
@@ -243,7 +224,7 @@ func newFakeVault(t testing.TB) *fakeVault {
 func (f *fakeVault) caFile(t testing.TB) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "vault-tls-ca.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(p, pemutil.EncodeCertificateDER(f.srv.Certificate().Raw), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -758,7 +739,7 @@ func (f *fakeVault) crl(w http.ResponseWriter, m *fakeMount) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/pem-certificate-chain")
-	_, _ = w.Write(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+	_, _ = w.Write(pemutil.EncodeCRL(der))
 }
 
 // pki serves a PKI mount's authenticated paths. Call with mu held.
@@ -1166,7 +1147,7 @@ func durationParam(v any) (time.Duration, error) {
 }
 
 func pemCert(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	return pemutil.Encode(c)
 }
 
 func selfSigned(t testing.TB, key crypto.Signer, cn string) *x509.Certificate {

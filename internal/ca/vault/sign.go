@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -36,16 +35,10 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 	if err := ctx.Err(); err != nil {
 		return nil, ca.Retryable(fmt.Errorf("%s: sign %s: %w", c.label(), req.Key, err), 0)
 	}
-	cr := req.CSR
-	if cr == nil {
-		var err error
-		if cr, err = x509.ParseCertificateRequest(req.CSRDER); err != nil {
-			return nil, ca.Permanentf("%s: sign %s: parse CSR: %w", c.label(), req.Key, err)
-		}
-	}
-	// The engine verified it already; Vault checks it too, but a refusal named here is clearer.
-	if err := cr.CheckSignature(); err != nil {
-		return nil, ca.Permanentf("%s: sign %s: CSR signature: %w", c.label(), req.Key, err)
+	// Vault checks the CSR too, but a refusal named here is clearer.
+	cr, err := req.CheckedCSR()
+	if err != nil {
+		return nil, fmt.Errorf("%s: sign %s: %w", c.label(), req.Key, err)
 	}
 	body, err := c.signBody(cr, req.Validity)
 	if err != nil {
@@ -95,7 +88,7 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 // CSR.
 func (c *Connector) signBody(cr *x509.CertificateRequest, validity time.Duration) (map[string]any, error) {
 	body := map[string]any{
-		"csr":    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: cr.Raw})),
+		"csr":    string(pemutil.EncodeCSR(cr.Raw)),
 		"format": "pem",
 	}
 	if validity > 0 {

@@ -3,7 +3,6 @@ package vault
 import (
 	"bytes"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // TestFakeRefusesWhatVaultRefuses sends requests that real Vault refuses straight to the fake,
@@ -22,10 +22,10 @@ func TestFakeRefusesWhatVaultRefuses(t *testing.T) {
 	short := f.newToken([]string{"default", "certprov"}, time.Minute, 0, true)
 	narrow := f.newToken([]string{"default"}, time.Hour, 0, true)
 	req := catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "WIRE")
-	csrPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: req.CSRDER}))
+	csrPEM := string(pemutil.EncodeCSR(req.CSRDER))
 	bad := bytes.Clone(req.CSRDER)
 	bad[len(bad)-1] ^= 0xff
-	badPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: bad}))
+	badPEM := string(pemutil.EncodeCSR(bad))
 	signBody := func(csr string) string {
 		b, _ := json.Marshal(map[string]any{"csr": csr, "common_name": req.CSR.Subject.CommonName, "exclude_cn_from_sans": true})
 		return string(b)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"net/http"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/logging"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // FuzzAnswer feeds arbitrary HTTP answers (status, Retry-After, Location, body) to the issue,
@@ -61,7 +61,7 @@ func FuzzAnswer(f *testing.F) {
 	pemOf := func(certs ...[]byte) string {
 		var b strings.Builder
 		for _, der := range certs {
-			b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+			b.Write(pemutil.EncodeCertificateDER(der))
 		}
 		return b.String()
 	}

@@ -2,11 +2,11 @@ package webhook
 
 import (
 	"context"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // Revoke posts a revoke request (ca.Revoker). The service answers "revoked" (also for a
@@ -29,7 +29,7 @@ func (c *Connector) Revoke(ctx context.Context, req *ca.RevokeRequest) error {
 		if cert.SerialNumber == nil || cert.SerialNumber.Cmp(req.Serial) != 0 {
 			return ca.Permanentf("%s: revoke %s: the certificate given has another serial number", c.label(), serial)
 		}
-		body.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+		body.Certificate = string(pemutil.Encode(cert))
 	}
 	r, err := c.post(ctx, "revoke", req.Key, body)
 	if err != nil {

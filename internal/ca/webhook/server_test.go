@@ -32,6 +32,7 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
 	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/ca/webhook"
+	"github.com/certprov/certprov-adapter/internal/pemutil"
 )
 
 // The test server implements docs/ca-webhook.md from the document, not from the connector's
@@ -177,7 +178,7 @@ func newWebhookCA(t *testing.T) *webhookCA {
 		t.Fatal(err)
 	}
 	writeFile(t, dir, clientCertFile, certPEM(client.Leaf))
-	writeFile(t, dir, clientKeyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
+	writeFile(t, dir, clientKeyFile, string(pemutil.EncodePrivateKey(keyDER)))
 	writeFile(t, dir, secretFile, hmacSecret+"\n")
 	writeFile(t, dir, wrongSecret, "not-the-secret-the-server-knows\n")
 	writeFile(t, dir, apiKeyFile, apiKey+"\n")
@@ -219,7 +220,7 @@ func newLocalCA(t *testing.T, dir, keyType string) *local.Connector {
 }
 
 func certPEM(c *x509.Certificate) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	return string(pemutil.Encode(c))
 }
 
 func writeFile(t *testing.T, dir, name, content string) {

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
@@ -60,22 +60,22 @@ type EnrollOptions struct {
 	EmulatorClient *http.Client
 
 	Profile string // enrollment profile name
-	Scope   string // emulator.VAScopeMachine (default) or emulator.VAScopeUser
+	Scope   string // vagoogle.ScopeMachine (default) or vagoogle.ScopeUser
 	// Identity is, for user scope, the e-mail sent to the adapter (the expected identity);
 	// for both scopes it is what the simulated device or user is enrolled as, unless
-	// DeviceIdentity says otherwise. Empty means emulator.DefaultVADomain or emulator.DefaultVAUser.
+	// DeviceIdentity says otherwise. Empty means vagoogle.DefaultDomain or vagoogle.DefaultUser.
 	Identity string
 	// DeviceIdentity overrides what the emulator says the device or user is enrolled as, to
 	// provoke an identity mismatch.
 	DeviceIdentity string
 
-	KeyType string             // emulator.KeyRSA (default) or emulator.KeyECDSA
-	KeyID   string             // reuse or name the simulated key; empty creates a fresh one
-	Device  *emulator.VADevice // what Google reports; nil means the emulator's default device
+	KeyType string           // emulator.KeyRSA (default) or emulator.KeyECDSA
+	KeyID   string           // reuse or name the simulated key; empty creates a fresh one
+	Device  *vagoogle.Device // what Google reports; nil means the emulator's default device
 
 	Tamper      bool // corrupt the challenge response (Google refuses it)
 	TamperSPKAC bool // corrupt only the SPKAC (the adapter must refuse it)
-	// TPMVersion and RawSignatures shape the device's answer (emulator.VARespondRequest).
+	// TPMVersion and RawSignatures shape the device's answer (vagoogle.RespondRequest).
 	TPMVersion    string
 	RawSignatures bool
 
@@ -115,14 +115,14 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	}
 	scope := opts.Scope
 	if scope == "" {
-		scope = emulator.VAScopeMachine
+		scope = vagoogle.ScopeMachine
 	}
-	if scope != emulator.VAScopeMachine && scope != emulator.VAScopeUser {
-		return nil, fmt.Errorf("enroll: scope %q: want %q or %q", scope, emulator.VAScopeMachine, emulator.VAScopeUser)
+	if scope != vagoogle.ScopeMachine && scope != vagoogle.ScopeUser {
+		return nil, fmt.Errorf("enroll: scope %q: want %q or %q", scope, vagoogle.ScopeMachine, vagoogle.ScopeUser)
 	}
 	identity := opts.Identity
-	if identity == "" && scope == emulator.VAScopeUser {
-		identity = emulator.DefaultVAUser
+	if identity == "" && scope == vagoogle.ScopeUser {
+		identity = vagoogle.DefaultUser
 	}
 	deviceIdentity := opts.DeviceIdentity
 	if deviceIdentity == "" {
@@ -140,12 +140,12 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 	if err != nil || len(challenge) == 0 {
 		return nil, fmt.Errorf("enroll: adapter challenge is not base64: %q", ch.Challenge)
 	}
-	if ch.APIVersion != emulator.VAv1 && ch.APIVersion != emulator.VAv2 {
+	if ch.APIVersion != vagoogle.V1 && ch.APIVersion != vagoogle.V2 {
 		return nil, fmt.Errorf("enroll: adapter challenge for API version %q, want v1 or v2", ch.APIVersion)
 	}
 
-	var resp emulator.VARespondResult
-	if err := postJSON(ctx, opts.EmulatorClient, emuURL+emulator.VARespondPath, "respond", emulator.VARespondRequest{
+	var resp vagoogle.RespondResult
+	if err := postJSON(ctx, opts.EmulatorClient, emuURL+vagoogle.RespondPath, "respond", vagoogle.RespondRequest{
 		Challenge: challenge, APIVersion: ch.APIVersion, Scope: scope, KeyType: opts.KeyType, KeyID: opts.KeyID,
 		Identity: deviceIdentity, Device: opts.Device, Tamper: opts.Tamper, TamperSPKAC: opts.TamperSPKAC,
 		TPMVersion: opts.TPMVersion, RawSignatures: opts.RawSignatures,
@@ -157,7 +157,7 @@ func Enroll(ctx context.Context, opts EnrollOptions) (*EnrollResult, error) {
 
 	req := wire.EnrollRequest{Profile: opts.Profile, Scope: scope,
 		ChallengeResponse: base64.StdEncoding.EncodeToString(resp.ChallengeResponse)}
-	if scope == emulator.VAScopeUser {
+	if scope == vagoogle.ScopeUser {
 		req.Identity = identity
 	}
 	var issued wire.EnrollResponse

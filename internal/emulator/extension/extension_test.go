@@ -4,34 +4,31 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/certprov/certprov-adapter/internal/ca/catest"
+	"github.com/certprov/certprov-adapter/internal/clocktest"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/emulator/standin"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // enrollEnv is the emulator, a stand-in adapter on TLS in front of it, and a CA.
 type enrollEnv struct {
 	va      *vaEnv
-	ca      *testCA
+	ca      *catest.CA
 	fake    *standin.Adapter
 	adapter *httptest.Server
 }
@@ -41,12 +38,12 @@ type enrollEnv struct {
 func newEnrollEnv(t *testing.T, configure func(*standin.Adapter), wrap func(*vaEnv, http.Handler) http.Handler) *enrollEnv {
 	t.Helper()
 	v := newVAEnv(t, 0)
-	ca := newTestCA(t, "VA Test CA")
+	ca := catest.NewRoot(t, "VA Test CA")
 	fake := &standin.Adapter{
-		GoogleURL: v.srv.URL, CACert: ca.cert, CAKey: ca.key,
+		GoogleURL: v.srv.URL, CACert: ca.Cert, CAKey: ca.Key,
 		Profiles: map[string]standin.Profile{
-			"wifi-machine": {APIVersion: emulator.VAv1, Domain: emulator.DefaultVADomain},
-			"wifi-v2":      {APIVersion: emulator.VAv2, Domain: emulator.DefaultVADomain},
+			"wifi-machine": {APIVersion: vagoogle.V1, Domain: vagoogle.DefaultDomain},
+			"wifi-v2":      {APIVersion: vagoogle.V2, Domain: vagoogle.DefaultDomain},
 		},
 	}
 	if configure != nil {
@@ -67,7 +64,7 @@ func newEnrollEnv(t *testing.T, configure func(*standin.Adapter), wrap func(*vaE
 func (e *enrollEnv) options(o EnrollOptions) EnrollOptions {
 	o.AdapterURL, o.AdapterClient, o.EmulatorURL = e.adapter.URL, e.adapter.Client(), e.va.srv.URL
 	if o.Roots == nil {
-		o.Roots = e.ca.pool
+		o.Roots = e.ca.Pool()
 	}
 	return o
 }
@@ -81,16 +78,16 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 		wantVer string
 	}{
 		{name: "v1 machine rsa", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyRSA, KeyID: "m1"},
-			wantCN: emulator.DefaultVADevice(emulator.VAScopeMachine, "m1", emulator.DefaultVADomain).DevicePermanentID, wantVer: emulator.VAv1},
-		{name: "v2 machine ecdsa", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeMachine, KeyType: emulator.KeyECDSA, KeyID: "m2"},
-			wantCN: emulator.DefaultVADevice(emulator.VAScopeMachine, "m2", emulator.DefaultVADomain).DevicePermanentID, wantVer: emulator.VAv2},
-		{name: "v1 user ecdsa", opts: EnrollOptions{Profile: "wifi-machine", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
-			Identity: "alice@example.com"}, wantCN: "alice@example.com", wantVer: emulator.VAv1},
-		{name: "v2 user default identity", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA},
-			wantCN: emulator.DefaultVAUser, wantVer: emulator.VAv2},
-		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser,
-			KeyType: emulator.KeyECDSA, Identity: "bob@example.com", TPMVersion: emulator.TPM12, RawSignatures: true},
-			wantCN: "bob@example.com", wantVer: emulator.VAv2},
+			wantCN: vagoogle.DefaultDevice(vagoogle.ScopeMachine, "m1", vagoogle.DefaultDomain).DevicePermanentID, wantVer: vagoogle.V1},
+		{name: "v2 machine ecdsa", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeMachine, KeyType: emulator.KeyECDSA, KeyID: "m2"},
+			wantCN: vagoogle.DefaultDevice(vagoogle.ScopeMachine, "m2", vagoogle.DefaultDomain).DevicePermanentID, wantVer: vagoogle.V2},
+		{name: "v1 user ecdsa", opts: EnrollOptions{Profile: "wifi-machine", Scope: vagoogle.ScopeUser, KeyType: emulator.KeyECDSA,
+			Identity: "alice@example.com"}, wantCN: "alice@example.com", wantVer: vagoogle.V1},
+		{name: "v2 user default identity", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeUser, KeyType: emulator.KeyECDSA},
+			wantCN: vagoogle.DefaultUser, wantVer: vagoogle.V2},
+		{name: "v2 user, TPM 1.2, raw ECDSA signatures", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeUser,
+			KeyType: emulator.KeyECDSA, Identity: "bob@example.com", TPMVersion: vagoogle.TPM12, RawSignatures: true},
+			wantCN: "bob@example.com", wantVer: vagoogle.V2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,7 +103,7 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 			if !bytes.Equal(res.Certificate.RawSubjectPublicKeyInfo, res.SPKI) {
 				t.Errorf("certificate does not carry the simulated key")
 			}
-			if len(res.Verified) != 2 || !res.Verified[1].Equal(env.ca.cert) {
+			if len(res.Verified) != 2 || !res.Verified[1].Equal(env.ca.Cert) {
 				t.Errorf("verified path %d long", len(res.Verified))
 			}
 			priv, err := x509.ParsePKCS8PrivateKey(res.PrivateKeyPKCS8)
@@ -117,8 +114,8 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 			if !bytes.Equal(spki, res.SPKI) {
 				t.Errorf("private key does not match")
 			}
-			st := env.va.emu.VAStats()
-			if st.Challenges[tc.wantVer] != 1 || st.Verifies[emulator.VAOutcomeVerified] != 1 || st.Responses != 1 {
+			st := env.va.emu.VerifiedAccess().Stats()
+			if st.Challenges[tc.wantVer] != 1 || st.Verifies[vagoogle.OutcomeVerified] != 1 || st.Responses != 1 {
 				t.Errorf("emulator stats %+v", st)
 			}
 		})
@@ -127,12 +124,12 @@ func TestEnrollIssuesVerifiedCertificate(t *testing.T) {
 
 func TestEnrollRefusals(t *testing.T) {
 	t.Parallel()
-	otherCA := newTestCA(t, "Other CA")
+	otherCA := catest.NewRoot(t, "Other CA")
 	// advanceOnEnroll moves the emulator's clock past the lifetime when the enroll call arrives.
 	advanceOnEnroll := func(v *vaEnv, h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == wire.EnrollPath {
-				v.clock.Advance(emulator.DefaultVAChallengeLifetime + time.Second)
+				v.clock.Advance(vagoogle.DefaultChallengeLifetime + time.Second)
 			}
 			h.ServeHTTP(w, r)
 		})
@@ -155,29 +152,29 @@ func TestEnrollRefusals(t *testing.T) {
 		{name: "policy denied", configure: func(f *standin.Adapter) { f.Deny = []string{"diskEncryption", "minOsVersion"} },
 			opts:     EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
 			wantStep: "enroll", wantStatus: 403, wantCode: wire.CodePolicyDenied, wantRules: []string{"diskEncryption", "minOsVersion"},
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 		{name: "machine enrolled in another domain", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, DeviceIdentity: "other.example"},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeIdentityMismatch: 1}},
-		{name: "user enrolled as someone else", opts: EnrollOptions{Profile: "wifi-v2", Scope: emulator.VAScopeUser, KeyType: emulator.KeyECDSA,
+			wantStats: map[string]int{vagoogle.OutcomeIdentityMismatch: 1}},
+		{name: "user enrolled as someone else", opts: EnrollOptions{Profile: "wifi-v2", Scope: vagoogle.ScopeUser, KeyType: emulator.KeyECDSA,
 			Identity: "alice@example.com", DeviceIdentity: "mallory@example.com"},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeIdentityMismatch: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeIdentityMismatch: 1}},
 		{name: "tampered response", opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA, Tamper: true},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeInvalid: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeInvalid: 1}},
 		{name: "tampered SPKAC", opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyRSA, TamperSPKAC: true},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 		{name: "expired challenge", wrap: advanceOnEnroll, opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA},
 			wantStep: "enroll", wantStatus: 400, wantCode: wire.CodeBadChallenge,
-			wantStats: map[string]int{emulator.VAOutcomeExpired: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeExpired: 1}},
 		{name: "certificate for another key", configure: func(f *standin.Adapter) { f.IssueForOtherKey = true },
 			opts: EnrollOptions{Profile: "wifi-v2", KeyType: emulator.KeyECDSA}, wantVerify: true,
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 		{name: "certificate from another CA", otherRoots: true,
 			opts: EnrollOptions{Profile: "wifi-machine", KeyType: emulator.KeyECDSA}, wantVerify: true,
-			wantStats: map[string]int{emulator.VAOutcomeVerified: 1}},
+			wantStats: map[string]int{vagoogle.OutcomeVerified: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -185,7 +182,7 @@ func TestEnrollRefusals(t *testing.T) {
 			env := newEnrollEnv(t, tc.configure, tc.wrap)
 			opts := tc.opts
 			if tc.otherRoots {
-				opts.Roots = otherCA.pool
+				opts.Roots = otherCA.Pool()
 			}
 			res, err := Enroll(context.Background(), env.options(opts))
 			if err == nil {
@@ -214,7 +211,7 @@ func TestEnrollRefusals(t *testing.T) {
 			if tc.wantStats == nil {
 				tc.wantStats = map[string]int{}
 			}
-			if st := env.va.emu.VAStats(); !reflect.DeepEqual(st.Verifies, tc.wantStats) {
+			if st := env.va.emu.VerifiedAccess().Stats(); !reflect.DeepEqual(st.Verifies, tc.wantStats) {
 				t.Errorf("emulator verifies %v, want %v", st.Verifies, tc.wantStats)
 			}
 		})
@@ -232,10 +229,10 @@ func TestStandinReplay(t *testing.T) {
 		t.Fatalf("challenge: HTTP %d", status)
 	}
 	raw := mustB64(t, ch.Challenge)
-	first := env.va.respond(t, emulator.VARespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
-	second := env.va.respond(t, emulator.VARespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
+	first := env.va.respond(t, vagoogle.RespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
+	second := env.va.respond(t, vagoogle.RespondRequest{Challenge: raw, KeyType: emulator.KeyECDSA})
 	enroll := func(resp []byte) (int, wire.ErrorBody) {
-		return env.post(t, wire.EnrollPath, wire.EnrollRequest{Profile: "wifi-v2", Scope: emulator.VAScopeMachine,
+		return env.post(t, wire.EnrollPath, wire.EnrollRequest{Profile: "wifi-v2", Scope: vagoogle.ScopeMachine,
 			ChallengeResponse: base64.StdEncoding.EncodeToString(resp)}, &wire.EnrollResponse{})
 	}
 	if status, body := enroll(first.ChallengeResponse); status != http.StatusOK {
@@ -252,13 +249,13 @@ func TestStandinReplay(t *testing.T) {
 func TestEnrollReportsNonContractAnswers(t *testing.T) {
 	t.Parallel()
 	v := newVAEnv(t, 0)
-	ca := newTestCA(t, "CA")
+	ca := catest.NewRoot(t, "CA")
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "<html>bad gateway</html>", http.StatusBadGateway)
 	}))
 	defer proxy.Close()
 	_, err := Enroll(context.Background(), EnrollOptions{AdapterURL: proxy.URL, EmulatorURL: v.srv.URL,
-		Profile: "p", Roots: ca.pool})
+		Profile: "p", Roots: ca.Pool()})
 	var aerr *AdapterError
 	if !errors.As(err, &aerr) || aerr.Status != 502 || aerr.Code != "" || !strings.Contains(aerr.Message, "bad gateway") {
 		t.Errorf("err = %v", err)
@@ -267,16 +264,16 @@ func TestEnrollReportsNonContractAnswers(t *testing.T) {
 	// A challenge the emulator did not issue: the emulator's refusal is reported as such.
 	fakeChallenge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte("x"), []byte("y"))), APIVersion: emulator.VAv2})
+		_ = json.NewEncoder(w).Encode(wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(wire.MarshalSignedData([]byte("x"), []byte("y"))), APIVersion: vagoogle.V2})
 	}))
 	defer fakeChallenge.Close()
 	_, err = Enroll(context.Background(), EnrollOptions{AdapterURL: fakeChallenge.URL, EmulatorURL: v.srv.URL,
-		Profile: "p", Roots: ca.pool})
+		Profile: "p", Roots: ca.Pool()})
 	if err == nil || errors.As(err, &aerr) || !strings.Contains(err.Error(), "INVALID_ARGUMENT") {
 		t.Errorf("err = %v, want the emulator's 400", err)
 	}
 
-	for _, o := range []EnrollOptions{{Profile: "p"}, {Roots: ca.pool}, {Profile: "p", Roots: ca.pool, Scope: "device"}} {
+	for _, o := range []EnrollOptions{{Profile: "p"}, {Roots: ca.Pool()}, {Profile: "p", Roots: ca.Pool(), Scope: "device"}} {
 		if _, err := Enroll(context.Background(), o); err == nil {
 			t.Errorf("Enroll(%+v) accepted bad options", o)
 		}
@@ -312,12 +309,12 @@ func (e *enrollEnv) post(t *testing.T, path string, v, out any) (int, wire.Error
 type vaEnv struct {
 	emu   *emulator.Emulator
 	srv   *httptest.Server
-	clock *fakeClock
+	clock *clocktest.Clock
 }
 
 func newVAEnv(t *testing.T, lifetime time.Duration) *vaEnv {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	emu, err := emulator.New(context.Background(), emulator.Options{Logger: zaptest.NewLogger(t), Clock: clock.Now, VAChallengeLifetime: lifetime})
 	if err != nil {
 		t.Fatalf("emulator: %v", err)
@@ -328,30 +325,13 @@ func newVAEnv(t *testing.T, lifetime time.Duration) *vaEnv {
 	return &vaEnv{emu: emu, srv: srv, clock: clock}
 }
 
-func (v *vaEnv) respond(t *testing.T, req emulator.VARespondRequest) emulator.VARespondResult {
+func (v *vaEnv) respond(t *testing.T, req vagoogle.RespondRequest) vagoogle.RespondResult {
 	t.Helper()
-	res, err := v.emu.VARespond(context.Background(), req)
+	res, err := v.emu.VerifiedAccess().Respond(context.Background(), req)
 	if err != nil {
 		t.Fatalf("VARespond: %v", err)
 	}
 	return res
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func mustB64(t *testing.T, s string) []byte {
@@ -361,35 +341,4 @@ func mustB64(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// testCA is a self-signed P-256 CA.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T, cn string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
 }

@@ -28,14 +28,16 @@ import (
 	va1 "google.golang.org/api/verifiedaccess/v1"
 	va2 "google.golang.org/api/verifiedaccess/v2"
 
-	"github.com/certprov/certprov-adapter/internal/emulator"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
+	"github.com/certprov/certprov-adapter/internal/emulator/vagoogle"
 	"github.com/certprov/certprov-adapter/internal/pemutil"
+	"github.com/certprov/certprov-adapter/internal/verifiedaccess"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
 // Profile is one enrollment profile of the Adapter.
 type Profile struct {
-	APIVersion string // emulator.VAv1 or emulator.VAv2
+	APIVersion string // vagoogle.V1 or vagoogle.V2
 	Domain     string // the expected identity of machine keys
 }
 
@@ -56,7 +58,7 @@ type Adapter struct {
 	Deny []string
 	// Policy, when set, returns the rules the verified device fails (v1 reports only
 	// devicePermanentId, deviceEnrollmentId and attestedDeviceId); any makes it POLICY_DENIED.
-	Policy func(emulator.VADevice) []string
+	Policy func(vagoogle.Device) []string
 	// IssueForOtherKey issues for a fresh key instead of the SPKAC's, so that clients' key checks
 	// can be tested.
 	IssueForOtherKey bool
@@ -136,7 +138,7 @@ func (f *Adapter) challenge(w http.ResponseWriter, r *http.Request) {
 	}
 	var challenge []byte
 	switch p.APIVersion {
-	case emulator.VAv1:
+	case vagoogle.V1:
 		c, err := f.v1.Challenge.Create(&va1.Empty{}).Context(r.Context()).Do()
 		if err != nil || c.Challenge == nil {
 			writeEnrollError(w, fakeErr(503, wire.CodeUnavailable, "Google Verified Access could not be reached"))
@@ -161,7 +163,7 @@ func (f *Adapter) challenge(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, wire.ChallengeResponse{Challenge: base64.StdEncoding.EncodeToString(challenge),
-		APIVersion: p.APIVersion, ExpiresInSeconds: int(emulator.DefaultVAChallengeLifetime / time.Second)})
+		APIVersion: p.APIVersion, ExpiresInSeconds: int(vagoogle.DefaultChallengeLifetime / time.Second)})
 }
 
 func (f *Adapter) enroll(w http.ResponseWriter, r *http.Request) {
@@ -187,11 +189,11 @@ func (f *Adapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.Certif
 	switch {
 	case req.ChallengeResponse == "":
 		return nil, fakeErr(400, wire.CodeBadRequest, "challengeResponse is required")
-	case req.Scope == emulator.VAScopeUser && req.Identity == "":
+	case req.Scope == vagoogle.ScopeUser && req.Identity == "":
 		return nil, fakeErr(400, wire.CodeBadRequest, "identity is required for user scope")
-	case req.Scope == emulator.VAScopeUser:
+	case req.Scope == vagoogle.ScopeUser:
 		expected = req.Identity
-	case req.Scope != emulator.VAScopeMachine:
+	case req.Scope != vagoogle.ScopeMachine:
 		return nil, fakeErr(400, wire.CodeBadRequest, "scope %q: want machine or user", req.Scope)
 	}
 	response, err := base64.StdEncoding.DecodeString(req.ChallengeResponse)
@@ -208,9 +210,9 @@ func (f *Adapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.Certif
 	}
 
 	var spkacB64 string
-	var device emulator.VADevice
+	var device vagoogle.Device
 	switch p.APIVersion {
-	case emulator.VAv1:
+	case vagoogle.V1:
 		data, sig, err := wire.UnmarshalSignedData(response)
 		if err != nil {
 			return nil, fakeErr(400, wire.CodeBadChallenge, "challenge response is not a SignedData")
@@ -223,7 +225,7 @@ func (f *Adapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.Certif
 			return nil, googleRefusal(err)
 		}
 		spkacB64 = res.SignedPublicKeyAndChallenge
-		device = emulator.VADevice{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
+		device = vagoogle.Device{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
 			AttestedDeviceID: res.AttestedDeviceId}
 	default:
 		res, err := f.v2.Challenge.Verify(&va2.VerifyChallengeResponseRequest{
@@ -233,13 +235,17 @@ func (f *Adapter) doEnroll(w http.ResponseWriter, r *http.Request) (*x509.Certif
 			return nil, googleRefusal(err)
 		}
 		spkacB64 = res.SignedPublicKeyAndChallenge
-		device = emulator.VADevice{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
+		device = vagoogle.Device{DevicePermanentID: res.DevicePermanentId, DeviceEnrollmentID: res.DeviceEnrollmentId,
 			AttestedDeviceID: res.AttestedDeviceId, CustomerID: res.CustomerId, VirtualDeviceID: res.VirtualDeviceId,
 			KeyTrustLevel: res.KeyTrustLevel, DeviceSignals: res.DeviceSignals,
 			ProfileCustomerID: res.ProfileCustomerId, VirtualProfileID: res.VirtualProfileId,
 			ProfilePermanentID: res.ProfilePermanentId, ProfileKeyTrustLevel: res.ProfileKeyTrustLevel}
 	}
-	spkac, err := emulator.ParseSPKAC(spkacB64)
+	der, err := frontend.DecodeBase64(spkacB64)
+	if err != nil {
+		return nil, fakeErr(400, wire.CodeBadChallenge, "the signed public key is not base64")
+	}
+	spkac, err := verifiedaccess.ParseSPKAC(der)
 	if err != nil {
 		return nil, fakeErr(400, wire.CodeBadChallenge, "the signed public key does not verify")
 	}

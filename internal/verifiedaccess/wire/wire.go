@@ -3,10 +3,13 @@
 // emulator's stand-in for Google, and the reference client with which the emulator plays the
 // extension. It holds the adapter's enrollment API (paths, JSON bodies, error codes and their
 // HTTP statuses: docs/verified-access-api.md, section 2) and the Verified Access messages more
-// than one party reads: SignedData, and the challenge a ChromeOS ChallengeResponse answers.
+// than one party reads: SignedData, the challenge a ChromeOS ChallengeResponse answers, and the
+// SPKAC (SignedPublicKeyAndChallenge) a device registers its key with.
 package wire
 
 import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/http"
@@ -226,4 +229,78 @@ func AnsweredChallenge(response []byte) ([]byte, error) {
 		return nil, fmt.Errorf("challenge response: challenge: %w", err)
 	}
 	return chData, nil
+}
+
+// Signature algorithms of an SPKAC, as ChromeOS signs one (RFC 4055, RFC 5758).
+var (
+	OIDSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
+	OIDECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+)
+
+// SPKAC is the DER form of a SignedPublicKeyAndChallenge, the proof of possession a device
+// registers with its key: SEQUENCE { PublicKeyAndChallenge, AlgorithmIdentifier, BIT STRING }.
+// Decoding it checks the structure only; the signature is the relying party's to check
+// (verifiedaccess.ParseSPKAC).
+type SPKAC struct {
+	PublicKeyAndChallenge asn1.RawValue // the signed bytes
+	Algorithm             pkix.AlgorithmIdentifier
+	Signature             asn1.BitString
+}
+
+// PublicKeyAndChallenge is the signed part of an SPKAC. The challenge stays raw, so that a reader
+// can check its type (an IA5String).
+type PublicKeyAndChallenge struct {
+	SPKI      asn1.RawValue
+	Challenge asn1.RawValue
+}
+
+// UnmarshalSPKAC decodes a DER SPKAC and the PublicKeyAndChallenge inside it; trailing bytes after
+// either are errors.
+func UnmarshalSPKAC(der []byte) (SPKAC, PublicKeyAndChallenge, error) {
+	var s SPKAC
+	rest, err := asn1.Unmarshal(der, &s)
+	if err != nil {
+		return SPKAC{}, PublicKeyAndChallenge{}, fmt.Errorf("spkac: %w", err)
+	}
+	if len(rest) > 0 {
+		return SPKAC{}, PublicKeyAndChallenge{}, errors.New("spkac: trailing data after the structure")
+	}
+	var pkac PublicKeyAndChallenge
+	rest, err = asn1.Unmarshal(s.PublicKeyAndChallenge.FullBytes, &pkac)
+	if err != nil {
+		return SPKAC{}, PublicKeyAndChallenge{}, fmt.Errorf("spkac: public key and challenge: %w", err)
+	}
+	if len(rest) > 0 {
+		return SPKAC{}, PublicKeyAndChallenge{}, errors.New("spkac: trailing data in the public key and challenge")
+	}
+	return s, pkac, nil
+}
+
+// MarshalSPKAC builds the DER SPKAC of the key whose DER SubjectPublicKeyInfo is spki, with the
+// challenge string as an IA5String, signed by sign over the PublicKeyAndChallenge with algorithm
+// alg. ChromeOS writes both of its algorithms with NULL parameters.
+func MarshalSPKAC(spki []byte, challenge string, alg pkix.AlgorithmIdentifier, sign func(signed []byte) ([]byte, error)) ([]byte, error) {
+	ch, err := asn1.MarshalWithParams(challenge, "ia5")
+	if err != nil {
+		return nil, fmt.Errorf("spkac: challenge: %w", err)
+	}
+	pkac, err := asn1.Marshal(PublicKeyAndChallenge{SPKI: asn1.RawValue{FullBytes: spki}, Challenge: asn1.RawValue{FullBytes: ch}})
+	if err != nil {
+		return nil, fmt.Errorf("spkac: marshal public key and challenge: %w", err)
+	}
+	sig, err := sign(pkac)
+	if err != nil {
+		return nil, fmt.Errorf("spkac: %w", err)
+	}
+	return MarshalSPKACParts(SPKAC{PublicKeyAndChallenge: asn1.RawValue{FullBytes: pkac}, Algorithm: alg,
+		Signature: asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+}
+
+// MarshalSPKACParts encodes an SPKAC whose parts are given, such as one decoded and changed.
+func MarshalSPKACParts(s SPKAC) ([]byte, error) {
+	der, err := asn1.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("spkac: marshal: %w", err)
+	}
+	return der, nil
 }

@@ -1,15 +1,14 @@
-package emulator
+package vagoogle
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +16,8 @@ import (
 	"go.uber.org/zap"
 	va2 "google.golang.org/api/verifiedaccess/v2"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
@@ -24,19 +25,23 @@ import (
 // enrollment API ("machine" for an Enterprise Machine Key, "user" for an Enterprise User Key),
 // not as in ProcessSpec.
 const (
-	VAv1 = "v1"
-	VAv2 = "v2"
+	V1 = "v1"
+	V2 = "v2"
 
-	VAScopeMachine = "machine"
-	VAScopeUser    = "user"
+	ScopeMachine = "machine"
+	ScopeUser    = "user"
 
-	// DefaultVAChallengeLifetime is how long a challenge stays verifiable, as on Google's side.
-	DefaultVAChallengeLifetime = 60 * time.Second
+	// DefaultChallengeLifetime is how long a challenge stays verifiable, as on Google's side.
+	DefaultChallengeLifetime = 60 * time.Second
 
-	// DefaultVADomain and DefaultVAUser are the identities a simulated device or user is enrolled
+	// DefaultCustomer is the Google customer a simulated device belongs to when a respond
+	// request names none: the emulator's, for both of its APIs (emulator.DefaultCustomer).
+	DefaultCustomer = "C0demo"
+
+	// DefaultDomain and DefaultUser are the identities a simulated device or user is enrolled
 	// as when a respond request names none.
-	DefaultVADomain = "example.com"
-	DefaultVAUser   = "user@example.com"
+	DefaultDomain = "example.com"
+	DefaultUser   = "user@example.com"
 
 	// vaRetention is how long after its expiry the emulator still remembers a challenge (and the
 	// responses to it), so that late verifies get "challenge expired" or "challenge already
@@ -48,26 +53,26 @@ const (
 // Method names of the Verified Access calls, for FailNext and LoseNextResponses (the "" wildcard
 // matches them too).
 const (
-	MethodVAChallengeV1 = "va.v1.challenge"
-	MethodVAVerifyV1    = "va.v1.verify"
-	MethodVAGenerateV2  = "va.v2.generate"
-	MethodVAVerifyV2    = "va.v2.verify"
+	MethodChallengeV1 = "va.v1.challenge"
+	MethodVerifyV1    = "va.v1.verify"
+	MethodGenerateV2  = "va.v2.generate"
+	MethodVerifyV2    = "va.v2.verify"
 )
 
-// Outcomes of challenge:verify, the keys of VAStats.Verifies.
+// Outcomes of challenge:verify, the keys of Stats.Verifies.
 const (
-	VAOutcomeVerified         = "verified"
-	VAOutcomeExpired          = "expired"
-	VAOutcomeInvalid          = "invalid"           // unknown, tampered, forged or wrong-version response
-	VAOutcomeIdentityMismatch = "identity-mismatch" // expectedIdentity differs from the enrolled identity
-	VAOutcomeAlreadyUsed      = "already-used"
-	VAOutcomeMalformed        = "malformed" // request body not valid JSON for the method
-	VAOutcomeInjected         = "injected"  // answered by FailNext, nothing checked
+	OutcomeVerified         = "verified"
+	OutcomeExpired          = "expired"
+	OutcomeInvalid          = "invalid"           // unknown, tampered, forged or wrong-version response
+	OutcomeIdentityMismatch = "identity-mismatch" // expectedIdentity differs from the enrolled identity
+	OutcomeAlreadyUsed      = "already-used"
+	OutcomeMalformed        = "malformed" // request body not valid JSON for the method
+	OutcomeInjected         = "injected"  // answered by FailNext, nothing checked
 )
 
 // The fixed parts of verify error messages (400 INVALID_ARGUMENT), for people reading logs.
 // Google documents no message texts: clients tell refusals apart by status only, and the
-// emulator's own tests by VAStats outcomes.
+// emulator's own tests by Stats outcomes.
 const (
 	vaMessageExpired          = "challenge expired"
 	vaMessageInvalid          = "invalid challenge response"
@@ -82,7 +87,7 @@ const (
 	TPM20 = "2.0"
 )
 
-// VADevice is what challenge:verify reports about the device or profile that answered: the
+// Device is what challenge:verify reports about the device or profile that answered: the
 // fields of the v2 VerifyChallengeResponseResult that describe it (v1 reports the subset it
 // has). Fields are reported exactly as set, empty ones are absent from the answer, and values
 // are not checked against Google's enums, so tests can also send values Google may add later.
@@ -90,7 +95,7 @@ const (
 // The Profile* fields exist for managed profiles on unmanaged browsers, which cannot reach an
 // enrollment through enterprise.platformKeys (it exists on ChromeOS only); they are kept so that
 // a test can send every field of the result.
-type VADevice struct {
+type Device struct {
 	DevicePermanentID  string `json:"devicePermanentId,omitempty"`
 	DeviceEnrollmentID string `json:"deviceEnrollmentId,omitempty"`
 	AttestedDeviceID   string `json:"attestedDeviceId,omitempty"`
@@ -108,42 +113,42 @@ type VADevice struct {
 
 // clone deep-copies d (the signals hold slices and pointers) so that the emulator's record cannot
 // be changed by the caller afterwards.
-func (d VADevice) clone() (VADevice, error) {
+func (d Device) clone() (Device, error) {
 	b, err := json.Marshal(d)
 	if err != nil {
-		return VADevice{}, fmt.Errorf("copy device: %w", err)
+		return Device{}, fmt.Errorf("copy device: %w", err)
 	}
-	var out VADevice
+	var out Device
 	if err := json.Unmarshal(b, &out); err != nil {
-		return VADevice{}, fmt.Errorf("copy device: %w", err)
+		return Device{}, fmt.Errorf("copy device: %w", err)
 	}
 	return out, nil
 }
 
-// VARespondRequest asks the simulated Chrome to answer a challenge, as the extension API
+// RespondRequest asks the simulated Chrome to answer a challenge, as the extension API
 // enterprise.platformKeys.challengeKey does. Its JSON form is the body of
 // POST /emulator/v1/verifiedaccess/respond.
-type VARespondRequest struct {
+type RespondRequest struct {
 	// Challenge is what the extension received: the v2 challenge bytes as returned by
-	// challenge:generate, or for v1 the serialized SignedData of the challenge (MarshalSignedData).
+	// challenge:generate, or for v1 the serialized SignedData of the challenge (wire.MarshalSignedData).
 	// It must have been issued by this emulator, as Chrome only answers Google-signed challenges.
 	Challenge []byte `json:"challenge"`
-	// APIVersion the challenge came from (VAv1 or VAv2); empty means whichever issued it.
+	// APIVersion the challenge came from (V1 or V2); empty means whichever issued it.
 	APIVersion string `json:"apiVersion,omitempty"`
-	// Scope is VAScopeMachine (default) or VAScopeUser.
+	// Scope is ScopeMachine (default) or ScopeUser.
 	Scope string `json:"scope,omitempty"`
-	// KeyType is KeyRSA (default for new keys) or KeyECDSA ("ec" is accepted too).
+	// KeyType is devicekey.RSA (default for new keys) or devicekey.ECDSA ("ec" is accepted too).
 	KeyType string `json:"keyType,omitempty"`
 	// KeyID names the simulated key: an existing one is reused (KeyType, if set, must match), an
 	// unknown one is created under that name, empty creates a key with a generated id.
 	KeyID string `json:"keyId,omitempty"`
 	// Identity is what the device (machine scope: a domain) or user (user scope: an e-mail) is
 	// enrolled as; challenge:verify compares it with expectedIdentity. Empty means
-	// DefaultVADomain or DefaultVAUser.
+	// DefaultDomain or DefaultUser.
 	Identity string `json:"identity,omitempty"`
-	// Device is what challenge:verify reports; nil means DefaultVADevice(Scope, KeyID, Identity),
+	// Device is what challenge:verify reports; nil means DefaultDevice(Scope, KeyID, Identity),
 	// a healthy managed ChromeOS device. When set it is reported as is, nothing filled in.
-	Device *VADevice `json:"device,omitempty"`
+	Device *Device `json:"device,omitempty"`
 	// Tamper corrupts the response (its signature) so that challenge:verify answers
 	// "invalid challenge response". The SignedData wrapper stays well-formed.
 	Tamper bool `json:"tamper,omitempty"`
@@ -160,23 +165,18 @@ type VARespondRequest struct {
 
 // UnmarshalJSON decodes the respond body strictly (unknown keys are an error, as everywhere in
 // the emulator) and accepts the challenge in standard or URL-safe base64, padded or not.
-func (r *VARespondRequest) UnmarshalJSON(b []byte) error {
-	type plain VARespondRequest
+func (r *RespondRequest) UnmarshalJSON(b []byte) error {
+	type plain RespondRequest
 	var w struct {
 		plain
 		Challenge string `json:"challenge"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	if err := frontend.DecodeStrict(b, &w); err != nil {
 		return err
 	}
-	if dec.More() {
-		return errors.New("unexpected data after the JSON object")
-	}
-	*r = VARespondRequest(w.plain)
+	*r = RespondRequest(w.plain)
 	if w.Challenge != "" {
-		c, err := decodeBase64(w.Challenge)
+		c, err := frontend.DecodeBase64(w.Challenge)
 		if err != nil {
 			return fmt.Errorf("challenge: %w", err)
 		}
@@ -185,9 +185,9 @@ func (r *VARespondRequest) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// VARespondResult is the simulated extension's answer; its JSON form answers
+// RespondResult is the simulated extension's answer; its JSON form answers
 // POST /emulator/v1/verifiedaccess/respond (byte fields in standard base64).
-type VARespondResult struct {
+type RespondResult struct {
 	// ChallengeResponse is the serialized SignedData the extension hands back, for both API
 	// versions: v2 sends it as challengeResponse bytes, v1 parses it into data and signature.
 	ChallengeResponse []byte `json:"challengeResponse"`
@@ -202,29 +202,39 @@ type VARespondResult struct {
 	PrivateKeyPKCS8 []byte `json:"privateKeyPkcs8"`
 }
 
-// VAStats counts the Verified Access traffic, for tests that assert what the adapter did.
-type VAStats struct {
-	Challenges  map[string]int `json:"challenges"`  // challenges issued, by API version (VAv1, VAv2)
+// Stats counts the Verified Access traffic, for tests that assert what the adapter did.
+type Stats struct {
+	Challenges  map[string]int `json:"challenges"`  // challenges issued, by API version (V1, V2)
 	Responses   int            `json:"responses"`   // successful respond calls
 	VerifyCalls map[string]int `json:"verifyCalls"` // challenge:verify calls, by API version
-	Verifies    map[string]int `json:"verifies"`    // challenge:verify calls, by VAOutcome*
+	Verifies    map[string]int `json:"verifies"`    // challenge:verify calls, by Outcome*
 }
 
-func (s VAStats) clone() VAStats {
-	cp := func(m map[string]int) map[string]int {
-		out := make(map[string]int, len(m))
-		for k, v := range m {
-			out[k] = v
-		}
-		return out
-	}
-	return VAStats{Challenges: cp(s.Challenges), Responses: s.Responses,
-		VerifyCalls: cp(s.VerifyCalls), Verifies: cp(s.Verifies)}
+func (s Stats) clone() Stats {
+	return Stats{Challenges: maps.Clone(s.Challenges), Responses: s.Responses,
+		VerifyCalls: maps.Clone(s.VerifyCalls), Verifies: maps.Clone(s.Verifies)}
 }
 
-// vaState is the emulator's Verified Access side. It has its own lock so that VA traffic does
-// not contend with certificate provisioning.
-type vaState struct {
+// Options configure a Service. The zero value is usable.
+type Options struct {
+	Logger *zap.Logger // nil => zap.NewNop()
+	// Clock decides when challenges expire; nil => time.Now.
+	Clock func() time.Time
+	// ChallengeLifetime is how long a challenge stays verifiable; 0 means
+	// DefaultChallengeLifetime (60 s, as on Google's side). Tests shorten it, or move Clock.
+	ChallengeLifetime time.Duration
+	// Faults are the front end's injected faults and latency, under the Method* names; nil
+	// injects none. The emulator shares its own with the Certificate Provisioning API.
+	Faults *frontend.Faults
+}
+
+// Service is Google's side of the Verified Access API v1 and v2, and the simulated Chrome that
+// answers its challenges (Respond). All methods are safe for concurrent use. It has its own lock,
+// so that Verified Access traffic does not contend with certificate provisioning.
+type Service struct {
+	log      *zap.Logger
+	clock    func() time.Time
+	faults   *frontend.Faults
 	secret   []byte // HMAC key that makes challenges recognisable
 	lifetime time.Duration
 	// service decrypts the key info of answers (with the SPKAC), as Google does.
@@ -235,7 +245,43 @@ type vaState struct {
 	responses  map[string]*vaResponse  // by hex of the answer's nonce
 	keys       map[string]*vaKey       // by key id
 	lastPurge  time.Time
-	stats      VAStats
+	stats      Stats
+}
+
+// New returns a Service that has issued nothing yet.
+func New(opts Options) (*Service, error) {
+	lifetime := opts.ChallengeLifetime
+	if lifetime == 0 {
+		lifetime = DefaultChallengeLifetime
+	}
+	if lifetime < 0 {
+		return nil, fmt.Errorf("verified access challenge lifetime %s: want a positive duration", lifetime)
+	}
+	secret, err := randomBytes(32)
+	if err != nil {
+		return nil, fmt.Errorf("verified access secret: %w", err)
+	}
+	s := &Service{
+		log:        opts.Logger,
+		clock:      opts.Clock,
+		faults:     opts.Faults,
+		secret:     secret,
+		lifetime:   lifetime,
+		challenges: map[string]*vaChallenge{},
+		responses:  map[string]*vaResponse{},
+		keys:       map[string]*vaKey{},
+		stats:      Stats{Challenges: map[string]int{}, VerifyCalls: map[string]int{}, Verifies: map[string]int{}},
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	if s.faults == nil {
+		s.faults = &frontend.Faults{}
+	}
+	return s, nil
 }
 
 type vaChallenge struct {
@@ -251,73 +297,57 @@ type vaChallenge struct {
 // reported as the default device.
 type vaResponse struct {
 	challengeKey string // key into vaState.challenges
-	device       VADevice
+	device       Device
 }
 
 // vaVerified is a verified answer: what verify reports.
 type vaVerified struct {
 	scope  string
-	device VADevice
+	device Device
 	spkac  []byte
 }
 
 type vaKey struct {
 	id, keyType string
-	key         *deviceKey
-}
-
-func newVAState(lifetime time.Duration) (*vaState, error) {
-	secret, err := randomBytes(32)
-	if err != nil {
-		return nil, fmt.Errorf("verified access secret: %w", err)
-	}
-	return &vaState{
-		secret:     secret,
-		lifetime:   lifetime,
-		challenges: map[string]*vaChallenge{},
-		responses:  map[string]*vaResponse{},
-		keys:       map[string]*vaKey{},
-		stats: VAStats{Challenges: map[string]int{}, VerifyCalls: map[string]int{},
-			Verifies: map[string]int{}},
-	}, nil
+	key         *devicekey.Key
 }
 
 // challengeMAC is the emulator's "signature" over challenge data: it lets the emulator (and its
 // simulated Chrome) recognise its own challenges without trusting the caller.
-func (s *vaState) challengeMAC(data []byte) []byte {
+func (s *Service) challengeMAC(data []byte) []byte {
 	m := hmac.New(sha256.New, s.secret)
 	m.Write([]byte("certprov-emulator verified access challenge\x00"))
 	m.Write(data)
 	return m.Sum(nil)
 }
 
-// VAStats returns a copy of the Verified Access counters.
-func (e *Emulator) VAStats() VAStats {
-	e.va.mu.Lock()
-	defer e.va.mu.Unlock()
-	return e.va.stats.clone()
+// Stats returns a copy of the Verified Access counters.
+func (s *Service) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.clone()
 }
 
-// vaIssue creates a challenge for an API version: 32 random bytes of data and the emulator's
+// issue creates a challenge for an API version: 32 random bytes of data and the emulator's
 // HMAC over them as signature.
-func (e *Emulator) vaIssue(version string) (data, signature []byte, err error) {
+func (s *Service) issue(version string) (data, signature []byte, err error) {
 	data, err = randomBytes(32)
 	if err != nil {
 		return nil, nil, fmt.Errorf("issue challenge: %w", err)
 	}
-	signature = e.va.challengeMAC(data)
-	now := e.clock()
-	e.va.mu.Lock()
-	defer e.va.mu.Unlock()
-	e.va.purgeLocked(now)
-	e.va.challenges[hex.EncodeToString(data)] = &vaChallenge{version: version, issued: now}
-	e.va.stats.Challenges[version]++
+	signature = s.challengeMAC(data)
+	now := s.clock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.purgeLocked(now)
+	s.challenges[hex.EncodeToString(data)] = &vaChallenge{version: version, issued: now}
+	s.stats.Challenges[version]++
 	return data, signature, nil
 }
 
 // purgeLocked forgets challenges (and their responses) that expired more than vaRetention ago.
 // It runs at most once per lifetime so that issuing stays cheap.
-func (s *vaState) purgeLocked(now time.Time) {
+func (s *Service) purgeLocked(now time.Time) {
 	if now.Sub(s.lastPurge) < s.lifetime {
 		return
 	}
@@ -332,7 +362,7 @@ func (s *vaState) purgeLocked(now time.Time) {
 	}
 }
 
-// vaVerify checks a challenge response (the SignedData's data and signature) for the API version,
+// verify checks a challenge response (the SignedData's data and signature) for the API version,
 // as Google does with a device's answer: data is a ChallengeResponse whose challenge must be one
 // of this service's, whose key info decrypts with the service key and carries the SPKAC, and
 // whose signature verifies with the SPKAC's key (the key challengeKey registered). The order of
@@ -340,9 +370,9 @@ func (s *vaState) purgeLocked(now time.Time) {
 // first (invalid), then reuse, then age, then identity. The first authentic verify of a
 // challenge consumes it, even when the identity does not match, because a challenge is a
 // one-time token; a forged or tampered one does not.
-func (e *Emulator) vaVerify(version string, data, signature []byte, expectedIdentity string) (*vaVerified, string, *apiError) {
-	invalid := func(reason string) (*vaVerified, string, *apiError) {
-		return nil, VAOutcomeInvalid, vaInvalid("%s: %s", vaMessageInvalid, reason)
+func (s *Service) verify(version string, data, signature []byte, expectedIdentity string) (*vaVerified, string, *frontend.Error) {
+	invalid := func(reason string) (*vaVerified, string, *frontend.Error) {
+		return nil, OutcomeInvalid, vaInvalid("%s: %s", vaMessageInvalid, reason)
 	}
 	if len(data) == 0 || len(signature) == 0 {
 		return invalid("data or signature empty")
@@ -352,12 +382,12 @@ func (e *Emulator) vaVerify(version string, data, signature []byte, expectedIden
 		return invalid("not an answer to a challenge of this service")
 	}
 	chData, chSig, err := wire.UnmarshalSignedData(cr.challenge)
-	if err != nil || len(chData) == 0 || !hmac.Equal(chSig, e.va.challengeMAC(chData)) {
+	if err != nil || len(chData) == 0 || !hmac.Equal(chSig, s.challengeMAC(chData)) {
 		return invalid("the challenge was not issued by this service")
 	}
-	sk, err := e.va.service.load()
+	sk, err := s.service.load()
 	if err != nil {
-		return nil, VAOutcomeInvalid, internalError(err)
+		return nil, OutcomeInvalid, frontend.Internal(err)
 	}
 	plain, err := sk.decryptKeyInfo(cr.encryptedKeyInfo)
 	if err != nil {
@@ -371,188 +401,184 @@ func (e *Emulator) vaVerify(version string, data, signature []byte, expectedIden
 	if err != nil {
 		return invalid(err.Error())
 	}
-	if err := VerifySignature(spki, data, signature); err != nil {
+	if err := devicekey.Verify(spki, data, signature); err != nil {
 		return invalid("the response signature does not verify")
 	}
-	scope := VAScopeMachine
+	scope := ScopeMachine
 	if ki.keyType == keyTypeEUK {
-		scope = VAScopeUser
+		scope = ScopeUser
 	}
 
-	now := e.clock()
-	e.va.mu.Lock()
-	defer e.va.mu.Unlock()
-	ch := e.va.challenges[hex.EncodeToString(chData)]
+	now := s.clock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.challenges[hex.EncodeToString(chData)]
 	switch {
 	case ch == nil:
 		return invalid("unknown challenge")
 	case ch.version != version:
 		return invalid(fmt.Sprintf("the challenge was issued by the %s API", ch.version))
 	case ch.used:
-		return nil, VAOutcomeAlreadyUsed, vaInvalid("%s: each challenge can be verified once", vaMessageAlreadyUsed)
-	case now.Sub(ch.issued) > e.va.lifetime:
-		return nil, VAOutcomeExpired, vaInvalid("%s: issued %s ago, valid for %s", vaMessageExpired,
-			now.Sub(ch.issued).Round(time.Millisecond), e.va.lifetime)
+		return nil, OutcomeAlreadyUsed, vaInvalid("%s: each challenge can be verified once", vaMessageAlreadyUsed)
+	case now.Sub(ch.issued) > s.lifetime:
+		return nil, OutcomeExpired, vaInvalid("%s: issued %s ago, valid for %s", vaMessageExpired,
+			now.Sub(ch.issued).Round(time.Millisecond), s.lifetime)
 	}
 	ch.used = true
 	if expectedIdentity != "" && !strings.EqualFold(expectedIdentity, ki.domain) {
-		return nil, VAOutcomeIdentityMismatch, vaInvalid("%s: the key does not belong to the expected identity",
+		return nil, OutcomeIdentityMismatch, vaInvalid("%s: the key does not belong to the expected identity",
 			vaMessageIdentityMismatch)
 	}
 	out := &vaVerified{scope: scope, spkac: ki.spkac}
-	if rec := e.va.responses[hex.EncodeToString(cr.nonce)]; rec != nil {
+	if rec := s.responses[hex.EncodeToString(cr.nonce)]; rec != nil {
 		out.device = rec.device
 	} else {
 		sum := sha256.Sum256(spki)
-		out.device = DefaultVADevice(scope, "spki-"+hex.EncodeToString(sum[:8]), ki.domain)
+		out.device = DefaultDevice(scope, "spki-"+hex.EncodeToString(sum[:8]), ki.domain)
 	}
-	return out, VAOutcomeVerified, nil
+	return out, OutcomeVerified, nil
 }
 
-// VARespond plays enterprise.platformKeys.challengeKey with registerKey on ChromeOS: it creates
+// Respond plays enterprise.platformKeys.challengeKey with registerKey on ChromeOS: it creates
 // (or reuses) the simulated key, builds the SPKAC over a random hex challenge signed by that key
 // (CreateSPKACInternal), puts it in a KeyInfo encrypted to the service key, and returns the
 // SignedData{ChallengeResponse{challenge, nonce, encrypted key info}, signature by the key},
 // remembering by the nonce what challenge:verify must report about the device. Invalid input (an
 // unknown scope or key type, a challenge this emulator did not issue, a key id reused with another
 // key type) is an error; over HTTP it is 400 INVALID_ARGUMENT, other failures 500.
-func (e *Emulator) VARespond(ctx context.Context, req VARespondRequest) (VARespondResult, error) {
-	res, err := e.vaRespond(ctx, req)
+func (s *Service) Respond(ctx context.Context, req RespondRequest) (RespondResult, error) {
+	res, err := s.respond(ctx, req)
 	if err != nil {
-		return VARespondResult{}, fmt.Errorf("verified access respond: %w", err)
+		return RespondResult{}, fmt.Errorf("verified access respond: %w", err)
 	}
 	return res, nil
 }
 
-func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespondResult, error) {
+func (s *Service) respond(ctx context.Context, req RespondRequest) (RespondResult, error) {
 	if err := ctx.Err(); err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 	switch req.Scope {
 	case "":
-		req.Scope = VAScopeMachine
-	case VAScopeMachine, VAScopeUser:
+		req.Scope = ScopeMachine
+	case ScopeMachine, ScopeUser:
 	default:
-		return VARespondResult{}, invalidArgument("scope %q: want %q or %q", req.Scope, VAScopeMachine, VAScopeUser)
+		return RespondResult{}, frontend.InvalidArgument("scope %q: want %q or %q", req.Scope, ScopeMachine, ScopeUser)
 	}
-	switch strings.ToLower(req.KeyType) {
-	case "":
-	case KeyRSA:
-		req.KeyType = KeyRSA
-	case KeyECDSA, "ec":
-		req.KeyType = KeyECDSA
-	default:
-		return VARespondResult{}, invalidArgument("keyType %q: want %q or %q", req.KeyType, KeyRSA, KeyECDSA)
+	keyType, err := devicekey.ParseType(req.KeyType)
+	if err != nil {
+		return RespondResult{}, frontend.InvalidArgument("%v", err)
 	}
+	req.KeyType = keyType
 	switch req.APIVersion {
-	case "", VAv1, VAv2:
+	case "", V1, V2:
 	default:
-		return VARespondResult{}, invalidArgument("apiVersion %q: want %q or %q", req.APIVersion, VAv1, VAv2)
+		return RespondResult{}, frontend.InvalidArgument("apiVersion %q: want %q or %q", req.APIVersion, V1, V2)
 	}
 	switch req.TPMVersion {
 	case "", TPM12, TPM20:
 	default:
-		return VARespondResult{}, invalidArgument("tpmVersion %q: want %q or %q", req.TPMVersion, TPM12, TPM20)
+		return RespondResult{}, frontend.InvalidArgument("tpmVersion %q: want %q or %q", req.TPMVersion, TPM12, TPM20)
 	}
 
 	data, sig, err := wire.UnmarshalSignedData(req.Challenge)
-	if err != nil || len(data) == 0 || !hmac.Equal(sig, e.va.challengeMAC(data)) {
+	if err != nil || len(data) == 0 || !hmac.Equal(sig, s.challengeMAC(data)) {
 		// Chrome checks Google's signature on the challenge before it answers.
-		return VARespondResult{}, invalidArgument("challenge: not a challenge issued by this Verified Access service")
+		return RespondResult{}, frontend.InvalidArgument("challenge: not a challenge issued by this Verified Access service")
 	}
 	chKey := hex.EncodeToString(data)
-	e.va.mu.Lock()
-	ch := e.va.challenges[chKey]
+	s.mu.Lock()
+	ch := s.challenges[chKey]
 	var version string
 	if ch != nil {
 		version = ch.version
 	}
-	e.va.mu.Unlock()
+	s.mu.Unlock()
 	switch {
 	case ch == nil:
-		return VARespondResult{}, invalidArgument("challenge: no longer known to the emulator")
+		return RespondResult{}, frontend.InvalidArgument("challenge: no longer known to the emulator")
 	case req.APIVersion != "" && req.APIVersion != version:
-		return VARespondResult{}, invalidArgument("apiVersion %q: the challenge was issued by the %s API", req.APIVersion, version)
+		return RespondResult{}, frontend.InvalidArgument("apiVersion %q: the challenge was issued by the %s API", req.APIVersion, version)
 	}
 
-	key, err := e.vaKey(req.KeyID, req.KeyType)
+	key, err := s.registeredKey(req.KeyID, req.KeyType)
 	if err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 	if req.Identity == "" {
-		req.Identity = DefaultVADomain
-		if req.Scope == VAScopeUser {
-			req.Identity = DefaultVAUser
+		req.Identity = DefaultDomain
+		if req.Scope == ScopeUser {
+			req.Identity = DefaultUser
 		}
 	}
-	var device VADevice
+	var device Device
 	if req.Device == nil {
-		device = DefaultVADevice(req.Scope, key.id, req.Identity)
+		device = DefaultDevice(req.Scope, key.id, req.Identity)
 	} else if device, err = req.Device.clone(); err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 
 	spkacCh, err := spkacChallenge(req.TPMVersion)
 	if err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 	spkac, err := buildSPKAC(key.key, spkacCh, req.RawSignatures)
 	if err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 	if req.TamperSPKAC {
 		if spkac, err = corruptSPKACSignature(spkac); err != nil {
-			return VARespondResult{}, err
+			return RespondResult{}, err
 		}
 	}
 	ki := keyInfo{keyType: keyTypeEMK, domain: req.Identity, deviceID: []byte(device.VirtualDeviceID), spkac: spkac,
 		customerID: device.CustomerID}
-	if req.Scope == VAScopeUser {
+	if req.Scope == ScopeUser {
 		ki.keyType = keyTypeEUK
 	}
-	sk, err := e.va.service.load()
+	sk, err := s.service.load()
 	if err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 	encrypted, err := encryptKeyInfo(&sk.key.PublicKey, sk.id, ki.marshal())
 	if err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 	nonce, err := randomBytes(32)
 	if err != nil {
-		return VARespondResult{}, err
+		return RespondResult{}, err
 	}
 	payload := challengeResponse{challenge: req.Challenge, nonce: nonce, encryptedKeyInfo: encrypted}.marshal()
-	payloadSig, err := key.key.sign(payload, req.RawSignatures)
+	payloadSig, err := key.key.Sign(payload, req.RawSignatures)
 	if err != nil {
-		return VARespondResult{}, fmt.Errorf("sign challenge response: %w", err)
+		return RespondResult{}, fmt.Errorf("sign challenge response: %w", err)
 	}
 	if req.Tamper {
 		payloadSig[len(payloadSig)/2] ^= 0xff
 	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key.key.signer)
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key.key.Signer)
 	if err != nil {
-		return VARespondResult{}, fmt.Errorf("marshal private key: %w", err)
+		return RespondResult{}, fmt.Errorf("marshal private key: %w", err)
 	}
 
 	rid := hex.EncodeToString(nonce)
-	e.va.mu.Lock()
-	if ch := e.va.challenges[chKey]; ch != nil {
+	s.mu.Lock()
+	if ch := s.challenges[chKey]; ch != nil {
 		ch.responses = append(ch.responses, rid)
 	}
-	e.va.responses[rid] = &vaResponse{challengeKey: chKey, device: device}
-	e.va.stats.Responses++
-	e.va.mu.Unlock()
-	e.log.Debug("verified access response", zap.String("version", version), zap.String("scope", req.Scope),
+	s.responses[rid] = &vaResponse{challengeKey: chKey, device: device}
+	s.stats.Responses++
+	s.mu.Unlock()
+	s.log.Debug("verified access response", zap.String("version", version), zap.String("scope", req.Scope),
 		zap.String("key_id", key.id), zap.String("tpm", req.TPMVersion), zap.Bool("raw_signatures", req.RawSignatures),
 		zap.Bool("tamper", req.Tamper), zap.Bool("tamper_spkac", req.TamperSPKAC))
 
-	return VARespondResult{
+	return RespondResult{
 		ChallengeResponse: wire.MarshalSignedData(payload, payloadSig),
 		APIVersion:        version,
 		KeyID:             key.id,
 		KeyType:           key.keyType,
-		SPKI:              append([]byte(nil), key.key.spki...),
+		SPKI:              append([]byte(nil), key.key.SPKI...),
 		PrivateKeyPKCS8:   pkcs8,
 	}, nil
 }
@@ -560,18 +586,18 @@ func (e *Emulator) vaRespond(ctx context.Context, req VARespondRequest) (VARespo
 // vaKey returns the simulated key named id, creating it (RSA unless keyType says otherwise) when
 // there is none; an empty id gets a generated one. Keys are kept for the emulator's lifetime so
 // that a device can answer several challenges with one key, as Chrome's registered keys do.
-func (e *Emulator) vaKey(id, keyType string) (*vaKey, error) {
-	e.va.mu.Lock()
-	k := e.va.keys[id]
-	e.va.mu.Unlock()
+func (s *Service) registeredKey(id, keyType string) (*vaKey, error) {
+	s.mu.Lock()
+	k := s.keys[id]
+	s.mu.Unlock()
 	if k != nil {
 		if keyType != "" && keyType != k.keyType {
-			return nil, invalidArgument("keyType %q: key %q is an %s key", keyType, id, k.keyType)
+			return nil, frontend.InvalidArgument("keyType %q: key %q is an %s key", keyType, id, k.keyType)
 		}
 		return k, nil
 	}
 	if keyType == "" {
-		keyType = KeyRSA
+		keyType = devicekey.RSA
 	}
 	if id == "" {
 		h, err := randomHex(8)
@@ -580,20 +606,20 @@ func (e *Emulator) vaKey(id, keyType string) (*vaKey, error) {
 		}
 		id = "key-" + h
 	}
-	dk, err := newDeviceKey(keyType) // slow for RSA: outside the lock
+	dk, err := devicekey.New(keyType) // slow for RSA: outside the lock
 	if err != nil {
 		return nil, err
 	}
-	e.va.mu.Lock()
-	defer e.va.mu.Unlock()
-	if existing := e.va.keys[id]; existing != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if existing := s.keys[id]; existing != nil {
 		// Another request created it meanwhile; one key per id.
 		if existing.keyType != keyType {
-			return nil, invalidArgument("keyType %q: key %q is an %s key", keyType, id, existing.keyType)
+			return nil, frontend.InvalidArgument("keyType %q: key %q is an %s key", keyType, id, existing.keyType)
 		}
 		return existing, nil
 	}
 	k = &vaKey{id: id, keyType: keyType, key: dk}
-	e.va.keys[id] = k
+	s.keys[id] = k
 	return k, nil
 }

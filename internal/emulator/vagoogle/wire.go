@@ -1,19 +1,18 @@
-package emulator
+package vagoogle
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/certprov/certprov-adapter/internal/emulator/devicekey"
 	"github.com/certprov/certprov-adapter/internal/verifiedaccess/wire"
 )
 
@@ -192,25 +191,6 @@ func parseKeyInfo(b []byte) (keyInfo, error) {
 	return k, nil
 }
 
-var (
-	oidSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
-	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-)
-
-// publicKeyAndChallenge is the signed part of an SPKAC.
-type publicKeyAndChallenge struct {
-	SPKI      asn1.RawValue
-	Challenge string `asn1:"ia5"`
-}
-
-// spkacASN1 is SignedPublicKeyAndChallenge: SEQUENCE { PublicKeyAndChallenge, AlgorithmIdentifier,
-// BIT STRING }.
-type spkacASN1 struct {
-	PKAC      asn1.RawValue
-	Algorithm pkix.AlgorithmIdentifier
-	Signature asn1.BitString
-}
-
 // spkacChallenge is the challenge string ChromeOS signs into an SPKAC: the hex of random bytes,
 // 20 on a TPM 1.2 device and 32 on TPM 2.0 (CryptoUtilityImpl::CreateSPKACInternal). It is not
 // the Verified Access challenge.
@@ -227,46 +207,26 @@ func spkacChallenge(tpm string) (string, error) {
 // (X509_ALGOR_set0(alg, nid, V_ASN1_NULL, NULL)); an ECDSA signature in DER or, with raw, as the
 // TPM's 64-byte r||s. This is the proof of possession Google hands the adapter in
 // signedPublicKeyAndChallenge.
-func buildSPKAC(key *deviceKey, challenge string, raw bool) ([]byte, error) {
-	pkac, err := asn1.Marshal(publicKeyAndChallenge{SPKI: asn1.RawValue{FullBytes: key.spki}, Challenge: challenge})
-	if err != nil {
-		return nil, fmt.Errorf("spkac: marshal public key and challenge: %w", err)
-	}
+func buildSPKAC(key *devicekey.Key, challenge string, raw bool) ([]byte, error) {
 	var alg pkix.AlgorithmIdentifier
-	switch key.signer.(type) {
+	switch key.Signer.(type) {
 	case *rsa.PrivateKey:
-		alg = pkix.AlgorithmIdentifier{Algorithm: oidSHA256WithRSA, Parameters: asn1.NullRawValue}
+		alg = pkix.AlgorithmIdentifier{Algorithm: wire.OIDSHA256WithRSA, Parameters: asn1.NullRawValue}
 	case *ecdsa.PrivateKey:
-		alg = pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256, Parameters: asn1.NullRawValue}
+		alg = pkix.AlgorithmIdentifier{Algorithm: wire.OIDECDSAWithSHA256, Parameters: asn1.NullRawValue}
 	default:
-		return nil, fmt.Errorf("spkac: unsupported key %T", key.signer)
+		return nil, fmt.Errorf("spkac: unsupported key %T", key.Signer)
 	}
-	sig, err := key.sign(pkac, raw)
-	if err != nil {
-		return nil, fmt.Errorf("spkac: %w", err)
-	}
-	der, err := asn1.Marshal(spkacASN1{
-		PKAC:      asn1.RawValue{FullBytes: pkac},
-		Algorithm: alg,
-		Signature: asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("spkac: marshal: %w", err)
-	}
-	return der, nil
+	return wire.MarshalSPKAC(key.SPKI, challenge, alg, func(signed []byte) ([]byte, error) { return key.Sign(signed, raw) })
 }
 
 // spkacSPKI reads the SubjectPublicKeyInfo of a DER SPKAC without checking its signature: the
 // service verifies the answer's signature with it and hands the SPKAC on, whose own signature is
 // the relying party's to check.
 func spkacSPKI(der []byte) ([]byte, error) {
-	var s spkacASN1
-	if rest, err := asn1.Unmarshal(der, &s); err != nil || len(rest) != 0 {
-		return nil, fmt.Errorf("spkac: %v", errOrTrailing(err))
-	}
-	var pkac publicKeyAndChallenge
-	if rest, err := asn1.Unmarshal(s.PKAC.FullBytes, &pkac); err != nil || len(rest) != 0 {
-		return nil, fmt.Errorf("spkac: public key and challenge: %v", errOrTrailing(err))
+	_, pkac, err := wire.UnmarshalSPKAC(der)
+	if err != nil {
+		return nil, err
 	}
 	return pkac.SPKI.FullBytes, nil
 }
@@ -274,82 +234,15 @@ func spkacSPKI(der []byte) ([]byte, error) {
 // corruptSPKACSignature flips bits in the signature of a DER SPKAC while keeping it well-formed,
 // so that only the signature check fails.
 func corruptSPKACSignature(der []byte) ([]byte, error) {
-	var s spkacASN1
-	if _, err := asn1.Unmarshal(der, &s); err != nil {
-		return nil, fmt.Errorf("spkac: %w", err)
+	s, _, err := wire.UnmarshalSPKAC(der)
+	if err != nil {
+		return nil, err
 	}
 	sig := append([]byte(nil), s.Signature.Bytes...)
 	sig[len(sig)/2] ^= 0xff
 	s.Signature = asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}
-	out, err := asn1.Marshal(s)
-	if err != nil {
-		return nil, fmt.Errorf("spkac: marshal: %w", err)
-	}
-	return out, nil
+	return wire.MarshalSPKACParts(s)
 }
-
-// SPKAC is a parsed, signature-checked SignedPublicKeyAndChallenge.
-type SPKAC struct {
-	SPKI      []byte // DER SubjectPublicKeyInfo of the key that signed it
-	PublicKey crypto.PublicKey
-	Challenge string
-}
-
-// ParseSPKAC decodes a base64 (standard or URL-safe, padded or not) DER SPKAC and checks
-// that the key inside signed it (ECDSA in DER or raw r||s). The emulator's stand-in adapter uses it; the adapter has its own
-// parser, which the emulator's tests must not depend on.
-func ParseSPKAC(b64 string) (*SPKAC, error) {
-	der, err := decodeBase64(b64)
-	if err != nil {
-		return nil, fmt.Errorf("spkac: %w", err)
-	}
-	var s spkacASN1
-	rest, err := asn1.Unmarshal(der, &s)
-	if err != nil {
-		return nil, fmt.Errorf("spkac: %w", err)
-	}
-	if len(rest) != 0 {
-		return nil, errors.New("spkac: trailing data")
-	}
-	var pkac publicKeyAndChallenge
-	if rest, err := asn1.Unmarshal(s.PKAC.FullBytes, &pkac); err != nil || len(rest) != 0 {
-		return nil, fmt.Errorf("spkac: public key and challenge: %v", errOrTrailing(err))
-	}
-	pub, err := x509.ParsePKIXPublicKey(pkac.SPKI.FullBytes)
-	if err != nil {
-		return nil, fmt.Errorf("spkac: public key: %w", err)
-	}
-	if s.Signature.BitLength%8 != 0 {
-		return nil, errors.New("spkac: signature is not a whole number of bytes")
-	}
-	switch pub.(type) {
-	case *rsa.PublicKey:
-		if !s.Algorithm.Algorithm.Equal(oidSHA256WithRSA) {
-			return nil, fmt.Errorf("spkac: algorithm %v for an RSA key", s.Algorithm.Algorithm)
-		}
-	case *ecdsa.PublicKey:
-		if !s.Algorithm.Algorithm.Equal(oidECDSAWithSHA256) {
-			return nil, fmt.Errorf("spkac: algorithm %v for an ECDSA key", s.Algorithm.Algorithm)
-		}
-	default:
-		return nil, fmt.Errorf("spkac: unsupported public key %T", pub)
-	}
-	// Devices sign SPKACs like signData: PKCS#1 v1.5, or ECDSA in DER or raw r||s.
-	if err := VerifySignature(pkac.SPKI.FullBytes, s.PKAC.FullBytes, s.Signature.Bytes); err != nil {
-		return nil, fmt.Errorf("spkac: signature: %w", err)
-	}
-	return &SPKAC{SPKI: pkac.SPKI.FullBytes, PublicKey: pub, Challenge: pkac.Challenge}, nil
-}
-
-func errOrTrailing(err error) error {
-	if err != nil {
-		return err
-	}
-	return errors.New("trailing data")
-}
-
-// b64 is the base64 flavour the emulator answers in: standard, padded, as proto3 JSON does.
-func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // randomBytes returns n bytes from crypto/rand.
 func randomBytes(n int) ([]byte, error) {
@@ -358,4 +251,13 @@ func randomBytes(n int) ([]byte, error) {
 		return nil, fmt.Errorf("random: %w", err)
 	}
 	return b, nil
+}
+
+// randomHex is the hex of n bytes from crypto/rand.
+func randomHex(n int) (string, error) {
+	b, err := randomBytes(n)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
 }

@@ -1,7 +1,6 @@
-package emulator
+package vagoogle
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	va2 "google.golang.org/api/verifiedaccess/v2"
+
+	"github.com/certprov/certprov-adapter/internal/emulator/frontend"
 )
 
 // Values the default simulated devices report. They describe a current, healthy device so that a
@@ -58,7 +59,7 @@ func identityDomain(identity string) string {
 	return identity
 }
 
-// DefaultVADevice is what challenge:verify reports for a healthy, managed ChromeOS device in
+// DefaultDevice is what challenge:verify reports for a healthy, managed ChromeOS device in
 // verified mode when a respond request carries no device: customer DefaultCustomer, key trust
 // level CHROME_OS_VERIFIED_MODE, identifiers derived from keyID (stable per simulated key), the
 // enrollment domain taken from identity, and signals that pass a strict policy (disk encrypted,
@@ -69,7 +70,7 @@ func identityDomain(identity string) string {
 // Machine scope reports devicePermanentId, deviceEnrollmentId and attestedDeviceId; user scope
 // leaves them out (Google sends them for machine responses only) and adds the profile's
 // enrollment domain and affiliation.
-func DefaultVADevice(scope, keyID, identity string) VADevice {
+func DefaultDevice(scope, keyID, identity string) Device {
 	ids := newVAIDs(keyID)
 	serial := ids.serial()
 	domain := identityDomain(identity)
@@ -99,13 +100,13 @@ func DefaultVADevice(scope, keyID, identity string) VADevice {
 		SystemDnsServers:                 []string{"192.0.2.53"},
 		Trigger:                          "TRIGGER_BROWSER_NAVIGATION",
 	}
-	d := VADevice{
+	d := Device{
 		CustomerID:      DefaultCustomer,
 		VirtualDeviceID: ids.uuid(16),
 		KeyTrustLevel:   "CHROME_OS_VERIFIED_MODE",
 		DeviceSignals:   sig,
 	}
-	if scope == VAScopeUser {
+	if scope == ScopeUser {
 		sig.ProfileEnrollmentDomain = domain
 		sig.ProfileAffiliationIds = []string{"affiliation-" + domain}
 		return d
@@ -116,34 +117,32 @@ func DefaultVADevice(scope, keyID, identity string) VADevice {
 	return d
 }
 
-// PatchVADevice applies a JSON merge patch (RFC 7386) to base: objects merge key by key, any
+// PatchDevice applies a JSON merge patch (RFC 7386) to base: objects merge key by key, any
 // other value replaces, null removes. It lets a command line change one signal of a preset
 // ({"deviceSignals":{"diskEncryption":"DISK_ENCRYPTION_DISABLED"}}) or drop a field
 // ({"keyTrustLevel":null}). The result is decoded strictly, so misspelt keys are errors.
-func PatchVADevice(base VADevice, patch []byte) (VADevice, error) {
+func PatchDevice(base Device, patch []byte) (Device, error) {
 	baseJSON, err := json.Marshal(base)
 	if err != nil {
-		return VADevice{}, fmt.Errorf("patch device: %w", err)
+		return Device{}, fmt.Errorf("patch device: %w", err)
 	}
 	var doc, p any
 	if err := json.Unmarshal(baseJSON, &doc); err != nil {
-		return VADevice{}, fmt.Errorf("patch device: %w", err)
+		return Device{}, fmt.Errorf("patch device: %w", err)
 	}
 	if err := json.Unmarshal(patch, &p); err != nil {
-		return VADevice{}, fmt.Errorf("patch device: %w", err)
+		return Device{}, fmt.Errorf("patch device: %w", err)
 	}
 	if _, ok := p.(map[string]any); !ok {
-		return VADevice{}, errors.New("patch device: the patch must be a JSON object")
+		return Device{}, errors.New("patch device: the patch must be a JSON object")
 	}
 	merged, err := json.Marshal(mergePatch(doc, p))
 	if err != nil {
-		return VADevice{}, fmt.Errorf("patch device: %w", err)
+		return Device{}, fmt.Errorf("patch device: %w", err)
 	}
-	var out VADevice
-	dec := json.NewDecoder(bytes.NewReader(merged))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&out); err != nil {
-		return VADevice{}, fmt.Errorf("patch device: %w", err)
+	var out Device
+	if err := frontend.DecodeStrict(merged, &out); err != nil {
+		return Device{}, fmt.Errorf("patch device: %w", err)
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package emulator
+package vagoogle
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 
 // vaServiceKey is the key the emulator's Verified Access service decrypts key info with. A
 // ChromeOS device encrypts the KeyInfo of its answer (with the SPKAC) to Google's public key;
-// simulated devices, and any client that fetches the public half from VAServiceKeyPath, encrypt
+// simulated devices, and any client that fetches the public half from ServiceKeyPath, encrypt
 // to this one. Generated on first use: RSA-2048 takes a moment, and most emulators never serve
 // Verified Access.
 type vaServiceKey struct {
