@@ -12,7 +12,7 @@ export CGO_ENABLED ?= 0
 
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build demo test test-short test-deploy fuzz vet lint fmt-check clean image image-emulator release
+.PHONY: all build demo test test-short test-deploy fuzz vet lint fmt-check clean image image-emulator release bench bench-load
 
 all: build
 
@@ -54,6 +54,26 @@ fuzz:
 	done; \
 	echo "fuzz: $$count targets, $(FUZZTIME) each, $$(( $$(date +%s) - start ))s"; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
+
+# Go benchmarks of the hot paths (CSR, templates, notifications, local CA ledger, journal, …),
+# benchstat-comparable: make bench > old.txt; change; make bench > new.txt; benchstat old.txt new.txt.
+# BENCH selects benchmarks, BENCHCOUNT repeats them (benchstat wants several).
+BENCH      ?= .
+BENCHCOUNT ?= 6
+BENCHPKGS  ?= ./internal/...
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCHCOUNT) $(BENCHPKGS)
+
+# The load harness (docs/performance.md): the emulator, the adapter and the reference driver as
+# processes on loopback, every scenario at LOAD_SCALE (0.1: about 10 minutes on 2 cores; 1: the
+# full 20,000/10,000 processes), report in LOAD_OUT. PostgreSQL scenarios need
+# CERTPROV_TEST_POSTGRES_DSN (eval "$$(deploy/local/postgres.sh start)"). More flags: LOAD_FLAGS,
+# e.g. LOAD_FLAGS='--scenarios a-sqlite --runs 3 --profile-seconds 20'.
+LOAD_SCALE ?= 0.1
+LOAD_OUT   ?= load-report
+LOAD_FLAGS ?=
+bench-load: build
+	$(BIN)/certprov-emulator load --adapter $(BIN)/certprov-adapter --scale $(LOAD_SCALE) --out $(LOAD_OUT) $(LOAD_FLAGS)
 
 vet: fmt-check
 	$(GO) vet ./...
@@ -99,4 +119,4 @@ release:
 	cd $(DIST) && sha256sum *.tar.gz > SHA256SUMS
 
 clean:
-	rm -rf $(BIN) .demo $(DIST)
+	rm -rf $(BIN) .demo $(DIST) $(LOAD_OUT)

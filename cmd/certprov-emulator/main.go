@@ -4,6 +4,8 @@
 //	certprov-emulator serve      serve the REST API, the control API and a pstest Pub/Sub server
 //	certprov-emulator provision  start processes on a running emulator and check what the adapter did
 //	certprov-emulator va-enroll  play the Chrome extension once against the adapter's enrollment API
+//	certprov-emulator load       the load harness: emulator, adapter and reference driver, measured
+//	certprov-emulator reference  the minimal reference adapter the load harness compares with
 //	certprov-emulator version    print the build version
 package main
 
@@ -45,6 +47,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runProvision(ctx, args[1:], stdout, stderr)
 	case "va-enroll":
 		return runVAEnroll(ctx, args[1:], stdout, stderr)
+	case "load":
+		return runLoad(ctx, args[1:], stdout, stderr)
+	case "reference":
+		return runReference(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "certprov-emulator", buildinfo.Get())
 		return exitOK
@@ -65,6 +71,8 @@ commands:
   serve      serve the Certificate Provisioning REST API, the control API and Pub/Sub (pstest)
   provision  start processes through the control API, wait, verify the issued certificates
   va-enroll  Verified Access enrollment against the adapter, with the emulator as device and Google
+  load       the load harness: scenarios against the adapter and the reference driver (docs/performance.md)
+  reference  the minimal reference adapter the load harness measures the adapter against
   version    print the version
 
 Run "certprov-emulator <command> -h" for the flags of a command.

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -239,17 +236,17 @@ func runProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return exitUsage
 	}
 
-	c := &controlClient{base: strings.TrimRight(*base, "/"), http: &http.Client{Timeout: 30 * time.Second}}
+	c := emulator.NewControlClient(*base, nil)
 	p := plan{count: *count, mix: kinds, customer: *customer, profile: *profile, userProfile: *userProfile,
 		caRef: *caRef, signDelay: *signDelay}
-	names, err := c.create(ctx, p.specs())
+	names, err := c.Create(ctx, p.specs())
 	if err != nil {
 		fmt.Fprintf(stderr, "provision: %v\n", err)
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "provision: started %d processes, waiting up to %s\n", len(names), *timeout)
 
-	snaps, err := c.waitFinished(ctx, names, *timeout, *poll)
+	snaps, err := waitFinished(ctx, c, names, *timeout, *poll)
 	if err != nil {
 		fmt.Fprintf(stderr, "provision: %v\n", err)
 		return exitFail
@@ -267,43 +264,14 @@ func runProvision(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return exitOK
 }
 
-// controlClient talks to the emulator's control API.
-type controlClient struct {
-	base string
-	http *http.Client
-}
-
-func (c *controlClient) create(ctx context.Context, specs []emulator.ProcessSpec) ([]string, error) {
-	body, err := json.Marshal(emulator.CreateProcessesRequest{Specs: specs})
-	if err != nil {
-		return nil, fmt.Errorf("create processes: %w", err)
-	}
-	var resp emulator.CreateProcessesResponse
-	if err := c.do(ctx, http.MethodPost, body, &resp); err != nil {
-		return nil, fmt.Errorf("create processes: %w", err)
-	}
-	if len(resp.Names) != len(specs) {
-		return nil, fmt.Errorf("create processes: emulator returned %d names for %d specs", len(resp.Names), len(specs))
-	}
-	return resp.Names, nil
-}
-
-func (c *controlClient) list(ctx context.Context) ([]emulator.Snapshot, error) {
-	var resp emulator.ListProcessesResponse
-	if err := c.do(ctx, http.MethodGet, nil, &resp); err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
-	}
-	return resp.Processes, nil
-}
-
 // waitFinished polls until every named process finished or the timeout passed, and returns the
 // last snapshots. Only a failure to reach the emulator, or ctx ending, is an error.
-func (c *controlClient) waitFinished(ctx context.Context, names []string, timeout, poll time.Duration) ([]emulator.Snapshot, error) {
+func waitFinished(ctx context.Context, c *emulator.ControlClient, names []string, timeout, poll time.Duration) ([]emulator.Snapshot, error) {
 	deadline := time.Now().Add(timeout)
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
 	for {
-		snaps, err := c.list(ctx)
+		snaps, err := c.List(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -329,38 +297,4 @@ func allFinished(names []string, snaps []emulator.Snapshot) bool {
 		}
 	}
 	return true
-}
-
-func (c *controlClient) do(ctx context.Context, method string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+emulator.ControlPath, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var env struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(data, &env) == nil && env.Error.Message != "" {
-			return fmt.Errorf("%s %s: %d: %s", method, req.URL, resp.StatusCode, env.Error.Message)
-		}
-		return fmt.Errorf("%s %s: %s", method, req.URL, resp.Status)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decode response: %w", err)
-	}
-	return nil
 }

@@ -29,12 +29,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	subscription := fs.String("subscription", emulator.DefaultSubscription, "Pub/Sub subscription ID created for the adapter")
 	ackDeadline := fs.Duration("ack-deadline", emulator.DefaultAckDeadline, "ack deadline of the subscription (10s to 600s)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	keyPool := fs.Int("key-pool", 0, "device keys generated per key type and shared by the processes in turn (load tests); 0: a fresh key per process")
+	latency := fs.Duration("latency", 0, "delay every REST API call by this long, as Google's round trip would (load tests)")
 	dirRecords := fs.Bool("directory-records", false, "put an Admin SDK Directory record for the device and user of every process started")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "serve: unexpected arguments %q\n", fs.Args())
+		return exitUsage
+	}
+	if *keyPool < 0 || *latency < 0 {
+		fmt.Fprintln(stderr, "serve: --key-pool and --latency must not be negative")
 		return exitUsage
 	}
 	level, err := zapcore.ParseLevel(*logLevel)
@@ -48,8 +54,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 	if err := serve(ctx, log, stdout, *listen, emulator.Options{
 		Project: *project, Topic: *topic, Subscription: *subscription,
-		PubSubListen: *pubsubListen, AckDeadline: *ackDeadline, Logger: log, DirectoryRecords: *dirRecords,
-	}); err != nil {
+		PubSubListen: *pubsubListen, AckDeadline: *ackDeadline, Logger: log, KeyPool: *keyPool,
+		DirectoryRecords: *dirRecords,
+	}, *latency); err != nil {
 		log.Error("serve failed", zap.Error(err))
 		fmt.Fprintf(stderr, "serve: %v\n", err)
 		return exitFail
@@ -57,11 +64,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return exitOK
 }
 
-func serve(ctx context.Context, log *zap.Logger, stdout io.Writer, listen string, opts emulator.Options) error {
+func serve(ctx context.Context, log *zap.Logger, stdout io.Writer, listen string, opts emulator.Options, latency time.Duration) error {
 	emu, err := emulator.New(ctx, opts)
 	if err != nil {
 		return err
 	}
+	emu.SetLatency(latency)
 	defer func() {
 		if err := emu.Close(); err != nil {
 			log.Warn("close emulator", zap.Error(err))

@@ -457,6 +457,7 @@ func (a *Adapter) Run(ctx context.Context) error {
 	for _, tn := range a.running() {
 		tn.log.Info("adapter running", zap.String("instance_id", a.cfg.InstanceID),
 			zap.Strings("customers", tn.cfg.Customers), zap.String("subscription", tn.subscriber().String()),
+			zap.Int("pubsub_streams", tn.cfg.PubSub.Streams), zap.Int("max_outstanding_messages", tn.cfg.PubSub.MaxOutstandingMessages),
 			zap.Duration("shutdown_grace_period", a.cfg.ShutdownGracePeriod))
 	}
 	// The ops listener outlives the other parts: it reports not ready as soon as the stop

@@ -155,13 +155,10 @@ func tenantError(t config.Tenant, err error) error {
 	return fmt.Errorf("tenant %s: %w", t.Name, err)
 }
 
-// subscriber is the tenant's subscription with its flow control.
+// subscriber is the tenant's subscription; the receiver applies its streams and flow control
+// (TenantReceiverOptions).
 func (t *tenant) subscriber() *pubsub.Subscriber {
-	sub := t.pubsub.Subscriber(t.cfg.PubSub.Subscription)
-	if n := t.cfg.PubSub.MaxOutstandingMessages; n > 0 {
-		sub.ReceiveSettings.MaxOutstandingMessages = n
-	}
-	return sub
+	return t.pubsub.Subscriber(t.cfg.PubSub.Subscription)
 }
 
 // Backoff of a named tenant's receive after Pub/Sub refused its subscription.
@@ -336,5 +333,6 @@ func TenantReceiverOptions(cfg *config.Config, t config.Tenant, admitter intake.
 	return intake.ReceiverOptions{
 		Admitter: admitter, Customers: t.Customers, Logger: log, Registerer: reg,
 		StopTimeout: cfg.ShutdownGracePeriod,
+		Streams:     t.PubSub.Streams, MaxOutstandingMessages: t.PubSub.MaxOutstandingMessages,
 	}
 }

@@ -22,6 +22,7 @@ pubsub:
   endpoint: pubsub.internal:8085
   insecure: false
   maxOutstandingMessages: 50
+  streams: 4
 google:
   credentials:
     type: serviceAccountKey
@@ -174,7 +175,7 @@ func TestLoadFull(t *testing.T) {
 		ShutdownGracePeriod: 20 * time.Second,
 		PubSub: PubSub{
 			Project: "corp", Subscription: "projects/corp/subscriptions/certprov",
-			Endpoint: "pubsub.internal:8085", MaxOutstandingMessages: 50,
+			Endpoint: "pubsub.internal:8085", MaxOutstandingMessages: 50, Streams: 4,
 		},
 		Google: Google{
 			Credentials: Credentials{
@@ -249,7 +250,7 @@ func TestDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"google.credentials.type", cfg.Google.Credentials.Type, CredentialsADC},
-		{"google.rateLimit.requestsPerSecond", cfg.Google.RateLimit.RequestsPerSecond, 10.0},
+		{"google.rateLimit.requestsPerSecond", cfg.Google.RateLimit.RequestsPerSecond, 40.0},
 		{"google.rateLimit.burst", cfg.Google.RateLimit.Burst, 20},
 		{"google.requestTimeout", cfg.Google.RequestTimeout, 30 * time.Second},
 		{"engine.workers", cfg.Engine.Workers, 16},
@@ -263,6 +264,7 @@ func TestDefaults(t *testing.T) {
 		{"log.level", cfg.Log.Level, "info"},
 		{"log.format", cfg.Log.Format, "json"},
 		{"pubsub.maxOutstandingMessages", cfg.PubSub.MaxOutstandingMessages, 100},
+		{"pubsub.streams", cfg.PubSub.Streams, 1},
 		{"pubsub.insecure", cfg.PubSub.Insecure, false},
 		{"profiles.dev.validity", cfg.Profiles["dev"].Validity, 8760 * time.Hour},
 		{"profiles.dev.signDeadline", cfg.Profiles["dev"].SignDeadline, 24 * time.Hour},

@@ -5,7 +5,12 @@ import "time"
 // Defaults of the adapter-wide settings. They are tuned for one replica serving one customer with
 // a few thousand devices; docs/configuration.md explains each.
 const (
-	DefaultRateLimit              = 10.0 // requests per second to the Google API, per replica
+	// DefaultRateLimit and DefaultRateBurst come from the only quota figure published for a
+	// Chrome Management API, about 2,500 requests a minute per project (Google publishes none
+	// for these methods): a full bucket and a minute at the rate stay under it (40 × 60 + 20 =
+	// 2,420), with room for doctor and inspect. At 5 calls per certificate that drains a burst
+	// at 8 processes/s per project (docs/performance.md). Replicas share the project's quota.
+	DefaultRateLimit              = 40.0 // requests per second to the Google API, per replica
 	DefaultRateBurst              = 20
 	DefaultRequestTimeout         = 30 * time.Second
 	DefaultWorkers                = 16
@@ -21,6 +26,7 @@ const (
 	DefaultLogLevel               = "info"
 	DefaultLogFormat              = "json"
 	DefaultMaxOutstandingMessages = 100
+	DefaultStreams                = 1
 	DefaultCredentialsType        = CredentialsADC
 	// DefaultShutdownGracePeriod leaves a few seconds of Kubernetes' default 30 s
 	// terminationGracePeriodSeconds for closing the journal and exiting.
@@ -52,13 +58,13 @@ const (
 	MaxChallengeLifetime = 10 * time.Minute
 
 	// Limits of the enrollment API per client address and in all (docs/verified-access.md,
-	// "Limits", explains the choice). One address may spend at most half of google.rateLimit's
-	// default budget, sustained (5 of 10/s) and at once (10 of 20): one enrollment is two
-	// requests, so a NAT of thousands of devices still enrolls within the hour.
+	// "Limits", explains the choice). One address may spend at most a small share of
+	// google.rateLimit's default budget, sustained (5 of 40/s) and at once (10 of 20): one
+	// enrollment is two requests, so a NAT of thousands of devices still enrolls within the hour.
 	DefaultVARateLimit = 5.0
 	DefaultVARateBurst = 10
-	// DefaultVAMaxConcurrentChallenges: a challenge is one Google call; 16 in flight exceed
-	// what google.rateLimit's default lets through, so the cap only bites in a flood.
+	// DefaultVAMaxConcurrentChallenges: a challenge is one Google call; 16 in flight is more
+	// than a normal fleet reaches, so the cap only bites in a flood.
 	DefaultVAMaxConcurrentChallenges = 16
 	// DefaultVAMaxConcurrentEnrollments: an enrollment is a Google call and a CA call, which
 	// may take seconds.
@@ -87,7 +93,7 @@ const (
 func Defaults() Config {
 	return Config{
 		ShutdownGracePeriod: DefaultShutdownGracePeriod,
-		PubSub:              PubSub{MaxOutstandingMessages: DefaultMaxOutstandingMessages},
+		PubSub:              PubSub{MaxOutstandingMessages: DefaultMaxOutstandingMessages, Streams: DefaultStreams},
 		Google: Google{
 			Credentials:    Credentials{Type: DefaultCredentialsType},
 			RateLimit:      RateLimit{RequestsPerSecond: DefaultRateLimit, Burst: DefaultRateBurst},

@@ -45,7 +45,7 @@ func TestTenantsLoad(t *testing.T) {
 		t.Fatalf("tenants %+v", ts)
 	}
 	a, b := ts[0], ts[1]
-	if a.Google.RateLimit != (RateLimit{3, 6}) || a.Google.RequestTimeout != DefaultRequestTimeout || a.PubSub.MaxOutstandingMessages != DefaultMaxOutstandingMessages {
+	if a.Google.RateLimit != (RateLimit{3, 6}) || a.Google.RequestTimeout != DefaultRequestTimeout || a.PubSub.MaxOutstandingMessages != DefaultMaxOutstandingMessages || a.PubSub.Streams != DefaultStreams {
 		t.Errorf("acme google %+v pubsub %+v: want its rate limit and the defaults", a.Google, a.PubSub)
 	}
 	if a.Google.Credentials.File != filepath.Join(dir, "keys", "sa.json") {

@@ -54,8 +54,13 @@ type PubSub struct {
 	// without credentials, as to the emulator. PUBSUB_EMULATOR_HOST has the same effect.
 	Endpoint string `mapstructure:"endpoint"`
 	Insecure bool   `mapstructure:"insecure"`
-	// MaxOutstandingMessages bounds messages in hand at once (flow control).
+	// MaxOutstandingMessages bounds messages in hand at once (flow control): the admissions
+	// in progress, each a get, a claim and a journal write.
 	MaxOutstandingMessages int `mapstructure:"maxOutstandingMessages"`
+	// Streams is the number of StreamingPull streams the subscriber holds open (the client's
+	// ReceiveSettings.NumGoroutines). Each stream is served separately, so more streams raise
+	// the rate at which Pub/Sub can deliver; MaxOutstandingMessages applies across all of them.
+	Streams int `mapstructure:"streams"`
 }
 
 // SubscriptionName is the full name of the subscription, projects/P/subscriptions/S: Subscription

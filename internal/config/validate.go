@@ -41,6 +41,9 @@ const CustomerMyCustomer = "my_customer"
 const (
 	MaxInstanceIDLength = 128
 	MaxWorkers          = 1024
+	// MaxStreams bounds pubsub.streams: each stream is a gRPC stream and a goroutine or two, and
+	// beyond a few dozen the subscriber's own flow control is the bound.
+	MaxStreams = 64
 	// MaxValidity is ten years: beyond that a client certificate is a liability, and most CAs
 	// refuse anyway.
 	MaxValidity = 10 * 365 * 24 * time.Hour
@@ -226,6 +229,9 @@ func (t Tenant) validatePubSub(ps *problems) {
 	}
 	if p.MaxOutstandingMessages < 1 {
 		ps.add(t.key("pubsub.maxOutstandingMessages"), "must be at least 1")
+	}
+	if p.Streams < 1 || p.Streams > MaxStreams {
+		ps.add(t.key("pubsub.streams"), "must be between 1 and %d, got %d", MaxStreams, p.Streams)
 	}
 }
 

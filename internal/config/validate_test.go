@@ -78,6 +78,8 @@ func TestValidateRules(t *testing.T) {
 		{"pubsub endpoint", func(c *Config) { c.PubSub.Endpoint = "http://localhost:8085" }, "pubsub.endpoint", "host:port"},
 		{"pubsub insecure alone", func(c *Config) { c.PubSub.Insecure = true }, "pubsub.insecure", "only applies"},
 		{"pubsub outstanding", func(c *Config) { c.PubSub.MaxOutstandingMessages = 0 }, "pubsub.maxOutstandingMessages", "at least 1"},
+		{"pubsub no stream", func(c *Config) { c.PubSub.Streams = 0 }, "pubsub.streams", "between 1 and 64"},
+		{"pubsub too many streams", func(c *Config) { c.PubSub.Streams = 65 }, "pubsub.streams", "between 1 and 64, got 65"},
 		{"credentials type", func(c *Config) { c.Google.Credentials.Type = "oauth" }, "google.credentials.type", "not one of"},
 		{"credentials type empty", func(c *Config) { c.Google.Credentials.Type = "" }, "google.credentials.type", "not one of"},
 		{"credentials file required", func(c *Config) { c.Google.Credentials.File = "" }, "google.credentials.file", "is required"},

@@ -53,6 +53,15 @@ func (e *Emulator) CustomerTopic(ctx context.Context, customer, topicID, subID s
 
 // publishFor publishes a notification of customer's process to the customer's topic
 // (CustomerTopic), or to the default topic when it has none.
+// publisherLocked is the publisher of customer's topic, the default topic's unless
+// CustomerTopic gave it one. e.mu is held.
+func (e *Emulator) publisherLocked(customer string) *pubsub.Publisher {
+	if pub := e.customerTopics[customer]; pub != nil {
+		return pub
+	}
+	return e.publisher
+}
+
 func (e *Emulator) publishFor(ctx context.Context, customer string, data []byte) error {
 	e.mu.Lock()
 	pub, closed := e.customerTopics[customer], e.closed

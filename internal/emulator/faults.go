@@ -68,6 +68,7 @@ func (e *Emulator) Notify(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("notify %s: %w", name, err)
 	}
+	e.markNotified(name)
 	if err := e.publishFor(ctx, p.customer, data); err != nil {
 		return fmt.Errorf("notify %s: %w", name, err)
 	}

@@ -32,8 +32,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, Options{Logger: zaptest.NewLogger(t)})
+}
+
+// newEnvWith is newEnv with the emulator's options.
+func newEnvWith(t *testing.T, opts Options) *env {
+	t.Helper()
 	ctx := context.Background()
-	emu, err := New(ctx, Options{Logger: zaptest.NewLogger(t)})
+	emu, err := New(ctx, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

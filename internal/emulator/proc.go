@@ -42,6 +42,7 @@ type proc struct {
 	key, wrongKey      *devicekey.Key
 	profileID          string
 	created            time.Time
+	notified           time.Time // first notification published; zero before
 
 	claimedBy    string
 	signData     []byte
@@ -105,6 +106,7 @@ func (p *proc) snapshot() Snapshot {
 		PublicKey:      p.key.Signer.Public(),
 		SPKI:           append([]byte(nil), p.key.SPKI...),
 		Created:        p.created,
+		NotifiedAt:     p.notified,
 		FinishedAt:     p.finishedAt,
 	}
 	return s

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	cm "google.golang.org/api/chromemanagement/v1"
@@ -32,6 +33,8 @@ func (e *Emulator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/", e.serveAPI)
 	mux.HandleFunc("/emulator/v1/", e.serveControl)
+	mux.HandleFunc(StatsPath, e.serveStats)
+	mux.HandleFunc(NotifyPath, e.serveNotify)
 	mux.HandleFunc(directoryPrefix, e.serveDirectory)
 	e.va.Register(mux) // exact paths: they take precedence over "/v1/"
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -92,6 +95,8 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 		frontend.WriteError(w, aerr)
 		return
 	}
+	// Counted on arrival, as a quota counts it, whatever the answer.
+	e.requests.record(call.method, time.Now())
 
 	if !e.faults.Wait(r.Context()) {
 		return

@@ -37,6 +37,7 @@ type Snapshot struct {
 	SPKI      []byte           // DER SubjectPublicKeyInfo of PublicKey
 
 	Created    time.Time // the process's startTime
+	NotifiedAt time.Time // when its first notification was published; zero before (NoPublish)
 	FinishedAt time.Time // when the certificate was uploaded or the process failed; zero before
 }
 
@@ -65,6 +66,7 @@ type snapshotJSON struct {
 	FailureMessage string         `json:"failureMessage,omitempty"`
 	SPKI           []byte         `json:"spki"`
 	Created        time.Time      `json:"created"`
+	NotifiedAt     *time.Time     `json:"notifiedAt,omitempty"`
 	FinishedAt     *time.Time     `json:"finishedAt,omitempty"`
 }
 
@@ -75,6 +77,10 @@ func (s Snapshot) MarshalJSON() ([]byte, error) {
 		Name: s.Name, Customer: s.Customer, State: s.State, Scope: s.Scope, KeyType: s.KeyType,
 		ClaimedBy: s.ClaimedBy, Calls: s.Calls, Injected: s.Injected, SignDataCount: s.SignDataCount,
 		CertificatePEM: s.CertificatePEM, FailureMessage: s.FailureMessage, SPKI: s.SPKI, Created: s.Created,
+	}
+	if !s.NotifiedAt.IsZero() {
+		t := s.NotifiedAt
+		w.NotifiedAt = &t
 	}
 	if !s.FinishedAt.IsZero() {
 		t := s.FinishedAt
@@ -93,6 +99,9 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 		Name: w.Name, Customer: w.Customer, State: w.State, Scope: w.Scope, KeyType: w.KeyType,
 		ClaimedBy: w.ClaimedBy, Calls: w.Calls, Injected: w.Injected, SignDataCount: w.SignDataCount,
 		CertificatePEM: w.CertificatePEM, FailureMessage: w.FailureMessage, SPKI: w.SPKI, Created: w.Created,
+	}
+	if w.NotifiedAt != nil {
+		out.NotifiedAt = *w.NotifiedAt
 	}
 	if w.FinishedAt != nil {
 		out.FinishedAt = *w.FinishedAt

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/certprov/certprov-adapter/internal/emulator"
 )
 
 func protoNotification(pid, cid string) []byte {
@@ -111,4 +113,24 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip of %+v: %+v, %v", n, again, err)
 		}
 	})
+}
+
+// BenchmarkDecode: one notification in each encoding Google may send.
+func BenchmarkDecode(b *testing.B) {
+	const pid, customer = "0123456789ABCDEF0123456789ABCDEF", "C01b2c3d4"
+	for _, enc := range []string{"camel", "snake", "proto"} {
+		data, err := emulator.EncodeNotification(enc, pid, customer)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(enc, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				n, err := Decode(data)
+				if err != nil || n.ProcessID != pid {
+					b.Fatalf("Decode = %+v, %v", n, err)
+				}
+			}
+		})
+	}
 }

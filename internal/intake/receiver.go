@@ -42,6 +42,8 @@ type Receiver struct {
 	stop      time.Duration
 	connect   time.Duration
 	streams   *streamWatch
+
+	numStreams, outstanding int
 }
 
 // ReceiverOptions configure a Receiver.
@@ -63,6 +65,15 @@ type ReceiverOptions struct {
 	ConnectTimeout time.Duration
 	// Now replaces the clock of the warning rate limit (tests).
 	Now func() time.Time
+
+	// Streams is how many StreamingPull streams to hold open (pubsub.streams); 0 keeps the
+	// client's default of one. Pub/Sub serves each stream on its own, so more streams raise
+	// the rate at which notifications can arrive.
+	Streams int
+	// MaxOutstandingMessages bounds the messages in hand at once, across every stream
+	// (pubsub.maxOutstandingMessages): the admissions in progress, and the notifications held
+	// back after a failed one. 0 keeps the client's default.
+	MaxOutstandingMessages int
 }
 
 // DefaultStopTimeout is ReceiverOptions.StopTimeout when unset.
@@ -87,7 +98,8 @@ func NewReceiver(o ReceiverOptions) *Receiver {
 	r := &Receiver{
 		admit: o.Admitter, log: o.Logger, m: m,
 		stop: o.StopTimeout, connect: o.ConnectTimeout,
-		streams: newStreamWatch(o.Logger, m, o.WarnInterval, o.Now),
+		streams:    newStreamWatch(o.Logger, m, o.WarnInterval, o.Now),
+		numStreams: o.Streams, outstanding: o.MaxOutstandingMessages,
 	}
 	r.SetCustomers(o.Customers)
 	return r
@@ -184,8 +196,14 @@ const myCustomer = "my_customer"
 // refuses to serve the subscription. When ctx ends, receiving stops at once and admissions in
 // progress are cancelled, so that their messages come again. Run waits at most StopTimeout for
 // the Pub/Sub client to stop: it may not, while it is still trying to reach Pub/Sub. Run sets
-// sub.ReceiveSettings.ShutdownOptions.
+// sub.ReceiveSettings: ShutdownOptions, and the streams and flow control of ReceiverOptions.
 func (r *Receiver) Run(ctx context.Context, sub *pubsub.Subscriber) error {
+	if r.numStreams > 0 {
+		sub.ReceiveSettings.NumGoroutines = r.numStreams
+	}
+	if r.outstanding > 0 {
+		sub.ReceiveSettings.MaxOutstandingMessages = r.outstanding
+	}
 	// The client's default, untimed stop waits for its stream, which cannot end while the
 	// client is still trying to open it; a timed stop cancels the stream first.
 	sub.ReceiveSettings.ShutdownOptions = &pubsub.ShutdownOptions{Behavior: pubsub.ShutdownBehaviorWaitForProcessing, Timeout: r.stop}

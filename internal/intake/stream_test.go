@@ -3,6 +3,7 @@ package intake
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -307,4 +308,81 @@ func TestStreamOpensWhenPubSubComesBack(t *testing.T) {
 		defer admitted.mu.Unlock()
 		return len(admitted.names) == 1 && admitted.names[0] == "customers/C0a/certificateProvisioningProcesses/"+pid
 	})
+}
+
+// blockingAdmitter holds every admission until released, and records how many were in
+// progress at once.
+type blockingAdmitter struct {
+	release chan struct{}
+
+	mu       sync.Mutex
+	now, top int
+	names    []string
+}
+
+func (a *blockingAdmitter) Admit(ctx context.Context, name string) error {
+	a.mu.Lock()
+	a.now++
+	a.top = max(a.top, a.now)
+	a.names = append(a.names, name)
+	a.mu.Unlock()
+	defer func() { a.mu.Lock(); a.now--; a.mu.Unlock() }()
+	select {
+	case <-a.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *blockingAdmitter) counts() (inProgress, top, admitted int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.now, a.top, len(a.names)
+}
+
+// TestStreamsAndFlowControl: the receiver holds pubsub.streams streams open on the emulator's
+// Pub/Sub, and pubsub.maxOutstandingMessages bounds the admissions in progress across them;
+// every notification is admitted once released.
+func TestStreamsAndFlowControl(t *testing.T) {
+	emu, err := emulator.New(context.Background(), emulator.Options{Project: "p", Topic: "t", Subscription: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	admitter := &blockingAdmitter{release: make(chan struct{})}
+	r := NewReceiver(ReceiverOptions{Admitter: admitter, Customers: []string{"C0a"}, Streams: 3, MaxOutstandingMessages: 2})
+	client := newClient(t, r, emu.PubSubAddr())
+	t.Cleanup(func() { _ = client.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, client.Subscriber("s")) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	waitFor(t, "three open streams", func() bool {
+		r.streams.mu.Lock()
+		defer r.streams.mu.Unlock()
+		return r.streams.open == 3
+	})
+	const n = 6
+	for i := range n {
+		data, err := emulator.EncodeNotification("camel", fmt.Sprintf("%032X", i), "C0a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := emu.Publish(context.Background(), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "two admissions in progress", func() bool { now, _, _ := admitter.counts(); return now == 2 })
+	// Give a third message the time to arrive, were flow control not applied.
+	time.Sleep(300 * time.Millisecond)
+	if _, top, _ := admitter.counts(); top != 2 {
+		t.Fatalf("%d admissions in progress at once, want maxOutstandingMessages 2", top)
+	}
+	close(admitter.release)
+	waitFor(t, "every notification admitted", func() bool { _, _, got := admitter.counts(); return got >= n })
+	if _, top, got := admitter.counts(); top > 2 || got != n {
+		t.Fatalf("%d admitted (want %d), %d at once (want at most 2)", got, n, top)
+	}
 }

@@ -88,7 +88,7 @@ type ClientOptions struct {
 	Credentials googleauth.Credentials
 	// RequestTimeout bounds one call (default 30s).
 	RequestTimeout time.Duration
-	// RateLimit bounds calls per second to Google across the server (default 10/s, burst 20),
+	// RateLimit bounds calls per second to Google across the server (default config.DefaultRateLimit and DefaultRateBurst),
 	// so that a flood of /challenge requests cannot spend the project's quota.
 	RateLimit config.RateLimit
 	// HTTPClient replaces the authenticated client (tests).

@@ -58,8 +58,16 @@ type options struct {
 // characters, so the indexes named after it fit PostgreSQL's limit.
 func WithTable(name string) Option { return func(o *options) { o.table = name } }
 
-// WithMaxConns bounds the connection pool (default: pgxpool's, or pool_max_conns in the DSN).
+// WithMaxConns bounds the connection pool (default: pool_max_conns in the DSN, else
+// DefaultMaxConns).
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+// DefaultMaxConns is the pool's size when neither WithMaxConns nor the DSN's pool_max_conns sets
+// one. pgxpool's own default, 4 connections on a 2-core machine, held a burst to a third of the
+// reference driver's rate: the admissions' reads queued for a connection behind the engine's
+// workers (docs/performance.md). 16 serves engine.workers' default and the admissions' reads
+// beside them; three replicas still stay well under PostgreSQL's default max_connections (100).
+const DefaultMaxConns = 16
 
 // WithInsecureAllowCleartext(true) accepts a DSN that reaches a host other than this machine
 // without TLS that verifies the server (journal.insecureAllowCleartext); Open logs a warning then.
@@ -118,8 +126,11 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err) // pgx redacts the password
 	}
-	if o.maxConns > 0 {
+	switch {
+	case o.maxConns > 0:
 		cfg.MaxConns = o.maxConns
+	case !strings.Contains(dsn, "pool_max_conns"):
+		cfg.MaxConns = DefaultMaxConns
 	}
 	cfg.AfterConnect = durableCommits
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
