@@ -1,11 +1,8 @@
 package ejbca
 
 import (
-	"context"
-	"fmt"
 	"testing"
 
-	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
 )
 
@@ -16,20 +13,7 @@ import (
 func BenchmarkIssue(b *testing.B) {
 	f := newFakeEJBCA(b)
 	c, _ := f.newConnector(b, nil)
-	key := catest.DeviceKey(b, catest.P256)
-	reqs := make([]*ca.Request, b.N)
-	for i := range reqs {
-		reqs[i] = catest.NewRequest(b, key, fmt.Sprintf("BENCH%027d", i))
-	}
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		if _, err := c.Issue(ctx, reqs[i]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
+	catest.BenchIssue(b, c)
 	if s, e, l := f.count("search"), f.count("enroll"), f.count("calist"); s != b.N || e != b.N || l != 1 {
 		b.Errorf("%d searches, %d enrollments, %d CA lists for %d certificates; want %d, %d, 1", s, e, l, b.N, b.N, b.N)
 	}

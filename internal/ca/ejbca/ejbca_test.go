@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -707,35 +706,7 @@ func toString(v any) string {
 // TestExampleConfig: the commented ejbca connection in configs/example.yaml, uncommented, passes
 // the offline check.
 func TestExampleConfig(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "configs", "example.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var block []string
-	in := false
-	for line := range strings.SplitSeq(string(b), "\n") {
-		switch {
-		case strings.HasPrefix(line, "  # corp-ejbca:"):
-			in = true
-		case in && !strings.HasPrefix(line, "  #   "):
-			in = false
-		case in:
-			block = append(block, strings.TrimPrefix(line, "  #   "))
-		}
-	}
-	if len(block) == 0 {
-		t.Fatal("no corp-ejbca block in configs/example.yaml")
-	}
-	var s ca.Settings
-	if err := yaml.Unmarshal([]byte(strings.Join(block, "\n")), &s); err != nil {
-		t.Fatalf("the example does not parse: %v", err)
-	}
-	if s["type"] != Type {
-		t.Fatalf("type %v", s["type"])
-	}
-	delete(s, "type")
-	delete(s, "timeout")
-	if err := Check(s); err != nil {
+	if err := Check(catest.ExampleSettings(t, "corp-ejbca", Type)); err != nil {
 		t.Errorf("the example fails the check: %v", err)
 	}
 }

@@ -20,7 +20,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/ca/catest"
@@ -718,35 +717,7 @@ func TestCertificates(t *testing.T) {
 // TestExampleConfig: the commented vault connection in configs/example.yaml, uncommented, passes
 // the offline check, so the example an operator copies is valid.
 func TestExampleConfig(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "configs", "example.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var block []string
-	in := false
-	for line := range strings.SplitSeq(string(b), "\n") {
-		switch {
-		case strings.HasPrefix(line, "  # corp-vault:"):
-			in = true
-		case in && !strings.HasPrefix(line, "  #   "):
-			in = false
-		case in:
-			block = append(block, strings.TrimPrefix(line, "  #   "))
-		}
-	}
-	if len(block) == 0 {
-		t.Fatal("no corp-vault block in configs/example.yaml")
-	}
-	var s ca.Settings
-	if err := yaml.Unmarshal([]byte(strings.Join(block, "\n")), &s); err != nil {
-		t.Fatalf("the example does not parse: %v", err)
-	}
-	if s["type"] != Type {
-		t.Fatalf("type %v", s["type"])
-	}
-	delete(s, "type")
-	delete(s, "timeout") // the adapter's keys
-	if err := Check(s); err != nil {
+	if err := Check(catest.ExampleSettings(t, "corp-vault", Type)); err != nil {
 		t.Errorf("the example fails the check: %v", err)
 	}
 }
