@@ -17,7 +17,7 @@ import (
 // connector → the SDK → the in-process CAS, and checks both ends: every certificate uploaded
 // (the leaf alone) is signed by the pool's CA and carries the device key, and CAS signed once per process, also when its
 // answers were lost, and when it never answered before the connection's timeout (the engine
-// then recovers the certificate by its certificate_id).
+// then recovers the certificate by its certificate_id, or asks again with the same request_id).
 func TestEndToEnd(t *testing.T) {
 	good, lossy, hanging, refusing := newFakeCAS(t), newFakeCAS(t), newFakeCAS(t), newFakeCAS(t)
 	lossy.loseFirstAnswers = true
@@ -66,15 +66,21 @@ func TestEndToEnd(t *testing.T) {
 		}
 		f.mu.Unlock()
 	}
-	if n := hanging.callCount("GetCertificate"); n < 3 {
-		t.Errorf("the hanging CA was asked for %d certificates; each cut call should be recovered with GetCertificate", n)
-	}
 	if s := snaps[refused]; s.State != emulator.StateFailed || !strings.Contains(s.FailureMessage, "PermissionDenied") ||
 		!strings.Contains(s.FailureMessage, "privateca.certificates.create") {
 		t.Errorf("refused: %s %q", s.State, s.FailureMessage)
 	}
-	if got := h.Metric("certprov_ca_recovered_total", "ca_connection", "cas-hanging"); got != 3 {
-		t.Errorf("certprov_ca_recovered_total{cas-hanging} = %v, want 3", got)
+	// Each cut call ends in the certificate CAS signed for it: recovered with GetCertificate
+	// when the client's deadline ended the call, or — when CAS's own end of the same deadline
+	// answered DeadlineExceeded first, which the engine takes as an answer — created again with
+	// the same request_id, which CAS answers with that certificate. Which side ends first is
+	// the scheduler's choice; both end in one signature (minted above).
+	recovered := h.Metric("certprov_ca_recovered_total", "ca_connection", "cas-hanging")
+	if got := int(recovered) + hanging.replays(); got != 3 {
+		t.Errorf("certprov_ca_recovered_total{cas-hanging} = %v plus %d creates answered by request_id, want 3 in all", recovered, hanging.replays())
+	}
+	if n := hanging.callCount("GetCertificate"); n < int(recovered) {
+		t.Errorf("%v certificates recovered with %d GetCertificate calls", recovered, n)
 	}
 	h.WaitJournalIdle(10 * time.Second)
 }

@@ -57,6 +57,7 @@ type fakeCAS struct {
 	requests  map[string]*privatecapb.Certificate // by request_id
 	minted    map[string]int                      // certificate_id -> certificates signed
 	calls     map[string]int                      // method -> calls
+	replayed  int                                 // creates answered from requests (a request_id seen before)
 	// fail, when set for a method, answers with its error instead; loseAnswer makes
 	// CreateCertificate issue and then answer with its error, as when the answer is lost.
 	fail       map[string]error
@@ -183,6 +184,13 @@ func (f *fakeCAS) authorize(ctx context.Context, req any, info *grpc.UnaryServer
 	return handler(ctx, req)
 }
 
+// replays counts the creates answered with the certificate of an earlier request_id.
+func (f *fakeCAS) replays() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.replayed
+}
+
 func (f *fakeCAS) callCount(method string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -249,6 +257,7 @@ func (f *fakeCAS) createLocked(req *privatecapb.CreateCertificateRequest) (*priv
 			return nil, false, status.Error(codes.InvalidArgument, "request_id must be a valid non-zero UUID")
 		}
 		if prev, ok := f.requests[id]; ok {
+			f.replayed++
 			return proto.Clone(prev).(*privatecapb.Certificate), false, nil
 		}
 	}
