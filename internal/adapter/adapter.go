@@ -257,8 +257,9 @@ func EngineOptions(cfg *config.Config) engine.Options {
 		Workers:         cfg.Engine.Workers,
 		PollInterval:    cfg.Engine.PollInterval,
 		MaxPollInterval: cfg.Engine.MaxPollInterval,
-		Retry:           cfg.Engine.Retry,
-		LeaseDuration:   cfg.Journal.LeaseDuration,
+		LongWaitAfter:   cfg.Engine.LongWaitAfter, LongWaitPollInterval: cfg.Engine.LongWaitPollInterval,
+		Retry:         cfg.Engine.Retry,
+		LeaseDuration: cfg.Journal.LeaseDuration,
 		// How long a stop lets in-flight steps finish (Run).
 		ShutdownGracePeriod: cfg.ShutdownGracePeriod,
 	}

@@ -37,6 +37,8 @@ engine:
   workers: 4
   pollInterval: 1s
   maxPollInterval: 30s
+  longWaitAfter: 20m
+  longWaitPollInterval: 10m
   retry:
     initialBackoff: 500ms
     maxBackoff: 1m
@@ -189,6 +191,7 @@ func TestLoadFull(t *testing.T) {
 		},
 		Engine: Engine{
 			Workers: 4, PollInterval: time.Second, MaxPollInterval: 30 * time.Second,
+			LongWaitAfter: 20 * time.Minute, LongWaitPollInterval: 10 * time.Minute,
 			Retry: Retry{InitialBackoff: 500 * time.Millisecond, MaxBackoff: time.Minute, MaxDuration: 2 * time.Hour},
 		},
 		Journal: Journal{Type: JournalMemory, LeaseDuration: DefaultLeaseDuration, Retention: DefaultRetention},
@@ -256,6 +259,8 @@ func TestDefaults(t *testing.T) {
 		{"engine.workers", cfg.Engine.Workers, 16},
 		{"engine.pollInterval", cfg.Engine.PollInterval, 2 * time.Second},
 		{"engine.maxPollInterval", cfg.Engine.MaxPollInterval, time.Minute},
+		{"engine.longWaitAfter", cfg.Engine.LongWaitAfter, 10 * time.Minute},
+		{"engine.longWaitPollInterval", cfg.Engine.LongWaitPollInterval, 5 * time.Minute},
 		{"engine.retry.initialBackoff", cfg.Engine.Retry.InitialBackoff, time.Second},
 		{"engine.retry.maxBackoff", cfg.Engine.Retry.MaxBackoff, 5 * time.Minute},
 		{"engine.retry.maxDuration", cfg.Engine.Retry.MaxDuration, time.Hour},

@@ -10,12 +10,20 @@ const (
 	// for these methods): a full bucket and a minute at the rate stay under it (40 × 60 + 20 =
 	// 2,420), with room for doctor and inspect. At 5 calls per certificate that drains a burst
 	// at 8 processes/s per project (docs/performance.md). Replicas share the project's quota.
-	DefaultRateLimit              = 40.0 // requests per second to the Google API, per replica
-	DefaultRateBurst              = 20
-	DefaultRequestTimeout         = 30 * time.Second
-	DefaultWorkers                = 16
-	DefaultPollInterval           = 2 * time.Second
-	DefaultMaxPollInterval        = time.Minute
+	DefaultRateLimit       = 40.0 // requests per second to the Google API, per replica
+	DefaultRateBurst       = 20
+	DefaultRequestTimeout  = 30 * time.Second
+	DefaultWorkers         = 16
+	DefaultPollInterval    = 2 * time.Second
+	DefaultMaxPollInterval = time.Minute
+	// A device polls Google about 30 s, 2 min and 8 min after it was asked to sign, then every
+	// 8 h (push when it comes online): one that has not signed within 10 minutes is offline,
+	// and polling it every minute until its sign deadline spends the project's quota (10,000
+	// such processes would poll 10,000 times a minute, four times the 2,500 requests/min
+	// quota). From then on it is polled every 5 minutes: at most 12 polls an hour, and at most
+	// 5 minutes late on a wait that was already over 10 (docs/performance.md).
+	DefaultLongWaitAfter          = 10 * time.Minute
+	DefaultLongWaitPollInterval   = 5 * time.Minute
 	DefaultInitialBackoff         = time.Second
 	DefaultMaxBackoff             = 5 * time.Minute
 	DefaultRetryMaxDuration       = time.Hour
@@ -104,6 +112,7 @@ func Defaults() Config {
 			Workers:         DefaultWorkers,
 			PollInterval:    DefaultPollInterval,
 			MaxPollInterval: DefaultMaxPollInterval,
+			LongWaitAfter:   DefaultLongWaitAfter, LongWaitPollInterval: DefaultLongWaitPollInterval,
 			Retry: Retry{
 				InitialBackoff: DefaultInitialBackoff,
 				MaxBackoff:     DefaultMaxBackoff,

@@ -118,6 +118,10 @@ type Engine struct {
 	// MaxPollInterval.
 	PollInterval    time.Duration `mapstructure:"pollInterval"`
 	MaxPollInterval time.Duration `mapstructure:"maxPollInterval"`
+	// LongWaitAfter is how long after signData a device counts as offline; from then on the
+	// operation is polled every LongWaitPollInterval (at least MaxPollInterval).
+	LongWaitAfter        time.Duration `mapstructure:"longWaitAfter"`
+	LongWaitPollInterval time.Duration `mapstructure:"longWaitPollInterval"`
 	// Retry governs transient failures of every step other than waiting for the device.
 	Retry Retry `mapstructure:"retry"`
 }

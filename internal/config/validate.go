@@ -285,6 +285,10 @@ func (c *Config) validateEngine(ps *problems) {
 	if positive(ps, "engine.maxPollInterval", e.MaxPollInterval) && okPoll && e.MaxPollInterval < e.PollInterval {
 		ps.add("engine.maxPollInterval", "must not be shorter than engine.pollInterval (%s)", e.PollInterval)
 	}
+	positive(ps, "engine.longWaitAfter", e.LongWaitAfter)
+	if positive(ps, "engine.longWaitPollInterval", e.LongWaitPollInterval) && e.MaxPollInterval > 0 && e.LongWaitPollInterval < e.MaxPollInterval {
+		ps.add("engine.longWaitPollInterval", "must not be shorter than engine.maxPollInterval (%s)", e.MaxPollInterval)
+	}
 	r := e.Retry
 	okInit := positive(ps, "engine.retry.initialBackoff", r.InitialBackoff)
 	if positive(ps, "engine.retry.maxBackoff", r.MaxBackoff) && okInit && r.MaxBackoff < r.InitialBackoff {

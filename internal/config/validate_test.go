@@ -100,6 +100,8 @@ func TestValidateRules(t *testing.T) {
 		{"poll interval", func(c *Config) { c.Engine.PollInterval = -time.Second }, "engine.pollInterval", "positive"},
 		{"max poll interval", func(c *Config) { c.Engine.MaxPollInterval = 0 }, "engine.maxPollInterval", "positive"},
 		{"max poll below poll", func(c *Config) { c.Engine.MaxPollInterval = time.Second }, "engine.maxPollInterval", "not be shorter than engine.pollInterval"},
+		{"long wait after", func(c *Config) { c.Engine.LongWaitAfter = 0 }, "engine.longWaitAfter", "positive"},
+		{"long-wait poll below max poll", func(c *Config) { c.Engine.LongWaitPollInterval = 30 * time.Second }, "engine.longWaitPollInterval", "not be shorter than engine.maxPollInterval"},
 		{"initial backoff", func(c *Config) { c.Engine.Retry.InitialBackoff = 0 }, "engine.retry.initialBackoff", "positive"},
 		{"max backoff", func(c *Config) { c.Engine.Retry.MaxBackoff = 0 }, "engine.retry.maxBackoff", "positive"},
 		{"max backoff below initial", func(c *Config) { c.Engine.Retry.MaxBackoff = time.Millisecond }, "engine.retry.maxBackoff", "not be shorter"},

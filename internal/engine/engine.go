@@ -136,7 +136,12 @@ type Options struct {
 	Workers         int
 	PollInterval    time.Duration
 	MaxPollInterval time.Duration
-	Retry           config.Retry
+	// LongWaitAfter and LongWaitPollInterval: once a device has not signed for LongWaitAfter
+	// since signData, its operation is polled every LongWaitPollInterval (if longer than the
+	// doubling schedule's interval), to spare the quota while it is offline.
+	LongWaitAfter        time.Duration
+	LongWaitPollInterval time.Duration
+	Retry                config.Retry
 	// LeaseDuration is how long a worker holds a record without renewing its lease before
 	// others may take it. While a step runs, a heartbeat renews the lease every third of it;
 	// a step whose lease is lost is abandoned before its next side effect.
@@ -216,6 +221,8 @@ func New(o Options) (*Engine, error) {
 	}
 	def(&o.PollInterval, config.DefaultPollInterval)
 	def(&o.MaxPollInterval, config.DefaultMaxPollInterval)
+	def(&o.LongWaitAfter, config.DefaultLongWaitAfter)
+	def(&o.LongWaitPollInterval, config.DefaultLongWaitPollInterval)
 	def(&o.Retry.InitialBackoff, config.DefaultInitialBackoff)
 	def(&o.Retry.MaxBackoff, config.DefaultMaxBackoff)
 	def(&o.Retry.MaxDuration, config.DefaultRetryMaxDuration)

@@ -254,7 +254,9 @@ func (e *Engine) signed(rec *journal.Record, sig []byte) {
 	e.log.Info("device signed", zap.String("process", rec.Name))
 }
 
-// pollAgain schedules the next poll, doubling the interval, unless the device ran out of time.
+// pollAgain schedules the next poll, doubling the interval up to MaxPollInterval and, once the
+// device has not signed for LongWaitAfter, every LongWaitPollInterval — unless the device ran
+// out of time.
 func (e *Engine) pollAgain(rec *journal.Record) {
 	now := e.now()
 	if !rec.SignDeadline.IsZero() && now.After(rec.SignDeadline) {
@@ -267,6 +269,9 @@ func (e *Engine) pollAgain(rec *journal.Record) {
 	interval := e.o.PollInterval << min(rec.Attempts-1, 20)
 	if interval <= 0 || interval > e.o.MaxPollInterval {
 		interval = e.o.MaxPollInterval
+	}
+	if now.Sub(rec.StepStarted) >= e.o.LongWaitAfter {
+		interval = max(interval, e.o.LongWaitPollInterval)
 	}
 	next := now.Add(interval)
 	if !rec.SignDeadline.IsZero() && next.After(rec.SignDeadline) {

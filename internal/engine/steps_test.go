@@ -456,6 +456,47 @@ func TestSignDeadline(t *testing.T) {
 	}
 }
 
+// TestLongWaitPolls: a device that has not signed within engine.longWaitAfter is polled every
+// longWaitPollInterval from then on (the defaults: 10 minutes, then every 5), at most 12 times
+// an hour, and is still noticed when it signs, with signData sent once.
+func TestLongWaitPolls(t *testing.T) {
+	x := newScene(t)
+	name := x.start("P1", "builtin")
+	rec := x.run(name)
+	sent := x.clk.Now()
+	var polls []time.Duration // since signData
+	for x.clk.Now().Sub(sent) < 25*time.Minute {
+		rec = x.untilDue(name)
+		if rec.State != journal.StateSignRequested {
+			t.Fatalf("state %s after %s: want still waiting", rec.State, x.clk.Now().Sub(sent))
+		}
+		polls = append(polls, x.clk.Now().Sub(sent))
+	}
+	var early, late int
+	for i, p := range polls {
+		if p <= config.DefaultLongWaitAfter {
+			early++
+			continue
+		}
+		late++
+		if gap := p - polls[i-1]; gap != config.DefaultLongWaitPollInterval && polls[i-1] >= config.DefaultLongWaitAfter {
+			t.Errorf("poll at %s came %s after the previous, want every %s past %s", p, gap, config.DefaultLongWaitPollInterval, config.DefaultLongWaitAfter)
+		}
+	}
+	// Up to 10 minutes the doubling schedule capped at a minute: 1, 2, 4, …, 32 s, then each
+	// minute; past 10 minutes one poll every 5 minutes: 12 an hour.
+	if early < 10 || late < 2 || late > 4 {
+		t.Errorf("polls at %v: %d up to %s and %d after, want the minute schedule first and then every %s",
+			polls, early, config.DefaultLongWaitAfter, late, config.DefaultLongWaitPollInterval)
+	}
+	x.api.sign(t, name, false)
+	x.ended(x.runToEnd(name), journal.StateUploaded, "issued", "")
+	x.issuedToDevice(name)
+	if x.api.view(name).signed != 1 {
+		t.Error("signData was sent again while waiting")
+	}
+}
+
 // TestBadSignature: a signature that does not verify against the device key fails the process
 // before any CA sees the request.
 func TestBadSignature(t *testing.T) {
