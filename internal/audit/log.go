@@ -30,9 +30,10 @@ const maxLine = 1 << 20
 // Log is an audit sink: JSON lines appended to a file, or written to a stream (standard
 // output). It is safe for concurrent use.
 //
-// On a file, Write returns only once the line is on disk (fsync after every event), so that an
-// event reported written survives a crash or a power loss; the file is opened append-only and
-// created 0600. Written tells whether an event is already in the file, which is what makes a
+// On a file, Write returns only once the line is on disk (an fsync begun after the line was
+// written), so that an event reported written survives a crash or a power loss; concurrent
+// writers share one fsync (group commit: the engine's workers finish processes at once). The
+// file is opened append-only and created 0600. Written tells whether an event is already in the file, which is what makes a
 // write retried after a crash exactly-once. A stream is neither synced nor searchable: events
 // written again after a crash appear twice there, identical, with the same id.
 type Log struct {
@@ -47,6 +48,18 @@ type Log struct {
 	torn   bool     // the sink may end in a partial line, so the next event starts a new one
 	closed bool
 	log    *zap.Logger
+
+	// Group commit. written counts the lines written to f (under mu); synced is the count an
+	// fsync has made durable, and lines up to failedThrough were written before an fsync that
+	// failed: their pages may be gone even if a later fsync succeeds, so their writers are told
+	// (under syncMu, which one fsync holds at a time). All three restart with a new file.
+	syncMu        sync.Mutex
+	written       uint64
+	synced        uint64
+	failedThrough uint64
+	failErr       error
+	// syncFile is (*os.File).Sync; tests stand in for the disk.
+	syncFile func(*os.File) error
 }
 
 // Open opens the audit sink at path: standard output when path is "" or "-", else the file,
@@ -56,7 +69,7 @@ func Open(path string, log *zap.Logger) (*Log, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	l := &Log{log: log}
+	l := &Log{log: log, syncFile: (*os.File).Sync}
 	if err := l.open(path); err != nil {
 		return nil, err
 	}
@@ -64,7 +77,7 @@ func Open(path string, log *zap.Logger) (*Log, error) {
 }
 
 // NewStream is a Log that writes to w, as to standard output (tests, pipes).
-func NewStream(w io.Writer) *Log { return &Log{out: w, log: zap.NewNop()} }
+func NewStream(w io.Writer) *Log { return &Log{out: w, log: zap.NewNop(), syncFile: (*os.File).Sync} }
 
 // open points l at path; l.swap must be held for writing, or l not shared yet.
 func (l *Log) open(path string) error {
@@ -133,8 +146,8 @@ func (l *Log) Write(ev *Event) error {
 	l.swap.RLock()
 	defer l.swap.RUnlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return ErrClosed
 	}
 	if l.torn {
@@ -144,14 +157,44 @@ func (l *Log) Write(ev *Event) error {
 	if err != nil || n < len(line) {
 		// Part of the line may be out: whatever follows starts on a line of its own.
 		l.torn = l.torn || n > 0
+		l.mu.Unlock()
 		return fmt.Errorf("write audit event %s to %s: %w", ev.ID, l.name(), cmpErr(err, io.ErrShortWrite))
 	}
 	l.torn = false
-	if l.f != nil {
-		if err := l.f.Sync(); err != nil {
-			return fmt.Errorf("sync audit log %s after event %s: %w", l.path, ev.ID, err)
-		}
+	if l.f == nil {
+		l.mu.Unlock()
+		return nil
 	}
+	l.written++
+	seq := l.written
+	l.mu.Unlock()
+	// swap is still held for reading: the file cannot be swapped or closed under the sync.
+	if err := l.syncThrough(seq); err != nil {
+		return fmt.Errorf("sync audit log %s after event %s: %w", l.path, ev.ID, err)
+	}
+	return nil
+}
+
+// syncThrough returns once line seq of the file is on disk: at once if an fsync begun after it
+// was written succeeded, else after an fsync of its own, which makes every line written so far
+// durable for their writers too (they wait on syncMu meanwhile and then find theirs synced).
+func (l *Log) syncThrough(seq uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	switch {
+	case seq <= l.synced:
+		return nil
+	case seq <= l.failedThrough:
+		return l.failErr
+	}
+	l.mu.Lock()
+	through := l.written
+	l.mu.Unlock()
+	if err := l.syncFile(l.f); err != nil {
+		l.failedThrough, l.failErr = through, err
+		return err
+	}
+	l.synced = through
 	return nil
 }
 
@@ -277,7 +320,7 @@ type Prepared struct {
 
 // Prepare opens the sink at path for l, without switching to it.
 func (l *Log) Prepare(path string) (*Prepared, error) {
-	next := &Log{log: l.log}
+	next := &Log{log: l.log, syncFile: l.syncFile}
 	if err := next.open(path); err != nil {
 		return nil, err
 	}
@@ -295,6 +338,8 @@ func (p *Prepared) Apply() error {
 	}
 	old := l.opened
 	l.path, l.f, l.out, l.torn, l.opened = next.path, next.f, next.out, next.torn, next.opened
+	// No write is under way (swap is held): the counts start again with the new file.
+	l.written, l.synced, l.failedThrough, l.failErr = 0, 0, 0, nil
 	if old != nil {
 		if err := old.Close(); err != nil {
 			l.log.Warn("closing the previous audit log file", zap.Error(err))
