@@ -61,7 +61,9 @@ func (l *Log) linesWritten() uint64 {
 	return l.written
 }
 
-func ev(id string) *Event { return &Event{SchemaVersion: SchemaVersion, ID: id, Kind: KindEnrollment, Outcome: "issued"} }
+func ev(id string) *Event {
+	return &Event{SchemaVersion: SchemaVersion, ID: id, Kind: KindEnrollment, Outcome: "issued"}
+}
 
 // TestGroupCommit: while one event's fsync is under way, fifteen others are written; they all
 // return after one more fsync, begun once all fifteen lines were in the file, not fifteen.
