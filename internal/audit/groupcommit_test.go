@@ -36,6 +36,26 @@ func (d *disk) sync(f *os.File) error {
 	return <-d.gate
 }
 
+// waitSync waits for an fsync to begin.
+func (d *disk) waitSync(t *testing.T) {
+	t.Helper()
+	select {
+	case <-d.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no fsync began within 10s")
+	}
+}
+
+// end ends the fsync under way with err.
+func (d *disk) end(t *testing.T, err error) {
+	t.Helper()
+	select {
+	case d.gate <- err:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no fsync under way to end within 10s")
+	}
+}
+
 func (d *disk) count() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -71,7 +91,7 @@ func TestGroupCommit(t *testing.T) {
 	l, d, path := openWithDisk(t)
 	first := make(chan error, 1)
 	go func() { first <- l.Write(ev("first")) }()
-	<-d.entered // the first fsync holds the disk
+	d.waitSync(t) // the first fsync holds the disk
 
 	const others = 15
 	errs := make(chan error, others)
@@ -79,12 +99,12 @@ func TestGroupCommit(t *testing.T) {
 		go func() { errs <- l.Write(ev(fmt.Sprintf("other-%d", i))) }()
 	}
 	clocktest.WaitFor(t, "fifteen more lines written", 10*time.Second, func() bool { return l.linesWritten() == others+1 })
-	d.gate <- nil // the first fsync ends
+	d.end(t, nil) // the first fsync ends
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	<-d.entered // one fsync for the fifteen
-	d.gate <- nil
+	d.waitSync(t) // one fsync for the fifteen
+	d.end(t, nil)
 	for range others {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
@@ -112,7 +132,7 @@ func TestGroupCommitFailure(t *testing.T) {
 	l, d, _ := openWithDisk(t)
 	first := make(chan error, 1)
 	go func() { first <- l.Write(ev("first")) }()
-	<-d.entered
+	d.waitSync(t)
 
 	const batch = 3
 	errs := make(chan error, batch)
@@ -120,13 +140,13 @@ func TestGroupCommitFailure(t *testing.T) {
 		go func() { errs <- l.Write(ev(fmt.Sprintf("batch-%d", i))) }()
 	}
 	clocktest.WaitFor(t, "the batch written", 10*time.Second, func() bool { return l.linesWritten() == batch+1 })
-	d.gate <- nil
+	d.end(t, nil)
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	<-d.entered // the batch's fsync
+	d.waitSync(t) // the batch's fsync
 	lost := errors.New("EIO")
-	d.gate <- lost
+	d.end(t, lost)
 	for range batch {
 		if err := <-errs; !errors.Is(err, lost) {
 			t.Errorf("an event written before the failed fsync: %v, want the fsync's error", err)
@@ -138,8 +158,8 @@ func TestGroupCommitFailure(t *testing.T) {
 
 	after := make(chan error, 1)
 	go func() { after <- l.Write(ev("after")) }()
-	<-d.entered
-	d.gate <- nil
+	d.waitSync(t)
+	d.end(t, nil)
 	if err := <-after; err != nil {
 		t.Errorf("an event written after the failure: %v", err)
 	}
@@ -152,8 +172,8 @@ func TestGroupCommitReopen(t *testing.T) {
 	for i := range 3 {
 		done := make(chan error, 1)
 		go func() { done <- l.Write(ev(fmt.Sprintf("old-%d", i))) }()
-		<-d.entered
-		d.gate <- nil
+		d.waitSync(t)
+		d.end(t, nil)
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
@@ -163,8 +183,8 @@ func TestGroupCommitReopen(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- l.Write(ev("new")) }()
-	<-d.entered // synced again
-	d.gate <- nil
+	d.waitSync(t) // synced again
+	d.end(t, nil)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
