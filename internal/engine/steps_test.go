@@ -462,11 +462,13 @@ func TestSignDeadline(t *testing.T) {
 func TestLongWaitPolls(t *testing.T) {
 	x := newScene(t)
 	name := x.start("P1", "builtin")
-	rec := x.run(name)
+	if rec := x.run(name); rec.State != journal.StateSignRequested {
+		t.Fatalf("state %s after admission, want signData sent", rec.State)
+	}
 	sent := x.clk.Now()
 	var polls []time.Duration // since signData
 	for x.clk.Now().Sub(sent) < 25*time.Minute {
-		rec = x.untilDue(name)
+		rec := x.untilDue(name)
 		if rec.State != journal.StateSignRequested {
 			t.Fatalf("state %s after %s: want still waiting", rec.State, x.clk.Now().Sub(sent))
 		}
