@@ -3,6 +3,7 @@ package ca
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/certprov/certprov-adapter/internal/errclass"
@@ -65,4 +66,13 @@ func Classify(err error) (Class, time.Duration) {
 func IsPermanent(err error) bool {
 	c, _ := Classify(err)
 	return c == ClassPermanent
+}
+
+// GatewayLost reports whether an HTTP status is a gateway's admission that it lost the answer:
+// 502 Bad Gateway or 504 Gateway Timeout from a proxy or load balancer in front of the CA. The
+// CA may have received the request and acted on it, so a request that makes the CA issue must
+// not be repeated after one (the same rule as an answer lost on the connection); other calls
+// may be.
+func GatewayLost(status int) bool {
+	return status == http.StatusBadGateway || status == http.StatusGatewayTimeout
 }

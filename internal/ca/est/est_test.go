@@ -329,6 +329,11 @@ func TestStatuses(t *testing.T) {
 		{"rate limited", 429, map[string]string{"Retry-After": "7"}, "", ca.ClassRetryable, eq(7 * time.Second), "try later"},
 		{"server error", 500, nil, "internal server error", ca.ClassRetryable, eq(0), "server error (HTTP 500 Internal Server Error: internal server error)"},
 		{"unavailable", 503, map[string]string{"Retry-After": "30"}, "", ca.ClassRetryable, eq(30 * time.Second), "HTTP 503"},
+		// A gateway may have passed the enrollment on: the CA may have issued, so never again.
+		{"bad gateway", 502, nil, "<html><body>502 Bad Gateway</body></html>", ca.ClassPermanent, eq(0),
+			"a gateway in front of the EST server answered HTTP 502 Bad Gateway"},
+		{"gateway timeout", 504, nil, "upstream request timeout", ca.ClassPermanent, eq(0),
+			"HTTP 504 Gateway Timeout: upstream request timeout: it may have passed the enrollment on"},
 		{"redirect", 302, map[string]string{"Location": "https://elsewhere.example.com/"}, "", ca.ClassPermanent, eq(0), "set url to the final location"},
 		{"no content", 204, nil, "", ca.ClassPermanent, eq(0), "unexpected answer"},
 		{"long, noisy text", 400, nil, strings.Repeat("bad\x00\n", 200), ca.ClassPermanent, eq(0), "bad bad"},

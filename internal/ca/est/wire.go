@@ -130,6 +130,11 @@ func (c *Connector) do(req *http.Request, idempotent bool) (*response, error) {
 		}
 		return nil, ca.Retryable(fmt.Errorf("%s: reading the answer (HTTP %d): %w", op, resp.StatusCode, err), 0)
 	}
+	if !idempotent && ca.GatewayLost(resp.StatusCode) {
+		return nil, ca.Permanentf("%s: a gateway in front of the EST server answered HTTP %d %s%s: it may have passed the "+
+			"enrollment on and lost the answer; it may have issued a certificate, so the adapter does not ask again",
+			op, resp.StatusCode, http.StatusText(resp.StatusCode), quotedText(serverText(body)))
+	}
 	return &response{status: resp.StatusCode, header: resp.Header, body: body}, nil
 }
 
@@ -201,6 +206,14 @@ func clientCertRefused(err error) (bool, string) {
 	return ok, "TLS alert " + name
 }
 
+// quotedText is ": text", or "" for none.
+func quotedText(text string) string {
+	if text == "" {
+		return ""
+	}
+	return ": " + text
+}
+
 // hasCredentials says whether the adapter authenticates itself at all.
 func (c *Connector) hasCredentials() bool { return c.username != "" || c.clientCert }
 
@@ -212,10 +225,7 @@ func statusError(u string, resp *response, enrollment, credentials bool) error {
 		op = "EST simpleenroll " + u
 	}
 	status := fmt.Sprintf("HTTP %d %s", resp.status, http.StatusText(resp.status))
-	text := serverText(resp.body)
-	if text != "" {
-		text = ": " + text
-	}
+	text := quotedText(serverText(resp.body))
 	wait := retryafter.Parse(resp.header.Get("Retry-After"), time.Now())
 	switch {
 	case resp.status == http.StatusUnauthorized && !credentials:

@@ -516,6 +516,10 @@ func do(client *http.Client, hreq *http.Request, what string, out any, secret st
 		}
 		return ca.Retryable(fmt.Errorf("%s: read answer: %w", what, err), 0)
 	}
+	if !idempotent && ca.GatewayLost(resp.StatusCode) {
+		return ca.Permanentf("%s: a gateway in front of step-ca answered HTTP %d (%s): it may have passed the request on "+
+			"and lost step-ca's answer; not asking again, since step-ca may have signed", what, resp.StatusCode, caMessage(b, secret))
+	}
 	return decodeAnswer(what, resp, b, out, secret)
 }
 

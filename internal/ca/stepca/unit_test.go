@@ -238,6 +238,15 @@ func TestAnswers(t *testing.T) {
 			w.WriteHeader(503)
 			_, _ = w.Write([]byte("<html>\n<body>" + strings.Repeat("busy ", 200) + "</body></html>"))
 		}, ca.ClassRetryable, 7 * time.Second, []string{"HTTP 503", "<html> <body>busy", "…"}},
+		// A gateway may have passed the sign request on: step-ca may have signed, so never again.
+		{"bad gateway", func(w http.ResponseWriter, _ string) {
+			w.WriteHeader(502)
+			_, _ = w.Write([]byte("<html><body>502 Bad Gateway</body></html>"))
+		}, ca.ClassPermanent, 0, []string{"a gateway in front of step-ca answered HTTP 502", "step-ca may have signed"}},
+		{"gateway timeout", func(w http.ResponseWriter, _ string) {
+			w.WriteHeader(504)
+			_, _ = w.Write([]byte("upstream request timeout"))
+		}, ca.ClassPermanent, 0, []string{"HTTP 504 (upstream request timeout)", "not asking again"}},
 		{"not JSON", func(w http.ResponseWriter, _ string) {
 			w.WriteHeader(201)
 			_, _ = w.Write([]byte("hello"))

@@ -146,10 +146,13 @@ type fakeVault struct {
 	root      *x509.Certificate
 
 	// Faults, each for the next matching request.
-	crlNumber  int64
-	failSign   []fakeFailure
-	loseSign   int // sign, store, then cut the connection without an answer
-	nextTokens int
+	crlNumber int64
+	failSign  []fakeFailure
+	loseSign  int // sign, store, then cut the connection without an answer
+	// gatewayAfterSign, when set, makes the next sign sign and store, then answers this status
+	// as a proxy in front of Vault would whose upstream answer was lost (502, 504).
+	gatewayAfterSign int
+	nextTokens       int
 }
 
 type fakeFailure struct {
@@ -875,6 +878,13 @@ func (f *fakeVault) sign(w http.ResponseWriter, r *http.Request, m *fakeMount, i
 	serial := colonHex(cert.SerialNumber.Bytes())
 	if !role.noStore {
 		m.certs[serial] = &fakeCert{cert: cert}
+	}
+	if code := f.gatewayAfterSign; code != 0 {
+		f.gatewayAfterSign = 0
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(code)
+		_, _ = fmt.Fprintf(w, "<html><body><h1>%d %s</h1></body></html>", code, http.StatusText(code))
+		return
 	}
 	if f.loseSign > 0 {
 		f.loseSign--

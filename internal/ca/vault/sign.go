@@ -63,6 +63,11 @@ func (c *Connector) Issue(ctx context.Context, req *ca.Request) (*ca.Issued, err
 			return nil, ca.Permanentf("%s: %s for %s: the request reached Vault but its answer was lost (%v); "+
 				"not asking again, since Vault may have signed and cannot say what it signed for a request", c.label(), what, req.Key, err)
 		}
+		if code := statusOf(err); ca.GatewayLost(code) {
+			return nil, ca.Permanentf("%s: %s for %s: a gateway in front of Vault answered HTTP %d: it may have passed the request on "+
+				"and lost Vault's answer; not asking again, since Vault may have signed and cannot say what it signed for a request",
+				c.label(), what, req.Key, code)
+		}
 		return nil, c.callError(what+" for "+req.Key, err, ex)
 	}
 	issued, serial, err := signed(sec)

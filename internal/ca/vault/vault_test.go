@@ -325,6 +325,30 @@ func TestLostAnswerIsNotRepeated(t *testing.T) {
 	}
 }
 
+// TestGatewayAfterSignIsNotRepeated: Vault signs and stores, then the proxy in front of it
+// answers 502 or 504 instead of Vault's answer. That is the lost answer again, told by the
+// proxy: the connector does not ask again, one certificate issued.
+func TestGatewayAfterSignIsNotRepeated(t *testing.T) {
+	for _, code := range []int{http.StatusBadGateway, http.StatusGatewayTimeout} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			f := newFakeVault(t)
+			f.gatewayAfterSign = code
+			c, _ := f.newConnector(t, nil)
+			_, err := c.Issue(ctxTimeout(t), catest.NewRequest(t, catest.DeviceKey(t, catest.P256), "GATEWAY"))
+			if !ca.IsPermanent(err) || !strings.Contains(err.Error(), fmt.Sprintf("a gateway in front of Vault answered HTTP %d", code)) ||
+				!strings.Contains(err.Error(), "not asking again") {
+				t.Fatalf("want a permanent 'not asking again' naming the gateway, got %v", err)
+			}
+			if n := f.count("PUT", "pki/sign/devices"); n != 1 {
+				t.Errorf("%d sign requests, want exactly 1", n)
+			}
+			if n := f.issuedCount(); n != 1 {
+				t.Errorf("%d certificates issued, want 1", n)
+			}
+		})
+	}
+}
+
 // TestUnreachableIsRetryable: nothing listens, so nothing was sent: retryable.
 func TestUnreachableIsRetryable(t *testing.T) {
 	f := newFakeVault(t)
