@@ -79,6 +79,14 @@ func FromConfig(ctx context.Context, cfg *config.Config, log *zap.Logger) (o Opt
 		}
 	}
 
+	if cfg.Google.Directory.Enabled {
+		if dir, _, err := adapter.Directory(ctx, cfg, log.Named("directory"), nil); err != nil {
+			o.DirectoryErr = err
+		} else {
+			o.Directory = dir
+		}
+	}
+
 	ps, err := adapter.PubSubClient(ctx, cfg, nil)
 	if err != nil {
 		o.PubSubErr = err

@@ -2,7 +2,8 @@
 // adapter would use them, and says for each failure what to fix: that a token can be obtained
 // with the provisioning scope, that the Pub/Sub subscription exists and the identity may pull
 // from it, that the Certificate Provisioning API answers and authorises the identity for each
-// customer, and that each CA connection answers. `certprov-adapter doctor` prints the Report.
+// customer, that the Admin SDK Directory lets it read devices and users (google.directory), and
+// that each CA connection answers. `certprov-adapter doctor` prints the Report.
 //
 // Every check asks without changing anything: the API check reads a process that cannot
 // exist, the Pub/Sub checks read the subscription and test a permission, the CA checks are the
@@ -32,6 +33,8 @@ import (
 	"github.com/certprov/certprov-adapter/internal/ca"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
+	"github.com/certprov/certprov-adapter/internal/csr"
+	"github.com/certprov/certprov-adapter/internal/directory"
 	"github.com/certprov/certprov-adapter/internal/process"
 	"github.com/certprov/certprov-adapter/internal/suggest"
 )
@@ -74,6 +77,13 @@ type ProcessReader interface {
 	Get(ctx context.Context, name string) (*process.Process, error)
 }
 
+// DirectoryReader reads Directory records. *directory.Client implements it; its errors are
+// *directory.Error.
+type DirectoryReader interface {
+	Device(ctx context.Context, customer, deviceID string) (*csr.DeviceDirectory, error)
+	User(ctx context.Context, customer, userKey string) (*csr.UserDirectory, error)
+}
+
 // SubscriptionAdmin is the part of the Pub/Sub admin API the checks use.
 // *pubsub/v2/apiv1.SubscriptionAdminClient implements it; errors carry gRPC status codes.
 type SubscriptionAdmin interface {
@@ -114,6 +124,10 @@ type Options struct {
 	// Subscriptions is the Pub/Sub admin client; nil when it could not be built (PubSubErr).
 	Subscriptions SubscriptionAdmin
 	PubSubErr     error
+	// Directory reads the Admin SDK Directory when google.directory.enabled; nil otherwise, or
+	// when it could not be built (DirectoryErr says why).
+	Directory    DirectoryReader
+	DirectoryErr error
 	// CAs are the CA connections by name.
 	CAs map[string]CAConnection
 	// Timeout bounds each check (default 10s).
@@ -122,6 +136,10 @@ type Options struct {
 
 // DefaultTimeout bounds one check when Options.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
+
+// probeUser is a user id no account has (Google's are 21 digits): users.get of it answers 404
+// when the identity may read the customer's users.
+const probeUser = "000000000000000000000"
 
 // probeID is a process id no device mints (they are random): reading it answers 404 when
 // the identity may read the customer's processes.
@@ -140,6 +158,11 @@ func Run(ctx context.Context, o Options) Report {
 	d.checkPubSub(ctx)
 	for _, c := range o.Config.Customers {
 		d.checkAPI(ctx, c, tokenOK)
+	}
+	if o.Config.Google.Directory.Enabled {
+		for _, c := range o.Config.Customers {
+			d.checkDirectory(ctx, c)
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(o.CAs)) {
 		d.checkCA(ctx, name, o.CAs[name])
@@ -496,6 +519,57 @@ func (d *doctor) checkAPI(ctx context.Context, customer string, tokenOK bool) {
 	default:
 		d.add(name, Fail, detail, "Google's side failed: try again later; if it persists, check https://www.google.com/appsstatus")
 	}
+}
+
+// checkDirectory reads a device and a user that cannot exist under customer, through the
+// Directory client the adapter uses (its own token: google.credentials with
+// google.directory.subject): two 404s prove the Admin SDK answers and lets the identity read the
+// customer's devices and users, which profiles using Directory data need.
+func (d *doctor) checkDirectory(ctx context.Context, customer string) {
+	name := "google.directory customers/" + customer
+	if d.o.Directory == nil {
+		detail := "no Directory client"
+		if d.o.DirectoryErr != nil {
+			detail = d.o.DirectoryErr.Error()
+		}
+		d.add(name, Fail, detail, "check google.directory and google.credentials")
+		return
+	}
+	for _, probe := range []struct {
+		what string
+		read func(context.Context) error
+	}{
+		{"devices", func(ctx context.Context) error { _, err := d.o.Directory.Device(ctx, customer, probeID); return err }},
+		{"users", func(ctx context.Context) error { _, err := d.o.Directory.User(ctx, customer, probeUser); return err }},
+	} {
+		cctx, cancel := d.bound(ctx)
+		err := probe.read(cctx)
+		cancel()
+		var de *directory.Error
+		if err == nil || errors.As(err, &de) && de.NotFound() {
+			continue
+		}
+		switch {
+		case de == nil || de.Code == 0:
+			d.add(name, Fail, fmt.Sprintf("cannot read the Directory's %s: %v", probe.what, err), d.directoryFix())
+		case de.Forbidden() || de.Code == 401:
+			d.add(name, Fail, fmt.Sprintf("the Directory refused to let %s read customer %s's %s: %v", d.identity(), customer, probe.what, err), d.directoryFix())
+		case de.Code == 400:
+			d.add(name, Fail, fmt.Sprintf("the Directory does not accept customer %s: %v", customer, err),
+				"set customers to the id in Admin console > Account > Account settings, or my_customer")
+		default:
+			d.add(name, Fail, err.Error(), "Google's side failed or throttled: try again later; google.directory.rateLimit bounds the adapter's own calls")
+		}
+		return
+	}
+	d.add(name, OK, fmt.Sprintf("the Directory lets %s read customer %s's devices and users", d.identity(), customer), "")
+}
+
+// directoryFix says how to grant the Directory's access.
+func (d *doctor) directoryFix() string {
+	return fmt.Sprintf("in the Admin console, Security > API controls > Domain-wide delegation, add client id %s with the scopes %s and %s, "+
+		"and set google.directory.subject to an administrator who may read ChromeOS devices and users (docs/directory.md)",
+		d.clientID(), directory.ScopeDevices, directory.ScopeUsers)
 }
 
 // checkCA runs a connection's health check.

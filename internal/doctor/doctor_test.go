@@ -72,6 +72,7 @@ type cfgEdit struct {
 	pubsubAddr   string
 	credentials  string // the google.credentials block
 	extraCA      string // more caConnections entries
+	googleExtra  string // more google keys, indented under google
 }
 
 func (w *world) load(t *testing.T, e cfgEdit) *config.Config {
@@ -91,12 +92,13 @@ pubsub: {project: doctor, subscription: %s, endpoint: %q, insecure: true}
 google:
   credentials: %s
   endpoint: %q
+%s
 journal: {type: memory}
 profiles:
   device: {subject: {commonName: "{{.Device.SerialNumber}}"}}
 caConnections:
   builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}
-%s`, customer, e.subscription, e.pubsubAddr, e.credentials, w.rest, e.extraCA)
+%s`, customer, e.subscription, e.pubsubAddr, e.credentials, w.rest, e.googleExtra, e.extraCA)
 	path := filepath.Join(w.dir, "adapter.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -171,6 +173,50 @@ func TestHealthy(t *testing.T) {
 	// The probe read a process; it created, claimed or changed nothing.
 	if snaps := w.emu.Snapshots(); len(snaps) != 0 {
 		t.Errorf("the emulator has processes: %+v", snaps)
+	}
+}
+
+// TestDirectory: with google.directory enabled, the doctor reads a device and a user that
+// cannot exist through the adapter's Directory client; two 404s pass, a 403 on either fails with
+// the delegation to grant and the subject to set, and it reads no record and changes nothing.
+func TestDirectory(t *testing.T) {
+	w := newWorld(t)
+	name := "google.directory customers/" + customer
+	load := func() *config.Config {
+		return w.load(t, cfgEdit{googleExtra: "  directory: {enabled: true}"})
+	}
+	r := runDoctor(t, load())
+	if !r.OK {
+		t.Fatalf("healthy Directory fails: %+v", r.Checks)
+	}
+	wantCheck(t, r, name, doctor.OK, []string{"read customer " + customer + "'s devices and users"}, nil)
+	if d, u := w.emu.DirectoryCalls(emulator.MethodDirectoryDevicesGet), w.emu.DirectoryCalls(emulator.MethodDirectoryUsersGet); d != 1 || u != 1 {
+		t.Errorf("Directory calls: %d devices.get, %d users.get; want one each", d, u)
+	}
+
+	for _, tc := range []struct{ method, what string }{
+		{emulator.MethodDirectoryDevicesGet, "devices"},
+		{emulator.MethodDirectoryUsersGet, "users"},
+	} {
+		w.emu.FailNext(tc.method, 1, http.StatusForbidden, 0)
+		r = runDoctor(t, load())
+		if r.OK {
+			t.Fatalf("a Directory refusing %s passes", tc.what)
+		}
+		wantCheck(t, r, name, doctor.Fail, []string{"refused to let", customer + "'s " + tc.what, "HTTP 403"},
+			[]string{"Domain-wide delegation", "admin.directory.device.chromeos.readonly", "admin.directory.user.readonly", "google.directory.subject"})
+	}
+
+	// Not enabled: no check, no call.
+	before := w.emu.DirectoryCalls(emulator.MethodDirectoryDevicesGet)
+	r = runDoctor(t, w.load(t, cfgEdit{}))
+	for _, c := range r.Checks {
+		if strings.HasPrefix(c.Name, "google.directory") {
+			t.Errorf("a check of a Directory not enabled: %+v", c)
+		}
+	}
+	if w.emu.DirectoryCalls(emulator.MethodDirectoryDevicesGet) != before {
+		t.Error("the Directory was called though not enabled")
 	}
 }
 
