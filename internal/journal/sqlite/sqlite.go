@@ -81,6 +81,9 @@ type Store struct {
 	path     string
 	w        *sql.DB // one connection, the committer's
 	r        *sql.DB // readers, concurrent with the writer thanks to WAL
+	// get is Get's statement, prepared on the readers once the table exists, so that the
+	// admissions' reads (one per notification) are not parsed every time.
+	get *sql.Stmt
 	readOnly bool
 	unlock   func() error
 	log      *zap.Logger
@@ -147,6 +150,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
+	if err := s.prepareReads(ctx); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open journal %s: %w", path, err)
+	}
 	// Leases written by an adapter before this one: their holder is dead (we hold the lock).
 	if _, err := s.w.ExecContext(ctx, `UPDATE records SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL`); err != nil {
 		_ = s.Close()
@@ -182,7 +189,20 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 		_ = s.Close()
 		return nil, fmt.Errorf("open journal %s read-only: schema version %d, want 1 to %d (not a journal, or written by a newer adapter)", path, version, schemaVersion)
 	}
+	if err := s.prepareReads(ctx); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open journal %s read-only: %w", path, err)
+	}
 	return s, nil
+}
+
+// prepareReads prepares the readers' hot statement; the table must exist.
+func (s *Store) prepareReads(ctx context.Context) error {
+	var err error
+	if s.get, err = s.r.PrepareContext(ctx, `SELECT data FROM records WHERE name = ?`); err != nil {
+		return fmt.Errorf("prepare reads: %w", err)
+	}
+	return nil
 }
 
 func open(ctx context.Context, abs string, readOnly bool) (*Store, error) {
@@ -339,7 +359,7 @@ func (s *Store) Create(ctx context.Context, rec *journal.Record) (bool, error) {
 // Get returns the record named name, or journal.ErrNotFound.
 func (s *Store) Get(ctx context.Context, name string) (*journal.Record, error) {
 	var data []byte
-	err := s.r.QueryRowContext(ctx, `SELECT data FROM records WHERE name = ?`, name).Scan(&data)
+	err := s.get.QueryRowContext(ctx, name).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("get %s: %w", name, journal.ErrNotFound)
 	}
@@ -566,6 +586,9 @@ func (s *Store) Close() error {
 		}
 		if s.c != nil {
 			errs = append(errs, s.c.close())
+		}
+		if s.get != nil {
+			errs = append(errs, s.get.Close())
 		}
 		if s.r != nil {
 			errs = append(errs, s.r.Close())

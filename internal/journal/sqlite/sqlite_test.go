@@ -485,3 +485,22 @@ func TestPowerLossKeepsEveryAnsweredWrite(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkGet reads one record by name from a journal of 1,000: what an admission's read of a
+// notification's process costs the readers (the statement prepared once, sqlite.go).
+func BenchmarkGet(b *testing.B) {
+	s := open(b, filepath.Join(b.TempDir(), "journal.db"))
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("customers/C0bench/certificateProvisioningProcesses/P%04d", i)
+		create(b, s, journaltest.CertificateRecord(names[i], t0))
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := s.Get(ctx, names[i%len(names)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
