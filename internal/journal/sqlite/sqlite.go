@@ -78,12 +78,12 @@ var upgrades = map[int][]string{
 
 // Store is a journal.Store in one SQLite file. It is safe for concurrent use.
 type Store struct {
-	path     string
-	w        *sql.DB // one connection, the committer's
-	r        *sql.DB // readers, concurrent with the writer thanks to WAL
+	path string
+	w    *sql.DB // one connection, the committer's
+	r    *sql.DB // readers, concurrent with the writer thanks to WAL
 	// get is Get's statement, prepared on the readers once the table exists, so that the
 	// admissions' reads (one per notification) are not parsed every time.
-	get *sql.Stmt
+	get      *sql.Stmt
 	readOnly bool
 	unlock   func() error
 	log      *zap.Logger
