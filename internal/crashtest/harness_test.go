@@ -75,6 +75,10 @@ type world struct {
 	scepProxy *scepProxy
 	// caOf is the CA connection each started process names.
 	caOf map[string]string
+	// renewal, when set, gives the device profile revokeSuperseded (grace period 1s) and the
+	// built-in CA a CRL (crl), so that a device's new certificate revokes its previous one.
+	renewal bool
+	crl     string
 
 	mu       sync.Mutex
 	adapters []*adapterProc
@@ -177,7 +181,7 @@ profiles:
     extendedKeyUsage: [clientAuth]
     validity: 24h
     signDeadline: 10m
-  user:
+%s  user:
     subject: {commonName: "{{.User.Email}}"}
     subjectAltNames: {email: ["{{.User.Email}}"]}
     extendedKeyUsage: [clientAuth]
@@ -189,7 +193,7 @@ caConnections:
     certificateFile: ca/ca.crt
     keyFile: ca/ca.key
     ledgerFile: ca/ledger.jsonl
-`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy, level, name)
+%s`, instanceID, customer, w.emu.PubSubAddr(), w.restURL, jy, level, name, w.renewalProfile(), w.renewalCA())
 	if w.scepProxy != nil {
 		cfg += fmt.Sprintf(`  scep:
     type: scep
@@ -205,6 +209,22 @@ caConnections:
 		w.t.Fatal(err)
 	}
 	return path
+}
+
+// renewalProfile and renewalCA are the device profile's and the built-in CA's settings for
+// renewal, or nothing.
+func (w *world) renewalProfile() string {
+	if !w.renewal {
+		return ""
+	}
+	return "    revokeSuperseded: {enabled: true, gracePeriod: 1s}\n"
+}
+
+func (w *world) renewalCA() string {
+	if !w.renewal {
+		return ""
+	}
+	return "    crlFile: ca/ca.crl\n"
 }
 
 // adapterProc is one running certprov-adapter.
