@@ -223,6 +223,7 @@ func verifiedAccessServer(ctx context.Context, cfg *config.Config, conns map[str
 	client, err := verifiedaccess.NewClient(ctx, verifiedaccess.ClientOptions{
 		Endpoint:       va.Endpoint,
 		Credentials:    GoogleCredentials(cfg.Google.Credentials),
+		UserAgent:      UserAgent(),
 		RequestTimeout: cfg.Google.RequestTimeout,
 		RateLimit:      cfg.Google.RateLimit,
 		Logger:         log.Named("verifiedaccess"),

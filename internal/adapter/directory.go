@@ -28,6 +28,7 @@ func TenantDirectoryOptions(t config.Tenant, log *zap.Logger, reg prometheus.Reg
 	return directory.Options{
 		Endpoint:               g.Endpoint,
 		Credentials:            creds,
+		UserAgent:              UserAgent(),
 		InsecureAllowCleartext: g.InsecureAllowCleartext,
 		Cleartext:              config.EndpointRule(config.SectionGoogle),
 		RateLimit:              directory.RateLimit{RequestsPerSecond: d.RateLimit.RequestsPerSecond, Burst: d.RateLimit.Burst},

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/certprov/certprov-adapter/internal/buildinfo"
 	"github.com/certprov/certprov-adapter/internal/chromeapi"
 	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/googleauth"
@@ -43,6 +44,7 @@ func TenantAPIOptions(t config.Tenant, log *zap.Logger, reg prometheus.Registere
 	return chromeapi.Options{
 		Endpoint:               g.Endpoint,
 		Credentials:            GoogleCredentials(g.Credentials),
+		UserAgent:              UserAgent(),
 		InsecureAllowCleartext: g.InsecureAllowCleartext,
 		Cleartext:              config.EndpointRule(config.SectionGoogle),
 		RateLimit:              APIRateLimit(g.RateLimit),
@@ -51,6 +53,9 @@ func TenantAPIOptions(t config.Tenant, log *zap.Logger, reg prometheus.Registere
 		Registerer:             reg,
 	}
 }
+
+// UserAgent is the adapter's product token in every request to Google: its name and version.
+func UserAgent() string { return googleauth.DefaultUserAgent + "/" + buildinfo.Get().Version }
 
 // APIRateLimit is google.rateLimit as the API client takes it.
 func APIRateLimit(r config.RateLimit) chromeapi.RateLimit {

@@ -39,6 +39,8 @@ type Options struct {
 	Endpoint string
 	// Credentials authenticate the calls, with Scope; type None sends none (an emulator).
 	Credentials googleauth.Credentials
+	// UserAgent is the adapter's product token in the User-Agent (googleauth.Client.UserAgent).
+	UserAgent string
 	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback, to
 	// which the access token then travels in clear; New refuses one otherwise, naming the
 	// settings of Cleartext (the zero Rule names none).
@@ -107,7 +109,7 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		warning.Warn(o.Logger)
 	}
 	m := metrics.NewGoogleAPI(o.Registerer)
-	opts, ts, err := googleauth.Client{Credentials: o.Credentials, Scopes: []string{Scope}, Endpoint: o.Endpoint,
+	opts, ts, err := googleauth.Client{Credentials: o.Credentials, UserAgent: o.UserAgent, Scopes: []string{Scope}, Endpoint: o.Endpoint,
 		HTTPClient: o.HTTPClient, Wrap: func(next http.RoundTripper) http.RoundTripper {
 			return m.RoundTripper(metrics.APIChromeManagement, methodOf, next)
 		}}.Options(ctx)

@@ -55,6 +55,8 @@ type Options struct {
 	// administrator the service account acts as (domain-wide delegation); type None sends no
 	// credentials (an emulator).
 	Credentials googleauth.Credentials
+	// UserAgent is the adapter's product token in the User-Agent (googleauth.Client.UserAgent).
+	UserAgent string
 	// InsecureAllowCleartext accepts a plain-http Endpoint on a host that is not loopback; New
 	// refuses one otherwise, naming the settings of Cleartext.
 	InsecureAllowCleartext bool
@@ -128,7 +130,7 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		warning.Warn(o.Logger)
 	}
 	api := metrics.NewGoogleAPI(o.Registerer)
-	opts, ts, err := googleauth.Client{Credentials: o.Credentials, Scopes: []string{ScopeDevices, ScopeUsers}, Endpoint: o.Endpoint,
+	opts, ts, err := googleauth.Client{Credentials: o.Credentials, UserAgent: o.UserAgent, Scopes: []string{ScopeDevices, ScopeUsers}, Endpoint: o.Endpoint,
 		HTTPClient: o.HTTPClient, Wrap: func(next http.RoundTripper) http.RoundTripper {
 			return api.RoundTripper(metrics.APIDirectory, methodOf, next)
 		}}.Options(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -13,15 +14,16 @@ import (
 // TestClientOptions: a generated client built from Client.Options calls the endpoint given,
 // through the wrapped transport, without a token when the credentials are none.
 func TestClientOptions(t *testing.T) {
-	var auth atomic.Value
+	var auth, agent atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth.Store(r.Header.Get("Authorization"))
+		agent.Store(r.Header.Get("User-Agent"))
 		_, _ = w.Write([]byte(`{"challenge":"AA=="}`))
 	}))
 	defer srv.Close()
 	var wrapped atomic.Int32
 	opts, ts, err := Client{Credentials: Credentials{Type: None}, Scopes: []string{"https://www.googleapis.com/auth/verifiedaccess"},
-		Endpoint: srv.URL + "/", Wrap: func(next http.RoundTripper) http.RoundTripper {
+		Endpoint: srv.URL + "/", UserAgent: "certprov-adapter/v9.8.7", Wrap: func(next http.RoundTripper) http.RoundTripper {
 			return roundTripper(func(r *http.Request) (*http.Response, error) { wrapped.Add(1); return next.RoundTrip(r) })
 		}}.Options(context.Background())
 	if err != nil || ts != nil {
@@ -36,6 +38,10 @@ func TestClientOptions(t *testing.T) {
 	}
 	if a, _ := auth.Load().(string); a != "" {
 		t.Errorf("Authorization %q sent with credentials type none", a)
+	}
+	// The product token first, then the generated client's own, which names the library.
+	if a, _ := agent.Load().(string); !strings.HasPrefix(a, "certprov-adapter/v9.8.7 ") || !strings.Contains(a, "google-api-go-client/") {
+		t.Errorf("User-Agent %q, want certprov-adapter/v9.8.7 before the client library's token", a)
 	}
 	if wrapped.Load() != 1 {
 		t.Errorf("the wrapped transport saw %d requests, want 1", wrapped.Load())

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
@@ -141,12 +142,33 @@ type Client struct {
 	// Wrap wraps the transport below the authentication, so that it sees every request that
 	// reaches Google (the metrics' round tripper); nil for none.
 	Wrap func(http.RoundTripper) http.RoundTripper
+	// UserAgent is the product token put first in every request's User-Agent, before the
+	// generated client's own ("certprov-adapter/v1.2.3 google-api-go-client/0.5"), so that
+	// Google's request logs name the adapter and its version; empty: DefaultUserAgent.
+	UserAgent string
+}
+
+// DefaultUserAgent is Client.UserAgent when none is given.
+const DefaultUserAgent = "certprov-adapter"
+
+// userAgent puts its product token before the User-Agent a request carries. The generated
+// clients set their own on every request and take no other once they are given an HTTP client
+// (option.WithUserAgent is then ignored), so the token is added on the way out.
+type userAgent struct {
+	product string
+	next    http.RoundTripper
+}
+
+func (u userAgent) RoundTrip(r *http.Request) (*http.Response, error) {
+	r2 := r.Clone(r.Context()) // a RoundTripper must not change the caller's request
+	r2.Header.Set("User-Agent", strings.TrimSpace(u.product+" "+r.Header.Get("User-Agent")))
+	return u.next.RoundTrip(r2)
 }
 
 // Options are the client options of c for a generated client's NewService, and the caching token
 // source they authenticate with (nil when none: credentials type none, or an HTTPClient given).
 func (c Client) Options(ctx context.Context) ([]option.ClientOption, oauth2.TokenSource, error) {
-	opts := []option.ClientOption{option.WithUserAgent("certprov-adapter")}
+	var opts []option.ClientOption
 	if c.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(c.Endpoint))
 	}
@@ -158,5 +180,15 @@ func (c Client) Options(ctx context.Context) ([]option.ClientOption, oauth2.Toke
 		}
 		ts = oauth2.ReuseTokenSource(nil, src)
 	}
-	return append(opts, option.WithHTTPClient(HTTPClient(ctx, c.HTTPClient, ts, c.Wrap))), ts, nil
+	product := c.UserAgent
+	if product == "" {
+		product = DefaultUserAgent
+	}
+	wrap := func(next http.RoundTripper) http.RoundTripper {
+		if c.Wrap != nil {
+			next = c.Wrap(next)
+		}
+		return userAgent{product: product, next: next}
+	}
+	return append(opts, option.WithHTTPClient(HTTPClient(ctx, c.HTTPClient, ts, wrap))), ts, nil
 }

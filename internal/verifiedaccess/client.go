@@ -86,6 +86,8 @@ type ClientOptions struct {
 	// Credentials authenticate as google.credentials does, with the Verified Access scope;
 	// type none talks to an emulator without authentication.
 	Credentials googleauth.Credentials
+	// UserAgent is the adapter's product token in the User-Agent (googleauth.Client.UserAgent).
+	UserAgent string
 	// RequestTimeout bounds one call (default 30s).
 	RequestTimeout time.Duration
 	// RateLimit bounds calls per second to Google across the server (default config.DefaultRateLimit and DefaultRateBurst),
@@ -124,7 +126,7 @@ func NewClient(ctx context.Context, o ClientOptions) (*Client, error) {
 		warning.Warn(o.Logger)
 	}
 	m := metrics.NewGoogleAPI(o.Registerer)
-	opts, ts, err := googleauth.Client{Credentials: o.Credentials, Scopes: []string{Scope}, Endpoint: o.Endpoint,
+	opts, ts, err := googleauth.Client{Credentials: o.Credentials, UserAgent: o.UserAgent, Scopes: []string{Scope}, Endpoint: o.Endpoint,
 		HTTPClient: o.HTTPClient, Wrap: func(next http.RoundTripper) http.RoundTripper {
 			return m.RoundTripper(metrics.APIVerifiedAccess, methodOf, next)
 		}}.Options(ctx)
