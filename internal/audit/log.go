@@ -33,8 +33,8 @@ const maxLine = 1 << 20
 // On a file, Write returns only once the line is on disk (an fsync begun after the line was
 // written), so that an event reported written survives a crash or a power loss; concurrent
 // writers share one fsync (group commit: the engine's workers finish processes at once). The
-// file is opened append-only and created 0600. Written tells whether an event is already in the file, which is what makes a
-// write retried after a crash exactly-once. A stream is neither synced nor searchable: events
+// file is opened append-only and created 0600. Written tells whether an event is already in the
+// file, which is what makes a write retried after a crash exactly-once. A stream is neither synced nor searchable: events
 // written again after a crash appear twice there, identical, with the same id.
 type Log struct {
 	// swap is held for reading while the sink is in use and for writing to reopen or close it,
@@ -58,7 +58,7 @@ type Log struct {
 	synced        uint64
 	failedThrough uint64
 	failErr       error
-	// syncFile is (*os.File).Sync; tests stand in for the disk.
+	// syncFile, when set, stands in for (*os.File).Sync: tests' disk.
 	syncFile func(*os.File) error
 }
 
@@ -69,7 +69,7 @@ func Open(path string, log *zap.Logger) (*Log, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	l := &Log{log: log, syncFile: (*os.File).Sync}
+	l := &Log{log: log}
 	if err := l.open(path); err != nil {
 		return nil, err
 	}
@@ -77,7 +77,7 @@ func Open(path string, log *zap.Logger) (*Log, error) {
 }
 
 // NewStream is a Log that writes to w, as to standard output (tests, pipes).
-func NewStream(w io.Writer) *Log { return &Log{out: w, log: zap.NewNop(), syncFile: (*os.File).Sync} }
+func NewStream(w io.Writer) *Log { return &Log{out: w, log: zap.NewNop()} }
 
 // open points l at path; l.swap must be held for writing, or l not shared yet.
 func (l *Log) open(path string) error {
@@ -190,7 +190,11 @@ func (l *Log) syncThrough(seq uint64) error {
 	l.mu.Lock()
 	through := l.written
 	l.mu.Unlock()
-	if err := l.syncFile(l.f); err != nil {
+	sync := (*os.File).Sync
+	if l.syncFile != nil {
+		sync = l.syncFile
+	}
+	if err := sync(l.f); err != nil {
 		l.failedThrough, l.failErr = through, err
 		return err
 	}
@@ -320,7 +324,7 @@ type Prepared struct {
 
 // Prepare opens the sink at path for l, without switching to it.
 func (l *Log) Prepare(path string) (*Prepared, error) {
-	next := &Log{log: l.log, syncFile: l.syncFile}
+	next := &Log{log: l.log}
 	if err := next.open(path); err != nil {
 		return nil, err
 	}
