@@ -1,36 +1,20 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/certprov/certprov-adapter/internal/ca/local"
 	"github.com/certprov/certprov-adapter/internal/doctor"
-	"github.com/certprov/certprov-adapter/internal/emulator"
 )
 
 // TestDoctorCommand runs `doctor` against the emulator: one line per check, the fix on the line
 // of a failure, JSON with --json, exit 1 on any failure.
 func TestDoctorCommand(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	emu, err := emulator.New(ctx, emulator.Options{Project: "doc", Subscription: "certprov-adapter"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
-	srv := httptest.NewServer(emu.Handler())
-	defer srv.Close()
-	dir := t.TempDir()
-	if _, _, err := local.CreateCA(filepath.Join(dir, "ca"), "ecdsa", "doctor CA", time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	g := newGoogleScene(t, "certprov-adapter")
+	emu, srv, dir := g.emu, g.rest, g.dir
 	config := func(subscription string) string {
 		return writeFile(t, filepath.Join(dir, subscription+".yaml"), fmt.Sprintf(`instanceId: a1
 customers: [C0abc]
@@ -96,19 +80,8 @@ caConnections: {builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/c
 // TestDoctorTenants: with tenants, every tenant is checked with its own subscription, customers
 // and CA connections, its checks named under its path and carrying its name.
 func TestDoctorTenants(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	emu, err := emulator.New(ctx, emulator.Options{Project: "doc", Subscription: "sub-acme"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
-	srv := httptest.NewServer(emu.Handler())
-	defer srv.Close()
-	dir := t.TempDir()
-	if _, _, err := local.CreateCA(filepath.Join(dir, "ca"), "ecdsa", "doctor CA", time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	g := newGoogleScene(t, "sub-acme")
+	emu, srv, dir := g.emu, g.rest, g.dir
 	tenant := func(name, customer, sub string) string {
 		return fmt.Sprintf(`
   - name: %s

@@ -24,19 +24,19 @@ import (
 	"github.com/certprov/certprov-adapter/internal/pubsubsetup"
 )
 
-// setupScene is the emulator with its topic (projects/doc/topics/certprov) and a subscription
-// of its own, and a configuration for a subscription that does not exist yet.
-type setupScene struct {
+// googleScene is Google's side for the commands to talk to: the emulator in project doc with
+// its topic (projects/doc/topics/certprov) and the subscription named, serving REST on loopback,
+// and a directory whose ca/ holds a built-in CA (ca/ca.crt, ca/ca.key).
+type googleScene struct {
 	emu    *emulator.Emulator
 	rest   *httptest.Server
 	dir    string
-	config string
 	caCert string
 }
 
-func newSetupScene(t *testing.T) *setupScene {
+func newGoogleScene(t *testing.T, subscription string) *googleScene {
 	t.Helper()
-	emu, err := emulator.New(context.Background(), emulator.Options{Project: "doc", Subscription: "emulator-own"})
+	emu, err := emulator.New(context.Background(), emulator.Options{Project: "doc", Subscription: subscription})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +44,24 @@ func newSetupScene(t *testing.T) *setupScene {
 	rest := httptest.NewServer(emu.Handler())
 	t.Cleanup(rest.Close)
 	dir := t.TempDir()
-	caCert, _, err := local.CreateCA(filepath.Join(dir, "ca"), "ecdsa", "setup CA", time.Hour)
+	caCert, _, err := local.CreateCA(filepath.Join(dir, "ca"), "ecdsa", "cli test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &googleScene{emu: emu, rest: rest, dir: dir, caCert: caCert}
+}
+
+// setupScene is the Google side with a subscription of the emulator's own, and a configuration
+// for a subscription that does not exist yet.
+type setupScene struct {
+	*googleScene
+	config string
+}
+
+func newSetupScene(t *testing.T) *setupScene {
+	t.Helper()
+	g := newGoogleScene(t, "emulator-own")
+	emu, rest, dir := g.emu, g.rest, g.dir
 	cfg := writeFile(t, filepath.Join(dir, "adapter.yaml"), fmt.Sprintf(`instanceId: a1
 customers: [%s]
 pubsub: {project: doc, subscription: certprov-adapter, endpoint: %q, insecure: true}
@@ -57,7 +71,7 @@ ops: {listen: "127.0.0.1:0"}
 profiles: {device: {subject: {commonName: "{{.Device.SerialNumber}}"}, extendedKeyUsage: [clientAuth]}}
 caConnections: {builtin: {type: local, certificateFile: ca/ca.crt, keyFile: ca/ca.key}}
 `, emulator.DefaultCustomer, emu.PubSubAddr(), rest.URL+"/"))
-	return &setupScene{emu: emu, rest: rest, dir: dir, config: cfg, caCert: caCert}
+	return &setupScene{googleScene: g, config: cfg}
 }
 
 // TestSetupPubSubCommand: the command creates the subscription and the dead-letter topic on the
