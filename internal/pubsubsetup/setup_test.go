@@ -76,6 +76,15 @@ func newServer(t *testing.T) (*server, *config.Config) {
 	}
 	srv := pstest.NewServer(opts...)
 	t.Cleanup(func() { _ = srv.Close() })
+	var cfg *config.Config
+	s.client, cfg = connect(t, srv)
+	return s, cfg
+}
+
+// connect is a configuration for srv (the subscription certprov-adapter in project) and the
+// client the adapter builds from it.
+func connect(t *testing.T, srv *pstest.Server) (*pubsub.Client, *config.Config) {
+	t.Helper()
 	cfg := config.Defaults()
 	cfg.PubSub.Project, cfg.PubSub.Subscription = project, "certprov-adapter"
 	cfg.PubSub.Endpoint, cfg.PubSub.Insecure = srv.Addr, true
@@ -84,8 +93,7 @@ func newServer(t *testing.T) (*server, *config.Config) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	s.client = client
-	return s, &cfg
+	return client, &cfg
 }
 
 func (s *server) createTopic(t *testing.T, name string) {
@@ -390,17 +398,10 @@ func TestPushBecomesPull(t *testing.T) {
 func TestPermissionDenied(t *testing.T) {
 	srv := pstest.NewServer(pstest.WithErrorInjection("CreateSubscription", codes.PermissionDenied, "User not authorized to perform this action."))
 	t.Cleanup(func() { _ = srv.Close() })
-	cfg := config.Defaults()
-	cfg.PubSub.Project, cfg.PubSub.Subscription = project, "certprov-adapter"
-	cfg.PubSub.Endpoint, cfg.PubSub.Insecure = srv.Addr, true
-	client, err := adapter.PubSubClient(context.Background(), &cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Close() })
+	client, cfg := connect(t, srv)
 	s := &server{client: client}
 	s.createTopic(t, topic)
-	_, err = s.run(t, &cfg, pubsubsetup.Apply, "certprov", "")
+	_, err := s.run(t, cfg, pubsubsetup.Apply, "certprov", "")
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "create subscription "+subName) ||
 		!strings.Contains(err.Error(), "roles/pubsub.editor") {
 		t.Errorf("error: %v", err)
