@@ -8,7 +8,6 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -51,8 +50,6 @@ func (e *Emulator) CustomerTopic(ctx context.Context, customer, topicID, subID s
 	return sub, nil
 }
 
-// publishFor publishes a notification of customer's process to the customer's topic
-// (CustomerTopic), or to the default topic when it has none.
 // publisherLocked is the publisher of customer's topic, the default topic's unless
 // CustomerTopic gave it one. e.mu is held.
 func (e *Emulator) publisherLocked(customer string) *pubsub.Publisher {
@@ -62,22 +59,16 @@ func (e *Emulator) publisherLocked(customer string) *pubsub.Publisher {
 	return e.publisher
 }
 
+// publishFor publishes a notification of customer's process to the customer's topic
+// (CustomerTopic), or to the default topic when it has none.
 func (e *Emulator) publishFor(ctx context.Context, customer string, data []byte) error {
 	e.mu.Lock()
-	pub, closed := e.customerTopics[customer], e.closed
+	pub := e.publisherLocked(customer)
 	e.mu.Unlock()
-	if pub == nil {
+	if pub == e.publisher {
 		return e.Publish(ctx, data)
 	}
-	if closed {
-		return errors.New("publish: emulator closed")
-	}
-	id, err := pub.Publish(ctx, &pubsub.Message{Data: data}).Get(ctx)
-	if err != nil {
-		return fmt.Errorf("publish to the topic of customer %s: %w", customer, err)
-	}
-	e.log.Debug("notification published", zap.String("customer", customer), zap.String("message_id", id), zap.Int("bytes", len(data)))
-	return nil
+	return e.publish(ctx, pub, "the topic of customer "+customer, data)
 }
 
 // stopCustomerTopics stops the publishers of the customers' topics (Close).

@@ -434,17 +434,23 @@ func (e *Emulator) newProc(spec ProcessSpec) (*proc, error) {
 // Publish publishes raw notification data to the topic and waits until pstest accepted it. It
 // is meant for malformed-message tests; StartProcess publishes well-formed notifications itself.
 func (e *Emulator) Publish(ctx context.Context, data []byte) error {
+	return e.publish(ctx, e.publisher, e.TopicName(), data)
+}
+
+// publish sends data through pub, the publisher of the topic where names, and waits until
+// pstest accepted it.
+func (e *Emulator) publish(ctx context.Context, pub *pubsub.Publisher, where string, data []byte) error {
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
 	if closed {
 		return errors.New("publish: emulator closed")
 	}
-	id, err := e.publisher.Publish(ctx, &pubsub.Message{Data: data}).Get(ctx)
+	id, err := pub.Publish(ctx, &pubsub.Message{Data: data}).Get(ctx)
 	if err != nil {
-		return fmt.Errorf("publish to %s: %w", e.TopicName(), err)
+		return fmt.Errorf("publish to %s: %w", where, err)
 	}
-	e.log.Debug("notification published", zap.String("message_id", id), zap.Int("bytes", len(data)))
+	e.log.Debug("notification published", zap.String("topic", where), zap.String("message_id", id), zap.Int("bytes", len(data)))
 	return nil
 }
 
