@@ -1,9 +1,7 @@
 package emulator
 
 import (
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/certprov/certprov-adapter/internal/emulator/frontend/frontendtest"
@@ -19,16 +17,7 @@ func TestHandlerServesBothAPIs(t *testing.T) {
 	v := newEnv(t)
 	post := func(path, body string) (int, string) {
 		t.Helper()
-		resp, err := http.Post(v.srv.URL+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
+		return rawCall(t, v, http.MethodPost, path, body)
 	}
 
 	if code, body := post("/v2/challenge:create", `{}`); code != 404 || frontendtest.Status(body) != "NOT_FOUND" {
