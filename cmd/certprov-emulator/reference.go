@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/certprov/certprov-adapter/internal/config"
 	"github.com/certprov/certprov-adapter/internal/emulator"
 	"github.com/certprov/certprov-adapter/internal/loadtest/reference"
 )
@@ -32,10 +33,10 @@ func runReference(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	project := fs.String("project", emulator.DefaultProject, "Pub/Sub project ID")
 	subscription := fs.String("subscription", emulator.DefaultSubscription, "Pub/Sub subscription ID")
 	instance := fs.String("instance-id", "reference-1", "callerInstanceId of the claims")
-	streams := fs.Int("streams", 1, "StreamingPull streams (as pubsub.streams)")
-	outstanding := fs.Int("max-outstanding-messages", 100, "messages in hand at once (as pubsub.maxOutstandingMessages)")
-	poll := fs.Duration("poll-interval", 2*time.Second, "first wait before polling the signData operation (as engine.pollInterval)")
-	maxPoll := fs.Duration("max-poll-interval", time.Minute, "longest wait between polls (as engine.maxPollInterval)")
+	streams := fs.Int("streams", config.DefaultStreams, "StreamingPull streams (as pubsub.streams)")
+	outstanding := fs.Int("max-outstanding-messages", config.DefaultMaxOutstandingMessages, "messages in hand at once (as pubsub.maxOutstandingMessages)")
+	poll := fs.Duration("poll-interval", config.DefaultPollInterval, "first wait before polling the signData operation (as engine.pollInterval)")
+	maxPoll := fs.Duration("max-poll-interval", config.DefaultMaxPollInterval, "longest wait between polls (as engine.maxPollInterval)")
 	caOut := fs.String("ca-out", "", "file to write the CA certificate to (required)")
 	metricsListen := fs.String("metrics-listen", "127.0.0.1:0", "host:port of the /metrics endpoint")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")

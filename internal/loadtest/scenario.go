@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/certprov/certprov-adapter/internal/config"
 )
 
 // Drivers: what works the processes of a run.
@@ -85,9 +87,9 @@ const Unlimited = 1e6
 // about 90 messages a second per stream, does not bound delivery.
 func baseSettings() Settings {
 	return Settings{
-		Workers: 16, Streams: 16, MaxOutstandingMessages: 100,
+		Workers: config.DefaultWorkers, Streams: 16, MaxOutstandingMessages: config.DefaultMaxOutstandingMessages,
 		RequestsPerSecond: Unlimited, Burst: 1000,
-		PollInterval: Duration(2 * time.Second), MaxPollInterval: Duration(time.Minute),
+		PollInterval: Duration(config.DefaultPollInterval), MaxPollInterval: Duration(config.DefaultMaxPollInterval),
 		LogLevel: "info",
 	}
 }
